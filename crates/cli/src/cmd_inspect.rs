@@ -1,0 +1,95 @@
+//! `cryptstream inspect`: the header of an encrypted file, without a key.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use cryptstream_format::{Header, KeySource, Layout, HEADER_LEN};
+
+/// Arguments of `inspect`.
+#[derive(clap::Args, Debug)]
+pub struct InspectArgs {
+    /// The encrypted file.
+    file: PathBuf,
+    /// Print the header as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Prints the header fields.
+pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
+    let name = args.file.display();
+    let mut file =
+        std::fs::File::open(&args.file).with_context(|| format!("{name}: cannot open"))?;
+    let file_len = file
+        .metadata()
+        .with_context(|| format!("{name}: cannot stat"))?
+        .len();
+    let mut bytes = Vec::with_capacity(HEADER_LEN);
+    file.by_ref()
+        .take(HEADER_LEN as u64)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("{name}: cannot read"))?;
+    let header = Header::parse(&bytes).with_context(|| name.to_string())?;
+    let layout = Layout::from_ciphertext_len(header.chunk_size, file_len).ok();
+    let (key_kind, key_detail) = match header.key_source {
+        KeySource::KeyFile(id) => ("key-file", format!("key file, id {id}")),
+        KeySource::Passphrase { params, .. } => (
+            "passphrase",
+            format!(
+                "passphrase (Argon2id, memory {} KiB, {} passes, {} lanes)",
+                params.m_kib, params.t, params.p
+            ),
+        ),
+    };
+    let length_note = match (header.plaintext_len, layout) {
+        (Some(n), Some(l)) if l.plaintext_len() == n => format!("{n} bytes"),
+        (Some(n), _) => {
+            format!("{n} bytes (but the file length does not match: truncated or extended)")
+        }
+        (None, Some(l)) => format!(
+            "not recorded (stream); {} bytes by the file length",
+            l.plaintext_len()
+        ),
+        (None, None) => "not recorded (stream); file length is invalid".to_string(),
+    };
+    if args.json {
+        let value = serde_json::json!({
+            "file": args.file,
+            "version": cryptstream_format::VERSION,
+            "cipher": header.cipher.name(),
+            "chunk_size": header.chunk_size,
+            "key": key_kind,
+            "key_id": match header.key_source {
+                KeySource::KeyFile(id) => Some(id.to_string()),
+                KeySource::Passphrase { .. } => None,
+            },
+            "kdf": match header.key_source {
+                KeySource::Passphrase { params, .. } =>
+                    serde_json::json!({"algorithm": "argon2id", "m_kib": params.m_kib, "t": params.t, "p": params.p}),
+                KeySource::KeyFile(_) => serde_json::Value::Null,
+            },
+            "plaintext_len": header.plaintext_len,
+            "mode": format!("{:04o}", header.mode),
+            "chunks": layout.map(|l| l.chunk_count()),
+            "file_len": file_len,
+        });
+        println!("{value:#}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("file:           {name}");
+    println!(
+        "format:         cryptstream version {}",
+        cryptstream_format::VERSION
+    );
+    println!("cipher:         {}", header.cipher.name());
+    println!("chunk size:     {} bytes", header.chunk_size);
+    println!("key:            {key_detail}");
+    println!("plaintext size: {length_note}");
+    println!("mode:           {:04o}", header.mode);
+    if let Some(l) = layout {
+        println!("chunks:         {}", l.chunk_count());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,78 @@
+//! The `cryptstream` command line: parses flags and wires the library
+//! crates together. Everything that does work lives in the crates below
+//! (`cryptstream-engine`, `cryptstream-format`); this crate only turns
+//! arguments into settings, secrets into a keyring, and results into output
+//! and an exit code.
+
+mod cmd_crypt;
+mod cmd_inspect;
+mod cmd_keygen;
+mod progress;
+mod secrets;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code when something failed.
+const EXIT_FAILURE: u8 = 1;
+
+/// Encrypt, store and move files at the speed of the machine.
+#[derive(Parser, Debug)]
+#[command(name = "cryptstream", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write a new random 256-bit key file (mode 0600).
+    Keygen(cmd_keygen::KeygenArgs),
+    /// Encrypt a file, a directory tree, or stdin (`-`).
+    Encrypt(cmd_crypt::CryptArgs),
+    /// Decrypt a file, a directory tree, or stdin (`-`).
+    Decrypt(cmd_crypt::CryptArgs),
+    /// Authenticate every chunk of encrypted files; writes nothing.
+    Verify(cmd_crypt::VerifyArgs),
+    /// Print the header of an encrypted file (no key needed).
+    Inspect(cmd_inspect::InspectArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Keygen(args) => cmd_keygen::run(args),
+        Command::Encrypt(args) => {
+            cmd_crypt::run_transform(cryptstream_engine::Direction::Encrypt, args)
+        }
+        Command::Decrypt(args) => {
+            cmd_crypt::run_transform(cryptstream_engine::Direction::Decrypt, args)
+        }
+        Command::Verify(args) => cmd_crypt::run_verify(args),
+        Command::Inspect(args) => cmd_inspect::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("cryptstream: {err:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// A closed stdout (`cryptstream decrypt x.cst - | head`) is a normal end.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

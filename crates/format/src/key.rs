@@ -1,0 +1,377 @@
+//! Key material: master keys, key files, passphrases and the per-file
+//! key derivation. Every secret here is zeroized on drop and has no
+//! `Debug`/`Display` that could print it.
+
+use std::sync::Mutex;
+
+use aws_lc_rs::{hkdf, hmac};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::header::{Header, KeySource};
+use crate::stream::ChunkCipher;
+use crate::FormatError;
+
+/// Length of a master key and of every derived key.
+pub const KEY_LEN: usize = 32;
+/// Length of a public key id.
+pub(crate) const KEY_ID_LEN: usize = 16;
+/// First line of a key file's payload line.
+const KEY_FILE_PREFIX: &str = "cryptstream-key-v1:";
+/// HKDF info strings; each derived value has its own (domain separation).
+const INFO_KEY_ID: &[u8] = b"cryptstream v1 key id";
+const INFO_PAYLOAD: &[u8] = b"cryptstream v1 payload key";
+const INFO_MAC: &[u8] = b"cryptstream v1 header mac key";
+const INFO_CHECK: &[u8] = b"cryptstream v1 key check";
+/// Argon2id memory cost limit accepted from a header: 4 GiB.
+const MAX_KDF_MEMORY_KIB: u32 = 4 * 1024 * 1024;
+/// Argon2id pass limit accepted from a header.
+const MAX_KDF_PASSES: u32 = 64;
+/// Argon2id lane limit accepted from a header.
+const MAX_KDF_LANES: u32 = 64;
+
+/// The public id of a key file: HKDF of the key, safe to show and store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KeyId([u8; KEY_ID_LEN]);
+
+impl KeyId {
+    pub(crate) fn from_bytes(bytes: [u8; KEY_ID_LEN]) -> KeyId {
+        KeyId(bytes)
+    }
+
+    /// The raw bytes of the id.
+    pub fn as_bytes(&self) -> &[u8; KEY_ID_LEN] {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+/// Argon2id costs, stored in the header of passphrase files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KdfParams {
+    /// Memory in KiB.
+    pub m_kib: u32,
+    /// Number of passes.
+    pub t: u32,
+    /// Degree of parallelism (lanes).
+    pub p: u32,
+}
+
+impl KdfParams {
+    /// The defaults for new files: 64 MiB, 3 passes, 1 lane, the second
+    /// recommended option of RFC 9106 with the lanes the `argon2` crate
+    /// computes fastest.
+    pub const DEFAULT: KdfParams = KdfParams {
+        m_kib: 64 * 1024,
+        t: 3,
+        p: 1,
+    };
+
+    /// Checks that the costs are within what this build accepts from a
+    /// header, so that a damaged or hostile header cannot ask for terabytes.
+    ///
+    /// # Errors
+    /// [`FormatError::KdfParams`] when a cost is out of range.
+    pub fn check(&self) -> Result<(), FormatError> {
+        let ok = (8..=MAX_KDF_MEMORY_KIB).contains(&self.m_kib)
+            && (1..=MAX_KDF_PASSES).contains(&self.t)
+            && (1..=MAX_KDF_LANES).contains(&self.p)
+            && self.m_kib >= 8 * self.p;
+        if ok {
+            Ok(())
+        } else {
+            Err(FormatError::KdfParams {
+                m_kib: self.m_kib,
+                t: self.t,
+                p: self.p,
+            })
+        }
+    }
+}
+
+/// A passphrase, zeroized on drop.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct Passphrase(Vec<u8>);
+
+impl Passphrase {
+    /// Wraps the bytes of a passphrase (taken over, not copied).
+    pub fn new(bytes: Vec<u8>) -> Passphrase {
+        Passphrase(bytes)
+    }
+
+    /// The passphrase bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// A 256-bit master key and where it came from. Zeroized on drop.
+pub struct MasterKey {
+    bytes: Zeroizing<[u8; KEY_LEN]>,
+    source: KeySource,
+}
+
+impl MasterKey {
+    /// A master key from the 32 random bytes of a key file.
+    pub fn from_key_bytes(bytes: [u8; KEY_LEN]) -> MasterKey {
+        let bytes = Zeroizing::new(bytes);
+        let mut id = [0u8; KEY_ID_LEN];
+        expand(
+            &hkdf::Salt::new(hkdf::HKDF_SHA256, &[]).extract(&bytes[..]),
+            INFO_KEY_ID,
+            &mut id,
+        );
+        MasterKey {
+            bytes,
+            source: KeySource::KeyFile(KeyId(id)),
+        }
+    }
+
+    /// Stretches `passphrase` with Argon2id.
+    ///
+    /// # Errors
+    /// [`FormatError::KdfParams`] for out-of-range costs and
+    /// [`FormatError::Kdf`] when Argon2id itself fails.
+    pub fn from_passphrase(
+        passphrase: &Passphrase,
+        salt: [u8; 16],
+        params: KdfParams,
+    ) -> Result<MasterKey, FormatError> {
+        params.check()?;
+        let argon_params = argon2::Params::new(params.m_kib, params.t, params.p, Some(KEY_LEN))
+            .map_err(|e| FormatError::Kdf(e.to_string()))?;
+        let argon = argon2::Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            argon_params,
+        );
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+        argon
+            .hash_password_into(passphrase.as_bytes(), &salt, &mut bytes[..])
+            .map_err(|e| FormatError::Kdf(e.to_string()))?;
+        Ok(MasterKey {
+            bytes,
+            source: KeySource::Passphrase { salt, params },
+        })
+    }
+
+    /// Where this key came from (what goes into the header).
+    pub fn source(&self) -> &KeySource {
+        &self.source
+    }
+
+    /// The key id, for key-file keys.
+    pub fn key_id(&self) -> Option<KeyId> {
+        match self.source {
+            KeySource::KeyFile(id) => Some(id),
+            KeySource::Passphrase { .. } => None,
+        }
+    }
+}
+
+/// The keys of one file, derived from the master key and the file's salt.
+pub(crate) struct FileKeys {
+    pub(crate) payload_key: Zeroizing<[u8; KEY_LEN]>,
+    pub(crate) mac_key: hmac::Key,
+    pub(crate) key_check: [u8; 16],
+}
+
+/// HKDF-SHA256(salt = file salt, ikm = master key), expanded three times
+/// with distinct info strings.
+pub(crate) fn derive_file_keys(key: &MasterKey, salt: &[u8]) -> FileKeys {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(&key.bytes[..]);
+    let mut payload_key = Zeroizing::new([0u8; KEY_LEN]);
+    expand(&prk, INFO_PAYLOAD, &mut payload_key[..]);
+    let mut mac_bytes = Zeroizing::new([0u8; KEY_LEN]);
+    expand(&prk, INFO_MAC, &mut mac_bytes[..]);
+    let mut key_check = [0u8; 16];
+    expand(&prk, INFO_CHECK, &mut key_check);
+    FileKeys {
+        payload_key,
+        mac_key: hmac::Key::new(hmac::HMAC_SHA256, &mac_bytes[..]),
+        key_check,
+    }
+}
+
+/// Output length for HKDF-Expand.
+struct Len(usize);
+
+impl hkdf::KeyType for Len {
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
+fn expand(prk: &hkdf::Prk, info: &[u8], out: &mut [u8]) {
+    let info = [info];
+    prk.expand(&info, Len(out.len()))
+        .and_then(|okm| okm.fill(out))
+        .expect("HKDF-SHA256 can expand up to 8160 bytes and we ask for at most 32");
+}
+
+/// Writes a new random key in the key-file text format and returns the
+/// text and the key's id.
+///
+/// # Errors
+/// [`FormatError::Random`] when the system random source fails.
+pub fn generate_key_file() -> Result<(Zeroizing<String>, KeyId), FormatError> {
+    let mut bytes = [0u8; KEY_LEN];
+    crate::fill_random(&mut bytes)?;
+    let key = MasterKey::from_key_bytes(bytes);
+    bytes.zeroize();
+    let id = key.key_id().expect("a key from bytes has a key id");
+    let text = Zeroizing::new(format!(
+        "# cryptstream key file: keep it secret; anyone with it can decrypt.\n\
+         # key id: {id}\n{KEY_FILE_PREFIX}{}\n",
+        hex::encode(&key.bytes[..])
+    ));
+    Ok((text, id))
+}
+
+/// Reads a key file's text: `#` comment lines, then one line
+/// `cryptstream-key-v1:` followed by 64 hex digits.
+///
+/// # Errors
+/// [`FormatError::KeyFile`] when no valid key line is found.
+pub fn parse_key_file(text: &str) -> Result<MasterKey, FormatError> {
+    let mut found = None;
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let hex_part = line
+            .strip_prefix(KEY_FILE_PREFIX)
+            .ok_or(FormatError::KeyFile(
+                "expected a line starting with 'cryptstream-key-v1:'",
+            ))?;
+        if found.is_some() {
+            return Err(FormatError::KeyFile("more than one key line"));
+        }
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+        hex::decode_to_slice(hex_part, &mut bytes[..])
+            .map_err(|_| FormatError::KeyFile("the key must be 64 hex digits"))?;
+        found = Some(MasterKey::from_key_bytes(*bytes));
+    }
+    found.ok_or(FormatError::KeyFile("no key line found"))
+}
+
+/// The secrets a run may use, and a cache of passphrase-derived keys so that
+/// Argon2id runs once per distinct (salt, costs), not once per file.
+pub struct Keyring {
+    key_files: Vec<MasterKey>,
+    passphrase: Option<Passphrase>,
+    derived: Mutex<Vec<std::sync::Arc<MasterKey>>>,
+}
+
+impl Keyring {
+    /// A keyring of key files (first one encrypts) and an optional passphrase.
+    pub fn new(key_files: Vec<MasterKey>, passphrase: Option<Passphrase>) -> Keyring {
+        Keyring {
+            key_files,
+            passphrase,
+            derived: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Parses key-file texts into a keyring.
+    ///
+    /// # Errors
+    /// [`FormatError::KeyFile`] for a text that is not a key file.
+    pub fn from_key_file_texts<'a>(
+        texts: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Keyring, FormatError> {
+        let keys = texts
+            .into_iter()
+            .map(parse_key_file)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Keyring::new(keys, None))
+    }
+
+    /// The key that encrypts new files: the first key file, or the passphrase
+    /// stretched once with a fresh Argon2id salt and `params`.
+    ///
+    /// # Errors
+    /// Fails when the keyring is empty or Argon2id fails.
+    pub fn encryption_key(
+        &self,
+        params: KdfParams,
+    ) -> Result<std::sync::Arc<MasterKey>, FormatError> {
+        if let Some(key) = self.key_files.first() {
+            return Ok(std::sync::Arc::new(MasterKey {
+                bytes: key.bytes.clone(),
+                source: key.source,
+            }));
+        }
+        let passphrase = self
+            .passphrase
+            .as_ref()
+            .ok_or(FormatError::NeedsPassphrase)?;
+        let mut salt = [0u8; 16];
+        crate::fill_random(&mut salt)?;
+        let key = std::sync::Arc::new(MasterKey::from_passphrase(passphrase, salt, params)?);
+        self.lock_derived().push(key.clone());
+        Ok(key)
+    }
+
+    /// Finds the master key for `header`, authenticates the header and
+    /// returns the chunk cipher.
+    ///
+    /// # Errors
+    /// [`FormatError::WrongKey`], [`FormatError::NeedsPassphrase`],
+    /// [`FormatError::NeedsKeyFile`], [`FormatError::WrongPassphrase`] or
+    /// [`FormatError::HeaderModified`].
+    pub fn unlock(&self, header: &Header) -> Result<ChunkCipher, FormatError> {
+        match header.key_source {
+            KeySource::KeyFile(id) => {
+                if self.key_files.is_empty() {
+                    return Err(FormatError::NeedsKeyFile {
+                        needed: id.to_string(),
+                    });
+                }
+                let key = self
+                    .key_files
+                    .iter()
+                    .find(|k| k.key_id() == Some(id))
+                    .ok_or_else(|| FormatError::WrongKey {
+                        needed: id.to_string(),
+                    })?;
+                header.authenticate(key)
+            }
+            KeySource::Passphrase { salt, params } => {
+                let key = self.passphrase_key(salt, params)?;
+                header.authenticate(&key)
+            }
+        }
+    }
+
+    fn lock_derived(&self) -> std::sync::MutexGuard<'_, Vec<std::sync::Arc<MasterKey>>> {
+        // A panic while holding the lock cannot leave the cache inconsistent:
+        // entries are only ever pushed whole.
+        self.derived.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn passphrase_key(
+        &self,
+        salt: [u8; 16],
+        params: KdfParams,
+    ) -> Result<std::sync::Arc<MasterKey>, FormatError> {
+        let wanted = KeySource::Passphrase { salt, params };
+        // Holding the lock while deriving makes concurrent workers wait for
+        // one Argon2id run instead of all running it.
+        let mut cache = self.lock_derived();
+        if let Some(key) = cache.iter().find(|k| k.source == wanted) {
+            return Ok(key.clone());
+        }
+        let passphrase = self
+            .passphrase
+            .as_ref()
+            .ok_or(FormatError::NeedsPassphrase)?;
+        let key = std::sync::Arc::new(MasterKey::from_passphrase(passphrase, salt, params)?);
+        cache.push(key.clone());
+        Ok(key)
+    }
+}

@@ -1,0 +1,48 @@
+//! The cryptstream container format, with no threads and no files.
+//!
+//! A cryptstream file is a fixed-size [`Header`] followed by the payload cut
+//! into chunks of `chunk_size` plaintext bytes, each sealed with an AEAD
+//! (AES-256-GCM or ChaCha20-Poly1305) following the STREAM construction of
+//! Hoang, Reyhanitabar, Rogaway and Vizár ("Online Authenticated-Encryption
+//! and its Nonce-Reuse Misuse-Resistance", CRYPTO 2015): the nonce of chunk
+//! `i` is the counter `i` plus a flag that marks the last chunk, and the whole
+//! header is the associated data of every chunk. Every chunk has the same
+//! size on disk except the last one, so [`Layout`] computes where chunk `i`
+//! lives from the chunk size alone: the chunks of one file can be sealed and
+//! opened in any order, on any number of threads, and written with positional
+//! writes.
+//!
+//! Keys flow like this: a [`MasterKey`] comes from a key file or from a
+//! passphrase stretched with Argon2id ([`KdfParams`]). For every file a fresh
+//! random 32-byte salt goes through HKDF-SHA256 with the master key to give
+//! that file's payload key, its header MAC key and a key-check value
+//! ([`seal_header`] on the way in, [`Keyring::unlock`] on the way out). Both
+//! return a [`ChunkCipher`] that seals or opens chunks in place.
+//!
+//! The byte layout is specified in `docs/FORMAT.md`; the test vectors in
+//! `tests/data/vectors.json` are checked by `tests/vectors.rs`.
+
+mod error;
+mod header;
+mod key;
+mod layout;
+mod stream;
+
+pub use error::FormatError;
+pub use header::{
+    seal_header, Cipher, Header, HeaderParams, KeySource, DEFAULT_CHUNK_SIZE, HEADER_LEN, MAGIC,
+    MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, SALT_LEN, VERSION,
+};
+pub use key::{
+    generate_key_file, parse_key_file, KdfParams, KeyId, Keyring, MasterKey, Passphrase, KEY_LEN,
+};
+pub use layout::Layout;
+pub use stream::{ChunkCipher, TAG_LEN};
+
+/// Fills `buf` with bytes from the operating system's secure random source.
+///
+/// # Errors
+/// Fails only when the system random source is unavailable.
+pub fn fill_random(buf: &mut [u8]) -> Result<(), FormatError> {
+    aws_lc_rs::rand::fill(buf).map_err(|_| FormatError::Random)
+}
