@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use cryptstream_engine::{
-    plan_transform, plan_verify, run, stream, AtomicOutput, Direction, Overwrite, Plan, Replace,
-    Settings, Summary,
+    plan_transform, plan_verify, stream, AtomicOutput, Direction, EngineChoice, IoChoice,
+    Overwrite, Plan, Replace, Settings, Summary,
 };
 use cryptstream_format::{Cipher, HeaderParams, DEFAULT_CHUNK_SIZE};
 
@@ -33,12 +33,44 @@ enum CipherArg {
     ChaCha20Poly1305,
 }
 
+/// Which executor runs the work.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default)]
+enum EngineArg {
+    /// Threads (measured to be at least as fast everywhere; see docs/ARCHITECTURE.md).
+    #[default]
+    Auto,
+    /// A pool of worker threads.
+    Threads,
+    /// Worker processes fed through a shared-memory ring (a crashed worker costs one retried task).
+    Processes,
+}
+
+/// How file bytes are read and written.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default)]
+enum IoArg {
+    /// Pick per file by size from measured thresholds.
+    #[default]
+    Auto,
+    /// read()/write() through the file position.
+    Read,
+    /// Positional pread()/pwrite().
+    Pread,
+    /// Memory-mapped input.
+    Mmap,
+}
+
 /// Options every run has.
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Worker threads (default: the number of cores).
+    /// Worker threads or processes (default: the number of cores).
     #[arg(short = 'j', long, value_name = "N")]
     workers: Option<usize>,
+    /// Execution engine.
+    #[arg(long, value_enum, env = "CRYPTSTREAM_ENGINE", default_value_t = EngineArg::Auto)]
+    engine: EngineArg,
+    /// I/O strategy.
+    #[arg(long, value_enum, env = "CRYPTSTREAM_IO", default_value_t = IoArg::Auto)]
+    io: IoArg,
     /// Print a machine-readable summary as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -137,6 +169,25 @@ fn default_cipher() -> Cipher {
     }
 }
 
+impl RunArgs {
+    fn engine(&self) -> EngineChoice {
+        match self.engine {
+            EngineArg::Auto => EngineChoice::Auto,
+            EngineArg::Threads => EngineChoice::Threads,
+            EngineArg::Processes => EngineChoice::Processes,
+        }
+    }
+
+    fn io(&self) -> IoChoice {
+        match self.io {
+            IoArg::Auto => IoChoice::Auto,
+            IoArg::Read => IoChoice::Read,
+            IoArg::Pread => IoChoice::Pread,
+            IoArg::Mmap => IoChoice::Mmap,
+        }
+    }
+}
+
 fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -181,7 +232,8 @@ pub fn run_transform(direction: Direction, args: &CryptArgs) -> anyhow::Result<E
     if args.input == dash || args.output == dash {
         return run_stream(direction, args);
     }
-    let keyring = args.secrets.keyring(direction == Direction::Encrypt)?;
+    let key_material = args.secrets.key_material(direction == Direction::Encrypt)?;
+    let keyring = key_material.keyring()?;
     let encryption_key = match direction {
         Direction::Encrypt => Some(keyring.encryption_key(args.secrets.kdf_params())?),
         _ => None,
@@ -197,13 +249,17 @@ pub fn run_transform(direction: Direction, args: &CryptArgs) -> anyhow::Result<E
         keyring,
         encryption_key,
         fixed_salt: args.fixed_salt,
+        engine: args.run.engine(),
+        io: args.run.io(),
+        key_material: Some(key_material),
     };
     execute(&plan, &settings, &args.run)
 }
 
 /// Runs `verify`.
 pub fn run_verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
-    let keyring = args.secrets.keyring(false)?;
+    let key_material = args.secrets.key_material(false)?;
+    let keyring = key_material.keyring()?;
     let plan = plan_verify(&args.inputs)?;
     let settings = Settings {
         direction: Direction::Verify,
@@ -215,6 +271,9 @@ pub fn run_verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         keyring,
         encryption_key: None,
         fixed_salt: None,
+        engine: args.run.engine(),
+        io: args.run.io(),
+        key_material: Some(key_material),
     };
     execute(&plan, &settings, &args.run)
 }
@@ -222,7 +281,7 @@ pub fn run_verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
 fn execute(plan: &Plan, settings: &Settings, run_args: &RunArgs) -> anyhow::Result<ExitCode> {
     let cancel = cancel_on_signals()?;
     let reporter = Reporter::new(plan.files.len() as u64, plan.total_bytes, run_args.quiet);
-    let summary = run(plan, settings, &reporter, &cancel);
+    let summary = cryptstream_procs::execute(plan, settings, &reporter, &cancel);
     reporter.finish();
     report(&summary, run_args, reporter.on_terminal())
 }
@@ -249,6 +308,18 @@ fn report(summary: &Summary, run_args: &RunArgs, on_terminal: bool) -> anyhow::R
             summary.seconds,
             summary.mb_per_s,
             summary.files_per_s
+        );
+    }
+    if !summary.retried.is_empty() {
+        eprintln!(
+            "cryptstream: retried {} task(s) after a worker process died: {}",
+            summary.retried.len(),
+            summary
+                .retried
+                .iter()
+                .map(|r| format!("{} ({}, worker {} {})", r.path.display(), r.task, r.worker_pid, r.cause))
+                .collect::<Vec<_>>()
+                .join("; ")
         );
     }
     if summary.cancelled {

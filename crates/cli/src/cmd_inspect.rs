@@ -56,7 +56,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     };
     if args.json {
         let value = serde_json::json!({
-            "file": args.file,
+            "file": args.file.to_string_lossy(),
             "version": cryptstream_format::VERSION,
             "cipher": header.cipher.name(),
             "chunk_size": header.chunk_size,

@@ -4,7 +4,9 @@
 //! arguments into settings, secrets into a keyring, and results into output
 //! and an exit code.
 
+mod cmd_bench;
 mod cmd_crypt;
+mod cmd_gen;
 mod cmd_inspect;
 mod cmd_keygen;
 mod progress;
@@ -37,9 +39,18 @@ enum Command {
     Verify(cmd_crypt::VerifyArgs),
     /// Print the header of an encrypted file (no key needed).
     Inspect(cmd_inspect::InspectArgs),
+    /// Generate a deterministic workload of files for benchmarks.
+    Gen(cmd_gen::GenArgs),
+    /// Benchmark encrypt/decrypt over an engine x I/O x workers matrix.
+    Bench(cmd_bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
+    // A worker process of the process engine: before anything else, while
+    // this process has a single thread (see docs/ARCHITECTURE.md).
+    if let Some(code) = cryptstream_procs::run_worker_if_requested() {
+        return code;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
@@ -55,6 +66,8 @@ fn main() -> ExitCode {
         }
         Command::Verify(args) => cmd_crypt::run_verify(args),
         Command::Inspect(args) => cmd_inspect::run(args),
+        Command::Gen(args) => cmd_gen::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => cmd_bench::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -70,9 +83,10 @@ fn main() -> ExitCode {
 
 /// A closed stdout (`cryptstream decrypt x.cst - | head`) is a normal end.
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    use cryptstream_engine::Reason;
+    let broken = |e: &std::io::Error| e.kind() == std::io::ErrorKind::BrokenPipe;
     err.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+        cause.downcast_ref::<std::io::Error>().is_some_and(broken)
+            || matches!(cause.downcast_ref::<Reason>(), Some(Reason::Write(e)) if broken(e))
     })
 }

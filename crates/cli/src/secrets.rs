@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use cryptstream_engine::KeyMaterial;
 use cryptstream_format::{parse_key_file, KdfParams, Keyring, Passphrase};
 use zeroize::Zeroizing;
 
@@ -36,6 +37,32 @@ impl SecretArgs {
             t: self.argon2_passes,
             p: KdfParams::DEFAULT.p,
         }
+    }
+
+    /// Reads the secrets once, keeping them in a form that can also be
+    /// handed to worker processes: key-file texts if given, else a
+    /// passphrase from the file, the environment or the terminal (asked
+    /// twice when `confirm`).
+    pub fn key_material(&self, confirm: bool) -> anyhow::Result<KeyMaterial> {
+        if !self.key_files.is_empty() {
+            let mut key_files = Vec::new();
+            for path in &self.key_files {
+                let text = Zeroizing::new(
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("{}: cannot read key file", path.display()))?,
+                );
+                parse_key_file(&text).with_context(|| path.display().to_string())?;
+                key_files.push(text);
+            }
+            return Ok(KeyMaterial {
+                key_files,
+                passphrase: None,
+            });
+        }
+        Ok(KeyMaterial {
+            key_files: Vec::new(),
+            passphrase: Some(self.passphrase(confirm)?),
+        })
     }
 
     /// Builds the keyring: key files if given, else a passphrase from the

@@ -4,8 +4,9 @@
 
 use std::fs::File;
 use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use cryptstream_format::{
@@ -13,6 +14,7 @@ use cryptstream_format::{
 };
 use thiserror::Error;
 
+use crate::io::{InputMap, IoStrategy};
 use crate::output::{AtomicOutput, Replace};
 use crate::plan::{Direction, FileJob};
 use crate::Settings;
@@ -52,6 +54,35 @@ pub enum Reason {
     /// The run was interrupted.
     #[error("interrupted")]
     Cancelled,
+    /// A worker process reported this failure (its message, as printed).
+    #[error("{0}")]
+    Reported(String),
+    /// The worker processes running this file died, also on the retry.
+    #[error("worker process {pid} died while processing this file ({cause}), also after a retry on another worker")]
+    WorkerDied {
+        /// The last worker's process id.
+        pid: u32,
+        /// How it ended ("killed by signal 9", "exited with status 101").
+        cause: String,
+    },
+}
+
+/// Where a file's output goes.
+enum Output {
+    /// The temp output this process created and will commit.
+    Owned(AtomicOutput),
+    /// A descriptor of a temp output that another process owns (a worker
+    /// process writing segments of a file its parent opened).
+    Borrowed(File),
+}
+
+impl Output {
+    fn file(&self) -> &File {
+        match self {
+            Output::Owned(out) => out.file(),
+            Output::Borrowed(file) => file,
+        }
+    }
 }
 
 /// An open file being encrypted, decrypted or verified.
@@ -59,7 +90,7 @@ pub struct OpenFile {
     /// The input.
     pub input: File,
     /// The output (none for verify), taken when the file is finished.
-    output: Mutex<Option<AtomicOutput>>,
+    output: Mutex<Option<Output>>,
     /// Where every chunk lives.
     pub layout: Layout,
     /// Seals or opens the chunks.
@@ -70,6 +101,27 @@ pub struct OpenFile {
     mode: u32,
     /// What is being done.
     direction: Direction,
+    /// How the bytes are read and written.
+    io: IoStrategy,
+    /// Whether several workers run segments of this file at once (then
+    /// `read`/`write` need private descriptors).
+    shared: bool,
+    /// The input mapping, for [`IoStrategy::Mmap`].
+    map: Option<InputMap>,
+}
+
+/// What another process needs to run segments of a file opened here: the
+/// same input and output (descriptors, so that every worker writes the one
+/// temp output) and the header, from which the chunk cipher is derived again.
+pub struct SplitParts {
+    /// The input.
+    pub input: File,
+    /// The temp output (none for verify).
+    pub output: Option<File>,
+    /// The file's header as on disk.
+    pub header: [u8; HEADER_LEN],
+    /// Plaintext length of the file, which fixes its layout.
+    pub plaintext_len: u64,
 }
 
 /// Flags for opening inputs: no atime update where allowed.
@@ -82,6 +134,17 @@ fn open_input(path: &Path) -> Result<File, Reason> {
         other => other,
     };
     fd.map(File::from).map_err(|e| Reason::Open(e.into()))
+}
+
+/// Opens `file` again through `/proc/self/fd`, which gives a new open file
+/// description (its own file position) for the same inode. Works for
+/// `O_TMPFILE` outputs too.
+fn reopen(file: &File, write: bool) -> io::Result<File> {
+    use rustix::fs::{Mode, OFlags, CWD};
+    let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    let access = if write { OFlags::WRONLY } else { OFlags::RDONLY };
+    let fd = rustix::fs::openat(CWD, path.as_str(), access | OFlags::CLOEXEC, Mode::empty())?;
+    Ok(File::from(fd))
 }
 
 /// The per-file salt: random, or derived from a fixed test seed and the
@@ -100,14 +163,44 @@ fn file_salt(settings: &Settings, job: &FileJob) -> Result<[u8; 32], Reason> {
     }
 }
 
+/// Maps the input for [`IoStrategy::Mmap`]; any other strategy, or a file
+/// that cannot be mapped safely, reads with pread instead.
+fn map_input(io: IoStrategy, input: &File, len: u64) -> (IoStrategy, Option<InputMap>) {
+    if io != IoStrategy::Mmap {
+        return (io, None);
+    }
+    match InputMap::new(input, len) {
+        Ok(Some(map)) => (IoStrategy::Mmap, Some(map)),
+        Ok(None) => (IoStrategy::Pread, None),
+        Err(e) => {
+            tracing::debug!("mmap refused ({e}); reading with pread");
+            (IoStrategy::Pread, None)
+        }
+    }
+}
+
 impl OpenFile {
     /// Opens `job` for `settings.direction`: reads and authenticates the
     /// header when decrypting or verifying, derives a new header when
-    /// encrypting, and creates the temp output.
+    /// encrypting, and creates the temp output. The file is meant to be
+    /// run by one worker at a time (see [`OpenFile::open_split`]).
     ///
     /// # Errors
     /// Any [`Reason`]; nothing is left on disk then.
     pub fn open(settings: &Settings, job: &FileJob) -> Result<OpenFile, Reason> {
+        OpenFile::open_with(settings, job, false)
+    }
+
+    /// Like [`OpenFile::open`], for a file whose segments several workers
+    /// run at the same time.
+    ///
+    /// # Errors
+    /// Any [`Reason`]; nothing is left on disk then.
+    pub fn open_split(settings: &Settings, job: &FileJob) -> Result<OpenFile, Reason> {
+        OpenFile::open_with(settings, job, true)
+    }
+
+    fn open_with(settings: &Settings, job: &FileJob, shared: bool) -> Result<OpenFile, Reason> {
         let input = open_input(&job.input)?;
         let meta = input.metadata().map_err(Reason::Read)?;
         let len = meta.len();
@@ -161,10 +254,11 @@ impl OpenFile {
                         .set_len(layout.plaintext_len())
                         .map_err(Reason::Write)?;
                 }
-                Some(out)
+                Some(Output::Owned(out))
             }
             _ => None,
         };
+        let (io, map) = map_input(settings.io.strategy_for(len), &input, len);
         Ok(OpenFile {
             input,
             output: Mutex::new(output),
@@ -173,7 +267,131 @@ impl OpenFile {
             header,
             mode,
             direction: settings.direction,
+            io,
+            shared,
+            map,
         })
+    }
+
+    /// Descriptors and header that let another process run segments of
+    /// this file ([`OpenFile::adopt`]).
+    ///
+    /// # Errors
+    /// [`Reason::Read`] or [`Reason::Write`] when a descriptor cannot be
+    /// duplicated; [`Reason::Cancelled`] when the output is already gone.
+    pub fn split_parts(&self) -> Result<SplitParts, Reason> {
+        let input = self.input.try_clone().map_err(Reason::Read)?;
+        let output = match self.direction {
+            Direction::Verify => None,
+            Direction::Encrypt | Direction::Decrypt => Some(self.output_file()?),
+        };
+        Ok(SplitParts {
+            input,
+            output,
+            header: self.header,
+            plaintext_len: self.layout.plaintext_len(),
+        })
+    }
+
+    /// Takes up a file that another process opened, to run its segments:
+    /// the chunk cipher is derived again from the header (and the keys of
+    /// `settings`), and the output is written but never committed here.
+    ///
+    /// # Errors
+    /// A [`FormatError`] when the header does not authenticate under these
+    /// keys, or [`Reason::Read`].
+    pub fn adopt(settings: &Settings, parts: SplitParts) -> Result<OpenFile, Reason> {
+        let header = Header::parse(&parts.header)?;
+        let cipher = match settings.direction {
+            Direction::Encrypt => {
+                let key = settings
+                    .encryption_key
+                    .as_ref()
+                    .expect("an encrypt run always has an encryption key");
+                let params = HeaderParams {
+                    cipher: header.cipher,
+                    chunk_size: header.chunk_size,
+                    plaintext_len: header.plaintext_len,
+                    mode: header.mode,
+                };
+                let (again, cipher) = seal_header(key, &params, header.salt)?;
+                if again.as_bytes() != &parts.header {
+                    return Err(FormatError::HeaderModified.into());
+                }
+                cipher
+            }
+            Direction::Decrypt | Direction::Verify => settings.keyring.unlock(&header)?,
+        };
+        let layout = Layout::new(header.chunk_size, parts.plaintext_len);
+        let len = match settings.direction {
+            Direction::Encrypt => layout.plaintext_len(),
+            Direction::Decrypt | Direction::Verify => layout.ciphertext_len(),
+        };
+        let (io, map) = map_input(settings.io.strategy_for(len), &parts.input, len);
+        Ok(OpenFile {
+            input: parts.input,
+            output: Mutex::new(parts.output.map(Output::Borrowed)),
+            layout,
+            cipher,
+            header: parts.header,
+            mode: header.mode,
+            direction: settings.direction,
+            io,
+            shared: true,
+            map,
+        })
+    }
+
+    /// The I/O strategy this file is read and written with.
+    pub fn io_strategy(&self) -> IoStrategy {
+        self.io
+    }
+
+    /// Reads input bytes at `offset` into `slots` until they are full or
+    /// the file ends; returns the bytes read.
+    fn read_at(&self, slots: &mut [IoSliceMut<'_>], offset: u64) -> Result<usize, Reason> {
+        match (self.io, &self.map) {
+            (IoStrategy::Mmap, Some(map)) => {
+                let wanted = slots.iter().map(|s| s.len()).sum();
+                map.will_need(offset, wanted);
+                map.copy_out(offset, slots).map_err(|_| Reason::Shrank {
+                    expected: match self.direction {
+                        Direction::Encrypt => self.layout.plaintext_len(),
+                        _ => self.layout.ciphertext_len(),
+                    },
+                })
+            }
+            (IoStrategy::Read, _) => {
+                let private;
+                let file = if self.shared {
+                    match reopen(&self.input, false) {
+                        Ok(f) => {
+                            private = f;
+                            &private
+                        }
+                        // Without /proc there is no private position: fall
+                        // back to positional reads.
+                        Err(_) => return preadv_full(&self.input, slots, offset).map_err(Reason::Read),
+                    }
+                } else {
+                    &self.input
+                };
+                rustix::fs::seek(file, rustix::fs::SeekFrom::Start(offset))
+                    .map_err(|e| Reason::Read(e.into()))?;
+                readv_full(file, slots).map_err(Reason::Read)
+            }
+            _ => preadv_full(&self.input, slots, offset).map_err(Reason::Read),
+        }
+    }
+
+    /// Writes `bufs` to the output at `offset`.
+    fn write_at(&self, out: &File, bufs: &mut [IoSlice<'_>], offset: u64) -> io::Result<()> {
+        if self.io == IoStrategy::Read {
+            rustix::fs::seek(out, rustix::fs::SeekFrom::Start(offset))?;
+            writev_all(out, bufs)
+        } else {
+            pwritev_all(out, bufs, offset)
+        }
     }
 
     /// Processes chunks `first..first + count` using `buf` as scratch space,
@@ -193,8 +411,7 @@ impl OpenFile {
                 let plain_offset = layout.plaintext_offset(first);
                 let expected: usize = (first..last).map(|i| layout.chunk_plaintext_len(i)).sum();
                 let mut slots = chunk_slots_mut(layout, first, buf);
-                let got =
-                    preadv_full(&self.input, &mut slots, plain_offset).map_err(Reason::Read)?;
+                let got = self.read_at(&mut slots, plain_offset)?;
                 if got < expected {
                     return Err(Reason::Shrank {
                         expected: layout.plaintext_len(),
@@ -207,13 +424,12 @@ impl OpenFile {
                     (&[], layout.chunk_offset(first))
                 };
                 let out = self.output_file()?;
-                pwritev_all(&out, &mut [IoSlice::new(header), IoSlice::new(buf)], offset)
+                self.write_at(&out, &mut [IoSlice::new(header), IoSlice::new(buf)], offset)
                     .map_err(Reason::Write)?;
                 Ok(expected as u64)
             }
             Direction::Decrypt | Direction::Verify => {
-                let got = pread_full(&self.input, buf, layout.chunk_offset(first))
-                    .map_err(Reason::Read)?;
+                let got = self.read_at(&mut [IoSliceMut::new(buf)], layout.chunk_offset(first))?;
                 if got < span {
                     return Err(Reason::Shrank {
                         expected: layout.ciphertext_len(),
@@ -222,17 +438,27 @@ impl OpenFile {
                 self.cipher.open_span(layout, first, buf)?;
                 if self.direction == Direction::Decrypt {
                     let out = self.output_file()?;
-                    write_plaintext(&out, layout, first, buf).map_err(Reason::Write)?;
+                    write_plaintext(layout, first, buf, |bufs, offset| {
+                        self.write_at(&out, bufs, offset)
+                    })
+                    .map_err(Reason::Write)?;
                 }
                 Ok(span as u64)
             }
         }
     }
 
+    /// A descriptor of the output for this call: a duplicate, or with
+    /// `read`/`write` on a shared file, a reopened one with its own position.
     fn output_file(&self) -> Result<File, Reason> {
         let guard = self.output.lock().unwrap_or_else(|e| e.into_inner());
-        let out = guard.as_ref().ok_or(Reason::Cancelled)?;
-        out.file().try_clone().map_err(Reason::Write)
+        let out = guard.as_ref().ok_or(Reason::Cancelled)?.file();
+        if self.io == IoStrategy::Read && self.shared {
+            if let Ok(private) = reopen(out, true) {
+                return Ok(private);
+            }
+        }
+        out.try_clone().map_err(Reason::Write)
     }
 
     /// Finishes the file: checks the input did not change, sets the mode and
@@ -252,8 +478,10 @@ impl OpenFile {
                 });
             }
         }
-        let Some(output) = output else {
-            return Ok(());
+        let output = match output {
+            None => return Ok(()),
+            Some(Output::Borrowed(_)) => return Ok(()),
+            Some(Output::Owned(output)) => output,
         };
         if self.mode != 0 {
             output.set_mode(self.mode).map_err(Reason::Write)?;
@@ -278,6 +506,45 @@ impl OpenFile {
     pub fn abandon(&self) {
         self.output.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
+}
+
+/// Encrypts, decrypts or verifies `job` start to end on the calling thread
+/// (one task, no split), reporting the bytes of each segment to `advance`
+/// as it goes and stopping when `cancel` is set. Returns the file's layout
+/// (when it could be opened) and the result; on failure nothing is left.
+pub fn process_whole(
+    settings: &Settings,
+    job: &FileJob,
+    buf: &mut Vec<u8>,
+    cancel: &AtomicBool,
+    advance: &mut dyn FnMut(u64),
+) -> (Option<Layout>, Result<(), Reason>) {
+    let file = match OpenFile::open(settings, job) {
+        Ok(file) => file,
+        Err(reason) => return (None, Err(reason)),
+    };
+    let per_segment = settings.chunks_per_segment(file.layout.chunk_size());
+    let mut result = Ok(());
+    let mut first = 0;
+    while first < file.layout.chunk_count() {
+        if cancel.load(Ordering::Relaxed) {
+            result = Err(Reason::Cancelled);
+            break;
+        }
+        match file.run_segment(first, per_segment, buf) {
+            Ok(bytes) => advance(bytes),
+            Err(reason) => {
+                result = Err(reason);
+                break;
+            }
+        }
+        first += per_segment;
+    }
+    let result = result.and_then(|()| file.finish(settings));
+    if result.is_err() {
+        file.abandon();
+    }
+    (Some(file.layout), result)
 }
 
 /// 0666 less the process umask, for outputs whose header records no mode.
@@ -311,7 +578,12 @@ fn chunk_slots_mut<'a>(layout: &Layout, first: u64, buf: &'a mut [u8]) -> Vec<Io
 /// Writes the plaintext of opened chunks, skipping chunks that are all zero
 /// (the output was sized in advance, so they read back as zeros and the
 /// output stays sparse).
-fn write_plaintext(out: &File, layout: &Layout, first: u64, buf: &[u8]) -> io::Result<()> {
+fn write_plaintext(
+    layout: &Layout,
+    first: u64,
+    buf: &[u8],
+    mut write: impl FnMut(&mut [IoSlice<'_>], u64) -> io::Result<()>,
+) -> io::Result<()> {
     let mut at = 0;
     let mut index = first;
     let mut run: Vec<IoSlice<'_>> = Vec::new();
@@ -321,7 +593,7 @@ fn write_plaintext(out: &File, layout: &Layout, first: u64, buf: &[u8]) -> io::R
         let data = &buf[at..at + plain];
         if data.iter().all(|&b| b == 0) {
             if !run.is_empty() {
-                pwritev_all(out, &mut run, run_offset)?;
+                write(&mut run, run_offset)?;
                 run.clear();
             }
             run_offset = layout.plaintext_offset(index + 1);
@@ -332,7 +604,7 @@ fn write_plaintext(out: &File, layout: &Layout, first: u64, buf: &[u8]) -> io::R
         index += 1;
     }
     if !run.is_empty() {
-        pwritev_all(out, &mut run, run_offset)?;
+        write(&mut run, run_offset)?;
     }
     Ok(())
 }
@@ -380,6 +652,42 @@ pub(crate) fn pwritev_all(file: &File, bufs: &mut [IoSlice<'_>], offset: u64) ->
                 written += n as u64;
                 IoSlice::advance_slices(&mut bufs, n);
             }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// `readv` through the file position until every slice is full or the file
+/// ends; returns the bytes read.
+fn readv_full(file: &File, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+    let mut bufs = bufs;
+    let mut total = 0;
+    while !bufs.is_empty() {
+        let take = bufs.len().min(1024);
+        match rustix::io::readv(file.as_fd(), &mut bufs[..take]) {
+            Ok(0) => break,
+            Ok(n) => {
+                total += n;
+                IoSliceMut::advance_slices(&mut bufs, n);
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(total)
+}
+
+/// `writev` through the file position until every byte is written.
+fn writev_all(file: &File, bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+    let mut bufs = bufs;
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        let take = bufs.len().min(1024);
+        match rustix::io::writev(file.as_fd(), &bufs[..take]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
             Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }

@@ -14,10 +14,18 @@
 //! authenticated. Each failure is reported with its file and reason, the
 //! other files go on, and the [`Summary`] counts everything.
 //!
+//! How bytes are read and written is an [`IoChoice`] (read/write, pread/
+//! pwrite, mmap), resolved per file by size into an [`IoStrategy`]. Which
+//! executor runs the tasks is an [`EngineChoice`]: [`run`] is the thread
+//! engine; the process engine lives in the `cryptstream-procs` crate and
+//! drives the same executor-agnostic pieces ([`OpenFile`], [`process_whole`],
+//! [`Ledger`]) from worker processes.
+//!
 //! [`stream`] handles `-` (stdin/stdout), where data arrives in order and
 //! chunks are processed as they come.
 
 mod file;
+mod io;
 mod output;
 mod plan;
 pub mod stream;
@@ -27,9 +35,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cryptstream_format::{Cipher, Keyring, MasterKey};
+use cryptstream_format::{Cipher, FormatError, Keyring, Layout, MasterKey, Passphrase};
+use zeroize::Zeroizing;
 
-pub use file::{OpenFile, Reason};
+pub use file::{process_whole, OpenFile, Reason, SplitParts};
+pub use io::{IoChoice, IoStrategy, MMAP_MIN_BYTES};
 pub use output::{AtomicOutput, Replace};
 pub use plan::{
     output_name, plan_transform, plan_verify, Direction, FileJob, Overwrite, Plan, PlanError,
@@ -44,6 +54,74 @@ pub const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
 /// Tasks the queue holds per worker: enough to keep workers busy while the
 /// producer opens the next file, few enough to bound memory.
 const QUEUE_PER_WORKER: usize = 2;
+
+/// Which executor runs the tasks of a run (`--engine`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineChoice {
+    /// The thread engine, unless measurements say otherwise
+    /// ([`EngineChoice::resolve`]).
+    #[default]
+    Auto,
+    /// A fixed pool of threads over a bounded queue ([`run`]).
+    Threads,
+    /// Worker processes fed through a ring in shared memory
+    /// (`cryptstream-procs`).
+    Processes,
+}
+
+impl EngineChoice {
+    /// The engine that runs: `Auto` is the thread engine. On the measured
+    /// workloads (docs/ARCHITECTURE.md) the process engine was never faster,
+    /// and threads start instantly and share one Argon2id derivation; the
+    /// process engine is for isolation (a crash in one worker costs one
+    /// retried task, not the run).
+    pub fn resolve(self) -> EngineChoice {
+        match self {
+            EngineChoice::Auto | EngineChoice::Threads => EngineChoice::Threads,
+            EngineChoice::Processes => EngineChoice::Processes,
+        }
+    }
+
+    /// The name used on the command line and in the summary.
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineChoice::Auto => "auto",
+            EngineChoice::Threads => "threads",
+            EngineChoice::Processes => "processes",
+        }
+    }
+}
+
+/// The secrets of a run in a form that can be handed to a worker process
+/// (through a pipe, never argv or the environment) and turned back into a
+/// [`Keyring`] there: key-file texts and the passphrase. Zeroized on drop;
+/// deliberately not `Debug`.
+pub struct KeyMaterial {
+    /// The texts of the key files, in the order given.
+    pub key_files: Vec<Zeroizing<String>>,
+    /// The passphrase, when one is used.
+    pub passphrase: Option<Passphrase>,
+}
+
+impl KeyMaterial {
+    /// The keyring these secrets make.
+    ///
+    /// # Errors
+    /// [`FormatError::KeyFile`] for a text that is not a key file.
+    pub fn keyring(&self) -> Result<Keyring, FormatError> {
+        let keys = self
+            .key_files
+            .iter()
+            .map(|text| cryptstream_format::parse_key_file(text))
+            .collect::<Result<Vec<_>, _>>()?;
+        let passphrase = self
+            .passphrase
+            .as_ref()
+            .map(|p| Passphrase::new(p.as_bytes().to_vec()));
+        Ok(Keyring::new(keys, passphrase))
+    }
+}
 
 /// How a run is carried out.
 pub struct Settings {
@@ -67,10 +145,19 @@ pub struct Settings {
     /// of the random source: for test vectors and byte-identical
     /// comparisons only, never for real data.
     pub fixed_salt: Option<[u8; 32]>,
+    /// Threads or worker processes.
+    pub engine: EngineChoice,
+    /// How bytes are read and written.
+    pub io: IoChoice,
+    /// The secrets behind `keyring` and `encryption_key`, for worker
+    /// processes (needed by the process engine only).
+    pub key_material: Option<KeyMaterial>,
 }
 
 impl Settings {
-    fn chunks_per_segment(&self, chunk_size: u32) -> u64 {
+    /// Chunks per segment for files with `chunk_size`-byte chunks: the
+    /// unit of work of a split file.
+    pub fn chunks_per_segment(&self, chunk_size: u32) -> u64 {
         (SEGMENT_BYTES / u64::from(chunk_size)).max(1)
     }
 }
@@ -111,7 +198,11 @@ impl Progress for NoProgress {}
 pub struct Summary {
     /// encrypt, decrypt or verify.
     pub operation: Direction,
-    /// Worker threads used.
+    /// The engine that ran it (threads or processes).
+    pub engine: EngineChoice,
+    /// The `--io` choice.
+    pub io: IoChoice,
+    /// Worker threads or processes allowed.
     pub workers: usize,
     /// Files that were done.
     pub files_ok: u64,
@@ -138,13 +229,57 @@ pub struct Summary {
     /// Each failure: path and reason.
     pub failures: Vec<FailureRecord>,
     /// Each skipped entry: path and reason.
+    #[serde(serialize_with = "serialize_skipped")]
     pub skipped: Vec<Skipped>,
+    /// Tasks run again because the worker process running them died.
+    pub retried: Vec<RetryRecord>,
+}
+
+/// A task that was run again on another worker because its worker process
+/// died (process engine only).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RetryRecord {
+    /// The input file of the task.
+    #[serde(serialize_with = "serialize_path")]
+    pub path: PathBuf,
+    /// Which part of the file: "whole file" or "chunks A..B".
+    pub task: String,
+    /// The worker process that died.
+    pub worker_pid: u32,
+    /// How it ended ("killed by signal 9").
+    pub cause: String,
+}
+
+/// A path in the JSON summary: as text, with bytes that are not UTF-8
+/// replaced (JSON strings cannot hold them; the stderr lines name the file).
+fn serialize_path<S: serde::Serializer>(path: &std::path::Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&path.to_string_lossy())
+}
+
+/// The skipped entries, with their paths as [`serialize_path`] writes them.
+fn serialize_skipped<S: serde::Serializer>(skipped: &[Skipped], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::{SerializeSeq, SerializeStruct};
+    struct Entry<'a>(&'a Skipped);
+    impl serde::Serialize for Entry<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut entry = s.serialize_struct("Skipped", 2)?;
+            entry.serialize_field("path", &self.0.path.to_string_lossy())?;
+            entry.serialize_field("reason", self.0.reason)?;
+            entry.end()
+        }
+    }
+    let mut seq = s.serialize_seq(Some(skipped.len()))?;
+    for entry in skipped {
+        seq.serialize_element(&Entry(entry))?;
+    }
+    seq.end()
 }
 
 /// A failure in the JSON summary.
 #[derive(Debug, serde::Serialize)]
 pub struct FailureRecord {
     /// The input file.
+    #[serde(serialize_with = "serialize_path")]
     pub path: PathBuf,
     /// The reason, as printed.
     pub error: String,
@@ -157,50 +292,54 @@ struct Tally {
     bytes_out: u64,
     failures: Vec<FailureRecord>,
     latencies: Vec<Duration>,
+    retried: Vec<RetryRecord>,
 }
 
-struct Run<'a> {
-    settings: &'a Settings,
+/// Collects what happens to each file of a run, from any thread, and
+/// reports it to the [`Progress`]; both engines record into one and turn it
+/// into the [`Summary`] at the end.
+pub struct Ledger<'a> {
+    direction: Direction,
     progress: &'a dyn Progress,
-    cancel: &'a AtomicBool,
     tally: Mutex<Tally>,
-}
-
-/// A large file split into segments, shared by the workers that run them.
-struct SplitFile<'a> {
-    job: &'a FileJob,
-    file: OpenFile,
-    remaining: AtomicU64,
-    failure: Mutex<Option<Reason>>,
     started: Instant,
 }
 
-enum Task<'a> {
-    /// A file done start to end by one worker.
-    Whole(&'a FileJob),
-    /// Chunks `first..first + count` of a split file.
-    Segment(Arc<SplitFile<'a>>, u64, u64),
-}
+impl<'a> Ledger<'a> {
+    /// An empty ledger for a run of `settings`; the run's clock starts now.
+    pub fn new(settings: &Settings, progress: &'a dyn Progress) -> Ledger<'a> {
+        Ledger {
+            direction: settings.direction,
+            progress,
+            tally: Mutex::new(Tally::default()),
+            started: Instant::now(),
+        }
+    }
 
-impl Run<'_> {
+    /// Where progress goes.
+    pub fn progress(&self) -> &'a dyn Progress {
+        self.progress
+    }
+
     fn tally(&self) -> std::sync::MutexGuard<'_, Tally> {
         self.tally.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn record(
+    /// Records the end of `job`: done (with the `layout` it had, for the
+    /// byte counts) or failed, timed from `started`.
+    pub fn record(
         &self,
         job: &FileJob,
-        file: Option<&OpenFile>,
+        layout: Option<Layout>,
         result: Result<(), Reason>,
         started: Instant,
     ) {
         match result {
             Ok(()) => {
-                let layout = file.map(|f| f.layout);
                 let (plain, cipher) = layout
                     .map(|l| (l.plaintext_len(), l.ciphertext_len()))
                     .unwrap_or_default();
-                let (bytes_in, bytes_out) = match self.settings.direction {
+                let (bytes_in, bytes_out) = match self.direction {
                     Direction::Encrypt => (plain, cipher),
                     Direction::Decrypt => (cipher, plain),
                     Direction::Verify => (cipher, 0),
@@ -229,34 +368,60 @@ impl Run<'_> {
         }
     }
 
+    /// Records a task that is run again because its worker died.
+    pub fn record_retry(&self, retry: RetryRecord) {
+        self.tally().retried.push(retry);
+    }
+
+    /// The summary of the run so far, for `settings` and `plan`.
+    pub fn into_summary(self, plan: &Plan, settings: &Settings, cancelled: bool) -> Summary {
+        let elapsed = self.started.elapsed();
+        let tally = self.tally.into_inner().unwrap_or_else(|e| e.into_inner());
+        summarize(plan, settings, tally, elapsed, cancelled)
+    }
+}
+
+/// Gives the output directories their modes, deepest first, once every
+/// file is written (so a read-only directory does not stop its own files
+/// from being written).
+pub fn apply_dir_modes(plan: &Plan) {
+    use std::os::unix::fs::PermissionsExt;
+    for (dir, mode) in plan.dirs.iter().rev() {
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(*mode));
+    }
+}
+
+struct Run<'a> {
+    settings: &'a Settings,
+    cancel: &'a AtomicBool,
+    ledger: Ledger<'a>,
+}
+
+/// A large file split into segments, shared by the workers that run them.
+struct SplitFile<'a> {
+    job: &'a FileJob,
+    file: OpenFile,
+    remaining: AtomicU64,
+    failure: Mutex<Option<Reason>>,
+    started: Instant,
+}
+
+enum Task<'a> {
+    /// A file done start to end by one worker.
+    Whole(&'a FileJob),
+    /// Chunks `first..first + count` of a split file.
+    Segment(Arc<SplitFile<'a>>, u64, u64),
+}
+
+impl Run<'_> {
     fn whole(&self, job: &FileJob, buf: &mut Vec<u8>) {
         let started = Instant::now();
-        let file = match OpenFile::open(self.settings, job) {
-            Ok(file) => file,
-            Err(reason) => return self.record(job, None, Err(reason), started),
-        };
-        let per_segment = self.settings.chunks_per_segment(file.layout.chunk_size());
-        let mut result = Ok(());
-        let mut first = 0;
-        while first < file.layout.chunk_count() {
-            if self.cancel.load(Ordering::Relaxed) {
-                result = Err(Reason::Cancelled);
-                break;
-            }
-            match file.run_segment(first, per_segment, buf) {
-                Ok(bytes) => self.progress.advance(bytes),
-                Err(reason) => {
-                    result = Err(reason);
-                    break;
-                }
-            }
-            first += per_segment;
-        }
-        let result = result.and_then(|()| file.finish(self.settings));
-        if result.is_err() {
-            file.abandon();
-        }
-        self.record(job, Some(&file), result, started);
+        let progress = self.ledger.progress();
+        let (layout, result) =
+            process_whole(self.settings, job, buf, self.cancel, &mut |bytes| {
+                progress.advance(bytes)
+            });
+        self.ledger.record(job, layout, result, started);
     }
 
     fn segment(&self, split: &SplitFile<'_>, first: u64, count: u64, buf: &mut Vec<u8>) {
@@ -272,7 +437,7 @@ impl Run<'_> {
                 split.file.run_segment(first, count, buf)
             };
             match result {
-                Ok(bytes) => self.progress.advance(bytes),
+                Ok(bytes) => self.ledger.progress().advance(bytes),
                 Err(reason) => {
                     split
                         .failure
@@ -295,24 +460,26 @@ impl Run<'_> {
             if result.is_err() {
                 split.file.abandon();
             }
-            self.record(split.job, Some(&split.file), result, split.started);
+            self.ledger
+                .record(split.job, Some(split.file.layout), result, split.started);
         }
     }
 
     fn produce<'p>(&self, plan: &'p Plan, queue: &cryptstream_pool::Submitter<Task<'p>>) {
         for job in &plan.files {
             if self.cancel.load(Ordering::Relaxed) {
-                self.record(job, None, Err(Reason::Cancelled), Instant::now());
+                self.ledger
+                    .record(job, None, Err(Reason::Cancelled), Instant::now());
                 continue;
             }
             let task = if job.size <= SEGMENT_BYTES {
                 Task::Whole(job)
             } else {
                 let started = Instant::now();
-                let file = match OpenFile::open(self.settings, job) {
+                let file = match OpenFile::open_split(self.settings, job) {
                     Ok(file) => file,
                     Err(reason) => {
-                        self.record(job, None, Err(reason), started);
+                        self.ledger.record(job, None, Err(reason), started);
                         continue;
                     }
                 };
@@ -340,7 +507,8 @@ impl Run<'_> {
     }
 }
 
-/// Runs `plan` on a pool of `settings.workers` threads; see the crate docs.
+/// Runs `plan` on a pool of `settings.workers` threads (the thread engine,
+/// whatever `settings.engine` says); see the crate docs.
 ///
 /// Setting `cancel` stops the run: queued work is dropped, temp outputs are
 /// removed, and the summary says `cancelled`.
@@ -350,12 +518,10 @@ pub fn run(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Summary {
-    let started = Instant::now();
     let run = Run {
         settings,
-        progress,
         cancel,
-        tally: Mutex::new(Tally::default()),
+        ledger: Ledger::new(settings, progress),
     };
     let workers = settings.workers.max(1);
     cryptstream_pool::run(
@@ -368,20 +534,12 @@ pub fn run(
         },
         |queue| run.produce(plan, queue),
     );
-    // Directory modes last, deepest first, so a read-only directory does not
-    // stop its own files from being written.
-    for (dir, mode) in plan.dirs.iter().rev() {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(*mode));
-    }
-    let tally = run.tally.into_inner().unwrap_or_else(|e| e.into_inner());
-    summarize(
-        plan,
-        settings,
-        tally,
-        started.elapsed(),
-        cancel.load(Ordering::Relaxed),
-    )
+    apply_dir_modes(plan);
+    let mut summary = run
+        .ledger
+        .into_summary(plan, settings, cancel.load(Ordering::Relaxed));
+    summary.engine = EngineChoice::Threads;
+    summary
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -403,6 +561,8 @@ fn summarize(
     let seconds = elapsed.as_secs_f64().max(1e-9);
     Summary {
         operation: settings.direction,
+        engine: settings.engine.resolve(),
+        io: settings.io,
         workers: settings.workers.max(1),
         files_ok: tally.ok,
         files_failed: tally.failures.len() as u64,
@@ -417,5 +577,6 @@ fn summarize(
         cancelled,
         failures: tally.failures,
         skipped: plan.skipped.clone(),
+        retried: tally.retried,
     }
 }

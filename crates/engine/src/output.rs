@@ -11,12 +11,14 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, CWD};
 
 /// Counter that makes named temp files unique within the process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+/// Whether `linkat(fd, "", AT_EMPTY_PATH)` is allowed (cleared on the first refusal).
+static EMPTY_PATH_WORKS: AtomicBool = AtomicBool::new(true);
 
 /// What to do when the final name already exists at commit time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,24 +148,21 @@ impl AtomicOutput {
     }
 
     fn link_unnamed(&self, replace: Replace) -> io::Result<()> {
-        let proc_path = format!(
-            "/proc/self/fd/{}",
-            std::os::fd::AsRawFd::as_raw_fd(&self.file)
-        );
         let link = |to: &Path| -> io::Result<()> {
-            match rustix::fs::linkat(CWD, proc_path.as_str(), CWD, to, AtFlags::SYMLINK_FOLLOW) {
-                Ok(()) => Ok(()),
-                // Without /proc, AT_EMPTY_PATH links the descriptor itself
-                // (this needs CAP_DAC_READ_SEARCH).
-                Err(rustix::io::Errno::NOENT) => Ok(rustix::fs::linkat(
-                    self.file.as_fd(),
-                    "",
-                    CWD,
-                    to,
-                    AtFlags::EMPTY_PATH,
-                )?),
-                Err(e) => Err(e.into()),
+            // AT_EMPTY_PATH links the descriptor itself without a path
+            // lookup; it needs CAP_DAC_READ_SEARCH. Without it, the
+            // /proc/self/fd path does the same for any user.
+            if EMPTY_PATH_WORKS.load(Ordering::Relaxed) {
+                match rustix::fs::linkat(self.file.as_fd(), "", CWD, to, AtFlags::EMPTY_PATH) {
+                    Ok(()) => return Ok(()),
+                    Err(e) if e == rustix::io::Errno::NOENT || e == rustix::io::Errno::PERM => {
+                        EMPTY_PATH_WORKS.store(false, Ordering::Relaxed);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
+            let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&self.file));
+            Ok(rustix::fs::linkat(CWD, proc_path.as_str(), CWD, to, AtFlags::SYMLINK_FOLLOW)?)
         };
         match replace {
             Replace::Never => link(&self.final_path),

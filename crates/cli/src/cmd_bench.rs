@@ -1,0 +1,192 @@
+//! `cryptstream bench`: run this binary over a matrix of engines, I/O
+//! strategies and worker counts on a workload, and report throughput,
+//! latency, CPU, memory and round-trip correctness (see `cryptstream-bench`).
+
+use std::io::IsTerminal;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use cryptstream_bench::{render_chart, render_table, run_matrix_with, BenchConfig, TempWorkload};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::cmd_gen::{default_workers, WorkloadArgs};
+
+/// Arguments of `bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Benchmark on the files of this folder (not modified) instead of a
+    /// generated workload.
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with_all = ["count", "size", "size_dist", "content", "depth", "seed"]
+    )]
+    workload: Option<PathBuf>,
+    /// Without --workload, a workload is generated from these (into a
+    /// temporary folder under --scratch, removed at the end).
+    #[command(flatten)]
+    generate: WorkloadArgs,
+    /// Engines to compare, comma-separated.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "threads",
+          value_parser = ["auto", "threads", "processes"])]
+    engines: Vec<String>,
+    /// I/O strategies to compare, comma-separated.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "auto",
+          value_parser = ["auto", "read", "pread", "mmap"])]
+    io: Vec<String>,
+    /// Worker counts to compare, comma-separated [default: 1 and the number
+    /// of cores].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    workers: Vec<NonZeroUsize>,
+    /// Recorded runs per configuration and operation (medians are reported).
+    #[arg(long, value_name = "R", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
+    /// Skip the unrecorded warm-up run before each configuration's runs.
+    #[arg(long)]
+    no_warmup: bool,
+    /// Write the full report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Draw an SVG bar chart of MB/s per configuration to FILE.
+    #[arg(long, value_name = "FILE")]
+    chart: Option<PathBuf>,
+    /// Folder for the key, the outputs and a generated workload [default:
+    /// the system's temporary folder]. It should be on the file system you
+    /// want to measure, and outside the workload.
+    #[arg(long, value_name = "DIR")]
+    scratch: Option<PathBuf>,
+}
+
+/// Runs the benchmark, prints the table with the machine and workload on
+/// stdout, writes the JSON and SVG files asked for, and fails when a
+/// decrypted tree differed from the workload.
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let binary = std::env::current_exe().context("cannot find the cryptstream binary to run")?;
+    let scratch = args.scratch.clone().unwrap_or_else(std::env::temp_dir);
+    let on_terminal = std::io::stderr().is_terminal();
+
+    let generated;
+    let workload = match &args.workload {
+        Some(dir) => dir.clone(),
+        None => {
+            let spec = args.generate.spec();
+            let bar = on_terminal.then(|| {
+                bar_with(
+                    spec.total_bytes(),
+                    "generating workload [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec}",
+                )
+            });
+            let progress = |bytes: u64| {
+                if let Some(bar) = &bar {
+                    bar.inc(bytes);
+                }
+            };
+            let made = TempWorkload::generate(&scratch, &spec, default_workers(), &progress);
+            if let Some(bar) = &bar {
+                bar.finish_and_clear();
+            }
+            generated = made.context("cannot generate the workload")?;
+            generated.path().to_owned()
+        }
+    };
+
+    let workers: Vec<usize> = if args.workers.is_empty() {
+        vec![1, default_workers()]
+    } else {
+        args.workers.iter().map(|w| w.get()).collect()
+    };
+    let workers = dedup(&workers);
+    let config = BenchConfig {
+        workload,
+        engines: dedup(&args.engines),
+        io: dedup(&args.io),
+        workers,
+        runs: args.runs as usize,
+        warmup: !args.no_warmup,
+        scratch,
+    };
+    let runs_per_cell = config.runs + usize::from(config.warmup);
+    let total = config.engines.len() * config.io.len() * config.workers.len() * 2 * runs_per_cell;
+    let bar = on_terminal.then(|| {
+        bar_with(
+            total as u64,
+            "bench [{bar:30}] {pos}/{len} runs, ETA {eta}: {msg}",
+        )
+    });
+    let report = run_matrix_with(&binary, &config, &mut |step| {
+        if let Some(bar) = &bar {
+            bar.set_message(step.to_string());
+            bar.inc(1);
+        }
+    });
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let report = report.context("benchmark failed")?;
+
+    println!("machine: {}", report.machine);
+    println!(
+        "workload: {} ({} files, {:.1} MB); {} recorded run{} per cell{}",
+        report.workload.path.display(),
+        report.workload.files,
+        report.workload.bytes as f64 / 1e6,
+        report.runs,
+        if report.runs == 1 { "" } else { "s" },
+        if report.warmup {
+            " after a warm-up"
+        } else {
+            ""
+        }
+    );
+    println!();
+    print!("{}", render_table(&report));
+
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report).context("cannot serialise the report")?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("{}: cannot write the JSON report", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.chart {
+        std::fs::write(path, render_chart(&report))
+            .with_context(|| format!("{}: cannot write the chart", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    let wrong: Vec<String> = report
+        .cells
+        .iter()
+        .filter(|c| c.operation == cryptstream_bench::Operation::Decrypt)
+        .filter_map(|c| Some(format!("{}: {}", c.config(), c.round_trip_error.as_ref()?)))
+        .collect();
+    if !wrong.is_empty() {
+        bail!(
+            "decrypting did not give back the workload: {}",
+            wrong.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// The values of `list` without repeats, in their first order.
+fn dedup<T: Clone + PartialEq>(list: &[T]) -> Vec<T> {
+    let mut out: Vec<T> = Vec::new();
+    for item in list {
+        if !out.contains(item) {
+            out.push(item.clone());
+        }
+    }
+    out
+}
+
+/// A progress bar on stderr with `template`.
+fn bar_with(len: u64, template: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(template)
+            .expect("the progress template is valid")
+            .progress_chars("=> "),
+    );
+    bar
+}

@@ -1,0 +1,263 @@
+//! A run stopped at any moment leaves only complete outputs: after SIGKILL,
+//! SIGINT or SIGTERM every file under a final name decrypts to exactly its
+//! input, no temp file is left, and `--skip-existing` finishes the job.
+
+mod common;
+
+use std::fs;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+
+/// Small files in the workload.
+const SMALL_FILES: usize = 300;
+/// Size of each small file.
+const SMALL_LEN: u64 = 256 * 1024;
+/// Size of the two large files (split into segments across workers).
+const LARGE_LEN: u64 = 9 * MIB;
+/// How long to wait for a run to reach a kill point before giving up on it.
+const REACH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Builds the workload: 300 files of 256 KiB and two of 9 MiB, named so
+/// that the large ones come up in the middle of the walk.
+fn workload(ws: &Workspace) -> PathBuf {
+    let tree = Tree::new(&ws.path("plain"));
+    for i in 0..SMALL_FILES {
+        tree.file(format!("f{i:03}"), SMALL_LEN, [0o644, 0o600, 0o755][i % 3]);
+    }
+    tree.file("f100-big", LARGE_LEN, 0o640)
+        .file("f200-big", LARGE_LEN, 0o600);
+    tree.root().to_path_buf()
+}
+
+/// Number of entries directly in `dir` (0 while it does not exist).
+fn entries_in(dir: &Path) -> usize {
+    fs::read_dir(dir).map_or(0, |entries| entries.count())
+}
+
+/// How a stopped run ended.
+struct Stopped {
+    /// Exit status, output and stderr.
+    outcome: Outcome,
+    /// Whether the signal was sent (the run may have ended before).
+    signalled: bool,
+}
+
+/// Starts `cmd INPUT OUTPUT` with `--workers 2`, waits until `output` holds
+/// `reach` entries (or the run ends) and `extra_delay` more, then sends
+/// `signal`.
+fn stop_at(
+    mut cmd: std::process::Command,
+    input: &Path,
+    output: &Path,
+    reach: usize,
+    extra_delay: Duration,
+    signal: libc::c_int,
+) -> Stopped {
+    cmd.args(["--workers", "2"]).arg(input).arg(output);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut running = Running::spawn(&mut cmd);
+    let reached = wait_until(REACH_TIMEOUT, || {
+        running.has_exited() || entries_in(output) >= reach
+    });
+    assert!(reached, "the run never reached {reach} outputs");
+    std::thread::sleep(extra_delay);
+    let signalled = !running.has_exited();
+    if signalled {
+        running.signal(signal);
+    }
+    Stopped {
+        outcome: running.finish(TIMEOUT),
+        signalled,
+    }
+}
+
+/// SIGKILLs `cmd INPUT OUTPUT` once `output` holds `reach` entries and
+/// `delay` has passed; asserts that it died of the signal (or had finished
+/// successfully just before).
+#[track_caller]
+fn kill_at(
+    cmd: std::process::Command,
+    input: &Path,
+    output: &Path,
+    reach: usize,
+    delay: Duration,
+) -> std::process::ExitStatus {
+    let status = stop_at(cmd, input, output, reach, delay, libc::SIGKILL)
+        .outcome
+        .status;
+    assert!(
+        status.signal() == Some(libc::SIGKILL) || status.code() == Some(0),
+        "unexpected end: {status}"
+    );
+    status
+}
+
+/// Stops `cmd INPUT OUTPUT` with `signal` (SIGINT or SIGTERM) as soon as
+/// the first output exists (the signal handlers are installed by then).
+/// A run can finish just before the signal lands; up to three runs are
+/// tried to catch one mid-way (removing `output` between tries).
+fn interrupt(
+    cmd: impl Fn() -> std::process::Command,
+    input: &Path,
+    output: &Path,
+    signal: libc::c_int,
+) -> Outcome {
+    for _ in 0..3 {
+        let stopped = stop_at(cmd(), input, output, 1, Duration::ZERO, signal);
+        let finished_first = stopped.outcome.code() == Some(0);
+        if !finished_first {
+            assert!(stopped.signalled, "the run failed on its own");
+            return stopped.outcome;
+        }
+        println!(
+            "the run finished before the signal (signalled: {})",
+            stopped.signalled
+        );
+        fs::remove_dir_all(output).unwrap();
+    }
+    panic!("three runs ended with 0 despite the signal");
+}
+
+/// Asserts that every entry of `actual` (other than its root) is in
+/// `expected` with the same contents and mode: a subset, nothing partial,
+/// nothing extra.
+#[track_caller]
+fn assert_complete_subset(expected: &Snapshot, actual: &Snapshot) {
+    for (path, entry) in actual.iter().filter(|(p, _)| !p.as_os_str().is_empty()) {
+        assert_eq!(
+            Some(entry),
+            expected.get(path),
+            "{path:?} is not a complete output"
+        );
+    }
+}
+
+/// Asserts that the encrypted outputs in `out` are all complete: the names
+/// are expected ones, and a tree decrypt of `out` (which authenticates every
+/// chunk of every file) gives exact copies of their inputs.
+#[track_caller]
+fn assert_only_complete_encryptions(ws: &Workspace, plain: &Snapshot, out: &Path) {
+    for name in list_dir(out) {
+        let name = PathBuf::from(name);
+        let plain_name = name
+            .to_string_lossy()
+            .strip_suffix(SUFFIX)
+            .map(PathBuf::from);
+        assert!(
+            plain_name.is_some_and(|n| plain.contains_key(&n)),
+            "unexpected entry {name:?} in {out:?}"
+        );
+    }
+    let check = ws.path("check");
+    run_ok(ws.keyed("decrypt"), out, &check);
+    assert_complete_subset(plain, &snapshot(&check));
+    fs::remove_dir_all(&check).unwrap();
+}
+
+/// Resumes an encrypt into `out` with `--skip-existing`, then checks that
+/// the whole tree decrypts to `plain`.
+#[track_caller]
+fn resume_encrypt_and_check(ws: &Workspace, plain_root: &Path, plain: &Snapshot, out: &Path) {
+    let mut resume = ws.keyed("encrypt");
+    resume.args(["--skip-existing", "--workers", "2"]);
+    run_ok(resume, plain_root, out);
+    assert_encrypted_layout(plain, &snapshot(out));
+    let back = ws.path("back");
+    run_ok(ws.keyed("decrypt"), out, &back);
+    assert_same_tree(plain, &snapshot(&back));
+    fs::remove_dir_all(&back).unwrap();
+}
+
+#[test]
+fn sigkill_during_a_tree_encrypt_leaves_only_complete_outputs() {
+    let ws = Workspace::new();
+    let plain_root = workload(&ws);
+    let plain = snapshot(&plain_root);
+    let mut rng = XorShift::new(0x5eed);
+    // Spread over the run, including the moments the large files are split.
+    for (i, base) in [1usize, 100, 150, 200, 280].into_iter().enumerate() {
+        let reach = base + rng.below(5) as usize;
+        let delay = Duration::from_micros(rng.below(3000));
+        let out = ws.path(format!("out-{i}"));
+        let status = kill_at(ws.keyed("encrypt"), &plain_root, &out, reach, delay);
+        println!("kill {i}: {status} with {} outputs", entries_in(&out));
+        assert_only_complete_encryptions(&ws, &plain, &out);
+        resume_encrypt_and_check(&ws, &plain_root, &plain, &out);
+        fs::remove_dir_all(&out).unwrap();
+    }
+}
+
+#[test]
+fn sigkill_during_a_tree_decrypt_leaves_only_complete_outputs() {
+    let ws = Workspace::new();
+    let plain_root = workload(&ws);
+    let plain = snapshot(&plain_root);
+    let enc = ws.path("enc");
+    run_ok(ws.keyed("encrypt"), &plain_root, &enc);
+    let mut rng = XorShift::new(0xdec);
+    for (i, base) in [1usize, 101, 201].into_iter().enumerate() {
+        let reach = base + rng.below(5) as usize;
+        let delay = Duration::from_micros(rng.below(3000));
+        let out = ws.path(format!("dec-{i}"));
+        kill_at(ws.keyed("decrypt"), &enc, &out, reach, delay);
+        assert_complete_subset(&plain, &snapshot(&out));
+        let mut resume = ws.keyed("decrypt");
+        resume.arg("--skip-existing");
+        run_ok(resume, &enc, &out);
+        assert_same_tree(&plain, &snapshot(&out));
+        fs::remove_dir_all(&out).unwrap();
+    }
+}
+
+/// Interrupts an encrypt with `signal` once it has written its first output,
+/// and checks exit code 130, complete outputs only, and the resume.
+fn interrupt_encrypt_and_resume(signal: libc::c_int) {
+    let ws = Workspace::new();
+    let plain_root = workload(&ws);
+    let plain = snapshot(&plain_root);
+    let out = ws.path("out");
+    let outcome = interrupt(|| ws.keyed("encrypt"), &plain_root, &out, signal);
+    assert_eq!(
+        outcome.code(),
+        Some(EXIT_INTERRUPTED),
+        "ended with {}",
+        outcome.status
+    );
+    assert!(
+        entries_in(&out) < SMALL_FILES + 2,
+        "the run was not interrupted"
+    );
+    assert_only_complete_encryptions(&ws, &plain, &out);
+    resume_encrypt_and_check(&ws, &plain_root, &plain, &out);
+}
+
+#[test]
+fn sigint_exits_130_with_only_complete_outputs_and_skip_existing_finishes() {
+    interrupt_encrypt_and_resume(libc::SIGINT);
+}
+
+#[test]
+fn sigterm_exits_130_with_only_complete_outputs_and_skip_existing_finishes() {
+    interrupt_encrypt_and_resume(libc::SIGTERM);
+}
+
+#[test]
+fn sigint_reports_the_interruption_on_stderr_and_in_json() {
+    let ws = Workspace::new();
+    let plain_root = workload(&ws);
+    let json = || {
+        let mut cmd = ws.keyed("encrypt");
+        cmd.arg("--json");
+        cmd
+    };
+    let outcome = interrupt(json, &plain_root, &ws.path("out"), libc::SIGINT);
+    assert_eq!(outcome.code(), Some(EXIT_INTERRUPTED), "{}", outcome.stderr);
+    outcome
+        .stderr_has("interrupted")
+        .stderr_has("--skip-existing");
+    assert_eq!(outcome.json()["cancelled"], true);
+}

@@ -1,0 +1,84 @@
+//! The process engine: the same per-file work as the thread engine, run by
+//! worker processes that are fed through a ring-buffer task queue in shared
+//! memory.
+//!
+//! [`execute`] runs a plan with the engine the settings choose. With
+//! processes, the parent ([`parent`]) runs one event loop on the calling
+//! thread: it turns each file into tasks (one task per small file, one per
+//! 4 MiB segment of a large file), publishes them as fixed-size
+//! [`ring::TaskRecord`]s in a [`ring::Ring`] (a `memfd` mapping guarded by
+//! process-shared semaphores and atomics), starts worker processes lazily
+//! (as many as there is work for, up to `--workers`), and reads each
+//! worker's reports on its own socket ([`protocol`]). A worker ([`worker`])
+//! is this same executable, started again in worker mode: `main` calls
+//! [`run_worker_if_requested`] before anything else. It receives its
+//! settings and secrets on the socket, takes tasks off the ring, runs them
+//! with the engine's [`cryptstream_engine::OpenFile`] and
+//! [`cryptstream_engine::process_whole`], and reports.
+//!
+//! A worker that dies is seen at once (its socket closes); the parent takes
+//! back the task it held ([`ring::Ring::reclaim`]), runs it again on
+//! another worker (once; a second death fails that file), starts a
+//! replacement, and lists the retry in the [`cryptstream_engine::Summary`].
+//! Workers die with the parent (`PR_SET_PDEATHSIG`), and the ring is an
+//! anonymous `memfd`, so nothing outlives a run, however it ends.
+//! `docs/ARCHITECTURE.md` ("Process engine") explains why this is sound in
+//! a Rust program.
+
+pub mod parent;
+pub mod protocol;
+pub mod ring;
+pub mod worker;
+
+use std::sync::atomic::AtomicBool;
+
+use cryptstream_engine::{EngineChoice, Plan, Progress, Settings, Summary};
+use thiserror::Error;
+
+pub use parent::run_processes;
+pub use worker::run_worker_if_requested;
+
+/// The environment variable that starts a process in worker mode. It holds
+/// only two descriptor numbers ("RING,SOCKET"), never a secret.
+pub const WORKER_ENV: &str = "CRYPTSTREAM_WORKER_FDS";
+/// When set, the parent prints each worker's pid to stderr as it starts
+/// it (for tests and debugging).
+pub const DEBUG_PIDS_ENV: &str = "CRYPTSTREAM_DEBUG_WORKER_PIDS";
+
+/// What can go wrong in the machinery of the process engine (failures of
+/// single files are [`cryptstream_engine::Reason`]s instead).
+#[derive(Debug, Error)]
+pub enum ProcsError {
+    /// The shared ring could not be created or mapped.
+    #[error("cannot set up the shared task queue: {0}")]
+    Ring(std::io::Error),
+    /// A worker process could not be started.
+    #[error("cannot start a worker process: {0}")]
+    Spawn(std::io::Error),
+    /// The socket to a worker or to the parent failed.
+    #[error("worker socket: {0}")]
+    Socket(std::io::Error),
+    /// The other side sent something this build does not understand.
+    #[error("worker protocol: {0}")]
+    Protocol(&'static str),
+    /// The secrets handed to a worker are not usable.
+    #[error("worker keys: {0}")]
+    Keys(#[from] cryptstream_format::FormatError),
+}
+
+/// Runs `plan` with the engine `settings.engine` resolves to: the thread
+/// engine ([`cryptstream_engine::run`]) or worker processes
+/// ([`run_processes`]). Call it from a thread that lives for the whole run.
+pub fn execute(
+    plan: &Plan,
+    settings: &Settings,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Summary {
+    match settings.engine.resolve() {
+        EngineChoice::Processes => run_processes(plan, settings, progress, cancel),
+        EngineChoice::Auto | EngineChoice::Threads => {
+            cryptstream_engine::run(plan, settings, progress, cancel)
+        }
+    }
+}

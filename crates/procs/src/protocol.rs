@@ -1,0 +1,637 @@
+//! Messages on the socket between the parent and one worker (a
+//! `SOCK_SEQPACKET` pair, so every message arrives whole).
+//!
+//! Parent to worker: [`Hello`] once (settings and secrets: secrets travel
+//! only here, never in argv or the environment), then [`Message::OpenSplit`]
+//! (with the input and output descriptors of a split file, passed with
+//! `SCM_RIGHTS`) and [`Message::CloseSplit`]. Worker to parent:
+//! [`Message::Done`] for every task. The socket closing is how each side
+//! learns that the other is gone.
+//!
+//! Encoding: a kind byte, then fixed-width little-endian integers and
+//! length-prefixed byte strings.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use cryptstream_engine::{Direction, IoChoice, KeyMaterial, Overwrite};
+use cryptstream_format::{Cipher, KdfParams, KeySource, Passphrase, HEADER_LEN};
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+use zeroize::Zeroizing;
+
+use crate::ProcsError;
+
+/// Version of this protocol; a worker refuses a parent of another version.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest message either side sends.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+/// Longest failure message a worker sends (longer ones are cut).
+const MAX_REASON: usize = 4096;
+
+const KIND_HELLO: u8 = 1;
+const KIND_OPEN_SPLIT: u8 = 2;
+const KIND_CLOSE_SPLIT: u8 = 3;
+const KIND_DONE: u8 = 4;
+
+/// How the encryption key of an encrypt run is found again in a worker.
+#[derive(Clone, Copy)]
+pub enum EncryptionKey {
+    /// Not encrypting.
+    None,
+    /// The first key file.
+    FirstKeyFile,
+    /// The passphrase with this Argon2id salt and these costs.
+    Passphrase {
+        /// Argon2id salt of the run.
+        salt: [u8; 16],
+        /// Argon2id costs.
+        params: KdfParams,
+    },
+}
+
+impl EncryptionKey {
+    /// The description of `source`.
+    pub fn from_source(source: Option<&KeySource>) -> EncryptionKey {
+        match source {
+            None => EncryptionKey::None,
+            Some(KeySource::KeyFile(_)) => EncryptionKey::FirstKeyFile,
+            Some(KeySource::Passphrase { salt, params }) => EncryptionKey::Passphrase {
+                salt: *salt,
+                params: *params,
+            },
+        }
+    }
+}
+
+/// Everything a worker needs before its first task.
+pub struct Hello {
+    /// The worker's index in the ring's worker table.
+    pub worker: u32,
+    /// The parent's pid (the worker exits when its parent changes).
+    pub parent_pid: u32,
+    /// What the run does.
+    pub direction: Direction,
+    /// AEAD for new files.
+    pub cipher: Cipher,
+    /// Chunk size for new files.
+    pub chunk_size: u32,
+    /// What to do with existing outputs.
+    pub overwrite: Overwrite,
+    /// fsync outputs.
+    pub durable: bool,
+    /// I/O choice.
+    pub io: IoChoice,
+    /// Test seed for salts.
+    pub fixed_salt: Option<[u8; 32]>,
+    /// How to find the encryption key.
+    pub encryption_key: EncryptionKey,
+    /// The secrets.
+    pub keys: KeyMaterial,
+}
+
+/// How a task ended, as a worker reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done.
+    Ok,
+    /// Stopped because the worker was told to stop.
+    Cancelled,
+    /// Failed, with the reason as printed.
+    Failed(String),
+}
+
+/// A message after the hello.
+pub enum Message {
+    /// Descriptors and header of a split file (parent to worker).
+    OpenSplit {
+        /// The parent's id of the file.
+        split_id: u64,
+        /// Plaintext length (fixes the layout).
+        plaintext_len: u64,
+        /// The header as on disk.
+        header: [u8; HEADER_LEN],
+        /// The input.
+        input: OwnedFd,
+        /// The temp output, when there is one.
+        output: Option<OwnedFd>,
+    },
+    /// The parent is done with a split file (parent to worker).
+    CloseSplit {
+        /// The parent's id of the file.
+        split_id: u64,
+    },
+    /// A task ended (worker to parent).
+    Done {
+        /// The task.
+        task_id: u64,
+        /// Input bytes processed (for progress).
+        bytes: u64,
+        /// For whole files that could be opened: chunk size and plaintext
+        /// length, from which the parent counts bytes in and out.
+        layout: Option<(u32, u64)>,
+        /// How it ended.
+        outcome: Outcome,
+    },
+}
+
+struct Writer(Zeroizing<Vec<u8>>);
+
+impl Writer {
+    fn new(kind: u8) -> Writer {
+        Writer(Zeroizing::new(vec![kind]))
+    }
+    fn u8(&mut self, v: u8) -> &mut Writer {
+        self.0.push(v);
+        self
+    }
+    fn u32(&mut self, v: u32) -> &mut Writer {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn u64(&mut self, v: u64) -> &mut Writer {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn raw(&mut self, v: &[u8]) -> &mut Writer {
+        self.0.extend_from_slice(v);
+        self
+    }
+    fn bytes(&mut self, v: &[u8]) -> &mut Writer {
+        self.u32(v.len() as u32).raw(v)
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ProcsError> {
+        if self.0.len() < n {
+            return Err(ProcsError::Protocol("message too short"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, ProcsError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, ProcsError> {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(self.take(4)?);
+        Ok(u32::from_le_bytes(b))
+    }
+    fn u64(&mut self) -> Result<u64, ProcsError> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(b))
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], ProcsError> {
+        let mut b = [0u8; N];
+        b.copy_from_slice(self.take(N)?);
+        Ok(b)
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], ProcsError> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+}
+
+fn direction_id(d: Direction) -> u8 {
+    match d {
+        Direction::Encrypt => 1,
+        Direction::Decrypt => 2,
+        Direction::Verify => 3,
+    }
+}
+
+fn direction_from(id: u8) -> Result<Direction, ProcsError> {
+    match id {
+        1 => Ok(Direction::Encrypt),
+        2 => Ok(Direction::Decrypt),
+        3 => Ok(Direction::Verify),
+        _ => Err(ProcsError::Protocol("unknown direction")),
+    }
+}
+
+fn overwrite_id(o: Overwrite) -> u8 {
+    match o {
+        Overwrite::Refuse => 1,
+        Overwrite::Force => 2,
+        Overwrite::SkipExisting => 3,
+    }
+}
+
+fn overwrite_from(id: u8) -> Result<Overwrite, ProcsError> {
+    match id {
+        1 => Ok(Overwrite::Refuse),
+        2 => Ok(Overwrite::Force),
+        3 => Ok(Overwrite::SkipExisting),
+        _ => Err(ProcsError::Protocol("unknown overwrite mode")),
+    }
+}
+
+fn io_id(io: IoChoice) -> u8 {
+    match io {
+        IoChoice::Auto => 0,
+        IoChoice::Read => 1,
+        IoChoice::Pread => 2,
+        IoChoice::Mmap => 3,
+    }
+}
+
+fn io_from(id: u8) -> Result<IoChoice, ProcsError> {
+    match id {
+        0 => Ok(IoChoice::Auto),
+        1 => Ok(IoChoice::Read),
+        2 => Ok(IoChoice::Pread),
+        3 => Ok(IoChoice::Mmap),
+        _ => Err(ProcsError::Protocol("unknown I/O strategy")),
+    }
+}
+
+impl Hello {
+    /// The encoded hello (zeroized when dropped: it holds the secrets).
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let mut w = Writer::new(KIND_HELLO);
+        w.u32(PROTOCOL_VERSION)
+            .u32(self.worker)
+            .u32(self.parent_pid)
+            .u8(direction_id(self.direction))
+            .u8(self.cipher.id())
+            .u32(self.chunk_size)
+            .u8(overwrite_id(self.overwrite))
+            .u8(u8::from(self.durable))
+            .u8(io_id(self.io));
+        match &self.fixed_salt {
+            Some(seed) => w.u8(1).raw(seed),
+            None => w.u8(0),
+        };
+        match self.encryption_key {
+            EncryptionKey::None => w.u8(0),
+            EncryptionKey::FirstKeyFile => w.u8(1),
+            EncryptionKey::Passphrase { salt, params } => {
+                w.u8(2).raw(&salt).u32(params.m_kib).u32(params.t).u32(params.p)
+            }
+        };
+        w.u32(self.keys.key_files.len() as u32);
+        for text in &self.keys.key_files {
+            w.bytes(text.as_bytes());
+        }
+        match &self.keys.passphrase {
+            Some(p) => w.u8(1).bytes(p.as_bytes()),
+            None => w.u8(0),
+        };
+        w.0
+    }
+
+    /// Decodes a hello.
+    ///
+    /// # Errors
+    /// [`ProcsError::Protocol`] for anything malformed or another version.
+    pub fn decode(data: &[u8]) -> Result<Hello, ProcsError> {
+        let mut r = Reader(data);
+        if r.u8()? != KIND_HELLO {
+            return Err(ProcsError::Protocol("expected a hello"));
+        }
+        if r.u32()? != PROTOCOL_VERSION {
+            return Err(ProcsError::Protocol("parent speaks another protocol version"));
+        }
+        let worker = r.u32()?;
+        let parent_pid = r.u32()?;
+        let direction = direction_from(r.u8()?)?;
+        let cipher =
+            Cipher::from_id(r.u8()?).map_err(|_| ProcsError::Protocol("unknown cipher"))?;
+        let chunk_size = r.u32()?;
+        let overwrite = overwrite_from(r.u8()?)?;
+        let durable = r.u8()? != 0;
+        let io = io_from(r.u8()?)?;
+        let fixed_salt = match r.u8()? {
+            0 => None,
+            _ => Some(r.array::<32>()?),
+        };
+        let encryption_key = match r.u8()? {
+            0 => EncryptionKey::None,
+            1 => EncryptionKey::FirstKeyFile,
+            _ => EncryptionKey::Passphrase {
+                salt: r.array::<16>()?,
+                params: KdfParams {
+                    m_kib: r.u32()?,
+                    t: r.u32()?,
+                    p: r.u32()?,
+                },
+            },
+        };
+        let count = r.u32()? as usize;
+        let mut key_files = Vec::with_capacity(count.min(64));
+        for _ in 0..count {
+            let text = std::str::from_utf8(r.bytes()?)
+                .map_err(|_| ProcsError::Protocol("key file text is not UTF-8"))?;
+            key_files.push(Zeroizing::new(text.to_string()));
+        }
+        let passphrase = match r.u8()? {
+            0 => None,
+            _ => Some(Passphrase::new(r.bytes()?.to_vec())),
+        };
+        Ok(Hello {
+            worker,
+            parent_pid,
+            direction,
+            cipher,
+            chunk_size,
+            overwrite,
+            durable,
+            io,
+            fixed_salt,
+            encryption_key,
+            keys: KeyMaterial {
+                key_files,
+                passphrase,
+            },
+        })
+    }
+}
+
+fn send(socket: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), ProcsError> {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(2))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(ProcsError::Protocol("too many descriptors for one message"));
+    }
+    loop {
+        match rustix::net::sendmsg(
+            socket,
+            &[IoSlice::new(data)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        ) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(ProcsError::Socket(e.into())),
+        }
+    }
+}
+
+/// Sends the hello.
+///
+/// # Errors
+/// [`ProcsError::Socket`] when the worker is gone.
+pub fn send_hello(socket: BorrowedFd<'_>, hello: &Hello) -> Result<(), ProcsError> {
+    send(socket, &hello.encode(), &[])
+}
+
+/// Sends a message (with its descriptors).
+///
+/// # Errors
+/// [`ProcsError::Socket`] when the other side is gone.
+pub fn send_message(socket: BorrowedFd<'_>, message: &Message) -> Result<(), ProcsError> {
+    match message {
+        Message::OpenSplit {
+            split_id,
+            plaintext_len,
+            header,
+            input,
+            output,
+        } => {
+            let mut w = Writer::new(KIND_OPEN_SPLIT);
+            w.u64(*split_id)
+                .u64(*plaintext_len)
+                .raw(header)
+                .u8(u8::from(output.is_some()));
+            let mut fds = vec![input.as_fd()];
+            fds.extend(output.as_ref().map(|o| o.as_fd()));
+            send(socket, &w.0, &fds)
+        }
+        Message::CloseSplit { split_id } => {
+            let mut w = Writer::new(KIND_CLOSE_SPLIT);
+            w.u64(*split_id);
+            send(socket, &w.0, &[])
+        }
+        Message::Done {
+            task_id,
+            bytes,
+            layout,
+            outcome,
+        } => {
+            let mut w = Writer::new(KIND_DONE);
+            w.u64(*task_id).u64(*bytes);
+            match layout {
+                Some((chunk, len)) => w.u8(1).u32(*chunk).u64(*len),
+                None => w.u8(0),
+            };
+            match outcome {
+                Outcome::Ok => w.u8(0),
+                Outcome::Cancelled => w.u8(1),
+                Outcome::Failed(text) => {
+                    let mut end = text.len().min(MAX_REASON);
+                    while !text.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    w.u8(2).bytes(text[..end].as_bytes())
+                }
+            };
+            send(socket, &w.0, &[])
+        }
+    }
+}
+
+/// What one receive found.
+pub enum Received {
+    /// The raw bytes of a hello (decode with [`Hello::decode`]).
+    Hello(Zeroizing<Vec<u8>>),
+    /// A message.
+    Message(Message),
+    /// Nothing waiting (non-blocking receive only).
+    Empty,
+    /// The other side closed the socket (it exited or died).
+    Closed,
+}
+
+/// Receives one message; with `block` false, returns [`Received::Empty`]
+/// when none is waiting.
+///
+/// # Errors
+/// [`ProcsError::Socket`] or [`ProcsError::Protocol`].
+pub fn receive(socket: BorrowedFd<'_>, block: bool) -> Result<Received, ProcsError> {
+    let mut data = Zeroizing::new(vec![0u8; MAX_MESSAGE]);
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(2))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let flags = if block {
+        RecvFlags::CMSG_CLOEXEC
+    } else {
+        RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT
+    };
+    let got = loop {
+        match rustix::net::recvmsg(socket, &mut [IoSliceMut::new(&mut data)], &mut control, flags)
+        {
+            Ok(msg) => break msg.bytes,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::AGAIN) => return Ok(Received::Empty),
+            Err(rustix::io::Errno::CONNRESET) => return Ok(Received::Closed),
+            Err(e) => return Err(ProcsError::Socket(e.into())),
+        }
+    };
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    if got == 0 {
+        return Ok(Received::Closed);
+    }
+    let mut r = Reader(&data[..got]);
+    let message = match r.u8()? {
+        KIND_HELLO => {
+            return Ok(Received::Hello(Zeroizing::new(data[..got].to_vec())));
+        }
+        KIND_OPEN_SPLIT => {
+            let split_id = r.u64()?;
+            let plaintext_len = r.u64()?;
+            let header = r.array::<HEADER_LEN>()?;
+            let has_output = r.u8()? != 0;
+            let mut fds = fds.into_iter();
+            let input = fds
+                .next()
+                .ok_or(ProcsError::Protocol("split file without its input"))?;
+            let output = if has_output {
+                Some(
+                    fds.next()
+                        .ok_or(ProcsError::Protocol("split file without its output"))?,
+                )
+            } else {
+                None
+            };
+            Message::OpenSplit {
+                split_id,
+                plaintext_len,
+                header,
+                input,
+                output,
+            }
+        }
+        KIND_CLOSE_SPLIT => Message::CloseSplit {
+            split_id: r.u64()?,
+        },
+        KIND_DONE => {
+            let task_id = r.u64()?;
+            let bytes = r.u64()?;
+            let layout = match r.u8()? {
+                0 => None,
+                _ => Some((r.u32()?, r.u64()?)),
+            };
+            let outcome = match r.u8()? {
+                0 => Outcome::Ok,
+                1 => Outcome::Cancelled,
+                _ => Outcome::Failed(String::from_utf8_lossy(r.bytes()?).into_owned()),
+            };
+            Message::Done {
+                task_id,
+                bytes,
+                layout,
+                outcome,
+            }
+        }
+        _ => return Err(ProcsError::Protocol("unknown message kind")),
+    };
+    Ok(Received::Message(message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_round_trips_with_its_secrets() {
+        let hello = Hello {
+            worker: 3,
+            parent_pid: 42,
+            direction: Direction::Encrypt,
+            cipher: Cipher::ChaCha20Poly1305,
+            chunk_size: 4096,
+            overwrite: Overwrite::SkipExisting,
+            durable: true,
+            io: IoChoice::Mmap,
+            fixed_salt: Some([9; 32]),
+            encryption_key: EncryptionKey::Passphrase {
+                salt: [1; 16],
+                params: KdfParams { m_kib: 64, t: 1, p: 1 },
+            },
+            keys: KeyMaterial {
+                key_files: vec![Zeroizing::new("key text".to_string())],
+                passphrase: Some(Passphrase::new(b"secret".to_vec())),
+            },
+        };
+        let back = Hello::decode(&hello.encode()).unwrap();
+        assert_eq!(back.worker, 3);
+        assert_eq!(back.parent_pid, 42);
+        assert_eq!(back.direction, Direction::Encrypt);
+        assert_eq!(back.cipher, Cipher::ChaCha20Poly1305);
+        assert_eq!(back.overwrite, Overwrite::SkipExisting);
+        assert!(back.durable);
+        assert_eq!(back.io, IoChoice::Mmap);
+        assert_eq!(back.fixed_salt, Some([9; 32]));
+        assert!(matches!(
+            back.encryption_key,
+            EncryptionKey::Passphrase { salt: [1; 16], .. }
+        ));
+        assert_eq!(&*back.keys.key_files[0], "key text");
+        assert_eq!(back.keys.passphrase.unwrap().as_bytes(), b"secret");
+    }
+
+    #[test]
+    fn messages_and_descriptors_cross_a_socket_pair() {
+        use rustix::net::{AddressFamily, SocketFlags, SocketType};
+        let (a, b) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let file = tempfile::tempfile().unwrap();
+        send_message(
+            a.as_fd(),
+            &Message::OpenSplit {
+                split_id: 5,
+                plaintext_len: 77,
+                header: [3; HEADER_LEN],
+                input: OwnedFd::from(file.try_clone().unwrap()),
+                output: None,
+            },
+        )
+        .unwrap();
+        send_message(
+            b.as_fd(),
+            &Message::Done {
+                task_id: 9,
+                bytes: 10,
+                layout: Some((1024, 10)),
+                outcome: Outcome::Failed("nope".into()),
+            },
+        )
+        .unwrap();
+        match receive(b.as_fd(), true).unwrap() {
+            Received::Message(Message::OpenSplit {
+                split_id, output, ..
+            }) => {
+                assert_eq!(split_id, 5);
+                assert!(output.is_none());
+            }
+            _ => panic!("expected OpenSplit"),
+        }
+        match receive(a.as_fd(), false).unwrap() {
+            Received::Message(Message::Done { task_id, outcome, .. }) => {
+                assert_eq!(task_id, 9);
+                assert_eq!(outcome, Outcome::Failed("nope".into()));
+            }
+            _ => panic!("expected Done"),
+        }
+        assert!(matches!(receive(a.as_fd(), false).unwrap(), Received::Empty));
+        drop(b);
+        assert!(matches!(receive(a.as_fd(), true).unwrap(), Received::Closed));
+    }
+}

@@ -1,0 +1,331 @@
+//! A worker process: takes tasks off the shared ring, runs them with the
+//! engine's executor-agnostic pieces, and reports each on its socket.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cryptstream_engine::{
+    process_whole, EngineChoice, FileJob, OpenFile, Reason, Settings, SplitParts,
+};
+use cryptstream_format::MasterKey;
+
+use crate::protocol::{self, EncryptionKey, Hello, Message, Outcome, Received};
+use crate::ring::{Popped, Ring, TaskKind, NO_OUTPUT};
+use crate::{ProcsError, WORKER_ENV};
+
+/// How long a worker sleeps on the ring before it looks at its parent and
+/// its stop flag again.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Exit status of a worker that could not start (bad descriptors, hello).
+const EXIT_SETUP: u8 = 2;
+/// Fault-injection hook for tests: the worker that takes the task with
+/// this id prints "worker pid P stalls on task N" to stderr and waits
+/// [`STALL_FOR`] before running it, so that a test can kill it (or its
+/// parent) while it provably holds a task. Not for production use.
+pub const STALL_TASK_ENV: &str = "CRYPTSTREAM_DEBUG_STALL_TASK";
+/// How long the stall of [`STALL_TASK_ENV`] lasts.
+const STALL_FOR: Duration = Duration::from_secs(3);
+
+/// Runs this process as a worker if the parent asked for it (the
+/// environment variable carries the two inherited descriptor numbers, and
+/// nothing else); returns the exit code then, `None` in a normal start.
+///
+/// Must be called first thing in `main`, before any thread exists.
+pub fn run_worker_if_requested() -> Option<ExitCode> {
+    let value = std::env::var_os(WORKER_ENV)?;
+    // Single-threaded here (the caller guarantees it), so changing the
+    // environment is sound; the variable must not leak to anything else.
+    std::env::remove_var(WORKER_ENV);
+    Some(match start(&value) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cryptstream worker: {e}");
+            ExitCode::from(EXIT_SETUP)
+        }
+    })
+}
+
+fn parse_fds(value: &OsStr) -> Result<(RawFd, RawFd), ProcsError> {
+    let text = std::str::from_utf8(value.as_bytes())
+        .map_err(|_| ProcsError::Protocol("bad worker descriptor list"))?;
+    let mut parts = text.split(',').map(str::parse::<RawFd>);
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(Ok(ring)), Some(Ok(socket)), None) if ring > 2 && socket > 2 && ring != socket => {
+            Ok((ring, socket))
+        }
+        _ => Err(ProcsError::Protocol("bad worker descriptor list")),
+    }
+}
+
+fn start(value: &OsStr) -> Result<ExitCode, ProcsError> {
+    let (ring_fd, socket_fd) = parse_fds(value)?;
+    // Both descriptors must really be open before we take ownership.
+    for fd in [ring_fd, socket_fd] {
+        // SAFETY: fcntl(F_GETFD) only inspects the descriptor number.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(ProcsError::Protocol("worker descriptors are not open"));
+        }
+    }
+    // SAFETY: the parent passed these two descriptors to this process for
+    // exactly this purpose (checked open above); nothing else in this
+    // process knows their numbers, so ownership is taken exactly once.
+    let (ring_fd, socket) = unsafe { (OwnedFd::from_raw_fd(ring_fd), OwnedFd::from_raw_fd(socket_fd)) };
+    for fd in [&ring_fd, &socket] {
+        rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)
+            .map_err(|e| ProcsError::Socket(e.into()))?;
+    }
+    // Ctrl-C goes to the whole process group; the parent decides what a
+    // stop means and tells us with SIGTERM.
+    // SAFETY: ignoring a signal installs no handler code.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())
+        .map_err(ProcsError::Socket)?;
+    let hello = match protocol::receive(socket.as_fd(), true)? {
+        Received::Hello(bytes) => Hello::decode(&bytes)?,
+        _ => return Err(ProcsError::Protocol("expected a hello first")),
+    };
+    if rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32)
+        != hello.parent_pid
+    {
+        return Ok(ExitCode::from(EXIT_SETUP));
+    }
+    let ring = Ring::attach(ring_fd)?;
+    ring.set_worker_pid(hello.worker, std::process::id());
+    let settings = settings_from(&hello)?;
+    let mut worker = Worker {
+        me: hello.worker,
+        parent_pid: hello.parent_pid,
+        ring,
+        socket,
+        settings,
+        splits: HashMap::new(),
+        stop,
+        buf: Vec::new(),
+    };
+    worker.serve()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn settings_from(hello: &Hello) -> Result<Settings, ProcsError> {
+    let keyring = hello.keys.keyring()?;
+    let encryption_key = match hello.encryption_key {
+        EncryptionKey::None => None,
+        EncryptionKey::FirstKeyFile => {
+            Some(keyring.encryption_key(cryptstream_format::KdfParams::DEFAULT)?)
+        }
+        EncryptionKey::Passphrase { salt, params } => {
+            let passphrase = hello
+                .keys
+                .passphrase
+                .as_ref()
+                .ok_or(ProcsError::Protocol("passphrase key without a passphrase"))?;
+            Some(Arc::new(MasterKey::from_passphrase(passphrase, salt, params)?))
+        }
+    };
+    Ok(Settings {
+        direction: hello.direction,
+        workers: 1,
+        cipher: hello.cipher,
+        chunk_size: hello.chunk_size,
+        overwrite: hello.overwrite,
+        durable: hello.durable,
+        keyring,
+        encryption_key,
+        fixed_salt: hello.fixed_salt,
+        engine: EngineChoice::Processes,
+        io: hello.io,
+        key_material: None,
+    })
+}
+
+/// A split file as this worker knows it: descriptors received, cipher
+/// derived on first use.
+enum Split {
+    Received(SplitParts),
+    Open(OpenFile),
+}
+
+struct Worker {
+    me: u32,
+    parent_pid: u32,
+    ring: Ring,
+    socket: OwnedFd,
+    settings: Settings,
+    splits: HashMap<u64, Split>,
+    stop: Arc<AtomicBool>,
+    buf: Vec<u8>,
+}
+
+impl Worker {
+    fn parent_alive(&self) -> bool {
+        rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32)
+            == self.parent_pid
+    }
+
+    fn serve(&mut self) -> Result<(), ProcsError> {
+        loop {
+            if self.stop.load(Ordering::Relaxed) || !self.parent_alive() {
+                return Ok(());
+            }
+            if !self.read_messages(false, None)? {
+                return Ok(());
+            }
+            if self.ring.closing() {
+                return Ok(());
+            }
+            let Some(task) = self.ring.pop(self.me, POLL_INTERVAL) else {
+                continue;
+            };
+            let done = self.run(task)?;
+            if protocol::send_message(self.socket.as_fd(), &done).is_err() {
+                // The parent is gone: nobody is left to report to.
+                return Ok(());
+            }
+            self.ring.task_done(self.me);
+        }
+    }
+
+    /// Handles waiting messages; with `until`, blocks until that split file
+    /// has arrived. Returns false when the parent closed the socket.
+    fn read_messages(&mut self, block: bool, until: Option<u64>) -> Result<bool, ProcsError> {
+        loop {
+            if let Some(id) = until {
+                if self.splits.contains_key(&id) {
+                    return Ok(true);
+                }
+            }
+            let wait = block && until.is_some();
+            match protocol::receive(self.socket.as_fd(), wait)? {
+                Received::Empty => return Ok(true),
+                Received::Closed => return Ok(false),
+                Received::Hello(_) => return Err(ProcsError::Protocol("a second hello")),
+                Received::Message(Message::OpenSplit {
+                    split_id,
+                    plaintext_len,
+                    header,
+                    input,
+                    output,
+                }) => {
+                    let parts = SplitParts {
+                        input: File::from(input),
+                        output: output.map(File::from),
+                        header,
+                        plaintext_len,
+                    };
+                    self.splits.insert(split_id, Split::Received(parts));
+                }
+                Received::Message(Message::CloseSplit { split_id }) => {
+                    self.splits.remove(&split_id);
+                }
+                Received::Message(Message::Done { .. }) => {
+                    return Err(ProcsError::Protocol("a worker got a task report"))
+                }
+            }
+        }
+    }
+
+    /// The test hook of [`STALL_TASK_ENV`]: announce the task and wait
+    /// (up to [`STALL_FOR`], or until told to stop) before running it.
+    fn stall_if_asked(&self, task_id: u64) {
+        let asked = std::env::var(STALL_TASK_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok());
+        if asked != Some(task_id) {
+            return;
+        }
+        eprintln!(
+            "cryptstream: worker pid {} stalls on task {task_id}",
+            std::process::id()
+        );
+        let until = std::time::Instant::now() + STALL_FOR;
+        while std::time::Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn run(&mut self, task: Popped) -> Result<Message, ProcsError> {
+        let task_id = task.record.task_id;
+        self.stall_if_asked(task_id);
+        if task.record.kind == TaskKind::Whole as u32 {
+            let [input, output, relative] = task.paths;
+            let path = |b: Vec<u8>| PathBuf::from(OsStr::from_bytes(&b));
+            let job = FileJob {
+                input: path(input),
+                output: (task.record.output_len != NO_OUTPUT).then(|| path(output)),
+                relative: path(relative),
+                size: 0,
+            };
+            let mut bytes = 0;
+            let (layout, result) =
+                process_whole(&self.settings, &job, &mut self.buf, &self.stop, &mut |n| {
+                    bytes += n
+                });
+            return Ok(Message::Done {
+                task_id,
+                bytes,
+                layout: layout.map(|l| (l.chunk_size(), l.plaintext_len())),
+                outcome: outcome(result),
+            });
+        }
+        let split_id = task.record.split_id;
+        if !self.read_messages(true, Some(split_id))? {
+            return Err(ProcsError::Protocol("parent went away"));
+        }
+        let file = match self.splits.remove(&split_id) {
+            Some(Split::Open(file)) => Ok(file),
+            Some(Split::Received(parts)) => OpenFile::adopt(&self.settings, parts),
+            None => return Err(ProcsError::Protocol("segment of an unknown file")),
+        };
+        let (result, file) = match file {
+            Ok(file) => {
+                let result = if self.stop.load(Ordering::Relaxed) {
+                    Err(Reason::Cancelled)
+                } else {
+                    file.run_segment(task.record.first_chunk, task.record.chunk_count, &mut self.buf)
+                };
+                (result, Some(file))
+            }
+            Err(reason) => (Err(reason), None),
+        };
+        if let Some(file) = file {
+            self.splits.insert(split_id, Split::Open(file));
+        }
+        let bytes = *result.as_ref().unwrap_or(&0);
+        Ok(Message::Done {
+            task_id,
+            bytes,
+            layout: None,
+            outcome: outcome(result.map(|_| ())),
+        })
+    }
+}
+
+fn outcome(result: Result<(), Reason>) -> Outcome {
+    match result {
+        Ok(()) => Outcome::Ok,
+        Err(Reason::Cancelled) => Outcome::Cancelled,
+        Err(reason) => Outcome::Failed(reason.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptor_lists_are_checked() {
+        assert_eq!(parse_fds(OsStr::new("5,6")).unwrap(), (5, 6));
+        for bad in ["", "5", "5,5", "1,6", "5,6,7", "a,b", "5,-1"] {
+            assert!(parse_fds(OsStr::new(bad)).is_err(), "{bad}");
+        }
+    }
+}
