@@ -227,7 +227,7 @@ def main():
     md.append("")
 
     # ---- headline
-    md.append("## Headline (encrypt, median wall time)")
+    md.append("## Headline (median wall time)")
     md.append("")
     verdicts = []
     for w in main_workloads:
@@ -247,7 +247,7 @@ def main():
                 md.append(f"- decrypt, {LOCATION_NAMES[loc]}: {sentence}.")
         md.append("")
 
-    md.append("Targets:")
+    md.append("Targets (encrypt):")
     md.append("")
     for loc in locations:
         speedups = [(w, r[1]) for w, l, r in verdicts if l == loc]

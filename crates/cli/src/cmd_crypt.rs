@@ -36,7 +36,7 @@ enum CipherArg {
 /// Which executor runs the work.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default)]
 enum EngineArg {
-    /// Threads (measured to be at least as fast everywhere; see docs/ARCHITECTURE.md).
+    /// Threads (the process engine measured no faster; see docs/ARCHITECTURE.md).
     #[default]
     Auto,
     /// A pool of worker threads.
@@ -317,7 +317,13 @@ fn report(summary: &Summary, run_args: &RunArgs, on_terminal: bool) -> anyhow::R
             summary
                 .retried
                 .iter()
-                .map(|r| format!("{} ({}, worker {} {})", r.path.display(), r.task, r.worker_pid, r.cause))
+                .map(|r| format!(
+                    "{} ({}, worker {} {})",
+                    r.path.display(),
+                    r.task,
+                    r.worker_pid,
+                    r.cause
+                ))
                 .collect::<Vec<_>>()
                 .join("; ")
         );

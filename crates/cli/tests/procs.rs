@@ -61,7 +61,7 @@ fn a_worker_killed_mid_run_of_500_files_has_its_task_retried() {
     let victim = last_number(&stall[..stall.find(" stalls").expect("format")]);
     kill(victim, libc::SIGKILL);
     let status = child.wait();
-    seen.extend(lines.try_iter());
+    rest_of_lines(&lines, &mut seen);
     let stderr = seen.join("\n");
     assert!(status.success(), "the run completes: {stderr}");
     assert!(stderr.contains("retried 1 task"), "{stderr}");
@@ -127,7 +127,7 @@ fn a_task_whose_worker_dies_twice_fails_its_file_only() {
         );
     }
     let status = child.wait();
-    seen.extend(lines.try_iter());
+    rest_of_lines(&lines, &mut seen);
     let stderr = seen.join("\n");
     assert_eq!(
         status.code(),
@@ -209,7 +209,7 @@ fn sigint_and_sigterm_stop_workers_remove_temp_files_and_exit_130() {
         let workers = worker_pids(&seen);
         kill(child.0.id(), signal);
         let status = child.wait();
-        seen.extend(lines.try_iter());
+        rest_of_lines(&lines, &mut seen);
         assert_eq!(status.code(), Some(130), "signal {signal}: {seen:#?}");
         assert!(
             wait_until(Duration::from_secs(10), || workers

@@ -142,7 +142,11 @@ fn open_input(path: &Path) -> Result<File, Reason> {
 fn reopen(file: &File, write: bool) -> io::Result<File> {
     use rustix::fs::{Mode, OFlags, CWD};
     let path = format!("/proc/self/fd/{}", file.as_raw_fd());
-    let access = if write { OFlags::WRONLY } else { OFlags::RDONLY };
+    let access = if write {
+        OFlags::WRONLY
+    } else {
+        OFlags::RDONLY
+    };
     let fd = rustix::fs::openat(CWD, path.as_str(), access | OFlags::CLOEXEC, Mode::empty())?;
     Ok(File::from(fd))
 }
@@ -371,7 +375,9 @@ impl OpenFile {
                         }
                         // Without /proc there is no private position: fall
                         // back to positional reads.
-                        Err(_) => return preadv_full(&self.input, slots, offset).map_err(Reason::Read),
+                        Err(_) => {
+                            return preadv_full(&self.input, slots, offset).map_err(Reason::Read)
+                        }
                     }
                 } else {
                     &self.input
@@ -693,4 +699,105 @@ fn writev_all(file: &File, bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EngineChoice, IoChoice, Overwrite};
+    use cryptstream_format::{Cipher, Keyring, MasterKey};
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    fn settings(direction: Direction, io: IoChoice) -> Settings {
+        let key = || MasterKey::from_key_bytes([5; 32]);
+        Settings {
+            direction,
+            workers: 1,
+            cipher: Cipher::Aes256Gcm,
+            chunk_size: 1024,
+            overwrite: Overwrite::Refuse,
+            durable: false,
+            keyring: Keyring::new(vec![key()], None),
+            encryption_key: Some(Arc::new(key())),
+            fixed_salt: Some([1; 32]),
+            engine: EngineChoice::Threads,
+            io,
+            key_material: None,
+        }
+    }
+
+    fn job(input: PathBuf, output: PathBuf) -> FileJob {
+        FileJob {
+            relative: PathBuf::from("f"),
+            size: 0,
+            input,
+            output: Some(output),
+        }
+    }
+
+    #[test]
+    fn every_strategy_writes_the_same_bytes_whole_and_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 253) as u8).collect();
+        std::fs::write(dir.path().join("in"), &plain).unwrap();
+        let mut outputs = Vec::new();
+        for io in [IoChoice::Read, IoChoice::Pread, IoChoice::Mmap] {
+            let enc = settings(Direction::Encrypt, io);
+            // Whole: one worker, in order.
+            let out = dir.path().join(format!("whole-{}", io.name()));
+            let (_, result) = process_whole(
+                &enc,
+                &job(dir.path().join("in"), out.clone()),
+                &mut Vec::new(),
+                &AtomicBool::new(false),
+                &mut |_| {},
+            );
+            result.unwrap();
+            outputs.push(std::fs::read(&out).unwrap());
+            // Split: segments in reverse order, through an adopted copy.
+            let out = dir.path().join(format!("split-{}", io.name()));
+            let file =
+                OpenFile::open_split(&enc, &job(dir.path().join("in"), out.clone())).unwrap();
+            let adopted = OpenFile::adopt(&enc, file.split_parts().unwrap()).unwrap();
+            let firsts: Vec<u64> = (0..file.layout.chunk_count()).step_by(7).collect();
+            for &first in firsts.iter().rev() {
+                adopted.run_segment(first, 7, &mut Vec::new()).unwrap();
+            }
+            file.finish(&enc).unwrap();
+            outputs.push(std::fs::read(&out).unwrap());
+            // And back.
+            let dec = settings(Direction::Decrypt, io);
+            let back = dir.path().join(format!("back-{}", io.name()));
+            let (_, result) = process_whole(
+                &dec,
+                &job(out, back.clone()),
+                &mut Vec::new(),
+                &AtomicBool::new(false),
+                &mut |_| {},
+            );
+            result.unwrap();
+            assert_eq!(std::fs::read(&back).unwrap(), plain, "{}", io.name());
+        }
+        assert!(outputs.windows(2).all(|w| w[0] == w[1]));
+    }
+
+    #[test]
+    fn a_shrunk_input_fails_with_shrank_under_mmap() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in");
+        std::fs::write(&input, vec![3u8; 200_000]).unwrap();
+        let enc = settings(Direction::Encrypt, IoChoice::Mmap);
+        let file = OpenFile::open(&enc, &job(input.clone(), dir.path().join("out"))).unwrap();
+        assert_eq!(file.io_strategy(), IoStrategy::Mmap);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&input)
+            .unwrap()
+            .set_len(10_000)
+            .unwrap();
+        let err = file.run_segment(0, 1000, &mut Vec::new()).unwrap_err();
+        assert!(matches!(err, Reason::Shrank { .. }), "{err}");
+        assert!(!dir.path().join("out").exists());
+    }
 }

@@ -21,15 +21,17 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Once;
 
-/// Inputs of at least this many bytes are memory-mapped by `--io auto`.
+/// Inputs of at least this many bytes are memory-mapped by `--io auto`;
+/// `None`: never.
 ///
-/// Measured on the 2-core development machine (page cache, tmpfs and ext4):
-/// mapping a file costs an `mmap`/`munmap` pair and, with several threads, a
-/// TLB shootdown on unmap, which loses to `pread` on small files; on the 2
-/// GiB file mmap never measured faster than pread either, so `auto` does not
-/// pick it today. The constant keeps the decision in one place for machines
-/// where it does pay.
-pub const MMAP_MIN_BYTES: u64 = u64::MAX;
+/// Measured on the 2-core development machine (docs/ARCHITECTURE.md, "I/O
+/// strategies"): mapping costs an `mmap`/`munmap` pair, a page fault per
+/// 64 KiB of readahead and, with several threads, a TLB shootdown on unmap,
+/// which loses to `pread` on small files and on ext4; on 1 MiB files and on
+/// the large file it was never faster than pread either. So `auto` does not
+/// pick mmap today; the constant keeps the decision in one place for
+/// machines where it pays.
+pub const MMAP_MIN_BYTES: Option<u64> = None;
 
 /// The `--io` choice of a run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -59,13 +61,14 @@ pub enum IoStrategy {
 
 impl IoChoice {
     /// The strategy for an input of `len` bytes: the explicit choice, or for
-    /// `Auto`, mmap from [`MMAP_MIN_BYTES`] up and pread below.
+    /// `Auto`, mmap from [`MMAP_MIN_BYTES`] up (never, today) and pread
+    /// below.
     pub fn strategy_for(self, len: u64) -> IoStrategy {
         match self {
             IoChoice::Read => IoStrategy::Read,
             IoChoice::Pread => IoStrategy::Pread,
             IoChoice::Mmap => IoStrategy::Mmap,
-            IoChoice::Auto if len >= MMAP_MIN_BYTES => IoStrategy::Mmap,
+            IoChoice::Auto if MMAP_MIN_BYTES.is_some_and(|min| len >= min) => IoStrategy::Mmap,
             IoChoice::Auto => IoStrategy::Pread,
         }
     }
@@ -243,10 +246,11 @@ impl InputMap {
         if len == 0 || !install_sigbus_handler() {
             return Ok(None);
         }
-        let Some(slot) = MAPPINGS
-            .iter()
-            .find(|s| s.len.compare_exchange(0, len, Ordering::AcqRel, Ordering::Relaxed).is_ok())
-        else {
+        let Some(slot) = MAPPINGS.iter().find(|s| {
+            s.len
+                .compare_exchange(0, len, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        }) else {
             return Ok(None);
         };
         // SAFETY: a fresh read-only shared mapping chosen by the kernel; it
@@ -279,7 +283,11 @@ impl InputMap {
     /// # Errors
     /// [`Shrunk`] when the file was truncated under the mapping (before or
     /// during this copy).
-    pub(crate) fn copy_out(&self, offset: u64, dst: &mut [std::io::IoSliceMut<'_>]) -> Result<usize, Shrunk> {
+    pub(crate) fn copy_out(
+        &self,
+        offset: u64,
+        dst: &mut [std::io::IoSliceMut<'_>],
+    ) -> Result<usize, Shrunk> {
         let mut at = usize::try_from(offset).unwrap_or(usize::MAX).min(self.len);
         let mut total = 0;
         for part in dst.iter_mut() {
@@ -355,7 +363,15 @@ mod tests {
         let map = InputMap::new(&file, data.len() as u64).unwrap().unwrap();
         let mut a = vec![0u8; 100];
         let mut b = vec![0u8; 50];
-        let got = map.copy_out(9_000, &mut [&mut a, &mut b]).unwrap();
+        let got = map
+            .copy_out(
+                9_000,
+                &mut [
+                    std::io::IoSliceMut::new(&mut a),
+                    std::io::IoSliceMut::new(&mut b),
+                ],
+            )
+            .unwrap();
         assert_eq!(got, 150);
         assert_eq!(a, data[9_000..9_100]);
         assert_eq!(b, data[9_100..9_150]);
@@ -369,7 +385,9 @@ mod tests {
         let map = InputMap::new(&file, (page * 8) as u64).unwrap().unwrap();
         file.set_len(page as u64).unwrap();
         let mut buf = vec![1u8; page * 4];
-        assert!(map.copy_out(0, &mut [&mut buf]).is_err());
+        assert!(map
+            .copy_out(0, &mut [std::io::IoSliceMut::new(&mut buf)])
+            .is_err());
         assert!(buf[..page].iter().all(|&b| b == 7));
         assert!(buf[page..].iter().all(|&b| b == 0));
     }

@@ -417,10 +417,9 @@ impl Run<'_> {
     fn whole(&self, job: &FileJob, buf: &mut Vec<u8>) {
         let started = Instant::now();
         let progress = self.ledger.progress();
-        let (layout, result) =
-            process_whole(self.settings, job, buf, self.cancel, &mut |bytes| {
-                progress.advance(bytes)
-            });
+        let (layout, result) = process_whole(self.settings, job, buf, self.cancel, &mut |bytes| {
+            progress.advance(bytes)
+        });
         self.ledger.record(job, layout, result, started);
     }
 

@@ -161,8 +161,17 @@ impl AtomicOutput {
                     Err(e) => return Err(e.into()),
                 }
             }
-            let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&self.file));
-            Ok(rustix::fs::linkat(CWD, proc_path.as_str(), CWD, to, AtFlags::SYMLINK_FOLLOW)?)
+            let proc_path = format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&self.file)
+            );
+            Ok(rustix::fs::linkat(
+                CWD,
+                proc_path.as_str(),
+                CWD,
+                to,
+                AtFlags::SYMLINK_FOLLOW,
+            )?)
         };
         match replace {
             Replace::Never => link(&self.final_path),

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cryptstream_engine::{
-    apply_dir_modes, EngineChoice, Ledger, OpenFile, Plan, Progress, Reason,
-    RetryRecord, Settings, Summary, SEGMENT_BYTES,
+    apply_dir_modes, EngineChoice, Ledger, OpenFile, Plan, Progress, Reason, RetryRecord, Settings,
+    Summary, SEGMENT_BYTES,
 };
 use cryptstream_format::Layout;
 use rustix::event::{PollFd, PollFlags};
@@ -96,6 +96,8 @@ struct Supervisor<'a> {
     deaths: usize,
     stop: Option<(Stop, Instant)>,
     debug_pids: bool,
+    /// Receive buffer for worker reports.
+    scratch: Vec<u8>,
 }
 
 /// Runs `plan` on worker processes; see the crate docs. Must be called on
@@ -136,6 +138,7 @@ pub fn run_processes(
         deaths: 0,
         stop: None,
         debug_pids: std::env::var_os(DEBUG_PIDS_ENV).is_some(),
+        scratch: vec![0u8; protocol::MAX_MESSAGE],
     };
     supervisor.run();
     apply_dir_modes(plan);
@@ -155,7 +158,12 @@ fn fail_all(
     cancel: &AtomicBool,
 ) -> Summary {
     for job in &plan.files {
-        ledger.record(job, None, Err(Reason::Reported(text.to_string())), Instant::now());
+        ledger.record(
+            job,
+            None,
+            Err(Reason::Reported(text.to_string())),
+            Instant::now(),
+        );
     }
     let mut summary = ledger.into_summary(plan, settings, cancel.load(Ordering::Relaxed));
     summary.engine = EngineChoice::Processes;
@@ -462,7 +470,7 @@ impl Supervisor<'_> {
                 Ok(())
             });
         }
-        let child = command.spawn().map_err(ProcsError::Spawn)?;
+        let mut child = command.spawn().map_err(ProcsError::Spawn)?;
         drop(child_end);
         let pid = child.id();
         if self.debug_pids {
@@ -492,7 +500,11 @@ impl Supervisor<'_> {
                     .map(|p| cryptstream_format::Passphrase::new(p.as_bytes().to_vec())),
             },
         };
-        protocol::send_hello(parent_end.as_fd(), &hello)?;
+        if let Err(e) = protocol::send_hello(parent_end.as_fd(), &hello) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
         self.workers[slot] = Some(WorkerProc {
             child,
             socket: parent_end,
@@ -548,7 +560,7 @@ impl Supervisor<'_> {
             let Some(worker) = &self.workers[slot] else {
                 return;
             };
-            match protocol::receive(worker.socket.as_fd(), false) {
+            match protocol::receive(worker.socket.as_fd(), false, &mut self.scratch) {
                 Ok(Received::Empty) => return,
                 Ok(Received::Message(Message::Done {
                     task_id,
@@ -649,10 +661,9 @@ impl Supervisor<'_> {
                 count,
             } => {
                 let job = self.splits.get(&split).map_or(0, |s| s.job);
-                let end = self
-                    .splits
-                    .get(&split)
-                    .map_or(first + count, |s| (first + count).min(s.file.layout.chunk_count()));
+                let end = self.splits.get(&split).map_or(first + count, |s| {
+                    (first + count).min(s.file.layout.chunk_count())
+                });
                 (
                     self.plan.files[job].input.clone(),
                     format!("chunks {first}..{end}"),
@@ -745,8 +756,12 @@ impl Supervisor<'_> {
         self.pending.clear();
         for (_, task) in left {
             if let Unit::Whole(j) = task.unit {
-                self.ledger
-                    .record(&self.plan.files[j], None, Err(reason.reason()), task.started);
+                self.ledger.record(
+                    &self.plan.files[j],
+                    None,
+                    Err(reason.reason()),
+                    task.started,
+                );
             }
         }
         let mut splits: Vec<(u64, SplitState)> = self.splits.drain().collect();

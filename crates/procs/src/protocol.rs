@@ -273,9 +273,12 @@ impl Hello {
         match self.encryption_key {
             EncryptionKey::None => w.u8(0),
             EncryptionKey::FirstKeyFile => w.u8(1),
-            EncryptionKey::Passphrase { salt, params } => {
-                w.u8(2).raw(&salt).u32(params.m_kib).u32(params.t).u32(params.p)
-            }
+            EncryptionKey::Passphrase { salt, params } => w
+                .u8(2)
+                .raw(&salt)
+                .u32(params.m_kib)
+                .u32(params.t)
+                .u32(params.p),
         };
         w.u32(self.keys.key_files.len() as u32);
         for text in &self.keys.key_files {
@@ -298,7 +301,9 @@ impl Hello {
             return Err(ProcsError::Protocol("expected a hello"));
         }
         if r.u32()? != PROTOCOL_VERSION {
-            return Err(ProcsError::Protocol("parent speaks another protocol version"));
+            return Err(ProcsError::Protocol(
+                "parent speaks another protocol version",
+            ));
         }
         let worker = r.u32()?;
         let parent_pid = r.u32()?;
@@ -430,7 +435,7 @@ pub fn send_message(socket: BorrowedFd<'_>, message: &Message) -> Result<(), Pro
                     while !text.is_char_boundary(end) {
                         end -= 1;
                     }
-                    w.u8(2).bytes(text[..end].as_bytes())
+                    w.u8(2).bytes(&text.as_bytes()[..end])
                 }
             };
             send(socket, &w.0, &[])
@@ -450,13 +455,19 @@ pub enum Received {
     Closed,
 }
 
-/// Receives one message; with `block` false, returns [`Received::Empty`]
-/// when none is waiting.
+/// Receives one message into `data` (a scratch buffer of at least
+/// [`MAX_MESSAGE`] bytes that the caller reuses; the hello is copied out
+/// into a zeroizing buffer, and a worker receives it into a zeroizing
+/// scratch); with `block` false, returns [`Received::Empty`] when none is
+/// waiting.
 ///
 /// # Errors
 /// [`ProcsError::Socket`] or [`ProcsError::Protocol`].
-pub fn receive(socket: BorrowedFd<'_>, block: bool) -> Result<Received, ProcsError> {
-    let mut data = Zeroizing::new(vec![0u8; MAX_MESSAGE]);
+pub fn receive(
+    socket: BorrowedFd<'_>,
+    block: bool,
+    data: &mut [u8],
+) -> Result<Received, ProcsError> {
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(2))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let flags = if block {
@@ -465,8 +476,7 @@ pub fn receive(socket: BorrowedFd<'_>, block: bool) -> Result<Received, ProcsErr
         RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT
     };
     let got = loop {
-        match rustix::net::recvmsg(socket, &mut [IoSliceMut::new(&mut data)], &mut control, flags)
-        {
+        match rustix::net::recvmsg(socket, &mut [IoSliceMut::new(data)], &mut control, flags) {
             Ok(msg) => break msg.bytes,
             Err(rustix::io::Errno::INTR) => {}
             Err(rustix::io::Errno::AGAIN) => return Ok(Received::Empty),
@@ -513,9 +523,7 @@ pub fn receive(socket: BorrowedFd<'_>, block: bool) -> Result<Received, ProcsErr
                 output,
             }
         }
-        KIND_CLOSE_SPLIT => Message::CloseSplit {
-            split_id: r.u64()?,
-        },
+        KIND_CLOSE_SPLIT => Message::CloseSplit { split_id: r.u64()? },
         KIND_DONE => {
             let task_id = r.u64()?;
             let bytes = r.u64()?;
@@ -558,7 +566,11 @@ mod tests {
             fixed_salt: Some([9; 32]),
             encryption_key: EncryptionKey::Passphrase {
                 salt: [1; 16],
-                params: KdfParams { m_kib: 64, t: 1, p: 1 },
+                params: KdfParams {
+                    m_kib: 64,
+                    t: 1,
+                    p: 1,
+                },
             },
             keys: KeyMaterial {
                 key_files: vec![Zeroizing::new("key text".to_string())],
@@ -576,7 +588,7 @@ mod tests {
         assert_eq!(back.fixed_salt, Some([9; 32]));
         assert!(matches!(
             back.encryption_key,
-            EncryptionKey::Passphrase { salt: [1; 16], .. }
+            EncryptionKey::Passphrase { salt, .. } if salt == [1; 16]
         ));
         assert_eq!(&*back.keys.key_files[0], "key text");
         assert_eq!(back.keys.passphrase.unwrap().as_bytes(), b"secret");
@@ -614,7 +626,8 @@ mod tests {
             },
         )
         .unwrap();
-        match receive(b.as_fd(), true).unwrap() {
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        match receive(b.as_fd(), true, &mut buf).unwrap() {
             Received::Message(Message::OpenSplit {
                 split_id, output, ..
             }) => {
@@ -623,15 +636,23 @@ mod tests {
             }
             _ => panic!("expected OpenSplit"),
         }
-        match receive(a.as_fd(), false).unwrap() {
-            Received::Message(Message::Done { task_id, outcome, .. }) => {
+        match receive(a.as_fd(), false, &mut buf).unwrap() {
+            Received::Message(Message::Done {
+                task_id, outcome, ..
+            }) => {
                 assert_eq!(task_id, 9);
                 assert_eq!(outcome, Outcome::Failed("nope".into()));
             }
             _ => panic!("expected Done"),
         }
-        assert!(matches!(receive(a.as_fd(), false).unwrap(), Received::Empty));
+        assert!(matches!(
+            receive(a.as_fd(), false, &mut buf).unwrap(),
+            Received::Empty
+        ));
         drop(b);
-        assert!(matches!(receive(a.as_fd(), true).unwrap(), Received::Closed));
+        assert!(matches!(
+            receive(a.as_fd(), true, &mut buf).unwrap(),
+            Received::Closed
+        ));
     }
 }

@@ -221,7 +221,9 @@ impl Ring {
         ring.capacity = capacity as u64;
         ring.max_workers = max_workers as u64;
         for i in 0..capacity as u64 {
-            ring.slot(i).state.store(state(i, PHASE_FREE, 0), Ordering::Relaxed);
+            ring.slot(i)
+                .state
+                .store(state(i, PHASE_FREE, 0), Ordering::Relaxed);
         }
         fence(Ordering::SeqCst);
         Ok(ring)
@@ -320,8 +322,9 @@ impl Ring {
         self.header().paths_offset as usize + (index % self.capacity) as usize * PATH_BLOCK
     }
 
-    /// Publishes a task without blocking: `record.paths_offset` is filled in
-    /// here, and `paths` (input, output, relative; each at most
+    /// Publishes a task without blocking: `record.paths_offset` and the
+    /// path lengths are filled in here (an `output_len` of [`NO_OUTPUT`]
+    /// stays), and `paths` (input, output, relative; each at most
     /// [`PATH_MAX`] bytes) are copied to the slot's path block.
     pub fn try_push(&self, mut record: TaskRecord, paths: [&[u8]; 3]) -> Push {
         assert!(
@@ -344,6 +347,11 @@ impl Ring {
         }
         let offset = self.paths_offset_of(index);
         record.paths_offset = offset as u64;
+        record.input_len = paths[0].len() as u32;
+        if record.output_len != NO_OUTPUT {
+            record.output_len = paths[1].len() as u32;
+        }
+        record.relative_len = paths[2].len() as u32;
         let mut at = offset;
         for path in paths {
             // SAFETY: the path block of this slot is PATH_BLOCK bytes inside
@@ -430,8 +438,8 @@ impl Ring {
         } else {
             record.output_len
         };
-        let lens = [record.input_len, output_len, record.relative_len]
-            .map(|n| (n as usize).min(PATH_MAX));
+        let lens =
+            [record.input_len, output_len, record.relative_len].map(|n| (n as usize).min(PATH_MAX));
         let block = self.header().paths_offset as usize;
         let offset = (record.paths_offset as usize)
             .clamp(block, self.len.saturating_sub(PATH_BLOCK).max(block));
@@ -455,7 +463,9 @@ impl Ring {
         unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
         let nanos = now.tv_nsec as u64 + u64::from(wait.subsec_nanos());
         let deadline = libc::timespec {
-            tv_sec: now.tv_sec + wait.as_secs() as libc::time_t + (nanos / 1_000_000_000) as libc::time_t,
+            tv_sec: now.tv_sec
+                + wait.as_secs() as libc::time_t
+                + (nanos / 1_000_000_000) as libc::time_t,
             tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
         };
         // SAFETY: `ready` was initialised by sem_init; the deadline is valid.
@@ -493,10 +503,12 @@ impl Ring {
                     state(index + self.capacity, PHASE_FREE, 0),
                     Ordering::Release,
                 );
-                let _ =
-                    header
-                        .head
-                        .compare_exchange(index, index + 1, Ordering::AcqRel, Ordering::Relaxed);
+                let _ = header.head.compare_exchange(
+                    index,
+                    index + 1,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
                 // SAFETY: `free` was initialised by sem_init.
                 unsafe { libc::sem_post(header.free.get()) };
             }
@@ -579,7 +591,9 @@ mod tests {
     fn a_second_mapping_sees_the_same_queue() {
         let ring = Ring::create(8, 1).unwrap();
         let other = Ring::attach(ring.fd().try_clone_to_owned().unwrap()).unwrap();
-        ring.try_push(record(7), [b"in", b"out", b"r"]);
+        let mut with_output = record(7);
+        with_output.output_len = 0;
+        ring.try_push(with_output, [b"in", b"out", b"r"]);
         let popped = other.pop(0, Duration::from_millis(100)).unwrap();
         assert_eq!(popped.record.task_id, 7);
         assert_eq!(popped.paths[1], b"out");

@@ -77,7 +77,12 @@ fn start(value: &OsStr) -> Result<ExitCode, ProcsError> {
     // SAFETY: the parent passed these two descriptors to this process for
     // exactly this purpose (checked open above); nothing else in this
     // process knows their numbers, so ownership is taken exactly once.
-    let (ring_fd, socket) = unsafe { (OwnedFd::from_raw_fd(ring_fd), OwnedFd::from_raw_fd(socket_fd)) };
+    let (ring_fd, socket) = unsafe {
+        (
+            OwnedFd::from_raw_fd(ring_fd),
+            OwnedFd::from_raw_fd(socket_fd),
+        )
+    };
     for fd in [&ring_fd, &socket] {
         rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)
             .map_err(|e| ProcsError::Socket(e.into()))?;
@@ -89,12 +94,14 @@ fn start(value: &OsStr) -> Result<ExitCode, ProcsError> {
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())
         .map_err(ProcsError::Socket)?;
-    let hello = match protocol::receive(socket.as_fd(), true)? {
-        Received::Hello(bytes) => Hello::decode(&bytes)?,
-        _ => return Err(ProcsError::Protocol("expected a hello first")),
+    let hello = {
+        let mut scratch = zeroize::Zeroizing::new(vec![0u8; protocol::MAX_MESSAGE]);
+        match protocol::receive(socket.as_fd(), true, &mut scratch)? {
+            Received::Hello(bytes) => Hello::decode(&bytes)?,
+            _ => return Err(ProcsError::Protocol("expected a hello first")),
+        }
     };
-    if rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32)
-        != hello.parent_pid
+    if rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32) != hello.parent_pid
     {
         return Ok(ExitCode::from(EXIT_SETUP));
     }
@@ -110,6 +117,7 @@ fn start(value: &OsStr) -> Result<ExitCode, ProcsError> {
         splits: HashMap::new(),
         stop,
         buf: Vec::new(),
+        scratch: vec![0u8; protocol::MAX_MESSAGE],
     };
     worker.serve()?;
     Ok(ExitCode::SUCCESS)
@@ -128,7 +136,9 @@ fn settings_from(hello: &Hello) -> Result<Settings, ProcsError> {
                 .passphrase
                 .as_ref()
                 .ok_or(ProcsError::Protocol("passphrase key without a passphrase"))?;
-            Some(Arc::new(MasterKey::from_passphrase(passphrase, salt, params)?))
+            Some(Arc::new(MasterKey::from_passphrase(
+                passphrase, salt, params,
+            )?))
         }
     };
     Ok(Settings {
@@ -151,7 +161,7 @@ fn settings_from(hello: &Hello) -> Result<Settings, ProcsError> {
 /// derived on first use.
 enum Split {
     Received(SplitParts),
-    Open(OpenFile),
+    Open(Box<OpenFile>),
 }
 
 struct Worker {
@@ -163,12 +173,14 @@ struct Worker {
     splits: HashMap<u64, Split>,
     stop: Arc<AtomicBool>,
     buf: Vec<u8>,
+    /// Receive buffer for messages from the parent (no secrets after the
+    /// hello).
+    scratch: Vec<u8>,
 }
 
 impl Worker {
     fn parent_alive(&self) -> bool {
-        rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32)
-            == self.parent_pid
+        rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32) == self.parent_pid
     }
 
     fn serve(&mut self) -> Result<(), ProcsError> {
@@ -204,7 +216,7 @@ impl Worker {
                 }
             }
             let wait = block && until.is_some();
-            match protocol::receive(self.socket.as_fd(), wait)? {
+            match protocol::receive(self.socket.as_fd(), wait, &mut self.scratch)? {
                 Received::Empty => return Ok(true),
                 Received::Closed => return Ok(false),
                 Received::Hello(_) => return Err(ProcsError::Protocol("a second hello")),
@@ -282,7 +294,7 @@ impl Worker {
         }
         let file = match self.splits.remove(&split_id) {
             Some(Split::Open(file)) => Ok(file),
-            Some(Split::Received(parts)) => OpenFile::adopt(&self.settings, parts),
+            Some(Split::Received(parts)) => OpenFile::adopt(&self.settings, parts).map(Box::new),
             None => return Err(ProcsError::Protocol("segment of an unknown file")),
         };
         let (result, file) = match file {
@@ -290,7 +302,11 @@ impl Worker {
                 let result = if self.stop.load(Ordering::Relaxed) {
                     Err(Reason::Cancelled)
                 } else {
-                    file.run_segment(task.record.first_chunk, task.record.chunk_count, &mut self.buf)
+                    file.run_segment(
+                        task.record.first_chunk,
+                        task.record.chunk_count,
+                        &mut self.buf,
+                    )
                 };
                 (result, Some(file))
             }

@@ -120,22 +120,79 @@ const PHRASE_HISTORY: usize = 256;
 /// included.
 const PHRASE_EXTRA_WORDS: u64 = 8;
 
-/// Room for one word, its punctuation and a space, written in one store.
-const WORD_SLOT: usize = 16;
+/// Room for one piece of text (a word, its mark and a space or line
+/// breaks): the padded word is written in one 16-byte store, then the mark
+/// over its end.
+const PIECE_SLOT: usize = 16;
 
-/// Every word followed by a space, padded to [`WORD_SLOT`] bytes so the hot
-/// loop copies a fixed-size array, and its length with the space.
-fn padded_words() -> &'static [([u8; WORD_SLOT], u8)] {
-    static WORDS_PADDED: OnceLock<Vec<([u8; WORD_SLOT], u8)>> = OnceLock::new();
+/// The bit that tells a lowercase ASCII letter from its capital.
+const CAPITAL_BIT: u32 = 5;
+
+/// What follows a word; a piece of text is a word and its mark.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    /// A space.
+    Space = 0,
+    /// A comma and a space.
+    Comma = 1,
+    /// A full stop and a space; the next word is capitalised.
+    FullStop = 2,
+    /// A full stop and a blank line; the next word is capitalised.
+    Paragraph = 3,
+}
+
+/// Marks per word: a piece is numbered `rank * MARKS + mark`.
+const MARKS: usize = 4;
+
+/// Per mark (by discriminant), the four bytes written over a word's
+/// trailing space: the mark, then its space or line breaks (what follows
+/// the piece is overwritten by the next one).
+const MARK_TEXT: [[u8; 4]; MARKS] = [*b"    ", *b",   ", *b".   ", *b".\n\n "];
+
+/// Per mark, the bytes it adds to the word and its space.
+const MARK_EXTRA: [usize; MARKS] = [0, 1, 1, 2];
+
+/// The mark for each value of 8 random bits, by discriminant, with the odds
+/// of [`SENTENCE_END`], [`PARAGRAPH_END`] and [`COMMA`]: a table rather than
+/// comparisons, because a branch on random bits is mispredicted often.
+const MARK_OF: [u8; 256] = {
+    let mut table = [Mark::Space as u8; 256];
+    let mut bits = 0;
+    while bits < 256 {
+        let b = bits as u64;
+        table[bits] = if b < SENTENCE_END {
+            Mark::FullStop as u8
+        } else if b < PARAGRAPH_END {
+            Mark::Paragraph as u8
+        } else if b < COMMA {
+            Mark::Comma as u8
+        } else {
+            Mark::Space as u8
+        };
+        bits += 1;
+    }
+    table
+};
+
+/// Every word followed by a space and padded to [`PIECE_SLOT`] bytes,
+/// with the length of word and space (a table of 8 KiB).
+fn padded_words() -> &'static [([u8; PIECE_SLOT], u8)] {
+    static WORDS_PADDED: OnceLock<Vec<([u8; PIECE_SLOT], u8)>> = OnceLock::new();
     WORDS_PADDED.get_or_init(|| {
         WORDS
             .iter()
             .map(|word| {
-                let mut slot = [b' '; WORD_SLOT];
-                slot[..word.len()].copy_from_slice(word.as_bytes());
-                let len = u8::try_from(word.len() + 1).expect("words are short");
-                assert!(usize::from(len) + 3 <= WORD_SLOT, "{word} fits a slot");
-                (slot, len)
+                // Capitals are made by clearing bit 5 of the first byte,
+                // which needs a lowercase ASCII letter there.
+                assert!(word.as_bytes()[0].is_ascii_lowercase(), "{word}");
+                // The word and the longest mark text must fit.
+                assert!(word.len() + 4 <= PIECE_SLOT, "{word} fits a slot");
+                let mut bytes = [b' '; PIECE_SLOT];
+                bytes[..word.len()].copy_from_slice(word.as_bytes());
+                (
+                    bytes,
+                    u8::try_from(word.len() + 1).expect("words are short"),
+                )
             })
             .collect()
     })
@@ -168,7 +225,7 @@ fn zipf_table() -> &'static [u16; ZIPF_TABLE_LEN] {
 
 /// Bytes of room one step of [`TextWriter::step`] may write past its
 /// position.
-const STEP_ROOM: usize = WORD_SLOT;
+const STEP_ROOM: usize = PIECE_SLOT;
 
 /// The state of a text stream between two words.
 #[derive(Clone)]
@@ -179,8 +236,9 @@ struct TextWriter {
     column: usize,
     /// Whether the next word starts a sentence.
     capitalize: bool,
-    /// The last [`PHRASE_HISTORY`] words, as a ring.
-    history: [Token; PHRASE_HISTORY],
+    /// The last [`PHRASE_HISTORY`] pieces (`rank * MARKS + mark`), as a
+    /// ring.
+    history: [u16; PHRASE_HISTORY],
     /// Words written so far (the ring's next slot, modulo its size).
     words: usize,
     /// Where the phrase being repeated continues in the ring.
@@ -190,7 +248,7 @@ struct TextWriter {
     /// [`zipf_table`], looked up once.
     zipf: &'static [u16; ZIPF_TABLE_LEN],
     /// [`padded_words`], looked up once.
-    padded: &'static [([u8; WORD_SLOT], u8)],
+    words_padded: &'static [([u8; PIECE_SLOT], u8)],
 }
 
 impl TextWriter {
@@ -199,122 +257,109 @@ impl TextWriter {
             pos: 0,
             column: 0,
             capitalize: true,
-            history: [Token {
-                rank: 0,
-                mark: Mark::None,
-            }; PHRASE_HISTORY],
+            history: [0; PHRASE_HISTORY],
             words: 0,
             repeat_from: 0,
             repeat_left: 0,
             zipf: zipf_table(),
-            padded: padded_words(),
+            words_padded: padded_words(),
         }
     }
 
-    /// The next word and the mark after it: the next of a phrase being
-    /// repeated, the start of a new repeat, or a fresh draw (rank from the
-    /// Zipf table, mark from [`mark_of`]).
+    /// The next piece: the next of a phrase being repeated, the first of a
+    /// new repeat, or a fresh draw (a Zipf rank from the low 14 bits, a
+    /// mark from the next 8).
+    ///
+    /// Written without branches on random bits where it can be: a
+    /// mispredicted branch per word would cost more than all the rest.
     #[inline(always)]
-    fn next_token(&mut self, bits: u64) -> Token {
-        if self.repeat_left == 0
+    fn next_piece(&mut self, bits: u64) -> usize {
+        let starts = self.repeat_left == 0
             && (bits >> 22) & 0xff < PHRASE_REPEAT
-            && self.words >= PHRASE_HISTORY
-        {
-            let distance = 2 + ((bits >> 30) as usize % (PHRASE_HISTORY - 2));
-            self.repeat_from = self.words - distance;
-            self.repeat_left = 2 + (bits >> 38) % (PHRASE_EXTRA_WORDS + 1);
-        }
-        let token = if self.repeat_left > 0 {
-            self.repeat_left -= 1;
-            self.repeat_from += 1;
-            self.history[(self.repeat_from - 1) % PHRASE_HISTORY]
-        } else {
-            Token {
-                rank: self.zipf[(bits as usize) & (ZIPF_TABLE_LEN - 1)],
-                mark: mark_of((bits >> ZIPF_TABLE_BITS) & 0xff),
-            }
-        };
-        self.history[self.words % PHRASE_HISTORY] = token;
+            && self.words >= PHRASE_HISTORY;
+        // A distance of 2 to PHRASE_HISTORY - 1 words back, by multiply-high.
+        let distance = 2 + ((((bits >> 30) & 0xffff) as usize * (PHRASE_HISTORY - 2)) >> 16);
+        let length = 2 + (bits >> 46) % (PHRASE_EXTRA_WORDS + 1);
+        // All ones when a repeat starts: selects without a branch.
+        let start_mask = 0usize.wrapping_sub(usize::from(starts));
+        self.repeat_from =
+            (self.words.wrapping_sub(distance) & start_mask) | (self.repeat_from & !start_mask);
+        self.repeat_left = (length & start_mask as u64) | (self.repeat_left & !(start_mask as u64));
+        let rank = usize::from(self.zipf[(bits as usize) & (ZIPF_TABLE_LEN - 1)]);
+        let fresh =
+            rank * MARKS + usize::from(MARK_OF[((bits >> ZIPF_TABLE_BITS) & 0xff) as usize]);
+        let repeated = usize::from(self.history[self.repeat_from % PHRASE_HISTORY]);
+        let repeating = self.repeat_left > 0;
+        let piece = if repeating { repeated } else { fresh };
+        self.repeat_from += usize::from(repeating);
+        self.repeat_left -= u64::from(repeating);
+        self.history[self.words % PHRASE_HISTORY] =
+            u16::try_from(piece).expect("fewer than 65536 pieces");
         self.words += 1;
-        token
+        piece
     }
 
-    /// Appends one word with its mark and a space (or line break) at
-    /// `self.pos`. The caller guarantees [`STEP_ROOM`] bytes of room: each
-    /// word is one fixed-size copy, which is what makes text generation
-    /// fast.
+    /// Appends the piece that `bits` draw at `self.pos`, capitalised after a full stop, its
+    /// last space turned into a line break past [`WRAP_COLUMN`]. The caller
+    /// guarantees [`STEP_ROOM`] bytes of room: each piece is one fixed-size
+    /// copy, which is what makes text generation fast.
     #[inline(always)]
-    fn step(&mut self, rng: &mut Xoshiro256PlusPlus, buf: &mut [u8]) {
-        let token = self.next_token(rng.next_u64());
-        let (slot, len) = &self.padded[usize::from(token.rank)];
+    fn step(&mut self, bits: u64, buf: &mut [u8]) {
+        let piece = self.next_piece(bits);
+        let (rank, mark) = (piece / MARKS, piece % MARKS);
+        let (word, word_len) = &self.words_padded[rank];
+        let word_len = usize::from(*word_len);
+        let len = word_len + MARK_EXTRA[mark];
+        let ends_line = mark == Mark::Paragraph as usize;
+        self.column = if ends_line { 0 } else { self.column + len };
+        let wrap = self.column >= WRAP_COLUMN;
+        self.column = if wrap { 0 } else { self.column };
+        // Only stores, each of a value computed in registers: reading back
+        // bytes just stored would stall the CPU's store forwarding.
         let pos = self.pos;
-        buf[pos..pos + WORD_SLOT].copy_from_slice(slot);
-        if self.capitalize {
-            buf[pos].make_ascii_uppercase();
-        }
-        let mut end = pos + usize::from(*len);
-        self.column += usize::from(*len);
-        // buf[end - 1] is the space after the word.
-        self.capitalize = matches!(token.mark, Mark::FullStop | Mark::Paragraph);
-        match token.mark {
-            Mark::None => {}
-            Mark::FullStop | Mark::Comma => {
-                buf[end - 1] = if token.mark == Mark::Comma {
-                    b','
-                } else {
-                    b'.'
-                };
-                buf[end] = b' ';
-                end += 1;
-                self.column += 1;
-            }
-            Mark::Paragraph => {
-                buf[end - 1..end + 2].copy_from_slice(b".\n\n");
-                end += 2;
-                self.column = 0;
-            }
-        }
-        if self.column >= WRAP_COLUMN {
-            buf[end - 1] = b'\n';
-            self.column = 0;
-        }
-        self.pos = end;
+        buf[pos..pos + PIECE_SLOT].copy_from_slice(word);
+        // Bit 5 of a lowercase letter off: its capital.
+        buf[pos] = word[0] & !(u8::from(self.capitalize) << CAPITAL_BIT);
+        buf[pos + word_len - 1..pos + word_len + 3].copy_from_slice(&MARK_TEXT[mark]);
+        // A piece ends with a space, or a line break after a paragraph or
+        // past the wrap column.
+        buf[pos + len - 1] = if wrap || ends_line { b'\n' } else { b' ' };
+        self.pos = pos + len;
+        self.capitalize = mark >= Mark::FullStop as usize;
     }
 }
 
-/// What follows a word.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mark {
-    /// A space.
-    None,
-    /// A comma and a space.
-    Comma,
-    /// A full stop and a space; the next word is capitalised.
-    FullStop,
-    /// A full stop and a blank line; the next word is capitalised.
-    Paragraph,
+/// Random draws made at a time for text: drawing them in a tight loop
+/// keeps the generator's state in registers, where the text loop, short of
+/// registers, would keep it in memory and wait on it every word.
+const DRAW_BATCH: usize = 256;
+
+/// A stream of random 64-bit draws, made [`DRAW_BATCH`] at a time.
+struct Draws<'a> {
+    rng: &'a mut Xoshiro256PlusPlus,
+    batch: [u64; DRAW_BATCH],
+    next: usize,
 }
 
-/// The mark for 8 random bits, with the odds of [`SENTENCE_END`],
-/// [`PARAGRAPH_END`] and [`COMMA`].
-#[inline(always)]
-fn mark_of(bits: u64) -> Mark {
-    if bits < SENTENCE_END {
-        Mark::FullStop
-    } else if bits < PARAGRAPH_END {
-        Mark::Paragraph
-    } else if bits < COMMA {
-        Mark::Comma
-    } else {
-        Mark::None
+impl<'a> Draws<'a> {
+    fn new(rng: &'a mut Xoshiro256PlusPlus) -> Self {
+        Self {
+            rng,
+            batch: [0; DRAW_BATCH],
+            next: DRAW_BATCH,
+        }
     }
-}
 
-/// One word of text: its rank and the mark after it.
-#[derive(Clone, Copy)]
-struct Token {
-    rank: u16,
-    mark: Mark,
+    /// The next draw: the same sequence as calling the generator directly.
+    #[inline(always)]
+    fn next(&mut self) -> u64 {
+        if self.next == DRAW_BATCH {
+            self.rng.fill_u64s(&mut self.batch);
+            self.next = 0;
+        }
+        self.next += 1;
+        self.batch[self.next - 1]
+    }
 }
 
 /// Writes prose into `buf`.
@@ -324,17 +369,18 @@ struct Token {
 /// [`STEP_ROOM`] to spare, and the last few into a small scratch buffer.
 fn fill_text(rng: &mut Xoshiro256PlusPlus, buf: &mut [u8]) {
     let len = buf.len();
+    let mut draws = Draws::new(rng);
     let mut writer = TextWriter::new();
     let room_end = len.saturating_sub(STEP_ROOM);
     while writer.pos < room_end {
-        writer.step(rng, buf);
+        writer.step(draws.next(), buf);
     }
     let start = writer.pos;
     if start < len {
         let mut tail = [0u8; 2 * STEP_ROOM];
         writer.pos = 0;
         while writer.pos < len - start {
-            writer.step(rng, &mut tail);
+            writer.step(draws.next(), &mut tail);
         }
         buf[start..].copy_from_slice(&tail[..len - start]);
     }

@@ -12,8 +12,9 @@
 //! (xoshiro256++ generators seeded through BLAKE3, see the `rng` module).
 //! So the same spec always gives the same names, sizes and bytes, any block
 //! can be made on any thread, and a large file is written by several
-//! threads at once. Random content is produced at several GB/s per core, so
-//! generating a workload is limited by the file system, not by this crate.
+//! threads at once. Random content costs about a quarter of a second of
+//! CPU per gigabyte, so generating a random workload is limited by the file
+//! system, not by this crate; text costs more (a few hundred MB/s per core).
 
 mod content;
 mod dist;

@@ -85,6 +85,14 @@ impl Xoshiro256PlusPlus {
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
     }
 
+    /// Fills `out` with the next outputs, in order.
+    #[inline(never)]
+    pub(crate) fn fill_u64s(&mut self, out: &mut [u64]) {
+        for word in out {
+            *word = self.next_u64();
+        }
+    }
+
     /// Fills `buf` with random bytes: the little-endian outputs in order,
     /// the last one cut short when `buf.len()` is not a multiple of 8.
     pub(crate) fn fill_bytes(&mut self, buf: &mut [u8]) {

@@ -70,7 +70,7 @@ pub enum SizeError {
         /// The part that should have been a number.
         number: String,
     },
-    /// The unit is not one of [`UNITS_HELP`].
+    /// The unit is not one of B, kB/KiB, MB/MiB, GB/GiB, TB/TiB.
     #[error("invalid size {input:?}: unknown unit {unit:?} (expected {UNITS_HELP})")]
     UnknownUnit {
         /// The whole text given.

@@ -126,11 +126,23 @@ pub fn wait_for_line(rx: &Receiver<String>, needle: &str, seen: &mut Vec<String>
     }
 }
 
-/// The last whitespace-separated word of `line` as a pid.
+/// Collects the remaining lines until the child's stderr closes (every
+/// process holding it has exited), waiting at most 30 s.
+pub fn rest_of_lines(rx: &Receiver<String>, seen: &mut Vec<String>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => return,
+        }
+    }
+}
+
+/// The last run of digits in `line`, as a pid.
 pub fn last_number(line: &str) -> u32 {
     line.split(|c: char| !c.is_ascii_digit())
-        .filter(|w| !w.is_empty())
-        .last()
+        .rfind(|w| !w.is_empty())
         .and_then(|w| w.parse().ok())
         .unwrap_or_else(|| panic!("no number in {line:?}"))
 }
