@@ -9,7 +9,12 @@ use cryptstream_format::{
 use serde_json::Value;
 
 fn bytes(v: &Value, field: &str) -> Vec<u8> {
-    hex::decode(v[field].as_str().unwrap_or_else(|| panic!("{field} missing"))).unwrap()
+    hex::decode(
+        v[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{field} missing")),
+    )
+    .unwrap()
 }
 
 fn vectors() -> Vec<Value> {
@@ -40,7 +45,9 @@ fn keyring(v: &Value) -> Keyring {
         Some(_) => Keyring::new(vec![master_key(v)], None),
         None => Keyring::new(
             Vec::new(),
-            Some(Passphrase::new(v["passphrase"].as_str().unwrap().as_bytes().to_vec())),
+            Some(Passphrase::new(
+                v["passphrase"].as_str().unwrap().as_bytes().to_vec(),
+            )),
         ),
     }
 }
@@ -78,7 +85,11 @@ fn encryption_reproduces_every_vector() {
         let name = v["name"].as_str().unwrap();
         let key = master_key(&v);
         if let Some(id) = v.get("key_id") {
-            assert_eq!(key.key_id().unwrap().to_string(), id.as_str().unwrap(), "{name}: key id");
+            assert_eq!(
+                key.key_id().unwrap().to_string(),
+                id.as_str().unwrap(),
+                "{name}: key id"
+            );
         }
         let plaintext = bytes(&v, "plaintext");
         let params = HeaderParams {
@@ -92,7 +103,11 @@ fn encryption_reproduces_every_vector() {
         };
         let salt: [u8; 32] = bytes(&v, "salt").try_into().unwrap();
         let file = seal_file(&key, &params, salt, &plaintext);
-        assert_eq!(hex::encode(&file), v["ciphertext"].as_str().unwrap(), "{name}: ciphertext");
+        assert_eq!(
+            hex::encode(&file),
+            v["ciphertext"].as_str().unwrap(),
+            "{name}: ciphertext"
+        );
     }
 }
 
@@ -102,7 +117,11 @@ fn decryption_recovers_every_vector() {
         let name = v["name"].as_str().unwrap();
         let mut file = bytes(&v, "ciphertext");
         let header = Header::parse(&file).unwrap();
-        assert_eq!(header.mode, v["mode"].as_u64().unwrap() as u32, "{name}: mode");
+        assert_eq!(
+            header.mode,
+            v["mode"].as_u64().unwrap() as u32,
+            "{name}: mode"
+        );
         let chunk_cipher = keyring(&v).unlock(&header).unwrap();
         let layout = Layout::from_ciphertext_len(header.chunk_size, file.len() as u64).unwrap();
         let body = &mut file[cryptstream_format::HEADER_LEN..];
