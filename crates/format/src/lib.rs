@@ -39,10 +39,22 @@ pub use key::{
 pub use layout::Layout;
 pub use stream::{ChunkCipher, TAG_LEN};
 
-/// Fills `buf` with bytes from the operating system's secure random source.
+/// Fills `buf` with bytes from the kernel's random source (`getrandom(2)`).
+///
+/// The kernel CSPRNG is used directly rather than aws-lc's DRBG: seeding the
+/// latter runs a jitter-entropy collector that costs ~30 ms of CPU at the
+/// first call of every process, which dominated short runs.
 ///
 /// # Errors
 /// Fails only when the system random source is unavailable.
 pub fn fill_random(buf: &mut [u8]) -> Result<(), FormatError> {
-    aws_lc_rs::rand::fill(buf).map_err(|_| FormatError::Random)
+    let mut filled = 0;
+    while filled < buf.len() {
+        match rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return Err(FormatError::Random),
+        }
+    }
+    Ok(())
 }

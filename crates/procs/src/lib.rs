@@ -25,6 +25,8 @@
 //! `docs/ARCHITECTURE.md` ("Process engine") explains why this is sound in
 //! a Rust program.
 
+#![warn(missing_docs)]
+
 pub mod parent;
 pub mod protocol;
 pub mod ring;
