@@ -2,14 +2,12 @@
 //! a table, a JSON report and an SVG chart that agree with each other.
 
 use std::fs;
-use std::path::Path;
 
-use assert_cmd::Command;
+use assert_cmd::prelude::*;
 use serde_json::Value;
 
-fn cryptstream() -> Command {
-    Command::cargo_bin("cryptstream").expect("the cryptstream binary is built")
-}
+mod common;
+use common::{cryptstream, list_dir, snapshot};
 
 /// The numeric fields every cell of the JSON report has.
 const NUMBER_FIELDS: &[&str] = &[
@@ -51,11 +49,6 @@ fn chart_series(svg: &str) -> Vec<String> {
         .filter(|n| has_class(n, "series"))
         .filter_map(|n| n.attribute("data-series").map(str::to_owned))
         .collect()
-}
-
-/// True when `dir` has no entries.
-fn is_empty(dir: &Path) -> bool {
-    fs::read_dir(dir).expect("readable").next().is_none()
 }
 
 #[test]
@@ -154,7 +147,7 @@ fn generated_workload_matrix_writes_table_json_and_chart() {
     let series = chart_series(&fs::read_to_string(&svg).expect("chart written"));
     assert_eq!(series, ["threads/auto/1", "threads/auto/2"]);
     // The generated workload, key and outputs are gone.
-    assert!(is_empty(&scratch), "scratch left behind");
+    assert!(list_dir(&scratch).is_empty(), "scratch left behind");
 }
 
 #[test]
@@ -191,7 +184,7 @@ fn given_workload_is_left_as_it_was() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("6 files"), "{stdout}");
     assert_eq!(snapshot(&workload), before);
-    assert!(is_empty(&scratch));
+    assert!(list_dir(&scratch).is_empty());
 }
 
 #[test]
@@ -244,26 +237,4 @@ fn conflicting_and_invalid_options_are_refused() {
         .clone();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("holds no files"), "{stderr}");
-}
-
-/// Relative paths and bytes of every file under `root`, sorted.
-fn snapshot(root: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut pending = vec![root.to_owned()];
-    while let Some(dir) = pending.pop() {
-        for entry in fs::read_dir(&dir).expect("readable folder") {
-            let path = entry.expect("readable entry").path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                let rel = path.strip_prefix(root).expect("under root");
-                out.push((
-                    rel.display().to_string(),
-                    fs::read(&path).expect("readable"),
-                ));
-            }
-        }
-    }
-    out.sort();
-    out
 }

@@ -4,17 +4,16 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
+use assert_cmd::prelude::*;
+
+mod common;
+use common::cryptstream;
 
 /// The tree hash of `gen DIR --count 10 --size 1KiB --seed 7`. It pins the
 /// generator's output across versions: benchmarks and bug reports that
 /// quote a seed must keep meaning the same bytes. Change it only together
 /// with a deliberate change of the generator.
 const SEED_7_TREE: &str = "f9688cce8e743ae559ffb3bcfbcd08423ba8f2d40c61de5d2629d303edaee14d";
-
-fn cryptstream() -> Command {
-    Command::cargo_bin("cryptstream").expect("the cryptstream binary is built")
-}
 
 /// Every regular file under `root` with its path relative to the root, in
 /// sorted order.
@@ -36,18 +35,8 @@ fn files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
-/// A BLAKE3 hash of every relative path and its bytes, in sorted order,
-/// each field preceded by its length.
 fn tree_hash(root: &Path) -> String {
-    let mut hasher = blake3::Hasher::new();
-    for (path, bytes) in files(root) {
-        let name = path.to_string_lossy();
-        hasher.update(&(name.len() as u64).to_le_bytes());
-        hasher.update(name.as_bytes());
-        hasher.update(&(bytes.len() as u64).to_le_bytes());
-        hasher.update(&bytes);
-    }
-    hasher.finalize().to_hex().to_string()
+    cryptstream_workload::tree_digest(root).expect("readable tree")
 }
 
 #[test]

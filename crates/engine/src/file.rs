@@ -556,12 +556,23 @@ pub fn process_whole(
 /// 0666 less the process umask, for outputs whose header records no mode.
 pub(crate) fn default_mode() -> u32 {
     static MODE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *MODE.get_or_init(|| {
-        // umask can only be read by setting it; this runs once, before any
-        // file is created by this process with a mode that depends on it.
+    *MODE.get_or_init(|| 0o666 & !process_umask())
+}
+
+/// The process umask, read from `/proc/self/status` so that no other thread
+/// ever sees it changed. Only where that line is missing (Linux before 4.7)
+/// is it read the old way, by setting it and setting it back.
+fn process_umask() -> u32 {
+    let from_proc = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+            u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
+        });
+    from_proc.unwrap_or_else(|| {
         let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
         rustix::process::umask(old);
-        0o666 & !old.bits()
+        old.bits()
     })
 }
 
@@ -621,58 +632,49 @@ pub(crate) fn pread_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result
     preadv_full(file, &mut [IoSliceMut::new(buf)], offset)
 }
 
-/// `preadv` until every slice is full or the file ends; returns the bytes read.
+/// `preadv` from `offset` until every slice is full or the file ends;
+/// returns the bytes read.
 pub(crate) fn preadv_full(
     file: &File,
     bufs: &mut [IoSliceMut<'_>],
     offset: u64,
 ) -> io::Result<usize> {
-    let mut bufs = bufs;
-    let mut total = 0;
-    while !bufs.is_empty() {
-        // IOV_MAX is 1024 on Linux.
-        let take = bufs.len().min(1024);
-        match rustix::io::preadv(file.as_fd(), &mut bufs[..take], offset + total as u64) {
-            Ok(0) => break,
-            Ok(n) => {
-                total += n;
-                IoSliceMut::advance_slices(&mut bufs, n);
-            }
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(total)
-}
-
-/// `pwritev` until every byte is written.
-pub(crate) fn pwritev_all(file: &File, bufs: &mut [IoSlice<'_>], offset: u64) -> io::Result<()> {
-    let mut bufs = bufs;
-    IoSlice::advance_slices(&mut bufs, 0);
-    let mut written = 0u64;
-    while !bufs.is_empty() {
-        let take = bufs.len().min(1024);
-        match rustix::io::pwritev(file.as_fd(), &bufs[..take], offset + written) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                written += n as u64;
-                IoSlice::advance_slices(&mut bufs, n);
-            }
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
+    read_full(bufs, |bufs, done| {
+        rustix::io::preadv(file.as_fd(), bufs, offset + done as u64)
+    })
 }
 
 /// `readv` through the file position until every slice is full or the file
 /// ends; returns the bytes read.
 fn readv_full(file: &File, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-    let mut bufs = bufs;
+    read_full(bufs, |bufs, _| rustix::io::readv(file.as_fd(), bufs))
+}
+
+/// `pwritev` at `offset` until every byte is written.
+pub(crate) fn pwritev_all(file: &File, bufs: &mut [IoSlice<'_>], offset: u64) -> io::Result<()> {
+    write_all(bufs, |bufs, done| {
+        rustix::io::pwritev(file.as_fd(), bufs, offset + done as u64)
+    })
+}
+
+/// `writev` through the file position until every byte is written.
+fn writev_all(file: &File, bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+    write_all(bufs, |bufs, _| rustix::io::writev(file.as_fd(), bufs))
+}
+
+/// Linux takes at most this many slices per vectored call.
+const IOV_MAX: usize = 1024;
+
+/// Calls `read(slices, bytes_done_so_far)` until every slice is full or it
+/// returns 0 (end of file), retrying on EINTR; returns the bytes read.
+fn read_full(
+    mut bufs: &mut [IoSliceMut<'_>],
+    mut read: impl FnMut(&mut [IoSliceMut<'_>], usize) -> rustix::io::Result<usize>,
+) -> io::Result<usize> {
     let mut total = 0;
     while !bufs.is_empty() {
-        let take = bufs.len().min(1024);
-        match rustix::io::readv(file.as_fd(), &mut bufs[..take]) {
+        let take = bufs.len().min(IOV_MAX);
+        match read(&mut bufs[..take], total) {
             Ok(0) => break,
             Ok(n) => {
                 total += n;
@@ -685,15 +687,23 @@ fn readv_full(file: &File, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
     Ok(total)
 }
 
-/// `writev` through the file position until every byte is written.
-fn writev_all(file: &File, bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
-    let mut bufs = bufs;
+/// Calls `write(slices, bytes_done_so_far)` until every byte is written,
+/// retrying on EINTR; a write of 0 bytes is an error.
+fn write_all(
+    mut bufs: &mut [IoSlice<'_>],
+    mut write: impl FnMut(&[IoSlice<'_>], usize) -> rustix::io::Result<usize>,
+) -> io::Result<()> {
+    // Drops leading empty slices, so that an all-empty list writes nothing.
     IoSlice::advance_slices(&mut bufs, 0);
+    let mut total = 0;
     while !bufs.is_empty() {
-        let take = bufs.len().min(1024);
-        match rustix::io::writev(file.as_fd(), &bufs[..take]) {
+        let take = bufs.len().min(IOV_MAX);
+        match write(&bufs[..take], total) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Ok(n) => {
+                total += n;
+                IoSlice::advance_slices(&mut bufs, n);
+            }
             Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }

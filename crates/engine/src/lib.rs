@@ -295,6 +295,40 @@ struct Tally {
     retried: Vec<RetryRecord>,
 }
 
+/// A file too big for one task, opened and cut into segment tasks.
+pub struct SplitOpen {
+    /// The open input and output.
+    pub file: OpenFile,
+    /// Chunks per segment task (the last one may hold fewer).
+    pub per_segment: u64,
+    /// How many segment tasks the file makes.
+    pub segments: u64,
+    /// When the file was opened: its latency counts from here.
+    pub started: Instant,
+}
+
+/// Opens `job` to be encrypted or decrypted in segments, by either engine;
+/// a failure to open is recorded in `ledger` and gives `None`.
+pub fn open_split(settings: &Settings, job: &FileJob, ledger: &Ledger<'_>) -> Option<SplitOpen> {
+    let started = Instant::now();
+    match OpenFile::open_split(settings, job) {
+        Ok(file) => {
+            let per_segment = settings.chunks_per_segment(file.layout.chunk_size());
+            let segments = file.layout.chunk_count().div_ceil(per_segment);
+            Some(SplitOpen {
+                file,
+                per_segment,
+                segments,
+                started,
+            })
+        }
+        Err(reason) => {
+            ledger.record(job, None, Err(reason), started);
+            None
+        }
+    }
+}
+
 /// Collects what happens to each file of a run, from any thread, and
 /// reports it to the [`Progress`]; both engines record into one and turn it
 /// into the [`Summary`] at the end.
@@ -474,22 +508,16 @@ impl Run<'_> {
             let task = if job.size <= SEGMENT_BYTES {
                 Task::Whole(job)
             } else {
-                let started = Instant::now();
-                let file = match OpenFile::open_split(self.settings, job) {
-                    Ok(file) => file,
-                    Err(reason) => {
-                        self.ledger.record(job, None, Err(reason), started);
-                        continue;
-                    }
+                let Some(open) = open_split(self.settings, job, &self.ledger) else {
+                    continue;
                 };
-                let per_segment = self.settings.chunks_per_segment(file.layout.chunk_size());
-                let segments = file.layout.chunk_count().div_ceil(per_segment);
+                let (segments, per_segment) = (open.segments, open.per_segment);
                 let split = Arc::new(SplitFile {
                     job,
-                    file,
+                    file: open.file,
                     remaining: AtomicU64::new(segments),
                     failure: Mutex::new(None),
-                    started,
+                    started: open.started,
                 });
                 for s in 0..segments {
                     let task = Task::Segment(split.clone(), s * per_segment, per_segment);

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cryptstream_engine::{
-    apply_dir_modes, EngineChoice, Ledger, OpenFile, Plan, Progress, Reason, RetryRecord, Settings,
-    Summary, SEGMENT_BYTES,
+    apply_dir_modes, open_split, EngineChoice, Ledger, OpenFile, Plan, Progress, Reason,
+    RetryRecord, Settings, Summary, SEGMENT_BYTES,
 };
 use cryptstream_format::Layout;
 use rustix::event::{PollFd, PollFlags};
@@ -346,28 +346,20 @@ impl Supervisor<'_> {
                 }
                 return Some(self.new_task(Unit::Whole(j)));
             }
-            let started = Instant::now();
-            let file = match OpenFile::open_split(self.settings, job) {
-                Ok(file) => file,
-                Err(reason) => {
-                    self.ledger.record(job, None, Err(reason), started);
-                    continue;
-                }
+            let Some(open) = open_split(self.settings, job, &self.ledger) else {
+                continue;
             };
-            let per_segment = self.settings.chunks_per_segment(file.layout.chunk_size());
-            let segments = file.layout.chunk_count().div_ceil(per_segment);
+            let (segments, per_segment) = (open.segments, open.per_segment);
             let split = self.next_id;
             self.next_id += 1;
-            self.splits.insert(
-                split,
-                SplitState {
-                    job: j,
-                    file,
-                    remaining: segments,
-                    failure: None,
-                    started,
-                },
-            );
+            let state = SplitState {
+                job: j,
+                file: open.file,
+                remaining: segments,
+                failure: None,
+                started: open.started,
+            };
+            self.splits.insert(split, state);
             for slot in 0..self.workers.len() {
                 self.send_split(slot, split);
             }

@@ -200,57 +200,42 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn direction_id(d: Direction) -> u8 {
-    match d {
-        Direction::Encrypt => 1,
-        Direction::Decrypt => 2,
-        Direction::Verify => 3,
-    }
+/// Wire ids of the settings enums in [`Hello`]: one table per enum, read
+/// both to encode and to decode.
+const DIRECTIONS: &[(Direction, u8)] = &[
+    (Direction::Encrypt, 1),
+    (Direction::Decrypt, 2),
+    (Direction::Verify, 3),
+];
+const OVERWRITES: &[(Overwrite, u8)] = &[
+    (Overwrite::Refuse, 1),
+    (Overwrite::Force, 2),
+    (Overwrite::SkipExisting, 3),
+];
+const IO_CHOICES: &[(IoChoice, u8)] = &[
+    (IoChoice::Auto, 0),
+    (IoChoice::Read, 1),
+    (IoChoice::Pread, 2),
+    (IoChoice::Mmap, 3),
+];
+
+/// The wire id of `value` in `table`.
+fn id_of<T: PartialEq>(table: &[(T, u8)], value: &T) -> u8 {
+    table
+        .iter()
+        .find(|(v, _)| v == value)
+        .map(|&(_, id)| id)
+        .expect("every value has a wire id")
 }
 
-fn direction_from(id: u8) -> Result<Direction, ProcsError> {
-    match id {
-        1 => Ok(Direction::Encrypt),
-        2 => Ok(Direction::Decrypt),
-        3 => Ok(Direction::Verify),
-        _ => Err(ProcsError::Protocol("unknown direction")),
-    }
-}
-
-fn overwrite_id(o: Overwrite) -> u8 {
-    match o {
-        Overwrite::Refuse => 1,
-        Overwrite::Force => 2,
-        Overwrite::SkipExisting => 3,
-    }
-}
-
-fn overwrite_from(id: u8) -> Result<Overwrite, ProcsError> {
-    match id {
-        1 => Ok(Overwrite::Refuse),
-        2 => Ok(Overwrite::Force),
-        3 => Ok(Overwrite::SkipExisting),
-        _ => Err(ProcsError::Protocol("unknown overwrite mode")),
-    }
-}
-
-fn io_id(io: IoChoice) -> u8 {
-    match io {
-        IoChoice::Auto => 0,
-        IoChoice::Read => 1,
-        IoChoice::Pread => 2,
-        IoChoice::Mmap => 3,
-    }
-}
-
-fn io_from(id: u8) -> Result<IoChoice, ProcsError> {
-    match id {
-        0 => Ok(IoChoice::Auto),
-        1 => Ok(IoChoice::Read),
-        2 => Ok(IoChoice::Pread),
-        3 => Ok(IoChoice::Mmap),
-        _ => Err(ProcsError::Protocol("unknown I/O strategy")),
-    }
+/// The value whose wire id is `id` in `table`; `what` names the table in
+/// the error.
+fn value_of<T: Copy>(table: &[(T, u8)], id: u8, what: &'static str) -> Result<T, ProcsError> {
+    table
+        .iter()
+        .find(|&&(_, i)| i == id)
+        .map(|&(v, _)| v)
+        .ok_or(ProcsError::Protocol(what))
 }
 
 impl Hello {
@@ -260,12 +245,12 @@ impl Hello {
         w.u32(PROTOCOL_VERSION)
             .u32(self.worker)
             .u32(self.parent_pid)
-            .u8(direction_id(self.direction))
+            .u8(id_of(DIRECTIONS, &self.direction))
             .u8(self.cipher.id())
             .u32(self.chunk_size)
-            .u8(overwrite_id(self.overwrite))
+            .u8(id_of(OVERWRITES, &self.overwrite))
             .u8(u8::from(self.durable))
-            .u8(io_id(self.io));
+            .u8(id_of(IO_CHOICES, &self.io));
         match &self.fixed_salt {
             Some(seed) => w.u8(1).raw(seed),
             None => w.u8(0),
@@ -307,13 +292,13 @@ impl Hello {
         }
         let worker = r.u32()?;
         let parent_pid = r.u32()?;
-        let direction = direction_from(r.u8()?)?;
+        let direction = value_of(DIRECTIONS, r.u8()?, "unknown direction")?;
         let cipher =
             Cipher::from_id(r.u8()?).map_err(|_| ProcsError::Protocol("unknown cipher"))?;
         let chunk_size = r.u32()?;
-        let overwrite = overwrite_from(r.u8()?)?;
+        let overwrite = value_of(OVERWRITES, r.u8()?, "unknown overwrite mode")?;
         let durable = r.u8()? != 0;
-        let io = io_from(r.u8()?)?;
+        let io = value_of(IO_CHOICES, r.u8()?, "unknown I/O strategy")?;
         let fixed_salt = match r.u8()? {
             0 => None,
             _ => Some(r.array::<32>()?),

@@ -349,17 +349,8 @@ mod tests {
         out
     }
 
-    /// A BLAKE3 hash of every relative path and its bytes, in sorted order.
     fn hash_tree(root: &Path) -> String {
-        let mut hasher = blake3::Hasher::new();
-        for (path, bytes) in read_tree(root) {
-            let name = path.to_string_lossy();
-            hasher.update(&(name.len() as u64).to_le_bytes());
-            hasher.update(name.as_bytes());
-            hasher.update(&(bytes.len() as u64).to_le_bytes());
-            hasher.update(&bytes);
-        }
-        hasher.finalize().to_hex().to_string()
+        crate::tree_digest(root).expect("readable test tree")
     }
 
     fn run(dir: &Path, spec: &WorkloadSpec, workers: usize) -> GenReport {

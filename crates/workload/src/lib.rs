@@ -17,6 +17,7 @@
 //! system, not by this crate; text costs more (a few hundred MB/s per core).
 
 mod content;
+mod digest;
 mod dist;
 mod generate;
 mod rng;
@@ -25,6 +26,7 @@ mod tree;
 mod vocab;
 
 pub use content::{Content, ContentError};
+pub use digest::tree_digest;
 pub use dist::{DistError, SizeDist, LOGNORMAL_MAX_DEVIATIONS, LOGNORMAL_SIGMA};
 pub use generate::{generate, Existing, GenError, GenReport, WorkloadSpec, BLOCK_SIZE};
 pub use size::{format_size, parse_size, SizeError};

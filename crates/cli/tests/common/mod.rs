@@ -344,6 +344,19 @@ impl Workspace {
         cmd.arg("-k").arg(&self.key);
         cmd
     }
+
+    /// [`round_trip_tree`] of `plain` through `enc` and `dec` in the temp
+    /// dir, with the workspace key and no other flags.
+    #[track_caller]
+    pub fn round_trip(&self, plain: &Path) -> Outcome {
+        round_trip_tree(
+            plain,
+            &self.path("enc"),
+            &self.path("dec"),
+            self.keyed("encrypt"),
+            self.keyed("decrypt"),
+        )
+    }
 }
 
 /// Runs `cryptstream keygen -o PATH`, asserts success and returns the key id
