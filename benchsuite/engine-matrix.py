@@ -1,6 +1,6 @@
 """Medians of benchsuite/engine-matrix.sh's CSV, as a Markdown table.
 
-Usage: python3 engine-matrix.py FILE.csv WORKLOAD=BYTES...
+Usage: python3 engine-matrix.py FILE.csv... WORKLOAD=BYTES...
 """
 import csv
 import statistics
@@ -11,9 +11,11 @@ NAMES = {"mb": "5000 x 1 MB", "kb": "20000 x 4 KiB", "big": "one 2 GiB file"}
 
 
 def main():
-    path, sizes = sys.argv[1], dict(a.split("=") for a in sys.argv[2:])
+    paths = [a for a in sys.argv[1:] if "=" not in a]
+    sizes = dict(a.split("=") for a in sys.argv[1:] if "=" in a)
     cells = defaultdict(list)
-    for row in csv.DictReader(open(path)):
+    rows = [row for path in paths for row in csv.DictReader(open(path))]
+    for row in rows:
         key = (row["workload"], row["location"], row["op"], row["engine"], row["io"])
         cells[key].append(row)
     groups = sorted({k[:3] for k in cells}, key=lambda g: (list(NAMES).index(g[0]), g[1], g[2]))

@@ -26,7 +26,7 @@ rm -rf "$w"; mkdir -p "$w"
 trap 'rm -rf "$w"' EXIT
 csv=$dir/engine-matrix.csv
 echo "workload,location,op,engine,io,run,wall_s,user_s,sys_s,maxrss_kib" > "$csv"
-loc=$(stat -f -c %T "$dir")
+loc=$(findmnt -n -o FSTYPE -T "$dir" 2>/dev/null || stat -f -c %T "$dir")
 
 "$bin" keygen -o "$w/key" >/dev/null
 declare -A bytes=([mb]=5000000000 [kb]=81920000 [big]=2147483648)
