@@ -5,7 +5,9 @@
 //! Tests find workers and pick their moment with two debug hooks of the
 //! binary: `CRYPTSTREAM_DEBUG_WORKER_PIDS` (the parent prints each worker's
 //! pid) and `CRYPTSTREAM_DEBUG_STALL_TASK=N` (the worker that takes task N
-//! says so and waits 3 s before running it, so it provably holds a task).
+//! says so and waits 3 s before running it, so it provably holds a task);
+//! `CRYPTSTREAM_DEBUG_DIE_AFTER_TASK=N` makes the worker that runs task N
+//! kill itself after its output is linked and before it reports it.
 
 mod procs_support;
 
@@ -80,6 +82,34 @@ fn a_worker_killed_mid_run_of_500_files_has_its_task_retried() {
     assert!(worker_pids(&seen).len() >= 3, "{stderr}");
     assert!(temp_files(&enc).is_empty());
     decrypts_to(&ws, &enc, &plain, "dec");
+}
+
+#[test]
+fn a_worker_that_dies_after_linking_its_output_is_not_run_again() {
+    let ws = Workspace::new();
+    let plain = ws.path("plain");
+    many_files(&plain, 40, 5_000);
+    let enc = ws.path("enc");
+    let dec = ws.path("dec");
+    for (direction, input, output) in [("encrypt", &plain, &enc), ("decrypt", &enc, &dec)] {
+        let mut cmd = ws.keyed(direction, &["--engine", "processes", "-j", "2", "--json"]);
+        let out = run(cmd.env(DIE_AFTER_ENV, "20").arg(input).arg(output));
+        assert!(out.status.success(), "{direction}: {}", out.stderr);
+        let summary: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+        assert_eq!(summary["files_ok"], 40, "{direction}: {summary}");
+        assert_eq!(summary["files_failed"], 0, "{direction}: {summary}");
+        let retried = summary["retried"].as_array().expect("retried list");
+        assert_eq!(retried.len(), 1, "{direction}: {summary}");
+        assert_eq!(
+            retried[0]["task"], "whole file, found complete: not run again",
+            "{direction}"
+        );
+        assert!(retried[0]["cause"]
+            .as_str()
+            .is_some_and(|c| c.contains("signal 9")));
+        assert!(temp_files(output).is_empty(), "{direction}");
+    }
+    assert_eq!(snapshot(&dec), snapshot(&plain), "every file round-trips");
 }
 
 #[test]

@@ -553,6 +553,26 @@ pub fn process_whole(
     (Some(file.layout), result)
 }
 
+/// The layout of `job`'s result when a complete, correct one already stands
+/// at its output name: for encrypt, the output decrypts to the input; for
+/// decrypt, the input decrypts to the output. `None` otherwise (and for
+/// verify, which has no output).
+///
+/// The process engine asks this before it runs again the task of a worker
+/// that died: the worker may have linked the output and died before it
+/// reported it, and a rerun would then only find the name taken.
+pub fn finished_output(settings: &Settings, job: &FileJob) -> Option<Layout> {
+    let output = job.output.as_deref()?;
+    let (encrypted, plain) = match settings.direction {
+        Direction::Encrypt => (output, job.input.as_path()),
+        Direction::Decrypt => (job.input.as_path(), output),
+        Direction::Verify => return None,
+    };
+    let mut encrypted = io::BufReader::new(File::open(encrypted).ok()?);
+    let mut plain = io::BufReader::new(File::open(plain).ok()?);
+    crate::stream::decrypts_to(&mut encrypted, &mut plain, &settings.keyring)
+}
+
 /// 0666 less the process umask, for outputs whose header records no mode.
 pub(crate) fn default_mode() -> u32 {
     static MODE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();

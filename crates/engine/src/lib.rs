@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use cryptstream_format::{Cipher, FormatError, Keyring, Layout, MasterKey, Passphrase};
 use zeroize::Zeroizing;
 
-pub use file::{process_whole, OpenFile, Reason, SplitParts};
+pub use file::{finished_output, process_whole, OpenFile, Reason, SplitParts};
 pub use io::{IoChoice, IoStrategy, MMAP_MIN_BYTES};
 pub use output::{AtomicOutput, Replace};
 pub use plan::{

@@ -12,7 +12,7 @@
 use std::io::{self, Read, Write};
 
 use cryptstream_format::{
-    seal_header, FormatError, Header, HeaderParams, Keyring, MasterKey, HEADER_LEN, TAG_LEN,
+    seal_header, FormatError, Header, HeaderParams, Keyring, Layout, MasterKey, HEADER_LEN, TAG_LEN,
 };
 
 use crate::file::Reason;
@@ -140,4 +140,83 @@ pub fn decrypt_stream(
         }
     }
     Ok((header, total))
+}
+
+/// The layout of `encrypted` when it authenticates under `keyring` and
+/// decrypts to exactly the bytes of `plain`; `None` when it does not, or
+/// when either cannot be read. Stops at the first difference.
+pub fn decrypts_to(
+    encrypted: &mut dyn Read,
+    plain: &mut dyn Read,
+    keyring: &Keyring,
+) -> Option<Layout> {
+    let mut compare = Compare {
+        plain,
+        theirs: Vec::new(),
+    };
+    let (header, len) = decrypt_stream(encrypted, &mut compare, keyring).ok()?;
+    let at_end = matches!(read_full(compare.plain, &mut [0u8; 1]), Ok(0));
+    at_end.then(|| Layout::new(header.chunk_size, len))
+}
+
+/// A writer that only checks that what it is given comes next in `plain`.
+struct Compare<'a> {
+    plain: &'a mut dyn Read,
+    theirs: Vec<u8>,
+}
+
+impl Write for Compare<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.theirs.resize(buf.len(), 0);
+        let got = read_full(self.plain, &mut self.theirs)?;
+        if got != buf.len() || self.theirs != buf {
+            return Err(io::Error::other("the contents differ"));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cryptstream_format::{Cipher, MIN_CHUNK_SIZE};
+
+    fn encrypted(plain: &[u8], key: &MasterKey) -> Vec<u8> {
+        let params = HeaderParams {
+            cipher: Cipher::Aes256Gcm,
+            chunk_size: MIN_CHUNK_SIZE,
+            plaintext_len: Some(plain.len() as u64),
+            mode: 0o600,
+        };
+        let mut out = Vec::new();
+        encrypt_stream(&mut &plain[..], &mut out, key, &params, [3; 32]).expect("encrypts");
+        out
+    }
+
+    #[test]
+    fn decrypts_to_accepts_only_the_exact_plaintext() {
+        let key = MasterKey::from_key_bytes([9; 32]);
+        let keyring = Keyring::new(vec![MasterKey::from_key_bytes([9; 32])], None);
+        let plain: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let enc = encrypted(&plain, &key);
+        let check = |plain: &[u8]| decrypts_to(&mut &enc[..], &mut &plain[..], &keyring);
+        let layout = check(&plain).expect("the true plaintext matches");
+        assert_eq!(layout.plaintext_len(), 5000);
+        let mut changed = plain.clone();
+        changed[4321] ^= 1;
+        assert!(check(&changed).is_none(), "one byte differs");
+        assert!(check(&plain[..4999]).is_none(), "plaintext shorter");
+        let mut longer = plain.clone();
+        longer.push(0);
+        assert!(check(&longer).is_none(), "plaintext longer");
+        let other = Keyring::new(vec![MasterKey::from_key_bytes([8; 32])], None);
+        assert!(decrypts_to(&mut &enc[..], &mut &plain[..], &other).is_none());
+        let mut tampered = enc.clone();
+        tampered[HEADER_LEN + 10] ^= 1;
+        assert!(decrypts_to(&mut &tampered[..], &mut &plain[..], &keyring).is_none());
+    }
 }

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cryptstream_engine::{
-    apply_dir_modes, open_split, EngineChoice, Ledger, OpenFile, Plan, Progress, Reason,
-    RetryRecord, Settings, Summary, SEGMENT_BYTES,
+    apply_dir_modes, finished_output, open_split, EngineChoice, Ledger, OpenFile, Plan, Progress,
+    Reason, RetryRecord, Settings, Summary, SEGMENT_BYTES,
 };
 use cryptstream_format::Layout;
 use rustix::event::{PollFd, PollFlags};
@@ -663,8 +663,22 @@ impl Supervisor<'_> {
             }
         };
         if let Unit::Whole(j) = task.unit {
-            if let Some(output) = &self.plan.files[j].output {
+            let job = &self.plan.files[j];
+            if let Some(output) = &job.output {
                 remove_named_temps(output, pid);
+            }
+            // The worker may have linked a complete output and died before
+            // reporting it: then that output is the result, and a rerun
+            // would only find its name taken.
+            if let Some(layout) = finished_output(self.settings, job) {
+                self.ledger.record_retry(RetryRecord {
+                    path,
+                    task: "whole file, found complete: not run again".into(),
+                    worker_pid: pid,
+                    cause,
+                });
+                let layout = (layout.chunk_size(), layout.plaintext_len());
+                return self.resolve(task, Ok(()), Some(layout));
             }
         }
         if task.attempt == 0 {

@@ -31,8 +31,18 @@ const EXIT_SETUP: u8 = 2;
 /// [`STALL_FOR`] before running it, so that a test can kill it (or its
 /// parent) while it provably holds a task. Not for production use.
 pub const STALL_TASK_ENV: &str = "CRYPTSTREAM_DEBUG_STALL_TASK";
+/// Fault-injection hook for tests: the worker that runs the task with this
+/// id SIGKILLs itself once the task is done (its output linked) and before
+/// it reports it, the narrowest window of a worker death. Not for
+/// production use.
+pub const DIE_AFTER_TASK_ENV: &str = "CRYPTSTREAM_DEBUG_DIE_AFTER_TASK";
 /// How long the stall of [`STALL_TASK_ENV`] lasts.
 const STALL_FOR: Duration = Duration::from_secs(3);
+
+/// The task id a fault-injection variable names, if it is set.
+fn debug_task(variable: &str) -> Option<u64> {
+    std::env::var(variable).ok()?.parse().ok()
+}
 
 /// Runs this process as a worker if the parent asked for it (the
 /// environment variable carries the two inherited descriptor numbers, and
@@ -118,6 +128,8 @@ fn start(value: &OsStr) -> Result<ExitCode, ProcsError> {
         stop,
         buf: Vec::new(),
         scratch: vec![0u8; protocol::MAX_MESSAGE],
+        stall_task: debug_task(STALL_TASK_ENV),
+        die_after_task: debug_task(DIE_AFTER_TASK_ENV),
     };
     worker.serve()?;
     Ok(ExitCode::SUCCESS)
@@ -176,6 +188,10 @@ struct Worker {
     /// Receive buffer for messages from the parent (no secrets after the
     /// hello).
     scratch: Vec<u8>,
+    /// The tasks of the test hooks [`STALL_TASK_ENV`] and
+    /// [`DIE_AFTER_TASK_ENV`], read once at start.
+    stall_task: Option<u64>,
+    die_after_task: Option<u64>,
 }
 
 impl Worker {
@@ -197,7 +213,12 @@ impl Worker {
             let Some(task) = self.ring.pop(self.me, POLL_INTERVAL) else {
                 continue;
             };
+            let task_id = task.record.task_id;
             let done = self.run(task)?;
+            if self.die_after_task == Some(task_id) {
+                let me = rustix::process::getpid();
+                let _ = rustix::process::kill_process(me, rustix::process::Signal::KILL);
+            }
             if protocol::send_message(self.socket.as_fd(), &done).is_err() {
                 // The parent is gone: nobody is left to report to.
                 return Ok(());
@@ -248,10 +269,7 @@ impl Worker {
     /// The test hook of [`STALL_TASK_ENV`]: announce the task and wait
     /// (up to [`STALL_FOR`], or until told to stop) before running it.
     fn stall_if_asked(&self, task_id: u64) {
-        let asked = std::env::var(STALL_TASK_ENV)
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok());
-        if asked != Some(task_id) {
+        if self.stall_task != Some(task_id) {
             return;
         }
         eprintln!(

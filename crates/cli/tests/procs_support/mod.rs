@@ -24,6 +24,9 @@ pub const SEED: &str = "07070707070707070707070707070707070707070707070707070707
 pub const DEBUG_PIDS_ENV: &str = "CRYPTSTREAM_DEBUG_WORKER_PIDS";
 /// Makes the worker that takes task N stall (see `cryptstream_procs::worker`).
 pub const STALL_ENV: &str = "CRYPTSTREAM_DEBUG_STALL_TASK";
+/// Makes the worker that runs task N SIGKILL itself after the task is done
+/// and before it reports it.
+pub const DIE_AFTER_ENV: &str = "CRYPTSTREAM_DEBUG_DIE_AFTER_TASK";
 
 /// A bare command: no secrets or engine choice from the environment.
 pub fn cryptstream() -> Command {
