@@ -12,11 +12,14 @@ use std::fmt::Write;
 use crate::matrix::Report;
 use crate::table::format_rate;
 
-/// Colours of the series, in order; repeated past the tenth. Chosen to be
-/// told apart in print and by most colour-blind readers.
+/// Colours of the series, in order; repeated past the twentieth. Ten hues,
+/// each dark then light (Tableau 20), so that a matrix listed with its
+/// worker counts innermost (`threads/read/1`, `threads/read/2`, ...) shows
+/// one hue per engine and I/O strategy and one shade per worker count.
 const PALETTE: &[&str] = &[
-    "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7",
-    "#9c755f", "#bab0ac",
+    "#4e79a7", "#a0cbe8", "#f28e2b", "#ffbe7d", "#59a14f", "#8cd17d", "#b6992d", "#f1ce63",
+    "#499894", "#86bcb6", "#e15759", "#ff9d9a", "#79706e", "#bab0ac", "#d37295", "#fabfd2",
+    "#b07aa1", "#d4a6c8", "#9d7660", "#d7b5a6",
 ];
 
 /// Left margin: room for tick labels and the y axis title.
@@ -81,8 +84,9 @@ pub fn render_chart(report: &Report) -> String {
         escape(title)
     );
     let workload = format!(
-        "{} files, {} MB; bar = median of {} run{}, whisker = slowest..fastest run",
+        "{} file{}, {} MB; bar = median of {} run{}, whisker = slowest..fastest run",
         report.workload.files,
+        if report.workload.files == 1 { "" } else { "s" },
         format_rate(report.workload.bytes as f64 / 1e6),
         report.runs,
         if report.runs == 1 { "" } else { "s" }
