@@ -537,6 +537,48 @@ pub fn receive(
 mod tests {
     use super::*;
 
+    /// Every variant is in its wire-id table, once, and decodes back. The
+    /// matches have no wildcard, so a new variant stops this test from
+    /// compiling until it is listed here (and then in the table).
+    #[test]
+    fn every_settings_variant_has_one_wire_id() {
+        fn check<T: PartialEq + Copy + std::fmt::Debug>(table: &[(T, u8)], all: &[T]) {
+            assert_eq!(table.len(), all.len(), "{all:?}");
+            for value in all {
+                let id = id_of(table, value);
+                assert_eq!(value_of(table, id, "test").unwrap(), *value);
+                assert_eq!(table.iter().filter(|(_, i)| *i == id).count(), 1);
+            }
+            assert!(value_of(table, 200, "unknown").is_err());
+        }
+        let directions = [Direction::Encrypt, Direction::Decrypt, Direction::Verify];
+        for d in directions {
+            match d {
+                Direction::Encrypt | Direction::Decrypt | Direction::Verify => {}
+            }
+        }
+        check(DIRECTIONS, &directions);
+        let overwrites = [Overwrite::Refuse, Overwrite::Force, Overwrite::SkipExisting];
+        for o in overwrites {
+            match o {
+                Overwrite::Refuse | Overwrite::Force | Overwrite::SkipExisting => {}
+            }
+        }
+        check(OVERWRITES, &overwrites);
+        let ios = [
+            IoChoice::Auto,
+            IoChoice::Read,
+            IoChoice::Pread,
+            IoChoice::Mmap,
+        ];
+        for io in ios {
+            match io {
+                IoChoice::Auto | IoChoice::Read | IoChoice::Pread | IoChoice::Mmap => {}
+            }
+        }
+        check(IO_CHOICES, &ios);
+    }
+
     #[test]
     fn hello_round_trips_with_its_secrets() {
         let hello = Hello {
