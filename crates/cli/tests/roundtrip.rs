@@ -92,7 +92,7 @@ fn file_modes_are_restored_on_decrypt() {
         .dir("shared", 0o775)
         .file("read-only/inner", 10, 0o644)
         .dir("read-only", 0o555);
-    ws.round_trip(tree.root());
+    ws.round_trip(tree.root(), &[]);
     // Let the temp dir be removed without root.
     for root in ["plain", "enc", "dec"] {
         set_mode(&ws.path(root).join("read-only"), 0o755);
@@ -134,7 +134,7 @@ fn a_thousand_1mib_files_round_trip() {
     for i in 0..1000 {
         tree.file(format!("d{}/f{i:04}", i / 100), MIB, 0o644);
     }
-    ws.round_trip(tree.root());
+    ws.round_trip(tree.root(), &[]);
 }
 
 #[test]
@@ -147,7 +147,7 @@ fn a_40_level_deep_tree_round_trips() {
         tree.file(rel.join(format!("file-{level}")), level * 100, 0o644);
     }
     tree.dir(rel.join("empty-bottom"), 0o755);
-    ws.round_trip(tree.root());
+    ws.round_trip(tree.root(), &[]);
 }
 
 #[test]
@@ -167,7 +167,7 @@ fn names_with_spaces_utf8_and_invalid_utf8_round_trip() {
         .file("dir with space/ünïcödé/inner file", 100, 0o644)
         .file(&invalid, 100, 0o644)
         .file(invalid_dir.join("inside"), 100, 0o644);
-    ws.round_trip(tree.root());
+    ws.round_trip(tree.root(), &[]);
     let single = ws.path(std::ffi::OsStr::from_bytes(b"single \xc3\x28 file"));
     write_random_file(&single, 5000, 3, 0o600);
     round_trip_file(&single, ws.keyed("encrypt"), ws.keyed("decrypt"));
@@ -416,7 +416,7 @@ fn empty_directories_are_mirrored_both_ways() {
         .dir("nested/empty/deeper", 0o750)
         .dir("private-empty", 0o700)
         .file("nested/file", 10, 0o644);
-    ws.round_trip(tree.root());
+    ws.round_trip(tree.root(), &[]);
     // A tree with no file at all is mirrored too.
     let only_dirs = Tree::new(&ws.path("only-dirs"));
     only_dirs.dir("a/b/c", 0o755);
@@ -442,16 +442,7 @@ fn symlinks_inside_a_tree_are_skipped_and_reported_in_json() {
         .symlink("link-to-dir", "sub")
         .symlink("dangling", "does-not-exist")
         .symlink("sub/link-outside", &outside);
-    let mut encrypt = ws.keyed("encrypt");
-    encrypt.arg("--json");
-    let summary = round_trip_tree(
-        tree.root(),
-        &ws.path("enc"),
-        &ws.path("dec"),
-        encrypt,
-        ws.keyed("decrypt"),
-    )
-    .json();
+    let summary = ws.round_trip(tree.root(), &["--json"]).json();
     assert_eq!(summary["files_ok"], 2);
     assert_eq!(summary["files_skipped"], 4);
     let mut skipped: Vec<(String, String)> = summary["skipped"]
@@ -650,16 +641,7 @@ fn fifos_inside_a_tree_are_skipped_not_read() {
     let c_path = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
     // SAFETY: mkfifo reads a NUL-terminated path that outlives the call.
     assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
-    let mut encrypt = ws.keyed("encrypt");
-    encrypt.arg("--json");
-    let summary = round_trip_tree(
-        tree.root(),
-        &ws.path("enc"),
-        &ws.path("dec"),
-        encrypt,
-        ws.keyed("decrypt"),
-    )
-    .json();
+    let summary = ws.round_trip(tree.root(), &["--json"]).json();
     assert_eq!(summary["files_ok"], 1);
     assert_eq!(summary["files_skipped"], 1);
     assert_eq!(

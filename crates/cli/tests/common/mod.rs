@@ -346,14 +346,17 @@ impl Workspace {
     }
 
     /// [`round_trip_tree`] of `plain` through `enc` and `dec` in the temp
-    /// dir, with the workspace key and no other flags.
+    /// dir, with the workspace key and `encrypt_args` given to encrypt.
+    /// Returns the encrypt outcome.
     #[track_caller]
-    pub fn round_trip(&self, plain: &Path) -> Outcome {
+    pub fn round_trip(&self, plain: &Path, encrypt_args: &[&str]) -> Outcome {
+        let mut encrypt = self.keyed("encrypt");
+        encrypt.args(encrypt_args);
         round_trip_tree(
             plain,
             &self.path("enc"),
             &self.path("dec"),
-            self.keyed("encrypt"),
+            encrypt,
             self.keyed("decrypt"),
         )
     }
