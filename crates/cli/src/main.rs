@@ -75,10 +75,27 @@ fn main() -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("cryptstream: {err:#}");
+            eprintln!("cryptstream: {}", one_line(&err));
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// The error and its causes joined by ": ", leaving out a cause that the
+/// text before it already says (library errors often print their source).
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// A closed stdout (`cryptstream decrypt x.cst - | head`) is a normal end.

@@ -52,6 +52,12 @@ fn assert_refused(outcome: &Outcome, reason: &str) {
         "a refusal is one line: {}",
         outcome.stderr
     );
+    assert_eq!(
+        outcome.stderr.matches(reason).count(),
+        1,
+        "the reason is said once: {}",
+        outcome.stderr
+    );
 }
 
 /// A workspace with a small plaintext tree at `plain` and its encryption
