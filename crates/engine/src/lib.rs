@@ -54,6 +54,14 @@ pub const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
 /// Tasks the queue holds per worker: enough to keep workers busy while the
 /// producer opens the next file, few enough to bound memory.
 const QUEUE_PER_WORKER: usize = 2;
+/// Small files travel to the thread engine's workers in runs of up to this
+/// many files and [`BATCH_BYTES`] bytes, so that the hand-off through the
+/// queue (a wake-up of a sleeping thread) is paid once per run, not once per
+/// 4 KiB file.
+const BATCH_FILES: usize = 64;
+/// The most bytes of input in one run of small files (a single larger file
+/// still makes a run of its own).
+const BATCH_BYTES: u64 = 1024 * 1024;
 
 /// Which executor runs the tasks of a run (`--engine`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -441,8 +449,8 @@ struct SplitFile<'a> {
 }
 
 enum Task<'a> {
-    /// A file done start to end by one worker.
-    Whole(&'a FileJob),
+    /// Files done start to end, one after the other, by one worker.
+    Whole(&'a [FileJob]),
     /// Chunks `first..first + count` of a split file.
     Segment(Arc<SplitFile<'a>>, u64, u64),
 }
@@ -450,6 +458,11 @@ enum Task<'a> {
 impl Run<'_> {
     fn whole(&self, job: &FileJob, buf: &mut Vec<u8>) {
         let started = Instant::now();
+        if self.cancel.load(Ordering::Relaxed) {
+            self.ledger
+                .record(job, None, Err(Reason::Cancelled), started);
+            return;
+        }
         let progress = self.ledger.progress();
         let (layout, result) = process_whole(self.settings, job, buf, self.cancel, &mut |bytes| {
             progress.advance(bytes)
@@ -499,15 +512,21 @@ impl Run<'_> {
     }
 
     fn produce<'p>(&self, plan: &'p Plan, queue: &cryptstream_pool::Submitter<Task<'p>>) {
-        for job in &plan.files {
+        let mut next = 0;
+        while let Some(job) = plan.files.get(next) {
             if self.cancel.load(Ordering::Relaxed) {
                 self.ledger
                     .record(job, None, Err(Reason::Cancelled), Instant::now());
+                next += 1;
                 continue;
             }
             let task = if job.size <= SEGMENT_BYTES {
-                Task::Whole(job)
+                let end = small_run_end(&plan.files, next);
+                let run = &plan.files[next..end];
+                next = end;
+                Task::Whole(run)
             } else {
+                next += 1;
                 let Some(open) = open_split(self.settings, job, &self.ledger) else {
                     continue;
                 };
@@ -534,6 +553,22 @@ impl Run<'_> {
     }
 }
 
+/// The end of the run of small files that starts at `files[start]` (itself
+/// small): at most [`BATCH_FILES`] files and [`BATCH_BYTES`] bytes.
+fn small_run_end(files: &[FileJob], start: usize) -> usize {
+    let mut bytes = files[start].size;
+    let mut end = start + 1;
+    while let Some(job) = files.get(end) {
+        if end - start == BATCH_FILES || job.size > SEGMENT_BYTES || bytes + job.size > BATCH_BYTES
+        {
+            break;
+        }
+        bytes += job.size;
+        end += 1;
+    }
+    end
+}
+
 /// Runs `plan` on a pool of `settings.workers` threads (the thread engine,
 /// whatever `settings.engine` says); see the crate docs.
 ///
@@ -556,7 +591,7 @@ pub fn run(
         workers * QUEUE_PER_WORKER,
         |_| Vec::new(),
         |buf: &mut Vec<u8>, task: Task<'_>| match task {
-            Task::Whole(job) => run.whole(job, buf),
+            Task::Whole(jobs) => jobs.iter().for_each(|job| run.whole(job, buf)),
             Task::Segment(split, first, count) => run.segment(&split, first, count, buf),
         },
         |queue| run.produce(plan, queue),
@@ -605,5 +640,56 @@ fn summarize(
         failures: tally.failures,
         skipped: plan.skipped.clone(),
         retried: tally.retried,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jobs(sizes: &[u64]) -> Vec<FileJob> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| FileJob {
+                input: format!("in/{i}").into(),
+                output: Some(format!("out/{i}").into()),
+                relative: format!("{i}").into(),
+                size,
+            })
+            .collect()
+    }
+
+    /// Cuts `sizes` into runs the way the producer does (large files alone).
+    fn runs(sizes: &[u64]) -> Vec<usize> {
+        let files = jobs(sizes);
+        let mut lengths = Vec::new();
+        let mut next = 0;
+        while next < files.len() {
+            let end = if files[next].size <= SEGMENT_BYTES {
+                small_run_end(&files, next)
+            } else {
+                next + 1
+            };
+            lengths.push(end - next);
+            next = end;
+        }
+        lengths
+    }
+
+    #[test]
+    fn small_files_travel_in_runs_bounded_by_count_and_bytes() {
+        // 4 KiB files: runs of BATCH_FILES, then the rest.
+        let mut expected = vec![BATCH_FILES; 3];
+        expected.push(8);
+        assert_eq!(runs(&[4096; 3 * BATCH_FILES + 8]), expected);
+        // 300 KiB files: three fit in 1 MiB, the fourth starts a new run.
+        assert_eq!(runs(&[300 << 10; 7]), [3, 3, 1]);
+        // A file of BATCH_BYTES (but not split) fills a run on its own.
+        assert_eq!(runs(&[1 << 20, 1 << 20, 10, 20]), [1, 1, 2]);
+        // A file that is split ends a run and is its own task.
+        assert_eq!(runs(&[10, 20, SEGMENT_BYTES + 1, 30]), [2, 1, 1]);
+        // Empty files are files too.
+        assert_eq!(runs(&[0; BATCH_FILES + 1]), [BATCH_FILES, 1]);
     }
 }
