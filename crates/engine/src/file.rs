@@ -212,10 +212,7 @@ impl OpenFile {
             Direction::Encrypt => {
                 use std::os::unix::fs::PermissionsExt;
                 let mode = meta.permissions().mode() & 0o7777;
-                let key = settings
-                    .encryption_key
-                    .as_ref()
-                    .expect("an encrypt run always has an encryption key");
+                let key = settings.sealing_key();
                 let params = HeaderParams {
                     cipher: settings.cipher,
                     chunk_size: settings.chunk_size,
@@ -308,10 +305,7 @@ impl OpenFile {
         let header = Header::parse(&parts.header)?;
         let cipher = match settings.direction {
             Direction::Encrypt => {
-                let key = settings
-                    .encryption_key
-                    .as_ref()
-                    .expect("an encrypt run always has an encryption key");
+                let key = settings.sealing_key();
                 let params = HeaderParams {
                     cipher: header.cipher,
                     chunk_size: header.chunk_size,

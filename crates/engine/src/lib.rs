@@ -163,6 +163,16 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The key that seals new files.
+    ///
+    /// # Panics
+    /// In a run that is not an encrypt run: only encrypt seals.
+    pub(crate) fn sealing_key(&self) -> &MasterKey {
+        self.encryption_key
+            .as_deref()
+            .expect("an encrypt run always has an encryption key")
+    }
+
     /// Chunks per segment for files with `chunk_size`-byte chunks: the
     /// unit of work of a split file.
     pub fn chunks_per_segment(&self, chunk_size: u32) -> u64 {
