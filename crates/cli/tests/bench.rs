@@ -7,7 +7,7 @@ use assert_cmd::prelude::*;
 use serde_json::Value;
 
 mod common;
-use common::{cryptstream, list_dir, snapshot};
+use common::{cryptstream, list_dir, run, snapshot};
 
 /// The numeric fields every cell of the JSON report has.
 const NUMBER_FIELDS: &[&str] = &[
@@ -57,8 +57,8 @@ fn generated_workload_matrix_writes_table_json_and_chart() {
     let scratch = tmp.path().join("scratch");
     let json = tmp.path().join("out.json");
     let svg = tmp.path().join("out.svg");
-    let out = cryptstream()
-        .arg("bench")
+    let mut cmd = cryptstream();
+    cmd.arg("bench")
         .args([
             "--count",
             "20",
@@ -74,12 +74,8 @@ fn generated_workload_matrix_writes_table_json_and_chart() {
         .arg("--chart")
         .arg(&svg)
         .arg("--scratch")
-        .arg(&scratch)
-        .assert()
-        .success()
-        .get_output()
-        .clone();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+        .arg(&scratch);
+    let stdout = run(&mut cmd).success().stdout_text();
     assert!(stdout.contains("machine: "), "{stdout}");
     assert!(stdout.contains("operation"), "{stdout}");
     assert_eq!(
@@ -170,18 +166,14 @@ fn given_workload_is_left_as_it_was() {
         .success();
     let before = snapshot(&workload);
     let scratch = tmp.path().join("scratch");
-    let out = cryptstream()
-        .arg("bench")
+    let mut cmd = cryptstream();
+    cmd.arg("bench")
         .arg("--workload")
         .arg(&workload)
         .args(["--workers", "2", "--runs", "2", "--no-warmup"])
         .arg("--scratch")
-        .arg(&scratch)
-        .assert()
-        .success()
-        .get_output()
-        .clone();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+        .arg(&scratch);
+    let stdout = run(&mut cmd).success().stdout_text();
     assert!(stdout.contains("6 files"), "{stdout}");
     assert_eq!(snapshot(&workload), before);
     assert!(list_dir(&scratch).is_empty());
@@ -190,16 +182,14 @@ fn given_workload_is_left_as_it_was() {
 #[test]
 fn conflicting_and_invalid_options_are_refused() {
     let tmp = tempfile::tempdir().expect("temp dir");
-    let out = cryptstream()
-        .arg("bench")
+    let mut cmd = cryptstream();
+    cmd.arg("bench")
         .arg("--workload")
         .arg(tmp.path())
-        .args(["--count", "5"])
-        .assert()
-        .failure()
-        .get_output()
-        .clone();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+        .args(["--count", "5"]);
+    let out = run(&mut cmd);
+    assert!(!out.status.success(), "{}", out.stderr);
+    out.stderr_has("cannot be used with");
     cryptstream()
         .args(["bench", "--engines", "fibers"])
         .assert()
@@ -209,32 +199,26 @@ fn conflicting_and_invalid_options_are_refused() {
         .assert()
         .failure();
     fs::write(tmp.path().join("input.bin"), b"data").expect("write");
-    let out = cryptstream()
-        .arg("bench")
+    let mut cmd = cryptstream();
+    cmd.arg("bench")
         .arg("--workload")
         .arg(tmp.path())
         .arg("--scratch")
-        .arg(tmp.path().join("inside"))
-        .assert()
-        .failure()
-        .get_output()
-        .clone();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("inside the workload"), "{stderr}");
+        .arg(tmp.path().join("inside"));
+    let out = run(&mut cmd);
+    assert!(!out.status.success(), "{}", out.stderr);
+    out.stderr_has("inside the workload");
     assert!(!tmp.path().join("inside").exists());
 
     let empty = tmp.path().join("empty");
     fs::create_dir(&empty).expect("mkdir");
-    let out = cryptstream()
-        .arg("bench")
+    let mut cmd = cryptstream();
+    cmd.arg("bench")
         .arg("--workload")
         .arg(&empty)
         .arg("--scratch")
-        .arg(tmp.path().join("scratch"))
-        .assert()
-        .failure()
-        .get_output()
-        .clone();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("holds no files"), "{stderr}");
+        .arg(tmp.path().join("scratch"));
+    let out = run(&mut cmd);
+    assert!(!out.status.success(), "{}", out.stderr);
+    out.stderr_has("holds no files");
 }
