@@ -11,11 +11,14 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use cryptstream_engine::{
-    plan_transform, plan_verify, stream, AtomicOutput, Direction, EngineChoice, IoChoice,
-    Overwrite, Plan, Replace, Settings, Summary,
+    keys, plan_transform, plan_verify, stream, Direction, Engine, IoChoice, Overwrite, Plan,
+    Reason, Settings, Shown, Summary, ThreadEngine,
 };
-use cryptstream_format::{Cipher, HeaderParams, DEFAULT_CHUNK_SIZE};
+use cryptstream_format::Cipher;
+use cryptstream_output::{AtomicFile, DirFd, Timestamp};
+use cryptstream_pool::Pool;
 
+use crate::messages;
 use crate::progress::Reporter;
 use crate::secrets::SecretArgs;
 
@@ -105,7 +108,11 @@ pub struct CryptArgs {
     /// fsync every output and its directory before counting it done.
     #[arg(long)]
     durable: bool,
-    /// Derive salts from this 64-hex-digit seed instead of randomly (tests only: never for real data).
+    /// Keep setuid, setgid and sticky bits when restoring modes (by default they are dropped and the umask applies).
+    #[arg(long)]
+    keep_special_bits: bool,
+    /// Use this salt (64 hex digits) for every file instead of a random one. Test builds only: a release build has no such option.
+    #[cfg(debug_assertions)]
     #[arg(long, hide = true, value_name = "HEX", value_parser = parse_seed)]
     fixed_salt: Option<[u8; 32]>,
 }
@@ -148,6 +155,7 @@ fn parse_chunk_size(text: &str) -> Result<u32, String> {
     Ok(size as u32)
 }
 
+#[cfg(debug_assertions)]
 fn parse_seed(text: &str) -> Result<[u8; 32], String> {
     let mut seed = [0u8; 32];
     hex::decode_to_slice(text, &mut seed).map_err(|_| "expected 64 hex digits".to_string())?;
@@ -170,14 +178,6 @@ fn default_cipher() -> Cipher {
 }
 
 impl RunArgs {
-    fn engine(&self) -> EngineChoice {
-        match self.engine {
-            EngineArg::Auto => EngineChoice::Auto,
-            EngineArg::Threads => EngineChoice::Threads,
-            EngineArg::Processes => EngineChoice::Processes,
-        }
-    }
-
     fn io(&self) -> IoChoice {
         match self.io {
             IoArg::Auto => IoChoice::Auto,
@@ -226,62 +226,118 @@ fn cancel_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(cancel)
 }
 
+/// The settings of a run, built once from the flags, for every command.
+fn settings(
+    direction: Direction,
+    keyring: cryptstream_format::Keyring,
+    run: &RunArgs,
+    crypt: Option<&CryptArgs>,
+) -> Settings {
+    let builder = Settings::builder(direction, keyring)
+        .workers(run.workers.unwrap_or_else(default_workers))
+        .io(run.io())
+        .umask(cryptstream_engine::process_umask());
+    let Some(args) = crypt else {
+        return builder.build();
+    };
+    let builder = builder
+        .cipher(args.cipher())
+        .chunk_size(args.chunk_size)
+        .overwrite(args.overwrite())
+        .durable(args.durable)
+        .keep_special_bits(args.keep_special_bits);
+    #[cfg(debug_assertions)]
+    let builder = builder.fixed_salt(args.fixed_salt);
+    builder.build()
+}
+
+/// Derives the run's passphrase keys (at most once each), stopping at
+/// SIGINT/SIGTERM; `Ok(false)` when interrupted.
+fn derive_keys(
+    settings: &mut Settings,
+    plan: Option<&Plan>,
+    secrets: &SecretArgs,
+    cancel: &AtomicBool,
+) -> anyhow::Result<bool> {
+    let result = match (settings.direction, plan) {
+        (Direction::Encrypt, _) => {
+            keys::encryption_key(&settings.keyring, secrets.kdf_params(), cancel).map(|key| {
+                settings.encryption_key = Some(key);
+            })
+        }
+        (_, Some(plan)) => keys::derive_for_plan(plan, &settings.keyring, cancel),
+        (_, None) => Ok(()),
+    };
+    match result {
+        Ok(()) => Ok(true),
+        Err(Reason::Cancelled) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The engine the flags choose.
+fn engine_for<'p>(
+    run: &RunArgs,
+    pool: &'p std::cell::OnceCell<Pool>,
+    workers: usize,
+) -> Box<dyn Engine + 'p> {
+    match run.engine {
+        EngineArg::Processes => Box::new(cryptstream_procs::ProcessEngine),
+        EngineArg::Auto | EngineArg::Threads => {
+            Box::new(ThreadEngine::new(pool.get_or_init(|| Pool::new(workers))))
+        }
+    }
+}
+
 /// Runs `encrypt` or `decrypt`.
 pub fn run_transform(direction: Direction, args: &CryptArgs) -> anyhow::Result<ExitCode> {
     let dash = Path::new("-");
+    let cancel = cancel_on_signals()?;
+    let keyring = args.secrets.keyring(direction == Direction::Encrypt)?;
+    let mut settings = settings(direction, keyring, &args.run, Some(args));
     if args.input == dash || args.output == dash {
-        return run_stream(direction, args);
+        if !derive_keys(&mut settings, None, &args.secrets, &cancel)? {
+            return Ok(interrupted());
+        }
+        return run_stream(&settings, args, &cancel);
     }
-    let key_material = args.secrets.key_material(direction == Direction::Encrypt)?;
-    let keyring = key_material.keyring()?;
-    let encryption_key = match direction {
-        Direction::Encrypt => Some(keyring.encryption_key(args.secrets.kdf_params())?),
-        _ => None,
-    };
     let plan = plan_transform(direction, &args.input, &args.output, args.overwrite())?;
-    let settings = Settings {
-        direction,
-        workers: args.run.workers.unwrap_or_else(default_workers),
-        cipher: args.cipher(),
-        chunk_size: args.chunk_size,
-        overwrite: args.overwrite(),
-        durable: args.durable,
-        keyring,
-        encryption_key,
-        fixed_salt: args.fixed_salt,
-        engine: args.run.engine(),
-        io: args.run.io(),
-        key_material: Some(key_material),
-    };
-    execute(&plan, &settings, &args.run)
+    if !derive_keys(&mut settings, Some(&plan), &args.secrets, &cancel)? {
+        return Ok(interrupted());
+    }
+    execute(&plan, &settings, &args.run, &cancel)
 }
 
 /// Runs `verify`.
 pub fn run_verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
-    let key_material = args.secrets.key_material(false)?;
-    let keyring = key_material.keyring()?;
+    let cancel = cancel_on_signals()?;
+    let keyring = args.secrets.keyring(false)?;
+    let mut settings = settings(Direction::Verify, keyring, &args.run, None);
     let plan = plan_verify(&args.inputs)?;
-    let settings = Settings {
-        direction: Direction::Verify,
-        workers: args.run.workers.unwrap_or_else(default_workers),
-        cipher: default_cipher(),
-        chunk_size: DEFAULT_CHUNK_SIZE,
-        overwrite: Overwrite::Refuse,
-        durable: false,
-        keyring,
-        encryption_key: None,
-        fixed_salt: None,
-        engine: args.run.engine(),
-        io: args.run.io(),
-        key_material: Some(key_material),
-    };
-    execute(&plan, &settings, &args.run)
+    if !derive_keys(&mut settings, Some(&plan), &args.secrets, &cancel)? {
+        return Ok(interrupted());
+    }
+    execute(&plan, &settings, &args.run, &cancel)
 }
 
-fn execute(plan: &Plan, settings: &Settings, run_args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let cancel = cancel_on_signals()?;
+/// Says that the run was interrupted and gives its exit code.
+fn interrupted() -> ExitCode {
+    messages::error(
+        "interrupted; temporary outputs removed (rerun with --skip-existing to finish)",
+    );
+    ExitCode::from(EXIT_INTERRUPTED)
+}
+
+fn execute(
+    plan: &Plan,
+    settings: &Settings,
+    run_args: &RunArgs,
+    cancel: &AtomicBool,
+) -> anyhow::Result<ExitCode> {
+    let pool = std::cell::OnceCell::new();
+    let engine = engine_for(run_args, &pool, settings.workers);
     let reporter = Reporter::new(plan.files.len() as u64, plan.total_bytes, run_args.quiet);
-    let summary = cryptstream_procs::execute(plan, settings, &reporter, &cancel);
+    let summary = engine.run(plan, settings, &reporter, cancel);
     reporter.finish();
     report(&summary, run_args, reporter.on_terminal())
 }
@@ -294,50 +350,52 @@ fn report(summary: &Summary, run_args: &RunArgs, on_terminal: bool) -> anyhow::R
     }
     if on_terminal {
         for skipped in &summary.skipped {
-            eprintln!(
-                "cryptstream: skipped {}: {}",
-                skipped.path.display(),
+            messages::note(format_args!(
+                "skipped {}: {}",
+                Shown(&skipped.path),
                 skipped.reason
-            );
+            ));
         }
         eprintln!(
-            "{}ed {} files, {:.1} MB in {:.2} s ({:.1} MB/s, {:.0} files/s)",
-            summary.operation.name().trim_end_matches('e'),
-            summary.files_ok,
-            summary.bytes_in as f64 / 1e6,
-            summary.seconds,
-            summary.mb_per_s,
-            summary.files_per_s
+            "{}",
+            messages::escape_controls(&format!(
+                "{}ed {} files, {:.1} MB in {:.2} s ({:.1} MB/s, {:.0} files/s)",
+                summary.operation.name().trim_end_matches('e'),
+                summary.files_ok,
+                summary.bytes_in as f64 / 1e6,
+                summary.seconds,
+                summary.mb_per_s,
+                summary.files_per_s
+            ))
         );
     }
     if !summary.retried.is_empty() {
-        eprintln!(
-            "cryptstream: retried {} task(s) after a worker process died: {}",
+        messages::note(format_args!(
+            "retried {} task(s) after a worker process died: {}",
             summary.retried.len(),
             summary
                 .retried
                 .iter()
                 .map(|r| format!(
                     "{} ({}, worker {} {})",
-                    r.path.display(),
+                    Shown(&r.path),
                     r.task,
                     r.worker_pid,
                     r.cause
                 ))
                 .collect::<Vec<_>>()
                 .join("; ")
-        );
+        ));
     }
     if summary.cancelled {
-        eprintln!("cryptstream: interrupted; temporary outputs removed (rerun with --skip-existing to finish)");
-        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+        return Ok(interrupted());
     }
     if summary.files_failed > 0 {
-        eprintln!(
-            "cryptstream: {} of {} files failed",
+        messages::error(format_args!(
+            "{} of {} files failed",
             summary.files_failed,
             summary.files_failed + summary.files_ok
-        );
+        ));
         return Ok(ExitCode::from(crate::EXIT_FAILURE));
     }
     Ok(ExitCode::SUCCESS)
@@ -357,9 +415,15 @@ impl Write for FdWriter<'_> {
     }
 }
 
-/// Encrypts or decrypts a single stream where INPUT or OUTPUT is `-`.
-fn run_stream(direction: Direction, args: &CryptArgs) -> anyhow::Result<ExitCode> {
+/// Encrypts or decrypts a single stream where INPUT or OUTPUT is `-`, with
+/// the run's settings.
+fn run_stream(
+    settings: &Settings,
+    args: &CryptArgs,
+    cancel: &AtomicBool,
+) -> anyhow::Result<ExitCode> {
     let dash = Path::new("-");
+    let direction = settings.direction;
     if args.output == dash && args.run.json {
         bail!("--json needs stdout: give an OUTPUT file instead of -");
     }
@@ -367,27 +431,34 @@ fn run_stream(direction: Direction, args: &CryptArgs) -> anyhow::Result<ExitCode
         bail!("refusing to write encrypted data to a terminal: redirect stdout or give an OUTPUT file");
     }
     let started = Instant::now();
-    let keyring = args.secrets.keyring(direction == Direction::Encrypt)?;
     let stdin = std::io::stdin();
-    let (mut input, input_meta): (Box<dyn std::io::Read>, Option<std::fs::Metadata>) =
+    let input_name = Shown(&args.input).to_string();
+    let (mut input, source): (Box<dyn std::io::Read>, Option<stream::StreamSource>) =
         if args.input == dash {
             (Box::new(stdin.lock()), None)
         } else {
+            use std::os::unix::fs::PermissionsExt;
             let file = std::fs::File::open(&args.input)
-                .with_context(|| format!("{}: cannot open", args.input.display()))?;
+                .with_context(|| format!("{input_name}: cannot open"))?;
             let meta = file
                 .metadata()
-                .with_context(|| format!("{}: cannot stat", args.input.display()))?;
+                .with_context(|| format!("{input_name}: cannot stat"))?;
             if meta.is_dir() {
-                bail!(
-                    "{}: is a directory; a directory needs a directory OUTPUT, not -",
-                    args.input.display()
-                );
+                bail!("{input_name}: is a directory; a directory needs a directory OUTPUT, not -");
             }
-            (Box::new(file), Some(meta))
+            let mtime = Timestamp::mtime_of(&meta);
+            let source = stream::StreamSource {
+                len: meta.len(),
+                mode: meta.permissions().mode(),
+                mtime: cryptstream_format::Mtime {
+                    seconds: mtime.seconds,
+                    nanos: mtime.nanos,
+                },
+            };
+            (Box::new(file), Some(source))
         };
-    let input_name = args.input.display().to_string();
     let stdout = std::io::stdout();
+    let output_name = Shown(&args.output).to_string();
     let mut atomic = None;
     let mut sink: Box<dyn Write> = if args.output == dash {
         Box::new(FdWriter(stdout.as_fd()))
@@ -397,59 +468,52 @@ fn run_stream(direction: Direction, args: &CryptArgs) -> anyhow::Result<ExitCode
                 return Ok(ExitCode::SUCCESS);
             }
             if !args.force {
-                bail!(
-                    "{}: output exists; use --force to replace or --skip-existing to keep",
-                    args.output.display()
-                );
+                bail!("{output_name}: output exists; use --force to replace or --skip-existing to keep");
             }
         }
-        let out = AtomicOutput::create(&args.output, 0o666)
-            .with_context(|| format!("{}: cannot create output", args.output.display()))?;
+        let (dir, name) = match (args.output.parent(), args.output.file_name()) {
+            (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => (parent, name),
+            (_, Some(name)) => (Path::new("."), name),
+            _ => bail!("{output_name}: not a file name"),
+        };
+        let dir =
+            DirFd::open(dir).with_context(|| format!("{output_name}: cannot create output"))?;
+        cryptstream_output::remove_stale_temps(&dir);
+        let out = AtomicFile::create(&dir, name)
+            .with_context(|| format!("{output_name}: cannot create output"))?;
         let writer = out.file().try_clone()?;
         atomic = Some(out);
         Box::new(std::io::BufWriter::with_capacity(1 << 20, writer))
     };
-    let (mode, bytes_in, bytes_out) = match direction {
+    let _ = cancel;
+    let (header, bytes_in, bytes_out) = match direction {
         Direction::Encrypt => {
-            use std::os::unix::fs::PermissionsExt;
-            let key = keyring.encryption_key(args.secrets.kdf_params())?;
-            let params = HeaderParams {
-                cipher: args.cipher(),
-                chunk_size: args.chunk_size,
-                plaintext_len: input_meta.as_ref().map(|m| m.len()),
-                mode: input_meta
-                    .as_ref()
-                    .map_or(0, |m| m.permissions().mode() & 0o7777),
-            };
-            let mut salt = [0u8; 32];
-            match &args.fixed_salt {
-                Some(seed) => salt = *blake3::keyed_hash(seed, b"-").as_bytes(),
-                None => cryptstream_format::fill_random(&mut salt)?,
-            }
-            let n = stream::encrypt_stream(&mut input, &mut sink, &key, &params, salt)
-                .with_context(|| input_name.clone())?;
-            let out = cryptstream_format::Layout::new(args.chunk_size, n).ciphertext_len();
-            (params.mode, n, out)
+            let (header, n) =
+                stream::encrypt_stream(settings, &mut input, &mut sink, source.as_ref())
+                    .with_context(|| input_name.clone())?;
+            let out = header.layout(n)?.ciphertext_len();
+            (header, n, out)
         }
         _ => {
-            let (header, n) = stream::decrypt_stream(&mut input, &mut sink, &keyring)
+            let (header, n) = stream::decrypt_stream(&settings.keyring, &mut input, &mut sink)
                 .with_context(|| input_name.clone())?;
-            let ct = cryptstream_format::Layout::new(header.chunk_size, n).ciphertext_len();
-            (header.mode, ct, n)
+            let ct = header.layout(n)?.ciphertext_len();
+            (header, ct, n)
         }
     };
+    sink.flush()
+        .with_context(|| format!("{output_name}: cannot write output"))?;
     drop(sink);
     if let Some(out) = atomic {
-        if mode != 0 {
-            out.set_mode(mode)?;
+        out.set_mode(settings.output_mode(header.mode))?;
+        if let (Direction::Decrypt, Some(mtime)) = (direction, header.mtime) {
+            out.set_mtime(Timestamp {
+                seconds: mtime.seconds,
+                nanos: mtime.nanos,
+            })?;
         }
-        let replace = if args.force {
-            Replace::Always
-        } else {
-            Replace::Never
-        };
-        out.commit(replace, args.durable)
-            .with_context(|| format!("{}: cannot write output", args.output.display()))?;
+        out.commit(settings.replace(), settings.durable)
+            .with_context(|| format!("{output_name}: cannot write output"))?;
     }
     if args.run.json {
         let seconds = started.elapsed().as_secs_f64();

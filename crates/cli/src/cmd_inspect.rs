@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cryptstream_format::{Header, KeySource, Layout, HEADER_LEN};
+use cryptstream_format::{Header, KeySource, Layout, MAX_HEADER_LEN};
+
+use crate::messages::escape_controls;
 
 /// Arguments of `inspect`.
 #[derive(clap::Args, Debug)]
@@ -26,13 +28,13 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         .metadata()
         .with_context(|| format!("{name}: cannot stat"))?
         .len();
-    let mut bytes = Vec::with_capacity(HEADER_LEN);
+    let mut bytes = Vec::with_capacity(MAX_HEADER_LEN);
     file.by_ref()
-        .take(HEADER_LEN as u64)
+        .take(MAX_HEADER_LEN as u64)
         .read_to_end(&mut bytes)
         .with_context(|| format!("{name}: cannot read"))?;
     let header = Header::parse(&bytes).with_context(|| name.to_string())?;
-    let layout = Layout::from_ciphertext_len(header.chunk_size, file_len).ok();
+    let layout = Layout::from_ciphertext_len(header.len(), header.chunk_size, file_len).ok();
     let (key_kind, key_detail) = match header.key_source {
         KeySource::KeyFile(id) => ("key-file", format!("key file, id {id}")),
         KeySource::Passphrase { params, .. } => (
@@ -57,7 +59,9 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         let value = serde_json::json!({
             "file": args.file.to_string_lossy(),
-            "version": cryptstream_format::VERSION,
+            "version": header.version,
+            "kind": header.kind.name(),
+            "mtime": header.mtime.map(|m| serde_json::json!({"seconds": m.seconds, "nanos": m.nanos})),
             "cipher": header.cipher.name(),
             "chunk_size": header.chunk_size,
             "key": key_kind,
@@ -78,11 +82,17 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         println!("{value:#}");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("file:           {name}");
-    println!(
-        "format:         cryptstream version {}",
-        cryptstream_format::VERSION
-    );
+    // The name is shown as `inspect` shows it in errors: a control
+    // character in it must not start a line that looks like a field.
+    println!("file:           {}", escape_controls(&name.to_string()));
+    println!("format:         cryptstream version {}", header.version);
+    println!("entry:          {}", header.kind.name());
+    if let Some(mtime) = header.mtime {
+        println!(
+            "mtime:          {}.{:09} s since the epoch",
+            mtime.seconds, mtime.nanos
+        );
+    }
     println!("cipher:         {}", header.cipher.name());
     println!("chunk size:     {} bytes", header.chunk_size);
     println!("key:            {key_detail}");

@@ -6,15 +6,18 @@
 
 mod cmd_bench;
 mod cmd_crypt;
+mod cmd_docs;
 mod cmd_gen;
 mod cmd_inspect;
 mod cmd_keygen;
+mod messages;
+mod process;
 mod progress;
 mod secrets;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Exit code when something failed.
 const EXIT_FAILURE: u8 = 1;
@@ -43,11 +46,44 @@ enum Command {
     Gen(cmd_gen::GenArgs),
     /// Benchmark encrypt/decrypt over an engine x I/O x workers matrix.
     Bench(cmd_bench::BenchArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(cmd_docs::CompletionsArgs),
+    /// Print the manual page, or write one per subcommand with --out-dir.
+    Man(cmd_docs::ManArgs),
+}
+
+/// What a closed stdout (a broken pipe) means for a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ClosedStdout {
+    /// A reader that stops early is normal (`cryptstream decrypt x.cst - |
+    /// head`, `cryptstream man | head`): exit 0 and say nothing, as ripgrep
+    /// does.
+    Normal,
+    /// What was written is the first part of an encrypted stream, which
+    /// cannot be decrypted: the reader must learn that it got nothing
+    /// usable, so it is a failure.
+    TruncatesStream,
+}
+
+impl Command {
+    fn closed_stdout(&self) -> ClosedStdout {
+        match self {
+            Command::Encrypt(_) => ClosedStdout::TruncatesStream,
+            _ => ClosedStdout::Normal,
+        }
+    }
 }
 
 fn main() -> ExitCode {
-    // A worker process of the process engine: before anything else, while
-    // this process has a single thread (see docs/ARCHITECTURE.md).
+    // Limits first, so that worker processes of the process engine run
+    // under them too.
+    if let Err(err) = process::process_setup() {
+        messages::error(one_line(&err));
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    // A worker process of the process engine: right after the limits,
+    // while this process has a single thread (see docs/ARCHITECTURE.md).
+    debug_hooks();
     if let Some(code) = cryptstream_procs::run_worker_if_requested() {
         return code;
     }
@@ -68,14 +104,23 @@ fn main() -> ExitCode {
         Command::Inspect(args) => cmd_inspect::run(args),
         Command::Gen(args) => cmd_gen::run(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => cmd_bench::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Completions(args) => cmd_docs::run_completions(args, Cli::command()),
+        Command::Man(args) => cmd_docs::run_man(args, Cli::command()),
     };
     match result {
         Ok(code) => code,
-        Err(err) => {
-            if is_broken_pipe(&err) {
-                return ExitCode::SUCCESS;
+        Err(err) if is_broken_pipe(&err) => match cli.command.closed_stdout() {
+            ClosedStdout::Normal => ExitCode::SUCCESS,
+            ClosedStdout::TruncatesStream => {
+                messages::error(
+                    "the output was closed before the encrypted stream was complete \
+                     (broken pipe); what was written cannot be decrypted",
+                );
+                ExitCode::from(EXIT_FAILURE)
             }
-            eprintln!("cryptstream: {}", one_line(&err));
+        },
+        Err(err) => {
+            messages::error(one_line(&err));
             ExitCode::from(EXIT_FAILURE)
         }
     }
@@ -83,6 +128,25 @@ fn main() -> ExitCode {
 
 /// The error and its causes joined by ": ", leaving out a cause that the
 /// text before it already says (library errors often print their source).
+/// Turns on the fault hooks that tests ask for with `CRYPTSTREAM_DEBUG_*`
+/// variables. Test (debug) builds only: a release build has no hooks and
+/// reads none of these variables.
+fn debug_hooks() {
+    #[cfg(debug_assertions)]
+    {
+        let number = |name: &str| std::env::var(name).ok()?.parse::<u64>().ok();
+        if let Some(bytes) = number("CRYPTSTREAM_DEBUG_STALL_AFTER_BYTES") {
+            cryptstream_engine::hooks::stall_after_bytes(bytes);
+        }
+        if std::env::var_os("CRYPTSTREAM_DEBUG_NO_TMPFILE").is_some() {
+            cryptstream_output::force_named_temp_files();
+        }
+        if std::env::var_os("CRYPTSTREAM_DEBUG_ANNOUNCE_DERIVE").is_some() {
+            cryptstream_engine::hooks::announce_derivations();
+        }
+    }
+}
+
 fn one_line(err: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in err.chain() {
@@ -98,7 +162,8 @@ fn one_line(err: &anyhow::Error) -> String {
     line
 }
 
-/// A closed stdout (`cryptstream decrypt x.cst - | head`) is a normal end.
+/// Whether the error comes from writing to a closed pipe (what that means
+/// is up to the command: see [`ClosedStdout`]).
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     use cryptstream_engine::Reason;
     let broken = |e: &std::io::Error| e.kind() == std::io::ErrorKind::BrokenPipe;

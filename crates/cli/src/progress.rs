@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use cryptstream_engine::{FileFailure, Progress};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::messages;
+
 /// Reports a run to stderr.
 pub struct Reporter {
     bar: Option<ProgressBar>,
@@ -71,10 +73,9 @@ impl Progress for Reporter {
 
     fn file_failed(&self, failure: &FileFailure) {
         self.count_file();
-        let line = format!("cryptstream: {failure}");
         match &self.bar {
-            Some(bar) => bar.suspend(|| eprintln!("{line}")),
-            None => eprintln!("{line}"),
+            Some(bar) => bar.suspend(|| messages::error(failure)),
+            None => messages::error(failure),
         }
     }
 }

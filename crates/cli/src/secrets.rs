@@ -2,15 +2,23 @@
 //! `CRYPTSTREAM_PASSPHRASE` environment variable, or a terminal prompt.
 //! Never from the command line itself.
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use cryptstream_engine::KeyMaterial;
 use cryptstream_format::{parse_key_file, KdfParams, Keyring, Passphrase};
 use zeroize::Zeroizing;
 
 /// The environment variable that may hold the passphrase.
 pub const PASSPHRASE_ENV: &str = "CRYPTSTREAM_PASSPHRASE";
+
+/// The largest key or passphrase file read, in bytes (64 KiB). A key file
+/// made by `keygen` is under 200 bytes and a passphrase is one line; the
+/// bound keeps `-k /dev/zero`, or a file that grows while it is read, from
+/// filling memory with copies of would-be secrets.
+pub const MAX_SECRET_FILE_LEN: u64 = 64 * 1024;
 
 /// Secret options shared by every command that needs a key.
 #[derive(clap::Args, Debug, Clone)]
@@ -21,60 +29,72 @@ pub struct SecretArgs {
     /// Read the passphrase from the first line of FILE (or set CRYPTSTREAM_PASSPHRASE, or answer the prompt).
     #[arg(long, value_name = "FILE", conflicts_with = "key_files")]
     pub passphrase_file: Option<PathBuf>,
+    /// Cheaper Argon2id costs for tests; not in release builds.
+    #[cfg(debug_assertions)]
+    #[command(flatten)]
+    test_kdf: TestKdfArgs,
+}
+
+/// Hidden flags that make new passphrase files cheap to derive, so tests
+/// stay fast. They exist only in debug builds: a release binary always
+/// uses [`KdfParams::DEFAULT`], and no user can weaken a file by accident.
+#[cfg(debug_assertions)]
+#[derive(clap::Args, Debug, Clone)]
+struct TestKdfArgs {
     /// Argon2id memory in KiB for new passphrase files (testing only).
     #[arg(long, hide = true, default_value_t = KdfParams::DEFAULT.m_kib)]
-    pub argon2_memory_kib: u32,
+    argon2_memory_kib: u32,
     /// Argon2id passes for new passphrase files (testing only).
     #[arg(long, hide = true, default_value_t = KdfParams::DEFAULT.t)]
-    pub argon2_passes: u32,
+    argon2_passes: u32,
+}
+
+/// The kinds of file a secret is read from, for messages.
+#[derive(Clone, Copy, Debug)]
+enum SecretFile {
+    /// A key file made by `keygen` (`-k`).
+    Key,
+    /// A file whose first line is the passphrase (`--passphrase-file`).
+    Passphrase,
+}
+
+impl SecretFile {
+    fn noun(self) -> &'static str {
+        match self {
+            SecretFile::Key => "key file",
+            SecretFile::Passphrase => "passphrase file",
+        }
+    }
 }
 
 impl SecretArgs {
-    /// The Argon2id costs for new files.
+    /// The Argon2id costs for new files: [`KdfParams::DEFAULT`] in a
+    /// release build.
     pub fn kdf_params(&self) -> KdfParams {
-        KdfParams {
-            m_kib: self.argon2_memory_kib,
-            t: self.argon2_passes,
+        #[cfg(debug_assertions)]
+        return KdfParams {
+            m_kib: self.test_kdf.argon2_memory_kib,
+            t: self.test_kdf.argon2_passes,
             p: KdfParams::DEFAULT.p,
-        }
+        };
+        #[cfg(not(debug_assertions))]
+        KdfParams::DEFAULT
     }
 
-    /// Reads the secrets once, keeping them in a form that can also be
-    /// handed to worker processes: key-file texts if given, else a
+    /// Reads the secrets once into a keyring: key files if given, else a
     /// passphrase from the file, the environment or the terminal (asked
-    /// twice when `confirm`).
-    pub fn key_material(&self, confirm: bool) -> anyhow::Result<KeyMaterial> {
-        if !self.key_files.is_empty() {
-            let mut key_files = Vec::new();
-            for path in &self.key_files {
-                let text = Zeroizing::new(
-                    std::fs::read_to_string(path)
-                        .with_context(|| format!("{}: cannot read key file", path.display()))?,
-                );
-                parse_key_file(&text).with_context(|| path.display().to_string())?;
-                key_files.push(text);
-            }
-            return Ok(KeyMaterial {
-                key_files,
-                passphrase: None,
-            });
-        }
-        Ok(KeyMaterial {
-            key_files: Vec::new(),
-            passphrase: Some(self.passphrase(confirm)?),
-        })
-    }
-
-    /// Builds the keyring: key files if given, else a passphrase from the
-    /// file, the environment or the terminal (asked twice when `confirm`).
+    /// twice when `confirm`). Passphrase keys are derived later, by the
+    /// engine, once per run.
+    ///
+    /// # Errors
+    /// A key or passphrase file that cannot be read, is not a regular file,
+    /// is larger than [`MAX_SECRET_FILE_LEN`], or does not hold a key; no
+    /// passphrase anywhere.
     pub fn keyring(&self, confirm: bool) -> anyhow::Result<Keyring> {
         if !self.key_files.is_empty() {
             let mut keys = Vec::new();
             for path in &self.key_files {
-                let text = Zeroizing::new(
-                    std::fs::read_to_string(path)
-                        .with_context(|| format!("{}: cannot read key file", path.display()))?,
-                );
+                let text = read_secret_file(path, SecretFile::Key)?;
                 keys.push(parse_key_file(&text).with_context(|| path.display().to_string())?);
             }
             return Ok(Keyring::new(keys, None));
@@ -84,10 +104,7 @@ impl SecretArgs {
 
     fn passphrase(&self, confirm: bool) -> anyhow::Result<Passphrase> {
         let text = if let Some(path) = &self.passphrase_file {
-            let mut text = Zeroizing::new(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("{}: cannot read passphrase file", path.display()))?,
-            );
+            let mut text = read_secret_file(path, SecretFile::Passphrase)?;
             let line_len = text.lines().next().map_or(0, str::len);
             text.truncate(line_len);
             if text.is_empty() {
@@ -108,6 +125,50 @@ impl SecretArgs {
             prompt(confirm)?
         };
         Ok(Passphrase::new(text.as_bytes().to_vec()))
+    }
+}
+
+/// Reads a key or passphrase file of at most [`MAX_SECRET_FILE_LEN`] bytes.
+///
+/// The file is opened without blocking (a FIFO would otherwise wait for a
+/// writer), checked with `fstat` to be a regular file (after symlinks) no
+/// larger than the limit, and then read with a bound of one byte past the
+/// limit, so a file that grows after the check is refused too. The buffer
+/// is allocated once at its final size: no reallocation leaves a copy of
+/// the secret behind.
+fn read_secret_file(path: &Path, kind: SecretFile) -> anyhow::Result<Zeroizing<String>> {
+    let name = path.display();
+    let noun = kind.noun();
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .with_context(|| format!("{name}: cannot read {noun}"))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("{name}: cannot read {noun}"))?;
+    if !meta.is_file() {
+        bail!("{name}: not a regular file; a {noun} must be a regular file");
+    }
+    let too_large = || {
+        anyhow::anyhow!("{name}: too large to be a {noun} (more than {MAX_SECRET_FILE_LEN} bytes)")
+    };
+    if meta.len() > MAX_SECRET_FILE_LEN {
+        return Err(too_large());
+    }
+    let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_SECRET_FILE_LEN as usize + 1));
+    file.take(MAX_SECRET_FILE_LEN + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("{name}: cannot read {noun}"))?;
+    if bytes.len() as u64 > MAX_SECRET_FILE_LEN {
+        return Err(too_large());
+    }
+    match String::from_utf8(std::mem::take(&mut *bytes)) {
+        Ok(text) => Ok(Zeroizing::new(text)),
+        Err(err) => {
+            drop(Zeroizing::new(err.into_bytes()));
+            bail!("{name}: cannot read {noun}: not UTF-8 text")
+        }
     }
 }
 

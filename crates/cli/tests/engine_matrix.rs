@@ -107,7 +107,7 @@ fn every_engine_and_io_strategy_round_trips_to_identical_bytes_and_rejects_damag
             // split file, and a truncated segment-sized file.
             let bad = ws.path(&format!("bad-{cell}"));
             copy_tree(&enc, &bad);
-            let header = 144u64;
+            let header = cryptstream_format::HEADER_LEN_V2 as u64;
             let stride = CHUNK + 16;
             flip_byte(&bad.join("d1/f4.cst"), header + 10);
             flip_byte(&bad.join("d2/f8.cst"), header + 100 * stride + 7);

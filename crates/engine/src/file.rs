@@ -2,21 +2,26 @@
 //! finishing it. These functions do not know which thread or process runs
 //! them; the engine schedules them.
 
+use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use cryptstream_format::{
-    seal_header, ChunkCipher, FormatError, Header, HeaderParams, Layout, HEADER_LEN, TAG_LEN,
+    seal_header, ChunkCipher, EntryKind, FormatError, Header, HeaderParams, Layout, Mtime,
+    OpeningReader, SealingWriter, MAX_HEADER_LEN, MAX_LINK_TARGET_LEN, TAG_LEN,
 };
+use cryptstream_output::{AtomicFile, Timestamp};
+use cryptstream_pool::SecretBuf;
 use thiserror::Error;
 
 use crate::io::{InputMap, IoStrategy};
-use crate::output::{AtomicOutput, Replace};
-use crate::plan::{Direction, FileJob};
+use crate::plan::{Direction, FileJob, Source, Target};
 use crate::Settings;
 
 /// Why one file failed. The path is added by [`crate::FileFailure`].
@@ -51,54 +56,34 @@ pub enum Reason {
         /// Size when done.
         after: u64,
     },
+    /// A link entry cannot be restored where it is being decrypted.
+    #[error("{0}")]
+    Link(String),
     /// The run was interrupted.
     #[error("interrupted")]
     Cancelled,
-    /// A worker process reported this failure (its message, as printed).
+    /// The executor that ran the file reported this failure (its message,
+    /// as printed): a worker process, for example.
     #[error("{0}")]
-    Reported(String),
-    /// The worker processes running this file died, also on the retry.
-    #[error("worker process {pid} died while processing this file ({cause}), also after a retry on another worker")]
-    WorkerDied {
-        /// The last worker's process id.
-        pid: u32,
-        /// How it ended ("killed by signal 9", "exited with status 101").
-        cause: String,
-    },
-}
-
-/// Where a file's output goes.
-enum Output {
-    /// The temp output this process created and will commit.
-    Owned(AtomicOutput),
-    /// A descriptor of a temp output that another process owns (a worker
-    /// process writing segments of a file its parent opened).
-    Borrowed(File),
-}
-
-impl Output {
-    fn file(&self) -> &File {
-        match self {
-            Output::Owned(out) => out.file(),
-            Output::Borrowed(file) => file,
-        }
-    }
+    Executor(String),
 }
 
 /// An open file being encrypted, decrypted or verified.
 pub struct OpenFile {
     /// The input.
     pub input: File,
-    /// The output (none for verify), taken when the file is finished.
-    output: Mutex<Option<Output>>,
+    /// The output descriptor to write (none for verify).
+    output: Option<File>,
+    /// The right to make the output visible: held by whoever opened the
+    /// file, not by a process that only writes segments of it.
+    commit: Mutex<Option<AtomicFile>>,
     /// Where every chunk lives.
     pub layout: Layout,
     /// Seals or opens the chunks.
     pub cipher: ChunkCipher,
-    /// The encrypted header (written with segment 0 when encrypting).
-    header: [u8; HEADER_LEN],
-    /// Permission bits for the output.
-    mode: u32,
+    /// The header: written with segment 0 when encrypting; its mode and
+    /// mtime go to the output when decrypting.
+    header: Header,
     /// What is being done.
     direction: Direction,
     /// How the bytes are read and written.
@@ -108,6 +93,8 @@ pub struct OpenFile {
     shared: bool,
     /// The input mapping, for [`IoStrategy::Mmap`].
     map: Option<InputMap>,
+    /// Bytes written so far (for the test build's stall hook).
+    written: AtomicU64,
 }
 
 /// What another process needs to run segments of a file opened here: the
@@ -119,7 +106,7 @@ pub struct SplitParts {
     /// The temp output (none for verify).
     pub output: Option<File>,
     /// The file's header as on disk.
-    pub header: [u8; HEADER_LEN],
+    pub header: Vec<u8>,
     /// Plaintext length of the file, which fixes its layout.
     pub plaintext_len: u64,
 }
@@ -151,20 +138,16 @@ fn reopen(file: &File, write: bool) -> io::Result<File> {
     Ok(File::from(fd))
 }
 
-/// The per-file salt: random, or derived from a fixed test seed and the
-/// relative path (test vectors and byte-identical comparisons only).
-fn file_salt(settings: &Settings, job: &FileJob) -> Result<[u8; 32], Reason> {
-    match &settings.fixed_salt {
-        Some(seed) => {
-            use std::os::unix::ffi::OsStrExt;
-            Ok(*blake3::keyed_hash(seed, job.relative.as_os_str().as_bytes()).as_bytes())
-        }
-        None => {
-            let mut salt = [0u8; 32];
-            cryptstream_format::fill_random(&mut salt)?;
-            Ok(salt)
-        }
+/// The per-file salt: random, or (test builds) the one the run fixes.
+fn file_salt(settings: &Settings) -> Result<[u8; 32], Reason> {
+    #[cfg(debug_assertions)]
+    if let Some(salt) = settings.fixed_salt {
+        return Ok(salt);
     }
+    let _ = settings;
+    let mut salt = [0u8; 32];
+    cryptstream_format::fill_random(&mut salt)?;
+    Ok(salt)
 }
 
 /// Maps the input for [`IoStrategy::Mmap`]; any other strategy, or a file
@@ -183,95 +166,171 @@ fn map_input(io: IoStrategy, input: &File, len: u64) -> (IoStrategy, Option<Inpu
     }
 }
 
+/// The modification time of `meta` as the header records it.
+fn mtime_of(meta: &std::fs::Metadata) -> Mtime {
+    let t = Timestamp::mtime_of(meta);
+    Mtime {
+        seconds: t.seconds,
+        nanos: t.nanos,
+    }
+}
+
+/// A header's mtime as the output crate sets it.
+fn timestamp(mtime: Mtime) -> Timestamp {
+    Timestamp {
+        seconds: mtime.seconds,
+        nanos: mtime.nanos,
+    }
+}
+
+/// Reads and parses the header at the start of `input`, checks the file's
+/// length against it, and authenticates it with the run's keys.
+fn open_header(
+    settings: &Settings,
+    input: &File,
+    len: u64,
+) -> Result<(Header, Layout, ChunkCipher), Reason> {
+    let mut bytes = [0u8; MAX_HEADER_LEN];
+    let got = pread_full(input, &mut bytes, 0).map_err(Reason::Read)?;
+    let header = Header::parse(&bytes[..got])?;
+    let layout = Layout::from_ciphertext_len(header.len(), header.chunk_size, len)?;
+    if let Some(expected_len) = header.plaintext_len {
+        let expected = header.layout(expected_len)?.ciphertext_len();
+        if expected != len {
+            return Err(FormatError::LengthMismatch {
+                expected,
+                actual: len,
+            }
+            .into());
+        }
+    }
+    let cipher = settings.keyring.unlock(&header)?;
+    Ok((header, layout, cipher))
+}
+
+/// What opening an entry gives.
+pub enum Opened {
+    /// A regular file, ready for its segments.
+    File(OpenFile),
+    /// A symbolic-link or hard-link entry, already done or to be linked
+    /// once the files of the run are written.
+    Entry(Done, Layout),
+}
+
+/// How a job ended well.
+#[derive(Debug)]
+pub enum Done {
+    /// Its output is written (or, for verify, it authenticated).
+    Written,
+    /// A hard link to make once every file of the run is written.
+    LinkLater(PendingLink),
+}
+
+/// A hard link that a decrypt run makes at the end, when its target exists.
+#[derive(Clone, Debug)]
+pub struct PendingLink {
+    /// The target, relative to the output tree's root.
+    pub target: PathBuf,
+}
+
 impl OpenFile {
-    /// Opens `job` for `settings.direction`: reads and authenticates the
-    /// header when decrypting or verifying, derives a new header when
-    /// encrypting, and creates the temp output. The file is meant to be
-    /// run by one worker at a time (see [`OpenFile::open_split`]).
+    /// Opens `job` for `settings.direction` with its output at `target`
+    /// (none for verify): reads and authenticates the header when
+    /// decrypting or verifying, derives a new header when encrypting, and
+    /// creates the temp output. A link entry is done here at once
+    /// ([`Opened::Entry`]). The file is meant to be run by one worker at a
+    /// time (see [`OpenFile::open_split`]).
     ///
     /// # Errors
     /// Any [`Reason`]; nothing is left on disk then.
-    pub fn open(settings: &Settings, job: &FileJob) -> Result<OpenFile, Reason> {
-        OpenFile::open_with(settings, job, false)
+    pub fn open(
+        settings: &Settings,
+        job: &FileJob,
+        target: Option<&Target>,
+    ) -> Result<Opened, Reason> {
+        OpenFile::open_with(settings, job, target, false)
     }
 
-    /// Like [`OpenFile::open`], for a file whose segments several workers
-    /// run at the same time.
+    /// Like [`OpenFile::open`], for a regular file whose segments several
+    /// workers run at the same time.
     ///
     /// # Errors
     /// Any [`Reason`]; nothing is left on disk then.
-    pub fn open_split(settings: &Settings, job: &FileJob) -> Result<OpenFile, Reason> {
-        OpenFile::open_with(settings, job, true)
+    pub fn open_split(
+        settings: &Settings,
+        job: &FileJob,
+        target: Option<&Target>,
+    ) -> Result<OpenFile, Reason> {
+        match OpenFile::open_with(settings, job, target, true)? {
+            Opened::File(file) => Ok(file),
+            Opened::Entry(..) => Err(FormatError::HeaderModified.into()),
+        }
     }
 
-    fn open_with(settings: &Settings, job: &FileJob, shared: bool) -> Result<OpenFile, Reason> {
+    fn open_with(
+        settings: &Settings,
+        job: &FileJob,
+        target: Option<&Target>,
+        shared: bool,
+    ) -> Result<Opened, Reason> {
+        if settings.direction == Direction::Encrypt && job.source != Source::File {
+            let layout = seal_entry(settings, job, target)?;
+            return Ok(Opened::Entry(Done::Written, layout));
+        }
         let input = open_input(&job.input)?;
         let meta = input.metadata().map_err(Reason::Read)?;
         let len = meta.len();
-        let (layout, cipher, header, mode) = match settings.direction {
+        let (layout, cipher, header) = match settings.direction {
             Direction::Encrypt => {
-                use std::os::unix::fs::PermissionsExt;
-                let mode = meta.permissions().mode() & 0o7777;
-                let key = settings.sealing_key();
                 let params = HeaderParams {
                     cipher: settings.cipher,
                     chunk_size: settings.chunk_size,
                     plaintext_len: Some(len),
-                    mode,
+                    mode: meta.permissions().mode() & 0o7777,
+                    kind: EntryKind::File,
+                    mtime: Some(mtime_of(&meta)),
                 };
-                let (header, cipher) = seal_header(key, &params, file_salt(settings, job)?)?;
-                (
-                    Layout::new(settings.chunk_size, len),
-                    cipher,
-                    *header.as_bytes(),
-                    mode,
-                )
+                let (header, cipher) =
+                    seal_header(settings.sealing_key(), &params, file_salt(settings)?)?;
+                (header.layout(len)?, cipher, header)
             }
             Direction::Decrypt | Direction::Verify => {
-                let mut bytes = [0u8; HEADER_LEN];
-                let got = pread_full(&input, &mut bytes, 0).map_err(Reason::Read)?;
-                let header = Header::parse(&bytes[..got])?;
-                let layout = Layout::from_ciphertext_len(header.chunk_size, len)?;
-                if let Some(expected_len) = header.plaintext_len {
-                    let expected = Layout::new(header.chunk_size, expected_len).ciphertext_len();
-                    if expected != len {
-                        return Err(FormatError::LengthMismatch {
-                            expected,
-                            actual: len,
-                        }
-                        .into());
-                    }
+                let (header, layout, cipher) = open_header(settings, &input, len)?;
+                if header.kind != EntryKind::File {
+                    let done = open_entry(settings, &header, &layout, cipher, input, target)?;
+                    return Ok(Opened::Entry(done, layout));
                 }
-                let cipher = settings.keyring.unlock(&header)?;
-                (layout, cipher, bytes, header.mode)
+                (layout, cipher, header)
             }
         };
-        let output = match (&job.output, settings.direction) {
-            (Some(path), Direction::Encrypt | Direction::Decrypt) => {
-                let out = AtomicOutput::create(path, 0o600).map_err(Reason::Write)?;
+        let (output, commit) = match (target, settings.direction) {
+            (Some(target), Direction::Encrypt | Direction::Decrypt) => {
+                let out = AtomicFile::create(&target.dir, &target.name).map_err(Reason::Write)?;
                 if settings.direction == Direction::Decrypt {
                     // Holes read as zeros, so all-zero chunks need no write.
                     out.file()
                         .set_len(layout.plaintext_len())
                         .map_err(Reason::Write)?;
                 }
-                Some(Output::Owned(out))
+                let file = out.file().try_clone().map_err(Reason::Write)?;
+                (Some(file), Some(out))
             }
-            _ => None,
+            _ => (None, None),
         };
         let (io, map) = map_input(settings.io.strategy_for(len), &input, len);
-        Ok(OpenFile {
+        Ok(Opened::File(OpenFile {
             input,
-            output: Mutex::new(output),
+            output,
+            commit: Mutex::new(commit),
             layout,
             cipher,
             header,
-            mode,
             direction: settings.direction,
             io,
             shared,
             map,
-        })
+            written: AtomicU64::new(0),
+        }))
     }
 
     /// Descriptors and header that let another process run segments of
@@ -279,17 +338,17 @@ impl OpenFile {
     ///
     /// # Errors
     /// [`Reason::Read`] or [`Reason::Write`] when a descriptor cannot be
-    /// duplicated; [`Reason::Cancelled`] when the output is already gone.
+    /// duplicated.
     pub fn split_parts(&self) -> Result<SplitParts, Reason> {
         let input = self.input.try_clone().map_err(Reason::Read)?;
-        let output = match self.direction {
-            Direction::Verify => None,
-            Direction::Encrypt | Direction::Decrypt => Some(self.output_file()?),
+        let output = match &self.output {
+            Some(out) => Some(out.try_clone().map_err(Reason::Write)?),
+            None => None,
         };
         Ok(SplitParts {
             input,
             output,
-            header: self.header,
+            header: self.header.as_bytes().to_vec(),
             plaintext_len: self.layout.plaintext_len(),
         })
     }
@@ -305,22 +364,16 @@ impl OpenFile {
         let header = Header::parse(&parts.header)?;
         let cipher = match settings.direction {
             Direction::Encrypt => {
-                let key = settings.sealing_key();
-                let params = HeaderParams {
-                    cipher: header.cipher,
-                    chunk_size: header.chunk_size,
-                    plaintext_len: header.plaintext_len,
-                    mode: header.mode,
-                };
-                let (again, cipher) = seal_header(key, &params, header.salt)?;
-                if again.as_bytes() != &parts.header {
+                let (again, cipher) =
+                    seal_header(settings.sealing_key(), &header.params(), header.salt)?;
+                if again.as_bytes() != header.as_bytes() {
                     return Err(FormatError::HeaderModified.into());
                 }
                 cipher
             }
             Direction::Decrypt | Direction::Verify => settings.keyring.unlock(&header)?,
         };
-        let layout = Layout::new(header.chunk_size, parts.plaintext_len);
+        let layout = header.layout(parts.plaintext_len)?;
         let len = match settings.direction {
             Direction::Encrypt => layout.plaintext_len(),
             Direction::Decrypt | Direction::Verify => layout.ciphertext_len(),
@@ -328,15 +381,16 @@ impl OpenFile {
         let (io, map) = map_input(settings.io.strategy_for(len), &parts.input, len);
         Ok(OpenFile {
             input: parts.input,
-            output: Mutex::new(parts.output.map(Output::Borrowed)),
+            output: parts.output,
+            commit: Mutex::new(None),
             layout,
             cipher,
-            header: parts.header,
-            mode: header.mode,
+            header,
             direction: settings.direction,
             io,
             shared: true,
             map,
+            written: AtomicU64::new(0),
         })
     }
 
@@ -385,13 +439,32 @@ impl OpenFile {
     }
 
     /// Writes `bufs` to the output at `offset`.
-    fn write_at(&self, out: &File, bufs: &mut [IoSlice<'_>], offset: u64) -> io::Result<()> {
-        if self.io == IoStrategy::Read {
-            rustix::fs::seek(out, rustix::fs::SeekFrom::Start(offset))?;
-            writev_all(out, bufs)
+    fn write_at(&self, bufs: &mut [IoSlice<'_>], offset: u64) -> Result<(), Reason> {
+        let out = self.output.as_ref().ok_or(Reason::Cancelled)?;
+        let bytes: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        let result = if self.io == IoStrategy::Read {
+            let private;
+            let file = if self.shared {
+                match reopen(out, true) {
+                    Ok(f) => {
+                        private = f;
+                        &private
+                    }
+                    Err(_) => return pwritev_all(out, bufs, offset).map_err(Reason::Write),
+                }
+            } else {
+                out
+            };
+            rustix::fs::seek(file, rustix::fs::SeekFrom::Start(offset))
+                .map_err(io::Error::from)
+                .and_then(|_| writev_all(file, bufs))
         } else {
             pwritev_all(out, bufs, offset)
-        }
+        };
+        result.map_err(Reason::Write)?;
+        let total = self.written.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        crate::hooks::after_write(total);
+        Ok(())
     }
 
     /// Processes chunks `first..first + count` using `buf` as scratch space,
@@ -400,12 +473,11 @@ impl OpenFile {
     /// # Errors
     /// [`Reason::Read`], [`Reason::Shrank`], [`Reason::Write`] or a chunk
     /// authentication failure.
-    pub fn run_segment(&self, first: u64, count: u64, buf: &mut Vec<u8>) -> Result<u64, Reason> {
+    pub fn run_segment(&self, first: u64, count: u64, buf: &mut SecretBuf) -> Result<u64, Reason> {
         let layout = &self.layout;
         let span = layout.span_len(first, count);
-        buf.resize(span, 0);
-        let buf = &mut buf[..span];
-        let last = (first + count).min(layout.chunk_count());
+        let buf = buf.resize(span);
+        let last = first.saturating_add(count).min(layout.chunk_count());
         match self.direction {
             Direction::Encrypt => {
                 let plain_offset = layout.plaintext_offset(first);
@@ -419,13 +491,11 @@ impl OpenFile {
                 }
                 self.cipher.seal_span(layout, first, buf);
                 let (header, offset): (&[u8], u64) = if first == 0 {
-                    (&self.header, 0)
+                    (self.header.as_bytes(), 0)
                 } else {
                     (&[], layout.chunk_offset(first))
                 };
-                let out = self.output_file()?;
-                self.write_at(&out, &mut [IoSlice::new(header), IoSlice::new(buf)], offset)
-                    .map_err(Reason::Write)?;
+                self.write_at(&mut [IoSlice::new(header), IoSlice::new(buf)], offset)?;
                 Ok(expected as u64)
             }
             Direction::Decrypt | Direction::Verify => {
@@ -437,38 +507,29 @@ impl OpenFile {
                 }
                 self.cipher.open_span(layout, first, buf)?;
                 if self.direction == Direction::Decrypt {
-                    let out = self.output_file()?;
-                    write_plaintext(layout, first, buf, |bufs, offset| {
-                        self.write_at(&out, bufs, offset)
-                    })
-                    .map_err(Reason::Write)?;
+                    let mut write = |bufs: &mut [IoSlice<'_>], offset| {
+                        self.write_at(bufs, offset).map_err(|reason| match reason {
+                            Reason::Write(e) => e,
+                            other => io::Error::other(other.to_string()),
+                        })
+                    };
+                    write_plaintext(layout, first, buf, &mut write).map_err(Reason::Write)?;
                 }
                 Ok(span as u64)
             }
         }
     }
 
-    /// A descriptor of the output for this call: a duplicate, or with
-    /// `read`/`write` on a shared file, a reopened one with its own position.
-    fn output_file(&self) -> Result<File, Reason> {
-        let guard = self.output.lock().unwrap_or_else(|e| e.into_inner());
-        let out = guard.as_ref().ok_or(Reason::Cancelled)?.file();
-        if self.io == IoStrategy::Read && self.shared {
-            if let Ok(private) = reopen(out, true) {
-                return Ok(private);
-            }
-        }
-        out.try_clone().map_err(Reason::Write)
-    }
-
-    /// Finishes the file: checks the input did not change, sets the mode and
-    /// makes the output visible under its final name.
+    /// Finishes the file: checks the input did not change, gives the output
+    /// its mode (and, when decrypting, its mtime) and makes it visible
+    /// under its final name. A process that only adopted the file has
+    /// nothing to commit.
     ///
     /// # Errors
     /// [`Reason::Changed`], [`Reason::Exists`] or [`Reason::Write`]; the
     /// temp output is gone then.
     pub fn finish(&self, settings: &Settings) -> Result<(), Reason> {
-        let output = self.output.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let output = self.commit.lock().unwrap_or_else(|e| e.into_inner()).take();
         if self.direction == Direction::Encrypt {
             let after = self.input.metadata().map_err(Reason::Read)?.len();
             if after != self.layout.plaintext_len() {
@@ -478,50 +539,200 @@ impl OpenFile {
                 });
             }
         }
-        let output = match output {
-            None => return Ok(()),
-            Some(Output::Borrowed(_)) => return Ok(()),
-            Some(Output::Owned(output)) => output,
+        let Some(output) = output else {
+            return Ok(());
         };
-        if self.mode != 0 {
-            output.set_mode(self.mode).map_err(Reason::Write)?;
-        } else {
-            output.set_mode(default_mode()).map_err(Reason::Write)?;
-        }
-        let replace = if settings.overwrite == crate::Overwrite::Force {
-            Replace::Always
-        } else {
-            Replace::Never
-        };
-        output.commit(replace, settings.durable).map_err(|e| {
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                Reason::Exists
-            } else {
-                Reason::Write(e)
+        output
+            .set_mode(settings.output_mode(self.header.mode))
+            .map_err(Reason::Write)?;
+        if self.direction == Direction::Decrypt {
+            if let Some(mtime) = self.header.mtime {
+                output.set_mtime(timestamp(mtime)).map_err(Reason::Write)?;
             }
-        })
+        }
+        output
+            .commit(settings.replace(), settings.durable)
+            .map_err(commit_error)
     }
 
     /// Drops the output without committing it.
     pub fn abandon(&self) {
-        self.output.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.commit.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
+}
+
+/// A commit error as a [`Reason`]: a taken name is [`Reason::Exists`].
+fn commit_error(e: io::Error) -> Reason {
+    if e.kind() == io::ErrorKind::AlreadyExists {
+        Reason::Exists
+    } else {
+        Reason::Write(e)
+    }
+}
+
+/// Encrypts a symbolic link or a second name of a file as an entry of its
+/// own: the link's target (or the first name's path) is the payload.
+fn seal_entry(
+    settings: &Settings,
+    job: &FileJob,
+    target: Option<&Target>,
+) -> Result<Layout, Reason> {
+    let meta = std::fs::symlink_metadata(&job.input).map_err(Reason::Open)?;
+    let (kind, payload) = match &job.source {
+        Source::Symlink => {
+            let link = std::fs::read_link(&job.input).map_err(Reason::Read)?;
+            (EntryKind::Symlink, link.into_os_string().into_vec())
+        }
+        Source::HardLink(first) => (EntryKind::HardLink, first.as_os_str().as_bytes().to_vec()),
+        Source::File => unreachable!("regular files are not entries"),
+    };
+    if payload.is_empty() || payload.len() > MAX_LINK_TARGET_LEN {
+        return Err(Reason::Link(format!(
+            "link target of {} bytes (at most {MAX_LINK_TARGET_LEN})",
+            payload.len()
+        )));
+    }
+    let params = HeaderParams {
+        cipher: settings.cipher,
+        chunk_size: settings.chunk_size,
+        plaintext_len: Some(payload.len() as u64),
+        mode: meta.mode() & 0o7777,
+        kind,
+        mtime: Some(mtime_of(&meta)),
+    };
+    let (header, cipher) = seal_header(settings.sealing_key(), &params, file_salt(settings)?)?;
+    let mut bytes = header.as_bytes().to_vec();
+    let mut writer = SealingWriter::new(&mut bytes, cipher);
+    writer.write_all(&payload).map_err(Reason::Write)?;
+    writer.finish().map_err(Reason::Write)?;
+    let layout = header.layout(payload.len() as u64)?;
+    if let Some(target) = target {
+        let out = AtomicFile::create(&target.dir, &target.name).map_err(Reason::Write)?;
+        (&*out.file()).write_all(&bytes).map_err(Reason::Write)?;
+        out.set_mode(settings.output_mode(params.mode & 0o666))
+            .map_err(Reason::Write)?;
+        out.commit(settings.replace(), settings.durable)
+            .map_err(commit_error)?;
+    }
+    Ok(layout)
+}
+
+/// Opens a link entry (its whole payload is one small read) and restores
+/// it: a symbolic link is made at once; a hard link waits until every file
+/// of the run is written.
+fn open_entry(
+    settings: &Settings,
+    header: &Header,
+    layout: &Layout,
+    cipher: ChunkCipher,
+    input: File,
+    target: Option<&Target>,
+) -> Result<Done, Reason> {
+    let mut ciphertext = input;
+    rustix::fs::seek(
+        &ciphertext,
+        rustix::fs::SeekFrom::Start(header.len() as u64),
+    )
+    .map_err(|e| Reason::Read(e.into()))?;
+    let reader = OpeningReader::new(
+        (&mut ciphertext).take(layout.ciphertext_len()),
+        cipher,
+        header.plaintext_len,
+    );
+    let mut payload = Vec::with_capacity(MAX_LINK_TARGET_LEN);
+    reader
+        .take(MAX_LINK_TARGET_LEN as u64 + 1)
+        .read_to_end(&mut payload)
+        .map_err(|e| {
+            match e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<FormatError>())
+            {
+                Some(format) => Reason::Format(format.clone()),
+                None => Reason::Read(e),
+            }
+        })?;
+    let Some(target) = target.filter(|_| settings.direction == Direction::Decrypt) else {
+        return Ok(Done::Written);
+    };
+    match header.kind {
+        EntryKind::Symlink => {
+            cryptstream_output::create_symlink(
+                &target.dir,
+                &target.name,
+                &payload,
+                header.mtime.map(timestamp),
+                settings.replace(),
+            )
+            .map_err(commit_error)?;
+            Ok(Done::Written)
+        }
+        EntryKind::HardLink => Ok(Done::LinkLater(PendingLink {
+            target: PathBuf::from(OsStr::from_bytes(&payload)),
+        })),
+        EntryKind::File => unreachable!("regular files are opened as files"),
+    }
+}
+
+/// Makes a hard link that [`Done::LinkLater`] asked for, now that the
+/// files of the run are written.
+///
+/// # Errors
+/// [`Reason::Link`] when the target is missing or leaves the tree, or the
+/// name is taken.
+pub fn make_link(settings: &Settings, link: &PendingLink, target: &Target) -> Result<(), Reason> {
+    cryptstream_output::hard_link(
+        &target.root,
+        &link.target,
+        &target.dir,
+        &target.name,
+        settings.replace(),
+    )
+    .map_err(|e| {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            Reason::Exists
+        } else {
+            Reason::Link(format!(
+                "cannot restore hard link to {}: {e}",
+                crate::display::Shown(&link.target)
+            ))
+        }
+    })
+}
+
+/// What [`process_whole`] did with one job.
+pub struct WholeOutcome {
+    /// The job's layout, when its header could be made or read.
+    pub layout: Option<Layout>,
+    /// How it ended.
+    pub result: Result<Done, Reason>,
 }
 
 /// Encrypts, decrypts or verifies `job` start to end on the calling thread
 /// (one task, no split), reporting the bytes of each segment to `advance`
-/// as it goes and stopping when `cancel` is set. Returns the file's layout
-/// (when it could be opened) and the result; on failure nothing is left.
+/// as it goes and stopping when `cancel` is set. On failure nothing is left.
 pub fn process_whole(
     settings: &Settings,
     job: &FileJob,
-    buf: &mut Vec<u8>,
+    target: Option<&Target>,
+    buf: &mut SecretBuf,
     cancel: &AtomicBool,
     advance: &mut dyn FnMut(u64),
-) -> (Option<Layout>, Result<(), Reason>) {
-    let file = match OpenFile::open(settings, job) {
-        Ok(file) => file,
-        Err(reason) => return (None, Err(reason)),
+) -> WholeOutcome {
+    let file = match OpenFile::open(settings, job, target) {
+        Ok(Opened::File(file)) => file,
+        Ok(Opened::Entry(done, layout)) => {
+            return WholeOutcome {
+                layout: Some(layout),
+                result: Ok(done),
+            }
+        }
+        Err(reason) => {
+            return WholeOutcome {
+                layout: None,
+                result: Err(reason),
+            }
+        }
     };
     let per_segment = settings.chunks_per_segment(file.layout.chunk_size());
     let mut result = Ok(());
@@ -544,19 +755,21 @@ pub fn process_whole(
     if result.is_err() {
         file.abandon();
     }
-    (Some(file.layout), result)
+    WholeOutcome {
+        layout: Some(file.layout),
+        result: result.map(|()| Done::Written),
+    }
 }
 
 /// The layout of `job`'s result when a complete, correct one already stands
-/// at its output name: for encrypt, the output decrypts to the input; for
-/// decrypt, the input decrypts to the output. `None` otherwise (and for
-/// verify, which has no output).
+/// at `output` (its output path): for encrypt, the output decrypts to the
+/// input; for decrypt, the input decrypts to the output. `None` otherwise
+/// (and for verify, which has no output).
 ///
 /// The process engine asks this before it runs again the task of a worker
 /// that died: the worker may have linked the output and died before it
 /// reported it, and a rerun would then only find the name taken.
-pub fn finished_output(settings: &Settings, job: &FileJob) -> Option<Layout> {
-    let output = job.output.as_deref()?;
+pub fn finished_output(settings: &Settings, job: &FileJob, output: &Path) -> Option<Layout> {
     let (encrypted, plain) = match settings.direction {
         Direction::Encrypt => (output, job.input.as_path()),
         Direction::Decrypt => (job.input.as_path(), output),
@@ -567,16 +780,10 @@ pub fn finished_output(settings: &Settings, job: &FileJob) -> Option<Layout> {
     crate::stream::decrypts_to(&mut encrypted, &mut plain, &settings.keyring)
 }
 
-/// 0666 less the process umask, for outputs whose header records no mode.
-pub(crate) fn default_mode() -> u32 {
-    static MODE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *MODE.get_or_init(|| 0o666 & !process_umask())
-}
-
 /// The process umask, read from `/proc/self/status` so that no other thread
 /// ever sees it changed. Only where that line is missing (Linux before 4.7)
 /// is it read the old way, by setting it and setting it back.
-fn process_umask() -> u32 {
+pub fn process_umask() -> u32 {
     let from_proc = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
@@ -728,36 +935,50 @@ fn write_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{EngineChoice, IoChoice, Overwrite};
-    use cryptstream_format::{Cipher, Keyring, MasterKey};
-    use std::path::PathBuf;
+    use crate::IoChoice;
+    use cryptstream_format::{Keyring, MasterKey};
+    use cryptstream_output::DirFd;
     use std::sync::Arc;
 
     fn settings(direction: Direction, io: IoChoice) -> Settings {
         let key = || MasterKey::from_key_bytes([5; 32]);
-        Settings {
-            direction,
-            workers: 1,
-            cipher: Cipher::Aes256Gcm,
-            chunk_size: 1024,
-            overwrite: Overwrite::Refuse,
-            durable: false,
-            keyring: Keyring::new(vec![key()], None),
-            encryption_key: Some(Arc::new(key())),
-            fixed_salt: Some([1; 32]),
-            engine: EngineChoice::Threads,
-            io,
-            key_material: None,
-        }
+        Settings::builder(direction, Keyring::new(vec![key()], None))
+            .chunk_size(1024)
+            .encryption_key(Some(Arc::new(key())))
+            .fixed_salt(Some([1; 32]))
+            .io(io)
+            .build()
     }
 
-    fn job(input: PathBuf, output: PathBuf) -> FileJob {
+    fn job(input: PathBuf) -> FileJob {
         FileJob {
             relative: PathBuf::from("f"),
             size: 0,
             input,
-            output: Some(output),
+            output: None,
+            source: Source::File,
         }
+    }
+
+    fn target(dir: &Path, name: &str) -> Target {
+        let dir = DirFd::open(dir).unwrap();
+        Target {
+            root: dir.clone(),
+            dir,
+            name: name.into(),
+        }
+    }
+
+    fn whole(settings: &Settings, input: PathBuf, target: &Target) {
+        let outcome = process_whole(
+            settings,
+            &job(input),
+            Some(target),
+            &mut SecretBuf::new(),
+            &AtomicBool::new(false),
+            &mut |_| {},
+        );
+        outcome.result.unwrap();
     }
 
     #[test]
@@ -769,39 +990,32 @@ mod tests {
         for io in [IoChoice::Read, IoChoice::Pread, IoChoice::Mmap] {
             let enc = settings(Direction::Encrypt, io);
             // Whole: one worker, in order.
-            let out = dir.path().join(format!("whole-{}", io.name()));
-            let (_, result) = process_whole(
-                &enc,
-                &job(dir.path().join("in"), out.clone()),
-                &mut Vec::new(),
-                &AtomicBool::new(false),
-                &mut |_| {},
-            );
-            result.unwrap();
-            outputs.push(std::fs::read(&out).unwrap());
+            let name = format!("whole-{}", io.name());
+            whole(&enc, dir.path().join("in"), &target(dir.path(), &name));
+            outputs.push(std::fs::read(dir.path().join(&name)).unwrap());
             // Split: segments in reverse order, through an adopted copy.
-            let out = dir.path().join(format!("split-{}", io.name()));
-            let file =
-                OpenFile::open_split(&enc, &job(dir.path().join("in"), out.clone())).unwrap();
+            let name = format!("split-{}", io.name());
+            let out = target(dir.path(), &name);
+            let file = OpenFile::open_split(&enc, &job(dir.path().join("in")), Some(&out)).unwrap();
             let adopted = OpenFile::adopt(&enc, file.split_parts().unwrap()).unwrap();
             let firsts: Vec<u64> = (0..file.layout.chunk_count()).step_by(7).collect();
             for &first in firsts.iter().rev() {
-                adopted.run_segment(first, 7, &mut Vec::new()).unwrap();
+                adopted
+                    .run_segment(first, 7, &mut SecretBuf::new())
+                    .unwrap();
             }
             file.finish(&enc).unwrap();
-            outputs.push(std::fs::read(&out).unwrap());
+            outputs.push(std::fs::read(dir.path().join(&name)).unwrap());
             // And back.
             let dec = settings(Direction::Decrypt, io);
-            let back = dir.path().join(format!("back-{}", io.name()));
-            let (_, result) = process_whole(
-                &dec,
-                &job(out, back.clone()),
-                &mut Vec::new(),
-                &AtomicBool::new(false),
-                &mut |_| {},
+            let back = format!("back-{}", io.name());
+            whole(&dec, dir.path().join(&name), &target(dir.path(), &back));
+            assert_eq!(
+                std::fs::read(dir.path().join(&back)).unwrap(),
+                plain,
+                "{}",
+                io.name()
             );
-            result.unwrap();
-            assert_eq!(std::fs::read(&back).unwrap(), plain, "{}", io.name());
         }
         assert!(outputs.windows(2).all(|w| w[0] == w[1]));
     }
@@ -812,7 +1026,11 @@ mod tests {
         let input = dir.path().join("in");
         std::fs::write(&input, vec![3u8; 200_000]).unwrap();
         let enc = settings(Direction::Encrypt, IoChoice::Mmap);
-        let file = OpenFile::open(&enc, &job(input.clone(), dir.path().join("out"))).unwrap();
+        let Opened::File(file) =
+            OpenFile::open(&enc, &job(input.clone()), Some(&target(dir.path(), "out"))).unwrap()
+        else {
+            panic!("a regular file opens as a file");
+        };
         assert_eq!(file.io_strategy(), IoStrategy::Mmap);
         std::fs::OpenOptions::new()
             .write(true)
@@ -820,8 +1038,22 @@ mod tests {
             .unwrap()
             .set_len(10_000)
             .unwrap();
-        let err = file.run_segment(0, 1000, &mut Vec::new()).unwrap_err();
+        let err = file
+            .run_segment(0, 1000, &mut SecretBuf::new())
+            .unwrap_err();
         assert!(matches!(err, Reason::Shrank { .. }), "{err}");
         assert!(!dir.path().join("out").exists());
+    }
+
+    #[test]
+    fn restored_modes_drop_special_bits_and_follow_the_umask_unless_asked() {
+        let base = settings(Direction::Decrypt, IoChoice::Auto);
+        assert_eq!(base.output_mode(0o6777), 0o755);
+        assert_eq!(base.output_mode(0), 0o644);
+        let keep = Settings::builder(Direction::Decrypt, Keyring::new(Vec::new(), None))
+            .keep_special_bits(true)
+            .umask(0o027)
+            .build();
+        assert_eq!(keep.output_mode(0o6777), 0o6750);
     }
 }

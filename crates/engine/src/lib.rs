@@ -16,17 +16,27 @@
 //!
 //! How bytes are read and written is an [`IoChoice`] (read/write, pread/
 //! pwrite, mmap), resolved per file by size into an [`IoStrategy`]. Which
-//! executor runs the tasks is an [`EngineChoice`]: [`run`] is the thread
-//! engine; the process engine lives in the `cryptstream-procs` crate and
-//! drives the same executor-agnostic pieces ([`OpenFile`], [`process_whole`],
-//! [`Ledger`]) from worker processes.
+//! executor runs the tasks is an [`Engine`]: [`ThreadEngine`] runs them on
+//! a long-lived [`Pool`] of threads; the process engine lives in the
+//! `cryptstream-procs` crate and drives the same executor-agnostic pieces
+//! ([`OpenFile`], [`process_whole`], [`Ledger`], [`finish_run`]) from
+//! worker processes. The CLI chooses between them.
+//!
+//! Outputs are written through `cryptstream-output`: the plan opens the
+//! output tree through directory descriptors, every file is an atomic temp
+//! file linked into place when complete, and symbolic links, hard links,
+//! modes and mtimes are restored as `tar` would (modes filtered through
+//! the umask, setuid/setgid/sticky only when asked). Passphrase keys are
+//! derived once per run, before any work, by [`keys`].
 //!
 //! [`stream`] handles `-` (stdin/stdout), where data arrives in order and
 //! chunks are processed as they come.
 
+mod display;
 mod file;
+pub mod hooks;
 mod io;
-mod output;
+pub mod keys;
 mod plan;
 pub mod stream;
 
@@ -35,15 +45,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cryptstream_format::{Cipher, FormatError, Keyring, Layout, MasterKey, Passphrase};
-use zeroize::Zeroizing;
+use cryptstream_format::{Cipher, Keyring, Layout, MasterKey, DEFAULT_CHUNK_SIZE};
+use cryptstream_output::Replace;
+use cryptstream_pool::{Pool, SecretBuf};
 
-pub use file::{finished_output, process_whole, OpenFile, Reason, SplitParts};
+pub use display::Shown;
+pub use file::{
+    finished_output, make_link, process_umask, process_whole, Done, OpenFile, Opened, PendingLink,
+    Reason, SplitParts, WholeOutcome,
+};
 pub use io::{IoChoice, IoStrategy, MMAP_MIN_BYTES};
-pub use output::{AtomicOutput, Replace};
 pub use plan::{
-    output_name, plan_transform, plan_verify, Direction, FileJob, Overwrite, Plan, PlanError,
-    Skipped, SUFFIX,
+    output_name, plan_transform, plan_verify, Direction, FileJob, OutputName, Overwrite, Plan,
+    PlanError, Skipped, Source, Target, SUFFIX,
 };
 
 /// Plaintext bytes per segment: the unit of work of a large file, and the
@@ -51,9 +65,6 @@ pub use plan::{
 /// (peak memory stays far below 64 MiB) while making the per-task overhead
 /// negligible next to the work.
 pub const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
-/// Tasks the queue holds per worker: enough to keep workers busy while the
-/// producer opens the next file, few enough to bound memory.
-const QUEUE_PER_WORKER: usize = 2;
 /// Small files travel to the thread engine's workers in runs of up to this
 /// many files and [`BATCH_BYTES`] bytes, so that the hand-off through the
 /// queue (a wake-up of a sleeping thread) is paid once per run, not once per
@@ -63,79 +74,31 @@ const BATCH_FILES: usize = 64;
 /// still makes a run of its own).
 const BATCH_BYTES: u64 = 1024 * 1024;
 
-/// Which executor runs the tasks of a run (`--engine`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EngineChoice {
-    /// The thread engine, unless measurements say otherwise
-    /// ([`EngineChoice::resolve`]).
-    #[default]
-    Auto,
-    /// A fixed pool of threads over a bounded queue ([`run`]).
-    Threads,
-    /// Worker processes fed through a ring in shared memory
-    /// (`cryptstream-procs`).
-    Processes,
-}
-
-impl EngineChoice {
-    /// The engine that runs: `Auto` is the thread engine. On the measured
-    /// workloads (docs/ARCHITECTURE.md) the process engine was never faster,
-    /// and threads start instantly and share one Argon2id derivation; the
-    /// process engine is for isolation (a crash in one worker costs one
-    /// retried task, not the run).
-    pub fn resolve(self) -> EngineChoice {
-        match self {
-            EngineChoice::Auto | EngineChoice::Threads => EngineChoice::Threads,
-            EngineChoice::Processes => EngineChoice::Processes,
-        }
-    }
-
+/// An executor of plans: the thread engine ([`ThreadEngine`]) here, the
+/// process engine in `cryptstream-procs`. The CLI chooses one; both run the
+/// same per-file work ([`OpenFile`], [`process_whole`], [`Ledger`]).
+pub trait Engine {
     /// The name used on the command line and in the summary.
-    pub fn name(self) -> &'static str {
-        match self {
-            EngineChoice::Auto => "auto",
-            EngineChoice::Threads => "threads",
-            EngineChoice::Processes => "processes",
-        }
-    }
+    fn name(&self) -> &'static str;
+
+    /// Runs `plan` with `settings`. Setting `cancel` stops the run: queued
+    /// work is dropped, temp outputs are removed, and the summary says
+    /// `cancelled`.
+    fn run(
+        &self,
+        plan: &Plan,
+        settings: &Settings,
+        progress: &dyn Progress,
+        cancel: &AtomicBool,
+    ) -> Summary;
 }
 
-/// The secrets of a run in a form that can be handed to a worker process
-/// (through a pipe, never argv or the environment) and turned back into a
-/// [`Keyring`] there: key-file texts and the passphrase. Zeroized on drop;
-/// deliberately not `Debug`.
-pub struct KeyMaterial {
-    /// The texts of the key files, in the order given.
-    pub key_files: Vec<Zeroizing<String>>,
-    /// The passphrase, when one is used.
-    pub passphrase: Option<Passphrase>,
-}
-
-impl KeyMaterial {
-    /// The keyring these secrets make.
-    ///
-    /// # Errors
-    /// [`FormatError::KeyFile`] for a text that is not a key file.
-    pub fn keyring(&self) -> Result<Keyring, FormatError> {
-        let keys = self
-            .key_files
-            .iter()
-            .map(|text| cryptstream_format::parse_key_file(text))
-            .collect::<Result<Vec<_>, _>>()?;
-        let passphrase = self
-            .passphrase
-            .as_ref()
-            .map(|p| Passphrase::new(p.as_bytes().to_vec()));
-        Ok(Keyring::new(keys, passphrase))
-    }
-}
-
-/// How a run is carried out.
+/// How a run is carried out. Built once from the command line's flags with
+/// [`Settings::builder`], for every command.
 pub struct Settings {
     /// What to do to each file.
     pub direction: Direction,
-    /// Worker threads.
+    /// Worker threads or processes.
     pub workers: usize,
     /// AEAD for new files.
     pub cipher: Cipher,
@@ -145,29 +108,124 @@ pub struct Settings {
     pub overwrite: Overwrite,
     /// fsync each output and its directory before reporting success.
     pub durable: bool,
-    /// Keys that may open files.
+    /// Keys that may open files (passphrase keys derived before the run).
     pub keyring: Keyring,
     /// The key that seals new files (encrypt only).
     pub encryption_key: Option<Arc<MasterKey>>,
-    /// Derive per-file salts from this seed and the relative path instead
-    /// of the random source: for test vectors and byte-identical
-    /// comparisons only, never for real data.
-    pub fixed_salt: Option<[u8; 32]>,
-    /// Threads or worker processes.
-    pub engine: EngineChoice,
     /// How bytes are read and written.
     pub io: IoChoice,
-    /// The secrets behind `keyring` and `encryption_key`, for worker
-    /// processes (needed by the process engine only).
-    pub key_material: Option<KeyMaterial>,
+    /// The umask that restored modes are filtered through.
+    pub umask: u32,
+    /// Keep setuid, setgid and sticky bits on restored files.
+    pub keep_special_bits: bool,
+    /// Use this salt for every file instead of a random one: test builds
+    /// only, for test vectors and byte-identical comparisons.
+    #[cfg(debug_assertions)]
+    pub fixed_salt: Option<[u8; 32]>,
+}
+
+/// Builds [`Settings`]; every value has a default but the direction and
+/// the keys.
+pub struct SettingsBuilder {
+    settings: Settings,
+}
+
+impl SettingsBuilder {
+    /// Worker threads or processes (at least 1).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.settings.workers = workers.max(1);
+        self
+    }
+
+    /// AEAD for new files.
+    pub fn cipher(mut self, cipher: Cipher) -> Self {
+        self.settings.cipher = cipher;
+        self
+    }
+
+    /// Plaintext bytes per chunk for new files.
+    pub fn chunk_size(mut self, chunk_size: u32) -> Self {
+        self.settings.chunk_size = chunk_size;
+        self
+    }
+
+    /// What to do with existing outputs.
+    pub fn overwrite(mut self, overwrite: Overwrite) -> Self {
+        self.settings.overwrite = overwrite;
+        self
+    }
+
+    /// fsync outputs before counting them done.
+    pub fn durable(mut self, durable: bool) -> Self {
+        self.settings.durable = durable;
+        self
+    }
+
+    /// The key that seals new files.
+    pub fn encryption_key(mut self, key: Option<Arc<MasterKey>>) -> Self {
+        self.settings.encryption_key = key;
+        self
+    }
+
+    /// How bytes are read and written.
+    pub fn io(mut self, io: IoChoice) -> Self {
+        self.settings.io = io;
+        self
+    }
+
+    /// The umask restored modes go through (the binary reads it once).
+    pub fn umask(mut self, umask: u32) -> Self {
+        self.settings.umask = umask & 0o777;
+        self
+    }
+
+    /// Keep setuid, setgid and sticky bits when restoring modes.
+    pub fn keep_special_bits(mut self, keep: bool) -> Self {
+        self.settings.keep_special_bits = keep;
+        self
+    }
+
+    /// A fixed salt for every file (test builds only).
+    #[cfg(debug_assertions)]
+    pub fn fixed_salt(mut self, salt: Option<[u8; 32]>) -> Self {
+        self.settings.fixed_salt = salt;
+        self
+    }
+
+    /// The settings.
+    pub fn build(self) -> Settings {
+        self.settings
+    }
 }
 
 impl Settings {
+    /// Settings for `direction` with `keyring`: one worker, AES-256-GCM,
+    /// 64 KiB chunks, refuse existing outputs, umask 022, until changed.
+    pub fn builder(direction: Direction, keyring: Keyring) -> SettingsBuilder {
+        SettingsBuilder {
+            settings: Settings {
+                direction,
+                workers: 1,
+                cipher: Cipher::Aes256Gcm,
+                chunk_size: DEFAULT_CHUNK_SIZE,
+                overwrite: Overwrite::Refuse,
+                durable: false,
+                keyring,
+                encryption_key: None,
+                io: IoChoice::Auto,
+                umask: 0o022,
+                keep_special_bits: false,
+                #[cfg(debug_assertions)]
+                fixed_salt: None,
+            },
+        }
+    }
+
     /// The key that seals new files.
     ///
     /// # Panics
     /// In a run that is not an encrypt run: only encrypt seals.
-    pub(crate) fn sealing_key(&self) -> &MasterKey {
+    pub fn sealing_key(&self) -> &MasterKey {
         self.encryption_key
             .as_deref()
             .expect("an encrypt run always has an encryption key")
@@ -177,6 +235,29 @@ impl Settings {
     /// unit of work of a split file.
     pub fn chunks_per_segment(&self, chunk_size: u32) -> u64 {
         (SEGMENT_BYTES / u64::from(chunk_size)).max(1)
+    }
+
+    /// The mode an output gets for recorded `mode` bits: without
+    /// `keep_special_bits`, `mode & 0o777 & !umask` (setuid, setgid and
+    /// sticky dropped, as `tar` does for an ordinary user); 0 (no mode
+    /// recorded) gives `0o666 & !umask`.
+    pub fn output_mode(&self, mode: u32) -> u32 {
+        let mode = if mode == 0 { 0o666 } else { mode };
+        let allowed = if self.keep_special_bits {
+            0o7777
+        } else {
+            0o777
+        };
+        mode & allowed & !self.umask
+    }
+
+    /// What to do when an output's name is taken at commit time.
+    pub fn replace(&self) -> Replace {
+        if self.overwrite == Overwrite::Force {
+            Replace::Always
+        } else {
+            Replace::Never
+        }
     }
 }
 
@@ -217,7 +298,7 @@ pub struct Summary {
     /// encrypt, decrypt or verify.
     pub operation: Direction,
     /// The engine that ran it (threads or processes).
-    pub engine: EngineChoice,
+    pub engine: &'static str,
     /// The `--io` choice.
     pub io: IoChoice,
     /// Worker threads or processes allowed.
@@ -253,8 +334,8 @@ pub struct Summary {
     pub retried: Vec<RetryRecord>,
 }
 
-/// A task that was run again on another worker because its worker process
-/// died (process engine only).
+/// A task that an engine ran again because whatever ran it first failed
+/// (a worker process that died, for the process engine).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct RetryRecord {
     /// The input file of the task.
@@ -262,9 +343,9 @@ pub struct RetryRecord {
     pub path: PathBuf,
     /// Which part of the file: "whole file" or "chunks A..B".
     pub task: String,
-    /// The worker process that died.
+    /// The process (or thread) that failed.
     pub worker_pid: u32,
-    /// How it ended ("killed by signal 9").
+    /// How it failed ("killed by signal 9").
     pub cause: String,
 }
 
@@ -325,11 +406,21 @@ pub struct SplitOpen {
     pub started: Instant,
 }
 
-/// Opens `job` to be encrypted or decrypted in segments, by either engine;
-/// a failure to open is recorded in `ledger` and gives `None`.
-pub fn open_split(settings: &Settings, job: &FileJob, ledger: &Ledger<'_>) -> Option<SplitOpen> {
+/// Opens `job` (of `plan`) to be encrypted or decrypted in segments, by
+/// either engine; a failure to open is recorded in `ledger` and gives
+/// `None`.
+pub fn open_split(
+    plan: &Plan,
+    settings: &Settings,
+    job: &FileJob,
+    ledger: &Ledger<'_>,
+) -> Option<SplitOpen> {
     let started = Instant::now();
-    match OpenFile::open_split(settings, job) {
+    let opened = plan
+        .target(job)
+        .map_err(Reason::Write)
+        .and_then(|target| OpenFile::open_split(settings, job, target.as_ref()));
+    match opened {
         Ok(file) => {
             let per_segment = settings.chunks_per_segment(file.layout.chunk_size());
             let segments = file.layout.chunk_count().div_ceil(per_segment);
@@ -420,33 +511,108 @@ impl<'a> Ledger<'a> {
         }
     }
 
+    /// Records a failure that belongs to no single job (a directory whose
+    /// mode could not be set, say).
+    pub fn record_other(&self, path: PathBuf, error: String) {
+        self.tally().failures.push(FailureRecord { path, error });
+    }
+
     /// Records a task that is run again because its worker died.
     pub fn record_retry(&self, retry: RetryRecord) {
         self.tally().retried.push(retry);
     }
 
     /// The summary of the run so far, for `settings` and `plan`.
-    pub fn into_summary(self, plan: &Plan, settings: &Settings, cancelled: bool) -> Summary {
+    pub fn into_summary(
+        self,
+        plan: &Plan,
+        settings: &Settings,
+        engine: &'static str,
+        cancelled: bool,
+    ) -> Summary {
         let elapsed = self.started.elapsed();
         let tally = self.tally.into_inner().unwrap_or_else(|e| e.into_inner());
-        summarize(plan, settings, tally, elapsed, cancelled)
+        summarize(plan, settings, engine, tally, elapsed, cancelled)
     }
 }
 
-/// Gives the output directories their modes, deepest first, once every
-/// file is written (so a read-only directory does not stop its own files
-/// from being written).
-pub fn apply_dir_modes(plan: &Plan) {
-    use std::os::unix::fs::PermissionsExt;
-    for (dir, mode) in plan.dirs.iter().rev() {
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(*mode));
+/// The end of a run, for either engine: makes the hard links that waited
+/// for their targets, then gives the output directories their modes and
+/// mtimes, deepest first (so a read-only directory does not stop its own
+/// contents from being written, and adding entries does not change a
+/// directory's restored mtime).
+pub fn finish_run(
+    plan: &Plan,
+    settings: &Settings,
+    links: Vec<(usize, PendingLink)>,
+    ledger: &Ledger<'_>,
+) {
+    for (index, link) in links {
+        let job = &plan.files[index];
+        let started = Instant::now();
+        let result = plan
+            .target(job)
+            .map_err(Reason::Write)
+            .and_then(|target| match target {
+                Some(target) => make_link(settings, &link, &target),
+                None => Ok(()),
+            });
+        ledger.record(job, None, result, started);
+    }
+    if let Some(tree) = &plan.tree {
+        for (path, error) in tree.finish_dirs(|mode| settings.output_mode(mode)) {
+            ledger.record_other(path, format!("cannot set directory mode or time: {error}"));
+        }
+    }
+}
+
+/// The thread engine: a [`Pool`] of worker threads fed through its bounded
+/// queue; see the crate docs.
+pub struct ThreadEngine<'p> {
+    pool: &'p Pool,
+}
+
+impl<'p> ThreadEngine<'p> {
+    /// An engine that runs on `pool`.
+    pub fn new(pool: &'p Pool) -> ThreadEngine<'p> {
+        ThreadEngine { pool }
+    }
+}
+
+impl Engine for ThreadEngine<'_> {
+    fn name(&self) -> &'static str {
+        "threads"
+    }
+
+    fn run(
+        &self,
+        plan: &Plan,
+        settings: &Settings,
+        progress: &dyn Progress,
+        cancel: &AtomicBool,
+    ) -> Summary {
+        let run = Run {
+            plan,
+            settings,
+            cancel,
+            ledger: Ledger::new(settings, progress),
+            links: Mutex::new(Vec::new()),
+        };
+        self.pool.scope(|scope| run.produce(scope));
+        let links = std::mem::take(&mut *run.links.lock().unwrap_or_else(|e| e.into_inner()));
+        finish_run(plan, settings, links, &run.ledger);
+        run.ledger
+            .into_summary(plan, settings, self.name(), cancel.load(Ordering::Relaxed))
     }
 }
 
 struct Run<'a> {
+    plan: &'a Plan,
     settings: &'a Settings,
     cancel: &'a AtomicBool,
     ledger: Ledger<'a>,
+    /// Hard links to make at the end: job index and link.
+    links: Mutex<Vec<(usize, PendingLink)>>,
 }
 
 /// A large file split into segments, shared by the workers that run them.
@@ -458,29 +624,46 @@ struct SplitFile<'a> {
     started: Instant,
 }
 
-enum Task<'a> {
-    /// Files done start to end, one after the other, by one worker.
-    Whole(&'a [FileJob]),
-    /// Chunks `first..first + count` of a split file.
-    Segment(Arc<SplitFile<'a>>, u64, u64),
-}
-
 impl Run<'_> {
-    fn whole(&self, job: &FileJob, buf: &mut Vec<u8>) {
+    fn whole(&self, index: usize, buf: &mut SecretBuf) {
+        let job = &self.plan.files[index];
         let started = Instant::now();
         if self.cancel.load(Ordering::Relaxed) {
             self.ledger
                 .record(job, None, Err(Reason::Cancelled), started);
             return;
         }
+        let target = match self.plan.target(job) {
+            Ok(target) => target,
+            Err(e) => {
+                self.ledger
+                    .record(job, None, Err(Reason::Write(e)), started);
+                return;
+            }
+        };
         let progress = self.ledger.progress();
-        let (layout, result) = process_whole(self.settings, job, buf, self.cancel, &mut |bytes| {
-            progress.advance(bytes)
-        });
-        self.ledger.record(job, layout, result, started);
+        let outcome = process_whole(
+            self.settings,
+            job,
+            target.as_ref(),
+            buf,
+            self.cancel,
+            &mut |bytes| progress.advance(bytes),
+        );
+        match outcome.result {
+            Ok(Done::LinkLater(link)) => self
+                .links
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((index, link)),
+            Ok(Done::Written) => self.ledger.record(job, outcome.layout, Ok(()), started),
+            Err(reason) => self
+                .ledger
+                .record(job, outcome.layout, Err(reason), started),
+        }
     }
 
-    fn segment(&self, split: &SplitFile<'_>, first: u64, count: u64, buf: &mut Vec<u8>) {
+    fn segment(&self, split: &SplitFile<'_>, first: u64, count: u64, buf: &mut SecretBuf) {
         let failed = split
             .failure
             .lock()
@@ -521,43 +704,44 @@ impl Run<'_> {
         }
     }
 
-    fn produce<'p>(&self, plan: &'p Plan, queue: &cryptstream_pool::Submitter<Task<'p>>) {
+    fn produce<'s>(&'s self, scope: &cryptstream_pool::Scope<'_, 's>) {
+        let files = &self.plan.files;
         let mut next = 0;
-        while let Some(job) = plan.files.get(next) {
+        while let Some(job) = files.get(next) {
             if self.cancel.load(Ordering::Relaxed) {
                 self.ledger
                     .record(job, None, Err(Reason::Cancelled), Instant::now());
                 next += 1;
                 continue;
             }
-            let task = if job.size <= SEGMENT_BYTES {
-                let end = small_run_end(&plan.files, next);
-                let run = &plan.files[next..end];
+            if job.size <= SEGMENT_BYTES || job.source != Source::File {
+                let end = small_run_end(files, next);
+                let run = next..end;
                 next = end;
-                Task::Whole(run)
-            } else {
-                next += 1;
-                let Some(open) = open_split(self.settings, job, &self.ledger) else {
-                    continue;
-                };
-                let (segments, per_segment) = (open.segments, open.per_segment);
-                let split = Arc::new(SplitFile {
-                    job,
-                    file: open.file,
-                    remaining: AtomicU64::new(segments),
-                    failure: Mutex::new(None),
-                    started: open.started,
-                });
-                for s in 0..segments {
-                    let task = Task::Segment(split.clone(), s * per_segment, per_segment);
-                    if queue.submit(task).is_err() {
-                        return;
+                scope.spawn(move |scratch| {
+                    for index in run {
+                        self.whole(index, &mut scratch.primary);
                     }
-                }
+                });
+                continue;
+            }
+            next += 1;
+            let Some(open) = open_split(self.plan, self.settings, job, &self.ledger) else {
                 continue;
             };
-            if queue.submit(task).is_err() {
-                return;
+            let (segments, per_segment) = (open.segments, open.per_segment);
+            let split = Arc::new(SplitFile {
+                job,
+                file: open.file,
+                remaining: AtomicU64::new(segments),
+                failure: Mutex::new(None),
+                started: open.started,
+            });
+            for s in 0..segments {
+                let split = split.clone();
+                scope.spawn(move |scratch| {
+                    self.segment(&split, s * per_segment, per_segment, &mut scratch.primary)
+                });
             }
         }
     }
@@ -579,41 +763,6 @@ fn small_run_end(files: &[FileJob], start: usize) -> usize {
     end
 }
 
-/// Runs `plan` on a pool of `settings.workers` threads (the thread engine,
-/// whatever `settings.engine` says); see the crate docs.
-///
-/// Setting `cancel` stops the run: queued work is dropped, temp outputs are
-/// removed, and the summary says `cancelled`.
-pub fn run(
-    plan: &Plan,
-    settings: &Settings,
-    progress: &dyn Progress,
-    cancel: &AtomicBool,
-) -> Summary {
-    let run = Run {
-        settings,
-        cancel,
-        ledger: Ledger::new(settings, progress),
-    };
-    let workers = settings.workers.max(1);
-    cryptstream_pool::run(
-        workers,
-        workers * QUEUE_PER_WORKER,
-        |_| Vec::new(),
-        |buf: &mut Vec<u8>, task: Task<'_>| match task {
-            Task::Whole(jobs) => jobs.iter().for_each(|job| run.whole(job, buf)),
-            Task::Segment(split, first, count) => run.segment(&split, first, count, buf),
-        },
-        |queue| run.produce(plan, queue),
-    );
-    apply_dir_modes(plan);
-    let mut summary = run
-        .ledger
-        .into_summary(plan, settings, cancel.load(Ordering::Relaxed));
-    summary.engine = EngineChoice::Threads;
-    summary
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -625,6 +774,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 fn summarize(
     plan: &Plan,
     settings: &Settings,
+    engine: &'static str,
     mut tally: Tally,
     elapsed: Duration,
     cancelled: bool,
@@ -633,7 +783,7 @@ fn summarize(
     let seconds = elapsed.as_secs_f64().max(1e-9);
     Summary {
         operation: settings.direction,
-        engine: settings.engine.resolve(),
+        engine,
         io: settings.io,
         workers: settings.workers.max(1),
         files_ok: tally.ok,
@@ -663,9 +813,10 @@ mod tests {
             .enumerate()
             .map(|(i, &size)| FileJob {
                 input: format!("in/{i}").into(),
-                output: Some(format!("out/{i}").into()),
+                output: None,
                 relative: format!("{i}").into(),
                 size,
+                source: Source::File,
             })
             .collect()
     }

@@ -1,11 +1,18 @@
-//! Turning `INPUT OUTPUT` into a list of files to process, with every
-//! refusal decided before any work starts.
+//! Turning `INPUT OUTPUT` into a list of entries to process, with every
+//! refusal decided before any work starts, and the output tree opened
+//! through directory descriptors.
 
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
+use cryptstream_output::{DirFd, DirFinish, DirIndex, OutputTree, Timestamp, TreeError};
 use thiserror::Error;
+
+use crate::display::Shown;
 
 /// What a run does to each file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -44,17 +51,41 @@ pub enum Overwrite {
     SkipExisting,
 }
 
-/// One file to process.
+/// What an input entry is, as the walk of an encrypt run found it. (When
+/// decrypting, the kind is in each file's authenticated header.)
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A regular file (or anything opened as one: decrypt and verify inputs).
+    File,
+    /// A symbolic link, stored as an encrypted entry holding its target.
+    Symlink,
+    /// A second name of a file met earlier in the same tree; holds the
+    /// path, relative to the tree, of the first name.
+    HardLink(PathBuf),
+}
+
+/// Where one output goes: a name in a directory of the plan's output tree.
+#[derive(Clone, Debug)]
+pub struct OutputName {
+    /// The directory, an index into the output tree (0 is its root).
+    pub dir: DirIndex,
+    /// The file name in it.
+    pub name: OsString,
+}
+
+/// One entry to process.
 #[derive(Clone, Debug)]
 pub struct FileJob {
     /// The file to read.
     pub input: PathBuf,
     /// Where the result goes (`None` for verify).
-    pub output: Option<PathBuf>,
+    pub output: Option<OutputName>,
     /// Path relative to the input root (the file name for a single file).
     pub relative: PathBuf,
     /// Size when planned; the worker re-reads it when it opens the file.
     pub size: u64,
+    /// What the entry is.
+    pub source: Source,
 }
 
 /// Something in the input that is deliberately not processed.
@@ -66,24 +97,107 @@ pub struct Skipped {
     pub reason: &'static str,
 }
 
+/// A directory of the output tree, as planned.
+#[derive(Clone, Debug)]
+struct PlannedDir {
+    parent: DirIndex,
+    name: OsString,
+    finish: DirFinish,
+}
+
 /// Everything a run will do.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Plan {
-    /// Files to process, in walk order.
+    /// Entries to process, in walk order.
     pub files: Vec<FileJob>,
-    /// Output directories and the mode to give them once the run is done.
-    pub dirs: Vec<(PathBuf, u32)>,
     /// Entries left alone, with the reason.
     pub skipped: Vec<Skipped>,
     /// Sum of the planned input sizes.
     pub total_bytes: u64,
+    /// The output tree, opened (and its directories created, private)
+    /// once every refusal has been decided; `None` for verify.
+    pub tree: Option<OutputTree>,
+    /// Directories to create below the tree's root, in walk order; their
+    /// tree indices are their position + 1.
+    dirs: Vec<PlannedDir>,
+    /// Where the output root is and what it becomes at the end.
+    root: Option<(PathBuf, Option<DirFinish>)>,
+}
+
+/// Where one output goes, resolved to an open directory.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The root of the output tree (hard links are resolved below it).
+    pub root: DirFd,
+    /// The directory of the output.
+    pub dir: DirFd,
+    /// The output's file name.
+    pub name: OsString,
+}
+
+impl Plan {
+    /// The open directory and name of `job`'s output; `None` for verify.
+    ///
+    /// # Errors
+    /// When a directory of the tree cannot be opened again.
+    pub fn target(&self, job: &FileJob) -> io::Result<Option<Target>> {
+        match (&self.tree, &job.output) {
+            (Some(tree), Some(output)) => Ok(Some(Target {
+                root: tree.root(),
+                dir: tree.dir(output.dir)?,
+                name: output.name.clone(),
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    /// The path of `job`'s output, for messages and checks.
+    pub fn output_path(&self, job: &FileJob) -> Option<PathBuf> {
+        let (tree, output) = (self.tree.as_ref()?, job.output.as_ref()?);
+        Some(
+            tree.root_path()
+                .join(tree.relative(output.dir))
+                .join(&output.name),
+        )
+    }
+
+    /// The output's path relative to the tree root (what a worker process
+    /// opens below the root it was given).
+    pub fn output_relative(&self, job: &FileJob) -> Option<PathBuf> {
+        let (tree, output) = (self.tree.as_ref()?, job.output.as_ref()?);
+        Some(tree.relative(output.dir).join(&output.name))
+    }
+
+    /// The output tree's root path, as named.
+    pub fn output_root(&self) -> Option<&Path> {
+        self.tree.as_ref().map(OutputTree::root_path)
+    }
+
+    /// Planned output path of a job, before the tree is opened.
+    fn planned_output_path(&self, job: &FileJob) -> Option<PathBuf> {
+        let (root, _) = self.root.as_ref()?;
+        let output = job.output.as_ref()?;
+        let mut path = root.clone();
+        let mut chain = Vec::new();
+        let mut dir = output.dir;
+        while dir != 0 {
+            let planned = &self.dirs[dir - 1];
+            chain.push(&planned.name);
+            dir = planned.parent;
+        }
+        for name in chain.into_iter().rev() {
+            path.push(name);
+        }
+        path.push(&output.name);
+        Some(path)
+    }
 }
 
 /// Why a run is refused before it starts.
 #[derive(Debug, Error)]
 pub enum PlanError {
     /// The input cannot be read.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {source}", Shown(path))]
     Input {
         /// The path.
         path: PathBuf,
@@ -91,10 +205,14 @@ pub enum PlanError {
         source: io::Error,
     },
     /// The input is neither a regular file nor a directory.
-    #[error("{}: not a regular file or directory", .0.display())]
+    #[error("{}: not a regular file or directory", Shown(.0))]
     NotFileOrDir(PathBuf),
     /// OUTPUT lies inside the INPUT directory.
-    #[error("{}: output is inside the input directory {}; choose an output outside it", output.display(), input.display())]
+    #[error(
+        "{}: output is inside the input directory {}; choose an output outside it",
+        Shown(output),
+        Shown(input)
+    )]
     OutputInsideInput {
         /// The output.
         output: PathBuf,
@@ -102,27 +220,22 @@ pub enum PlanError {
         input: PathBuf,
     },
     /// INPUT and OUTPUT name the same file.
-    #[error("{}: input and output are the same file", .0.display())]
+    #[error("{}: input and output are the same file", Shown(.0))]
     SameFile(PathBuf),
     /// A directory input needs a directory output.
-    #[error("{}: exists and is not a directory (the input is a directory)", .0.display())]
+    #[error("{}: exists and is not a directory (the input is a directory)", Shown(.0))]
     OutputNotDir(PathBuf),
     /// Outputs exist and neither --force nor --skip-existing was given.
-    #[error("{}: output exists{}; use --force to replace or --skip-existing to keep", first.display(), if *count > 1 { format!(" (and {} more)", count - 1) } else { String::new() })]
+    #[error("{}: output exists{}; use --force to replace or --skip-existing to keep", Shown(first), if *count > 1 { format!(" (and {} more)", count - 1) } else { String::new() })]
     OutputExists {
         /// The first existing output.
         first: PathBuf,
         /// How many exist.
         count: usize,
     },
-    /// The output directory could not be created.
-    #[error("{}: cannot create output directory: {source}", path.display())]
-    CreateDir {
-        /// The directory.
-        path: PathBuf,
-        /// The cause.
-        source: io::Error,
-    },
+    /// The output tree could not be made as planned.
+    #[error(transparent)]
+    Tree(#[from] TreeError),
 }
 
 fn input_err(path: &Path) -> impl FnOnce(io::Error) -> PlanError + '_ {
@@ -134,7 +247,7 @@ fn input_err(path: &Path) -> impl FnOnce(io::Error) -> PlanError + '_ {
 
 /// The output name of `name` for `direction`, or `None` when a decrypt
 /// input does not end in `.cst`.
-pub fn output_name(direction: Direction, name: &std::ffi::OsStr) -> Option<std::ffi::OsString> {
+pub fn output_name(direction: Direction, name: &OsStr) -> Option<OsString> {
     match direction {
         Direction::Encrypt => {
             let mut out = name.to_os_string();
@@ -147,7 +260,7 @@ pub fn output_name(direction: Direction, name: &std::ffi::OsStr) -> Option<std::
                 .as_bytes()
                 .strip_suffix(SUFFIX.as_bytes())
                 .filter(|s| !s.is_empty())?;
-            Some(std::ffi::OsStr::from_bytes(stem).to_os_string())
+            Some(OsStr::from_bytes(stem).to_os_string())
         }
     }
 }
@@ -186,17 +299,30 @@ fn resolve(path: &Path) -> io::Result<PathBuf> {
     Ok(clean)
 }
 
+/// What a directory of the output becomes: the source directory's mode
+/// and mtime.
+fn dir_finish(meta: &fs::Metadata) -> DirFinish {
+    DirFinish {
+        mode: meta.mode() & 0o7777,
+        mtime: Some(Timestamp::mtime_of(meta)),
+    }
+}
+
 /// Plans an encrypt or decrypt of `input` into `output`.
 ///
 /// A file input gives one job (into `output`, or inside it when it is an
-/// existing directory); a directory input is walked and mirrored, creating
-/// the output directories. Symlinks inside the tree are not followed and
-/// not copied (they are listed in [`Plan::skipped`]); a symlink named on the
-/// command line is followed.
+/// existing directory); a directory input is walked and mirrored. Symbolic
+/// links inside the tree are never followed: encrypting stores each as an
+/// entry of its own, and a second name of a file already met (a hard link)
+/// as a link entry; decrypting skips links it meets in the encrypted tree.
+/// A symlink named on the command line is followed. Once nothing is left
+/// to refuse, the output tree is opened and its directories are created
+/// (private until the run ends), each relative to its open parent, never
+/// following a symbolic link.
 ///
 /// # Errors
-/// Any [`PlanError`]; nothing has been written then, except output
-/// directories when the refusal comes from the walk itself.
+/// Any [`PlanError`]; nothing has been written then, except directories
+/// created before a [`PlanError::Tree`] refusal.
 pub fn plan_transform(
     direction: Direction,
     input: &Path,
@@ -207,7 +333,7 @@ pub fn plan_transform(
     let mut plan = Plan::default();
     if meta.is_file() {
         let out_meta = fs::metadata(output).ok();
-        let target = match &out_meta {
+        let (root, name) = match &out_meta {
             Some(m) if m.is_dir() => {
                 let name = input
                     .file_name()
@@ -217,12 +343,21 @@ pub fn plan_transform(
                     n.push(".out");
                     n
                 });
-                output.join(name)
+                (output.to_path_buf(), name)
             }
-            _ => output.to_path_buf(),
+            _ => {
+                let name = output
+                    .file_name()
+                    .ok_or_else(|| PlanError::NotFileOrDir(output.into()))?;
+                let parent = match output.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p,
+                    _ => Path::new("."),
+                };
+                (parent.to_path_buf(), name.to_os_string())
+            }
         };
+        let target = root.join(&name);
         if let Ok(target_meta) = fs::metadata(&target) {
-            use std::os::unix::fs::MetadataExt;
             if target_meta.dev() == meta.dev() && target_meta.ino() == meta.ino() {
                 return Err(PlanError::SameFile(target));
             }
@@ -230,10 +365,12 @@ pub fn plan_transform(
         plan.total_bytes = meta.len();
         plan.files.push(FileJob {
             input: input.to_path_buf(),
-            output: Some(target),
+            output: Some(OutputName { dir: 0, name }),
             relative: PathBuf::from(input.file_name().unwrap_or(input.as_os_str())),
             size: meta.len(),
+            source: Source::File,
         });
+        plan.root = Some((root, None));
     } else if meta.is_dir() {
         let input_resolved = resolve(input).map_err(input_err(input))?;
         let output_resolved = resolve(output).map_err(input_err(output))?;
@@ -248,21 +385,37 @@ pub fn plan_transform(
                 return Err(PlanError::OutputNotDir(output.to_path_buf()));
             }
         }
-        use std::os::unix::fs::PermissionsExt;
-        plan.dirs
-            .push((output.to_path_buf(), meta.permissions().mode() & 0o7777));
-        walk(direction, input, output, Path::new(""), &mut plan)?;
+        plan.root = Some((output.to_path_buf(), Some(dir_finish(&meta))));
+        let mut walk = Walk {
+            direction,
+            root: input,
+            plan: &mut plan,
+            first_names: HashMap::new(),
+        };
+        walk.dir(Path::new(""), Some(0))?;
     } else {
         return Err(PlanError::NotFileOrDir(input.to_path_buf()));
     }
     apply_overwrite(&mut plan, overwrite)?;
-    for (dir, _) in &plan.dirs {
-        fs::create_dir_all(dir).map_err(|source| PlanError::CreateDir {
-            path: dir.clone(),
-            source,
-        })?;
-    }
+    open_tree(&mut plan, meta.is_dir())?;
     Ok(plan)
+}
+
+/// Opens the planned output root and creates the planned directories.
+fn open_tree(plan: &mut Plan, is_tree: bool) -> Result<(), PlanError> {
+    let Some((root, finish)) = plan.root.clone() else {
+        return Ok(());
+    };
+    let mut tree = if is_tree {
+        OutputTree::open_root(&root, finish)?
+    } else {
+        OutputTree::open_existing(&root)?
+    };
+    for dir in &plan.dirs {
+        tree.add_dir(dir.parent, &dir.name, Some(dir.finish))?;
+    }
+    plan.tree = Some(tree);
+    Ok(())
 }
 
 /// Plans a verify of every regular file named or found under `inputs`.
@@ -275,73 +428,92 @@ pub fn plan_verify(inputs: &[PathBuf]) -> Result<Plan, PlanError> {
     for input in inputs {
         let meta = fs::metadata(input).map_err(input_err(input))?;
         if meta.is_dir() {
-            walk(
-                Direction::Verify,
-                input,
-                Path::new(""),
-                Path::new(""),
-                &mut plan,
-            )?;
+            let mut walk = Walk {
+                direction: Direction::Verify,
+                root: input,
+                plan: &mut plan,
+                first_names: HashMap::new(),
+            };
+            walk.dir(Path::new(""), None)?;
         } else if meta.is_file() {
-            plan.total_bytes += meta.len();
             plan.files.push(FileJob {
                 input: input.clone(),
                 output: None,
                 relative: PathBuf::from(input.file_name().unwrap_or(input.as_os_str())),
                 size: meta.len(),
+                source: Source::File,
             });
         } else {
             return Err(PlanError::NotFileOrDir(input.clone()));
         }
     }
     // The same file named twice is verified once.
-    plan.files.retain(|job| {
-        use std::os::unix::fs::MetadataExt;
-        match fs::metadata(&job.input) {
-            Ok(m) => seen.insert((m.dev(), m.ino())),
-            Err(_) => true,
-        }
+    plan.files.retain(|job| match fs::metadata(&job.input) {
+        Ok(m) => seen.insert((m.dev(), m.ino())),
+        Err(_) => true,
     });
     plan.total_bytes = plan.files.iter().map(|j| j.size).sum();
     Ok(plan)
 }
 
-fn walk(
+/// One walk of an input tree into a plan.
+struct Walk<'a> {
     direction: Direction,
-    root: &Path,
-    out_root: &Path,
-    relative: &Path,
-    plan: &mut Plan,
-) -> Result<(), PlanError> {
-    let dir = root.join(relative);
-    let mut entries = fs::read_dir(&dir)
-        .map_err(input_err(&dir))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(input_err(&dir))?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let path = entry.path();
-        let rel = relative.join(entry.file_name());
-        let file_type = entry.file_type().map_err(input_err(&path))?;
-        if file_type.is_dir() {
-            if direction != Direction::Verify {
-                use std::os::unix::fs::PermissionsExt;
-                let mode = entry
-                    .metadata()
-                    .map_err(input_err(&path))?
-                    .permissions()
-                    .mode();
-                plan.dirs.push((out_root.join(&rel), mode & 0o7777));
+    root: &'a Path,
+    plan: &'a mut Plan,
+    /// Files with several names: (device, inode) to the first name met.
+    first_names: HashMap<(u64, u64), PathBuf>,
+}
+
+impl Walk<'_> {
+    /// Walks `relative` (below the root), whose output directory is
+    /// `out_dir` (`None` for verify).
+    fn dir(&mut self, relative: &Path, out_dir: Option<DirIndex>) -> Result<(), PlanError> {
+        let dir = self.root.join(relative);
+        let mut entries = fs::read_dir(&dir)
+            .map_err(input_err(&dir))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(input_err(&dir))?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            let rel = relative.join(entry.file_name());
+            let file_type = entry.file_type().map_err(input_err(&path))?;
+            if file_type.is_dir() {
+                let child = match out_dir {
+                    Some(parent) => {
+                        let meta = entry.metadata().map_err(input_err(&path))?;
+                        self.plan.dirs.push(PlannedDir {
+                            parent,
+                            name: entry.file_name(),
+                            finish: dir_finish(&meta),
+                        });
+                        Some(self.plan.dirs.len())
+                    }
+                    None => None,
+                };
+                self.dir(&rel, child)?;
+                continue;
             }
-            walk(direction, root, out_root, &rel, plan)?;
-        } else if file_type.is_file() {
-            let size = entry.metadata().map_err(input_err(&path))?.len();
-            let output = match direction {
-                Direction::Verify => None,
-                _ => match output_name(direction, &entry.file_name()) {
-                    Some(name) => Some(out_root.join(relative).join(name)),
+            let stored_link = file_type.is_symlink() && self.direction == Direction::Encrypt;
+            if !(file_type.is_file() || stored_link) {
+                self.plan.skipped.push(Skipped {
+                    path,
+                    reason: if file_type.is_symlink() {
+                        "symbolic link (not followed)"
+                    } else {
+                        "not a regular file"
+                    },
+                });
+                continue;
+            }
+            let meta = entry.metadata().map_err(input_err(&path))?;
+            let output = match out_dir {
+                None => None,
+                Some(dir) => match output_name(self.direction, &entry.file_name()) {
+                    Some(name) => Some(OutputName { dir, name }),
                     None => {
-                        plan.skipped.push(Skipped {
+                        self.plan.skipped.push(Skipped {
                             path,
                             reason: "not named *.cst",
                         });
@@ -349,59 +521,66 @@ fn walk(
                     }
                 },
             };
-            plan.total_bytes += size;
-            plan.files.push(FileJob {
+            let source = if stored_link {
+                Source::Symlink
+            } else if self.direction == Direction::Encrypt && meta.nlink() > 1 {
+                match self.first_names.get(&(meta.dev(), meta.ino())) {
+                    Some(first) => Source::HardLink(first.clone()),
+                    None => {
+                        self.first_names
+                            .insert((meta.dev(), meta.ino()), rel.clone());
+                        Source::File
+                    }
+                }
+            } else {
+                Source::File
+            };
+            let size = match source {
+                Source::File => meta.len(),
+                _ => 0,
+            };
+            self.plan.total_bytes += size;
+            self.plan.files.push(FileJob {
                 input: path,
                 output,
                 relative: rel,
                 size,
-            });
-        } else if file_type.is_symlink() {
-            plan.skipped.push(Skipped {
-                path,
-                reason: "symbolic link (not followed)",
-            });
-        } else {
-            plan.skipped.push(Skipped {
-                path,
-                reason: "not a regular file",
+                source,
             });
         }
+        Ok(())
     }
-    Ok(())
 }
 
 fn apply_overwrite(plan: &mut Plan, overwrite: Overwrite) -> Result<(), PlanError> {
-    let exists = |job: &FileJob| {
-        job.output
-            .as_ref()
+    let exists = |plan: &Plan, job: &FileJob| {
+        plan.planned_output_path(job)
             .is_some_and(|o| fs::symlink_metadata(o).is_ok())
     };
     match overwrite {
         Overwrite::Force => {}
         Overwrite::Refuse => {
-            let mut existing = plan.files.iter().filter(|j| exists(j));
+            let mut existing = plan.files.iter().filter(|j| exists(plan, j));
             if let Some(first) = existing.next() {
                 return Err(PlanError::OutputExists {
-                    first: first.output.clone().unwrap_or_default(),
+                    first: plan.planned_output_path(first).unwrap_or_default(),
                     count: 1 + existing.count(),
                 });
             }
         }
         Overwrite::SkipExisting => {
-            let mut kept = Vec::with_capacity(plan.files.len());
-            for job in plan.files.drain(..) {
-                if exists(&job) {
+            let files = std::mem::take(&mut plan.files);
+            for job in files {
+                if exists(plan, &job) {
                     plan.total_bytes -= job.size;
                     plan.skipped.push(Skipped {
                         path: job.input,
                         reason: "output exists (--skip-existing)",
                     });
                 } else {
-                    kept.push(job);
+                    plan.files.push(job);
                 }
             }
-            plan.files = kept;
         }
     }
     Ok(())

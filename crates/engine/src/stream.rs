@@ -12,10 +12,17 @@
 use std::io::{self, Read, Write};
 
 use cryptstream_format::{
-    seal_header, FormatError, Header, HeaderParams, Keyring, Layout, MasterKey, HEADER_LEN, TAG_LEN,
+    seal_header, EntryKind, FormatError, Header, HeaderParams, Keyring, Layout, Mtime,
+    OpeningReader, SealingWriter, MAX_HEADER_LEN, MIN_HEADER_PREFIX,
 };
+use cryptstream_pool::SecretBuf;
 
 use crate::file::Reason;
+use crate::Settings;
+
+/// Bytes moved per read while streaming: large enough that a pipe is
+/// drained in few system calls.
+const STREAM_BUFFER: usize = 1 << 20;
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.
 fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -31,48 +38,94 @@ fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(total)
 }
 
-/// Encrypts `input` to `output` and returns the plaintext bytes read.
-///
-/// `params.plaintext_len` is written to the header when known; the stream
-/// must then hold exactly that many bytes.
+/// A writer that reports the bytes through it to the test build's hooks.
+struct Counted<'a> {
+    inner: &'a mut dyn Write,
+    total: u64,
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.total += n as u64;
+        crate::hooks::after_write(self.total);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// An error from the opening adapter as a [`Reason`]: the format's error
+/// when it carries one, a read error otherwise.
+fn opening_error(e: io::Error) -> Reason {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<FormatError>())
+    {
+        Some(format) => Reason::Format(format.clone()),
+        None => Reason::Read(e),
+    }
+}
+
+/// What a stream's input is, when it is a file: its length, mode and mtime
+/// go into the header.
+pub struct StreamSource {
+    /// Plaintext length, which the stream must then have exactly.
+    pub len: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Modification time.
+    pub mtime: Mtime,
+}
+
+/// Encrypts `input` to `output` with `settings` (its cipher, chunk size
+/// and sealing key) and returns the header and the plaintext bytes read.
 ///
 /// # Errors
 /// [`Reason::Read`], [`Reason::Write`] or [`Reason::Changed`].
 pub fn encrypt_stream(
+    settings: &Settings,
     input: &mut dyn Read,
     output: &mut dyn Write,
-    key: &MasterKey,
-    params: &HeaderParams,
-    salt: [u8; 32],
-) -> Result<u64, Reason> {
-    let (header, cipher) = seal_header(key, params, salt)?;
-    output.write_all(header.as_bytes()).map_err(Reason::Write)?;
-    let chunk = params.chunk_size as usize;
-    let mut current = vec![0u8; chunk + TAG_LEN];
-    let mut next = vec![0u8; chunk + TAG_LEN];
-    let mut len = read_full(input, &mut current[..chunk]).map_err(Reason::Read)?;
-    let mut index = 0u64;
-    let mut total = 0u64;
+    source: Option<&StreamSource>,
+) -> Result<(Header, u64), Reason> {
+    let params = HeaderParams {
+        cipher: settings.cipher,
+        chunk_size: settings.chunk_size,
+        plaintext_len: source.map(|s| s.len),
+        mode: source.map_or(0, |s| s.mode & 0o7777),
+        kind: EntryKind::File,
+        mtime: source.map(|s| s.mtime),
+    };
+    let mut salt = [0u8; 32];
+    #[cfg(debug_assertions)]
+    if let Some(fixed) = settings.fixed_salt {
+        salt = fixed;
+    }
+    if salt == [0u8; 32] {
+        cryptstream_format::fill_random(&mut salt)?;
+    }
+    let (header, cipher) = seal_header(settings.sealing_key(), &params, salt)?;
+    let mut counted = Counted {
+        inner: output,
+        total: 0,
+    };
+    counted
+        .write_all(header.as_bytes())
+        .map_err(Reason::Write)?;
+    let mut sealing = SealingWriter::new(&mut counted, cipher);
+    let mut buf = SecretBuf::new();
+    let buf = buf.resize(STREAM_BUFFER);
     loop {
-        let next_len = if len == chunk {
-            read_full(input, &mut next[..chunk]).map_err(Reason::Read)?
-        } else {
-            0
-        };
-        let last = next_len == 0;
-        cipher.seal_in_place(index, last, &mut current[..len + TAG_LEN]);
-        output
-            .write_all(&current[..len + TAG_LEN])
-            .map_err(Reason::Write)?;
-        total += len as u64;
-        if last {
+        let n = read_full(input, buf).map_err(Reason::Read)?;
+        if n == 0 {
             break;
         }
-        std::mem::swap(&mut current, &mut next);
-        len = next_len;
-        index += 1;
+        sealing.write_all(&buf[..n]).map_err(Reason::Write)?;
     }
-    output.flush().map_err(Reason::Write)?;
+    let (_, total) = sealing.finish().map_err(Reason::Write)?;
     if let Some(expected) = params.plaintext_len {
         if expected != total {
             return Err(Reason::Changed {
@@ -81,65 +134,50 @@ pub fn encrypt_stream(
             });
         }
     }
-    Ok(total)
+    Ok((header, total))
 }
 
-/// Decrypts `input` and writes the plaintext of each authenticated chunk to
-/// `output`; returns the header and the plaintext length.
+/// Decrypts `input` with the keys of `settings` and writes the plaintext
+/// of each authenticated chunk to `output`; returns the header and the
+/// plaintext length. Only regular-file entries can be streamed: a link
+/// entry needs a name to be restored under.
 ///
 /// # Errors
 /// A [`FormatError`] (not a cryptstream file, wrong key, chunk `i` failed,
-/// truncated) or an I/O [`Reason`].
+/// truncated), [`Reason::Link`] for a link entry, or an I/O [`Reason`].
 pub fn decrypt_stream(
+    keyring: &Keyring,
     input: &mut dyn Read,
     output: &mut dyn Write,
-    keyring: &Keyring,
 ) -> Result<(Header, u64), Reason> {
-    let mut header_bytes = [0u8; HEADER_LEN];
-    let got = read_full(input, &mut header_bytes).map_err(Reason::Read)?;
-    let header = Header::parse(&header_bytes[..got])?;
+    let mut header_bytes = [0u8; MAX_HEADER_LEN];
+    let got = read_full(input, &mut header_bytes[..MIN_HEADER_PREFIX]).map_err(Reason::Read)?;
+    let len = Header::encoded_len(&header_bytes[..got])?;
+    let rest = read_full(input, &mut header_bytes[MIN_HEADER_PREFIX..len]).map_err(Reason::Read)?;
+    let header = Header::parse(&header_bytes[..MIN_HEADER_PREFIX + rest])?;
     let cipher = keyring.unlock(&header)?;
-    let stride = header.chunk_size as usize + TAG_LEN;
-    let mut current = vec![0u8; stride];
-    let mut next = vec![0u8; stride];
-    let mut len = read_full(input, &mut current).map_err(Reason::Read)?;
-    let mut index = 0u64;
-    let mut total = 0u64;
+    if header.kind != EntryKind::File {
+        return Err(Reason::Link(format!(
+            "is a {} entry: decrypt it to a file name or into a directory, not to a stream",
+            header.kind.name()
+        )));
+    }
+    let mut opening = OpeningReader::new(input, cipher, header.plaintext_len);
+    let mut counted = Counted {
+        inner: output,
+        total: 0,
+    };
+    let mut buf = SecretBuf::new();
+    let buf = buf.resize(STREAM_BUFFER);
     loop {
-        let next_len = if len == stride {
-            read_full(input, &mut next).map_err(Reason::Read)?
-        } else {
-            0
-        };
-        let last = next_len == 0;
-        // A lone tag after full chunks is not a valid ending.
-        if len < TAG_LEN || (last && len == TAG_LEN && index > 0) {
-            return Err(FormatError::ChunkAuth { index }.into());
-        }
-        cipher.open_in_place(index, last, &mut current[..len])?;
-        output
-            .write_all(&current[..len - TAG_LEN])
-            .map_err(Reason::Write)?;
-        total += (len - TAG_LEN) as u64;
-        if last {
+        let n = read_full(&mut opening, buf).map_err(opening_error)?;
+        if n == 0 {
             break;
         }
-        std::mem::swap(&mut current, &mut next);
-        len = next_len;
-        index += 1;
+        counted.write_all(&buf[..n]).map_err(Reason::Write)?;
     }
-    output.flush().map_err(Reason::Write)?;
-    if let Some(expected) = header.plaintext_len {
-        if expected != total {
-            let layout = |n| cryptstream_format::Layout::new(header.chunk_size, n).ciphertext_len();
-            return Err(FormatError::LengthMismatch {
-                expected: layout(expected),
-                actual: layout(total),
-            }
-            .into());
-        }
-    }
-    Ok((header, total))
+    counted.flush().map_err(Reason::Write)?;
+    Ok((header, opening.plaintext_len()))
 }
 
 /// The layout of `encrypted` when it authenticates under `keyring` and
@@ -154,9 +192,13 @@ pub fn decrypts_to(
         plain,
         theirs: Vec::new(),
     };
-    let (header, len) = decrypt_stream(encrypted, &mut compare, keyring).ok()?;
+    let (header, len) = decrypt_stream(keyring, encrypted, &mut compare).ok()?;
     let at_end = matches!(read_full(compare.plain, &mut [0u8; 1]), Ok(0));
-    at_end.then(|| Layout::new(header.chunk_size, len))
+    if at_end {
+        header.layout(len).ok()
+    } else {
+        None
+    }
 }
 
 /// A writer that only checks that what it is given comes next in `plain`.
@@ -183,26 +225,36 @@ impl Write for Compare<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cryptstream_format::{Cipher, MIN_CHUNK_SIZE};
+    use crate::Direction;
+    use cryptstream_format::{MasterKey, MAX_HEADER_LEN as H, MIN_CHUNK_SIZE};
 
-    fn encrypted(plain: &[u8], key: &MasterKey) -> Vec<u8> {
-        let params = HeaderParams {
-            cipher: Cipher::Aes256Gcm,
-            chunk_size: MIN_CHUNK_SIZE,
-            plaintext_len: Some(plain.len() as u64),
+    fn settings() -> Settings {
+        let key = || MasterKey::from_key_bytes([9; 32]);
+        Settings::builder(Direction::Encrypt, Keyring::new(vec![key()], None))
+            .chunk_size(MIN_CHUNK_SIZE)
+            .encryption_key(Some(std::sync::Arc::new(key())))
+            .build()
+    }
+
+    fn encrypted(plain: &[u8]) -> Vec<u8> {
+        let source = StreamSource {
+            len: plain.len() as u64,
             mode: 0o600,
+            mtime: Mtime {
+                seconds: 1,
+                nanos: 2,
+            },
         };
         let mut out = Vec::new();
-        encrypt_stream(&mut &plain[..], &mut out, key, &params, [3; 32]).expect("encrypts");
+        encrypt_stream(&settings(), &mut &plain[..], &mut out, Some(&source)).expect("encrypts");
         out
     }
 
     #[test]
     fn decrypts_to_accepts_only_the_exact_plaintext() {
-        let key = MasterKey::from_key_bytes([9; 32]);
         let keyring = Keyring::new(vec![MasterKey::from_key_bytes([9; 32])], None);
         let plain: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
-        let enc = encrypted(&plain, &key);
+        let enc = encrypted(&plain);
         let check = |plain: &[u8]| decrypts_to(&mut &enc[..], &mut &plain[..], &keyring);
         let layout = check(&plain).expect("the true plaintext matches");
         assert_eq!(layout.plaintext_len(), 5000);
@@ -216,7 +268,31 @@ mod tests {
         let other = Keyring::new(vec![MasterKey::from_key_bytes([8; 32])], None);
         assert!(decrypts_to(&mut &enc[..], &mut &plain[..], &other).is_none());
         let mut tampered = enc.clone();
-        tampered[HEADER_LEN + 10] ^= 1;
+        tampered[H + 10] ^= 1;
         assert!(decrypts_to(&mut &tampered[..], &mut &plain[..], &keyring).is_none());
+    }
+
+    #[test]
+    fn a_stream_round_trips_and_a_wrong_length_is_refused() {
+        let keyring = Keyring::new(vec![MasterKey::from_key_bytes([9; 32])], None);
+        let plain = vec![7u8; 3 * MIN_CHUNK_SIZE as usize];
+        let enc = encrypted(&plain);
+        let mut back = Vec::new();
+        let (header, len) = decrypt_stream(&keyring, &mut &enc[..], &mut back).unwrap();
+        assert_eq!(
+            (back, len, header.mode),
+            (plain.clone(), plain.len() as u64, 0o600)
+        );
+        let source = StreamSource {
+            len: 10,
+            mode: 0,
+            mtime: Mtime {
+                seconds: 0,
+                nanos: 0,
+            },
+        };
+        let err = encrypt_stream(&settings(), &mut &plain[..], &mut Vec::new(), Some(&source))
+            .unwrap_err();
+        assert!(matches!(err, Reason::Changed { .. }), "{err}");
     }
 }

@@ -11,14 +11,14 @@ pub enum FormatError {
     /// The file does not start with the cryptstream magic bytes.
     #[error("not a cryptstream file")]
     NotCryptstream,
-    /// The file is shorter than a header.
-    #[error("not a cryptstream file or truncated header ({len} bytes, a header has {HEADER_LEN})", HEADER_LEN = crate::HEADER_LEN)]
+    /// The file is shorter than its header.
+    #[error("not a cryptstream file or truncated header (only {len} bytes)")]
     ShortHeader {
         /// How many bytes there were.
         len: usize,
     },
     /// The version byte names a format this build does not know.
-    #[error("unsupported format version {0} (this build reads version {v})", v = crate::VERSION)]
+    #[error("unsupported format version {0} (this build reads versions 1 to {v})", v = crate::VERSION)]
     UnsupportedVersion(u8),
     /// The cipher byte is not one of the known ciphers.
     #[error("header damaged: unknown cipher id {0}")]
@@ -29,11 +29,48 @@ pub enum FormatError {
     /// A reserved field is not zero.
     #[error("header damaged: reserved field is not zero")]
     Reserved,
+    /// The entry-kind byte is not one of the known kinds.
+    #[error("header damaged: unknown entry kind {0}")]
+    UnknownEntryKind(u8),
+    /// The permission bits have bits set above `0o7777`.
+    #[error("header damaged: mode {0:#o} has bits above 07777")]
+    Mode(u32),
+    /// The modification time is not a valid time or "no time" marker.
+    #[error("header damaged: invalid modification time ({seconds} s, {nanos} ns)")]
+    Mtime {
+        /// The seconds field.
+        seconds: i64,
+        /// The nanoseconds field.
+        nanos: u32,
+    },
+    /// The stated plaintext length gives a file longer than any length a
+    /// 64-bit offset can address.
+    #[error("header damaged: plaintext length too large")]
+    LengthTooLarge,
+    /// A symbolic-link or hard-link entry states a payload length outside
+    /// `1..=MAX_LINK_TARGET_LEN` (or none).
+    #[error("header damaged: {kind} entry with a link payload of {len:?} bytes (1 to {max} allowed)", max = crate::MAX_LINK_TARGET_LEN)]
+    LinkLength {
+        /// The entry kind's name.
+        kind: &'static str,
+        /// The stated plaintext length (`None` = not stated).
+        len: Option<u64>,
+    },
     /// The chunk size is outside the allowed range.
     #[error("header damaged: chunk size {0} is out of range")]
     ChunkSize(u32),
-    /// The Argon2id parameters are outside the range this build accepts.
-    #[error("header damaged or hostile: Argon2id parameters out of range (memory {m_kib} KiB, {t} passes, {p} lanes)")]
+    /// The Argon2id costs are outside the range this build accepts.
+    #[error(
+        "Argon2id costs (memory {m_kib} KiB, {t} passes, {p} lanes) are above what this build \
+         accepts (damaged or hostile header?): limits are memory {min_m}..={max_m} KiB, \
+         1..={max_t} passes, 1..={max_p} lanes, memory at least 8 KiB per lane and \
+         memory x passes at most {max_work} KiB",
+        min_m = crate::KdfParams::MIN_MEMORY_KIB,
+        max_m = crate::KdfParams::MAX_MEMORY_KIB,
+        max_t = crate::KdfParams::MAX_PASSES,
+        max_p = crate::KdfParams::MAX_LANES,
+        max_work = crate::KdfParams::MAX_WORK_KIB_PASSES
+    )]
     KdfParams {
         /// Memory cost in KiB.
         m_kib: u32,

@@ -22,13 +22,6 @@ const INFO_KEY_ID: &[u8] = b"cryptstream v1 key id";
 const INFO_PAYLOAD: &[u8] = b"cryptstream v1 payload key";
 const INFO_MAC: &[u8] = b"cryptstream v1 header mac key";
 const INFO_CHECK: &[u8] = b"cryptstream v1 key check";
-/// Argon2id memory cost limit accepted from a header: 4 GiB.
-const MAX_KDF_MEMORY_KIB: u32 = 4 * 1024 * 1024;
-/// Argon2id pass limit accepted from a header.
-const MAX_KDF_PASSES: u32 = 64;
-/// Argon2id lane limit accepted from a header.
-const MAX_KDF_LANES: u32 = 64;
-
 /// The public id of a key file: HKDF of the key, safe to show and store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct KeyId([u8; KEY_ID_LEN]);
@@ -71,16 +64,39 @@ impl KdfParams {
         p: 1,
     };
 
-    /// Checks that the costs are within what this build accepts from a
-    /// header, so that a damaged or hostile header cannot ask for terabytes.
+    /// Smallest memory cost, in KiB (Argon2's own minimum is 8 KiB per lane).
+    pub const MIN_MEMORY_KIB: u32 = 8;
+    /// Largest memory cost a reader accepts: 1 GiB, 16 times the writer's
+    /// default of 64 MiB. This is the most RAM a hostile header can make a
+    /// reader allocate.
+    pub const MAX_MEMORY_KIB: u32 = 1024 * 1024;
+    /// Most passes a reader accepts: room above the default of 3.
+    pub const MAX_PASSES: u32 = 10;
+    /// Most lanes a reader accepts. Lanes add no work (the `argon2` crate
+    /// computes them one after the other) but each needs its own memory
+    /// segment, and no writer needs more than a core count.
+    pub const MAX_LANES: u32 = 16;
+    /// Largest memory x passes product, in KiB x passes: 4 GiB-passes, a
+    /// few seconds of Argon2id on a current core. The default (64 MiB x 3)
+    /// is 192 MiB-passes; this caps the worst hostile header at about 20
+    /// times that, in the spirit of rage, which refuses scrypt work factors
+    /// that would take more than ~16 s.
+    pub const MAX_WORK_KIB_PASSES: u64 = 4 * 1024 * 1024;
+
+    /// Checks that the costs are within what this build accepts, for writing
+    /// and for reading, so that a damaged or hostile header cannot make a
+    /// reader allocate more than [`KdfParams::MAX_MEMORY_KIB`] or work for
+    /// more than a few seconds.
     ///
     /// # Errors
     /// [`FormatError::KdfParams`] when a cost is out of range.
     pub fn check(&self) -> Result<(), FormatError> {
-        let ok = (8..=MAX_KDF_MEMORY_KIB).contains(&self.m_kib)
-            && (1..=MAX_KDF_PASSES).contains(&self.t)
-            && (1..=MAX_KDF_LANES).contains(&self.p)
-            && self.m_kib >= 8 * self.p;
+        let work = u64::from(self.m_kib) * u64::from(self.t);
+        let ok = (Self::MIN_MEMORY_KIB..=Self::MAX_MEMORY_KIB).contains(&self.m_kib)
+            && (1..=Self::MAX_PASSES).contains(&self.t)
+            && (1..=Self::MAX_LANES).contains(&self.p)
+            && u64::from(self.m_kib) >= u64::from(Self::MIN_MEMORY_KIB) * u64::from(self.p)
+            && work <= Self::MAX_WORK_KIB_PASSES;
         if ok {
             Ok(())
         } else {
@@ -157,6 +173,19 @@ impl MasterKey {
             bytes,
             source: KeySource::Passphrase { salt, params },
         })
+    }
+
+    /// A key derived elsewhere, for example by the parent process of a
+    /// worker that receives it over a private channel.
+    pub fn from_parts(bytes: Zeroizing<[u8; KEY_LEN]>, source: KeySource) -> MasterKey {
+        MasterKey { bytes, source }
+    }
+
+    /// The raw key bytes. Only to hand the key to a worker process over a
+    /// private channel (a pipe, never the command line or the environment);
+    /// everything else uses the key through this type.
+    pub fn expose_bytes(&self) -> &[u8; KEY_LEN] {
+        &self.bytes
     }
 
     /// Where this key came from (what goes into the header).
@@ -277,6 +306,32 @@ impl Keyring {
         }
     }
 
+    /// Adds a key already stretched from the passphrase (for example by a
+    /// parent process), so that [`Keyring::unlock`] uses it instead of
+    /// running Argon2id again. A key for a (salt, costs) already present is
+    /// not added twice.
+    pub fn insert_derived(&self, key: MasterKey) {
+        let mut cache = self.lock_derived();
+        if !cache.iter().any(|k| k.source == key.source) {
+            cache.push(std::sync::Arc::new(key));
+        }
+    }
+
+    /// The passphrase keys derived or inserted so far, to hand to workers.
+    pub fn derived_keys(&self) -> Vec<std::sync::Arc<MasterKey>> {
+        self.lock_derived().clone()
+    }
+
+    /// The passphrase, when one was given.
+    pub fn passphrase(&self) -> Option<&Passphrase> {
+        self.passphrase.as_ref()
+    }
+
+    /// Whether a passphrase was given.
+    pub fn has_passphrase(&self) -> bool {
+        self.passphrase.is_some()
+    }
+
     /// Parses key-file texts into a keyring.
     ///
     /// # Errors
@@ -315,6 +370,12 @@ impl Keyring {
         let key = std::sync::Arc::new(MasterKey::from_passphrase(passphrase, salt, params)?);
         self.lock_derived().push(key.clone());
         Ok(key)
+    }
+
+    /// The key files of the keyring, in the order given (the first one
+    /// encrypts).
+    pub fn key_files(&self) -> &[MasterKey] {
+        &self.key_files
     }
 
     /// Finds the master key for `header`, authenticates the header and
@@ -373,5 +434,86 @@ impl Keyring {
         let key = std::sync::Arc::new(MasterKey::from_passphrase(passphrase, salt, params)?);
         cache.push(key.clone());
         Ok(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{seal_header, Cipher, EntryKind, HeaderParams, DEFAULT_CHUNK_SIZE, SALT_LEN};
+
+    fn passphrase_key() -> MasterKey {
+        let params = KdfParams {
+            m_kib: 64,
+            t: 1,
+            p: 1,
+        };
+        MasterKey::from_passphrase(&Passphrase::new(b"right".to_vec()), [7; 16], params).unwrap()
+    }
+
+    fn header_for(key: &MasterKey) -> Header {
+        let params = HeaderParams {
+            cipher: Cipher::Aes256Gcm,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            plaintext_len: Some(0),
+            mode: 0,
+            kind: EntryKind::File,
+            mtime: None,
+        };
+        seal_header(key, &params, [0; SALT_LEN]).unwrap().0
+    }
+
+    #[test]
+    fn a_key_handed_over_in_parts_is_the_same_key() {
+        let key = passphrase_key();
+        let copy = MasterKey::from_parts(Zeroizing::new(*key.expose_bytes()), *key.source());
+        assert!(header_for(&key).authenticate(&copy).is_ok());
+    }
+
+    #[test]
+    fn unlock_uses_inserted_keys_before_deriving() {
+        let key = passphrase_key();
+        let header = header_for(&key);
+        // The keyring's own passphrase is wrong: only the inserted key opens.
+        let ring = Keyring::new(Vec::new(), Some(Passphrase::new(b"wrong".to_vec())));
+        assert!(ring.has_passphrase());
+        assert_eq!(
+            ring.passphrase().map(Passphrase::as_bytes),
+            Some(&b"wrong"[..])
+        );
+        assert!(matches!(
+            ring.unlock(&header),
+            Err(FormatError::WrongPassphrase)
+        ));
+        let fresh = Keyring::new(Vec::new(), Some(Passphrase::new(b"wrong".to_vec())));
+        fresh.insert_derived(MasterKey::from_parts(
+            Zeroizing::new(*key.expose_bytes()),
+            *key.source(),
+        ));
+        fresh.insert_derived(MasterKey::from_parts(
+            Zeroizing::new([0; KEY_LEN]),
+            *key.source(),
+        ));
+        assert_eq!(fresh.derived_keys().len(), 1, "one key per (salt, costs)");
+        assert!(fresh.unlock(&header).is_ok());
+        assert!(!Keyring::new(Vec::new(), None).has_passphrase());
+    }
+
+    #[test]
+    fn kdf_caps_are_named_in_the_refusal() {
+        let hostile = KdfParams {
+            m_kib: 4 * 1024 * 1024,
+            t: 64,
+            p: 64,
+        };
+        let message = hostile.check().unwrap_err().to_string();
+        assert!(
+            message.contains("above what this build accepts"),
+            "{message}"
+        );
+        assert!(
+            message.contains("1048576 KiB") && message.contains("4194304"),
+            "{message}"
+        );
     }
 }

@@ -1,14 +1,15 @@
 //! The cryptstream container format, with no threads and no files.
 //!
-//! A cryptstream file is a fixed-size [`Header`] followed by the payload cut
-//! into chunks of `chunk_size` plaintext bytes, each sealed with an AEAD
+//! A cryptstream file is a [`Header`] (160 bytes in version 2, which this
+//! crate writes; 144 bytes in version 1, which it still reads) followed by
+//! the payload cut into chunks of `chunk_size` plaintext bytes, each sealed with an AEAD
 //! (AES-256-GCM or ChaCha20-Poly1305) following the STREAM construction of
 //! Hoang, Reyhanitabar, Rogaway and Vizár ("Online Authenticated-Encryption
 //! and its Nonce-Reuse Misuse-Resistance", CRYPTO 2015): the nonce of chunk
 //! `i` is the counter `i` plus a flag that marks the last chunk, and the whole
 //! header is the associated data of every chunk. Every chunk has the same
 //! size on disk except the last one, so [`Layout`] computes where chunk `i`
-//! lives from the chunk size alone: the chunks of one file can be sealed and
+//! lives from the header length and the chunk size alone: the chunks of one file can be sealed and
 //! opened in any order, on any number of threads, and written with positional
 //! writes.
 //!
@@ -19,25 +20,38 @@
 //! ([`seal_header`] on the way in, [`Keyring::unlock`] on the way out). Both
 //! return a [`ChunkCipher`] that seals or opens chunks in place.
 //!
+//! The payload of a version 2 file is a regular file's contents, a symbolic
+//! link's target or a hard link's path ([`EntryKind`]); the header also
+//! records permission bits and the modification time ([`Mtime`]).
+//!
+//! Two ways to use a [`ChunkCipher`] sit side by side: [`ChunkCipher::seal_span`]
+//! and [`ChunkCipher::open_span`] work on any run of chunks placed by a
+//! [`Layout`] (what parallel engines use), and [`SealingWriter`] /
+//! [`OpeningReader`] wrap any `Write` / `Read` to seal or open a stream
+//! chunk by chunk on one thread.
+//!
 //! The byte layout is specified in `docs/FORMAT.md`; the test vectors in
 //! `tests/data/vectors.json` are checked by `tests/vectors.rs`.
 
+mod adapters;
 mod error;
 mod header;
 mod key;
 mod layout;
 mod stream;
 
+pub use adapters::{OpeningReader, SealingWriter};
 pub use error::FormatError;
 pub use header::{
-    seal_header, Cipher, Header, HeaderParams, KeySource, DEFAULT_CHUNK_SIZE, HEADER_LEN, MAGIC,
-    MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, SALT_LEN, VERSION,
+    seal_header, Cipher, EntryKind, Header, HeaderParams, KeySource, Mtime, DEFAULT_CHUNK_SIZE,
+    HEADER_LEN_V1, HEADER_LEN_V2, MAGIC, MAX_CHUNK_SIZE, MAX_HEADER_LEN, MAX_LINK_TARGET_LEN,
+    MIN_CHUNK_SIZE, MIN_HEADER_PREFIX, SALT_LEN, VERSION,
 };
 pub use key::{
     generate_key_file, parse_key_file, KdfParams, KeyId, Keyring, MasterKey, Passphrase, KEY_LEN,
 };
 pub use layout::Layout;
-pub use stream::{ChunkCipher, TAG_LEN};
+pub use stream::{ChunkCipher, NonceScheme, TAG_LEN};
 
 /// Fills `buf` with bytes from the kernel's random source (`getrandom(2)`).
 ///

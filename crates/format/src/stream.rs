@@ -2,26 +2,74 @@
 
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey, NONCE_LEN};
 
-use crate::{Cipher, FormatError, Header, Layout, HEADER_LEN};
+use crate::{Cipher, FormatError, Layout};
 
 /// Length of the authentication tag appended to every chunk.
 pub const TAG_LEN: usize = 16;
+/// Length of the AEAD keys (both ciphers take 256-bit keys).
+const AEAD_KEY_LEN: usize = 32;
 /// Value of the last nonce byte for the final chunk.
 const LAST_CHUNK_FLAG: u8 = 1;
+/// Zero bytes that open a STREAM nonce, before the 64-bit counter.
+const COUNTER_OFFSET: usize = 3;
+/// Where the last-chunk flag sits in the nonce.
+const FLAG_OFFSET: usize = NONCE_LEN - 1;
 
-/// Seals or opens the chunks of one file. Cheap to share between threads.
+/// How the nonce of each chunk is made from its index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NonceScheme {
+    /// The STREAM counter of Hoang, Reyhanitabar, Rogaway and Vizár (CRYPTO
+    /// 2015): 3 zero bytes, the chunk index as a 64-bit big-endian counter,
+    /// then a flag byte, `01` for the last chunk and `00` otherwise.
+    ///
+    /// age v1's payload nonce (an 11-byte big-endian counter followed by the
+    /// same flag byte) is byte for byte the same nonce for every index below
+    /// 2^64, so age's payload uses this scheme too.
+    Stream,
+}
+
+impl NonceScheme {
+    /// The 12-byte nonce of chunk `index`.
+    pub fn nonce(self, index: u64, last: bool) -> [u8; NONCE_LEN] {
+        match self {
+            NonceScheme::Stream => {
+                let mut bytes = [0u8; NONCE_LEN];
+                bytes[COUNTER_OFFSET..FLAG_OFFSET].copy_from_slice(&index.to_be_bytes());
+                if last {
+                    bytes[FLAG_OFFSET] = LAST_CHUNK_FLAG;
+                }
+                bytes
+            }
+        }
+    }
+}
+
+/// Seals or opens the chunks of one stream: an AEAD key, a nonce scheme and
+/// associated data shared by every chunk. Cheap to share between threads
+/// (`Send + Sync`; all methods take `&self`).
 ///
-/// The nonce of chunk `i` is 3 zero bytes, `i` as a 64-bit big-endian
-/// counter, and a last-chunk flag byte; the associated data is the 144-byte
-/// header. A per-file key makes nonces unique without any coordination.
+/// The key lives only inside aws-lc's AEAD context, which cleanses it when
+/// the cipher is dropped; there is no `Debug` that could print it.
 pub struct ChunkCipher {
     key: LessSafeKey,
-    aad: [u8; HEADER_LEN],
-    layout_chunk_size: u32,
+    nonces: NonceScheme,
+    aad: Box<[u8]>,
+    chunk_size: u32,
 }
 
 impl ChunkCipher {
-    pub(crate) fn new(cipher: Cipher, key: &[u8; 32], header: &Header) -> ChunkCipher {
+    /// A cipher for the chunks of one stream: `key` for `cipher`, nonces
+    /// from `nonces`, and `aad` (copied) as the associated data of every
+    /// chunk. In a cryptstream file the key is the file's payload key and
+    /// `aad` the whole header; [`crate::seal_header`] and
+    /// [`crate::Header::authenticate`] build it that way.
+    pub fn new(
+        cipher: Cipher,
+        key: &[u8; AEAD_KEY_LEN],
+        nonces: NonceScheme,
+        aad: &[u8],
+        chunk_size: u32,
+    ) -> ChunkCipher {
         let algorithm = match cipher {
             Cipher::Aes256Gcm => &aead::AES_256_GCM,
             Cipher::ChaCha20Poly1305 => &aead::CHACHA20_POLY1305,
@@ -30,32 +78,32 @@ impl ChunkCipher {
             UnboundKey::new(algorithm, key).expect("both AEADs take exactly 32-byte keys");
         ChunkCipher {
             key: LessSafeKey::new(unbound),
-            aad: header.bytes,
-            layout_chunk_size: header.chunk_size,
+            nonces,
+            aad: aad.into(),
+            chunk_size,
         }
     }
 
-    /// Plaintext bytes per full chunk of this file.
+    /// Plaintext bytes per full chunk of this stream.
     pub fn chunk_size(&self) -> u32 {
-        self.layout_chunk_size
+        self.chunk_size
     }
 
-    fn nonce(index: u64, last: bool) -> Nonce {
-        let mut bytes = [0u8; NONCE_LEN];
-        bytes[3..11].copy_from_slice(&index.to_be_bytes());
-        if last {
-            bytes[11] = LAST_CHUNK_FLAG;
-        }
-        Nonce::assume_unique_for_key(bytes)
+    fn nonce(&self, index: u64, last: bool) -> Nonce {
+        Nonce::assume_unique_for_key(self.nonces.nonce(index, last))
     }
 
     /// Seals chunk `index` in place: `chunk` holds the plaintext followed by
     /// `TAG_LEN` bytes of room, which receive the tag.
+    ///
+    /// # Panics
+    /// When `chunk` is shorter than `TAG_LEN` (a caller bug).
     pub fn seal_in_place(&self, index: u64, last: bool, chunk: &mut [u8]) {
+        assert!(chunk.len() >= TAG_LEN, "a chunk has room for its tag");
         let (plain, tag_room) = chunk.split_at_mut(chunk.len() - TAG_LEN);
         let tag = self
             .key
-            .seal_in_place_separate_tag(Self::nonce(index, last), Aad::from(&self.aad), plain)
+            .seal_in_place_separate_tag(self.nonce(index, last), Aad::from(&self.aad[..]), plain)
             .expect("a chunk is far below the AEAD's message size limit");
         tag_room.copy_from_slice(tag.as_ref());
     }
@@ -77,7 +125,7 @@ impl ChunkCipher {
             return Err(FormatError::ChunkAuth { index });
         }
         self.key
-            .open_in_place(Self::nonce(index, last), Aad::from(&self.aad), chunk)
+            .open_in_place(self.nonce(index, last), Aad::from(&self.aad[..]), chunk)
             .map(|_| ())
             .map_err(|_| FormatError::ChunkAuth { index })
     }
@@ -85,6 +133,10 @@ impl ChunkCipher {
     /// Seals the consecutive chunks starting at `first` that fill `buf`,
     /// laid out as in the file (plaintext of each chunk followed by room for
     /// its tag).
+    ///
+    /// # Panics
+    /// When `buf` does not end at a chunk boundary of `layout` (a caller bug:
+    /// size it with [`Layout::span_len`]).
     pub fn seal_span(&self, layout: &Layout, first: u64, buf: &mut [u8]) {
         let mut at = 0;
         let mut index = first;
@@ -99,7 +151,8 @@ impl ChunkCipher {
     /// Opens the consecutive chunks starting at `first` that fill `buf`.
     ///
     /// # Errors
-    /// [`FormatError::ChunkAuth`] naming the first chunk that fails.
+    /// [`FormatError::ChunkAuth`] naming the first chunk that fails, or the
+    /// chunk that `buf` cuts short.
     pub fn open_span(
         &self,
         layout: &Layout,
@@ -110,7 +163,7 @@ impl ChunkCipher {
         let mut index = first;
         while at < buf.len() {
             let len = layout.chunk_plaintext_len(index) + TAG_LEN;
-            if at + len > buf.len() {
+            if buf.len() - at < len {
                 return Err(FormatError::ChunkAuth { index });
             }
             self.open_in_place(index, layout.is_last(index), &mut buf[at..at + len])?;
@@ -118,5 +171,60 @@ impl ChunkCipher {
             index += 1;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_cipher_is_shared_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<ChunkCipher>();
+    }
+
+    #[test]
+    fn stream_nonces_match_age_payload_nonces() {
+        for (index, last) in [
+            (0u64, false),
+            (1, true),
+            (0x0102_0304_0506_0708, false),
+            (u64::MAX, true),
+        ] {
+            // age: 11-byte big-endian counter, then the flag byte.
+            let mut age = [0u8; NONCE_LEN];
+            age[..11].copy_from_slice(&u128::from(index).to_be_bytes()[16 - 11..]);
+            age[11] = u8::from(last);
+            assert_eq!(NonceScheme::Stream.nonce(index, last), age);
+        }
+    }
+
+    #[test]
+    fn chunks_bind_index_flag_and_associated_data() {
+        let key = [9u8; AEAD_KEY_LEN];
+        for algorithm in [Cipher::Aes256Gcm, Cipher::ChaCha20Poly1305] {
+            let cipher = ChunkCipher::new(algorithm, &key, NonceScheme::Stream, b"aad", 1024);
+            let other_aad = ChunkCipher::new(algorithm, &key, NonceScheme::Stream, b"aae", 1024);
+            let mut sealed = *b"plaintext.......tag room........";
+            cipher.seal_in_place(5, false, &mut sealed);
+            for (index, last, opener) in [
+                (4, false, &cipher),
+                (5, true, &cipher),
+                (5, false, &other_aad),
+            ] {
+                let mut copy = sealed;
+                assert_eq!(
+                    opener.open_in_place(index, last, &mut copy),
+                    Err(FormatError::ChunkAuth { index })
+                );
+            }
+            let mut copy = sealed;
+            cipher.open_in_place(5, false, &mut copy).unwrap();
+            assert_eq!(&copy[..16], b"plaintext.......");
+            assert!(cipher
+                .open_in_place(0, true, &mut [0u8; TAG_LEN - 1])
+                .is_err());
+        }
     }
 }

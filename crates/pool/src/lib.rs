@@ -1,6 +1,53 @@
-//! A fixed pool of worker threads over a bounded work queue.
+//! The worker threads that the engine, the chunk store and the network
+//! server schedule their work on.
 //!
-//! [`run`] starts `workers` threads inside a [`std::thread::scope`] (so tasks
+//! A [`Pool`] is a fixed set of long-lived worker threads behind one bounded
+//! queue; each worker owns a [`Scratch`] (two [`SecretBuf`]s, reusable
+//! buffers that are zeroed when they grow or are dropped, since they hold
+//! plaintext) and lends it to every task it runs.
+//!
+//! Work reaches the workers through a [`Scope`], opened with
+//! [`Pool::scope`]. A scope lends the threads tasks that *borrow* from the
+//! caller (the file being read, the key, the output), which is sound because
+//! `scope` returns only after every task it was given has finished, even
+//! when something panics. [`Scope::spawn`] queues one task and blocks while
+//! the queue is full, so a producer walking millions of files holds only a
+//! few tasks in memory. Several threads can hold scopes on one pool at once.
+//!
+//! For streams, [`Scope::ordered`] starts an [`Ordered`] pipeline: tasks run
+//! in parallel, their results reach a `consume` closure on the caller's
+//! thread in submission order, and the bytes submitted but not yet consumed
+//! stay within a budget. Data flows caller -> `Ordered::submit` -> queue ->
+//! worker (with its `Scratch`) -> result slot -> `consume`, in order.
+//!
+//! Cancellation is cooperative: tasks capture a [`Cancel`] and check it. The
+//! pool never drops a queued task, so every result is still delivered.
+//!
+//! ```
+//! use cryptstream_pool::Pool;
+//!
+//! let pool = Pool::new(4);
+//! let input = vec![0x5Au8; 10_000];
+//! let mut output = Vec::new();
+//! pool.scope(|scope| {
+//!     // At most 4 KiB of chunks submitted and not yet written out.
+//!     let mut ordered = scope.ordered(4096, |chunk: Vec<u8>| output.extend(chunk));
+//!     for chunk in input.chunks(1024) {
+//!         // The task borrows `input`; the worker's scratch buffer is reused.
+//!         ordered.submit(chunk.len() as u64, move |scratch| {
+//!             let buf = scratch.primary.resize(chunk.len());
+//!             buf.copy_from_slice(chunk);
+//!             buf.iter().map(|b| b ^ 0xFF).collect()
+//!         });
+//!     }
+//!     ordered.finish();
+//! });
+//! assert_eq!(output, vec![0xA5u8; 10_000]);
+//! ```
+//!
+//! [`run`] with [`Submitter`] is the older one-shot form (threads started and
+//! joined per call); it remains until its callers move to [`Pool`]. It
+//! starts `workers` threads inside a [`std::thread::scope`] (so tasks
 //! may borrow from the caller), gives each one its own state from `init`
 //! (typically reusable buffers), and then calls `produce` on the calling
 //! thread with a [`Submitter`]. Every [`Submitter::submit`] blocks while the
@@ -8,9 +55,16 @@
 //! never holds more than `capacity` tasks in memory: memory stays bounded
 //! whatever the input. When `produce` returns, the queue is closed, the
 //! workers drain it and exit, and `run` returns what `produce` returned.
-//!
-//! The engine, the store and the network server all schedule their work
-//! through this one pool.
+
+mod cancel;
+mod ordered;
+mod pool;
+mod scratch;
+
+pub use cancel::Cancel;
+pub use ordered::Ordered;
+pub use pool::{Pool, Scope};
+pub use scratch::{Scratch, SecretBuf};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 

@@ -34,7 +34,7 @@ pub mod worker;
 
 use std::sync::atomic::AtomicBool;
 
-use cryptstream_engine::{EngineChoice, Plan, Progress, Settings, Summary};
+use cryptstream_engine::{Engine, Plan, Progress, Settings, Summary};
 use thiserror::Error;
 
 pub use parent::run_processes;
@@ -46,6 +46,12 @@ pub const WORKER_ENV: &str = "CRYPTSTREAM_WORKER_FDS";
 /// When set, the parent prints each worker's pid to stderr as it starts
 /// it (for tests and debugging).
 pub const DEBUG_PIDS_ENV: &str = "CRYPTSTREAM_DEBUG_WORKER_PIDS";
+/// The environment variable that may hold the passphrase: removed from
+/// every worker's environment (workers get derived keys, never the
+/// passphrase).
+pub const PASSPHRASE_ENV: &str = "CRYPTSTREAM_PASSPHRASE";
+/// The engine's name on the command line and in the summary.
+pub const ENGINE_NAME: &str = "processes";
 
 /// What can go wrong in the machinery of the process engine (failures of
 /// single files are [`cryptstream_engine::Reason`]s instead).
@@ -68,19 +74,23 @@ pub enum ProcsError {
     Keys(#[from] cryptstream_format::FormatError),
 }
 
-/// Runs `plan` with the engine `settings.engine` resolves to: the thread
-/// engine ([`cryptstream_engine::run`]) or worker processes
-/// ([`run_processes`]). Call it from a thread that lives for the whole run.
-pub fn execute(
-    plan: &Plan,
-    settings: &Settings,
-    progress: &dyn Progress,
-    cancel: &AtomicBool,
-) -> Summary {
-    match settings.engine.resolve() {
-        EngineChoice::Processes => run_processes(plan, settings, progress, cancel),
-        EngineChoice::Auto | EngineChoice::Threads => {
-            cryptstream_engine::run(plan, settings, progress, cancel)
-        }
+/// The process engine, as an [`Engine`] the CLI can choose.
+pub struct ProcessEngine;
+
+impl Engine for ProcessEngine {
+    fn name(&self) -> &'static str {
+        ENGINE_NAME
+    }
+
+    /// Runs `plan` on worker processes. Call it from a thread that lives
+    /// for the whole run (workers die with the thread that started them).
+    fn run(
+        &self,
+        plan: &Plan,
+        settings: &Settings,
+        progress: &dyn Progress,
+        cancel: &AtomicBool,
+    ) -> Summary {
+        run_processes(plan, settings, progress, cancel)
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -12,16 +12,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cryptstream_engine::{
-    apply_dir_modes, finished_output, open_split, EngineChoice, Ledger, OpenFile, Plan, Progress,
-    Reason, RetryRecord, Settings, Summary, SEGMENT_BYTES,
+    finish_run, finished_output, open_split, process_whole, Ledger, OpenFile, PendingLink, Plan,
+    Progress, Reason, RetryRecord, Settings, Source, Summary, SEGMENT_BYTES,
 };
 use cryptstream_format::Layout;
+use cryptstream_pool::SecretBuf;
 use rustix::event::{PollFd, PollFlags};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
-use crate::protocol::{self, EncryptionKey, Hello, Message, Outcome, Received};
+use crate::protocol::{self, Hello, Message, Outcome, Received};
 use crate::ring::{Push, Ring, TaskKind, TaskRecord, NO_OUTPUT, PATH_MAX};
-use crate::{ProcsError, DEBUG_PIDS_ENV, WORKER_ENV};
+use crate::{ProcsError, DEBUG_PIDS_ENV, ENGINE_NAME, PASSPHRASE_ENV, WORKER_ENV};
 
 /// Ring slots per worker: a worker takes a new task only after reporting
 /// the last one, and the parent refills on every report, so with four per
@@ -75,7 +76,7 @@ impl Stop {
     fn reason(&self) -> Reason {
         match self {
             Stop::Cancelled => Reason::Cancelled,
-            Stop::Fatal(text) => Reason::Reported(text.clone()),
+            Stop::Fatal(text) => Reason::Executor(text.clone()),
         }
     }
 }
@@ -86,7 +87,6 @@ struct Supervisor<'a> {
     cancel: &'a AtomicBool,
     ledger: Ledger<'a>,
     ring: Ring,
-    encryption_key: EncryptionKey,
     workers: Vec<Option<WorkerProc>>,
     next_file: usize,
     next_id: u64,
@@ -98,6 +98,8 @@ struct Supervisor<'a> {
     debug_pids: bool,
     /// Receive buffer for worker reports.
     scratch: Vec<u8>,
+    /// Hard links to make once every file is written: job and link.
+    links: Vec<(usize, PendingLink)>,
 }
 
 /// Runs `plan` on worker processes; see the crate docs. Must be called on
@@ -116,19 +118,12 @@ pub fn run_processes(
         Ok(ring) => ring,
         Err(e) => return fail_all(plan, settings, ledger, &e.to_string(), cancel),
     };
-    if settings.key_material.is_none() {
-        let text = "the process engine needs the run's key material";
-        return fail_all(plan, settings, ledger, text, cancel);
-    }
     let mut supervisor = Supervisor {
         plan,
         settings,
         cancel,
         ledger,
         ring,
-        encryption_key: EncryptionKey::from_source(
-            settings.encryption_key.as_ref().map(|k| k.source()),
-        ),
         workers: (0..workers).map(|_| None).collect(),
         next_file: 0,
         next_id: 1,
@@ -139,15 +134,14 @@ pub fn run_processes(
         stop: None,
         debug_pids: std::env::var_os(DEBUG_PIDS_ENV).is_some(),
         scratch: vec![0u8; protocol::MAX_MESSAGE],
+        links: Vec::new(),
     };
     supervisor.run();
-    apply_dir_modes(plan);
-    let mut summary =
-        supervisor
-            .ledger
-            .into_summary(plan, settings, cancel.load(Ordering::Relaxed));
-    summary.engine = EngineChoice::Processes;
-    summary
+    let links = std::mem::take(&mut supervisor.links);
+    finish_run(plan, settings, links, &supervisor.ledger);
+    supervisor
+        .ledger
+        .into_summary(plan, settings, ENGINE_NAME, cancel.load(Ordering::Relaxed))
 }
 
 fn fail_all(
@@ -161,13 +155,11 @@ fn fail_all(
         ledger.record(
             job,
             None,
-            Err(Reason::Reported(text.to_string())),
+            Err(Reason::Executor(text.to_string())),
             Instant::now(),
         );
     }
-    let mut summary = ledger.into_summary(plan, settings, cancel.load(Ordering::Relaxed));
-    summary.engine = EngineChoice::Processes;
-    summary
+    ledger.into_summary(plan, settings, ENGINE_NAME, cancel.load(Ordering::Relaxed))
 }
 
 /// "killed by signal 9 (SIGKILL)" or "exited with status 3".
@@ -191,27 +183,6 @@ fn describe(status: std::process::ExitStatus) -> String {
 
 /// Removes the named temp outputs (`.NAME.cst-tmp-PID-N`, only made on
 /// filesystems without `O_TMPFILE`) that a dead worker left for `output`.
-fn remove_named_temps(output: &Path, pid: u32) {
-    let (Some(dir), Some(name)) = (output.parent(), output.file_name()) else {
-        return;
-    };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let mut prefix = b".".to_vec();
-    prefix.extend_from_slice(name.as_bytes());
-    prefix.extend_from_slice(format!(".cst-tmp-{pid}-").as_bytes());
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            if entry.file_name().as_bytes().starts_with(&prefix) {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
-}
-
 impl Supervisor<'_> {
     fn live_workers(&self) -> usize {
         self.workers.iter().filter(|w| w.is_some()).count()
@@ -288,10 +259,10 @@ impl Supervisor<'_> {
             Unit::Whole(j) => {
                 let job = &self.plan.files[j];
                 let input = job.input.as_os_str().as_bytes().to_vec();
-                let output = job
-                    .output
-                    .as_ref()
-                    .map(|o| o.as_os_str().as_bytes().to_vec());
+                let output = self
+                    .plan
+                    .output_relative(job)
+                    .map(|o| o.into_os_string().into_vec());
                 let relative = job.relative.as_os_str().as_bytes().to_vec();
                 record.input_len = input.len() as u32;
                 record.output_len = output.as_ref().map_or(NO_OUTPUT, |o| o.len() as u32);
@@ -333,20 +304,31 @@ impl Supervisor<'_> {
             let j = self.next_file;
             self.next_file += 1;
             let job = &self.plan.files[j];
+            if job.source != Source::File {
+                // Link entries being encrypted are a few hundred bytes:
+                // sealed here, with no task to hand out.
+                self.seal_entry_here(j);
+                continue;
+            }
             if job.size <= SEGMENT_BYTES {
-                let too_long = [Some(&job.input), job.output.as_ref(), Some(&job.relative)]
-                    .into_iter()
-                    .flatten()
-                    .any(|p| p.as_os_str().len() > PATH_MAX);
+                let output = self.plan.output_relative(job);
+                let too_long = [
+                    Some(job.input.as_path()),
+                    output.as_deref(),
+                    Some(job.relative.as_path()),
+                ]
+                .into_iter()
+                .flatten()
+                .any(|p| p.as_os_str().len() > PATH_MAX);
                 if too_long {
                     let text = format!("path longer than {PATH_MAX} bytes");
                     self.ledger
-                        .record(job, None, Err(Reason::Reported(text)), Instant::now());
+                        .record(job, None, Err(Reason::Executor(text)), Instant::now());
                     continue;
                 }
                 return Some(self.new_task(Unit::Whole(j)));
             }
-            let Some(open) = open_split(self.settings, job, &self.ledger) else {
+            let Some(open) = open_split(self.plan, self.settings, job, &self.ledger) else {
                 continue;
             };
             let (segments, per_segment) = (open.segments, open.per_segment);
@@ -374,6 +356,29 @@ impl Supervisor<'_> {
             return self.pending.get(first).copied();
         }
         None
+    }
+
+    /// Encrypts link entry `plan.files[j]` on this thread.
+    fn seal_entry_here(&mut self, j: usize) {
+        let job = &self.plan.files[j];
+        let started = Instant::now();
+        let outcome = self.plan.target(job).map_err(Reason::Write).map(|target| {
+            process_whole(
+                self.settings,
+                job,
+                target.as_ref(),
+                &mut SecretBuf::new(),
+                self.cancel,
+                &mut |_| {},
+            )
+        });
+        match outcome {
+            Ok(outcome) => {
+                let result = outcome.result.map(|_| ());
+                self.ledger.record(job, outcome.layout, result, started);
+            }
+            Err(reason) => self.ledger.record(job, None, Err(reason), started),
+        }
     }
 
     /// Sends split file `split`'s descriptors to worker `slot` (if live).
@@ -436,6 +441,9 @@ impl Supervisor<'_> {
         let mut command = Command::new(exe);
         command
             .arg0("cryptstream-worker")
+            // Workers get derived keys on their socket; the passphrase
+            // itself stays in this process.
+            .env_remove(PASSPHRASE_ENV)
             .env(WORKER_ENV, format!("{ring_fd},{child_fd}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -468,11 +476,22 @@ impl Supervisor<'_> {
         if self.debug_pids {
             eprintln!("cryptstream: worker {slot} started, pid {pid}");
         }
-        let keys = self
-            .settings
-            .key_material
-            .as_ref()
-            .expect("checked before the loop starts");
+        let keyring = &self.settings.keyring;
+        let keys = keyring
+            .key_files()
+            .iter()
+            .map(cryptstream_engine::keys::copy_of)
+            .chain(
+                keyring
+                    .derived_keys()
+                    .iter()
+                    .map(|k| cryptstream_engine::keys::copy_of(k)),
+            )
+            .collect();
+        #[cfg(debug_assertions)]
+        let fixed_salt = self.settings.fixed_salt;
+        #[cfg(not(debug_assertions))]
+        let fixed_salt = None;
         let hello = Hello {
             worker: slot as u32,
             parent_pid,
@@ -482,15 +501,16 @@ impl Supervisor<'_> {
             overwrite: self.settings.overwrite,
             durable: self.settings.durable,
             io: self.settings.io,
-            fixed_salt: self.settings.fixed_salt,
-            encryption_key: self.encryption_key,
-            keys: cryptstream_engine::KeyMaterial {
-                key_files: keys.key_files.clone(),
-                passphrase: keys
-                    .passphrase
-                    .as_ref()
-                    .map(|p| cryptstream_format::Passphrase::new(p.as_bytes().to_vec())),
-            },
+            fixed_salt,
+            output_root: self.plan.output_root().map(Path::to_path_buf),
+            umask: self.settings.umask,
+            keep_special_bits: self.settings.keep_special_bits,
+            encryption_key: self
+                .settings
+                .encryption_key
+                .as_deref()
+                .map(cryptstream_engine::keys::copy_of),
+            keys,
         };
         if let Err(e) = protocol::send_hello(parent_end.as_fd(), &hello) {
             let _ = child.kill();
@@ -574,7 +594,7 @@ impl Supervisor<'_> {
         slot: usize,
         id: u64,
         bytes: u64,
-        layout: Option<(u32, u64)>,
+        layout: Option<(u32, u32, u64)>,
         outcome: Outcome,
     ) {
         let Some(task) = self.tasks.remove(&id) else {
@@ -589,16 +609,30 @@ impl Supervisor<'_> {
         let result = match outcome {
             Outcome::Ok => Ok(()),
             Outcome::Cancelled => Err(Reason::Cancelled),
-            Outcome::Failed(text) => Err(Reason::Reported(text)),
+            Outcome::Failed(text) => Err(Reason::Executor(text)),
+            Outcome::LinkLater(target) => {
+                if let Unit::Whole(j) = task.unit {
+                    let target = std::ffi::OsString::from_vec(target).into();
+                    self.links.push((j, PendingLink { target }));
+                }
+                return;
+            }
         };
         self.resolve(task, result, layout);
     }
 
     /// Ends a task with `result`.
-    fn resolve(&mut self, task: TaskState, result: Result<(), Reason>, layout: Option<(u32, u64)>) {
+    fn resolve(
+        &mut self,
+        task: TaskState,
+        result: Result<(), Reason>,
+        layout: Option<(u32, u32, u64)>,
+    ) {
         match task.unit {
             Unit::Whole(j) => {
-                let layout = layout.map(|(chunk, len)| Layout::new(chunk, len));
+                let layout = layout.and_then(|(header_len, chunk, len)| {
+                    Layout::new(header_len as usize, chunk, len).ok()
+                });
                 self.ledger
                     .record(&self.plan.files[j], layout, result, task.started);
             }
@@ -664,20 +698,30 @@ impl Supervisor<'_> {
         };
         if let Unit::Whole(j) = task.unit {
             let job = &self.plan.files[j];
-            if let Some(output) = &job.output {
-                remove_named_temps(output, pid);
+            // Named temp files (filesystems without O_TMPFILE) of the dead
+            // worker go; those of live processes stay.
+            if let Ok(Some(target)) = self.plan.target(job) {
+                cryptstream_output::remove_stale_temps(&target.dir);
             }
             // The worker may have linked a complete output and died before
             // reporting it: then that output is the result, and a rerun
             // would only find its name taken.
-            if let Some(layout) = finished_output(self.settings, job) {
+            let found = self
+                .plan
+                .output_path(job)
+                .and_then(|output| finished_output(self.settings, job, &output));
+            if let Some(layout) = found {
                 self.ledger.record_retry(RetryRecord {
                     path,
                     task: "whole file, found complete: not run again".into(),
                     worker_pid: pid,
                     cause,
                 });
-                let layout = (layout.chunk_size(), layout.plaintext_len());
+                let layout = (
+                    layout.header_len() as u32,
+                    layout.chunk_size(),
+                    layout.plaintext_len(),
+                );
                 return self.resolve(task, Ok(()), Some(layout));
             }
         }
@@ -692,7 +736,10 @@ impl Supervisor<'_> {
             self.tasks.insert(id, task);
             self.pending.push_front(id);
         } else {
-            self.resolve(task, Err(Reason::WorkerDied { pid, cause }), None);
+            let text = format!(
+                "worker process {pid} died while processing this file ({cause}), also after a retry on another worker"
+            );
+            self.resolve(task, Err(Reason::Executor(text)), None);
         }
     }
 

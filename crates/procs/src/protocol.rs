@@ -15,8 +15,8 @@ use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use cryptstream_engine::{Direction, IoChoice, KeyMaterial, Overwrite};
-use cryptstream_format::{Cipher, KdfParams, KeySource, Passphrase, HEADER_LEN};
+use cryptstream_engine::{Direction, IoChoice, Overwrite};
+use cryptstream_format::{Cipher, KdfParams, KeySource, MasterKey, MAX_HEADER_LEN};
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags,
@@ -26,7 +26,7 @@ use zeroize::Zeroizing;
 use crate::ProcsError;
 
 /// Version of this protocol; a worker refuses a parent of another version.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest message either side sends.
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Longest failure message a worker sends (longer ones are cut).
@@ -36,36 +36,6 @@ const KIND_HELLO: u8 = 1;
 const KIND_OPEN_SPLIT: u8 = 2;
 const KIND_CLOSE_SPLIT: u8 = 3;
 const KIND_DONE: u8 = 4;
-
-/// How the encryption key of an encrypt run is found again in a worker.
-#[derive(Clone, Copy)]
-pub enum EncryptionKey {
-    /// Not encrypting.
-    None,
-    /// The first key file.
-    FirstKeyFile,
-    /// The passphrase with this Argon2id salt and these costs.
-    Passphrase {
-        /// Argon2id salt of the run.
-        salt: [u8; 16],
-        /// Argon2id costs.
-        params: KdfParams,
-    },
-}
-
-impl EncryptionKey {
-    /// The description of `source`.
-    pub fn from_source(source: Option<&KeySource>) -> EncryptionKey {
-        match source {
-            None => EncryptionKey::None,
-            Some(KeySource::KeyFile(_)) => EncryptionKey::FirstKeyFile,
-            Some(KeySource::Passphrase { salt, params }) => EncryptionKey::Passphrase {
-                salt: *salt,
-                params: *params,
-            },
-        }
-    }
-}
 
 /// Everything a worker needs before its first task.
 pub struct Hello {
@@ -87,10 +57,18 @@ pub struct Hello {
     pub io: IoChoice,
     /// Test seed for salts.
     pub fixed_salt: Option<[u8; 32]>,
-    /// How to find the encryption key.
-    pub encryption_key: EncryptionKey,
-    /// The secrets.
-    pub keys: KeyMaterial,
+    /// Where outputs go: the root of the output tree (worker processes
+    /// open every output directory below it, never following a symlink).
+    pub output_root: Option<std::path::PathBuf>,
+    /// The umask restored modes go through.
+    pub umask: u32,
+    /// Keep setuid/setgid/sticky bits.
+    pub keep_special_bits: bool,
+    /// The key that seals new files (encrypt only).
+    pub encryption_key: Option<MasterKey>,
+    /// Every key that may open files: key files and passphrase keys the
+    /// parent derived (a worker never sees the passphrase itself).
+    pub keys: Vec<MasterKey>,
 }
 
 /// How a task ended, as a worker reports it.
@@ -100,6 +78,9 @@ pub enum Outcome {
     Ok,
     /// Stopped because the worker was told to stop.
     Cancelled,
+    /// A hard-link entry authenticated: the parent makes the link to this
+    /// target (relative to the output root) once every file is written.
+    LinkLater(Vec<u8>),
     /// Failed, with the reason as printed.
     Failed(String),
 }
@@ -113,7 +94,7 @@ pub enum Message {
         /// Plaintext length (fixes the layout).
         plaintext_len: u64,
         /// The header as on disk.
-        header: [u8; HEADER_LEN],
+        header: Vec<u8>,
         /// The input.
         input: OwnedFd,
         /// The temp output, when there is one.
@@ -130,9 +111,10 @@ pub enum Message {
         task_id: u64,
         /// Input bytes processed (for progress).
         bytes: u64,
-        /// For whole files that could be opened: chunk size and plaintext
-        /// length, from which the parent counts bytes in and out.
-        layout: Option<(u32, u64)>,
+        /// For whole files that could be opened: header length, chunk size
+        /// and plaintext length, from which the parent counts bytes in and
+        /// out.
+        layout: Option<(u32, u32, u64)>,
         /// How it ended.
         outcome: Outcome,
     },
@@ -238,6 +220,44 @@ fn value_of<T: Copy>(table: &[(T, u8)], id: u8, what: &'static str) -> Result<T,
         .ok_or(ProcsError::Protocol(what))
 }
 
+/// Writes a key: where it came from, then its 32 bytes.
+fn encode_key<'w>(w: &'w mut Writer, key: &MasterKey) -> &'w mut Writer {
+    match key.source() {
+        KeySource::KeyFile(_) => w.u8(1),
+        KeySource::Passphrase { salt, params } => w
+            .u8(2)
+            .raw(salt)
+            .u32(params.m_kib)
+            .u32(params.t)
+            .u32(params.p),
+    };
+    w.raw(key.expose_bytes())
+}
+
+/// Reads a key written by [`encode_key`].
+fn decode_key(r: &mut Reader<'_>) -> Result<MasterKey, ProcsError> {
+    let kind = r.u8()?;
+    let passphrase = match kind {
+        1 => None,
+        2 => Some((
+            r.array::<16>()?,
+            KdfParams {
+                m_kib: r.u32()?,
+                t: r.u32()?,
+                p: r.u32()?,
+            },
+        )),
+        _ => return Err(ProcsError::Protocol("unknown key kind")),
+    };
+    let bytes = Zeroizing::new(r.array::<32>()?);
+    Ok(match passphrase {
+        None => MasterKey::from_key_bytes(*bytes),
+        Some((salt, params)) => {
+            MasterKey::from_parts(bytes, KeySource::Passphrase { salt, params })
+        }
+    })
+}
+
 impl Hello {
     /// The encoded hello (zeroized when dropped: it holds the secrets).
     pub fn encode(&self) -> Zeroizing<Vec<u8>> {
@@ -255,24 +275,21 @@ impl Hello {
             Some(seed) => w.u8(1).raw(seed),
             None => w.u8(0),
         };
-        match self.encryption_key {
-            EncryptionKey::None => w.u8(0),
-            EncryptionKey::FirstKeyFile => w.u8(1),
-            EncryptionKey::Passphrase { salt, params } => w
-                .u8(2)
-                .raw(&salt)
-                .u32(params.m_kib)
-                .u32(params.t)
-                .u32(params.p),
-        };
-        w.u32(self.keys.key_files.len() as u32);
-        for text in &self.keys.key_files {
-            w.bytes(text.as_bytes());
-        }
-        match &self.keys.passphrase {
-            Some(p) => w.u8(1).bytes(p.as_bytes()),
+        match &self.output_root {
+            Some(root) => w
+                .u8(1)
+                .bytes(std::os::unix::ffi::OsStrExt::as_bytes(root.as_os_str())),
             None => w.u8(0),
         };
+        w.u32(self.umask).u8(u8::from(self.keep_special_bits));
+        match &self.encryption_key {
+            Some(key) => encode_key(w.u8(1), key),
+            None => w.u8(0),
+        };
+        w.u32(self.keys.len() as u32);
+        for key in &self.keys {
+            encode_key(&mut w, key);
+        }
         w.0
     }
 
@@ -303,29 +320,23 @@ impl Hello {
             0 => None,
             _ => Some(r.array::<32>()?),
         };
+        let output_root = match r.u8()? {
+            0 => None,
+            _ => Some(std::path::PathBuf::from(
+                <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(r.bytes()?),
+            )),
+        };
+        let umask = r.u32()?;
+        let keep_special_bits = r.u8()? != 0;
         let encryption_key = match r.u8()? {
-            0 => EncryptionKey::None,
-            1 => EncryptionKey::FirstKeyFile,
-            _ => EncryptionKey::Passphrase {
-                salt: r.array::<16>()?,
-                params: KdfParams {
-                    m_kib: r.u32()?,
-                    t: r.u32()?,
-                    p: r.u32()?,
-                },
-            },
+            0 => None,
+            _ => Some(decode_key(&mut r)?),
         };
         let count = r.u32()? as usize;
-        let mut key_files = Vec::with_capacity(count.min(64));
+        let mut keys = Vec::with_capacity(count.min(64));
         for _ in 0..count {
-            let text = std::str::from_utf8(r.bytes()?)
-                .map_err(|_| ProcsError::Protocol("key file text is not UTF-8"))?;
-            key_files.push(Zeroizing::new(text.to_string()));
+            keys.push(decode_key(&mut r)?);
         }
-        let passphrase = match r.u8()? {
-            0 => None,
-            _ => Some(Passphrase::new(r.bytes()?.to_vec())),
-        };
         Ok(Hello {
             worker,
             parent_pid,
@@ -336,11 +347,11 @@ impl Hello {
             durable,
             io,
             fixed_salt,
+            output_root,
+            umask,
+            keep_special_bits,
             encryption_key,
-            keys: KeyMaterial {
-                key_files,
-                passphrase,
-            },
+            keys,
         })
     }
 }
@@ -389,7 +400,7 @@ pub fn send_message(socket: BorrowedFd<'_>, message: &Message) -> Result<(), Pro
             let mut w = Writer::new(KIND_OPEN_SPLIT);
             w.u64(*split_id)
                 .u64(*plaintext_len)
-                .raw(header)
+                .bytes(header)
                 .u8(u8::from(output.is_some()));
             let mut fds = vec![input.as_fd()];
             fds.extend(output.as_ref().map(|o| o.as_fd()));
@@ -409,12 +420,13 @@ pub fn send_message(socket: BorrowedFd<'_>, message: &Message) -> Result<(), Pro
             let mut w = Writer::new(KIND_DONE);
             w.u64(*task_id).u64(*bytes);
             match layout {
-                Some((chunk, len)) => w.u8(1).u32(*chunk).u64(*len),
+                Some((header_len, chunk, len)) => w.u8(1).u32(*header_len).u32(*chunk).u64(*len),
                 None => w.u8(0),
             };
             match outcome {
                 Outcome::Ok => w.u8(0),
                 Outcome::Cancelled => w.u8(1),
+                Outcome::LinkLater(target) => w.u8(3).bytes(target),
                 Outcome::Failed(text) => {
                     let mut end = text.len().min(MAX_REASON);
                     while !text.is_char_boundary(end) {
@@ -486,7 +498,11 @@ pub fn receive(
         KIND_OPEN_SPLIT => {
             let split_id = r.u64()?;
             let plaintext_len = r.u64()?;
-            let header = r.array::<HEADER_LEN>()?;
+            let header = r.bytes()?;
+            if header.len() > MAX_HEADER_LEN {
+                return Err(ProcsError::Protocol("header too long"));
+            }
+            let header = header.to_vec();
             let has_output = r.u8()? != 0;
             let mut fds = fds.into_iter();
             let input = fds
@@ -514,11 +530,12 @@ pub fn receive(
             let bytes = r.u64()?;
             let layout = match r.u8()? {
                 0 => None,
-                _ => Some((r.u32()?, r.u64()?)),
+                _ => Some((r.u32()?, r.u32()?, r.u64()?)),
             };
             let outcome = match r.u8()? {
                 0 => Outcome::Ok,
                 1 => Outcome::Cancelled,
+                3 => Outcome::LinkLater(r.bytes()?.to_vec()),
                 _ => Outcome::Failed(String::from_utf8_lossy(r.bytes()?).into_owned()),
             };
             Message::Done {
@@ -591,18 +608,21 @@ mod tests {
             durable: true,
             io: IoChoice::Mmap,
             fixed_salt: Some([9; 32]),
-            encryption_key: EncryptionKey::Passphrase {
-                salt: [1; 16],
-                params: KdfParams {
-                    m_kib: 64,
-                    t: 1,
-                    p: 1,
+            output_root: Some("/out/root".into()),
+            umask: 0o027,
+            keep_special_bits: true,
+            encryption_key: Some(MasterKey::from_parts(
+                Zeroizing::new([7; 32]),
+                KeySource::Passphrase {
+                    salt: [1; 16],
+                    params: KdfParams {
+                        m_kib: 64,
+                        t: 1,
+                        p: 1,
+                    },
                 },
-            },
-            keys: KeyMaterial {
-                key_files: vec![Zeroizing::new("key text".to_string())],
-                passphrase: Some(Passphrase::new(b"secret".to_vec())),
-            },
+            )),
+            keys: vec![MasterKey::from_key_bytes([5; 32])],
         };
         let back = Hello::decode(&hello.encode()).unwrap();
         assert_eq!(back.worker, 3);
@@ -613,12 +633,15 @@ mod tests {
         assert!(back.durable);
         assert_eq!(back.io, IoChoice::Mmap);
         assert_eq!(back.fixed_salt, Some([9; 32]));
-        assert!(matches!(
-            back.encryption_key,
-            EncryptionKey::Passphrase { salt, .. } if salt == [1; 16]
-        ));
-        assert_eq!(&*back.keys.key_files[0], "key text");
-        assert_eq!(back.keys.passphrase.unwrap().as_bytes(), b"secret");
+        assert_eq!(back.output_root, Some("/out/root".into()));
+        assert_eq!((back.umask, back.keep_special_bits), (0o027, true));
+        let key = back.encryption_key.unwrap();
+        assert_eq!(key.expose_bytes(), &[7; 32]);
+        assert!(matches!(key.source(), KeySource::Passphrase { salt, .. } if *salt == [1; 16]));
+        assert_eq!(
+            back.keys[0].key_id(),
+            MasterKey::from_key_bytes([5; 32]).key_id()
+        );
     }
 
     #[test]
@@ -637,7 +660,7 @@ mod tests {
             &Message::OpenSplit {
                 split_id: 5,
                 plaintext_len: 77,
-                header: [3; HEADER_LEN],
+                header: vec![3; MAX_HEADER_LEN],
                 input: OwnedFd::from(file.try_clone().unwrap()),
                 output: None,
             },
@@ -648,7 +671,7 @@ mod tests {
             &Message::Done {
                 task_id: 9,
                 bytes: 10,
-                layout: Some((1024, 10)),
+                layout: Some((160, 1024, 10)),
                 outcome: Outcome::Failed("nope".into()),
             },
         )

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,11 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cryptstream_engine::{
-    process_whole, EngineChoice, FileJob, OpenFile, Reason, Settings, SplitParts,
+    process_whole, Done, FileJob, OpenFile, Reason, Settings, Source, SplitParts, Target,
 };
-use cryptstream_format::MasterKey;
+use cryptstream_format::Keyring;
+use cryptstream_output::DirFd;
+use cryptstream_pool::SecretBuf;
 
-use crate::protocol::{self, EncryptionKey, Hello, Message, Outcome, Received};
+use crate::protocol::{self, Hello, Message, Outcome, Received};
 use crate::ring::{Popped, Ring, TaskKind, NO_OUTPUT};
 use crate::{ProcsError, WORKER_ENV};
 
@@ -41,7 +43,12 @@ const STALL_FOR: Duration = Duration::from_secs(3);
 
 /// The task id a fault-injection variable names, if it is set.
 fn debug_task(variable: &str) -> Option<u64> {
-    std::env::var(variable).ok()?.parse().ok()
+    // Test hooks exist in test builds only.
+    if cfg!(debug_assertions) {
+        std::env::var(variable).ok()?.parse().ok()
+    } else {
+        None
+    }
 }
 
 /// Runs this process as a worker if the parent asked for it (the
@@ -118,15 +125,20 @@ fn start(value: &OsStr) -> Result<ExitCode, ProcsError> {
     let ring = Ring::attach(ring_fd)?;
     ring.set_worker_pid(hello.worker, std::process::id());
     let settings = settings_from(&hello)?;
+    let output_root = match &hello.output_root {
+        Some(root) => Some(DirFd::open(root).map_err(ProcsError::Socket)?),
+        None => None,
+    };
     let mut worker = Worker {
         me: hello.worker,
         parent_pid: hello.parent_pid,
         ring,
         socket,
         settings,
+        output_root,
         splits: HashMap::new(),
         stop,
-        buf: Vec::new(),
+        buf: SecretBuf::new(),
         scratch: vec![0u8; protocol::MAX_MESSAGE],
         stall_task: debug_task(STALL_TASK_ENV),
         die_after_task: debug_task(DIE_AFTER_TASK_ENV),
@@ -136,37 +148,35 @@ fn start(value: &OsStr) -> Result<ExitCode, ProcsError> {
 }
 
 fn settings_from(hello: &Hello) -> Result<Settings, ProcsError> {
-    let keyring = hello.keys.keyring()?;
-    let encryption_key = match hello.encryption_key {
-        EncryptionKey::None => None,
-        EncryptionKey::FirstKeyFile => {
-            Some(keyring.encryption_key(cryptstream_format::KdfParams::DEFAULT)?)
+    let mut key_files = Vec::new();
+    let mut derived = Vec::new();
+    for key in &hello.keys {
+        let copy = cryptstream_engine::keys::copy_of(key);
+        match key.source() {
+            cryptstream_format::KeySource::KeyFile(_) => key_files.push(copy),
+            cryptstream_format::KeySource::Passphrase { .. } => derived.push(copy),
         }
-        EncryptionKey::Passphrase { salt, params } => {
-            let passphrase = hello
-                .keys
-                .passphrase
-                .as_ref()
-                .ok_or(ProcsError::Protocol("passphrase key without a passphrase"))?;
-            Some(Arc::new(MasterKey::from_passphrase(
-                passphrase, salt, params,
-            )?))
-        }
-    };
-    Ok(Settings {
-        direction: hello.direction,
-        workers: 1,
-        cipher: hello.cipher,
-        chunk_size: hello.chunk_size,
-        overwrite: hello.overwrite,
-        durable: hello.durable,
-        keyring,
-        encryption_key,
-        fixed_salt: hello.fixed_salt,
-        engine: EngineChoice::Processes,
-        io: hello.io,
-        key_material: None,
-    })
+    }
+    let keyring = Keyring::new(key_files, None);
+    for key in derived {
+        keyring.insert_derived(key);
+    }
+    let encryption_key = hello
+        .encryption_key
+        .as_ref()
+        .map(|k| Arc::new(cryptstream_engine::keys::copy_of(k)));
+    let builder = Settings::builder(hello.direction, keyring)
+        .cipher(hello.cipher)
+        .chunk_size(hello.chunk_size)
+        .overwrite(hello.overwrite)
+        .durable(hello.durable)
+        .io(hello.io)
+        .umask(hello.umask)
+        .keep_special_bits(hello.keep_special_bits)
+        .encryption_key(encryption_key);
+    #[cfg(debug_assertions)]
+    let builder = builder.fixed_salt(hello.fixed_salt);
+    Ok(builder.build())
 }
 
 /// A split file as this worker knows it: descriptors received, cipher
@@ -182,9 +192,11 @@ struct Worker {
     ring: Ring,
     socket: OwnedFd,
     settings: Settings,
+    /// The output tree's root, opened once; outputs are opened below it.
+    output_root: Option<DirFd>,
     splits: HashMap<u64, Split>,
     stop: Arc<AtomicBool>,
-    buf: Vec<u8>,
+    buf: SecretBuf,
     /// Receive buffer for messages from the parent (no secrets after the
     /// hello).
     scratch: Vec<u8>,
@@ -282,6 +294,20 @@ impl Worker {
         }
     }
 
+    /// Where the output `relative` (to the root) goes: its directory,
+    /// opened below the root without following any symbolic link.
+    fn target(&self, root: &DirFd, relative: &std::path::Path) -> std::io::Result<Target> {
+        let name = relative
+            .file_name()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        let dir = root.open_beneath(relative.parent().unwrap_or(std::path::Path::new("")))?;
+        Ok(Target {
+            root: root.clone(),
+            dir,
+            name: name.to_os_string(),
+        })
+    }
+
     fn run(&mut self, task: Popped) -> Result<Message, ProcsError> {
         let task_id = task.record.task_id;
         self.stall_if_asked(task_id);
@@ -290,20 +316,47 @@ impl Worker {
             let path = |b: Vec<u8>| PathBuf::from(OsStr::from_bytes(&b));
             let job = FileJob {
                 input: path(input),
-                output: (task.record.output_len != NO_OUTPUT).then(|| path(output)),
+                output: None,
                 relative: path(relative),
                 size: 0,
+                source: Source::File,
+            };
+            let target = match (&self.output_root, task.record.output_len != NO_OUTPUT) {
+                (Some(root), true) => match self.target(root, &path(output)) {
+                    Ok(target) => Some(target),
+                    Err(e) => {
+                        return Ok(Message::Done {
+                            task_id,
+                            bytes: 0,
+                            layout: None,
+                            outcome: outcome(Err(Reason::Write(e))),
+                        })
+                    }
+                },
+                _ => None,
             };
             let mut bytes = 0;
-            let (layout, result) =
-                process_whole(&self.settings, &job, &mut self.buf, &self.stop, &mut |n| {
-                    bytes += n
-                });
+            let done = process_whole(
+                &self.settings,
+                &job,
+                target.as_ref(),
+                &mut self.buf,
+                &self.stop,
+                &mut |n| bytes += n,
+            );
+            let outcome = match done.result {
+                Ok(Done::LinkLater(link)) => {
+                    Outcome::LinkLater(link.target.into_os_string().into_vec())
+                }
+                other => outcome(other.map(|_| ())),
+            };
             return Ok(Message::Done {
                 task_id,
                 bytes,
-                layout: layout.map(|l| (l.chunk_size(), l.plaintext_len())),
-                outcome: outcome(result),
+                layout: done
+                    .layout
+                    .map(|l| (l.header_len() as u32, l.chunk_size(), l.plaintext_len())),
+                outcome,
             });
         }
         let split_id = task.record.split_id;

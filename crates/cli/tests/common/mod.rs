@@ -41,7 +41,7 @@ pub const SUFFIX: &str = ".cst";
 /// Plaintext bytes per segment: larger files are split across workers.
 pub const SEGMENT_BYTES: u64 = cryptstream_engine::SEGMENT_BYTES;
 /// Length of the file header.
-pub const HEADER_LEN: usize = cryptstream_format::HEADER_LEN;
+pub const HEADER_LEN: usize = cryptstream_format::HEADER_LEN_V2;
 /// Length of each chunk's authentication tag.
 pub const TAG_LEN: usize = cryptstream_format::TAG_LEN;
 

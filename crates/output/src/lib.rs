@@ -1,0 +1,916 @@
+//! Safe file output: files that appear under their final name only when
+//! complete, written into directory trees that are created and walked
+//! through directory descriptors, never through a path that can be swapped.
+//!
+//! An [`OutputTree`] holds the root directory of a run open and adds the
+//! directories below it one by one ([`OutputTree::add_dir`]): each is
+//! created private (0700) with `mkdirat` in its already-open parent, and an
+//! existing entry that is a symbolic link is refused rather than followed.
+//! A [`DirFd`] is such an open directory. Files are written as an
+//! [`AtomicFile`]: an unnamed `O_TMPFILE` (mode 0600) in its directory,
+//! linked under its name by [`AtomicFile::commit`] only when complete, so a
+//! crash, SIGKILL included, leaves nothing. Filesystems without `O_TMPFILE`
+//! get a hidden named temp file (`.cst-tmp.PID.N.NAME`, mode 0600) that is
+//! renamed into place; one left behind by a killed process is removed by
+//! the next run that writes into that directory ([`remove_stale_temps`]).
+//! Symbolic links ([`create_symlink`]) and hard links ([`hard_link`]) are
+//! made the same way: relative to directory descriptors, never following
+//! a link on the way. Directories get their final mode and mtime last,
+//! deepest first ([`OutputTree::finish_dirs`]), so a directory stays
+//! private while it is being filled and a read-only one does not stop its
+//! own contents from being written.
+//!
+//! The engine writes every output through this crate; the chunk store and
+//! the network receiver are meant to do the same.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, ResolveFlags, Timespec, Timestamps, CWD};
+use rustix::io::Errno;
+
+/// Mode of every file and directory while it is being written: private.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+/// Mode of directories created by a run until the run ends.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Prefix of named temp files (on filesystems without `O_TMPFILE`).
+const TEMP_PREFIX: &str = ".cst-tmp.";
+/// Longest part of the final name kept in a temp name (NAME_MAX is 255).
+const TEMP_NAME_KEEP: usize = 200;
+
+/// Counter that makes temp names unique within the process.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+/// Whether `linkat(fd, "", AT_EMPTY_PATH)` is allowed (cleared on the first refusal).
+static EMPTY_PATH_WORKS: AtomicBool = AtomicBool::new(true);
+/// Set by a test build to behave as on a filesystem without `O_TMPFILE`.
+static NAMED_TEMPS_ONLY: AtomicBool = AtomicBool::new(false);
+
+/// Makes every [`AtomicFile`] use a named temp file, as on NFS, CIFS or
+/// FUSE. Test builds only: the binary calls it when its debug hook asks.
+#[cfg(debug_assertions)]
+pub fn force_named_temp_files() {
+    NAMED_TEMPS_ONLY.store(true, Ordering::Relaxed);
+}
+
+/// A modification (or access) time with nanoseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Timestamp {
+    /// Seconds since the Unix epoch (negative before it).
+    pub seconds: i64,
+    /// Nanoseconds, below 1 000 000 000.
+    pub nanos: u32,
+}
+
+impl Timestamp {
+    /// The modification time of `meta`.
+    pub fn mtime_of(meta: &std::fs::Metadata) -> Timestamp {
+        use std::os::unix::fs::MetadataExt;
+        Timestamp {
+            seconds: meta.mtime(),
+            nanos: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
+        }
+    }
+
+    /// These times as `utimensat` takes them: mtime set, atime left alone.
+    fn as_mtime_only(self) -> Timestamps {
+        Timestamps {
+            last_access: Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_OMIT,
+            },
+            last_modification: Timespec {
+                tv_sec: self.seconds,
+                tv_nsec: i64::from(self.nanos),
+            },
+        }
+    }
+}
+
+/// What to do when the final name already exists at commit time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replace {
+    /// Fail with `AlreadyExists`: never clobber.
+    Never,
+    /// Atomically replace what is there (a file or a symlink; the link
+    /// itself is replaced, never written through).
+    Always,
+}
+
+/// An open directory that outputs are created in. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct DirFd(Arc<OwnedFd>);
+
+impl DirFd {
+    /// Opens the directory at `path`, following symbolic links: for the
+    /// root a user named on the command line, never for paths below it.
+    ///
+    /// # Errors
+    /// Any error opening it; `NotADirectory` when it is not a directory.
+    pub fn open(path: &Path) -> io::Result<DirFd> {
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(DirFd(Arc::new(fd)))
+    }
+
+    /// Opens the directory `relative` below this one without following any
+    /// symbolic link and without leaving this directory (`openat2` with
+    /// `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`; component by component
+    /// with `O_NOFOLLOW` where `openat2` is missing).
+    ///
+    /// # Errors
+    /// `ELOOP` when a component is a symbolic link, `EXDEV`/`InvalidInput`
+    /// for a path that leaves this directory, and any open error.
+    pub fn open_beneath(&self, relative: &Path) -> io::Result<DirFd> {
+        if relative.as_os_str().is_empty() {
+            return Ok(self.clone());
+        }
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let resolve =
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        match rustix::fs::openat2(&*self.0, relative, flags, Mode::empty(), resolve) {
+            Ok(fd) => return Ok(DirFd(Arc::new(fd))),
+            Err(Errno::NOSYS) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let mut dir = self.clone();
+        for component in relative.components() {
+            let Component::Normal(name) = component else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "path leaves the output directory",
+                ));
+            };
+            let fd = rustix::fs::openat(&*dir.0, name, flags | OFlags::NOFOLLOW, Mode::empty())?;
+            dir = DirFd(Arc::new(fd));
+        }
+        Ok(dir)
+    }
+
+    /// The descriptor.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+/// A directory of an [`OutputTree`]: where it is and what it becomes.
+struct TreeDir {
+    /// Path below the root ("" for the root).
+    relative: PathBuf,
+    /// The open directory, once opened.
+    fd: OnceLock<DirFd>,
+    /// Mode and mtime to give it when the run ends.
+    finish: Option<DirFinish>,
+}
+
+/// What a directory of the tree becomes once its contents are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirFinish {
+    /// Permission bits.
+    pub mode: u32,
+    /// Modification time, when known.
+    pub mtime: Option<Timestamp>,
+}
+
+/// The index of a directory in an [`OutputTree`].
+pub type DirIndex = usize;
+
+/// Why a directory of the tree could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    /// An existing entry on the way is a symbolic link.
+    #[error("{}: is a symbolic link; refusing to write through it", .0.display())]
+    Symlink(PathBuf),
+    /// An existing entry on the way is not a directory.
+    #[error("{}: exists and is not a directory", .0.display())]
+    NotDir(PathBuf),
+    /// Anything else.
+    #[error("{}: cannot create directory: {source}", path.display())]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+/// The directory tree a run writes into, held open from its root.
+pub struct OutputTree {
+    root_path: PathBuf,
+    dirs: Vec<TreeDir>,
+}
+
+impl OutputTree {
+    /// Opens the root `path` (which a user named: symlinks in it are
+    /// followed), creating it private when missing. `finish` is what the
+    /// root becomes at the end, if anything.
+    ///
+    /// # Errors
+    /// [`TreeError`] when it cannot be created or opened.
+    pub fn open_root(path: &Path, finish: Option<DirFinish>) -> Result<OutputTree, TreeError> {
+        let io_err = |source| TreeError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        match rustix::fs::mkdir(path, Mode::from_raw_mode(PRIVATE_DIR_MODE)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(io_err(e.into())),
+        }
+        let fd = DirFd::open(path).map_err(|e| match e.raw_os_error() {
+            Some(code) if code == Errno::NOTDIR.raw_os_error() => {
+                TreeError::NotDir(path.to_path_buf())
+            }
+            _ => io_err(e),
+        })?;
+        remove_stale_temps(&fd);
+        let root = TreeDir {
+            relative: PathBuf::new(),
+            fd: OnceLock::from(fd),
+            finish,
+        };
+        Ok(OutputTree {
+            root_path: path.to_path_buf(),
+            dirs: vec![root],
+        })
+    }
+
+    /// Opens the existing directory `path` as the root of a run that
+    /// writes single files into it (nothing is created, and the directory
+    /// itself is left as it is).
+    ///
+    /// # Errors
+    /// [`TreeError`] when it cannot be opened or is not a directory.
+    pub fn open_existing(path: &Path) -> Result<OutputTree, TreeError> {
+        let fd = DirFd::open(path).map_err(|source| TreeError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        remove_stale_temps(&fd);
+        Ok(OutputTree {
+            root_path: path.to_path_buf(),
+            dirs: vec![TreeDir {
+                relative: PathBuf::new(),
+                fd: OnceLock::from(fd),
+                finish: None,
+            }],
+        })
+    }
+
+    /// The path the root was opened with (for messages).
+    pub fn root_path(&self) -> &Path {
+        &self.root_path
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> DirFd {
+        self.dirs[0]
+            .fd
+            .get()
+            .expect("the root is opened first")
+            .clone()
+    }
+
+    /// Adds the directory `name` inside directory `parent` (already added):
+    /// creates it private (0700) when missing and opens it, refusing a
+    /// symbolic link. `finish` is applied by [`OutputTree::finish_dirs`].
+    ///
+    /// # Errors
+    /// [`TreeError`]; nothing outside the tree is touched.
+    pub fn add_dir(
+        &mut self,
+        parent: DirIndex,
+        name: &OsStr,
+        finish: Option<DirFinish>,
+    ) -> Result<DirIndex, TreeError> {
+        let relative = self.dirs[parent].relative.join(name);
+        let shown = self.root_path.join(&relative);
+        let parent_fd = self.dir(parent).map_err(|source| TreeError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        match rustix::fs::mkdirat(
+            parent_fd.as_fd(),
+            name,
+            Mode::from_raw_mode(PRIVATE_DIR_MODE),
+        ) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => {
+                return Err(TreeError::Io {
+                    path: shown,
+                    source: e.into(),
+                })
+            }
+        }
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat(parent_fd.as_fd(), name, flags, Mode::empty()) {
+            Ok(fd) => DirFd(Arc::new(fd)),
+            Err(Errno::LOOP) => return Err(TreeError::Symlink(shown)),
+            Err(Errno::NOTDIR) => {
+                // O_NOFOLLOW on a symlink to a directory also says ENOTDIR
+                // on some kernels: tell the two apart.
+                let is_link =
+                    rustix::fs::statat(parent_fd.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW)
+                        .is_ok_and(|st| {
+                            rustix::fs::FileType::from_raw_mode(st.st_mode)
+                                == rustix::fs::FileType::Symlink
+                        });
+                return Err(if is_link {
+                    TreeError::Symlink(shown)
+                } else {
+                    TreeError::NotDir(shown)
+                });
+            }
+            Err(e) => {
+                return Err(TreeError::Io {
+                    path: shown,
+                    source: e.into(),
+                })
+            }
+        };
+        remove_stale_temps(&fd);
+        self.dirs.push(TreeDir {
+            relative,
+            fd: OnceLock::from(fd),
+            finish,
+        });
+        Ok(self.dirs.len() - 1)
+    }
+
+    /// The open directory `index`.
+    ///
+    /// # Errors
+    /// Only when a directory that was closed cannot be opened again.
+    pub fn dir(&self, index: DirIndex) -> io::Result<DirFd> {
+        let dir = &self.dirs[index];
+        if let Some(fd) = dir.fd.get() {
+            return Ok(fd.clone());
+        }
+        let fd = self.root().open_beneath(&dir.relative)?;
+        Ok(dir.fd.get_or_init(|| fd).clone())
+    }
+
+    /// The path of directory `index` below the root.
+    pub fn relative(&self, index: DirIndex) -> &Path {
+        &self.dirs[index].relative
+    }
+
+    /// Gives every directory that has a [`DirFinish`] its mode (through
+    /// `mode_of`, which applies the run's policy) and mtime, deepest first.
+    /// Returns the directories that failed, with the cause.
+    pub fn finish_dirs(&self, mode_of: impl Fn(u32) -> u32) -> Vec<(PathBuf, io::Error)> {
+        let mut failed = Vec::new();
+        for dir in self.dirs.iter().rev() {
+            let Some(finish) = dir.finish else { continue };
+            let Some(fd) = dir.fd.get() else { continue };
+            let result = rustix::fs::fchmod(fd.as_fd(), Mode::from_raw_mode(mode_of(finish.mode)))
+                .and_then(|()| match finish.mtime {
+                    Some(mtime) => rustix::fs::futimens(fd.as_fd(), &mtime.as_mtime_only()),
+                    None => Ok(()),
+                });
+            if let Err(e) = result {
+                failed.push((self.root_path.join(&dir.relative), e.into()));
+            }
+        }
+        failed
+    }
+}
+
+/// A hidden temp name for `name` in its directory.
+fn temp_name(name: &OsStr) -> OsString {
+    let bytes = name.as_bytes();
+    let keep = &bytes[..bytes.len().min(TEMP_NAME_KEEP)];
+    let mut temp = OsString::from(format!(
+        "{TEMP_PREFIX}{}.{}.",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    temp.push(OsStr::from_bytes(keep));
+    temp
+}
+
+/// The process id in a temp name made by [`temp_name`].
+fn temp_owner(name: &[u8]) -> Option<i32> {
+    let rest = name.strip_prefix(TEMP_PREFIX.as_bytes())?;
+    let end = rest.iter().position(|&b| b == b'.')?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
+/// Removes the named temp files in `dir` whose process is gone (left by a
+/// run that was killed on a filesystem without `O_TMPFILE`); returns how
+/// many. Temp files of live processes are left alone.
+pub fn remove_stale_temps(dir: &DirFd) -> usize {
+    if named_temps_possible(dir) {
+        sweep_stale_temps(dir)
+    } else {
+        0
+    }
+}
+
+/// Removes the stale temp files of [`remove_stale_temps`] without asking
+/// whether the filesystem could hold any.
+fn sweep_stale_temps(dir: &DirFd) -> usize {
+    let Ok(fd) = rustix::fs::openat(
+        dir.as_fd(),
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return 0;
+    };
+    let Ok(mut entries) = rustix::fs::Dir::read_from(&fd) else {
+        return 0;
+    };
+    let mut removed = 0;
+    while let Some(Ok(entry)) = entries.next() {
+        let name = entry.file_name().to_bytes();
+        let Some(pid) = temp_owner(name) else {
+            continue;
+        };
+        let alive = rustix::process::Pid::from_raw(pid)
+            .is_some_and(|p| !matches!(rustix::process::test_kill_process(p), Err(Errno::SRCH)));
+        if !alive && rustix::fs::unlinkat(dir.as_fd(), entry.file_name(), AtFlags::empty()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Whether this directory can hold named temp files of ours: only where
+/// `O_TMPFILE` is refused (or a test build forces named temps), so that the
+/// scan costs nothing on ordinary filesystems.
+fn named_temps_possible(dir: &DirFd) -> bool {
+    if NAMED_TEMPS_ONLY.load(Ordering::Relaxed) {
+        return true;
+    }
+    match rustix::fs::openat(
+        dir.as_fd(),
+        ".",
+        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::from_raw_mode(PRIVATE_FILE_MODE),
+    ) {
+        Ok(_) => false,
+        Err(e) => tmpfile_unsupported(e),
+    }
+}
+
+/// Whether `e` from an `O_TMPFILE` open means the filesystem lacks it.
+fn tmpfile_unsupported(e: Errno) -> bool {
+    e == Errno::OPNOTSUPP || e == Errno::ISDIR || e == Errno::INVAL
+}
+
+enum Temp {
+    /// An `O_TMPFILE`: no name until linked.
+    Unnamed,
+    /// A hidden temp file beside the final name.
+    Named(OsString),
+}
+
+/// A file being written that becomes visible only on [`commit`](Self::commit).
+/// Dropping it without committing leaves nothing.
+pub struct AtomicFile {
+    file: File,
+    dir: DirFd,
+    name: OsString,
+    temp: Temp,
+}
+
+impl AtomicFile {
+    /// Creates the temp file for `name` in `dir`, mode 0600 whatever the
+    /// final mode will be.
+    ///
+    /// # Errors
+    /// Any error creating the file.
+    pub fn create(dir: &DirFd, name: &OsStr) -> io::Result<AtomicFile> {
+        if !NAMED_TEMPS_ONLY.load(Ordering::Relaxed) {
+            match rustix::fs::openat(
+                dir.as_fd(),
+                ".",
+                OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+                Mode::from_raw_mode(PRIVATE_FILE_MODE),
+            ) {
+                Ok(fd) => {
+                    return Ok(AtomicFile {
+                        file: File::from(fd),
+                        dir: dir.clone(),
+                        name: name.to_os_string(),
+                        temp: Temp::Unnamed,
+                    })
+                }
+                Err(e) if tmpfile_unsupported(e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        AtomicFile::create_named(dir, name)
+    }
+
+    /// Creates a hidden named temp file for `name` in `dir`, mode 0600.
+    fn create_named(dir: &DirFd, name: &OsStr) -> io::Result<AtomicFile> {
+        let temp = temp_name(name);
+        let fd = rustix::fs::openat(
+            dir.as_fd(),
+            &temp,
+            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(PRIVATE_FILE_MODE),
+        )?;
+        // The umask may have taken bits away, never added them; make sure.
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(PRIVATE_FILE_MODE))?;
+        Ok(AtomicFile {
+            file: File::from(fd),
+            dir: dir.clone(),
+            name: name.to_os_string(),
+            temp: Temp::Named(temp),
+        })
+    }
+
+    /// The open temp file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The final name.
+    pub fn name(&self) -> &OsStr {
+        &self.name
+    }
+
+    /// Sets the permission bits exactly (the umask does not apply here:
+    /// the caller applies its policy first).
+    ///
+    /// # Errors
+    /// Any error from `fchmod`.
+    pub fn set_mode(&self, mode: u32) -> io::Result<()> {
+        Ok(rustix::fs::fchmod(
+            self.file.as_fd(),
+            Mode::from_raw_mode(mode),
+        )?)
+    }
+
+    /// Sets the modification time (the access time is left alone). Call it
+    /// after the last write.
+    ///
+    /// # Errors
+    /// Any error from `futimens`.
+    pub fn set_mtime(&self, mtime: Timestamp) -> io::Result<()> {
+        Ok(rustix::fs::futimens(
+            self.file.as_fd(),
+            &mtime.as_mtime_only(),
+        )?)
+    }
+
+    /// Makes the file visible under its final name; with `durable`, fsyncs
+    /// the file before and the directory after.
+    ///
+    /// # Errors
+    /// `AlreadyExists` when the name exists and `replace` is
+    /// [`Replace::Never`]; otherwise any I/O error. The temp file is removed
+    /// on error.
+    pub fn commit(mut self, replace: Replace, durable: bool) -> io::Result<()> {
+        if durable {
+            self.file.sync_all()?;
+        }
+        match std::mem::replace(&mut self.temp, Temp::Unnamed) {
+            Temp::Unnamed => self.link_unnamed(replace)?,
+            Temp::Named(temp) => {
+                if let Err(e) = rename_into_place(&self.dir, &temp, &self.name, replace) {
+                    let _ = rustix::fs::unlinkat(self.dir.as_fd(), &temp, AtFlags::empty());
+                    return Err(e);
+                }
+            }
+        }
+        if durable {
+            rustix::fs::fsync(self.dir.as_fd())?;
+        }
+        Ok(())
+    }
+
+    fn link_unnamed(&self, replace: Replace) -> io::Result<()> {
+        match replace {
+            Replace::Never => self.link_to(&self.name),
+            Replace::Always => {
+                // Link under a hidden name, then rename over the old entry:
+                // the final name always holds either the old or the new file.
+                let temp = temp_name(&self.name);
+                self.link_to(&temp)?;
+                rename_into_place(&self.dir, &temp, &self.name, Replace::Always).inspect_err(|_| {
+                    let _ = rustix::fs::unlinkat(self.dir.as_fd(), &temp, AtFlags::empty());
+                })
+            }
+        }
+    }
+
+    fn link_to(&self, name: &OsStr) -> io::Result<()> {
+        // AT_EMPTY_PATH links the descriptor itself without a path lookup;
+        // it needs CAP_DAC_READ_SEARCH. Without it, the /proc/self/fd path
+        // does the same for any user.
+        if EMPTY_PATH_WORKS.load(Ordering::Relaxed) {
+            match rustix::fs::linkat(
+                self.file.as_fd(),
+                "",
+                self.dir.as_fd(),
+                name,
+                AtFlags::EMPTY_PATH,
+            ) {
+                Ok(()) => return Ok(()),
+                Err(Errno::NOENT) | Err(Errno::PERM) => {
+                    EMPTY_PATH_WORKS.store(false, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let proc_path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+        Ok(rustix::fs::linkat(
+            CWD,
+            proc_path.as_str(),
+            self.dir.as_fd(),
+            name,
+            AtFlags::SYMLINK_FOLLOW,
+        )?)
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if let Temp::Named(temp) = &self.temp {
+            let _ = rustix::fs::unlinkat(self.dir.as_fd(), temp.as_os_str(), AtFlags::empty());
+        }
+    }
+}
+
+/// Renames `temp` to `name` in `dir`; with [`Replace::Never`] the rename
+/// fails when `name` exists (whatever it is, a dangling symlink included).
+fn rename_into_place(dir: &DirFd, temp: &OsStr, name: &OsStr, replace: Replace) -> io::Result<()> {
+    let flags = match replace {
+        Replace::Never => RenameFlags::NOREPLACE,
+        Replace::Always => RenameFlags::empty(),
+    };
+    Ok(rustix::fs::renameat_with(
+        dir.as_fd(),
+        temp,
+        dir.as_fd(),
+        name,
+        flags,
+    )?)
+}
+
+/// Creates the symbolic link `name` in `dir` pointing at `target` (any
+/// bytes: relative, absolute, dangling), with modification time `mtime`.
+/// The link is made under a temp name and renamed into place, so the name
+/// appears complete, with its time, or not at all.
+///
+/// # Errors
+/// `AlreadyExists` with [`Replace::Never`] when `name` exists; any I/O
+/// error. Nothing is left under a temp name on error.
+pub fn create_symlink(
+    dir: &DirFd,
+    name: &OsStr,
+    target: &[u8],
+    mtime: Option<Timestamp>,
+    replace: Replace,
+) -> io::Result<()> {
+    let temp = temp_name(name);
+    rustix::fs::symlinkat(OsStr::from_bytes(target), dir.as_fd(), &temp)?;
+    let result = (|| {
+        if let Some(mtime) = mtime {
+            rustix::fs::utimensat(
+                dir.as_fd(),
+                &temp,
+                &mtime.as_mtime_only(),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+        }
+        rename_into_place(dir, &temp, name, replace)
+    })();
+    if result.is_err() {
+        let _ = rustix::fs::unlinkat(dir.as_fd(), &temp, AtFlags::empty());
+    }
+    result
+}
+
+/// Makes `name` in `dir` a hard link to the file at `target`, a path below
+/// `root` that is resolved without following any symbolic link and without
+/// leaving `root`.
+///
+/// # Errors
+/// `InvalidInput` for a target that is absolute or leaves the root,
+/// `AlreadyExists` with [`Replace::Never`] when `name` exists, and any I/O
+/// error (the target missing, a symlink on its path).
+pub fn hard_link(
+    root: &DirFd,
+    target: &Path,
+    dir: &DirFd,
+    name: &OsStr,
+    replace: Replace,
+) -> io::Result<()> {
+    let leaves = target
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_)));
+    let (Some(target_name), false) = (target.file_name(), leaves) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "hard link target leaves the tree",
+        ));
+    };
+    let target_dir = root.open_beneath(target.parent().unwrap_or(Path::new("")))?;
+    match replace {
+        Replace::Never => Ok(rustix::fs::linkat(
+            target_dir.as_fd(),
+            target_name,
+            dir.as_fd(),
+            name,
+            AtFlags::empty(),
+        )?),
+        Replace::Always => {
+            let temp = temp_name(name);
+            rustix::fs::linkat(
+                target_dir.as_fd(),
+                target_name,
+                dir.as_fd(),
+                &temp,
+                AtFlags::empty(),
+            )?;
+            rename_into_place(dir, &temp, name, Replace::Always).inspect_err(|_| {
+                let _ = rustix::fs::unlinkat(dir.as_fd(), &temp, AtFlags::empty());
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn nothing_is_visible_before_commit_and_the_temp_is_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DirFd::open(tmp.path()).unwrap();
+        let out = AtomicFile::create(&dir, OsStr::new("out")).unwrap();
+        assert_eq!(out.file().metadata().unwrap().mode() & 0o777, 0o600);
+        std::io::Write::write_all(&mut out.file(), b"hello").unwrap();
+        assert!(names(tmp.path()).is_empty());
+        out.set_mtime(Timestamp {
+            seconds: 1_000_000_000,
+            nanos: 123_456_789,
+        })
+        .unwrap();
+        out.commit(Replace::Never, true).unwrap();
+        let meta = std::fs::metadata(tmp.path().join("out")).unwrap();
+        assert_eq!(std::fs::read(tmp.path().join("out")).unwrap(), b"hello");
+        assert_eq!(
+            (meta.mtime(), meta.mtime_nsec()),
+            (1_000_000_000, 123_456_789)
+        );
+    }
+
+    #[test]
+    fn never_refuses_an_existing_name_and_always_replaces_a_symlink_itself() {
+        let tmp = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let victim = elsewhere.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        std::os::unix::fs::symlink(&victim, tmp.path().join("out")).unwrap();
+        let dir = DirFd::open(tmp.path()).unwrap();
+        let out = AtomicFile::create(&dir, OsStr::new("out")).unwrap();
+        let err = out.commit(Replace::Never, false).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        let out = AtomicFile::create(&dir, OsStr::new("out")).unwrap();
+        std::io::Write::write_all(&mut out.file(), b"new").unwrap();
+        out.commit(Replace::Always, false).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert!(std::fs::symlink_metadata(tmp.path().join("out"))
+            .unwrap()
+            .is_file());
+        assert_eq!(names(tmp.path()), ["out"]);
+    }
+
+    #[test]
+    fn named_temps_are_private_and_stale_ones_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A temp left by a process that no longer exists (pid far above
+        // pid_max), and one of a live process (ours).
+        let stale = format!("{TEMP_PREFIX}999999999.0.file");
+        std::fs::write(tmp.path().join(&stale), b"x").unwrap();
+        let live = format!("{TEMP_PREFIX}{}.77.file", std::process::id());
+        std::fs::write(tmp.path().join(&live), b"x").unwrap();
+        let dir = DirFd::open(tmp.path()).unwrap();
+        assert_eq!(sweep_stale_temps(&dir), 1);
+        assert_eq!(names(tmp.path()), [live.clone()]);
+        let out = AtomicFile::create_named(&dir, OsStr::new("out")).unwrap();
+        let temp = names(tmp.path()).into_iter().find(|n| n != &live).unwrap();
+        let mode = std::fs::metadata(tmp.path().join(&temp)).unwrap().mode();
+        assert_eq!(mode & 0o777, 0o600, "{temp}");
+        drop(out);
+        assert_eq!(names(tmp.path()), [live]);
+    }
+
+    #[test]
+    fn the_tree_refuses_symlinked_directories_and_keeps_new_ones_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(elsewhere.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let root = tmp.path().join("out");
+        std::fs::create_dir(&root).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), root.join("sub")).unwrap();
+        let mut tree = OutputTree::open_root(&root, None).unwrap();
+        let err = tree.add_dir(0, OsStr::new("sub"), None).unwrap_err();
+        assert!(matches!(err, TreeError::Symlink(_)), "{err}");
+        let finish = DirFinish {
+            mode: 0o750,
+            mtime: Some(Timestamp {
+                seconds: 1_234_567_890,
+                nanos: 5,
+            }),
+        };
+        let new = tree.add_dir(0, OsStr::new("new"), Some(finish)).unwrap();
+        let meta = std::fs::metadata(root.join("new")).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o700);
+        let inner = tree.add_dir(new, OsStr::new("inner"), None).unwrap();
+        assert_eq!(tree.relative(inner), Path::new("new/inner"));
+        assert!(tree.finish_dirs(|m| m).is_empty());
+        let meta = std::fs::metadata(root.join("new")).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o750);
+        assert_eq!((meta.mtime(), meta.mtime_nsec()), (1_234_567_890, 5));
+        let mode = std::fs::metadata(elsewhere.path()).unwrap().mode();
+        assert_eq!(mode & 0o777, 0o755);
+        // A path through the symlink is refused too.
+        let err = tree.root().open_beneath(Path::new("sub")).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(Errno::LOOP.raw_os_error()));
+    }
+
+    #[test]
+    fn symlinks_and_hard_links_are_made_without_following() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DirFd::open(tmp.path()).unwrap();
+        let mtime = Timestamp {
+            seconds: 1_500_000_000,
+            nanos: 42,
+        };
+        create_symlink(
+            &dir,
+            OsStr::new("l"),
+            b"../nowhere",
+            Some(mtime),
+            Replace::Never,
+        )
+        .unwrap();
+        let meta = std::fs::symlink_metadata(tmp.path().join("l")).unwrap();
+        assert_eq!((meta.mtime(), meta.mtime_nsec()), (1_500_000_000, 42));
+        assert_eq!(
+            std::fs::read_link(tmp.path().join("l")).unwrap(),
+            Path::new("../nowhere")
+        );
+        let err = create_symlink(&dir, OsStr::new("l"), b"x", None, Replace::Never).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        std::fs::create_dir(tmp.path().join("d")).unwrap();
+        std::fs::write(tmp.path().join("d/first"), b"data").unwrap();
+        hard_link(
+            &dir,
+            Path::new("d/first"),
+            &dir,
+            OsStr::new("second"),
+            Replace::Never,
+        )
+        .unwrap();
+        let (a, b) = (
+            std::fs::metadata(tmp.path().join("d/first")).unwrap(),
+            std::fs::metadata(tmp.path().join("second")).unwrap(),
+        );
+        assert_eq!(a.ino(), b.ino());
+        let err = hard_link(
+            &dir,
+            Path::new("../x"),
+            &dir,
+            OsStr::new("y"),
+            Replace::Never,
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        // Through a symlinked directory: refused.
+        std::os::unix::fs::symlink(tmp.path().join("d"), tmp.path().join("via")).unwrap();
+        assert!(hard_link(
+            &dir,
+            Path::new("via/first"),
+            &dir,
+            OsStr::new("z"),
+            Replace::Never
+        )
+        .is_err());
+    }
+}
