@@ -106,7 +106,7 @@ fn inspect_json_parses_and_matches_the_header() {
     assert_eq!(json["mode"], "0640");
     assert_eq!(json["chunks"], PLAIN_LEN.div_ceil(1024));
     assert_eq!(json["file_len"], fs::metadata(&file).unwrap().len());
-    assert_eq!(json["version"], 1);
+    assert_eq!(json["version"], 2);
 }
 
 #[test]
