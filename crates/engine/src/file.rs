@@ -211,7 +211,7 @@ fn open_header(
 /// What opening an entry gives.
 pub enum Opened {
     /// A regular file, ready for its segments.
-    File(OpenFile),
+    File(Box<OpenFile>),
     /// A symbolic-link or hard-link entry, already done or to be linked
     /// once the files of the run are written.
     Entry(Done, Layout),
@@ -262,7 +262,7 @@ impl OpenFile {
         target: Option<&Target>,
     ) -> Result<OpenFile, Reason> {
         match OpenFile::open_with(settings, job, target, true)? {
-            Opened::File(file) => Ok(file),
+            Opened::File(file) => Ok(*file),
             Opened::Entry(..) => Err(FormatError::HeaderModified.into()),
         }
     }
@@ -318,7 +318,7 @@ impl OpenFile {
             _ => (None, None),
         };
         let (io, map) = map_input(settings.io.strategy_for(len), &input, len);
-        Ok(Opened::File(OpenFile {
+        Ok(Opened::File(Box::new(OpenFile {
             input,
             output,
             commit: Mutex::new(commit),
@@ -330,7 +330,7 @@ impl OpenFile {
             shared,
             map,
             written: AtomicU64::new(0),
-        }))
+        })))
     }
 
     /// Descriptors and header that let another process run segments of
@@ -608,7 +608,7 @@ fn seal_entry(
     let layout = header.layout(payload.len() as u64)?;
     if let Some(target) = target {
         let out = AtomicFile::create(&target.dir, &target.name).map_err(Reason::Write)?;
-        (&*out.file()).write_all(&bytes).map_err(Reason::Write)?;
+        out.file().write_all(&bytes).map_err(Reason::Write)?;
         out.set_mode(settings.output_mode(params.mode & 0o666))
             .map_err(Reason::Write)?;
         out.commit(settings.replace(), settings.durable)

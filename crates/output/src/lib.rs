@@ -811,7 +811,7 @@ mod tests {
         std::fs::write(tmp.path().join(&live), b"x").unwrap();
         let dir = DirFd::open(tmp.path()).unwrap();
         assert_eq!(sweep_stale_temps(&dir), 1);
-        assert_eq!(names(tmp.path()), [live.clone()]);
+        assert_eq!(names(tmp.path()), std::slice::from_ref(&live));
         let out = AtomicFile::create_named(&dir, OsStr::new("out")).unwrap();
         let temp = names(tmp.path()).into_iter().find(|n| n != &live).unwrap();
         let mode = std::fs::metadata(tmp.path().join(&temp)).unwrap().mode();

@@ -182,18 +182,39 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
     condition()
 }
 
-/// Entries of /dev/shm that could be ours (POSIX semaphores or anything
-/// named after us).
-pub fn shm_entries_of_ours() -> Vec<String> {
-    std::fs::read_dir("/dev/shm")
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("sem.") || n.contains("cryptstream"))
-                .collect()
-        })
-        .unwrap_or_default()
+/// The (device, inode) of the ring memfd that process `pid` holds.
+pub fn ring_memfd(pid: u32) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    for fd in fds.flatten() {
+        let target = std::fs::read_link(fd.path()).ok()?;
+        if target.to_string_lossy().contains("memfd:cryptstream-ring") {
+            let meta = std::fs::metadata(fd.path()).ok()?;
+            return Some((meta.dev(), meta.ino()));
+        }
+    }
+    None
+}
+
+/// Every process that still holds the file (device, inode) open.
+pub fn holders_of(file: (u64, u64)) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let mut holders = Vec::new();
+    for process in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = process.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(process.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds
+            .flatten()
+            .any(|fd| std::fs::metadata(fd.path()).is_ok_and(|m| (m.dev(), m.ino()) == file));
+        if holds {
+            holders.push(pid);
+        }
+    }
+    holders
 }
 
 /// A temp dir with a key file.
@@ -279,7 +300,7 @@ pub fn temp_files(root: &Path) -> Vec<PathBuf> {
             let path = entry.path();
             if path.is_dir() {
                 stack.push(path);
-            } else if entry.file_name().to_string_lossy().contains(".cst-tmp-") {
+            } else if entry.file_name().to_string_lossy().contains(".cst-tmp") {
                 found.push(path);
             }
         }
