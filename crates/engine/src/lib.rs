@@ -3,14 +3,16 @@
 //! A run has three steps. [`plan_transform`] (or [`plan_verify`]) walks the
 //! input and decides everything that can be refused before work starts: an
 //! output inside the input, the same file twice, outputs that exist. The
-//! resulting [`Plan`] lists [`FileJob`]s. [`run`] then feeds a fixed pool of
-//! worker threads ([`cryptstream_pool`]) through a bounded queue: a file of
+//! resulting [`Plan`] lists [`FileJob`]s and holds the output tree, opened
+//! through directory descriptors. An [`Engine`] then runs it:
+//! [`ThreadEngine`] feeds a long-lived pool of worker threads
+//! ([`cryptstream_pool::Pool`]) through its bounded queue: a file of
 //! at most one segment (4 MiB of plaintext) is one task, done start to end by
 //! one worker, so small files pay nothing for parallelism; a larger file is
 //! opened once ([`OpenFile`]) and split into segments of whole chunks that
 //! any worker seals or opens and writes with positional I/O into one temp
 //! output. Whoever finishes a file's last segment commits it: the output
-//! ([`AtomicOutput`]) appears under its final name only when complete and
+//! (`cryptstream_output::AtomicFile`) appears under its final name only when complete and
 //! authenticated. Each failure is reported with its file and reason, the
 //! other files go on, and the [`Summary`] counts everything.
 //!
