@@ -41,6 +41,10 @@ pub const PRIVATE_FILE_MODE: u32 = 0o600;
 pub const PRIVATE_DIR_MODE: u32 = 0o700;
 /// Prefix of named temp files (on filesystems without `O_TMPFILE`).
 const TEMP_PREFIX: &str = ".cst-tmp.";
+/// Directories of a tree held open at once; deeper in a larger tree, a
+/// directory is opened again below the root (without following links)
+/// each time it is needed, so a tree of any size fits any descriptor limit.
+const MAX_OPEN_DIRS: usize = 512;
 /// Longest part of the final name kept in a temp name (NAME_MAX is 255).
 const TEMP_NAME_KEEP: usize = 200;
 
@@ -206,6 +210,8 @@ pub enum TreeError {
 pub struct OutputTree {
     root_path: PathBuf,
     dirs: Vec<TreeDir>,
+    /// How many directories are held open (at most [`MAX_OPEN_DIRS`]).
+    open: std::sync::atomic::AtomicUsize,
 }
 
 impl OutputTree {
@@ -239,6 +245,7 @@ impl OutputTree {
         Ok(OutputTree {
             root_path: path.to_path_buf(),
             dirs: vec![root],
+            open: std::sync::atomic::AtomicUsize::new(1),
         })
     }
 
@@ -261,6 +268,7 @@ impl OutputTree {
                 fd: OnceLock::from(fd),
                 finish: None,
             }],
+            open: std::sync::atomic::AtomicUsize::new(1),
         })
     }
 
@@ -336,9 +344,14 @@ impl OutputTree {
             }
         };
         remove_stale_temps(&fd);
+        let slot = OnceLock::new();
+        if self.open.load(Ordering::Relaxed) < MAX_OPEN_DIRS {
+            self.open.fetch_add(1, Ordering::Relaxed);
+            let _ = slot.set(fd);
+        }
         self.dirs.push(TreeDir {
             relative,
-            fd: OnceLock::from(fd),
+            fd: slot,
             finish,
         });
         Ok(self.dirs.len() - 1)
@@ -354,7 +367,11 @@ impl OutputTree {
             return Ok(fd.clone());
         }
         let fd = self.root().open_beneath(&dir.relative)?;
-        Ok(dir.fd.get_or_init(|| fd).clone())
+        if self.open.fetch_add(1, Ordering::Relaxed) < MAX_OPEN_DIRS {
+            return Ok(dir.fd.get_or_init(|| fd).clone());
+        }
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        Ok(fd)
     }
 
     /// The path of directory `index` below the root.
@@ -369,7 +386,16 @@ impl OutputTree {
         let mut failed = Vec::new();
         for dir in self.dirs.iter().rev() {
             let Some(finish) = dir.finish else { continue };
-            let Some(fd) = dir.fd.get() else { continue };
+            let fd = match dir.fd.get() {
+                Some(fd) => fd.clone(),
+                None => match self.root().open_beneath(&dir.relative) {
+                    Ok(fd) => fd,
+                    Err(e) => {
+                        failed.push((self.root_path.join(&dir.relative), e));
+                        continue;
+                    }
+                },
+            };
             let result = rustix::fs::fchmod(fd.as_fd(), Mode::from_raw_mode(mode_of(finish.mode)))
                 .and_then(|()| match finish.mtime {
                     Some(mtime) => rustix::fs::futimens(fd.as_fd(), &mtime.as_mtime_only()),
@@ -852,6 +878,35 @@ mod tests {
         // A path through the symlink is refused too.
         let err = tree.root().open_beneath(Path::new("sub")).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(Errno::LOOP.raw_os_error()));
+    }
+
+    #[test]
+    fn a_tree_larger_than_the_open_directory_cap_is_written_and_finished() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("out");
+        let mut tree = OutputTree::open_root(&root, None).unwrap();
+        let finish = DirFinish {
+            mode: 0o751,
+            mtime: None,
+        };
+        let mut last = 0;
+        for i in 0..MAX_OPEN_DIRS + 20 {
+            last = tree
+                .add_dir(0, OsStr::new(&format!("d{i}")), Some(finish))
+                .unwrap();
+        }
+        let deep = tree
+            .add_dir(last, OsStr::new("deep"), Some(finish))
+            .unwrap();
+        let out = AtomicFile::create(&tree.dir(deep).unwrap(), OsStr::new("f")).unwrap();
+        out.commit(Replace::Never, false).unwrap();
+        assert!(tree.finish_dirs(|m| m).is_empty());
+        let name = format!("d{}/deep", MAX_OPEN_DIRS + 19);
+        assert!(root.join(&name).join("f").is_file());
+        assert_eq!(
+            std::fs::metadata(root.join(&name)).unwrap().mode() & 0o777,
+            0o751
+        );
     }
 
     #[test]

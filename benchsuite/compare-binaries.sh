@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Two cryptstream binaries side by side (A B A B, REPS pairs) on the engine
+# workloads: 20000 x 4 KiB, 1000 x 1 MiB, one 2 GiB file; encrypt and
+# decrypt; median of the per-pair ratios B/A. Usage:
+#   compare-binaries.sh OLD_BINARY NEW_BINARY DIR [REPS]
+set -euo pipefail
+old=${1:?old binary}; new=${2:?new binary}; dir=${3:?dir}; reps=${4:-5}
+work="$dir/cst-compare"
+rm -rf "$work"; mkdir -p "$work"
+"$new" keygen -o "$work/key" >/dev/null 2>&1
+"$new" gen "$work/small" --count 20000 --size 4KiB --seed 1 >/dev/null 2>&1
+"$new" gen "$work/mid" --count 1000 --size 1MiB --seed 2 >/dev/null 2>&1
+mkdir -p "$work/big"; head -c $((2 << 30)) /dev/urandom > "$work/big/file"
+t() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); echo "$e - $s" | bc; }
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+for load in small mid big; do
+  src="$work/$load"; [ "$load" = big ] && src="$work/big/file"
+  er=(); dr=(); ea=(); eb=(); da=(); db=()
+  for i in $(seq "$reps"); do
+    rm -rf "$work"/enc-* "$work"/dec-*; sync
+    a=$(t "$old" encrypt -q -k "$work/key" "$src" "$work/enc-a"); sync
+    b=$(t "$new" encrypt -q -k "$work/key" "$src" "$work/enc-b"); sync
+    ea+=("$a"); eb+=("$b"); er+=("$(echo "$b / $a" | bc -l)")
+    a=$(t "$old" decrypt -q -k "$work/key" "$work/enc-a" "$work/dec-a"); sync
+    b=$(t "$new" decrypt -q -k "$work/key" "$work/enc-b" "$work/dec-b"); sync
+    da+=("$a"); db+=("$b"); dr+=("$(echo "$b / $a" | bc -l)")
+  done
+  printf '%s\t%s\tencrypt old %.3f s new %.3f s (new/old x%.2f)\tdecrypt old %.3f s new %.3f s (new/old x%.2f)\n' \
+    "$dir" "$load" \
+    "$(printf '%s\n' "${ea[@]}" | median)" "$(printf '%s\n' "${eb[@]}" | median)" "$(printf '%s\n' "${er[@]}" | median)" \
+    "$(printf '%s\n' "${da[@]}" | median)" "$(printf '%s\n' "${db[@]}" | median)" "$(printf '%s\n' "${dr[@]}" | median)"
+done
+rm -rf "$work"
