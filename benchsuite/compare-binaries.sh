@@ -17,13 +17,24 @@ for load in small mid big; do
   src="$work/$load"; [ "$load" = big ] && src="$work/big/file"
   er=(); dr=(); ea=(); eb=(); da=(); db=()
   for i in $(seq "$reps"); do
+    # Each output is removed right after it is timed, so every command
+    # writes into the memory (or disk space) the one before it freed; odd
+    # pairs run A first, even pairs B first, so neither always goes first.
     rm -rf "$work"/enc-* "$work"/dec-*; sync
-    a=$(t "$old" encrypt -q -k "$work/key" "$src" "$work/enc-a"); sync
-    b=$(t "$new" encrypt -q -k "$work/key" "$src" "$work/enc-b"); sync
+    "$old" encrypt -q -k "$work/key" "$src" "$work/enc-a"
+    "$new" encrypt -q -k "$work/key" "$src" "$work/enc-b"
+    once() { # BINARY OP INPUT OUTPUT
+      local took; took=$(t "$1" "$2" -q -k "$work/key" "$3" "$4"); sync; rm -rf "$4"; sync; echo "$took"
+    }
+    if [ $((i % 2)) = 1 ]; then
+      a=$(once "$old" encrypt "$src" "$work/x-a"); b=$(once "$new" encrypt "$src" "$work/x-b")
+      c=$(once "$old" decrypt "$work/enc-a" "$work/dec-a"); d=$(once "$new" decrypt "$work/enc-b" "$work/dec-b")
+    else
+      b=$(once "$new" encrypt "$src" "$work/x-b"); a=$(once "$old" encrypt "$src" "$work/x-a")
+      d=$(once "$new" decrypt "$work/enc-b" "$work/dec-b"); c=$(once "$old" decrypt "$work/enc-a" "$work/dec-a")
+    fi
     ea+=("$a"); eb+=("$b"); er+=("$(echo "$b / $a" | bc -l)")
-    a=$(t "$old" decrypt -q -k "$work/key" "$work/enc-a" "$work/dec-a"); sync
-    b=$(t "$new" decrypt -q -k "$work/key" "$work/enc-b" "$work/dec-b"); sync
-    da+=("$a"); db+=("$b"); dr+=("$(echo "$b / $a" | bc -l)")
+    da+=("$c"); db+=("$d"); dr+=("$(echo "$d / $c" | bc -l)")
   done
   printf '%s\t%s\tencrypt old %.3f s new %.3f s (new/old x%.2f)\tdecrypt old %.3f s new %.3f s (new/old x%.2f)\n' \
     "$dir" "$load" \
