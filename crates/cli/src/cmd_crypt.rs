@@ -415,6 +415,21 @@ impl Write for FdWriter<'_> {
     }
 }
 
+/// A reader that fails once SIGINT/SIGTERM has raised `cancel`.
+struct Cancellable<'a> {
+    inner: Box<dyn std::io::Read + 'a>,
+    cancel: &'a AtomicBool,
+}
+
+impl std::io::Read for Cancellable<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(std::io::Error::other("interrupted"));
+        }
+        self.inner.read(buf)
+    }
+}
+
 /// Encrypts or decrypts a single stream where INPUT or OUTPUT is `-`, with
 /// the run's settings.
 fn run_stream(
@@ -433,7 +448,7 @@ fn run_stream(
     let started = Instant::now();
     let stdin = std::io::stdin();
     let input_name = Shown(&args.input).to_string();
-    let (mut input, source): (Box<dyn std::io::Read>, Option<stream::StreamSource>) =
+    let (input, source): (Box<dyn std::io::Read>, Option<stream::StreamSource>) =
         if args.input == dash {
             (Box::new(stdin.lock()), None)
         } else {
@@ -485,22 +500,33 @@ fn run_stream(
         atomic = Some(out);
         Box::new(std::io::BufWriter::with_capacity(1 << 20, writer))
     };
-    let _ = cancel;
-    let (header, bytes_in, bytes_out) = match direction {
-        Direction::Encrypt => {
-            let (header, n) =
-                stream::encrypt_stream(settings, &mut input, &mut sink, source.as_ref())
-                    .with_context(|| input_name.clone())?;
-            let out = header.layout(n)?.ciphertext_len();
-            (header, n, out)
-        }
-        _ => {
-            let (header, n) = stream::decrypt_stream(&settings.keyring, &mut input, &mut sink)
-                .with_context(|| input_name.clone())?;
-            let ct = header.layout(n)?.ciphertext_len();
-            (header, ct, n)
-        }
+    // The signal handlers only raise `cancel`: the stream checks it on
+    // every read, and a second signal exits at once.
+    let mut input = Cancellable {
+        inner: input,
+        cancel,
     };
+    let result = match direction {
+        Direction::Encrypt => {
+            stream::encrypt_stream(settings, &mut input, &mut sink, source.as_ref()).and_then(
+                |(header, n)| {
+                    let out = header.layout(n)?.ciphertext_len();
+                    Ok((header, n, out))
+                },
+            )
+        }
+        _ => stream::decrypt_stream(&settings.keyring, &mut input, &mut sink).and_then(
+            |(header, n)| {
+                let ct = header.layout(n)?.ciphertext_len();
+                Ok((header, ct, n))
+            },
+        ),
+    };
+    if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        // The temp output (if any) is dropped unlinked.
+        return Ok(interrupted());
+    }
+    let (header, bytes_in, bytes_out) = result.with_context(|| input_name.clone())?;
     sink.flush()
         .with_context(|| format!("{output_name}: cannot write output"))?;
     drop(sink);

@@ -309,3 +309,48 @@ fn the_cli_reproduces_the_independent_vectors_in_every_cell() {
     }
     assert!(checked >= 3, "only {checked} vectors reproduced");
 }
+
+#[test]
+fn a_hard_link_entry_decrypted_alone_is_refused_with_its_reason() {
+    let ws = Workspace::new();
+    let plain = ws.path("plain");
+    Tree::new(&plain).file("first", 100, 0o644);
+    std::fs::hard_link(plain.join("first"), plain.join("second")).expect("link");
+    run(ws.keyed("encrypt").arg(&plain).arg(ws.path("enc"))).success();
+    let out = ws.path("alone");
+    run(ws.keyed("decrypt").arg(ws.path("enc/second.cst")).arg(&out))
+        .failure()
+        .stderr_has("decrypt the directory it belongs to");
+    assert!(std::fs::symlink_metadata(&out).is_err());
+}
+
+#[test]
+fn sigterm_stops_a_stream_and_leaves_no_output() {
+    use std::io::Write;
+    let ws = Workspace::new();
+    let out = ws.path("stream.cst");
+    let mut cmd = ws.keyed("encrypt");
+    cmd.arg("-")
+        .arg(&out)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(&vec![1u8; 1 << 20]).expect("write");
+    // The process has read the first MiB (the pipe took it): signal it,
+    // then give it more input so that its next read sees the stop.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: a plain kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = stdin.write_all(&vec![2u8; 1 << 20]);
+    drop(stdin);
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130));
+    assert!(std::fs::symlink_metadata(&out).is_err());
+    let leftovers: Vec<_> = list_dir(ws.root())
+        .into_iter()
+        .filter(|n| n.to_string_lossy().contains("cst-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

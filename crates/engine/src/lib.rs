@@ -552,13 +552,21 @@ pub fn finish_run(
     for (index, link) in links {
         let job = &plan.files[index];
         let started = Instant::now();
-        let result = plan
-            .target(job)
-            .map_err(Reason::Write)
-            .and_then(|target| match target {
-                Some(target) => make_link(settings, &link, &target),
-                None => Ok(()),
-            });
+        let result = if plan.is_tree() {
+            plan.target(job)
+                .map_err(Reason::Write)
+                .and_then(|target| match target {
+                    Some(target) => make_link(settings, &link, &target),
+                    None => Ok(()),
+                })
+        } else {
+            // Its target is named relative to the tree it was encrypted
+            // in: outside that tree the name could be any file.
+            Err(Reason::Link(format!(
+                "a hard link to {}: decrypt the directory it belongs to",
+                Shown(&link.target)
+            )))
+        };
         ledger.record(job, None, result, started);
     }
     if let Some(tree) = &plan.tree {

@@ -168,6 +168,11 @@ impl Plan {
         Some(tree.relative(output.dir).join(&output.name))
     }
 
+    /// Whether the plan mirrors a directory tree (rather than one file).
+    pub fn is_tree(&self) -> bool {
+        matches!(self.root, Some((_, Some(_))))
+    }
+
     /// The output tree's root path, as named.
     pub fn output_root(&self) -> Option<&Path> {
         self.tree.as_ref().map(OutputTree::root_path)
