@@ -6,13 +6,8 @@
 set -euo pipefail
 old=${1:?old binary}; new=${2:?new binary}; dir=${3:?dir}; reps=${4:-5}
 work="$dir/cst-compare"
-rm -rf "$work"; mkdir -p "$work"
-"$new" keygen -o "$work/key" >/dev/null 2>&1
-"$new" gen "$work/small" --count 20000 --size 4KiB --seed 1 >/dev/null 2>&1
-"$new" gen "$work/mid" --count 1000 --size 1MiB --seed 2 >/dev/null 2>&1
-mkdir -p "$work/big"; head -c $((2 << 30)) /dev/urandom > "$work/big/file"
-t() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); echo "$e - $s" | bc; }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+. "$(dirname "$0")/engine-workloads.sh"
+make_workloads "$new" "$work"
 for load in small mid big; do
   src="$work/$load"; [ "$load" = big ] && src="$work/big/file"
   er=(); dr=(); ea=(); eb=(); da=(); db=()

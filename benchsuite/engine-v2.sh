@@ -7,13 +7,8 @@ dir=${1:?usage: engine-v2.sh DIR [REPS]}
 reps=${2:-5}
 bin=$(cd "$(dirname "$0")/.." && pwd)/target/release/cryptstream
 work="$dir/cst-v2-bench"
-rm -rf "$work"; mkdir -p "$work"
-"$bin" keygen -o "$work/key" >/dev/null 2>&1
-"$bin" gen "$work/small" --count 20000 --size 4KiB --seed 1 >/dev/null 2>&1
-"$bin" gen "$work/mid" --count 1000 --size 1MiB --seed 2 >/dev/null 2>&1
-mkdir -p "$work/big"; head -c $((2 << 30)) /dev/urandom > "$work/big/file"
-t() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); echo "$e - $s" | bc; }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+. "$(dirname "$0")/engine-workloads.sh"
+make_workloads "$bin" "$work"
 for load in small mid big; do
   enc_r=(); dec_r=(); base_t=(); enc_t=(); dec_t=()
   for i in $(seq "$reps"); do
