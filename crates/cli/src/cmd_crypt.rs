@@ -415,6 +415,39 @@ impl Write for FdWriter<'_> {
     }
 }
 
+/// Reads the header at the front of `input` and, when it names a
+/// passphrase key, derives that key (cancellably) into the run's keyring.
+/// Returns the input with the header put back in front, or `None` when a
+/// signal stopped the derivation. A header that cannot be read or parsed
+/// is left for the decryption to report.
+fn prepare_stream_key<'a>(
+    settings: &Settings,
+    mut input: Box<dyn std::io::Read + 'a>,
+    cancel: &AtomicBool,
+) -> anyhow::Result<Option<Box<dyn std::io::Read + 'a>>> {
+    use cryptstream_format::{Header, KeySource, MAX_HEADER_LEN};
+    use std::io::Read;
+    let mut prefix = Vec::with_capacity(MAX_HEADER_LEN);
+    (&mut input)
+        .take(MAX_HEADER_LEN as u64)
+        .read_to_end(&mut prefix)?;
+    if let Ok(header) = Header::parse(&prefix) {
+        if let KeySource::Passphrase { salt, params } = header.key_source {
+            let passphrase = settings
+                .keyring
+                .passphrase()
+                .expect("checked by the caller: the keyring has a passphrase");
+            match keys::derive_cancellable(passphrase, salt, params, cancel) {
+                Ok(key) => settings.keyring.insert_derived(key),
+                Err(Reason::Cancelled) => return Ok(None),
+                // Reported with the file when it is decrypted.
+                Err(_) => {}
+            }
+        }
+    }
+    Ok(Some(Box::new(std::io::Cursor::new(prefix).chain(input))))
+}
+
 /// A reader that fails once SIGINT/SIGTERM has raised `cancel`.
 struct Cancellable<'a> {
     inner: Box<dyn std::io::Read + 'a>,
@@ -499,6 +532,16 @@ fn run_stream(
         let writer = out.file().try_clone()?;
         atomic = Some(out);
         Box::new(std::io::BufWriter::with_capacity(1 << 20, writer))
+    };
+    // A passphrase key is derived before the stream is decrypted, where a
+    // signal can stop it (the header is read first and put back in front).
+    let input = if direction == Direction::Decrypt && settings.keyring.has_passphrase() {
+        match prepare_stream_key(settings, input, cancel)? {
+            Some(input) => input,
+            None => return Ok(interrupted()),
+        }
+    } else {
+        input
     };
     // The signal handlers only raise `cancel`: the stream checks it on
     // every read, and a second signal exits at once.

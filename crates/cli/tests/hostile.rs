@@ -238,7 +238,7 @@ fn a_hostile_argon2_header_is_refused_quickly() {
 // 2. A signal during a slow derivation
 // ---------------------------------------------------------------------------
 
-fn sigterm_during_a_derivation(engine: &str) {
+fn sigterm_during_a_derivation(engine: &str, stream: bool) {
     let ws = Workspace::new();
     let mut slow = tiny_passphrase_file(&ws, "slow");
     // At the limits (1 GiB x 4 passes): accepted, and slow to stretch. The
@@ -249,9 +249,15 @@ fn sigterm_during_a_derivation(engine: &str) {
     let out = ws.path("slow.out");
     let mut cmd = with_passphrase(&ws, "decrypt");
     cmd.env("CRYPTSTREAM_DEBUG_ANNOUNCE_DERIVE", "1")
-        .args(["--engine", engine])
-        .arg(&input)
-        .arg(&out);
+        .args(["--engine", engine]);
+    if stream {
+        // From stdin: the header is read, then the key derived.
+        cmd.arg("-")
+            .arg(&out)
+            .stdin(fs::File::open(&input).unwrap());
+    } else {
+        cmd.arg(&input).arg(&out);
+    }
     let (mut running, watch) = spawn_watched(&mut cmd);
     watch.wait_for(&mut running, DERIVING);
     assert!(
@@ -273,8 +279,9 @@ fn sigterm_during_a_derivation(engine: &str) {
 
 #[test]
 fn sigterm_during_a_derivation_exits_130() {
-    sigterm_during_a_derivation("threads");
-    sigterm_during_a_derivation("processes");
+    sigterm_during_a_derivation("threads", false);
+    sigterm_during_a_derivation("processes", false);
+    sigterm_during_a_derivation("threads", true);
 }
 
 // ---------------------------------------------------------------------------
