@@ -425,24 +425,16 @@ fn prepare_stream_key<'a>(
     mut input: Box<dyn std::io::Read + 'a>,
     cancel: &AtomicBool,
 ) -> anyhow::Result<Option<Box<dyn std::io::Read + 'a>>> {
-    use cryptstream_format::{Header, KeySource, MAX_HEADER_LEN};
+    use cryptstream_format::{Header, MAX_HEADER_LEN};
     use std::io::Read;
     let mut prefix = Vec::with_capacity(MAX_HEADER_LEN);
     (&mut input)
         .take(MAX_HEADER_LEN as u64)
         .read_to_end(&mut prefix)?;
     if let Ok(header) = Header::parse(&prefix) {
-        if let KeySource::Passphrase { salt, params } = header.key_source {
-            let passphrase = settings
-                .keyring
-                .passphrase()
-                .expect("checked by the caller: the keyring has a passphrase");
-            match keys::derive_cancellable(passphrase, salt, params, cancel) {
-                Ok(key) => settings.keyring.insert_derived(key),
-                Err(Reason::Cancelled) => return Ok(None),
-                // Reported with the file when it is decrypted.
-                Err(_) => {}
-            }
+        // Its only error is a cancellation.
+        if keys::derive_for_header(&header, &settings.keyring, cancel).is_err() {
+            return Ok(None);
         }
     }
     Ok(Some(Box::new(std::io::Cursor::new(prefix).chain(input))))

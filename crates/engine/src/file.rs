@@ -139,7 +139,7 @@ fn reopen(file: &File, write: bool) -> io::Result<File> {
 }
 
 /// The per-file salt: random, or (test builds) the one the run fixes.
-fn file_salt(settings: &Settings) -> Result<[u8; 32], Reason> {
+pub(crate) fn file_salt(settings: &Settings) -> Result<[u8; 32], Reason> {
     #[cfg(debug_assertions)]
     if let Some(salt) = settings.fixed_salt {
         return Ok(salt);

@@ -123,12 +123,43 @@ pub fn derive_for_plan(plan: &Plan, keyring: &Keyring, cancel: &AtomicBool) -> R
         }
     }
     for (salt, params) in wanted {
-        match derive_cancellable(passphrase, salt, params, cancel) {
-            Ok(key) => keyring.insert_derived(key),
-            Err(Reason::Cancelled) => return Err(Reason::Cancelled),
-            // The file fails with this reason when it is opened.
-            Err(_) => {}
+        derive_into(keyring, passphrase, salt, params, cancel)?;
+    }
+    Ok(())
+}
+
+/// Derives the passphrase key that `header` names, if it names one, into
+/// `keyring` (for a stream, whose header is read before it is decrypted).
+///
+/// # Errors
+/// [`Reason::Cancelled`] when `cancel` is set during the derivation.
+pub fn derive_for_header(
+    header: &Header,
+    keyring: &Keyring,
+    cancel: &AtomicBool,
+) -> Result<(), Reason> {
+    match (header.key_source, keyring.passphrase()) {
+        (KeySource::Passphrase { salt, params }, Some(passphrase)) => {
+            derive_into(keyring, passphrase, salt, params, cancel)
         }
+        _ => Ok(()),
+    }
+}
+
+/// Derives one passphrase key into `keyring`. Only a cancellation is an
+/// error: costs outside the caps fail the file that names them, when it
+/// is opened.
+fn derive_into(
+    keyring: &Keyring,
+    passphrase: &Passphrase,
+    salt: [u8; 16],
+    params: KdfParams,
+    cancel: &AtomicBool,
+) -> Result<(), Reason> {
+    match derive_cancellable(passphrase, salt, params, cancel) {
+        Ok(key) => keyring.insert_derived(key),
+        Err(Reason::Cancelled) => return Err(Reason::Cancelled),
+        Err(_) => {}
     }
     Ok(())
 }

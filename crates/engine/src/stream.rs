@@ -99,14 +99,7 @@ pub fn encrypt_stream(
         kind: EntryKind::File,
         mtime: source.map(|s| s.mtime),
     };
-    let mut salt = [0u8; 32];
-    #[cfg(debug_assertions)]
-    if let Some(fixed) = settings.fixed_salt {
-        salt = fixed;
-    }
-    if salt == [0u8; 32] {
-        cryptstream_format::fill_random(&mut salt)?;
-    }
+    let salt = crate::file::file_salt(settings)?;
     let (header, cipher) = seal_header(settings.sealing_key(), &params, salt)?;
     let mut counted = Counted {
         inner: output,
