@@ -82,7 +82,7 @@ impl Timestamp {
     }
 
     /// These times as `utimensat` takes them: mtime set, atime left alone.
-    fn as_mtime_only(self) -> Timestamps {
+    pub fn as_mtime_only(self) -> Timestamps {
         Timestamps {
             last_access: Timespec {
                 tv_sec: 0,
@@ -154,6 +154,42 @@ impl DirFd {
                 ));
             };
             let fd = rustix::fs::openat(&*dir.0, name, flags | OFlags::NOFOLLOW, Mode::empty())?;
+            dir = DirFd(Arc::new(fd));
+        }
+        Ok(dir)
+    }
+
+    /// Opens the directory `relative` below this one, creating each
+    /// missing component with `mode` (through the umask) on the way, and
+    /// never following a symbolic link (`mkdirat` then
+    /// `openat(O_NOFOLLOW | O_DIRECTORY)` in the already-open parent, one
+    /// component at a time). For receivers that get one relative name at a
+    /// time (the network server), where an [`OutputTree`] planned ahead
+    /// does not fit.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a component other than a plain name (`..`, `/`),
+    /// `ELOOP`/`ENOTDIR` when a component is a symbolic link or not a
+    /// directory, and any other error of `mkdirat`/`openat`.
+    pub fn create_dirs_beneath(&self, relative: &Path, mode: u32) -> io::Result<DirFd> {
+        let mut dir = self.clone();
+        for component in relative.components() {
+            let name = match component {
+                Component::Normal(name) => name,
+                Component::CurDir => continue,
+                _ => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "path leaves the output directory",
+                    ))
+                }
+            };
+            match rustix::fs::mkdirat(&*dir.0, name, Mode::from_raw_mode(mode)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let fd = rustix::fs::openat(&*dir.0, name, flags, Mode::empty())?;
             dir = DirFd(Arc::new(fd));
         }
         Ok(dir)
@@ -781,6 +817,22 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn create_dirs_beneath_makes_missing_dirs_and_refuses_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = DirFd::open(tmp.path()).unwrap();
+        root.create_dirs_beneath(Path::new("a/b/c"), 0o755).unwrap();
+        assert!(tmp.path().join("a/b/c").is_dir());
+        root.create_dirs_beneath(Path::new("a/b"), 0o755).unwrap();
+        std::os::unix::fs::symlink(outside.path(), tmp.path().join("a/link")).unwrap();
+        assert!(root
+            .create_dirs_beneath(Path::new("a/link/x"), 0o755)
+            .is_err());
+        assert!(root.create_dirs_beneath(Path::new("../x"), 0o755).is_err());
+        assert!(names(outside.path()).is_empty());
     }
 
     #[test]

@@ -1,0 +1,785 @@
+//! `send`: many files over several TLS connections at once, large files
+//! split into ranges, resumable.
+//!
+//! The files named are listed first ([`plan_files`]: a directory is walked
+//! in sorted order; symbolic links and special files are skipped and
+//! reported). Each file becomes one or more jobs of at most `range_bytes`
+//! (16 MiB by default), put in one queue that `connections` sessions take
+//! from, so one large file travels over every connection at once and many
+//! small files spread over them. For each job a session sends `Open`
+//! (the server answers with the ranges it already holds: resume), the
+//! missing bytes in `Data` frames, and then `Sync` and `Close`, or, for the
+//! job that finishes the file, `Commit` with the whole-file BLAKE3, which
+//! a blocking thread computed while the bytes were being sent.
+//!
+//! File bytes are read with `pread` on tokio's blocking threads, one block
+//! ahead of the one being sent.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+
+use crate::auth::{Token, EXPORTER_LABEL};
+use crate::frame::{data_prefix, ErrorCode, FileMeta, Frame, HASH_LEN, MAX_DATA_PAYLOAD, VERSION};
+use crate::name::RelName;
+use crate::ranges::RangeSet;
+use crate::tls::{client_config, record_known_host, PinnedVerifier, ServerTrust};
+use crate::wire::{read_frame, write_frame, WireError};
+use crate::NetError;
+
+/// Default bytes of one job (a range of a file sent by one connection).
+pub const DEFAULT_RANGE_BYTES: u64 = 16 * 1024 * 1024;
+/// Bytes read from the file at a time (a few data frames).
+const READ_BLOCK: usize = 1024 * 1024;
+/// Times a job is tried again on a new connection after one broke.
+const JOB_RETRIES: u32 = 2;
+/// Bytes read at a time while hashing.
+const HASH_READ: usize = 1024 * 1024;
+
+/// Progress of a send, reported as it happens.
+pub trait SendProgress: Send + Sync {
+    /// Bytes of files done (sent, or found already held by the server).
+    fn advance(&self, bytes: u64);
+    /// A file arrived (`None`) or failed (its reason).
+    fn file_done(&self, name: &str, failure: Option<&str>);
+}
+
+/// No progress reporting.
+pub struct NoProgress;
+
+impl SendProgress for NoProgress {
+    fn advance(&self, _bytes: u64) {}
+    fn file_done(&self, _name: &str, _failure: Option<&str>) {}
+}
+
+/// Everything a send needs, built once by the caller.
+pub struct SendConfig {
+    /// `HOST:PORT` of the server.
+    pub to: String,
+    /// The files to send, from [`plan_files`].
+    pub files: Vec<PlannedFile>,
+    /// Sessions at once.
+    pub connections: usize,
+    /// The access token.
+    pub token: Token,
+    /// How the server's certificate is trusted.
+    pub trust: ServerTrust,
+    /// Bytes per job.
+    pub range_bytes: u64,
+    /// Deadline of every read from the server and of connecting.
+    pub timeout: Duration,
+    /// Where progress goes.
+    pub progress: Arc<dyn SendProgress>,
+}
+
+/// A file to send.
+#[derive(Clone, Debug)]
+pub struct PlannedFile {
+    /// Where it is here.
+    pub path: PathBuf,
+    /// Its name on the server.
+    pub name: RelName,
+    /// Its size, mode and mtime.
+    pub meta: FileMeta,
+}
+
+/// What was skipped while planning, and why.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Skipped {
+    /// The path.
+    pub path: PathBuf,
+    /// Why.
+    pub reason: String,
+}
+
+/// A failed file of a send.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SendFailure {
+    /// Its name on the server.
+    pub name: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// What a send did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct SendSummary {
+    /// Files that arrived, verified.
+    pub files: u64,
+    /// Total bytes of the files that arrived.
+    pub bytes: u64,
+    /// File bytes sent over the network in this run.
+    pub bytes_sent: u64,
+    /// File bytes not sent because the server already held them (resume).
+    pub bytes_resumed: u64,
+    /// Connections used.
+    pub connections: usize,
+    /// Wall time.
+    pub seconds: f64,
+    /// `bytes / seconds`, in MB/s (10^6).
+    pub mb_per_s: f64,
+    /// Files that failed.
+    pub failures: Vec<SendFailure>,
+}
+
+/// Lists the files to send for `paths`: a file is sent under its own
+/// name, a directory as its name followed by every file below it (sorted);
+/// symbolic links below a directory and special files are skipped.
+///
+/// # Errors
+/// [`NetError::Input`] for a path that cannot be read, or two files that
+/// would get the same name.
+pub fn plan_files(paths: &[PathBuf]) -> Result<(Vec<PlannedFile>, Vec<Skipped>), NetError> {
+    let mut files = Vec::new();
+    let mut skipped = Vec::new();
+    for path in paths {
+        let input_err = |e: io::Error| NetError::Input {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        let meta = std::fs::metadata(path).map_err(input_err)?;
+        let base = match path.file_name() {
+            Some(name) if name != OsStr::new("..") => PathBuf::from(name),
+            _ => PathBuf::new(),
+        };
+        if meta.is_dir() {
+            walk(path, &base, &mut files, &mut skipped)?;
+        } else if meta.is_file() {
+            files.push(planned(path, &base, &meta)?);
+        } else {
+            skipped.push(Skipped {
+                path: path.clone(),
+                reason: "not a regular file or directory".into(),
+            });
+        }
+    }
+    let mut names: Vec<&[u8]> = files.iter().map(|f| f.name.as_bytes()).collect();
+    names.sort_unstable();
+    if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(NetError::Input {
+            path: PathBuf::from(OsStr::from_bytes(pair[0])),
+            reason: "two files would arrive under this name".into(),
+        });
+    }
+    Ok((files, skipped))
+}
+
+fn planned(path: &Path, name: &Path, meta: &std::fs::Metadata) -> Result<PlannedFile, NetError> {
+    let name = RelName::from_path(name).map_err(|e| NetError::Input {
+        path: path.to_path_buf(),
+        reason: format!("cannot be sent under this name: {e}"),
+    })?;
+    Ok(PlannedFile {
+        path: path.to_path_buf(),
+        name,
+        meta: FileMeta {
+            size: meta.len(),
+            mtime_seconds: meta.mtime(),
+            mtime_nanos: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
+            mode: meta.mode() & 0o7777,
+        },
+    })
+}
+
+fn walk(
+    dir: &Path,
+    name: &Path,
+    files: &mut Vec<PlannedFile>,
+    skipped: &mut Vec<Skipped>,
+) -> Result<(), NetError> {
+    let input_err = |path: &Path, e: io::Error| NetError::Input {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| input_err(dir, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| input_err(dir, e))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let child = name.join(entry.file_name());
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| input_err(&path, e))?;
+        if meta.is_dir() {
+            walk(&path, &child, files, skipped)?;
+        } else if meta.is_file() {
+            files.push(planned(&path, &child, &meta)?);
+        } else {
+            let reason = if meta.file_type().is_symlink() {
+                "symbolic link (not followed)"
+            } else {
+                "not a regular file"
+            };
+            skipped.push(Skipped {
+                path,
+                reason: reason.into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// One range of one file.
+#[derive(Clone, Copy, Debug)]
+struct Job {
+    file: usize,
+    start: u64,
+    end: u64,
+    tries: u32,
+}
+
+/// A file's state during the send.
+struct FileState {
+    planned: PlannedFile,
+    jobs_left: AtomicUsize,
+    hash_started: AtomicBool,
+    hash: Mutex<Option<JoinHandle<io::Result<[u8; HASH_LEN]>>>>,
+    failure: Mutex<Option<String>>,
+}
+
+/// What every session shares.
+struct Shared {
+    connector: TlsConnector,
+    verifier: Arc<PinnedVerifier>,
+    to: String,
+    token: Token,
+    timeout: Duration,
+    files: Vec<FileState>,
+    queue: Mutex<std::collections::VecDeque<Job>>,
+    progress: Arc<dyn SendProgress>,
+    sent: AtomicU64,
+    resumed: AtomicU64,
+    /// A failure that ends the whole send (authentication, trust).
+    fatal: Mutex<Option<NetError>>,
+    next_file_id: AtomicU64,
+}
+
+/// Sends the files of `config`, building its own runtime.
+///
+/// # Errors
+/// [`NetError`] for what ends the whole send: the server cannot be
+/// reached, refuses the token, or presents another certificate. A failed
+/// file is not an error: see [`SendSummary::failures`].
+pub fn send(config: SendConfig) -> Result<SendSummary, NetError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("cryptstream-send")
+        .build()
+        .map_err(NetError::Runtime)?;
+    runtime.block_on(send_async(config))
+}
+
+async fn send_async(config: SendConfig) -> Result<SendSummary, NetError> {
+    let start = Instant::now();
+    let expected = config.trust.expected()?;
+    let verifier = Arc::new(PinnedVerifier::new(expected));
+    let connector = TlsConnector::from(Arc::new(client_config(verifier.clone())?));
+    let mut queue = std::collections::VecDeque::new();
+    let range = config.range_bytes.max(MAX_DATA_PAYLOAD as u64);
+    let mut files = Vec::with_capacity(config.files.len());
+    for (index, planned) in config.files.into_iter().enumerate() {
+        let size = planned.meta.size;
+        let mut jobs = 0;
+        let mut at = 0;
+        loop {
+            let end = (at + range).min(size);
+            queue.push_back(Job {
+                file: index,
+                start: at,
+                end,
+                tries: 0,
+            });
+            jobs += 1;
+            at = end;
+            if at >= size {
+                break;
+            }
+        }
+        files.push(FileState {
+            planned,
+            jobs_left: AtomicUsize::new(jobs),
+            hash_started: AtomicBool::new(false),
+            hash: Mutex::new(None),
+            failure: Mutex::new(None),
+        });
+    }
+    let connections = config.connections.clamp(1, queue.len().max(1));
+    let shared = Arc::new(Shared {
+        connector,
+        verifier,
+        to: config.to.clone(),
+        token: config.token,
+        timeout: config.timeout,
+        files,
+        queue: Mutex::new(queue),
+        progress: config.progress,
+        sent: AtomicU64::new(0),
+        resumed: AtomicU64::new(0),
+        fatal: Mutex::new(None),
+        next_file_id: AtomicU64::new(0),
+    });
+
+    // The first session alone: it settles trust (and records a new host)
+    // before the others connect.
+    let first = Session::connect(&shared).await?;
+    if expected.is_none() {
+        if let (ServerTrust::KnownHosts { file, host }, Some(seen)) =
+            (&config.trust, shared.verifier.seen())
+        {
+            record_known_host(file, host, seen)?;
+        }
+        let seen = shared.verifier.seen();
+        // Every further session must present the same certificate.
+        let pinned = Arc::new(PinnedVerifier::new(seen));
+        let connector = TlsConnector::from(Arc::new(client_config(pinned)?));
+        return run_sessions(shared, Some(first), connections, Some(connector), start).await;
+    }
+    run_sessions(shared, Some(first), connections, None, start).await
+}
+
+async fn run_sessions(
+    shared: Arc<Shared>,
+    first: Option<Session>,
+    connections: usize,
+    connector: Option<TlsConnector>,
+    start: Instant,
+) -> Result<SendSummary, NetError> {
+    let connector = Arc::new(connector.unwrap_or_else(|| shared.connector.clone()));
+    let mut tasks = Vec::new();
+    let mut first = first;
+    for _ in 0..connections {
+        let shared = shared.clone();
+        let session = first.take();
+        let connector = connector.clone();
+        tasks.push(tokio::spawn(async move {
+            worker(shared, session, connector).await;
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    if let Some(fatal) = shared.fatal.lock().expect("never poisoned").take() {
+        return Err(fatal);
+    }
+    // Jobs nobody could run: their files fail.
+    let left: Vec<Job> = shared
+        .queue
+        .lock()
+        .expect("never poisoned")
+        .drain(..)
+        .collect();
+    for job in left {
+        shared.files[job.file].fail("no connection to the server was left to send it");
+    }
+    let mut summary = SendSummary {
+        connections,
+        ..SendSummary::default()
+    };
+    for file in &shared.files {
+        let name = file.planned.name.display();
+        match file.failure.lock().expect("never poisoned").clone() {
+            Some(reason) => summary.failures.push(SendFailure { name, reason }),
+            None if file.jobs_left.load(Ordering::Relaxed) == 0 => {
+                summary.files += 1;
+                summary.bytes += file.planned.meta.size;
+            }
+            None => summary.failures.push(SendFailure {
+                name,
+                reason: "not sent".into(),
+            }),
+        }
+    }
+    summary.bytes_sent = shared.sent.load(Ordering::Relaxed);
+    summary.bytes_resumed = shared.resumed.load(Ordering::Relaxed);
+    summary.seconds = start.elapsed().as_secs_f64();
+    if summary.seconds > 0.0 {
+        summary.mb_per_s = summary.bytes as f64 / 1e6 / summary.seconds;
+    }
+    Ok(summary)
+}
+
+impl FileState {
+    fn fail(&self, reason: &str) {
+        let mut failure = self.failure.lock().expect("never poisoned");
+        if failure.is_none() {
+            *failure = Some(reason.to_owned());
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.failure.lock().expect("never poisoned").is_some()
+    }
+
+    /// Starts hashing the file on a blocking thread (once).
+    fn start_hash(&self) {
+        if !self.hash_started.swap(true, Ordering::AcqRel) {
+            let path = self.planned.path.clone();
+            let handle = tokio::task::spawn_blocking(move || hash_file(&path));
+            *self.hash.lock().expect("never poisoned") = Some(handle);
+        }
+    }
+}
+
+/// BLAKE3 of a whole file.
+fn hash_file(path: &Path) -> io::Result<[u8; HASH_LEN]> {
+    let mut file = File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; HASH_READ];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(*hasher.finalize().as_bytes())
+}
+
+/// Runs one connection's share of the jobs, reconnecting after a break.
+async fn worker(shared: Arc<Shared>, first: Option<Session>, connector: Arc<TlsConnector>) {
+    let mut session = first;
+    loop {
+        if shared.fatal.lock().expect("never poisoned").is_some() {
+            return;
+        }
+        let Some(job) = shared.queue.lock().expect("never poisoned").pop_front() else {
+            break;
+        };
+        let file = &shared.files[job.file];
+        if file.failed() {
+            file.jobs_left.fetch_sub(1, Ordering::AcqRel);
+            continue;
+        }
+        if session.is_none() {
+            match Session::connect_with(&shared, &connector).await {
+                Ok(s) => session = Some(s),
+                Err(e) => {
+                    requeue_or_fail(&shared, job, &e.to_string());
+                    if matches!(e, NetError::Refused { .. } | NetError::Tls(_)) {
+                        shared
+                            .fatal
+                            .lock()
+                            .expect("never poisoned")
+                            .get_or_insert(e);
+                    }
+                    return;
+                }
+            }
+        }
+        let live = session.as_mut().expect("connected above");
+        match live.run_job(&shared, job).await {
+            Ok(()) => {}
+            Err(JobError::File(reason)) => {
+                file.fail(&reason);
+                finish_failed(&shared, job.file);
+            }
+            Err(JobError::Session(reason)) => {
+                session = None;
+                requeue_or_fail(&shared, job, &reason);
+            }
+            Err(JobError::Broken) => session = None,
+        }
+    }
+    if let Some(mut session) = session {
+        let _ = write_frame(&mut session.tls, &Frame::Bye).await;
+        let _ = session.tls.shutdown().await;
+    }
+}
+
+/// Reports a failed file once all its jobs are accounted for.
+fn finish_failed(shared: &Shared, index: usize) {
+    let file = &shared.files[index];
+    if file.jobs_left.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let reason = file.failure.lock().expect("never poisoned").clone();
+        shared
+            .progress
+            .file_done(&file.planned.name.display(), reason.as_deref());
+    }
+}
+
+fn requeue_or_fail(shared: &Shared, mut job: Job, reason: &str) {
+    if job.tries < JOB_RETRIES {
+        job.tries += 1;
+        shared.queue.lock().expect("never poisoned").push_front(job);
+    } else {
+        shared.files[job.file].fail(&format!("connection lost: {reason}"));
+        finish_failed(shared, job.file);
+    }
+}
+
+/// How a job failed.
+enum JobError {
+    /// The file cannot be sent (refused name, read error, hash mismatch).
+    File(String),
+    /// The connection broke: the job can go to another one.
+    Session(String),
+    /// The connection broke after the job was accounted for (its file
+    /// failed and was reported): only the connection is dropped.
+    Broken,
+}
+
+impl From<WireError> for JobError {
+    fn from(e: WireError) -> JobError {
+        JobError::Session(e.to_string())
+    }
+}
+
+type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// One authenticated connection.
+struct Session {
+    tls: Tls,
+    timeout: Duration,
+}
+
+impl Session {
+    async fn connect(shared: &Shared) -> Result<Session, NetError> {
+        Session::connect_with(shared, &shared.connector).await
+    }
+
+    async fn connect_with(shared: &Shared, connector: &TlsConnector) -> Result<Session, NetError> {
+        let fail = |reason: String| NetError::Connect {
+            address: shared.to.clone(),
+            reason,
+        };
+        let tcp = tokio::time::timeout(shared.timeout, TcpStream::connect(&shared.to))
+            .await
+            .map_err(|_| fail("timed out".into()))?
+            .map_err(|e| fail(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let server_name = rustls::pki_types::ServerName::try_from("cryptstream")
+            .expect("a valid DNS name")
+            .to_owned();
+        let mut tls = tokio::time::timeout(shared.timeout, connector.connect(server_name, tcp))
+            .await
+            .map_err(|_| fail("TLS handshake timed out".into()))?
+            .map_err(|e| {
+                match e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                {
+                    Some(tls_error) => NetError::Tls(tls_error.to_string()),
+                    None => fail(format!("TLS handshake failed: {e}")),
+                }
+            })?;
+        let wire = |e: WireError| fail(e.to_string());
+        write_frame(&mut tls, &Frame::Hello { version: VERSION })
+            .await
+            .map_err(wire)?;
+        let challenge = read_frame(&mut tls, shared.timeout).await.map_err(wire)?;
+        let nonce = match challenge.parse() {
+            Ok(Frame::Challenge {
+                version: VERSION,
+                nonce,
+            }) => nonce,
+            Ok(Frame::Error { code, message, .. }) => {
+                return Err(NetError::Refused { code, message })
+            }
+            _ => return Err(fail("the server did not answer with a challenge".into())),
+        };
+        let mut exporter = [0u8; 32];
+        tls.get_ref()
+            .1
+            .export_keying_material(&mut exporter, EXPORTER_LABEL, None)
+            .map_err(|e| NetError::Tls(e.to_string()))?;
+        let proof = shared.token.proof(&nonce, &exporter);
+        write_frame(&mut tls, &Frame::Auth { proof })
+            .await
+            .map_err(wire)?;
+        let answer = read_frame(&mut tls, shared.timeout)
+            .await
+            .map_err(|e| match e {
+                WireError::Closed | WireError::Truncated => NetError::Refused {
+                    code: ErrorCode::Unauthenticated,
+                    message: "the server closed the connection".into(),
+                },
+                other => wire(other),
+            })?;
+        match answer.parse() {
+            Ok(Frame::AuthOk) => Ok(Session {
+                tls,
+                timeout: shared.timeout,
+            }),
+            Ok(Frame::Error { code, message, .. }) => Err(NetError::Refused { code, message }),
+            _ => Err(fail("unexpected answer to the token proof".into())),
+        }
+    }
+
+    /// Reads the server's answer to a request about `file_id`.
+    async fn answer(&mut self) -> Result<Frame<'static>, JobError> {
+        let raw = read_frame(&mut self.tls, self.timeout).await?;
+        let frame = raw
+            .parse()
+            .map_err(|e| JobError::Session(format!("bad frame from the server: {e}")))?;
+        Ok(match frame {
+            Frame::Held { file_id, ranges } => Frame::Held { file_id, ranges },
+            Frame::Synced { file_id, held } => Frame::Synced { file_id, held },
+            Frame::Committed { file_id } => Frame::Committed { file_id },
+            Frame::Error {
+                code,
+                file_id,
+                message,
+            } => Frame::Error {
+                code,
+                file_id,
+                message,
+            },
+            other => {
+                return Err(JobError::Session(format!(
+                    "unexpected {:?} frame from the server",
+                    other.kind()
+                )))
+            }
+        })
+    }
+
+    async fn run_job(&mut self, shared: &Shared, job: Job) -> Result<(), JobError> {
+        let state = &shared.files[job.file];
+        let file = &state.planned;
+        state.start_hash();
+        let file_id = shared.next_file_id.fetch_add(1, Ordering::Relaxed) as u32;
+        write_frame(
+            &mut self.tls,
+            &Frame::Open {
+                file_id,
+                meta: file.meta.clone(),
+                name: file.name.as_bytes(),
+            },
+        )
+        .await?;
+        let held = match self.answer().await? {
+            Frame::Held {
+                file_id: id,
+                ranges,
+            } if id == file_id => RangeSet::from_ranges(&ranges),
+            Frame::Error { code, message, .. } if code != ErrorCode::Protocol => {
+                return Err(JobError::File(format!("refused by the server: {message}")))
+            }
+            Frame::Error { message, .. } => return Err(JobError::Session(message)),
+            _ => return Err(JobError::Session("unexpected answer to Open".into())),
+        };
+        let missing = held.missing(job.start, job.end);
+        let to_send: u64 = missing.iter().map(|(s, e)| e - s).sum();
+        let already = (job.end - job.start) - to_send;
+        if already > 0 {
+            shared.resumed.fetch_add(already, Ordering::Relaxed);
+            shared.progress.advance(already);
+        }
+        let input =
+            Arc::new(File::open(&file.path).map_err(|e| {
+                JobError::File(format!("cannot read {}: {e}", file.path.display()))
+            })?);
+        for (start, end) in missing {
+            self.send_span(shared, &input, file_id, start, end).await?;
+        }
+        let last = state.jobs_left.load(Ordering::Acquire) == 1;
+        if !last {
+            write_frame(&mut self.tls, &Frame::Sync { file_id }).await?;
+            match self.answer().await? {
+                Frame::Synced { file_id: id, .. } if id == file_id => {}
+                Frame::Error { message, .. } => return Err(JobError::Session(message)),
+                _ => return Err(JobError::Session("unexpected answer to Sync".into())),
+            }
+        }
+        // Whoever brings the count to zero commits.
+        if state.jobs_left.fetch_sub(1, Ordering::AcqRel) != 1 {
+            write_frame(&mut self.tls, &Frame::Close { file_id }).await?;
+            return Ok(());
+        }
+        let name = file.name.display();
+        let verdict = self.commit(state, file_id).await;
+        let (failure, broken) = match verdict {
+            Ok(()) => (None, false),
+            Err(JobError::File(reason)) => (Some(reason), false),
+            Err(JobError::Session(reason)) => (
+                Some(format!("connection lost while committing: {reason}")),
+                true,
+            ),
+            Err(JobError::Broken) => (Some("connection lost while committing".into()), true),
+        };
+        if let Some(reason) = &failure {
+            state.fail(reason);
+        }
+        shared.progress.file_done(&name, failure.as_deref());
+        if broken {
+            Err(JobError::Broken)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Waits for the file's hash, sends `Commit` and reads the verdict.
+    async fn commit(&mut self, state: &FileState, file_id: u32) -> Result<(), JobError> {
+        let handle = state.hash.lock().expect("never poisoned").take();
+        let path = state.planned.path.display();
+        let hash = match handle {
+            Some(handle) => handle
+                .await
+                .map_err(|e| JobError::File(format!("hashing failed: {e}")))?
+                .map_err(|e| JobError::File(format!("cannot read {path}: {e}")))?,
+            None => return Err(JobError::File("hash was never started".into())),
+        };
+        write_frame(&mut self.tls, &Frame::Commit { file_id, hash }).await?;
+        match self.answer().await? {
+            Frame::Committed { file_id: id } if id == file_id => Ok(()),
+            Frame::Error { code, message, .. } if code != ErrorCode::Protocol => {
+                Err(JobError::File(message))
+            }
+            _ => Err(JobError::Session("unexpected answer to Commit".into())),
+        }
+    }
+
+    /// Sends `[start, end)` of `input` in data frames, reading one block
+    /// ahead on a blocking thread.
+    async fn send_span(
+        &mut self,
+        shared: &Shared,
+        input: &Arc<File>,
+        file_id: u32,
+        start: u64,
+        end: u64,
+    ) -> Result<(), JobError> {
+        let read = |offset: u64| {
+            let input = input.clone();
+            let len = (end - offset).min(READ_BLOCK as u64) as usize;
+            tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; len];
+                input.read_exact_at(&mut buf, offset).map(|()| buf)
+            })
+        };
+        let mut offset = start;
+        let mut next = (offset < end).then(|| read(offset));
+        while let Some(pending) = next.take() {
+            let block = pending
+                .await
+                .map_err(|e| JobError::File(format!("reader failed: {e}")))?
+                .map_err(|e| JobError::File(format!("cannot read: {e}")))?;
+            let block_end = offset + block.len() as u64;
+            if block_end < end {
+                next = Some(read(block_end));
+            }
+            for piece in block.chunks(MAX_DATA_PAYLOAD as usize) {
+                let prefix = data_prefix(file_id, offset, piece.len());
+                self.tls.write_all(&prefix).await.map_err(WireError::from)?;
+                self.tls.write_all(piece).await.map_err(WireError::from)?;
+                offset += piece.len() as u64;
+                shared.sent.fetch_add(piece.len() as u64, Ordering::Relaxed);
+                shared.progress.advance(piece.len() as u64);
+                #[cfg(debug_assertions)]
+                crate::hooks::after_sent(&mut self.tls, shared.sent.load(Ordering::Relaxed)).await;
+            }
+        }
+        Ok(())
+    }
+}

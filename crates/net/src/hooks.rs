@@ -1,0 +1,29 @@
+//! Test hooks, in debug builds only (the binary turns them on from the
+//! environment): a sender that stalls after a number of bytes, so that a
+//! test can kill it while it provably has sent part of a file.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+/// Bytes after which the sender stalls (`u64::MAX`: never).
+static STALL_AFTER: AtomicU64 = AtomicU64::new(u64::MAX);
+/// Whether a stall happened already.
+static STALLED: AtomicBool = AtomicBool::new(false);
+
+/// Makes the sender stall, forever, once `bytes` file bytes are sent.
+pub fn stall_after_bytes(bytes: u64) {
+    STALL_AFTER.store(bytes, Ordering::Relaxed);
+}
+
+/// Called after each data frame with the bytes sent so far.
+pub(crate) async fn after_sent<W: AsyncWrite + Unpin>(writer: &mut W, sent: u64) {
+    if sent >= STALL_AFTER.load(Ordering::Relaxed) && !STALLED.swap(true, Ordering::Relaxed) {
+        let _ = writer.flush().await;
+        eprintln!("cryptstream: debug: stalled after {sent} bytes");
+        loop {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Network transfer: `serve` receives files over TLS 1.3, `send` sends
+//! them over several connections at once and resumes what was cut off.
+//!
+//! The wire protocol (`docs/PROTOCOL.md`) is a sequence of frames
+//! ([`frame`]: a type byte, a big-endian length, a payload, each type with
+//! a size limit checked before anything is read) inside a TLS 1.3 session
+//! ([`tls`]: rustls on aws-lc-rs, a self-signed server certificate that
+//! clients pin by fingerprint). A client proves it holds the access
+//! [`auth::Token`] with an HMAC of a fresh challenge bound to the TLS
+//! session; nothing else is answered before that.
+//!
+//! The [`server::Server`] runs on tokio's multi-threaded runtime (epoll):
+//! one task per session, at most `max_connections` at once, a deadline on
+//! every read, file I/O on blocking threads. What it receives goes to a
+//! [`receive::Destination`]; [`receive::DirDestination`] writes each file
+//! as a partial file below the root (never following a symbolic link),
+//! records the byte ranges it holds, verifies the whole-file BLAKE3 on
+//! commit and only then renames it to its final name.
+//!
+//! The client ([`client::send`]) plans the files ([`client::plan_files`]),
+//! cuts large ones into ranges, and lets `connections` sessions take
+//! ranges from one queue; for each range it asks what the server already
+//! holds and sends only the rest.
+//!
+//! Both sides build their own runtime inside a synchronous entry point
+//! ([`server::Server::bind`]/[`server::Server::run`], [`client::send`]),
+//! so no other crate sees tokio.
+
+pub mod auth;
+pub mod client;
+pub mod frame;
+#[cfg(debug_assertions)]
+pub mod hooks;
+pub mod name;
+pub mod ranges;
+pub mod receive;
+pub mod server;
+pub mod tls;
+pub mod wire;
+
+use std::path::PathBuf;
+
+pub use auth::Token;
+pub use client::{
+    plan_files, send, NoProgress, PlannedFile, SendConfig, SendProgress, SendSummary,
+};
+pub use frame::ErrorCode;
+pub use receive::{Destination, DirDestination};
+pub use server::{ServeConfig, ServeStats, Server};
+pub use tls::{Fingerprint, Identity, ServerTrust};
+
+/// What can go wrong in `serve` or `send` as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// A token file.
+    #[error("{}: {reason}", path.display())]
+    Token {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The certificate or key beside the token.
+    #[error("{}: {reason}", path.display())]
+    Identity {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A known-hosts file.
+    #[error("{}: {reason}", path.display())]
+    KnownHosts {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A fingerprint given by the user.
+    #[error("bad fingerprint {0}")]
+    Fingerprint(String),
+    /// TLS refused (a certificate that is not the pinned one, among others).
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The async runtime or a socket could not be made.
+    #[error("cannot start the network runtime: {0}")]
+    Runtime(std::io::Error),
+    /// The listening address.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The server could not be reached or spoke no protocol we know.
+    #[error("{address}: {reason}")]
+    Connect {
+        /// `HOST:PORT`.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+    /// The server refused the session (wrong token, version, ...).
+    #[error("the server refused the session: {code}: {message}")]
+    Refused {
+        /// The code it sent.
+        code: ErrorCode,
+        /// Its message.
+        message: String,
+    },
+    /// A file or directory to send.
+    #[error("{}: {reason}", path.display())]
+    Input {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}

@@ -1,0 +1,623 @@
+//! Where received files go: a [`Destination`] opens an [`Incoming`] file
+//! per announced file, the server writes ranges into it and commits it.
+//!
+//! [`DirDestination`] receives into a directory: each incoming file is a
+//! partial file `.cst-part.KEY` in its target directory (opened below the
+//! root without following any symbolic link, through
+//! `cryptstream_output::DirFd`), written at offsets with `pwrite`, with a
+//! sidecar `.cst-part.KEY.ranges` listing the byte ranges received, saved
+//! every [`CHECKPOINT_BYTES`] and whenever the last connection holding the
+//! file lets go. KEY is a hash of the name, size and mtime, so the next
+//! `send` of the same file finds it and is told what is held. On commit
+//! the whole-file BLAKE3 is checked, the mode and mtime are set, the data
+//! is synced, and the partial is renamed to its final name: no file ever
+//! appears under its final name before it is complete and verified.
+//!
+//! A store destination (`serve --store`) is meant to be a second
+//! implementation of [`Destination`].
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use cryptstream_output::{DirFd, Timestamp};
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::frame::{ErrorCode, FileMeta, HASH_LEN};
+use crate::name::{RelName, PARTIAL_PREFIX};
+use crate::ranges::RangeSet;
+
+/// Bytes received into a file between two saves of its sidecar.
+pub const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
+/// Magic of a sidecar file.
+const SIDECAR_MAGIC: &[u8; 8] = b"CSTPART1";
+/// Most ranges a sidecar may list (more means it is not ours).
+const MAX_SIDECAR_RANGES: usize = 1 << 20;
+/// Bytes read at a time when hashing from the disk.
+const HASH_READ: usize = 1024 * 1024;
+/// Mode of directories created for received files (through the umask).
+const DIR_MODE: u32 = 0o777;
+
+/// Why a received file could not be opened, written or committed.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {reason}")]
+pub struct ReceiveError {
+    /// The error code sent to the client.
+    pub code: ErrorCode,
+    /// The file's relative name.
+    pub name: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
+impl ReceiveError {
+    fn new(code: ErrorCode, name: &str, reason: impl Into<String>) -> ReceiveError {
+        ReceiveError {
+            code,
+            name: name.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Where received files go.
+pub trait Destination: Send + Sync + 'static {
+    /// Opens (or finds, or resumes) the incoming file `name` of `meta`.
+    ///
+    /// # Errors
+    /// [`ReceiveError`] with the code to send to the client.
+    fn open(&self, name: &RelName, meta: &FileMeta) -> Result<Arc<dyn Incoming>, ReceiveError>;
+
+    /// Saves the state of every incoming file (the server is stopping).
+    fn checkpoint_all(&self);
+}
+
+/// A file being received. Every method blocks (file I/O): call them from
+/// a blocking thread.
+pub trait Incoming: Send + Sync {
+    /// The ranges already held.
+    fn held(&self) -> RangeSet;
+    /// Writes `bytes` at `offset`.
+    ///
+    /// # Errors
+    /// `OutOfRange` past the announced size, `Storage` on a write error.
+    fn write_at(&self, offset: u64, bytes: &[u8]) -> Result<(), ReceiveError>;
+    /// Bytes held so far.
+    fn held_bytes(&self) -> u64;
+    /// Verifies `hash` over the whole file and makes it final.
+    /// Committing a file already committed succeeds.
+    ///
+    /// # Errors
+    /// `Incomplete`, `HashMismatch` (the partial is discarded) or `Storage`.
+    fn commit(&self, hash: &[u8; HASH_LEN]) -> Result<(), ReceiveError>;
+    /// One connection no longer uses this file.
+    fn release(&self);
+}
+
+/// Receives into a directory tree.
+pub struct DirDestination {
+    root: DirFd,
+    umask: u32,
+    open: Arc<Mutex<HashMap<String, Arc<PartialFile>>>>,
+}
+
+impl DirDestination {
+    /// Receives below `root` (which must exist); modes go through `umask`.
+    ///
+    /// # Errors
+    /// When `root` cannot be opened as a directory.
+    pub fn new(root: &Path, umask: u32) -> io::Result<DirDestination> {
+        Ok(DirDestination {
+            root: DirFd::open(root)?,
+            umask: umask & 0o777,
+            open: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+}
+
+/// The partial-file key of a file: hash of name, size and mtime.
+fn partial_key(name: &RelName, meta: &FileMeta) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"cryptstream-net partial v1\0");
+    hasher.update(&(name.as_bytes().len() as u64).to_be_bytes());
+    hasher.update(name.as_bytes());
+    hasher.update(&meta.size.to_be_bytes());
+    hasher.update(&meta.mtime_seconds.to_be_bytes());
+    hasher.update(&meta.mtime_nanos.to_be_bytes());
+    hex::encode(&hasher.finalize().as_bytes()[..16])
+}
+
+impl Destination for DirDestination {
+    fn open(&self, name: &RelName, meta: &FileMeta) -> Result<Arc<dyn Incoming>, ReceiveError> {
+        let shown = name.display();
+        let key = partial_key(name, meta);
+        let mut open = self.open.lock().expect("the lock is never poisoned");
+        if let Some(file) = open.get(&key) {
+            file.state
+                .lock()
+                .expect("the lock is never poisoned")
+                .openers += 1;
+            return Ok(file.clone());
+        }
+        let (parent, last) = name.split_parent();
+        let dir = self
+            .root
+            .create_dirs_beneath(&parent, DIR_MODE)
+            .map_err(|e| {
+                let code = match e.raw_os_error() {
+                    Some(c)
+                        if c == Errno::LOOP.raw_os_error() || c == Errno::NOTDIR.raw_os_error() =>
+                    {
+                        ErrorCode::BadName
+                    }
+                    _ => ErrorCode::Storage,
+                };
+                ReceiveError::new(code, &shown, format!("cannot create its directory: {e}"))
+            })?;
+        let file = PartialFile::open(dir, last, &key, &shown, meta.clone(), self.umask)?;
+        let file = Arc::new(PartialFile {
+            registry: Arc::downgrade(&self.open),
+            ..file
+        });
+        open.insert(key, file.clone());
+        Ok(file)
+    }
+
+    fn checkpoint_all(&self) {
+        let open = self.open.lock().expect("the lock is never poisoned");
+        for file in open.values() {
+            file.checkpoint();
+        }
+    }
+}
+
+/// The mutable state of a partial file.
+struct PartialState {
+    ranges: RangeSet,
+    /// BLAKE3 of `[0, hashed_to)`, fed by writes that arrive in order.
+    hasher: blake3::Hasher,
+    hashed_to: u64,
+    /// Bytes written since the last sidecar save.
+    unsaved: u64,
+    committed: bool,
+    /// Failed its hash check and was removed.
+    discarded: bool,
+    /// Connections that opened it and have not released it.
+    openers: usize,
+}
+
+/// A file being received into a directory.
+struct PartialFile {
+    dir: DirFd,
+    final_name: OsString,
+    part_name: OsString,
+    sidecar_name: OsString,
+    key: String,
+    shown: String,
+    meta: FileMeta,
+    umask: u32,
+    file: File,
+    state: Mutex<PartialState>,
+    /// Serialises sidecar saves.
+    saving: Mutex<()>,
+    registry: std::sync::Weak<Mutex<HashMap<String, Arc<PartialFile>>>>,
+}
+
+impl PartialFile {
+    fn open(
+        dir: DirFd,
+        final_name: &OsStr,
+        key: &str,
+        shown: &str,
+        meta: FileMeta,
+        umask: u32,
+    ) -> Result<PartialFile, ReceiveError> {
+        let storage = |what: &str, e: io::Error| {
+            ReceiveError::new(ErrorCode::Storage, shown, format!("{what}: {e}"))
+        };
+        let part_name = OsString::from(format!("{PARTIAL_PREFIX}{key}"));
+        let sidecar_name = OsString::from(format!("{PARTIAL_PREFIX}{key}.ranges"));
+        let fd: OwnedFd = rustix::fs::openat(
+            dir.as_fd(),
+            &part_name,
+            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| storage("cannot open its partial file", e.into()))?;
+        let file = File::from(fd);
+        let on_disk = file
+            .metadata()
+            .map_err(|e| storage("cannot stat its partial file", e))?
+            .len();
+        let mut ranges = read_sidecar(&dir, &sidecar_name, meta.size).unwrap_or_default();
+        if ranges
+            .to_ranges()
+            .last()
+            .is_some_and(|&(o, l)| o + l > on_disk)
+        {
+            // The sidecar claims bytes the file does not have: trust neither.
+            ranges = RangeSet::new();
+        }
+        if ranges.is_empty() && on_disk > 0 {
+            file.set_len(0)
+                .map_err(|e| storage("cannot reset its partial file", e))?;
+        }
+        Ok(PartialFile {
+            dir,
+            final_name: final_name.to_owned(),
+            part_name,
+            sidecar_name,
+            key: key.to_owned(),
+            shown: shown.to_owned(),
+            meta,
+            umask,
+            file,
+            state: Mutex::new(PartialState {
+                ranges,
+                hasher: blake3::Hasher::new(),
+                hashed_to: 0,
+                unsaved: 0,
+                committed: false,
+                discarded: false,
+                openers: 1,
+            }),
+            saving: Mutex::new(()),
+            registry: std::sync::Weak::new(),
+        })
+    }
+
+    fn error(&self, code: ErrorCode, reason: impl Into<String>) -> ReceiveError {
+        ReceiveError::new(code, &self.shown, reason)
+    }
+
+    /// Saves the sidecar (best effort: a failed save only costs a resend).
+    fn checkpoint(&self) {
+        let _saving = self.saving.lock().expect("the lock is never poisoned");
+        let ranges = {
+            let mut state = self.state.lock().expect("the lock is never poisoned");
+            if state.committed || state.discarded {
+                return;
+            }
+            state.unsaved = 0;
+            state.ranges.clone()
+        };
+        if let Err(e) = write_sidecar(&self.dir, &self.sidecar_name, self.meta.size, &ranges) {
+            tracing::warn!("{}: cannot save the received ranges: {e}", self.shown);
+        }
+    }
+
+    /// Removes the partial and its sidecar.
+    fn discard(&self) {
+        let _ = rustix::fs::unlinkat(
+            self.dir.as_fd(),
+            &self.part_name,
+            rustix::fs::AtFlags::empty(),
+        );
+        let _ = rustix::fs::unlinkat(
+            self.dir.as_fd(),
+            &self.sidecar_name,
+            rustix::fs::AtFlags::empty(),
+        );
+    }
+
+    fn unregister(&self) {
+        if let Some(registry) = self.registry.upgrade() {
+            registry
+                .lock()
+                .expect("the lock is never poisoned")
+                .remove(&self.key);
+        }
+    }
+
+    /// Feeds the hasher from the disk up to the end of the file.
+    fn hash_rest(&self, state: &mut PartialState) -> io::Result<()> {
+        let mut buf = vec![0u8; HASH_READ];
+        while state.hashed_to < self.meta.size {
+            let want = (self.meta.size - state.hashed_to).min(HASH_READ as u64) as usize;
+            self.file.read_exact_at(&mut buf[..want], state.hashed_to)?;
+            state.hasher.update(&buf[..want]);
+            state.hashed_to += want as u64;
+        }
+        Ok(())
+    }
+}
+
+impl Incoming for PartialFile {
+    fn held(&self) -> RangeSet {
+        self.state
+            .lock()
+            .expect("the lock is never poisoned")
+            .ranges
+            .clone()
+    }
+
+    fn held_bytes(&self) -> u64 {
+        self.state
+            .lock()
+            .expect("the lock is never poisoned")
+            .ranges
+            .total()
+    }
+
+    fn write_at(&self, offset: u64, bytes: &[u8]) -> Result<(), ReceiveError> {
+        let end = offset
+            .checked_add(bytes.len() as u64)
+            .filter(|&end| end <= self.meta.size)
+            .ok_or_else(|| {
+                self.error(
+                    ErrorCode::OutOfRange,
+                    format!(
+                        "bytes {offset}..+{} past its size of {}",
+                        bytes.len(),
+                        self.meta.size
+                    ),
+                )
+            })?;
+        self.file
+            .write_all_at(bytes, offset)
+            .map_err(|e| self.error(ErrorCode::Storage, format!("cannot write: {e}")))?;
+        let save = {
+            let mut state = self.state.lock().expect("the lock is never poisoned");
+            if state.committed || state.discarded {
+                return Ok(());
+            }
+            if offset == state.hashed_to {
+                state.hasher.update(bytes);
+                state.hashed_to = end;
+            } else if offset < state.hashed_to {
+                // Bytes already hashed are written again: hash from the
+                // disk at commit instead.
+                state.hasher = blake3::Hasher::new();
+                state.hashed_to = 0;
+            }
+            state.ranges.insert(offset, end);
+            state.unsaved += bytes.len() as u64;
+            state.unsaved >= CHECKPOINT_BYTES
+        };
+        if save {
+            self.checkpoint();
+        }
+        Ok(())
+    }
+
+    fn commit(&self, hash: &[u8; HASH_LEN]) -> Result<(), ReceiveError> {
+        let mut state = self.state.lock().expect("the lock is never poisoned");
+        if state.committed {
+            return Ok(());
+        }
+        if state.discarded {
+            return Err(self.error(
+                ErrorCode::HashMismatch,
+                "the received bytes did not have the sender's hash; discarded, send it again",
+            ));
+        }
+        if !state.ranges.covers(self.meta.size) {
+            return Err(self.error(
+                ErrorCode::Incomplete,
+                format!(
+                    "commit with {} of {} bytes received",
+                    state.ranges.total(),
+                    self.meta.size
+                ),
+            ));
+        }
+        let storage =
+            |what: &str, e: io::Error| self.error(ErrorCode::Storage, format!("{what}: {e}"));
+        self.file
+            .set_len(self.meta.size)
+            .map_err(|e| storage("cannot size", e))?;
+        self.hash_rest(&mut state)
+            .map_err(|e| storage("cannot read back", e))?;
+        let actual = state.hasher.finalize();
+        if actual.as_bytes() != hash {
+            state.discarded = true;
+            drop(state);
+            self.discard();
+            self.unregister();
+            return Err(self.error(
+                ErrorCode::HashMismatch,
+                "the received bytes do not have the sender's BLAKE3 hash; discarded, send it again",
+            ));
+        }
+        let mode = self.meta.mode & 0o777 & !self.umask;
+        rustix::fs::fchmod(self.file.as_fd(), Mode::from_raw_mode(mode))
+            .map_err(|e| storage("cannot set its mode", e.into()))?;
+        let mtime = Timestamp {
+            seconds: self.meta.mtime_seconds,
+            nanos: self.meta.mtime_nanos,
+        };
+        rustix::fs::futimens(self.file.as_fd(), &mtime.as_mtime_only())
+            .map_err(|e| storage("cannot set its mtime", e.into()))?;
+        self.file
+            .sync_data()
+            .map_err(|e| storage("cannot sync", e))?;
+        rustix::fs::renameat(
+            self.dir.as_fd(),
+            &self.part_name,
+            self.dir.as_fd(),
+            &self.final_name,
+        )
+        .map_err(|e| storage("cannot rename into place", e.into()))?;
+        state.committed = true;
+        drop(state);
+        let _ = rustix::fs::unlinkat(
+            self.dir.as_fd(),
+            &self.sidecar_name,
+            rustix::fs::AtFlags::empty(),
+        );
+        let _ = rustix::fs::fsync(self.dir.as_fd());
+        self.unregister();
+        Ok(())
+    }
+
+    fn release(&self) {
+        let last = {
+            let mut state = self.state.lock().expect("the lock is never poisoned");
+            state.openers = state.openers.saturating_sub(1);
+            state.openers == 0 && !state.committed && !state.discarded
+        };
+        if last {
+            self.checkpoint();
+            self.unregister();
+        }
+    }
+}
+
+/// Reads a sidecar; `None` when missing or not valid (then nothing is held).
+fn read_sidecar(dir: &DirFd, name: &OsStr, size: u64) -> Option<RangeSet> {
+    let fd = rustix::fs::openat(
+        dir.as_fd(),
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let mut bytes = Vec::new();
+    let limit = (8 + 8 + 4 + MAX_SIDECAR_RANGES * 16 + 32) as u64;
+    io::Read::read_to_end(&mut io::Read::take(File::from(fd), limit + 1), &mut bytes).ok()?;
+    let body_len = bytes.len().checked_sub(32)?;
+    let (body, check) = bytes.split_at(body_len);
+    if blake3::hash(body).as_bytes() != check || body.get(..8)? != SIDECAR_MAGIC {
+        return None;
+    }
+    let recorded = u64::from_be_bytes(body.get(8..16)?.try_into().ok()?);
+    let count = u32::from_be_bytes(body.get(16..20)?.try_into().ok()?) as usize;
+    if recorded != size || body.len() != 20 + count * 16 {
+        return None;
+    }
+    let mut set = RangeSet::new();
+    for pair in body[20..].chunks_exact(16) {
+        let offset = u64::from_be_bytes(pair[..8].try_into().ok()?);
+        let len = u64::from_be_bytes(pair[8..].try_into().ok()?);
+        let end = offset.checked_add(len).filter(|&e| e <= size)?;
+        set.insert(offset, end);
+    }
+    Some(set)
+}
+
+/// Writes a sidecar through a temp name and a rename.
+fn write_sidecar(dir: &DirFd, name: &OsStr, size: u64, ranges: &RangeSet) -> io::Result<()> {
+    let mut body = Vec::with_capacity(20 + ranges.len() * 16 + 32);
+    body.extend_from_slice(SIDECAR_MAGIC);
+    body.extend_from_slice(&size.to_be_bytes());
+    body.extend_from_slice(&(ranges.len() as u32).to_be_bytes());
+    for (offset, len) in ranges.to_ranges() {
+        body.extend_from_slice(&offset.to_be_bytes());
+        body.extend_from_slice(&len.to_be_bytes());
+    }
+    let check = *blake3::hash(&body).as_bytes();
+    body.extend_from_slice(&check);
+    let mut temp = name.to_owned();
+    temp.push(".tmp");
+    let fd = rustix::fs::openat(
+        dir.as_fd(),
+        &temp,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )?;
+    File::from(fd).write_all_at(&body, 0)?;
+    rustix::fs::renameat(dir.as_fd(), &temp, dir.as_fd(), name)?;
+    Ok(())
+}
+
+/// The partial and sidecar names a file of `name` and `meta` would use
+/// (for tests and tools that look for leftovers).
+pub fn partial_paths(name: &RelName, meta: &FileMeta) -> (PathBuf, PathBuf) {
+    let key = partial_key(name, meta);
+    let (parent, _) = name.split_parent();
+    (
+        parent.join(format!("{PARTIAL_PREFIX}{key}")),
+        parent.join(format!("{PARTIAL_PREFIX}{key}.ranges")),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(size: u64) -> FileMeta {
+        FileMeta {
+            size,
+            mtime_seconds: 1_700_000_000,
+            mtime_nanos: 5,
+            mode: 0o640,
+        }
+    }
+
+    #[test]
+    fn out_of_order_writes_commit_with_the_right_hash_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = DirDestination::new(tmp.path(), 0o022).unwrap();
+        let name = RelName::parse(b"d/e/f.bin").unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
+        let file = dest.open(&name, &meta(data.len() as u64)).unwrap();
+        file.write_at(60_000, &data[60_000..]).unwrap();
+        file.write_at(0, &data[..60_000]).unwrap();
+        assert!(file.write_at(99_999, b"xx").is_err());
+        assert!(!tmp.path().join("d/e/f.bin").exists());
+        let bad = [0u8; 32];
+        let err = file.commit(&bad).unwrap_err();
+        assert_eq!(err.code, ErrorCode::HashMismatch);
+        assert!(!tmp.path().join("d/e/f.bin").exists());
+        // Discarded: a new open starts from nothing.
+        let file = dest.open(&name, &meta(data.len() as u64)).unwrap();
+        assert_eq!(file.held_bytes(), 0);
+        file.write_at(0, &data).unwrap();
+        file.commit(blake3::hash(&data).as_bytes()).unwrap();
+        assert_eq!(std::fs::read(tmp.path().join("d/e/f.bin")).unwrap(), data);
+        let names: Vec<_> = std::fs::read_dir(tmp.path().join("d/e")).unwrap().collect();
+        assert_eq!(names.len(), 1, "no partial or sidecar left");
+    }
+
+    #[test]
+    fn a_released_partial_resumes_with_its_ranges() {
+        let tmp = tempfile::tempdir().unwrap();
+        let name = RelName::parse(b"big").unwrap();
+        let data = vec![42u8; 50_000];
+        {
+            let dest = DirDestination::new(tmp.path(), 0o022).unwrap();
+            let file = dest.open(&name, &meta(50_000)).unwrap();
+            file.write_at(0, &data[..20_000]).unwrap();
+            file.write_at(30_000, &data[30_000..40_000]).unwrap();
+            file.release();
+        }
+        let dest = DirDestination::new(tmp.path(), 0o022).unwrap();
+        let file = dest.open(&name, &meta(50_000)).unwrap();
+        assert_eq!(file.held().to_ranges(), vec![(0, 20_000), (30_000, 10_000)]);
+        // Another size is another partial.
+        let other = dest.open(&name, &meta(50_001)).unwrap();
+        assert_eq!(other.held_bytes(), 0);
+        other.release();
+        assert_eq!(
+            file.commit(blake3::hash(&data).as_bytes())
+                .unwrap_err()
+                .code,
+            ErrorCode::Incomplete
+        );
+        file.write_at(20_000, &data[20_000..30_000]).unwrap();
+        file.write_at(40_000, &data[40_000..]).unwrap();
+        file.commit(blake3::hash(&data).as_bytes()).unwrap();
+        let meta_out = std::fs::metadata(tmp.path().join("big")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(meta_out.mode() & 0o777, 0o640);
+        assert_eq!(meta_out.mtime(), 1_700_000_000);
+    }
+
+    #[test]
+    fn a_symlinked_directory_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), tmp.path().join("link")).unwrap();
+        let dest = DirDestination::new(tmp.path(), 0o022).unwrap();
+        let name = RelName::parse(b"link/x").unwrap();
+        let err = dest.open(&name, &meta(1)).err().unwrap();
+        assert_eq!(err.code, ErrorCode::BadName);
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,611 @@
+//! `serve`: a TLS 1.3 server on tokio's multi-threaded runtime.
+//!
+//! The accept loop takes a permit of a semaphore of `max_connections`
+//! before each `accept`, so at most that many sessions run and the rest
+//! wait in the kernel's backlog. Each session is a task: TLS handshake,
+//! hello, challenge and proof (see `auth`), then frames until `Bye`. Every
+//! read has a deadline (`idle_timeout`). File I/O runs on tokio's blocking
+//! threads: a `Data` frame's payload is moved to a blocking task that
+//! writes it with `pwrite`, while the session reads the next frame, so
+//! the network and the disk overlap; the session waits for that write
+//! before it answers `Sync`/`Commit` or writes the next frame.
+//!
+//! Stopping: when `stop` is raised (the binary raises it on SIGINT or
+//! SIGTERM) the listener is closed at once, sessions in flight go on for
+//! up to `grace`, then the rest get a `ShuttingDown` error and are closed;
+//! every partial file's received ranges are saved, so the next `send`
+//! resumes them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::{self, Token, EXPORTER_LABEL};
+use crate::frame::{ErrorCode, Frame, FrameType, MAX_HELD_RANGES, NO_FILE, VERSION};
+use crate::name::RelName;
+use crate::receive::{Destination, Incoming, ReceiveError};
+use crate::tls::Identity;
+use crate::wire::{read_frame, write_frame, RawFrame, WireError};
+use crate::NetError;
+
+/// Most files one session may hold open at once.
+pub const MAX_OPEN_PER_SESSION: usize = 64;
+/// How long an error frame may take to leave before the session is dropped.
+const ERROR_SEND_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the stop flag is looked at.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// Where a server's events go (the binary prints them).
+pub type EventLog = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Everything a server needs, built once by the caller.
+pub struct ServeConfig {
+    /// Address to listen on (`HOST:PORT`; port 0 picks one).
+    pub listen: String,
+    /// Where received files go.
+    pub destination: Arc<dyn Destination>,
+    /// The access token.
+    pub token: Token,
+    /// The TLS identity.
+    pub identity: Identity,
+    /// Most sessions at once.
+    pub max_connections: usize,
+    /// Deadline of every read.
+    pub idle_timeout: Duration,
+    /// How long sessions in flight may go on after `stop`.
+    pub grace: Duration,
+    /// Raised to stop the server.
+    pub stop: Arc<AtomicBool>,
+    /// Events (one line each, no secret).
+    pub log: EventLog,
+    /// Worker threads of the runtime (`None`: one per core).
+    pub threads: Option<usize>,
+}
+
+/// What a server did, returned when it stops.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ServeStats {
+    /// Sessions accepted.
+    pub sessions: u64,
+    /// Sessions that ended with an error (authentication included).
+    pub failed_sessions: u64,
+    /// Files committed.
+    pub files: u64,
+    /// File bytes received.
+    pub bytes: u64,
+}
+
+/// Counters shared by the sessions.
+#[derive(Default)]
+struct Counters {
+    sessions: AtomicU64,
+    failed: AtomicU64,
+    files: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// What every session shares.
+struct Shared {
+    acceptor: TlsAcceptor,
+    token: Token,
+    destination: Arc<dyn Destination>,
+    idle: Duration,
+    log: EventLog,
+    counters: Counters,
+}
+
+/// A bound server, ready to run.
+pub struct Server {
+    runtime: tokio::runtime::Runtime,
+    listener: TcpListener,
+    limits: Limits,
+    shared: Arc<Shared>,
+}
+
+/// What the accept loop needs of the configuration.
+struct Limits {
+    max_connections: usize,
+    grace: Duration,
+    stop: Arc<AtomicBool>,
+}
+
+impl Server {
+    /// Builds the runtime and binds the listener.
+    ///
+    /// # Errors
+    /// [`NetError`] when the runtime, TLS or the address fail.
+    pub fn bind(config: ServeConfig) -> Result<Server, NetError> {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.enable_all().thread_name("cryptstream-serve");
+        if let Some(threads) = config.threads {
+            builder.worker_threads(threads.max(1));
+        }
+        let runtime = builder.build().map_err(NetError::Runtime)?;
+        let tls = config.identity.server_config()?;
+        let listener = runtime
+            .block_on(TcpListener::bind(&config.listen))
+            .map_err(|source| NetError::Bind {
+                address: config.listen.clone(),
+                source,
+            })?;
+        let shared = Arc::new(Shared {
+            acceptor: TlsAcceptor::from(Arc::new(tls)),
+            token: config.token,
+            destination: config.destination,
+            idle: config.idle_timeout,
+            log: config.log,
+            counters: Counters::default(),
+        });
+        Ok(Server {
+            runtime,
+            listener,
+            limits: Limits {
+                max_connections: config.max_connections,
+                grace: config.grace,
+                stop: config.stop,
+            },
+            shared,
+        })
+    }
+
+    /// The address it listens on.
+    ///
+    /// # Errors
+    /// When the socket cannot tell (never on Linux).
+    pub fn local_addr(&self) -> Result<SocketAddr, NetError> {
+        self.listener.local_addr().map_err(NetError::Runtime)
+    }
+
+    /// Serves until `stop` is raised; returns what it did.
+    pub fn run(self) -> ServeStats {
+        let Server {
+            runtime,
+            listener,
+            limits,
+            shared,
+        } = self;
+        runtime.block_on(accept_loop(listener, &limits, shared.clone()));
+        let destination = shared.destination.clone();
+        // Abandoned sessions are gone; save what every partial holds.
+        runtime.block_on(async move {
+            let _ = tokio::task::spawn_blocking(move || destination.checkpoint_all()).await;
+        });
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        let c = &shared.counters;
+        ServeStats {
+            sessions: c.sessions.load(Ordering::Relaxed),
+            failed_sessions: c.failed.load(Ordering::Relaxed),
+            files: c.files.load(Ordering::Relaxed),
+            bytes: c.bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, config: &Limits, shared: Arc<Shared>) {
+    let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let (hard_stop_tx, hard_stop) = watch::channel(false);
+    let mut sessions: Vec<JoinHandle<()>> = Vec::new();
+    let stop = config.stop.clone();
+    let stopped = async move {
+        while !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(STOP_POLL).await;
+        }
+    };
+    tokio::pin!(stopped);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut stopped => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    (shared.log)(&format!("accept failed: {e}"));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stopped => break,
+        };
+        sessions.retain(|task| !task.is_finished());
+        let shared = shared.clone();
+        let hard_stop = hard_stop.clone();
+        sessions.push(tokio::spawn(async move {
+            run_session(stream, peer, shared, hard_stop).await;
+            drop(permit);
+        }));
+    }
+    drop(listener);
+    sessions.retain(|task| !task.is_finished());
+    if !sessions.is_empty() {
+        (shared.log)(&format!(
+            "stopping: waiting up to {:?} for {} session(s)",
+            config.grace,
+            sessions.len()
+        ));
+    }
+    let all = futures_join(&mut sessions);
+    if tokio::time::timeout(config.grace, all).await.is_err() {
+        let _ = hard_stop_tx.send(true);
+        let rest = futures_join(&mut sessions);
+        if tokio::time::timeout(ERROR_SEND_TIMEOUT, rest)
+            .await
+            .is_err()
+        {
+            for task in &sessions {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// Waits for every task in `tasks`.
+async fn futures_join(tasks: &mut [JoinHandle<()>]) {
+    for task in tasks.iter_mut() {
+        if !task.is_finished() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Why a session ended badly: the code and text sent to the client.
+struct SessionError {
+    code: ErrorCode,
+    file_id: u32,
+    message: String,
+}
+
+impl SessionError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> SessionError {
+        SessionError {
+            code,
+            file_id: NO_FILE,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<WireError> for SessionError {
+    fn from(e: WireError) -> SessionError {
+        let code = match &e {
+            WireError::Timeout(_) => ErrorCode::Timeout,
+            WireError::Frame(crate::frame::FrameError::TooLarge { .. }) => ErrorCode::TooLarge,
+            _ => ErrorCode::Protocol,
+        };
+        SessionError::new(code, e.to_string())
+    }
+}
+
+impl From<ReceiveError> for SessionError {
+    fn from(e: ReceiveError) -> SessionError {
+        SessionError::new(e.code, e.to_string())
+    }
+}
+
+type Tls = tokio_rustls::server::TlsStream<TcpStream>;
+
+async fn run_session(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    hard_stop: watch::Receiver<bool>,
+) {
+    shared.counters.sessions.fetch_add(1, Ordering::Relaxed);
+    let _ = stream.set_nodelay(true);
+    let mut tls = match tokio::time::timeout(shared.idle, shared.acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+            (shared.log)(&format!("{peer}: TLS handshake failed: {e}"));
+            return;
+        }
+        Err(_) => {
+            shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+            (shared.log)(&format!("{peer}: TLS handshake timed out"));
+            return;
+        }
+    };
+    let mut session = Session {
+        shared: shared.clone(),
+        files: HashMap::new(),
+        pending: None,
+        received: 0,
+        committed: 0,
+    };
+    let outcome = session.serve(&mut tls, hard_stop).await;
+    session.release_all().await;
+    match outcome {
+        Ok(()) => {
+            (shared.log)(&format!(
+                "{peer}: {} file(s), {} bytes received",
+                session.committed, session.received
+            ));
+        }
+        Err(e) => {
+            shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+            (shared.log)(&format!("{peer}: {}: {}", e.code, e.message));
+            let frame = Frame::Error {
+                code: e.code,
+                file_id: e.file_id,
+                message: e.message,
+            };
+            let _ = tokio::time::timeout(ERROR_SEND_TIMEOUT, async {
+                let _ = write_frame(&mut tls, &frame).await;
+                let _ = tls.shutdown().await;
+            })
+            .await;
+        }
+    }
+}
+
+/// A write in flight on a blocking thread.
+type PendingWrite = JoinHandle<Result<(), ReceiveError>>;
+
+/// One authenticated session.
+struct Session {
+    shared: Arc<Shared>,
+    files: HashMap<u32, Arc<dyn Incoming>>,
+    pending: Option<PendingWrite>,
+    received: u64,
+    committed: u64,
+}
+
+impl Session {
+    async fn serve(
+        &mut self,
+        tls: &mut Tls,
+        mut hard_stop: watch::Receiver<bool>,
+    ) -> Result<(), SessionError> {
+        self.authenticate(tls).await?;
+        loop {
+            let frame = tokio::select! {
+                frame = read_frame(tls, self.shared.idle) => frame,
+                _ = hard_stop.changed() => {
+                    return Err(SessionError::new(ErrorCode::ShuttingDown, "the server is stopping; send again to resume"));
+                }
+            };
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(WireError::Closed) if self.files.is_empty() => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            if self.handle(tls, frame).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn authenticate(&mut self, tls: &mut Tls) -> Result<(), SessionError> {
+        let idle = self.shared.idle;
+        let hello = read_frame(tls, idle).await?;
+        match hello.parse() {
+            Ok(Frame::Hello { version: VERSION }) => {}
+            Ok(Frame::Hello { version }) => {
+                return Err(SessionError::new(
+                    ErrorCode::Version,
+                    format!("client speaks version {version}, this server {VERSION}"),
+                ))
+            }
+            _ => return Err(SessionError::new(ErrorCode::Protocol, "expected a hello")),
+        }
+        let nonce = auth::challenge();
+        let mut exporter = [0u8; 32];
+        tls.get_ref()
+            .1
+            .export_keying_material(&mut exporter, EXPORTER_LABEL, None)
+            .map_err(|e| SessionError::new(ErrorCode::Protocol, format!("TLS exporter: {e}")))?;
+        write_frame(
+            tls,
+            &Frame::Challenge {
+                version: VERSION,
+                nonce,
+            },
+        )
+        .await?;
+        let proof = read_frame(tls, idle).await?;
+        let Ok(Frame::Auth { proof }) = proof.parse() else {
+            return Err(SessionError::new(
+                ErrorCode::Unauthenticated,
+                "expected the token proof",
+            ));
+        };
+        if !self.shared.token.verify(&nonce, &exporter, &proof) {
+            return Err(SessionError::new(ErrorCode::Unauthenticated, "wrong token"));
+        }
+        write_frame(tls, &Frame::AuthOk).await?;
+        Ok(())
+    }
+
+    /// Waits for the write in flight, if any.
+    async fn settle(&mut self) -> Result<(), SessionError> {
+        if let Some(write) = self.pending.take() {
+            write.await.map_err(|e| {
+                SessionError::new(ErrorCode::Storage, format!("writer failed: {e}"))
+            })??;
+        }
+        Ok(())
+    }
+
+    fn file(&self, file_id: u32) -> Result<Arc<dyn Incoming>, SessionError> {
+        self.files.get(&file_id).cloned().ok_or(SessionError {
+            code: ErrorCode::UnknownFile,
+            file_id,
+            message: format!("file id {file_id} is not open"),
+        })
+    }
+
+    /// Handles one frame; `true` when the session is over.
+    async fn handle(&mut self, tls: &mut Tls, raw: RawFrame) -> Result<bool, SessionError> {
+        if raw.kind == FrameType::Data {
+            let Frame::Data {
+                file_id,
+                offset,
+                bytes,
+            } = raw.parse().map_err(WireError::from)?
+            else {
+                unreachable!("a Data payload parses as Data");
+            };
+            let len = bytes.len();
+            let file = self.file(file_id)?;
+            self.settle().await?;
+            self.received += len as u64;
+            self.shared
+                .counters
+                .bytes
+                .fetch_add(len as u64, Ordering::Relaxed);
+            let payload = raw.payload;
+            self.pending = Some(tokio::task::spawn_blocking(move || {
+                file.write_at(offset, &payload[crate::frame::DATA_PREFIX_LEN..])
+            }));
+            return Ok(false);
+        }
+        let frame = raw.parse().map_err(WireError::from)?;
+        match frame {
+            Frame::Open {
+                file_id,
+                meta,
+                name,
+            } => {
+                self.settle().await?;
+                if self.files.contains_key(&file_id) {
+                    return Err(SessionError::new(
+                        ErrorCode::Protocol,
+                        format!("file id {file_id} opened twice"),
+                    ));
+                }
+                if self.files.len() >= MAX_OPEN_PER_SESSION {
+                    return Err(SessionError::new(
+                        ErrorCode::Protocol,
+                        format!("more than {MAX_OPEN_PER_SESSION} files open"),
+                    ));
+                }
+                let name = match RelName::parse(name) {
+                    Ok(name) => name,
+                    Err(e) => {
+                        let shown = String::from_utf8_lossy(name).into_owned();
+                        (self.shared.log)(&format!("refused name {shown:?}: {e}"));
+                        write_frame(
+                            tls,
+                            &Frame::Error {
+                                code: ErrorCode::BadName,
+                                file_id,
+                                message: format!("{shown}: {e}"),
+                            },
+                        )
+                        .await?;
+                        return Ok(false);
+                    }
+                };
+                let destination = self.shared.destination.clone();
+                let opened = tokio::task::spawn_blocking(move || {
+                    let file = destination.open(&name, &meta)?;
+                    let held = file.held();
+                    Ok::<_, ReceiveError>((file, held))
+                })
+                .await
+                .map_err(|e| {
+                    SessionError::new(ErrorCode::Storage, format!("opener failed: {e}"))
+                })?;
+                match opened {
+                    Ok((file, held)) => {
+                        self.files.insert(file_id, file);
+                        let mut ranges = held.to_ranges();
+                        ranges.truncate(MAX_HELD_RANGES);
+                        write_frame(tls, &Frame::Held { file_id, ranges }).await?;
+                    }
+                    Err(e) => {
+                        (self.shared.log)(&e.to_string());
+                        write_frame(
+                            tls,
+                            &Frame::Error {
+                                code: e.code,
+                                file_id,
+                                message: e.to_string(),
+                            },
+                        )
+                        .await?;
+                    }
+                }
+            }
+            Frame::Sync { file_id } => {
+                let file = self.file(file_id)?;
+                self.settle().await?;
+                let held = file.held_bytes();
+                write_frame(tls, &Frame::Synced { file_id, held }).await?;
+            }
+            Frame::Commit { file_id, hash } => {
+                let file = self.file(file_id)?;
+                self.settle().await?;
+                self.files.remove(&file_id);
+                let result = tokio::task::spawn_blocking(move || {
+                    let result = file.commit(&hash);
+                    file.release();
+                    result
+                })
+                .await
+                .map_err(|e| {
+                    SessionError::new(ErrorCode::Storage, format!("commit failed: {e}"))
+                })?;
+                match result {
+                    Ok(()) => {
+                        self.committed += 1;
+                        self.shared.counters.files.fetch_add(1, Ordering::Relaxed);
+                        write_frame(tls, &Frame::Committed { file_id }).await?;
+                    }
+                    Err(e) => {
+                        (self.shared.log)(&e.to_string());
+                        write_frame(
+                            tls,
+                            &Frame::Error {
+                                code: e.code,
+                                file_id,
+                                message: e.to_string(),
+                            },
+                        )
+                        .await?;
+                    }
+                }
+            }
+            Frame::Close { file_id } => {
+                let file = self.file(file_id)?;
+                self.settle().await?;
+                self.files.remove(&file_id);
+                let _ = tokio::task::spawn_blocking(move || file.release()).await;
+            }
+            Frame::Bye => {
+                self.settle().await?;
+                return Ok(true);
+            }
+            other => {
+                return Err(SessionError::new(
+                    ErrorCode::Protocol,
+                    format!("unexpected {:?} frame", other.kind()),
+                ))
+            }
+        }
+        Ok(false)
+    }
+
+    /// Lets go of every file still open (their ranges are saved).
+    async fn release_all(&mut self) {
+        let _ = self.settle().await;
+        let files: Vec<_> = self.files.drain().map(|(_, f)| f).collect();
+        if !files.is_empty() {
+            let _ = tokio::task::spawn_blocking(move || {
+                for file in files {
+                    file.release();
+                }
+            })
+            .await;
+        }
+    }
+}

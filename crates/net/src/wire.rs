@@ -1,0 +1,101 @@
+//! Frames over an async byte stream (the TLS session): bounded reads with
+//! a deadline, and writes.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::frame::{Frame, FrameError, FrameHeader, FrameType, HEADER_LEN};
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// The peer closed the connection between two frames.
+    #[error("connection closed")]
+    Closed,
+    /// The peer closed the connection inside a frame.
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+    /// Nothing (or not enough) arrived in time.
+    #[error("nothing received for {0:?}")]
+    Timeout(Duration),
+    /// Not a valid frame.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The transport failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// A frame as read: its type and the raw payload (parse it with
+/// [`Frame::parse`]; `Data` payloads are moved to a writer thread as is).
+pub struct RawFrame {
+    /// The type, already checked.
+    pub kind: FrameType,
+    /// The payload, at most the type's limit.
+    pub payload: Vec<u8>,
+}
+
+impl RawFrame {
+    /// Decodes the payload.
+    ///
+    /// # Errors
+    /// [`FrameError`] when it does not have its type's layout.
+    pub fn parse(&self) -> Result<Frame<'_>, FrameError> {
+        Frame::parse(self.kind, &self.payload)
+    }
+}
+
+/// Reads one frame; the whole frame must arrive within `deadline`. The
+/// header is checked before the payload is read, so at most the type's
+/// limit is ever allocated.
+///
+/// # Errors
+/// [`WireError`]: `Closed` for a clean end between frames.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    deadline: Duration,
+) -> Result<RawFrame, WireError> {
+    tokio::time::timeout(deadline, read_frame_now(reader))
+        .await
+        .map_err(|_| WireError::Timeout(deadline))?
+}
+
+async fn read_frame_now<R: AsyncRead + Unpin>(reader: &mut R) -> Result<RawFrame, WireError> {
+    let mut head = [0u8; HEADER_LEN];
+    let mut got = 0;
+    while got < HEADER_LEN {
+        match reader.read(&mut head[got..]).await? {
+            0 if got == 0 => return Err(WireError::Closed),
+            0 => return Err(WireError::Truncated),
+            n => got += n,
+        }
+    }
+    let header = FrameHeader::parse(head)?;
+    let mut payload = vec![0u8; header.length as usize];
+    reader.read_exact(&mut payload).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            WireError::Truncated
+        } else {
+            WireError::Io(e)
+        }
+    })?;
+    Ok(RawFrame {
+        kind: header.kind,
+        payload,
+    })
+}
+
+/// Writes one frame and flushes it.
+///
+/// # Errors
+/// Transport errors.
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    frame: &Frame<'_>,
+) -> Result<(), WireError> {
+    let bytes = frame.to_bytes();
+    writer.write_all(&bytes).await?;
+    writer.flush().await?;
+    Ok(())
+}
