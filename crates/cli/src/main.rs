@@ -10,6 +10,7 @@ mod cmd_docs;
 mod cmd_gen;
 mod cmd_inspect;
 mod cmd_keygen;
+mod cmd_net;
 mod messages;
 mod process;
 mod progress;
@@ -44,8 +45,13 @@ enum Command {
     Inspect(cmd_inspect::InspectArgs),
     /// Generate a deterministic workload of files for benchmarks.
     Gen(cmd_gen::GenArgs),
-    /// Benchmark encrypt/decrypt over an engine x I/O x workers matrix.
+    /// Benchmark encrypt/decrypt over an engine x I/O x workers matrix,
+    /// or the network transfer (`bench net`).
     Bench(cmd_bench::BenchArgs),
+    /// Receive files from `send` over TLS into a folder.
+    Serve(cmd_net::ServeArgs),
+    /// Send files and folders to a `serve`, over parallel TLS connections.
+    Send(cmd_net::SendArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(cmd_docs::CompletionsArgs),
     /// Print the manual page, or write one per subcommand with --out-dir.
@@ -104,6 +110,8 @@ fn main() -> ExitCode {
         Command::Inspect(args) => cmd_inspect::run(args),
         Command::Gen(args) => cmd_gen::run(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => cmd_bench::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => cmd_net::run_serve(args),
+        Command::Send(args) => cmd_net::run_send(args),
         Command::Completions(args) => cmd_docs::run_completions(args, Cli::command()),
         Command::Man(args) => cmd_docs::run_man(args, Cli::command()),
     };
@@ -137,6 +145,9 @@ fn debug_hooks() {
         let number = |name: &str| std::env::var(name).ok()?.parse::<u64>().ok();
         if let Some(bytes) = number("CRYPTSTREAM_DEBUG_STALL_AFTER_BYTES") {
             cryptstream_engine::hooks::stall_after_bytes(bytes);
+        }
+        if let Some(bytes) = number("CRYPTSTREAM_DEBUG_NET_STALL_AFTER_BYTES") {
+            cryptstream_net::hooks::stall_after_bytes(bytes);
         }
         if std::env::var_os("CRYPTSTREAM_DEBUG_NO_TMPFILE").is_some() {
             cryptstream_output::force_named_temp_files();

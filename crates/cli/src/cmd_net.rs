@@ -1,0 +1,261 @@
+//! `cryptstream serve` and `cryptstream send`: flags into the network
+//! crate's configurations (`cryptstream-net`), signals, progress and the
+//! summary.
+
+use std::io::{IsTerminal, Write};
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use cryptstream_net::{
+    plan_files, send, DirDestination, Fingerprint, Identity, SendConfig, SendProgress, ServeConfig,
+    Server, ServerTrust, Token,
+};
+use cryptstream_workload::parse_size;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::messages;
+
+/// Exit code when some file failed.
+const EXIT_FAILURE: u8 = 1;
+
+/// Arguments of `serve`.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on, HOST:PORT (port 0 picks a free one; the
+    /// address is printed).
+    #[arg(long, value_name = "ADDR")]
+    listen: String,
+    /// Folder that received files go into (created if missing); names
+    /// sent by clients are kept below it.
+    #[arg(long, value_name = "DIR")]
+    root: PathBuf,
+    /// The access token file (64 hex digits). The TLS certificate and key
+    /// are kept beside it (FILE.cert.der, FILE.key.der).
+    #[arg(long, value_name = "FILE")]
+    token_file: PathBuf,
+    /// Create the token file (mode 0600) when it does not exist.
+    #[arg(long)]
+    create_token: bool,
+    /// Most clients served at once; others wait to be accepted.
+    #[arg(long, value_name = "N", default_value_t = NonZeroUsize::new(256).expect("non-zero"))]
+    max_connections: NonZeroUsize,
+    /// Seconds a connection may stay silent (and a frame may take) before
+    /// it is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: u64,
+    /// Seconds transfers in flight may go on after SIGINT/SIGTERM; what is
+    /// not finished by then is kept for the next send to resume.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    grace: u64,
+    /// Worker threads [default: one per core].
+    #[arg(long, value_name = "N")]
+    threads: Option<NonZeroUsize>,
+}
+
+/// Arguments of `send`.
+#[derive(clap::Args, Debug)]
+pub struct SendArgs {
+    /// Files and folders to send (a folder arrives under its own name).
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// The server, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    to: String,
+    /// The access token file of the server.
+    #[arg(long, value_name = "FILE")]
+    token_file: PathBuf,
+    /// Parallel connections; a large file is split over all of them.
+    #[arg(long, value_name = "N", default_value_t = NonZeroUsize::new(4).expect("non-zero"))]
+    connections: NonZeroUsize,
+    /// The SHA-256 fingerprint of the server's certificate (printed by
+    /// `serve`). Without it, the one recorded in the known-hosts file is
+    /// required, and a server seen for the first time is recorded there.
+    #[arg(long, value_name = "HEX")]
+    server_fingerprint: Option<String>,
+    /// Known-hosts file [default: $XDG_CONFIG_HOME/cryptstream/known_hosts
+    /// or ~/.config/cryptstream/known_hosts].
+    #[arg(long, value_name = "FILE", conflicts_with = "server_fingerprint")]
+    known_hosts: Option<PathBuf>,
+    /// Bytes of a file one connection sends at a time (larger files are
+    /// split into ranges of this size).
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
+    range_size: u64,
+    /// Seconds to wait for the server to connect or answer.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: u64,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// Runs `serve` until SIGINT or SIGTERM.
+pub fn run_serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let token = match Token::read(&args.token_file) {
+        Ok(token) => token,
+        Err(_) if args.create_token && !args.token_file.exists() => {
+            let token = Token::generate();
+            token.write_new(&args.token_file)?;
+            messages::note(format!("created token file {}", args.token_file.display()));
+            token
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let identity = Identity::load_or_create(&args.token_file)?;
+    std::fs::create_dir_all(&args.root)
+        .with_context(|| format!("{}: cannot create the root folder", args.root.display()))?;
+    let destination = DirDestination::new(&args.root, cryptstream_engine::process_umask())
+        .with_context(|| format!("{}: cannot open the root folder", args.root.display()))?;
+    let stop = stop_on_signals()?;
+    let config = ServeConfig {
+        listen: args.listen.clone(),
+        destination: Arc::new(destination),
+        token,
+        identity,
+        max_connections: args.max_connections.get(),
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+        grace: Duration::from_secs(args.grace),
+        stop,
+        log: Arc::new(|line: &str| messages::note(format!("serve: {line}"))),
+        threads: args.threads.map(NonZeroUsize::get),
+    };
+    let fingerprint = config.identity.fingerprint();
+    let server = Server::bind(config)?;
+    let address = server.local_addr()?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {address}")?;
+        writeln!(out, "fingerprint {}", fingerprint.to_hex())?;
+        out.flush()?;
+    }
+    let stats = server.run();
+    messages::note(format!(
+        "serve: stopped after {} session(s), {} file(s), {} bytes received",
+        stats.sessions, stats.files, stats.bytes
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Raises a flag on SIGINT/SIGTERM; a second signal exits at once.
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())?;
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    Ok(stop)
+}
+
+/// The default known-hosts file.
+fn default_known_hosts() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("cryptstream/known_hosts"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|d| !d.is_empty())
+        .context("no HOME: give --known-hosts FILE or --server-fingerprint HEX")?;
+    Ok(Path::new(&home).join(".config/cryptstream/known_hosts"))
+}
+
+/// Runs `send`.
+pub fn run_send(args: &SendArgs) -> anyhow::Result<ExitCode> {
+    let token = Token::read(&args.token_file)?;
+    let trust = match &args.server_fingerprint {
+        Some(hex) => ServerTrust::Pinned(Fingerprint::parse(hex)?),
+        None => ServerTrust::KnownHosts {
+            file: match &args.known_hosts {
+                Some(file) => file.clone(),
+                None => default_known_hosts()?,
+            },
+            host: args.to.clone(),
+        },
+    };
+    let (files, skipped) = plan_files(&args.paths)?;
+    for skip in &skipped {
+        messages::note(format!("{}: skipped: {}", skip.path.display(), skip.reason));
+    }
+    let total: u64 = files.iter().map(|f| f.meta.size).sum();
+    let progress = Arc::new(SendBar::new(files.len() as u64, total, args.quiet));
+    let config = SendConfig {
+        to: args.to.clone(),
+        files,
+        connections: args.connections.get(),
+        token,
+        trust,
+        range_bytes: args.range_size,
+        timeout: Duration::from_secs(args.timeout),
+        progress: progress.clone(),
+    };
+    let summary = send(config);
+    progress.finish();
+    let summary = summary?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else if std::io::stderr().is_terminal() && !args.quiet {
+        messages::note(format!(
+            "sent {} file(s), {} bytes in {:.2} s ({:.0} MB/s), {} bytes resumed",
+            summary.files, summary.bytes, summary.seconds, summary.mb_per_s, summary.bytes_resumed
+        ));
+    }
+    Ok(if summary.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
+    })
+}
+
+/// The progress bar of `send`; failures are printed above it.
+struct SendBar {
+    bar: Option<ProgressBar>,
+}
+
+impl SendBar {
+    fn new(files: u64, bytes: u64, quiet: bool) -> SendBar {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::with_draw_target(Some(bytes), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                )
+                .expect("the progress template is valid")
+                .progress_chars("=> "),
+            );
+            bar.set_message(format!("{files} files"));
+            bar
+        });
+        SendBar { bar }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl SendProgress for SendBar {
+    fn advance(&self, bytes: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(bytes);
+        }
+    }
+
+    fn file_done(&self, name: &str, failure: Option<&str>) {
+        if let Some(reason) = failure {
+            let line = format!("{name}: {reason}");
+            match &self.bar {
+                Some(bar) => bar.suspend(|| messages::error(&line)),
+                None => messages::error(&line),
+            }
+        }
+    }
+}

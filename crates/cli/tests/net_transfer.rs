@@ -1,0 +1,264 @@
+//! `serve` and `send` end to end, on 127.0.0.1 with a free port: trees
+//! arrive byte-exact with modes, wrong tokens and certificates are
+//! refused, a killed sender resumes, many clients at once, and a server
+//! stopped by SIGTERM leaves its partial files resumable. Every test is
+//! bounded in time and stops its processes.
+
+mod common;
+mod net_support;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use net_support::*;
+
+/// Only the regular files of a snapshot (directories on the server get
+/// the server's umask, not the sender's modes).
+fn files_only(snapshot: &Snapshot) -> Snapshot {
+    snapshot
+        .iter()
+        .filter(|(_, e)| matches!(e, Entry::File { .. }))
+        .map(|(p, e)| (p.clone(), e.clone()))
+        .collect()
+}
+
+/// No partial file or sidecar anywhere below `root`.
+#[track_caller]
+fn assert_no_partials(root: &Path) {
+    for path in snapshot(root).keys() {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        assert!(
+            !name.is_some_and(|n| n.starts_with(".cst-part.")),
+            "partial file left: {path:?}"
+        );
+    }
+}
+
+#[test]
+fn a_mixed_tree_arrives_exact_with_modes_and_mtimes() {
+    let ws = Workspace::new();
+    let src = ws.path("data");
+    let tree = Tree::new(&src);
+    tree.file("empty", 0, 0o600)
+        .file("one", 1, 0o644)
+        .file("page", 4096, 0o640)
+        .dir("dir", 0o755)
+        .dir("dir/sub", 0o755)
+        .file("dir/sub/odd", MIB + 3, 0o755)
+        .file("dir/exact-range", 8 * MIB, 0o444)
+        .file("dir/big", 64 * MIB + 12345, 0o640);
+    let mtime = std::fs::metadata(src.join("dir/big")).unwrap().mtime();
+    let mut served = Served::start(ws.root(), &[]);
+    let out = run(served
+        .send(&[&src])
+        .args(["--connections", "4", "--range-size", "8MiB"]))
+    .success()
+    .json();
+    assert_eq!(out["files"], 6);
+    assert_eq!(out["failures"].as_array().unwrap().len(), 0);
+    assert_eq!(out["bytes_resumed"], 0);
+    let arrived = served.root.join("data");
+    assert_same_tree(
+        &files_only(&snapshot(&src)),
+        &files_only(&snapshot(&arrived)),
+    );
+    assert_eq!(
+        std::fs::metadata(arrived.join("dir/big")).unwrap().mtime(),
+        mtime
+    );
+    assert_no_partials(&served.root);
+    // Sending again replaces the files with the same bytes.
+    run(&mut served.send(&[&src])).success();
+    assert_same_tree(
+        &files_only(&snapshot(&src)),
+        &files_only(&snapshot(&arrived)),
+    );
+    // A single file arrives under its own name.
+    run(&mut served.send(&[&src.join("one")])).success();
+    assert_eq!(std::fs::read(served.root.join("one")).unwrap().len(), 1);
+    assert!(served.alive());
+}
+
+#[test]
+fn a_wrong_or_missing_token_is_refused_and_nothing_is_written() {
+    let ws = Workspace::new();
+    let src = ws.path("f");
+    write_random_file(&src, 100_000, 1, 0o644);
+    let served = Served::start(ws.root(), &[]);
+    let wrong = ws.path("wrong-token");
+    cryptstream_net::Token::generate()
+        .write_new(&wrong)
+        .unwrap();
+    let out = run(&mut served.send_with_token(&[&src], &wrong));
+    out.failure().stderr_has("refused");
+    out.stderr_has("authentication failed");
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+    run(&mut served.send_with_token(&[&src], &ws.path("missing")))
+        .failure()
+        .stderr_has("missing");
+    assert_empty_dir(&served.root);
+}
+
+#[test]
+fn a_server_with_another_certificate_is_refused() {
+    let ws = Workspace::new();
+    let src = ws.path("f");
+    write_random_file(&src, 1000, 2, 0o644);
+    let served = Served::start(ws.root(), &[]);
+    let wrong = "00".repeat(32);
+    run(&mut served.send_pinned(&[&src], &served.token, &wrong))
+        .failure()
+        .stderr_has("fingerprint");
+    assert_empty_dir(&served.root);
+}
+
+#[test]
+fn trust_on_first_use_records_the_server_and_then_requires_it() {
+    let ws = Workspace::new();
+    let src = ws.path("f");
+    write_random_file(&src, 1000, 3, 0o644);
+    let known = ws.path("config/known_hosts");
+    let served = Served::start(ws.root(), &[]);
+    let tofu = |served: &Served| {
+        let mut cmd = cryptstream();
+        cmd.arg("send")
+            .arg(&src)
+            .args(["--to", &served.addr, "--known-hosts"])
+            .arg(&known)
+            .arg("--token-file")
+            .arg(&served.token);
+        cmd
+    };
+    run(&mut tofu(&served)).success();
+    let recorded = std::fs::read_to_string(&known).unwrap();
+    assert!(recorded.contains(&served.fingerprint), "{recorded}");
+    run(&mut tofu(&served)).success();
+    // Another server (a new certificate) at the same address is refused.
+    let addr = served.addr.clone();
+    drop(served);
+    let other_dir = ws.path("other");
+    std::fs::create_dir(&other_dir).unwrap();
+    let other = Served::start(&other_dir, &["--listen", &addr]);
+    run(&mut tofu(&other)).failure().stderr_has("fingerprint");
+}
+
+/// Bytes of the resumed file: `CRYPTSTREAM_TEST_RESUME_MIB` (default 256;
+/// the benchmark script runs it with 1024).
+fn resume_size() -> u64 {
+    std::env::var("CRYPTSTREAM_TEST_RESUME_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+        * MIB
+}
+
+/// Starts a send of `src` that stalls after `after` bytes, waits until it
+/// says so, and returns it (still running).
+fn stalled_send(served: &Served, src: &Path, after: u64) -> Running {
+    let mut cmd = served.send(&[src]);
+    cmd.args(["--connections", "2"])
+        .env(STALL_ENV, after.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut sender = Running::spawn(&mut cmd);
+    let stderr = sender.child_mut().stderr.take().unwrap();
+    let mut reader = std::io::BufReader::new(stderr);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+    assert!(line.contains("stalled after"), "{line}");
+    sender
+}
+
+#[test]
+fn a_killed_sender_resumes_and_sends_less_than_half_again() {
+    let ws = Workspace::new();
+    let size = resume_size();
+    let src = ws.path("big.bin");
+    write_random_file(&src, size, 4, 0o640);
+    let served = Served::start(ws.root(), &[]);
+    let mut sender = stalled_send(&served, &src, size * 3 / 5);
+    assert!(!served.root.join("big.bin").exists());
+    sender.signal(libc::SIGKILL);
+    sender.wait(Duration::from_secs(10));
+    assert!(
+        !served.root.join("big.bin").exists(),
+        "no partial under the final name"
+    );
+    let out = run(&mut served.send(&[&src])).success().json();
+    let sent = out["bytes_sent"].as_u64().unwrap();
+    let resumed = out["bytes_resumed"].as_u64().unwrap();
+    eprintln!(
+        "resume: {size} bytes, {sent} sent again ({:.1}%), {resumed} resumed",
+        sent as f64 * 100.0 / size as f64
+    );
+    assert_eq!(sent + resumed, size);
+    assert!(sent < size / 2, "sent {sent} of {size} again");
+    assert_eq!(hash_file(&src), hash_file(&served.root.join("big.bin")));
+    assert_no_partials(&served.root);
+}
+
+#[test]
+fn sigterm_stops_the_server_and_leaves_transfers_resumable() {
+    let ws = Workspace::new();
+    let size = 48 * MIB;
+    let src = ws.path("file.bin");
+    write_random_file(&src, size, 5, 0o600);
+    let root = ws.path("root");
+    let token = ws.path("token");
+    let mut served = Served::start_with(ws.root(), &token, &root, &[]);
+    let mut sender = stalled_send(&served, &src, size / 2);
+    served.child.signal(libc::SIGTERM);
+    let status = served.child.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status:?}: {}", served.log());
+    assert!(served.log().contains("stopping"), "{}", served.log());
+    sender.signal(libc::SIGKILL);
+    sender.wait(Duration::from_secs(10));
+    assert!(!root.join("file.bin").exists());
+    let sidecars = list_dir(&root)
+        .into_iter()
+        .filter(|n| n.to_string_lossy().ends_with(".ranges"))
+        .count();
+    assert_eq!(sidecars, 1, "{:?}", list_dir(&root));
+    // The next server on the same root resumes it.
+    let served = Served::start_with(ws.root(), &token, &root, &[]);
+    let out = run(&mut served.send(&[&src])).success().json();
+    assert!(out["bytes_resumed"].as_u64().unwrap() > 0, "{out}");
+    assert_eq!(hash_file(&src), hash_file(&root.join("file.bin")));
+    assert_no_partials(&root);
+}
+
+#[test]
+fn fifty_clients_at_once_all_arrive() {
+    const CLIENTS: usize = 50;
+    let ws = Workspace::new();
+    let mut served = Served::start(ws.root(), &[]);
+    let mut senders = Vec::new();
+    for i in 0..CLIENTS {
+        let dir = ws.path(format!("c{i:02}"));
+        let tree = Tree::new(&dir);
+        tree.file("a", 2 * MIB + i as u64, 0o644)
+            .file("b", 1000 + i as u64, 0o600);
+        let mut cmd = served.send(&[&dir]);
+        cmd.args(["--connections", "2"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        senders.push((dir, Running::spawn(&mut cmd)));
+    }
+    for (dir, sender) in senders {
+        let out = sender.finish(Duration::from_secs(180));
+        out.success();
+        let name = dir.file_name().unwrap();
+        assert_same_tree(
+            &files_only(&snapshot(&dir)),
+            &files_only(&snapshot(&served.root.join(name))),
+        );
+    }
+    eprintln!(
+        "{CLIENTS} clients: server peak RSS {} KiB",
+        served.peak_rss_kib()
+    );
+    assert!(served.alive());
+    assert_no_partials(&served.root);
+}
