@@ -81,6 +81,8 @@ pub trait Destination: Send + Sync + 'static {
 /// A file being received. Every method blocks (file I/O): call them from
 /// a blocking thread.
 pub trait Incoming: Send + Sync {
+    /// The announced size.
+    fn size(&self) -> u64;
     /// The ranges already held.
     fn held(&self) -> RangeSet;
     /// Writes `bytes` at `offset`.
@@ -329,6 +331,10 @@ impl PartialFile {
 }
 
 impl Incoming for PartialFile {
+    fn size(&self) -> u64 {
+        self.meta.size
+    }
+
     fn held(&self) -> RangeSet {
         self.state
             .lock()

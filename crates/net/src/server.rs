@@ -456,6 +456,16 @@ impl Session {
             };
             let len = bytes.len();
             let file = self.file(file_id)?;
+            if offset.saturating_add(len as u64) > file.size() {
+                return Err(SessionError {
+                    code: ErrorCode::OutOfRange,
+                    file_id,
+                    message: format!(
+                        "bytes {offset}..+{len} past the announced size of {}",
+                        file.size()
+                    ),
+                });
+            }
             self.settle().await?;
             self.received += len as u64;
             self.shared

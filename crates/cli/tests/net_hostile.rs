@@ -1,0 +1,285 @@
+//! Hostile peers against a real `serve`: raw TLS clients (rustls, frames
+//! written by hand) that skip authentication, lie about lengths, send
+//! garbage, try to escape the root, or stop in the middle of a frame. Each
+//! gets an error frame or a timeout, nothing appears outside the root or
+//! under a final name, and the server goes on serving an honest `send`.
+
+mod common;
+mod net_support;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::Path;
+
+use common::*;
+use cryptstream_net::frame::{
+    ErrorCode, FileMeta, Frame, FrameHeader, FrameType, MAX_CONTROL_PAYLOAD, VERSION,
+};
+use cryptstream_net::Token;
+use net_support::*;
+
+fn token_of(served: &Served) -> Token {
+    Token::read(&served.token).unwrap()
+}
+
+fn meta(size: u64) -> FileMeta {
+    FileMeta {
+        size,
+        mtime_seconds: 1_600_000_000,
+        mtime_nanos: 0,
+        mode: 0o644,
+    }
+}
+
+#[track_caller]
+fn assert_error(frame: Frame<'_>, want: ErrorCode) {
+    match frame {
+        Frame::Error { code, .. } => assert_eq!(code, want, "{frame:?}"),
+        other => panic!("expected an error {want:?}, got {other:?}"),
+    }
+}
+
+/// The server still serves an honest client.
+#[track_caller]
+fn honest_send_works(served: &Served, ws: &Workspace, tag: &str) {
+    let src = ws.path(format!("honest-{tag}"));
+    write_random_file(&src, 300_000, 9, 0o644);
+    run(&mut served.send(&[&src])).success();
+    assert_eq!(
+        hash_file(&src),
+        hash_file(&served.root.join(format!("honest-{tag}")))
+    );
+}
+
+fn setup() -> (Workspace, Served, tempfile::TempDir) {
+    let ws = Workspace::new();
+    // A directory outside the root that a symlink in the root points to.
+    let outside = tempfile::tempdir().unwrap();
+    let served = Served::start(ws.root(), &[]);
+    std::os::unix::fs::symlink(outside.path(), served.root.join("escape")).unwrap();
+    (ws, served, outside)
+}
+
+fn assert_nothing_outside(outside: &Path) {
+    assert_empty_dir(outside);
+}
+
+#[test]
+fn frames_before_authentication_get_only_an_error() {
+    let (ws, served, outside) = setup();
+    // Open instead of hello.
+    let mut raw = RawClient::connect(&served);
+    raw.write(&Frame::Open {
+        file_id: 1,
+        meta: meta(5),
+        name: b"x",
+    });
+    assert_error(raw.expect_error(), ErrorCode::Protocol);
+    assert!(raw.read().is_none(), "closed after the error");
+    // A wrong proof.
+    let mut raw = RawClient::connect(&served);
+    raw.hello_and_proof(&Token::generate());
+    assert_error(raw.expect_error(), ErrorCode::Unauthenticated);
+    // Hello, then Open without a proof.
+    let mut raw = RawClient::connect(&served);
+    raw.write(&Frame::Hello { version: VERSION });
+    assert!(matches!(raw.read(), Some(Frame::Challenge { .. })));
+    raw.write(&Frame::Open {
+        file_id: 1,
+        meta: meta(5),
+        name: b"x",
+    });
+    assert_error(raw.expect_error(), ErrorCode::Unauthenticated);
+    // Another version.
+    let mut raw = RawClient::connect(&served);
+    raw.write(&Frame::Hello { version: 99 });
+    assert_error(raw.expect_error(), ErrorCode::Version);
+    assert_eq!(list_dir(&served.root), vec!["escape"]);
+    honest_send_works(&served, &ws, "auth");
+    assert_nothing_outside(outside.path());
+}
+
+#[test]
+fn names_that_escape_the_root_are_refused() {
+    let (ws, served, outside) = setup();
+    let mut raw = RawClient::authenticated(&served, &token_of(&served));
+    let long = "a".repeat(300);
+    let bad: [&[u8]; 7] = [
+        b"../up",
+        b"a/../../up",
+        b"/etc/cryptstream-test",
+        b"nul\0byte",
+        long.as_bytes(),
+        b"escape/inside",
+        b".cst-part.0123",
+    ];
+    for (id, name) in bad.iter().enumerate() {
+        raw.write(&Frame::Open {
+            file_id: id as u32,
+            meta: meta(3),
+            name,
+        });
+        assert_error(raw.read().expect("an answer"), ErrorCode::BadName);
+    }
+    // The session is still usable: a good file arrives through it.
+    let data = b"abc";
+    raw.write(&Frame::Open {
+        file_id: 100,
+        meta: meta(3),
+        name: b"ok/./file",
+    });
+    assert!(matches!(raw.read(), Some(Frame::Held { file_id: 100, .. })));
+    raw.write(&Frame::Data {
+        file_id: 100,
+        offset: 0,
+        bytes: data,
+    });
+    raw.write(&Frame::Commit {
+        file_id: 100,
+        hash: *blake3::hash(data).as_bytes(),
+    });
+    assert_eq!(raw.read(), Some(Frame::Committed { file_id: 100 }));
+    raw.write(&Frame::Bye);
+    assert_eq!(std::fs::read(served.root.join("ok/file")).unwrap(), data);
+    assert!(!ws.root().join("up").exists());
+    assert!(!Path::new("/etc/cryptstream-test").exists());
+    assert_nothing_outside(outside.path());
+    honest_send_works(&served, &ws, "names");
+}
+
+#[test]
+fn oversized_headers_and_unknown_types_close_the_session() {
+    let (ws, served, outside) = setup();
+    let token = token_of(&served);
+    let mut raw = RawClient::authenticated(&served, &token);
+    let head = FrameHeader {
+        kind: FrameType::Open,
+        length: MAX_CONTROL_PAYLOAD + 1,
+    }
+    .encode();
+    raw.write_bytes(&head);
+    assert_error(raw.expect_error(), ErrorCode::TooLarge);
+    assert!(raw.read().is_none());
+    // A data frame that announces 1 GiB.
+    let mut raw = RawClient::authenticated(&served, &token);
+    raw.write_bytes(&[FrameType::Data as u8, 0x40, 0, 0, 0]);
+    assert_error(raw.expect_error(), ErrorCode::TooLarge);
+    // Garbage after authentication.
+    let mut raw = RawClient::authenticated(&served, &token);
+    let mut rng = XorShift::new(77);
+    let mut garbage = vec![0u8; 4096];
+    rng.fill(&mut garbage);
+    garbage[0] = 0xEE;
+    raw.write_bytes(&garbage);
+    assert_error(raw.expect_error(), ErrorCode::Protocol);
+    // Garbage instead of TLS: the handshake fails, nothing else happens.
+    let mut tcp = TcpStream::connect(&served.addr).unwrap();
+    tcp.set_read_timeout(Some(RAW_TIMEOUT)).unwrap();
+    let _ = tcp.write_all(&garbage);
+    let mut buf = [0u8; 64];
+    let _ = std::io::Read::read(&mut tcp, &mut buf);
+    assert_eq!(list_dir(&served.root), vec!["escape"]);
+    honest_send_works(&served, &ws, "garbage");
+    assert_nothing_outside(outside.path());
+}
+
+#[test]
+fn lying_lengths_and_hashes_leave_nothing_under_the_final_name() {
+    let (ws, served, outside) = setup();
+    let token = token_of(&served);
+    // Bytes past the announced size.
+    let mut raw = RawClient::authenticated(&served, &token);
+    raw.write(&Frame::Open {
+        file_id: 1,
+        meta: meta(10),
+        name: b"liar",
+    });
+    assert!(matches!(raw.read(), Some(Frame::Held { .. })));
+    raw.write(&Frame::Data {
+        file_id: 1,
+        offset: 5,
+        bytes: b"0123456789",
+    });
+    assert_error(raw.expect_error(), ErrorCode::OutOfRange);
+    // Data for a file never opened.
+    let mut raw = RawClient::authenticated(&served, &token);
+    raw.write(&Frame::Data {
+        file_id: 7,
+        offset: 0,
+        bytes: b"x",
+    });
+    assert_error(raw.expect_error(), ErrorCode::UnknownFile);
+    // A commit before every byte, then a commit with the wrong hash.
+    let mut raw = RawClient::authenticated(&served, &token);
+    raw.write(&Frame::Open {
+        file_id: 1,
+        meta: meta(6),
+        name: b"short",
+    });
+    assert!(matches!(raw.read(), Some(Frame::Held { .. })));
+    raw.write(&Frame::Data {
+        file_id: 1,
+        offset: 0,
+        bytes: b"abc",
+    });
+    raw.write(&Frame::Commit {
+        file_id: 1,
+        hash: *blake3::hash(b"abcdef").as_bytes(),
+    });
+    assert_error(raw.read().unwrap(), ErrorCode::Incomplete);
+    raw.write(&Frame::Open {
+        file_id: 2,
+        meta: meta(6),
+        name: b"short",
+    });
+    assert!(matches!(raw.read(), Some(Frame::Held { file_id: 2, .. })));
+    raw.write(&Frame::Data {
+        file_id: 2,
+        offset: 3,
+        bytes: b"XYZ",
+    });
+    raw.write(&Frame::Commit {
+        file_id: 2,
+        hash: *blake3::hash(b"abcdef").as_bytes(),
+    });
+    assert_error(raw.read().unwrap(), ErrorCode::HashMismatch);
+    raw.write(&Frame::Bye);
+    assert!(!served.root.join("liar").exists());
+    assert!(!served.root.join("short").exists());
+    honest_send_works(&served, &ws, "liar");
+    assert_nothing_outside(outside.path());
+}
+
+#[test]
+fn a_client_that_stops_mid_frame_times_out_or_is_dropped() {
+    let (ws, served, outside) = setup();
+    let token = token_of(&served);
+    // Announces 1000 bytes of an Open frame, sends 10, then waits: the
+    // server's idle timeout (5 s in these tests) ends it.
+    let mut raw = RawClient::authenticated(&served, &token);
+    raw.write_bytes(&[FrameType::Open as u8, 0, 0, 0x03, 0xE8]);
+    raw.write_bytes(&[0u8; 10]);
+    assert_error(raw.expect_error(), ErrorCode::Timeout);
+    // Half a data frame, then the connection is closed.
+    let mut raw = RawClient::authenticated(&served, &token);
+    raw.write(&Frame::Open {
+        file_id: 1,
+        meta: meta(100_000),
+        name: b"cut",
+    });
+    assert!(matches!(raw.read(), Some(Frame::Held { .. })));
+    let full = Frame::Data {
+        file_id: 1,
+        offset: 0,
+        bytes: &[1u8; 50_000],
+    }
+    .to_bytes();
+    raw.write_bytes(&full[..20_000]);
+    drop(raw);
+    // Silent after authentication: dropped after the idle timeout.
+    let mut raw = RawClient::authenticated(&served, &token);
+    assert_error(raw.expect_error(), ErrorCode::Timeout);
+    assert!(!served.root.join("cut").exists());
+    honest_send_works(&served, &ws, "cut");
+    assert_nothing_outside(outside.path());
+}
