@@ -1,0 +1,156 @@
+//! The test vectors of `docs/PROTOCOL.md`: every frame listed there is
+//! built here from its fixed input, and must encode to exactly the bytes
+//! in the document and parse back to the same frame; the authentication
+//! proof is checked the same way.
+
+use cryptstream_net::frame::{parse_frame, ErrorCode, FileMeta, Frame, NO_FILE, VERSION};
+
+const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
+
+/// The fixed inputs of the authentication vector.
+const TOKEN_HEX: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+
+fn nonce() -> [u8; 32] {
+    std::array::from_fn(|i| i as u8)
+}
+
+/// The frames of the document, by vector name.
+fn frames() -> Vec<(&'static str, Frame<'static>)> {
+    vec![
+        ("hello", Frame::Hello { version: VERSION }),
+        (
+            "challenge",
+            Frame::Challenge {
+                version: VERSION,
+                nonce: nonce(),
+            },
+        ),
+        ("auth", Frame::Auth { proof: proof() }),
+        ("auth-ok", Frame::AuthOk),
+        (
+            "open",
+            Frame::Open {
+                file_id: 1,
+                meta: FileMeta {
+                    size: 1_048_579,
+                    mtime_seconds: 1_700_000_000,
+                    mtime_nanos: 123_456_789,
+                    mode: 0o640,
+                },
+                name: b"dir/file.txt",
+            },
+        ),
+        (
+            "held",
+            Frame::Held {
+                file_id: 1,
+                ranges: vec![(0, 65_536), (131_072, 4096)],
+            },
+        ),
+        (
+            "data",
+            Frame::Data {
+                file_id: 1,
+                offset: 65_536,
+                bytes: b"hello",
+            },
+        ),
+        ("sync", Frame::Sync { file_id: 1 }),
+        (
+            "synced",
+            Frame::Synced {
+                file_id: 1,
+                held: 69_632,
+            },
+        ),
+        (
+            "commit",
+            Frame::Commit {
+                file_id: 1,
+                hash: *blake3::hash(b"hello").as_bytes(),
+            },
+        ),
+        ("committed", Frame::Committed { file_id: 1 }),
+        ("close", Frame::Close { file_id: 1 }),
+        ("bye", Frame::Bye),
+        (
+            "error",
+            Frame::Error {
+                code: ErrorCode::BadName,
+                file_id: 1,
+                message: "../x: name leaves the root".into(),
+            },
+        ),
+        (
+            "error-no-file",
+            Frame::Error {
+                code: ErrorCode::Unauthenticated,
+                file_id: NO_FILE,
+                message: "wrong token".into(),
+            },
+        ),
+    ]
+}
+
+/// The proof for the fixed token, nonce and exporter (32 bytes of 0x22).
+fn proof() -> [u8; 32] {
+    let dir = std::env::temp_dir().join(format!("cst-vectors-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("token");
+    std::fs::write(&path, TOKEN_HEX).unwrap();
+    let token = cryptstream_net::Token::read(&path).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    token.proof(&nonce(), &[0x22; 32])
+}
+
+/// The hex of vector `name` in the document: the lines after a line
+/// `vector NAME` inside a fenced block, up to a blank line or the fence.
+fn documented(name: &str) -> Option<Vec<u8>> {
+    let marker = format!("vector {name}");
+    let mut lines = DOC.lines();
+    lines.find(|l| l.trim() == marker)?;
+    let hex: String = lines
+        .take_while(|l| !l.trim().is_empty() && !l.starts_with("```"))
+        .flat_map(|l| l.split_whitespace())
+        .collect();
+    Some(hex::decode(hex).expect("vector hex is valid"))
+}
+
+#[test]
+fn every_documented_frame_matches_the_encoder_and_parser() {
+    let mut missing = Vec::new();
+    for (name, frame) in frames() {
+        let bytes = frame.to_bytes();
+        match documented(name) {
+            None => missing.push(format!("vector {name}\n{}", spaced(&bytes))),
+            Some(doc) => {
+                assert_eq!(spaced(&doc), spaced(&bytes), "vector {name}");
+                let (parsed, used) = parse_frame(&doc).unwrap().unwrap();
+                assert_eq!(used, doc.len(), "vector {name}");
+                assert_eq!(parsed, frame, "vector {name}");
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "vectors missing from docs/PROTOCOL.md:\n{}",
+        missing.join("\n\n")
+    );
+}
+
+#[test]
+fn the_documented_proof_matches() {
+    let doc = documented("proof").expect("docs/PROTOCOL.md lists `vector proof`");
+    assert_eq!(doc, proof());
+}
+
+/// Header (type, length) then payload, as the document lays them out.
+fn spaced(bytes: &[u8]) -> String {
+    let (head, payload) = bytes.split_at(5.min(bytes.len()));
+    let mut out = format!("{} {}", hex::encode(&head[..1]), hex::encode(&head[1..]));
+    for chunk in payload.chunks(16) {
+        out.push('\n');
+        out.push_str(&hex::encode(chunk));
+    }
+    out
+}
