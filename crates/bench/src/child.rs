@@ -57,34 +57,88 @@ pub fn describe(command: &Command) -> String {
 /// # Errors
 /// [`BenchError::Spawn`] when it cannot be started or waited for. A child
 /// that fails is not an error here: see [`ChildRun::failure`].
-pub fn run_child(mut command: Command) -> Result<ChildRun, BenchError> {
-    let spawn_error = |command: &Command| {
-        let text = describe(command);
-        move |source| BenchError::Spawn {
-            command: text,
-            source,
-        }
-    };
+pub fn run_child(command: Command) -> Result<ChildRun, BenchError> {
+    spawn_child(command)?.wait()
+}
+
+/// A child process started by [`spawn_child`], not yet waited for.
+pub struct Spawned {
+    child: std::process::Child,
+    command: String,
+    start: Instant,
+    out_reader: std::thread::JoinHandle<Vec<u8>>,
+    err_reader: std::thread::JoinHandle<Vec<u8>>,
+}
+
+/// Starts `command` with no stdin, draining its stdout and stderr on two
+/// threads, so that several children can run at once and be measured
+/// each by [`Spawned::wait`].
+///
+/// # Errors
+/// [`BenchError::Spawn`] when it cannot be started.
+pub fn spawn_child(command: Command) -> Result<Spawned, BenchError> {
+    spawn_child_reporting(command, None)
+}
+
+/// [`spawn_child`], also sending each line the child prints on stdout to
+/// `lines` as it comes (to learn the address a server listens on).
+///
+/// # Errors
+/// [`BenchError::Spawn`] when it cannot be started.
+pub fn spawn_child_reporting(
+    mut command: Command,
+    lines: Option<std::sync::mpsc::Sender<String>>,
+) -> Result<Spawned, BenchError> {
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let text = describe(&command);
     let start = Instant::now();
-    let mut child = command.spawn().map_err(spawn_error(&command))?;
-    let pid = libc::pid_t::try_from(child.id()).expect("Linux process ids fit in pid_t");
+    let mut child = command.spawn().map_err(|source| BenchError::Spawn {
+        command: text.clone(),
+        source,
+    })?;
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
-    std::thread::scope(|scope| {
-        // Drain both pipes while waiting, so a chatty child never blocks on
-        // a full pipe, and the wall time ends when the child exits (not
-        // when a grandchild that inherited the pipes closes them).
-        let out_reader = scope.spawn(move || read_all(stdout));
-        let err_reader = scope.spawn(move || read_all(stderr));
+    // Drain both pipes while it runs, so a chatty child never blocks on a
+    // full pipe.
+    let out_reader = std::thread::spawn(move || match lines {
+        None => read_all(stdout),
+        Some(lines) => read_lines(stdout, &lines),
+    });
+    let err_reader = std::thread::spawn(move || read_all(stderr));
+    Ok(Spawned {
+        child,
+        command: text,
+        start,
+        out_reader,
+        err_reader,
+    })
+}
+
+impl Spawned {
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for it to exit and measures it: the wall time ends when the
+    /// child exits (not when a grandchild that inherited the pipes closes
+    /// them), CPU time and peak memory come from `wait4`.
+    ///
+    /// # Errors
+    /// [`BenchError::Spawn`] when it cannot be waited for.
+    pub fn wait(self) -> Result<ChildRun, BenchError> {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("Linux process ids fit in pid_t");
         let waited = wait_for(pid);
-        let wall = start.elapsed();
-        let stdout = out_reader.join().unwrap_or_default();
-        let stderr = err_reader.join().unwrap_or_default();
-        let (status, usage) = waited.map_err(spawn_error(&command))?;
+        let wall = self.start.elapsed();
+        let stdout = self.out_reader.join().unwrap_or_default();
+        let stderr = self.err_reader.join().unwrap_or_default();
+        let (status, usage) = waited.map_err(|source| BenchError::Spawn {
+            command: self.command.clone(),
+            source,
+        })?;
         Ok(ChildRun {
             wall,
             user: timeval(usage.ru_utime),
@@ -94,7 +148,23 @@ pub fn run_child(mut command: Command) -> Result<ChildRun, BenchError> {
             stdout,
             stderr: tail(&stderr, STDERR_TAIL),
         })
-    })
+    }
+}
+
+/// Reads a pipe to its end line by line, sending each line to `lines`.
+fn read_lines(pipe: Option<impl Read>, lines: &std::sync::mpsc::Sender<String>) -> Vec<u8> {
+    use std::io::BufRead;
+    let mut bytes = Vec::new();
+    if let Some(pipe) = pipe {
+        let mut reader = std::io::BufReader::new(pipe);
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            bytes.extend_from_slice(line.as_bytes());
+            let _ = lines.send(line.trim_end().to_owned());
+            line.clear();
+        }
+    }
+    bytes
 }
 
 /// Reads a pipe to its end (empty when there is none or it fails).

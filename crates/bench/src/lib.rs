@@ -16,12 +16,17 @@
 //! A report is then shown three ways: [`render_table`] for a terminal, JSON
 //! through `serde`, and [`render_chart`], an SVG bar chart of MB/s per
 //! configuration that a person can read at a glance.
+//!
+//! [`run_net_bench`] (`bench net`) measures the network transfer instead:
+//! a `serve` child and 1, 10, 50... `send` children at once on 127.0.0.1,
+//! each measured the same way, in a [`NetReport`] ([`render_net_table`]).
 
 mod chart;
 mod child;
 mod error;
 mod machine;
 mod matrix;
+mod net;
 mod stats;
 mod table;
 #[cfg(test)]
@@ -29,13 +34,14 @@ mod testdata;
 mod tree;
 
 pub use chart::render_chart;
-pub use child::{run_child, ChildRun};
+pub use child::{run_child, spawn_child, spawn_child_reporting, ChildRun, Spawned};
 pub use error::BenchError;
 pub use machine::Machine;
 pub use matrix::{
     run_matrix, run_matrix_with, BenchConfig, CellConfig, CellRecord, Operation, Report, Step,
     TempWorkload, WorkloadSummary, DEFAULT_ENGINE, DEFAULT_IO,
 };
+pub use net::{render_net_table, run_net_bench, NetBenchConfig, NetReport, NetRow};
 pub use stats::{median, percentile, Spread};
 pub use table::render_table;
 pub use tree::TreePrint;

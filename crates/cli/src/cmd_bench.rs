@@ -14,7 +14,11 @@ use crate::cmd_gen::{default_workers, WorkloadArgs};
 
 /// Arguments of `bench`.
 #[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    /// Another benchmark than the encrypt/decrypt matrix.
+    #[command(subcommand)]
+    target: Option<BenchTarget>,
     /// Benchmark on the files of this folder (not modified) instead of a
     /// generated workload.
     #[arg(
@@ -59,10 +63,84 @@ pub struct BenchArgs {
     scratch: Option<PathBuf>,
 }
 
+/// Benchmarks other than the matrix.
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchTarget {
+    /// The network transfer: `serve` on 127.0.0.1 and 1, 10, 50... `send`
+    /// clients at once, each sending one file of --size.
+    Net(NetBenchArgs),
+}
+
+/// Arguments of `bench net`.
+#[derive(clap::Args, Debug)]
+pub struct NetBenchArgs {
+    /// Client counts, one table row each.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "1,10,50"
+    )]
+    clients: Vec<NonZeroUsize>,
+    /// Bytes each client sends (with a unit, e.g. 469MiB). The receiving
+    /// folder must hold clients x size.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = cryptstream_workload::parse_size)]
+    size: u64,
+    /// Connections of each client (`send --connections`).
+    #[arg(long, value_name = "N", default_value_t = NonZeroUsize::new(4).expect("non-zero"))]
+    connections: NonZeroUsize,
+    /// Folder for the source file and the received files [default: the
+    /// system's temporary folder]; a tmpfs measures the network, a disk
+    /// measures the disk.
+    #[arg(long, value_name = "DIR")]
+    scratch: Option<PathBuf>,
+    /// Print the report as JSON on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `bench net`: prints the table (or JSON), and fails when a client
+/// or the server failed or a received file differed.
+fn run_net(args: &NetBenchArgs) -> anyhow::Result<()> {
+    let binary = std::env::current_exe().context("cannot find the cryptstream binary to run")?;
+    let config = cryptstream_bench::NetBenchConfig {
+        binary,
+        clients: dedup(&args.clients.iter().map(|c| c.get()).collect::<Vec<_>>()),
+        size: args.size,
+        connections: args.connections.get(),
+        scratch: args.scratch.clone().unwrap_or_else(std::env::temp_dir),
+    };
+    let on_terminal = std::io::stderr().is_terminal();
+    let report = cryptstream_bench::run_net_bench(&config, |row| {
+        if on_terminal {
+            eprintln!("{} client(s): {:.0} MB/s", row.clients, row.mb_per_s);
+        }
+    })
+    .context("network benchmark failed")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "bench net: {} per client, {} connection(s) each, {} CPUs, 127.0.0.1, TLS 1.3",
+            cryptstream_workload::format_size(report.size),
+            report.connections,
+            report.cpus
+        );
+        print!("{}", cryptstream_bench::render_net_table(&report));
+    }
+    if report.rows.iter().any(|r| !r.verified) {
+        bail!("a received file differed from the source");
+    }
+    Ok(())
+}
+
 /// Runs the benchmark, prints the table with the machine and workload on
 /// stdout, writes the JSON and SVG files asked for, and fails when a
 /// decrypted tree differed from the workload.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if let Some(BenchTarget::Net(net)) = &args.target {
+        return run_net(net);
+    }
     let binary = std::env::current_exe().context("cannot find the cryptstream binary to run")?;
     let scratch = args.scratch.clone().unwrap_or_else(std::env::temp_dir);
     let on_terminal = std::io::stderr().is_terminal();

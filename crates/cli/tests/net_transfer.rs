@@ -262,3 +262,35 @@ fn fifty_clients_at_once_all_arrive() {
     assert!(served.alive());
     assert_no_partials(&served.root);
 }
+
+#[test]
+fn bench_net_measures_every_client_count_and_checks_the_files() {
+    let ws = Workspace::new();
+    let out = run(cryptstream()
+        .args([
+            "bench",
+            "net",
+            "--clients",
+            "1,3",
+            "--size",
+            "1MiB",
+            "--json",
+        ])
+        .arg("--scratch")
+        .arg(ws.root()))
+    .success()
+    .json();
+    let rows = out["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, clients) in rows.iter().zip([1, 3]) {
+        assert_eq!(row["clients"], clients);
+        assert_eq!(row["total_bytes"], clients * MIB);
+        assert_eq!(row["verified"], true);
+        assert!(row["server_max_rss_kib"].as_u64().unwrap() > 0);
+        assert!(row["client_max_rss_kib"].as_u64().unwrap() > 0);
+    }
+    // Only the bench's own temp folder was used, and it is gone.
+    assert!(list_dir(ws.root())
+        .iter()
+        .all(|n| !n.to_string_lossy().starts_with("cryptstream-bench-net")));
+}
