@@ -9,32 +9,33 @@
 //! small files spread over them. For each job a session sends `Open`
 //! (the server answers with the ranges it already holds: resume), the
 //! missing bytes in `Data` frames, and then `Sync` and `Close`, or, for the
-//! job that finishes the file, `Commit` with the whole-file BLAKE3, which
-//! a blocking thread computed while the bytes were being sent.
+//! job that finishes the file, `Commit` with the whole-file BLAKE3, whose
+//! segments each connection hashed from the bytes it read to send them
+//! (`treehash`), so a file is read once.
 //!
 //! File bytes are read with `pread` on tokio's blocking threads, one block
 //! ahead of the one being sent.
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 
 use crate::auth::{Token, EXPORTER_LABEL};
-use crate::frame::{data_prefix, ErrorCode, FileMeta, Frame, HASH_LEN, MAX_DATA_PAYLOAD, VERSION};
+use crate::frame::{data_prefix, ErrorCode, FileMeta, Frame, MAX_DATA_PAYLOAD, VERSION};
 use crate::name::RelName;
 use crate::ranges::RangeSet;
 use crate::tls::{client_config, record_known_host, PinnedVerifier, ServerTrust};
+use crate::treehash::SegmentedHash;
 use crate::wire::{read_frame, write_frame, WireError};
 use crate::NetError;
 
@@ -44,8 +45,10 @@ pub const DEFAULT_RANGE_BYTES: u64 = 16 * 1024 * 1024;
 const READ_BLOCK: usize = 1024 * 1024;
 /// Times a job is tried again on a new connection after one broke.
 const JOB_RETRIES: u32 = 2;
-/// Bytes read at a time while hashing.
-const HASH_READ: usize = 1024 * 1024;
+/// Segment of the whole-file hash: each job hashes the bytes it reads
+/// (see `treehash`), so the file is read once, by its connections, in
+/// parallel.
+const HASH_SEGMENT: u64 = 16 * 1024 * 1024;
 
 /// Progress of a send, reported as it happens.
 pub trait SendProgress: Send + Sync {
@@ -243,8 +246,7 @@ struct Job {
 struct FileState {
     planned: PlannedFile,
     jobs_left: AtomicUsize,
-    hash_started: AtomicBool,
-    hash: Mutex<Option<JoinHandle<io::Result<[u8; HASH_LEN]>>>>,
+    hash: Arc<SegmentedHash>,
     failure: Mutex<Option<String>>,
 }
 
@@ -307,10 +309,9 @@ async fn send_async(config: SendConfig) -> Result<SendSummary, NetError> {
             }
         }
         files.push(FileState {
+            hash: Arc::new(SegmentedHash::new(size, HASH_SEGMENT)),
             planned,
             jobs_left: AtomicUsize::new(jobs),
-            hash_started: AtomicBool::new(false),
-            hash: Mutex::new(None),
             failure: Mutex::new(None),
         });
     }
@@ -420,30 +421,6 @@ impl FileState {
     fn failed(&self) -> bool {
         self.failure.lock().expect("never poisoned").is_some()
     }
-
-    /// Starts hashing the file on a blocking thread (once).
-    fn start_hash(&self) {
-        if !self.hash_started.swap(true, Ordering::AcqRel) {
-            let path = self.planned.path.clone();
-            let handle = tokio::task::spawn_blocking(move || hash_file(&path));
-            *self.hash.lock().expect("never poisoned") = Some(handle);
-        }
-    }
-}
-
-/// BLAKE3 of a whole file.
-fn hash_file(path: &Path) -> io::Result<[u8; HASH_LEN]> {
-    let mut file = File::open(path)?;
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; HASH_READ];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(*hasher.finalize().as_bytes())
 }
 
 /// Runs one connection's share of the jobs, reconnecting after a break.
@@ -647,7 +624,6 @@ impl Session {
     async fn run_job(&mut self, shared: &Shared, job: Job) -> Result<(), JobError> {
         let state = &shared.files[job.file];
         let file = &state.planned;
-        state.start_hash();
         let file_id = shared.next_file_id.fetch_add(1, Ordering::Relaxed) as u32;
         write_frame(
             &mut self.tls,
@@ -681,7 +657,8 @@ impl Session {
                 JobError::File(format!("cannot read {}: {e}", file.path.display()))
             })?);
         for (start, end) in missing {
-            self.send_span(shared, &input, file_id, start, end).await?;
+            self.send_span(shared, &input, &state.hash, file_id, start, end)
+                .await?;
         }
         let last = state.jobs_left.load(Ordering::Acquire) == 1;
         if !last {
@@ -721,15 +698,18 @@ impl Session {
 
     /// Waits for the file's hash, sends `Commit` and reads the verdict.
     async fn commit(&mut self, state: &FileState, file_id: u32) -> Result<(), JobError> {
-        let handle = state.hash.lock().expect("never poisoned").take();
-        let path = state.planned.path.display();
-        let hash = match handle {
-            Some(handle) => handle
-                .await
-                .map_err(|e| JobError::File(format!("hashing failed: {e}")))?
-                .map_err(|e| JobError::File(format!("cannot read {path}: {e}")))?,
-            None => return Err(JobError::File("hash was never started".into())),
-        };
+        let hash = state.hash.clone();
+        let path = state.planned.path.clone();
+        let hash = tokio::task::spawn_blocking(move || {
+            let file = File::open(&path)?;
+            hash.finish(|buf, offset| file.read_exact_at(buf, offset))
+        })
+        .await
+        .map_err(|e| JobError::File(format!("hashing failed: {e}")))?
+        .map_err(|e| {
+            JobError::File(format!("cannot read {}: {e}", state.planned.path.display()))
+        })?;
+        let hash = *hash.as_bytes();
         write_frame(&mut self.tls, &Frame::Commit { file_id, hash }).await?;
         match self.answer().await? {
             Frame::Committed { file_id: id } if id == file_id => Ok(()),
@@ -746,16 +726,20 @@ impl Session {
         &mut self,
         shared: &Shared,
         input: &Arc<File>,
+        hash: &Arc<SegmentedHash>,
         file_id: u32,
         start: u64,
         end: u64,
     ) -> Result<(), JobError> {
         let read = |offset: u64| {
             let input = input.clone();
+            let hash = hash.clone();
             let len = (end - offset).min(READ_BLOCK as u64) as usize;
             tokio::task::spawn_blocking(move || {
                 let mut buf = vec![0u8; len];
-                input.read_exact_at(&mut buf, offset).map(|()| buf)
+                input.read_exact_at(&mut buf, offset)?;
+                hash.feed(offset, &buf);
+                Ok::<_, io::Error>(buf)
             })
         };
         let mut offset = start;

@@ -36,6 +36,7 @@ pub mod ranges;
 pub mod receive;
 pub mod server;
 pub mod tls;
+pub mod treehash;
 pub mod wire;
 
 use std::path::PathBuf;

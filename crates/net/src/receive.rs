@@ -32,6 +32,7 @@ use rustix::io::Errno;
 use crate::frame::{ErrorCode, FileMeta, HASH_LEN};
 use crate::name::{RelName, PARTIAL_PREFIX};
 use crate::ranges::RangeSet;
+use crate::treehash::SegmentedHash;
 
 /// Bytes received into a file between two saves of its sidecar.
 pub const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
@@ -39,8 +40,9 @@ pub const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
 const SIDECAR_MAGIC: &[u8; 8] = b"CSTPART1";
 /// Most ranges a sidecar may list (more means it is not ours).
 const MAX_SIDECAR_RANGES: usize = 1 << 20;
-/// Bytes read at a time when hashing from the disk.
-const HASH_READ: usize = 1024 * 1024;
+/// Bytes of one segment of the whole-file hash (see `treehash`): one
+/// connection's range of 16 MiB is hashed as it arrives.
+const HASH_SEGMENT: u64 = 16 * 1024 * 1024;
 /// Mode of directories created for received files (through the umask).
 const DIR_MODE: u32 = 0o777;
 
@@ -182,9 +184,6 @@ impl Destination for DirDestination {
 /// The mutable state of a partial file.
 struct PartialState {
     ranges: RangeSet,
-    /// BLAKE3 of `[0, hashed_to)`, fed by writes that arrive in order.
-    hasher: blake3::Hasher,
-    hashed_to: u64,
     /// Bytes written since the last sidecar save.
     unsaved: u64,
     committed: bool,
@@ -205,6 +204,8 @@ struct PartialFile {
     meta: FileMeta,
     umask: u32,
     file: File,
+    /// The whole-file hash, fed as bytes arrive.
+    hash: SegmentedHash,
     state: Mutex<PartialState>,
     /// Serialises sidecar saves.
     saving: Mutex<()>,
@@ -251,6 +252,7 @@ impl PartialFile {
                 .map_err(|e| storage("cannot reset its partial file", e))?;
         }
         Ok(PartialFile {
+            hash: SegmentedHash::new(meta.size, HASH_SEGMENT),
             dir,
             final_name: final_name.to_owned(),
             part_name,
@@ -262,8 +264,6 @@ impl PartialFile {
             file,
             state: Mutex::new(PartialState {
                 ranges,
-                hasher: blake3::Hasher::new(),
-                hashed_to: 0,
                 unsaved: 0,
                 committed: false,
                 discarded: false,
@@ -316,18 +316,6 @@ impl PartialFile {
                 .remove(&self.key);
         }
     }
-
-    /// Feeds the hasher from the disk up to the end of the file.
-    fn hash_rest(&self, state: &mut PartialState) -> io::Result<()> {
-        let mut buf = vec![0u8; HASH_READ];
-        while state.hashed_to < self.meta.size {
-            let want = (self.meta.size - state.hashed_to).min(HASH_READ as u64) as usize;
-            self.file.read_exact_at(&mut buf[..want], state.hashed_to)?;
-            state.hasher.update(&buf[..want]);
-            state.hashed_to += want as u64;
-        }
-        Ok(())
-    }
 }
 
 impl Incoming for PartialFile {
@@ -368,19 +356,11 @@ impl Incoming for PartialFile {
         self.file
             .write_all_at(bytes, offset)
             .map_err(|e| self.error(ErrorCode::Storage, format!("cannot write: {e}")))?;
+        self.hash.feed(offset, bytes);
         let save = {
             let mut state = self.state.lock().expect("the lock is never poisoned");
             if state.committed || state.discarded {
                 return Ok(());
-            }
-            if offset == state.hashed_to {
-                state.hasher.update(bytes);
-                state.hashed_to = end;
-            } else if offset < state.hashed_to {
-                // Bytes already hashed are written again: hash from the
-                // disk at commit instead.
-                state.hasher = blake3::Hasher::new();
-                state.hashed_to = 0;
             }
             state.ranges.insert(offset, end);
             state.unsaved += bytes.len() as u64;
@@ -418,9 +398,10 @@ impl Incoming for PartialFile {
         self.file
             .set_len(self.meta.size)
             .map_err(|e| storage("cannot size", e))?;
-        self.hash_rest(&mut state)
+        let actual = self
+            .hash
+            .finish(|buf, offset| self.file.read_exact_at(buf, offset))
             .map_err(|e| storage("cannot read back", e))?;
-        let actual = state.hasher.finalize();
         if actual.as_bytes() != hash {
             state.discarded = true;
             drop(state);
