@@ -108,6 +108,9 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             messages::note(format!("created token file {}", args.token_file.display()));
             token
         }
+        Err(e) if !args.token_file.exists() => {
+            anyhow::bail!("{e} (give --create-token to make a new token file)")
+        }
         Err(e) => return Err(e.into()),
     };
     let identity = Identity::load_or_create(&args.token_file)?;

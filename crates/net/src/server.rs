@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
@@ -33,13 +33,17 @@ use crate::frame::{ErrorCode, Frame, FrameType, MAX_HELD_RANGES, NO_FILE, VERSIO
 use crate::name::RelName;
 use crate::receive::{Destination, Incoming, ReceiveError};
 use crate::tls::Identity;
-use crate::wire::{read_frame, write_frame, RawFrame, WireError};
+use crate::wire::{read_frame, read_frame_budgeted, write_frame, RawFrame, WireError};
 use crate::NetError;
 
 /// Most files one session may hold open at once.
 pub const MAX_OPEN_PER_SESSION: usize = 64;
 /// How long an error frame may take to leave before the session is dropped.
 const ERROR_SEND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bytes of `Data` payloads the server holds at once, all sessions
+/// together (read and not yet written): its memory stays flat however many
+/// clients there are.
+pub const MAX_BUFFERED_BYTES: u32 = 64 * 1024 * 1024;
 /// How often the stop flag is looked at.
 const STOP_POLL: Duration = Duration::from_millis(100);
 
@@ -100,6 +104,8 @@ struct Shared {
     idle: Duration,
     log: EventLog,
     counters: Counters,
+    /// Room for data frames in flight, in KiB.
+    buffers: Arc<Semaphore>,
 }
 
 /// A bound server, ready to run.
@@ -143,6 +149,7 @@ impl Server {
             idle: config.idle_timeout,
             log: config.log,
             counters: Counters::default(),
+            buffers: Arc::new(Semaphore::new((MAX_BUFFERED_BYTES / 1024) as usize)),
         });
         Ok(Server {
             runtime,
@@ -368,17 +375,17 @@ impl Session {
         self.authenticate(tls).await?;
         loop {
             let frame = tokio::select! {
-                frame = read_frame(tls, self.shared.idle) => frame,
+                frame = read_frame_budgeted(tls, self.shared.idle, &self.shared.buffers) => frame,
                 _ = hard_stop.changed() => {
                     return Err(SessionError::new(ErrorCode::ShuttingDown, "the server is stopping; send again to resume"));
                 }
             };
-            let frame = match frame {
-                Ok(frame) => frame,
+            let (frame, permit) = match frame {
+                Ok(pair) => pair,
                 Err(WireError::Closed) if self.files.is_empty() => return Ok(()),
                 Err(e) => return Err(e.into()),
             };
-            if self.handle(tls, frame).await? {
+            if self.handle(tls, frame, permit).await? {
                 return Ok(());
             }
         }
@@ -444,7 +451,12 @@ impl Session {
     }
 
     /// Handles one frame; `true` when the session is over.
-    async fn handle(&mut self, tls: &mut Tls, raw: RawFrame) -> Result<bool, SessionError> {
+    async fn handle(
+        &mut self,
+        tls: &mut Tls,
+        raw: RawFrame,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<bool, SessionError> {
         if raw.kind == FrameType::Data {
             let Frame::Data {
                 file_id,
@@ -474,7 +486,10 @@ impl Session {
                 .fetch_add(len as u64, Ordering::Relaxed);
             let payload = raw.payload;
             self.pending = Some(tokio::task::spawn_blocking(move || {
-                file.write_at(offset, &payload[crate::frame::DATA_PREFIX_LEN..])
+                let written = file.write_at(offset, &payload[crate::frame::DATA_PREFIX_LEN..]);
+                drop(payload);
+                drop(permit);
+                written
             }));
             return Ok(false);
         }

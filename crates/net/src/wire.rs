@@ -1,7 +1,10 @@
 //! Frames over an async byte stream (the TLS session): bounded reads with
 //! a deadline, and writes.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -61,7 +64,44 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         .map_err(|_| WireError::Timeout(deadline))?
 }
 
+/// [`read_frame`], taking from `budget` (permits of one KiB) the room for
+/// a `Data` payload before allocating it: the server's memory for frames
+/// in flight is bounded whatever the number of clients. The permit is
+/// returned with the frame and held until its bytes are written.
+///
+/// # Errors
+/// As [`read_frame`].
+pub async fn read_frame_budgeted<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    deadline: Duration,
+    budget: &Arc<Semaphore>,
+) -> Result<(RawFrame, Option<OwnedSemaphorePermit>), WireError> {
+    tokio::time::timeout(deadline, async {
+        let header = read_header(reader).await?;
+        let permit = if header.kind == FrameType::Data {
+            let kib = header.length.div_ceil(1024).max(1);
+            Some(
+                budget
+                    .clone()
+                    .acquire_many_owned(kib)
+                    .await
+                    .expect("the budget is never closed"),
+            )
+        } else {
+            None
+        };
+        Ok((read_payload(reader, header).await?, permit))
+    })
+    .await
+    .map_err(|_| WireError::Timeout(deadline))?
+}
+
 async fn read_frame_now<R: AsyncRead + Unpin>(reader: &mut R) -> Result<RawFrame, WireError> {
+    let header = read_header(reader).await?;
+    read_payload(reader, header).await
+}
+
+async fn read_header<R: AsyncRead + Unpin>(reader: &mut R) -> Result<FrameHeader, WireError> {
     let mut head = [0u8; HEADER_LEN];
     let mut got = 0;
     while got < HEADER_LEN {
@@ -71,7 +111,13 @@ async fn read_frame_now<R: AsyncRead + Unpin>(reader: &mut R) -> Result<RawFrame
             n => got += n,
         }
     }
-    let header = FrameHeader::parse(head)?;
+    Ok(FrameHeader::parse(head)?)
+}
+
+async fn read_payload<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    header: FrameHeader,
+) -> Result<RawFrame, WireError> {
     let mut payload = vec![0u8; header.length as usize];
     reader.read_exact(&mut payload).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
