@@ -72,10 +72,19 @@ echo "iperf3 single stream: $(iperf_mb "$out/iperf3-1.json") MB/s" | tee "$out/i
 echo "iperf3 -P 4:          $(iperf_mb "$out/iperf3-P4.json") MB/s" | tee -a "$out/iperf3.txt"
 
 # --- bench net --------------------------------------------------------------
-"$bin" bench net --clients 1,10 --size "${size_mib}MiB" --scratch "$work" | tee "$out/bench-net.txt"
 "$bin" bench net --clients 1,10 --size "${size_mib}MiB" --scratch "$work" --json > "$out/bench-net.json"
-"$bin" bench net --clients 50 --size "${size50_mib}MiB" --scratch "$work" | tee "$out/bench-net-50.txt"
 "$bin" bench net --clients 50 --size "${size50_mib}MiB" --scratch "$work" --json > "$out/bench-net-50.json"
+python3 - "$out/bench-net.json" "$out/bench-net-50.json" <<'PY' | tee "$out/bench-net.txt"
+import json, sys
+print(f"{'clients':>7} {'per client':>10} {'total MB':>9} {'MB/s':>7} {'srv CPU':>8} {'srv RSS':>9} {'cli CPU':>8} {'cli RSS':>9} {'avg s':>7} {'min s':>7} {'max s':>7} exact")
+for path in sys.argv[1:]:
+    report = json.load(open(path))
+    for r in report["rows"]:
+        print(f"{r['clients']:>7} {report['size'] / 2**20:>7.0f}MiB {r['total_bytes'] / 1e6:>9.0f} {r['mb_per_s']:>7.0f} "
+              f"{r['server_cpu_percent']:>7.0f}% {r['server_max_rss_kib'] / 1024:>6.1f}MiB {r['client_cpu_percent']:>7.0f}% "
+              f"{r['client_max_rss_kib'] / 1024:>6.1f}MiB {r['client_avg_seconds']:>7.2f} {r['client_min_seconds']:>7.2f} "
+              f"{r['client_max_seconds']:>7.2f} {'yes' if r['verified'] else 'NO'}")
+PY
 
 # --- the same file by scp, rsync, nc and cryptstream send -------------------
 src=$work/file.bin
@@ -100,6 +109,7 @@ PermitRootLogin yes
 PasswordAuthentication no
 UsePAM no
 StrictModes no
+Subsystem sftp /usr/lib/openssh/sftp-server
 EOF
 mkdir -p /run/sshd
 /usr/sbin/sshd -f "$ssh_dir/sshd_config" -D -e 2> "$out/sshd.log" &
@@ -116,30 +126,31 @@ addr=$(sed -n 's/^listening on //p' "$serve_out")
 fp=$(sed -n 's/^fingerprint //p' "$serve_out")
 
 nc_port=$((30000 + RANDOM % 10000))
-timed() { # name command...: prints seconds
+timed() { # command...: prints seconds, or fails
     local start end
     start=$(date +%s.%N)
-    "$@"
+    "$@" || { echo "$* failed" >&2; return 1; }
     end=$(date +%s.%N)
     python3 -c "print('%.3f' % ($end - $start))"
 }
-run_scp() { scp -q -P "$ssh_port" "${ssh_opts[@]}" "$src" root@127.0.0.1:"$dest/scp.bin"; }
-run_rsync() { rsync -a --inplace -e "ssh -p $ssh_port ${ssh_opts[*]}" "$src" root@127.0.0.1:"$dest/rsync.bin"; rm -f "$dest/rsync.bin"; }
+run_scp() { scp -q -P "$ssh_port" "${ssh_opts[@]}" "$src" root@127.0.0.1:"$dest/scp.bin" && cmp -s "$src" "$dest/scp.bin"; }
+run_rsync() { rsync -a -e "ssh -p $ssh_port ${ssh_opts[*]}" "$src" root@127.0.0.1:"$dest/rsync.bin" && cmp -s "$src" "$dest/rsync.bin"; }
 run_nc() {
     nc -l 127.0.0.1 "$nc_port" > "$dest/nc.bin" &
     local listener=$!
     sleep 0.2
     nc -N 127.0.0.1 "$nc_port" < "$src"
     wait "$listener"
+    cmp -s "$src" "$dest/nc.bin"
 }
-run_send() { "$bin" send "$src" --to "$addr" --server-fingerprint "$fp" --token-file "$token" --quiet --connections "${1:-4}"; rm -f "$dest/file.bin"; }
+run_send() { "$bin" send "$src" --to "$addr" --server-fingerprint "$fp" --token-file "$token" --quiet --connections "${1:-4}" && cmp -s "$src" "$dest/file.bin"; }
 run_send1() { run_send 1; }
 
 : > "$out/copies.tsv"
 for i in $(seq "$runs"); do
     for tool in send send1 scp rsync nc; do
         rm -f "$dest"/*.bin
-        t=$(timed "run_$tool")
+        t=$(timed "run_$tool") || t=failed
         printf '%s\t%s\t%s\n' "$tool" "$i" "$t" | tee -a "$out/copies.tsv"
     done
 done
@@ -148,12 +159,16 @@ import sys, statistics, collections
 rows = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     tool, _, t = line.split()
-    rows[tool].append(float(t))
+    if t != "failed":
+        rows[tool].append(float(t))
 size = int(sys.argv[2]) * 1024 * 1024
 names = {"send": "cryptstream send (TLS, 4 conn)", "send1": "cryptstream send (TLS, 1 conn)",
          "scp": "scp (ssh)", "rsync": "rsync over ssh", "nc": "nc (plain TCP)"}
 print(f"{'tool':34} {'median s':>9} {'MB/s':>8}  runs")
 for tool, times in rows.items():
+    if not times:
+        print(f"{names[tool]:34} failed")
+        continue
     m = statistics.median(times)
     print(f"{names[tool]:34} {m:9.3f} {size / 1e6 / m:8.0f}  {' '.join('%.3f' % t for t in times)}")
 PY

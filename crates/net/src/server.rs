@@ -43,7 +43,7 @@ const ERROR_SEND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes of `Data` payloads the server holds at once, all sessions
 /// together (read and not yet written): its memory stays flat however many
 /// clients there are.
-pub const MAX_BUFFERED_BYTES: u32 = 64 * 1024 * 1024;
+pub const MAX_BUFFERED_BYTES: u32 = 16 * 1024 * 1024;
 /// How often the stop flag is looked at.
 const STOP_POLL: Duration = Duration::from_millis(100);
 
