@@ -220,3 +220,27 @@ done
     echo "server RSS samples (KiB, every 5 s): $(cut -f2 "$out/soak-rss.tsv" | paste -sd' ')"
 } | tee "$out/soak.txt"
 cat "$soak/failures" >> "$out/soak.txt"
+
+# --- a tree with a 2 GiB file, byte-exact with modes --------------------------
+big=$work/big
+mkdir -p "$big/src/tree/sub" "$big/root"
+head -c $((2048 * 1024 * 1024)) /dev/urandom > "$big/src/tree/big2g"
+: > "$big/src/tree/empty"
+head -c 1 /dev/urandom > "$big/src/tree/one"
+head -c 5000000 /dev/urandom > "$big/src/tree/sub/mid"
+chmod 600 "$big/src/tree/big2g"
+chmod 755 "$big/src/tree/sub/mid"
+"$bin" serve --listen 127.0.0.1:0 --root "$big/root" --token-file "$token" > "$serve_out" 2> "$out/serve-2g.log" &
+pids+=($!)
+for _ in $(seq 50); do grep -q fingerprint "$serve_out" 2>/dev/null && break; sleep 0.1; done
+addr=$(sed -n 's/^listening on //p' "$serve_out")
+"$bin" send "$big/src/tree" --to "$addr" --server-fingerprint "$fp" --token-file "$token" --json --connections 4 > "$out/tree-2GiB.json"
+(cd "$big/src" && find tree -type f -printf '%p %m %s\n' | sort) > "$big/a.txt"
+(cd "$big/root" && find tree -type f -printf '%p %m %s\n' | sort) > "$big/b.txt"
+if diff "$big/a.txt" "$big/b.txt" && cmp "$big/src/tree/big2g" "$big/root/tree/big2g" \
+    && cmp "$big/src/tree/sub/mid" "$big/root/tree/sub/mid"; then
+    echo "2 GiB tree: exact (names, modes, sizes, bytes)" | tee "$out/tree-2GiB.txt"
+else
+    echo "2 GiB tree: DIFFERS" | tee "$out/tree-2GiB.txt"
+    exit 1
+fi
