@@ -283,3 +283,33 @@ fn a_client_that_stops_mid_frame_times_out_or_is_dropped() {
     honest_send_works(&served, &ws, "cut");
     assert_nothing_outside(outside.path());
 }
+
+#[test]
+fn max_connections_makes_the_next_client_wait_not_fail() {
+    let ws = Workspace::new();
+    let served = Served::start(ws.root(), &["--max-connections", "1"]);
+    let token = token_of(&served);
+    let holder = RawClient::authenticated(&served, &token);
+    // The only permit is held: a second connection is not accepted, so
+    // its TLS handshake cannot complete.
+    let tcp = TcpStream::connect(&served.addr).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    let fp = cryptstream_net::Fingerprint::parse(&served.fingerprint).unwrap();
+    let verifier = std::sync::Arc::new(cryptstream_net::tls::PinnedVerifier::new(Some(fp)));
+    let config = std::sync::Arc::new(cryptstream_net::tls::client_config(verifier).unwrap());
+    let name = rustls::pki_types::ServerName::try_from("cryptstream").unwrap();
+    let mut waiting =
+        rustls::StreamOwned::new(rustls::ClientConnection::new(config, name).unwrap(), tcp);
+    let mut handshake = || {
+        while waiting.conn.is_handshaking() {
+            waiting.conn.complete_io(&mut waiting.sock)?;
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    assert!(handshake().is_err(), "accepted beyond --max-connections");
+    drop(waiting);
+    drop(holder);
+    // Once the first session ends, an honest send goes through.
+    honest_send_works(&served, &ws, "after-wait");
+}

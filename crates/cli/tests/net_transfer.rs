@@ -294,3 +294,40 @@ fn bench_net_measures_every_client_count_and_checks_the_files() {
         .iter()
         .all(|n| !n.to_string_lossy().starts_with("cryptstream-bench-net")));
 }
+
+#[test]
+fn a_file_the_server_refuses_fails_alone_with_one_line() {
+    let ws = Workspace::new();
+    let src = ws.path("t");
+    Tree::new(&src)
+        .file("good", 10_000, 0o644)
+        .dir("link", 0o755)
+        .file("link/x", 10, 0o644);
+    let served = Served::start(ws.root(), &[]);
+    // On the server, t/link is a symbolic link out of the root.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::create_dir(served.root.join("t")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), served.root.join("t/link")).unwrap();
+    let out = run(&mut served.send(&[&src]));
+    out.failure();
+    let lines: Vec<&str> = out.stderr.trim().lines().collect();
+    assert_eq!(lines.len(), 1, "{}", out.stderr);
+    assert!(
+        lines[0].contains("t/link/x") && lines[0].contains("refused"),
+        "{}",
+        lines[0]
+    );
+    let summary = out.json();
+    assert_eq!(summary["files"], 1);
+    assert_eq!(summary["failures"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        hash_file(&src.join("good")),
+        hash_file(&served.root.join("t/good"))
+    );
+    assert_empty_dir(outside.path());
+    // A name no server accepts is refused before anything is sent.
+    std::fs::write(src.join(".cst-part.sneaky"), b"x").unwrap();
+    let out = run(&mut served.send(&[&src]));
+    out.failure().stderr_has("reserved");
+    assert!(out.stdout.is_empty());
+}

@@ -444,6 +444,15 @@ impl Incoming for PartialFile {
     }
 
     fn release(&self) {
+        // Under the registry's lock, like `open`: a session that opens the
+        // same file meanwhile either finds this one still registered (and
+        // counted) or, once it is gone, a sidecar that is already saved.
+        // Two live `PartialFile`s of one file would each miss the other's
+        // ranges.
+        let registry = self.registry.upgrade();
+        let mut open = registry
+            .as_ref()
+            .map(|r| r.lock().expect("the lock is never poisoned"));
         let last = {
             let mut state = self.state.lock().expect("the lock is never poisoned");
             state.openers = state.openers.saturating_sub(1);
@@ -451,7 +460,9 @@ impl Incoming for PartialFile {
         };
         if last {
             self.checkpoint();
-            self.unregister();
+            if let Some(open) = open.as_mut() {
+                open.remove(&self.key);
+            }
         }
     }
 }
@@ -594,6 +605,35 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         assert_eq!(meta_out.mode() & 0o777, 0o640);
         assert_eq!(meta_out.mtime(), 1_700_000_000);
+    }
+
+    #[test]
+    fn sessions_that_open_and_release_at_once_lose_no_range() {
+        const PIECE: usize = 4096;
+        const PIECES: usize = 96;
+        const THREADS: usize = 8;
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = Arc::new(DirDestination::new(tmp.path(), 0o022).unwrap());
+        let name = RelName::parse(b"shared").unwrap();
+        let data: Vec<u8> = (0..PIECE * PIECES).map(|i| (i % 251) as u8).collect();
+        let size = data.len() as u64;
+        std::thread::scope(|scope| {
+            for t in 0..THREADS {
+                let (dest, name, data) = (dest.clone(), &name, &data);
+                scope.spawn(move || {
+                    for piece in (t..PIECES).step_by(THREADS) {
+                        let file = dest.open(name, &meta(size)).unwrap();
+                        let at = piece * PIECE;
+                        file.write_at(at as u64, &data[at..at + PIECE]).unwrap();
+                        file.release();
+                    }
+                });
+            }
+        });
+        let file = dest.open(&name, &meta(size)).unwrap();
+        assert_eq!(file.held_bytes(), size);
+        file.commit(blake3::hash(&data).as_bytes()).unwrap();
+        assert_eq!(std::fs::read(tmp.path().join("shared")).unwrap(), data);
     }
 
     #[test]
