@@ -63,10 +63,13 @@ pub enum Encoding {
 }
 
 impl Encoding {
-    /// The encoding of a file that starts with `prefix` (at least the first
-    /// 64 bytes, or the whole file when shorter), or `None` when it is not
-    /// an age file. Any `age-encryption.org/` version line counts, so that
-    /// an unsupported version is reported as such.
+    /// The encoding of a file that starts with `prefix` (its first
+    /// [`DETECT_LEN`] bytes, or the whole file when shorter), or `None` when
+    /// it is not an age file. Any `age-encryption.org/` version line is
+    /// binary age, so that an unsupported version is reported as such; text
+    /// that looks like PEM (`-----` after leading whitespace, or the age
+    /// begin line anywhere in the prefix) is armored age, so that a damaged
+    /// armor is reported as an armor failure rather than as a foreign file.
     pub fn detect(prefix: &[u8]) -> Option<Encoding> {
         if prefix.starts_with(b"age-encryption.org/") {
             return Some(Encoding::Binary);
@@ -75,11 +78,15 @@ impl Encoding {
             .iter()
             .position(|&c| !matches!(c, b' ' | b'\t' | b'\r' | b'\n'))
             .unwrap_or(prefix.len());
-        prefix[start..]
-            .starts_with(ARMOR_BEGIN.as_bytes())
-            .then_some(Encoding::Armored)
+        let begin = ARMOR_BEGIN.as_bytes();
+        let pem_like = prefix[start..].starts_with(b"-----")
+            || prefix.windows(begin.len()).any(|w| w == begin);
+        pem_like.then_some(Encoding::Armored)
     }
 }
+
+/// How many leading bytes [`Encoding::detect`] looks at.
+pub const DETECT_LEN: usize = 1024;
 
 /// The payload cipher of a file: ChaCha20-Poly1305 under
 /// HKDF-SHA-256(file key, salt = nonce, info "payload"), STREAM nonces, no

@@ -724,7 +724,10 @@ fn run_stream(
                 },
             )
         }
-        _ => match age_encoding {
+        _ => match age_encoding.or(settings
+            .age_only()
+            .then_some(cryptstream_age::Encoding::Binary))
+        {
             Some(encoding) => stream::decrypt_age_stream(
                 settings
                     .age_identities

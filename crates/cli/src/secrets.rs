@@ -31,12 +31,7 @@ pub struct SecretArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "key_files")]
     pub passphrase_file: Option<PathBuf>,
     /// age identity file (`age-keygen` format) to open age files with (repeatable).
-    #[arg(
-        short = 'i',
-        long = "identity",
-        value_name = "FILE",
-        conflicts_with = "passphrase_file"
-    )]
+    #[arg(short = 'i', long = "identity", value_name = "FILE")]
     pub identities: Vec<PathBuf>,
     /// Cheaper Argon2id costs for tests; not in release builds.
     #[cfg(debug_assertions)]
@@ -104,7 +99,16 @@ impl SecretArgs {
     /// passphrase anywhere.
     pub fn keyring(&self, confirm: bool) -> anyhow::Result<Keyring> {
         if !self.identities.is_empty() && self.key_files.is_empty() {
-            return Ok(Keyring::new(Vec::new(), None));
+            // Identities need no passphrase: one is read only when named
+            // (a file or the environment), never asked for.
+            let named =
+                self.passphrase_file.is_some() || std::env::var_os(PASSPHRASE_ENV).is_some();
+            let passphrase = if named {
+                Some(self.passphrase(false)?)
+            } else {
+                None
+            };
+            return Ok(Keyring::new(Vec::new(), passphrase));
         }
         if !self.key_files.is_empty() {
             let mut keys = Vec::new();

@@ -123,7 +123,7 @@ pub(crate) fn is_armored_age(path: &Path) -> bool {
     let Ok(file) = File::open(path) else {
         return false;
     };
-    let mut prefix = [0u8; 64];
+    let mut prefix = [0u8; cryptstream_age::DETECT_LEN];
     let got = pread_full(&file, &mut prefix, 0).unwrap_or(0);
     cryptstream_age::Encoding::detect(&prefix[..got]) == Some(cryptstream_age::Encoding::Armored)
 }
@@ -417,9 +417,12 @@ impl OpenFile {
                 (header.layout(len)?, cipher, Head::Native(header))
             }
             (Direction::Decrypt | Direction::Verify, _) => {
-                let mut prefix = [0u8; 64];
+                let mut prefix = [0u8; cryptstream_age::DETECT_LEN];
                 let got = pread_full(&input, &mut prefix, 0).map_err(Reason::Read)?;
-                match cryptstream_age::Encoding::detect(&prefix[..got]) {
+                let encoding = cryptstream_age::Encoding::detect(&prefix[..got]).or(settings
+                    .age_only()
+                    .then_some(cryptstream_age::Encoding::Binary));
+                match encoding {
                     Some(cryptstream_age::Encoding::Binary) => {
                         let (head, layout, cipher) = open_age_header(settings, &input, len)?;
                         (layout, cipher, head)

@@ -290,6 +290,17 @@ impl Settings {
         }
     }
 
+    /// Whether this run holds only age identities (no key file, no
+    /// passphrase): then a file that is neither format is reported as a
+    /// damaged age file rather than as a foreign one.
+    pub fn age_only(&self) -> bool {
+        self.age_identities
+            .as_ref()
+            .is_some_and(|ids| !ids.is_empty())
+            && self.keyring.key_files().is_empty()
+            && !self.keyring.has_passphrase()
+    }
+
     /// Chunks per segment for files with `chunk_size`-byte chunks: the
     /// unit of work of a split file.
     pub fn chunks_per_segment(&self, chunk_size: u32) -> u64 {

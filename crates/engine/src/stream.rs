@@ -299,7 +299,7 @@ mod tests {
 pub fn detect_age<'a>(
     mut input: Box<dyn Read + 'a>,
 ) -> io::Result<(Option<cryptstream_age::Encoding>, Box<dyn Read + 'a>)> {
-    let mut prefix = vec![0u8; 64];
+    let mut prefix = vec![0u8; cryptstream_age::DETECT_LEN];
     let got = read_full(&mut input, &mut prefix)?;
     prefix.truncate(got);
     let encoding = cryptstream_age::Encoding::detect(&prefix);
