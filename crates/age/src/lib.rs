@@ -102,6 +102,15 @@ pub fn payload_cipher(file_key: &FileKey, nonce: &[u8; NONCE_LEN]) -> ChunkCiphe
     )
 }
 
+/// Checks that `recipients` may encrypt one file together: at least one, a
+/// passphrase alone, post-quantum recipients not mixed with X25519 ones.
+///
+/// # Errors
+/// [`AgeError::Key`] saying what is wrong.
+pub fn check_recipients(recipients: &[Recipient]) -> Result<(), AgeError> {
+    keys::check_recipients(recipients)
+}
+
 /// A new file's header and nonce, and the cipher of its payload.
 pub struct Sealed {
     /// The header followed by the payload nonce: everything before chunk 0.
@@ -118,7 +127,7 @@ pub struct Sealed {
 /// (none, a passphrase with others, post-quantum with X25519), or
 /// [`AgeError::Random`].
 pub fn seal(recipients: &[Recipient]) -> Result<Sealed, AgeError> {
-    keys::check_recipients(recipients)?;
+    check_recipients(recipients)?;
     let file_key = FileKey::generate()?;
     let stanzas = recipients
         .iter()

@@ -183,7 +183,7 @@ impl AgeArgs {
             bail!("--armor writes age files: give -r RECIPIENT, -R FILE or --age-passphrase");
         }
         // Refuses bad combinations (post-quantum with X25519...) before any file.
-        cryptstream_age::seal(&recipients)?;
+        cryptstream_age::check_recipients(&recipients)?;
         Ok(Container::Age {
             recipients: Arc::new(recipients),
             armor: self.armor,
