@@ -97,7 +97,7 @@ impl<W: Write> Write for ArmoredWriter<W> {
 /// Standard padded base64.
 fn padded_b64(data: &[u8]) -> String {
     let mut text = crate::encoding::b64_encode(data);
-    while text.len() % 4 != 0 {
+    while !text.len().is_multiple_of(4) {
         text.push('=');
     }
     text
@@ -220,7 +220,7 @@ impl<R: BufRead> ArmoredReader<R> {
                         return Err(failure("a short line in the middle of the armor"));
                     }
                     let len = self.line.len();
-                    if len == 0 || len > COLUMNS || len % 4 != 0 {
+                    if len == 0 || len > COLUMNS || !len.is_multiple_of(4) {
                         return Err(failure("an armor line has a wrong length"));
                     }
                     self.decoded.clear();

@@ -140,9 +140,11 @@ pub fn bech32_encode(hrp: &str, data: &[u8]) -> String {
 
 /// Decodes a Bech32 string: its human-readable part (lower case) and data.
 /// `None` for mixed case, a bad character or a bad checksum.
+///
+/// Identities are decoded here, so the intermediate copies are wiped.
 pub fn bech32_decode(text: &str) -> Option<(String, Vec<u8>)> {
-    let lower = text.to_ascii_lowercase();
-    if lower != text && text.to_ascii_uppercase() != text {
+    let lower = zeroize::Zeroizing::new(text.to_ascii_lowercase());
+    if *lower != text && text.to_ascii_uppercase() != text {
         return None;
     }
     let at = lower.rfind('1')?;
@@ -150,10 +152,11 @@ pub fn bech32_decode(text: &str) -> Option<(String, Vec<u8>)> {
     if hrp.is_empty() || rest.len() < 6 || !hrp.bytes().all(|c| (33..=126).contains(&c)) {
         return None;
     }
-    let values = rest
-        .iter()
-        .map(|c| CHARSET.iter().position(|x| x == c).map(|p| p as u8))
-        .collect::<Option<Vec<u8>>>()?;
+    let values = zeroize::Zeroizing::new(
+        rest.iter()
+            .map(|c| CHARSET.iter().position(|x| x == c).map(|p| p as u8))
+            .collect::<Option<Vec<u8>>>()?,
+    );
     if polymod(hrp_expand(hrp.as_bytes()).chain(values.iter().copied())) != 1 {
         return None;
     }

@@ -106,10 +106,11 @@ fn mlkem_public(public: &[u8; PUBLIC_LEN]) -> Option<MlKemPublic> {
     MlKemPublic::new(&key).ok()
 }
 
+/// An encapsulated key and its shared secret.
+type Encapsulated = (Box<[u8; ENC_LEN]>, Zeroizing<[u8; 32]>);
+
 /// Encapsulates to `public`: the encapsulated key and the shared secret.
-fn encapsulate(
-    public: &[u8; PUBLIC_LEN],
-) -> Result<(Box<[u8; ENC_LEN]>, Zeroizing<[u8; 32]>), crate::AgeError> {
+fn encapsulate(public: &[u8; PUBLIC_LEN]) -> Result<Encapsulated, crate::AgeError> {
     let mlkem = mlkem_public(public)
         .ok_or_else(|| crate::AgeError::Key("invalid post-quantum recipient".into()))?;
     let m = crypto::random::<32>()?;

@@ -48,7 +48,7 @@ fn every_recipient_type_round_trips_and_others_do_not_match() {
     for len in [0usize, 1, 65535, 65536, 65537, 200_000] {
         let plain: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
         for armor in [false, true] {
-            let file = encrypt(&[x_recipient.clone()], &plain, armor);
+            let file = encrypt(std::slice::from_ref(&x_recipient), &plain, armor);
             assert_eq!(
                 decrypt(&file, &[x_again.clone_x25519()], armor).unwrap(),
                 plain
@@ -57,7 +57,7 @@ fn every_recipient_type_round_trips_and_others_do_not_match() {
                 decrypt(&file, &[other.clone_x25519()], armor),
                 Err(FailureClass::NoMatch)
             );
-            let file = encrypt(&[pq_recipient.clone()], &plain, armor);
+            let file = encrypt(std::slice::from_ref(&pq_recipient), &plain, armor);
             assert_eq!(decrypt(&file, &pq_again, armor).unwrap(), plain);
         }
     }

@@ -75,8 +75,9 @@ pub enum Reason {
 /// What precedes the chunks of a file: a cryptstream header, or an age
 /// header and payload nonce.
 enum Head {
-    /// A cryptstream header (its mode and mtime are restored).
-    Native(Header),
+    /// A cryptstream header (its mode and mtime are restored). Boxed: an
+    /// age head is much smaller.
+    Native(Box<Header>),
     /// An age header followed by the 16-byte payload nonce; `mode` is the
     /// input's mode when encrypting (age records none).
     Age { prefix: Vec<u8>, mode: u32 },
@@ -414,7 +415,7 @@ impl OpenFile {
                 };
                 let (header, cipher) =
                     seal_header(settings.sealing_key(), &params, file_salt(settings)?)?;
-                (header.layout(len)?, cipher, Head::Native(header))
+                (header.layout(len)?, cipher, Head::Native(Box::new(header)))
             }
             (Direction::Decrypt | Direction::Verify, _) => {
                 let mut prefix = [0u8; cryptstream_age::DETECT_LEN];
@@ -441,7 +442,7 @@ impl OpenFile {
                                 open_entry(settings, &header, &layout, cipher, input, target)?;
                             return Ok(Opened::Entry(done, layout));
                         }
-                        (layout, cipher, Head::Native(header))
+                        (layout, cipher, Head::Native(Box::new(header)))
                     }
                 }
             }
@@ -534,7 +535,7 @@ impl OpenFile {
             commit: Mutex::new(None),
             layout,
             cipher,
-            head: Head::Native(header),
+            head: Head::Native(Box::new(header)),
             direction: settings.direction,
             io,
             shared: true,

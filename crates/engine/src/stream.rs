@@ -215,81 +215,6 @@ impl Write for Compare<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::Direction;
-    use cryptstream_format::{MasterKey, MAX_HEADER_LEN as H, MIN_CHUNK_SIZE};
-
-    fn settings() -> Settings {
-        let key = || MasterKey::from_key_bytes([9; 32]);
-        Settings::builder(Direction::Encrypt, Keyring::new(vec![key()], None))
-            .chunk_size(MIN_CHUNK_SIZE)
-            .encryption_key(Some(std::sync::Arc::new(key())))
-            .build()
-    }
-
-    fn encrypted(plain: &[u8]) -> Vec<u8> {
-        let source = StreamSource {
-            len: plain.len() as u64,
-            mode: 0o600,
-            mtime: Mtime {
-                seconds: 1,
-                nanos: 2,
-            },
-        };
-        let mut out = Vec::new();
-        encrypt_stream(&settings(), &mut &plain[..], &mut out, Some(&source)).expect("encrypts");
-        out
-    }
-
-    #[test]
-    fn decrypts_to_accepts_only_the_exact_plaintext() {
-        let keyring = Keyring::new(vec![MasterKey::from_key_bytes([9; 32])], None);
-        let plain: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
-        let enc = encrypted(&plain);
-        let check = |plain: &[u8]| decrypts_to(&mut &enc[..], &mut &plain[..], &keyring);
-        let layout = check(&plain).expect("the true plaintext matches");
-        assert_eq!(layout.plaintext_len(), 5000);
-        let mut changed = plain.clone();
-        changed[4321] ^= 1;
-        assert!(check(&changed).is_none(), "one byte differs");
-        assert!(check(&plain[..4999]).is_none(), "plaintext shorter");
-        let mut longer = plain.clone();
-        longer.push(0);
-        assert!(check(&longer).is_none(), "plaintext longer");
-        let other = Keyring::new(vec![MasterKey::from_key_bytes([8; 32])], None);
-        assert!(decrypts_to(&mut &enc[..], &mut &plain[..], &other).is_none());
-        let mut tampered = enc.clone();
-        tampered[H + 10] ^= 1;
-        assert!(decrypts_to(&mut &tampered[..], &mut &plain[..], &keyring).is_none());
-    }
-
-    #[test]
-    fn a_stream_round_trips_and_a_wrong_length_is_refused() {
-        let keyring = Keyring::new(vec![MasterKey::from_key_bytes([9; 32])], None);
-        let plain = vec![7u8; 3 * MIN_CHUNK_SIZE as usize];
-        let enc = encrypted(&plain);
-        let mut back = Vec::new();
-        let (header, len) = decrypt_stream(&keyring, &mut &enc[..], &mut back).unwrap();
-        assert_eq!(
-            (back, len, header.mode),
-            (plain.clone(), plain.len() as u64, 0o600)
-        );
-        let source = StreamSource {
-            len: 10,
-            mode: 0,
-            mtime: Mtime {
-                seconds: 0,
-                nanos: 0,
-            },
-        };
-        let err = encrypt_stream(&settings(), &mut &plain[..], &mut Vec::new(), Some(&source))
-            .unwrap_err();
-        assert!(matches!(err, Reason::Changed { .. }), "{err}");
-    }
-}
-
 /// Reads the first bytes of `input` and tells whether it is an age file
 /// (and in which encoding); the input comes back whole, the bytes read put
 /// back in front.
@@ -427,4 +352,79 @@ pub fn decrypt_age_stream(
     }
     counted.flush().map_err(Reason::Write)?;
     Ok(opening.plaintext_len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Direction;
+    use cryptstream_format::{MasterKey, MAX_HEADER_LEN as H, MIN_CHUNK_SIZE};
+
+    fn settings() -> Settings {
+        let key = || MasterKey::from_key_bytes([9; 32]);
+        Settings::builder(Direction::Encrypt, Keyring::new(vec![key()], None))
+            .chunk_size(MIN_CHUNK_SIZE)
+            .encryption_key(Some(std::sync::Arc::new(key())))
+            .build()
+    }
+
+    fn encrypted(plain: &[u8]) -> Vec<u8> {
+        let source = StreamSource {
+            len: plain.len() as u64,
+            mode: 0o600,
+            mtime: Mtime {
+                seconds: 1,
+                nanos: 2,
+            },
+        };
+        let mut out = Vec::new();
+        encrypt_stream(&settings(), &mut &plain[..], &mut out, Some(&source)).expect("encrypts");
+        out
+    }
+
+    #[test]
+    fn decrypts_to_accepts_only_the_exact_plaintext() {
+        let keyring = Keyring::new(vec![MasterKey::from_key_bytes([9; 32])], None);
+        let plain: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let enc = encrypted(&plain);
+        let check = |plain: &[u8]| decrypts_to(&mut &enc[..], &mut &plain[..], &keyring);
+        let layout = check(&plain).expect("the true plaintext matches");
+        assert_eq!(layout.plaintext_len(), 5000);
+        let mut changed = plain.clone();
+        changed[4321] ^= 1;
+        assert!(check(&changed).is_none(), "one byte differs");
+        assert!(check(&plain[..4999]).is_none(), "plaintext shorter");
+        let mut longer = plain.clone();
+        longer.push(0);
+        assert!(check(&longer).is_none(), "plaintext longer");
+        let other = Keyring::new(vec![MasterKey::from_key_bytes([8; 32])], None);
+        assert!(decrypts_to(&mut &enc[..], &mut &plain[..], &other).is_none());
+        let mut tampered = enc.clone();
+        tampered[H + 10] ^= 1;
+        assert!(decrypts_to(&mut &tampered[..], &mut &plain[..], &keyring).is_none());
+    }
+
+    #[test]
+    fn a_stream_round_trips_and_a_wrong_length_is_refused() {
+        let keyring = Keyring::new(vec![MasterKey::from_key_bytes([9; 32])], None);
+        let plain = vec![7u8; 3 * MIN_CHUNK_SIZE as usize];
+        let enc = encrypted(&plain);
+        let mut back = Vec::new();
+        let (header, len) = decrypt_stream(&keyring, &mut &enc[..], &mut back).unwrap();
+        assert_eq!(
+            (back, len, header.mode),
+            (plain.clone(), plain.len() as u64, 0o600)
+        );
+        let source = StreamSource {
+            len: 10,
+            mode: 0,
+            mtime: Mtime {
+                seconds: 0,
+                nanos: 0,
+            },
+        };
+        let err = encrypt_stream(&settings(), &mut &plain[..], &mut Vec::new(), Some(&source))
+            .unwrap_err();
+        assert!(matches!(err, Reason::Changed { .. }), "{err}");
+    }
 }
