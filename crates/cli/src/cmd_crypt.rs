@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use cryptstream_engine::{
-    keys, plan_transform, plan_verify, stream, Direction, Engine, IoChoice, Overwrite, Plan,
-    Reason, Settings, Shown, Summary, ThreadEngine,
+    keys, plan_transform_as, plan_verify, stream, Container, Direction, Engine, IoChoice,
+    Overwrite, Plan, Reason, Settings, Shown, Summary, ThreadEngine,
 };
 use cryptstream_format::Cipher;
 use cryptstream_output::{AtomicFile, DirFd, Timestamp};
@@ -115,6 +115,80 @@ pub struct CryptArgs {
     #[cfg(debug_assertions)]
     #[arg(long, hide = true, value_name = "HEX", value_parser = parse_seed)]
     fixed_salt: Option<[u8; 32]>,
+    #[command(flatten)]
+    age: AgeArgs,
+}
+
+/// Options that make `encrypt` write age files (decrypt and verify
+/// recognise age files by their first line).
+#[derive(clap::Args, Debug)]
+pub struct AgeArgs {
+    /// Write age files to this recipient (age1... or age1pq1..., repeatable).
+    #[arg(short = 'r', long = "recipient", value_name = "RECIPIENT")]
+    recipients: Vec<String>,
+    /// Write age files to the recipients listed in FILE (one per line, # comments; repeatable).
+    #[arg(short = 'R', long = "recipients-file", value_name = "FILE")]
+    recipients_files: Vec<PathBuf>,
+    /// Write age files protected by a passphrase (scrypt), read as for our own files.
+    #[arg(long, conflicts_with_all = ["recipients", "recipients_files"])]
+    age_passphrase: bool,
+    /// Write age files in the PEM-style ASCII armor (each file is then done in order, not split).
+    #[arg(short = 'a', long)]
+    armor: bool,
+    /// scrypt work factor (log2 N) for new age passphrase files. Test builds only.
+    #[cfg(debug_assertions)]
+    #[arg(long, hide = true, value_name = "LOG2_N")]
+    age_scrypt_log_n: Option<u8>,
+}
+
+impl AgeArgs {
+    /// Whether any age option was given.
+    fn wanted(&self) -> bool {
+        !self.recipients.is_empty()
+            || !self.recipients_files.is_empty()
+            || self.age_passphrase
+            || self.armor
+    }
+
+    /// The container new files are written in.
+    fn container(&self, secrets: &SecretArgs) -> anyhow::Result<Container> {
+        if !self.wanted() {
+            return Ok(Container::Native);
+        }
+        let mut recipients = Vec::new();
+        for text in &self.recipients {
+            recipients.push(cryptstream_age::Recipient::parse(text)?);
+        }
+        for path in &self.recipients_files {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("{}: cannot read recipients file", path.display()))?;
+            recipients.extend(
+                cryptstream_age::parse_recipients_file(&text)
+                    .with_context(|| format!("{}: not an age recipients file", path.display()))?,
+            );
+        }
+        if self.age_passphrase {
+            #[cfg(debug_assertions)]
+            let log_n = self
+                .age_scrypt_log_n
+                .unwrap_or(cryptstream_age::SCRYPT_LOG_N);
+            #[cfg(not(debug_assertions))]
+            let log_n = cryptstream_age::SCRYPT_LOG_N;
+            recipients.push(cryptstream_age::Recipient::Scrypt {
+                passphrase: secrets.age_passphrase()?,
+                log_n,
+            });
+        }
+        if recipients.is_empty() {
+            bail!("--armor writes age files: give -r RECIPIENT, -R FILE or --age-passphrase");
+        }
+        // Refuses bad combinations (post-quantum with X25519...) before any file.
+        cryptstream_age::check_recipients(&recipients)?;
+        Ok(Container::Age {
+            recipients: Arc::new(recipients),
+            armor: self.armor,
+        })
+    }
 }
 
 /// Arguments of `verify`.
@@ -230,13 +304,16 @@ fn cancel_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
 fn settings(
     direction: Direction,
     keyring: cryptstream_format::Keyring,
+    age: AgeSetup,
     run: &RunArgs,
     crypt: Option<&CryptArgs>,
 ) -> Settings {
     let builder = Settings::builder(direction, keyring)
         .workers(run.workers.unwrap_or_else(default_workers))
         .io(run.io())
-        .umask(cryptstream_engine::process_umask());
+        .umask(cryptstream_engine::process_umask())
+        .container(age.container)
+        .age_identities(age.identities);
     let Some(args) = crypt else {
         return builder.build();
     };
@@ -251,6 +328,49 @@ fn settings(
     builder.build()
 }
 
+/// What a run knows about age: the container of new files and the
+/// identities that open age files.
+struct AgeSetup {
+    container: Container,
+    identities: Option<Arc<Vec<cryptstream_age::Identity>>>,
+}
+
+impl AgeSetup {
+    /// The age side of a run: the container for encrypt, the identities
+    /// (from `-i` files and the passphrase) for the others; the process
+    /// engine takes no age work.
+    fn new(
+        direction: Direction,
+        secrets: &SecretArgs,
+        age: Option<&AgeArgs>,
+        keyring: &cryptstream_format::Keyring,
+        run: &RunArgs,
+    ) -> anyhow::Result<AgeSetup> {
+        let container = match (direction, age) {
+            (Direction::Encrypt, Some(age)) => age.container(secrets)?,
+            (_, Some(age)) if age.wanted() => bail!(
+                "-r, -R, --age-passphrase and --armor are options of encrypt; \
+                 decrypt and verify recognise age files by their first line"
+            ),
+            _ => Container::Native,
+        };
+        let processes = matches!(run.engine, EngineArg::Processes);
+        let age_run = matches!(container, Container::Age { .. }) || !secrets.identities.is_empty();
+        if processes && age_run {
+            bail!("age files are processed by the thread engine only: use --engine threads");
+        }
+        let identities = if processes || direction == Direction::Encrypt {
+            None
+        } else {
+            Some(Arc::new(secrets.age_identities(keyring)?))
+        };
+        Ok(AgeSetup {
+            container,
+            identities,
+        })
+    }
+}
+
 /// Derives the run's passphrase keys (at most once each), stopping at
 /// SIGINT/SIGTERM; `Ok(false)` when interrupted.
 fn derive_keys(
@@ -260,6 +380,7 @@ fn derive_keys(
     cancel: &AtomicBool,
 ) -> anyhow::Result<bool> {
     let result = match (settings.direction, plan) {
+        (Direction::Encrypt, _) if matches!(settings.container, Container::Age { .. }) => Ok(()),
         (Direction::Encrypt, _) => {
             keys::encryption_key(&settings.keyring, secrets.kdf_params(), cancel).map(|key| {
                 settings.encryption_key = Some(key);
@@ -293,15 +414,33 @@ fn engine_for<'p>(
 pub fn run_transform(direction: Direction, args: &CryptArgs) -> anyhow::Result<ExitCode> {
     let dash = Path::new("-");
     let cancel = cancel_on_signals()?;
-    let keyring = args.secrets.keyring(direction == Direction::Encrypt)?;
-    let mut settings = settings(direction, keyring, &args.run, Some(args));
+    let age_encrypt = direction == Direction::Encrypt && args.age.wanted();
+    let keyring = if age_encrypt {
+        cryptstream_format::Keyring::new(Vec::new(), None)
+    } else {
+        args.secrets.keyring(direction == Direction::Encrypt)?
+    };
+    let age = AgeSetup::new(
+        direction,
+        &args.secrets,
+        Some(&args.age),
+        &keyring,
+        &args.run,
+    )?;
+    let mut settings = settings(direction, keyring, age, &args.run, Some(args));
     if args.input == dash || args.output == dash {
         if !derive_keys(&mut settings, None, &args.secrets, &cancel)? {
             return Ok(interrupted());
         }
         return run_stream(&settings, args, &cancel);
     }
-    let plan = plan_transform(direction, &args.input, &args.output, args.overwrite())?;
+    let plan = plan_transform_as(
+        direction,
+        settings.container.output_format(),
+        &args.input,
+        &args.output,
+        args.overwrite(),
+    )?;
     if !derive_keys(&mut settings, Some(&plan), &args.secrets, &cancel)? {
         return Ok(interrupted());
     }
@@ -312,7 +451,8 @@ pub fn run_transform(direction: Direction, args: &CryptArgs) -> anyhow::Result<E
 pub fn run_verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let cancel = cancel_on_signals()?;
     let keyring = args.secrets.keyring(false)?;
-    let mut settings = settings(Direction::Verify, keyring, &args.run, None);
+    let age = AgeSetup::new(Direction::Verify, &args.secrets, None, &keyring, &args.run)?;
+    let mut settings = settings(Direction::Verify, keyring, age, &args.run, None);
     let plan = plan_verify(&args.inputs)?;
     if !derive_keys(&mut settings, Some(&plan), &args.secrets, &cancel)? {
         return Ok(interrupted());
@@ -440,6 +580,26 @@ fn prepare_stream_key<'a>(
     Ok(Some(Box::new(std::io::Cursor::new(prefix).chain(input))))
 }
 
+/// What the end of a stream leaves for its output file: the mode and
+/// mtime to restore (age files record neither).
+struct StreamEnd {
+    mode: u32,
+    mtime: Option<cryptstream_format::Mtime>,
+}
+
+impl StreamEnd {
+    fn native(header: &cryptstream_format::Header) -> StreamEnd {
+        StreamEnd {
+            mode: header.mode,
+            mtime: header.mtime,
+        }
+    }
+
+    fn age(mode: u32) -> StreamEnd {
+        StreamEnd { mode, mtime: None }
+    }
+}
+
 /// A reader that fails once SIGINT/SIGTERM has raised `cancel`.
 struct Cancellable<'a> {
     inner: Box<dyn std::io::Read + 'a>,
@@ -535,6 +695,11 @@ fn run_stream(
     } else {
         input
     };
+    let (age_encoding, input) = if direction == Direction::Encrypt {
+        (None, input)
+    } else {
+        stream::detect_age(input).with_context(|| format!("{input_name}: cannot read"))?
+    };
     // The signal handlers only raise `cancel`: the stream checks it on
     // every read, and a second signal exits at once.
     let mut input = Cancellable {
@@ -542,20 +707,44 @@ fn run_stream(
         cancel,
     };
     let result = match direction {
+        Direction::Encrypt if matches!(settings.container, Container::Age { .. }) => {
+            stream::encrypt_age_stream(
+                settings,
+                &mut input,
+                &mut sink,
+                source.as_ref().map(|s| s.len),
+            )
+            .map(|n| (StreamEnd::age(source.as_ref().map_or(0, |s| s.mode)), n, 0))
+        }
         Direction::Encrypt => {
             stream::encrypt_stream(settings, &mut input, &mut sink, source.as_ref()).and_then(
                 |(header, n)| {
                     let out = header.layout(n)?.ciphertext_len();
-                    Ok((header, n, out))
+                    Ok((StreamEnd::native(&header), n, out))
                 },
             )
         }
-        _ => stream::decrypt_stream(&settings.keyring, &mut input, &mut sink).and_then(
-            |(header, n)| {
-                let ct = header.layout(n)?.ciphertext_len();
-                Ok((header, ct, n))
-            },
-        ),
+        _ => match age_encoding.or(settings
+            .age_only()
+            .then_some(cryptstream_age::Encoding::Binary))
+        {
+            Some(encoding) => stream::decrypt_age_stream(
+                settings
+                    .age_identities
+                    .as_deref()
+                    .map_or(&[], Vec::as_slice),
+                encoding,
+                &mut input,
+                &mut sink,
+            )
+            .map(|n| (StreamEnd::age(0), 0, n)),
+            None => stream::decrypt_stream(&settings.keyring, &mut input, &mut sink).and_then(
+                |(header, n)| {
+                    let ct = header.layout(n)?.ciphertext_len();
+                    Ok((StreamEnd::native(&header), ct, n))
+                },
+            ),
+        },
     };
     if cancel.load(std::sync::atomic::Ordering::Relaxed) {
         // The temp output (if any) is dropped unlinked.

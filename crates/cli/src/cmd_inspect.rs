@@ -28,6 +28,13 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         .metadata()
         .with_context(|| format!("{name}: cannot stat"))?
         .len();
+    let mut prefix = vec![0u8; cryptstream_age::DETECT_LEN];
+    let got =
+        read_prefix(&mut file, &mut prefix).with_context(|| format!("{name}: cannot read"))?;
+    if let Some(encoding) = cryptstream_age::Encoding::detect(&prefix[..got]) {
+        return inspect_age(args, encoding, file_len);
+    }
+    std::io::Seek::rewind(&mut file).with_context(|| format!("{name}: cannot read"))?;
     let mut bytes = Vec::with_capacity(MAX_HEADER_LEN);
     file.by_ref()
         .take(MAX_HEADER_LEN as u64)
@@ -100,6 +107,84 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     println!("mode:           {:04o}", header.mode);
     if let Some(l) = layout {
         println!("chunks:         {}", l.chunk_count());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads until `buf` is full or the file ends.
+fn read_prefix(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read(&mut buf[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(got)
+}
+
+/// Prints what an age file's header says: its stanzas (recipient types,
+/// scrypt work factor) and the payload's size, without any key.
+fn inspect_age(
+    args: &InspectArgs,
+    encoding: cryptstream_age::Encoding,
+    file_len: u64,
+) -> anyhow::Result<ExitCode> {
+    use std::io::BufReader;
+    let name = args.file.display();
+    let file = std::fs::File::open(&args.file).with_context(|| format!("{name}: cannot open"))?;
+    let mut input: Box<dyn std::io::BufRead> = match encoding {
+        cryptstream_age::Encoding::Binary => Box::new(BufReader::new(file)),
+        cryptstream_age::Encoding::Armored => Box::new(BufReader::new(
+            cryptstream_age::ArmoredReader::new(BufReader::new(file)),
+        )),
+    };
+    let header = cryptstream_age::Header::read(&mut input).with_context(|| format!("{name}"))?;
+    let stanzas: Vec<String> = header
+        .stanzas
+        .iter()
+        .map(|s| match (s.kind(), s.args.get(2)) {
+            ("scrypt", Some(work)) => format!("scrypt (work factor 2^{work})"),
+            (kind, _) => kind.to_string(),
+        })
+        .collect();
+    let prefix = header.as_bytes().len() + cryptstream_age::NONCE_LEN;
+    let layout = match encoding {
+        cryptstream_age::Encoding::Binary => {
+            Layout::from_ciphertext_len(prefix, cryptstream_age::CHUNK_SIZE, file_len).ok()
+        }
+        cryptstream_age::Encoding::Armored => None,
+    };
+    let form = match encoding {
+        cryptstream_age::Encoding::Binary => "binary",
+        cryptstream_age::Encoding::Armored => "armored",
+    };
+    if args.json {
+        let value = serde_json::json!({
+            "file": args.file.to_string_lossy(),
+            "format": "age-v1",
+            "encoding": form,
+            "header_len": header.as_bytes().len(),
+            "stanzas": stanzas,
+            "plaintext_len": layout.map(|l| l.plaintext_len()),
+            "chunks": layout.map(|l| l.chunk_count()),
+            "file_len": file_len,
+        });
+        println!("{value:#}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{}", escape_controls(&format!("file:        {name}")));
+    println!("format:      age v1 ({form})");
+    println!("recipients:  {}", escape_controls(&stanzas.join(", ")));
+    println!("header:      {} bytes", header.as_bytes().len());
+    match layout {
+        Some(l) => println!(
+            "payload:     {} bytes in {} chunks of 64 KiB (ChaCha20-Poly1305)",
+            l.plaintext_len(),
+            l.chunk_count()
+        ),
+        None if form == "armored" => println!("payload:     armored (size known after decoding)"),
+        None => println!("payload:     the file length is invalid (truncated or extended)"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,36 +1,138 @@
-//! `cryptstream keygen`: a new random key file.
+//! `cryptstream keygen`: a new random key file, or an age identity file
+//! as `age-keygen` writes it.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
+use zeroize::Zeroizing;
 
 /// Arguments of `keygen`.
 #[derive(clap::Args, Debug)]
 pub struct KeygenArgs {
-    /// Where to write the key (created with mode 0600; never overwritten).
-    #[arg(short, long, value_name = "FILE")]
-    output: PathBuf,
+    /// Where to write the key (created with mode 0600; never overwritten). With --age, stdout when missing.
+    #[arg(short, long, value_name = "FILE", required_unless_present_any = ["age", "age_recipient"])]
+    output: Option<PathBuf>,
+    /// Write an age identity (X25519, as age-keygen does) instead of a cryptstream key.
+    #[arg(long, conflicts_with = "age_recipient")]
+    age: bool,
+    /// With --age: a post-quantum hybrid identity (age1pq1... recipient, age 1.3).
+    #[arg(long, requires = "age")]
+    pq: bool,
+    /// Print the recipients (public keys) of the age identity FILE.
+    #[arg(long, value_name = "FILE", conflicts_with = "output")]
+    age_recipient: Option<PathBuf>,
 }
 
 /// Writes the key file and prints its public key id on stdout.
 pub fn run(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
+    if let Some(path) = &args.age_recipient {
+        return print_recipients(path);
+    }
+    if args.age {
+        return age_keygen(args);
+    }
+    let Some(output) = &args.output else {
+        bail!("give the key file to write with -o FILE");
+    };
     let (text, id) = cryptstream_format::generate_key_file()?;
+    write_private(output, text.as_bytes(), "key file")?;
+    println!("key id: {id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Creates `path` with mode 0600 (never replacing a file) and writes `text`;
+/// nothing is left when the write fails.
+fn write_private(path: &PathBuf, text: &[u8], noun: &str) -> anyhow::Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&args.output)
-        .with_context(|| format!("{}: cannot create key file", args.output.display()))?;
-    let written = file
-        .write_all(text.as_bytes())
-        .and_then(|()| file.sync_all());
+        .open(path)
+        .with_context(|| format!("{}: cannot create {noun}", path.display()))?;
+    let written = file.write_all(text).and_then(|()| file.sync_all());
     if let Err(e) = written {
-        let _ = std::fs::remove_file(&args.output);
-        return Err(e).with_context(|| format!("{}: cannot write key file", args.output.display()));
+        let _ = std::fs::remove_file(path);
+        return Err(e).with_context(|| format!("{}: cannot write {noun}", path.display()));
     }
-    println!("key id: {id}");
+    Ok(())
+}
+
+/// An identity file as `age-keygen` writes it: a creation comment, the
+/// public key in a comment, then the secret key.
+fn age_keygen(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
+    let (identity, secret) = if args.pq {
+        cryptstream_age::Identity::generate_hybrid()?
+    } else {
+        let identity = cryptstream_age::Identity::generate_x25519()?;
+        let text = identity
+            .encode_x25519()
+            .expect("an X25519 identity has a text form");
+        (identity, text)
+    };
+    let public = identity
+        .recipient()
+        .and_then(|r| r.encode())
+        .expect("a key identity has a recipient");
+    let text = Zeroizing::new(format!(
+        "# created: {}\n# public key: {public}\n{}\n",
+        rfc3339_now(),
+        *secret
+    ));
+    match &args.output {
+        Some(path) => {
+            write_private(path, text.as_bytes(), "identity file")?;
+            eprintln!("Public key: {public}");
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            out.flush()?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the recipient of every identity in an identity file, one a line.
+fn print_recipients(path: &PathBuf) -> anyhow::Result<ExitCode> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read identity file", path.display()))?,
+    );
+    let identities = cryptstream_age::parse_identity_file(&text)
+        .with_context(|| format!("{}: not an age identity file", path.display()))?;
+    let mut out = std::io::stdout().lock();
+    for identity in identities {
+        if let Some(recipient) = identity.recipient().and_then(|r| r.encode()) {
+            writeln!(out, "{recipient}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The current time in UTC as RFC 3339 (`2026-11-30T01:50:00Z`).
+fn rfc3339_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }

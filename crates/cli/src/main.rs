@@ -33,7 +33,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Write a new random 256-bit key file (mode 0600).
+    /// Write a new random 256-bit key file (mode 0600), or an age identity (--age).
     Keygen(cmd_keygen::KeygenArgs),
     /// Encrypt a file, a directory tree, or stdin (`-`).
     Encrypt(cmd_crypt::CryptArgs),

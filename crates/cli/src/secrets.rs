@@ -8,6 +8,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use cryptstream_age::Identity;
 use cryptstream_format::{parse_key_file, KdfParams, Keyring, Passphrase};
 use zeroize::Zeroizing;
 
@@ -29,6 +30,9 @@ pub struct SecretArgs {
     /// Read the passphrase from the first line of FILE (or set CRYPTSTREAM_PASSPHRASE, or answer the prompt).
     #[arg(long, value_name = "FILE", conflicts_with = "key_files")]
     pub passphrase_file: Option<PathBuf>,
+    /// age identity file (`age-keygen` format) to open age files with (repeatable).
+    #[arg(short = 'i', long = "identity", value_name = "FILE")]
+    pub identities: Vec<PathBuf>,
     /// Cheaper Argon2id costs for tests; not in release builds.
     #[cfg(debug_assertions)]
     #[command(flatten)]
@@ -56,6 +60,8 @@ enum SecretFile {
     Key,
     /// A file whose first line is the passphrase (`--passphrase-file`).
     Passphrase,
+    /// An age identity file (`-i`).
+    Identity,
 }
 
 impl SecretFile {
@@ -63,6 +69,7 @@ impl SecretFile {
         match self {
             SecretFile::Key => "key file",
             SecretFile::Passphrase => "passphrase file",
+            SecretFile::Identity => "identity file",
         }
     }
 }
@@ -91,6 +98,18 @@ impl SecretArgs {
     /// is larger than [`MAX_SECRET_FILE_LEN`], or does not hold a key; no
     /// passphrase anywhere.
     pub fn keyring(&self, confirm: bool) -> anyhow::Result<Keyring> {
+        if !self.identities.is_empty() && self.key_files.is_empty() {
+            // Identities need no passphrase: one is read only when named
+            // (a file or the environment), never asked for.
+            let named =
+                self.passphrase_file.is_some() || std::env::var_os(PASSPHRASE_ENV).is_some();
+            let passphrase = if named {
+                Some(self.passphrase(false)?)
+            } else {
+                None
+            };
+            return Ok(Keyring::new(Vec::new(), passphrase));
+        }
         if !self.key_files.is_empty() {
             let mut keys = Vec::new();
             for path in &self.key_files {
@@ -100,6 +119,37 @@ impl SecretArgs {
             return Ok(Keyring::new(keys, None));
         }
         Ok(Keyring::new(Vec::new(), Some(self.passphrase(confirm)?)))
+    }
+
+    /// The identities that open age files: those of every `-i` file, and
+    /// the passphrase of `keyring` (for scrypt stanzas).
+    ///
+    /// # Errors
+    /// An identity file that cannot be read or holds anything but age
+    /// secret keys.
+    pub fn age_identities(&self, keyring: &Keyring) -> anyhow::Result<Vec<Identity>> {
+        let mut identities = Vec::new();
+        for path in &self.identities {
+            let text = read_secret_file(path, SecretFile::Identity)?;
+            identities.extend(
+                cryptstream_age::parse_identity_file(&text)
+                    .with_context(|| format!("{}: not an age identity file", path.display()))?,
+            );
+        }
+        if let Some(passphrase) = keyring.passphrase() {
+            identities.push(Identity::passphrase(Zeroizing::new(
+                passphrase.as_bytes().to_vec(),
+            )));
+        }
+        Ok(identities)
+    }
+
+    /// The passphrase for new age files (asked twice at a prompt).
+    ///
+    /// # Errors
+    /// As [`SecretArgs::keyring`] without key files.
+    pub fn age_passphrase(&self) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+        Ok(Zeroizing::new(self.passphrase(true)?.as_bytes().to_vec()))
     }
 
     fn passphrase(&self, confirm: bool) -> anyhow::Result<Passphrase> {

@@ -66,6 +66,119 @@ pub enum Reason {
     /// as printed): a worker process, for example.
     #[error("{0}")]
     Executor(String),
+    /// The file is not a valid age file for these identities; the message
+    /// names the test kit's failure class (`age no match: ...`).
+    #[error("{0}")]
+    Age(#[from] cryptstream_age::AgeError),
+}
+
+/// What precedes the chunks of a file: a cryptstream header, or an age
+/// header and payload nonce.
+enum Head {
+    /// A cryptstream header (its mode and mtime are restored). Boxed: an
+    /// age head is much smaller.
+    Native(Box<Header>),
+    /// An age header followed by the 16-byte payload nonce; `mode` is the
+    /// input's mode when encrypting (age records none).
+    Age { prefix: Vec<u8>, mode: u32 },
+}
+
+impl Head {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Head::Native(header) => header.as_bytes(),
+            Head::Age { prefix, .. } => prefix,
+        }
+    }
+
+    fn mode(&self) -> u32 {
+        match self {
+            Head::Native(header) => header.mode,
+            Head::Age { mode, .. } => *mode,
+        }
+    }
+
+    fn mtime(&self) -> Option<Mtime> {
+        match self {
+            Head::Native(header) => header.mtime,
+            Head::Age { .. } => None,
+        }
+    }
+}
+
+/// A chunk failure of an age file as the test kit classes it.
+fn age_payload(error: FormatError) -> Reason {
+    cryptstream_age::AgeError::Payload(match error {
+        FormatError::ChunkAuth { index } => format!("chunk {index} does not authenticate"),
+        FormatError::BadLength { .. } => {
+            "the payload's length is not that of whole chunks (truncated or extended)".into()
+        }
+        other => other.to_string(),
+    })
+    .into()
+}
+
+/// Whether the file at `path` starts like an armored age file (read errors
+/// say no: the worker that opens it reports them).
+pub(crate) fn is_armored_age(path: &Path) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    let mut prefix = [0u8; cryptstream_age::DETECT_LEN];
+    let got = pread_full(&file, &mut prefix, 0).unwrap_or(0);
+    cryptstream_age::Encoding::detect(&prefix[..got]) == Some(cryptstream_age::Encoding::Armored)
+}
+
+/// Reads a file from an offset with `pread`, leaving its position alone.
+struct PositionalReader<'a> {
+    file: &'a File,
+    offset: u64,
+}
+
+impl Read for PositionalReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = rustix::io::pread(self.file, buf, self.offset)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+/// The identities of the run, or the refusal of an executor that reads
+/// no age files.
+fn age_identities(settings: &Settings) -> Result<&[cryptstream_age::Identity], Reason> {
+    settings
+        .age_identities
+        .as_deref()
+        .map(Vec::as_slice)
+        .ok_or_else(|| {
+            Reason::Executor(
+                "is an age file: age files are read by the thread engine only (--engine threads)"
+                    .into(),
+            )
+        })
+}
+
+/// Reads the age header and nonce at the start of `input` (`len` bytes),
+/// opens them with the run's identities, and gives the head, the layout
+/// and the payload cipher.
+fn open_age_header(
+    settings: &Settings,
+    input: &File,
+    len: u64,
+) -> Result<(Head, Layout, ChunkCipher), Reason> {
+    let identities = age_identities(settings)?;
+    let mut reader = io::BufReader::new(PositionalReader {
+        file: input,
+        offset: 0,
+    });
+    let header = cryptstream_age::Header::read(&mut reader)?;
+    let nonce = cryptstream_age::read_nonce(&mut reader)?;
+    let cipher = cryptstream_age::open(&header, &nonce, identities)?;
+    let mut prefix = header.as_bytes().to_vec();
+    prefix.extend_from_slice(&nonce);
+    let layout = Layout::from_ciphertext_len(prefix.len(), cryptstream_age::CHUNK_SIZE, len)
+        .map_err(age_payload)?;
+    Ok((Head::Age { prefix, mode: 0 }, layout, cipher))
 }
 
 /// An open file being encrypted, decrypted or verified.
@@ -81,9 +194,10 @@ pub struct OpenFile {
     pub layout: Layout,
     /// Seals or opens the chunks.
     pub cipher: ChunkCipher,
-    /// The header: written with segment 0 when encrypting; its mode and
-    /// mtime go to the output when decrypting.
-    header: Header,
+    /// What precedes the chunks: written with segment 0 when encrypting;
+    /// a cryptstream header's mode and mtime go to the output when
+    /// decrypting.
+    head: Head,
     /// What is being done.
     direction: Direction,
     /// How the bytes are read and written.
@@ -280,8 +394,17 @@ impl OpenFile {
         let input = open_input(&job.input)?;
         let meta = input.metadata().map_err(Reason::Read)?;
         let len = meta.len();
-        let (layout, cipher, header) = match settings.direction {
-            Direction::Encrypt => {
+        let (layout, cipher, head) = match (settings.direction, &settings.container) {
+            (Direction::Encrypt, crate::Container::Age { recipients, .. }) => {
+                let sealed = cryptstream_age::seal(recipients)?;
+                let layout = Layout::new(sealed.prefix.len(), cryptstream_age::CHUNK_SIZE, len)?;
+                let head = Head::Age {
+                    prefix: sealed.prefix,
+                    mode: meta.permissions().mode() & 0o7777,
+                };
+                (layout, sealed.cipher, head)
+            }
+            (Direction::Encrypt, crate::Container::Native) => {
                 let params = HeaderParams {
                     cipher: settings.cipher,
                     chunk_size: settings.chunk_size,
@@ -292,15 +415,36 @@ impl OpenFile {
                 };
                 let (header, cipher) =
                     seal_header(settings.sealing_key(), &params, file_salt(settings)?)?;
-                (header.layout(len)?, cipher, header)
+                (header.layout(len)?, cipher, Head::Native(Box::new(header)))
             }
-            Direction::Decrypt | Direction::Verify => {
-                let (header, layout, cipher) = open_header(settings, &input, len)?;
-                if header.kind != EntryKind::File {
-                    let done = open_entry(settings, &header, &layout, cipher, input, target)?;
-                    return Ok(Opened::Entry(done, layout));
+            (Direction::Decrypt | Direction::Verify, _) => {
+                let mut prefix = [0u8; cryptstream_age::DETECT_LEN];
+                let got = pread_full(&input, &mut prefix, 0).map_err(Reason::Read)?;
+                let encoding = cryptstream_age::Encoding::detect(&prefix[..got]).or(settings
+                    .age_only()
+                    .then_some(cryptstream_age::Encoding::Binary));
+                match encoding {
+                    Some(cryptstream_age::Encoding::Binary) => {
+                        let (head, layout, cipher) = open_age_header(settings, &input, len)?;
+                        (layout, cipher, head)
+                    }
+                    Some(cryptstream_age::Encoding::Armored) => {
+                        // Only reached by a caller that split the file
+                        // without asking `Settings::can_split`.
+                        return Err(Reason::Executor(
+                            "an armored age file cannot be split".into(),
+                        ));
+                    }
+                    None => {
+                        let (header, layout, cipher) = open_header(settings, &input, len)?;
+                        if header.kind != EntryKind::File {
+                            let done =
+                                open_entry(settings, &header, &layout, cipher, input, target)?;
+                            return Ok(Opened::Entry(done, layout));
+                        }
+                        (layout, cipher, Head::Native(Box::new(header)))
+                    }
                 }
-                (layout, cipher, header)
             }
         };
         let (output, commit) = match (target, settings.direction) {
@@ -324,7 +468,7 @@ impl OpenFile {
             commit: Mutex::new(commit),
             layout,
             cipher,
-            header,
+            head,
             direction: settings.direction,
             io,
             shared,
@@ -340,6 +484,12 @@ impl OpenFile {
     /// [`Reason::Read`] or [`Reason::Write`] when a descriptor cannot be
     /// duplicated.
     pub fn split_parts(&self) -> Result<SplitParts, Reason> {
+        let Head::Native(header) = &self.head else {
+            return Err(Reason::Executor(
+                "is an age file: age files are processed by the thread engine only (--engine threads)"
+                    .into(),
+            ));
+        };
         let input = self.input.try_clone().map_err(Reason::Read)?;
         let output = match &self.output {
             Some(out) => Some(out.try_clone().map_err(Reason::Write)?),
@@ -348,7 +498,7 @@ impl OpenFile {
         Ok(SplitParts {
             input,
             output,
-            header: self.header.as_bytes().to_vec(),
+            header: header.as_bytes().to_vec(),
             plaintext_len: self.layout.plaintext_len(),
         })
     }
@@ -385,7 +535,7 @@ impl OpenFile {
             commit: Mutex::new(None),
             layout,
             cipher,
-            header,
+            head: Head::Native(Box::new(header)),
             direction: settings.direction,
             io,
             shared: true,
@@ -491,7 +641,7 @@ impl OpenFile {
                 }
                 self.cipher.seal_span(layout, first, buf);
                 let (header, offset): (&[u8], u64) = if first == 0 {
-                    (self.header.as_bytes(), 0)
+                    (self.head.bytes(), 0)
                 } else {
                     (&[], layout.chunk_offset(first))
                 };
@@ -505,7 +655,12 @@ impl OpenFile {
                         expected: layout.ciphertext_len(),
                     });
                 }
-                self.cipher.open_span(layout, first, buf)?;
+                if let Err(error) = self.cipher.open_span(layout, first, buf) {
+                    return Err(match self.head {
+                        Head::Native(_) => error.into(),
+                        Head::Age { .. } => age_payload(error),
+                    });
+                }
                 if self.direction == Direction::Decrypt {
                     let mut write = |bufs: &mut [IoSlice<'_>], offset| {
                         self.write_at(bufs, offset).map_err(|reason| match reason {
@@ -543,10 +698,10 @@ impl OpenFile {
             return Ok(());
         };
         output
-            .set_mode(settings.output_mode(self.header.mode))
+            .set_mode(settings.output_mode(self.head.mode()))
             .map_err(Reason::Write)?;
         if self.direction == Direction::Decrypt {
-            if let Some(mtime) = self.header.mtime {
+            if let Some(mtime) = self.head.mtime() {
                 output.set_mtime(timestamp(mtime)).map_err(Reason::Write)?;
             }
         }
@@ -719,6 +874,9 @@ pub fn process_whole(
     cancel: &AtomicBool,
     advance: &mut dyn FnMut(u64),
 ) -> WholeOutcome {
+    if let Some(outcome) = age_in_order(settings, job, target, cancel, advance) {
+        return outcome;
+    }
     let file = match OpenFile::open(settings, job, target) {
         Ok(Opened::File(file)) => file,
         Ok(Opened::Entry(done, layout)) => {
@@ -759,6 +917,117 @@ pub fn process_whole(
         layout: Some(file.layout),
         result: result.map(|()| Done::Written),
     }
+}
+
+/// A reader that stops when `cancel` is set and reports what it reads.
+struct Watched<'a> {
+    inner: File,
+    cancel: &'a AtomicBool,
+    advance: &'a mut dyn FnMut(u64),
+}
+
+impl Read for Watched<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancel.load(Ordering::Relaxed) {
+            // Not `Interrupted`, which readers retry.
+            return Err(io::Error::other("interrupted"));
+        }
+        let n = self.inner.read(buf)?;
+        (self.advance)(n as u64);
+        Ok(n)
+    }
+}
+
+/// Encrypts or decrypts an armored age file start to end, in order (armor
+/// is base64 in lines, so its chunks do not sit at computable offsets);
+/// `None` for every other job, which the chunk machinery does.
+fn age_in_order(
+    settings: &Settings,
+    job: &FileJob,
+    target: Option<&Target>,
+    cancel: &AtomicBool,
+    advance: &mut dyn FnMut(u64),
+) -> Option<WholeOutcome> {
+    if job.source != Source::File {
+        return None;
+    }
+    let armored_output = matches!(
+        settings.container,
+        crate::Container::Age { armor: true, .. }
+    );
+    let in_order = match settings.direction {
+        Direction::Encrypt => armored_output,
+        Direction::Decrypt | Direction::Verify => is_armored_age(&job.input),
+    };
+    if !in_order {
+        return None;
+    }
+    let mut plain_len = 0;
+    let result = (|| {
+        let input = open_input(&job.input)?;
+        let meta = input.metadata().map_err(Reason::Read)?;
+        let out = match (target, settings.direction) {
+            (Some(target), Direction::Encrypt | Direction::Decrypt) => {
+                Some(AtomicFile::create(&target.dir, &target.name).map_err(Reason::Write)?)
+            }
+            _ => None,
+        };
+        let mut watched = Watched {
+            inner: input,
+            cancel,
+            advance,
+        };
+        let sink = match &out {
+            Some(out) => Some(out.file().try_clone().map_err(Reason::Write)?),
+            None => None,
+        };
+        let mut writer: Box<dyn Write> = match sink {
+            Some(file) => Box::new(io::BufWriter::with_capacity(1 << 20, file)),
+            None => Box::new(io::sink()),
+        };
+        let interrupted = |reason: Reason| {
+            if cancel.load(Ordering::Relaxed) {
+                Reason::Cancelled
+            } else {
+                reason
+            }
+        };
+        let mode = match settings.direction {
+            Direction::Encrypt => {
+                plain_len = crate::stream::encrypt_age_stream(
+                    settings,
+                    &mut watched,
+                    &mut writer,
+                    Some(meta.len()),
+                )
+                .map_err(interrupted)?;
+                meta.permissions().mode() & 0o7777
+            }
+            Direction::Decrypt | Direction::Verify => {
+                plain_len = crate::stream::decrypt_age_stream(
+                    age_identities(settings)?,
+                    cryptstream_age::Encoding::Armored,
+                    &mut watched,
+                    &mut writer,
+                )
+                .map_err(interrupted)?;
+                0
+            }
+        };
+        writer.flush().map_err(Reason::Write)?;
+        drop(writer);
+        if let Some(out) = out {
+            out.set_mode(settings.output_mode(mode))
+                .map_err(Reason::Write)?;
+            out.commit(settings.replace(), settings.durable)
+                .map_err(commit_error)?;
+        }
+        Ok(())
+    })();
+    Some(WholeOutcome {
+        layout: Layout::new(0, cryptstream_age::CHUNK_SIZE, plain_len).ok(),
+        result: result.map(|()| Done::Written),
+    })
 }
 
 /// The layout of `job`'s result when a complete, correct one already stands

@@ -58,8 +58,8 @@ pub use file::{
 };
 pub use io::{IoChoice, IoStrategy, MMAP_MIN_BYTES};
 pub use plan::{
-    output_name, plan_transform, plan_verify, Direction, FileJob, OutputName, Overwrite, Plan,
-    PlanError, Skipped, Source, Target, SUFFIX,
+    output_name, plan_transform, plan_transform_as, plan_verify, Direction, FileJob, OutputFormat,
+    OutputName, Overwrite, Plan, PlanError, Skipped, Source, Target, AGE_SUFFIX, SUFFIX,
 };
 
 /// Plaintext bytes per segment: the unit of work of a large file, and the
@@ -95,6 +95,31 @@ pub trait Engine {
     ) -> Summary;
 }
 
+/// The container that an encrypt run writes.
+#[derive(Clone, Debug)]
+pub enum Container {
+    /// cryptstream's own format (`docs/FORMAT.md`), sealed with the run's
+    /// encryption key.
+    Native,
+    /// age v1 (`docs/AGE.md`) to these recipients.
+    Age {
+        /// Who can open the files (X25519, post-quantum hybrid or one passphrase).
+        recipients: Arc<Vec<cryptstream_age::Recipient>>,
+        /// Wrap each file in the PEM-style armor (written sequentially).
+        armor: bool,
+    },
+}
+
+impl Container {
+    /// The naming and tree rules of the files this container writes.
+    pub fn output_format(&self) -> OutputFormat {
+        match self {
+            Container::Native => OutputFormat::Native,
+            Container::Age { .. } => OutputFormat::Age,
+        }
+    }
+}
+
 /// How a run is carried out. Built once from the command line's flags with
 /// [`Settings::builder`], for every command.
 pub struct Settings {
@@ -120,6 +145,12 @@ pub struct Settings {
     pub umask: u32,
     /// Keep setuid, setgid and sticky bits on restored files.
     pub keep_special_bits: bool,
+    /// What new files are written as (encrypt only).
+    pub container: Container,
+    /// The identities (secret keys and passphrase) that open age files;
+    /// `None` where this executor does not read age files (the process
+    /// engine's workers).
+    pub age_identities: Option<Arc<Vec<cryptstream_age::Identity>>>,
     /// Use this salt for every file instead of a random one: test builds
     /// only, for test vectors and byte-identical comparisons.
     #[cfg(debug_assertions)]
@@ -187,6 +218,21 @@ impl SettingsBuilder {
         self
     }
 
+    /// What new files are written as.
+    pub fn container(mut self, container: Container) -> Self {
+        self.settings.container = container;
+        self
+    }
+
+    /// The identities that open age files.
+    pub fn age_identities(
+        mut self,
+        identities: Option<Arc<Vec<cryptstream_age::Identity>>>,
+    ) -> Self {
+        self.settings.age_identities = identities;
+        self
+    }
+
     /// A fixed salt for every file (test builds only).
     #[cfg(debug_assertions)]
     pub fn fixed_salt(mut self, salt: Option<[u8; 32]>) -> Self {
@@ -217,6 +263,8 @@ impl Settings {
                 io: IoChoice::Auto,
                 umask: 0o022,
                 keep_special_bits: false,
+                container: Container::Native,
+                age_identities: None,
                 #[cfg(debug_assertions)]
                 fixed_salt: None,
             },
@@ -231,6 +279,26 @@ impl Settings {
         self.encryption_key
             .as_deref()
             .expect("an encrypt run always has an encryption key")
+    }
+
+    /// Whether `job` may be cut into segments that several workers run:
+    /// not for armored age files, which are encoded and decoded in order.
+    pub fn can_split(&self, job: &FileJob) -> bool {
+        match self.direction {
+            Direction::Encrypt => !matches!(self.container, Container::Age { armor: true, .. }),
+            Direction::Decrypt | Direction::Verify => !file::is_armored_age(&job.input),
+        }
+    }
+
+    /// Whether this run holds only age identities (no key file, no
+    /// passphrase): then a file that is neither format is reported as a
+    /// damaged age file rather than as a foreign one.
+    pub fn age_only(&self) -> bool {
+        self.age_identities
+            .as_ref()
+            .is_some_and(|ids| !ids.is_empty())
+            && self.keyring.key_files().is_empty()
+            && !self.keyring.has_passphrase()
     }
 
     /// Chunks per segment for files with `chunk_size`-byte chunks: the
@@ -724,7 +792,10 @@ impl Run<'_> {
                 next += 1;
                 continue;
             }
-            if job.size <= SEGMENT_BYTES || job.source != Source::File {
+            if job.size <= SEGMENT_BYTES
+                || job.source != Source::File
+                || !self.settings.can_split(job)
+            {
                 let end = small_run_end(files, next);
                 let run = next..end;
                 next = end;

@@ -39,6 +39,29 @@ impl Direction {
 
 /// The file-name suffix of encrypted files.
 pub const SUFFIX: &str = ".cst";
+/// The file-name suffix of age files.
+pub const AGE_SUFFIX: &str = ".age";
+
+/// The container format of the files an encrypt run writes, which fixes
+/// their names and what a tree walk can store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// cryptstream's format: `NAME.cst`; links are stored as entries.
+    Native,
+    /// age v1: `NAME.age`; age files hold file contents only, so symbolic
+    /// links are skipped and a second name of a file is encrypted again.
+    Age,
+}
+
+impl OutputFormat {
+    /// The suffix of encrypted names.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            OutputFormat::Native => SUFFIX,
+            OutputFormat::Age => AGE_SUFFIX,
+        }
+    }
+}
 
 /// What to do with outputs that already exist.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,20 +273,21 @@ fn input_err(path: &Path) -> impl FnOnce(io::Error) -> PlanError + '_ {
     }
 }
 
-/// The output name of `name` for `direction`, or `None` when a decrypt
-/// input does not end in `.cst`.
-pub fn output_name(direction: Direction, name: &OsStr) -> Option<OsString> {
+/// The output name of `name` for `direction` (encrypted names get the
+/// suffix of `format`), or `None` when a decrypt input ends neither in
+/// `.cst` nor in `.age`.
+pub fn output_name(direction: Direction, format: OutputFormat, name: &OsStr) -> Option<OsString> {
     match direction {
         Direction::Encrypt => {
             let mut out = name.to_os_string();
-            out.push(SUFFIX);
+            out.push(format.suffix());
             Some(out)
         }
         Direction::Decrypt | Direction::Verify => {
             use std::os::unix::ffi::OsStrExt;
-            let stem = name
-                .as_bytes()
-                .strip_suffix(SUFFIX.as_bytes())
+            let stem = [SUFFIX, AGE_SUFFIX]
+                .iter()
+                .find_map(|suffix| name.as_bytes().strip_suffix(suffix.as_bytes()))
                 .filter(|s| !s.is_empty())?;
             Some(OsStr::from_bytes(stem).to_os_string())
         }
@@ -334,6 +358,21 @@ pub fn plan_transform(
     output: &Path,
     overwrite: Overwrite,
 ) -> Result<Plan, PlanError> {
+    plan_transform_as(direction, OutputFormat::Native, input, output, overwrite)
+}
+
+/// [`plan_transform`] for new files in `format` (encrypt runs; decrypt
+/// runs read both formats whatever `format` says).
+///
+/// # Errors
+/// As [`plan_transform`].
+pub fn plan_transform_as(
+    direction: Direction,
+    format: OutputFormat,
+    input: &Path,
+    output: &Path,
+    overwrite: Overwrite,
+) -> Result<Plan, PlanError> {
     let meta = fs::metadata(input).map_err(input_err(input))?;
     let mut plan = Plan::default();
     if meta.is_file() {
@@ -343,7 +382,7 @@ pub fn plan_transform(
                 let name = input
                     .file_name()
                     .ok_or_else(|| PlanError::NotFileOrDir(input.into()))?;
-                let name = output_name(direction, name).unwrap_or_else(|| {
+                let name = output_name(direction, format, name).unwrap_or_else(|| {
                     let mut n = name.to_os_string();
                     n.push(".out");
                     n
@@ -393,6 +432,7 @@ pub fn plan_transform(
         plan.root = Some((output.to_path_buf(), Some(dir_finish(&meta))));
         let mut walk = Walk {
             direction,
+            format,
             root: input,
             plan: &mut plan,
             first_names: HashMap::new(),
@@ -435,6 +475,7 @@ pub fn plan_verify(inputs: &[PathBuf]) -> Result<Plan, PlanError> {
         if meta.is_dir() {
             let mut walk = Walk {
                 direction: Direction::Verify,
+                format: OutputFormat::Native,
                 root: input,
                 plan: &mut plan,
                 first_names: HashMap::new(),
@@ -464,6 +505,7 @@ pub fn plan_verify(inputs: &[PathBuf]) -> Result<Plan, PlanError> {
 /// One walk of an input tree into a plan.
 struct Walk<'a> {
     direction: Direction,
+    format: OutputFormat,
     root: &'a Path,
     plan: &'a mut Plan,
     /// Files with several names: (device, inode) to the first name met.
@@ -500,11 +542,15 @@ impl Walk<'_> {
                 self.dir(&rel, child)?;
                 continue;
             }
-            let stored_link = file_type.is_symlink() && self.direction == Direction::Encrypt;
+            let stored_link = file_type.is_symlink()
+                && self.direction == Direction::Encrypt
+                && self.format == OutputFormat::Native;
             if !(file_type.is_file() || stored_link) {
                 self.plan.skipped.push(Skipped {
                     path,
-                    reason: if file_type.is_symlink() {
+                    reason: if file_type.is_symlink() && self.direction == Direction::Encrypt {
+                        "symbolic link (age files hold file contents only)"
+                    } else if file_type.is_symlink() {
                         "symbolic link (not followed)"
                     } else {
                         "not a regular file"
@@ -515,12 +561,12 @@ impl Walk<'_> {
             let meta = entry.metadata().map_err(input_err(&path))?;
             let output = match out_dir {
                 None => None,
-                Some(dir) => match output_name(self.direction, &entry.file_name()) {
+                Some(dir) => match output_name(self.direction, self.format, &entry.file_name()) {
                     Some(name) => Some(OutputName { dir, name }),
                     None => {
                         self.plan.skipped.push(Skipped {
                             path,
-                            reason: "not named *.cst",
+                            reason: "not named *.cst or *.age",
                         });
                         continue;
                     }
@@ -528,7 +574,10 @@ impl Walk<'_> {
             };
             let source = if stored_link {
                 Source::Symlink
-            } else if self.direction == Direction::Encrypt && meta.nlink() > 1 {
+            } else if self.direction == Direction::Encrypt
+                && self.format == OutputFormat::Native
+                && meta.nlink() > 1
+            {
                 match self.first_names.get(&(meta.dev(), meta.ino())) {
                     Some(first) => Source::HardLink(first.clone()),
                     None => {

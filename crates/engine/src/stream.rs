@@ -215,6 +215,145 @@ impl Write for Compare<'_> {
     }
 }
 
+/// Reads the first bytes of `input` and tells whether it is an age file
+/// (and in which encoding); the input comes back whole, the bytes read put
+/// back in front.
+///
+/// # Errors
+/// The input's read error.
+pub fn detect_age<'a>(
+    mut input: Box<dyn Read + 'a>,
+) -> io::Result<(Option<cryptstream_age::Encoding>, Box<dyn Read + 'a>)> {
+    let mut prefix = vec![0u8; cryptstream_age::DETECT_LEN];
+    let got = read_full(&mut input, &mut prefix)?;
+    prefix.truncate(got);
+    let encoding = cryptstream_age::Encoding::detect(&prefix);
+    Ok((encoding, Box::new(io::Cursor::new(prefix).chain(input))))
+}
+
+/// An error from reading an age payload as a [`Reason`]: the age failure
+/// class when the bytes are at fault, a read error otherwise.
+fn age_read_error(e: io::Error) -> Reason {
+    match cryptstream_age::payload_error(&e) {
+        Some(age) => Reason::Age(age),
+        None => Reason::Read(e),
+    }
+}
+
+/// Encrypts `input` to `output` as an age file for the recipients of
+/// `settings` (armored when asked); returns the plaintext bytes read,
+/// which must be `expected_len` when given.
+///
+/// # Errors
+/// [`Reason::Read`], [`Reason::Write`], [`Reason::Changed`], or
+/// [`Reason::Age`] for recipients age does not allow together.
+pub fn encrypt_age_stream(
+    settings: &Settings,
+    input: &mut dyn Read,
+    output: &mut dyn Write,
+    expected_len: Option<u64>,
+) -> Result<u64, Reason> {
+    let crate::Container::Age { recipients, armor } = &settings.container else {
+        return Err(Reason::Executor("not an age run".into()));
+    };
+    let mut counted = Counted {
+        inner: output,
+        total: 0,
+    };
+    let total = if *armor {
+        let armored = cryptstream_age::ArmoredWriter::new(&mut counted).map_err(Reason::Write)?;
+        let sealing = age_sealing(armored, recipients)?;
+        let (armored, total) = copy_sealed(input, sealing)?;
+        armored.finish().map_err(Reason::Write)?;
+        total
+    } else {
+        let sealing = age_sealing(&mut counted, recipients)?;
+        copy_sealed(input, sealing)?.1
+    };
+    if let Some(expected) = expected_len {
+        if expected != total {
+            return Err(Reason::Changed {
+                before: expected,
+                after: total,
+            });
+        }
+    }
+    Ok(total)
+}
+
+/// Writes a new age header to `output` and returns the payload's writer.
+fn age_sealing<W: Write>(
+    output: W,
+    recipients: &[cryptstream_age::Recipient],
+) -> Result<SealingWriter<W>, Reason> {
+    cryptstream_age::seal_stream(output, recipients).map_err(|e| {
+        match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<cryptstream_age::AgeError>())
+        {
+            Some(age) => Reason::Age(age.clone()),
+            None => Reason::Write(e),
+        }
+    })
+}
+
+/// Copies `input` through `sealing` and ends the stream.
+fn copy_sealed<W: Write>(
+    input: &mut dyn Read,
+    mut sealing: SealingWriter<W>,
+) -> Result<(W, u64), Reason> {
+    let mut buf = SecretBuf::new();
+    let buf = buf.resize(STREAM_BUFFER);
+    loop {
+        let n = read_full(input, buf).map_err(Reason::Read)?;
+        if n == 0 {
+            break;
+        }
+        sealing.write_all(&buf[..n]).map_err(Reason::Write)?;
+    }
+    sealing.finish().map_err(Reason::Write)
+}
+
+/// Decrypts an age stream (binary, or armored when `encoding` says so)
+/// with `identities` and writes the plaintext of each authenticated chunk
+/// to `output`; returns the plaintext length. As for our own format, a
+/// reader of `output` may see the chunks before a damaged one and must
+/// trust the exit status.
+///
+/// # Errors
+/// [`Reason::Age`] with the failure class, or an I/O [`Reason`].
+pub fn decrypt_age_stream(
+    identities: &[cryptstream_age::Identity],
+    encoding: cryptstream_age::Encoding,
+    input: &mut dyn Read,
+    output: &mut dyn Write,
+) -> Result<u64, Reason> {
+    let buffered = io::BufReader::with_capacity(STREAM_BUFFER, input);
+    let source: Box<dyn io::BufRead + '_> = match encoding {
+        cryptstream_age::Encoding::Binary => Box::new(buffered),
+        cryptstream_age::Encoding::Armored => Box::new(io::BufReader::with_capacity(
+            STREAM_BUFFER,
+            cryptstream_age::ArmoredReader::new(buffered),
+        )),
+    };
+    let mut opening = cryptstream_age::open_stream(source, identities)?;
+    let mut counted = Counted {
+        inner: output,
+        total: 0,
+    };
+    let mut buf = SecretBuf::new();
+    let buf = buf.resize(STREAM_BUFFER);
+    loop {
+        let n = read_full(&mut opening, buf).map_err(age_read_error)?;
+        if n == 0 {
+            break;
+        }
+        counted.write_all(&buf[..n]).map_err(Reason::Write)?;
+    }
+    counted.flush().map_err(Reason::Write)?;
+    Ok(opening.plaintext_len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

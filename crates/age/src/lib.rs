@@ -1,0 +1,232 @@
+//! The age v1 file format (<https://c2sp.org/age>), with the payload left
+//! to cryptstream's chunk machinery.
+//!
+//! An age file is a textual [`Header`] that wraps a random 128-bit
+//! [`FileKey`] once per recipient (a [`Stanza`] each), authenticated by an
+//! HMAC under the file key, then a 16-byte nonce and the payload: STREAM
+//! chunks of 64 KiB sealed with ChaCha20-Poly1305 under
+//! HKDF-SHA-256(file key, nonce, "payload"). The payload nonce of chunk `i`
+//! is the same as cryptstream's [`NonceScheme::Stream`], so this crate only
+//! makes and reads headers and hands out a [`ChunkCipher`]; the engine
+//! seals and opens chunks in parallel and places them with
+//! [`cryptstream_format::Layout`] (header length = header + nonce, chunk
+//! size [`CHUNK_SIZE`]).
+//!
+//! Writing: [`seal`] wraps a new file key for each [`Recipient`] (X25519
+//! `age1...`, post-quantum hybrid `age1pq1...`, or a scrypt passphrase)
+//! and gives the header bytes and the chunk cipher. Reading: [`open`]
+//! finds the file key with the caller's [`Identity`]s, checks the MAC and
+//! gives the chunk cipher. [`ArmoredReader`] and [`ArmoredWriter`] add or
+//! remove the PEM armor as a stream. Failures are [`AgeError`]s whose
+//! [`FailureClass`] is the test kit's (`no match`, `HMAC failure`,
+//! `header failure`, `payload failure`, `armor failure`).
+//!
+//! Hostile headers cost bounded work: at most [`MAX_HEADER_LEN`] bytes and
+//! [`MAX_STANZAS`] stanzas, and scrypt work factors up to
+//! [`MAX_SCRYPT_LOG_N`].
+
+mod armor;
+mod crypto;
+mod encoding;
+mod error;
+mod header;
+mod keys;
+mod pq;
+
+use std::io::{BufRead, Read, Write};
+
+use cryptstream_format::{ChunkCipher, Cipher, NonceScheme, OpeningReader, SealingWriter};
+
+pub use armor::{
+    armor_error, ArmoredReader, ArmoredWriter, BEGIN as ARMOR_BEGIN, END as ARMOR_END,
+};
+pub use encoding::{bech32_decode, bech32_encode};
+pub use error::{AgeError, FailureClass};
+pub use header::{Header, Stanza, MAX_HEADER_LEN, MAX_STANZAS, VERSION_LINE};
+pub use keys::{
+    parse_identity_file, parse_recipients_file, FileKey, Identity, Recipient, FILE_KEY_LEN,
+    MAX_SCRYPT_LOG_N, SCRYPT_LOG_N,
+};
+
+/// Plaintext bytes per payload chunk.
+pub const CHUNK_SIZE: u32 = 64 * 1024;
+/// Bytes of the payload nonce that follows the header.
+pub const NONCE_LEN: usize = 16;
+
+/// How an age file is encoded, from its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// Binary: the header's version line comes first.
+    Binary,
+    /// PEM-style ASCII armor.
+    Armored,
+}
+
+impl Encoding {
+    /// The encoding of a file that starts with `prefix` (its first
+    /// [`DETECT_LEN`] bytes, or the whole file when shorter), or `None` when
+    /// it is not an age file. Any `age-encryption.org/` version line is
+    /// binary age, so that an unsupported version is reported as such; text
+    /// that looks like PEM (`-----` after leading whitespace, or the age
+    /// begin line anywhere in the prefix) is armored age, so that a damaged
+    /// armor is reported as an armor failure rather than as a foreign file.
+    pub fn detect(prefix: &[u8]) -> Option<Encoding> {
+        if prefix.starts_with(b"age-encryption.org/") {
+            return Some(Encoding::Binary);
+        }
+        let start = prefix
+            .iter()
+            .position(|&c| !matches!(c, b' ' | b'\t' | b'\r' | b'\n'))
+            .unwrap_or(prefix.len());
+        let begin = ARMOR_BEGIN.as_bytes();
+        let pem_like = prefix[start..].starts_with(b"-----")
+            || prefix.windows(begin.len()).any(|w| w == begin);
+        pem_like.then_some(Encoding::Armored)
+    }
+}
+
+/// How many leading bytes [`Encoding::detect`] looks at.
+pub const DETECT_LEN: usize = 1024;
+
+/// The payload cipher of a file: ChaCha20-Poly1305 under
+/// HKDF-SHA-256(file key, salt = nonce, info "payload"), STREAM nonces, no
+/// associated data, 64 KiB chunks.
+pub fn payload_cipher(file_key: &FileKey, nonce: &[u8; NONCE_LEN]) -> ChunkCipher {
+    let key = file_key.payload_key(nonce);
+    ChunkCipher::new(
+        Cipher::ChaCha20Poly1305,
+        &key,
+        NonceScheme::Stream,
+        b"",
+        CHUNK_SIZE,
+    )
+}
+
+/// Checks that `recipients` may encrypt one file together: at least one, a
+/// passphrase alone, post-quantum recipients not mixed with X25519 ones.
+///
+/// # Errors
+/// [`AgeError::Key`] saying what is wrong.
+pub fn check_recipients(recipients: &[Recipient]) -> Result<(), AgeError> {
+    keys::check_recipients(recipients)
+}
+
+/// A new file's header and nonce, and the cipher of its payload.
+pub struct Sealed {
+    /// The header followed by the payload nonce: everything before chunk 0.
+    pub prefix: Vec<u8>,
+    /// Seals the payload's chunks.
+    pub cipher: ChunkCipher,
+}
+
+/// Starts a new file for `recipients`: a fresh file key wrapped for each,
+/// the header MAC, and a fresh payload nonce.
+///
+/// # Errors
+/// [`AgeError::Key`] for a set of recipients age does not allow together
+/// (none, a passphrase with others, post-quantum with X25519), or
+/// [`AgeError::Random`].
+pub fn seal(recipients: &[Recipient]) -> Result<Sealed, AgeError> {
+    check_recipients(recipients)?;
+    let file_key = FileKey::generate()?;
+    let stanzas = recipients
+        .iter()
+        .map(|r| r.wrap(&file_key))
+        .collect::<Result<Vec<_>, _>>()?;
+    let header = Header::seal(stanzas, &file_key);
+    let nonce = crypto::random::<NONCE_LEN>()?;
+    let mut prefix = header.as_bytes().to_vec();
+    prefix.extend_from_slice(&nonce[..]);
+    Ok(Sealed {
+        prefix,
+        cipher: payload_cipher(&file_key, &nonce),
+    })
+}
+
+/// Opens `header` with `identities` and the payload `nonce`: finds the file
+/// key, checks the header MAC, and gives the payload cipher.
+///
+/// # Errors
+/// [`AgeError::NoMatch`], [`AgeError::Header`] (a malformed stanza of a
+/// known type, an scrypt stanza with others, a work factor above the cap)
+/// or [`AgeError::Hmac`].
+pub fn open(
+    header: &Header,
+    nonce: &[u8; NONCE_LEN],
+    identities: &[Identity],
+) -> Result<ChunkCipher, AgeError> {
+    let file_key = keys::unwrap_file_key(&header.stanzas, identities)?;
+    if !header.mac_matches(&file_key) {
+        return Err(AgeError::Hmac);
+    }
+    Ok(payload_cipher(&file_key, nonce))
+}
+
+/// Reads the payload nonce that follows the header.
+///
+/// # Errors
+/// A header failure when the input ends first (as the test kit classes it).
+pub fn read_nonce(input: &mut dyn Read) -> Result<[u8; NONCE_LEN], AgeError> {
+    let mut nonce = [0u8; NONCE_LEN];
+    let mut got = 0;
+    while got < NONCE_LEN {
+        match input.read(&mut nonce[got..]) {
+            Ok(0) => {
+                return Err(AgeError::Header(
+                    "the file ends before the payload nonce".into(),
+                ))
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(armor_error(&e)
+                    .unwrap_or_else(|| AgeError::Header(format!("cannot read the nonce: {e}"))))
+            }
+        }
+    }
+    Ok(nonce)
+}
+
+/// Opens an age stream (binary; wrap armored input in an
+/// [`ArmoredReader`] first): reads the header and nonce, and returns a
+/// reader of the plaintext, which releases only authenticated chunks.
+///
+/// # Errors
+/// As [`Header::read`] and [`open`].
+pub fn open_stream<R: BufRead>(
+    mut input: R,
+    identities: &[Identity],
+) -> Result<OpeningReader<R>, AgeError> {
+    let header = Header::read(&mut input)?;
+    let nonce = read_nonce(&mut input)?;
+    let cipher = open(&header, &nonce, identities)?;
+    Ok(OpeningReader::new(input, cipher, None))
+}
+
+/// Starts an age stream to `output` for `recipients`: writes the header and
+/// nonce, and returns the writer that seals the payload
+/// ([`SealingWriter::finish`] ends it).
+///
+/// # Errors
+/// As [`seal`], or the writer's error as [`AgeError::Key`].
+pub fn seal_stream<W: Write>(
+    mut output: W,
+    recipients: &[Recipient],
+) -> Result<SealingWriter<W>, std::io::Error> {
+    let sealed = seal(recipients).map_err(std::io::Error::other)?;
+    output.write_all(&sealed.prefix)?;
+    Ok(SealingWriter::new(output, sealed.cipher))
+}
+
+/// The class of an error met while reading the payload through an
+/// [`OpeningReader`] (possibly over an [`ArmoredReader`]): armor failures
+/// stay armor failures, everything else about the bytes is a payload
+/// failure; `None` for an I/O error.
+pub fn payload_error(e: &std::io::Error) -> Option<AgeError> {
+    if let Some(age) = armor_error(e) {
+        return Some(age);
+    }
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<cryptstream_format::FormatError>())
+        .map(|f| AgeError::Payload(f.to_string()))
+}

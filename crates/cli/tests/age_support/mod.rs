@@ -1,0 +1,217 @@
+//! The real `age` and `age-keygen` for the interop tests, and a pseudo-
+//! terminal to answer their passphrase prompts.
+//!
+//! [`age_tool`] uses the programs on `PATH` when they are there; otherwise
+//! it installs Debian's `age` package without root (`apt-get download` and
+//! `dpkg-deb -x` into `target/tmp/test-tools/`) once, for every test
+//! binary. If neither works the test fails with the reason: interop tests
+//! never skip.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Where the unpacked package lives.
+fn tools_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-tools")
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Installs the `age` package under [`tools_dir`] (if not done already)
+/// and returns its `usr/bin`.
+fn install() -> Result<PathBuf, String> {
+    let dir = tools_dir();
+    let bin = dir.join("age/usr/bin");
+    if bin.join("age").is_file() && bin.join("age-keygen").is_file() {
+        return Ok(bin);
+    }
+    fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    // A private folder per process, renamed into place: test binaries
+    // running at the same time do not see each other's half-done work.
+    let work = dir.join(format!("work-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let download = Command::new("apt-get")
+        .args(["download", "age"])
+        .current_dir(&work)
+        .output()
+        .map_err(|e| format!("cannot run apt-get: {e}"))?;
+    if !download.status.success() {
+        return Err(format!(
+            "apt-get download age failed: {}",
+            String::from_utf8_lossy(&download.stderr)
+        ));
+    }
+    let deb = fs::read_dir(&work)
+        .map_err(|e| e.to_string())?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .ok_or("apt-get download left no .deb")?;
+    let unpacked = work.join("age");
+    let extract = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&unpacked)
+        .output()
+        .map_err(|e| format!("cannot run dpkg-deb: {e}"))?;
+    if !extract.status.success() {
+        return Err(format!(
+            "dpkg-deb -x failed: {}",
+            String::from_utf8_lossy(&extract.stderr)
+        ));
+    }
+    match fs::rename(&unpacked, dir.join("age")) {
+        Ok(()) => {}
+        // Another test binary finished first: use its copy.
+        Err(_) if bin.join("age").is_file() => {}
+        Err(e) => return Err(format!("cannot move the package into place: {e}")),
+    }
+    let _ = fs::remove_dir_all(&work);
+    Ok(bin)
+}
+
+/// The path of `age` or `age-keygen`: from `PATH`, or installed.
+///
+/// # Panics
+/// When neither is possible (the test must not pass without the program).
+pub fn age_tool(name: &str) -> PathBuf {
+    static INSTALLED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    if let (Some(age), Some(keygen)) = (on_path("age"), on_path("age-keygen")) {
+        return if name == "age" { age } else { keygen };
+    }
+    let bin = INSTALLED.get_or_init(install);
+    match bin {
+        Ok(bin) => bin.join(name),
+        Err(e) => panic!("the interop tests need the real {name} and could not install it: {e}"),
+    }
+}
+
+/// `age ARGS...`.
+pub fn age() -> Command {
+    let mut cmd = Command::new(age_tool("age"));
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// Makes an identity with the real `age-keygen` at `path`; returns its
+/// recipient.
+#[track_caller]
+pub fn age_keygen(path: &Path) -> String {
+    let out = Command::new(age_tool("age-keygen"))
+        .arg("-o")
+        .arg(path)
+        .output()
+        .expect("run age-keygen");
+    assert!(out.status.success(), "age-keygen failed: {out:?}");
+    let out = Command::new(age_tool("age-keygen"))
+        .arg("-y")
+        .arg(path)
+        .output()
+        .expect("run age-keygen -y");
+    assert!(out.status.success(), "age-keygen -y failed: {out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Runs `cmd` with a new pseudo-terminal as its controlling terminal
+/// (stdin, stdout and stderr stay as `cmd` sets them), answers every
+/// prompt that contains `prompt` with `answer` and a newline, and returns
+/// the exit status and everything the program wrote to the terminal.
+/// Killed after `timeout`.
+#[track_caller]
+pub fn run_with_tty(
+    cmd: &mut Command,
+    prompt: &str,
+    answer: &str,
+    timeout: Duration,
+) -> (std::process::ExitStatus, String) {
+    let (mut master, slave) = open_pty();
+    let slave_fd = slave.as_raw_fd();
+    // SAFETY: between fork and exec only async-signal-safe calls are made
+    // (setsid, ioctl); the slave descriptor stays open in the parent until
+    // spawn returns, so it is valid in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::ioctl(slave_fd, libc::TIOCSCTTY as _, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn under a pty");
+    drop(slave);
+    // SAFETY: plain fcntl on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(master.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(master.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    let mut answered = 0;
+    loop {
+        let mut buf = [0u8; 4096];
+        match master.read(&mut buf) {
+            Ok(0) => {}
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            // EIO once the child closed the terminal; EAGAIN when idle.
+            Err(_) => {}
+        }
+        let text = String::from_utf8_lossy(&seen).into_owned();
+        if text.matches(prompt).count() > answered {
+            answered += 1;
+            master
+                .write_all(format!("{answer}\n").as_bytes())
+                .expect("answer the prompt");
+        }
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            return (status, text);
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the program under the pty did not finish in {timeout:?}; it wrote: {text}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A new pseudo-terminal pair (master, slave).
+fn open_pty() -> (fs::File, OwnedFd) {
+    let mut master = 0;
+    let mut slave = 0;
+    // SAFETY: openpty writes two descriptors into the given integers; the
+    // name, termios and window-size pointers may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened by openpty and are owned here.
+    unsafe { (fs::File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
+}
+
+/// SHA-256 of `data` in hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data))
+}

@@ -1,0 +1,300 @@
+//! The tamper sweep of `tamper.rs`, on age files: every flipped header or
+//! nonce byte, flipped payload bytes, truncation, appended bytes, chunk
+//! reorder and removal, and a wrong identity are detected by decrypt (file
+//! and stdin) and verify, with the age failure class on a line naming the
+//! file, and nothing appears under the final name.
+
+mod common;
+
+use std::fs;
+use std::path::PathBuf;
+
+use common::*;
+
+/// Plaintext bytes per age chunk.
+const CHUNK: usize = 64 * 1024;
+/// A chunk on disk.
+const STRIDE: usize = CHUNK + TAG_LEN;
+/// Six chunks, the last one partial.
+const SAMPLE_LEN: usize = 5 * CHUNK + 500;
+/// The classes of the test kit, as the binary prints them.
+const CLASSES: [&str; 5] = [
+    "age no match",
+    "age HMAC failure",
+    "age header failure",
+    "age payload failure",
+    "age armor failure",
+];
+
+struct Sample {
+    ws: Workspace,
+    identity: PathBuf,
+    encrypted: Vec<u8>,
+    /// Header and payload nonce: where chunk 0 starts.
+    prefix: usize,
+    damaged: PathBuf,
+    out_dir: PathBuf,
+}
+
+impl Sample {
+    fn new(armor: bool) -> Sample {
+        let ws = Workspace::new();
+        let identity = ws.path("id.txt");
+        run(ws.bare("keygen").arg("--age").arg("-o").arg(&identity)).success();
+        let recipient = run(ws.bare("keygen").arg("--age-recipient").arg(&identity))
+            .success()
+            .stdout_text()
+            .trim()
+            .to_string();
+        let plain = ws.path("plain");
+        write_random_file(&plain, SAMPLE_LEN as u64, 42, 0o640);
+        let good = ws.path("good.age");
+        let mut encrypt = ws.bare("encrypt");
+        encrypt
+            .args(["-q", "-r", &recipient])
+            .arg(&plain)
+            .arg(&good);
+        if armor {
+            encrypt.arg("-a");
+        }
+        run(&mut encrypt).success();
+        let encrypted = fs::read(&good).unwrap();
+        let mac = encrypted.windows(4).position(|w| w == b"\n---").unwrap() + 1;
+        let mac_end = mac + encrypted[mac..].iter().position(|&c| c == b'\n').unwrap() + 1;
+        let out_dir = ws.path("out");
+        fs::create_dir(&out_dir).unwrap();
+        Sample {
+            damaged: ws.path("damaged.age"),
+            identity,
+            encrypted,
+            prefix: mac_end + 16,
+            out_dir,
+            ws,
+        }
+    }
+
+    fn chunk_at(&self, index: usize) -> usize {
+        self.prefix + index * STRIDE
+    }
+
+    fn chunks(&self) -> usize {
+        (self.encrypted.len() - self.prefix).div_ceil(STRIDE)
+    }
+
+    fn flipped(&self, offset: usize, bit: u32) -> Vec<u8> {
+        let mut bytes = self.encrypted.clone();
+        bytes[offset] ^= 1 << bit;
+        bytes
+    }
+
+    /// Decrypt (file and stdin, into `out_dir`) and verify all refuse
+    /// `damaged` with one of `classes` on a line that names the file
+    /// (stdin: names `-`), and `out_dir` stays empty.
+    #[track_caller]
+    fn assert_rejected_with(
+        &self,
+        identity: &PathBuf,
+        damaged: &[u8],
+        classes: &[&str],
+        case: &str,
+    ) {
+        fs::write(&self.damaged, damaged).unwrap();
+        let output = self.out_dir.join("damaged");
+        let check = |outcome: &Outcome, how: &str| {
+            outcome.failure();
+            let named = outcome
+                .stderr
+                .lines()
+                .any(|l| l.starts_with("cryptstream: ") && classes.iter().any(|c| l.contains(c)));
+            assert!(
+                named,
+                "{case} ({how}): expected one of {classes:?}: {}",
+                outcome.stderr
+            );
+        };
+        let decrypt = run(self
+            .ws
+            .bare("decrypt")
+            .arg("-i")
+            .arg(identity)
+            .arg(&self.damaged)
+            .arg(&output));
+        decrypt.names(&self.damaged);
+        check(&decrypt, "decrypt");
+        assert_empty_dir(&self.out_dir);
+        let verify = run(self
+            .ws
+            .bare("verify")
+            .arg("-i")
+            .arg(identity)
+            .arg(&self.damaged));
+        verify.names(&self.damaged);
+        check(&verify, "verify");
+        let mut stream = self.ws.bare("decrypt");
+        stream.arg("-i").arg(identity).arg("-").arg(&output);
+        check(
+            &run_with_stdin(&mut stream, Some(damaged.to_vec())),
+            "stdin",
+        );
+        assert_empty_dir(&self.out_dir);
+    }
+
+    #[track_caller]
+    fn assert_rejected(&self, damaged: &[u8], classes: &[&str], case: &str) {
+        self.assert_rejected_with(&self.identity, damaged, classes, case);
+    }
+}
+
+#[test]
+fn the_intact_sample_decrypts() {
+    let s = Sample::new(false);
+    assert_eq!(s.chunks(), 6);
+    let out = s.out_dir.join("intact");
+    run(s
+        .ws
+        .bare("decrypt")
+        .arg("-i")
+        .arg(&s.identity)
+        .arg(s.ws.path("good.age"))
+        .arg(&out))
+    .success();
+    assert_eq!(
+        fs::read(&out).unwrap(),
+        fs::read(s.ws.path("plain")).unwrap()
+    );
+}
+
+#[test]
+fn a_bit_flip_in_any_header_or_nonce_byte_is_rejected() {
+    let s = Sample::new(false);
+    for offset in 0..s.prefix {
+        let bit = (offset % 8) as u32;
+        s.assert_rejected(
+            &s.flipped(offset, bit),
+            &CLASSES[..4],
+            &format!("header byte {offset}"),
+        );
+    }
+}
+
+#[test]
+fn bit_flips_across_the_payload_are_payload_failures() {
+    let s = Sample::new(false);
+    let len = s.encrypted.len();
+    let mut offsets: Vec<usize> = (s.prefix..len).step_by(4099).collect();
+    for chunk in 0..s.chunks() {
+        offsets.push(s.chunk_at(chunk));
+        offsets.push((s.chunk_at(chunk) + STRIDE).min(len) - 1);
+    }
+    offsets.sort_unstable();
+    offsets.dedup();
+    for (i, offset) in offsets.into_iter().enumerate() {
+        s.assert_rejected(
+            &s.flipped(offset, (i % 8) as u32),
+            &["age payload failure"],
+            &format!("payload byte {offset}"),
+        );
+    }
+}
+
+#[test]
+fn truncation_and_appended_bytes_are_rejected() {
+    let s = Sample::new(false);
+    let len = s.encrypted.len();
+    let mut cuts = vec![
+        0,
+        1,
+        21,
+        22,
+        s.prefix - 17,
+        s.prefix - 16,
+        s.prefix - 1,
+        s.prefix,
+        s.prefix + 1,
+        len - 1,
+    ];
+    for chunk in 1..s.chunks() {
+        let at = s.chunk_at(chunk);
+        cuts.extend([at - 1, at, at + 1]);
+    }
+    cuts.extend([len - TAG_LEN, len - TAG_LEN - 1]);
+    cuts.sort_unstable();
+    cuts.dedup();
+    for cut in cuts {
+        s.assert_rejected(
+            &s.encrypted[..cut],
+            &CLASSES[..4],
+            &format!("truncated to {cut}"),
+        );
+    }
+    for extra in [1usize, TAG_LEN, STRIDE] {
+        let mut longer = s.encrypted.clone();
+        longer.extend(random_bytes(extra, extra as u64));
+        s.assert_rejected(
+            &longer,
+            &["age payload failure"],
+            &format!("{extra} bytes appended"),
+        );
+    }
+}
+
+#[test]
+fn reordered_removed_and_duplicated_chunks_are_rejected() {
+    let s = Sample::new(false);
+    let chunk =
+        |i: usize| s.encrypted[s.chunk_at(i)..s.chunk_at(i + 1).min(s.encrypted.len())].to_vec();
+    let head = s.encrypted[..s.prefix].to_vec();
+    let build = |order: &[usize]| {
+        let mut out = head.clone();
+        for &i in order {
+            out.extend(chunk(i));
+        }
+        out
+    };
+    for (order, case) in [
+        (vec![0, 2, 1, 3, 4, 5], "chunks 1 and 2 swapped"),
+        (vec![1, 0, 2, 3, 4, 5], "chunks 0 and 1 swapped"),
+        (vec![0, 1, 2, 3, 5], "chunk 4 removed"),
+        (vec![0, 1, 2, 3, 4], "last chunk removed"),
+        (vec![0, 1, 1, 2, 3, 4, 5], "chunk 1 twice"),
+        (vec![0, 1, 2, 3, 4, 5, 5], "last chunk twice"),
+    ] {
+        s.assert_rejected(&build(&order), &["age payload failure"], case);
+    }
+}
+
+#[test]
+fn a_wrong_identity_is_no_match() {
+    let s = Sample::new(false);
+    let other = s.ws.path("other.txt");
+    run(s.ws.bare("keygen").arg("--age").arg("-o").arg(&other)).success();
+    s.assert_rejected_with(&other, &s.encrypted, &["age no match"], "wrong identity");
+}
+
+#[test]
+fn damaged_armor_is_rejected() {
+    let s = Sample::new(true);
+    let len = s.encrypted.len();
+    // Flip a bit in characters across the armor (begin line, data, end line).
+    for (i, offset) in (0..len)
+        .step_by(997)
+        .chain([0, 5, 36, 40, len - 5, len - 2])
+        .enumerate()
+    {
+        s.assert_rejected(
+            &s.flipped(offset, (i % 7) as u32),
+            &CLASSES,
+            &format!("armor byte {offset}"),
+        );
+    }
+    // A line removed from the middle, and a truncated armor.
+    let text = String::from_utf8(s.encrypted.clone()).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.remove(lines.len() / 2);
+    s.assert_rejected(
+        (lines.join("\n") + "\n").as_bytes(),
+        &CLASSES,
+        "a line removed",
+    );
+    s.assert_rejected(&s.encrypted[..len / 2], &CLASSES, "armor cut in half");
+}
