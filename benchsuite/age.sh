@@ -51,6 +51,7 @@ RAW=$OUT/raw.tsv
   echo "age: $(age --version)"
   echo "rage: ${RAGE:+$("$RAGE" --version)}"
   echo "rounds: $ROUNDS; big file: $BIG_MIB MiB; tree: $TREE_FILES x 1 MiB"
+  echo "load at start: $(cat /proc/loadavg)"
 } > "$OUT/machine.txt"
 cat "$OUT/machine.txt"
 
@@ -69,7 +70,8 @@ time_cmd() {
   if [ "$loc" = disk ]; then sync -f "$out"; fi
   t1=$(date +%s.%N)
   local s; s=$(python3 -c "print(f'{$t1-$t0:.3f}')")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$loc" "$wl" "$op" "$tool" "$round" "$s" | tee -a "$RAW"
+  local load; load=$(cut -d' ' -f1 /proc/loadavg)
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$loc" "$wl" "$op" "$tool" "$round" "$s" "$load" | tee -a "$RAW"
 }
 
 for loc in shm disk; do
@@ -139,8 +141,11 @@ python3 - "$RAW" > "$OUT/summary.md" <<'PY'
 import sys, statistics, collections
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 t = collections.defaultdict(dict)  # (loc, wl, op) -> tool -> {round: s}
-for loc, wl, op, tool, rnd, s in rows:
+loads = [float(r[6]) for r in rows if len(r) > 6]
+for loc, wl, op, tool, rnd, s, *_ in rows:
     t[(loc, wl, op)].setdefault(tool, {})[rnd] = float(s)
+if loads:
+    print(f"1-minute load average during the runs: median {statistics.median(loads):.1f}, max {max(loads):.1f} (the machine has {__import__('os').cpu_count()} cores)\n")
 print("| location | workload | op | tool | median s | median ratio tool/cryptstream (per round) |")
 print("|---|---|---|---|---|---|")
 for key in sorted(t, key=lambda k: (k[0] != "shm", k[1], k[2])):
