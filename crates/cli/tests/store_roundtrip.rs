@@ -14,7 +14,8 @@ fn a_tree_comes_back_exact_with_modes_links_and_mtimes() {
     let s = StoreWs::new(&[]);
     let src = s.ws.path("src/tree");
     make_tree(&src, 40 * MIB + 12345);
-    let out = s.run("put", &[&src]).success().clone();
+    let out = s.run("put", &[&src]);
+    out.success();
     let ids = put_ids(&out);
     assert!(ids.iter().any(|(_, n)| n == "tree/big.bin"), "{ids:?}");
     assert!(ids.iter().all(|(id, _)| id.len() == 16));
@@ -28,7 +29,8 @@ fn a_tree_comes_back_exact_with_modes_links_and_mtimes() {
     s.run("get", &[id, &one]).success();
     assert_eq!(fs::read(one.join("tree/exec.sh")).unwrap(), fs::read(src.join("exec.sh")).unwrap());
     // Getting again over existing files is refused per file, with --force replaced.
-    let again = s.run("get", &[&"tree", &dest]).failure().clone();
+    let again = s.run("get", &[&"tree", &dest]);
+    again.failure();
     again.stderr_has("exists");
     s.run("get", &[&"--force", &"tree", &dest]).success();
     assert_restored(&src, &dest.join("tree"));
@@ -103,7 +105,8 @@ fn a_flipped_byte_is_named_by_verify_and_fails_only_that_file() {
     fs::create_dir_all(&src).unwrap();
     write_random_file(&src.join("victim.bin"), 3 * MIB, 7, 0o644);
     write_random_file(&src.join("other.bin"), 2 * MIB, 8, 0o644);
-    let out = s.run("put", &[&src.join("victim.bin")]).success().clone();
+    let out = s.run("put", &[&src.join("victim.bin")]);
+    out.success();
     let victim_id = put_ids(&out)[0].0.clone();
     s.run("put", &[&src.join("other.bin")]).success();
     let packs = s.packs();
@@ -117,11 +120,13 @@ fn a_flipped_byte_is_named_by_verify_and_fails_only_that_file() {
     data[1_000_000] ^= 0x01;
     fs::write(pack, &data).unwrap();
     s.run("verify", &[]).success();
-    let v = s.run("verify", &[&"--read-data"]).failure().clone();
+    let v = s.run("verify", &[&"--read-data"]);
+    v.failure();
     v.stderr_has("victim.bin").stderr_has(&victim_id).stderr_has("does not authenticate");
     assert!(!v.stderr.contains("other.bin"), "{}", v.stderr);
     let dest = s.ws.path("back");
-    let g = s.run("get", &[&"victim.bin", &dest]).failure().clone();
+    let g = s.run("get", &[&"victim.bin", &dest]);
+    g.failure();
     let lines: Vec<&str> = g.stderr.lines().filter(|l| l.contains("victim.bin")).collect();
     assert_eq!(lines.len(), 1, "one line about the file: {}", g.stderr);
     assert!(!dest.join("victim.bin").exists());
@@ -139,7 +144,8 @@ fn delete_then_gc_reclaims_space_and_keeps_the_rest() {
     write_random_file(&src.join("b.bin"), 5 * MIB, 2, 0o644);
     s.run("put", &[&src]).success();
     let before = s.stat();
-    let del = s.run("delete", &[&"g/a.bin"]).success().clone();
+    let del = s.run("delete", &[&"g/a.bin"]);
+    del.success();
     assert!(del.stdout_text().contains("g/a.bin"));
     s.run("gc", &[]).success();
     let after = s.stat();
@@ -177,7 +183,8 @@ fn a_wrong_key_is_refused_in_one_line() {
     keygen(&other);
     let mut cmd = cryptstream();
     cmd.args(["store", "--store"]).arg(s.dir()).arg("-k").arg(&other).arg("list");
-    let out = run(&mut cmd).failure().clone();
+    let out = run(&mut cmd);
+    out.failure();
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     let mut cmd = cryptstream();
     cmd.args(["store", "--store"]).arg(s.ws.path("nothing")).arg("-k").arg(s.ws.key()).arg("list");
