@@ -32,7 +32,12 @@ const DOUBLE_CTRL_C: Duration = Duration::from_secs(3);
 
 /// One line of the prompt, parsed with clap.
 #[derive(Parser, Debug)]
-#[command(no_binary_name = true, disable_help_flag = true, disable_version_flag = true)]
+#[command(
+    no_binary_name = true,
+    disable_help_flag = true,
+    disable_version_flag = true,
+    disable_help_subcommand = true
+)]
 enum Line {
     /// put PATH... [--force-read]
     Put(cmd_store::PutArgs),
