@@ -179,18 +179,21 @@ impl Bar {
 
     /// A bar titled `what`, hidden when `quiet` or stderr is no terminal.
     pub fn new(what: &str, quiet: bool) -> Bar {
-        Bar((!quiet && std::io::stderr().is_terminal()).then(|| {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
-                )
-                .expect("the progress template is valid")
-                .progress_chars("=> "),
-            );
-            bar.set_message(what.to_owned());
-            bar
-        }), None)
+        Bar(
+            (!quiet && std::io::stderr().is_terminal()).then(|| {
+                let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                    )
+                    .expect("the progress template is valid")
+                    .progress_chars("=> "),
+                );
+                bar.set_message(what.to_owned());
+                bar
+            }),
+            None,
+        )
     }
 
     fn suspend(&self, f: impl FnOnce()) {
@@ -222,7 +225,8 @@ impl cryptstream_store::Progress for Bar {
             bar.inc(bytes);
         }
         if let Some(c) = &self.1 {
-            c.done.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+            c.done
+                .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
@@ -240,9 +244,9 @@ pub fn open_store(dir: &Path, keyring: &Keyring, cancel: &AtomicBool) -> anyhow:
     let locked = Store::open_local(dir)?;
     let header = locked.key_header()?;
     cryptstream_engine::keys::derive_for_header(&header, keyring, cancel)?;
-    Ok(locked
+    locked
         .unlock(keyring)
-        .with_context(|| format!("{}: cannot open the store", dir.display()))?)
+        .with_context(|| format!("{}: cannot open the store", dir.display()))
 }
 
 /// Runs `store ...`.
@@ -279,7 +283,15 @@ pub fn run(args: &StoreArgs) -> anyhow::Result<ExitCode> {
         StoreCommand::Put(put) => {
             let pool = Pool::new(workers);
             let bar = Bar::new("put", args.quiet);
-            let code = run_put(&mut store, &pool, put, args.max_memory, &cancel, &bar, &mut std::io::stdout())?;
+            let code = run_put(
+                &mut store,
+                &pool,
+                put,
+                args.max_memory,
+                &cancel,
+                &bar,
+                &mut std::io::stdout(),
+            )?;
             bar.finish();
             Ok(code)
         }
@@ -330,9 +342,10 @@ pub fn run(args: &StoreArgs) -> anyhow::Result<ExitCode> {
         StoreCommand::Verify(verify) => {
             let pool = Pool::new(workers);
             let bar = Bar::new("verify", args.quiet);
-            let problems = store.verify(&pool, verify.read_data, args.max_memory, &bar, &mut |p| {
-                bar.suspend(|| messages::error(p))
-            })?;
+            let problems =
+                store.verify(&pool, verify.read_data, args.max_memory, &bar, &mut |p| {
+                    bar.suspend(|| messages::error(p))
+                })?;
             bar.finish();
             if cancel.is_cancelled() {
                 return Ok(interrupted());
@@ -346,7 +359,11 @@ pub fn run(args: &StoreArgs) -> anyhow::Result<ExitCode> {
                 "verify: ok ({} entries, {} chunks{})",
                 totals.files,
                 totals.chunks,
-                if verify.read_data { ", all data read" } else { "" }
+                if verify.read_data {
+                    ", all data read"
+                } else {
+                    ""
+                }
             ));
             Ok(ExitCode::SUCCESS)
         }
@@ -476,13 +493,20 @@ pub fn run_get(
         cancel: cancel.clone(),
     };
     let (mut ok, mut failed) = (0u64, 0u64);
-    let result = store.get(pool, &selectors, &dest, &opts, bar, &mut |r| match &r.error {
-        None => ok += 1,
-        Some(why) => {
-            failed += 1;
-            bar.suspend(|| messages::error(format_args!("{}: {why}", r.path.display())));
-        }
-    });
+    let result = store.get(
+        pool,
+        &selectors,
+        &dest,
+        &opts,
+        bar,
+        &mut |r| match &r.error {
+            None => ok += 1,
+            Some(why) => {
+                failed += 1;
+                bar.suspend(|| messages::error(format_args!("{}: {why}", r.path.display())));
+            }
+        },
+    );
     if matches!(result, Err(cryptstream_store::StoreError::Cancelled)) {
         return Ok(ExitCode::from(EXIT_INTERRUPTED));
     }
@@ -581,7 +605,10 @@ pub fn run_stat(store: &Store, json: bool) -> anyhow::Result<()> {
     let size = cryptstream_workload::format_size;
     println!("entries:            {}", t.files);
     println!("logical size:       {}", size(t.logical_bytes));
-    println!("chunks:             {} ({} references)", t.chunks, t.chunk_refs);
+    println!(
+        "chunks:             {} ({} references)",
+        t.chunks, t.chunk_refs
+    );
     println!("unique data:        {}", size(t.unique_bytes));
     println!("stored (sealed):    {}", size(t.stored_bytes));
     println!("packs:              {} ({})", t.packs, size(t.pack_bytes));
@@ -589,4 +616,3 @@ pub fn run_stat(store: &Store, json: bool) -> anyhow::Result<()> {
     println!("compression ratio:  {compression:.2}");
     Ok(())
 }
-

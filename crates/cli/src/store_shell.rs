@@ -199,7 +199,10 @@ pub fn run(
         let line = match editor.readline("store> ") {
             Ok(line) => line,
             Err(ReadlineError::Interrupted) => {
-                let running = jobs.iter().filter(|j| j.handle.as_ref().is_some_and(|h| !h.is_finished())).count();
+                let running = jobs
+                    .iter()
+                    .filter(|j| j.handle.as_ref().is_some_and(|h| !h.is_finished()))
+                    .count();
                 if running == 0 {
                     continue;
                 }
@@ -231,7 +234,12 @@ pub fn run(
             Ok(parsed) => parsed,
             Err(e) => {
                 let text = e.to_string();
-                messages::error(text.lines().next().unwrap_or("bad command").trim_start_matches("error: "));
+                messages::error(
+                    text.lines()
+                        .next()
+                        .unwrap_or("bad command")
+                        .trim_start_matches("error: "),
+                );
                 continue;
             }
         };
@@ -279,9 +287,14 @@ pub fn run(
             }
         }
     }
-    let running = jobs.iter().filter(|j| j.handle.as_ref().is_some_and(|h| !h.is_finished())).count();
+    let running = jobs
+        .iter()
+        .filter(|j| j.handle.as_ref().is_some_and(|h| !h.is_finished()))
+        .count();
     if running > 0 {
-        messages::note(format_args!("waiting for {running} running jobs (Ctrl-C cancels them)"));
+        messages::note(format_args!(
+            "waiting for {running} running jobs (Ctrl-C cancels them)"
+        ));
     }
     wait_all(&mut jobs, &interrupted);
     let failed = jobs.iter().any(|j| {
@@ -291,7 +304,11 @@ pub fn run(
             .as_deref()
             .is_some_and(|s| s != "done")
     });
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -315,9 +332,13 @@ fn spawn_job(
                 match line {
                     Line::Put(put) => {
                         let mut sink = Vec::new();
-                        cmd_store::run_put(&mut store, &pool, &put, max_memory, &cancel, &bar, &mut sink)
+                        cmd_store::run_put(
+                            &mut store, &pool, &put, max_memory, &cancel, &bar, &mut sink,
+                        )
                     }
-                    Line::Get(get) => cmd_store::run_get(&mut store, &pool, &get, max_memory, &cancel, &bar),
+                    Line::Get(get) => {
+                        cmd_store::run_get(&mut store, &pool, &get, max_memory, &cancel, &bar)
+                    }
                     Line::Delete(delete) => {
                         let rows = store.delete(&delete.selectors)?;
                         messages::note(format_args!("[{id}] deleted {} entries", rows.len()));

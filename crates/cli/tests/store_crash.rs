@@ -15,7 +15,14 @@ use store_support::*;
 
 /// Small chunks and packs, so that a put changes durable state often.
 const SMALL: &[&str] = &[
-    "--chunk-min", "16KiB", "--chunk-avg", "64KiB", "--chunk-max", "256KiB", "--pack-target", "1MiB",
+    "--chunk-min",
+    "16KiB",
+    "--chunk-avg",
+    "64KiB",
+    "--chunk-max",
+    "256KiB",
+    "--pack-target",
+    "1MiB",
 ];
 
 fn random_tree(root: &Path, files: u64, seed: u64) {
@@ -28,8 +35,16 @@ fn random_tree(root: &Path, files: u64, seed: u64) {
     }
 }
 
+/// Entries a put reported complete: (id, name).
+type Reported = Arc<Mutex<Vec<(String, String)>>>;
+
 /// Spawns a put with the delay hook and collects the ids it prints.
-fn spawn_put(s: &StoreWs, path: &Path, delay_ms: u64, force: bool) -> (Running, Arc<Mutex<Vec<(String, String)>>>, std::thread::JoinHandle<()>) {
+fn spawn_put(
+    s: &StoreWs,
+    path: &Path,
+    delay_ms: u64,
+    force: bool,
+) -> (Running, Reported, std::thread::JoinHandle<()>) {
     let mut cmd = s.cmd("put");
     if force {
         cmd.arg("--force-read");
@@ -59,13 +74,19 @@ fn check_reported(s: &StoreWs, src_parent: &Path, reported: &[(String, String)],
         let dest = s.ws.path(format!("check-{round}-{id}"));
         s.run("get", &[id, &dest]).success();
         if src_parent.join(name).is_dir() {
-            assert!(dest.join(name).is_dir(), "round {round}: {name} is not a directory");
+            assert!(
+                dest.join(name).is_dir(),
+                "round {round}: {name} is not a directory"
+            );
             fs::remove_dir_all(&dest).unwrap();
             continue;
         }
         let want = fs::read(src_parent.join(name)).unwrap();
         let got = fs::read(dest.join(name)).unwrap();
-        assert!(want == got, "round {round}: {name} ({id}) came back different");
+        assert!(
+            want == got,
+            "round {round}: {name} ({id}) came back different"
+        );
         fs::remove_dir_all(&dest).unwrap();
     }
 }

@@ -36,18 +36,27 @@ fn put_and_get_of_a_256_mib_file_stay_under_the_budget() {
     write_random_file(&src, 256 * MIB, 99, 0o644);
     let budget = format!("{BUDGET_MIB}MiB");
     let mut put = s.cmd("put");
-    put.args(["--workers", "8", "--max-memory", &budget]).arg(&src);
+    put.args(["--workers", "8", "--max-memory", &budget])
+        .arg(&src);
     // Flags are global to `store`, so they may follow the subcommand.
     run(&mut put).success();
     let after_put = children_max_rss_kib();
     let dest = s.ws.path("out");
     let mut get = s.cmd("get");
-    get.args(["--workers", "8", "--max-memory", &budget, "big.bin"]).arg(&dest);
+    get.args(["--workers", "8", "--max-memory", &budget, "big.bin"])
+        .arg(&dest);
     run(&mut get).success();
     let after_get = children_max_rss_kib();
     assert_eq!(hash_file(&dest.join("big.bin")), hash_file(&src));
     fs::remove_file(&src).unwrap();
-    eprintln!("peak RSS: put {} MiB, put+get {} MiB", after_put / 1024, after_get / 1024);
+    eprintln!(
+        "peak RSS: put {} MiB, put+get {} MiB",
+        after_put / 1024,
+        after_get / 1024
+    );
     let bound = (BUDGET_MIB + OVERHEAD_MIB) * 1024;
-    assert!(after_get < bound, "peak RSS {after_get} KiB over {bound} KiB");
+    assert!(
+        after_get < bound,
+        "peak RSS {after_get} KiB over {bound} KiB"
+    );
 }

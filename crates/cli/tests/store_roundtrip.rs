@@ -27,7 +27,10 @@ fn a_tree_comes_back_exact_with_modes_links_and_mtimes() {
     let (id, _) = ids.iter().find(|(_, n)| n == "tree/exec.sh").unwrap();
     let one = s.ws.path("one");
     s.run("get", &[id, &one]).success();
-    assert_eq!(fs::read(one.join("tree/exec.sh")).unwrap(), fs::read(src.join("exec.sh")).unwrap());
+    assert_eq!(
+        fs::read(one.join("tree/exec.sh")).unwrap(),
+        fs::read(src.join("exec.sh")).unwrap()
+    );
     // Getting again over existing files is refused per file, with --force replaced.
     let again = s.run("get", &[&"tree", &dest]);
     again.failure();
@@ -36,7 +39,12 @@ fn a_tree_comes_back_exact_with_modes_links_and_mtimes() {
     assert_restored(&src, &dest.join("tree"));
     // list --json shows every entry with its id.
     let list = s.run("list", &[&"--json"]).success().json();
-    let names: Vec<&str> = list.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
     for (_, name) in &ids {
         assert!(names.contains(&name.as_str()), "{name} not listed");
     }
@@ -60,7 +68,10 @@ fn put_json_and_unchanged_files_are_not_read_again() {
     set_mtime(&src.join("one"), 1_700_000_000, 5);
     let third = s.run("put", &[&"--json", &src]).success().json();
     assert_eq!(third["stored"], 1, "{third}");
-    let forced = s.run("put", &[&"--json", &"--force-read", &src]).success().json();
+    let forced = s
+        .run("put", &[&"--json", &"--force-read", &src])
+        .success()
+        .json();
     assert_eq!(forced["stored"].as_u64().unwrap(), stored);
     assert_eq!(forced["new_bytes"], 0, "nothing new to store: {forced}");
 }
@@ -85,7 +96,10 @@ fn dedup_same_tree_twice_and_one_inserted_byte() {
     let after = s.stat();
     let grew = after["pack_bytes"].as_u64().unwrap() - before["pack_bytes"].as_u64().unwrap();
     let base = before["pack_bytes"].as_u64().unwrap();
-    assert!(grew * 100 < base, "a second copy grew the store by {grew} of {base} bytes");
+    assert!(
+        grew * 100 < base,
+        "a second copy grew the store by {grew} of {base} bytes"
+    );
     // One byte inserted in the middle of the big file.
     let big = src.join("big.bin");
     let mut bytes = fs::read(&big).unwrap();
@@ -112,7 +126,10 @@ fn a_flipped_byte_is_named_by_verify_and_fails_only_that_file() {
     let packs = s.packs();
     assert_eq!(packs.len(), 2, "{packs:?}");
     // The victim's pack is the older one; find it by the file's size.
-    let pack = packs.iter().find(|p| fs::metadata(p).unwrap().len() > 3 * MIB).unwrap();
+    let pack = packs
+        .iter()
+        .find(|p| fs::metadata(p).unwrap().len() > 3 * MIB)
+        .unwrap();
     let mut perms = fs::metadata(pack).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
     fs::set_permissions(pack, perms).unwrap();
@@ -122,17 +139,26 @@ fn a_flipped_byte_is_named_by_verify_and_fails_only_that_file() {
     s.run("verify", &[]).success();
     let v = s.run("verify", &[&"--read-data"]);
     v.failure();
-    v.stderr_has("victim.bin").stderr_has(&victim_id).stderr_has("does not authenticate");
+    v.stderr_has("victim.bin")
+        .stderr_has(&victim_id)
+        .stderr_has("does not authenticate");
     assert!(!v.stderr.contains("other.bin"), "{}", v.stderr);
     let dest = s.ws.path("back");
     let g = s.run("get", &[&"victim.bin", &dest]);
     g.failure();
-    let lines: Vec<&str> = g.stderr.lines().filter(|l| l.contains("victim.bin")).collect();
+    let lines: Vec<&str> = g
+        .stderr
+        .lines()
+        .filter(|l| l.contains("victim.bin"))
+        .collect();
     assert_eq!(lines.len(), 1, "one line about the file: {}", g.stderr);
     assert!(!dest.join("victim.bin").exists());
     assert_eq!(list_dir(&dest).len(), 0, "nothing left behind");
     s.run("get", &[&"other.bin", &dest]).success();
-    assert_eq!(fs::read(dest.join("other.bin")).unwrap(), fs::read(src.join("other.bin")).unwrap());
+    assert_eq!(
+        fs::read(dest.join("other.bin")).unwrap(),
+        fs::read(src.join("other.bin")).unwrap()
+    );
 }
 
 #[test]
@@ -149,23 +175,40 @@ fn delete_then_gc_reclaims_space_and_keeps_the_rest() {
     assert!(del.stdout_text().contains("g/a.bin"));
     s.run("gc", &[]).success();
     let after = s.stat();
-    let (b, a) = (before["pack_bytes"].as_u64().unwrap(), after["pack_bytes"].as_u64().unwrap());
+    let (b, a) = (
+        before["pack_bytes"].as_u64().unwrap(),
+        after["pack_bytes"].as_u64().unwrap(),
+    );
     assert!(a < b - 5 * MIB, "gc reclaimed {} of {b} bytes", b - a);
     s.run("verify", &[&"--read-data"]).success();
     let dest = s.ws.path("back");
     s.run("get", &[&"g", &dest]).success();
     assert!(!dest.join("g/a.bin").exists());
-    assert_eq!(fs::read(dest.join("g/b.bin")).unwrap(), fs::read(src.join("b.bin")).unwrap());
-    s.run("get", &[&"g/a.bin", &s.ws.path("x")]).failure().stderr_has("no such file or id");
+    assert_eq!(
+        fs::read(dest.join("g/b.bin")).unwrap(),
+        fs::read(src.join("b.bin")).unwrap()
+    );
+    s.run("get", &[&"g/a.bin", &s.ws.path("x")])
+        .failure()
+        .stderr_has("no such file or id");
     // Reindex from the data alone gives back the same listing.
     let listed = s.run("list", &[&"--json"]).success().json();
-    for f in ["registry.sqlite", "registry.sqlite-wal", "registry.sqlite-shm"] {
+    for f in [
+        "registry.sqlite",
+        "registry.sqlite-wal",
+        "registry.sqlite-shm",
+    ] {
         let _ = fs::remove_file(s.dir().join(f));
     }
     s.run("reindex", &[]).success();
     let relisted = s.run("list", &[&"--json"]).success().json();
     let ids = |v: &serde_json::Value| {
-        let mut ids: Vec<String> = v.as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+        let mut ids: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_owned())
+            .collect();
         ids.sort();
         ids
     };
@@ -173,7 +216,10 @@ fn delete_then_gc_reclaims_space_and_keeps_the_rest() {
     s.run("verify", &[&"--read-data"]).success();
     let again = s.ws.path("again");
     s.run("get", &[&"g", &again]).success();
-    assert_eq!(fs::read(again.join("g/b.bin")).unwrap(), fs::read(src.join("b.bin")).unwrap());
+    assert_eq!(
+        fs::read(again.join("g/b.bin")).unwrap(),
+        fs::read(src.join("b.bin")).unwrap()
+    );
 }
 
 #[test]
@@ -182,13 +228,23 @@ fn a_wrong_key_is_refused_in_one_line() {
     let other = s.ws.path("other.key");
     keygen(&other);
     let mut cmd = cryptstream();
-    cmd.args(["store", "--store"]).arg(s.dir()).arg("-k").arg(&other).arg("list");
+    cmd.args(["store", "--store"])
+        .arg(s.dir())
+        .arg("-k")
+        .arg(&other)
+        .arg("list");
     let out = run(&mut cmd);
     out.failure();
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     let mut cmd = cryptstream();
-    cmd.args(["store", "--store"]).arg(s.ws.path("nothing")).arg("-k").arg(s.ws.key()).arg("list");
+    cmd.args(["store", "--store"])
+        .arg(s.ws.path("nothing"))
+        .arg("-k")
+        .arg(s.ws.key())
+        .arg("list");
     run(&mut cmd).failure().stderr_has("no store here");
     // init twice is refused.
-    run(&mut s.cmd("init")).failure().stderr_has("already exists");
+    run(&mut s.cmd("init"))
+        .failure()
+        .stderr_has("already exists");
 }

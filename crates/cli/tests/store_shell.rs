@@ -11,7 +11,14 @@ use store_support::*;
 
 #[test]
 fn shell_runs_put_in_the_background_and_exit_waits_for_it() {
-    let s = StoreWs::new(&["--chunk-min", "16KiB", "--chunk-avg", "64KiB", "--chunk-max", "256KiB"]);
+    let s = StoreWs::new(&[
+        "--chunk-min",
+        "16KiB",
+        "--chunk-avg",
+        "64KiB",
+        "--chunk-max",
+        "256KiB",
+    ]);
     let src = s.ws.path("src/shelltree");
     fs::create_dir_all(&src).unwrap();
     for i in 0..6 {
@@ -25,8 +32,14 @@ fn shell_runs_put_in_the_background_and_exit_waits_for_it() {
     out.success();
     let stdout = out.stdout_text();
     assert!(stdout.contains("[1] started: put"), "{stdout}");
-    assert!(stdout.contains("[1] running"), "jobs while the put runs: {stdout}");
-    assert!(stdout.contains("ID ") && stdout.contains("NAME"), "list answered: {stdout}");
+    assert!(
+        stdout.contains("[1] running"),
+        "jobs while the put runs: {stdout}"
+    );
+    assert!(
+        stdout.contains("ID ") && stdout.contains("NAME"),
+        "list answered: {stdout}"
+    );
     out.stderr_has("unrecognized subcommand 'not-a-command'")
         .stderr_has("waiting for 1 running jobs")
         .stderr_has("[1] done");

@@ -176,9 +176,9 @@ impl LocalDir {
     fn path(&self, name: &str) -> Result<PathBuf, BackendError> {
         let bad = name.is_empty()
             || name.starts_with('/')
-            || name
-                .split('/')
-                .any(|part| part.is_empty() || part == "." || part == ".." || part.starts_with('.'));
+            || name.split('/').any(|part| {
+                part.is_empty() || part == "." || part == ".." || part.starts_with('.')
+            });
         if bad {
             return Err(BackendError::InvalidName(name.to_owned()));
         }
@@ -226,7 +226,7 @@ struct LocalWriter {
 
 impl Write for LocalWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = (&*self.file.file()).write(buf)?;
+        let n = self.file.file().write(buf)?;
         self.written += n as u64;
         Ok(n)
     }
@@ -244,9 +244,7 @@ impl ObjectWriter for LocalWriter {
     fn commit(self: Box<Self>) -> Result<(), BackendError> {
         let name = self.name;
         // Objects are read-only once written.
-        self.file
-            .set_mode(0o400)
-            .map_err(|e| io_error(&name, e))?;
+        self.file.set_mode(0o400).map_err(|e| io_error(&name, e))?;
         match self.file.commit(Replace::Never, true) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -371,7 +369,9 @@ mod tests {
     fn create_is_create_only_and_objects_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let backend = LocalDir::open(dir.path()).unwrap();
-        backend.put_if_absent("packs/ab/one", b"hello world").unwrap();
+        backend
+            .put_if_absent("packs/ab/one", b"hello world")
+            .unwrap();
         assert!(matches!(
             backend.put_if_absent("packs/ab/one", b"other"),
             Err(BackendError::AlreadyExists(_))

@@ -11,7 +11,7 @@
 //! associated data binds the blob to what it claims to be: for a chunk,
 //! its id, its compression byte and its plaintext length.
 
-use cryptstream_format::{Cipher, ChunkCipher, NonceScheme, TAG_LEN};
+use cryptstream_format::{ChunkCipher, Cipher, NonceScheme, TAG_LEN};
 
 use crate::keys::StoreKeys;
 
@@ -58,7 +58,10 @@ pub fn seal_in_place(
     aad: &[u8],
     blob: &mut [u8],
 ) -> Result<(), cryptstream_format::FormatError> {
-    assert!(blob.len() >= BLOB_OVERHEAD, "a blob has room for salt and tag");
+    assert!(
+        blob.len() >= BLOB_OVERHEAD,
+        "a blob has room for salt and tag"
+    );
     let (salt, body) = blob.split_at_mut(BLOB_SALT_LEN);
     cryptstream_format::fill_random(salt)?;
     cipher(keys, salt, aad, body.len()).seal_in_place(0, true, body);

@@ -199,7 +199,9 @@ impl LockedConfig {
     pub fn unlock(&self, keyring: &Keyring) -> Result<(StoreKeys, Settings), StoreError> {
         let plain = keys::unwrap(keyring, &self.wrapped)?;
         if plain.len() < KEY_LEN {
-            return Err(StoreError::Config("the wrapped store key is too short".into()));
+            return Err(StoreError::Config(
+                "the wrapped store key is too short".into(),
+            ));
         }
         let mut master = Zeroizing::new([0u8; KEY_LEN]);
         master.copy_from_slice(&plain[..KEY_LEN]);

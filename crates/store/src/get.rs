@@ -72,7 +72,9 @@ fn safe_relative(name: &str) -> Option<PathBuf> {
     let ok = !name.is_empty()
         && !name.contains('\0')
         && path.components().all(|c| matches!(c, Component::Normal(_)))
-        && !name.split('/').any(|p| p.is_empty() || p == "." || p == "..");
+        && !name
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == "..");
     ok.then(|| path.to_path_buf())
 }
 
@@ -90,7 +92,14 @@ fn restore_chunk(
     out: &AtomicFile,
     offset: u64,
 ) -> Result<u32, String> {
-    let at = || format!("chunk {} (pack {} offset {})", hex::encode(&id[..8]), loc.pack, loc.offset);
+    let at = || {
+        format!(
+            "chunk {} (pack {} offset {})",
+            hex::encode(&id[..8]),
+            loc.pack,
+            loc.offset
+        )
+    };
     if loc.raw_len > MAX_RAW_CHUNK || loc.stored_len as usize > MAX_RAW_CHUNK as usize * 2 {
         return Err(format!("{}: lengths out of range", at()));
     }
@@ -111,7 +120,9 @@ fn restore_chunk(
                     if slot.is_none() {
                         *slot = zstd::bulk::Decompressor::new().ok();
                     }
-                    slot.as_mut()?.decompress_to_buffer(&*body, &mut out[..]).ok()
+                    slot.as_mut()?
+                        .decompress_to_buffer(&*body, &mut out[..])
+                        .ok()
                 })
                 .ok_or_else(|| format!("{}: does not decompress", at()))?;
             out.truncate(n);
@@ -191,19 +202,25 @@ impl Store {
         // files land in them and they get their mode and mtime last.
         let mut dirs: HashMap<PathBuf, DirIndex> = HashMap::new();
         dirs.insert(PathBuf::new(), 0);
-        let dir_error = |name: &str, why: String, report: &mut dyn FnMut(&GetReport), row: &FileRow| {
-            report(&GetReport {
-                name: name.to_owned(),
-                uid: row.record.uid,
-                path: dest.join(name),
-                size: row.record.size,
-                error: Some(why),
-            });
-        };
+        let dir_error =
+            |name: &str, why: String, report: &mut dyn FnMut(&GetReport), row: &FileRow| {
+                report(&GetReport {
+                    name: name.to_owned(),
+                    uid: row.record.uid,
+                    path: dest.join(name),
+                    size: row.record.size,
+                    error: Some(why),
+                });
+            };
         let mut files = Vec::new();
         for row in rows {
             let Some(rel) = safe_relative(&row.record.name) else {
-                dir_error(&row.record.name.clone(), "unsafe name in the store; refused".into(), report, &row);
+                dir_error(
+                    &row.record.name.clone(),
+                    "unsafe name in the store; refused".into(),
+                    report,
+                    &row,
+                );
                 continue;
             };
             let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
@@ -266,7 +283,7 @@ impl Store {
             }
         }
         self.restore_files(pool, &tree, dest, &files, opts, replace, progress, report)?;
-        for (path, e) in tree.finish_dirs(|mode| mode) {
+        if let Some((path, e)) = tree.finish_dirs(|mode| mode).into_iter().next() {
             return Err(StoreError::Io { path, source: e });
         }
         if opts.cancel.is_cancelled() {
@@ -369,7 +386,9 @@ impl Store {
                                 "chunk {}: registry lengths disagree",
                                 hex::encode(&id[..8])
                             )),
-                            Some(loc) => restore_chunk(backend, keys, &id, &loc, &out, chunk_offset),
+                            Some(loc) => {
+                                restore_chunk(backend, keys, &id, &loc, &out, chunk_offset)
+                            }
                         };
                         Item::Chunk(i, result)
                     });
@@ -412,13 +431,20 @@ fn finish_file(open: Open, row: &FileRow, opts: &GetOptions, replace: Replace) -
     }
     let file = open.file?;
     if open.bytes != row.record.size {
-        return Some(format!("{uid}: {} bytes restored, {} expected", open.bytes, row.record.size));
+        return Some(format!(
+            "{uid}: {} bytes restored, {} expected",
+            open.bytes, row.record.size
+        ));
     }
     if !open.mac_ok {
-        return Some(format!("{uid}: whole-file hash does not match (registry damaged)"));
+        return Some(format!(
+            "{uid}: whole-file hash does not match (registry damaged)"
+        ));
     }
     let Ok(file) = Arc::try_unwrap(file) else {
-        return Some(format!("{uid}: internal error: a task still holds the file"));
+        return Some(format!(
+            "{uid}: internal error: a task still holds the file"
+        ));
     };
     let result = file
         .set_mode(row.record.mode & 0o7777 & !opts.umask)

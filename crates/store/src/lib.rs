@@ -45,7 +45,7 @@ pub use config::{ChunkerParams, Settings};
 pub use get::{GetOptions, GetReport};
 pub use keys::StoreKeys;
 pub use manifest::{format_uid, FileRecord, Kind};
-pub use put::{PutOptions, PutReport, PutOutcome};
+pub use put::{PutOptions, PutOutcome, PutReport};
 pub use registry::{FileRow, Registry, Totals};
 
 use cryptstream_format::{FormatError, Keyring, MasterKey};
@@ -157,7 +157,11 @@ impl Store {
     ///
     /// # Errors
     /// An existing store, bad settings, I/O failures.
-    pub fn init_local(dir: &Path, user_key: &MasterKey, settings: &Settings) -> Result<(), StoreError> {
+    pub fn init_local(
+        dir: &Path,
+        user_key: &MasterKey,
+        settings: &Settings,
+    ) -> Result<(), StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
             path: dir.to_path_buf(),
             source,
@@ -197,7 +201,10 @@ impl Store {
     /// No store there, a damaged config.
     pub fn open_local(dir: &Path) -> Result<LockedStore, StoreError> {
         let backend = LocalDir::open(dir).map_err(|_| {
-            StoreError::Config(format!("{}: no store here (run `store init`)", dir.display()))
+            StoreError::Config(format!(
+                "{}: no store here (run `store init`)",
+                dir.display()
+            ))
         })?;
         Store::open(Box::new(backend), &dir.join(REGISTRY_FILE))
     }

@@ -120,7 +120,8 @@ impl Store {
                                 source: e,
                             };
                             w.record(&row.record).map_err(io)?;
-                            registry.for_each_chunk(row.row, |id, len| w.chunk(&id, len).map_err(io))?;
+                            registry
+                                .for_each_chunk(row.row, |id, len| w.chunk(&id, len).map_err(io))?;
                         }
                         Ok(())
                     },
@@ -188,7 +189,8 @@ impl Store {
                     writer.add(e.id, e.raw_len, e.compression, &blob)?;
                 }
                 let (new_name, new_size, new_entries) = writer.finish(&self.keys)?;
-                self.registry.move_chunks(id, &new_name, new_size, &new_entries)?;
+                self.registry
+                    .move_chunks(id, &new_name, new_size, &new_entries)?;
                 if self.registry.drop_pack_if_empty(id)? {
                     self.backend.delete(&name)?;
                     report.packs_rewritten += 1;
@@ -314,11 +316,12 @@ impl Store {
         let mut bad: Vec<(PackEntry, String, String)> = Vec::new();
         let mut index_problems: Vec<String> = Vec::new();
         pool.scope(|scope| {
-            let mut ordered = scope.ordered(max_memory, |result: Option<(PackEntry, String, String)>| {
-                if let Some(b) = result {
-                    bad.push(b);
-                }
-            });
+            let mut ordered =
+                scope.ordered(max_memory, |result: Option<(PackEntry, String, String)>| {
+                    if let Some(b) = result {
+                        bad.push(b);
+                    }
+                });
             for (id, name, size) in &readable {
                 if let Err(e) = pack::read_index(backend, keys, name, *size) {
                     index_problems.push(e.to_string());
@@ -330,7 +333,9 @@ impl Store {
                     let name = name.clone();
                     ordered.submit(2 * u64::from(e.stored_len) + 4096, move |_| {
                         progress.advance(u64::from(e.stored_len));
-                        check_chunk(backend, keys, &name, &e).err().map(|why| (e, name, why))
+                        check_chunk(backend, keys, &name, &e)
+                            .err()
+                            .map(|why| (e, name, why))
                     });
                 }
             }

@@ -199,8 +199,12 @@ pub fn write_manifest(
     {
         let sealing = SealingWriter::new(io::BufWriter::new(&mut object), cipher);
         let mut writer = ManifestWriter { out: sealing };
-        writer.put(MANIFEST_MAGIC).map_err(|e| backend_io(name, e))?;
-        writer.put(&count.to_le_bytes()).map_err(|e| backend_io(name, e))?;
+        writer
+            .put(MANIFEST_MAGIC)
+            .map_err(|e| backend_io(name, e))?;
+        writer
+            .put(&count.to_le_bytes())
+            .map_err(|e| backend_io(name, e))?;
         fill(&mut writer)?;
         let (mut buffered, _) = writer.out.finish().map_err(|e| backend_io(name, e))?;
         buffered.flush().map_err(|e| backend_io(name, e))?;
@@ -324,9 +328,9 @@ impl<'a> ManifestReader<'a> {
     }
 
     fn read(&mut self, buf: &mut [u8]) -> Result<(), StoreError> {
-        self.input.read_exact(buf).map_err(|e| {
-            StoreError::Damaged(format!("manifest {}: {e}", self.name))
-        })
+        self.input
+            .read_exact(buf)
+            .map_err(|e| StoreError::Damaged(format!("manifest {}: {e}", self.name)))
     }
 
     fn u64(&mut self) -> Result<u64, StoreError> {
@@ -357,7 +361,10 @@ impl<'a> ManifestReader<'a> {
     /// # Errors
     /// [`StoreError::Damaged`].
     pub fn next_record(&mut self) -> Result<Option<FileRecord>, StoreError> {
-        assert_eq!(self.chunks_left, 0, "the previous record's chunks were read");
+        assert_eq!(
+            self.chunks_left, 0,
+            "the previous record's chunks were read"
+        );
         if self.files_left == 0 {
             return Ok(None);
         }

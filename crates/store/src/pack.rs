@@ -148,9 +148,15 @@ impl PackWriter {
         let name = self.name.clone();
         self.writer.write_all(&sealed).map_err(|e| io(&name, e))?;
         self.writer
-            .write_all(&u32::try_from(sealed.len()).expect("index fits").to_le_bytes())
+            .write_all(
+                &u32::try_from(sealed.len())
+                    .expect("index fits")
+                    .to_le_bytes(),
+            )
             .map_err(|e| io(&name, e))?;
-        self.writer.write_all(INDEX_MAGIC).map_err(|e| io(&name, e))?;
+        self.writer
+            .write_all(INDEX_MAGIC)
+            .map_err(|e| io(&name, e))?;
         let size = self.writer.written();
         self.writer.commit()?;
         Ok((name, size, self.entries))

@@ -141,8 +141,8 @@ impl Consumer<'_> {
                 cur.mac.add_chunk(&sealed.id, sealed.raw_len);
                 cur.bytes += u64::from(sealed.raw_len);
                 cur.file.refs.push((sealed.id, sealed.raw_len));
-                let known = self.open_ids.contains(&sealed.id)
-                    || self.registry.chunk_usable(&sealed.id)?;
+                let known =
+                    self.open_ids.contains(&sealed.id) || self.registry.chunk_usable(&sealed.id)?;
                 if !known {
                     if self.pack.is_none() {
                         self.pack = Some(PackWriter::create(self.backend)?);
@@ -167,9 +167,8 @@ impl Consumer<'_> {
             Item::End { bytes, error } => {
                 let cur = self.current.take().expect("an End follows its Begin");
                 let error = error.or(cur.error).or_else(|| {
-                    (cur.bytes != bytes || bytes != cur.file.record.size).then(|| {
-                        "file changed while it was being read; try again".to_owned()
-                    })
+                    (cur.bytes != bytes || bytes != cur.file.record.size)
+                        .then(|| "file changed while it was being read; try again".to_owned())
                 });
                 if let Some(reason) = error {
                     (self.report)(&PutReport {
@@ -243,7 +242,13 @@ impl Consumer<'_> {
             let done: Vec<(i64, &FileRecord, u64)> = self
                 .read_done
                 .iter()
-                .map(|d| (d.file.row.expect("committed"), &d.file.record, d.file.stored))
+                .map(|d| {
+                    (
+                        d.file.row.expect("committed"),
+                        &d.file.record,
+                        d.file.stored,
+                    )
+                })
                 .collect();
             self.registry.set_manifest(&done, &name)?;
         }
@@ -364,12 +369,7 @@ fn now() -> i64 {
 
 /// Walks `path` (named `name` in the store) depth first in name order,
 /// calling `each` for every entry; returns false when `each` asked to stop.
-fn walk(
-    path: &Path,
-    name: String,
-    meta: Metadata,
-    each: &mut dyn FnMut(Entry) -> bool,
-) -> bool {
+fn walk(path: &Path, name: String, meta: Metadata, each: &mut dyn FnMut(Entry) -> bool) -> bool {
     let is_dir = meta.is_dir();
     if !each(Entry {
         path: path.to_path_buf(),
@@ -382,7 +382,10 @@ fn walk(
         return true;
     }
     let mut children: Vec<_> = match std::fs::read_dir(path) {
-        Ok(entries) => entries.filter_map(Result::ok).map(|e| e.file_name()).collect(),
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect(),
         Err(_) => return true,
     };
     children.sort();
@@ -468,10 +471,14 @@ impl Store {
             report,
         });
         let cancel = &opts.cancel;
-        let budget = opts.max_memory.max(2 * u64::from(chunker.max) + TASK_OVERHEAD);
+        let budget = opts
+            .max_memory
+            .max(2 * u64::from(chunker.max) + TASK_OVERHEAD);
         pool.scope(|scope| {
-            let mut ordered = scope.ordered(budget, |item: Item| consumer.borrow_mut().consume(item));
-            let stop = |c: &RefCell<Consumer<'_>>| cancel.is_cancelled() || c.borrow().failed.is_some();
+            let mut ordered =
+                scope.ordered(budget, |item: Item| consumer.borrow_mut().consume(item));
+            let stop =
+                |c: &RefCell<Consumer<'_>>| cancel.is_cancelled() || c.borrow().failed.is_some();
             for path in paths {
                 if stop(&consumer) {
                     break;
@@ -486,7 +493,10 @@ impl Store {
                 };
                 let shown = path.display().to_string();
                 let Some(name) = root_name(path) else {
-                    (consumer.borrow_mut().report)(&failed(shown, "cannot name it in the store (not UTF-8, or no file name)".into()));
+                    (consumer.borrow_mut().report)(&failed(
+                        shown,
+                        "cannot name it in the store (not UTF-8, or no file name)".into(),
+                    ));
                     continue;
                 };
                 let meta = match std::fs::metadata(path) {
@@ -501,7 +511,16 @@ impl Store {
                     if stop(&consumer) {
                         return false;
                     }
-                    submit_entry(&mut ordered, &consumer, entry, opts, keys, chunker, level, seed);
+                    submit_entry(
+                        &mut ordered,
+                        &consumer,
+                        entry,
+                        opts,
+                        keys,
+                        chunker,
+                        level,
+                        seed,
+                    );
                     true
                 });
             }
@@ -656,9 +675,7 @@ fn submit_entry<'env, C: FnMut(Item)>(
                     let data = chunk.data;
                     bytes += data.len() as u64;
                     let cost = 2 * data.len() as u64 + TASK_OVERHEAD;
-                    ordered.submit(cost, move |_| {
-                        Item::Chunk(seal_chunk(keys, level, &data))
-                    });
+                    ordered.submit(cost, move |_| Item::Chunk(seal_chunk(keys, level, &data)));
                     crate::hooks::after_chunk();
                 }
                 Err(e) => {

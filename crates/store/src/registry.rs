@@ -145,6 +145,9 @@ pub struct PendingFile {
     pub stored: u64,
 }
 
+/// Dead writers' ids, and their pending files: (row, manifest named).
+pub type DeadWriters = (Vec<i64>, Vec<(i64, Option<String>)>);
+
 /// The open registry.
 pub struct Registry {
     conn: Connection,
@@ -269,7 +272,9 @@ impl Registry {
 
     fn next_epoch(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<i64> {
         tx.execute("UPDATE meta SET value = value + 1 WHERE key = 'epoch'", [])?;
-        tx.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| r.get(0))
+        tx.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+            r.get(0)
+        })
     }
 
     /// Registers this process as a writer.
@@ -283,11 +288,10 @@ impl Registry {
         let host = host();
         let lease = self.write(|tx| {
             if role == Role::Gc {
-                let others: i64 = tx.query_row(
-                    "SELECT COUNT(*) FROM writers WHERE role = 'gc'",
-                    [],
-                    |r| r.get(0),
-                )?;
+                let others: i64 =
+                    tx.query_row("SELECT COUNT(*) FROM writers WHERE role = 'gc'", [], |r| {
+                        r.get(0)
+                    })?;
                 if others > 0 {
                     return Ok(None);
                 }
@@ -381,10 +385,7 @@ impl Registry {
         let dead = self.dead_writers()?;
         self.write(|tx| {
             for id in &dead {
-                tx.execute(
-                    "DELETE FROM writers WHERE id = ?1 AND role = 'gc'",
-                    [id],
-                )?;
+                tx.execute("DELETE FROM writers WHERE id = ?1 AND role = 'gc'", [id])?;
             }
             Ok(())
         })
@@ -395,7 +396,7 @@ impl Registry {
     ///
     /// # Errors
     /// Registry failures.
-    pub fn dead_writer_files(&self) -> Result<(Vec<i64>, Vec<(i64, Option<String>)>), StoreError> {
+    pub fn dead_writer_files(&self) -> Result<DeadWriters, StoreError> {
         let dead = self.dead_writers()?;
         let mut files = Vec::new();
         let mut stmt = self
@@ -608,7 +609,14 @@ impl Registry {
                 tx.execute(
                     "UPDATE files SET manifest = ?1, size = ?2, chunks = ?3, mac = ?4, stored = ?5
                      WHERE id = ?6",
-                    params![manifest, r.size as i64, r.chunks as i64, &r.mac[..], *stored as i64, row],
+                    params![
+                        manifest,
+                        r.size as i64,
+                        r.chunks as i64,
+                        &r.mac[..],
+                        *stored as i64,
+                        row
+                    ],
                 )?;
             }
             Ok(())
@@ -795,9 +803,7 @@ impl Registry {
             .conn
             .prepare("SELECT DISTINCT manifest FROM files WHERE status = 'deleting' AND manifest IS NOT NULL")
             .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| r.get(0))
-            .map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
         rows.collect::<rusqlite::Result<Vec<String>>>()
             .map_err(|e| self.err(e))
     }
@@ -846,7 +852,9 @@ impl Registry {
                 "status = 'deleting' AND ?1 IS NULL"
             };
             tx.execute(
-                &format!("DELETE FROM file_chunks WHERE file IN (SELECT id FROM files WHERE {filter})"),
+                &format!(
+                    "DELETE FROM file_chunks WHERE file IN (SELECT id FROM files WHERE {filter})"
+                ),
                 [manifest],
             )?;
             Ok(tx.execute(&format!("DELETE FROM files WHERE {filter}"), [manifest])? as u64)
@@ -984,11 +992,10 @@ impl Registry {
     /// Registry failures.
     pub fn drop_pack_if_empty(&mut self, pack: i64) -> Result<bool, StoreError> {
         self.write(|tx| {
-            let used: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM chunks WHERE pack = ?1",
-                [pack],
-                |r| r.get(0),
-            )?;
+            let used: i64 =
+                tx.query_row("SELECT COUNT(*) FROM chunks WHERE pack = ?1", [pack], |r| {
+                    r.get(0)
+                })?;
             if used > 0 {
                 return Ok(false);
             }
@@ -1075,7 +1082,9 @@ impl Registry {
             .prepare("SELECT id, name, size FROM packs ORDER BY name")
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)))
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+            })
             .map_err(|e| self.err(e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| self.err(e))
@@ -1143,8 +1152,10 @@ impl Registry {
         Ok(Totals {
             files: q("SELECT COUNT(*) FROM files WHERE status = 'complete'")? as u64,
             logical_bytes: q("SELECT SUM(size) FROM files WHERE status = 'complete'")? as u64,
-            chunk_refs: q("SELECT COUNT(*) FROM file_chunks r JOIN files f ON f.id = r.file
-                           WHERE f.status = 'complete'")? as u64,
+            chunk_refs: q(
+                "SELECT COUNT(*) FROM file_chunks r JOIN files f ON f.id = r.file
+                           WHERE f.status = 'complete'",
+            )? as u64,
             chunks: q("SELECT COUNT(*) FROM chunks")? as u64,
             unique_bytes: q("SELECT SUM(raw_len) FROM chunks")? as u64,
             stored_bytes: q("SELECT SUM(stored_len) FROM chunks")? as u64,
@@ -1157,7 +1168,12 @@ impl Registry {
     ///
     /// # Errors
     /// Registry failures.
-    pub fn add_pack(&mut self, name: &str, size: u64, entries: &[PackEntry]) -> Result<(), StoreError> {
+    pub fn add_pack(
+        &mut self,
+        name: &str,
+        size: u64,
+        entries: &[PackEntry],
+    ) -> Result<(), StoreError> {
         let created = now();
         self.write(|tx| {
             tx.execute(

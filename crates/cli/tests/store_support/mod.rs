@@ -69,7 +69,9 @@ impl StoreWs {
 }
 
 fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -84,11 +86,24 @@ fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) {
 pub fn set_mtime(path: &Path, seconds: i64, nanos: i64) {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     let times = [
-        libc::timespec { tv_sec: seconds, tv_nsec: nanos },
-        libc::timespec { tv_sec: seconds, tv_nsec: nanos },
+        libc::timespec {
+            tv_sec: seconds,
+            tv_nsec: nanos,
+        },
+        libc::timespec {
+            tv_sec: seconds,
+            tv_nsec: nanos,
+        },
     ];
     // SAFETY: a valid C string and two timespecs, as utimensat requires.
-    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
     assert_eq!(rc, 0, "utimensat {path:?}");
 }
 
@@ -116,7 +131,9 @@ pub fn make_tree(root: &Path, big: u64) {
         .symlink("link-rel", "docs/small.txt")
         .symlink("docs/dangling", "../nowhere/at/all");
     // A compressible file.
-    let text: String = (0..200_000).map(|i| format!("line {i} of a log\n")).collect();
+    let text: String = (0..200_000)
+        .map(|i| format!("line {i} of a log\n"))
+        .collect();
     fs::write(root.join("docs/log.txt"), text).unwrap();
     let mut t = 1_600_000_000i64;
     for (rel, _) in snapshot(root).into_iter().rev() {
@@ -139,7 +156,10 @@ pub fn pause(ms: u64) {
 
 /// Seconds since the epoch.
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// The ids printed by a put (`ID  NAME` lines), by name.
@@ -148,7 +168,10 @@ pub fn put_ids(out: &Outcome) -> Vec<(String, String)> {
         .lines()
         .filter_map(|l| {
             let (id, name) = l.split_once("  ")?;
-            Some((id.to_owned(), name.trim_end_matches("  (unchanged)").to_owned()))
+            Some((
+                id.to_owned(),
+                name.trim_end_matches("  (unchanged)").to_owned(),
+            ))
         })
         .collect()
 }
