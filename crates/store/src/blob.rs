@@ -88,6 +88,22 @@ pub fn open_in_place<'a>(
     Ok(&mut body[..len - TAG_LEN])
 }
 
+/// Seals `plaintext` into a new blob with the given salt (test vectors;
+/// everything else uses [`seal`], which draws a random salt).
+pub fn seal_with_salt(
+    keys: &StoreKeys,
+    aad: &[u8],
+    plaintext: &[u8],
+    salt: &[u8; BLOB_SALT_LEN],
+) -> Vec<u8> {
+    let mut blob = vec![0u8; plaintext.len() + BLOB_OVERHEAD];
+    blob[..BLOB_SALT_LEN].copy_from_slice(salt);
+    blob[BLOB_SALT_LEN..BLOB_SALT_LEN + plaintext.len()].copy_from_slice(plaintext);
+    let (salt, body) = blob.split_at_mut(BLOB_SALT_LEN);
+    cipher(keys, salt, aad, body.len()).seal_in_place(0, true, body);
+    blob
+}
+
 /// Seals `plaintext` into a new blob.
 ///
 /// # Errors

@@ -72,8 +72,23 @@ impl StoreKeys {
         Zeroizing::new(*hasher.finalize().as_bytes())
     }
 
+    /// The keyed-BLAKE3 key of chunk ids (test vectors only).
+    pub fn chunk_id_key(&self) -> &[u8; KEY_LEN] {
+        &self.chunk_id
+    }
+
+    /// The blob key (test vectors only).
+    pub fn blob_base_key(&self) -> &[u8; KEY_LEN] {
+        &self.blob
+    }
+
+    /// The file-hash key (test vectors only).
+    pub fn file_hash_key(&self) -> &[u8; KEY_LEN] {
+        &self.file_hash
+    }
+
     /// The master key that seals manifests (as cryptstream containers).
-    pub(crate) fn manifest_key(&self) -> &MasterKey {
+    pub fn manifest_key(&self) -> &MasterKey {
         &self.manifest
     }
 
