@@ -248,3 +248,61 @@ fn a_wrong_key_is_refused_in_one_line() {
         .failure()
         .stderr_has("already exists");
 }
+
+#[test]
+fn a_passphrase_store_opens_with_the_passphrase_only() {
+    let ws = Workspace::new();
+    let store = ws.path("pstore");
+    let pass = ws.path("pass");
+    fs::write(&pass, "correct horse\n").unwrap();
+    let mut init = cryptstream();
+    init.args(["store", "--store"])
+        .arg(&store)
+        .arg("--passphrase-file")
+        .arg(&pass)
+        .args(FAST_KDF)
+        .arg("init");
+    run(&mut init).success();
+    let src = ws.path("p.bin");
+    write_random_file(&src, 300_000, 5, 0o600);
+    let mut put = cryptstream();
+    put.args(["store", "--store"])
+        .arg(&store)
+        .env(PASSPHRASE_ENV, "correct horse")
+        .arg("put")
+        .arg(&src);
+    run(&mut put).success();
+    let mut get = cryptstream();
+    get.args(["store", "--store"])
+        .arg(&store)
+        .env(PASSPHRASE_ENV, "correct horse")
+        .args(["get", "p.bin"])
+        .arg(ws.path("o"));
+    run(&mut get).success();
+    assert_eq!(
+        fs::read(ws.path("o/p.bin")).unwrap(),
+        fs::read(&src).unwrap()
+    );
+    let mut wrong = cryptstream();
+    wrong
+        .args(["store", "--store"])
+        .arg(&store)
+        .env(PASSPHRASE_ENV, "wrong")
+        .arg("list");
+    let out = run(&mut wrong);
+    out.failure();
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+}
+
+#[test]
+fn a_name_that_is_not_utf8_is_refused_and_the_rest_is_stored() {
+    use std::os::unix::ffi::OsStrExt;
+    let s = StoreWs::new(&[]);
+    let src = s.ws.path("nu");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join(std::ffi::OsStr::from_bytes(b"bad\xffname")), b"x").unwrap();
+    fs::write(src.join("good"), b"y").unwrap();
+    let out = s.run("put", &[&src]);
+    out.failure().stderr_has("not UTF-8");
+    s.run("get", &[&"nu/good", &s.ws.path("o")]).success();
+}

@@ -336,6 +336,8 @@ struct Entry {
     path: PathBuf,
     name: String,
     meta: Metadata,
+    /// The name is not UTF-8 (shown lossily; the entry is refused).
+    bad_name: bool,
 }
 
 fn source_stat(path: &Path, meta: &Metadata) -> SourceStat {
@@ -369,16 +371,23 @@ fn now() -> i64 {
 
 /// Walks `path` (named `name` in the store) depth first in name order,
 /// calling `each` for every entry; returns false when `each` asked to stop.
-fn walk(path: &Path, name: String, meta: Metadata, each: &mut dyn FnMut(Entry) -> bool) -> bool {
+fn walk(
+    path: &Path,
+    name: String,
+    meta: Metadata,
+    bad_name: bool,
+    each: &mut dyn FnMut(Entry) -> bool,
+) -> bool {
     let is_dir = meta.is_dir();
     if !each(Entry {
         path: path.to_path_buf(),
         name: name.clone(),
         meta,
+        bad_name,
     }) {
         return false;
     }
-    if !is_dir {
+    if !is_dir || bad_name {
         return true;
     }
     let mut children: Vec<_> = match std::fs::read_dir(path) {
@@ -395,7 +404,13 @@ fn walk(path: &Path, name: String, meta: Metadata, each: &mut dyn FnMut(Entry) -
         let Ok(meta) = std::fs::symlink_metadata(&child_path) else {
             continue;
         };
-        if !walk(&child_path, child_name, meta, each) {
+        if !walk(
+            &child_path,
+            child_name,
+            meta,
+            child.to_str().is_none(),
+            each,
+        ) {
             return false;
         }
     }
@@ -507,7 +522,7 @@ impl Store {
                     }
                 };
                 let absolute = std::path::absolute(path).unwrap_or_else(|_| path.clone());
-                walk(&absolute, name, meta, &mut |entry| {
+                walk(&absolute, name, meta, false, &mut |entry| {
                     if stop(&consumer) {
                         return false;
                     }
@@ -551,6 +566,19 @@ fn submit_entry<'env, C: FnMut(Item)>(
     seed: u64,
 ) {
     let meta = &entry.meta;
+    if entry.bad_name {
+        (consumer.borrow_mut().report)(&PutReport {
+            name: entry.name,
+            uid: None,
+            kind: Kind::File,
+            size: 0,
+            stored: 0,
+            outcome: PutOutcome::Failed(
+                "its name is not UTF-8; not stored (with what is below it)".into(),
+            ),
+        });
+        return;
+    }
     let kind = if meta.is_dir() {
         Kind::Dir
     } else if meta.file_type().is_symlink() {

@@ -12,8 +12,12 @@ use cryptstream_store::StoreKeys;
 fn doc_vectors() -> BTreeMap<String, String> {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/STORE.md"))
         .expect("docs/STORE.md is readable");
-    let start = doc.find("<!-- vectors -->").expect("the vectors start marker");
-    let end = doc.find("<!-- /vectors -->").expect("the vectors end marker");
+    let start = doc
+        .find("<!-- vectors -->")
+        .expect("the vectors start marker");
+    let end = doc
+        .find("<!-- /vectors -->")
+        .expect("the vectors end marker");
     doc[start..end]
         .lines()
         .filter_map(|line| {
