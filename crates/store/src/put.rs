@@ -22,6 +22,14 @@ use crate::{Progress, Settings, Store, StoreError};
 const REF_FLUSH: usize = 65_536;
 /// Files waiting for a pack commit before one is forced.
 const READ_DONE_FLUSH: usize = 4096;
+/// Files up to this size are read whole into one buffer (a large file is
+/// streamed through the chunker's buffer instead).
+const WHOLE_FILE_MAX: u64 = 8 * 1024 * 1024;
+/// Bytes of a large chunk compressed first, to see whether it shrinks.
+const SAMPLE_LEN: usize = 64 * 1024;
+/// A sample compressed to at least this percentage of its size means the
+/// chunk is stored uncompressed.
+const INCOMPRESSIBLE_PERCENT: usize = 97;
 /// Bytes a chunk task accounts for beyond twice its length.
 const TASK_OVERHEAD: u64 = 4096;
 
@@ -309,9 +317,17 @@ fn seal_chunk(keys: &StoreKeys, level: i32, data: &[u8]) -> Result<Sealed, Strin
             *slot = zstd::bulk::Compressor::new(level).ok().map(|c| (level, c));
         }
         let (_, compressor) = slot.as_mut()?;
-        compressor
-            .compress_to_buffer(data, &mut blob[BLOB_SALT_LEN..BLOB_SALT_LEN + bound])
-            .ok()
+        let out = &mut blob[BLOB_SALT_LEN..BLOB_SALT_LEN + bound];
+        // A large chunk whose first SAMPLE_LEN bytes do not shrink is
+        // taken as incompressible (random, already compressed, encrypted)
+        // and not compressed: that costs a 64 KiB trial, not a full pass.
+        if len > 2 * SAMPLE_LEN {
+            let n = compressor.compress_to_buffer(&data[..SAMPLE_LEN], &mut *out).ok()?;
+            if n * 100 >= SAMPLE_LEN * INCOMPRESSIBLE_PERCENT {
+                return None;
+            }
+        }
+        compressor.compress_to_buffer(data, out).ok()
     });
     let (body_len, compression) = match compressed {
         Some(n) if n < len => (n, COMPRESSION_ZSTD),
@@ -684,31 +700,62 @@ fn submit_entry<'env, C: FnMut(Item)>(
     ordered.submit(0, move |_| Item::Begin(pending));
     let mut bytes = 0u64;
     let mut error = None;
-    if let Some((file, _)) = file {
-        let chunks = StreamCDC::with_level_and_seed(
-            file,
-            chunker.min,
-            chunker.avg,
-            chunker.max,
-            Normalization::Level1,
-            seed,
-        );
-        for chunk in chunks {
-            if opts.cancel.is_cancelled() || consumer.borrow().failed.is_some() {
-                error = Some("interrupted".to_owned());
-                break;
-            }
-            match chunk {
-                Ok(chunk) => {
-                    let data = chunk.data;
-                    bytes += data.len() as u64;
-                    let cost = 2 * data.len() as u64 + TASK_OVERHEAD;
-                    ordered.submit(cost, move |_| Item::Chunk(seal_chunk(keys, level, &data)));
-                    crate::hooks::after_chunk();
+    if let Some((mut file, stat)) = file {
+        if stat.len() <= WHOLE_FILE_MAX {
+            // A small file is read whole once and its chunks are slices of
+            // that one buffer (no per-file chunker buffer, no copies).
+            let mut data = Vec::with_capacity(stat.len() as usize + 1);
+            match std::io::Read::read_to_end(&mut file, &mut data) {
+                Ok(_) => {
+                    let data = std::sync::Arc::new(data);
+                    bytes = data.len() as u64;
+                    let cuts = fastcdc::v2020::FastCDC::with_level_and_seed(
+                        &data,
+                        chunker.min,
+                        chunker.avg,
+                        chunker.max,
+                        Normalization::Level1,
+                        seed,
+                    );
+                    let cuts: Vec<(usize, usize)> =
+                        cuts.map(|c| (c.offset, c.length)).collect();
+                    for (offset, length) in cuts {
+                        let data = data.clone();
+                        let cost = 2 * length as u64 + TASK_OVERHEAD;
+                        ordered.submit(cost, move |_| {
+                            Item::Chunk(seal_chunk(keys, level, &data[offset..offset + length]))
+                        });
+                        crate::hooks::after_chunk();
+                    }
                 }
-                Err(e) => {
-                    error = Some(format!("read error: {e}"));
+                Err(e) => error = Some(format!("read error: {e}")),
+            }
+        } else {
+            let chunks = StreamCDC::with_level_and_seed(
+                file,
+                chunker.min,
+                chunker.avg,
+                chunker.max,
+                Normalization::Level1,
+                seed,
+            );
+            for chunk in chunks {
+                if opts.cancel.is_cancelled() || consumer.borrow().failed.is_some() {
+                    error = Some("interrupted".to_owned());
                     break;
+                }
+                match chunk {
+                    Ok(chunk) => {
+                        let data = chunk.data;
+                        bytes += data.len() as u64;
+                        let cost = 2 * data.len() as u64 + TASK_OVERHEAD;
+                        ordered.submit(cost, move |_| Item::Chunk(seal_chunk(keys, level, &data)));
+                        crate::hooks::after_chunk();
+                    }
+                    Err(e) => {
+                        error = Some(format!("read error: {e}"));
+                        break;
+                    }
                 }
             }
         }
