@@ -322,7 +322,9 @@ fn seal_chunk(keys: &StoreKeys, level: i32, data: &[u8]) -> Result<Sealed, Strin
         // taken as incompressible (random, already compressed, encrypted)
         // and not compressed: that costs a 64 KiB trial, not a full pass.
         if len > 2 * SAMPLE_LEN {
-            let n = compressor.compress_to_buffer(&data[..SAMPLE_LEN], &mut *out).ok()?;
+            let n = compressor
+                .compress_to_buffer(&data[..SAMPLE_LEN], &mut *out)
+                .ok()?;
             if n * 100 >= SAMPLE_LEN * INCOMPRESSIBLE_PERCENT {
                 return None;
             }
@@ -717,8 +719,7 @@ fn submit_entry<'env, C: FnMut(Item)>(
                         Normalization::Level1,
                         seed,
                     );
-                    let cuts: Vec<(usize, usize)> =
-                        cuts.map(|c| (c.offset, c.length)).collect();
+                    let cuts: Vec<(usize, usize)> = cuts.map(|c| (c.offset, c.length)).collect();
                     for (offset, length) in cuts {
                         let data = data.clone();
                         let cost = 2 * length as u64 + TASK_OVERHEAD;
