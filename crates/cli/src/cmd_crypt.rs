@@ -23,7 +23,7 @@ use crate::progress::Reporter;
 use crate::secrets::SecretArgs;
 
 /// Exit code after SIGINT/SIGTERM, as a shell reports a process killed by SIGINT.
-const EXIT_INTERRUPTED: u8 = 130;
+pub(crate) const EXIT_INTERRUPTED: u8 = 130;
 
 /// The AEAD to use for new files.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -262,7 +262,7 @@ impl RunArgs {
     }
 }
 
-fn default_workers() -> usize {
+pub(crate) fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
@@ -287,7 +287,7 @@ impl CryptArgs {
 }
 
 /// Flags set by SIGINT/SIGTERM; a second signal exits at once with 130.
-fn cancel_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+pub(crate) fn cancel_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     let cancel = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register_conditional_shutdown(

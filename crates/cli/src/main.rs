@@ -11,10 +11,12 @@ mod cmd_gen;
 mod cmd_inspect;
 mod cmd_keygen;
 mod cmd_net;
+mod cmd_store;
 mod messages;
 mod process;
 mod progress;
 mod secrets;
+mod store_shell;
 
 use std::process::ExitCode;
 
@@ -52,6 +54,8 @@ enum Command {
     Serve(cmd_net::ServeArgs),
     /// Send files and folders to a `serve`, over parallel TLS connections.
     Send(cmd_net::SendArgs),
+    /// The chunked, encrypted, deduplicating store: init, put, get, list, delete, gc, stat, verify, reindex, shell.
+    Store(cmd_store::StoreArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(cmd_docs::CompletionsArgs),
     /// Print the manual page, or write one per subcommand with --out-dir.
@@ -112,6 +116,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => cmd_bench::run(args).map(|()| ExitCode::SUCCESS),
         Command::Serve(args) => cmd_net::run_serve(args),
         Command::Send(args) => cmd_net::run_send(args),
+        Command::Store(args) => cmd_store::run(args),
         Command::Completions(args) => cmd_docs::run_completions(args, Cli::command()),
         Command::Man(args) => cmd_docs::run_man(args, Cli::command()),
     };
@@ -152,13 +157,16 @@ fn debug_hooks() {
         if std::env::var_os("CRYPTSTREAM_DEBUG_NO_TMPFILE").is_some() {
             cryptstream_output::force_named_temp_files();
         }
+        if let Some(ms) = number("CRYPTSTREAM_DEBUG_STORE_DELAY_MS") {
+            cryptstream_store::hooks::set_delay_ms(ms);
+        }
         if std::env::var_os("CRYPTSTREAM_DEBUG_ANNOUNCE_DERIVE").is_some() {
             cryptstream_engine::hooks::announce_derivations();
         }
     }
 }
 
-fn one_line(err: &anyhow::Error) -> String {
+pub(crate) fn one_line(err: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in err.chain() {
         let text = cause.to_string();

@@ -1,0 +1,640 @@
+//! `cryptstream store ...`: flags into calls of `cryptstream-store`, results
+//! into lines, JSON and exit codes.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Context;
+use cryptstream_format::Keyring;
+use cryptstream_pool::{Cancel, Pool};
+use cryptstream_store::{
+    format_uid, ChunkerParams, FileRow, GetOptions, PutOptions, PutOutcome, Settings, Store,
+    DEFAULT_MAX_MEMORY,
+};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::cmd_crypt::{cancel_on_signals, default_workers, EXIT_INTERRUPTED};
+use crate::messages;
+use crate::secrets::SecretArgs;
+
+/// The environment variable that names the store directory.
+pub const STORE_ENV: &str = "CRYPTSTREAM_STORE";
+
+/// Options of every store command.
+#[derive(clap::Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// The store directory.
+    #[arg(long, global = true, value_name = "DIR", env = STORE_ENV)]
+    pub store: Option<PathBuf>,
+    #[command(flatten)]
+    pub secrets: SecretArgs,
+    /// Worker threads (default: one per core).
+    #[arg(long, global = true, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Bytes of chunks in flight at most, for put, get and verify (e.g. 64MiB).
+    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size,
+          default_value_t = DEFAULT_MAX_MEMORY)]
+    pub max_memory: u64,
+    /// No progress bar.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: StoreCommand,
+}
+
+/// The store subcommands.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum StoreCommand {
+    /// Create a store: config (master key wrapped under your key), data area, registry.
+    Init(InitArgs),
+    /// Store files and trees; prints the id of each new entry.
+    Put(PutArgs),
+    /// Restore entries by id or name (a directory's name brings its tree): get SEL... [DEST].
+    Get(GetArgs),
+    /// List the stored entries (newest version of each name).
+    List(ListArgs),
+    /// Delete entries by id or name (space comes back with `gc`).
+    Delete(DeleteArgs),
+    /// Reclaim the space of deleted entries and of killed puts; safe while puts run.
+    Gc,
+    /// Totals: entries, bytes, dedup and compression ratios.
+    Stat(JsonArgs),
+    /// Check that every referenced chunk exists; --read-data reads and authenticates them all.
+    Verify(VerifyArgs),
+    /// Rebuild the registry from the packs and manifests alone.
+    Reindex,
+    /// An interactive prompt: put/get/delete as background jobs, jobs, list, exit.
+    Shell,
+}
+
+/// `store init`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct InitArgs {
+    /// Smallest chunk (FastCDC minimum).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size32, default_value_t = ChunkerParams::DEFAULT.min)]
+    pub chunk_min: u32,
+    /// Average chunk.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size32, default_value_t = ChunkerParams::DEFAULT.avg)]
+    pub chunk_avg: u32,
+    /// Largest chunk.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size32, default_value_t = ChunkerParams::DEFAULT.max)]
+    pub chunk_max: u32,
+    /// Size at which a pack file is closed.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value_t = Settings::DEFAULT.pack_target)]
+    pub pack_target: u64,
+    /// zstd level for chunks.
+    #[arg(long, value_name = "N", default_value_t = Settings::DEFAULT.zstd_level)]
+    pub zstd_level: i32,
+}
+
+/// `store put`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PutArgs {
+    /// Files and directories to store.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Read every file, even those whose size, mtime, ctime and inode match the registry.
+    #[arg(long, alias = "no-cache")]
+    pub force_read: bool,
+    /// Print a JSON summary on stdout instead of one line per entry.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `store get`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GetArgs {
+    /// Ids or names, then optionally the destination directory (default: the current directory).
+    #[arg(required = true, value_name = "SEL... [DEST]")]
+    pub args: Vec<String>,
+    /// Replace existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `store list`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ListArgs {
+    /// Every version, not only the newest of each name.
+    #[arg(long)]
+    pub all: bool,
+    /// JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `store delete`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DeleteArgs {
+    /// Ids or names.
+    #[arg(required = true)]
+    pub selectors: Vec<String>,
+}
+
+/// A `--json` flag.
+#[derive(clap::Args, Debug, Clone)]
+pub struct JsonArgs {
+    /// JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `store verify`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct VerifyArgs {
+    /// Read, authenticate, decompress and hash every chunk.
+    #[arg(long)]
+    pub read_data: bool,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    cryptstream_workload::parse_size(text).map_err(|e| e.to_string())
+}
+
+fn parse_size32(text: &str) -> Result<u32, String> {
+    u32::try_from(parse_size(text)?).map_err(|_| "too large".to_owned())
+}
+
+/// Progress: a bar on stderr when it is a terminal, and counters that a
+/// shell job shows on `jobs`.
+pub struct Bar(Option<ProgressBar>, Option<Arc<JobCounters>>);
+
+/// Bytes done and total of a job.
+#[derive(Default)]
+pub struct JobCounters {
+    /// Bytes done.
+    pub done: std::sync::atomic::AtomicU64,
+    /// Bytes in all, when known.
+    pub total: std::sync::atomic::AtomicU64,
+}
+
+impl Bar {
+    /// Counters only (a shell job).
+    pub fn counters(counters: Arc<JobCounters>) -> Bar {
+        Bar(None, Some(counters))
+    }
+
+    /// A bar titled `what`, hidden when `quiet` or stderr is no terminal.
+    pub fn new(what: &str, quiet: bool) -> Bar {
+        Bar(
+            (!quiet && std::io::stderr().is_terminal()).then(|| {
+                let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                    )
+                    .expect("the progress template is valid")
+                    .progress_chars("=> "),
+                );
+                bar.set_message(what.to_owned());
+                bar
+            }),
+            None,
+        )
+    }
+
+    fn suspend(&self, f: impl FnOnce()) {
+        match &self.0 {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl cryptstream_store::Progress for Bar {
+    fn set_total(&self, bytes: u64) {
+        if let Some(bar) = &self.0 {
+            bar.set_length(bytes);
+        }
+        if let Some(c) = &self.1 {
+            c.total.store(bytes, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn advance(&self, bytes: u64) {
+        if let Some(bar) = &self.0 {
+            bar.inc(bytes);
+        }
+        if let Some(c) = &self.1 {
+            c.done
+                .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// The store directory from `--store` or `CRYPTSTREAM_STORE`.
+pub fn store_dir(args: &StoreArgs) -> anyhow::Result<PathBuf> {
+    args.store
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no store given: use --store DIR or set {STORE_ENV}"))
+}
+
+/// Opens and unlocks the store (a passphrase key is derived once,
+/// cancellably).
+pub fn open_store(dir: &Path, keyring: &Keyring, cancel: &AtomicBool) -> anyhow::Result<Store> {
+    let locked = Store::open_local(dir)?;
+    let header = locked.key_header()?;
+    cryptstream_engine::keys::derive_for_header(&header, keyring, cancel)?;
+    locked
+        .unlock(keyring)
+        .with_context(|| format!("{}: cannot open the store", dir.display()))
+}
+
+/// Runs `store ...`.
+pub fn run(args: &StoreArgs) -> anyhow::Result<ExitCode> {
+    let dir = store_dir(args)?;
+    let cancel_flag = cancel_on_signals()?;
+    if let StoreCommand::Init(init) = &args.command {
+        let keyring = args.secrets.keyring(true)?;
+        let key = cryptstream_engine::keys::encryption_key(
+            &keyring,
+            args.secrets.kdf_params(),
+            &cancel_flag,
+        )?;
+        let settings = Settings {
+            chunker: ChunkerParams {
+                min: init.chunk_min,
+                avg: init.chunk_avg,
+                max: init.chunk_max,
+            },
+            zstd_level: init.zstd_level,
+            pack_target: init.pack_target,
+        };
+        Store::init_local(&dir, &key, &settings)?;
+        messages::note(format_args!("created store {}", dir.display()));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let keyring = Arc::new(args.secrets.keyring(false)?);
+    let mut store = open_store(&dir, &keyring, &cancel_flag)?;
+    let workers = args.workers.unwrap_or_else(default_workers).max(1);
+    let cancel = Cancel::from_flag(cancel_flag.clone());
+    let interrupted = || ExitCode::from(EXIT_INTERRUPTED);
+    match &args.command {
+        StoreCommand::Init(_) => unreachable!("handled above"),
+        StoreCommand::Put(put) => {
+            let pool = Pool::new(workers);
+            let bar = Bar::new("put", args.quiet);
+            let code = run_put(
+                &mut store,
+                &pool,
+                put,
+                args.max_memory,
+                &cancel,
+                &bar,
+                &mut std::io::stdout(),
+            )?;
+            bar.finish();
+            Ok(code)
+        }
+        StoreCommand::Get(get) => {
+            let pool = Pool::new(workers);
+            let bar = Bar::new("get", args.quiet);
+            let code = run_get(&mut store, &pool, get, args.max_memory, &cancel, &bar)?;
+            bar.finish();
+            Ok(code)
+        }
+        StoreCommand::List(list) => {
+            run_list(&store, list, &mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        StoreCommand::Delete(delete) => {
+            let rows = store.delete(&delete.selectors)?;
+            for row in &rows {
+                println!("{}  {}", format_uid(row.record.uid), row.record.name);
+            }
+            messages::note(format_args!(
+                "deleted {} entries; run `store gc` to reclaim their space",
+                rows.len()
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        StoreCommand::Gc => {
+            let bar = Bar::new("gc", args.quiet);
+            let report = store.gc(&bar)?;
+            bar.finish();
+            messages::note(format_args!(
+                "gc: {} chunks removed, {} packs deleted, {} rewritten, {} reclaimed; \
+                 {} files of killed puts recovered, {} dropped; {} orphan objects deleted, {} kept (a put was running)",
+                report.chunks_removed,
+                report.packs_deleted,
+                report.packs_rewritten,
+                cryptstream_workload::format_size(report.bytes_reclaimed),
+                report.files_recovered,
+                report.files_dropped,
+                report.orphans_deleted,
+                report.orphans_kept
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        StoreCommand::Stat(json) => {
+            run_stat(&store, json.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        StoreCommand::Verify(verify) => {
+            let pool = Pool::new(workers);
+            let bar = Bar::new("verify", args.quiet);
+            let problems =
+                store.verify(&pool, verify.read_data, args.max_memory, &bar, &mut |p| {
+                    bar.suspend(|| messages::error(p))
+                })?;
+            bar.finish();
+            if cancel.is_cancelled() {
+                return Ok(interrupted());
+            }
+            if problems > 0 {
+                messages::error(format_args!("verify: {problems} problems found"));
+                return Ok(ExitCode::from(1));
+            }
+            let totals = store.totals()?;
+            messages::note(format_args!(
+                "verify: ok ({} entries, {} chunks{})",
+                totals.files,
+                totals.chunks,
+                if verify.read_data {
+                    ", all data read"
+                } else {
+                    ""
+                }
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        StoreCommand::Reindex => {
+            let report = store.reindex(&cryptstream_store::NoProgress)?;
+            for p in &report.problems {
+                messages::error(p);
+            }
+            messages::note(format_args!(
+                "reindex: {} packs, {} chunks, {} entries",
+                report.packs, report.chunks, report.files
+            ));
+            Ok(if report.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        StoreCommand::Shell => crate::store_shell::run(args, &dir, keyring, store, workers),
+    }
+}
+
+/// `put`, shared with the shell. Lines go to `out`.
+pub fn run_put(
+    store: &mut Store,
+    pool: &Pool,
+    args: &PutArgs,
+    max_memory: u64,
+    cancel: &Cancel,
+    bar: &Bar,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
+    let opts = PutOptions {
+        max_memory,
+        force_read: args.force_read,
+        cancel: cancel.clone(),
+    };
+    if bar.0.is_some() {
+        cryptstream_store::Progress::set_total(bar, total_size(&args.paths));
+    }
+    let mut entries = Vec::new();
+    let (mut stored, mut unchanged, mut failed, mut new_bytes) = (0u64, 0u64, 0u64, 0u64);
+    let result = store.put(pool, &args.paths, &opts, bar, &mut |r| {
+        let uid = r.uid.map(format_uid).unwrap_or_default();
+        let status = match &r.outcome {
+            PutOutcome::Stored => {
+                stored += 1;
+                new_bytes += r.stored;
+                if !args.json {
+                    let _ = writeln!(out, "{uid}  {}", r.name);
+                    let _ = out.flush();
+                }
+                "stored".to_owned()
+            }
+            PutOutcome::Unchanged => {
+                unchanged += 1;
+                if !args.json {
+                    let _ = writeln!(out, "{uid}  {}  (unchanged)", r.name);
+                }
+                "unchanged".to_owned()
+            }
+            PutOutcome::Skipped(why) => {
+                bar.suspend(|| messages::note(format_args!("{}: skipped: {why}", r.name)));
+                "skipped".to_owned()
+            }
+            PutOutcome::Failed(why) => {
+                failed += 1;
+                bar.suspend(|| messages::error(format_args!("{}: {why}", r.name)));
+                format!("failed: {why}")
+            }
+        };
+        if args.json {
+            entries.push(serde_json::json!({
+                "id": uid, "name": r.name, "kind": r.kind.name(), "size": r.size,
+                "stored_bytes": r.stored, "status": status,
+            }));
+        }
+    });
+    let cancelled = matches!(result, Err(cryptstream_store::StoreError::Cancelled));
+    if !cancelled {
+        result?;
+    }
+    if args.json {
+        let summary = serde_json::json!({
+            "files": entries, "stored": stored, "unchanged": unchanged, "failed": failed,
+            "new_bytes": new_bytes, "interrupted": cancelled,
+        });
+        writeln!(out, "{summary}")?;
+    }
+    bar.suspend(|| {
+        messages::note(format_args!(
+            "put: {stored} stored ({} new), {unchanged} unchanged, {failed} failed",
+            cryptstream_workload::format_size(new_bytes)
+        ))
+    });
+    Ok(if cancelled {
+        ExitCode::from(EXIT_INTERRUPTED)
+    } else if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The bytes below `paths` (a quick stat-only walk, for the bar's ETA).
+fn total_size(paths: &[PathBuf]) -> u64 {
+    fn walk(path: &Path, follow: bool) -> u64 {
+        let meta = if follow {
+            std::fs::metadata(path)
+        } else {
+            std::fs::symlink_metadata(path)
+        };
+        match meta {
+            Ok(m) if m.is_dir() => std::fs::read_dir(path)
+                .map(|entries| entries.flatten().map(|e| walk(&e.path(), false)).sum())
+                .unwrap_or(0),
+            Ok(m) if m.is_file() => m.len(),
+            _ => 0,
+        }
+    }
+    paths.iter().map(|p| walk(p, true)).sum()
+}
+
+/// Splits `get` arguments into selectors and destination (with two or
+/// more, the last is the destination, as for `cp`).
+pub fn get_targets(args: &[String]) -> (Vec<String>, PathBuf) {
+    if args.len() >= 2 {
+        let (sel, dest) = args.split_at(args.len() - 1);
+        (sel.to_vec(), PathBuf::from(&dest[0]))
+    } else {
+        (args.to_vec(), PathBuf::from("."))
+    }
+}
+
+/// `get`, shared with the shell.
+pub fn run_get(
+    store: &mut Store,
+    pool: &Pool,
+    args: &GetArgs,
+    max_memory: u64,
+    cancel: &Cancel,
+    bar: &Bar,
+) -> anyhow::Result<ExitCode> {
+    let (selectors, dest) = get_targets(&args.args);
+    let opts = GetOptions {
+        max_memory,
+        overwrite: args.force,
+        umask: cryptstream_engine::process_umask(),
+        cancel: cancel.clone(),
+    };
+    let (mut ok, mut failed) = (0u64, 0u64);
+    let result = store.get(
+        pool,
+        &selectors,
+        &dest,
+        &opts,
+        bar,
+        &mut |r| match &r.error {
+            None => ok += 1,
+            Some(why) => {
+                failed += 1;
+                bar.suspend(|| messages::error(format_args!("{}: {why}", r.path.display())));
+            }
+        },
+    );
+    if matches!(result, Err(cryptstream_store::StoreError::Cancelled)) {
+        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+    }
+    result?;
+    bar.suspend(|| messages::note(format_args!("get: {ok} restored, {failed} failed")));
+    Ok(if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// A Unix time as `YYYY-MM-DD HH:MM:SS` (UTC).
+fn format_time(seconds: i64) -> String {
+    let days = seconds.div_euclid(86_400);
+    let secs = seconds.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+fn row_json(row: &FileRow) -> serde_json::Value {
+    serde_json::json!({
+        "id": format_uid(row.record.uid), "name": row.record.name, "kind": row.record.kind.name(),
+        "size": row.record.size, "chunks": row.record.chunks, "stored_bytes": row.stored,
+        "status": row.status, "mode": format!("{:o}", row.record.mode),
+        "created": row.record.created, "date": format_time(row.record.created),
+    })
+}
+
+/// `list`, shared with the shell.
+pub fn run_list(store: &Store, args: &ListArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    if args.json {
+        let mut rows = Vec::new();
+        store.list(args.all, |row| {
+            rows.push(row_json(&row));
+            Ok(())
+        })?;
+        writeln!(out, "{}", serde_json::Value::Array(rows))?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<16}  {:>12}  {:>6}  {:>12}  {:<8}  {:<19}  {:<7}  NAME",
+        "ID", "SIZE", "CHUNKS", "STORED", "STATUS", "DATE", "KIND"
+    )?;
+    let mut failed = None;
+    store.list(args.all, |row| {
+        if let Err(e) = writeln!(
+            out,
+            "{:<16}  {:>12}  {:>6}  {:>12}  {:<8}  {:<19}  {:<7}  {}",
+            format_uid(row.record.uid),
+            row.record.size,
+            row.record.chunks,
+            row.stored,
+            row.status,
+            format_time(row.record.created),
+            row.record.kind.name(),
+            messages::escape_controls(&row.record.name)
+        ) {
+            failed.get_or_insert(e);
+        }
+        Ok(())
+    })?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+pub fn run_stat(store: &Store, json: bool) -> anyhow::Result<()> {
+    let t = store.totals()?;
+    let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+    let dedup = ratio(t.logical_bytes, t.unique_bytes);
+    let compression = ratio(t.unique_bytes, t.stored_bytes);
+    if json {
+        let mut value = serde_json::to_value(&t)?;
+        value["dedup_ratio"] = serde_json::json!(dedup);
+        value["compression_ratio"] = serde_json::json!(compression);
+        println!("{value}");
+        return Ok(());
+    }
+    let size = cryptstream_workload::format_size;
+    println!("entries:            {}", t.files);
+    println!("logical size:       {}", size(t.logical_bytes));
+    println!(
+        "chunks:             {} ({} references)",
+        t.chunks, t.chunk_refs
+    );
+    println!("unique data:        {}", size(t.unique_bytes));
+    println!("stored (sealed):    {}", size(t.stored_bytes));
+    println!("packs:              {} ({})", t.packs, size(t.pack_bytes));
+    println!("dedup ratio:        {dedup:.2}");
+    println!("compression ratio:  {compression:.2}");
+    Ok(())
+}

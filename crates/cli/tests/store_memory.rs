@@ -1,0 +1,62 @@
+//! Memory bound of put and get: with `--max-memory 64MiB`, a 256 MiB file
+//! goes in and comes back with a peak RSS under 64 MiB plus a fixed
+//! overhead (`OVERHEAD`, measured: see docs/STORE.md "Memory"). The full
+//! 4 GiB and 1,000,000-chunk measurements are `benchsuite/store-memory.sh`.
+//! This binary holds one test, so the children's peak RSS is this test's.
+
+mod common;
+mod store_support;
+
+use std::fs;
+
+use common::*;
+use store_support::*;
+
+/// The budget given to put and get.
+const BUDGET_MIB: u64 = 64;
+/// Fixed overhead allowed above the budget: the binary, SQLite's page
+/// cache (8 MiB), the chunker's buffer (one maximum chunk), the pool's
+/// queued tasks and allocator slack.
+const OVERHEAD_MIB: u64 = 64;
+
+fn children_max_rss_kib() -> u64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct we pass; RUSAGE_CHILDREN covers
+    // every child this process has waited for.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr()) };
+    assert_eq!(rc, 0);
+    // SAFETY: initialised by getrusage above.
+    unsafe { usage.assume_init() }.ru_maxrss as u64
+}
+
+#[test]
+fn put_and_get_of_a_256_mib_file_stay_under_the_budget() {
+    let s = StoreWs::new(&[]);
+    let src = s.ws.path("big.bin");
+    write_random_file(&src, 256 * MIB, 99, 0o644);
+    let budget = format!("{BUDGET_MIB}MiB");
+    let mut put = s.cmd("put");
+    put.args(["--workers", "8", "--max-memory", &budget])
+        .arg(&src);
+    // Flags are global to `store`, so they may follow the subcommand.
+    run(&mut put).success();
+    let after_put = children_max_rss_kib();
+    let dest = s.ws.path("out");
+    let mut get = s.cmd("get");
+    get.args(["--workers", "8", "--max-memory", &budget, "big.bin"])
+        .arg(&dest);
+    run(&mut get).success();
+    let after_get = children_max_rss_kib();
+    assert_eq!(hash_file(&dest.join("big.bin")), hash_file(&src));
+    fs::remove_file(&src).unwrap();
+    eprintln!(
+        "peak RSS: put {} MiB, put+get {} MiB",
+        after_put / 1024,
+        after_get / 1024
+    );
+    let bound = (BUDGET_MIB + OVERHEAD_MIB) * 1024;
+    assert!(
+        after_get < bound,
+        "peak RSS {after_get} KiB over {bound} KiB"
+    );
+}

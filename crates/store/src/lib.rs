@@ -1,0 +1,263 @@
+//! The chunked, encrypted, deduplicating file store.
+//!
+//! A [`Store`] is a [`Backend`] (where objects live: [`LocalDir`] here, an
+//! S3-compatible bucket next) plus a [`Registry`] (a SQLite index of
+//! packs, chunks and files) plus the [`StoreKeys`] unwrapped from the
+//! store's `config` object.
+//!
+//! `put` walks files and trees on the caller's thread, cuts each file into
+//! content-defined chunks (FastCDC 2020 with a keyed gear table), and
+//! submits every chunk to the worker [`Pool`](cryptstream_pool::Pool)
+//! through an ordered pipeline whose byte budget is `--max-memory`:
+//! workers compute the chunk id (keyed BLAKE3), compress (zstd, kept only
+//! when smaller) and seal the chunk ([`blob`]); the results come back in
+//! order to the caller's thread, which appends new chunks to a pack
+//! ([`pack::PackWriter`]), records chunk references, and at every pack
+//! commit writes one manifest ([`manifest`]) for the files whose data just
+//! became durable and marks them complete. Data is durable before the
+//! manifest, the manifest before the registry says "complete".
+//!
+//! `get` reads the chunk list of each selected entry from the registry,
+//! lets workers fetch, open, decompress and check every chunk (its id is
+//! recomputed) and write it at its offset into an unnamed temp file
+//! ([`cryptstream_output::AtomicFile`]), and links the file under its name
+//! only when the whole-file authenticator ([`manifest::FileMac`]) matches.
+//!
+//! `delete`, `gc`, `verify`, `stat` and `reindex` live in [`maintain`].
+//! The byte formats and the concurrency argument are in docs/STORE.md.
+
+pub mod backend;
+pub mod blob;
+pub mod config;
+mod get;
+pub mod hooks;
+pub mod keys;
+pub mod maintain;
+pub mod manifest;
+pub mod pack;
+mod put;
+pub mod registry;
+
+use std::path::{Path, PathBuf};
+
+pub use backend::{Backend, BackendError, LocalDir, ObjectMeta, ObjectWriter};
+pub use config::{ChunkerParams, Settings};
+pub use get::{GetOptions, GetReport};
+pub use keys::StoreKeys;
+pub use manifest::{format_uid, FileRecord, Kind};
+pub use put::{PutOptions, PutOutcome, PutReport};
+pub use registry::{FileRow, Registry, Totals};
+
+use cryptstream_format::{FormatError, Keyring, MasterKey};
+
+/// Name of the registry file in a local store directory.
+pub const REGISTRY_FILE: &str = "registry.sqlite";
+/// Default `--max-memory`: 256 MiB.
+pub const DEFAULT_MAX_MEMORY: u64 = 256 * 1024 * 1024;
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A backend operation failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The registry failed.
+    #[error("registry {}: {source}", path.display())]
+    Registry {
+        /// The database.
+        path: PathBuf,
+        /// The cause.
+        source: rusqlite::Error,
+    },
+    /// Keys, headers or containers.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// The config is missing, damaged or of another version.
+    #[error("store config: {0}")]
+    Config(String),
+    /// Something stored does not authenticate or parse.
+    #[error("{0}")]
+    Damaged(String),
+    /// A named file or id is not in the store.
+    #[error("{0}: no such file or id in the store")]
+    NotFound(String),
+    /// Another process holds what this one needs.
+    #[error("{0}")]
+    Busy(String),
+    /// Local file I/O.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Stopped by the user.
+    #[error("interrupted")]
+    Cancelled,
+}
+
+/// Progress callbacks for long operations (a terminal bar, a shell job).
+pub trait Progress: Sync {
+    /// Total bytes, when known.
+    fn set_total(&self, _bytes: u64) {}
+    /// `bytes` more are done.
+    fn advance(&self, _bytes: u64) {}
+}
+
+/// Progress that shows nothing.
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
+/// A store whose key is still wrapped.
+pub struct LockedStore {
+    backend: Box<dyn Backend>,
+    registry_path: PathBuf,
+    config: config::LockedConfig,
+}
+
+impl LockedStore {
+    /// The wrapped key's header (which key opens it).
+    ///
+    /// # Errors
+    /// A damaged config.
+    pub fn key_header(&self) -> Result<cryptstream_format::Header, StoreError> {
+        self.config.key_header()
+    }
+
+    /// Opens the store with `keyring`.
+    ///
+    /// # Errors
+    /// Wrong key, damaged config, registry failures.
+    pub fn unlock(self, keyring: &Keyring) -> Result<Store, StoreError> {
+        let (keys, settings) = self.config.unlock(keyring)?;
+        let registry = Registry::open(&self.registry_path)?;
+        Ok(Store {
+            backend: self.backend,
+            registry,
+            keys,
+            settings,
+        })
+    }
+}
+
+/// An open store.
+pub struct Store {
+    backend: Box<dyn Backend>,
+    registry: Registry,
+    keys: StoreKeys,
+    settings: Settings,
+}
+
+impl Store {
+    /// Creates a store in directory `dir` (created if missing; it must not
+    /// hold a store already), with a new random master key wrapped under
+    /// `user_key`.
+    ///
+    /// # Errors
+    /// An existing store, bad settings, I/O failures.
+    pub fn init_local(
+        dir: &Path,
+        user_key: &MasterKey,
+        settings: &Settings,
+    ) -> Result<(), StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let backend = LocalDir::open(dir)?;
+        Store::init(&backend, &dir.join(REGISTRY_FILE), user_key, settings)
+    }
+
+    /// Creates a store on any backend, with its registry at `registry`.
+    ///
+    /// # Errors
+    /// An existing store, bad settings, backend failures.
+    pub fn init(
+        backend: &dyn Backend,
+        registry: &Path,
+        user_key: &MasterKey,
+        settings: &Settings,
+    ) -> Result<(), StoreError> {
+        let config = config::new_config(user_key, settings)?;
+        match backend.put_if_absent(config::CONFIG_OBJECT, &config) {
+            Ok(()) => {}
+            Err(BackendError::AlreadyExists(_)) => {
+                return Err(StoreError::Config(format!(
+                    "{}: a store already exists here",
+                    backend.describe()
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Registry::open(registry)?;
+        Ok(())
+    }
+
+    /// Opens the local store in `dir` (not yet unlocked).
+    ///
+    /// # Errors
+    /// No store there, a damaged config.
+    pub fn open_local(dir: &Path) -> Result<LockedStore, StoreError> {
+        let backend = LocalDir::open(dir).map_err(|_| {
+            StoreError::Config(format!(
+                "{}: no store here (run `store init`)",
+                dir.display()
+            ))
+        })?;
+        Store::open(Box::new(backend), &dir.join(REGISTRY_FILE))
+    }
+
+    /// Opens a store on any backend with its registry at `registry`.
+    ///
+    /// # Errors
+    /// No config, a damaged config.
+    pub fn open(backend: Box<dyn Backend>, registry: &Path) -> Result<LockedStore, StoreError> {
+        let bytes = match backend.get(config::CONFIG_OBJECT) {
+            Ok(bytes) => bytes,
+            Err(BackendError::NotFound(_)) => {
+                return Err(StoreError::Config(format!(
+                    "{}: no store here (run `store init`)",
+                    backend.describe()
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if bytes.len() > config::MAX_CONFIG_LEN {
+            return Err(StoreError::Config("config object too large".into()));
+        }
+        Ok(LockedStore {
+            config: config::LockedConfig::parse(&bytes)?,
+            backend,
+            registry_path: registry.to_path_buf(),
+        })
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The settings fixed at init.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The keys.
+    pub fn keys(&self) -> &StoreKeys {
+        &self.keys
+    }
+}
+
+/// Parses a uid (16 hex digits).
+pub fn parse_uid(text: &str) -> Option<u64> {
+    (text.len() == 16 && text.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| u64::from_str_radix(text, 16).ok())
+        .flatten()
+}

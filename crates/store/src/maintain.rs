@@ -1,0 +1,479 @@
+//! `delete`, `gc`, `verify`, `stat` and `reindex`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use cryptstream_pool::Pool;
+
+use crate::backend::BackendError;
+use crate::blob;
+use crate::manifest::{self, format_uid, FileMac, ManifestReader};
+use crate::pack::{self, PackEntry, PackWriter};
+use crate::registry::{FileRow, Registry, Role, Totals};
+use crate::{Progress, Store, StoreError};
+
+/// What a gc did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct GcReport {
+    /// Files of killed puts that were complete on disk and are now listed.
+    pub files_recovered: u64,
+    /// Pending files of killed puts that were removed.
+    pub files_dropped: u64,
+    /// Chunks forgotten (unreferenced).
+    pub chunks_removed: u64,
+    /// Their stored bytes.
+    pub chunk_bytes_removed: u64,
+    /// Packs deleted because nothing in them was used.
+    pub packs_deleted: u64,
+    /// Packs rewritten because most of them was garbage.
+    pub packs_rewritten: u64,
+    /// Pack bytes before minus after.
+    pub bytes_reclaimed: u64,
+    /// Objects no registry row knew (left by killed processes), deleted.
+    pub orphans_deleted: u64,
+    /// Orphans kept because a put was running.
+    pub orphans_kept: u64,
+}
+
+/// What `reindex` found.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ReindexReport {
+    /// Packs read.
+    pub packs: u64,
+    /// Chunks found in them.
+    pub chunks: u64,
+    /// Files found in manifests.
+    pub files: u64,
+    /// Objects that could not be read (named in `problems`).
+    pub problems: Vec<String>,
+}
+
+/// A pack is rewritten when less than this fraction of it is live.
+const REWRITE_LIVE_FRACTION: f64 = 0.5;
+
+fn file_label(row: &FileRow) -> String {
+    format!("{} ({})", row.record.name, format_uid(row.record.uid))
+}
+
+impl Store {
+    /// Lists complete entries (`all`: every version; else the newest of
+    /// each name), in name order.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn list(
+        &self,
+        all: bool,
+        mut each: impl FnMut(FileRow) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if all {
+            self.registry.for_each_file(true, each)
+        } else {
+            self.registry.by_name("", &mut each)
+        }
+    }
+
+    /// Totals for `stat`.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn totals(&self) -> Result<Totals, StoreError> {
+        self.registry.totals()
+    }
+
+    /// Deletes the entries `selectors` name (uids, or names: the newest
+    /// version of each name and of the names below it). Returns them.
+    ///
+    /// # Errors
+    /// A selector matching nothing; backend or registry failures.
+    pub fn delete(&mut self, selectors: &[String]) -> Result<Vec<FileRow>, StoreError> {
+        let rows = crate::get::select(self, selectors)?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.row).collect();
+        let manifests = self.registry.mark_deleting(&ids)?;
+        self.finish_deletes(manifests)?;
+        Ok(rows)
+    }
+
+    /// Rewrites each manifest that holds deleted files without them (or
+    /// deletes it), then forgets the deleted rows. Resumes an interrupted
+    /// delete too.
+    fn finish_deletes(&mut self, mut manifests: Vec<String>) -> Result<(), StoreError> {
+        for m in self.registry.deleting_manifests()? {
+            if !manifests.contains(&m) {
+                manifests.push(m);
+            }
+        }
+        for old in manifests {
+            let remaining = self.registry.files_in_manifest(&old)?;
+            if !remaining.is_empty() {
+                let new = manifest::new_manifest_name()?;
+                let registry = &self.registry;
+                manifest::write_manifest(
+                    &*self.backend,
+                    &self.keys,
+                    &new,
+                    remaining.len() as u64,
+                    |w| {
+                        for row in &remaining {
+                            let io = |e: std::io::Error| StoreError::Io {
+                                path: PathBuf::from(&new),
+                                source: e,
+                            };
+                            w.record(&row.record).map_err(io)?;
+                            registry
+                                .for_each_chunk(row.row, |id, len| w.chunk(&id, len).map_err(io))?;
+                        }
+                        Ok(())
+                    },
+                )?;
+                self.registry.move_manifest(&old, &new)?;
+            }
+            self.backend.delete(&old)?;
+            self.registry.drop_deleting(Some(&old))?;
+        }
+        self.registry.drop_deleting_without_manifest()?;
+        Ok(())
+    }
+
+    /// Reclaims space; safe while puts run (see docs/STORE.md, "gc").
+    ///
+    /// # Errors
+    /// Another gc running; backend or registry failures.
+    pub fn gc(&mut self, progress: &dyn Progress) -> Result<GcReport, StoreError> {
+        let lease = self.registry.register_writer(Role::Gc)?;
+        let result = self.gc_with_lease(progress);
+        let ended = self.registry.unregister_writer(lease);
+        let report = result?;
+        ended?;
+        Ok(report)
+    }
+
+    fn gc_with_lease(&mut self, progress: &dyn Progress) -> Result<GcReport, StoreError> {
+        let mut report = GcReport::default();
+        // 1. Puts that were killed: complete what is durable, drop the rest.
+        let (dead, files) = self.registry.dead_writer_files()?;
+        let mut complete = Vec::new();
+        let mut remove = Vec::new();
+        for (row, manifest) in files {
+            match manifest {
+                Some(m) if self.backend.exists(&m)? => complete.push(row),
+                _ => remove.push(row),
+            }
+        }
+        report.files_recovered = complete.len() as u64;
+        report.files_dropped = remove.len() as u64;
+        self.registry.settle_dead(&dead, &complete, &remove)?;
+        // 2. Deletes that were interrupted.
+        self.finish_deletes(Vec::new())?;
+        // 3. Mark, then sweep what was marked before every running put began.
+        self.registry.mark_garbage()?;
+        let (chunks, bytes) = self.registry.sweep_garbage()?;
+        report.chunks_removed = chunks;
+        report.chunk_bytes_removed = bytes;
+        // 4. Packs: delete the unused, rewrite the mostly unused.
+        let usage = self.registry.pack_usage()?;
+        progress.set_total(usage.iter().map(|u| u.2).sum());
+        for (id, name, size, live) in usage {
+            if live == 0 {
+                if self.registry.drop_pack_if_empty(id)? {
+                    self.backend.delete(&name)?;
+                    report.packs_deleted += 1;
+                    report.bytes_reclaimed += size;
+                }
+            } else if (live as f64) < REWRITE_LIVE_FRACTION * size as f64 {
+                let entries = self.registry.chunks_in_pack(id)?;
+                let mut writer = PackWriter::create(&*self.backend)?;
+                for e in &entries {
+                    let mut blob = vec![0u8; e.stored_len as usize];
+                    self.backend.get_range(&name, e.offset, &mut blob)?;
+                    writer.add(e.id, e.raw_len, e.compression, &blob)?;
+                }
+                let (new_name, new_size, new_entries) = writer.finish(&self.keys)?;
+                self.registry
+                    .move_chunks(id, &new_name, new_size, &new_entries)?;
+                if self.registry.drop_pack_if_empty(id)? {
+                    self.backend.delete(&name)?;
+                    report.packs_rewritten += 1;
+                    report.bytes_reclaimed += size.saturating_sub(new_size);
+                }
+            }
+            progress.advance(size);
+        }
+        // 5. Objects no row knows, only if no put ran at any time meanwhile.
+        let (running, epoch) = self.registry.puts_running()?;
+        let mut orphans = Vec::new();
+        for prefix in ["packs/", "manifests/"] {
+            let registry = &self.registry;
+            self.backend.list(prefix, &mut |meta| {
+                let known = if prefix == "packs/" {
+                    registry.has_pack(&meta.name)
+                } else {
+                    registry.has_manifest(&meta.name)
+                }
+                .map_err(|e| BackendError::Io {
+                    name: meta.name.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+                if !known {
+                    orphans.push(meta.name);
+                }
+                Ok(())
+            })?;
+        }
+        let (running_after, epoch_after) = self.registry.puts_running()?;
+        if running || running_after || epoch != epoch_after {
+            report.orphans_kept = orphans.len() as u64;
+        } else {
+            for name in orphans {
+                self.backend.delete(&name)?;
+                report.orphans_deleted += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Checks the store; `report` hears every problem, each naming the file
+    /// and chunk. With `read_data`, every chunk is read, authenticated,
+    /// decompressed and hashed (in parallel on `pool`). Returns the number
+    /// of problems.
+    ///
+    /// # Errors
+    /// Backend or registry failures that stop the check itself.
+    pub fn verify(
+        &self,
+        pool: &Pool,
+        read_data: bool,
+        max_memory: u64,
+        progress: &dyn Progress,
+        report: &mut dyn FnMut(&str),
+    ) -> Result<u64, StoreError> {
+        let mut problems = 0u64;
+        let mut say = |text: String| {
+            problems += 1;
+            report(&text);
+        };
+        // Chunk lists against records, and chunks against the registry.
+        self.registry.for_each_file(true, |row| {
+            let mut mac = FileMac::new(&self.keys, &row.record);
+            let mut count = 0u64;
+            self.registry.for_each_chunk(row.row, |id, len| {
+                mac.add_chunk(&id, len);
+                count += 1;
+                Ok(())
+            })?;
+            if count != row.record.chunks || mac.finish() != row.record.mac {
+                say(format!(
+                    "{}: its chunk list does not match its record (registry damaged)",
+                    file_label(&row)
+                ));
+            }
+            Ok(())
+        })?;
+        self.registry.missing_chunks(|row, id| {
+            say(format!(
+                "{}: chunk {} is missing",
+                file_label(&row),
+                hex::encode(id)
+            ));
+            Ok(())
+        })?;
+        // Packs exist with their size.
+        let mut sizes: HashMap<String, u64> = HashMap::new();
+        self.backend.list("packs/", &mut |meta| {
+            sizes.insert(meta.name, meta.size);
+            Ok(())
+        })?;
+        let packs = self.registry.packs()?;
+        let mut readable = Vec::new();
+        for (id, name, size) in packs {
+            let problem = match sizes.get(&name) {
+                None => Some("is missing".to_owned()),
+                Some(&s) if s != size => Some(format!("has {s} bytes, {size} expected")),
+                Some(_) => None,
+            };
+            match problem {
+                Some(why) => {
+                    for e in self.registry.chunks_in_pack(id)? {
+                        for row in self.registry.files_using(&e.id)? {
+                            say(format!(
+                                "{}: chunk {} is in pack {name}, which {why}",
+                                file_label(&row),
+                                hex::encode(e.id)
+                            ));
+                        }
+                    }
+                    say(format!("pack {name} {why}"));
+                }
+                None => readable.push((id, name, size)),
+            }
+        }
+        if !read_data {
+            return Ok(problems);
+        }
+        progress.set_total(readable.iter().map(|p| p.2).sum());
+        let backend = &*self.backend;
+        let keys = &self.keys;
+        let mut bad: Vec<(PackEntry, String, String)> = Vec::new();
+        let mut index_problems: Vec<String> = Vec::new();
+        pool.scope(|scope| {
+            let mut ordered =
+                scope.ordered(max_memory, |result: Option<(PackEntry, String, String)>| {
+                    if let Some(b) = result {
+                        bad.push(b);
+                    }
+                });
+            for (id, name, size) in &readable {
+                if let Err(e) = pack::read_index(backend, keys, name, *size) {
+                    index_problems.push(e.to_string());
+                }
+                let Ok(entries) = self.registry.chunks_in_pack(*id) else {
+                    continue;
+                };
+                for e in entries {
+                    let name = name.clone();
+                    ordered.submit(2 * u64::from(e.stored_len) + 4096, move |_| {
+                        progress.advance(u64::from(e.stored_len));
+                        check_chunk(backend, keys, &name, &e)
+                            .err()
+                            .map(|why| (e, name, why))
+                    });
+                }
+            }
+            ordered.finish();
+        });
+        for why in index_problems {
+            say(why);
+        }
+        for (e, pack_name, why) in bad {
+            let users = self.registry.files_using(&e.id)?;
+            if users.is_empty() {
+                say(format!(
+                    "unreferenced chunk {} (pack {pack_name} offset {}): {why}",
+                    hex::encode(e.id),
+                    e.offset
+                ));
+            }
+            for row in users {
+                say(format!(
+                    "{}: chunk {} (pack {pack_name} offset {}): {why}",
+                    file_label(&row),
+                    hex::encode(e.id),
+                    e.offset
+                ));
+            }
+        }
+        Ok(problems)
+    }
+
+    /// Rebuilds the registry from the data area alone (packs' indexes and
+    /// manifests). Run it when no other store command runs.
+    ///
+    /// # Errors
+    /// Backend or registry failures; unreadable objects are listed in the
+    /// report instead.
+    pub fn reindex(&mut self, progress: &dyn Progress) -> Result<ReindexReport, StoreError> {
+        let path = self.registry.path().to_path_buf();
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".reindex");
+        let tmp = PathBuf::from(tmp);
+        remove_db(&tmp);
+        let mut fresh = Registry::open(&tmp)?;
+        let mut report = ReindexReport::default();
+        let mut packs = Vec::new();
+        self.backend.list("packs/", &mut |meta| {
+            packs.push(meta);
+            Ok(())
+        })?;
+        progress.set_total(packs.len() as u64);
+        for meta in packs {
+            match pack::read_index(&*self.backend, &self.keys, &meta.name, meta.size) {
+                Ok(entries) => {
+                    fresh.add_pack(&meta.name, meta.size, &entries)?;
+                    report.packs += 1;
+                    report.chunks += entries.len() as u64;
+                }
+                Err(e) => report.problems.push(e.to_string()),
+            }
+            progress.advance(1);
+        }
+        let mut manifests = Vec::new();
+        self.backend.list("manifests/", &mut |meta| {
+            manifests.push(meta);
+            Ok(())
+        })?;
+        for meta in manifests {
+            let result = (|| -> Result<u64, StoreError> {
+                let mut reader =
+                    ManifestReader::open(&*self.backend, &self.keys, &meta.name, meta.size)?;
+                let mut added = 0;
+                while let Some(record) = reader.next_record()? {
+                    let mut chunks = Vec::new();
+                    let mut mac = FileMac::new(&self.keys, &record);
+                    for _ in 0..record.chunks {
+                        let (id, len) = reader.chunk()?;
+                        mac.add_chunk(&id, len);
+                        chunks.push((id, len));
+                    }
+                    if mac.finish() != record.mac {
+                        return Err(StoreError::Damaged(format!(
+                            "manifest {}: record of {} does not authenticate",
+                            meta.name, record.name
+                        )));
+                    }
+                    if fresh.add_complete_file(&record, &meta.name, &chunks)? {
+                        added += 1;
+                    }
+                }
+                Ok(added)
+            })();
+            match result {
+                Ok(n) => report.files += n,
+                Err(e) => report.problems.push(e.to_string()),
+            }
+        }
+        drop(fresh);
+        self.registry = Registry::open(std::path::Path::new(":memory:"))?;
+        remove_db(&path);
+        std::fs::rename(&tmp, &path).map_err(|source| StoreError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        self.registry = Registry::open(&path)?;
+        Ok(report)
+    }
+}
+
+/// Removes a database and its WAL files.
+fn remove_db(path: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(p));
+    }
+}
+
+/// Reads, opens, decompresses and hashes one chunk.
+fn check_chunk(
+    backend: &dyn crate::Backend,
+    keys: &crate::StoreKeys,
+    pack: &str,
+    e: &PackEntry,
+) -> Result<(), String> {
+    let mut blob = vec![0u8; e.stored_len as usize];
+    backend
+        .get_range(pack, e.offset, &mut blob)
+        .map_err(|err| err.to_string())?;
+    let aad = blob::chunk_aad(&e.id, e.compression, e.raw_len);
+    let body = blob::open_in_place(keys, &aad, &mut blob)
+        .map_err(|_| "does not authenticate (damaged)".to_owned())?;
+    let plain = match e.compression {
+        blob::COMPRESSION_NONE => body.to_vec(),
+        blob::COMPRESSION_ZSTD => zstd::bulk::decompress(body, e.raw_len as usize)
+            .map_err(|_| "does not decompress".to_owned())?,
+        other => return Err(format!("unknown compression {other}")),
+    };
+    if plain.len() != e.raw_len as usize || keys.chunk_id(&plain) != e.id {
+        return Err("content does not match its id".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,415 @@
+//! File records, their authenticator, and manifests: the encrypted
+//! objects that hold the records of the files a put completed, so that
+//! `store reindex` can rebuild the registry from the data area alone.
+//!
+//! A manifest is a cryptstream container (format version 2, see
+//! docs/FORMAT.md) sealed under the store's manifest key, named
+//! `manifests/XX/<32 hex digits>`. Its plaintext:
+//!
+//! ```text
+//! "CSTMAN01" | file count u64
+//! per file: uid u64 | kind u8 | mode u32 | mtime seconds i64 | mtime nanos u32 | size u64
+//!           | created i64 | chunk count u64 | mac [32] | name length u32 | name
+//!           | link length u32 | link target | chunk count x (id [32] | length u32)
+//! ```
+//! (all integers little-endian).
+
+use std::io::{self, Read, Write};
+
+use cryptstream_format::{
+    seal_header, Cipher, EntryKind, Header, HeaderParams, OpeningReader, SealingWriter,
+    MAX_HEADER_LEN, SALT_LEN,
+};
+
+use crate::backend::{Backend, BackendError};
+use crate::keys::StoreKeys;
+use crate::StoreError;
+
+/// First bytes of a manifest's plaintext.
+pub const MANIFEST_MAGIC: &[u8; 8] = b"CSTMAN01";
+/// Plaintext bytes per container chunk of a manifest.
+const MANIFEST_CHUNK_SIZE: u32 = 64 * 1024;
+/// Longest name or link target a manifest may hold.
+pub const MAX_NAME_LEN: usize = 64 * 1024;
+/// Bytes fetched per read of a manifest object.
+const READ_PIECE: usize = 1024 * 1024;
+
+/// What an entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A regular file: its contents are its chunks.
+    File,
+    /// A symbolic link: `link` is its target.
+    Symlink,
+    /// A directory (no content; its mode and mtime are restored).
+    Dir,
+}
+
+impl Kind {
+    /// The byte stored for this kind.
+    pub fn id(self) -> u8 {
+        match self {
+            Kind::File => 1,
+            Kind::Symlink => 2,
+            Kind::Dir => 3,
+        }
+    }
+
+    /// The kind of byte `id`.
+    pub fn from_id(id: u8) -> Option<Kind> {
+        match id {
+            1 => Some(Kind::File),
+            2 => Some(Kind::Symlink),
+            3 => Some(Kind::Dir),
+            _ => None,
+        }
+    }
+
+    /// Its name for people.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Symlink => "symlink",
+            Kind::Dir => "dir",
+        }
+    }
+}
+
+/// Everything recorded about a stored entry except its chunk list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRecord {
+    /// Its public id.
+    pub uid: u64,
+    /// Its name in the store (`/`-separated, relative).
+    pub name: String,
+    /// What it is.
+    pub kind: Kind,
+    /// Permission bits.
+    pub mode: u32,
+    /// Modification time: seconds and nanoseconds.
+    pub mtime: (i64, u32),
+    /// Content length.
+    pub size: u64,
+    /// Link target (symlinks only).
+    pub link: Vec<u8>,
+    /// When it was stored (Unix seconds).
+    pub created: i64,
+    /// Number of chunks.
+    pub chunks: u64,
+    /// The authenticator of the record and its chunk list ([`FileMac`]).
+    pub mac: [u8; 32],
+}
+
+/// The uid as people see it: 16 hex digits.
+pub fn format_uid(uid: u64) -> String {
+    format!("{uid:016x}")
+}
+
+/// The whole-file hash, which is also the authenticator of a record: keyed
+/// BLAKE3 (file-hash key) over the record's fields, then every chunk's id
+/// and length in order, then the chunk count. Chunk ids are keyed BLAKE3
+/// of the chunk plaintexts, so this is a two-level hash tree over the
+/// file's bytes, and without the key nobody can make a record and chunk
+/// list that pass: the registry, which is not encrypted, cannot be
+/// altered to return other bytes.
+pub struct FileMac {
+    hasher: blake3::Hasher,
+    chunks: u64,
+}
+
+impl FileMac {
+    /// Starts the authenticator of `record` (its `chunks` and `mac` are
+    /// not used).
+    pub fn new(keys: &StoreKeys, record: &FileRecord) -> FileMac {
+        let mut hasher = keys.file_hasher();
+        hasher.update(b"cryptstream store file v1");
+        hasher.update(&record.uid.to_le_bytes());
+        hasher.update(&[record.kind.id()]);
+        hasher.update(&record.mode.to_le_bytes());
+        hasher.update(&record.mtime.0.to_le_bytes());
+        hasher.update(&record.mtime.1.to_le_bytes());
+        hasher.update(&record.size.to_le_bytes());
+        hasher.update(&(record.name.len() as u32).to_le_bytes());
+        hasher.update(record.name.as_bytes());
+        hasher.update(&(record.link.len() as u32).to_le_bytes());
+        hasher.update(&record.link);
+        FileMac { hasher, chunks: 0 }
+    }
+
+    /// Adds the next chunk.
+    pub fn add_chunk(&mut self, id: &[u8; 32], len: u32) {
+        self.hasher.update(id);
+        self.hasher.update(&len.to_le_bytes());
+        self.chunks += 1;
+    }
+
+    /// The authenticator.
+    pub fn finish(mut self) -> [u8; 32] {
+        self.hasher.update(&self.chunks.to_le_bytes());
+        *self.hasher.finalize().as_bytes()
+    }
+}
+
+/// The object name of a new manifest.
+///
+/// # Errors
+/// Random source failure.
+pub fn new_manifest_name() -> Result<String, StoreError> {
+    let mut id = [0u8; 16];
+    cryptstream_format::fill_random(&mut id)?;
+    let hex = hex::encode(id);
+    Ok(format!("manifests/{}/{hex}", &hex[..2]))
+}
+
+fn backend_io(name: &str, source: io::Error) -> StoreError {
+    StoreError::Backend(BackendError::Io {
+        name: name.to_owned(),
+        source,
+    })
+}
+
+/// Writes a manifest of `count` files: `fill` is given a
+/// [`ManifestWriter`] and must add exactly that many records, each followed
+/// by its chunks.
+///
+/// # Errors
+/// Backend, format or `fill` failures; nothing is left on failure.
+pub fn write_manifest(
+    backend: &dyn Backend,
+    keys: &StoreKeys,
+    name: &str,
+    count: u64,
+    fill: impl FnOnce(&mut ManifestWriter<'_>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut salt = [0u8; SALT_LEN];
+    cryptstream_format::fill_random(&mut salt)?;
+    let params = HeaderParams {
+        cipher: Cipher::Aes256Gcm,
+        chunk_size: MANIFEST_CHUNK_SIZE,
+        plaintext_len: None,
+        mode: 0,
+        kind: EntryKind::File,
+        mtime: None,
+    };
+    let (header, cipher) = seal_header(keys.manifest_key(), &params, salt)?;
+    let mut object = backend.create(name)?;
+    object
+        .write_all(header.as_bytes())
+        .map_err(|e| backend_io(name, e))?;
+    {
+        let sealing = SealingWriter::new(io::BufWriter::new(&mut object), cipher);
+        let mut writer = ManifestWriter { out: sealing };
+        writer
+            .put(MANIFEST_MAGIC)
+            .map_err(|e| backend_io(name, e))?;
+        writer
+            .put(&count.to_le_bytes())
+            .map_err(|e| backend_io(name, e))?;
+        fill(&mut writer)?;
+        let (mut buffered, _) = writer.out.finish().map_err(|e| backend_io(name, e))?;
+        buffered.flush().map_err(|e| backend_io(name, e))?;
+    }
+    object.commit()?;
+    Ok(())
+}
+
+/// Adds records to a manifest being written.
+pub struct ManifestWriter<'a> {
+    out: SealingWriter<io::BufWriter<&'a mut Box<dyn crate::backend::ObjectWriter>>>,
+}
+
+impl ManifestWriter<'_> {
+    fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out.write_all(bytes)
+    }
+
+    /// Adds a record; its chunks must follow.
+    ///
+    /// # Errors
+    /// Write failures.
+    pub fn record(&mut self, r: &FileRecord) -> io::Result<()> {
+        self.put(&r.uid.to_le_bytes())?;
+        self.put(&[r.kind.id()])?;
+        self.put(&r.mode.to_le_bytes())?;
+        self.put(&r.mtime.0.to_le_bytes())?;
+        self.put(&r.mtime.1.to_le_bytes())?;
+        self.put(&r.size.to_le_bytes())?;
+        self.put(&r.created.to_le_bytes())?;
+        self.put(&r.chunks.to_le_bytes())?;
+        self.put(&r.mac)?;
+        self.put(&(r.name.len() as u32).to_le_bytes())?;
+        self.put(r.name.as_bytes())?;
+        self.put(&(r.link.len() as u32).to_le_bytes())?;
+        self.put(&r.link)
+    }
+
+    /// Adds the next chunk of the current record.
+    ///
+    /// # Errors
+    /// Write failures.
+    pub fn chunk(&mut self, id: &[u8; 32], len: u32) -> io::Result<()> {
+        self.put(id)?;
+        self.put(&len.to_le_bytes())
+    }
+}
+
+/// Reads an object in pieces (never whole into memory).
+struct ObjectReader<'a> {
+    backend: &'a dyn Backend,
+    name: &'a str,
+    pos: u64,
+    size: u64,
+}
+
+impl Read for ObjectReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.size - self.pos;
+        let n = (buf.len() as u64).min(left).min(READ_PIECE as u64) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        self.backend
+            .get_range(self.name, self.pos, &mut buf[..n])
+            .map_err(io::Error::other)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads a manifest record by record.
+pub struct ManifestReader<'a> {
+    input: io::BufReader<OpeningReader<ObjectReader<'a>>>,
+    name: String,
+    files_left: u64,
+    chunks_left: u64,
+}
+
+impl<'a> ManifestReader<'a> {
+    /// Opens manifest `name` (`size` bytes).
+    ///
+    /// # Errors
+    /// [`StoreError::Damaged`] when it does not authenticate or parse.
+    pub fn open(
+        backend: &'a dyn Backend,
+        keys: &StoreKeys,
+        name: &'a str,
+        size: u64,
+    ) -> Result<ManifestReader<'a>, StoreError> {
+        let damaged = |why: String| StoreError::Damaged(format!("manifest {name}: {why}"));
+        let mut head = vec![0u8; MAX_HEADER_LEN.min(size as usize)];
+        backend.get_range(name, 0, &mut head)?;
+        let header = Header::parse(&head).map_err(|e| damaged(e.to_string()))?;
+        let cipher = header
+            .authenticate(keys.manifest_key())
+            .map_err(|e| damaged(e.to_string()))?;
+        let object = ObjectReader {
+            backend,
+            name,
+            pos: header.len() as u64,
+            size,
+        };
+        let mut reader = ManifestReader {
+            input: io::BufReader::new(OpeningReader::new(object, cipher, None)),
+            name: name.to_owned(),
+            files_left: 0,
+            chunks_left: 0,
+        };
+        let mut magic = [0u8; 8];
+        reader.read(&mut magic)?;
+        if &magic != MANIFEST_MAGIC {
+            return Err(reader.damaged("not a manifest"));
+        }
+        reader.files_left = reader.u64()?;
+        Ok(reader)
+    }
+
+    fn damaged(&self, why: &str) -> StoreError {
+        StoreError::Damaged(format!("manifest {}: {why}", self.name))
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> Result<(), StoreError> {
+        self.input
+            .read_exact(buf)
+            .map_err(|e| StoreError::Damaged(format!("manifest {}: {e}", self.name)))
+    }
+
+    fn u64(&mut self) -> Result<u64, StoreError> {
+        let mut b = [0u8; 8];
+        self.read(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn u32(&mut self) -> Result<u32, StoreError> {
+        let mut b = [0u8; 4];
+        self.read(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn bytes(&mut self) -> Result<Vec<u8>, StoreError> {
+        let len = self.u32()? as usize;
+        if len > MAX_NAME_LEN {
+            return Err(self.damaged("name too long"));
+        }
+        let mut out = vec![0u8; len];
+        self.read(&mut out)?;
+        Ok(out)
+    }
+
+    /// The next record, or `None` after the last one. Every chunk of the
+    /// previous record must have been read with [`ManifestReader::chunk`].
+    ///
+    /// # Errors
+    /// [`StoreError::Damaged`].
+    pub fn next_record(&mut self) -> Result<Option<FileRecord>, StoreError> {
+        assert_eq!(
+            self.chunks_left, 0,
+            "the previous record's chunks were read"
+        );
+        if self.files_left == 0 {
+            return Ok(None);
+        }
+        self.files_left -= 1;
+        let uid = self.u64()?;
+        let mut kind = [0u8; 1];
+        self.read(&mut kind)?;
+        let kind = Kind::from_id(kind[0]).ok_or_else(|| self.damaged("unknown entry kind"))?;
+        let mode = self.u32()?;
+        let seconds = self.u64()? as i64;
+        let nanos = self.u32()?;
+        let size = self.u64()?;
+        let created = self.u64()? as i64;
+        let chunks = self.u64()?;
+        let mut mac = [0u8; 32];
+        self.read(&mut mac)?;
+        let name = String::from_utf8(self.bytes()?).map_err(|_| self.damaged("name not UTF-8"))?;
+        let link = self.bytes()?;
+        if chunks > size {
+            return Err(self.damaged("more chunks than bytes"));
+        }
+        self.chunks_left = chunks;
+        Ok(Some(FileRecord {
+            uid,
+            name,
+            kind,
+            mode,
+            mtime: (seconds, nanos),
+            size,
+            link,
+            created,
+            chunks,
+            mac,
+        }))
+    }
+
+    /// The next chunk of the current record.
+    ///
+    /// # Errors
+    /// [`StoreError::Damaged`].
+    pub fn chunk(&mut self) -> Result<([u8; 32], u32), StoreError> {
+        assert!(self.chunks_left > 0, "the record has chunks left");
+        self.chunks_left -= 1;
+        let mut id = [0u8; 32];
+        self.read(&mut id)?;
+        Ok((id, self.u32()?))
+    }
+}

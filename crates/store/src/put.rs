@@ -1,0 +1,765 @@
+//! `put`: files and trees into the store. See the crate docs for the flow
+//! and docs/STORE.md for why it is crash-safe.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::fs::{File, Metadata};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use cryptstream_pool::{Cancel, Pool};
+use fastcdc::v2020::{Normalization, StreamCDC};
+
+use crate::backend::Backend;
+use crate::blob::{self, BLOB_SALT_LEN, COMPRESSION_NONE, COMPRESSION_ZSTD};
+use crate::keys::StoreKeys;
+use crate::manifest::{self, FileMac, FileRecord, Kind};
+use crate::pack::PackWriter;
+use crate::registry::{PendingFile, Registry, Role, SourceStat, WriterLease};
+use crate::{Progress, Settings, Store, StoreError};
+
+/// Refs buffered for one file before they go to the registry.
+const REF_FLUSH: usize = 65_536;
+/// Files waiting for a pack commit before one is forced.
+const READ_DONE_FLUSH: usize = 4096;
+/// Files up to this size are read whole into one buffer (a large file is
+/// streamed through the chunker's buffer instead).
+const WHOLE_FILE_MAX: u64 = 8 * 1024 * 1024;
+/// Bytes of a large chunk compressed first, to see whether it shrinks.
+const SAMPLE_LEN: usize = 64 * 1024;
+/// A sample compressed to at least this percentage of its size means the
+/// chunk is stored uncompressed.
+const INCOMPRESSIBLE_PERCENT: usize = 97;
+/// Bytes a chunk task accounts for beyond twice its length.
+const TASK_OVERHEAD: u64 = 4096;
+
+/// How a put runs.
+#[derive(Clone, Debug)]
+pub struct PutOptions {
+    /// Bytes of chunks in flight at most (`--max-memory`).
+    pub max_memory: u64,
+    /// Read every file even when the registry says it is unchanged.
+    pub force_read: bool,
+    /// Stops the put (files already complete stay).
+    pub cancel: Cancel,
+}
+
+/// What happened to one entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// Stored (its data, manifest and registry row are durable).
+    Stored,
+    /// Not read: the registry has it from this very source, unchanged.
+    Unchanged,
+    /// Skipped: not a file, directory or symlink.
+    Skipped(String),
+    /// Failed, with the reason.
+    Failed(String),
+}
+
+/// One entry's result, reported as soon as it is known.
+#[derive(Clone, Debug)]
+pub struct PutReport {
+    /// Its name in the store.
+    pub name: String,
+    /// Its uid (stored or unchanged).
+    pub uid: Option<u64>,
+    /// What it is.
+    pub kind: Kind,
+    /// Its size.
+    pub size: u64,
+    /// Bytes of new chunks it added.
+    pub stored: u64,
+    /// What happened.
+    pub outcome: PutOutcome,
+}
+
+/// A sealed chunk.
+struct Sealed {
+    id: [u8; 32],
+    raw_len: u32,
+    compression: u8,
+    blob: Vec<u8>,
+}
+
+/// What flows through the ordered pipeline.
+enum Item {
+    Begin(Box<PendingFile>),
+    Chunk(Result<Sealed, String>),
+    End { bytes: u64, error: Option<String> },
+}
+
+/// The file whose chunks are arriving.
+struct Current {
+    file: PendingFile,
+    mac: FileMac,
+    bytes: u64,
+    error: Option<String>,
+}
+
+/// A file whose chunks are all recorded, waiting for the pack commit.
+struct ReadDone {
+    file: PendingFile,
+}
+
+/// The caller-thread side of a put.
+struct Consumer<'a> {
+    registry: &'a mut Registry,
+    backend: &'a dyn Backend,
+    keys: &'a StoreKeys,
+    settings: &'a Settings,
+    lease: WriterLease,
+    pack: Option<PackWriter>,
+    open_ids: HashSet<[u8; 32]>,
+    current: Option<Current>,
+    read_done: Vec<ReadDone>,
+    failed: Option<StoreError>,
+    progress: &'a dyn Progress,
+    report: &'a mut dyn FnMut(&PutReport),
+}
+
+impl Consumer<'_> {
+    fn consume(&mut self, item: Item) {
+        if self.failed.is_some() {
+            return;
+        }
+        if let Err(e) = self.try_consume(item) {
+            self.failed = Some(e);
+        }
+    }
+
+    fn try_consume(&mut self, item: Item) -> Result<(), StoreError> {
+        match item {
+            Item::Begin(file) => {
+                let mac = FileMac::new(self.keys, &file.record);
+                self.current = Some(Current {
+                    file: *file,
+                    mac,
+                    bytes: 0,
+                    error: None,
+                });
+            }
+            Item::Chunk(Err(e)) => {
+                if let Some(cur) = self.current.as_mut() {
+                    cur.error.get_or_insert(e);
+                }
+            }
+            Item::Chunk(Ok(sealed)) => {
+                let cur = self.current.as_mut().expect("a chunk follows its Begin");
+                cur.mac.add_chunk(&sealed.id, sealed.raw_len);
+                cur.bytes += u64::from(sealed.raw_len);
+                cur.file.refs.push((sealed.id, sealed.raw_len));
+                let known =
+                    self.open_ids.contains(&sealed.id) || self.registry.chunk_usable(&sealed.id)?;
+                if !known {
+                    if self.pack.is_none() {
+                        self.pack = Some(PackWriter::create(self.backend)?);
+                    }
+                    let pack = self.pack.as_mut().expect("created above");
+                    pack.add(sealed.id, sealed.raw_len, sealed.compression, &sealed.blob)?;
+                    self.open_ids.insert(sealed.id);
+                    cur.file.stored += sealed.blob.len() as u64;
+                }
+                let refs = cur.file.refs.len();
+                self.progress.advance(u64::from(sealed.raw_len));
+                if self
+                    .pack
+                    .as_ref()
+                    .is_some_and(|p| p.is_full(self.settings.pack_target))
+                {
+                    self.flush(true)?;
+                } else if refs >= REF_FLUSH {
+                    self.flush(false)?;
+                }
+            }
+            Item::End { bytes, error } => {
+                let cur = self.current.take().expect("an End follows its Begin");
+                let error = error.or(cur.error).or_else(|| {
+                    (cur.bytes != bytes || bytes != cur.file.record.size)
+                        .then(|| "file changed while it was being read; try again".to_owned())
+                });
+                if let Some(reason) = error {
+                    (self.report)(&PutReport {
+                        name: cur.file.record.name.clone(),
+                        uid: None,
+                        kind: cur.file.record.kind,
+                        size: cur.file.record.size,
+                        stored: 0,
+                        outcome: PutOutcome::Failed(reason),
+                    });
+                    // Its pending row (if any) goes when this writer ends.
+                    return Ok(());
+                }
+                let mut file = cur.file;
+                file.record.chunks = file.next_seq + file.refs.len() as u64;
+                file.record.mac = cur.mac.finish();
+                self.read_done.push(ReadDone { file });
+                if self.read_done.len() >= READ_DONE_FLUSH {
+                    self.flush(true)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes buffered refs (and, with `commit_pack`, the open pack, then a
+    /// manifest for the files waiting, then marks them complete).
+    fn flush(&mut self, commit_pack: bool) -> Result<(), StoreError> {
+        let mut pack_info = None;
+        if commit_pack {
+            if let Some(pack) = self.pack.take() {
+                if !pack.is_empty() {
+                    pack_info = Some(pack.finish(self.keys)?);
+                }
+            }
+        }
+        {
+            let mut files: Vec<&mut PendingFile> = self
+                .read_done
+                .iter_mut()
+                .map(|d| &mut d.file)
+                .chain(self.current.as_mut().map(|c| &mut c.file))
+                .collect();
+            self.registry.commit_batch(
+                self.lease,
+                pack_info
+                    .as_ref()
+                    .map(|(name, size, entries)| (name.as_str(), *size, &entries[..])),
+                &mut files,
+            )?;
+        }
+        if commit_pack {
+            self.open_ids.clear();
+            self.complete_waiting()?;
+        }
+        Ok(())
+    }
+
+    /// Manifest, then registry: the files in `read_done` become complete.
+    fn complete_waiting(&mut self) -> Result<(), StoreError> {
+        if self.read_done.is_empty() {
+            return Ok(());
+        }
+        let name = manifest::new_manifest_name()?;
+        let rows: Vec<i64> = self
+            .read_done
+            .iter()
+            .map(|d| d.file.row.expect("committed before completion"))
+            .collect();
+        {
+            let done: Vec<(i64, &FileRecord, u64)> = self
+                .read_done
+                .iter()
+                .map(|d| {
+                    (
+                        d.file.row.expect("committed"),
+                        &d.file.record,
+                        d.file.stored,
+                    )
+                })
+                .collect();
+            self.registry.set_manifest(&done, &name)?;
+        }
+        crate::hooks::before_manifest();
+        let registry = &*self.registry;
+        let read_done = &self.read_done;
+        manifest::write_manifest(
+            self.backend,
+            self.keys,
+            &name,
+            read_done.len() as u64,
+            |writer| {
+                for d in read_done {
+                    let io = |e: std::io::Error| StoreError::Io {
+                        path: PathBuf::from(&name),
+                        source: e,
+                    };
+                    writer.record(&d.file.record).map_err(io)?;
+                    registry.for_each_chunk(d.file.row.expect("committed"), |id, len| {
+                        writer.chunk(&id, len).map_err(io)
+                    })?;
+                }
+                Ok(())
+            },
+        )?;
+        crate::hooks::before_complete();
+        self.registry.complete(&rows)?;
+        for d in self.read_done.drain(..) {
+            (self.report)(&PutReport {
+                name: d.file.record.name.clone(),
+                uid: Some(d.file.record.uid),
+                kind: d.file.record.kind,
+                size: d.file.record.size,
+                stored: d.file.stored,
+                outcome: PutOutcome::Stored,
+            });
+        }
+        Ok(())
+    }
+}
+
+thread_local! {
+    /// Each worker's zstd compressor (level, context), made once.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+}
+
+/// Hashes, compresses and seals one chunk (runs on a worker).
+fn seal_chunk(keys: &StoreKeys, level: i32, data: &[u8]) -> Result<Sealed, String> {
+    let id = keys.chunk_id(data);
+    let len = data.len();
+    let raw_len = u32::try_from(len).map_err(|_| "chunk too large".to_owned())?;
+    let bound = zstd::zstd_safe::compress_bound(len);
+    let mut blob = vec![0u8; BLOB_SALT_LEN + bound.max(len) + cryptstream_format::TAG_LEN];
+    let compressed = COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = zstd::bulk::Compressor::new(level).ok().map(|c| (level, c));
+        }
+        let (_, compressor) = slot.as_mut()?;
+        let out = &mut blob[BLOB_SALT_LEN..BLOB_SALT_LEN + bound];
+        // A large chunk whose first SAMPLE_LEN bytes do not shrink is
+        // taken as incompressible (random, already compressed, encrypted)
+        // and not compressed: that costs a 64 KiB trial, not a full pass.
+        if len > 2 * SAMPLE_LEN {
+            let n = compressor
+                .compress_to_buffer(&data[..SAMPLE_LEN], &mut *out)
+                .ok()?;
+            if n * 100 >= SAMPLE_LEN * INCOMPRESSIBLE_PERCENT {
+                return None;
+            }
+        }
+        compressor.compress_to_buffer(data, out).ok()
+    });
+    let (body_len, compression) = match compressed {
+        Some(n) if n < len => (n, COMPRESSION_ZSTD),
+        _ => {
+            blob[BLOB_SALT_LEN..BLOB_SALT_LEN + len].copy_from_slice(data);
+            (len, COMPRESSION_NONE)
+        }
+    };
+    blob.truncate(BLOB_SALT_LEN + body_len + cryptstream_format::TAG_LEN);
+    blob::seal_in_place(keys, &blob::chunk_aad(&id, compression, raw_len), &mut blob)
+        .map_err(|e| e.to_string())?;
+    Ok(Sealed {
+        id,
+        raw_len,
+        compression,
+        blob,
+    })
+}
+
+/// One entry found by the walk.
+struct Entry {
+    path: PathBuf,
+    name: String,
+    meta: Metadata,
+    /// The name is not UTF-8 (shown lossily; the entry is refused).
+    bad_name: bool,
+}
+
+fn source_stat(path: &Path, meta: &Metadata) -> SourceStat {
+    SourceStat {
+        path: path.to_string_lossy().into_owned(),
+        dev: meta.dev(),
+        ino: meta.ino(),
+        size: meta.len(),
+        mtime: (meta.mtime(), meta.mtime_nsec()),
+        ctime: (meta.ctime(), meta.ctime_nsec()),
+    }
+}
+
+fn random_uid() -> Result<u64, StoreError> {
+    loop {
+        let mut bytes = [0u8; 8];
+        cryptstream_format::fill_random(&mut bytes)?;
+        let uid = u64::from_le_bytes(bytes);
+        if uid != 0 {
+            return Ok(uid);
+        }
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Walks `path` (named `name` in the store) depth first in name order,
+/// calling `each` for every entry; returns false when `each` asked to stop.
+fn walk(
+    path: &Path,
+    name: String,
+    meta: Metadata,
+    bad_name: bool,
+    each: &mut dyn FnMut(Entry) -> bool,
+) -> bool {
+    let is_dir = meta.is_dir();
+    if !each(Entry {
+        path: path.to_path_buf(),
+        name: name.clone(),
+        meta,
+        bad_name,
+    }) {
+        return false;
+    }
+    if !is_dir || bad_name {
+        return true;
+    }
+    let mut children: Vec<_> = match std::fs::read_dir(path) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect(),
+        Err(_) => return true,
+    };
+    children.sort();
+    for child in children {
+        let child_path = path.join(&child);
+        let child_name = format!("{name}/{}", child.to_string_lossy());
+        let Ok(meta) = std::fs::symlink_metadata(&child_path) else {
+            continue;
+        };
+        if !walk(
+            &child_path,
+            child_name,
+            meta,
+            child.to_str().is_none(),
+            each,
+        ) {
+            return false;
+        }
+    }
+    true
+}
+
+/// The store name of a path given on the command line: its last component.
+fn root_name(path: &Path) -> Option<String> {
+    let absolute = std::path::absolute(path).ok()?;
+    let normal: PathBuf = absolute.components().collect();
+    let canonical = if normal.file_name().is_none() {
+        std::fs::canonicalize(path).ok()?
+    } else {
+        normal
+    };
+    canonical.file_name()?.to_str().map(str::to_owned)
+}
+
+impl Store {
+    /// Stores `paths` (files and trees). `report` hears about every entry as
+    /// soon as its fate is known (stored entries once durable).
+    ///
+    /// # Errors
+    /// A failure of the store itself (backend, registry); per-file failures
+    /// are reported, not returned. [`StoreError::Cancelled`] after
+    /// `opts.cancel` (complete files stay complete).
+    pub fn put(
+        &mut self,
+        pool: &Pool,
+        paths: &[PathBuf],
+        opts: &PutOptions,
+        progress: &dyn Progress,
+        report: &mut dyn FnMut(&PutReport),
+    ) -> Result<(), StoreError> {
+        let lease = self.registry.register_writer(Role::Put)?;
+        let result = self.put_with_lease(pool, paths, opts, progress, report, lease);
+        let ended = self.registry.end_writer(lease);
+        result.and(ended)
+    }
+
+    fn put_with_lease(
+        &mut self,
+        pool: &Pool,
+        paths: &[PathBuf],
+        opts: &PutOptions,
+        progress: &dyn Progress,
+        report: &mut dyn FnMut(&PutReport),
+        lease: WriterLease,
+    ) -> Result<(), StoreError> {
+        let Store {
+            backend,
+            registry,
+            keys,
+            settings,
+        } = self;
+        let keys: &StoreKeys = keys;
+        let settings: &Settings = settings;
+        let chunker = settings.chunker;
+        let level = settings.zstd_level;
+        let seed = keys.chunker_seed();
+        let consumer = RefCell::new(Consumer {
+            registry,
+            backend: &**backend,
+            keys,
+            settings,
+            lease,
+            pack: None,
+            open_ids: HashSet::new(),
+            current: None,
+            read_done: Vec::new(),
+            failed: None,
+            progress,
+            report,
+        });
+        let cancel = &opts.cancel;
+        let budget = opts
+            .max_memory
+            .max(2 * u64::from(chunker.max) + TASK_OVERHEAD);
+        pool.scope(|scope| {
+            let mut ordered =
+                scope.ordered(budget, |item: Item| consumer.borrow_mut().consume(item));
+            let stop =
+                |c: &RefCell<Consumer<'_>>| cancel.is_cancelled() || c.borrow().failed.is_some();
+            for path in paths {
+                if stop(&consumer) {
+                    break;
+                }
+                let failed = |name: String, reason: String| PutReport {
+                    name,
+                    uid: None,
+                    kind: Kind::File,
+                    size: 0,
+                    stored: 0,
+                    outcome: PutOutcome::Failed(reason),
+                };
+                let shown = path.display().to_string();
+                let Some(name) = root_name(path) else {
+                    (consumer.borrow_mut().report)(&failed(
+                        shown,
+                        "cannot name it in the store (not UTF-8, or no file name)".into(),
+                    ));
+                    continue;
+                };
+                let meta = match std::fs::metadata(path) {
+                    Ok(meta) => meta,
+                    Err(e) => {
+                        (consumer.borrow_mut().report)(&failed(shown, e.to_string()));
+                        continue;
+                    }
+                };
+                let absolute = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+                walk(&absolute, name, meta, false, &mut |entry| {
+                    if stop(&consumer) {
+                        return false;
+                    }
+                    submit_entry(
+                        &mut ordered,
+                        &consumer,
+                        entry,
+                        opts,
+                        keys,
+                        chunker,
+                        level,
+                        seed,
+                    );
+                    true
+                });
+            }
+            ordered.finish();
+        });
+        let mut consumer = consumer.into_inner();
+        if let Some(e) = consumer.failed.take() {
+            return Err(e);
+        }
+        consumer.flush(true)?;
+        if cancel.is_cancelled() {
+            return Err(StoreError::Cancelled);
+        }
+        Ok(())
+    }
+}
+
+/// Sends one entry through the pipeline: Begin, its chunks, End.
+#[allow(clippy::too_many_arguments)]
+fn submit_entry<'env, C: FnMut(Item)>(
+    ordered: &mut cryptstream_pool::Ordered<'_, '_, 'env, Item, C>,
+    consumer: &RefCell<Consumer<'_>>,
+    entry: Entry,
+    opts: &PutOptions,
+    keys: &'env StoreKeys,
+    chunker: crate::ChunkerParams,
+    level: i32,
+    seed: u64,
+) {
+    let meta = &entry.meta;
+    if entry.bad_name {
+        (consumer.borrow_mut().report)(&PutReport {
+            name: entry.name,
+            uid: None,
+            kind: Kind::File,
+            size: 0,
+            stored: 0,
+            outcome: PutOutcome::Failed(
+                "its name is not UTF-8; not stored (with what is below it)".into(),
+            ),
+        });
+        return;
+    }
+    let kind = if meta.is_dir() {
+        Kind::Dir
+    } else if meta.file_type().is_symlink() {
+        Kind::Symlink
+    } else if meta.is_file() {
+        Kind::File
+    } else {
+        (consumer.borrow_mut().report)(&PutReport {
+            name: entry.name,
+            uid: None,
+            kind: Kind::File,
+            size: 0,
+            stored: 0,
+            outcome: PutOutcome::Skipped("not a regular file, directory or symbolic link".into()),
+        });
+        return;
+    };
+    let mut source = source_stat(&entry.path, meta);
+    if !opts.force_read {
+        let found = consumer.borrow().registry.unchanged(&entry.name, &source);
+        match found {
+            Ok(Some(uid)) => {
+                let c = &mut *consumer.borrow_mut();
+                c.progress.advance(meta.len());
+                (c.report)(&PutReport {
+                    name: entry.name,
+                    uid: Some(uid),
+                    kind,
+                    size: meta.len(),
+                    stored: 0,
+                    outcome: PutOutcome::Unchanged,
+                });
+                return;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                consumer.borrow_mut().failed.get_or_insert(e);
+                return;
+            }
+        }
+    }
+    let failed = |reason: String| PutReport {
+        name: entry.name.clone(),
+        uid: None,
+        kind,
+        size: meta.len(),
+        stored: 0,
+        outcome: PutOutcome::Failed(reason),
+    };
+    let (file, link) = match kind {
+        Kind::File => match File::open(&entry.path) {
+            Ok(f) => match f.metadata() {
+                Ok(m) => {
+                    source = source_stat(&entry.path, &m);
+                    (Some((f, m)), Vec::new())
+                }
+                Err(e) => return (consumer.borrow_mut().report)(&failed(e.to_string())),
+            },
+            Err(e) => return (consumer.borrow_mut().report)(&failed(e.to_string())),
+        },
+        Kind::Symlink => match std::fs::read_link(&entry.path) {
+            Ok(target) => (
+                None,
+                std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str()).to_vec(),
+            ),
+            Err(e) => return (consumer.borrow_mut().report)(&failed(e.to_string())),
+        },
+        Kind::Dir => (None, Vec::new()),
+    };
+    let uid = match random_uid() {
+        Ok(uid) => uid,
+        Err(e) => {
+            consumer.borrow_mut().failed.get_or_insert(e);
+            return;
+        }
+    };
+    let stat = file.as_ref().map_or(meta, |(_, m)| m);
+    let size = match kind {
+        Kind::File => stat.len(),
+        Kind::Symlink => link.len() as u64,
+        Kind::Dir => 0,
+    };
+    let record = FileRecord {
+        uid,
+        name: entry.name.clone(),
+        kind,
+        mode: stat.mode() & 0o7777,
+        mtime: (stat.mtime(), stat.mtime_nsec().clamp(0, 999_999_999) as u32),
+        size: if kind == Kind::Symlink { 0 } else { size },
+        link,
+        created: now(),
+        chunks: 0,
+        mac: [0; 32],
+    };
+    let pending = Box::new(PendingFile {
+        record,
+        source: Some(source),
+        row: None,
+        next_seq: 0,
+        refs: Vec::new(),
+        stored: 0,
+    });
+    ordered.submit(0, move |_| Item::Begin(pending));
+    let mut bytes = 0u64;
+    let mut error = None;
+    if let Some((mut file, stat)) = file {
+        if stat.len() <= WHOLE_FILE_MAX {
+            // A small file is read whole once and its chunks are slices of
+            // that one buffer (no per-file chunker buffer, no copies).
+            let mut data = Vec::with_capacity(stat.len() as usize + 1);
+            match std::io::Read::read_to_end(&mut file, &mut data) {
+                Ok(_) => {
+                    let data = std::sync::Arc::new(data);
+                    bytes = data.len() as u64;
+                    let cuts = fastcdc::v2020::FastCDC::with_level_and_seed(
+                        &data,
+                        chunker.min,
+                        chunker.avg,
+                        chunker.max,
+                        Normalization::Level1,
+                        seed,
+                    );
+                    let cuts: Vec<(usize, usize)> = cuts.map(|c| (c.offset, c.length)).collect();
+                    for (offset, length) in cuts {
+                        let data = data.clone();
+                        let cost = 2 * length as u64 + TASK_OVERHEAD;
+                        ordered.submit(cost, move |_| {
+                            Item::Chunk(seal_chunk(keys, level, &data[offset..offset + length]))
+                        });
+                        crate::hooks::after_chunk();
+                    }
+                }
+                Err(e) => error = Some(format!("read error: {e}")),
+            }
+        } else {
+            let chunks = StreamCDC::with_level_and_seed(
+                file,
+                chunker.min,
+                chunker.avg,
+                chunker.max,
+                Normalization::Level1,
+                seed,
+            );
+            for chunk in chunks {
+                if opts.cancel.is_cancelled() || consumer.borrow().failed.is_some() {
+                    error = Some("interrupted".to_owned());
+                    break;
+                }
+                match chunk {
+                    Ok(chunk) => {
+                        let data = chunk.data;
+                        bytes += data.len() as u64;
+                        let cost = 2 * data.len() as u64 + TASK_OVERHEAD;
+                        ordered.submit(cost, move |_| Item::Chunk(seal_chunk(keys, level, &data)));
+                        crate::hooks::after_chunk();
+                    }
+                    Err(e) => {
+                        error = Some(format!("read error: {e}"));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    ordered.submit(0, move |_| Item::End { bytes, error });
+}

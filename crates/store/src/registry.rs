@@ -1,0 +1,1254 @@
+//! The registry: a SQLite database (WAL mode) that indexes the store.
+//!
+//! It holds packs, chunks (id -> pack, offset, lengths), files (records,
+//! status, source stat for the unchanged-file check), chunk lists and the
+//! writers in progress. Every question is a query; nothing is loaded whole.
+//! Writers use `BEGIN IMMEDIATE` transactions (one writer at a time, the
+//! others wait up to [`BUSY_TIMEOUT`]); readers never block writers. See
+//! docs/STORE.md for the schema and why concurrent puts and gc are safe.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::manifest::{FileRecord, Kind};
+use crate::pack::PackEntry;
+use crate::StoreError;
+
+/// How long a writer waits for another writer's transaction.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+/// A writer on another host whose heartbeat is older than this is gone.
+const STALE_WRITER_SECS: i64 = 3600;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('schema', 1), ('epoch', 0);
+CREATE TABLE IF NOT EXISTS packs(
+  id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, size INTEGER NOT NULL, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks(
+  id BLOB PRIMARY KEY, pack INTEGER NOT NULL, offset INTEGER NOT NULL, stored_len INTEGER NOT NULL,
+  raw_len INTEGER NOT NULL, compression INTEGER NOT NULL, garbage_epoch INTEGER) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS chunks_pack ON chunks(pack);
+CREATE TABLE IF NOT EXISTS files(
+  id INTEGER PRIMARY KEY, uid INTEGER NOT NULL UNIQUE, name TEXT NOT NULL, kind INTEGER NOT NULL,
+  mode INTEGER NOT NULL, mtime_s INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL,
+  link BLOB NOT NULL, created INTEGER NOT NULL, chunks INTEGER NOT NULL, stored INTEGER NOT NULL,
+  mac BLOB, status TEXT NOT NULL, writer INTEGER, manifest TEXT,
+  source TEXT, src_dev INTEGER, src_ino INTEGER, src_size INTEGER, src_mtime_s INTEGER,
+  src_mtime_ns INTEGER, src_ctime_s INTEGER, src_ctime_ns INTEGER);
+CREATE INDEX IF NOT EXISTS files_name ON files(name, created);
+CREATE INDEX IF NOT EXISTS files_source ON files(source);
+CREATE INDEX IF NOT EXISTS files_status ON files(status);
+CREATE TABLE IF NOT EXISTS file_chunks(
+  file INTEGER NOT NULL, seq INTEGER NOT NULL, chunk BLOB NOT NULL, len INTEGER NOT NULL,
+  PRIMARY KEY(file, seq)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS file_chunks_chunk ON file_chunks(chunk);
+CREATE TABLE IF NOT EXISTS writers(
+  id INTEGER PRIMARY KEY, role TEXT NOT NULL, epoch INTEGER NOT NULL, pid INTEGER NOT NULL,
+  start_ticks INTEGER NOT NULL, host TEXT NOT NULL, started INTEGER NOT NULL, heartbeat INTEGER NOT NULL);
+";
+
+/// Status of a file row.
+pub const STATUS_PENDING: &str = "pending";
+/// Status of a file whose data and manifest are durable.
+pub const STATUS_COMPLETE: &str = "complete";
+/// Status of a file being deleted.
+pub const STATUS_DELETING: &str = "deleting";
+
+/// What a writer is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A put (may reuse existing chunks).
+    Put,
+    /// A gc (one at a time).
+    Gc,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Put => "put",
+            Role::Gc => "gc",
+        }
+    }
+}
+
+/// A registered writer.
+#[derive(Clone, Copy, Debug)]
+pub struct WriterLease {
+    /// Its row id.
+    pub id: i64,
+    /// The epoch at which it registered.
+    pub epoch: i64,
+}
+
+/// Where the stat of a source file came from, for the unchanged check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceStat {
+    /// Absolute path of the source.
+    pub path: String,
+    /// Device.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Size.
+    pub size: u64,
+    /// Modification time.
+    pub mtime: (i64, i64),
+    /// Change time.
+    pub ctime: (i64, i64),
+}
+
+/// A file row as listed.
+#[derive(Clone, Debug)]
+pub struct FileRow {
+    /// Row id.
+    pub row: i64,
+    /// The record.
+    pub record: FileRecord,
+    /// Bytes this file added to the store (new chunks).
+    pub stored: u64,
+    /// Status.
+    pub status: String,
+}
+
+/// A chunk's location.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    /// Pack object name.
+    pub pack: String,
+    /// Offset of the blob.
+    pub offset: u64,
+    /// Blob length.
+    pub stored_len: u32,
+    /// Plaintext length.
+    pub raw_len: u32,
+    /// Compression byte.
+    pub compression: u8,
+}
+
+/// A file being put: its row (once inserted) and chunk refs not yet in the
+/// registry.
+pub struct PendingFile {
+    /// The record (chunks and mac filled in when complete).
+    pub record: FileRecord,
+    /// The source stat.
+    pub source: Option<SourceStat>,
+    /// Row id once inserted.
+    pub row: Option<i64>,
+    /// Next sequence number to insert.
+    pub next_seq: u64,
+    /// Refs not yet inserted: id, length.
+    pub refs: Vec<([u8; 32], u32)>,
+    /// Bytes of new chunks this file added.
+    pub stored: u64,
+}
+
+/// Dead writers' ids, and their pending files: (row, manifest named).
+pub type DeadWriters = (Vec<i64>, Vec<(i64, Option<String>)>);
+
+/// The open registry.
+pub struct Registry {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// This process's start time in clock ticks since boot (field 22 of
+/// `/proc/self/stat`), which with the pid names the process uniquely.
+fn start_ticks(pid: u32) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split(' ').nth(19)?.parse().ok()
+}
+
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn row_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
+    let kind: u8 = row.get("kind")?;
+    let mac: Option<Vec<u8>> = row.get("mac")?;
+    let mut mac_bytes = [0u8; 32];
+    if let Some(mac) = mac.filter(|m| m.len() == 32) {
+        mac_bytes.copy_from_slice(&mac);
+    }
+    Ok(FileRow {
+        row: row.get("id")?,
+        record: FileRecord {
+            uid: row.get::<_, i64>("uid")? as u64,
+            name: row.get("name")?,
+            kind: Kind::from_id(kind).unwrap_or(Kind::File),
+            mode: row.get("mode")?,
+            mtime: (row.get("mtime_s")?, row.get("mtime_ns")?),
+            size: row.get::<_, i64>("size")? as u64,
+            link: row.get("link")?,
+            created: row.get("created")?,
+            chunks: row.get::<_, i64>("chunks")? as u64,
+            mac: mac_bytes,
+        },
+        stored: row.get::<_, i64>("stored")? as u64,
+        status: row.get("status")?,
+    })
+}
+
+const FILE_COLUMNS: &str =
+    "id, uid, name, kind, mode, mtime_s, mtime_ns, size, link, created, chunks, stored, mac, status";
+
+/// Aggregates for `store stat`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Totals {
+    /// Complete entries.
+    pub files: u64,
+    /// Sum of their sizes.
+    pub logical_bytes: u64,
+    /// Chunk references of complete files.
+    pub chunk_refs: u64,
+    /// Distinct chunks in the registry.
+    pub chunks: u64,
+    /// Plaintext bytes of distinct chunks.
+    pub unique_bytes: u64,
+    /// Stored (compressed, sealed) bytes of distinct chunks.
+    pub stored_bytes: u64,
+    /// Pack objects.
+    pub packs: u64,
+    /// Bytes of pack objects.
+    pub pack_bytes: u64,
+}
+
+impl Registry {
+    /// Opens (creating) the registry at `path`.
+    ///
+    /// # Errors
+    /// [`StoreError::Registry`].
+    pub fn open(path: &Path) -> Result<Registry, StoreError> {
+        let conn = Connection::open(path).map_err(|e| reg(path, e))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| reg(path, e))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| reg(path, e))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| reg(path, e))?;
+        conn.pragma_update(None, "cache_size", -8192)
+            .map_err(|e| reg(path, e))?;
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
+            .map_err(|e| reg(path, e))?;
+        Ok(Registry {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, e: rusqlite::Error) -> StoreError {
+        reg(&self.path, e)
+    }
+
+    fn write<T>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| reg(&path, e))?;
+        let value = f(&tx).map_err(|e| reg(&path, e))?;
+        tx.commit().map_err(|e| reg(&path, e))?;
+        Ok(value)
+    }
+
+    fn next_epoch(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<i64> {
+        tx.execute("UPDATE meta SET value = value + 1 WHERE key = 'epoch'", [])?;
+        tx.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+            r.get(0)
+        })
+    }
+
+    /// Registers this process as a writer.
+    ///
+    /// # Errors
+    /// [`StoreError::Busy`] for a second gc; registry failures.
+    pub fn register_writer(&mut self, role: Role) -> Result<WriterLease, StoreError> {
+        self.remove_dead_writers_rows()?;
+        let pid = std::process::id();
+        let ticks = start_ticks(pid).unwrap_or(0);
+        let host = host();
+        let lease = self.write(|tx| {
+            if role == Role::Gc {
+                let others: i64 =
+                    tx.query_row("SELECT COUNT(*) FROM writers WHERE role = 'gc'", [], |r| {
+                        r.get(0)
+                    })?;
+                if others > 0 {
+                    return Ok(None);
+                }
+            }
+            let epoch = Self::next_epoch(tx)?;
+            tx.execute(
+                "INSERT INTO writers(role, epoch, pid, start_ticks, host, started, heartbeat)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                params![role.name(), epoch, pid, ticks, host, now()],
+            )?;
+            Ok(Some(WriterLease {
+                id: tx.last_insert_rowid(),
+                epoch,
+            }))
+        })?;
+        lease.ok_or_else(|| StoreError::Busy("another gc is running on this store".into()))
+    }
+
+    /// Removes this writer's lease.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn unregister_writer(&mut self, lease: WriterLease) -> Result<(), StoreError> {
+        self.write(|tx| tx.execute("DELETE FROM writers WHERE id = ?1", [lease.id]))?;
+        Ok(())
+    }
+
+    /// Ends a put: its files still pending (failed or interrupted) are
+    /// removed with their refs, then its lease.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn end_writer(&mut self, lease: WriterLease) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM file_chunks WHERE file IN
+                   (SELECT id FROM files WHERE writer = ?1 AND status = 'pending')",
+                [lease.id],
+            )?;
+            tx.execute(
+                "DELETE FROM files WHERE writer = ?1 AND status = 'pending'",
+                [lease.id],
+            )?;
+            tx.execute("DELETE FROM writers WHERE id = ?1", [lease.id])
+        })?;
+        Ok(())
+    }
+
+    /// Whether writer row (pid, start ticks, host, heartbeat) is alive.
+    fn writer_alive(pid: i64, ticks: i64, host_name: &str, heartbeat: i64) -> bool {
+        if host_name == host() {
+            u32::try_from(pid)
+                .ok()
+                .and_then(start_ticks)
+                .is_some_and(|t| t == ticks)
+        } else {
+            now() - heartbeat < STALE_WRITER_SECS
+        }
+    }
+
+    /// Dead writers: (row id, role).
+    fn dead_writers(&self) -> Result<Vec<i64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, pid, start_ticks, host, heartbeat FROM writers")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut dead = Vec::new();
+        for row in rows {
+            let (id, pid, ticks, host_name, heartbeat) = row.map_err(|e| self.err(e))?;
+            if !Self::writer_alive(pid, ticks, &host_name, heartbeat) {
+                dead.push(id);
+            }
+        }
+        Ok(dead)
+    }
+
+    /// Removes gc leases of dead processes (their pending files are dealt
+    /// with by gc: [`Registry::dead_writer_files`]).
+    fn remove_dead_writers_rows(&mut self) -> Result<(), StoreError> {
+        let dead = self.dead_writers()?;
+        self.write(|tx| {
+            for id in &dead {
+                tx.execute("DELETE FROM writers WHERE id = ?1 AND role = 'gc'", [id])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The pending files of dead writers: (row, manifest name if one was
+    /// being written), and the dead writers' ids.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn dead_writer_files(&self) -> Result<DeadWriters, StoreError> {
+        let dead = self.dead_writers()?;
+        let mut files = Vec::new();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, manifest FROM files WHERE status = 'pending' AND writer = ?1")
+            .map_err(|e| self.err(e))?;
+        for w in &dead {
+            let rows = stmt
+                .query_map([w], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                files.push(row.map_err(|e| self.err(e))?);
+            }
+        }
+        Ok((dead, files))
+    }
+
+    /// Settles a dead writer's files: those whose manifest exists become
+    /// complete (all their data is durable), the others are removed; then
+    /// the writers' leases go.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn settle_dead(
+        &mut self,
+        writers: &[i64],
+        complete: &[i64],
+        remove: &[i64],
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            for f in complete {
+                tx.execute(
+                    "UPDATE files SET status = 'complete', writer = NULL WHERE id = ?1",
+                    [f],
+                )?;
+            }
+            for f in remove {
+                tx.execute("DELETE FROM file_chunks WHERE file = ?1", [f])?;
+                tx.execute("DELETE FROM files WHERE id = ?1", [f])?;
+            }
+            for w in writers {
+                tx.execute("DELETE FROM writers WHERE id = ?1", [w])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Updates this writer's heartbeat.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn heartbeat(&self, lease: WriterLease) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE writers SET heartbeat = ?1 WHERE id = ?2",
+                params![now(), lease.id],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Whether chunk `id` is stored and may be reused (not marked garbage).
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn chunk_usable(&self, id: &[u8; 32]) -> Result<bool, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT 1 FROM chunks WHERE id = ?1 AND garbage_epoch IS NULL")
+            .map_err(|e| self.err(e))?;
+        stmt.exists([&id[..]]).map_err(|e| self.err(e))
+    }
+
+    /// The uid of a complete entry named `name` stored from exactly this
+    /// source (same path, device, inode, size, mtime and ctime).
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn unchanged(&self, name: &str, src: &SourceStat) -> Result<Option<u64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT uid FROM files WHERE source = ?1 AND name = ?2 AND status = 'complete'
+                 AND src_dev = ?3 AND src_ino = ?4 AND src_size = ?5 AND src_mtime_s = ?6
+                 AND src_mtime_ns = ?7 AND src_ctime_s = ?8 AND src_ctime_ns = ?9
+                 ORDER BY created DESC LIMIT 1",
+            )
+            .map_err(|e| self.err(e))?;
+        stmt.query_row(
+            params![
+                src.path,
+                name,
+                src.dev as i64,
+                src.ino as i64,
+                src.size as i64,
+                src.mtime.0,
+                src.mtime.1,
+                src.ctime.0,
+                src.ctime.1
+            ],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()
+        .map(|uid| uid.map(|u| u as u64))
+        .map_err(|e| self.err(e))
+    }
+
+    /// One transaction: the pack just committed and its chunks (a chunk
+    /// already present and not garbage keeps its place; one marked garbage
+    /// moves to this pack and is live again), new pending file rows, and
+    /// the chunk refs buffered in `files`.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn commit_batch(
+        &mut self,
+        lease: WriterLease,
+        pack: Option<(&str, u64, &[PackEntry])>,
+        files: &mut [&mut PendingFile],
+    ) -> Result<(), StoreError> {
+        let created = now();
+        self.write(|tx| {
+            if let Some((name, size, entries)) = pack {
+                tx.execute(
+                    "INSERT INTO packs(name, size, created) VALUES (?1, ?2, ?3)",
+                    params![name, size as i64, created],
+                )?;
+                let pack_row = tx.last_insert_rowid();
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO chunks(id, pack, offset, stored_len, raw_len, compression)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT(id) DO UPDATE SET pack = excluded.pack, offset = excluded.offset,
+                       stored_len = excluded.stored_len, raw_len = excluded.raw_len,
+                       compression = excluded.compression, garbage_epoch = NULL
+                     WHERE chunks.garbage_epoch IS NOT NULL",
+                )?;
+                for e in entries {
+                    stmt.execute(params![
+                        &e.id[..],
+                        pack_row,
+                        e.offset as i64,
+                        e.stored_len,
+                        e.raw_len,
+                        e.compression
+                    ])?;
+                }
+            }
+            for f in files.iter_mut() {
+                if f.row.is_none() {
+                    let r = &f.record;
+                    let s = f.source.as_ref();
+                    tx.execute(
+                        "INSERT INTO files(uid, name, kind, mode, mtime_s, mtime_ns, size, link, created,
+                           chunks, stored, mac, status, writer, source, src_dev, src_ino, src_size,
+                           src_mtime_s, src_mtime_ns, src_ctime_s, src_ctime_ns)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, 0, NULL, 'pending', ?10, ?11,
+                           ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                        params![
+                            r.uid as i64,
+                            r.name,
+                            r.kind.id(),
+                            r.mode,
+                            r.mtime.0,
+                            r.mtime.1,
+                            r.size as i64,
+                            r.link,
+                            r.created,
+                            lease.id,
+                            s.map(|s| s.path.clone()),
+                            s.map(|s| s.dev as i64),
+                            s.map(|s| s.ino as i64),
+                            s.map(|s| s.size as i64),
+                            s.map(|s| s.mtime.0),
+                            s.map(|s| s.mtime.1),
+                            s.map(|s| s.ctime.0),
+                            s.map(|s| s.ctime.1),
+                        ],
+                    )?;
+                    f.row = Some(tx.last_insert_rowid());
+                }
+                let row = f.row.expect("inserted above");
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO file_chunks(file, seq, chunk, len) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for (id, len) in f.refs.drain(..) {
+                    stmt.execute(params![row, f.next_seq as i64, &id[..], len])?;
+                    f.next_seq += 1;
+                }
+            }
+            tx.execute(
+                "UPDATE writers SET heartbeat = ?1 WHERE id = ?2",
+                params![created, lease.id],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Records, before it is written, the manifest of these files and
+    /// their final record (size, chunk count, authenticator, new bytes).
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn set_manifest(
+        &mut self,
+        done: &[(i64, &FileRecord, u64)],
+        manifest: &str,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            for (row, r, stored) in done {
+                tx.execute(
+                    "UPDATE files SET manifest = ?1, size = ?2, chunks = ?3, mac = ?4, stored = ?5
+                     WHERE id = ?6",
+                    params![
+                        manifest,
+                        r.size as i64,
+                        r.chunks as i64,
+                        &r.mac[..],
+                        *stored as i64,
+                        row
+                    ],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Marks files complete: their data and manifest are durable.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn complete(&mut self, rows: &[i64]) -> Result<(), StoreError> {
+        self.write(|tx| {
+            for row in rows {
+                tx.execute(
+                    "UPDATE files SET status = 'complete', writer = NULL WHERE id = ?1",
+                    [row],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Calls `each` with the chunk list of file `row`, in order.
+    ///
+    /// # Errors
+    /// Registry failures or `each`'s error.
+    pub fn for_each_chunk(
+        &self,
+        row: i64,
+        mut each: impl FnMut([u8; 32], u32) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT chunk, len FROM file_chunks WHERE file = ?1 ORDER BY seq")
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([row]).map_err(|e| self.err(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let id: Vec<u8> = r.get(0).map_err(|e| self.err(e))?;
+            let len: u32 = r.get(1).map_err(|e| self.err(e))?;
+            let id: [u8; 32] = id
+                .try_into()
+                .map_err(|_| StoreError::Damaged("registry: a chunk id is not 32 bytes".into()))?;
+            each(id, len)?;
+        }
+        Ok(())
+    }
+
+    /// Where chunk `id` is.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn location(&self, id: &[u8; 32]) -> Result<Option<Location>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT p.name, c.offset, c.stored_len, c.raw_len, c.compression
+                 FROM chunks c JOIN packs p ON p.id = c.pack WHERE c.id = ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        stmt.query_row([&id[..]], |r| {
+            Ok(Location {
+                pack: r.get(0)?,
+                offset: r.get::<_, i64>(1)? as u64,
+                stored_len: r.get(2)?,
+                raw_len: r.get(3)?,
+                compression: r.get(4)?,
+            })
+        })
+        .optional()
+        .map_err(|e| self.err(e))
+    }
+
+    /// The complete entry with this uid.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn by_uid(&self, uid: u64) -> Result<Option<FileRow>, StoreError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {FILE_COLUMNS} FROM files WHERE uid = ?1 AND status = 'complete'"),
+                [uid as i64],
+                row_record,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The newest complete version of `name` and of every name below it
+    /// (`name/...`), in name order. An empty `name` means every entry.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn by_name(
+        &self,
+        name: &str,
+        mut each: impl FnMut(FileRow) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let (low, high) = if name.is_empty() {
+            (String::new(), "\u{10FFFF}".to_owned())
+        } else {
+            (format!("{name}/"), format!("{name}0"))
+        };
+        let sql = format!(
+            "SELECT {FILE_COLUMNS} FROM files f WHERE status = 'complete'
+               AND (name = ?1 OR (name >= ?2 AND name < ?3))
+               AND NOT EXISTS (SELECT 1 FROM files g WHERE g.name = f.name AND g.status = 'complete'
+                               AND (g.created > f.created OR (g.created = f.created AND g.id > f.id)))
+             ORDER BY name"
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let mut rows = stmt
+            .query(params![name, low, high])
+            .map_err(|e| self.err(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            each(row_record(r).map_err(|e| self.err(e))?)?;
+        }
+        Ok(())
+    }
+
+    /// Every file row (any status), in name order.
+    ///
+    /// # Errors
+    /// Registry failures or `each`'s.
+    pub fn for_each_file(
+        &self,
+        complete_only: bool,
+        mut each: impl FnMut(FileRow) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let filter = if complete_only {
+            "WHERE status = 'complete'"
+        } else {
+            ""
+        };
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {FILE_COLUMNS} FROM files {filter} ORDER BY name, created"
+            ))
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            each(row_record(r).map_err(|e| self.err(e))?)?;
+        }
+        Ok(())
+    }
+
+    /// Marks these complete files as being deleted and returns their
+    /// manifests.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn mark_deleting(&mut self, rows: &[i64]) -> Result<Vec<String>, StoreError> {
+        self.write(|tx| {
+            let mut manifests = Vec::new();
+            for row in rows {
+                let manifest: Option<String> = tx
+                    .query_row(
+                        "SELECT manifest FROM files WHERE id = ?1 AND status = 'complete'",
+                        [row],
+                        |r| r.get(0),
+                    )
+                    .optional()?
+                    .flatten();
+                tx.execute(
+                    "UPDATE files SET status = 'deleting' WHERE id = ?1 AND status = 'complete'",
+                    [row],
+                )?;
+                if let Some(m) = manifest {
+                    if !manifests.contains(&m) {
+                        manifests.push(m);
+                    }
+                }
+            }
+            Ok(manifests)
+        })
+    }
+
+    /// Manifests that hold files being deleted.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn deleting_manifests(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT DISTINCT manifest FROM files WHERE status = 'deleting' AND manifest IS NOT NULL")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<String>>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The complete files recorded in `manifest`.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn files_in_manifest(&self, manifest: &str) -> Result<Vec<FileRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {FILE_COLUMNS} FROM files WHERE manifest = ?1 AND status = 'complete'"
+            ))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([manifest], row_record)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Points the files of `old` manifest at `new`.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn move_manifest(&mut self, old: &str, new: &str) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE files SET manifest = ?1 WHERE manifest = ?2 AND status = 'complete'",
+                params![new, old],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Removes the rows of files being deleted whose manifest is gone.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn drop_deleting(&mut self, manifest: Option<&str>) -> Result<u64, StoreError> {
+        self.write(|tx| {
+            let filter = if manifest.is_some() {
+                "status = 'deleting' AND manifest = ?1"
+            } else {
+                "status = 'deleting' AND ?1 IS NULL"
+            };
+            tx.execute(
+                &format!(
+                    "DELETE FROM file_chunks WHERE file IN (SELECT id FROM files WHERE {filter})"
+                ),
+                [manifest],
+            )?;
+            Ok(tx.execute(&format!("DELETE FROM files WHERE {filter}"), [manifest])? as u64)
+        })
+    }
+
+    /// Removes the rows of deleted files that have no manifest.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn drop_deleting_without_manifest(&mut self) -> Result<u64, StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM file_chunks WHERE file IN
+                   (SELECT id FROM files WHERE status = 'deleting' AND manifest IS NULL)",
+                [],
+            )?;
+            Ok(tx.execute(
+                "DELETE FROM files WHERE status = 'deleting' AND manifest IS NULL",
+                [],
+            )? as u64)
+        })
+    }
+
+    /// Gc phase one: marks unreferenced chunks as garbage at a new epoch
+    /// and clears the mark of referenced ones. Returns the epoch.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn mark_garbage(&mut self) -> Result<i64, StoreError> {
+        self.write(|tx| {
+            let epoch = Self::next_epoch(tx)?;
+            tx.execute(
+                "UPDATE chunks SET garbage_epoch = ?1 WHERE garbage_epoch IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM file_chunks r WHERE r.chunk = chunks.id)",
+                [epoch],
+            )?;
+            tx.execute(
+                "UPDATE chunks SET garbage_epoch = NULL WHERE garbage_epoch IS NOT NULL
+                   AND EXISTS (SELECT 1 FROM file_chunks r WHERE r.chunk = chunks.id)",
+                [],
+            )?;
+            Ok(epoch)
+        })
+    }
+
+    /// Gc phase two: forgets chunks marked garbage before every running put
+    /// registered and still unreferenced. Returns (chunks, stored bytes).
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn sweep_garbage(&mut self) -> Result<(u64, u64), StoreError> {
+        self.write(|tx| {
+            let oldest: Option<i64> = tx.query_row(
+                "SELECT MIN(epoch) FROM writers WHERE role = 'put'",
+                [],
+                |r| r.get(0),
+            )?;
+            let bound = oldest.unwrap_or(i64::MAX);
+            let cond = "garbage_epoch IS NOT NULL AND garbage_epoch < ?1
+                 AND NOT EXISTS (SELECT 1 FROM file_chunks r WHERE r.chunk = chunks.id)";
+            let (count, bytes): (i64, Option<i64>) = tx.query_row(
+                &format!("SELECT COUNT(*), SUM(stored_len) FROM chunks WHERE {cond}"),
+                [bound],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            tx.execute(&format!("DELETE FROM chunks WHERE {cond}"), [bound])?;
+            Ok((count as u64, bytes.unwrap_or(0) as u64))
+        })
+    }
+
+    /// Every pack with its size and live bytes (stored bytes of the chunks
+    /// located in it).
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn pack_usage(&self) -> Result<Vec<(i64, String, u64, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT p.id, p.name, p.size, COALESCE(SUM(c.stored_len), 0)
+                 FROM packs p LEFT JOIN chunks c ON c.pack = p.id GROUP BY p.id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get::<_, i64>(2)? as u64,
+                    r.get::<_, i64>(3)? as u64,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The chunks located in pack `pack`, in offset order.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn chunks_in_pack(&self, pack: i64) -> Result<Vec<PackEntry>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, offset, stored_len, raw_len, compression FROM chunks
+                 WHERE pack = ?1 ORDER BY offset",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([pack], |r| {
+                let id: Vec<u8> = r.get(0)?;
+                let mut bytes = [0u8; 32];
+                if id.len() == 32 {
+                    bytes.copy_from_slice(&id);
+                }
+                Ok(PackEntry {
+                    id: bytes,
+                    offset: r.get::<_, i64>(1)? as u64,
+                    stored_len: r.get(2)?,
+                    raw_len: r.get(3)?,
+                    compression: r.get(4)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Forgets pack `pack` if no chunk is located in it any more; returns
+    /// whether it did.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn drop_pack_if_empty(&mut self, pack: i64) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let used: i64 =
+                tx.query_row("SELECT COUNT(*) FROM chunks WHERE pack = ?1", [pack], |r| {
+                    r.get(0)
+                })?;
+            if used > 0 {
+                return Ok(false);
+            }
+            tx.execute("DELETE FROM packs WHERE id = ?1", [pack])?;
+            Ok(true)
+        })
+    }
+
+    /// After a pack rewrite: the new pack, and the chunks still located in
+    /// `old` moved to it.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn move_chunks(
+        &mut self,
+        old: i64,
+        new_name: &str,
+        new_size: u64,
+        entries: &[PackEntry],
+    ) -> Result<(), StoreError> {
+        let created = now();
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO packs(name, size, created) VALUES (?1, ?2, ?3)",
+                params![new_name, new_size as i64, created],
+            )?;
+            let new = tx.last_insert_rowid();
+            for e in entries {
+                tx.execute(
+                    "UPDATE chunks SET pack = ?1, offset = ?2 WHERE id = ?3 AND pack = ?4",
+                    params![new, e.offset as i64, &e.id[..], old],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Whether a put is registered, and the current epoch.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn puts_running(&self) -> Result<(bool, i64), StoreError> {
+        self.conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM writers WHERE role = 'put'),
+                        (SELECT value FROM meta WHERE key = 'epoch')",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? > 0, r.get(1)?)),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Whether pack object `name` is in the registry.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn has_pack(&self, name: &str) -> Result<bool, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT 1 FROM packs WHERE name = ?1")
+            .map_err(|e| self.err(e))?;
+        stmt.exists([name]).map_err(|e| self.err(e))
+    }
+
+    /// Whether any file row names manifest `name`.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn has_manifest(&self, name: &str) -> Result<bool, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT 1 FROM files WHERE manifest = ?1")
+            .map_err(|e| self.err(e))?;
+        stmt.exists([name]).map_err(|e| self.err(e))
+    }
+
+    /// Every pack: (name, size).
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn packs(&self) -> Result<Vec<(i64, String, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, name, size FROM packs ORDER BY name")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Complete files that reference a chunk missing from the chunks
+    /// table: (file row, chunk id).
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn missing_chunks(
+        &self,
+        mut each: impl FnMut(FileRow, [u8; 32]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {FILE_COLUMNS}, r.chunk FROM file_chunks r JOIN files f ON f.id = r.file
+                 WHERE f.status = 'complete' AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.id = r.chunk)"
+            ))
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let file = row_record(r).map_err(|e| self.err(e))?;
+            let id: Vec<u8> = r.get(14).map_err(|e| self.err(e))?;
+            let mut bytes = [0u8; 32];
+            if id.len() == 32 {
+                bytes.copy_from_slice(&id);
+            }
+            each(file, bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Complete files that use chunk `id`.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn files_using(&self, id: &[u8; 32]) -> Result<Vec<FileRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {FILE_COLUMNS} FROM files WHERE status = 'complete' AND id IN
+                   (SELECT file FROM file_chunks WHERE chunk = ?1) ORDER BY name"
+            ))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([&id[..]], row_record)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Totals for `store stat`.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn totals(&self) -> Result<Totals, StoreError> {
+        let q = |sql: &str| -> Result<i64, StoreError> {
+            self.conn
+                .query_row(sql, [], |r| r.get::<_, Option<i64>>(0))
+                .map(|v| v.unwrap_or(0))
+                .map_err(|e| self.err(e))
+        };
+        Ok(Totals {
+            files: q("SELECT COUNT(*) FROM files WHERE status = 'complete'")? as u64,
+            logical_bytes: q("SELECT SUM(size) FROM files WHERE status = 'complete'")? as u64,
+            chunk_refs: q(
+                "SELECT COUNT(*) FROM file_chunks r JOIN files f ON f.id = r.file
+                           WHERE f.status = 'complete'",
+            )? as u64,
+            chunks: q("SELECT COUNT(*) FROM chunks")? as u64,
+            unique_bytes: q("SELECT SUM(raw_len) FROM chunks")? as u64,
+            stored_bytes: q("SELECT SUM(stored_len) FROM chunks")? as u64,
+            packs: q("SELECT COUNT(*) FROM packs")? as u64,
+            pack_bytes: q("SELECT SUM(size) FROM packs")? as u64,
+        })
+    }
+
+    /// Reindex: adds a pack and its chunks (first location of a chunk wins).
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn add_pack(
+        &mut self,
+        name: &str,
+        size: u64,
+        entries: &[PackEntry],
+    ) -> Result<(), StoreError> {
+        let created = now();
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO packs(name, size, created) VALUES (?1, ?2, ?3)",
+                params![name, size as i64, created],
+            )?;
+            let pack: i64 =
+                tx.query_row("SELECT id FROM packs WHERE name = ?1", [name], |r| r.get(0))?;
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR IGNORE INTO chunks(id, pack, offset, stored_len, raw_len, compression)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for e in entries {
+                stmt.execute(params![
+                    &e.id[..],
+                    pack,
+                    e.offset as i64,
+                    e.stored_len,
+                    e.raw_len,
+                    e.compression
+                ])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Reindex: adds a complete file from a manifest (ignored when its uid
+    /// is already present). Returns whether it was added.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn add_complete_file(
+        &mut self,
+        record: &FileRecord,
+        manifest: &str,
+        chunks: &[([u8; 32], u32)],
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let added = tx.execute(
+                "INSERT OR IGNORE INTO files(uid, name, kind, mode, mtime_s, mtime_ns, size, link, created,
+                   chunks, stored, mac, status, manifest)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, 'complete', ?12)",
+                params![
+                    record.uid as i64,
+                    record.name,
+                    record.kind.id(),
+                    record.mode,
+                    record.mtime.0,
+                    record.mtime.1,
+                    record.size as i64,
+                    record.link,
+                    record.created,
+                    record.chunks as i64,
+                    &record.mac[..],
+                    manifest
+                ],
+            )?;
+            if added == 0 {
+                return Ok(false);
+            }
+            let row = tx.last_insert_rowid();
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO file_chunks(file, seq, chunk, len) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (seq, (id, len)) in chunks.iter().enumerate() {
+                stmt.execute(params![row, seq as i64, &id[..], len])?;
+            }
+            Ok(true)
+        })
+    }
+}
+
+fn reg(path: &Path, source: rusqlite::Error) -> StoreError {
+    StoreError::Registry {
+        path: path.to_path_buf(),
+        source,
+    }
+}

@@ -1,0 +1,96 @@
+//! The test vectors of docs/STORE.md ("Test vectors"), recomputed from the
+//! code: the block between the `vectors` markers is parsed as `name: hex`
+//! lines, so the document cannot drift from the implementation.
+
+use std::collections::BTreeMap;
+
+use cryptstream_store::blob::{chunk_aad, open_in_place, seal_with_salt, COMPRESSION_NONE};
+use cryptstream_store::manifest::{FileMac, FileRecord, Kind};
+use cryptstream_store::pack::{encode_index, PackEntry};
+use cryptstream_store::StoreKeys;
+
+fn doc_vectors() -> BTreeMap<String, String> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/STORE.md"))
+        .expect("docs/STORE.md is readable");
+    let start = doc
+        .find("<!-- vectors -->")
+        .expect("the vectors start marker");
+    let end = doc
+        .find("<!-- /vectors -->")
+        .expect("the vectors end marker");
+    doc[start..end]
+        .lines()
+        .filter_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            let value = value.trim();
+            (!value.is_empty() && value.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| (name.trim().to_owned(), value.to_owned()))
+        })
+        .collect()
+}
+
+fn computed() -> BTreeMap<String, String> {
+    let master: [u8; 32] = std::array::from_fn(|i| i as u8);
+    let keys = StoreKeys::derive(&master);
+    let plaintext = b"cryptstream store test vector\n";
+    let id = keys.chunk_id(plaintext);
+    let salt: [u8; 16] = std::array::from_fn(|i| 0xa0 + i as u8);
+    let aad = chunk_aad(&id, COMPRESSION_NONE, plaintext.len() as u32);
+    let blob = seal_with_salt(&keys, &aad, plaintext, &salt);
+    let mut copy = blob.clone();
+    assert_eq!(open_in_place(&keys, &aad, &mut copy).unwrap(), plaintext);
+    let record = FileRecord {
+        uid: 0x0123_4567_89ab_cdef,
+        name: "dir/file.txt".into(),
+        kind: Kind::File,
+        mode: 0o644,
+        mtime: (1_700_000_000, 5),
+        size: plaintext.len() as u64,
+        link: Vec::new(),
+        created: 0,
+        chunks: 1,
+        mac: [0; 32],
+    };
+    let mut mac = FileMac::new(&keys, &record);
+    mac.add_chunk(&id, plaintext.len() as u32);
+    let index = encode_index(&[PackEntry {
+        id,
+        offset: 8,
+        stored_len: blob.len() as u32,
+        raw_len: plaintext.len() as u32,
+        compression: COMPRESSION_NONE,
+    }]);
+    let mut out = BTreeMap::new();
+    let mut put = |k: &str, v: &[u8]| {
+        out.insert(k.to_owned(), hex::encode(v));
+    };
+    put("master key", &master);
+    put("chunk id key", keys.chunk_id_key());
+    put("blob key", keys.blob_base_key());
+    put("file hash key", keys.file_hash_key());
+    put("manifest key", keys.manifest_key().expose_bytes());
+    put("chunker seed", &keys.chunker_seed().to_le_bytes());
+    put("chunk plaintext", plaintext);
+    put("chunk id", &id);
+    put("blob salt", &salt);
+    put("chunk aad", &aad);
+    put("chunk blob", &blob);
+    put("file mac", &mac.finish());
+    put("pack index plaintext", &index);
+    out
+}
+
+#[test]
+fn store_md_vectors_match_the_code() {
+    let doc = doc_vectors();
+    let code = computed();
+    let mut problems = Vec::new();
+    for (name, value) in &code {
+        match doc.get(name) {
+            Some(v) if v == value => {}
+            Some(v) => problems.push(format!("{name}: doc {v}, code {value}")),
+            None => problems.push(format!("{name}: missing from the doc (code: {value})")),
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
