@@ -30,12 +30,13 @@ use object_store::{
 };
 use tokio::sync::Semaphore;
 
+mod backend;
+pub use backend::{S3Backend, WriteMode};
+
 /// Objects larger than this are uploaded in parts.
-pub const MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
+pub const MULTIPART_THRESHOLD: usize = 64 * 1024 * 1024;
 /// The size of each part of a multipart upload (S3's minimum is 5 MiB).
-pub const PART_SIZE: usize = 8 * 1024 * 1024;
-/// Parts of one multipart upload in flight at once.
-const PARTS_IN_FLIGHT: usize = 4;
+pub const PART_SIZE: usize = 16 * 1024 * 1024;
 
 /// Errors of the object store, one line each.
 #[derive(Debug, thiserror::Error)]
@@ -182,7 +183,26 @@ pub struct S3Client {
     store: Arc<AmazonS3>,
     location: S3Location,
     permits: Arc<Semaphore>,
+    connections: usize,
     counts: RequestCounts,
+}
+
+/// A multipart upload in progress; dropped unfinished, it is aborted.
+pub struct Multipart {
+    key: String,
+    writer: Option<WriteMultipart>,
+    handle: tokio::runtime::Handle,
+}
+
+impl Drop for Multipart {
+    fn drop(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            let _enter = self.handle.enter();
+            // Best effort: the server drops the parts; an upload that cannot
+            // be aborted now is left to the bucket's lifecycle rules.
+            let _ = futures_util::FutureExt::now_or_never(writer.abort());
+        }
+    }
 }
 
 impl fmt::Debug for S3Client {
@@ -197,6 +217,17 @@ impl S3Client {
     /// A client for `location`, configured from the AWS environment
     /// variables. Makes no request.
     pub fn new(location: S3Location, options: &Options) -> Result<Self, S3Error> {
+        Self::with_config(location, options, &[])
+    }
+
+    /// As [`S3Client::new`], with settings that override the environment,
+    /// as `(variable, value)` pairs named like the AWS variables
+    /// (`AWS_ENDPOINT_URL`, ...).
+    pub fn with_config(
+        location: S3Location,
+        options: &Options,
+        overrides: &[(&str, &str)],
+    ) -> Result<Self, S3Error> {
         let retry = RetryConfig {
             backoff: BackoffConfig {
                 init_backoff: Duration::from_millis(100),
@@ -210,10 +241,29 @@ impl S3Client {
             .with_connect_timeout(options.connect_timeout)
             .with_timeout(options.request_timeout)
             .with_pool_max_idle_per_host(options.connections.max(1));
-        let store = AmazonS3Builder::from_env()
-            .with_bucket_name(&location.bucket)
-            .with_retry(retry)
+        // Client options first: the AWS variables (AWS_ALLOW_HTTP among
+        // them) are applied on top of them, then the overrides.
+        let mut builder = AmazonS3Builder::new()
             .with_client_options(client)
+            .with_retry(retry);
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(key, _)| key.starts_with("AWS_"))
+            .collect();
+        for (key, value) in &env {
+            // Variables object_store does not know are not ours to refuse.
+            if let Ok(parsed) = key.to_ascii_lowercase().parse() {
+                builder = builder.with_config(parsed, value);
+            }
+        }
+        for (key, value) in overrides {
+            let parsed = key
+                .to_ascii_lowercase()
+                .parse()
+                .map_err(|e| S3Error::Config(format!("{key}: {}", one_line(&e))))?;
+            builder = builder.with_config(parsed, *value);
+        }
+        let store = builder
+            .with_bucket_name(&location.bucket)
             .build()
             .map_err(|e| S3Error::Config(format!("{location}: {}", one_line(&e))))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -227,6 +277,7 @@ impl S3Client {
             store: Arc::new(store),
             location,
             permits: Arc::new(Semaphore::new(options.connections.max(1))),
+            connections: options.connections.max(1),
             counts: RequestCounts::default(),
         })
     }
@@ -238,6 +289,11 @@ impl S3Client {
     /// Requests made so far.
     pub fn requests(&self) -> &RequestCounts {
         &self.counts
+    }
+
+    /// Requests in flight at once at most.
+    pub fn connections(&self) -> usize {
+        self.connections
     }
 
     fn path(&self, key: &str) -> Result<ObjectPath, S3Error> {
@@ -275,21 +331,57 @@ impl S3Client {
                 .map(drop)
                 .map_err(|e| request_error("put", key, e));
         }
-        let parts = data.len().div_ceil(PART_SIZE) as u64;
-        self.counts.multipart.fetch_add(parts + 2, Ordering::Relaxed);
-        let store = Arc::clone(&self.store);
-        let result = self.call("put", key, async move {
-            let upload = store.put_multipart(&path).await?;
-            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-            let mut rest = data;
-            while !rest.is_empty() {
-                writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
-                let part = rest.split_to(PART_SIZE.min(rest.len()));
-                writer.put(part);
-            }
-            writer.finish().await
-        });
-        result.map(drop).map_err(|e| request_error("put", key, e))
+        let mut upload = self.multipart_start(key)?;
+        let mut rest = data;
+        while rest.len() > PART_SIZE {
+            let part = rest.split_to(PART_SIZE);
+            self.multipart_put(&mut upload, part)?;
+        }
+        self.multipart_finish(upload, rest)
+    }
+
+    /// Starts a multipart upload of `key`.
+    pub fn multipart_start(&self, key: &str) -> Result<Multipart, S3Error> {
+        let path = self.path(key)?;
+        self.counts.multipart.fetch_add(1, Ordering::Relaxed);
+        let upload = self
+            .call("put", key, self.store.put_multipart(&path))
+            .map_err(|e| request_error("put", key, e))?;
+        Ok(Multipart {
+            key: key.to_string(),
+            writer: Some(WriteMultipart::new_with_chunk_size(upload, PART_SIZE)),
+            handle: self.runtime.handle().clone(),
+        })
+    }
+
+    /// Queues one part; waits while [`Options::connections`] parts are
+    /// already in flight, so memory stays bounded.
+    pub fn multipart_put(&self, upload: &mut Multipart, part: Bytes) -> Result<(), S3Error> {
+        self.counts.multipart.fetch_add(1, Ordering::Relaxed);
+        let writer = upload.writer.as_mut().expect("upload not finished");
+        let _enter = self.runtime.enter();
+        self.runtime
+            .block_on(writer.wait_for_capacity(self.connections))
+            .map_err(|e| request_error("put", &upload.key, e))?;
+        writer.put(part);
+        Ok(())
+    }
+
+    /// Sends the last bytes and completes the upload; returns once the
+    /// server has acknowledged the whole object. On failure the upload is
+    /// aborted, so no parts are left behind.
+    pub fn multipart_finish(&self, mut upload: Multipart, rest: Bytes) -> Result<(), S3Error> {
+        let mut writer = upload.writer.take().expect("upload not finished");
+        self.counts.multipart.fetch_add(2, Ordering::Relaxed);
+        let _enter = self.runtime.enter();
+        if !rest.is_empty() {
+            writer.put(rest);
+        }
+        let key = upload.key.clone();
+        match self.runtime.block_on(writer.finish()) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(request_error("put", &key, e)),
+        }
     }
 
     /// Stores `data` under `key` only if no object is there: `Ok(false)`
