@@ -26,9 +26,13 @@ pub const STORE_ENV: &str = "CRYPTSTREAM_STORE";
 /// Options of every store command.
 #[derive(clap::Args, Debug, Clone)]
 pub struct StoreArgs {
-    /// The store directory.
-    #[arg(long, global = true, value_name = "DIR", env = STORE_ENV)]
+    /// The store: a directory, or s3://BUCKET/PREFIX (endpoint, region and
+    /// credentials from the AWS_* variables).
+    #[arg(long, global = true, value_name = "DIR|s3://BUCKET/PREFIX", env = STORE_ENV)]
     pub store: Option<PathBuf>,
+    /// S3 requests in flight at once.
+    #[arg(long, global = true, value_name = "N", default_value_t = 8)]
+    pub connections: usize,
     #[command(flatten)]
     pub secrets: SecretArgs,
     /// Worker threads (default: one per core).
@@ -235,23 +239,39 @@ impl cryptstream_store::Progress for Bar {
 pub fn store_dir(args: &StoreArgs) -> anyhow::Result<PathBuf> {
     args.store
         .clone()
-        .ok_or_else(|| anyhow::anyhow!("no store given: use --store DIR or set {STORE_ENV}"))
+        .ok_or_else(|| {
+            anyhow::anyhow!("no store given: use --store DIR or s3://BUCKET/PREFIX, or set {STORE_ENV}")
+        })
 }
 
 /// Opens and unlocks the store (a passphrase key is derived once,
 /// cancellably).
 pub fn open_store(dir: &Path, keyring: &Keyring, cancel: &AtomicBool) -> anyhow::Result<Store> {
-    let locked = Store::open_local(dir)?;
+    let opened = crate::store_location::open(dir)?;
+    let locked = opened.store;
     let header = locked.key_header()?;
     cryptstream_engine::keys::derive_for_header(&header, keyring, cancel)?;
-    locked
+    let mut store = locked
         .unlock(keyring)
-        .with_context(|| format!("{}: cannot open the store", dir.display()))
+        .with_context(|| format!("{}: cannot open the store", dir.display()))?;
+    if let Some(cache) = opened.fill_registry {
+        // A new cache of an S3 store: the bucket is the truth.
+        let report = store.reindex(&cryptstream_store::NoProgress)?;
+        crate::store_location::Opened::filled(&cache)?;
+        messages::note(format_args!(
+            "{}: new local registry filled from the bucket ({} files, {} packs)",
+            dir.display(),
+            report.files,
+            report.packs
+        ));
+    }
+    Ok(store)
 }
 
 /// Runs `store ...`.
 pub fn run(args: &StoreArgs) -> anyhow::Result<ExitCode> {
     let dir = store_dir(args)?;
+    crate::store_location::set_connections(args.connections);
     let cancel_flag = cancel_on_signals()?;
     if let StoreCommand::Init(init) = &args.command {
         let keyring = args.secrets.keyring(true)?;
@@ -269,8 +289,7 @@ pub fn run(args: &StoreArgs) -> anyhow::Result<ExitCode> {
             zstd_level: init.zstd_level,
             pack_target: init.pack_target,
         };
-        Store::init_local(&dir, &key, &settings)?;
-        messages::note(format_args!("created store {}", dir.display()));
+        crate::store_location::init(&dir, &key, &settings)?;
         return Ok(ExitCode::SUCCESS);
     }
     let keyring = Arc::new(args.secrets.keyring(false)?);
