@@ -237,11 +237,9 @@ impl cryptstream_store::Progress for Bar {
 
 /// The store directory from `--store` or `CRYPTSTREAM_STORE`.
 pub fn store_dir(args: &StoreArgs) -> anyhow::Result<PathBuf> {
-    args.store
-        .clone()
-        .ok_or_else(|| {
-            anyhow::anyhow!("no store given: use --store DIR or s3://BUCKET/PREFIX, or set {STORE_ENV}")
-        })
+    args.store.clone().ok_or_else(|| {
+        anyhow::anyhow!("no store given: use --store DIR or s3://BUCKET/PREFIX, or set {STORE_ENV}")
+    })
 }
 
 /// Opens and unlocks the store (a passphrase key is derived once,

