@@ -335,6 +335,19 @@ pub fn run(args: &StoreArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         StoreCommand::Gc => {
+            let _lease = match crate::store_location::gc_gate()? {
+                crate::store_location::GcGate::Local => None,
+                crate::store_location::GcGate::Skip(why) => {
+                    messages::note(format_args!("gc: skipped: {why}"));
+                    return Ok(ExitCode::SUCCESS);
+                }
+                crate::store_location::GcGate::Exclusive(lease) => {
+                    // Other clients' files are in the bucket, not in this
+                    // registry: learn them before deciding what is garbage.
+                    store.reindex(&cryptstream_store::NoProgress)?;
+                    Some(lease)
+                }
+            };
             let bar = Bar::new("gc", args.quiet);
             let report = store.gc(&bar)?;
             bar.finish();
@@ -413,6 +426,7 @@ pub fn run_put(
     bar: &Bar,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
+    let _lease = crate::store_location::put_lease()?;
     let opts = PutOptions {
         max_memory,
         force_read: args.force_read,

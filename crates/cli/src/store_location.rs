@@ -11,9 +11,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cryptstream_format::MasterKey;
+use cryptstream_s3::lease::{held_by_dead_local_process, live_leases, Lease, LeaseKind};
 use cryptstream_s3::{Options, S3Backend, S3Client, S3Location, WriteMode};
 use cryptstream_store::{Backend, LockedStore, Settings, Store, REGISTRY_FILE};
 
@@ -21,6 +24,9 @@ use crate::messages;
 
 /// Requests in flight at once on an S3 store (`--connections`).
 static CONNECTIONS: AtomicUsize = AtomicUsize::new(8);
+
+/// The client of the S3 store this process opened, for leases.
+static OPENED_S3: OnceLock<Arc<S3Client>> = OnceLock::new();
 
 /// Sets `--connections` for every S3 store this process opens.
 pub fn set_connections(n: usize) {
@@ -167,11 +173,90 @@ pub fn open(arg: &Path) -> anyhow::Result<Opened> {
             let fill_registry = (!cache.join(FILLED_FILE).exists()).then(|| cache.clone());
             let client = client(&location)?;
             let mode = write_mode(&client, &cache)?;
-            let backend: Box<dyn Backend> = Box::new(S3Backend::new(client, mode));
+            let backend = S3Backend::new(client, mode);
+            let _ = OPENED_S3.set(backend.shared_client());
+            let backend: Box<dyn Backend> = Box::new(backend);
             Ok(Opened {
                 store: Store::open(backend, &registry)?,
                 fill_registry,
             })
         }
     }
+}
+
+/// Longest a put waits for another client's gc to end.
+const GC_WAIT: Duration = Duration::from_secs(15 * 60);
+
+/// Before a put on an S3 store: takes a put lease and waits while another
+/// client's gc holds one (see `cryptstream_s3::lease`). `None` for a local
+/// store. The put holds the lease until it drops it.
+pub fn put_lease() -> anyhow::Result<Option<Lease>> {
+    let Some(client) = OPENED_S3.get() else {
+        return Ok(None);
+    };
+    let lease = Lease::take(Arc::clone(client), LeaseKind::Put)?;
+    let started = Instant::now();
+    let mut told = false;
+    loop {
+        let (gcs, _) = live_leases(client, LeaseKind::Gc)?;
+        let Some(gc) = gcs.first() else {
+            return Ok(Some(lease));
+        };
+        anyhow::ensure!(
+            started.elapsed() < GC_WAIT,
+            "{}: a gc by another client has held {} for over {} minutes; put not started",
+            client.location(),
+            gc.name,
+            GC_WAIT.as_secs() / 60
+        );
+        if !told {
+            messages::note(format_args!(
+                "{}: waiting for a gc by another client to finish ({})",
+                client.location(),
+                gc.name
+            ));
+            told = true;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// What a gc may do.
+pub enum GcGate {
+    /// A local store: gc's own epochs make it safe.
+    Local,
+    /// An S3 store with no put running anywhere: the registry must be
+    /// refreshed from the bucket first; the lease is held until gc ends.
+    Exclusive(Lease),
+    /// A put holds a lease: reclaiming now could take chunks it relies on.
+    Skip(String),
+}
+
+/// Before a gc: on an S3 store, takes a gc lease and gives up if a put
+/// holds one; removes the leases of dead clients.
+pub fn gc_gate() -> anyhow::Result<GcGate> {
+    let Some(client) = OPENED_S3.get() else {
+        return Ok(GcGate::Local);
+    };
+    let lease = Lease::take(Arc::clone(client), LeaseKind::Gc)?;
+    let (puts, mut stale) = live_leases(client, LeaseKind::Put)?;
+    let mut running = Vec::new();
+    for put in puts {
+        if held_by_dead_local_process(client, &put)? {
+            stale.push(put.name);
+        } else {
+            running.push(put);
+        }
+    }
+    if let Some(put) = running.first() {
+        return Ok(GcGate::Skip(format!(
+            "a put is running ({}, renewed {} s ago); nothing reclaimed, run gc again later",
+            put.name,
+            put.age.as_secs()
+        )));
+    }
+    for name in stale {
+        client.delete(&name)?;
+    }
+    Ok(GcGate::Exclusive(lease))
 }

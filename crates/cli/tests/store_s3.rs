@@ -189,3 +189,50 @@ fn a_server_killed_during_a_put_fails_it_cleanly_and_a_rerun_completes() {
     .success();
     assert_same_tree(&snapshot(&src), &snapshot(&dest.join("big")));
 }
+
+#[test]
+fn a_gc_never_overlaps_a_put_of_another_client() {
+    let server = seaweed::server();
+    let ws = Workspace::new();
+    server.create_bucket("gc-and-put");
+    let (writer, other) = (ws.path("cache-writer"), ws.path("cache-other"));
+    let (old, new) = (ws.path("src/old"), ws.path("src/new"));
+    tree(&old, 6, 400);
+    tree(&new, 20, 500);
+    run(&mut store_cmd(server, &ws, "gc-and-put", &writer, "init")).success();
+    run(store_cmd(server, &ws, "gc-and-put", &writer, "put").arg(&old)).success();
+    // The other client deletes what it knows of; its gc will run later.
+    run(store_cmd(server, &ws, "gc-and-put", &other, "delete").arg("old")).success();
+    let mut put = store_cmd(server, &ws, "gc-and-put", &writer, "put");
+    put.arg(&new)
+        .env("CRYPTSTREAM_DEBUG_STORE_DELAY_MS", "20")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut running = Running::spawn(&mut put);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        !running.has_exited(),
+        "the put ended too soon for this test"
+    );
+    // A gc on the other machine sees the put's lease and gives up.
+    let gc = run(&mut store_cmd(server, &ws, "gc-and-put", &other, "gc"));
+    gc.success().stderr_has("skipped: a put is running");
+    running.finish(TIMEOUT).success();
+    // With the put done, the gc refreshes its registry from the bucket,
+    // keeps the new tree and reclaims the deleted one.
+    let gc = run(&mut store_cmd(server, &ws, "gc-and-put", &other, "gc"));
+    gc.success();
+    assert!(!gc.stderr.contains("skipped"), "{}", gc.stderr);
+    run(store_cmd(server, &ws, "gc-and-put", &other, "verify").arg("--read-data")).success();
+    let dest = ws.path("out");
+    run(store_cmd(server, &ws, "gc-and-put", &other, "get")
+        .arg("new")
+        .arg(&dest))
+    .success();
+    assert_same_tree(&snapshot(&new), &snapshot(&dest.join("new")));
+    run(store_cmd(server, &ws, "gc-and-put", &other, "get")
+        .arg("old")
+        .arg(ws.path("x")))
+    .failure()
+    .stderr_has("no such file or id");
+}

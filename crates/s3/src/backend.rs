@@ -69,7 +69,7 @@ impl S3Backend {
     /// # Errors
     /// The server cannot be reached, or the bucket does not exist.
     pub fn probe(client: &S3Client) -> Result<WriteMode, S3Error> {
-        let sentinel = format!("probe/{}", random_hex());
+        let sentinel = format!("probe/{}", crate::random_hex());
         Ok(if client.probe_conditional_writes(&sentinel)? {
             WriteMode::Conditional
         } else {
@@ -86,19 +86,11 @@ impl S3Backend {
     pub fn client(&self) -> &S3Client {
         &self.client
     }
-}
 
-fn random_hex() -> String {
-    let mut bytes = [0u8; 16];
-    getrandom(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn getrandom(buf: &mut [u8]) {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(buf))
-        .expect("reading /dev/urandom");
+    /// The client, shared (for leases).
+    pub fn shared_client(&self) -> Arc<S3Client> {
+        Arc::clone(&self.client)
+    }
 }
 
 /// Maps an S3 failure onto the store's error for `name`.

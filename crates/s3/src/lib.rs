@@ -31,6 +31,7 @@ use object_store::{
 use tokio::sync::Semaphore;
 
 mod backend;
+pub mod lease;
 pub use backend::{S3Backend, WriteMode};
 
 /// Objects larger than this are uploaded in parts.
@@ -528,6 +529,16 @@ impl S3Client {
         self.delete(sentinel)?;
         Ok(!second && kept.as_deref() == Some(b"probe 1".as_slice()))
     }
+}
+
+/// 128 random bits in hex, for object names nobody else will pick.
+pub(crate) fn random_hex() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("reading /dev/urandom");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn request_error(op: &'static str, key: &str, error: object_store::Error) -> S3Error {
