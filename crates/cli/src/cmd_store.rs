@@ -26,9 +26,13 @@ pub const STORE_ENV: &str = "CRYPTSTREAM_STORE";
 /// Options of every store command.
 #[derive(clap::Args, Debug, Clone)]
 pub struct StoreArgs {
-    /// The store directory.
-    #[arg(long, global = true, value_name = "DIR", env = STORE_ENV)]
+    /// The store: a directory, or s3://BUCKET/PREFIX (endpoint, region and
+    /// credentials from the AWS_* variables).
+    #[arg(long, global = true, value_name = "DIR|s3://BUCKET/PREFIX", env = STORE_ENV)]
     pub store: Option<PathBuf>,
+    /// S3 requests in flight at once.
+    #[arg(long, global = true, value_name = "N", default_value_t = 8)]
+    pub connections: usize,
     #[command(flatten)]
     pub secrets: SecretArgs,
     /// Worker threads (default: one per core).
@@ -233,25 +237,39 @@ impl cryptstream_store::Progress for Bar {
 
 /// The store directory from `--store` or `CRYPTSTREAM_STORE`.
 pub fn store_dir(args: &StoreArgs) -> anyhow::Result<PathBuf> {
-    args.store
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("no store given: use --store DIR or set {STORE_ENV}"))
+    args.store.clone().ok_or_else(|| {
+        anyhow::anyhow!("no store given: use --store DIR or s3://BUCKET/PREFIX, or set {STORE_ENV}")
+    })
 }
 
 /// Opens and unlocks the store (a passphrase key is derived once,
 /// cancellably).
 pub fn open_store(dir: &Path, keyring: &Keyring, cancel: &AtomicBool) -> anyhow::Result<Store> {
-    let locked = Store::open_local(dir)?;
+    let opened = crate::store_location::open(dir)?;
+    let locked = opened.store;
     let header = locked.key_header()?;
     cryptstream_engine::keys::derive_for_header(&header, keyring, cancel)?;
-    locked
+    let mut store = locked
         .unlock(keyring)
-        .with_context(|| format!("{}: cannot open the store", dir.display()))
+        .with_context(|| format!("{}: cannot open the store", dir.display()))?;
+    if let Some(cache) = opened.fill_registry {
+        // A new cache of an S3 store: the bucket is the truth.
+        let report = store.reindex(&cryptstream_store::NoProgress)?;
+        crate::store_location::Opened::filled(&cache)?;
+        messages::note(format_args!(
+            "{}: new local registry filled from the bucket ({} files, {} packs)",
+            dir.display(),
+            report.files,
+            report.packs
+        ));
+    }
+    Ok(store)
 }
 
 /// Runs `store ...`.
 pub fn run(args: &StoreArgs) -> anyhow::Result<ExitCode> {
     let dir = store_dir(args)?;
+    crate::store_location::set_connections(args.connections);
     let cancel_flag = cancel_on_signals()?;
     if let StoreCommand::Init(init) = &args.command {
         let keyring = args.secrets.keyring(true)?;
@@ -269,8 +287,7 @@ pub fn run(args: &StoreArgs) -> anyhow::Result<ExitCode> {
             zstd_level: init.zstd_level,
             pack_target: init.pack_target,
         };
-        Store::init_local(&dir, &key, &settings)?;
-        messages::note(format_args!("created store {}", dir.display()));
+        crate::store_location::init(&dir, &key, &settings)?;
         return Ok(ExitCode::SUCCESS);
     }
     let keyring = Arc::new(args.secrets.keyring(false)?);
@@ -318,6 +335,19 @@ pub fn run(args: &StoreArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         StoreCommand::Gc => {
+            let _lease = match crate::store_location::gc_gate()? {
+                crate::store_location::GcGate::Local => None,
+                crate::store_location::GcGate::Skip(why) => {
+                    messages::note(format_args!("gc: skipped: {why}"));
+                    return Ok(ExitCode::SUCCESS);
+                }
+                crate::store_location::GcGate::Exclusive(lease) => {
+                    // Other clients' files are in the bucket, not in this
+                    // registry: learn them before deciding what is garbage.
+                    store.reindex(&cryptstream_store::NoProgress)?;
+                    Some(lease)
+                }
+            };
             let bar = Bar::new("gc", args.quiet);
             let report = store.gc(&bar)?;
             bar.finish();
@@ -396,6 +426,7 @@ pub fn run_put(
     bar: &Bar,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
+    let _lease = crate::store_location::put_lease()?;
     let opts = PutOptions {
         max_memory,
         force_read: args.force_read,

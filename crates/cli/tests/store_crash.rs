@@ -13,6 +13,11 @@ use std::sync::{Arc, Mutex};
 use common::*;
 use store_support::*;
 
+on_every_backend!(
+    sigkill_during_put_at_random_points_leaves_a_store_that_verifies,
+    two_puts_at_once_and_a_gc_during_a_put_lose_nothing,
+);
+
 /// Small chunks and packs, so that a put changes durable state often.
 const SMALL: &[&str] = &[
     "--chunk-min",
@@ -91,9 +96,8 @@ fn check_reported(s: &StoreWs, src_parent: &Path, reported: &[(String, String)],
     }
 }
 
-#[test]
-fn sigkill_during_put_at_random_points_leaves_a_store_that_verifies() {
-    let s = StoreWs::new(SMALL);
+fn sigkill_during_put_at_random_points_leaves_a_store_that_verifies(kind: Kind) {
+    let s = StoreWs::on(kind, SMALL);
     let parent = s.ws.path("src");
     let src = parent.join("tree");
     random_tree(&src, 24, 3);
@@ -136,9 +140,8 @@ fn sigkill_during_put_at_random_points_leaves_a_store_that_verifies() {
     assert_same_tree(&snapshot(&src), &snapshot(&dest.join("tree")));
 }
 
-#[test]
-fn two_puts_at_once_and_a_gc_during_a_put_lose_nothing() {
-    let s = StoreWs::new(SMALL);
+fn two_puts_at_once_and_a_gc_during_a_put_lose_nothing(kind: Kind) {
+    let s = StoreWs::on(kind, SMALL);
     let a = s.ws.path("srca/ta");
     let b = s.ws.path("srcb/tb");
     random_tree(&a, 16, 11);

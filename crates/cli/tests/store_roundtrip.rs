@@ -9,9 +9,16 @@ use std::fs;
 use common::*;
 use store_support::*;
 
-#[test]
-fn a_tree_comes_back_exact_with_modes_links_and_mtimes() {
-    let s = StoreWs::new(&[]);
+on_every_backend!(
+    a_tree_comes_back_exact_with_modes_links_and_mtimes,
+    put_json_and_unchanged_files_are_not_read_again,
+    dedup_same_tree_twice_and_one_inserted_byte,
+    a_flipped_byte_is_named_by_verify_and_fails_only_that_file,
+    delete_then_gc_reclaims_space_and_keeps_the_rest,
+);
+
+fn a_tree_comes_back_exact_with_modes_links_and_mtimes(kind: Kind) {
+    let s = StoreWs::on(kind, &[]);
     let src = s.ws.path("src/tree");
     make_tree(&src, 40 * MIB + 12345);
     let out = s.run("put", &[&src]);
@@ -52,9 +59,8 @@ fn a_tree_comes_back_exact_with_modes_links_and_mtimes() {
     assert_eq!(stat["files"].as_u64().unwrap() as usize, ids.len());
 }
 
-#[test]
-fn put_json_and_unchanged_files_are_not_read_again() {
-    let s = StoreWs::new(&[]);
+fn put_json_and_unchanged_files_are_not_read_again(kind: Kind) {
+    let s = StoreWs::on(kind, &[]);
     let src = s.ws.path("t");
     make_tree(&src, 3 * MIB);
     let first = s.run("put", &[&"--json", &src]).success().json();
@@ -76,9 +82,8 @@ fn put_json_and_unchanged_files_are_not_read_again() {
     assert_eq!(forced["new_bytes"], 0, "nothing new to store: {forced}");
 }
 
-#[test]
-fn dedup_same_tree_twice_and_one_inserted_byte() {
-    let s = StoreWs::new(&[]);
+fn dedup_same_tree_twice_and_one_inserted_byte(kind: Kind) {
+    let s = StoreWs::on(kind, &[]);
     let src = s.ws.path("d");
     make_tree(&src, 64 * MIB);
     s.run("put", &[&src]).success();
@@ -112,9 +117,8 @@ fn dedup_same_tree_twice_and_one_inserted_byte() {
     assert!((1..=3).contains(&new_chunks), "{new_chunks} new chunks");
 }
 
-#[test]
-fn a_flipped_byte_is_named_by_verify_and_fails_only_that_file() {
-    let s = StoreWs::new(&[]);
+fn a_flipped_byte_is_named_by_verify_and_fails_only_that_file(kind: Kind) {
+    let s = StoreWs::on(kind, &[]);
     let src = s.ws.path("dmg");
     fs::create_dir_all(&src).unwrap();
     write_random_file(&src.join("victim.bin"), 3 * MIB, 7, 0o644);
@@ -123,19 +127,11 @@ fn a_flipped_byte_is_named_by_verify_and_fails_only_that_file() {
     out.success();
     let victim_id = put_ids(&out)[0].0.clone();
     s.run("put", &[&src.join("other.bin")]).success();
-    let packs = s.packs();
+    let packs = s.pack_objects();
     assert_eq!(packs.len(), 2, "{packs:?}");
-    // The victim's pack is the older one; find it by the file's size.
-    let pack = packs
-        .iter()
-        .find(|p| fs::metadata(p).unwrap().len() > 3 * MIB)
-        .unwrap();
-    let mut perms = fs::metadata(pack).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
-    fs::set_permissions(pack, perms).unwrap();
-    let mut data = fs::read(pack).unwrap();
-    data[1_000_000] ^= 0x01;
-    fs::write(pack, &data).unwrap();
+    // The victim's pack is the larger one.
+    let (pack, _) = packs.iter().find(|(_, size)| *size > 3 * MIB).unwrap();
+    s.flip_pack_byte(pack, 1_000_000);
     s.run("verify", &[]).success();
     let v = s.run("verify", &[&"--read-data"]);
     v.failure();
@@ -161,9 +157,8 @@ fn a_flipped_byte_is_named_by_verify_and_fails_only_that_file() {
     );
 }
 
-#[test]
-fn delete_then_gc_reclaims_space_and_keeps_the_rest() {
-    let s = StoreWs::new(&["--pack-target", "1MiB"]);
+fn delete_then_gc_reclaims_space_and_keeps_the_rest(kind: Kind) {
+    let s = StoreWs::on(kind, &["--pack-target", "1MiB"]);
     let src = s.ws.path("g");
     fs::create_dir_all(&src).unwrap();
     write_random_file(&src.join("a.bin"), 6 * MIB, 1, 0o644);
@@ -193,13 +188,7 @@ fn delete_then_gc_reclaims_space_and_keeps_the_rest() {
         .stderr_has("no such file or id");
     // Reindex from the data alone gives back the same listing.
     let listed = s.run("list", &[&"--json"]).success().json();
-    for f in [
-        "registry.sqlite",
-        "registry.sqlite-wal",
-        "registry.sqlite-shm",
-    ] {
-        let _ = fs::remove_file(s.dir().join(f));
-    }
+    s.drop_registry();
     s.run("reindex", &[]).success();
     let relisted = s.run("list", &[&"--json"]).success().json();
     let ids = |v: &serde_json::Value| {

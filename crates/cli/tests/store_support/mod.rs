@@ -10,39 +10,187 @@ use std::time::{Duration, SystemTime};
 
 use crate::common::*;
 
-/// A workspace with a store at `store/`.
+#[path = "../../../s3/tests/support/seaweed.rs"]
+pub mod seaweed;
+
+/// Where a test's store lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A directory in the workspace.
+    Local,
+    /// A bucket of its own on the test binary's SeaweedFS.
+    S3,
+}
+
+/// Generates, for each named test body `fn name(kind: Kind)`, one test per
+/// backend: `local::name` and `s3::name`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $( #[test] fn $name() { super::$name($crate::store_support::Kind::Local) } )*
+        }
+        mod s3 {
+            $( #[test] fn $name() { super::$name($crate::store_support::Kind::S3) } )*
+        }
+    };
+}
+
+/// A workspace with a store at `store/` or in a bucket; an S3 store's
+/// registry cache is `cache/` in the workspace.
 pub struct StoreWs {
     pub ws: Workspace,
+    pub kind: Kind,
+    /// The bucket of an S3 store.
+    bucket: String,
 }
 
 impl StoreWs {
-    /// A new store with default settings and `extra` init flags.
+    /// A new local store with default settings and `extra` init flags.
     pub fn new(extra: &[&str]) -> StoreWs {
+        StoreWs::on(Kind::Local, extra)
+    }
+
+    /// A new store of `kind`.
+    pub fn on(kind: Kind, extra: &[&str]) -> StoreWs {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
         let ws = Workspace::new();
-        let s = StoreWs { ws };
+        let bucket = format!(
+            "store-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        if kind == Kind::S3 {
+            seaweed::server().create_bucket(&bucket);
+        }
+        let s = StoreWs { ws, kind, bucket };
         let mut cmd = s.cmd("init");
         cmd.args(extra);
         run(&mut cmd).success();
         s
     }
 
-    /// The store directory.
+    /// The store directory of a local store.
     pub fn dir(&self) -> PathBuf {
+        assert_eq!(self.kind, Kind::Local, "an S3 store has no directory");
         self.ws.path("store")
     }
 
-    /// `cryptstream store --store DIR -k KEY -q SUB`.
+    /// What `--store` says.
+    pub fn location(&self) -> std::ffi::OsString {
+        match self.kind {
+            Kind::Local => self.ws.path("store").into_os_string(),
+            Kind::S3 => format!("s3://{}/store", self.bucket).into(),
+        }
+    }
+
+    /// The registry cache of an S3 store (`CRYPTSTREAM_CACHE_DIR`).
+    pub fn cache(&self) -> PathBuf {
+        self.ws.path("cache")
+    }
+
+    /// Points `cmd` at this store's server and cache (S3 only).
+    pub fn env(&self, cmd: &mut Command) {
+        if self.kind == Kind::S3 {
+            for (key, value) in seaweed::server().env() {
+                cmd.env(key, value);
+            }
+            cmd.env("CRYPTSTREAM_CACHE_DIR", self.cache());
+        }
+    }
+
+    /// `cryptstream store --store LOCATION -k KEY -q SUB`.
     pub fn cmd(&self, sub: &str) -> Command {
         let mut cmd = cryptstream();
+        self.env(&mut cmd);
         cmd.current_dir(self.ws.root())
             .arg("store")
             .arg("--store")
-            .arg(self.dir())
+            .arg(self.location())
             .arg("-k")
             .arg(self.ws.key())
             .arg("-q")
             .arg(sub);
         cmd
+    }
+
+    /// The S3 client of an S3 store's bucket, for tests that look at or
+    /// damage its objects.
+    pub fn s3(&self) -> cryptstream_s3::S3Client {
+        let env = seaweed::server().env();
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let location =
+            cryptstream_s3::S3Location::parse(&format!("s3://{}/store", self.bucket)).unwrap();
+        cryptstream_s3::S3Client::with_config(location, &Default::default(), &pairs).unwrap()
+    }
+
+    /// The packs and their sizes, by name.
+    pub fn pack_objects(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = match self.kind {
+            Kind::Local => {
+                let root = self.dir();
+                let mut files = Vec::new();
+                walk_files(&root.join("packs"), &mut files);
+                files
+                    .into_iter()
+                    .map(|f| {
+                        let size = fs::metadata(&f).unwrap().len();
+                        let name = f.strip_prefix(&root).unwrap().to_str().unwrap().to_owned();
+                        (name, size)
+                    })
+                    .collect()
+            }
+            Kind::S3 => self
+                .s3()
+                .list("packs/")
+                .unwrap()
+                .into_iter()
+                .map(|l| (l.key, l.size))
+                .collect(),
+        };
+        out.sort();
+        out
+    }
+
+    /// Flips one bit of byte `offset` of pack `name`, in place.
+    pub fn flip_pack_byte(&self, name: &str, offset: usize) {
+        match self.kind {
+            Kind::Local => {
+                let pack = self.dir().join(name);
+                let mut perms = fs::metadata(&pack).unwrap().permissions();
+                std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+                fs::set_permissions(&pack, perms).unwrap();
+                let mut data = fs::read(&pack).unwrap();
+                data[offset] ^= 0x01;
+                fs::write(&pack, &data).unwrap();
+            }
+            Kind::S3 => {
+                let s3 = self.s3();
+                let mut data = s3.get(name).unwrap().unwrap().to_vec();
+                data[offset] ^= 0x01;
+                s3.put(name, data.into()).unwrap();
+            }
+        }
+    }
+
+    /// Removes the registry, as if it had been lost (local) or as a second
+    /// machine with a fresh cache would see it (S3).
+    pub fn drop_registry(&self) {
+        match self.kind {
+            Kind::Local => {
+                for f in [
+                    "registry.sqlite",
+                    "registry.sqlite-wal",
+                    "registry.sqlite-shm",
+                ] {
+                    let _ = fs::remove_file(self.dir().join(f));
+                }
+            }
+            Kind::S3 => {
+                let _ = fs::remove_dir_all(self.cache());
+            }
+        }
     }
 
     /// Runs `sub args...` and returns the outcome.
