@@ -7,8 +7,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -24,31 +22,6 @@ struct Meta {
     mtime: (i64, i64),
     content: String,
     link_group: Option<usize>,
-}
-
-/// Sets the mtime of `path` (not following a symlink) to `seconds.nanos`.
-fn set_mtime(path: &Path, seconds: i64, nanos: i64) {
-    let c = CString::new(path.as_os_str().as_bytes()).expect("no NUL");
-    let times = [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        libc::timespec {
-            tv_sec: seconds,
-            tv_nsec: nanos,
-        },
-    ];
-    // SAFETY: a valid C string and a two-element timespec array.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    assert_eq!(rc, 0, "utimensat {path:?}");
 }
 
 /// Every entry below `root` with its metadata (the root itself excluded).

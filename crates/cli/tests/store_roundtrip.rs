@@ -191,17 +191,7 @@ fn delete_then_gc_reclaims_space_and_keeps_the_rest(kind: Kind) {
     s.drop_registry();
     s.run("reindex", &[]).success();
     let relisted = s.run("list", &[&"--json"]).success().json();
-    let ids = |v: &serde_json::Value| {
-        let mut ids: Vec<String> = v
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["id"].as_str().unwrap().to_owned())
-            .collect();
-        ids.sort();
-        ids
-    };
-    assert_eq!(ids(&listed), ids(&relisted));
+    assert_eq!(listed_ids(&listed), listed_ids(&relisted));
     s.run("verify", &[&"--read-data"]).success();
     let again = s.ws.path("again");
     s.run("get", &[&"g", &again]).success();

@@ -43,17 +43,6 @@ fn tree(root: &Path, files: u64, seed: u64) {
     }
 }
 
-fn ids(listing: &serde_json::Value) -> Vec<String> {
-    let mut ids: Vec<String> = listing
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().to_owned())
-        .collect();
-    ids.sort();
-    ids
-}
-
 #[test]
 fn a_second_machine_with_a_fresh_registry_sees_every_file() {
     let server = seaweed::server();
@@ -77,7 +66,7 @@ fn a_second_machine_with_a_fresh_registry_sees_every_file() {
     // A fresh cache: the registry is filled from the bucket on first use.
     let out = run(store_cmd(server, &ws, "second-machine", &second, "list").arg("--json"));
     out.success().stderr_has("filled from the bucket");
-    assert_eq!(ids(&listed), ids(&out.json()));
+    assert_eq!(listed_ids(&listed), listed_ids(&out.json()));
     // An explicit reindex gives the same, and the files come back exact.
     run(&mut store_cmd(
         server,
@@ -90,7 +79,7 @@ fn a_second_machine_with_a_fresh_registry_sees_every_file() {
     let relisted = run(store_cmd(server, &ws, "second-machine", &second, "list").arg("--json"))
         .success()
         .json();
-    assert_eq!(ids(&listed), ids(&relisted));
+    assert_eq!(listed_ids(&listed), listed_ids(&relisted));
     let dest = ws.path("out");
     run(store_cmd(server, &ws, "second-machine", &second, "get")
         .arg("tree")

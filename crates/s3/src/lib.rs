@@ -309,11 +309,8 @@ impl S3Client {
     /// Runs one request under a connection permit.
     fn call<T>(
         &self,
-        op: &'static str,
-        key: &str,
         fut: impl std::future::Future<Output = object_store::Result<T>>,
     ) -> Result<T, object_store::Error> {
-        let _ = (op, key);
         self.runtime.block_on(async {
             let _permit = self
                 .permits
@@ -332,7 +329,7 @@ impl S3Client {
         if data.len() <= MULTIPART_THRESHOLD {
             self.counts.put.fetch_add(1, Ordering::Relaxed);
             return self
-                .call("put", key, self.store.put(&path, PutPayload::from(data)))
+                .call(self.store.put(&path, PutPayload::from(data)))
                 .map(drop)
                 .map_err(|e| request_error("put", key, e));
         }
@@ -350,7 +347,7 @@ impl S3Client {
         let path = self.path(key)?;
         self.counts.multipart.fetch_add(1, Ordering::Relaxed);
         let upload = self
-            .call("put", key, self.store.put_multipart(&path))
+            .call(self.store.put_multipart(&path))
             .map_err(|e| request_error("put", key, e))?;
         Ok(Multipart {
             key: key.to_string(),
@@ -399,11 +396,7 @@ impl S3Client {
             mode: PutMode::Create,
             ..Default::default()
         };
-        match self.call(
-            "put",
-            key,
-            self.store.put_opts(&path, PutPayload::from(data), opts),
-        ) {
+        match self.call(self.store.put_opts(&path, PutPayload::from(data), opts)) {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => Ok(false),
@@ -416,11 +409,7 @@ impl S3Client {
         let path = self.path(key)?;
         self.counts.get.fetch_add(1, Ordering::Relaxed);
         let store = Arc::clone(&self.store);
-        match self.call(
-            "get",
-            key,
-            async move { store.get(&path).await?.bytes().await },
-        ) {
+        match self.call(async move { store.get(&path).await?.bytes().await }) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(request_error("get", key, e)),
@@ -433,7 +422,7 @@ impl S3Client {
         self.counts.get.fetch_add(1, Ordering::Relaxed);
         let expected = range.end - range.start;
         let bytes = self
-            .call("get", key, self.store.get_range(&path, range.clone()))
+            .call(self.store.get_range(&path, range.clone()))
             .map_err(|e| request_error("get", key, e))?;
         if bytes.len() as u64 != expected {
             return Err(S3Error::Request {
@@ -454,7 +443,7 @@ impl S3Client {
     pub fn head(&self, key: &str) -> Result<Option<u64>, S3Error> {
         let path = self.path(key)?;
         self.counts.head.fetch_add(1, Ordering::Relaxed);
-        match self.call("head", key, self.store.head(&path)) {
+        match self.call(self.store.head(&path)) {
             Ok(meta) => Ok(Some(meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(request_error("head", key, e)),
@@ -465,7 +454,7 @@ impl S3Client {
     pub fn delete(&self, key: &str) -> Result<(), S3Error> {
         let path = self.path(key)?;
         self.counts.delete.fetch_add(1, Ordering::Relaxed);
-        match self.call("delete", key, self.store.delete(&path)) {
+        match self.call(self.store.delete(&path)) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(request_error("delete", key, e)),
         }
@@ -481,7 +470,7 @@ impl S3Client {
         } else {
             format!("{}/", self.location.prefix)
         };
-        let listed = self.call("list", prefix, async move {
+        let listed = self.call(async move {
             let root = if base.as_ref().is_empty() {
                 None
             } else {

@@ -762,3 +762,28 @@ pub fn with_umask(cmd: &mut Command, mask: libc::mode_t) -> &mut Command {
         })
     }
 }
+
+/// Sets the mtime of `path` (not following a symlink) to `seconds.nanos`.
+pub fn set_mtime(path: &Path, seconds: i64, nanos: i64) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL");
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: seconds,
+            tv_nsec: nanos,
+        },
+    ];
+    // SAFETY: a valid C string and a two-element timespec array.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(rc, 0, "utimensat {path:?}");
+}

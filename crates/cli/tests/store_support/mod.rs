@@ -230,31 +230,6 @@ fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Sets the mtime of `path` (not following a symlink).
-pub fn set_mtime(path: &Path, seconds: i64, nanos: i64) {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    let times = [
-        libc::timespec {
-            tv_sec: seconds,
-            tv_nsec: nanos,
-        },
-        libc::timespec {
-            tv_sec: seconds,
-            tv_nsec: nanos,
-        },
-    ];
-    // SAFETY: a valid C string and two timespecs, as utimensat requires.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    assert_eq!(rc, 0, "utimensat {path:?}");
-}
-
 /// Every entry's mtime (seconds, nanos) below `root`, symlinks not followed.
 pub fn mtimes(root: &Path) -> Vec<(PathBuf, i64, i64)> {
     let mut out = Vec::new();
@@ -322,4 +297,16 @@ pub fn put_ids(out: &Outcome) -> Vec<(String, String)> {
             ))
         })
         .collect()
+}
+
+/// The ids of a `list --json` listing, sorted.
+pub fn listed_ids(listing: &serde_json::Value) -> Vec<String> {
+    let mut ids: Vec<String> = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
 }
