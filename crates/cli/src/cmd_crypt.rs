@@ -111,8 +111,8 @@ pub struct CryptArgs {
     /// Keep setuid, setgid and sticky bits when restoring modes (by default they are dropped and the umask applies).
     #[arg(long)]
     keep_special_bits: bool,
-    /// Use this salt (64 hex digits) for every file instead of a random one. Test builds only: a release build has no such option.
-    #[cfg(debug_assertions)]
+    /// Use this salt (64 hex digits) for every file instead of a random one. `test-knobs` builds only: no other build has this option.
+    #[cfg(feature = "test-knobs")]
     #[arg(long, hide = true, value_name = "HEX", value_parser = parse_seed)]
     fixed_salt: Option<[u8; 32]>,
     #[command(flatten)]
@@ -135,8 +135,8 @@ pub struct AgeArgs {
     /// Write age files in the PEM-style ASCII armor (each file is then done in order, not split).
     #[arg(short = 'a', long)]
     armor: bool,
-    /// scrypt work factor (log2 N) for new age passphrase files. Test builds only.
-    #[cfg(debug_assertions)]
+    /// scrypt work factor (log2 N) for new age passphrase files. `test-knobs` builds only.
+    #[cfg(feature = "test-knobs")]
     #[arg(long, hide = true, value_name = "LOG2_N")]
     age_scrypt_log_n: Option<u8>,
 }
@@ -168,11 +168,11 @@ impl AgeArgs {
             );
         }
         if self.age_passphrase {
-            #[cfg(debug_assertions)]
+            #[cfg(feature = "test-knobs")]
             let log_n = self
                 .age_scrypt_log_n
                 .unwrap_or(cryptstream_age::SCRYPT_LOG_N);
-            #[cfg(not(debug_assertions))]
+            #[cfg(not(feature = "test-knobs"))]
             let log_n = cryptstream_age::SCRYPT_LOG_N;
             recipients.push(cryptstream_age::Recipient::Scrypt {
                 passphrase: secrets.age_passphrase()?,
@@ -229,7 +229,7 @@ fn parse_chunk_size(text: &str) -> Result<u32, String> {
     Ok(size as u32)
 }
 
-#[cfg(debug_assertions)]
+#[cfg(feature = "test-knobs")]
 fn parse_seed(text: &str) -> Result<[u8; 32], String> {
     let mut seed = [0u8; 32];
     hex::decode_to_slice(text, &mut seed).map_err(|_| "expected 64 hex digits".to_string())?;
@@ -323,7 +323,7 @@ fn settings(
         .overwrite(args.overwrite())
         .durable(args.durable)
         .keep_special_bits(args.keep_special_bits);
-    #[cfg(debug_assertions)]
+    #[cfg(feature = "test-knobs")]
     let builder = builder.fixed_salt(args.fixed_salt);
     builder.build()
 }

@@ -140,13 +140,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes joined by ": ", leaving out a cause that the
-/// text before it already says (library errors often print their source).
 /// Turns on the fault hooks that tests ask for with `CRYPTSTREAM_DEBUG_*`
-/// variables. Test (debug) builds only: a release build has no hooks and
-/// reads none of these variables.
+/// variables. Only in builds with the `test-knobs` feature (the test
+/// command's): any other build has no hooks and reads none of these
+/// variables.
 fn debug_hooks() {
-    #[cfg(debug_assertions)]
+    #[cfg(feature = "test-knobs")]
     {
         let number = |name: &str| std::env::var(name).ok()?.parse::<u64>().ok();
         if let Some(bytes) = number("CRYPTSTREAM_DEBUG_STALL_AFTER_BYTES") {
@@ -167,6 +166,8 @@ fn debug_hooks() {
     }
 }
 
+/// The error and its causes joined by ": ", leaving out a cause that the
+/// text before it already says (library errors often print their source).
 pub(crate) fn one_line(err: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in err.chain() {

@@ -33,16 +33,16 @@ pub struct SecretArgs {
     /// age identity file (`age-keygen` format) to open age files with (repeatable).
     #[arg(short = 'i', long = "identity", value_name = "FILE")]
     pub identities: Vec<PathBuf>,
-    /// Cheaper Argon2id costs for tests; not in release builds.
-    #[cfg(debug_assertions)]
+    /// Cheaper Argon2id costs for tests; only with the `test-knobs` feature.
+    #[cfg(feature = "test-knobs")]
     #[command(flatten)]
     test_kdf: TestKdfArgs,
 }
 
 /// Hidden flags that make new passphrase files cheap to derive, so tests
-/// stay fast. They exist only in debug builds: a release binary always
+/// stay fast. They exist only with the `test-knobs` feature: any other binary always
 /// uses [`KdfParams::DEFAULT`], and no user can weaken a file by accident.
-#[cfg(debug_assertions)]
+#[cfg(feature = "test-knobs")]
 #[derive(clap::Args, Debug, Clone)]
 struct TestKdfArgs {
     /// Argon2id memory in KiB for new passphrase files (testing only).
@@ -76,15 +76,15 @@ impl SecretFile {
 
 impl SecretArgs {
     /// The Argon2id costs for new files: [`KdfParams::DEFAULT`] in a
-    /// release build.
+    /// build without `test-knobs`.
     pub fn kdf_params(&self) -> KdfParams {
-        #[cfg(debug_assertions)]
+        #[cfg(feature = "test-knobs")]
         return KdfParams {
             m_kib: self.test_kdf.argon2_memory_kib,
             t: self.test_kdf.argon2_passes,
             p: KdfParams::DEFAULT.p,
         };
-        #[cfg(not(debug_assertions))]
+        #[cfg(not(feature = "test-knobs"))]
         KdfParams::DEFAULT
     }
 

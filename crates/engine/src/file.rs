@@ -254,7 +254,7 @@ fn reopen(file: &File, write: bool) -> io::Result<File> {
 
 /// The per-file salt: random, or (test builds) the one the run fixes.
 pub(crate) fn file_salt(settings: &Settings) -> Result<[u8; 32], Reason> {
-    #[cfg(debug_assertions)]
+    #[cfg(any(test, feature = "test-knobs"))]
     if let Some(salt) = settings.fixed_salt {
         return Ok(salt);
     }

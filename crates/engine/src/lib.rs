@@ -153,7 +153,7 @@ pub struct Settings {
     pub age_identities: Option<Arc<Vec<cryptstream_age::Identity>>>,
     /// Use this salt for every file instead of a random one: test builds
     /// only, for test vectors and byte-identical comparisons.
-    #[cfg(debug_assertions)]
+    #[cfg(any(test, feature = "test-knobs"))]
     pub fixed_salt: Option<[u8; 32]>,
 }
 
@@ -234,7 +234,7 @@ impl SettingsBuilder {
     }
 
     /// A fixed salt for every file (test builds only).
-    #[cfg(debug_assertions)]
+    #[cfg(any(test, feature = "test-knobs"))]
     pub fn fixed_salt(mut self, salt: Option<[u8; 32]>) -> Self {
         self.settings.fixed_salt = salt;
         self
@@ -265,7 +265,7 @@ impl Settings {
                 keep_special_bits: false,
                 container: Container::Native,
                 age_identities: None,
-                #[cfg(debug_assertions)]
+                #[cfg(any(test, feature = "test-knobs"))]
                 fixed_salt: None,
             },
         }

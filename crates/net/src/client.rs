@@ -760,7 +760,7 @@ impl Session {
                 offset += piece.len() as u64;
                 shared.sent.fetch_add(piece.len() as u64, Ordering::Relaxed);
                 shared.progress.advance(piece.len() as u64);
-                #[cfg(debug_assertions)]
+                #[cfg(any(test, feature = "test-knobs"))]
                 crate::hooks::after_sent(&mut self.tls, shared.sent.load(Ordering::Relaxed)).await;
             }
         }

@@ -1,4 +1,4 @@
-//! Test hooks, in debug builds only (the binary turns them on from the
+//! Test hooks, only with the `test-knobs` feature (the binary turns them on from the
 //! environment): a sender that stalls after a number of bytes, so that a
 //! test can kill it while it provably has sent part of a file.
 

@@ -29,7 +29,7 @@
 pub mod auth;
 pub mod client;
 pub mod frame;
-#[cfg(debug_assertions)]
+#[cfg(any(test, feature = "test-knobs"))]
 pub mod hooks;
 pub mod name;
 pub mod ranges;

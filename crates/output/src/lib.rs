@@ -56,8 +56,8 @@ static EMPTY_PATH_WORKS: AtomicBool = AtomicBool::new(true);
 static NAMED_TEMPS_ONLY: AtomicBool = AtomicBool::new(false);
 
 /// Makes every [`AtomicFile`] use a named temp file, as on NFS, CIFS or
-/// FUSE. Test builds only: the binary calls it when its debug hook asks.
-#[cfg(debug_assertions)]
+/// FUSE. `test-knobs` builds only: the binary calls it when its debug hook asks.
+#[cfg(any(test, feature = "test-knobs"))]
 pub fn force_named_temp_files() {
     NAMED_TEMPS_ONLY.store(true, Ordering::Relaxed);
 }

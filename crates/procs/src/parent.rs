@@ -488,9 +488,9 @@ impl Supervisor<'_> {
                     .map(|k| cryptstream_engine::keys::copy_of(k)),
             )
             .collect();
-        #[cfg(debug_assertions)]
+        #[cfg(feature = "test-knobs")]
         let fixed_salt = self.settings.fixed_salt;
-        #[cfg(not(debug_assertions))]
+        #[cfg(not(feature = "test-knobs"))]
         let fixed_salt = None;
         let hello = Hello {
             worker: slot as u32,

@@ -44,7 +44,7 @@ const STALL_FOR: Duration = Duration::from_secs(3);
 /// The task id a fault-injection variable names, if it is set.
 fn debug_task(variable: &str) -> Option<u64> {
     // Test hooks exist in test builds only.
-    if cfg!(debug_assertions) {
+    if cfg!(feature = "test-knobs") {
         std::env::var(variable).ok()?.parse().ok()
     } else {
         None
@@ -174,7 +174,7 @@ fn settings_from(hello: &Hello) -> Result<Settings, ProcsError> {
         .umask(hello.umask)
         .keep_special_bits(hello.keep_special_bits)
         .encryption_key(encryption_key);
-    #[cfg(debug_assertions)]
+    #[cfg(feature = "test-knobs")]
     let builder = builder.fixed_salt(hello.fixed_salt);
     Ok(builder.build())
 }

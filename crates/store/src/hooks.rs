@@ -1,23 +1,23 @@
-//! Test hooks (debug builds only): a delay at the points where a put
+//! Test hooks (only with the `test-knobs` feature): a delay at the points where a put
 //! changes durable state, so a test that kills the process at a random
 //! moment lands between any two of them. The binary turns them on from
-//! `CRYPTSTREAM_DEBUG_STORE_DELAY_MS`; a release build has no hook.
+//! `CRYPTSTREAM_DEBUG_STORE_DELAY_MS`; any other build has no hook.
 
-#[cfg(debug_assertions)]
+#[cfg(any(test, feature = "test-knobs"))]
 use std::sync::atomic::{AtomicU64, Ordering};
 
-#[cfg(debug_assertions)]
+#[cfg(any(test, feature = "test-knobs"))]
 static DELAY_MS: AtomicU64 = AtomicU64::new(0);
 
 /// Sleeps `ms` milliseconds at every hook point (test builds only).
-#[cfg(debug_assertions)]
+#[cfg(any(test, feature = "test-knobs"))]
 pub fn set_delay_ms(ms: u64) {
     DELAY_MS.store(ms, Ordering::Relaxed);
 }
 
 #[inline]
 fn pause() {
-    #[cfg(debug_assertions)]
+    #[cfg(any(test, feature = "test-knobs"))]
     {
         let ms = DELAY_MS.load(Ordering::Relaxed);
         if ms > 0 {

