@@ -4,9 +4,8 @@
 
 mod common;
 
-use std::fs::{self, File};
+use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use common::*;
@@ -103,29 +102,6 @@ fn file_modes_are_restored_on_decrypt() {
         write_random_file(&plain, 5000, 1, mode);
         round_trip_file(&plain, ws.keyed("encrypt"), ws.keyed("decrypt"));
     }
-}
-
-#[test]
-fn a_4gib_sparse_file_round_trips() {
-    let ws = Workspace::new();
-    let plain = ws.path("sparse");
-    let len = 4 * 1024 * MIB + 4097;
-    let file = File::create(&plain).unwrap();
-    file.set_len(len).unwrap();
-    let regions = [
-        0,
-        1024 * MIB + 12_345,
-        4 * 1024 * MIB - MIB / 2, // straddles the 4 GiB mark
-        len - MIB,                // ends at the last byte
-    ];
-    for (i, &offset) in regions.iter().enumerate() {
-        file.write_all_at(&random_bytes(MIB as usize, i as u64), offset)
-            .unwrap();
-    }
-    drop(file);
-    set_mode(&plain, 0o640);
-    round_trip_file(&plain, ws.keyed("encrypt"), ws.keyed("decrypt"));
-    fs::remove_file(&plain).unwrap();
 }
 
 #[test]
