@@ -328,4 +328,38 @@ mod tests {
             }
         }
     }
+
+    /// A passphrase (scrypt) recipient cannot be combined with others when
+    /// sealing, and a header holding an scrypt stanza beside another is
+    /// refused when opening, whichever identity is offered (age spec).
+    #[test]
+    fn a_passphrase_beside_other_recipients_is_refused_both_ways() {
+        let identity = Identity::generate_x25519().unwrap();
+        let x25519 = identity.recipient().unwrap();
+        let passphrase = || Recipient::Scrypt {
+            passphrase: zeroize::Zeroizing::new(b"secret".to_vec()),
+            log_n: 10,
+        };
+        for recipients in [
+            vec![passphrase(), x25519.clone()],
+            vec![x25519.clone(), passphrase()],
+            vec![passphrase(), passphrase()],
+        ] {
+            assert!(matches!(seal(&recipients), Err(AgeError::Key(_))));
+        }
+        let file_key = FileKey::from_bytes([9; FILE_KEY_LEN]);
+        let stanzas = vec![
+            passphrase().wrap(&file_key).unwrap(),
+            x25519.wrap(&file_key).unwrap(),
+        ];
+        let header = Header::seal(stanzas, &file_key);
+        let by_passphrase = Identity::passphrase(zeroize::Zeroizing::new(b"secret".to_vec()));
+        for identities in [vec![identity], vec![by_passphrase]] {
+            let refused = open(&header, &[0; NONCE_LEN], &identities).err();
+            assert!(
+                matches!(&refused, Some(AgeError::Header(why)) if why.contains("only stanza")),
+                "{refused:?}"
+            );
+        }
+    }
 }
