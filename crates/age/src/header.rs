@@ -252,4 +252,63 @@ mod tests {
             assert!(!back.mac_matches(&FileKey::from_bytes([8; 16])));
         }
     }
+
+    /// A header of `stanzas` copies of one X25519-shaped stanza, then `tail`.
+    fn header_text(stanzas: usize, tail: &str) -> Vec<u8> {
+        let stanza = "-> X25519 TEiF0ypqr+bpvcqXNyCVJpL7OuwPdVwPL7KQEbFDOCc\n\
+                      EmECAEcKN+n/Vs9SbWiV+Hu0r+E8R77DdWYyd83nw7U\n";
+        let mut text = format!("{VERSION_LINE}\n").into_bytes();
+        for _ in 0..stanzas {
+            text.extend_from_slice(stanza.as_bytes());
+        }
+        text.extend_from_slice(tail.as_bytes());
+        text
+    }
+
+    const MAC: &str = "--- Vn+54jqiiUCE+WZcEVY3f1sqHjlu/z1LCQ/T7Xm7qI0\n";
+
+    #[test]
+    fn max_stanzas_parse_and_one_more_is_refused_before_the_rest_is_read() {
+        let at_limit = header_text(MAX_STANZAS, MAC);
+        assert_eq!(
+            Header::read(&mut &at_limit[..]).unwrap().stanzas.len(),
+            MAX_STANZAS
+        );
+        // One more, and no MAC line after it: refused at the stanza count.
+        let over = header_text(MAX_STANZAS + 1, "");
+        let refused = Header::read(&mut &over[..]).unwrap_err();
+        assert_eq!(
+            refused,
+            AgeError::header(format!("more than {MAX_STANZAS} stanzas"))
+        );
+    }
+
+    #[test]
+    fn a_line_past_the_header_bound_is_refused_without_reading_on() {
+        let mut text = header_text(1, "-> X25519 ");
+        let head = text.len();
+        // Far more than the bound, with no line end: only the bound is read.
+        text.resize(2 * MAX_HEADER_LEN, b'A');
+        let mut input = &text[..];
+        let refused = Header::read(&mut input).unwrap_err();
+        assert_eq!(
+            refused,
+            AgeError::header(format!("the header is longer than {MAX_HEADER_LEN} bytes"))
+        );
+        let read = text.len() - input.len();
+        assert!(
+            read <= MAX_HEADER_LEN + 1,
+            "read {read} bytes (header starts {head} long)"
+        );
+    }
+
+    #[test]
+    fn a_stanza_body_line_over_64_columns_is_refused() {
+        let body = "A".repeat(BODY_COLUMNS + 1);
+        let text = header_text(0, &format!("-> X25519 abc\n{body}\n\n{MAC}"));
+        assert_eq!(
+            Header::read(&mut &text[..]).unwrap_err(),
+            AgeError::header("a stanza body line is longer than 64 columns")
+        );
+    }
 }

@@ -230,3 +230,136 @@ pub fn payload_error(e: &std::io::Error) -> Option<AgeError> {
         .and_then(|inner| inner.downcast_ref::<cryptstream_format::FormatError>())
         .map(|f| AgeError::Payload(f.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cryptstream_format::{Layout, TAG_LEN};
+
+    /// Bytes before chunk 0 of a typical one-recipient X25519 file (header
+    /// and payload nonce); any value works, the arithmetic must not care.
+    const PREFIX_LEN: usize = 200 + NONCE_LEN;
+    /// A full chunk on disk.
+    const STRIDE: u64 = CHUNK_SIZE as u64 + TAG_LEN as u64;
+
+    /// What the 2 GiB interop test (now the benchsuite's `big-files.sh`)
+    /// relied on, as arithmetic: for payloads around 2^31, 2^32 and 2^36
+    /// bytes, the chunk count, where each chunk starts, and the last chunk,
+    /// which is full when the payload is a whole number of chunks (age
+    /// never writes an empty last chunk after a full one) and partial
+    /// otherwise; the file length gives the same layout back, and lengths
+    /// no age file can have are refused.
+    #[test]
+    fn payload_chunks_past_2_pow_32_bytes_are_counted_and_placed_exactly() {
+        let chunk = u64::from(CHUNK_SIZE);
+        for base in [1u64 << 31, 1 << 32, 1 << 36] {
+            for len in [base - 1, base, base + 1, base + chunk - 1, base + chunk] {
+                let layout = Layout::new(PREFIX_LEN, CHUNK_SIZE, len).unwrap();
+                let count = len.div_ceil(chunk);
+                assert_eq!(layout.chunk_count(), count, "len {len}");
+                let last = count - 1;
+                let last_len = len - last * chunk;
+                assert!(last_len > 0 && last_len <= chunk);
+                assert_eq!(layout.chunk_plaintext_len(last) as u64, last_len);
+                assert!(layout.is_last(last) && !layout.is_last(last - 1));
+                assert_eq!(
+                    u128::from(layout.chunk_offset(last)),
+                    PREFIX_LEN as u128 + u128::from(last) * u128::from(STRIDE)
+                );
+                let file_len = PREFIX_LEN as u64 + len + count * TAG_LEN as u64;
+                assert_eq!(layout.ciphertext_len(), file_len);
+                assert_eq!(
+                    Layout::from_ciphertext_len(PREFIX_LEN, CHUNK_SIZE, file_len).unwrap(),
+                    layout
+                );
+                // The chunk that holds payload byte `base`.
+                let index = base / chunk;
+                assert_eq!(layout.plaintext_offset(index), index * chunk);
+                assert_eq!(
+                    layout.chunk_plaintext_len(index) as u64,
+                    len.saturating_sub(index * chunk).min(chunk)
+                );
+            }
+            // A whole number of chunks followed by an empty (tag-only) chunk
+            // is not an age file.
+            let count = base / chunk;
+            let with_empty_last = PREFIX_LEN as u64 + count * STRIDE + TAG_LEN as u64;
+            assert!(Layout::from_ciphertext_len(PREFIX_LEN, CHUNK_SIZE, with_empty_last).is_err());
+        }
+    }
+
+    /// The payload nonce of chunk `index` built by hand as the age spec
+    /// words it: an 11-byte big-endian counter, then 1 for the last chunk.
+    fn age_nonce(index: u64, last: bool) -> [u8; 12] {
+        let mut nonce = [0u8; 12];
+        nonce[..11].copy_from_slice(&u128::from(index).to_be_bytes()[16 - 11..]);
+        nonce[11] = u8::from(last);
+        nonce
+    }
+
+    /// Chunks sealed by [`payload_cipher`] at indexes that start past 2^32
+    /// payload bytes (index 2^16 with 64 KiB chunks) and past 2^32 chunks
+    /// open with the age construction computed here from the spec (HKDF of
+    /// the file key, a hand-built nonce), and only as the chunk they are.
+    #[test]
+    fn payload_chunks_past_2_pow_32_bytes_open_with_the_spec_nonce() {
+        let file_key = FileKey::from_bytes([0x42; FILE_KEY_LEN]);
+        let nonce = [0x17; NONCE_LEN];
+        let cipher = payload_cipher(&file_key, &nonce);
+        let key = crypto::hkdf(&nonce, file_key.expose(), b"payload");
+        let first_past_4gib = (1u64 << 32) / u64::from(CHUNK_SIZE);
+        for (index, last) in [
+            (first_past_4gib - 1, false),
+            (first_past_4gib, false),
+            (first_past_4gib, true),
+            (1 << 32, true),
+            ((1 << 36) + 3, false),
+        ] {
+            let mut chunk = vec![0x5a; 1000 + TAG_LEN];
+            cipher.seal_in_place(index, last, &mut chunk);
+            let plain = crypto::open(&key, age_nonce(index, last), &chunk)
+                .unwrap_or_else(|| panic!("chunk {index} (last: {last}) opens as the spec says"));
+            assert_eq!(&plain[..], &[0x5a; 1000][..]);
+            let wrapped = index & u64::from(u32::MAX);
+            for (other, other_last) in [(wrapped, last), (index, !last), (index + 1, last)] {
+                if (other, other_last) != (index, last) {
+                    assert!(crypto::open(&key, age_nonce(other, other_last), &chunk).is_none());
+                }
+            }
+        }
+    }
+
+    /// A passphrase (scrypt) recipient cannot be combined with others when
+    /// sealing, and a header holding an scrypt stanza beside another is
+    /// refused when opening, whichever identity is offered (age spec).
+    #[test]
+    fn a_passphrase_beside_other_recipients_is_refused_both_ways() {
+        let identity = Identity::generate_x25519().unwrap();
+        let x25519 = identity.recipient().unwrap();
+        let passphrase = || Recipient::Scrypt {
+            passphrase: zeroize::Zeroizing::new(b"secret".to_vec()),
+            log_n: 10,
+        };
+        for recipients in [
+            vec![passphrase(), x25519.clone()],
+            vec![x25519.clone(), passphrase()],
+            vec![passphrase(), passphrase()],
+        ] {
+            assert!(matches!(seal(&recipients), Err(AgeError::Key(_))));
+        }
+        let file_key = FileKey::from_bytes([9; FILE_KEY_LEN]);
+        let stanzas = vec![
+            passphrase().wrap(&file_key).unwrap(),
+            x25519.wrap(&file_key).unwrap(),
+        ];
+        let header = Header::seal(stanzas, &file_key);
+        let by_passphrase = Identity::passphrase(zeroize::Zeroizing::new(b"secret".to_vec()));
+        for identities in [vec![identity], vec![by_passphrase]] {
+            let refused = open(&header, &[0; NONCE_LEN], &identities).err();
+            assert!(
+                matches!(&refused, Some(AgeError::Header(why)) if why.contains("only stanza")),
+                "{refused:?}"
+            );
+        }
+    }
+}

@@ -9,8 +9,9 @@ use std::ffi::CString;
 use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use common::*;
 
@@ -197,38 +198,123 @@ fn man_prints_the_top_level_page_or_writes_one_per_subcommand() {
     }
 }
 
-#[test]
-fn a_running_cryptstream_cannot_dump_core() {
-    let ws = Workspace::new();
-    let mut cmd = ws.keyed("encrypt");
-    cmd.args(["-", "out.cst"])
+/// The core file size limit (soft and hard, bytes) that the children here
+/// start with, at most: not zero, so that a zero seen later was set by the
+/// child itself.
+const STARTING_CORE_LIMIT: libc::rlim_t = 1 << 20;
+
+/// The non-zero core limit the children start with: [`STARTING_CORE_LIMIT`]
+/// or the inherited hard limit when that is lower (lowering needs no
+/// privilege).
+///
+/// # Panics
+/// When this process's hard limit is 0: no child could start with core
+/// dumps allowed, so the test could not tell who lowered the limit.
+fn starting_core_limit() -> libc::rlim_t {
+    let mut inherited = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) writes one rlimit into the struct given.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut inherited) };
+    assert_eq!(rc, 0, "getrlimit(RLIMIT_CORE)");
+    assert_ne!(
+        inherited.rlim_max, 0,
+        "the tests run with a hard core file size limit of 0, so no child can \
+         start with core dumps allowed and this test cannot show that cryptstream \
+         lowers the limit itself: run it with a non-zero hard limit (ulimit -Hc)"
+    );
+    inherited.rlim_max.min(STARTING_CORE_LIMIT)
+}
+
+/// Makes `cmd` start with `RLIMIT_CORE` at `limit` (soft and hard).
+fn with_core_limit(cmd: &mut Command, limit: libc::rlim_t) -> &mut Command {
+    // SAFETY: setrlimit(2) is async-signal-safe and only reads the struct
+    // on this (forked) stack; it is the only thing done between fork and
+    // exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_CORE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The soft and hard core file size limits of process `pid`, as
+/// `/proc/PID/limits` shows them (`"0 0"`, `"1048576 1048576"`), or `None`
+/// once the process is gone.
+fn core_limit_of(pid: u32) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(CORE_LIMIT_LINE))
+        .map(|rest| {
+            rest.split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+}
+
+/// Whether process `pid` has a descriptor open on a file under `dir`.
+fn has_open_file_under(pid: u32, dir: &Path) -> bool {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(|fd| fs::read_link(fd.ok()?.path()).ok())
+        .any(|target| target.starts_with(dir))
+}
+
+/// Spawns `cmd` waiting on its open stdin, with a core limit of `limit`.
+fn spawn_waiting_on_stdin(cmd: &mut Command, limit: libc::rlim_t) -> Running {
+    with_core_limit(cmd, limit)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // Stdin stays open, so the child waits for input while it is looked at.
-    let mut running = Running::spawn(&mut cmd);
-    let limits = Path::new("/proc")
-        .join(running.child_mut().id().to_string())
-        .join("limits");
-    let core_limit = || {
-        let text = fs::read_to_string(&limits).unwrap_or_default();
-        text.lines()
-            .find_map(|l| l.strip_prefix(CORE_LIMIT_LINE))
-            .map(|rest| {
-                rest.split_whitespace()
-                    .take(2)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-    };
-    // The limit is set at the start of main, a moment after exec.
-    wait_until(TIMEOUT, || {
-        running.has_exited() || core_limit().as_deref() == Some("0 0")
-    });
+    Running::spawn(cmd)
+}
+
+#[test]
+fn a_running_cryptstream_cannot_dump_core() {
+    let limit = starting_core_limit();
+    let started_with = format!("{limit} {limit}");
+    // Control: a plain program started the same way keeps the non-zero
+    // limit, so a zero seen below was set by cryptstream itself.
+    let mut control = spawn_waiting_on_stdin(&mut Command::new("cat"), limit);
+    let control_pid = control.child_mut().id();
     assert_eq!(
-        core_limit().as_deref(),
+        core_limit_of(control_pid).as_deref(),
+        Some(started_with.as_str()),
+        "a child started with a non-zero core limit (control: cat)"
+    );
+    drop(control.child_mut().stdin.take());
+    control.finish(TIMEOUT).success();
+
+    let ws = Workspace::new();
+    let mut cmd = ws.keyed("encrypt");
+    cmd.args(["-", "out.cst"]);
+    // Stdin stays open, so the child waits for input while it is looked at.
+    let mut running = spawn_waiting_on_stdin(&mut cmd, limit);
+    let pid = running.child_mut().id();
+    // The limit is lowered at the start of main; once the output is open,
+    // main is well past that point.
+    let opened_output = wait_until(TIMEOUT, || {
+        running.has_exited() || has_open_file_under(pid, ws.root())
+    });
+    assert!(
+        opened_output && !running.has_exited(),
+        "cryptstream ended before it opened its output"
+    );
+    assert_eq!(
+        core_limit_of(pid).as_deref(),
         Some("0 0"),
-        "soft and hard core file size limits of the running binary"
+        "soft and hard core file size limits of the running binary, \
+         started with {started_with}"
     );
     drop(running.child_mut().stdin.take());
     running.finish(TIMEOUT).success();

@@ -460,26 +460,66 @@ fn temps_in(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Bytes of one output after which the stall hook stops a writer.
+const STALL_BYTES: u64 = 1_000_000;
+
+/// A named temp file seen while the writer was stalled.
+struct TempSeen {
+    /// Its path.
+    path: PathBuf,
+    /// Its permission bits.
+    mode: u32,
+    /// Its length.
+    len: u64,
+}
+
 /// What a stalled run left in its output directory.
 struct Stall {
     /// The names in the output directory while the writer was stalled.
     names_during: Vec<std::ffi::OsString>,
-    /// The modes of the temp files seen then.
-    temp_modes: Vec<(PathBuf, u32)>,
+    /// The named temp files seen then.
+    temps: Vec<TempSeen>,
+}
+
+impl Stall {
+    /// Asserts that exactly one named temp file existed mid-write and that
+    /// it held what the writer had written before it stalled (at least
+    /// [`STALL_BYTES`]): the kill really came in the middle of a write.
+    #[track_caller]
+    fn assert_one_temp_with_content(&self, what: &str) {
+        assert_eq!(
+            self.temps.len(),
+            1,
+            "{what}: one named temp file mid-write, saw {:?}",
+            self.names_during
+        );
+        let temp = &self.temps[0];
+        assert!(
+            temp.len >= STALL_BYTES,
+            "{what}: the temp file {:?} held {} bytes when the writer stalled, \
+             not the {STALL_BYTES} written",
+            temp.path,
+            temp.len
+        );
+    }
 }
 
 /// Runs `cmd` (stdin as given), waits until a writer stalls, looks at
 /// `dir`, SIGKILLs it and asserts that it died of that signal.
 fn stall_and_kill(cmd: &mut Command, dir: &Path) -> Stall {
-    cmd.env("CRYPTSTREAM_DEBUG_STALL_AFTER_BYTES", "1000000");
+    cmd.env(
+        "CRYPTSTREAM_DEBUG_STALL_AFTER_BYTES",
+        STALL_BYTES.to_string(),
+    );
     let (mut running, watch) = spawn_watched(cmd);
     watch.wait_for(&mut running, STALLED);
     let names_during = list_dir(dir);
-    let temp_modes = temps_in(dir)
+    let temps = temps_in(dir)
         .into_iter()
-        .map(|t| {
-            let mode = mode_of(&t);
-            (t, mode)
+        .map(|path| TempSeen {
+            mode: mode_of(&path),
+            len: fs::symlink_metadata(&path).map_or(0, |m| m.len()),
+            path,
         })
         .collect();
     running.signal(libc::SIGKILL);
@@ -492,14 +532,18 @@ fn stall_and_kill(cmd: &mut Command, dir: &Path) -> Stall {
     );
     Stall {
         names_during,
-        temp_modes,
+        temps,
     }
 }
 
 #[track_caller]
 fn assert_private_temps(stall: &Stall) {
-    for (temp, mode) in &stall.temp_modes {
-        assert_eq!(*mode, 0o600, "mode of the temp file {temp:?} mid-write");
+    for temp in &stall.temps {
+        assert_eq!(
+            temp.mode, 0o600,
+            "mode of the temp file {:?} mid-write",
+            temp.path
+        );
     }
     for name in &stall.names_during {
         assert!(
@@ -536,6 +580,7 @@ fn sigkill_mid_write_leaves_nothing_and_the_named_temp_fallback_is_cleaned() {
         .arg(&plain)
         .arg(&target);
     let stall = stall_and_kill(&mut cmd, &out);
+    stall.assert_one_temp_with_content("file encrypt with named temp files");
     assert_private_temps(&stall);
     assert!(!target.exists(), "big.cst appeared under its final name");
     for temp in temps_in(&out) {
@@ -565,11 +610,7 @@ fn sigkill_mid_write_leaves_nothing_and_the_named_temp_fallback_is_cleaned() {
         &mut stream_decrypt(&ws, &target, &ws.path("out-named/big.cst")),
         &out,
     );
-    assert!(
-        !stall.temp_modes.is_empty(),
-        "no named temp file mid-write of a stream: {:?}",
-        stall.names_during
-    );
+    stall.assert_one_temp_with_content("stream decrypt with named temp files");
     assert_private_temps(&stall);
     assert!(
         !target.exists(),
@@ -609,7 +650,7 @@ fn a_stream_output_removes_the_stale_temp_of_a_killed_stream_run() {
     fs::create_dir(&out).unwrap();
     let target = out.join("big");
     let stall = stall_and_kill(&mut stream_decrypt(&ws, &target, &encrypted), &out);
-    assert_eq!(stall.temp_modes.len(), 1, "{:?}", stall.names_during);
+    stall.assert_one_temp_with_content("stream decrypt");
     assert_eq!(temps_in(&out).len(), 1, "the killed run left its temp file");
     run(&mut stream_decrypt(&ws, &target, &encrypted)).success();
     assert_eq!(hash_file(&target), hash_file(&plain));

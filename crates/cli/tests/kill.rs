@@ -17,6 +17,9 @@ const SMALL_FILES: usize = 300;
 const SMALL_LEN: u64 = 256 * 1024;
 /// Size of the two large files (split into segments across workers).
 const LARGE_LEN: u64 = 9 * MIB;
+/// Runs tried per kill point before the test gives up on catching one in
+/// flight.
+const KILL_TRIES: usize = 3;
 /// How long to wait for a run to reach a kill point before giving up on it.
 const REACH_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -75,9 +78,24 @@ fn stop_at(
     }
 }
 
+/// How one SIGKILL attempt ended.
+enum KillResult {
+    /// The process died of SIGKILL before its work was done: `outputs`
+    /// entries under final names, fewer than the whole run writes.
+    LandedInFlight {
+        /// Entries in the output directory after the kill.
+        outputs: usize,
+    },
+    /// The run was done first (it exited 0, or was killed after writing
+    /// every output): the kill proves nothing.
+    Missed,
+}
+
 /// SIGKILLs `cmd INPUT OUTPUT` once `output` holds `reach` entries and
-/// `delay` has passed; asserts that it died of the signal (or had finished
-/// successfully just before).
+/// `delay` has passed, and says whether the kill landed in flight. A run
+/// that was signalled must have died of SIGKILL or (when it was already
+/// done, the signal reaching a finished process) exited 0; any other end
+/// fails the test.
 #[track_caller]
 fn kill_at(
     cmd: std::process::Command,
@@ -85,15 +103,56 @@ fn kill_at(
     output: &Path,
     reach: usize,
     delay: Duration,
-) -> std::process::ExitStatus {
-    let status = stop_at(cmd, input, output, reach, delay, libc::SIGKILL)
-        .outcome
-        .status;
-    assert!(
-        status.signal() == Some(libc::SIGKILL) || status.code() == Some(0),
-        "unexpected end: {status}"
+    all_outputs: usize,
+) -> KillResult {
+    let stopped = stop_at(cmd, input, output, reach, delay, libc::SIGKILL);
+    let status = stopped.outcome.status;
+    let outputs = entries_in(output);
+    if status.signal() == Some(libc::SIGKILL) {
+        assert!(stopped.signalled, "SIGKILL from elsewhere: {status}");
+        if outputs < all_outputs {
+            return KillResult::LandedInFlight { outputs };
+        }
+        return KillResult::Missed;
+    }
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the run neither died of SIGKILL nor succeeded: {}",
+        stopped.outcome.stderr
     );
-    status
+    assert_eq!(outputs, all_outputs, "a run that exited 0 wrote everything");
+    KillResult::Missed
+}
+
+/// Kills `cmd` at `reach` outputs (plus a little), retrying up to
+/// [`KILL_TRIES`] times (a fresh output directory each time) until a kill
+/// lands in flight; runs `check` on every output left by a landed kill
+/// before it is removed. Panics when no try landed.
+#[track_caller]
+fn kill_in_flight(
+    cmd: impl Fn() -> std::process::Command,
+    input: &Path,
+    output: &Path,
+    reach: usize,
+    delay: Duration,
+    all_outputs: usize,
+    mut check: impl FnMut(usize),
+) {
+    for attempt in 0..KILL_TRIES {
+        match kill_at(cmd(), input, output, reach, delay, all_outputs) {
+            KillResult::LandedInFlight { outputs } => {
+                println!("kill at {reach}: landed with {outputs} of {all_outputs} outputs");
+                check(outputs);
+                return;
+            }
+            KillResult::Missed => {
+                println!("kill at {reach}, try {attempt}: the run was done first");
+                fs::remove_dir_all(output).unwrap();
+            }
+        }
+    }
+    panic!("no SIGKILL at {reach} outputs landed in flight in {KILL_TRIES} tries");
 }
 
 /// Stops `cmd INPUT OUTPUT` with `signal` (SIGINT or SIGTERM) as soon as
@@ -177,18 +236,36 @@ fn sigkill_during_a_tree_encrypt_leaves_only_complete_outputs() {
     let ws = Workspace::new();
     let plain_root = workload(&ws);
     let plain = snapshot(&plain_root);
+    let all_outputs = SMALL_FILES + 2;
     let mut rng = XorShift::new(0x5eed);
+    let mut landed = 0;
     // Spread over the run, including the moments the large files are split.
-    for (i, base) in [1usize, 100, 150, 200, 280].into_iter().enumerate() {
+    let kill_points = [1usize, 100, 150, 200, 280];
+    for (i, base) in kill_points.into_iter().enumerate() {
         let reach = base + rng.below(5) as usize;
         let delay = Duration::from_micros(rng.below(3000));
         let out = ws.path(format!("out-{i}"));
-        let status = kill_at(ws.keyed("encrypt"), &plain_root, &out, reach, delay);
-        println!("kill {i}: {status} with {} outputs", entries_in(&out));
-        assert_only_complete_encryptions(&ws, &plain, &out);
-        resume_encrypt_and_check(&ws, &plain_root, &plain, &out);
+        let check = |outputs: usize| {
+            assert!(
+                outputs >= reach,
+                "{outputs} outputs, the kill came at {reach}"
+            );
+            assert_only_complete_encryptions(&ws, &plain, &out);
+            resume_encrypt_and_check(&ws, &plain_root, &plain, &out);
+            landed += 1;
+        };
+        kill_in_flight(
+            || ws.keyed("encrypt"),
+            &plain_root,
+            &out,
+            reach,
+            delay,
+            all_outputs,
+            check,
+        );
         fs::remove_dir_all(&out).unwrap();
     }
+    assert_eq!(landed, kill_points.len(), "kills that landed in flight");
 }
 
 #[test]
@@ -196,21 +273,40 @@ fn sigkill_during_a_tree_decrypt_leaves_only_complete_outputs() {
     let ws = Workspace::new();
     let plain_root = workload(&ws);
     let plain = snapshot(&plain_root);
+    let all_outputs = SMALL_FILES + 2;
     let enc = ws.path("enc");
     run_ok(ws.keyed("encrypt"), &plain_root, &enc);
     let mut rng = XorShift::new(0xdec);
-    for (i, base) in [1usize, 101, 201].into_iter().enumerate() {
+    let mut landed = 0;
+    let kill_points = [1usize, 101, 201];
+    for (i, base) in kill_points.into_iter().enumerate() {
         let reach = base + rng.below(5) as usize;
         let delay = Duration::from_micros(rng.below(3000));
         let out = ws.path(format!("dec-{i}"));
-        kill_at(ws.keyed("decrypt"), &enc, &out, reach, delay);
-        assert_complete_subset(&plain, &snapshot(&out));
-        let mut resume = ws.keyed("decrypt");
-        resume.arg("--skip-existing");
-        run_ok(resume, &enc, &out);
-        assert_same_tree(&plain, &snapshot(&out));
+        let check = |outputs: usize| {
+            assert!(
+                outputs >= reach,
+                "{outputs} outputs, the kill came at {reach}"
+            );
+            assert_complete_subset(&plain, &snapshot(&out));
+            let mut resume = ws.keyed("decrypt");
+            resume.arg("--skip-existing");
+            run_ok(resume, &enc, &out);
+            assert_same_tree(&plain, &snapshot(&out));
+            landed += 1;
+        };
+        kill_in_flight(
+            || ws.keyed("decrypt"),
+            &enc,
+            &out,
+            reach,
+            delay,
+            all_outputs,
+            check,
+        );
         fs::remove_dir_all(&out).unwrap();
     }
+    assert_eq!(landed, kill_points.len(), "kills that landed in flight");
 }
 
 /// Interrupts an encrypt with `signal` once it has written its first output,

@@ -276,4 +276,66 @@ mod tests {
             }
         }
     }
+
+    /// Where chunk `index` starts and how much plaintext it holds, computed
+    /// independently in `u128` (no path through the code under test).
+    fn expected(header_len: usize, chunk: u32, len: u64, index: u64) -> (u128, u128) {
+        let (chunk, len, index) = (u128::from(chunk), u128::from(len), u128::from(index));
+        let offset = header_len as u128 + index * (chunk + TAG_LEN as u128);
+        let plain = len.saturating_sub(index * chunk).min(chunk);
+        (offset, plain)
+    }
+
+    /// The arithmetic a 4 GiB or 64 GiB file exercises (the benchsuite's
+    /// `big-files.sh` runs such files for real): chunk offsets, plaintext
+    /// offsets and the last partial chunk of lengths just past 2^32 and
+    /// 2^36, where a 32-bit intermediate would wrap.
+    #[test]
+    fn offsets_past_2_pow_32_and_2_pow_36_do_not_wrap() {
+        for chunk in [1024u32, 65536, crate::MAX_CHUNK_SIZE] {
+            for base in [1u64 << 32, 1 << 36, 1 << 40] {
+                for len in [base - 1, base, base + 1, base + 4097] {
+                    let layout = Layout::new(H, chunk, len).unwrap();
+                    let count = len.div_ceil(u64::from(chunk));
+                    assert_eq!(layout.chunk_count(), count, "chunk {chunk} len {len}");
+                    let total = H as u128 + u128::from(len) + u128::from(count) * TAG_LEN as u128;
+                    assert_eq!(u128::from(layout.ciphertext_len()), total);
+                    assert_eq!(
+                        Layout::from_ciphertext_len(H, chunk, layout.ciphertext_len()).unwrap(),
+                        layout
+                    );
+                    // The chunk holding byte 2^32 (or 2^36...), its
+                    // neighbours, and the last chunk.
+                    let at_base = base / u64::from(chunk);
+                    for index in [at_base.saturating_sub(1), at_base, at_base + 1, count - 1] {
+                        if index >= count {
+                            continue;
+                        }
+                        let (offset, plain) = expected(H, chunk, len, index);
+                        assert_eq!(u128::from(layout.chunk_offset(index)), offset);
+                        assert_eq!(layout.chunk_plaintext_len(index) as u128, plain);
+                        assert_eq!(
+                            u128::from(layout.plaintext_offset(index)),
+                            u128::from(index) * u128::from(chunk)
+                        );
+                        assert_eq!(layout.is_last(index), index == count - 1);
+                        assert_eq!(
+                            layout.span_len(index, 2) as u128,
+                            (index..(index + 2).min(count))
+                                .map(|i| expected(H, chunk, len, i).1 + TAG_LEN as u128)
+                                .sum::<u128>()
+                        );
+                    }
+                    let last = count - 1;
+                    let (offset, plain) = expected(H, chunk, len, last);
+                    assert_eq!(
+                        offset + plain + TAG_LEN as u128,
+                        total,
+                        "the last chunk ends the file"
+                    );
+                    assert!(plain > 0, "only an empty file has an empty last chunk");
+                }
+            }
+        }
+    }
 }

@@ -227,4 +227,36 @@ mod tests {
                 .is_err());
         }
     }
+
+    /// Chunk indexes past 2^32 (files past 4 TiB with 1 KiB chunks, or
+    /// 256 TiB with 64 KiB ones) keep distinct nonces: a counter cut to 32
+    /// bits would reuse the nonce of index `i - 2^32`.
+    #[test]
+    fn chunk_indexes_past_2_pow_32_have_their_own_nonces() {
+        let key = [3u8; AEAD_KEY_LEN];
+        let cipher = ChunkCipher::new(
+            Cipher::ChaCha20Poly1305,
+            &key,
+            NonceScheme::Stream,
+            b"",
+            1024,
+        );
+        for high in [1u64 << 32, (1 << 32) + 1, 1 << 36, (1 << 40) + 7] {
+            let low = high & u64::from(u32::MAX);
+            assert_ne!(
+                NonceScheme::Stream.nonce(high, false),
+                NonceScheme::Stream.nonce(low, false),
+                "index {high}"
+            );
+            let mut sealed = [7u8; 64 + TAG_LEN];
+            cipher.seal_in_place(high, true, &mut sealed);
+            let mut copy = sealed;
+            assert!(cipher.open_in_place(low, true, &mut copy).is_err());
+            let mut copy = sealed;
+            assert!(cipher.open_in_place(high, false, &mut copy).is_err());
+            let mut copy = sealed;
+            cipher.open_in_place(high, true, &mut copy).unwrap();
+            assert_eq!(copy[..64], [7u8; 64]);
+        }
+    }
 }
