@@ -52,10 +52,15 @@ fn honest_send_works(served: &Served, ws: &Workspace, tag: &str) {
 }
 
 fn setup() -> (Workspace, Served, tempfile::TempDir) {
+    setup_with(&[])
+}
+
+/// [`setup`] with more `serve` flags.
+fn setup_with(extra: &[&str]) -> (Workspace, Served, tempfile::TempDir) {
     let ws = Workspace::new();
     // A directory outside the root that a symlink in the root points to.
     let outside = tempfile::tempdir().unwrap();
-    let served = Served::start(ws.root(), &[]);
+    let served = Served::start(ws.root(), extra);
     std::os::unix::fs::symlink(outside.path(), served.root.join("escape")).unwrap();
     (ws, served, outside)
 }
@@ -252,10 +257,11 @@ fn lying_lengths_and_hashes_leave_nothing_under_the_final_name() {
 
 #[test]
 fn a_client_that_stops_mid_frame_times_out_or_is_dropped() {
-    let (ws, served, outside) = setup();
+    // A short idle timeout: this test waits for it twice.
+    let (ws, served, outside) = setup_with(&["--idle-timeout", "2"]);
     let token = token_of(&served);
     // Announces 1000 bytes of an Open frame, sends 10, then waits: the
-    // server's idle timeout (5 s in these tests) ends it.
+    // server's idle timeout ends it.
     let mut raw = RawClient::authenticated(&served, &token);
     raw.write_bytes(&[FrameType::Open as u8, 0, 0, 0x03, 0xE8]);
     raw.write_bytes(&[0u8; 10]);
@@ -289,27 +295,35 @@ fn max_connections_makes_the_next_client_wait_not_fail() {
     let ws = Workspace::new();
     let served = Served::start(ws.root(), &["--max-connections", "1"]);
     let token = token_of(&served);
-    let holder = RawClient::authenticated(&served, &token);
-    // The only permit is held: a second connection is not accepted, so
-    // its TLS handshake cannot complete.
-    let tcp = TcpStream::connect(&served.addr).unwrap();
-    tcp.set_read_timeout(Some(std::time::Duration::from_secs(2)))
-        .unwrap();
-    let fp = cryptstream_net::Fingerprint::parse(&served.fingerprint).unwrap();
-    let verifier = std::sync::Arc::new(cryptstream_net::tls::PinnedVerifier::new(Some(fp)));
-    let config = std::sync::Arc::new(cryptstream_net::tls::client_config(verifier).unwrap());
-    let name = rustls::pki_types::ServerName::try_from("cryptstream").unwrap();
-    let mut waiting =
-        rustls::StreamOwned::new(rustls::ClientConnection::new(config, name).unwrap(), tcp);
-    let mut handshake = || {
-        while waiting.conn.is_handshaking() {
-            waiting.conn.complete_io(&mut waiting.sock)?;
-        }
-        Ok::<_, std::io::Error>(())
+    let mut holder = RawClient::authenticated(&served, &token);
+    // The only slot is held: a second client connects and tries to
+    // authenticate on its own thread, with a read deadline far longer
+    // than the test holds the slot.
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let waiter = {
+        let (addr, fingerprint) = (served.addr.clone(), served.fingerprint.clone());
+        let token = Token::read(&served.token).unwrap();
+        std::thread::spawn(move || {
+            let outcome = RawClient::try_authenticated(&addr, &fingerprint, &token);
+            let _ = done_tx.send(outcome.is_ok());
+            outcome
+        })
     };
-    assert!(handshake().is_err(), "accepted beyond --max-connections");
-    drop(waiting);
+    // While the slot is held, the second client has not got through.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        matches!(done.try_recv(), Err(std::sync::mpsc::TryRecvError::Empty)),
+        "the second client finished (or failed) while the only slot was held"
+    );
+    // The first session ends: the waiting client is let in and authenticates.
+    holder.write(&Frame::Bye);
     drop(holder);
-    // Once the first session ends, an honest send goes through.
+    let authenticated = done
+        .recv_timeout(RAW_TIMEOUT)
+        .expect("the waiting client got nowhere after the slot was freed");
+    assert!(authenticated, "the waiting client was refused, not queued");
+    let mut waited = waiter.join().unwrap().unwrap();
+    waited.write(&Frame::Bye);
+    drop(waited);
     honest_send_works(&served, &ws, "after-wait");
 }

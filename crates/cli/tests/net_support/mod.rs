@@ -18,6 +18,8 @@ use crate::common::{cryptstream, Running};
 
 /// Debug hook: the sender stalls after this many file bytes.
 pub const STALL_ENV: &str = "CRYPTSTREAM_DEBUG_NET_STALL_AFTER_BYTES";
+/// Debug hook: the server saves a partial file's ranges every this many bytes.
+pub const CHECKPOINT_ENV: &str = "CRYPTSTREAM_DEBUG_NET_CHECKPOINT_BYTES";
 /// Deadline of one raw read in the tests.
 pub const RAW_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -39,9 +41,15 @@ impl Served {
     }
 
     /// Starts `serve` with this token file and root.
-    pub fn start_with(dir: &Path, token: &Path, root: &Path, extra: &[&str]) -> Served {
-        let _ = dir;
+    pub fn start_with(_dir: &Path, token: &Path, root: &Path, extra: &[&str]) -> Served {
+        Served::start_env(token, root, extra, &[])
+    }
+
+    /// Starts `serve` with this token file and root, and these
+    /// environment variables (debug hooks).
+    pub fn start_env(token: &Path, root: &Path, extra: &[&str], env: &[(&str, &str)]) -> Served {
         let mut cmd = cryptstream();
+        cmd.envs(env.iter().copied());
         cmd.arg("serve");
         if !extra.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
@@ -50,8 +58,13 @@ impl Served {
             .arg(root)
             .arg("--token-file")
             .arg(token)
-            .args(["--create-token", "--idle-timeout", "5", "--grace", "3"])
-            .args(extra)
+            .arg("--create-token");
+        for (flag, default) in [("--idle-timeout", "5"), ("--grace", "3")] {
+            if !extra.contains(&flag) {
+                cmd.args([flag, default]);
+            }
+        }
+        cmd.args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         crate::common::with_umask(&mut cmd, 0o022);
@@ -157,18 +170,41 @@ pub struct RawClient {
 impl RawClient {
     /// Connects and finishes the TLS handshake (pinned), nothing more.
     pub fn connect(served: &Served) -> RawClient {
-        let fp = Fingerprint::parse(&served.fingerprint).unwrap();
+        RawClient::try_connect(&served.addr, &served.fingerprint).unwrap()
+    }
+
+    /// Connects to `addr` and finishes the TLS handshake, pinned to
+    /// `fingerprint`; each read waits at most [`RAW_TIMEOUT`].
+    pub fn try_connect(addr: &str, fingerprint: &str) -> Result<RawClient, String> {
+        let fp = Fingerprint::parse(fingerprint).unwrap();
         let verifier = Arc::new(PinnedVerifier::new(Some(fp)));
         let config = Arc::new(client_config(verifier).unwrap());
-        let tcp = TcpStream::connect(&served.addr).unwrap();
+        let tcp = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
         tcp.set_read_timeout(Some(RAW_TIMEOUT)).unwrap();
         let name = rustls::pki_types::ServerName::try_from("cryptstream").unwrap();
         let conn = rustls::ClientConnection::new(config, name).unwrap();
         let mut tls = rustls::StreamOwned::new(conn, tcp);
         while tls.conn.is_handshaking() {
-            tls.conn.complete_io(&mut tls.sock).unwrap();
+            tls.conn
+                .complete_io(&mut tls.sock)
+                .map_err(|e| format!("TLS handshake: {e}"))?;
         }
-        RawClient { tls }
+        Ok(RawClient { tls })
+    }
+
+    /// [`RawClient::try_connect`], then hello and proof; `Ok` once the
+    /// server answered `AuthOk`.
+    pub fn try_authenticated(
+        addr: &str,
+        fingerprint: &str,
+        token: &Token,
+    ) -> Result<RawClient, String> {
+        let mut raw = RawClient::try_connect(addr, fingerprint)?;
+        raw.hello_and_proof(token);
+        match raw.read() {
+            Some(Frame::AuthOk) => Ok(raw),
+            other => Err(format!("expected AuthOk, got {other:?}")),
+        }
     }
 
     /// Connects and authenticates with `token` (a wrong one fails later).
