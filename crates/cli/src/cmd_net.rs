@@ -44,6 +44,13 @@ pub struct ServeArgs {
     /// Most clients served at once; others wait to be accepted.
     #[arg(long, value_name = "N", default_value_t = NonZeroUsize::new(256).expect("non-zero"))]
     max_connections: NonZeroUsize,
+    /// Most files open at once, all clients together; a file beyond it
+    /// is refused ("server busy") and its sender fails it with that reason.
+    /// Keep it below the open-file limit (`ulimit -n`) minus
+    /// --max-connections.
+    #[arg(long, value_name = "N",
+          default_value_t = NonZeroUsize::new(cryptstream_net::server::DEFAULT_MAX_OPEN_FILES).expect("non-zero"))]
+    max_open_files: NonZeroUsize,
     /// Seconds a connection may stay silent (and a frame may take) before
     /// it is closed.
     #[arg(long, value_name = "SECONDS", default_value_t = 60,
@@ -125,6 +132,7 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         token,
         identity,
         max_connections: args.max_connections.get(),
+        max_open_files: args.max_open_files.get(),
         idle_timeout: Duration::from_secs(args.idle_timeout),
         grace: Duration::from_secs(args.grace),
         stop,

@@ -127,6 +127,8 @@ pub enum ErrorCode {
     Timeout,
     /// The server is stopping.
     ShuttingDown,
+    /// The server has as many files open as it allows; try again later.
+    Busy,
     /// A code this version does not know.
     Other(u16),
 }
@@ -147,6 +149,7 @@ impl ErrorCode {
             ErrorCode::Storage => 10,
             ErrorCode::Timeout => 11,
             ErrorCode::ShuttingDown => 12,
+            ErrorCode::Busy => 13,
             ErrorCode::Other(code) => code,
         }
     }
@@ -166,6 +169,7 @@ impl ErrorCode {
             10 => ErrorCode::Storage,
             11 => ErrorCode::Timeout,
             12 => ErrorCode::ShuttingDown,
+            13 => ErrorCode::Busy,
             other => ErrorCode::Other(other),
         }
     }
@@ -186,6 +190,7 @@ impl fmt::Display for ErrorCode {
             ErrorCode::Storage => "server storage error",
             ErrorCode::Timeout => "timed out",
             ErrorCode::ShuttingDown => "server shutting down",
+            ErrorCode::Busy => "server busy",
             ErrorCode::Other(code) => return write!(f, "error code {code}"),
         };
         f.write_str(text)

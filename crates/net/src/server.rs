@@ -38,6 +38,9 @@ use crate::NetError;
 
 /// Most files one session may hold open at once.
 pub const MAX_OPEN_PER_SESSION: usize = 64;
+/// Default of [`ServeConfig::max_open_files`]: with the default 256
+/// sessions it stays below the usual limit of 1024 descriptors.
+pub const DEFAULT_MAX_OPEN_FILES: usize = 512;
 /// How long an error frame may take to leave before the session is dropped.
 const ERROR_SEND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes of `Data` payloads the server holds at once, all sessions
@@ -62,6 +65,9 @@ pub struct ServeConfig {
     pub identity: Identity,
     /// Most sessions at once.
     pub max_connections: usize,
+    /// Most files open at once, all sessions together; an `Open` beyond
+    /// it is refused with [`ErrorCode::Busy`] (the session goes on).
+    pub max_open_files: usize,
     /// Deadline of every read.
     pub idle_timeout: Duration,
     /// How long sessions in flight may go on after `stop`.
@@ -106,6 +112,10 @@ struct Shared {
     counters: Counters,
     /// Room for data frames in flight, in KiB.
     buffers: Arc<Semaphore>,
+    /// Files open, all sessions together (one permit each).
+    open_files: Arc<Semaphore>,
+    /// The size of `open_files`, for messages.
+    max_open_files: usize,
 }
 
 /// A bound server, ready to run.
@@ -150,6 +160,8 @@ impl Server {
             log: config.log,
             counters: Counters::default(),
             buffers: Arc::new(Semaphore::new((MAX_BUFFERED_BYTES / 1024) as usize)),
+            open_files: Arc::new(Semaphore::new(config.max_open_files.max(1))),
+            max_open_files: config.max_open_files.max(1),
         });
         Ok(Server {
             runtime,
@@ -357,10 +369,16 @@ async fn run_session(
 /// A write in flight on a blocking thread.
 type PendingWrite = JoinHandle<Result<(), ReceiveError>>;
 
+/// A file a session has open, and its share of the server's open-file cap.
+struct OpenFile {
+    incoming: Arc<dyn Incoming>,
+    _slot: OwnedSemaphorePermit,
+}
+
 /// One authenticated session.
 struct Session {
     shared: Arc<Shared>,
-    files: HashMap<u32, Arc<dyn Incoming>>,
+    files: HashMap<u32, OpenFile>,
     pending: Option<PendingWrite>,
     received: u64,
     committed: u64,
@@ -443,11 +461,14 @@ impl Session {
     }
 
     fn file(&self, file_id: u32) -> Result<Arc<dyn Incoming>, SessionError> {
-        self.files.get(&file_id).cloned().ok_or(SessionError {
-            code: ErrorCode::UnknownFile,
-            file_id,
-            message: format!("file id {file_id} is not open"),
-        })
+        self.files
+            .get(&file_id)
+            .map(|f| f.incoming.clone())
+            .ok_or(SessionError {
+                code: ErrorCode::UnknownFile,
+                file_id,
+                message: format!("file id {file_id} is not open"),
+            })
     }
 
     /// Handles one frame; `true` when the session is over.
@@ -530,6 +551,23 @@ impl Session {
                         return Ok(false);
                     }
                 };
+                let Ok(slot) = self.shared.open_files.clone().try_acquire_owned() else {
+                    let message = format!(
+                        "the server has {} files open, its limit (serve --max-open-files); send again later",
+                        self.shared.max_open_files
+                    );
+                    (self.shared.log)(&format!("{}: {message}", name.display()));
+                    write_frame(
+                        tls,
+                        &Frame::Error {
+                            code: ErrorCode::Busy,
+                            file_id,
+                            message,
+                        },
+                    )
+                    .await?;
+                    return Ok(false);
+                };
                 let destination = self.shared.destination.clone();
                 let opened = tokio::task::spawn_blocking(move || {
                     let file = destination.open(&name, &meta)?;
@@ -542,7 +580,13 @@ impl Session {
                 })?;
                 match opened {
                     Ok((file, held)) => {
-                        self.files.insert(file_id, file);
+                        self.files.insert(
+                            file_id,
+                            OpenFile {
+                                incoming: file,
+                                _slot: slot,
+                            },
+                        );
                         let mut ranges = held.to_ranges();
                         ranges.truncate(MAX_HELD_RANGES);
                         write_frame(tls, &Frame::Held { file_id, ranges }).await?;
@@ -568,12 +612,12 @@ impl Session {
                 write_frame(tls, &Frame::Synced { file_id, held }).await?;
             }
             Frame::Commit { file_id, hash } => {
-                let file = self.file(file_id)?;
+                self.file(file_id)?;
                 self.settle().await?;
-                self.files.remove(&file_id);
+                let open = self.files.remove(&file_id).expect("looked up above");
                 let result = tokio::task::spawn_blocking(move || {
-                    let result = file.commit(&hash);
-                    file.release();
+                    let result = open.incoming.commit(&hash);
+                    open.incoming.release();
                     result
                 })
                 .await
@@ -601,10 +645,16 @@ impl Session {
                 }
             }
             Frame::Close { file_id } => {
-                let file = self.file(file_id)?;
+                self.file(file_id)?;
                 self.settle().await?;
-                self.files.remove(&file_id);
-                let _ = tokio::task::spawn_blocking(move || file.release()).await;
+                let open = self.files.remove(&file_id);
+                // The slot goes back once the file is released.
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Some(open) = open {
+                        open.incoming.release();
+                    }
+                })
+                .await;
             }
             Frame::Bye => {
                 self.settle().await?;
@@ -627,7 +677,7 @@ impl Session {
         if !files.is_empty() {
             let _ = tokio::task::spawn_blocking(move || {
                 for file in files {
-                    file.release();
+                    file.incoming.release();
                 }
             })
             .await;
