@@ -154,23 +154,6 @@ fn resume_size() -> u64 {
         * MIB
 }
 
-/// Starts a send of `src` that stalls after `after` bytes, waits until it
-/// says so, and returns it (still running).
-fn stalled_send(served: &Served, src: &Path, after: u64) -> Running {
-    let mut cmd = served.send(&[src]);
-    cmd.args(["--connections", "2"])
-        .env(STALL_ENV, after.to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    let mut sender = Running::spawn(&mut cmd);
-    let stderr = sender.child_mut().stderr.take().unwrap();
-    let mut reader = std::io::BufReader::new(stderr);
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
-    assert!(line.contains("stalled after"), "{line}");
-    sender
-}
-
 #[test]
 fn a_killed_sender_resumes_and_sends_less_than_half_again() {
     let ws = Workspace::new();
@@ -178,7 +161,7 @@ fn a_killed_sender_resumes_and_sends_less_than_half_again() {
     let src = ws.path("big.bin");
     write_random_file(&src, size, 4, 0o640);
     let served = Served::start(ws.root(), &[]);
-    let mut sender = stalled_send(&served, &src, size * 3 / 5);
+    let mut sender = stalled_send(&served, &src, size * 3 / 5, 2);
     assert!(!served.root.join("big.bin").exists());
     sender.signal(libc::SIGKILL);
     sender.wait(Duration::from_secs(10));
@@ -208,7 +191,7 @@ fn sigterm_stops_the_server_and_leaves_transfers_resumable() {
     let root = ws.path("root");
     let token = ws.path("token");
     let mut served = Served::start_with(ws.root(), &token, &root, &[]);
-    let mut sender = stalled_send(&served, &src, size / 2);
+    let mut sender = stalled_send(&served, &src, size / 2, 2);
     served.child.signal(libc::SIGTERM);
     let status = served.child.wait(Duration::from_secs(30));
     assert!(status.success(), "{status:?}: {}", served.log());

@@ -364,7 +364,7 @@ impl Incoming for PartialFile {
             }
             state.ranges.insert(offset, end);
             state.unsaved += bytes.len() as u64;
-            state.unsaved >= CHECKPOINT_BYTES
+            state.unsaved >= checkpoint_bytes()
         };
         if save {
             self.checkpoint();
@@ -465,6 +465,15 @@ impl Incoming for PartialFile {
             }
         }
     }
+}
+
+/// Bytes between two sidecar saves ([`CHECKPOINT_BYTES`]; debug builds
+/// let a test hook lower it).
+fn checkpoint_bytes() -> u64 {
+    #[cfg(debug_assertions)]
+    return crate::hooks::checkpoint_bytes(CHECKPOINT_BYTES);
+    #[cfg(not(debug_assertions))]
+    CHECKPOINT_BYTES
 }
 
 /// Reads a sidecar; `None` when missing or not valid (then nothing is held).

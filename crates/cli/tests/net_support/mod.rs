@@ -267,3 +267,32 @@ impl RawClient {
         }
     }
 }
+
+/// Starts a send of `src` over `connections` that stalls after `after`
+/// bytes, waits until it says so, and returns it (still running).
+pub fn stalled_send(served: &Served, src: &Path, after: u64, connections: usize) -> Running {
+    let mut cmd = served.send(&[src]);
+    cmd.args(["--connections", &connections.to_string()])
+        .env(STALL_ENV, after.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut sender = Running::spawn(&mut cmd);
+    let stderr = sender.child_mut().stderr.take().unwrap();
+    let mut reader = BufReader::new(stderr);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.contains("stalled after"), "{line}");
+    sender
+}
+
+/// The sidecars (`.cst-part.*.ranges`) directly in `dir`.
+pub fn sidecars(dir: &Path) -> Vec<PathBuf> {
+    crate::common::list_dir(dir)
+        .into_iter()
+        .filter(|n| {
+            let n = n.to_string_lossy();
+            n.starts_with(".cst-part.") && n.ends_with(".ranges")
+        })
+        .map(|n| dir.join(n))
+        .collect()
+}
