@@ -260,6 +260,18 @@ impl SendProgress for SendBar {
         }
     }
 
+    fn host_recorded(&self, host: &str, fingerprint: Fingerprint, file: &Path) {
+        let line = format!(
+            "first contact with {host}: it proved it holds the token; its certificate fingerprint {} is recorded in {}",
+            fingerprint.to_hex(),
+            file.display()
+        );
+        match &self.bar {
+            Some(bar) => bar.suspend(|| messages::note(&line)),
+            None => messages::note(&line),
+        }
+    }
+
     fn file_done(&self, name: &str, failure: Option<&str>) {
         if let Some(reason) = failure {
             let line = format!("{name}: {reason}");

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use common::*;
 use cryptstream_net::frame::{
-    ErrorCode, FileMeta, Frame, FrameHeader, FrameType, MAX_CONTROL_PAYLOAD, VERSION,
+    ErrorCode, FileMeta, Frame, FrameHeader, FrameType, MAX_CONTROL_PAYLOAD, NONCE_LEN, VERSION,
 };
 use cryptstream_net::Token;
 use net_support::*;
@@ -81,13 +81,21 @@ fn frames_before_authentication_get_only_an_error() {
     });
     assert_error(raw.expect_error(), ErrorCode::Protocol);
     assert!(raw.read().is_none(), "closed after the error");
-    // A wrong proof.
+    // A wrong proof (the server's proof fails that token too).
     let mut raw = RawClient::connect(&served);
-    raw.hello_and_proof(&Token::generate());
+    assert!(!raw.exchange(&Token::generate(), false));
     assert_error(raw.expect_error(), ErrorCode::Unauthenticated);
+    // The right token: the server's proof checks out.
+    let mut raw = RawClient::connect(&served);
+    assert!(raw.exchange(&token_of(&served), true));
+    assert_eq!(raw.read(), Some(Frame::AuthOk));
+    raw.write(&Frame::Bye);
     // Hello, then Open without a proof.
     let mut raw = RawClient::connect(&served);
-    raw.write(&Frame::Hello { version: VERSION });
+    raw.write(&Frame::Hello {
+        version: VERSION,
+        nonce: [1; NONCE_LEN],
+    });
     assert!(matches!(raw.read(), Some(Frame::Challenge { .. })));
     raw.write(&Frame::Open {
         file_id: 1,
@@ -95,9 +103,27 @@ fn frames_before_authentication_get_only_an_error() {
         name: b"x",
     });
     assert_error(raw.expect_error(), ErrorCode::Unauthenticated);
-    // Another version.
+    // Another version, and a version 1 hello (no nonce).
     let mut raw = RawClient::connect(&served);
-    raw.write(&Frame::Hello { version: 99 });
+    raw.write(&Frame::Hello {
+        version: 99,
+        nonce: [1; NONCE_LEN],
+    });
+    assert_error(raw.expect_error(), ErrorCode::Version);
+    let mut raw = RawClient::connect(&served);
+    raw.write_bytes(&[
+        FrameType::Hello as u8,
+        0,
+        0,
+        0,
+        6,
+        b'C',
+        b'S',
+        b'T',
+        b'N',
+        0,
+        1,
+    ]);
     assert_error(raw.expect_error(), ErrorCode::Version);
     assert_eq!(list_dir(&served.root), vec!["escape"]);
     honest_send_works(&served, &ws, "auth");

@@ -3,7 +3,8 @@
 //! The accept loop takes a permit of a semaphore of `max_connections`
 //! before each `accept`, so at most that many sessions run and the rest
 //! wait in the kernel's backlog. Each session is a task: TLS handshake,
-//! hello, challenge and proof (see `auth`), then frames until `Bye`. Every
+//! hello, the server's challenge and proof, the client's proof (see
+//! `auth`), then frames until `Bye`. Every
 //! read has a deadline (`idle_timeout`). File I/O runs on tokio's blocking
 //! threads: a `Data` frame's payload is moved to a blocking task that
 //! writes it with `pwrite`, while the session reads the next frame, so
@@ -28,8 +29,8 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::auth::{self, Token, EXPORTER_LABEL};
-use crate::frame::{ErrorCode, Frame, FrameType, MAX_HELD_RANGES, NO_FILE, VERSION};
+use crate::auth::{self, Token, Transcript, EXPORTER_LABEL, EXPORTER_LEN};
+use crate::frame::{hello_version, ErrorCode, Frame, FrameType, MAX_HELD_RANGES, NO_FILE, VERSION};
 use crate::name::RelName;
 use crate::receive::{Destination, Incoming, ReceiveError};
 use crate::tls::Identity;
@@ -409,30 +410,43 @@ impl Session {
         }
     }
 
+    /// The version-2 exchange (see `auth`): the client's hello and nonce,
+    /// the server's nonce and proof, the client's proof.
     async fn authenticate(&mut self, tls: &mut Tls) -> Result<(), SessionError> {
         let idle = self.shared.idle;
         let hello = read_frame(tls, idle).await?;
-        match hello.parse() {
-            Ok(Frame::Hello { version: VERSION }) => {}
-            Ok(Frame::Hello { version }) => {
-                return Err(SessionError::new(
-                    ErrorCode::Version,
-                    format!("client speaks version {version}, this server {VERSION}"),
-                ))
+        let client_nonce = match hello.parse() {
+            Ok(Frame::Hello {
+                version: VERSION,
+                nonce,
+            }) => nonce,
+            _ => {
+                return Err(match hello_version(&hello.payload) {
+                    Some(version) if hello.kind == FrameType::Hello && version != VERSION => {
+                        SessionError::new(
+                            ErrorCode::Version,
+                            format!("client speaks version {version}, this server {VERSION}"),
+                        )
+                    }
+                    _ => SessionError::new(ErrorCode::Protocol, "expected a hello"),
+                })
             }
-            _ => return Err(SessionError::new(ErrorCode::Protocol, "expected a hello")),
-        }
-        let nonce = auth::challenge();
-        let mut exporter = [0u8; 32];
+        };
+        let mut transcript = Transcript {
+            client_nonce,
+            server_nonce: auth::nonce(),
+            exporter: [0u8; EXPORTER_LEN],
+        };
         tls.get_ref()
             .1
-            .export_keying_material(&mut exporter, EXPORTER_LABEL, None)
+            .export_keying_material(&mut transcript.exporter, EXPORTER_LABEL, None)
             .map_err(|e| SessionError::new(ErrorCode::Protocol, format!("TLS exporter: {e}")))?;
         write_frame(
             tls,
             &Frame::Challenge {
                 version: VERSION,
-                nonce,
+                nonce: transcript.server_nonce,
+                proof: self.shared.token.server_proof(&transcript),
             },
         )
         .await?;
@@ -443,7 +457,7 @@ impl Session {
                 "expected the token proof",
             ));
         };
-        if !self.shared.token.verify(&nonce, &exporter, &proof) {
+        if !self.shared.token.verify_client(&transcript, &proof) {
             return Err(SessionError::new(ErrorCode::Unauthenticated, "wrong token"));
         }
         write_frame(tls, &Frame::AuthOk).await?;

@@ -10,7 +10,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cryptstream_net::frame::{Frame, FrameHeader, HEADER_LEN, VERSION};
+use cryptstream_net::auth::Transcript;
+use cryptstream_net::frame::{Frame, FrameHeader, HEADER_LEN, NONCE_LEN, VERSION};
 use cryptstream_net::tls::{client_config, Fingerprint, PinnedVerifier};
 use cryptstream_net::Token;
 
@@ -200,7 +201,7 @@ impl RawClient {
         token: &Token,
     ) -> Result<RawClient, String> {
         let mut raw = RawClient::try_connect(addr, fingerprint)?;
-        raw.hello_and_proof(token);
+        raw.exchange(token, true);
         match raw.read() {
             Some(Frame::AuthOk) => Ok(raw),
             other => Err(format!("expected AuthOk, got {other:?}")),
@@ -218,19 +219,45 @@ impl RawClient {
         raw
     }
 
-    /// Sends hello, reads the challenge, sends the proof of `token`.
+    /// Sends hello, reads the challenge, sends the proof of `token`
+    /// without checking the server's (so that a test with a wrong token
+    /// can go on and show that the server refuses the client's proof).
     pub fn hello_and_proof(&mut self, token: &Token) {
-        self.write(&Frame::Hello { version: VERSION });
-        let Some(Frame::Challenge { nonce, .. }) = self.read() else {
+        self.exchange(token, false);
+    }
+
+    /// [`RawClient::hello_and_proof`], returning whether the server's
+    /// proof was right.
+    pub fn exchange(&mut self, token: &Token, check_server: bool) -> bool {
+        let client_nonce = [0x42; NONCE_LEN];
+        self.write(&Frame::Hello {
+            version: VERSION,
+            nonce: client_nonce,
+        });
+        let Some(Frame::Challenge { nonce, proof, .. }) = self.read() else {
             panic!("expected a challenge");
         };
-        let mut exporter = [0u8; 32];
+        let mut transcript = Transcript {
+            client_nonce,
+            server_nonce: nonce,
+            exporter: [0u8; 32],
+        };
         self.tls
             .conn
-            .export_keying_material(&mut exporter, cryptstream_net::auth::EXPORTER_LABEL, None)
+            .export_keying_material(
+                &mut transcript.exporter,
+                cryptstream_net::auth::EXPORTER_LABEL,
+                None,
+            )
             .unwrap();
-        let proof = token.proof(&nonce, &exporter);
-        self.write(&Frame::Auth { proof });
+        let server_proven = token.verify_server(&transcript, &proof);
+        if check_server {
+            assert!(server_proven, "the server's proof is wrong");
+        }
+        self.write(&Frame::Auth {
+            proof: token.client_proof(&transcript),
+        });
+        server_proven
     }
 
     /// Writes a frame.
