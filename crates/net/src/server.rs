@@ -44,9 +44,10 @@ pub const MAX_OPEN_PER_SESSION: usize = 64;
 pub const DEFAULT_MAX_OPEN_FILES: usize = 512;
 /// How long an error frame may take to leave before the session is dropped.
 const ERROR_SEND_TIMEOUT: Duration = Duration::from_secs(2);
-/// Bytes of `Data` payloads the server holds at once, all sessions
-/// together (read and not yet written): its memory stays flat however many
-/// clients there are.
+/// Bytes of `Data` payloads being written in the background, all sessions
+/// together, while their sessions read on (see `wire::read_frame_budgeted`):
+/// beyond it, each session writes its frame before reading the next, so
+/// memory stays at one frame per session plus this.
 pub const MAX_BUFFERED_BYTES: u32 = 16 * 1024 * 1024;
 /// How often the stop flag is looked at.
 const STOP_POLL: Duration = Duration::from_millis(100);
@@ -520,12 +521,18 @@ impl Session {
                 .bytes
                 .fetch_add(len as u64, Ordering::Relaxed);
             let payload = raw.payload;
+            let overlap = permit.is_some();
             self.pending = Some(tokio::task::spawn_blocking(move || {
                 let written = file.write_at(offset, &payload[crate::frame::DATA_PREFIX_LEN..]);
                 drop(payload);
                 drop(permit);
                 written
             }));
+            if !overlap {
+                // No room in the shared budget: this frame is written
+                // before the next one is read.
+                self.settle().await?;
+            }
             return Ok(false);
         }
         let frame = raw.parse().map_err(WireError::from)?;
