@@ -129,6 +129,8 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The server has as many files open as it allows; try again later.
     Busy,
+    /// Bytes for a file that was already committed (verified and renamed).
+    AlreadyCommitted,
     /// A code this version does not know.
     Other(u16),
 }
@@ -150,6 +152,7 @@ impl ErrorCode {
             ErrorCode::Timeout => 11,
             ErrorCode::ShuttingDown => 12,
             ErrorCode::Busy => 13,
+            ErrorCode::AlreadyCommitted => 14,
             ErrorCode::Other(code) => code,
         }
     }
@@ -170,6 +173,7 @@ impl ErrorCode {
             11 => ErrorCode::Timeout,
             12 => ErrorCode::ShuttingDown,
             13 => ErrorCode::Busy,
+            14 => ErrorCode::AlreadyCommitted,
             other => ErrorCode::Other(other),
         }
     }
@@ -191,6 +195,7 @@ impl fmt::Display for ErrorCode {
             ErrorCode::Timeout => "timed out",
             ErrorCode::ShuttingDown => "server shutting down",
             ErrorCode::Busy => "server busy",
+            ErrorCode::AlreadyCommitted => "file already committed",
             ErrorCode::Other(code) => return write!(f, "error code {code}"),
         };
         f.write_str(text)
