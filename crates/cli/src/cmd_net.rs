@@ -22,6 +22,9 @@ use crate::messages;
 
 /// Exit code when some file failed.
 const EXIT_FAILURE: u8 = 1;
+/// Exit code of `serve` stopped by SIGINT or SIGTERM (128 + SIGINT, as
+/// shells report an interrupted command).
+const EXIT_STOPPED: u8 = 130;
 
 /// Arguments of `serve`.
 #[derive(clap::Args, Debug)]
@@ -105,7 +108,7 @@ pub struct SendArgs {
     quiet: bool,
 }
 
-/// Runs `serve` until SIGINT or SIGTERM.
+/// Runs `serve` until SIGINT or SIGTERM; exits 130 then.
 pub fn run_serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let token = match Token::read(&args.token_file) {
         Ok(token) => token,
@@ -150,10 +153,10 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let stats = server.run();
     messages::note(format!(
-        "serve: stopped after {} session(s), {} file(s), {} bytes received",
+        "serve: stopped by a signal after {} session(s), {} file(s), {} bytes received",
         stats.sessions, stats.files, stats.bytes
     ));
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitCode::from(EXIT_STOPPED))
 }
 
 /// Raises a flag on SIGINT/SIGTERM; a second signal exits at once.

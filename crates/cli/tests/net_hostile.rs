@@ -308,6 +308,13 @@ fn a_client_that_stops_mid_frame_times_out_or_is_dropped() {
     .to_bytes();
     raw.write_bytes(&full[..20_000]);
     drop(raw);
+    // The log says so in plain words, without rustls' links.
+    assert!(
+        wait_until(RAW_TIMEOUT, || served.log().contains("closed")),
+        "{}",
+        served.log()
+    );
+    assert!(!served.log().contains("https://"), "{}", served.log());
     // Silent after authentication: dropped after the idle timeout.
     let mut raw = RawClient::authenticated(&served, &token);
     assert_error(raw.expect_error(), ErrorCode::Timeout);

@@ -164,7 +164,7 @@ fn sigterm_stops_the_server_and_leaves_transfers_resumable() {
     let mut sender = stalled_send(&served, &src, size / 2, 2);
     served.child.signal(libc::SIGTERM);
     let status = served.child.wait(Duration::from_secs(30));
-    assert!(status.success(), "{status:?}: {}", served.log());
+    assert_eq!(status.code(), Some(130), "{status:?}: {}", served.log());
     assert!(served.log().contains("stopping"), "{}", served.log());
     sender.signal(libc::SIGKILL);
     sender.wait(Duration::from_secs(10));
@@ -283,4 +283,18 @@ fn a_file_the_server_refuses_fails_alone_with_one_line() {
     let out = run(&mut served.send(&[&src]));
     out.failure().stderr_has("reserved");
     assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn sigint_stops_an_idle_server_with_exit_130() {
+    let ws = Workspace::new();
+    let mut served = Served::start(ws.root(), &[]);
+    served.child.signal(libc::SIGINT);
+    let status = served.child.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(130), "{status:?}: {}", served.log());
+    assert!(
+        served.log().contains("stopped by a signal"),
+        "{}",
+        served.log()
+    );
 }

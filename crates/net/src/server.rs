@@ -302,7 +302,11 @@ impl From<WireError> for SessionError {
             WireError::Frame(crate::frame::FrameError::TooLarge { .. }) => ErrorCode::TooLarge,
             _ => ErrorCode::Protocol,
         };
-        SessionError::new(code, e.to_string())
+        let message = match &e {
+            WireError::Io(io) => crate::tls::plain_io_reason(io),
+            other => other.to_string(),
+        };
+        SessionError::new(code, message)
     }
 }
 
@@ -326,7 +330,10 @@ async fn run_session(
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             shared.counters.failed.fetch_add(1, Ordering::Relaxed);
-            (shared.log)(&format!("{peer}: TLS handshake failed: {e}"));
+            (shared.log)(&format!(
+                "{peer}: TLS handshake failed: {}",
+                crate::tls::plain_io_reason(&e)
+            ));
             return;
         }
         Err(_) => {
