@@ -231,7 +231,11 @@ fn run_row(
         return Err(failure);
     }
     // `serve` stopped by SIGTERM exits 130, as the README says.
-    if server_run.failure.as_deref().is_some_and(|f| f != "exit code 130") {
+    if server_run
+        .failure
+        .as_deref()
+        .is_some_and(|f| f != "exit code 130")
+    {
         return Err(failed(&server_run, "cryptstream serve"));
     }
     let mut verified = true;

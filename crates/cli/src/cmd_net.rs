@@ -44,9 +44,22 @@ pub struct ServeArgs {
     /// Create the token file (mode 0600) when it does not exist.
     #[arg(long)]
     create_token: bool,
-    /// Most clients served at once; others wait to be accepted.
+    /// Most authenticated clients served at once; others wait, once they
+    /// proved the token, for a slot.
     #[arg(long, value_name = "N", default_value_t = NonZeroUsize::new(256).expect("non-zero"))]
     max_connections: NonZeroUsize,
+    /// Most connections at once that have not proven the token yet (a
+    /// pool apart from --max-connections); more are closed at once.
+    #[arg(long, value_name = "N", default_value_t = NonZeroUsize::new(64).expect("non-zero"))]
+    max_unauthenticated: NonZeroUsize,
+    /// Most of those from one IP address.
+    #[arg(long, value_name = "N", default_value_t = NonZeroUsize::new(8).expect("non-zero"))]
+    max_unauthenticated_per_address: NonZeroUsize,
+    /// Seconds a new connection has for the TLS handshake and proving the
+    /// token.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    auth_timeout: u64,
     /// Most files open at once, all clients together; a file beyond it
     /// is refused ("server busy") and its sender fails it with that reason.
     /// Keep it below the open-file limit (`ulimit -n`) minus
@@ -136,6 +149,9 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         identity,
         max_connections: args.max_connections.get(),
         max_open_files: args.max_open_files.get(),
+        max_unauthenticated: args.max_unauthenticated.get(),
+        max_unauthenticated_per_address: args.max_unauthenticated_per_address.get(),
+        auth_timeout: Duration::from_secs(args.auth_timeout),
         idle_timeout: Duration::from_secs(args.idle_timeout),
         grace: Duration::from_secs(args.grace),
         stop,

@@ -192,3 +192,103 @@ fn data_for_a_file_already_committed_is_refused() {
     first.write(&Frame::Bye);
     honest_send_completes(&mut served, &ws, "committed");
 }
+
+/// A TCP connection to `addr` from the loopback address `from` (such as
+/// 127.0.0.2: every 127.x.y.z reaches this machine).
+fn connect_from(from: std::net::Ipv4Addr, addr: &str) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd;
+    let target: std::net::SocketAddrV4 = addr.parse().unwrap();
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let local = sockaddr(from, 0);
+    let remote = sockaddr(*target.ip(), target.port());
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor made here; the addresses
+    // are valid sockaddr_in values of the length given; the descriptor is
+    // owned by the TcpStream from then on (or closed on failure).
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let stream = std::net::TcpStream::from_raw_fd(fd);
+        let bound = libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len);
+        assert_eq!(bound, 0, "bind: {}", std::io::Error::last_os_error());
+        let connected = libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len);
+        assert_eq!(connected, 0, "connect: {}", std::io::Error::last_os_error());
+        stream
+    }
+}
+
+/// Whether the server closed `stream` (a short read finds the end).
+fn closed_by_server(mut stream: &std::net::TcpStream) -> bool {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+#[test]
+fn idle_strangers_cannot_starve_authenticated_clients() {
+    const PER_ADDRESS: usize = 4;
+    const IDLE: usize = 100;
+    let ws = Workspace::new();
+    // A long deadline, so the idle connections would hold their places
+    // through the honest send if nothing else stopped them.
+    let mut served = Served::start(
+        ws.root(),
+        &[
+            "--max-unauthenticated",
+            "16",
+            "--max-unauthenticated-per-address",
+            &PER_ADDRESS.to_string(),
+            "--auth-timeout",
+            "120",
+            "--max-connections",
+            "4",
+        ],
+    );
+    let attacker = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let idle: Vec<_> = (0..IDLE)
+        .map(|_| connect_from(attacker, &served.addr))
+        .collect();
+    honest_send_completes(&mut served, &ws, "strangers");
+    // Only PER_ADDRESS of them were admitted; the rest were closed at once.
+    let open = idle.iter().filter(|s| !closed_by_server(s)).count();
+    assert_eq!(open, PER_ADDRESS, "connections from {attacker} left open");
+    drop(idle);
+}
+
+#[test]
+fn a_stranger_that_does_not_authenticate_in_time_is_closed() {
+    let ws = Workspace::new();
+    let served = Served::start(ws.root(), &["--auth-timeout", "1"]);
+    // Silent before TLS: closed.
+    let mut tcp = std::net::TcpStream::connect(&served.addr).unwrap();
+    tcp.set_read_timeout(Some(RAW_TIMEOUT)).unwrap();
+    let mut buf = [0u8; 16];
+    let end = std::io::Read::read(&mut tcp, &mut buf);
+    assert!(matches!(end, Ok(0) | Err(_)), "{end:?}");
+    // Silent after TLS, before the hello: a timeout error, then closed.
+    let mut raw = RawClient::connect(&served);
+    match raw.expect_error() {
+        Frame::Error { code, message, .. } => {
+            assert_eq!(code, ErrorCode::Timeout, "{message}");
+            assert!(message.contains("not authenticated"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,8 +1,13 @@
 //! `serve`: a TLS 1.3 server on tokio's multi-threaded runtime.
 //!
-//! The accept loop takes a permit of a semaphore of `max_connections`
-//! before each `accept`, so at most that many sessions run and the rest
-//! wait in the kernel's backlog. Each session is a task: TLS handshake,
+//! Connections that have not authenticated are kept apart: the accept loop
+//! admits one only into a small pool of its own (`max_unauthenticated`,
+//! and `max_unauthenticated_per_address` from one IP address; beyond
+//! either it is closed at once), and it has `auth_timeout` for the TLS
+//! handshake and the whole exchange of proofs. Only a client that proved
+//! the token leaves that pool and waits for one of the `max_connections`
+//! session slots (its `AuthOk` comes when it has one), so idle or slow
+//! strangers never hold a session slot. Each session is a task: TLS handshake,
 //! hello, the server's challenge and proof, the client's proof (see
 //! `auth`), then frames until `Bye`. Every
 //! read has a deadline (`idle_timeout`). File I/O runs on tokio's blocking
@@ -18,7 +23,7 @@
 //! resumes them.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,8 +70,14 @@ pub struct ServeConfig {
     pub token: Token,
     /// The TLS identity.
     pub identity: Identity,
-    /// Most sessions at once.
+    /// Most authenticated sessions at once; more wait for a slot.
     pub max_connections: usize,
+    /// Most connections at once that have not authenticated yet.
+    pub max_unauthenticated: usize,
+    /// Most of those from one IP address.
+    pub max_unauthenticated_per_address: usize,
+    /// Deadline of the TLS handshake and the exchange of proofs.
+    pub auth_timeout: Duration,
     /// Most files open at once, all sessions together; an `Open` beyond
     /// it is refused with [`ErrorCode::Busy`] (the session goes on).
     pub max_open_files: usize,
@@ -110,6 +121,7 @@ struct Shared {
     token: Token,
     destination: Arc<dyn Destination>,
     idle: Duration,
+    auth_timeout: Duration,
     log: EventLog,
     counters: Counters,
     /// Room for data frames in flight, in KiB.
@@ -131,6 +143,7 @@ pub struct Server {
 /// What the accept loop needs of the configuration.
 struct Limits {
     max_connections: usize,
+    strangers: Arc<Strangers>,
     grace: Duration,
     stop: Arc<AtomicBool>,
 }
@@ -159,6 +172,7 @@ impl Server {
             token: config.token,
             destination: config.destination,
             idle: config.idle_timeout,
+            auth_timeout: config.auth_timeout,
             log: config.log,
             counters: Counters::default(),
             buffers: Arc::new(Semaphore::new((MAX_BUFFERED_BYTES / 1024) as usize)),
@@ -170,6 +184,10 @@ impl Server {
             listener,
             limits: Limits {
                 max_connections: config.max_connections,
+                strangers: Strangers::new(
+                    config.max_unauthenticated,
+                    config.max_unauthenticated_per_address,
+                ),
                 grace: config.grace,
                 stop: config.stop,
             },
@@ -210,6 +228,67 @@ impl Server {
     }
 }
 
+/// The pool of connections that have not authenticated yet.
+struct Strangers {
+    pool: Arc<Semaphore>,
+    per_address: std::sync::Mutex<HashMap<IpAddr, usize>>,
+    max_per_address: usize,
+}
+
+/// A stranger's place in the pool, given back on drop.
+struct StrangerSlot {
+    strangers: Arc<Strangers>,
+    address: IpAddr,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Strangers {
+    fn new(max: usize, max_per_address: usize) -> Arc<Strangers> {
+        Arc::new(Strangers {
+            pool: Arc::new(Semaphore::new(max.max(1))),
+            per_address: std::sync::Mutex::new(HashMap::new()),
+            max_per_address: max_per_address.max(1),
+        })
+    }
+
+    /// A place for a connection from `address`, if the pool and that
+    /// address have room.
+    fn admit(self: &Arc<Strangers>, address: IpAddr) -> Result<StrangerSlot, &'static str> {
+        let mut counts = self.per_address.lock().expect("the lock is never poisoned");
+        let count = counts.entry(address).or_insert(0);
+        if *count >= self.max_per_address {
+            return Err("too many unauthenticated connections from this address");
+        }
+        let permit = self
+            .pool
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| "too many unauthenticated connections")?;
+        *count += 1;
+        Ok(StrangerSlot {
+            strangers: self.clone(),
+            address,
+            _permit: permit,
+        })
+    }
+}
+
+impl Drop for StrangerSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .strangers
+            .per_address
+            .lock()
+            .expect("the lock is never poisoned");
+        if let Some(count) = counts.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.address);
+            }
+        }
+    }
+}
+
 async fn accept_loop(listener: TcpListener, config: &Limits, shared: Arc<Shared>) {
     let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let (hard_stop_tx, hard_stop) = watch::channel(false);
@@ -222,10 +301,6 @@ async fn accept_loop(listener: TcpListener, config: &Limits, shared: Arc<Shared>
     };
     tokio::pin!(stopped);
     loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            () = &mut stopped => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -237,12 +312,21 @@ async fn accept_loop(listener: TcpListener, config: &Limits, shared: Arc<Shared>
             },
             () = &mut stopped => break,
         };
+        let stranger = match config.strangers.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+                (shared.log)(&format!("{peer}: closed at once: {why}"));
+                drop(stream);
+                continue;
+            }
+        };
         sessions.retain(|task| !task.is_finished());
         let shared = shared.clone();
         let hard_stop = hard_stop.clone();
+        let permits = permits.clone();
         sessions.push(tokio::spawn(async move {
-            run_session(stream, peer, shared, hard_stop).await;
-            drop(permit);
+            run_session(stream, peer, shared, hard_stop, stranger, permits).await;
         }));
     }
     drop(listener);
@@ -323,10 +407,13 @@ async fn run_session(
     peer: SocketAddr,
     shared: Arc<Shared>,
     hard_stop: watch::Receiver<bool>,
+    stranger: StrangerSlot,
+    permits: Arc<Semaphore>,
 ) {
     shared.counters.sessions.fetch_add(1, Ordering::Relaxed);
     let _ = stream.set_nodelay(true);
-    let mut tls = match tokio::time::timeout(shared.idle, shared.acceptor.accept(stream)).await {
+    let deadline = tokio::time::Instant::now() + shared.auth_timeout;
+    let mut tls = match tokio::time::timeout_at(deadline, shared.acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             shared.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -349,7 +436,9 @@ async fn run_session(
         received: 0,
         committed: 0,
     };
-    let outcome = session.serve(&mut tls, hard_stop).await;
+    let outcome = session
+        .serve(&mut tls, hard_stop, deadline, stranger, permits)
+        .await;
     session.release_all().await;
     match outcome {
         Ok(()) => {
@@ -394,12 +483,32 @@ struct Session {
 }
 
 impl Session {
+    /// Authenticates the client (by `deadline`, in the strangers' pool),
+    /// waits for a session slot, answers `AuthOk`, then serves frames.
     async fn serve(
         &mut self,
         tls: &mut Tls,
         mut hard_stop: watch::Receiver<bool>,
+        deadline: tokio::time::Instant,
+        stranger: StrangerSlot,
+        permits: Arc<Semaphore>,
     ) -> Result<(), SessionError> {
-        self.authenticate(tls).await?;
+        tokio::time::timeout_at(deadline, self.authenticate(tls))
+            .await
+            .map_err(|_| {
+                SessionError::new(
+                    ErrorCode::Timeout,
+                    format!("not authenticated within {:?}", self.shared.auth_timeout),
+                )
+            })??;
+        drop(stranger);
+        let _slot = tokio::select! {
+            permit = permits.acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = hard_stop.changed() => {
+                return Err(SessionError::new(ErrorCode::ShuttingDown, "the server is stopping; send again"));
+            }
+        };
+        write_frame(tls, &Frame::AuthOk).await?;
         loop {
             let frame = tokio::select! {
                 frame = read_frame_budgeted(tls, self.shared.idle, &self.shared.buffers) => frame,
@@ -468,7 +577,6 @@ impl Session {
         if !self.shared.token.verify_client(&transcript, &proof) {
             return Err(SessionError::new(ErrorCode::Unauthenticated, "wrong token"));
         }
-        write_frame(tls, &Frame::AuthOk).await?;
         Ok(())
     }
 
