@@ -45,6 +45,14 @@ pub const DEFAULT_RANGE_BYTES: u64 = 16 * 1024 * 1024;
 const READ_BLOCK: usize = 1024 * 1024;
 /// Times a job is tried again on a new connection after one broke.
 const JOB_RETRIES: u32 = 2;
+/// Times a connection the server closed before authentication (its pool
+/// of unauthenticated connections was full) is tried again.
+const CONNECT_RETRIES: u32 = 8;
+/// First pause before such a retry; it doubles each time, up to
+/// [`CONNECT_BACKOFF_MAX`], plus up to as much again at random.
+const CONNECT_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest pause before a retry.
+const CONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Segment of the whole-file hash: each job hashes the bytes it reads
 /// (see `treehash`), so the file is read once, by its connections, in
 /// parallel.
@@ -542,10 +550,41 @@ struct Session {
 }
 
 impl Session {
+    /// [`Session::connect_once`], tried again after a pause when the
+    /// server closed the connection during the TLS handshake (a busy
+    /// server closes what its pool of unauthenticated connections cannot
+    /// take).
+    async fn connect(shared: &Shared, trusting: &Trusting) -> Result<Session, NetError> {
+        let mut pause = CONNECT_BACKOFF;
+        let mut tries = 0;
+        loop {
+            match Session::connect_once(shared, trusting).await {
+                Err(NetError::Busy { .. }) if tries < CONNECT_RETRIES => {
+                    let mut jitter = [0u8; 2];
+                    let _ = aws_lc_rs::rand::fill(&mut jitter);
+                    let extra = pause.mul_f64(f64::from(u16::from_be_bytes(jitter)) / 65535.0);
+                    tokio::time::sleep(pause + extra).await;
+                    pause = (pause * 2).min(CONNECT_BACKOFF_MAX);
+                    tries += 1;
+                }
+                Err(NetError::Busy { address }) => {
+                    return Err(NetError::Connect {
+                        address,
+                        reason: format!(
+                            "the server closed the connection during the TLS handshake {} times (busy?)",
+                            CONNECT_RETRIES + 1
+                        ),
+                    })
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Connects, and runs the version-2 exchange (see `auth`): nothing
     /// but the hello and the client's nonce is sent before the server
     /// proved that it holds the token.
-    async fn connect(shared: &Shared, trusting: &Trusting) -> Result<Session, NetError> {
+    async fn connect_once(shared: &Shared, trusting: &Trusting) -> Result<Session, NetError> {
         let fail = |reason: String| NetError::Connect {
             address: shared.to.clone(),
             reason,
@@ -808,6 +847,21 @@ impl Session {
 fn handshake_failure(shared: &Shared, trusting: &Trusting, e: &io::Error) -> NetError {
     if let Some(seen) = trusting.verifier.refused() {
         return shared.trust.mismatch(&shared.to, seen);
+    }
+    let from_rustls = e
+        .get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
+    if !from_rustls
+        && matches!(
+            e.kind(),
+            io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::BrokenPipe
+        )
+    {
+        return NetError::Busy {
+            address: shared.to.clone(),
+        };
     }
     let reason = match e
         .get_ref()

@@ -100,6 +100,13 @@ pub enum NetError {
     /// TLS could not be set up.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The server closed the connection during the TLS handshake (its
+    /// pool of unauthenticated connections is full): try again.
+    #[error("{address}: the server closed the connection during the TLS handshake")]
+    Busy {
+        /// `HOST:PORT`.
+        address: String,
+    },
     /// The server did not prove that it holds the token: nothing was sent.
     #[error(
         "{address}: the server did not prove that it holds this token (a wrong token file, or not the server meant); nothing was sent"
