@@ -292,8 +292,11 @@ fn sigint_stops_an_idle_server_with_exit_130() {
     served.child.signal(libc::SIGINT);
     let status = served.child.wait(Duration::from_secs(30));
     assert_eq!(status.code(), Some(130), "{status:?}: {}", served.log());
+    // The log is read by a thread of its own: wait for its last line.
     assert!(
-        served.log().contains("stopped by a signal"),
+        wait_until(Duration::from_secs(10), || served
+            .log()
+            .contains("stopped by a signal")),
         "{}",
         served.log()
     );
