@@ -22,6 +22,9 @@ use crate::messages;
 
 /// Exit code when some file failed.
 const EXIT_FAILURE: u8 = 1;
+/// Exit code of `serve` stopped by SIGINT or SIGTERM (128 + SIGINT, as
+/// shells report an interrupted command).
+const EXIT_STOPPED: u8 = 130;
 
 /// Arguments of `serve`.
 #[derive(clap::Args, Debug)]
@@ -41,9 +44,29 @@ pub struct ServeArgs {
     /// Create the token file (mode 0600) when it does not exist.
     #[arg(long)]
     create_token: bool,
-    /// Most clients served at once; others wait to be accepted.
+    /// Most authenticated clients served at once; others wait, once they
+    /// proved the token, for a slot.
     #[arg(long, value_name = "N", default_value_t = NonZeroUsize::new(256).expect("non-zero"))]
     max_connections: NonZeroUsize,
+    /// Most connections at once that have not proven the token yet (a
+    /// pool apart from --max-connections); more are closed at once.
+    #[arg(long, value_name = "N", default_value_t = NonZeroUsize::new(64).expect("non-zero"))]
+    max_unauthenticated: NonZeroUsize,
+    /// Most of those from one IP address.
+    #[arg(long, value_name = "N", default_value_t = NonZeroUsize::new(8).expect("non-zero"))]
+    max_unauthenticated_per_address: NonZeroUsize,
+    /// Seconds a new connection has for the TLS handshake and proving the
+    /// token.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    auth_timeout: u64,
+    /// Most files open at once, all clients together; a file beyond it
+    /// is refused ("server busy") and its sender fails it with that reason.
+    /// Keep it below the open-file limit (`ulimit -n`) minus
+    /// --max-connections.
+    #[arg(long, value_name = "N",
+          default_value_t = NonZeroUsize::new(cryptstream_net::server::DEFAULT_MAX_OPEN_FILES).expect("non-zero"))]
+    max_open_files: NonZeroUsize,
     /// Seconds a connection may stay silent (and a frame may take) before
     /// it is closed.
     #[arg(long, value_name = "SECONDS", default_value_t = 60,
@@ -98,7 +121,7 @@ pub struct SendArgs {
     quiet: bool,
 }
 
-/// Runs `serve` until SIGINT or SIGTERM.
+/// Runs `serve` until SIGINT or SIGTERM; exits 130 then.
 pub fn run_serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let token = match Token::read(&args.token_file) {
         Ok(token) => token,
@@ -125,6 +148,10 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         token,
         identity,
         max_connections: args.max_connections.get(),
+        max_open_files: args.max_open_files.get(),
+        max_unauthenticated: args.max_unauthenticated.get(),
+        max_unauthenticated_per_address: args.max_unauthenticated_per_address.get(),
+        auth_timeout: Duration::from_secs(args.auth_timeout),
         idle_timeout: Duration::from_secs(args.idle_timeout),
         grace: Duration::from_secs(args.grace),
         stop,
@@ -142,10 +169,10 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let stats = server.run();
     messages::note(format!(
-        "serve: stopped after {} session(s), {} file(s), {} bytes received",
+        "serve: stopped by a signal after {} session(s), {} file(s), {} bytes received",
         stats.sessions, stats.files, stats.bytes
     ));
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitCode::from(EXIT_STOPPED))
 }
 
 /// Raises a flag on SIGINT/SIGTERM; a second signal exits at once.
@@ -249,6 +276,18 @@ impl SendProgress for SendBar {
     fn advance(&self, bytes: u64) {
         if let Some(bar) = &self.bar {
             bar.inc(bytes);
+        }
+    }
+
+    fn host_recorded(&self, host: &str, fingerprint: Fingerprint, file: &Path) {
+        let line = format!(
+            "first contact with {host}: it proved it holds the token; its certificate fingerprint {} is recorded in {}",
+            fingerprint.to_hex(),
+            file.display()
+        );
+        match &self.bar {
+            Some(bar) => bar.suspend(|| messages::note(&line)),
+            None => messages::note(&line),
         }
     }
 

@@ -154,6 +154,9 @@ fn debug_hooks() {
         if let Some(bytes) = number("CRYPTSTREAM_DEBUG_NET_STALL_AFTER_BYTES") {
             cryptstream_net::hooks::stall_after_bytes(bytes);
         }
+        if let Some(bytes) = number("CRYPTSTREAM_DEBUG_NET_CHECKPOINT_BYTES") {
+            cryptstream_net::hooks::checkpoint_every(bytes);
+        }
         if std::env::var_os("CRYPTSTREAM_DEBUG_NO_TMPFILE").is_some() {
             cryptstream_output::force_named_temp_files();
         }

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use common::*;
 use cryptstream_net::frame::{
-    ErrorCode, FileMeta, Frame, FrameHeader, FrameType, MAX_CONTROL_PAYLOAD, VERSION,
+    ErrorCode, FileMeta, Frame, FrameHeader, FrameType, MAX_CONTROL_PAYLOAD, NONCE_LEN, VERSION,
 };
 use cryptstream_net::Token;
 use net_support::*;
@@ -52,10 +52,15 @@ fn honest_send_works(served: &Served, ws: &Workspace, tag: &str) {
 }
 
 fn setup() -> (Workspace, Served, tempfile::TempDir) {
+    setup_with(&[])
+}
+
+/// [`setup`] with more `serve` flags.
+fn setup_with(extra: &[&str]) -> (Workspace, Served, tempfile::TempDir) {
     let ws = Workspace::new();
     // A directory outside the root that a symlink in the root points to.
     let outside = tempfile::tempdir().unwrap();
-    let served = Served::start(ws.root(), &[]);
+    let served = Served::start(ws.root(), extra);
     std::os::unix::fs::symlink(outside.path(), served.root.join("escape")).unwrap();
     (ws, served, outside)
 }
@@ -76,13 +81,21 @@ fn frames_before_authentication_get_only_an_error() {
     });
     assert_error(raw.expect_error(), ErrorCode::Protocol);
     assert!(raw.read().is_none(), "closed after the error");
-    // A wrong proof.
+    // A wrong proof (the server's proof fails that token too).
     let mut raw = RawClient::connect(&served);
-    raw.hello_and_proof(&Token::generate());
+    assert!(!raw.exchange(&Token::generate(), false));
     assert_error(raw.expect_error(), ErrorCode::Unauthenticated);
+    // The right token: the server's proof checks out.
+    let mut raw = RawClient::connect(&served);
+    assert!(raw.exchange(&token_of(&served), true));
+    assert_eq!(raw.read(), Some(Frame::AuthOk));
+    raw.write(&Frame::Bye);
     // Hello, then Open without a proof.
     let mut raw = RawClient::connect(&served);
-    raw.write(&Frame::Hello { version: VERSION });
+    raw.write(&Frame::Hello {
+        version: VERSION,
+        nonce: [1; NONCE_LEN],
+    });
     assert!(matches!(raw.read(), Some(Frame::Challenge { .. })));
     raw.write(&Frame::Open {
         file_id: 1,
@@ -90,9 +103,27 @@ fn frames_before_authentication_get_only_an_error() {
         name: b"x",
     });
     assert_error(raw.expect_error(), ErrorCode::Unauthenticated);
-    // Another version.
+    // Another version, and a version 1 hello (no nonce).
     let mut raw = RawClient::connect(&served);
-    raw.write(&Frame::Hello { version: 99 });
+    raw.write(&Frame::Hello {
+        version: 99,
+        nonce: [1; NONCE_LEN],
+    });
+    assert_error(raw.expect_error(), ErrorCode::Version);
+    let mut raw = RawClient::connect(&served);
+    raw.write_bytes(&[
+        FrameType::Hello as u8,
+        0,
+        0,
+        0,
+        6,
+        b'C',
+        b'S',
+        b'T',
+        b'N',
+        0,
+        1,
+    ]);
     assert_error(raw.expect_error(), ErrorCode::Version);
     assert_eq!(list_dir(&served.root), vec!["escape"]);
     honest_send_works(&served, &ws, "auth");
@@ -252,10 +283,11 @@ fn lying_lengths_and_hashes_leave_nothing_under_the_final_name() {
 
 #[test]
 fn a_client_that_stops_mid_frame_times_out_or_is_dropped() {
-    let (ws, served, outside) = setup();
+    // A short idle timeout: this test waits for it twice.
+    let (ws, served, outside) = setup_with(&["--idle-timeout", "2"]);
     let token = token_of(&served);
     // Announces 1000 bytes of an Open frame, sends 10, then waits: the
-    // server's idle timeout (5 s in these tests) ends it.
+    // server's idle timeout ends it.
     let mut raw = RawClient::authenticated(&served, &token);
     raw.write_bytes(&[FrameType::Open as u8, 0, 0, 0x03, 0xE8]);
     raw.write_bytes(&[0u8; 10]);
@@ -276,6 +308,13 @@ fn a_client_that_stops_mid_frame_times_out_or_is_dropped() {
     .to_bytes();
     raw.write_bytes(&full[..20_000]);
     drop(raw);
+    // The log says so in plain words, without rustls' links.
+    assert!(
+        wait_until(RAW_TIMEOUT, || served.log().contains("closed")),
+        "{}",
+        served.log()
+    );
+    assert!(!served.log().contains("https://"), "{}", served.log());
     // Silent after authentication: dropped after the idle timeout.
     let mut raw = RawClient::authenticated(&served, &token);
     assert_error(raw.expect_error(), ErrorCode::Timeout);
@@ -289,27 +328,35 @@ fn max_connections_makes_the_next_client_wait_not_fail() {
     let ws = Workspace::new();
     let served = Served::start(ws.root(), &["--max-connections", "1"]);
     let token = token_of(&served);
-    let holder = RawClient::authenticated(&served, &token);
-    // The only permit is held: a second connection is not accepted, so
-    // its TLS handshake cannot complete.
-    let tcp = TcpStream::connect(&served.addr).unwrap();
-    tcp.set_read_timeout(Some(std::time::Duration::from_secs(2)))
-        .unwrap();
-    let fp = cryptstream_net::Fingerprint::parse(&served.fingerprint).unwrap();
-    let verifier = std::sync::Arc::new(cryptstream_net::tls::PinnedVerifier::new(Some(fp)));
-    let config = std::sync::Arc::new(cryptstream_net::tls::client_config(verifier).unwrap());
-    let name = rustls::pki_types::ServerName::try_from("cryptstream").unwrap();
-    let mut waiting =
-        rustls::StreamOwned::new(rustls::ClientConnection::new(config, name).unwrap(), tcp);
-    let mut handshake = || {
-        while waiting.conn.is_handshaking() {
-            waiting.conn.complete_io(&mut waiting.sock)?;
-        }
-        Ok::<_, std::io::Error>(())
+    let mut holder = RawClient::authenticated(&served, &token);
+    // The only slot is held: a second client connects and tries to
+    // authenticate on its own thread, with a read deadline far longer
+    // than the test holds the slot.
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let waiter = {
+        let (addr, fingerprint) = (served.addr.clone(), served.fingerprint.clone());
+        let token = Token::read(&served.token).unwrap();
+        std::thread::spawn(move || {
+            let outcome = RawClient::try_authenticated(&addr, &fingerprint, &token);
+            let _ = done_tx.send(outcome.is_ok());
+            outcome
+        })
     };
-    assert!(handshake().is_err(), "accepted beyond --max-connections");
-    drop(waiting);
+    // While the slot is held, the second client has not got through.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        matches!(done.try_recv(), Err(std::sync::mpsc::TryRecvError::Empty)),
+        "the second client finished (or failed) while the only slot was held"
+    );
+    // The first session ends: the waiting client is let in and authenticates.
+    holder.write(&Frame::Bye);
     drop(holder);
-    // Once the first session ends, an honest send goes through.
+    let authenticated = done
+        .recv_timeout(RAW_TIMEOUT)
+        .expect("the waiting client got nowhere after the slot was freed");
+    assert!(authenticated, "the waiting client was refused, not queued");
+    let mut waited = waiter.join().unwrap().unwrap();
+    waited.write(&Frame::Bye);
+    drop(waited);
     honest_send_works(&served, &ws, "after-wait");
 }

@@ -30,11 +30,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::auth::{Token, EXPORTER_LABEL};
+use crate::auth::{self, Token, Transcript, EXPORTER_LABEL, EXPORTER_LEN};
 use crate::frame::{data_prefix, ErrorCode, FileMeta, Frame, MAX_DATA_PAYLOAD, VERSION};
 use crate::name::RelName;
 use crate::ranges::RangeSet;
-use crate::tls::{client_config, record_known_host, PinnedVerifier, ServerTrust};
+use crate::tls::{client_config, record_known_host, Fingerprint, PinnedVerifier, ServerTrust};
 use crate::treehash::SegmentedHash;
 use crate::wire::{read_frame, write_frame, WireError};
 use crate::NetError;
@@ -45,6 +45,14 @@ pub const DEFAULT_RANGE_BYTES: u64 = 16 * 1024 * 1024;
 const READ_BLOCK: usize = 1024 * 1024;
 /// Times a job is tried again on a new connection after one broke.
 const JOB_RETRIES: u32 = 2;
+/// Times a connection the server closed before authentication (its pool
+/// of unauthenticated connections was full) is tried again.
+const CONNECT_RETRIES: u32 = 8;
+/// First pause before such a retry; it doubles each time, up to
+/// [`CONNECT_BACKOFF_MAX`], plus up to as much again at random.
+const CONNECT_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest pause before a retry.
+const CONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Segment of the whole-file hash: each job hashes the bytes it reads
 /// (see `treehash`), so the file is read once, by its connections, in
 /// parallel.
@@ -56,6 +64,11 @@ pub trait SendProgress: Send + Sync {
     fn advance(&self, bytes: u64);
     /// A file arrived (`None`) or failed (its reason).
     fn file_done(&self, name: &str, failure: Option<&str>);
+    /// A server seen for the first time proved it holds the token, and
+    /// its certificate's `fingerprint` was recorded for `host` in `file`.
+    fn host_recorded(&self, host: &str, fingerprint: Fingerprint, file: &Path) {
+        let _ = (host, fingerprint, file);
+    }
 }
 
 /// No progress reporting.
@@ -250,10 +263,27 @@ struct FileState {
     failure: Mutex<Option<String>>,
 }
 
-/// What every session shares.
-struct Shared {
+/// A TLS connector and the verifier it asks (to tell a changed
+/// certificate from other handshake failures).
+#[derive(Clone)]
+struct Trusting {
     connector: TlsConnector,
     verifier: Arc<PinnedVerifier>,
+}
+
+impl Trusting {
+    fn new(expected: Option<Fingerprint>) -> Result<Trusting, NetError> {
+        let verifier = Arc::new(PinnedVerifier::new(expected));
+        Ok(Trusting {
+            connector: TlsConnector::from(Arc::new(client_config(verifier.clone())?)),
+            verifier,
+        })
+    }
+}
+
+/// What every session shares.
+struct Shared {
+    trust: ServerTrust,
     to: String,
     token: Token,
     timeout: Duration,
@@ -285,8 +315,7 @@ pub fn send(config: SendConfig) -> Result<SendSummary, NetError> {
 async fn send_async(config: SendConfig) -> Result<SendSummary, NetError> {
     let start = Instant::now();
     let expected = config.trust.expected()?;
-    let verifier = Arc::new(PinnedVerifier::new(expected));
-    let connector = TlsConnector::from(Arc::new(client_config(verifier.clone())?));
+    let trusting = Trusting::new(expected)?;
     let mut queue = std::collections::VecDeque::new();
     let range = config.range_bytes.max(MAX_DATA_PAYLOAD as u64);
     let mut files = Vec::with_capacity(config.files.len());
@@ -317,8 +346,7 @@ async fn send_async(config: SendConfig) -> Result<SendSummary, NetError> {
     }
     let connections = config.connections.clamp(1, queue.len().max(1));
     let shared = Arc::new(Shared {
-        connector,
-        verifier,
+        trust: config.trust.clone(),
         to: config.to.clone(),
         token: config.token,
         timeout: config.timeout,
@@ -331,40 +359,41 @@ async fn send_async(config: SendConfig) -> Result<SendSummary, NetError> {
         next_file_id: AtomicU64::new(0),
     });
 
-    // The first session alone: it settles trust (and records a new host)
-    // before the others connect.
-    let first = Session::connect(&shared).await?;
-    if expected.is_none() {
-        if let (ServerTrust::KnownHosts { file, host }, Some(seen)) =
-            (&config.trust, shared.verifier.seen())
-        {
-            record_known_host(file, host, seen)?;
-        }
-        let seen = shared.verifier.seen();
-        // Every further session must present the same certificate.
-        let pinned = Arc::new(PinnedVerifier::new(seen));
-        let connector = TlsConnector::from(Arc::new(client_config(pinned)?));
-        return run_sessions(shared, Some(first), connections, Some(connector), start).await;
+    // The first session alone: it settles trust (the server proves it
+    // holds the token, and only then is a new host recorded) before the
+    // others connect.
+    let first = Session::connect(&shared, &trusting).await?;
+    if expected.is_some() {
+        return run_sessions(shared, first, connections, trusting, start).await;
     }
-    run_sessions(shared, Some(first), connections, None, start).await
+    let seen = trusting
+        .verifier
+        .seen()
+        .expect("a finished handshake saw a certificate");
+    if let ServerTrust::KnownHosts { file, host } = &shared.trust {
+        record_known_host(file, host, seen)?;
+        shared.progress.host_recorded(host, seen, file);
+    }
+    // Every further session must present the same certificate.
+    let pinned = Trusting::new(Some(seen))?;
+    run_sessions(shared, first, connections, pinned, start).await
 }
 
 async fn run_sessions(
     shared: Arc<Shared>,
-    first: Option<Session>,
+    first: Session,
     connections: usize,
-    connector: Option<TlsConnector>,
+    trusting: Trusting,
     start: Instant,
 ) -> Result<SendSummary, NetError> {
-    let connector = Arc::new(connector.unwrap_or_else(|| shared.connector.clone()));
     let mut tasks = Vec::new();
-    let mut first = first;
+    let mut first = Some(first);
     for _ in 0..connections {
         let shared = shared.clone();
         let session = first.take();
-        let connector = connector.clone();
+        let trusting = trusting.clone();
         tasks.push(tokio::spawn(async move {
-            worker(shared, session, connector).await;
+            worker(shared, session, trusting).await;
         }));
     }
     for task in tasks {
@@ -424,7 +453,7 @@ impl FileState {
 }
 
 /// Runs one connection's share of the jobs, reconnecting after a break.
-async fn worker(shared: Arc<Shared>, first: Option<Session>, connector: Arc<TlsConnector>) {
+async fn worker(shared: Arc<Shared>, first: Option<Session>, trusting: Trusting) {
     let mut session = first;
     loop {
         if shared.fatal.lock().expect("never poisoned").is_some() {
@@ -439,11 +468,11 @@ async fn worker(shared: Arc<Shared>, first: Option<Session>, connector: Arc<TlsC
             continue;
         }
         if session.is_none() {
-            match Session::connect_with(&shared, &connector).await {
+            match Session::connect(&shared, &trusting).await {
                 Ok(s) => session = Some(s),
                 Err(e) => {
                     requeue_or_fail(&shared, job, &e.to_string());
-                    if matches!(e, NetError::Refused { .. } | NetError::Tls(_)) {
+                    if e.ends_the_send() {
                         shared
                             .fatal
                             .lock()
@@ -521,11 +550,41 @@ struct Session {
 }
 
 impl Session {
-    async fn connect(shared: &Shared) -> Result<Session, NetError> {
-        Session::connect_with(shared, &shared.connector).await
+    /// [`Session::connect_once`], tried again after a pause when the
+    /// server closed the connection during the TLS handshake (a busy
+    /// server closes what its pool of unauthenticated connections cannot
+    /// take).
+    async fn connect(shared: &Shared, trusting: &Trusting) -> Result<Session, NetError> {
+        let mut pause = CONNECT_BACKOFF;
+        let mut tries = 0;
+        loop {
+            match Session::connect_once(shared, trusting).await {
+                Err(NetError::Busy { .. }) if tries < CONNECT_RETRIES => {
+                    let mut jitter = [0u8; 2];
+                    let _ = aws_lc_rs::rand::fill(&mut jitter);
+                    let extra = pause.mul_f64(f64::from(u16::from_be_bytes(jitter)) / 65535.0);
+                    tokio::time::sleep(pause + extra).await;
+                    pause = (pause * 2).min(CONNECT_BACKOFF_MAX);
+                    tries += 1;
+                }
+                Err(NetError::Busy { address }) => {
+                    return Err(NetError::Connect {
+                        address,
+                        reason: format!(
+                            "the server closed the connection during the TLS handshake {} times (busy?)",
+                            CONNECT_RETRIES + 1
+                        ),
+                    })
+                }
+                other => return other,
+            }
+        }
     }
 
-    async fn connect_with(shared: &Shared, connector: &TlsConnector) -> Result<Session, NetError> {
+    /// Connects, and runs the version-2 exchange (see `auth`): nothing
+    /// but the hello and the client's nonce is sent before the server
+    /// proved that it holds the token.
+    async fn connect_once(shared: &Shared, trusting: &Trusting) -> Result<Session, NetError> {
         let fail = |reason: String| NetError::Connect {
             address: shared.to.clone(),
             reason,
@@ -538,39 +597,53 @@ impl Session {
         let server_name = rustls::pki_types::ServerName::try_from("cryptstream")
             .expect("a valid DNS name")
             .to_owned();
-        let mut tls = tokio::time::timeout(shared.timeout, connector.connect(server_name, tcp))
-            .await
-            .map_err(|_| fail("TLS handshake timed out".into()))?
-            .map_err(|e| {
-                match e
-                    .get_ref()
-                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-                {
-                    Some(tls_error) => NetError::Tls(tls_error.to_string()),
-                    None => fail(format!("TLS handshake failed: {e}")),
-                }
-            })?;
+        let mut tls =
+            tokio::time::timeout(shared.timeout, trusting.connector.connect(server_name, tcp))
+                .await
+                .map_err(|_| fail("TLS handshake timed out".into()))?
+                .map_err(|e| handshake_failure(shared, trusting, &e))?;
         let wire = |e: WireError| fail(e.to_string());
-        write_frame(&mut tls, &Frame::Hello { version: VERSION })
-            .await
-            .map_err(wire)?;
+        let client_nonce = auth::nonce();
+        write_frame(
+            &mut tls,
+            &Frame::Hello {
+                version: VERSION,
+                nonce: client_nonce,
+            },
+        )
+        .await
+        .map_err(wire)?;
         let challenge = read_frame(&mut tls, shared.timeout).await.map_err(wire)?;
-        let nonce = match challenge.parse() {
+        let (server_nonce, server_proof) = match challenge.parse() {
             Ok(Frame::Challenge {
                 version: VERSION,
                 nonce,
-            }) => nonce,
+                proof,
+            }) => (nonce, proof),
             Ok(Frame::Error { code, message, .. }) => {
                 return Err(NetError::Refused { code, message })
             }
-            _ => return Err(fail("the server did not answer with a challenge".into())),
+            _ => {
+                return Err(fail(format!(
+                    "no challenge of protocol version {VERSION} came back (another version, or not cryptstream serve)"
+                )))
+            }
         };
-        let mut exporter = [0u8; 32];
+        let mut transcript = Transcript {
+            client_nonce,
+            server_nonce,
+            exporter: [0u8; EXPORTER_LEN],
+        };
         tls.get_ref()
             .1
-            .export_keying_material(&mut exporter, EXPORTER_LABEL, None)
-            .map_err(|e| NetError::Tls(e.to_string()))?;
-        let proof = shared.token.proof(&nonce, &exporter);
+            .export_keying_material(&mut transcript.exporter, EXPORTER_LABEL, None)
+            .map_err(|e| fail(format!("TLS exporter: {e}")))?;
+        if !shared.token.verify_server(&transcript, &server_proof) {
+            return Err(NetError::ServerUnproven {
+                address: shared.to.clone(),
+            });
+        }
+        let proof = shared.token.client_proof(&transcript);
         write_frame(&mut tls, &Frame::Auth { proof })
             .await
             .map_err(wire)?;
@@ -765,5 +838,40 @@ impl Session {
             }
         }
         Ok(())
+    }
+}
+
+/// The error for a failed TLS handshake: a certificate other than the one
+/// trusted, said plainly (which file and line, how to accept it), or
+/// rustls' reason in plain words.
+fn handshake_failure(shared: &Shared, trusting: &Trusting, e: &io::Error) -> NetError {
+    if let Some(seen) = trusting.verifier.refused() {
+        return shared.trust.mismatch(&shared.to, seen);
+    }
+    let from_rustls = e
+        .get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
+    if !from_rustls
+        && matches!(
+            e.kind(),
+            io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::BrokenPipe
+        )
+    {
+        return NetError::Busy {
+            address: shared.to.clone(),
+        };
+    }
+    let reason = match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => crate::tls::plain_reason(tls),
+        None => format!("TLS handshake failed: {}", crate::tls::plain_io_reason(e)),
+    };
+    NetError::Connect {
+        address: shared.to.clone(),
+        reason,
     }
 }

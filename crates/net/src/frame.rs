@@ -12,8 +12,8 @@ use std::fmt;
 
 /// Protocol magic sent in the client's hello.
 pub const MAGIC: [u8; 4] = *b"CSTN";
-/// The protocol version this code speaks.
-pub const VERSION: u16 = 1;
+/// The protocol version this code speaks (2: both ends prove the token).
+pub const VERSION: u16 = 2;
 /// Bytes of the frame header: type and length.
 pub const HEADER_LEN: usize = 5;
 /// Most payload bytes of any frame other than `Data`.
@@ -28,7 +28,7 @@ pub const MAX_NAME_LEN: usize = 4096;
 pub const MAX_MESSAGE_LEN: usize = 1024;
 /// Most ranges listed in one `Held` frame (the rest are sent again).
 pub const MAX_HELD_RANGES: usize = 256;
-/// Bytes of the server's challenge and of the client's proof.
+/// Bytes of each side's nonce and of each side's proof.
 pub const NONCE_LEN: usize = 32;
 /// Bytes of a whole-file BLAKE3 hash.
 pub const HASH_LEN: usize = 32;
@@ -39,11 +39,11 @@ pub const NO_FILE: u32 = u32::MAX;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum FrameType {
-    /// Client: magic and version.
+    /// Client: magic, version and a fresh random nonce.
     Hello = 0x01,
-    /// Server: version and a fresh random challenge.
+    /// Server: version, a fresh random nonce and its proof of the token.
     Challenge = 0x02,
-    /// Client: proof of the token (HMAC of the challenge).
+    /// Client: its proof of the token.
     Auth = 0x03,
     /// Server: the proof was right.
     AuthOk = 0x04,
@@ -127,6 +127,10 @@ pub enum ErrorCode {
     Timeout,
     /// The server is stopping.
     ShuttingDown,
+    /// The server has as many files open as it allows; try again later.
+    Busy,
+    /// Bytes for a file that was already committed (verified and renamed).
+    AlreadyCommitted,
     /// A code this version does not know.
     Other(u16),
 }
@@ -147,6 +151,8 @@ impl ErrorCode {
             ErrorCode::Storage => 10,
             ErrorCode::Timeout => 11,
             ErrorCode::ShuttingDown => 12,
+            ErrorCode::Busy => 13,
+            ErrorCode::AlreadyCommitted => 14,
             ErrorCode::Other(code) => code,
         }
     }
@@ -166,6 +172,8 @@ impl ErrorCode {
             10 => ErrorCode::Storage,
             11 => ErrorCode::Timeout,
             12 => ErrorCode::ShuttingDown,
+            13 => ErrorCode::Busy,
+            14 => ErrorCode::AlreadyCommitted,
             other => ErrorCode::Other(other),
         }
     }
@@ -186,6 +194,8 @@ impl fmt::Display for ErrorCode {
             ErrorCode::Storage => "server storage error",
             ErrorCode::Timeout => "timed out",
             ErrorCode::ShuttingDown => "server shutting down",
+            ErrorCode::Busy => "server busy",
+            ErrorCode::AlreadyCommitted => "file already committed",
             ErrorCode::Other(code) => return write!(f, "error code {code}"),
         };
         f.write_str(text)
@@ -212,17 +222,21 @@ pub enum Frame<'a> {
     Hello {
         /// Protocol version the client speaks.
         version: u16,
+        /// The client's fresh random bytes.
+        nonce: [u8; NONCE_LEN],
     },
     /// See [`FrameType::Challenge`].
     Challenge {
         /// Protocol version the server speaks.
         version: u16,
-        /// Fresh random bytes.
+        /// The server's fresh random bytes.
         nonce: [u8; NONCE_LEN],
+        /// The server's HMAC-SHA256 proof of the token (see `auth`).
+        proof: [u8; NONCE_LEN],
     },
     /// See [`FrameType::Auth`].
     Auth {
-        /// HMAC-SHA256 proof (see `auth`).
+        /// The client's HMAC-SHA256 proof of the token (see `auth`).
         proof: [u8; NONCE_LEN],
     },
     /// See [`FrameType::AuthOk`].
@@ -458,11 +472,15 @@ impl<'a> Frame<'a> {
                 if f.array::<4>()? != MAGIC {
                     return Err(malformed);
                 }
-                Frame::Hello { version: f.u16()? }
+                Frame::Hello {
+                    version: f.u16()?,
+                    nonce: f.array()?,
+                }
             }
             FrameType::Challenge => Frame::Challenge {
                 version: f.u16()?,
                 nonce: f.array()?,
+                proof: f.array()?,
             },
             FrameType::Auth => Frame::Auth { proof: f.array()? },
             FrameType::AuthOk => Frame::AuthOk,
@@ -564,13 +582,19 @@ impl<'a> Frame<'a> {
         let start = out.len();
         out.extend_from_slice(&[self.kind() as u8, 0, 0, 0, 0]);
         match self {
-            Frame::Hello { version } => {
+            Frame::Hello { version, nonce } => {
                 out.extend_from_slice(&MAGIC);
                 out.extend_from_slice(&version.to_be_bytes());
+                out.extend_from_slice(nonce);
             }
-            Frame::Challenge { version, nonce } => {
+            Frame::Challenge {
+                version,
+                nonce,
+                proof,
+            } => {
                 out.extend_from_slice(&version.to_be_bytes());
                 out.extend_from_slice(nonce);
+                out.extend_from_slice(proof);
             }
             Frame::Auth { proof } => out.extend_from_slice(proof),
             Frame::AuthOk | Frame::Bye => {}
@@ -656,6 +680,16 @@ pub fn truncate_utf8(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
+/// The version a `Hello` payload announces, if it starts like one of any
+/// version (magic, then a version): lets a server name the version of a
+/// client whose hello it cannot parse.
+pub fn hello_version(payload: &[u8]) -> Option<u16> {
+    if payload.get(..4)? != MAGIC {
+        return None;
+    }
+    Some(u16::from_be_bytes(payload.get(4..6)?.try_into().ok()?))
+}
+
 /// Parses one whole frame from the front of `bytes`: the frame and how
 /// many bytes it took, or `Ok(None)` when more bytes are needed.
 ///
@@ -679,10 +713,14 @@ mod tests {
 
     fn samples() -> Vec<Frame<'static>> {
         vec![
-            Frame::Hello { version: VERSION },
+            Frame::Hello {
+                version: VERSION,
+                nonce: [6; NONCE_LEN],
+            },
             Frame::Challenge {
                 version: VERSION,
                 nonce: [7; NONCE_LEN],
+                proof: [8; NONCE_LEN],
             },
             Frame::Auth { proof: [9; 32] },
             Frame::AuthOk,
@@ -791,9 +829,19 @@ mod tests {
         // mode above 0o7777
         open[HEADER_LEN + 24..HEADER_LEN + 28].copy_from_slice(&0o10000u32.to_be_bytes());
         assert!(parse_frame(&open).is_err());
-        let mut hello = Frame::Hello { version: 1 }.to_bytes();
+        let mut hello = Frame::Hello {
+            version: VERSION,
+            nonce: [0; NONCE_LEN],
+        }
+        .to_bytes();
+        assert_eq!(hello_version(&hello[HEADER_LEN..]), Some(VERSION));
         hello[HEADER_LEN] = b'X';
         assert!(parse_frame(&hello).is_err());
+        assert_eq!(hello_version(&hello[HEADER_LEN..]), None);
+        // A version 1 hello (no nonce) does not parse, but says its version.
+        let old = [b'C', b'S', b'T', b'N', 0, 1];
+        assert!(Frame::parse(FrameType::Hello, &old).is_err());
+        assert_eq!(hello_version(&old), Some(1));
         let held = Frame::Held {
             file_id: 1,
             ranges: vec![(10, 5), (0, 1)],

@@ -5,9 +5,11 @@
 //! ([`frame`]: a type byte, a big-endian length, a payload, each type with
 //! a size limit checked before anything is read) inside a TLS 1.3 session
 //! ([`tls`]: rustls on aws-lc-rs, a self-signed server certificate that
-//! clients pin by fingerprint). A client proves it holds the access
-//! [`auth::Token`] with an HMAC of a fresh challenge bound to the TLS
-//! session; nothing else is answered before that.
+//! clients pin by fingerprint). Both ends prove they hold the access
+//! [`auth::Token`] with HMACs over each other's fresh nonce, bound to the
+//! TLS session, the server first: a client sends no name, size or byte to
+//! a server that has not proven it, and the server answers nothing but
+//! the exchange before the client has.
 //!
 //! The [`server::Server`] runs on tokio's multi-threaded runtime (epoll):
 //! one task per session, at most `max_connections` at once, a deadline on
@@ -50,6 +52,21 @@ pub use receive::{Destination, DirDestination};
 pub use server::{ServeConfig, ServeStats, Server};
 pub use tls::{Fingerprint, Identity, ServerTrust};
 
+impl NetError {
+    /// Whether this error ends a whole send (trust or authentication),
+    /// rather than one connection.
+    pub fn ends_the_send(&self) -> bool {
+        matches!(
+            self,
+            NetError::Refused { .. }
+                | NetError::Tls(_)
+                | NetError::ServerUnproven { .. }
+                | NetError::PinMismatch { .. }
+                | NetError::HostChanged { .. }
+        )
+    }
+}
+
 /// What can go wrong in `serve` or `send` as a whole.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -80,9 +97,54 @@ pub enum NetError {
     /// A fingerprint given by the user.
     #[error("bad fingerprint {0}")]
     Fingerprint(String),
-    /// TLS refused (a certificate that is not the pinned one, among others).
+    /// TLS could not be set up.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The server closed the connection during the TLS handshake (its
+    /// pool of unauthenticated connections is full): try again.
+    #[error("{address}: the server closed the connection during the TLS handshake")]
+    Busy {
+        /// `HOST:PORT`.
+        address: String,
+    },
+    /// The server did not prove that it holds the token: nothing was sent.
+    #[error(
+        "{address}: the server did not prove that it holds this token (a wrong token file, or not the server meant); nothing was sent"
+    )]
+    ServerUnproven {
+        /// `HOST:PORT`.
+        address: String,
+    },
+    /// The server presented another certificate than `--server-fingerprint`.
+    #[error(
+        "{address}: the server presents certificate fingerprint {}, not the {} given with --server-fingerprint; nothing was sent",
+        seen.to_hex(), expected.to_hex()
+    )]
+    PinMismatch {
+        /// `HOST:PORT`.
+        address: String,
+        /// What it presented.
+        seen: Fingerprint,
+        /// What was given.
+        expected: Fingerprint,
+    },
+    /// The server presented another certificate than the one recorded.
+    #[error(
+        "{host}: the server's certificate changed: it presents fingerprint {}, but {} line {line} records {}; this is another server, or its certificate was made anew. Nothing was sent. If you trust the change, delete line {line} of {} and send again (the new fingerprint is then recorded), or give --server-fingerprint {}",
+        seen.to_hex(), file.display(), recorded.to_hex(), file.display(), seen.to_hex()
+    )]
+    HostChanged {
+        /// `HOST:PORT`.
+        host: String,
+        /// The known-hosts file.
+        file: PathBuf,
+        /// The line (from 1) recording the host.
+        line: usize,
+        /// What it presented.
+        seen: Fingerprint,
+        /// What is recorded.
+        recorded: Fingerprint,
+    },
     /// The async runtime or a socket could not be made.
     #[error("cannot start the network runtime: {0}")]
     Runtime(std::io::Error),

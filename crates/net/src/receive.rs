@@ -23,7 +23,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use cryptstream_output::{DirFd, Timestamp};
 use rustix::fs::{Mode, OFlags};
@@ -164,6 +164,9 @@ impl Destination for DirDestination {
                 };
                 ReceiveError::new(code, &shown, format!("cannot create its directory: {e}"))
             })?;
+        // Before anything is allocated for it: a file must fit in the
+        // free space (beside what its partial already holds).
+        check_free_space(&dir, &key, &shown, meta.size)?;
         let file = PartialFile::open(dir, last, &key, &shown, meta.clone(), self.umask)?;
         let file = Arc::new(PartialFile {
             registry: Arc::downgrade(&self.open),
@@ -209,6 +212,9 @@ struct PartialFile {
     state: Mutex<PartialState>,
     /// Serialises sidecar saves.
     saving: Mutex<()>,
+    /// Writes hold it shared, a commit exclusive: no byte is written into
+    /// a file once its commit began (it may be renamed to its final name).
+    writing: RwLock<()>,
     registry: std::sync::Weak<Mutex<HashMap<String, Arc<PartialFile>>>>,
 }
 
@@ -270,6 +276,7 @@ impl PartialFile {
                 openers: 1,
             }),
             saving: Mutex::new(()),
+            writing: RwLock::new(()),
             registry: std::sync::Weak::new(),
         })
     }
@@ -353,6 +360,22 @@ impl Incoming for PartialFile {
                     ),
                 )
             })?;
+        let _writing = self.writing.read().expect("the lock is never poisoned");
+        {
+            let state = self.state.lock().expect("the lock is never poisoned");
+            if state.committed {
+                return Err(self.error(
+                    ErrorCode::AlreadyCommitted,
+                    "bytes for a file already committed are refused",
+                ));
+            }
+            if state.discarded {
+                return Err(self.error(
+                    ErrorCode::HashMismatch,
+                    "the file failed its hash check and was discarded; send it again",
+                ));
+            }
+        }
         self.file
             .write_all_at(bytes, offset)
             .map_err(|e| self.error(ErrorCode::Storage, format!("cannot write: {e}")))?;
@@ -364,7 +387,7 @@ impl Incoming for PartialFile {
             }
             state.ranges.insert(offset, end);
             state.unsaved += bytes.len() as u64;
-            state.unsaved >= CHECKPOINT_BYTES
+            state.unsaved >= checkpoint_bytes()
         };
         if save {
             self.checkpoint();
@@ -373,6 +396,7 @@ impl Incoming for PartialFile {
     }
 
     fn commit(&self, hash: &[u8; HASH_LEN]) -> Result<(), ReceiveError> {
+        let _exclusive = self.writing.write().expect("the lock is never poisoned");
         let mut state = self.state.lock().expect("the lock is never poisoned");
         if state.committed {
             return Ok(());
@@ -465,6 +489,44 @@ impl Incoming for PartialFile {
             }
         }
     }
+}
+
+/// Refuses a file of `size` bytes that would not fit in the free space of
+/// `dir`'s file system, counting what its partial file `key` holds.
+fn check_free_space(dir: &DirFd, key: &str, shown: &str, size: u64) -> Result<(), ReceiveError> {
+    let stats = rustix::fs::fstatvfs(dir.as_fd()).map_err(|e| {
+        ReceiveError::new(
+            ErrorCode::Storage,
+            shown,
+            format!("cannot read the free space: {e}"),
+        )
+    })?;
+    let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+    let held = rustix::fs::statat(
+        dir.as_fd(),
+        format!("{PARTIAL_PREFIX}{key}"),
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map(|st| u64::try_from(st.st_size).unwrap_or(0))
+    .unwrap_or(0);
+    let needed = size.saturating_sub(held);
+    if needed > free {
+        return Err(ReceiveError::new(
+            ErrorCode::Storage,
+            shown,
+            format!("announces {size} bytes, more than the {free} bytes free on the server"),
+        ));
+    }
+    Ok(())
+}
+
+/// Bytes between two sidecar saves ([`CHECKPOINT_BYTES`]; debug builds
+/// let a test hook lower it).
+fn checkpoint_bytes() -> u64 {
+    #[cfg(debug_assertions)]
+    return crate::hooks::checkpoint_bytes(CHECKPOINT_BYTES);
+    #[cfg(not(debug_assertions))]
+    CHECKPOINT_BYTES
 }
 
 /// Reads a sidecar; `None` when missing or not valid (then nothing is held).

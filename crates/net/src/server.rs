@@ -1,9 +1,15 @@
 //! `serve`: a TLS 1.3 server on tokio's multi-threaded runtime.
 //!
-//! The accept loop takes a permit of a semaphore of `max_connections`
-//! before each `accept`, so at most that many sessions run and the rest
-//! wait in the kernel's backlog. Each session is a task: TLS handshake,
-//! hello, challenge and proof (see `auth`), then frames until `Bye`. Every
+//! Connections that have not authenticated are kept apart: the accept loop
+//! admits one only into a small pool of its own (`max_unauthenticated`,
+//! and `max_unauthenticated_per_address` from one IP address; beyond
+//! either it is closed at once), and it has `auth_timeout` for the TLS
+//! handshake and the whole exchange of proofs. Only a client that proved
+//! the token leaves that pool and waits for one of the `max_connections`
+//! session slots (its `AuthOk` comes when it has one), so idle or slow
+//! strangers never hold a session slot. Each session is a task: TLS handshake,
+//! hello, the server's challenge and proof, the client's proof (see
+//! `auth`), then frames until `Bye`. Every
 //! read has a deadline (`idle_timeout`). File I/O runs on tokio's blocking
 //! threads: a `Data` frame's payload is moved to a blocking task that
 //! writes it with `pwrite`, while the session reads the next frame, so
@@ -17,7 +23,7 @@
 //! resumes them.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,8 +34,8 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::auth::{self, Token, EXPORTER_LABEL};
-use crate::frame::{ErrorCode, Frame, FrameType, MAX_HELD_RANGES, NO_FILE, VERSION};
+use crate::auth::{self, Token, Transcript, EXPORTER_LABEL, EXPORTER_LEN};
+use crate::frame::{hello_version, ErrorCode, Frame, FrameType, MAX_HELD_RANGES, NO_FILE, VERSION};
 use crate::name::RelName;
 use crate::receive::{Destination, Incoming, ReceiveError};
 use crate::tls::Identity;
@@ -38,11 +44,15 @@ use crate::NetError;
 
 /// Most files one session may hold open at once.
 pub const MAX_OPEN_PER_SESSION: usize = 64;
+/// Default of [`ServeConfig::max_open_files`]: with the default 256
+/// sessions it stays below the usual limit of 1024 descriptors.
+pub const DEFAULT_MAX_OPEN_FILES: usize = 512;
 /// How long an error frame may take to leave before the session is dropped.
 const ERROR_SEND_TIMEOUT: Duration = Duration::from_secs(2);
-/// Bytes of `Data` payloads the server holds at once, all sessions
-/// together (read and not yet written): its memory stays flat however many
-/// clients there are.
+/// Bytes of `Data` payloads being written in the background, all sessions
+/// together, while their sessions read on (see `wire::read_frame_budgeted`):
+/// beyond it, each session writes its frame before reading the next, so
+/// memory stays at one frame per session plus this.
 pub const MAX_BUFFERED_BYTES: u32 = 16 * 1024 * 1024;
 /// How often the stop flag is looked at.
 const STOP_POLL: Duration = Duration::from_millis(100);
@@ -60,8 +70,17 @@ pub struct ServeConfig {
     pub token: Token,
     /// The TLS identity.
     pub identity: Identity,
-    /// Most sessions at once.
+    /// Most authenticated sessions at once; more wait for a slot.
     pub max_connections: usize,
+    /// Most connections at once that have not authenticated yet.
+    pub max_unauthenticated: usize,
+    /// Most of those from one IP address.
+    pub max_unauthenticated_per_address: usize,
+    /// Deadline of the TLS handshake and the exchange of proofs.
+    pub auth_timeout: Duration,
+    /// Most files open at once, all sessions together; an `Open` beyond
+    /// it is refused with [`ErrorCode::Busy`] (the session goes on).
+    pub max_open_files: usize,
     /// Deadline of every read.
     pub idle_timeout: Duration,
     /// How long sessions in flight may go on after `stop`.
@@ -102,10 +121,15 @@ struct Shared {
     token: Token,
     destination: Arc<dyn Destination>,
     idle: Duration,
+    auth_timeout: Duration,
     log: EventLog,
     counters: Counters,
     /// Room for data frames in flight, in KiB.
     buffers: Arc<Semaphore>,
+    /// Files open, all sessions together (one permit each).
+    open_files: Arc<Semaphore>,
+    /// The size of `open_files`, for messages.
+    max_open_files: usize,
 }
 
 /// A bound server, ready to run.
@@ -119,6 +143,7 @@ pub struct Server {
 /// What the accept loop needs of the configuration.
 struct Limits {
     max_connections: usize,
+    strangers: Arc<Strangers>,
     grace: Duration,
     stop: Arc<AtomicBool>,
 }
@@ -147,15 +172,22 @@ impl Server {
             token: config.token,
             destination: config.destination,
             idle: config.idle_timeout,
+            auth_timeout: config.auth_timeout,
             log: config.log,
             counters: Counters::default(),
             buffers: Arc::new(Semaphore::new((MAX_BUFFERED_BYTES / 1024) as usize)),
+            open_files: Arc::new(Semaphore::new(config.max_open_files.max(1))),
+            max_open_files: config.max_open_files.max(1),
         });
         Ok(Server {
             runtime,
             listener,
             limits: Limits {
                 max_connections: config.max_connections,
+                strangers: Strangers::new(
+                    config.max_unauthenticated,
+                    config.max_unauthenticated_per_address,
+                ),
                 grace: config.grace,
                 stop: config.stop,
             },
@@ -196,6 +228,67 @@ impl Server {
     }
 }
 
+/// The pool of connections that have not authenticated yet.
+struct Strangers {
+    pool: Arc<Semaphore>,
+    per_address: std::sync::Mutex<HashMap<IpAddr, usize>>,
+    max_per_address: usize,
+}
+
+/// A stranger's place in the pool, given back on drop.
+struct StrangerSlot {
+    strangers: Arc<Strangers>,
+    address: IpAddr,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Strangers {
+    fn new(max: usize, max_per_address: usize) -> Arc<Strangers> {
+        Arc::new(Strangers {
+            pool: Arc::new(Semaphore::new(max.max(1))),
+            per_address: std::sync::Mutex::new(HashMap::new()),
+            max_per_address: max_per_address.max(1),
+        })
+    }
+
+    /// A place for a connection from `address`, if the pool and that
+    /// address have room.
+    fn admit(self: &Arc<Strangers>, address: IpAddr) -> Result<StrangerSlot, &'static str> {
+        let mut counts = self.per_address.lock().expect("the lock is never poisoned");
+        let count = counts.entry(address).or_insert(0);
+        if *count >= self.max_per_address {
+            return Err("too many unauthenticated connections from this address");
+        }
+        let permit = self
+            .pool
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| "too many unauthenticated connections")?;
+        *count += 1;
+        Ok(StrangerSlot {
+            strangers: self.clone(),
+            address,
+            _permit: permit,
+        })
+    }
+}
+
+impl Drop for StrangerSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .strangers
+            .per_address
+            .lock()
+            .expect("the lock is never poisoned");
+        if let Some(count) = counts.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.address);
+            }
+        }
+    }
+}
+
 async fn accept_loop(listener: TcpListener, config: &Limits, shared: Arc<Shared>) {
     let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let (hard_stop_tx, hard_stop) = watch::channel(false);
@@ -208,10 +301,6 @@ async fn accept_loop(listener: TcpListener, config: &Limits, shared: Arc<Shared>
     };
     tokio::pin!(stopped);
     loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            () = &mut stopped => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -223,12 +312,21 @@ async fn accept_loop(listener: TcpListener, config: &Limits, shared: Arc<Shared>
             },
             () = &mut stopped => break,
         };
+        let stranger = match config.strangers.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+                (shared.log)(&format!("{peer}: closed at once: {why}"));
+                drop(stream);
+                continue;
+            }
+        };
         sessions.retain(|task| !task.is_finished());
         let shared = shared.clone();
         let hard_stop = hard_stop.clone();
+        let permits = permits.clone();
         sessions.push(tokio::spawn(async move {
-            run_session(stream, peer, shared, hard_stop).await;
-            drop(permit);
+            run_session(stream, peer, shared, hard_stop, stranger, permits).await;
         }));
     }
     drop(listener);
@@ -288,7 +386,11 @@ impl From<WireError> for SessionError {
             WireError::Frame(crate::frame::FrameError::TooLarge { .. }) => ErrorCode::TooLarge,
             _ => ErrorCode::Protocol,
         };
-        SessionError::new(code, e.to_string())
+        let message = match &e {
+            WireError::Io(io) => crate::tls::plain_io_reason(io),
+            other => other.to_string(),
+        };
+        SessionError::new(code, message)
     }
 }
 
@@ -305,14 +407,20 @@ async fn run_session(
     peer: SocketAddr,
     shared: Arc<Shared>,
     hard_stop: watch::Receiver<bool>,
+    stranger: StrangerSlot,
+    permits: Arc<Semaphore>,
 ) {
     shared.counters.sessions.fetch_add(1, Ordering::Relaxed);
     let _ = stream.set_nodelay(true);
-    let mut tls = match tokio::time::timeout(shared.idle, shared.acceptor.accept(stream)).await {
+    let deadline = tokio::time::Instant::now() + shared.auth_timeout;
+    let mut tls = match tokio::time::timeout_at(deadline, shared.acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             shared.counters.failed.fetch_add(1, Ordering::Relaxed);
-            (shared.log)(&format!("{peer}: TLS handshake failed: {e}"));
+            (shared.log)(&format!(
+                "{peer}: TLS handshake failed: {}",
+                crate::tls::plain_io_reason(&e)
+            ));
             return;
         }
         Err(_) => {
@@ -328,7 +436,9 @@ async fn run_session(
         received: 0,
         committed: 0,
     };
-    let outcome = session.serve(&mut tls, hard_stop).await;
+    let outcome = session
+        .serve(&mut tls, hard_stop, deadline, stranger, permits)
+        .await;
     session.release_all().await;
     match outcome {
         Ok(()) => {
@@ -357,22 +467,48 @@ async fn run_session(
 /// A write in flight on a blocking thread.
 type PendingWrite = JoinHandle<Result<(), ReceiveError>>;
 
+/// A file a session has open, and its share of the server's open-file cap.
+struct OpenFile {
+    incoming: Arc<dyn Incoming>,
+    _slot: OwnedSemaphorePermit,
+}
+
 /// One authenticated session.
 struct Session {
     shared: Arc<Shared>,
-    files: HashMap<u32, Arc<dyn Incoming>>,
+    files: HashMap<u32, OpenFile>,
     pending: Option<PendingWrite>,
     received: u64,
     committed: u64,
 }
 
 impl Session {
+    /// Authenticates the client (by `deadline`, in the strangers' pool),
+    /// waits for a session slot, answers `AuthOk`, then serves frames.
     async fn serve(
         &mut self,
         tls: &mut Tls,
         mut hard_stop: watch::Receiver<bool>,
+        deadline: tokio::time::Instant,
+        stranger: StrangerSlot,
+        permits: Arc<Semaphore>,
     ) -> Result<(), SessionError> {
-        self.authenticate(tls).await?;
+        tokio::time::timeout_at(deadline, self.authenticate(tls))
+            .await
+            .map_err(|_| {
+                SessionError::new(
+                    ErrorCode::Timeout,
+                    format!("not authenticated within {:?}", self.shared.auth_timeout),
+                )
+            })??;
+        drop(stranger);
+        let _slot = tokio::select! {
+            permit = permits.acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = hard_stop.changed() => {
+                return Err(SessionError::new(ErrorCode::ShuttingDown, "the server is stopping; send again"));
+            }
+        };
+        write_frame(tls, &Frame::AuthOk).await?;
         loop {
             let frame = tokio::select! {
                 frame = read_frame_budgeted(tls, self.shared.idle, &self.shared.buffers) => frame,
@@ -391,30 +527,43 @@ impl Session {
         }
     }
 
+    /// The version-2 exchange (see `auth`): the client's hello and nonce,
+    /// the server's nonce and proof, the client's proof.
     async fn authenticate(&mut self, tls: &mut Tls) -> Result<(), SessionError> {
         let idle = self.shared.idle;
         let hello = read_frame(tls, idle).await?;
-        match hello.parse() {
-            Ok(Frame::Hello { version: VERSION }) => {}
-            Ok(Frame::Hello { version }) => {
-                return Err(SessionError::new(
-                    ErrorCode::Version,
-                    format!("client speaks version {version}, this server {VERSION}"),
-                ))
+        let client_nonce = match hello.parse() {
+            Ok(Frame::Hello {
+                version: VERSION,
+                nonce,
+            }) => nonce,
+            _ => {
+                return Err(match hello_version(&hello.payload) {
+                    Some(version) if hello.kind == FrameType::Hello && version != VERSION => {
+                        SessionError::new(
+                            ErrorCode::Version,
+                            format!("client speaks version {version}, this server {VERSION}"),
+                        )
+                    }
+                    _ => SessionError::new(ErrorCode::Protocol, "expected a hello"),
+                })
             }
-            _ => return Err(SessionError::new(ErrorCode::Protocol, "expected a hello")),
-        }
-        let nonce = auth::challenge();
-        let mut exporter = [0u8; 32];
+        };
+        let mut transcript = Transcript {
+            client_nonce,
+            server_nonce: auth::nonce(),
+            exporter: [0u8; EXPORTER_LEN],
+        };
         tls.get_ref()
             .1
-            .export_keying_material(&mut exporter, EXPORTER_LABEL, None)
+            .export_keying_material(&mut transcript.exporter, EXPORTER_LABEL, None)
             .map_err(|e| SessionError::new(ErrorCode::Protocol, format!("TLS exporter: {e}")))?;
         write_frame(
             tls,
             &Frame::Challenge {
                 version: VERSION,
-                nonce,
+                nonce: transcript.server_nonce,
+                proof: self.shared.token.server_proof(&transcript),
             },
         )
         .await?;
@@ -425,10 +574,9 @@ impl Session {
                 "expected the token proof",
             ));
         };
-        if !self.shared.token.verify(&nonce, &exporter, &proof) {
+        if !self.shared.token.verify_client(&transcript, &proof) {
             return Err(SessionError::new(ErrorCode::Unauthenticated, "wrong token"));
         }
-        write_frame(tls, &Frame::AuthOk).await?;
         Ok(())
     }
 
@@ -443,11 +591,14 @@ impl Session {
     }
 
     fn file(&self, file_id: u32) -> Result<Arc<dyn Incoming>, SessionError> {
-        self.files.get(&file_id).cloned().ok_or(SessionError {
-            code: ErrorCode::UnknownFile,
-            file_id,
-            message: format!("file id {file_id} is not open"),
-        })
+        self.files
+            .get(&file_id)
+            .map(|f| f.incoming.clone())
+            .ok_or(SessionError {
+                code: ErrorCode::UnknownFile,
+                file_id,
+                message: format!("file id {file_id} is not open"),
+            })
     }
 
     /// Handles one frame; `true` when the session is over.
@@ -485,12 +636,18 @@ impl Session {
                 .bytes
                 .fetch_add(len as u64, Ordering::Relaxed);
             let payload = raw.payload;
+            let overlap = permit.is_some();
             self.pending = Some(tokio::task::spawn_blocking(move || {
                 let written = file.write_at(offset, &payload[crate::frame::DATA_PREFIX_LEN..]);
                 drop(payload);
                 drop(permit);
                 written
             }));
+            if !overlap {
+                // No room in the shared budget: this frame is written
+                // before the next one is read.
+                self.settle().await?;
+            }
             return Ok(false);
         }
         let frame = raw.parse().map_err(WireError::from)?;
@@ -530,6 +687,23 @@ impl Session {
                         return Ok(false);
                     }
                 };
+                let Ok(slot) = self.shared.open_files.clone().try_acquire_owned() else {
+                    let message = format!(
+                        "the server has {} files open, its limit (serve --max-open-files); send again later",
+                        self.shared.max_open_files
+                    );
+                    (self.shared.log)(&format!("{}: {message}", name.display()));
+                    write_frame(
+                        tls,
+                        &Frame::Error {
+                            code: ErrorCode::Busy,
+                            file_id,
+                            message,
+                        },
+                    )
+                    .await?;
+                    return Ok(false);
+                };
                 let destination = self.shared.destination.clone();
                 let opened = tokio::task::spawn_blocking(move || {
                     let file = destination.open(&name, &meta)?;
@@ -542,7 +716,13 @@ impl Session {
                 })?;
                 match opened {
                     Ok((file, held)) => {
-                        self.files.insert(file_id, file);
+                        self.files.insert(
+                            file_id,
+                            OpenFile {
+                                incoming: file,
+                                _slot: slot,
+                            },
+                        );
                         let mut ranges = held.to_ranges();
                         ranges.truncate(MAX_HELD_RANGES);
                         write_frame(tls, &Frame::Held { file_id, ranges }).await?;
@@ -568,12 +748,12 @@ impl Session {
                 write_frame(tls, &Frame::Synced { file_id, held }).await?;
             }
             Frame::Commit { file_id, hash } => {
-                let file = self.file(file_id)?;
+                self.file(file_id)?;
                 self.settle().await?;
-                self.files.remove(&file_id);
+                let open = self.files.remove(&file_id).expect("looked up above");
                 let result = tokio::task::spawn_blocking(move || {
-                    let result = file.commit(&hash);
-                    file.release();
+                    let result = open.incoming.commit(&hash);
+                    open.incoming.release();
                     result
                 })
                 .await
@@ -601,10 +781,16 @@ impl Session {
                 }
             }
             Frame::Close { file_id } => {
-                let file = self.file(file_id)?;
+                self.file(file_id)?;
                 self.settle().await?;
-                self.files.remove(&file_id);
-                let _ = tokio::task::spawn_blocking(move || file.release()).await;
+                let open = self.files.remove(&file_id);
+                // The slot goes back once the file is released.
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Some(open) = open {
+                        open.incoming.release();
+                    }
+                })
+                .await;
             }
             Frame::Bye => {
                 self.settle().await?;
@@ -627,7 +813,7 @@ impl Session {
         if !files.is_empty() {
             let _ = tokio::task::spawn_blocking(move || {
                 for file in files {
-                    file.release();
+                    file.incoming.release();
                 }
             })
             .await;

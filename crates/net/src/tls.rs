@@ -186,13 +186,46 @@ impl ServerTrust {
     pub fn expected(&self) -> Result<Option<Fingerprint>, NetError> {
         match self {
             ServerTrust::Pinned(fp) => Ok(Some(*fp)),
-            ServerTrust::KnownHosts { file, host } => known_host(file, host),
+            ServerTrust::KnownHosts { file, host } => {
+                Ok(known_host(file, host)?.map(|(fp, _line)| fp))
+            }
+        }
+    }
+
+    /// The error for a server at `address` that presented `seen` instead
+    /// of the certificate trusted: which one was expected, where it is
+    /// recorded, and how to accept the new one.
+    pub fn mismatch(&self, address: &str, seen: Fingerprint) -> NetError {
+        match self {
+            ServerTrust::Pinned(expected) => NetError::PinMismatch {
+                address: address.to_owned(),
+                seen,
+                expected: *expected,
+            },
+            ServerTrust::KnownHosts { file, host } => match known_host(file, host) {
+                Ok(Some((recorded, line))) => NetError::HostChanged {
+                    host: host.clone(),
+                    file: file.clone(),
+                    line,
+                    seen,
+                    recorded,
+                },
+                // Not recorded (yet): the certificate changed during this send.
+                _ => NetError::Connect {
+                    address: address.to_owned(),
+                    reason: format!(
+                        "the server changed its certificate during the send (now {})",
+                        seen.to_hex()
+                    ),
+                },
+            },
         }
     }
 }
 
-/// Looks `host` up in a known-hosts file (missing file: none).
-fn known_host(file: &Path, host: &str) -> Result<Option<Fingerprint>, NetError> {
+/// Looks `host` up in a known-hosts file (missing file: none): its
+/// fingerprint and the line (from 1) that records it.
+fn known_host(file: &Path, host: &str) -> Result<Option<(Fingerprint, usize)>, NetError> {
     let text = match std::fs::read_to_string(file) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -203,15 +236,15 @@ fn known_host(file: &Path, host: &str) -> Result<Option<Fingerprint>, NetError> 
             })
         }
     };
-    for line in text.lines() {
+    for (index, line) in text.lines().enumerate() {
         let mut parts = line.split_whitespace();
         if let (Some(name), Some(hex)) = (parts.next(), parts.next()) {
             if name == host {
                 return Fingerprint::parse(hex)
-                    .map(Some)
+                    .map(|fp| Some((fp, index + 1)))
                     .map_err(|_| NetError::KnownHosts {
                         path: file.to_path_buf(),
-                        reason: format!("bad fingerprint recorded for {host}"),
+                        reason: format!("line {}: bad fingerprint recorded for {host}", index + 1),
                     });
             }
         }
@@ -249,6 +282,7 @@ pub fn record_known_host(
 pub struct PinnedVerifier {
     expected: Option<Fingerprint>,
     seen: Mutex<Option<Fingerprint>>,
+    refused: Mutex<Option<Fingerprint>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -258,6 +292,7 @@ impl PinnedVerifier {
         PinnedVerifier {
             expected,
             seen: Mutex::new(None),
+            refused: Mutex::new(None),
             algorithms: provider::default_provider().signature_verification_algorithms,
         }
     }
@@ -265,6 +300,11 @@ impl PinnedVerifier {
     /// The fingerprint the last handshake presented.
     pub fn seen(&self) -> Option<Fingerprint> {
         *self.seen.lock().expect("the lock is never poisoned")
+    }
+
+    /// The fingerprint of the last certificate refused (not the expected one).
+    pub fn refused(&self) -> Option<Fingerprint> {
+        *self.refused.lock().expect("the lock is never poisoned")
     }
 }
 
@@ -280,11 +320,14 @@ impl ServerCertVerifier for PinnedVerifier {
         let fingerprint = Fingerprint::of(end_entity);
         *self.seen.lock().expect("the lock is never poisoned") = Some(fingerprint);
         match self.expected {
-            Some(expected) if expected != fingerprint => Err(rustls::Error::General(format!(
-                "server certificate fingerprint {} is not the expected {}",
-                fingerprint.to_hex(),
-                expected.to_hex()
-            ))),
+            Some(expected) if expected != fingerprint => {
+                *self.refused.lock().expect("the lock is never poisoned") = Some(fingerprint);
+                Err(rustls::Error::General(format!(
+                    "server certificate fingerprint {} is not the expected {}",
+                    fingerprint.to_hex(),
+                    expected.to_hex()
+                )))
+            }
             _ => Ok(ServerCertVerified::assertion()),
         }
     }
@@ -309,6 +352,50 @@ impl ServerCertVerifier for PinnedVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
+    }
+}
+
+/// rustls' error in plain words, one line, without links.
+pub fn plain_reason(error: &rustls::Error) -> String {
+    use rustls::Error as E;
+    match error {
+        E::InvalidMessage(_)
+        | E::InappropriateMessage { .. }
+        | E::InappropriateHandshakeMessage { .. } => {
+            "the other end does not speak TLS 1.3 (not cryptstream serve?)".into()
+        }
+        E::AlertReceived(alert) => format!("the other end ended the TLS handshake ({alert:?})"),
+        E::PeerIncompatible(_) => {
+            "the other end does not offer TLS 1.3 with the ciphers cryptstream uses".into()
+        }
+        E::PeerMisbehaved(_) => "the other end broke the TLS protocol".into(),
+        E::InvalidCertificate(_) => "the other end's certificate is not valid".into(),
+        E::DecryptError => "a TLS record did not decrypt (corrupted or forged)".into(),
+        E::General(text) => text.clone(),
+        other => format!("TLS failed: {}", without_link(&other.to_string())),
+    }
+}
+
+/// An I/O error of a TLS session in plain words (rustls puts a link to
+/// its manual in the text of a connection closed without `close_notify`).
+pub fn plain_io_reason(error: &std::io::Error) -> String {
+    if let Some(tls) = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        return plain_reason(tls);
+    }
+    match error.kind() {
+        std::io::ErrorKind::UnexpectedEof => "the other end closed the connection".into(),
+        _ => without_link(&error.to_string()),
+    }
+}
+
+/// `text` up to a link, if it has one.
+fn without_link(text: &str) -> String {
+    match text.find("https://") {
+        Some(at) => text[..at].trim_end_matches([' ', ':']).to_owned(),
+        None => text.to_owned(),
     }
 }
 
@@ -351,7 +438,11 @@ mod tests {
         let fp = Fingerprint([7; 32]);
         record_known_host(&file, "h:1", fp).unwrap();
         record_known_host(&file, "h:2", Fingerprint([8; 32])).unwrap();
-        assert_eq!(known_host(&file, "h:1").unwrap(), Some(fp));
+        assert_eq!(known_host(&file, "h:1").unwrap(), Some((fp, 1)));
+        assert_eq!(
+            known_host(&file, "h:2").unwrap(),
+            Some((Fingerprint([8; 32]), 2))
+        );
         assert_eq!(known_host(&file, "h:3").unwrap(), None);
     }
 }

@@ -64,10 +64,14 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         .map_err(|_| WireError::Timeout(deadline))?
 }
 
-/// [`read_frame`], taking from `budget` (permits of one KiB) the room for
-/// a `Data` payload before allocating it: the server's memory for frames
-/// in flight is bounded whatever the number of clients. The permit is
-/// returned with the frame and held until its bytes are written.
+/// [`read_frame`], then, for a whole `Data` frame, room for its payload
+/// from `budget` (permits of one KiB) if the budget has it, without
+/// waiting. The caller may write a frame that got a permit in the
+/// background while it reads the next one; a frame without one it writes
+/// before reading on. So each session holds at most one frame of its own
+/// (the one it reads) plus, while the shared budget has room, one being
+/// written: a header without its payload reserves nothing, and no session
+/// ever waits for room that others hold.
 ///
 /// # Errors
 /// As [`read_frame`].
@@ -76,24 +80,15 @@ pub async fn read_frame_budgeted<R: AsyncRead + Unpin>(
     deadline: Duration,
     budget: &Arc<Semaphore>,
 ) -> Result<(RawFrame, Option<OwnedSemaphorePermit>), WireError> {
-    tokio::time::timeout(deadline, async {
-        let header = read_header(reader).await?;
-        let permit = if header.kind == FrameType::Data {
-            let kib = header.length.div_ceil(1024).max(1);
-            Some(
-                budget
-                    .clone()
-                    .acquire_many_owned(kib)
-                    .await
-                    .expect("the budget is never closed"),
-            )
-        } else {
-            None
-        };
-        Ok((read_payload(reader, header).await?, permit))
-    })
-    .await
-    .map_err(|_| WireError::Timeout(deadline))?
+    let frame = read_frame(reader, deadline).await?;
+    let permit = if frame.kind == FrameType::Data {
+        let kib = u32::try_from(frame.payload.len().div_ceil(1024).max(1))
+            .expect("a data frame is at most 268 KiB");
+        budget.clone().try_acquire_many_owned(kib).ok()
+    } else {
+        None
+    };
+    Ok((frame, permit))
 }
 
 async fn read_frame_now<R: AsyncRead + Unpin>(reader: &mut R) -> Result<RawFrame, WireError> {

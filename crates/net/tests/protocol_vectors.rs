@@ -1,8 +1,9 @@
 //! The test vectors of `docs/PROTOCOL.md`: every frame listed there is
 //! built here from its fixed input, and must encode to exactly the bytes
-//! in the document and parse back to the same frame; the authentication
-//! proof is checked the same way.
+//! in the document and parse back to the same frame; both authentication
+//! proofs are checked the same way.
 
+use cryptstream_net::auth::Transcript;
 use cryptstream_net::frame::{parse_frame, ErrorCode, FileMeta, Frame, NO_FILE, VERSION};
 
 const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
@@ -10,22 +11,49 @@ const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
 /// The fixed inputs of the authentication vector.
 const TOKEN_HEX: &str = "1111111111111111111111111111111111111111111111111111111111111111";
 
-fn nonce() -> [u8; 32] {
+/// The client's nonce: `00 01 ... 1f`.
+fn client_nonce() -> [u8; 32] {
     std::array::from_fn(|i| i as u8)
+}
+
+/// The server's nonce: `20 21 ... 3f`.
+fn server_nonce() -> [u8; 32] {
+    std::array::from_fn(|i| 0x20 + i as u8)
+}
+
+/// The inputs of both proofs; the exporter is 32 bytes of 0x22.
+fn transcript() -> Transcript {
+    Transcript {
+        client_nonce: client_nonce(),
+        server_nonce: server_nonce(),
+        exporter: [0x22; 32],
+    }
 }
 
 /// The frames of the document, by vector name.
 fn frames() -> Vec<(&'static str, Frame<'static>)> {
     vec![
-        ("hello", Frame::Hello { version: VERSION }),
+        (
+            "hello",
+            Frame::Hello {
+                version: VERSION,
+                nonce: client_nonce(),
+            },
+        ),
         (
             "challenge",
             Frame::Challenge {
                 version: VERSION,
-                nonce: nonce(),
+                nonce: server_nonce(),
+                proof: token().server_proof(&transcript()),
             },
         ),
-        ("auth", Frame::Auth { proof: proof() }),
+        (
+            "auth",
+            Frame::Auth {
+                proof: token().client_proof(&transcript()),
+            },
+        ),
         ("auth-ok", Frame::AuthOk),
         (
             "open",
@@ -92,15 +120,12 @@ fn frames() -> Vec<(&'static str, Frame<'static>)> {
     ]
 }
 
-/// The proof for the fixed token, nonce and exporter (32 bytes of 0x22).
-fn proof() -> [u8; 32] {
-    let dir = std::env::temp_dir().join(format!("cst-vectors-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("token");
+/// The fixed token: 32 bytes of 0x11.
+fn token() -> cryptstream_net::Token {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("token");
     std::fs::write(&path, TOKEN_HEX).unwrap();
-    let token = cryptstream_net::Token::read(&path).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-    token.proof(&nonce(), &[0x22; 32])
+    cryptstream_net::Token::read(&path).unwrap()
 }
 
 /// The hex of vector `name` in the document: the lines after a line
@@ -139,9 +164,13 @@ fn every_documented_frame_matches_the_encoder_and_parser() {
 }
 
 #[test]
-fn the_documented_proof_matches() {
-    let doc = documented("proof").expect("docs/PROTOCOL.md lists `vector proof`");
-    assert_eq!(doc, proof());
+fn the_documented_proofs_match() {
+    let server = documented("server-proof").expect("docs/PROTOCOL.md lists `vector server-proof`");
+    assert_eq!(server, token().server_proof(&transcript()));
+    let client = documented("client-proof").expect("docs/PROTOCOL.md lists `vector client-proof`");
+    assert_eq!(client, token().client_proof(&transcript()));
+    assert!(token().verify_server(&transcript(), &server));
+    assert!(token().verify_client(&transcript(), &client));
 }
 
 /// Header (type, length) then payload, as the document lays them out.

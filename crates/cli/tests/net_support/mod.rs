@@ -10,7 +10,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cryptstream_net::frame::{Frame, FrameHeader, HEADER_LEN, VERSION};
+use cryptstream_net::auth::Transcript;
+use cryptstream_net::frame::{Frame, FrameHeader, HEADER_LEN, NONCE_LEN, VERSION};
 use cryptstream_net::tls::{client_config, Fingerprint, PinnedVerifier};
 use cryptstream_net::Token;
 
@@ -18,6 +19,8 @@ use crate::common::{cryptstream, Running};
 
 /// Debug hook: the sender stalls after this many file bytes.
 pub const STALL_ENV: &str = "CRYPTSTREAM_DEBUG_NET_STALL_AFTER_BYTES";
+/// Debug hook: the server saves a partial file's ranges every this many bytes.
+pub const CHECKPOINT_ENV: &str = "CRYPTSTREAM_DEBUG_NET_CHECKPOINT_BYTES";
 /// Deadline of one raw read in the tests.
 pub const RAW_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -39,9 +42,15 @@ impl Served {
     }
 
     /// Starts `serve` with this token file and root.
-    pub fn start_with(dir: &Path, token: &Path, root: &Path, extra: &[&str]) -> Served {
-        let _ = dir;
+    pub fn start_with(_dir: &Path, token: &Path, root: &Path, extra: &[&str]) -> Served {
+        Served::start_env(token, root, extra, &[])
+    }
+
+    /// Starts `serve` with this token file and root, and these
+    /// environment variables (debug hooks).
+    pub fn start_env(token: &Path, root: &Path, extra: &[&str], env: &[(&str, &str)]) -> Served {
         let mut cmd = cryptstream();
+        cmd.envs(env.iter().copied());
         cmd.arg("serve");
         if !extra.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
@@ -50,8 +59,13 @@ impl Served {
             .arg(root)
             .arg("--token-file")
             .arg(token)
-            .args(["--create-token", "--idle-timeout", "5", "--grace", "3"])
-            .args(extra)
+            .arg("--create-token");
+        for (flag, default) in [("--idle-timeout", "5"), ("--grace", "3")] {
+            if !extra.contains(&flag) {
+                cmd.args([flag, default]);
+            }
+        }
+        cmd.args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         crate::common::with_umask(&mut cmd, 0o022);
@@ -157,18 +171,41 @@ pub struct RawClient {
 impl RawClient {
     /// Connects and finishes the TLS handshake (pinned), nothing more.
     pub fn connect(served: &Served) -> RawClient {
-        let fp = Fingerprint::parse(&served.fingerprint).unwrap();
+        RawClient::try_connect(&served.addr, &served.fingerprint).unwrap()
+    }
+
+    /// Connects to `addr` and finishes the TLS handshake, pinned to
+    /// `fingerprint`; each read waits at most [`RAW_TIMEOUT`].
+    pub fn try_connect(addr: &str, fingerprint: &str) -> Result<RawClient, String> {
+        let fp = Fingerprint::parse(fingerprint).unwrap();
         let verifier = Arc::new(PinnedVerifier::new(Some(fp)));
         let config = Arc::new(client_config(verifier).unwrap());
-        let tcp = TcpStream::connect(&served.addr).unwrap();
+        let tcp = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
         tcp.set_read_timeout(Some(RAW_TIMEOUT)).unwrap();
         let name = rustls::pki_types::ServerName::try_from("cryptstream").unwrap();
         let conn = rustls::ClientConnection::new(config, name).unwrap();
         let mut tls = rustls::StreamOwned::new(conn, tcp);
         while tls.conn.is_handshaking() {
-            tls.conn.complete_io(&mut tls.sock).unwrap();
+            tls.conn
+                .complete_io(&mut tls.sock)
+                .map_err(|e| format!("TLS handshake: {e}"))?;
         }
-        RawClient { tls }
+        Ok(RawClient { tls })
+    }
+
+    /// [`RawClient::try_connect`], then hello and proof; `Ok` once the
+    /// server answered `AuthOk`.
+    pub fn try_authenticated(
+        addr: &str,
+        fingerprint: &str,
+        token: &Token,
+    ) -> Result<RawClient, String> {
+        let mut raw = RawClient::try_connect(addr, fingerprint)?;
+        raw.exchange(token, true);
+        match raw.read() {
+            Some(Frame::AuthOk) => Ok(raw),
+            other => Err(format!("expected AuthOk, got {other:?}")),
+        }
     }
 
     /// Connects and authenticates with `token` (a wrong one fails later).
@@ -182,19 +219,45 @@ impl RawClient {
         raw
     }
 
-    /// Sends hello, reads the challenge, sends the proof of `token`.
+    /// Sends hello, reads the challenge, sends the proof of `token`
+    /// without checking the server's (so that a test with a wrong token
+    /// can go on and show that the server refuses the client's proof).
     pub fn hello_and_proof(&mut self, token: &Token) {
-        self.write(&Frame::Hello { version: VERSION });
-        let Some(Frame::Challenge { nonce, .. }) = self.read() else {
+        self.exchange(token, false);
+    }
+
+    /// [`RawClient::hello_and_proof`], returning whether the server's
+    /// proof was right.
+    pub fn exchange(&mut self, token: &Token, check_server: bool) -> bool {
+        let client_nonce = [0x42; NONCE_LEN];
+        self.write(&Frame::Hello {
+            version: VERSION,
+            nonce: client_nonce,
+        });
+        let Some(Frame::Challenge { nonce, proof, .. }) = self.read() else {
             panic!("expected a challenge");
         };
-        let mut exporter = [0u8; 32];
+        let mut transcript = Transcript {
+            client_nonce,
+            server_nonce: nonce,
+            exporter: [0u8; 32],
+        };
         self.tls
             .conn
-            .export_keying_material(&mut exporter, cryptstream_net::auth::EXPORTER_LABEL, None)
+            .export_keying_material(
+                &mut transcript.exporter,
+                cryptstream_net::auth::EXPORTER_LABEL,
+                None,
+            )
             .unwrap();
-        let proof = token.proof(&nonce, &exporter);
-        self.write(&Frame::Auth { proof });
+        let server_proven = token.verify_server(&transcript, &proof);
+        if check_server {
+            assert!(server_proven, "the server's proof is wrong");
+        }
+        self.write(&Frame::Auth {
+            proof: token.client_proof(&transcript),
+        });
+        server_proven
     }
 
     /// Writes a frame.
@@ -230,4 +293,33 @@ impl RawClient {
             }
         }
     }
+}
+
+/// Starts a send of `src` over `connections` that stalls after `after`
+/// bytes, waits until it says so, and returns it (still running).
+pub fn stalled_send(served: &Served, src: &Path, after: u64, connections: usize) -> Running {
+    let mut cmd = served.send(&[src]);
+    cmd.args(["--connections", &connections.to_string()])
+        .env(STALL_ENV, after.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut sender = Running::spawn(&mut cmd);
+    let stderr = sender.child_mut().stderr.take().unwrap();
+    let mut reader = BufReader::new(stderr);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.contains("stalled after"), "{line}");
+    sender
+}
+
+/// The sidecars (`.cst-part.*.ranges`) directly in `dir`.
+pub fn sidecars(dir: &Path) -> Vec<PathBuf> {
+    crate::common::list_dir(dir)
+        .into_iter()
+        .filter(|n| {
+            let n = n.to_string_lossy();
+            n.starts_with(".cst-part.") && n.ends_with(".ranges")
+        })
+        .map(|n| dir.join(n))
+        .collect()
 }
