@@ -523,9 +523,9 @@ fn check_free_space(dir: &DirFd, key: &str, shown: &str, size: u64) -> Result<()
 /// Bytes between two sidecar saves ([`CHECKPOINT_BYTES`]; debug builds
 /// let a test hook lower it).
 fn checkpoint_bytes() -> u64 {
-    #[cfg(debug_assertions)]
+    #[cfg(any(test, feature = "test-knobs"))]
     return crate::hooks::checkpoint_bytes(CHECKPOINT_BYTES);
-    #[cfg(not(debug_assertions))]
+    #[cfg(not(any(test, feature = "test-knobs")))]
     CHECKPOINT_BYTES
 }
 
