@@ -255,6 +255,10 @@ pub fn open_store(dir: &Path, keyring: &Keyring, cancel: &AtomicBool) -> anyhow:
     if let Some(cache) = opened.fill_registry {
         // A new cache of an S3 store: the bucket is the truth.
         let report = store.reindex(&cryptstream_store::NoProgress)?;
+        refuse_unreadable(
+            &report,
+            "the new local registry was not filled from the bucket",
+        )?;
         crate::store_location::Opened::filled(&cache)?;
         messages::note(format_args!(
             "{}: new local registry filled from the bucket ({} files, {} packs)",
@@ -266,8 +270,49 @@ pub fn open_store(dir: &Path, keyring: &Keyring, cancel: &AtomicBool) -> anyhow:
     Ok(store)
 }
 
+/// Names every object a reindex could not read and fails with `what`: a
+/// registry without their entries must not be used (a gc would reclaim
+/// their data).
+fn refuse_unreadable(
+    report: &cryptstream_store::maintain::ReindexReport,
+    what: &str,
+) -> anyhow::Result<()> {
+    if report.problems.is_empty() {
+        return Ok(());
+    }
+    for p in &report.problems {
+        messages::error(p);
+    }
+    anyhow::bail!(
+        "{what}: {} objects could not be read; repair or remove them, then run `store reindex`",
+        report.problems.len()
+    )
+}
+
+/// Turns on the store's test hooks (debug builds only; a release build
+/// reads none of these variables): `CRYPTSTREAM_DEBUG_STORE_HOLD_WHILE`
+/// (a put waits at each hook point while that file exists) and
+/// `CRYPTSTREAM_DEBUG_S3_MULTIPART_THRESHOLD` (bytes above which an S3
+/// object goes up in parts). The delay hook is set in `main`.
+fn debug_hooks() {
+    #[cfg(debug_assertions)]
+    {
+        if let Some(path) = std::env::var_os("CRYPTSTREAM_DEBUG_STORE_HOLD_WHILE") {
+            cryptstream_store::hooks::hold_while_exists(PathBuf::from(path));
+        }
+        let number = |name: &str| std::env::var(name).ok()?.parse::<usize>().ok();
+        if let Some(bytes) = number("CRYPTSTREAM_DEBUG_S3_MULTIPART_THRESHOLD") {
+            cryptstream_s3::set_multipart_threshold(bytes);
+        }
+        if let Some(ms) = number("CRYPTSTREAM_DEBUG_S3_RETRY_TIMEOUT_MS") {
+            crate::store_location::set_retry_timeout(std::time::Duration::from_millis(ms as u64));
+        }
+    }
+}
+
 /// Runs `store ...`.
 pub fn run(args: &StoreArgs) -> anyhow::Result<ExitCode> {
+    debug_hooks();
     let dir = store_dir(args)?;
     crate::store_location::set_connections(args.connections);
     let cancel_flag = cancel_on_signals()?;
@@ -344,7 +389,8 @@ pub fn run(args: &StoreArgs) -> anyhow::Result<ExitCode> {
                 crate::store_location::GcGate::Exclusive(lease) => {
                     // Other clients' files are in the bucket, not in this
                     // registry: learn them before deciding what is garbage.
-                    store.reindex(&cryptstream_store::NoProgress)?;
+                    let report = store.reindex(&cryptstream_store::NoProgress)?;
+                    refuse_unreadable(&report, "gc: not run")?;
                     Some(lease)
                 }
             };
@@ -402,15 +448,18 @@ pub fn run(args: &StoreArgs) -> anyhow::Result<ExitCode> {
             for p in &report.problems {
                 messages::error(p);
             }
+            if !report.problems.is_empty() {
+                messages::error(format_args!(
+                    "reindex: {} objects could not be read; the registry was kept as it was",
+                    report.problems.len()
+                ));
+                return Ok(ExitCode::from(1));
+            }
             messages::note(format_args!(
                 "reindex: {} packs, {} chunks, {} entries",
                 report.packs, report.chunks, report.files
             ));
-            Ok(if report.problems.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            Ok(ExitCode::SUCCESS)
         }
         StoreCommand::Shell => crate::store_shell::run(args, &dir, keyring, store, workers),
     }
