@@ -529,17 +529,23 @@ impl Proxy {
                 m.fetch_max(now, Ordering::SeqCst);
                 let o = o.clone();
                 std::thread::spawn(move || {
+                    // A connection stops counting as soon as either side
+                    // closes it: it can carry no more requests.
+                    let (closed, first_close) = std::sync::mpsc::channel();
                     let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                        let closed = closed.clone();
                         std::thread::spawn(move || {
                             let _ = std::io::copy(&mut from, &mut to);
                             let _ = to.shutdown(Shutdown::Write);
+                            let _ = closed.send(());
                         })
                     };
                     let up = pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
                     let down = pipe(server, client);
+                    let _ = first_close.recv();
+                    o.fetch_sub(1, Ordering::SeqCst);
                     let _ = up.join();
                     let _ = down.join();
-                    o.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
