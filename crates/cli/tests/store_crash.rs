@@ -47,7 +47,12 @@ fn random_tree(root: &Path, files: u64, max_len: u64, seed: u64) {
         let len = rng.below(max_len);
         let dir = root.join(format!("d{}", i % 4));
         fs::create_dir_all(&dir).unwrap();
-        write_random_file(&dir.join(format!("f{i:03}")), len, seed * 1000 + 2 * i, 0o644);
+        write_random_file(
+            &dir.join(format!("f{i:03}")),
+            len,
+            seed * 1000 + 2 * i,
+            0o644,
+        );
     }
 }
 
