@@ -185,12 +185,20 @@ fn sigkill_during_put_at_random_points_leaves_a_store_that_verifies(kind: Kind) 
         reported_total >= kills && reported_total < kills * total,
         "{reported_total} entries reported by {kills} killed puts of {total} entries each"
     );
-    // A last full put, gc, and everything comes back.
-    s.run("put", &[&src]).success();
+    // A last full put, gc, and everything comes back. By the ids that put
+    // printed: by name, the newest of several versions stored within one
+    // second is ambiguous once an S3 gc has reindexed (issue 16 replaces
+    // these versions with snapshots).
+    let last = s.run("put", &[&src]);
+    last.success();
+    let ids = put_ids(&last);
+    assert_eq!(ids.len(), total);
     s.run("gc", &[]).success();
     s.run("verify", &[&"--read-data"]).success();
     let dest = s.ws.path("final");
-    s.run("get", &[&"tree", &dest]).success();
+    let mut get = s.cmd("get");
+    get.args(ids.iter().map(|(id, _)| id)).arg(&dest);
+    run(&mut get).success();
     assert_same_tree(&snapshot(&src), &snapshot(&dest.join("tree")));
 }
 
