@@ -255,6 +255,10 @@ pub fn open_store(dir: &Path, keyring: &Keyring, cancel: &AtomicBool) -> anyhow:
     if let Some(cache) = opened.fill_registry {
         // A new cache of an S3 store: the bucket is the truth.
         let report = store.reindex(&cryptstream_store::NoProgress)?;
+        refuse_unreadable(
+            &report,
+            "the new local registry was not filled from the bucket",
+        )?;
         crate::store_location::Opened::filled(&cache)?;
         messages::note(format_args!(
             "{}: new local registry filled from the bucket ({} files, {} packs)",
@@ -264,6 +268,25 @@ pub fn open_store(dir: &Path, keyring: &Keyring, cancel: &AtomicBool) -> anyhow:
         ));
     }
     Ok(store)
+}
+
+/// Names every object a reindex could not read and fails with `what`: a
+/// registry without their entries must not be used (a gc would reclaim
+/// their data).
+fn refuse_unreadable(
+    report: &cryptstream_store::maintain::ReindexReport,
+    what: &str,
+) -> anyhow::Result<()> {
+    if report.problems.is_empty() {
+        return Ok(());
+    }
+    for p in &report.problems {
+        messages::error(p);
+    }
+    anyhow::bail!(
+        "{what}: {} objects could not be read; repair or remove them, then run `store reindex`",
+        report.problems.len()
+    )
 }
 
 /// Runs `store ...`.
@@ -344,7 +367,8 @@ pub fn run(args: &StoreArgs) -> anyhow::Result<ExitCode> {
                 crate::store_location::GcGate::Exclusive(lease) => {
                     // Other clients' files are in the bucket, not in this
                     // registry: learn them before deciding what is garbage.
-                    store.reindex(&cryptstream_store::NoProgress)?;
+                    let report = store.reindex(&cryptstream_store::NoProgress)?;
+                    refuse_unreadable(&report, "gc: not run")?;
                     Some(lease)
                 }
             };
@@ -402,15 +426,18 @@ pub fn run(args: &StoreArgs) -> anyhow::Result<ExitCode> {
             for p in &report.problems {
                 messages::error(p);
             }
+            if !report.problems.is_empty() {
+                messages::error(format_args!(
+                    "reindex: {} objects could not be read; the registry was kept as it was",
+                    report.problems.len()
+                ));
+                return Ok(ExitCode::from(1));
+            }
             messages::note(format_args!(
                 "reindex: {} packs, {} chunks, {} entries",
                 report.packs, report.chunks, report.files
             ));
-            Ok(if report.problems.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            Ok(ExitCode::SUCCESS)
         }
         StoreCommand::Shell => crate::store_shell::run(args, &dir, keyring, store, workers),
     }

@@ -163,6 +163,18 @@ fn debug_hooks() {
         if let Some(ms) = number("CRYPTSTREAM_DEBUG_STORE_DELAY_MS") {
             cryptstream_store::hooks::set_delay_ms(ms);
         }
+        // A put, gc or get waits at each hook point while this file exists.
+        if let Some(path) = std::env::var_os("CRYPTSTREAM_DEBUG_STORE_HOLD_WHILE") {
+            cryptstream_store::hooks::hold_while_exists(std::path::PathBuf::from(path));
+        }
+        // Bytes above which an S3 object goes up in parts.
+        if let Some(bytes) = number("CRYPTSTREAM_DEBUG_S3_MULTIPART_THRESHOLD") {
+            cryptstream_s3::set_multipart_threshold(bytes as usize);
+        }
+        // A retry budget short enough for a test to outlast.
+        if let Some(ms) = number("CRYPTSTREAM_DEBUG_S3_RETRY_TIMEOUT_MS") {
+            store_location::set_retry_timeout(std::time::Duration::from_millis(ms));
+        }
         if std::env::var_os("CRYPTSTREAM_DEBUG_ANNOUNCE_DERIVE").is_some() {
             cryptstream_engine::hooks::announce_derivations();
         }

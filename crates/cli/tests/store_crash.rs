@@ -1,22 +1,24 @@
 //! Crash safety and concurrency of the store: SIGKILL of the real `put`
-//! at random moments, two puts at once, and gc while a put runs.
+//! in the middle of its work, two puts at once, and a gc that provably
+//! runs while a put is registered and still running.
+//!
+//! A kill counts only when the put died of SIGKILL after it had reported
+//! some but not all of its entries; a gc counts as "during a put" only
+//! when the put was registered in the registry before the gc started and
+//! was still registered and alive after the gc ended (the put is held at
+//! a hook point by `CRYPTSTREAM_DEBUG_STORE_HOLD_WHILE`).
 
 mod common;
 mod store_support;
 
 use std::fs;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
 
 use common::*;
 use store_support::*;
 
-on_every_backend!(
-    sigkill_during_put_at_random_points_leaves_a_store_that_verifies,
-    two_puts_at_once_and_a_gc_during_a_put_lose_nothing,
-);
+on_every_backend!(sigkill_during_put_at_random_points_leaves_a_store_that_verifies,);
 
 /// Small chunks and packs, so that a put changes durable state often.
 const SMALL: &[&str] = &[
@@ -30,147 +32,464 @@ const SMALL: &[&str] = &[
     "1MiB",
 ];
 
-fn random_tree(root: &Path, files: u64, seed: u64) {
+/// Kills that must land in the middle of a put (issue 16, point 6).
+const KILLS: usize = 20;
+/// Rounds tried at most to get them.
+const MAX_ROUNDS: usize = 30;
+/// Files in the crash test's tree (four directories hold them).
+const CRASH_FILES: u64 = 16;
+/// Their largest size: about 8 MB in all, eight packs and more.
+const MAX_FILE: u64 = 1_000_000;
+
+fn random_tree(root: &Path, files: u64, max_len: u64, seed: u64) {
     let mut rng = XorShift::new(seed);
     for i in 0..files {
-        let len = rng.below(1_500_000);
+        let len = rng.below(max_len);
         let dir = root.join(format!("d{}", i % 4));
         fs::create_dir_all(&dir).unwrap();
-        write_random_file(&dir.join(format!("f{i:03}")), len, seed * 1000 + i, 0o644);
+        write_random_file(
+            &dir.join(format!("f{i:03}")),
+            len,
+            seed * 1000 + 2 * i,
+            0o644,
+        );
     }
 }
 
-/// Entries a put reported complete: (id, name).
-type Reported = Arc<Mutex<Vec<(String, String)>>>;
-
-/// Spawns a put with the delay hook and collects the ids it prints.
-fn spawn_put(
-    s: &StoreWs,
-    path: &Path,
-    delay_ms: u64,
-    force: bool,
-) -> (Running, Reported, std::thread::JoinHandle<()>) {
+/// A put of `path` with `env` set, its output collected.
+fn spawn_put(s: &StoreWs, path: &Path, env: &[(&str, &std::ffi::OsStr)], force: bool) -> PutRun {
     let mut cmd = s.cmd("put");
     if force {
         cmd.arg("--force-read");
     }
-    cmd.arg(path)
-        .env("CRYPTSTREAM_DEBUG_STORE_DELAY_MS", delay_ms.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut running = Running::spawn(&mut cmd);
-    let stdout = running.child_mut().stdout.take().unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sink = seen.clone();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some((id, name)) = line.split_once("  ") {
-                let name = name.trim_end_matches("  (unchanged)");
-                sink.lock().unwrap().push((id.to_owned(), name.to_owned()));
-            }
-        }
-    });
-    (running, seen, reader)
+    cmd.arg(path);
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    PutRun::spawn(&mut cmd)
 }
 
-fn check_reported(s: &StoreWs, src_parent: &Path, reported: &[(String, String)], round: usize) {
-    for (id, name) in reported {
-        let dest = s.ws.path(format!("check-{round}-{id}"));
-        s.run("get", &[id, &dest]).success();
-        if src_parent.join(name).is_dir() {
-            assert!(
-                dest.join(name).is_dir(),
-                "round {round}: {name} is not a directory"
-            );
-            fs::remove_dir_all(&dest).unwrap();
-            continue;
-        }
-        let want = fs::read(src_parent.join(name)).unwrap();
-        let got = fs::read(dest.join(name)).unwrap();
-        assert!(
-            want == got,
-            "round {round}: {name} ({id}) came back different"
-        );
-        fs::remove_dir_all(&dest).unwrap();
+/// Restores every reported entry with one `get` and compares it with the
+/// source; returns how many entries came back.
+fn check_reported(
+    s: &StoreWs,
+    src_parent: &Path,
+    reported: &[(String, String)],
+    round: usize,
+) -> usize {
+    if reported.is_empty() {
+        return 0;
     }
+    let dest = s.ws.path(format!("check-{round}"));
+    let mut get = s.cmd("get");
+    get.args(reported.iter().map(|(id, _)| id)).arg(&dest);
+    run(&mut get).success();
+    for (id, name) in reported {
+        let want = src_parent.join(name);
+        let got = dest.join(name);
+        if want.is_dir() {
+            assert!(
+                got.is_dir(),
+                "round {round}: {name} ({id}) is not a directory"
+            );
+        } else {
+            assert!(
+                fs::read(&want).unwrap() == fs::read(&got).unwrap(),
+                "round {round}: {name} ({id}) came back different"
+            );
+        }
+    }
+    fs::remove_dir_all(&dest).unwrap();
+    reported.len()
 }
 
 fn sigkill_during_put_at_random_points_leaves_a_store_that_verifies(kind: Kind) {
     let s = StoreWs::on(kind, SMALL);
     let parent = s.ws.path("src");
     let src = parent.join("tree");
-    random_tree(&src, 24, 3);
+    random_tree(&src, CRASH_FILES, MAX_FILE, 3);
+    let total = entry_count(&src);
+    let delay = std::ffi::OsString::from("2");
     let mut rng = XorShift::new(0x5eed);
-    let mut kills = 0;
-    let mut total_reported = 0;
-    for round in 0..24 {
-        // Each round changes a few files, so every put has work to do.
-        for i in 0..3 {
-            let f = rng.below(24);
+    let (mut kills, mut reported_total, mut restored_total) = (0, 0, 0);
+    let mut rounds = 0;
+    while kills < KILLS && rounds < MAX_ROUNDS {
+        rounds += 1;
+        // Each round changes half the files, so that every put has packs
+        // to commit (an entry is reported when the pack holding the last
+        // of its new chunks is).
+        for i in 0..CRASH_FILES / 2 {
+            let f = rng.below(CRASH_FILES);
             let path = src.join(format!("d{}/f{f:03}", f % 4));
-            write_random_file(&path, rng.below(1_500_000), round * 100 + i + 7, 0o644);
+            write_random_file(
+                &path,
+                rng.below(MAX_FILE),
+                rounds as u64 * 100 + 2 * i + 7,
+                0o644,
+            );
         }
-        let (mut running, seen, reader) = spawn_put(&s, &src, 3, true);
-        let wait = 50 + rng.below(900);
-        pause(wait);
-        if !running.has_exited() {
-            running.signal(libc::SIGKILL);
+        let mut put = spawn_put(
+            &s,
+            &src,
+            &[("CRYPTSTREAM_DEBUG_STORE_DELAY_MS", &delay)],
+            true,
+        );
+        // Kill at a random moment after the first entries were reported
+        // (their pack and manifest are durable), between any two hook
+        // points of the rest of the put.
+        wait_for("the put reports entries or ends", || {
+            put.reported_count() > 0 || put.running.has_exited()
+        });
+        pause(rng.below(150));
+        if !put.running.has_exited() {
+            put.running.signal(libc::SIGKILL);
+        }
+        let (status, reported, _) = put.finish();
+        let landed = status.signal() == Some(libc::SIGKILL)
+            && !reported.is_empty()
+            && reported.len() < total;
+        if landed {
             kills += 1;
+            reported_total += reported.len();
+        } else {
+            eprintln!(
+                "round {rounds}: not counted ({status}, {} of {total} entries reported)",
+                reported.len()
+            );
         }
-        running.wait(TIMEOUT);
-        reader.join().unwrap();
-        let reported = seen.lock().unwrap().clone();
-        total_reported += reported.len();
         s.run("verify", &[]).success();
-        check_reported(&s, &parent, &reported, round as usize);
-        if round % 5 == 4 {
+        let restored = check_reported(&s, &parent, &reported, rounds);
+        if landed {
+            restored_total += restored;
+        }
+        if rounds % 8 == 0 {
             s.run("gc", &[]).success();
             s.run("verify", &[&"--read-data"]).success();
         }
     }
-    eprintln!("{kills} puts killed, {total_reported} entries reported complete before the kills");
-    assert!(kills >= 20, "only {kills} puts were killed in flight");
-    // A last full put, gc, and everything comes back.
-    s.run("put", &[&src]).success();
+    eprintln!(
+        "{kills} puts killed mid-way in {rounds} rounds; they had reported \
+         {reported_total} of {} entries, all restored",
+        kills * total
+    );
+    assert!(
+        kills >= KILLS,
+        "only {kills} of {rounds} puts died of SIGKILL after reporting some but not all \
+         of their {total} entries"
+    );
+    assert_eq!(
+        restored_total, reported_total,
+        "every entry a killed put reported came back"
+    );
+    assert!(
+        reported_total >= kills && reported_total < kills * total,
+        "{reported_total} entries reported by {kills} killed puts of {total} entries each"
+    );
+    // A last full put, gc, and everything comes back. By the ids that put
+    // printed: by name, the newest of several versions stored within one
+    // second is ambiguous once an S3 gc has reindexed (issue 16 replaces
+    // these versions with snapshots).
+    let last = s.run("put", &[&src]);
+    last.success();
+    let ids = put_ids(&last);
+    assert_eq!(ids.len(), total);
     s.run("gc", &[]).success();
     s.run("verify", &[&"--read-data"]).success();
     let dest = s.ws.path("final");
-    s.run("get", &[&"tree", &dest]).success();
+    let mut get = s.cmd("get");
+    get.args(ids.iter().map(|(id, _)| id)).arg(&dest);
+    run(&mut get).success();
     assert_same_tree(&snapshot(&src), &snapshot(&dest.join("tree")));
 }
 
-fn two_puts_at_once_and_a_gc_during_a_put_lose_nothing(kind: Kind) {
-    let s = StoreWs::on(kind, SMALL);
+/// A file whose existence holds a put at its next hook point.
+struct Hold(PathBuf);
+
+impl Hold {
+    fn new(s: &StoreWs, name: &str) -> Hold {
+        let path = s.ws.path(name);
+        fs::write(&path, b"held").unwrap();
+        Hold(path)
+    }
+
+    /// Waits until a process holds at a hook point.
+    fn wait_reached(&self) {
+        let mut reached = self.0.clone().into_os_string();
+        reached.push(".reached");
+        let reached = PathBuf::from(reached);
+        wait_for("a process reaches a hook point", || reached.exists());
+    }
+
+    fn env(&self) -> (&'static str, &std::ffi::OsStr) {
+        ("CRYPTSTREAM_DEBUG_STORE_HOLD_WHILE", self.0.as_os_str())
+    }
+
+    fn release(&self) {
+        fs::remove_file(&self.0).unwrap();
+    }
+}
+
+/// The number before `what` in gc's summary line (`gc: 3 chunks removed,
+/// 1 packs deleted, ...`).
+fn gc_count(stderr: &str, what: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("gc: "))
+        .unwrap_or_else(|| panic!("no gc summary: {stderr}"));
+    let before = &line[..line.find(what).unwrap_or_else(|| panic!("{what}? {line}"))];
+    before
+        .split_whitespace()
+        .last()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count before {what}: {line}"))
+}
+
+#[test]
+fn two_puts_at_once_and_a_gc_during_a_registered_put_sweep_a_deleted_tree() {
+    let s = StoreWs::new(SMALL);
     let a = s.ws.path("srca/ta");
     let b = s.ws.path("srcb/tb");
-    random_tree(&a, 16, 11);
-    random_tree(&b, 16, 12);
-    // Some shared content between the trees, so that dedup races too.
+    random_tree(&a, 12, 600_000, 11);
+    random_tree(&b, 12, 600_000, 12);
+    // Shared content between the two puts, so that dedup races too.
     fs::copy(a.join("d0/f000"), b.join("d0/shared")).unwrap();
-    // A deleted tree whose chunks gc will collect while the puts run.
+    // A deleted tree, of content of its own, whose data gc must reclaim.
     let c = s.ws.path("srcc/tc");
-    random_tree(&c, 6, 13);
-    fs::copy(a.join("d1/f001"), c.join("d1/also")).unwrap();
+    random_tree(&c, 6, 600_000, 13);
     s.run("put", &[&c]).success();
+    let deleted_packs = s.objects("packs/");
+    assert!(!deleted_packs.is_empty());
     s.run("delete", &[&"tc"]).success();
-    let (mut pa, _, ra) = spawn_put(&s, &a, 2, false);
-    let (mut pb, _, rb) = spawn_put(&s, &b, 2, false);
-    let mut gcs = 0;
-    while !(pa.has_exited() && pb.has_exited()) {
-        s.run("gc", &[]).success();
-        gcs += 1;
-        pause(100);
+
+    // Put A, held at its first hook point: registered, running, unfinished.
+    let hold_a = Hold::new(&s, "hold-a");
+    let mut pa = spawn_put(&s, &a, &[hold_a.env()], false);
+    let pid_a = pa.pid();
+    hold_a.wait_reached();
+    assert!(s.put_registered(pid_a), "put A is not registered");
+    // The first gc runs entirely while A is registered: it marks tc's
+    // chunks as garbage, but may not sweep them, since A began before
+    // they were marked.
+    let gc1 = s.run("gc", &[]);
+    gc1.success();
+    assert!(
+        !pa.running.has_exited() && s.put_registered(pid_a),
+        "put A ended before the gc did"
+    );
+    assert_eq!(gc_count(&gc1.stderr, "chunks removed"), 0, "{}", gc1.stderr);
+    let kept = s.objects("packs/");
+    for pack in &deleted_packs {
+        assert!(kept.contains(pack), "{pack} was swept while put A ran");
     }
-    assert!(pa.wait(TIMEOUT).success() && pb.wait(TIMEOUT).success());
-    ra.join().unwrap();
-    rb.join().unwrap();
-    eprintln!("{gcs} gc runs during the puts");
-    assert!(gcs >= 1);
+
+    // Put B starts while A runs: two puts at once. Then A goes on.
+    let hold_b = Hold::new(&s, "hold-b");
+    let mut pb = spawn_put(&s, &b, &[hold_b.env()], false);
+    let pid_b = pb.pid();
+    hold_b.wait_reached();
+    assert!(s.put_registered(pid_b), "put B is not registered");
+    hold_a.release();
+    let (status_a, reported_a, stderr_a) = pa.finish();
+    assert!(status_a.success(), "put A: {status_a}: {stderr_a}");
+    assert_eq!(reported_a.len(), entry_count(&a));
+
+    // The second gc runs entirely while B is registered and held; tc's
+    // chunks were marked before B began, so this gc sweeps them and
+    // deletes their packs.
+    let gc2 = s.run("gc", &[]);
+    gc2.success();
+    assert!(
+        !pb.running.has_exited() && s.put_registered(pid_b),
+        "put B ended before the gc did"
+    );
+    assert!(
+        gc_count(&gc2.stderr, "chunks removed") > 0,
+        "{}",
+        gc2.stderr
+    );
+    let left = s.objects("packs/");
+    for pack in &deleted_packs {
+        assert!(
+            !left.contains(pack),
+            "{pack} of the deleted tree is still there"
+        );
+    }
+    hold_b.release();
+    let (status_b, reported_b, stderr_b) = pb.finish();
+    assert!(status_b.success(), "put B: {status_b}: {stderr_b}");
+    assert_eq!(reported_b.len(), entry_count(&b));
+
     s.run("gc", &[]).success();
     s.run("verify", &[&"--read-data"]).success();
     let dest = s.ws.path("out");
     s.run("get", &[&"ta", &"tb", &dest]).success();
     assert_same_tree(&snapshot(&a), &snapshot(&dest.join("ta")));
     assert_same_tree(&snapshot(&b), &snapshot(&dest.join("tb")));
+    s.run("get", &[&"tc", &s.ws.path("x")])
+        .failure()
+        .stderr_has("no such file or id");
+}
+
+#[test]
+fn sigint_during_a_put_exits_130_and_leaves_a_store_that_verifies() {
+    let s = StoreWs::new(SMALL);
+    let parent = s.ws.path("src");
+    let src = parent.join("tree");
+    random_tree(&src, 12, 600_000, 21);
+    let total = entry_count(&src);
+    let delay = std::ffi::OsString::from("3");
+    let put = spawn_put(
+        &s,
+        &src,
+        &[("CRYPTSTREAM_DEBUG_STORE_DELAY_MS", &delay)],
+        false,
+    );
+    wait_for("the put reports two entries", || put.reported_count() >= 2);
+    put.running.signal(libc::SIGINT);
+    let (status, reported, stderr) = put.finish();
+    assert_eq!(
+        status.code(),
+        Some(EXIT_INTERRUPTED),
+        "a put interrupted by SIGINT: {status}: {stderr}"
+    );
+    assert!(reported.len() < total, "the put finished before SIGINT");
+    assert!(
+        s.writers().is_empty(),
+        "the interrupted put left its registration behind"
+    );
+    s.run("verify", &[&"--read-data"]).success();
+    assert_eq!(check_reported(&s, &parent, &reported, 0), reported.len());
+    // A rerun stores the rest and reuses what was complete.
+    let rerun = s.run("put", &[&"--json", &src]).success().json();
+    assert_eq!(
+        rerun["unchanged"].as_u64().unwrap() as usize,
+        reported.len(),
+        "{rerun}"
+    );
+    assert_eq!(
+        rerun["stored"].as_u64().unwrap() as usize,
+        total - reported.len(),
+        "{rerun}"
+    );
+}
+
+#[test]
+fn a_file_that_changes_while_put_reads_it_is_refused_and_the_rest_is_stored() {
+    let s = StoreWs::new(SMALL);
+    let src = s.ws.path("moving");
+    fs::create_dir_all(&src).unwrap();
+    // Over the whole-file limit (8 MiB), so it is streamed while read.
+    let growing = src.join("growing.log");
+    write_random_file(&growing, 9 * MIB, 31, 0o644);
+    write_random_file(&src.join("steady.bin"), 200_000, 32, 0o644);
+    // The put holds after its first chunk of the growing file (names sort
+    // it first); the file grows meanwhile.
+    let hold = Hold::new(&s, "hold");
+    let mut put = spawn_put(&s, &src, &[hold.env()], false);
+    let pid = put.pid();
+    hold.wait_reached();
+    assert!(s.put_registered(pid));
+    let mut log = fs::OpenOptions::new().append(true).open(&growing).unwrap();
+    std::io::Write::write_all(&mut log, &random_bytes(100_000, 33)).unwrap();
+    drop(log);
+    hold.release();
+    let (status, reported, stderr) = put.finish();
+    assert_eq!(status.code(), Some(EXIT_FAILURE), "{stderr}");
+    assert!(
+        stderr.lines().any(|l| l.contains("moving/growing.log")
+            && l.contains("file changed while it was being read")),
+        "{stderr}"
+    );
+    let names: Vec<&str> = reported.iter().map(|(_, n)| n.as_str()).collect();
+    assert!(names.contains(&"moving/steady.bin"), "{names:?}");
+    assert!(!names.contains(&"moving/growing.log"), "{names:?}");
+    s.run("get", &[&"moving/growing.log", &s.ws.path("x")])
+        .failure()
+        .stderr_has("no such file or id");
+    s.run("verify", &[&"--read-data"]).success();
+    // Once it holds still, it goes in with what it holds now.
+    s.run("put", &[&src]).success();
+    let dest = s.ws.path("out");
+    s.run("get", &[&"moving", &dest]).success();
+    assert_same_tree(&snapshot(&src), &snapshot(&dest.join("moving")));
+}
+
+#[test]
+fn a_second_gc_is_refused_while_one_runs() {
+    let s = StoreWs::new(SMALL);
+    let src = s.ws.path("g");
+    random_tree(&src, 4, 300_000, 41);
+    s.run("put", &[&src]).success();
+    let hold = Hold::new(&s, "hold");
+    let mut first = s.cmd("gc");
+    first.env(hold.env().0, hold.env().1);
+    first
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut first = Running::spawn(&mut first);
+    let pid = first.child_mut().id();
+    hold.wait_reached();
+    assert!(s
+        .writers()
+        .iter()
+        .any(|(role, p)| role == "gc" && *p == pid));
+    let second = s.run("gc", &[]);
+    second.failure().stderr_has("another gc is running");
+    assert!(
+        !first.has_exited(),
+        "the first gc ended before the second started"
+    );
+    hold.release();
+    first.finish(TIMEOUT).success();
+    // With the first one gone, a gc runs again.
+    s.run("gc", &[]).success();
+    s.run("verify", &[&"--read-data"]).success();
+}
+
+#[test]
+fn a_get_during_a_gc_rewrite_fails_the_file_cleanly_and_a_rerun_restores_it() {
+    let s = StoreWs::new(&["--pack-target", "8MiB"]);
+    let src = s.ws.path("r");
+    fs::create_dir_all(&src).unwrap();
+    // One pack: a small file that stays and a large one that goes, so the
+    // pack is mostly garbage and gc rewrites it.
+    write_random_file(&src.join("a-stays.bin"), MIB, 51, 0o644);
+    write_random_file(&src.join("b-goes.bin"), 4 * MIB, 52, 0o644);
+    s.run("put", &[&src]).success();
+    let before = s.objects("packs/");
+    assert_eq!(before.len(), 1, "{before:?}");
+    s.run("delete", &[&"r/b-goes.bin"]).success();
+    // The get looks up where a-stays.bin's chunks are, then holds before
+    // reading them; gc rewrites the pack meanwhile and deletes the old one.
+    let hold = Hold::new(&s, "hold");
+    let dest = s.ws.path("out");
+    let mut get = s.cmd("get");
+    get.env(hold.env().0, hold.env().1)
+        .args(["r/a-stays.bin"])
+        .arg(&dest)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let get = Running::spawn(&mut get);
+    hold.wait_reached();
+    let gc = s.run("gc", &[]);
+    gc.success();
+    assert_eq!(gc_count(&gc.stderr, "rewritten"), 1, "{}", gc.stderr);
+    let after = s.objects("packs/");
+    assert!(!after.contains(&before[0]), "the old pack is still there");
+    hold.release();
+    let out = get.finish(TIMEOUT);
+    out.failure()
+        .stderr_has("r/a-stays.bin")
+        .stderr_has(&before[0]);
+    assert!(
+        !dest.join("r/a-stays.bin").exists(),
+        "a partial file was left"
+    );
+    // Run again: the chunks are found in the new pack.
+    s.run("get", &[&"r/a-stays.bin", &dest]).success();
+    assert_eq!(
+        fs::read(dest.join("r/a-stays.bin")).unwrap(),
+        fs::read(src.join("a-stays.bin")).unwrap()
+    );
+    s.run("verify", &[&"--read-data"]).success();
 }

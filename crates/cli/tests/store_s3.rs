@@ -1,16 +1,20 @@
 //! What only an S3 store has to show, against a real SeaweedFS on
 //! 127.0.0.1 (installed and started by the harness): the bucket alone holds
 //! the store (a second machine's fresh registry sees everything), two
-//! writers with their own registries share a bucket, and a server that dies
-//! in the middle of a put. The store tests that run on every backend are in
-//! store_roundtrip.rs and store_crash.rs.
+//! writers with their own registries share a bucket, a server that dies in
+//! the middle of a put, the leases that keep a gc and a put of different
+//! clients apart (waiting, refusal, expiry), unique-names mode, multipart
+//! uploads through a real put, and `--connections`. The store tests that
+//! run on every backend are in store_roundtrip.rs, store_crash.rs and
+//! store_damage.rs.
 
 mod common;
 mod store_support;
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 use store_support::seaweed::{self, Seaweed};
@@ -37,7 +41,7 @@ fn tree(root: &Path, files: u64, seed: u64) {
         write_random_file(
             &dir.join(format!("f{i}")),
             (i * 337_000) % 3_000_000,
-            seed + i,
+            seed + 2 * i,
             0o640,
         );
     }
@@ -122,45 +126,110 @@ fn two_writers_with_their_own_registries_share_a_bucket() {
     assert_same_tree(&snapshot(&b), &snapshot(&dest.join("tb")));
 }
 
+/// A tree of `files` files of at most 600 KB in three directories.
+fn small_tree(root: &Path, files: u64, seed: u64) {
+    for i in 0..files {
+        let dir = root.join(format!("d{}", i % 3));
+        fs::create_dir_all(&dir).unwrap();
+        write_random_file(
+            &dir.join(format!("f{i}")),
+            (i * 97_000 + 1000) % 600_000,
+            seed + 2 * i,
+            0o640,
+        );
+    }
+}
+
+/// Small chunks and packs, so that a put commits often.
+const SMALL: &[&str] = &[
+    "--chunk-min",
+    "16KiB",
+    "--chunk-avg",
+    "64KiB",
+    "--chunk-max",
+    "256KiB",
+    "--pack-target",
+    "1MiB",
+];
+
+/// A file whose existence holds a store command at its next hook point
+/// (`CRYPTSTREAM_DEBUG_STORE_HOLD_WHILE`).
+struct Hold(PathBuf);
+
+impl Hold {
+    fn new(ws: &Workspace) -> Hold {
+        let path = ws.path("hold");
+        fs::write(&path, b"held").unwrap();
+        Hold(path)
+    }
+
+    fn set(&self, cmd: &mut Command) {
+        cmd.env("CRYPTSTREAM_DEBUG_STORE_HOLD_WHILE", &self.0);
+    }
+
+    fn wait_reached(&self) {
+        let mut reached = self.0.clone().into_os_string();
+        reached.push(".reached");
+        let reached = PathBuf::from(reached);
+        wait_for("a process reaches a hook point", || reached.exists());
+    }
+
+    fn release(&self) {
+        fs::remove_file(&self.0).unwrap();
+    }
+}
+
+/// The sizes of the files below `root`, added up.
+fn tree_bytes(root: &Path) -> u64 {
+    snapshot(root)
+        .values()
+        .map(|e| match e {
+            Entry::File { len, .. } => *len,
+            _ => 0,
+        })
+        .sum()
+}
+
 #[test]
-fn a_server_killed_during_a_put_fails_it_cleanly_and_a_rerun_completes() {
+fn a_server_killed_during_a_put_fails_it_past_the_retry_budget_and_a_rerun_reuses_what_was_stored()
+{
     let server = seaweed::private_server();
     let ws = Workspace::new();
     server.create_bucket("dying-server");
     let cache = ws.path("cache");
     let src = ws.path("src/big");
-    tree(&src, 40, 300);
-    run(&mut store_cmd(&server, &ws, "dying-server", &cache, "init")).success();
+    small_tree(&src, 24, 300);
+    let total = entry_count(&src);
+    let mut init = store_cmd(&server, &ws, "dying-server", &cache, "init");
+    run(init.args(SMALL)).success();
     let mut put = store_cmd(&server, &ws, "dying-server", &cache, "put");
-    // Small packs and a delay per chunk keep the put in flight for a while.
+    // A delay per chunk keeps the put in flight; a retry budget of 1.5 s
+    // (test builds only) lets the outage outlast it without a minute's wait.
     put.arg(&src)
-        .env("CRYPTSTREAM_DEBUG_STORE_DELAY_MS", "20")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut running = Running::spawn(&mut put);
-    std::thread::sleep(std::time::Duration::from_millis(700));
-    assert!(
-        !running.has_exited(),
-        "the put ended before the server was killed"
-    );
+        .env("CRYPTSTREAM_DEBUG_STORE_DELAY_MS", "5")
+        .env("CRYPTSTREAM_DEBUG_S3_RETRY_TIMEOUT_MS", "1500");
+    let mut put = PutRun::spawn(&mut put);
+    wait_for("the put stores a few entries", || put.reported_count() >= 3);
+    assert!(!put.running.has_exited(), "the put ended before the kill");
     server.kill();
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // The server stays dead until the put has given up: the outage is
+    // longer than the retry budget by construction.
+    let (status, before, stderr) = put.finish();
+    assert_eq!(
+        status.code(),
+        Some(EXIT_FAILURE),
+        "the put across the outage: {status}: {stderr}"
+    );
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("cryptstream: ")
+            && ["packs/", "manifests/"]
+                .iter()
+                .any(|what| last.contains(what)),
+        "the put's last line names no object it was writing: {stderr}"
+    );
+    assert!(!before.is_empty() && before.len() < total, "{before:?}");
     server.restart();
-    let outcome = running.finish(TIMEOUT);
-    eprintln!("the put across the outage exited with {:?}", outcome.code());
-    // It either retried through the outage or failed with a clear error
-    // naming what it was writing; a hang or a crash is not acceptable.
-    if outcome.code() != Some(0) {
-        let last = outcome.stderr.lines().last().unwrap_or_default().to_owned();
-        let names_what = ["s3://dying-server/st", "packs/", "manifests/"]
-            .iter()
-            .any(|what| last.contains(what));
-        assert!(
-            last.starts_with("cryptstream: ") && names_what,
-            "unclear error: {}",
-            outcome.stderr
-        );
-    }
     run(&mut store_cmd(
         &server,
         &ws,
@@ -169,7 +238,37 @@ fn a_server_killed_during_a_put_fails_it_cleanly_and_a_rerun_completes() {
         "verify",
     ))
     .success();
-    run(store_cmd(&server, &ws, "dying-server", &cache, "put").arg(&src)).success();
+    // The rerun stores only what was not complete, and reuses the rest.
+    let rerun = run(store_cmd(&server, &ws, "dying-server", &cache, "put")
+        .arg("--json")
+        .arg(&src))
+    .success()
+    .json();
+    let status_of = |name: &str| {
+        rerun["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not in the rerun: {rerun}"))["status"]
+            .clone()
+    };
+    for (_, name) in &before {
+        assert_eq!(status_of(name), "unchanged", "{name}");
+    }
+    assert_eq!(rerun["unchanged"].as_u64().unwrap() as usize, before.len());
+    assert_eq!(
+        rerun["stored"].as_u64().unwrap() as usize,
+        total - before.len(),
+        "{rerun}"
+    );
+    let new_bytes = rerun["new_bytes"].as_u64().unwrap();
+    let all = tree_bytes(&src);
+    eprintln!("the rerun uploaded {new_bytes} bytes of a {all}-byte tree");
+    assert!(
+        new_bytes < all,
+        "the rerun uploaded {new_bytes} of {all} bytes"
+    );
     run(store_cmd(&server, &ws, "dying-server", &cache, "verify").arg("--read-data")).success();
     let dest = ws.path("out");
     run(store_cmd(&server, &ws, "dying-server", &cache, "get")
@@ -179,6 +278,8 @@ fn a_server_killed_during_a_put_fails_it_cleanly_and_a_rerun_completes() {
     assert_same_tree(&snapshot(&src), &snapshot(&dest.join("big")));
 }
 
+/// gc waiting on a put lease: a gc that finds another client's put
+/// running is refused (says so, reclaims nothing) until the put ends.
 #[test]
 fn a_gc_never_overlaps_a_put_of_another_client() {
     let server = seaweed::server();
@@ -186,32 +287,56 @@ fn a_gc_never_overlaps_a_put_of_another_client() {
     server.create_bucket("gc-and-put");
     let (writer, other) = (ws.path("cache-writer"), ws.path("cache-other"));
     let (old, new) = (ws.path("src/old"), ws.path("src/new"));
-    tree(&old, 6, 400);
-    tree(&new, 20, 500);
+    small_tree(&old, 6, 400);
+    small_tree(&new, 8, 500);
+    let bucket = bucket_client(server, "gc-and-put", "st");
     run(&mut store_cmd(server, &ws, "gc-and-put", &writer, "init")).success();
     run(store_cmd(server, &ws, "gc-and-put", &writer, "put").arg(&old)).success();
+    let old_packs = bucket.list("packs/").unwrap();
     // The other client deletes what it knows of; its gc will run later.
     run(store_cmd(server, &ws, "gc-and-put", &other, "delete").arg("old")).success();
+    // The writer's put holds after its first chunk, its lease taken.
+    let hold = Hold::new(&ws);
     let mut put = store_cmd(server, &ws, "gc-and-put", &writer, "put");
-    put.arg(&new)
-        .env("CRYPTSTREAM_DEBUG_STORE_DELAY_MS", "20")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut running = Running::spawn(&mut put);
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    put.arg(&new);
+    hold.set(&mut put);
+    let mut put = PutRun::spawn(&mut put);
+    hold.wait_reached();
+    let leases = bucket.list("leases/").unwrap();
     assert!(
-        !running.has_exited(),
-        "the put ended too soon for this test"
+        leases.iter().any(|l| l.key.starts_with("leases/put-")),
+        "{leases:?}"
     );
     // A gc on the other machine sees the put's lease and gives up.
     let gc = run(&mut store_cmd(server, &ws, "gc-and-put", &other, "gc"));
     gc.success().stderr_has("skipped: a put is running");
-    running.finish(TIMEOUT).success();
+    assert!(!put.running.has_exited(), "the put ended before the gc");
+    assert_eq!(
+        bucket.list("packs/").unwrap(),
+        old_packs,
+        "the refused gc reclaimed"
+    );
+    assert!(
+        !bucket
+            .list("leases/")
+            .unwrap()
+            .iter()
+            .any(|l| l.key.starts_with("leases/gc-")),
+        "the refused gc left its lease"
+    );
+    hold.release();
+    let (status, reported, stderr) = put.finish();
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(reported.len(), entry_count(&new));
     // With the put done, the gc refreshes its registry from the bucket,
     // keeps the new tree and reclaims the deleted one.
     let gc = run(&mut store_cmd(server, &ws, "gc-and-put", &other, "gc"));
     gc.success();
     assert!(!gc.stderr.contains("skipped"), "{}", gc.stderr);
+    let packs = bucket.list("packs/").unwrap();
+    for pack in &old_packs {
+        assert!(!packs.contains(pack), "{} was not reclaimed", pack.key);
+    }
     run(store_cmd(server, &ws, "gc-and-put", &other, "verify").arg("--read-data")).success();
     let dest = ws.path("out");
     run(store_cmd(server, &ws, "gc-and-put", &other, "get")
@@ -224,4 +349,218 @@ fn a_gc_never_overlaps_a_put_of_another_client() {
         .arg(ws.path("x")))
     .failure()
     .stderr_has("no such file or id");
+}
+
+#[test]
+fn a_put_waits_on_a_gc_lease_of_another_client_then_runs() {
+    let server = seaweed::server();
+    let ws = Workspace::new();
+    server.create_bucket("put-waits");
+    let cache = ws.path("cache");
+    let src = ws.path("src/waiting");
+    small_tree(&src, 4, 600);
+    let bucket = bucket_client(server, "put-waits", "st");
+    run(&mut store_cmd(server, &ws, "put-waits", &cache, "init")).success();
+    let gc_lease = foreign_lease(&bucket, "gc", Duration::ZERO);
+    let mut put = store_cmd(server, &ws, "put-waits", &cache, "put");
+    let mut put = PutRun::spawn(put.arg(&src));
+    wait_for("the put says it waits for the gc", || {
+        put.stderr_so_far()
+            .contains("waiting for a gc by another client to finish")
+    });
+    assert!(!put.running.has_exited(), "the put did not wait");
+    assert!(
+        bucket.list("packs/").unwrap().is_empty() && bucket.list("manifests/").unwrap().is_empty(),
+        "the put wrote while the gc held its lease"
+    );
+    assert_eq!(put.reported_count(), 0);
+    // The gc ends (its lease goes): the put goes on and completes.
+    bucket.delete(&gc_lease).unwrap();
+    let (status, reported, stderr) = put.finish();
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(reported.len(), entry_count(&src));
+    let dest = ws.path("out");
+    run(store_cmd(server, &ws, "put-waits", &cache, "get")
+        .arg("waiting")
+        .arg(&dest))
+    .success();
+    assert_same_tree(&snapshot(&src), &snapshot(&dest.join("waiting")));
+}
+
+#[test]
+fn a_lease_not_renewed_for_five_minutes_has_expired() {
+    let server = seaweed::server();
+    let ws = Workspace::new();
+    server.create_bucket("lease-expiry");
+    let cache = ws.path("cache");
+    let src = ws.path("src/exp");
+    small_tree(&src, 3, 700);
+    let bucket = bucket_client(server, "lease-expiry", "st");
+    run(&mut store_cmd(server, &ws, "lease-expiry", &cache, "init")).success();
+    // A gc lease of another machine not renewed for 6 minutes: a put does
+    // not wait for it.
+    let dead_gc = foreign_lease(&bucket, "gc", Duration::from_secs(6 * 60));
+    let put = run(store_cmd(server, &ws, "lease-expiry", &cache, "put").arg(&src));
+    put.success();
+    assert!(!put.stderr.contains("waiting"), "{}", put.stderr);
+    run(store_cmd(server, &ws, "lease-expiry", &cache, "delete").arg("exp")).success();
+    // A live put lease of another machine refuses a gc ...
+    let live_put = foreign_lease(&bucket, "put", Duration::from_secs(60));
+    let gc = run(&mut store_cmd(server, &ws, "lease-expiry", &cache, "gc"));
+    gc.success().stderr_has("skipped: a put is running");
+    assert!(!bucket.list("packs/").unwrap().is_empty());
+    // ... and the same lease 6 minutes old does not: gc runs, reclaims, and
+    // removes the expired leases.
+    bucket.delete(&live_put).unwrap();
+    let dead_put = foreign_lease(&bucket, "put", Duration::from_secs(6 * 60));
+    let gc = run(&mut store_cmd(server, &ws, "lease-expiry", &cache, "gc"));
+    gc.success();
+    assert!(!gc.stderr.contains("skipped"), "{}", gc.stderr);
+    assert!(
+        bucket.list("packs/").unwrap().is_empty(),
+        "gc reclaimed nothing"
+    );
+    let leases: Vec<String> = bucket
+        .list("leases/")
+        .unwrap()
+        .into_iter()
+        .map(|l| l.key)
+        .collect();
+    assert!(
+        !leases.contains(&dead_put) && !leases.contains(&dead_gc),
+        "expired leases left: {leases:?}"
+    );
+}
+
+#[test]
+fn unique_names_mode_stores_verifies_and_restores() {
+    let server = seaweed::server();
+    let ws = Workspace::new();
+    server.create_bucket("unique-names");
+    let cache = ws.path("cache");
+    let src = ws.path("src/uniq");
+    small_tree(&src, 6, 800);
+    run(&mut store_cmd(server, &ws, "unique-names", &cache, "init")).success();
+    // SeaweedFS honours If-None-Match, so the probe chose conditional
+    // writes; the mode recorded in the cache is what later commands use.
+    let mut recorded = Vec::new();
+    walk(&cache, &mut recorded);
+    let mode_file = recorded
+        .into_iter()
+        .find(|f| f.file_name().is_some_and(|n| n == "write-mode"))
+        .expect("the cache records the write mode");
+    assert_eq!(
+        fs::read_to_string(&mode_file).unwrap().trim(),
+        "conditional"
+    );
+    fs::write(&mode_file, "unique-names\n").unwrap();
+    run(store_cmd(server, &ws, "unique-names", &cache, "put").arg(&src)).success();
+    assert_eq!(
+        fs::read_to_string(&mode_file).unwrap().trim(),
+        "unique-names"
+    );
+    run(store_cmd(server, &ws, "unique-names", &cache, "verify").arg("--read-data")).success();
+    run(store_cmd(server, &ws, "unique-names", &cache, "delete").arg("uniq/d0")).success();
+    run(&mut store_cmd(server, &ws, "unique-names", &cache, "gc")).success();
+    let dest = ws.path("out");
+    run(store_cmd(server, &ws, "unique-names", &cache, "get")
+        .arg("uniq")
+        .arg(&dest))
+    .success();
+    let mut want = snapshot(&src);
+    want.retain(|rel, _| !rel.starts_with("d0"));
+    assert_same_tree(&want, &snapshot(&dest.join("uniq")));
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        if e.path().is_dir() {
+            walk(&e.path(), out);
+        } else {
+            out.push(e.path());
+        }
+    }
+}
+
+#[test]
+fn a_pack_over_the_multipart_threshold_goes_up_in_parts_through_a_real_put() {
+    let server = seaweed::server();
+    let ws = Workspace::new();
+    server.create_bucket("multipart-put");
+    let cache = ws.path("cache");
+    let src = ws.path("big.bin");
+    // One 20 MiB pack: over a threshold of 6 MiB (lowered for this test,
+    // debug builds only), so it goes up as a 16 MiB part and the rest.
+    write_random_file(&src, 20 * MIB, 900, 0o644);
+    let mut init = store_cmd(server, &ws, "multipart-put", &cache, "init");
+    run(init.args(["--pack-target", "64MiB"])).success();
+    let mut put = store_cmd(server, &ws, "multipart-put", &cache, "put");
+    put.env(
+        "CRYPTSTREAM_DEBUG_S3_MULTIPART_THRESHOLD",
+        (6 * MIB).to_string(),
+    )
+    .arg(&src);
+    run(&mut put).success();
+    let bucket = bucket_client(server, "multipart-put", "st");
+    let packs = bucket.list("packs/").unwrap();
+    assert_eq!(packs.len(), 1, "{packs:?}");
+    assert!(packs[0].size > 20 * MIB);
+    let tag = etag(server, "multipart-put", &format!("st/{}", packs[0].key));
+    assert!(
+        tag.ends_with("-2"),
+        "the pack was not uploaded in two parts (ETag {tag})"
+    );
+    run(store_cmd(server, &ws, "multipart-put", &cache, "verify").arg("--read-data")).success();
+    let dest = ws.path("out");
+    run(store_cmd(server, &ws, "multipart-put", &cache, "get")
+        .arg("big.bin")
+        .arg(&dest))
+    .success();
+    assert_eq!(hash_file(&dest.join("big.bin")), hash_file(&src));
+}
+
+#[test]
+fn connections_bounds_the_requests_in_flight() {
+    let server = seaweed::server();
+    let ws = Workspace::new();
+    server.create_bucket("connections");
+    let proxy = Proxy::start(server.s3_port);
+    let cache = ws.path("cache");
+    let src = ws.path("src/conn");
+    small_tree(&src, 8, 1000);
+    let cmd = |sub: &str, connections: &str| {
+        let mut cmd = store_cmd(server, &ws, "connections", &cache, sub);
+        cmd.env("AWS_ENDPOINT_URL", &proxy.endpoint).args([
+            "--connections",
+            connections,
+            "--workers",
+            "8",
+        ]);
+        cmd
+    };
+    let mut init = cmd("init", "8");
+    run(init.args(SMALL)).success();
+    run(cmd("put", "8").arg(&src)).success();
+    // One connection: every request waits for the one before it.
+    let dest = ws.path("one");
+    proxy.reset();
+    run(cmd("get", "1").arg("conn").arg(&dest)).success();
+    let with_one = proxy.most_at_once();
+    assert_same_tree(&snapshot(&src), &snapshot(&dest.join("conn")));
+    // The control: eight let the workers' reads overlap.
+    let dest = ws.path("eight");
+    proxy.reset();
+    run(cmd("get", "8").arg("conn").arg(&dest)).success();
+    let with_eight = proxy.most_at_once();
+    eprintln!("connections open at once: {with_one} with --connections 1, {with_eight} with 8");
+    // One request in flight can mean two connections open: the client
+    // may open a new one before the last one is back in its idle pool.
+    assert!(
+        with_one <= 2,
+        "--connections 1 had {with_one} connections open at once"
+    );
+    assert!(
+        with_eight > 2,
+        "--connections 8 never had more requests in flight than 1 ({with_eight} connections)"
+    );
 }

@@ -4,7 +4,7 @@
 //! buffers its object and uploads it at [`ObjectWriter::commit`], which
 //! returns only once the server has acknowledged the whole object: the
 //! store's "data before manifest before registry" order therefore holds on
-//! S3 as on a local disk. Objects larger than [`MULTIPART_THRESHOLD`] start
+//! S3 as on a local disk. Objects larger than [`crate::MULTIPART_THRESHOLD`] start
 //! a multipart upload as soon as they pass it, and go up in
 //! [`PART_SIZE`] parts, several at once, while the store keeps writing.
 //!
@@ -23,7 +23,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use cryptstream_store::{Backend, BackendError, ObjectMeta, ObjectWriter};
 
-use crate::{Multipart, S3Client, S3Error, MULTIPART_THRESHOLD, PART_SIZE};
+use crate::{Multipart, S3Client, S3Error, PART_SIZE};
 
 /// Whether the server makes create-only writes atomic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -208,7 +208,7 @@ struct S3Writer {
     mode: WriteMode,
     name: String,
     buffer: BytesMut,
-    /// Started once the object passes [`MULTIPART_THRESHOLD`].
+    /// Started once the object passes [`crate::multipart_threshold`].
     multipart: Option<Multipart>,
     written: u64,
 }
@@ -239,7 +239,7 @@ impl Write for S3Writer {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.buffer.extend_from_slice(buf);
         self.written += buf.len() as u64;
-        if self.multipart.is_none() && self.buffer.len() > MULTIPART_THRESHOLD {
+        if self.multipart.is_none() && self.buffer.len() > crate::multipart_threshold() {
             self.ensure_free()
                 .map_err(|e| io::Error::other(e.to_string()))?;
             let started = self

@@ -39,6 +39,32 @@ pub const MULTIPART_THRESHOLD: usize = 64 * 1024 * 1024;
 /// The size of each part of a multipart upload (S3's minimum is 5 MiB).
 pub const PART_SIZE: usize = 16 * 1024 * 1024;
 
+/// A lower threshold set by a test (`test-knobs` builds only), so that a real put
+/// of a few MiB goes up in parts; 0 when unset.
+#[cfg(any(test, feature = "test-knobs"))]
+static TEST_MULTIPART_THRESHOLD: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
+/// Makes objects larger than `bytes` go up in parts (test builds only; the
+/// binary sets it from `CRYPTSTREAM_DEBUG_S3_MULTIPART_THRESHOLD`).
+#[cfg(any(test, feature = "test-knobs"))]
+pub fn set_multipart_threshold(bytes: usize) {
+    TEST_MULTIPART_THRESHOLD.store(bytes, Ordering::Relaxed);
+}
+
+/// Objects larger than this are uploaded in parts: [`MULTIPART_THRESHOLD`],
+/// unless a test lowered it.
+pub(crate) fn multipart_threshold() -> usize {
+    #[cfg(any(test, feature = "test-knobs"))]
+    {
+        let test = TEST_MULTIPART_THRESHOLD.load(Ordering::Relaxed);
+        if test > 0 {
+            return test;
+        }
+    }
+    MULTIPART_THRESHOLD
+}
+
 /// Errors of the object store, one line each.
 #[derive(Debug, thiserror::Error)]
 pub enum S3Error {
@@ -326,7 +352,7 @@ impl S3Client {
     /// acknowledged the whole object.
     pub fn put(&self, key: &str, data: Bytes) -> Result<(), S3Error> {
         let path = self.path(key)?;
-        if data.len() <= MULTIPART_THRESHOLD {
+        if data.len() <= multipart_threshold() {
             self.counts.put.fetch_add(1, Ordering::Relaxed);
             return self
                 .call(self.store.put(&path, PutPayload::from(data)))

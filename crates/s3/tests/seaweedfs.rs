@@ -6,7 +6,7 @@ mod support;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
-use cryptstream_s3::{Options, S3Backend, S3Client, S3Location, WriteMode, MULTIPART_THRESHOLD};
+use cryptstream_s3::{Options, S3Backend, S3Client, S3Location, WriteMode, PART_SIZE};
 use cryptstream_store::{Backend, BackendError};
 use support::seaweed;
 
@@ -77,8 +77,11 @@ fn the_server_refuses_a_second_create_and_the_probe_says_so() {
 
 #[test]
 fn a_large_object_goes_up_in_parts_and_comes_back_exact() {
+    // A threshold of 6 MiB (test builds only) instead of 64 MiB: two
+    // parts and the rest, with 32 MiB instead of 128 MiB on the wire.
+    cryptstream_s3::set_multipart_threshold(6 * 1024 * 1024);
     let c = client();
-    let data = pattern(MULTIPART_THRESHOLD * 2 + 12345, 7);
+    let data = pattern(PART_SIZE * 2 + 12345, 7);
     let backend = S3Backend::new(c, WriteMode::Conditional);
     let mut writer = backend.create("packs/ab/big").unwrap();
     for piece in data.chunks(1 << 20) {
@@ -99,10 +102,11 @@ fn a_large_object_goes_up_in_parts_and_comes_back_exact() {
     );
     assert_eq!(backend.get("packs/ab/big").unwrap(), data);
     let mut buf = vec![0u8; 4096];
+    // A range across the boundary of the first two parts.
     backend
-        .get_range("packs/ab/big", MULTIPART_THRESHOLD as u64 - 100, &mut buf)
+        .get_range("packs/ab/big", PART_SIZE as u64 - 100, &mut buf)
         .unwrap();
-    let at = MULTIPART_THRESHOLD - 100;
+    let at = PART_SIZE - 100;
     assert_eq!(buf, data[at..at + 4096]);
 }
 
@@ -148,6 +152,21 @@ fn the_backend_keeps_the_store_contract() {
         })
         .unwrap();
     assert_eq!(names, vec!["manifests/cd/m1".to_string()]);
+}
+
+#[test]
+fn unique_names_mode_refuses_a_taken_name_by_looking_first() {
+    let backend = S3Backend::new(client(), WriteMode::UniqueNames);
+    backend.put_if_absent("manifests/ab/u1", b"first").unwrap();
+    assert!(matches!(
+        backend.put_if_absent("manifests/ab/u1", b"second"),
+        Err(BackendError::AlreadyExists(_))
+    ));
+    assert_eq!(backend.get("manifests/ab/u1").unwrap(), b"first");
+    // Each create looked first (a HEAD), then wrote with a plain PUT.
+    let requests = backend.client().requests();
+    assert_eq!(requests.head.load(Ordering::Relaxed), 2);
+    assert_eq!(requests.put.load(Ordering::Relaxed), 1);
 }
 
 #[test]

@@ -104,6 +104,7 @@ fn restore_chunk(
         return Err(format!("{}: lengths out of range", at()));
     }
     let mut blob = vec![0u8; loc.stored_len as usize];
+    crate::hooks::before_chunk_read();
     backend
         .get_range(&loc.pack, loc.offset, &mut blob)
         .map_err(|e| format!("{}: {e}", at()))?;

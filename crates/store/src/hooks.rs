@@ -1,18 +1,46 @@
-//! Test hooks (only with the `test-knobs` feature): a delay at the points where a put
-//! changes durable state, so a test that kills the process at a random
-//! moment lands between any two of them. The binary turns them on from
-//! `CRYPTSTREAM_DEBUG_STORE_DELAY_MS`; any other build has no hook.
+//! Test hooks (only with the `test-knobs` feature), at the points where a put changes
+//! durable state (after a chunk, before a manifest, before the registry
+//! marks files complete), where a gc has registered, and where a get is
+//! about to read a chunk whose location it looked up:
+//!
+//! - a delay, so a test that kills the process at a random moment lands
+//!   between any two of them (`CRYPTSTREAM_DEBUG_STORE_DELAY_MS`);
+//! - a hold: while a named file exists, the put waits at the next hook
+//!   point, so a test can run a gc, a get or a signal against a put that
+//!   is provably registered and still running (or a second gc against a
+//!   registered one, or a gc against a get that has planned its reads),
+//!   then let it go by removing the file
+//!   (`CRYPTSTREAM_DEBUG_STORE_HOLD_WHILE`). A held process first creates
+//!   `FILE.reached`, so the test knows it got there.
+//!
+//! The binary turns them on from those variables; any other build has no
+//! hook and reads none of them.
 
 #[cfg(any(test, feature = "test-knobs"))]
 use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(any(test, feature = "test-knobs"))]
+use std::sync::OnceLock;
 
 #[cfg(any(test, feature = "test-knobs"))]
 static DELAY_MS: AtomicU64 = AtomicU64::new(0);
+
+#[cfg(any(test, feature = "test-knobs"))]
+static HOLD_WHILE: OnceLock<std::path::PathBuf> = OnceLock::new();
+
+/// How often a held put looks whether it may go on.
+#[cfg(any(test, feature = "test-knobs"))]
+const HOLD_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Sleeps `ms` milliseconds at every hook point (test builds only).
 #[cfg(any(test, feature = "test-knobs"))]
 pub fn set_delay_ms(ms: u64) {
     DELAY_MS.store(ms, Ordering::Relaxed);
+}
+
+/// Waits at every hook point while `path` exists (test builds only).
+#[cfg(any(test, feature = "test-knobs"))]
+pub fn hold_while_exists(path: std::path::PathBuf) {
+    let _ = HOLD_WHILE.set(path);
 }
 
 #[inline]
@@ -22,6 +50,17 @@ fn pause() {
         let ms = DELAY_MS.load(Ordering::Relaxed);
         if ms > 0 {
             std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+        if let Some(path) = HOLD_WHILE.get() {
+            if path.exists() {
+                // Tells the test that this process reached a hook point.
+                let mut reached = path.clone().into_os_string();
+                reached.push(".reached");
+                let _ = std::fs::write(reached, b"");
+            }
+            while path.exists() {
+                std::thread::sleep(HOLD_POLL);
+            }
         }
     }
 }
@@ -38,5 +77,15 @@ pub(crate) fn before_manifest() {
 
 /// After the manifest, before the registry marks files complete.
 pub(crate) fn before_complete() {
+    pause();
+}
+
+/// After a gc registered, before it changes anything.
+pub(crate) fn gc_registered() {
+    pause();
+}
+
+/// In a get, before a chunk is read from the location looked up for it.
+pub(crate) fn before_chunk_read() {
     pause();
 }

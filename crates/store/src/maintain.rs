@@ -141,6 +141,7 @@ impl Store {
     /// Another gc running; backend or registry failures.
     pub fn gc(&mut self, progress: &dyn Progress) -> Result<GcReport, StoreError> {
         let lease = self.registry.register_writer(Role::Gc)?;
+        crate::hooks::gc_registered();
         let result = self.gc_with_lease(progress);
         let ended = self.registry.unregister_writer(lease);
         let report = result?;
@@ -277,6 +278,29 @@ impl Store {
             ));
             Ok(())
         })?;
+        // Manifests exist; with read_data, each authenticates to its end.
+        let mut manifest_sizes: HashMap<String, u64> = HashMap::new();
+        self.backend.list("manifests/", &mut |meta| {
+            manifest_sizes.insert(meta.name, meta.size);
+            Ok(())
+        })?;
+        for name in self.registry.manifests()? {
+            let problem = match manifest_sizes.get(&name) {
+                None => Some("is missing".to_owned()),
+                Some(&size) if read_data => {
+                    read_manifest(&*self.backend, &self.keys, &name, size, |_, _| Ok(()))
+                        .err()
+                        .map(|e| format!("cannot be read: {e}"))
+                }
+                Some(_) => None,
+            };
+            if let Some(why) = problem {
+                for row in self.registry.files_in_manifest(&name)? {
+                    say(format!("{}: its manifest {name} {why}", file_label(&row)));
+                }
+                say(format!("manifest {name} {why}"));
+            }
+        }
         // Packs exist with their size.
         let mut sizes: HashMap<String, u64> = HashMap::new();
         self.backend.list("packs/", &mut |meta| {
@@ -366,7 +390,9 @@ impl Store {
     }
 
     /// Rebuilds the registry from the data area alone (packs' indexes and
-    /// manifests). Run it when no other store command runs.
+    /// manifests). Run it when no other store command runs. When an object
+    /// cannot be read, the old registry is kept and the report names the
+    /// object.
     ///
     /// # Errors
     /// Backend or registry failures; unreadable objects are listed in the
@@ -402,34 +428,26 @@ impl Store {
             Ok(())
         })?;
         for meta in manifests {
-            let result = (|| -> Result<u64, StoreError> {
-                let mut reader =
-                    ManifestReader::open(&*self.backend, &self.keys, &meta.name, meta.size)?;
-                let mut added = 0;
-                while let Some(record) = reader.next_record()? {
-                    let mut chunks = Vec::new();
-                    let mut mac = FileMac::new(&self.keys, &record);
-                    for _ in 0..record.chunks {
-                        let (id, len) = reader.chunk()?;
-                        mac.add_chunk(&id, len);
-                        chunks.push((id, len));
-                    }
-                    if mac.finish() != record.mac {
-                        return Err(StoreError::Damaged(format!(
-                            "manifest {}: record of {} does not authenticate",
-                            meta.name, record.name
-                        )));
-                    }
-                    if fresh.add_complete_file(&record, &meta.name, &chunks)? {
+            let mut added = 0;
+            let result =
+                read_manifest(&*self.backend, &self.keys, &meta.name, meta.size, |r, c| {
+                    if fresh.add_complete_file(&r, &meta.name, &c)? {
                         added += 1;
                     }
-                }
-                Ok(added)
-            })();
+                    Ok(())
+                });
             match result {
-                Ok(n) => report.files += n,
+                Ok(()) => report.files += added,
                 Err(e) => report.problems.push(e.to_string()),
             }
+        }
+        if !report.problems.is_empty() {
+            // A registry without what could not be read would drop those
+            // entries silently (and a gc would then reclaim their data):
+            // the old one stays until the objects are repaired or removed.
+            drop(fresh);
+            remove_db(&tmp);
+            return Ok(report);
         }
         drop(fresh);
         self.registry = Registry::open(std::path::Path::new(":memory:"))?;
@@ -441,6 +459,35 @@ impl Store {
         self.registry = Registry::open(&path)?;
         Ok(report)
     }
+}
+
+/// Reads manifest `name` (`size` bytes) to its authenticated end, calling
+/// `each` with every record whose chunk list matches its authenticator.
+fn read_manifest(
+    backend: &dyn crate::Backend,
+    keys: &crate::StoreKeys,
+    name: &str,
+    size: u64,
+    mut each: impl FnMut(crate::FileRecord, Vec<([u8; 32], u32)>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut reader = ManifestReader::open(backend, keys, name, size)?;
+    while let Some(record) = reader.next_record()? {
+        let mut chunks = Vec::new();
+        let mut mac = FileMac::new(keys, &record);
+        for _ in 0..record.chunks {
+            let (id, len) = reader.chunk()?;
+            mac.add_chunk(&id, len);
+            chunks.push((id, len));
+        }
+        if mac.finish() != record.mac {
+            return Err(StoreError::Damaged(format!(
+                "manifest {name}: record of {} does not authenticate",
+                record.name
+            )));
+        }
+        each(record, chunks)?;
+    }
+    reader.finish()
 }
 
 /// Removes a database and its WAL files.

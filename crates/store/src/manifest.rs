@@ -401,6 +401,24 @@ impl<'a> ManifestReader<'a> {
         }))
     }
 
+    /// Checks that nothing follows the last record (which also
+    /// authenticates the end of the stream: a truncated manifest fails).
+    ///
+    /// # Errors
+    /// [`StoreError::Damaged`].
+    pub fn finish(mut self) -> Result<(), StoreError> {
+        assert!(
+            self.files_left == 0 && self.chunks_left == 0,
+            "every record was read"
+        );
+        let mut extra = [0u8; 1];
+        match self.input.read(&mut extra) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(self.damaged("bytes after the last record")),
+            Err(e) => Err(self.damaged(&e.to_string())),
+        }
+    }
+
     /// The next chunk of the current record.
     ///
     /// # Errors

@@ -1072,6 +1072,25 @@ impl Registry {
         stmt.exists([name]).map_err(|e| self.err(e))
     }
 
+    /// Every manifest that a complete file row names.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn manifests(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT DISTINCT manifest FROM files
+                 WHERE status = 'complete' AND manifest IS NOT NULL ORDER BY manifest",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))
+    }
+
     /// Every pack: (name, size).
     ///
     /// # Errors

@@ -401,9 +401,17 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
 pub struct XorShift(u64);
 
 impl XorShift {
-    /// A generator for `seed` (any value, zero included).
+    /// A generator for `seed` (any value, zero included). Distinct seeds
+    /// give distinct streams: the state is the seed through SplitMix64's
+    /// finaliser, a bijection (forcing the low bit, as before, made seeds
+    /// 2k and 2k+1 share one stream).
     pub fn new(seed: u64) -> XorShift {
-        XorShift((seed ^ 0x9E37_79B9_7F4A_7C15) | 1)
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        // xorshift never leaves zero; one seed in 2^64 lands there.
+        XorShift(if z == 0 { 0x9E37_79B9_7F4A_7C15 } else { z })
     }
 
     /// The next 64 random bits.

@@ -310,3 +310,308 @@ pub fn listed_ids(listing: &serde_json::Value) -> Vec<String> {
     ids.sort();
     ids
 }
+
+/// Entries a running put reported complete so far: (id, name).
+pub type Reported = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// A `put` in flight, with the `ID  NAME` lines it has printed so far
+/// collected by a thread.
+pub struct PutRun {
+    pub running: Running,
+    reported: Reported,
+    reader: Option<std::thread::JoinHandle<()>>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PutRun {
+    /// Spawns `cmd` (a `put` without `--json`) with its stdout and stderr
+    /// piped.
+    pub fn spawn(cmd: &mut Command) -> PutRun {
+        use std::io::{BufRead, BufReader};
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut running = Running::spawn(cmd);
+        let stdout = running.child_mut().stdout.take().unwrap();
+        let stderr_pipe = running.child_mut().stderr.take().unwrap();
+        let reported: Reported = Default::default();
+        let sink = reported.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some((id, name)) = line.split_once("  ") {
+                    let name = name.trim_end_matches("  (unchanged)");
+                    sink.lock().unwrap().push((id.to_owned(), name.to_owned()));
+                }
+            }
+        });
+        let stderr: std::sync::Arc<std::sync::Mutex<String>> = Default::default();
+        let text = stderr.clone();
+        let stderr_reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr_pipe).lines() {
+                let Ok(line) = line else { break };
+                let mut text = text.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        PutRun {
+            running,
+            reported,
+            reader: Some(reader),
+            stderr,
+            stderr_reader: Some(stderr_reader),
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&mut self) -> u32 {
+        self.running.child_mut().id()
+    }
+
+    /// How many entries it has reported so far.
+    pub fn reported_count(&self) -> usize {
+        self.reported.lock().unwrap().len()
+    }
+
+    /// What it has written to stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits for the exit (at most [`TIMEOUT`]) and the end of its output:
+    /// the exit status, every entry it reported, and its stderr.
+    pub fn finish(mut self) -> (std::process::ExitStatus, Vec<(String, String)>, String) {
+        let status = self.running.wait(TIMEOUT);
+        self.reader.take().unwrap().join().unwrap();
+        self.stderr_reader.take().unwrap().join().unwrap();
+        let stderr = self.stderr_so_far();
+        let reported = self.reported.lock().unwrap().clone();
+        (status, reported, stderr)
+    }
+}
+
+impl StoreWs {
+    /// The registry file (local: in the store; S3: in the cache).
+    pub fn registry_path(&self) -> PathBuf {
+        match self.kind {
+            Kind::Local => self.dir().join("registry.sqlite"),
+            Kind::S3 => {
+                let mut files = Vec::new();
+                walk_files(&self.cache(), &mut files);
+                files
+                    .into_iter()
+                    .find(|f| f.file_name().is_some_and(|n| n == "registry.sqlite"))
+                    .expect("the S3 store's cache holds a registry")
+            }
+        }
+    }
+
+    /// The real SQLite registry, opened beside the binary's own use of it.
+    pub fn registry(&self) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open(self.registry_path()).unwrap();
+        conn.busy_timeout(Duration::from_secs(30)).unwrap();
+        conn
+    }
+
+    /// The writers registered in the registry now: (role, pid).
+    pub fn writers(&self) -> Vec<(String, u32)> {
+        let conn = self.registry();
+        let mut stmt = conn.prepare("SELECT role, pid FROM writers").unwrap();
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))
+            .unwrap();
+        rows.map(Result::unwrap).collect()
+    }
+
+    /// Whether process `pid` is registered as a put.
+    pub fn put_registered(&self, pid: u32) -> bool {
+        self.writers()
+            .iter()
+            .any(|(role, p)| role == "put" && *p == pid)
+    }
+
+    /// The names of the objects below `prefix` (`packs/`, `manifests/`,
+    /// `leases/`), sorted.
+    pub fn objects(&self, prefix: &str) -> Vec<String> {
+        let mut out: Vec<String> = match self.kind {
+            Kind::Local => {
+                let root = self.dir();
+                let mut files = Vec::new();
+                walk_files(&root.join(prefix.trim_end_matches('/')), &mut files);
+                files
+                    .into_iter()
+                    .map(|f| f.strip_prefix(&root).unwrap().to_str().unwrap().to_owned())
+                    .collect()
+            }
+            Kind::S3 => self
+                .s3()
+                .list(prefix)
+                .unwrap()
+                .into_iter()
+                .map(|l| l.key)
+                .collect(),
+        };
+        out.sort();
+        out
+    }
+
+    /// Replaces object `name` with `data` (or removes it with `None`).
+    pub fn replace_object(&self, name: &str, data: Option<Vec<u8>>) {
+        match self.kind {
+            Kind::Local => {
+                let path = self.dir().join(name);
+                fs::remove_file(&path).unwrap();
+                if let Some(data) = data {
+                    fs::write(&path, data).unwrap();
+                }
+            }
+            Kind::S3 => {
+                let s3 = self.s3();
+                match data {
+                    Some(data) => s3.put(name, data.into()).unwrap(),
+                    None => s3.delete(name).unwrap(),
+                }
+            }
+        }
+    }
+
+    /// The bytes of object `name`.
+    pub fn object(&self, name: &str) -> Vec<u8> {
+        match self.kind {
+            Kind::Local => fs::read(self.dir().join(name)).unwrap(),
+            Kind::S3 => self.s3().get(name).unwrap().unwrap().to_vec(),
+        }
+    }
+}
+
+/// The entries a put of `root` stores: `root` itself and everything below.
+pub fn entry_count(root: &Path) -> usize {
+    snapshot(root).len()
+}
+
+/// How long a test waits for a process to get somewhere.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Waits until `condition` holds, failing the test with `what` after
+/// [`WAIT`].
+#[track_caller]
+pub fn wait_for(what: &str, condition: impl FnMut() -> bool) {
+    assert!(wait_until(WAIT, condition), "timed out waiting: {what}");
+}
+
+/// A TCP proxy on 127.0.0.1 in front of a server, counting the
+/// connections open through it at once (the most seen).
+pub struct Proxy {
+    pub endpoint: String,
+    open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    most: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Proxy {
+    /// Forwards every connection to `127.0.0.1:port`; stops with the test
+    /// binary.
+    pub fn start(port: u16) -> Proxy {
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (o, m) = (open.clone(), most.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", port)) else {
+                    continue;
+                };
+                let now = o.fetch_add(1, Ordering::SeqCst) + 1;
+                m.fetch_max(now, Ordering::SeqCst);
+                let o = o.clone();
+                std::thread::spawn(move || {
+                    // A connection stops counting as soon as either side
+                    // closes it: it can carry no more requests.
+                    let (closed, first_close) = std::sync::mpsc::channel();
+                    let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                        let closed = closed.clone();
+                        std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut from, &mut to);
+                            let _ = to.shutdown(Shutdown::Write);
+                            let _ = closed.send(());
+                        })
+                    };
+                    let up = pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                    let down = pipe(server, client);
+                    let _ = first_close.recv();
+                    o.fetch_sub(1, Ordering::SeqCst);
+                    let _ = up.join();
+                    let _ = down.join();
+                });
+            }
+        });
+        Proxy {
+            endpoint,
+            open,
+            most,
+        }
+    }
+
+    /// Starts counting afresh: the most connections open at once from now.
+    pub fn reset(&self) {
+        use std::sync::atomic::Ordering;
+        self.most
+            .store(self.open.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    /// The most connections open at once since the last reset.
+    pub fn most_at_once(&self) -> usize {
+        self.most.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The `ETag` the server gives object `key` of `bucket` (a multipart
+/// upload's ends in `-PARTS`).
+pub fn etag(server: &seaweed::Seaweed, bucket: &str, key: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "-I", "--aws-sigv4", "aws:amz:us-east-1:s3", "--user"])
+        .arg(format!("{}:{}", seaweed::ACCESS_KEY, seaweed::SECRET_KEY))
+        .arg(format!("{}/{bucket}/{key}", server.endpoint))
+        .output()
+        .expect("running curl");
+    let head = String::from_utf8_lossy(&out.stdout).into_owned();
+    head.lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("etag")
+                .then(|| value.trim().trim_matches('"').to_owned())
+        })
+        .unwrap_or_else(|| panic!("no ETag for {bucket}/{key}: {head}"))
+}
+
+/// A client of `s3://BUCKET/PREFIX` on `server`, for tests that write or
+/// look at objects (leases) as another client would.
+pub fn bucket_client(
+    server: &seaweed::Seaweed,
+    bucket: &str,
+    prefix: &str,
+) -> cryptstream_s3::S3Client {
+    let env = server.env();
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let location = cryptstream_s3::S3Location::parse(&format!("s3://{bucket}/{prefix}")).unwrap();
+    cryptstream_s3::S3Client::with_config(location, &Default::default(), &pairs).unwrap()
+}
+
+/// Writes a lease of `kind` (`put` or `gc`) taken `age` ago by a process
+/// of another host, as another client's would be; returns its name.
+pub fn foreign_lease(client: &cryptstream_s3::S3Client, kind: &str, age: Duration) -> String {
+    let millis = SystemTime::now()
+        .checked_sub(age)
+        .unwrap()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let name = format!("leases/{kind}-{millis:013}-0123456789abcdef0123456789abcdef");
+    let body = "cryptstream lease\nhost another-machine\npid 1\n";
+    client.put(&name, body.as_bytes().to_vec().into()).unwrap();
+    name
+}
