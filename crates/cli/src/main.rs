@@ -163,6 +163,10 @@ fn debug_hooks() {
         if let Some(ms) = number("CRYPTSTREAM_DEBUG_STORE_DELAY_MS") {
             cryptstream_store::hooks::set_delay_ms(ms);
         }
+        // Every chunk task of a put sleeps this long on its worker.
+        if let Some(ms) = number("CRYPTSTREAM_DEBUG_STORE_TASK_DELAY_MS") {
+            cryptstream_store::hooks::set_task_delay_ms(ms);
+        }
         // A put, gc or get waits at each hook point while this file exists.
         if let Some(path) = std::env::var_os("CRYPTSTREAM_DEBUG_STORE_HOLD_WHILE") {
             cryptstream_store::hooks::hold_while_exists(std::path::PathBuf::from(path));

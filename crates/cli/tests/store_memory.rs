@@ -2,6 +2,9 @@
 //! goes in and comes back with a peak RSS under 64 MiB plus a fixed
 //! overhead (`OVERHEAD`, measured: see docs/STORE.md "Memory"). The full
 //! 4 GiB and 1,000,000-chunk measurements are `benchsuite/store-memory.sh`.
+//! A control run then shows that the budget is what bounds it: with slow
+//! workers (a test knob) chunks pile up, and a large budget lets far more
+//! of them be in memory than a small one.
 //! This binary holds one test, so the children's peak RSS is this test's.
 
 mod common;
@@ -58,5 +61,44 @@ fn put_and_get_of_a_256_mib_file_stay_under_the_budget() {
     assert!(
         after_get < bound,
         "peak RSS {after_get} KiB over {bound} KiB"
+    );
+
+    // The control. Workers keep up with the reader on their own, so
+    // nothing waits and the budget never binds; slowed down (500 ms a
+    // chunk, 8 workers: 64 MiB/s), they leave chunks queued behind them,
+    // and only the budget limits how many. Large chunks (4 MiB on average)
+    // make the difference plain: the pool's 16 queued and 8 running tasks
+    // hold ~100 MiB of chunks (and as much again of sealed output) when
+    // the budget allows it, against ~32 MiB under 64 MiB. ru_maxrss only
+    // grows, so the small budget runs first.
+    let big = StoreWs::new(&[
+        "--chunk-min",
+        "1MiB",
+        "--chunk-avg",
+        "4MiB",
+        "--chunk-max",
+        "16MiB",
+    ]);
+    let src = big.ws.path("control.bin");
+    write_random_file(&src, 256 * MIB, 7, 0o644);
+    let put_with = |budget: &str| {
+        let mut put = big.cmd("put");
+        put.args(["--workers", "8", "--force-read", "--max-memory", budget])
+            .env("CRYPTSTREAM_DEBUG_STORE_TASK_DELAY_MS", "500")
+            .arg(&src);
+        run(&mut put).success();
+        children_max_rss_kib()
+    };
+    let small = put_with(&budget);
+    let large = put_with("2GiB");
+    eprintln!(
+        "slow workers: peak RSS {} MiB with {budget}, {} MiB with 2GiB",
+        small / 1024,
+        large / 1024
+    );
+    assert!(
+        large > small + 32 * 1024,
+        "a 2GiB budget held no more than {budget} did ({large} KiB vs {small} KiB): \
+         --max-memory bounds nothing"
     );
 }

@@ -37,6 +37,29 @@ pub fn set_delay_ms(ms: u64) {
     DELAY_MS.store(ms, Ordering::Relaxed);
 }
 
+#[cfg(any(test, feature = "test-knobs"))]
+static TASK_DELAY_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Makes every chunk task of a put sleep `ms` milliseconds on its worker
+/// before it seals the chunk (test builds only), so that chunks pile up
+/// behind slow workers and `--max-memory` is what bounds them.
+#[cfg(any(test, feature = "test-knobs"))]
+pub fn set_task_delay_ms(ms: u64) {
+    TASK_DELAY_MS.store(ms, Ordering::Relaxed);
+}
+
+/// On a worker, at the start of a put's chunk task.
+#[inline]
+pub(crate) fn in_chunk_task() {
+    #[cfg(any(test, feature = "test-knobs"))]
+    {
+        let ms = TASK_DELAY_MS.load(Ordering::Relaxed);
+        if ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+    }
+}
+
 /// Waits at every hook point while `path` exists (test builds only).
 #[cfg(any(test, feature = "test-knobs"))]
 pub fn hold_while_exists(path: std::path::PathBuf) {

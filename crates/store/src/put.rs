@@ -306,6 +306,7 @@ thread_local! {
 
 /// Hashes, compresses and seals one chunk (runs on a worker).
 fn seal_chunk(keys: &StoreKeys, level: i32, data: &[u8]) -> Result<Sealed, String> {
+    crate::hooks::in_chunk_task();
     let id = keys.chunk_id(data);
     let len = data.len();
     let raw_len = u32::try_from(len).map_err(|_| "chunk too large".to_owned())?;
