@@ -77,11 +77,18 @@ fn the_server_refuses_a_second_create_and_the_probe_says_so() {
 
 #[test]
 fn a_large_object_goes_up_in_parts_and_comes_back_exact() {
-    // A threshold of 6 MiB (test builds only) instead of 64 MiB: two
-    // parts and the rest, with 32 MiB instead of 128 MiB on the wire.
+    // With the test knobs (the test command turns them on), a threshold of
+    // 6 MiB instead of 64 MiB: two parts and the rest, with 32 MiB instead
+    // of 80 MiB on the wire. Without them, the real threshold.
+    #[cfg(feature = "test-knobs")]
     cryptstream_s3::set_multipart_threshold(6 * 1024 * 1024);
+    let size = if cfg!(feature = "test-knobs") {
+        PART_SIZE * 2 + 12345
+    } else {
+        cryptstream_s3::MULTIPART_THRESHOLD + PART_SIZE + 12345
+    };
     let c = client();
-    let data = pattern(PART_SIZE * 2 + 12345, 7);
+    let data = pattern(size, 7);
     let backend = S3Backend::new(c, WriteMode::Conditional);
     let mut writer = backend.create("packs/ab/big").unwrap();
     for piece in data.chunks(1 << 20) {

@@ -20,6 +20,11 @@ pub const ACCESS_KEY: &str = "cstestaccess";
 pub const SECRET_KEY: &str = "cstestsecret-not-a-real-secret";
 /// How long the server may take to answer on its S3 port.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Starts tried, each on new ports, before a test fails.
+const START_ATTEMPTS: usize = 3;
+/// The range the server's ports are drawn from.
+const PORT_FLOOR: u16 = 20_000;
+const PORT_CEILING: u16 = 32_000;
 
 /// A running SeaweedFS, killed by the kernel when the test binary exits.
 pub struct Seaweed {
@@ -79,7 +84,9 @@ impl Seaweed {
         let _ = child.kill();
         let _ = child.wait();
         *child = spawn(&self.weed, &self.args, &self.log);
-        wait_until_up(self.s3_port, &self.log);
+        if let Err(why) = wait_until_up(&mut child, self.s3_port, &self.log) {
+            panic!("restarting the S3 test server: {why}");
+        }
     }
 
     /// The data directory (for tests that look at what the server holds).
@@ -121,7 +128,43 @@ fn start() -> Seaweed {
     .unwrap();
     let data = dir.path().join("data");
     fs::create_dir(&data).unwrap();
-    let ports = free_ports(11);
+    let log = dir.path().join("weed.log");
+    // Another process can take a chosen port before `weed` binds it (test
+    // processes start servers side by side): then `weed` exits, and the
+    // start is tried again on other ports.
+    let mut failures = Vec::new();
+    for _ in 0..START_ATTEMPTS {
+        let ports = free_ports(11);
+        let args = server_args(&data, &config, &ports);
+        let mut child = spawn(&weed, &args, &log);
+        let s3_port = ports[0];
+        match wait_until_up(&mut child, s3_port, &log) {
+            Ok(()) => {
+                return Seaweed {
+                    child: Mutex::new(child),
+                    dir,
+                    endpoint: format!("http://127.0.0.1:{s3_port}"),
+                    s3_port,
+                    log,
+                    args,
+                    weed,
+                }
+            }
+            Err(why) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                failures.push(why);
+            }
+        }
+    }
+    panic!(
+        "the S3 test server did not start in {START_ATTEMPTS} tries:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// The arguments of `weed mini` on these ports (the S3 port first).
+fn server_args(data: &Path, config: &Path, ports: &[u16]) -> Vec<String> {
     let named = [
         "s3.port",
         "s3.port.grpc",
@@ -148,22 +191,10 @@ fn start() -> Seaweed {
         "-s3.allowDeleteBucketNotEmpty=false".to_string(),
         "-master.telemetry=false".to_string(),
     ];
-    for (flag, port) in named.iter().zip(&ports) {
+    for (flag, port) in named.iter().zip(ports) {
         args.push(format!("-{flag}={port}"));
     }
-    let log = dir.path().join("weed.log");
-    let child = spawn(&weed, &args, &log);
-    let s3_port = ports[0];
-    wait_until_up(s3_port, &log);
-    Seaweed {
-        child: Mutex::new(child),
-        dir,
-        endpoint: format!("http://127.0.0.1:{s3_port}"),
-        s3_port,
-        log,
-        args,
-        weed,
-    }
+    args
 }
 
 /// Starts `weed` from a thread that never ends, with PR_SET_PDEATHSIG, so the
@@ -200,18 +231,29 @@ fn spawn(weed: &Path, args: &[String], log: &Path) -> Child {
         .unwrap_or_else(|e| panic!("starting {}: {e}", weed.display()))
 }
 
-fn wait_until_up(port: u16, log: &Path) {
+/// Waits until the server answers on `port`.
+///
+/// # Errors
+/// Why it did not: `weed` exited (a port was taken), or it did not answer
+/// within [`START_TIMEOUT`]; with the end of its log.
+fn wait_until_up(child: &mut Child, port: u16, log: &Path) -> Result<(), String> {
     let deadline = Instant::now() + START_TIMEOUT;
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "weed exited ({status}) before answering on 127.0.0.1:{port}; its log ends:\n{}",
+                tail(log)
+            ));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!(
+    Err(format!(
         "the S3 test server did not answer on 127.0.0.1:{port} within {START_TIMEOUT:?}; its log ends:\n{}",
         tail(log)
-    );
+    ))
 }
 
 fn tail(log: &Path) -> String {
@@ -220,13 +262,27 @@ fn tail(log: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// Distinct free ports on 127.0.0.1, all held until every one is chosen.
+/// Distinct free ports on 127.0.0.1, all held until every one is chosen,
+/// drawn at random below Linux's ephemeral range (32768 and up), where the
+/// kernel does not hand ports out to other programs' connections.
 fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("binding a free port"))
-        .collect();
-    listeners
-        .iter()
+    let mut state = u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+        | 1;
+    let mut held: Vec<TcpListener> = Vec::new();
+    while held.len() < count {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let port = PORT_FLOOR + (state % u64::from(PORT_CEILING - PORT_FLOOR)) as u16;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            held.push(listener);
+        }
+    }
+    held.iter()
         .map(|l| l.local_addr().unwrap().port())
         .collect()
 }
