@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use cryptstream_net::frame::{
-    ErrorCode, FileMeta, Frame, FrameHeader, FrameType, DATA_PREFIX_LEN, MAX_DATA_PAYLOAD,
+    ErrorCode, Frame, FrameHeader, FrameType, DATA_PREFIX_LEN, MAX_DATA_PAYLOAD,
 };
 use cryptstream_net::server::MAX_OPEN_PER_SESSION;
 use cryptstream_net::Token;
@@ -22,15 +22,6 @@ use net_support::*;
 const RSS_CEILING_KIB: u64 = 256 * 1024;
 /// Longest an honest send may take while an attack runs.
 const HONEST_LIMIT: Duration = Duration::from_secs(60);
-
-fn meta(size: u64) -> FileMeta {
-    FileMeta {
-        size,
-        mtime_seconds: 1_600_000_000,
-        mtime_nanos: 0,
-        mode: 0o644,
-    }
-}
 
 /// An honest send of a fresh 2 MiB file completes, exact, within
 /// [`HONEST_LIMIT`], and the server is alive and under the ceiling.

@@ -13,22 +13,13 @@ use std::path::Path;
 
 use common::*;
 use cryptstream_net::frame::{
-    ErrorCode, FileMeta, Frame, FrameHeader, FrameType, MAX_CONTROL_PAYLOAD, NONCE_LEN, VERSION,
+    ErrorCode, Frame, FrameHeader, FrameType, MAX_CONTROL_PAYLOAD, NONCE_LEN, VERSION,
 };
 use cryptstream_net::Token;
 use net_support::*;
 
 fn token_of(served: &Served) -> Token {
     Token::read(&served.token).unwrap()
-}
-
-fn meta(size: u64) -> FileMeta {
-    FileMeta {
-        size,
-        mtime_seconds: 1_600_000_000,
-        mtime_nanos: 0,
-        mode: 0o644,
-    }
 }
 
 #[track_caller]

@@ -20,18 +20,6 @@ use store_support::*;
 
 on_every_backend!(sigkill_during_put_at_random_points_leaves_a_store_that_verifies,);
 
-/// Small chunks and packs, so that a put changes durable state often.
-const SMALL: &[&str] = &[
-    "--chunk-min",
-    "16KiB",
-    "--chunk-avg",
-    "64KiB",
-    "--chunk-max",
-    "256KiB",
-    "--pack-target",
-    "1MiB",
-];
-
 /// Kills that must land in the middle of a put (issue 16, point 6).
 const KILLS: usize = 20;
 /// Rounds tried at most to get them.

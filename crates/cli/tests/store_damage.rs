@@ -16,16 +16,6 @@ use store_support::*;
 
 on_every_backend!(damaged_and_missing_objects_are_named_and_reindex_keeps_the_registry,);
 
-/// Small chunks, so that every file has several.
-const SMALL_CHUNKS: &[&str] = &[
-    "--chunk-min",
-    "16KiB",
-    "--chunk-avg",
-    "64KiB",
-    "--chunk-max",
-    "256KiB",
-];
-
 /// Puts `path` alone and returns its id and the objects below `prefix`
 /// that the put added.
 fn put_alone(s: &StoreWs, path: &Path) -> (String, Vec<String>, Vec<String>) {

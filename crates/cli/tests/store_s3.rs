@@ -140,18 +140,6 @@ fn small_tree(root: &Path, files: u64, seed: u64) {
     }
 }
 
-/// Small chunks and packs, so that a put commits often.
-const SMALL: &[&str] = &[
-    "--chunk-min",
-    "16KiB",
-    "--chunk-avg",
-    "64KiB",
-    "--chunk-max",
-    "256KiB",
-    "--pack-target",
-    "1MiB",
-];
-
 /// A file whose existence holds a store command at its next hook point
 /// (`CRYPTSTREAM_DEBUG_STORE_HOLD_WHILE`).
 struct Hold(PathBuf);

@@ -11,14 +11,7 @@ use store_support::*;
 
 #[test]
 fn shell_runs_put_in_the_background_and_exit_waits_for_it() {
-    let s = StoreWs::new(&[
-        "--chunk-min",
-        "16KiB",
-        "--chunk-avg",
-        "64KiB",
-        "--chunk-max",
-        "256KiB",
-    ]);
+    let s = StoreWs::new(SMALL_CHUNKS);
     let src = s.ws.path("src/shelltree");
     fs::create_dir_all(&src).unwrap();
     for i in 0..6 {

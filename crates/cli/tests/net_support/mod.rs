@@ -17,6 +17,16 @@ use cryptstream_net::Token;
 
 use crate::common::{cryptstream, Running};
 
+/// The metadata of a regular file of `size` bytes in a raw Open frame.
+pub fn meta(size: u64) -> cryptstream_net::frame::FileMeta {
+    cryptstream_net::frame::FileMeta {
+        size,
+        mtime_seconds: 1_600_000_000,
+        mtime_nanos: 0,
+        mode: 0o644,
+    }
+}
+
 /// Debug hook: the sender stalls after this many file bytes.
 pub const STALL_ENV: &str = "CRYPTSTREAM_DEBUG_NET_STALL_AFTER_BYTES";
 /// Debug hook: the server saves a partial file's ranges every this many bytes.

@@ -10,6 +10,30 @@ use std::time::{Duration, SystemTime};
 
 use crate::common::*;
 
+/// Small chunks (16-256 KiB) for `store init`, so that every file has
+/// several.
+pub const SMALL_CHUNKS: &[&str] = &[
+    "--chunk-min",
+    "16KiB",
+    "--chunk-avg",
+    "64KiB",
+    "--chunk-max",
+    "256KiB",
+];
+
+/// Small chunks and 1 MiB packs for `store init`, so that a put commits
+/// packs, and so changes durable state, often.
+pub const SMALL: &[&str] = &[
+    "--chunk-min",
+    "16KiB",
+    "--chunk-avg",
+    "64KiB",
+    "--chunk-max",
+    "256KiB",
+    "--pack-target",
+    "1MiB",
+];
+
 #[path = "../../../s3/tests/support/seaweed.rs"]
 pub mod seaweed;
 
