@@ -423,16 +423,7 @@ pub fn run(args: &StoreArgs) -> anyhow::Result<ExitCode> {
         }
         StoreCommand::Reindex => {
             let report = store.reindex(&cryptstream_store::NoProgress)?;
-            for p in &report.problems {
-                messages::error(p);
-            }
-            if !report.problems.is_empty() {
-                messages::error(format_args!(
-                    "reindex: {} objects could not be read; the registry was kept as it was",
-                    report.problems.len()
-                ));
-                return Ok(ExitCode::from(1));
-            }
+            refuse_unreadable(&report, "reindex: the registry was kept as it was")?;
             messages::note(format_args!(
                 "reindex: {} packs, {} chunks, {} entries",
                 report.packs, report.chunks, report.files

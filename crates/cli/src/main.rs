@@ -177,7 +177,7 @@ fn debug_hooks() {
         }
         // A retry budget short enough for a test to outlast.
         if let Some(ms) = number("CRYPTSTREAM_DEBUG_S3_RETRY_TIMEOUT_MS") {
-            store_location::set_retry_timeout(std::time::Duration::from_millis(ms));
+            cryptstream_s3::set_retry_timeout(std::time::Duration::from_millis(ms));
         }
         if std::env::var_os("CRYPTSTREAM_DEBUG_ANNOUNCE_DERIVE").is_some() {
             cryptstream_engine::hooks::announce_derivations();

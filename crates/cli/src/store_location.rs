@@ -28,19 +28,6 @@ static CONNECTIONS: AtomicUsize = AtomicUsize::new(8);
 /// The client of the S3 store this process opened, for leases.
 static OPENED_S3: OnceLock<Arc<S3Client>> = OnceLock::new();
 
-/// A shorter retry budget set by a test (`test-knobs` builds only), in ms; 0 when
-/// unset.
-#[cfg(feature = "test-knobs")]
-static TEST_RETRY_TIMEOUT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// Gives every S3 request at most `timeout` of retries (test builds only:
-/// `CRYPTSTREAM_DEBUG_S3_RETRY_TIMEOUT_MS`), so that a test can outlast
-/// the retry budget without waiting a minute.
-#[cfg(feature = "test-knobs")]
-pub fn set_retry_timeout(timeout: Duration) {
-    TEST_RETRY_TIMEOUT_MS.store(timeout.as_millis() as u64, Ordering::Relaxed);
-}
-
 /// Sets `--connections` for every S3 store this process opens.
 pub fn set_connections(n: usize) {
     CONNECTIONS.store(n.max(1), Ordering::Relaxed);
@@ -91,18 +78,10 @@ const MODE_FILE: &str = "write-mode";
 const FILLED_FILE: &str = "registry-filled";
 
 fn client(location: &S3Location) -> anyhow::Result<S3Client> {
-    #[allow(unused_mut)]
-    let mut options = Options {
+    let options = Options {
         connections: CONNECTIONS.load(Ordering::Relaxed),
         ..Options::default()
     };
-    #[cfg(feature = "test-knobs")]
-    {
-        let ms = TEST_RETRY_TIMEOUT_MS.load(Ordering::Relaxed);
-        if ms > 0 {
-            options.retry_timeout = Duration::from_millis(ms);
-        }
-    }
     Ok(S3Client::new(location.clone(), &options)?)
 }
 

@@ -52,6 +52,33 @@ pub fn set_multipart_threshold(bytes: usize) {
     TEST_MULTIPART_THRESHOLD.store(bytes, Ordering::Relaxed);
 }
 
+/// A retry budget set by a test (`test-knobs` builds only), in ms, that
+/// replaces [`Options::retry_timeout`] so that a test can outlast it
+/// without waiting a minute; 0 when unset.
+#[cfg(any(test, feature = "test-knobs"))]
+static TEST_RETRY_TIMEOUT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Gives every request of every client made from now on at most `timeout`
+/// of retries (test builds only; the binary sets it from
+/// `CRYPTSTREAM_DEBUG_S3_RETRY_TIMEOUT_MS`).
+#[cfg(any(test, feature = "test-knobs"))]
+pub fn set_retry_timeout(timeout: Duration) {
+    TEST_RETRY_TIMEOUT_MS.store(timeout.as_millis() as u64, Ordering::Relaxed);
+}
+
+/// The retry budget of a client made with `options`: theirs, unless a test
+/// shortened it.
+fn retry_timeout(options: &Options) -> Duration {
+    #[cfg(any(test, feature = "test-knobs"))]
+    {
+        let ms = TEST_RETRY_TIMEOUT_MS.load(Ordering::Relaxed);
+        if ms > 0 {
+            return Duration::from_millis(ms);
+        }
+    }
+    options.retry_timeout
+}
+
 /// Objects larger than this are uploaded in parts: [`MULTIPART_THRESHOLD`],
 /// unless a test lowered it.
 pub(crate) fn multipart_threshold() -> usize {
@@ -262,7 +289,7 @@ impl S3Client {
                 base: 2.0,
             },
             max_retries: options.max_retries,
-            retry_timeout: options.retry_timeout,
+            retry_timeout: retry_timeout(options),
         };
         let client = ClientOptions::new()
             .with_connect_timeout(options.connect_timeout)
