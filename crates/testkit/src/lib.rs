@@ -354,11 +354,9 @@ mod tests {
 
     #[test]
     fn a_command_past_its_limit_is_killed_and_named() {
-        let started = Instant::now();
         let err =
             run_bounded(Command::new("sleep").arg("30"), Duration::from_millis(200)).unwrap_err();
-        assert!(err.contains("did not finish within"), "{err}");
-        assert!(started.elapsed() < Duration::from_secs(20));
+        assert!(err.contains("did not finish within 200ms"), "{err}");
     }
 
     #[test]
