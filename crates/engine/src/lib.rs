@@ -307,18 +307,11 @@ impl Settings {
         (SEGMENT_BYTES / u64::from(chunk_size)).max(1)
     }
 
-    /// The mode an output gets for recorded `mode` bits: without
-    /// `keep_special_bits`, `mode & 0o777 & !umask` (setuid, setgid and
-    /// sticky dropped, as `tar` does for an ordinary user); 0 (no mode
-    /// recorded) gives `0o666 & !umask`.
+    /// The mode an output gets for recorded `mode` bits: the shared
+    /// policy of [`cryptstream_output::restored_mode`] with this run's
+    /// umask and `keep_special_bits`.
     pub fn output_mode(&self, mode: u32) -> u32 {
-        let mode = if mode == 0 { 0o666 } else { mode };
-        let allowed = if self.keep_special_bits {
-            0o7777
-        } else {
-            0o777
-        };
-        mode & allowed & !self.umask
+        cryptstream_output::restored_mode(mode, self.umask, self.keep_special_bits)
     }
 
     /// What to do when an output's name is taken at commit time.

@@ -39,6 +39,16 @@ use rustix::io::Errno;
 pub const PRIVATE_FILE_MODE: u32 = 0o600;
 /// Mode of directories created by a run until the run ends.
 pub const PRIVATE_DIR_MODE: u32 = 0o700;
+/// The mode a restored file or directory gets for recorded `mode` bits:
+/// the one policy of every restoring command (`decrypt`, `store get`, the
+/// network receiver). Without `keep_special_bits`, `mode & 0o777 & !umask`
+/// (setuid, setgid and sticky dropped, as `tar` does for an ordinary user);
+/// 0 (no mode recorded) gives `0o666 & !umask`.
+pub fn restored_mode(mode: u32, umask: u32, keep_special_bits: bool) -> u32 {
+    let mode = if mode == 0 { 0o666 } else { mode };
+    let allowed = if keep_special_bits { 0o7777 } else { 0o777 };
+    mode & allowed & !(umask & 0o777)
+}
 /// Prefix of named temp files (on filesystems without `O_TMPFILE`).
 const TEMP_PREFIX: &str = ".cst-tmp.";
 /// Directories of a tree held open at once; deeper in a larger tree, a
@@ -817,6 +827,16 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn restored_modes_drop_special_bits_and_follow_the_umask_unless_asked() {
+        assert_eq!(restored_mode(0o6777, 0o022, false), 0o755);
+        assert_eq!(restored_mode(0o1777, 0o077, false), 0o700);
+        assert_eq!(restored_mode(0, 0o022, false), 0o644);
+        assert_eq!(restored_mode(0o6777, 0o027, true), 0o6750);
+        // Bits of the umask above 0o777 never clear special bits.
+        assert_eq!(restored_mode(0o4755, 0o7022, true), 0o4755);
     }
 
     #[test]
