@@ -804,19 +804,24 @@ impl Session {
         start: u64,
         end: u64,
     ) -> Result<(), JobError> {
-        let read = |offset: u64| {
+        // Two blocks circulate: one being sent while the next is read;
+        // a sent block's buffer is read into again (no fresh, zeroed
+        // allocation per block).
+        let read = |offset: u64, buf: Option<Vec<u8>>| {
             let input = input.clone();
             let hash = hash.clone();
             let len = (end - offset).min(READ_BLOCK as u64) as usize;
             tokio::task::spawn_blocking(move || {
-                let mut buf = vec![0u8; len];
+                let mut buf = buf.unwrap_or_default();
+                buf.resize(len, 0);
                 input.read_exact_at(&mut buf, offset)?;
                 hash.feed(offset, &buf);
                 Ok::<_, io::Error>(buf)
             })
         };
         let mut offset = start;
-        let mut next = (offset < end).then(|| read(offset));
+        let mut next = (offset < end).then(|| read(offset, None));
+        let mut spare = None;
         while let Some(pending) = next.take() {
             let block = pending
                 .await
@@ -824,21 +829,41 @@ impl Session {
                 .map_err(|e| JobError::File(format!("cannot read: {e}")))?;
             let block_end = offset + block.len() as u64;
             if block_end < end {
-                next = Some(read(block_end));
+                next = Some(read(block_end, spare.take()));
             }
             for piece in block.chunks(MAX_DATA_PAYLOAD as usize) {
                 let prefix = data_prefix(file_id, offset, piece.len());
-                self.tls.write_all(&prefix).await.map_err(WireError::from)?;
-                self.tls.write_all(piece).await.map_err(WireError::from)?;
+                write_all_two(&mut self.tls, &prefix, piece).await?;
                 offset += piece.len() as u64;
                 shared.sent.fetch_add(piece.len() as u64, Ordering::Relaxed);
                 shared.progress.advance(piece.len() as u64);
                 #[cfg(any(test, feature = "test-knobs"))]
                 crate::hooks::after_sent(&mut self.tls, shared.sent.load(Ordering::Relaxed)).await;
             }
+            spare = Some(block);
         }
         Ok(())
     }
+}
+
+/// Writes `head` then `body` as one vectored write where it can: the
+/// frame header shares a TLS record with the start of its payload rather
+/// than taking a record of its own.
+async fn write_all_two(tls: &mut Tls, head: &[u8], body: &[u8]) -> Result<(), WireError> {
+    let (mut head, mut body) = (head, body);
+    while !head.is_empty() {
+        let n = tls
+            .write_vectored(&[io::IoSlice::new(head), io::IoSlice::new(body)])
+            .await?;
+        if n == 0 {
+            return Err(WireError::Io(io::ErrorKind::WriteZero.into()));
+        }
+        let from_head = n.min(head.len());
+        head = &head[from_head..];
+        body = &body[n - from_head..];
+    }
+    tls.write_all(body).await?;
+    Ok(())
 }
 
 /// The error for a failed TLS handshake: a certificate other than the one

@@ -45,6 +45,8 @@ const MAX_SIDECAR_RANGES: usize = 1 << 20;
 const HASH_SEGMENT: u64 = 16 * 1024 * 1024;
 /// Mode of directories created for received files (through the umask).
 const DIR_MODE: u32 = 0o777;
+/// Hash states kept for partial files that no connection holds open.
+const IDLE_HASHES: usize = 256;
 
 /// Why a received file could not be opened, written or committed.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +111,37 @@ pub struct DirDestination {
     root: DirFd,
     umask: u32,
     open: Arc<Mutex<HashMap<String, Arc<PartialFile>>>>,
+    idle: Arc<IdleHashes>,
+}
+
+/// The whole-file hash states of partial files that were let go before
+/// they were complete, by key. A client sends a large file as a run of
+/// ranges, opening and closing it for each; without this, every reopen
+/// would start a new hash and the commit would read the whole file back
+/// from the disk to hash it again. A state is taken back only by a reopen
+/// that finds the partial file as it was left (its held ranges kept, the
+/// file not reset). At most [`IDLE_HASHES`] are kept; the oldest go first
+/// (a resumed file without one is read back, as after a restart).
+#[derive(Default)]
+struct IdleHashes {
+    states: Mutex<std::collections::VecDeque<(String, Arc<SegmentedHash>)>>,
+}
+
+impl IdleHashes {
+    fn put(&self, key: &str, hash: Arc<SegmentedHash>) {
+        let mut states = self.states.lock().expect("the lock is never poisoned");
+        states.retain(|(k, _)| k != key);
+        if states.len() == IDLE_HASHES {
+            states.pop_front();
+        }
+        states.push_back((key.to_owned(), hash));
+    }
+
+    fn take(&self, key: &str) -> Option<Arc<SegmentedHash>> {
+        let mut states = self.states.lock().expect("the lock is never poisoned");
+        let at = states.iter().position(|(k, _)| k == key)?;
+        states.remove(at).map(|(_, hash)| hash)
+    }
 }
 
 impl DirDestination {
@@ -121,6 +154,7 @@ impl DirDestination {
             root: DirFd::open(root)?,
             umask: umask & 0o777,
             open: Arc::new(Mutex::new(HashMap::new())),
+            idle: Arc::default(),
         })
     }
 }
@@ -167,9 +201,11 @@ impl Destination for DirDestination {
         // Before anything is allocated for it: a file must fit in the
         // free space (beside what its partial already holds).
         check_free_space(&dir, &key, &shown, meta.size)?;
-        let file = PartialFile::open(dir, last, &key, &shown, meta.clone(), self.umask)?;
+        let idle = self.idle.take(&key);
+        let file = PartialFile::open(dir, last, &key, &shown, meta.clone(), self.umask, idle)?;
         let file = Arc::new(PartialFile {
             registry: Arc::downgrade(&self.open),
+            idle: Arc::downgrade(&self.idle),
             ..file
         });
         open.insert(key, file.clone());
@@ -208,7 +244,7 @@ struct PartialFile {
     umask: u32,
     file: File,
     /// The whole-file hash, fed as bytes arrive.
-    hash: SegmentedHash,
+    hash: Arc<SegmentedHash>,
     state: Mutex<PartialState>,
     /// Serialises sidecar saves.
     saving: Mutex<()>,
@@ -216,6 +252,8 @@ struct PartialFile {
     /// a file once its commit began (it may be renamed to its final name).
     writing: RwLock<()>,
     registry: std::sync::Weak<Mutex<HashMap<String, Arc<PartialFile>>>>,
+    /// Where the hash state goes when the last connection lets go.
+    idle: std::sync::Weak<IdleHashes>,
 }
 
 impl PartialFile {
@@ -226,6 +264,7 @@ impl PartialFile {
         shown: &str,
         meta: FileMeta,
         umask: u32,
+        idle_hash: Option<Arc<SegmentedHash>>,
     ) -> Result<PartialFile, ReceiveError> {
         let storage = |what: &str, e: io::Error| {
             ReceiveError::new(ErrorCode::Storage, shown, format!("{what}: {e}"))
@@ -257,8 +296,13 @@ impl PartialFile {
             file.set_len(0)
                 .map_err(|e| storage("cannot reset its partial file", e))?;
         }
+        // A kept hash state is good only for the bytes it was fed, which
+        // are still in the file unless it was reset (or never written).
+        let hash = idle_hash
+            .filter(|_| !ranges.is_empty())
+            .unwrap_or_else(|| Arc::new(SegmentedHash::new(meta.size, HASH_SEGMENT)));
         Ok(PartialFile {
-            hash: SegmentedHash::new(meta.size, HASH_SEGMENT),
+            hash,
             dir,
             final_name: final_name.to_owned(),
             part_name,
@@ -278,6 +322,7 @@ impl PartialFile {
             saving: Mutex::new(()),
             writing: RwLock::new(()),
             registry: std::sync::Weak::new(),
+            idle: std::sync::Weak::new(),
         })
     }
 
@@ -487,6 +532,9 @@ impl Incoming for PartialFile {
             if let Some(open) = open.as_mut() {
                 open.remove(&self.key);
             }
+            if let Some(idle) = self.idle.upgrade() {
+                idle.put(&self.key, self.hash.clone());
+            }
         }
     }
 }
@@ -667,6 +715,29 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         assert_eq!(meta_out.mode() & 0o777, 0o640);
         assert_eq!(meta_out.mtime(), 1_700_000_000);
+    }
+
+    #[test]
+    fn a_file_let_go_between_ranges_keeps_its_hash_state() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = DirDestination::new(tmp.path(), 0o022).unwrap();
+        let name = RelName::parse(b"ranges").unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 13) as u8).collect();
+        let file = dest.open(&name, &meta(data.len() as u64)).unwrap();
+        file.write_at(0, &data[..60_000]).unwrap();
+        file.release();
+        // Behind the receiver's back, the bytes it already hashed change
+        // on the disk: a commit that read them back would see it.
+        let (part, _) = partial_paths(&name, &meta(data.len() as u64));
+        let disk = std::fs::OpenOptions::new()
+            .write(true)
+            .open(tmp.path().join(part))
+            .unwrap();
+        disk.write_all_at(&[0u8; 1000], 0).unwrap();
+        let file = dest.open(&name, &meta(data.len() as u64)).unwrap();
+        assert_eq!(file.held_bytes(), 60_000);
+        file.write_at(60_000, &data[60_000..]).unwrap();
+        file.commit(blake3::hash(&data).as_bytes()).unwrap();
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use bytes::BufMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::frame::{Frame, FrameError, FrameHeader, FrameType, HEADER_LEN};
@@ -113,14 +114,16 @@ async fn read_payload<R: AsyncRead + Unpin>(
     reader: &mut R,
     header: FrameHeader,
 ) -> Result<RawFrame, WireError> {
-    let mut payload = vec![0u8; header.length as usize];
-    reader.read_exact(&mut payload).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            WireError::Truncated
-        } else {
-            WireError::Io(e)
+    // Read into the spare capacity: a payload is never zeroed first.
+    let length = header.length as usize;
+    let mut payload = Vec::with_capacity(length);
+    while payload.len() < length {
+        let left = length - payload.len();
+        let mut rest = (&mut payload).limit(left);
+        if reader.read_buf(&mut rest).await? == 0 {
+            return Err(WireError::Truncated);
         }
-    })?;
+    }
     Ok(RawFrame {
         kind: header.kind,
         payload,
