@@ -565,9 +565,7 @@ fn assert_lease_names_no_holder(bucket: &cryptstream_s3::S3Client, pid: u32) {
     for lease in leases {
         let body = bucket.get(&lease.key).unwrap().unwrap();
         for (what, needle) in [("host name", host.to_owned()), ("pid", pid.to_string())] {
-            let found = body
-                .windows(needle.len())
-                .any(|w| w == needle.as_bytes())
+            let found = body.windows(needle.len()).any(|w| w == needle.as_bytes())
                 || lease.key.contains(&needle);
             assert!(!found, "lease {} shows the {what} {needle:?}", lease.key);
         }
