@@ -307,6 +307,17 @@ mod per_entry {
     /// A chunk moved by a pack rewrite (gc, per chunk).
     pub const MOVE_CHUNK: &str =
         "UPDATE chunks SET pack = ?1, offset = ?2 WHERE id = ?3 AND pack = ?4";
+    /// A writer's lease goes (gc, per dead writer; every command once).
+    pub const DROP_WRITER: &str = "DELETE FROM writers WHERE id = ?1";
+    /// A dead gc's lease goes (every writer, per dead gc).
+    pub const DROP_DEAD_GC: &str = "DELETE FROM writers WHERE id = ?1 AND role = 'gc'";
+    /// A writer's heartbeat (put, per pack).
+    pub const HEARTBEAT: &str = "UPDATE writers SET heartbeat = ?1 WHERE id = ?2";
+    /// A committed pack (put and gc, per pack).
+    pub const INSERT_PACK: &str = "INSERT INTO packs(name, size, created) VALUES (?1, ?2, ?3)";
+    /// A pack found in the store (reindex, per pack).
+    pub const ADD_PACK: &str =
+        "INSERT OR IGNORE INTO packs(name, size, created) VALUES (?1, ?2, ?3)";
     /// A pack's row id (reindex, per pack).
     pub const PACK_ID: &str = "SELECT id FROM packs WHERE name = ?1";
     /// A chunk found in a pack's index (reindex, per chunk).
@@ -353,6 +364,11 @@ const PER_ENTRY: &[&str] = &[
     PACK_USED,
     DROP_PACK,
     MOVE_CHUNK,
+    DROP_WRITER,
+    DROP_DEAD_GC,
+    HEARTBEAT,
+    INSERT_PACK,
+    ADD_PACK,
     PACK_ID,
     ADD_CHUNK,
     ADD_FILE,
@@ -487,7 +503,7 @@ impl Registry {
     /// # Errors
     /// Registry failures.
     pub fn unregister_writer(&mut self, lease: WriterLease) -> Result<(), StoreError> {
-        self.write(|tx| tx.execute("DELETE FROM writers WHERE id = ?1", [lease.id]))?;
+        self.write(|tx| tx.prepare_cached(DROP_WRITER)?.execute([lease.id]))?;
         Ok(())
     }
 
@@ -507,7 +523,7 @@ impl Registry {
                 "DELETE FROM files WHERE writer = ?1 AND status = 'pending'",
                 [lease.id],
             )?;
-            tx.execute("DELETE FROM writers WHERE id = ?1", [lease.id])
+            tx.prepare_cached(DROP_WRITER)?.execute([lease.id])
         })?;
         Ok(())
     }
@@ -557,7 +573,7 @@ impl Registry {
         let dead = self.dead_writers()?;
         self.write(|tx| {
             for id in &dead {
-                tx.execute("DELETE FROM writers WHERE id = ?1 AND role = 'gc'", [id])?;
+                tx.prepare_cached(DROP_DEAD_GC)?.execute([id])?;
             }
             Ok(())
         })
@@ -604,7 +620,7 @@ impl Registry {
                 tx.prepare_cached(DROP_FILE)?.execute([f])?;
             }
             for w in writers {
-                tx.execute("DELETE FROM writers WHERE id = ?1", [w])?;
+                tx.prepare_cached(DROP_WRITER)?.execute([w])?;
             }
             Ok(())
         })
@@ -616,10 +632,8 @@ impl Registry {
     /// Registry failures.
     pub fn heartbeat(&self, lease: WriterLease) -> Result<(), StoreError> {
         self.conn
-            .execute(
-                "UPDATE writers SET heartbeat = ?1 WHERE id = ?2",
-                params![now(), lease.id],
-            )
+            .prepare_cached(HEARTBEAT)
+            .and_then(|mut stmt| stmt.execute(params![now(), lease.id]))
             .map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -681,10 +695,8 @@ impl Registry {
         let created = now();
         self.write(|tx| {
             if let Some((name, size, entries)) = pack {
-                tx.execute(
-                    "INSERT INTO packs(name, size, created) VALUES (?1, ?2, ?3)",
-                    params![name, size as i64, created],
-                )?;
+                tx.prepare_cached(INSERT_PACK)?
+                    .execute(params![name, size as i64, created])?;
                 let pack_row = tx.last_insert_rowid();
                 let mut stmt = tx.prepare_cached(INSERT_CHUNK)?;
                 for e in entries {
@@ -731,10 +743,8 @@ impl Registry {
                     f.next_seq += 1;
                 }
             }
-            tx.execute(
-                "UPDATE writers SET heartbeat = ?1 WHERE id = ?2",
-                params![created, lease.id],
-            )?;
+            tx.prepare_cached(HEARTBEAT)?
+                .execute(params![created, lease.id])?;
             Ok(())
         })
     }
@@ -1167,10 +1177,8 @@ impl Registry {
     ) -> Result<(), StoreError> {
         let created = now();
         self.write(|tx| {
-            tx.execute(
-                "INSERT INTO packs(name, size, created) VALUES (?1, ?2, ?3)",
-                params![new_name, new_size as i64, created],
-            )?;
+            tx.prepare_cached(INSERT_PACK)?
+                .execute(params![new_name, new_size as i64, created])?;
             let new = tx.last_insert_rowid();
             let mut stmt = tx.prepare_cached(MOVE_CHUNK)?;
             for e in entries {
@@ -1339,10 +1347,8 @@ impl Registry {
     ) -> Result<(), StoreError> {
         let created = now();
         self.write(|tx| {
-            tx.execute(
-                "INSERT OR IGNORE INTO packs(name, size, created) VALUES (?1, ?2, ?3)",
-                params![name, size as i64, created],
-            )?;
+            tx.prepare_cached(ADD_PACK)?
+                .execute(params![name, size as i64, created])?;
             let pack: i64 = tx
                 .prepare_cached(PACK_ID)?
                 .query_row([name], |r| r.get(0))?;
