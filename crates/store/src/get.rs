@@ -148,30 +148,22 @@ fn restore_chunk(
     Ok(loc.raw_len)
 }
 
-/// Finds the entries `selectors` name (uids or names; a directory's name
-/// brings its whole tree).
+/// Collects the entries `selectors` name (uids or names; a directory's
+/// name brings its whole tree), for `delete`, which needs them all before
+/// it changes anything; `get` streams them instead.
 ///
 /// # Errors
 /// [`StoreError::NotFound`] for a selector that matches nothing.
 pub(crate) fn select(store: &Store, selectors: &[String]) -> Result<Vec<FileRow>, StoreError> {
     let mut rows = Vec::new();
     for sel in selectors {
-        let before = rows.len();
-        if let Some(uid) = crate::parse_uid(sel) {
-            if let Some(row) = store.registry.by_uid(uid)? {
-                rows.push(row);
-            }
-        }
-        if rows.len() == before {
-            let name = sel.trim_end_matches('/');
-            store.registry.by_name(name, |row| {
-                rows.push(row);
-                Ok(())
-            })?;
-        }
-        if rows.len() == before {
+        if !selects_something(store, sel)? {
             return Err(StoreError::NotFound(sel.clone()));
         }
+        for_each_selected(store, sel, &mut |row| {
+            rows.push(row);
+            Ok(())
+        })?;
     }
     rows.sort_by(|a, b| a.record.name.cmp(&b.record.name));
     rows.dedup_by(|a, b| a.record.uid == b.record.uid);
