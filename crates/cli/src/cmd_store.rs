@@ -4,7 +4,6 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -117,6 +116,9 @@ pub struct GetArgs {
     /// Replace existing files.
     #[arg(long)]
     pub force: bool,
+    /// Keep setuid, setgid and sticky bits when restoring modes (by default they are dropped and the umask applies).
+    #[arg(long)]
+    pub keep_special_bits: bool,
 }
 
 /// `store list`.
@@ -244,17 +246,17 @@ pub fn store_dir(args: &StoreArgs) -> anyhow::Result<PathBuf> {
 
 /// Opens and unlocks the store (a passphrase key is derived once,
 /// cancellably).
-pub fn open_store(dir: &Path, keyring: &Keyring, cancel: &AtomicBool) -> anyhow::Result<Store> {
+pub fn open_store(dir: &Path, keyring: &Keyring, cancel: &Cancel) -> anyhow::Result<Store> {
     let opened = crate::store_location::open(dir)?;
     let locked = opened.store;
     let header = locked.key_header()?;
-    cryptstream_engine::keys::derive_for_header(&header, keyring, cancel)?;
+    cryptstream_engine::keys::derive_for_header(&header, keyring, cancel.flag())?;
     let mut store = locked
         .unlock(keyring)
         .with_context(|| format!("{}: cannot open the store", dir.display()))?;
     if let Some(cache) = opened.fill_registry {
         // A new cache of an S3 store: the bucket is the truth.
-        let report = store.reindex(&cryptstream_store::NoProgress)?;
+        let report = store.reindex(&cryptstream_store::NoProgress, cancel)?;
         refuse_unreadable(
             &report,
             "the new local registry was not filled from the bucket",
@@ -314,9 +316,43 @@ pub fn run(args: &StoreArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let keyring = Arc::new(args.secrets.keyring(false)?);
-    let mut store = open_store(&dir, &keyring, &cancel_flag)?;
-    let workers = args.workers.unwrap_or_else(default_workers).max(1);
     let cancel = Cancel::from_flag(cancel_flag.clone());
+    let result = open_store(&dir, &keyring, &cancel)
+        .and_then(|store| run_command(args, &dir, keyring, store, &cancel));
+    match result {
+        // Stopped by SIGINT or SIGTERM: every step already taken left the
+        // store consistent.
+        Err(e) if cancel.is_cancelled() && is_cancelled(&e) => {
+            messages::note("interrupted");
+            Ok(ExitCode::from(EXIT_INTERRUPTED))
+        }
+        other => other,
+    }
+}
+
+/// Whether `err` is the store's or the key derivation's "stopped by the
+/// user".
+fn is_cancelled(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<cryptstream_store::StoreError>(),
+            Some(cryptstream_store::StoreError::Cancelled)
+        ) || matches!(
+            cause.downcast_ref::<cryptstream_engine::Reason>(),
+            Some(cryptstream_engine::Reason::Cancelled)
+        )
+    })
+}
+
+/// Runs a store command other than `init` on the open store.
+fn run_command(
+    args: &StoreArgs,
+    dir: &Path,
+    keyring: Arc<Keyring>,
+    mut store: Store,
+    cancel: &Cancel,
+) -> anyhow::Result<ExitCode> {
+    let workers = args.workers.unwrap_or_else(default_workers).max(1);
     let interrupted = || ExitCode::from(EXIT_INTERRUPTED);
     match &args.command {
         StoreCommand::Init(_) => unreachable!("handled above"),
@@ -328,7 +364,7 @@ pub fn run(args: &StoreArgs) -> anyhow::Result<ExitCode> {
                 &pool,
                 put,
                 args.max_memory,
-                &cancel,
+                cancel,
                 &bar,
                 &mut std::io::stdout(),
             )?;
@@ -338,7 +374,7 @@ pub fn run(args: &StoreArgs) -> anyhow::Result<ExitCode> {
         StoreCommand::Get(get) => {
             let pool = Pool::new(workers);
             let bar = Bar::new("get", args.quiet);
-            let code = run_get(&mut store, &pool, get, args.max_memory, &cancel, &bar)?;
+            let code = run_get(&mut store, &pool, get, args.max_memory, cancel, &bar)?;
             bar.finish();
             Ok(code)
         }
@@ -358,7 +394,7 @@ pub fn run(args: &StoreArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         StoreCommand::Gc => {
-            let _lease = match crate::store_location::gc_gate()? {
+            let _lease = match crate::store_location::gc_gate(store.keys())? {
                 crate::store_location::GcGate::Local => None,
                 crate::store_location::GcGate::Skip(why) => {
                     messages::note(format_args!("gc: skipped: {why}"));
@@ -367,13 +403,13 @@ pub fn run(args: &StoreArgs) -> anyhow::Result<ExitCode> {
                 crate::store_location::GcGate::Exclusive(lease) => {
                     // Other clients' files are in the bucket, not in this
                     // registry: learn them before deciding what is garbage.
-                    let report = store.reindex(&cryptstream_store::NoProgress)?;
+                    let report = store.reindex(&cryptstream_store::NoProgress, cancel)?;
                     refuse_unreadable(&report, "gc: not run")?;
                     Some(lease)
                 }
             };
             let bar = Bar::new("gc", args.quiet);
-            let report = store.gc(&bar)?;
+            let report = store.gc(&bar, cancel)?;
             bar.finish();
             messages::note(format_args!(
                 "gc: {} chunks removed, {} packs deleted, {} rewritten, {} reclaimed; \
@@ -396,10 +432,14 @@ pub fn run(args: &StoreArgs) -> anyhow::Result<ExitCode> {
         StoreCommand::Verify(verify) => {
             let pool = Pool::new(workers);
             let bar = Bar::new("verify", args.quiet);
-            let problems =
-                store.verify(&pool, verify.read_data, args.max_memory, &bar, &mut |p| {
-                    bar.suspend(|| messages::error(p))
-                })?;
+            let problems = store.verify(
+                &pool,
+                verify.read_data,
+                args.max_memory,
+                cancel,
+                &bar,
+                &mut |p| bar.suspend(|| messages::error(p)),
+            )?;
             bar.finish();
             if cancel.is_cancelled() {
                 return Ok(interrupted());
@@ -422,7 +462,7 @@ pub fn run(args: &StoreArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         StoreCommand::Reindex => {
-            let report = store.reindex(&cryptstream_store::NoProgress)?;
+            let report = store.reindex(&cryptstream_store::NoProgress, cancel)?;
             refuse_unreadable(&report, "reindex: the registry was kept as it was")?;
             messages::note(format_args!(
                 "reindex: {} packs, {} chunks, {} entries",
@@ -430,7 +470,7 @@ pub fn run(args: &StoreArgs) -> anyhow::Result<ExitCode> {
             ));
             Ok(ExitCode::SUCCESS)
         }
-        StoreCommand::Shell => crate::store_shell::run(args, &dir, keyring, store, workers),
+        StoreCommand::Shell => crate::store_shell::run(args, dir, keyring, store, workers),
     }
 }
 
@@ -444,7 +484,7 @@ pub fn run_put(
     bar: &Bar,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
-    let _lease = crate::store_location::put_lease()?;
+    let _lease = crate::store_location::put_lease(store.keys())?;
     let opts = PutOptions {
         max_memory,
         force_read: args.force_read,
@@ -561,6 +601,7 @@ pub fn run_get(
         max_memory,
         overwrite: args.force,
         umask: cryptstream_engine::process_umask(),
+        keep_special_bits: args.keep_special_bits,
         cancel: cancel.clone(),
     };
     let (mut ok, mut failed) = (0u64, 0u64);

@@ -18,7 +18,7 @@ use anyhow::Context;
 use cryptstream_format::MasterKey;
 use cryptstream_s3::lease::{held_by_dead_local_process, live_leases, Lease, LeaseKind};
 use cryptstream_s3::{Options, S3Backend, S3Client, S3Location, WriteMode};
-use cryptstream_store::{Backend, LockedStore, Settings, Store, REGISTRY_FILE};
+use cryptstream_store::{blob, Backend, LockedStore, Settings, Store, StoreKeys, REGISTRY_FILE};
 
 use crate::messages;
 
@@ -65,10 +65,19 @@ fn cache_dir(location: &S3Location) -> anyhow::Result<PathBuf> {
         .join("s3")
         .join(&location.bucket)
         .join(&hash.as_str()[..16]);
-    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    // Every directory made for the cache is private (it holds a registry).
+    std::os::unix::fs::DirBuilderExt::mode(
+        std::fs::DirBuilder::new().recursive(true),
+        cryptstream_store::PRIVATE_DIR_MODE,
+    )
+    .create(&dir)
+    .with_context(|| format!("{}: cannot create", dir.display()))?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("{}: cannot set its mode", dir.display()))?;
+    std::fs::set_permissions(
+        &dir,
+        std::fs::Permissions::from_mode(cryptstream_store::PRIVATE_DIR_MODE),
+    )
+    .with_context(|| format!("{}: cannot set its mode", dir.display()))?;
     Ok(dir)
 }
 
@@ -184,17 +193,26 @@ pub fn open(arg: &Path) -> anyhow::Result<Opened> {
     }
 }
 
+/// This process's lease holder note, sealed under the store's key.
+fn sealed_holder(keys: &StoreKeys) -> anyhow::Result<Vec<u8>> {
+    Ok(blob::seal(
+        keys,
+        blob::LEASE_AAD,
+        &cryptstream_s3::lease::holder_note(),
+    )?)
+}
+
 /// Longest a put waits for another client's gc to end.
 const GC_WAIT: Duration = Duration::from_secs(15 * 60);
 
 /// Before a put on an S3 store: takes a put lease and waits while another
 /// client's gc holds one (see `cryptstream_s3::lease`). `None` for a local
 /// store. The put holds the lease until it drops it.
-pub fn put_lease() -> anyhow::Result<Option<Lease>> {
+pub fn put_lease(keys: &StoreKeys) -> anyhow::Result<Option<Lease>> {
     let Some(client) = OPENED_S3.get() else {
         return Ok(None);
     };
-    let lease = Lease::take(Arc::clone(client), LeaseKind::Put)?;
+    let lease = Lease::take(Arc::clone(client), LeaseKind::Put, sealed_holder(keys)?)?;
     let started = Instant::now();
     let mut told = false;
     loop {
@@ -234,15 +252,21 @@ pub enum GcGate {
 
 /// Before a gc: on an S3 store, takes a gc lease and gives up if a put
 /// holds one; removes the leases of dead clients.
-pub fn gc_gate() -> anyhow::Result<GcGate> {
+pub fn gc_gate(keys: &StoreKeys) -> anyhow::Result<GcGate> {
     let Some(client) = OPENED_S3.get() else {
         return Ok(GcGate::Local);
     };
-    let lease = Lease::take(Arc::clone(client), LeaseKind::Gc)?;
+    let lease = Lease::take(Arc::clone(client), LeaseKind::Gc, sealed_holder(keys)?)?;
     let (puts, mut stale) = live_leases(client, LeaseKind::Put)?;
+    let open = |body: &[u8]| {
+        let mut body = body.to_vec();
+        blob::open_in_place(keys, blob::LEASE_AAD, &mut body)
+            .ok()
+            .map(|plain| plain.to_vec())
+    };
     let mut running = Vec::new();
     for put in puts {
-        if held_by_dead_local_process(client, &put)? {
+        if held_by_dead_local_process(client, &put, &open)? {
             stale.push(put.name);
         } else {
             running.push(put);

@@ -327,7 +327,7 @@ fn spawn_job(
         .name(format!("job-{id}"))
         .spawn(move || {
             let result = (|| -> anyhow::Result<ExitCode> {
-                let mut store = cmd_store::open_store(&dir, &keyring, &AtomicBool::new(false))?;
+                let mut store = cmd_store::open_store(&dir, &keyring, &cancel)?;
                 let bar = Bar::counters(counters);
                 match line {
                     Line::Put(put) => {

@@ -18,7 +18,11 @@ use std::path::{Path, PathBuf};
 use common::*;
 use store_support::*;
 
-on_every_backend!(sigkill_during_put_at_random_points_leaves_a_store_that_verifies,);
+on_every_backend!(
+    sigkill_during_put_at_random_points_leaves_a_store_that_verifies,
+    sigterm_and_sigint_stop_a_get_which_leaves_nothing_half_written,
+    sigterm_stops_a_put_and_a_rerun_completes_it,
+);
 
 /// Kills that must land in the middle of a put (issue 16, point 6).
 const KILLS: usize = 20;
@@ -480,4 +484,95 @@ fn a_get_during_a_gc_rewrite_fails_the_file_cleanly_and_a_rerun_restores_it() {
         fs::read(src.join("a-stays.bin")).unwrap()
     );
     s.run("verify", &[&"--read-data"]).success();
+}
+
+/// Exit code after SIGINT or SIGTERM.
+const EXIT_SIGNALLED: i32 = 130;
+
+/// A get held at its first chunk read gets `signal`, then is let go: it
+/// stops with 130 before restoring the tree (each file it did restore is
+/// whole), the store verifies, and a second get restores everything.
+fn sigterm_and_sigint_stop_a_get_which_leaves_nothing_half_written(kind: Kind) {
+    let s = StoreWs::on(kind, SMALL);
+    let parent = s.ws.path("src");
+    let src = parent.join("tree");
+    random_tree(&src, 200, 40_000, 31);
+    s.run("put", &[&src]).success();
+    let files = snapshot(&src).len();
+    for (i, signal) in [libc::SIGTERM, libc::SIGINT].into_iter().enumerate() {
+        let hold = Hold::new(&s, &format!("hold-get-{i}"));
+        let dest = s.ws.path(format!("out-{i}"));
+        let mut cmd = s.cmd("get");
+        cmd.arg("tree").arg(&dest);
+        let (key, value) = hold.env();
+        cmd.env(key, value);
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut get = Running::spawn(&mut cmd);
+        hold.wait_reached();
+        get.signal(signal);
+        hold.release();
+        let status = get.wait(TIMEOUT);
+        assert_eq!(
+            status.code(),
+            Some(EXIT_SIGNALLED),
+            "a get stopped by signal {signal}: {status}"
+        );
+        let restored = snapshot(&dest.join("tree"));
+        assert!(
+            restored.len() < files,
+            "the get restored all {files} entries after signal {signal}"
+        );
+        // What is there is complete and exact: no file half written.
+        let want = snapshot(&src);
+        for (rel, entry) in &restored {
+            assert_eq!(Some(entry), want.get(rel), "{}", rel.display());
+        }
+    }
+    s.run("verify", &[&"--read-data"]).success();
+    let dest = s.ws.path("out-again");
+    s.run("get", &[&"tree", &dest]).success();
+    assert_restored(&src, &dest.join("tree"));
+}
+
+/// A put held at a hook point gets SIGTERM, then is let go: it stops with
+/// 130, no registration is left behind, the store verifies, and a rerun
+/// stores the rest.
+fn sigterm_stops_a_put_and_a_rerun_completes_it(kind: Kind) {
+    let s = StoreWs::on(kind, SMALL);
+    let parent = s.ws.path("src");
+    let src = parent.join("tree");
+    random_tree(&src, 120, 60_000, 32);
+    let total = entry_count(&src);
+    let hold = Hold::new(&s, "hold-put");
+    let put = spawn_put(&s, &src, &[hold.env()], false);
+    hold.wait_reached();
+    put.running.signal(libc::SIGTERM);
+    hold.release();
+    let (status, reported, stderr) = put.finish();
+    assert_eq!(
+        status.code(),
+        Some(EXIT_SIGNALLED),
+        "a put stopped by SIGTERM: {status}: {stderr}"
+    );
+    assert!(reported.len() < total, "the put finished before SIGTERM");
+    if kind == Kind::Local {
+        assert!(s.writers().is_empty(), "the put left its registration");
+    } else {
+        assert!(
+            s.objects("leases/").is_empty(),
+            "the put left its lease: {:?}",
+            s.objects("leases/")
+        );
+    }
+    s.run("verify", &[&"--read-data"]).success();
+    let rerun = s.run("put", &[&"--json", &src]).success().json();
+    assert_eq!(
+        rerun["stored"].as_u64().unwrap() + rerun["unchanged"].as_u64().unwrap(),
+        total as u64,
+        "{rerun}"
+    );
+    let dest = s.ws.path("out");
+    s.run("get", &[&"tree", &dest]).success();
+    assert_restored(&src, &dest.join("tree"));
 }

@@ -295,6 +295,7 @@ fn a_gc_never_overlaps_a_put_of_another_client() {
         leases.iter().any(|l| l.key.starts_with("leases/put-")),
         "{leases:?}"
     );
+    assert_lease_names_no_holder(&bucket, put.pid());
     // A gc on the other machine sees the put's lease and gives up.
     let gc = run(&mut store_cmd(server, &ws, "gc-and-put", &other, "gc"));
     gc.success().stderr_has("skipped: a put is running");
@@ -551,4 +552,69 @@ fn connections_bounds_the_requests_in_flight() {
         with_eight > 2,
         "--connections 8 never had more requests in flight than 1 ({with_eight} connections)"
     );
+}
+
+/// No lease object says who holds it to the bucket's owner: neither this
+/// host's name nor the holder's pid appears in its name or its bytes.
+fn assert_lease_names_no_holder(bucket: &cryptstream_s3::S3Client, pid: u32) {
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let host = host.trim();
+    assert!(!host.is_empty());
+    let leases = bucket.list("leases/").unwrap();
+    assert!(!leases.is_empty());
+    for lease in leases {
+        let body = bucket.get(&lease.key).unwrap().unwrap();
+        for (what, needle) in [("host name", host.to_owned()), ("pid", pid.to_string())] {
+            let found = body.windows(needle.len()).any(|w| w == needle.as_bytes())
+                || lease.key.contains(&needle);
+            assert!(!found, "lease {} shows the {what} {needle:?}", lease.key);
+        }
+    }
+}
+
+/// A put killed while it holds its lease: a gc on the same host opens the
+/// sealed lease, sees that its process is gone, and runs at once (instead
+/// of waiting five minutes for the lease to go stale); a live put of the
+/// same host still makes it wait.
+#[test]
+fn a_gc_runs_at_once_when_the_put_holding_a_lease_was_killed_on_this_host() {
+    use std::os::unix::process::ExitStatusExt;
+    let server = seaweed::server();
+    let ws = Workspace::new();
+    server.create_bucket("killed-put");
+    let cache = ws.path("cache");
+    let src = ws.path("src/tree");
+    small_tree(&src, 6, 900);
+    let bucket = bucket_client(server, "killed-put", "st");
+    run(&mut store_cmd(server, &ws, "killed-put", &cache, "init")).success();
+    let hold = Hold::new(&ws);
+    let mut cmd = store_cmd(server, &ws, "killed-put", &cache, "put");
+    cmd.arg(&src);
+    hold.set(&mut cmd);
+    let mut put = PutRun::spawn(&mut cmd);
+    hold.wait_reached();
+    assert_lease_names_no_holder(&bucket, put.pid());
+    // Alive: the gc gives up.
+    let gc = run(&mut store_cmd(server, &ws, "killed-put", &cache, "gc"));
+    gc.success().stderr_has("skipped: a put is running");
+    put.running.signal(libc::SIGKILL);
+    let (status, _, _) = put.finish();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+    hold.release();
+    assert!(
+        bucket
+            .list("leases/")
+            .unwrap()
+            .iter()
+            .any(|l| l.key.starts_with("leases/put-")),
+        "the killed put's lease is still there"
+    );
+    let gc = run(&mut store_cmd(server, &ws, "killed-put", &cache, "gc"));
+    gc.success();
+    assert!(!gc.stderr.contains("skipped"), "{}", gc.stderr);
+    assert!(
+        bucket.list("leases/").unwrap().is_empty(),
+        "the dead lease was not removed"
+    );
+    run(store_cmd(server, &ws, "killed-put", &cache, "verify").arg("--read-data")).success();
 }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use cryptstream_store::{Backend, BackendError, ObjectMeta, ObjectWriter};
 
-use crate::{Multipart, S3Client, S3Error, PART_SIZE};
+use crate::{Bounded, Multipart, S3Client, S3Error, PART_SIZE};
 
 /// Whether the server makes create-only writes atomic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,11 +135,16 @@ impl Backend for S3Backend {
         }))
     }
 
-    fn get(&self, name: &str) -> Result<Vec<u8>, BackendError> {
+    fn get(&self, name: &str, limit: u64) -> Result<Vec<u8>, BackendError> {
         check_name(name)?;
-        match self.client.get(name) {
-            Ok(Some(bytes)) => Ok(bytes.to_vec()),
-            Ok(None) => Err(BackendError::NotFound(name.to_owned())),
+        match self.client.get_bounded(name, limit) {
+            Ok(Bounded::Found(bytes)) => Ok(bytes.to_vec()),
+            Ok(Bounded::Missing) => Err(BackendError::NotFound(name.to_owned())),
+            Ok(Bounded::TooLarge(size)) => Err(BackendError::TooLarge {
+                name: name.to_owned(),
+                size,
+                limit,
+            }),
             Err(e) => Err(backend_error(name, e)),
         }
     }

@@ -7,7 +7,11 @@
 //! a put never overlap; puts never wait for each other.
 //!
 //! Each holds a lease: an object `leases/KIND-MILLIS-RANDOM` whose name
-//! carries the time it was taken. A holder renews it every
+//! carries the time it was taken and nothing else (RANDOM is fresh at every
+//! write). Its body says which process holds it (host name and pid) only
+//! sealed by the caller under the store's key: whoever holds the bucket
+//! learns neither; a client of the store opens it to see whether the holder
+//! is a dead process of its own host. A holder renews it every
 //! [`RENEW_EVERY`] (a new object, then the old one deleted), and a lease
 //! older than [`STALE_AFTER`] belongs to a client that died and is
 //! ignored (and removed by the next gc). Both sides take their lease
@@ -117,15 +121,17 @@ impl Lease {
     ///
     /// # Errors
     /// The lease object cannot be written.
-    pub fn take(client: Arc<S3Client>, kind: LeaseKind) -> Result<Lease, S3Error> {
-        let name = write_lease(&client, kind)?;
+    /// `body` is the sealed [`holder_note`].
+    pub fn take(client: Arc<S3Client>, kind: LeaseKind, body: Vec<u8>) -> Result<Lease, S3Error> {
+        let body = Bytes::from(body);
+        let name = write_lease(&client, kind, &body)?;
         let state = Arc::new(Mutex::new(name));
         let wake = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
         let renewer = {
             let (state, client, wake) = (state.clone(), client.clone(), wake.clone());
             std::thread::Builder::new()
                 .name("cryptstream-lease".into())
-                .spawn(move || renew(&client, kind, &state, &wake))
+                .spawn(move || renew(&client, kind, &body, &state, &wake))
                 .expect("spawning the lease thread")
         };
         Ok(Lease {
@@ -142,20 +148,24 @@ impl Lease {
     }
 }
 
-fn write_lease(client: &S3Client, kind: LeaseKind) -> Result<String, S3Error> {
+fn write_lease(client: &S3Client, kind: LeaseKind, body: &Bytes) -> Result<String, S3Error> {
     let name = format!(
         "{LEASE_PREFIX}{}-{:013}-{}",
         kind.tag(),
         now_millis(),
         crate::random_hex()
     );
-    let body = format!(
-        "cryptstream lease\nhost {}\npid {}\n",
-        hostname(),
-        std::process::id()
-    );
-    client.put(&name, Bytes::from(body))?;
+    client.put(&name, body.clone())?;
     Ok(name)
+}
+
+/// Most bytes a lease object may have; a larger one is not read.
+pub const MAX_LEASE_BODY: u64 = 4096;
+
+/// What a lease says about its holder, before the caller seals it: this
+/// host's name and this process's id.
+pub fn holder_note() -> Vec<u8> {
+    format!("host {}\npid {}\n", hostname(), std::process::id()).into_bytes()
 }
 
 fn hostname() -> String {
@@ -166,9 +176,20 @@ fn hostname() -> String {
 
 /// Whether a lease was taken by a process of this host that no longer
 /// exists (a killed put): such a lease is dead before it goes stale.
-pub fn held_by_dead_local_process(client: &S3Client, lease: &LiveLease) -> Result<bool, S3Error> {
-    let Some(body) = client.get(&lease.name)? else {
-        return Ok(true);
+/// `open` unseals a lease body (`None`: not sealed under this store's key,
+/// so not known to be dead).
+pub fn held_by_dead_local_process(
+    client: &S3Client,
+    lease: &LiveLease,
+    open: &dyn Fn(&[u8]) -> Option<Vec<u8>>,
+) -> Result<bool, S3Error> {
+    let body = match client.get_bounded(&lease.name, MAX_LEASE_BODY)? {
+        crate::Bounded::Found(body) => body,
+        crate::Bounded::Missing => return Ok(true),
+        crate::Bounded::TooLarge(_) => return Ok(false),
+    };
+    let Some(body) = open(&body) else {
+        return Ok(false);
     };
     let body = String::from_utf8_lossy(&body);
     let field = |key: &str| {
@@ -188,6 +209,7 @@ pub fn held_by_dead_local_process(client: &S3Client, lease: &LiveLease) -> Resul
 fn renew(
     client: &S3Client,
     kind: LeaseKind,
+    body: &Bytes,
     state: &Mutex<String>,
     wake: &(Mutex<bool>, std::sync::Condvar),
 ) {
@@ -203,7 +225,7 @@ fn renew(
         drop(stop);
         // A failed renewal is retried at the next tick; the lease only
         // goes stale after several missed ones.
-        if let Ok(fresh) = write_lease(client, kind) {
+        if let Ok(fresh) = write_lease(client, kind, body) {
             let old =
                 std::mem::replace(&mut *state.lock().unwrap_or_else(|e| e.into_inner()), fresh);
             let _ = client.delete(&old);

@@ -223,6 +223,17 @@ impl RequestCounts {
     }
 }
 
+/// What [`S3Client::get_bounded`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Bounded {
+    /// The object's bytes.
+    Found(Bytes),
+    /// No object of that name.
+    Missing,
+    /// An object of this many bytes, more than the limit; not read.
+    TooLarge(u64),
+}
+
 /// One object of a listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listed {
@@ -467,6 +478,22 @@ impl S3Client {
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(request_error("get", key, e)),
         }
+    }
+
+    /// The whole object if it has at most `limit` bytes: its size is asked
+    /// first (HEAD), then only that many bytes are read (a ranged GET), so
+    /// a larger object, even one replaced in between, is never read whole.
+    pub fn get_bounded(&self, key: &str, limit: u64) -> Result<Bounded, S3Error> {
+        let Some(size) = self.head(key)? else {
+            return Ok(Bounded::Missing);
+        };
+        if size > limit {
+            return Ok(Bounded::TooLarge(size));
+        }
+        if size == 0 {
+            return Ok(Bounded::Found(Bytes::new()));
+        }
+        self.get_range(key, 0..size).map(Bounded::Found)
     }
 
     /// Bytes `range` of an object that must exist.

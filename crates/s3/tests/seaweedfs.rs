@@ -107,7 +107,10 @@ fn a_large_object_goes_up_in_parts_and_comes_back_exact() {
         multipart >= 4,
         "expected a multipart upload, counted {multipart} requests"
     );
-    assert_eq!(backend.get("packs/ab/big").unwrap(), data);
+    assert_eq!(
+        backend.get("packs/ab/big", data.len() as u64).unwrap(),
+        data
+    );
     let mut buf = vec![0u8; 4096];
     // A range across the boundary of the first two parts.
     backend
@@ -128,8 +131,18 @@ fn the_backend_keeps_the_store_contract() {
         Err(BackendError::AlreadyExists(_))
     ));
     assert!(matches!(
-        backend.get("manifests/cd/none"),
+        backend.get("manifests/cd/none", 100),
         Err(BackendError::NotFound(_))
+    ));
+    // A whole-object read is bounded by size before anything is read.
+    assert_eq!(backend.get("manifests/cd/m1", 8).unwrap(), b"manifest");
+    assert!(matches!(
+        backend.get("manifests/cd/m1", 7),
+        Err(BackendError::TooLarge {
+            size: 8,
+            limit: 7,
+            ..
+        })
     ));
     let mut buf = [0u8; 4];
     assert!(matches!(
@@ -169,11 +182,11 @@ fn unique_names_mode_refuses_a_taken_name_by_looking_first() {
         backend.put_if_absent("manifests/ab/u1", b"second"),
         Err(BackendError::AlreadyExists(_))
     ));
-    assert_eq!(backend.get("manifests/ab/u1").unwrap(), b"first");
     // Each create looked first (a HEAD), then wrote with a plain PUT.
     let requests = backend.client().requests();
     assert_eq!(requests.head.load(Ordering::Relaxed), 2);
     assert_eq!(requests.put.load(Ordering::Relaxed), 1);
+    assert_eq!(backend.get("manifests/ab/u1", 100).unwrap(), b"first");
 }
 
 #[test]

@@ -30,6 +30,16 @@ pub enum BackendError {
     /// A name that is not a valid object name (empty, `..`, absolute).
     #[error("invalid object name {0:?}")]
     InvalidName(String),
+    /// An object larger than what its kind can be; it was not read.
+    #[error("object {name}: {size} bytes, more than the {limit} it can have; not read")]
+    TooLarge {
+        /// The object.
+        name: String,
+        /// Its size.
+        size: u64,
+        /// The most it may have.
+        limit: u64,
+    },
     /// A read past the end of the object.
     #[error("object {name}: range {offset}+{len} is past its end ({size} bytes)")]
     ShortObject {
@@ -96,11 +106,13 @@ pub trait Backend: Send + Sync {
         })?;
         writer.commit()
     }
-    /// The whole object.
+    /// The whole object, which may have at most `limit` bytes: its size is
+    /// checked before anything is read or allocated.
     ///
     /// # Errors
-    /// [`BackendError::NotFound`] or an I/O failure.
-    fn get(&self, name: &str) -> Result<Vec<u8>, BackendError>;
+    /// [`BackendError::NotFound`], [`BackendError::TooLarge`] or an I/O
+    /// failure.
+    fn get(&self, name: &str, limit: u64) -> Result<Vec<u8>, BackendError>;
     /// Fills `buf` with the bytes of `name` starting at `offset`.
     ///
     /// # Errors
@@ -274,8 +286,30 @@ impl Backend for LocalDir {
         }))
     }
 
-    fn get(&self, name: &str) -> Result<Vec<u8>, BackendError> {
-        std::fs::read(self.path(name)?).map_err(|e| io_error(name, e))
+    fn get(&self, name: &str, limit: u64) -> Result<Vec<u8>, BackendError> {
+        use std::io::Read;
+        let file = File::open(self.path(name)?).map_err(|e| io_error(name, e))?;
+        let size = file.metadata().map_err(|e| io_error(name, e))?.len();
+        if size > limit {
+            return Err(BackendError::TooLarge {
+                name: name.to_owned(),
+                size,
+                limit,
+            });
+        }
+        let mut data = Vec::with_capacity(size as usize);
+        // Bounded also if the file grows meanwhile.
+        file.take(limit + 1)
+            .read_to_end(&mut data)
+            .map_err(|e| io_error(name, e))?;
+        if data.len() as u64 > limit {
+            return Err(BackendError::TooLarge {
+                name: name.to_owned(),
+                size: data.len() as u64,
+                limit,
+            });
+        }
+        Ok(data)
     }
 
     fn get_range(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<(), BackendError> {
@@ -376,7 +410,15 @@ mod tests {
             backend.put_if_absent("packs/ab/one", b"other"),
             Err(BackendError::AlreadyExists(_))
         ));
-        assert_eq!(backend.get("packs/ab/one").unwrap(), b"hello world");
+        assert_eq!(backend.get("packs/ab/one", 11).unwrap(), b"hello world");
+        assert!(matches!(
+            backend.get("packs/ab/one", 10),
+            Err(BackendError::TooLarge {
+                size: 11,
+                limit: 10,
+                ..
+            })
+        ));
         let mut buf = [0u8; 5];
         backend.get_range("packs/ab/one", 6, &mut buf).unwrap();
         assert_eq!(&buf, b"world");
@@ -403,7 +445,7 @@ mod tests {
         backend.delete("packs/ab/one").unwrap();
         assert!(!backend.exists("packs/ab/one").unwrap());
         assert!(matches!(
-            backend.get("packs/ab/one"),
+            backend.get("packs/ab/one", 100),
             Err(BackendError::NotFound(_))
         ));
         assert!(matches!(

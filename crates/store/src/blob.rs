@@ -24,6 +24,10 @@ pub const COMPRESSION_NONE: u8 = 0;
 /// Compression byte: zstd frame.
 pub const COMPRESSION_ZSTD: u8 = 1;
 
+/// Associated data of a lease holder note (S3 leases): binds the sealed
+/// note to its purpose.
+pub const LEASE_AAD: &[u8] = b"cryptstream lease holder v1";
+
 /// A blob could not be opened: wrong key, damaged or misplaced bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobDamaged;

@@ -1,14 +1,14 @@
 //! `get`: entries back out of the store, whole trees in one parallel run.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use cryptstream_output::{
-    create_symlink, AtomicFile, DirFinish, DirIndex, OutputTree, Replace, Timestamp,
+    create_symlink, restored_mode, AtomicFile, DirFinish, DirIndex, OutputTree, Replace, Timestamp,
 };
 use cryptstream_pool::{Cancel, Pool};
 
@@ -33,6 +33,10 @@ pub struct GetOptions {
     pub overwrite: bool,
     /// Apply this umask to restored modes.
     pub umask: u32,
+    /// Keep setuid, setgid and sticky bits (`--keep-special-bits`);
+    /// dropped by default, as `decrypt` does
+    /// ([`cryptstream_output::restored_mode`]).
+    pub keep_special_bits: bool,
     /// Stops the get.
     pub cancel: Cancel,
 }
@@ -64,6 +68,10 @@ struct Open {
     mac_ok: bool,
     bytes: u64,
     error: Option<String>,
+    /// Its row.
+    row: FileRow,
+    /// Its path below the destination.
+    rel: PathBuf,
 }
 
 /// Checks a stored name: relative, `/`-separated, no `.`/`..`/empty part.
@@ -140,45 +148,65 @@ fn restore_chunk(
     Ok(loc.raw_len)
 }
 
-/// Finds the entries `selectors` name (uids or names; a directory's name
-/// brings its whole tree).
+/// Collects the entries `selectors` name (uids or names; a directory's
+/// name brings its whole tree), for `delete`, which needs them all before
+/// it changes anything; `get` streams them instead.
 ///
 /// # Errors
 /// [`StoreError::NotFound`] for a selector that matches nothing.
 pub(crate) fn select(store: &Store, selectors: &[String]) -> Result<Vec<FileRow>, StoreError> {
     let mut rows = Vec::new();
     for sel in selectors {
-        let before = rows.len();
-        if let Some(uid) = crate::parse_uid(sel) {
-            if let Some(row) = store.registry.by_uid(uid)? {
-                rows.push(row);
-            }
-        }
-        if rows.len() == before {
-            let name = sel.trim_end_matches('/');
-            store.registry.by_name(name, |row| {
-                rows.push(row);
-                Ok(())
-            })?;
-        }
-        if rows.len() == before {
+        if !selects_something(store, sel)? {
             return Err(StoreError::NotFound(sel.clone()));
         }
+        for_each_selected(store, sel, &mut |row| {
+            rows.push(row);
+            Ok(())
+        })?;
     }
     rows.sort_by(|a, b| a.record.name.cmp(&b.record.name));
     rows.dedup_by(|a, b| a.record.uid == b.record.uid);
     Ok(rows)
 }
 
+/// Whether `selector` (a uid or a name) names anything in the store.
+fn selects_something(store: &Store, selector: &str) -> Result<bool, StoreError> {
+    if let Some(uid) = crate::parse_uid(selector) {
+        if store.registry.by_uid(uid)?.is_some() {
+            return Ok(true);
+        }
+    }
+    store.registry.has_name(selector.trim_end_matches('/'))
+}
+
+/// Calls `each` with every entry `selector` names (a uid, else a name and
+/// everything below it), streamed in name order.
+fn for_each_selected(
+    store: &Store,
+    selector: &str,
+    each: &mut dyn FnMut(FileRow) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    if let Some(uid) = crate::parse_uid(selector) {
+        if let Some(row) = store.registry.by_uid(uid)? {
+            return each(row);
+        }
+    }
+    store.registry.by_name(selector.trim_end_matches('/'), each)
+}
+
 impl Store {
     /// Restores the entries `selectors` name into `dest` (each at
-    /// `dest/NAME`). Every file is written into an unnamed temp file and
-    /// linked under its name only when every chunk and the whole-file
-    /// authenticator check out.
+    /// `dest/NAME`). The registry is read as a stream, in name order (a
+    /// directory before what is in it), and each entry is restored as it
+    /// comes: nothing is collected first. Every file is written into an
+    /// unnamed temp file and linked under its name only when every chunk and
+    /// the whole-file authenticator check out.
     ///
     /// # Errors
     /// A selector that matches nothing, an unusable destination, registry
     /// failures; per-file failures are reported, not returned.
+    /// [`StoreError::Cancelled`] after `opts.cancel`.
     pub fn get(
         &mut self,
         pool: &Pool,
@@ -188,103 +216,67 @@ impl Store {
         progress: &dyn Progress,
         report: &mut dyn FnMut(&GetReport),
     ) -> Result<(), StoreError> {
-        let rows = select(self, selectors)?;
-        progress.set_total(rows.iter().map(|r| r.record.size).sum());
+        for sel in selectors {
+            if !selects_something(self, sel)? {
+                return Err(StoreError::NotFound(sel.clone()));
+            }
+        }
+        let mut total = 0u64;
+        for sel in selectors {
+            for_each_selected(self, sel, &mut |row| {
+                total += row.record.size;
+                if opts.cancel.is_cancelled() {
+                    return Err(StoreError::Cancelled);
+                }
+                Ok(())
+            })?;
+        }
+        progress.set_total(total);
         let mut tree = OutputTree::open_root(dest, None).map_err(|e| StoreError::Io {
             path: dest.to_path_buf(),
             source: std::io::Error::other(e.to_string()),
         })?;
-        let replace = if opts.overwrite {
-            Replace::Always
-        } else {
-            Replace::Never
+        let restore = Restore {
+            backend: &*self.backend,
+            keys: &self.keys,
+            dest,
+            opts,
+            replace: if opts.overwrite {
+                Replace::Always
+            } else {
+                Replace::Never
+            },
+            progress,
+            report: RefCell::new(report),
+            open: RefCell::new(HashMap::new()),
         };
-        // Directories first (names sort parents before children), so that
-        // files land in them and they get their mode and mtime last.
-        let mut dirs: HashMap<PathBuf, DirIndex> = HashMap::new();
-        dirs.insert(PathBuf::new(), 0);
-        let dir_error =
-            |name: &str, why: String, report: &mut dyn FnMut(&GetReport), row: &FileRow| {
-                report(&GetReport {
-                    name: name.to_owned(),
-                    uid: row.record.uid,
-                    path: dest.join(name),
-                    size: row.record.size,
-                    error: Some(why),
-                });
+        let result = pool.scope(|scope| {
+            let mut ordered = scope.ordered(opts.max_memory, |item: Item| restore.consume(item));
+            let mut state = Walk {
+                dirs: HashMap::from([(PathBuf::new(), 0)]),
+                seen: HashSet::new(),
+                next: 0,
             };
-        let mut files = Vec::new();
-        for row in rows {
-            let Some(rel) = safe_relative(&row.record.name) else {
-                dir_error(
-                    &row.record.name.clone(),
-                    "unsafe name in the store; refused".into(),
-                    report,
-                    &row,
-                );
-                continue;
-            };
-            let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
-            let parent_index = match ensure_dir(&mut tree, &mut dirs, &parent, None) {
-                Ok(i) => i,
-                Err(e) => {
-                    dir_error(&row.record.name.clone(), e, report, &row);
-                    continue;
-                }
-            };
-            match row.record.kind {
-                Kind::Dir => {
-                    let finish = DirFinish {
-                        mode: row.record.mode & 0o7777 & !opts.umask,
-                        mtime: Some(Timestamp {
-                            seconds: row.record.mtime.0,
-                            nanos: row.record.mtime.1,
-                        }),
-                    };
-                    match ensure_dir(&mut tree, &mut dirs, &rel, Some(finish)) {
-                        Ok(_) => report(&GetReport {
-                            name: row.record.name.clone(),
-                            uid: row.record.uid,
-                            path: dest.join(&rel),
-                            size: 0,
-                            error: None,
-                        }),
-                        Err(e) => dir_error(&row.record.name.clone(), e, report, &row),
+            let mut result = Ok(());
+            for sel in selectors {
+                result = for_each_selected(self, sel, &mut |row| {
+                    if opts.cancel.is_cancelled() {
+                        return Err(StoreError::Cancelled);
                     }
+                    restore.entry(&self.registry, &mut tree, &mut state, &mut ordered, row)
+                });
+                if result.is_err() {
+                    break;
                 }
-                Kind::Symlink => {
-                    let ok_mac = FileMac::new(&self.keys, &row.record).finish() == row.record.mac;
-                    let result = if !ok_mac {
-                        Err("record does not authenticate (registry damaged)".to_owned())
-                    } else {
-                        tree.dir(parent_index)
-                            .and_then(|dir| {
-                                create_symlink(
-                                    &dir,
-                                    rel.file_name().unwrap_or(OsStr::new("")),
-                                    &row.record.link,
-                                    Some(Timestamp {
-                                        seconds: row.record.mtime.0,
-                                        nanos: row.record.mtime.1,
-                                    }),
-                                    replace,
-                                )
-                            })
-                            .map_err(|e| e.to_string())
-                    };
-                    report(&GetReport {
-                        name: row.record.name.clone(),
-                        uid: row.record.uid,
-                        path: dest.join(&rel),
-                        size: 0,
-                        error: result.err(),
-                    });
-                }
-                Kind::File => files.push((row, rel, parent_index)),
             }
-        }
-        self.restore_files(pool, &tree, dest, &files, opts, replace, progress, report)?;
-        if let Some((path, e)) = tree.finish_dirs(|mode| mode).into_iter().next() {
+            ordered.finish();
+            result
+        });
+        let umask = opts.umask;
+        let keep = opts.keep_special_bits;
+        let finished = tree.finish_dirs(|mode| restored_mode(mode, umask, keep));
+        result?;
+        if let Some((path, e)) = finished.into_iter().next() {
             return Err(StoreError::Io { path, source: e });
         }
         if opts.cancel.is_cancelled() {
@@ -292,132 +284,247 @@ impl Store {
         }
         Ok(())
     }
+}
 
-    #[allow(clippy::too_many_arguments)]
-    fn restore_files(
-        &self,
-        pool: &Pool,
-        tree: &OutputTree,
-        dest: &Path,
-        files: &[(FileRow, PathBuf, DirIndex)],
-        opts: &GetOptions,
-        replace: Replace,
-        progress: &dyn Progress,
-        report: &mut dyn FnMut(&GetReport),
-    ) -> Result<(), StoreError> {
-        let backend: &dyn Backend = &*self.backend;
-        let keys = &self.keys;
-        let registry = &self.registry;
-        let open: RefCell<HashMap<usize, Open>> = RefCell::new(HashMap::new());
-        let mut failure: Option<StoreError> = None;
-        let budget = opts.max_memory;
-        // Each file in flight accounts for this much, so that at most
-        // MAX_OPEN_FILES temp files are open at once.
-        let file_cost = (budget / MAX_OPEN_FILES).max(TASK_OVERHEAD);
-        pool.scope(|scope| {
-            let mut ordered = scope.ordered(budget, |item: Item| match item {
-                Item::Chunk(i, result) => {
-                    let mut open = open.borrow_mut();
-                    let file = open.get_mut(&i).expect("a chunk's file is open");
-                    match result {
-                        Ok(len) => {
-                            file.bytes += u64::from(len);
-                            progress.advance(u64::from(len));
-                        }
-                        Err(e) => {
-                            file.error.get_or_insert(e);
-                        }
-                    }
-                }
-                Item::End(i) => {
-                    let file = open.borrow_mut().remove(&i).expect("an End's file is open");
-                    let (row, rel, _) = &files[i];
-                    let error = finish_file(file, row, opts, replace);
-                    report(&GetReport {
-                        name: row.record.name.clone(),
-                        uid: row.record.uid,
-                        path: dest.join(rel),
-                        size: row.record.size,
-                        error,
-                    });
-                }
-            });
-            for (i, (row, rel, dir)) in files.iter().enumerate() {
-                if opts.cancel.is_cancelled() {
-                    break;
-                }
-                let out = tree
-                    .dir(*dir)
-                    .and_then(|d| AtomicFile::create(&d, rel.file_name().unwrap_or(OsStr::new(""))))
-                    .and_then(|f| f.file().set_len(row.record.size).map(|()| Arc::new(f)));
-                let (out, error) = match out {
-                    Ok(f) => (Some(f), None),
-                    Err(e) => (None, Some(e.to_string())),
-                };
-                let mut mac = FileMac::new(keys, &row.record);
-                let mut offset = 0u64;
-                open.borrow_mut().insert(
-                    i,
-                    Open {
-                        file: out.clone(),
-                        mac_ok: false,
-                        bytes: 0,
-                        error,
-                    },
-                );
-                let walked = registry.for_each_chunk(row.row, |id, len| {
-                    if opts.cancel.is_cancelled() {
-                        return Err(StoreError::Cancelled);
-                    }
-                    mac.add_chunk(&id, len);
-                    let chunk_offset = offset;
-                    offset += u64::from(len);
-                    let Some(out) = out.clone() else {
-                        return Ok(());
-                    };
-                    let loc = registry.location(&id)?;
-                    let cost = 2 * u64::from(len) + TASK_OVERHEAD;
-                    ordered.submit(cost, move |_| {
-                        let result = match loc {
-                            None => Err(format!(
-                                "chunk {} is missing from the store",
-                                hex::encode(&id[..8])
-                            )),
-                            Some(loc) if loc.raw_len != len => Err(format!(
-                                "chunk {}: registry lengths disagree",
-                                hex::encode(&id[..8])
-                            )),
-                            Some(loc) => {
-                                restore_chunk(backend, keys, &id, &loc, &out, chunk_offset)
-                            }
-                        };
-                        Item::Chunk(i, result)
-                    });
-                    Ok(())
-                });
-                drop(out);
-                {
-                    let mut open = open.borrow_mut();
-                    let file = open.get_mut(&i).expect("inserted above");
-                    match walked {
-                        Ok(()) => file.mac_ok = mac.finish() == row.record.mac,
-                        Err(StoreError::Cancelled) => {
-                            file.error.get_or_insert("interrupted".into());
-                        }
-                        Err(e) => {
-                            file.error.get_or_insert(e.to_string());
-                            failure.get_or_insert(e);
-                        }
-                    }
-                }
-                ordered.submit(file_cost, move |_| Item::End(i));
-            }
-            ordered.finish();
+/// The caller-thread state of a get's walk over the registry.
+struct Walk {
+    /// Directories added to the output tree, by path below `dest`.
+    dirs: HashMap<PathBuf, DirIndex>,
+    /// Uids restored (two selectors may name one entry).
+    seen: HashSet<u64>,
+    /// Number of the next file.
+    next: usize,
+}
+
+/// What a get shares between its walk and the consumer of its results.
+struct Restore<'a, 'r> {
+    backend: &'a dyn Backend,
+    keys: &'a StoreKeys,
+    dest: &'a Path,
+    opts: &'a GetOptions,
+    replace: Replace,
+    progress: &'a dyn Progress,
+    report: RefCell<&'r mut dyn FnMut(&GetReport)>,
+    /// Files being restored, by number.
+    open: RefCell<HashMap<usize, Open>>,
+}
+
+impl<'a> Restore<'a, '_> {
+    fn say(&self, row: &FileRow, path: PathBuf, size: u64, error: Option<String>) {
+        (self.report.borrow_mut())(&GetReport {
+            name: row.record.name.clone(),
+            uid: row.record.uid,
+            path,
+            size,
+            error,
         });
-        if let Some(e) = failure {
-            return Err(e);
+    }
+
+    /// A result of the pipeline, in order, on the caller's thread.
+    fn consume(&self, item: Item) {
+        match item {
+            Item::Chunk(i, result) => {
+                let mut open = self.open.borrow_mut();
+                let file = open.get_mut(&i).expect("a chunk's file is open");
+                match result {
+                    Ok(len) => {
+                        file.bytes += u64::from(len);
+                        self.progress.advance(u64::from(len));
+                    }
+                    Err(e) => {
+                        file.error.get_or_insert(e);
+                    }
+                }
+            }
+            Item::End(i) => {
+                let file = self
+                    .open
+                    .borrow_mut()
+                    .remove(&i)
+                    .expect("an End's file is open");
+                let row = file.row.clone();
+                let path = self.dest.join(&file.rel);
+                let error = finish_file(file, self.opts, self.replace);
+                self.say(&row, path, row.record.size, error);
+            }
+        }
+    }
+
+    /// One entry of the walk: a directory or symlink is made now; a file's
+    /// chunks go to the workers.
+    fn entry<'env, C: FnMut(Item)>(
+        &self,
+        registry: &'env crate::Registry,
+        tree: &mut OutputTree,
+        walk: &mut Walk,
+        ordered: &mut cryptstream_pool::Ordered<'_, '_, 'env, Item, C>,
+        row: FileRow,
+    ) -> Result<(), StoreError>
+    where
+        'a: 'env,
+    {
+        if !walk.seen.insert(row.record.uid) {
+            return Ok(());
+        }
+        let dest = self.dest;
+        let Some(rel) = safe_relative(&row.record.name) else {
+            let path = dest.join(&row.record.name);
+            self.say(
+                &row,
+                path,
+                row.record.size,
+                Some("unsafe name in the store; refused".into()),
+            );
+            return Ok(());
+        };
+        let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+        let parent_index = match ensure_dir(tree, &mut walk.dirs, &parent, None) {
+            Ok(i) => i,
+            Err(e) => {
+                self.say(&row, dest.join(&rel), row.record.size, Some(e));
+                return Ok(());
+            }
+        };
+        match row.record.kind {
+            Kind::Dir => {
+                let finish = DirFinish {
+                    mode: row.record.mode,
+                    mtime: Some(Timestamp {
+                        seconds: row.record.mtime.0,
+                        nanos: row.record.mtime.1,
+                    }),
+                };
+                let error = ensure_dir(tree, &mut walk.dirs, &rel, Some(finish)).err();
+                self.say(&row, dest.join(&rel), 0, error);
+            }
+            Kind::Symlink => {
+                let ok_mac = FileMac::new(self.keys, &row.record).finish() == row.record.mac;
+                let result = if !ok_mac {
+                    Err("record does not authenticate (registry damaged)".to_owned())
+                } else {
+                    tree.dir(parent_index)
+                        .and_then(|dir| {
+                            create_symlink(
+                                &dir,
+                                rel.file_name().unwrap_or(OsStr::new("")),
+                                &row.record.link,
+                                Some(Timestamp {
+                                    seconds: row.record.mtime.0,
+                                    nanos: row.record.mtime.1,
+                                }),
+                                self.replace,
+                            )
+                        })
+                        .map_err(|e| e.to_string())
+                };
+                self.say(&row, dest.join(&rel), 0, result.err());
+            }
+            Kind::File => {
+                let i = walk.next;
+                walk.next += 1;
+                self.file(registry, tree, ordered, i, row, rel, parent_index)?;
+            }
         }
         Ok(())
+    }
+
+    /// Sends file `i`'s chunks to the workers, then its End.
+    #[allow(clippy::too_many_arguments)]
+    fn file<'env, C: FnMut(Item)>(
+        &self,
+        registry: &'env crate::Registry,
+        tree: &OutputTree,
+        ordered: &mut cryptstream_pool::Ordered<'_, '_, 'env, Item, C>,
+        i: usize,
+        row: FileRow,
+        rel: PathBuf,
+        dir: DirIndex,
+    ) -> Result<(), StoreError>
+    where
+        'a: 'env,
+    {
+        let (backend, keys): (&'env dyn Backend, &'env StoreKeys) = (self.backend, self.keys);
+        let cancel = &self.opts.cancel;
+        // Each file in flight accounts for this much, so that at most
+        // MAX_OPEN_FILES temp files are open at once.
+        let file_cost = (self.opts.max_memory / MAX_OPEN_FILES).max(TASK_OVERHEAD);
+        let out = tree
+            .dir(dir)
+            .and_then(|d| AtomicFile::create(&d, rel.file_name().unwrap_or(OsStr::new(""))))
+            .and_then(|f| f.file().set_len(row.record.size).map(|()| Arc::new(f)));
+        let (out, error) = match out {
+            Ok(f) => (Some(f), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let mut mac = FileMac::new(keys, &row.record);
+        let expected_mac = row.record.mac;
+        let row_id = row.row;
+        self.open.borrow_mut().insert(
+            i,
+            Open {
+                file: out.clone(),
+                mac_ok: false,
+                bytes: 0,
+                error,
+                row,
+                rel,
+            },
+        );
+        let mut offset = 0u64;
+        let walked = registry.for_each_chunk(row_id, |id, len| {
+            if cancel.is_cancelled() {
+                return Err(StoreError::Cancelled);
+            }
+            mac.add_chunk(&id, len);
+            let chunk_offset = offset;
+            offset += u64::from(len);
+            let Some(out) = out.clone() else {
+                return Ok(());
+            };
+            let loc = registry.location(&id)?;
+            let cost = 2 * u64::from(len) + TASK_OVERHEAD;
+            let cancel = cancel.clone();
+            ordered.submit(cost, move |_| {
+                let result = match loc {
+                    _ if cancel.is_cancelled() => Err("interrupted".to_owned()),
+                    None => Err(format!(
+                        "chunk {} is missing from the store",
+                        hex::encode(&id[..8])
+                    )),
+                    Some(loc) if loc.raw_len != len => Err(format!(
+                        "chunk {}: registry lengths disagree",
+                        hex::encode(&id[..8])
+                    )),
+                    Some(loc) => restore_chunk(backend, keys, &id, &loc, &out, chunk_offset),
+                };
+                Item::Chunk(i, result)
+            });
+            Ok(())
+        });
+        drop(out);
+        let failure = {
+            let mut open = self.open.borrow_mut();
+            let file = open.get_mut(&i).expect("inserted above");
+            match walked {
+                Ok(()) => {
+                    file.mac_ok = mac.finish() == expected_mac;
+                    None
+                }
+                Err(StoreError::Cancelled) => {
+                    file.error.get_or_insert("interrupted".into());
+                    Some(StoreError::Cancelled)
+                }
+                Err(e) => {
+                    file.error.get_or_insert(e.to_string());
+                    Some(e)
+                }
+            }
+        };
+        ordered.submit(file_cost, move |_| Item::End(i));
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
@@ -425,7 +532,8 @@ impl Store {
 const MAX_OPEN_FILES: u64 = 128;
 
 /// Checks and commits one restored file; returns the reason it failed.
-fn finish_file(open: Open, row: &FileRow, opts: &GetOptions, replace: Replace) -> Option<String> {
+fn finish_file(open: Open, opts: &GetOptions, replace: Replace) -> Option<String> {
+    let row = &open.row;
     let uid = format_uid(row.record.uid);
     if let Some(e) = open.error {
         return Some(format!("{uid}: {e}"));
@@ -448,7 +556,11 @@ fn finish_file(open: Open, row: &FileRow, opts: &GetOptions, replace: Replace) -
         ));
     };
     let result = file
-        .set_mode(row.record.mode & 0o7777 & !opts.umask)
+        .set_mode(restored_mode(
+            row.record.mode,
+            opts.umask,
+            opts.keep_special_bits,
+        ))
         .and_then(|()| {
             file.set_mtime(Timestamp {
                 seconds: row.record.mtime.0,

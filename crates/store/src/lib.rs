@@ -52,6 +52,8 @@ use cryptstream_format::{FormatError, Keyring, MasterKey};
 
 /// Name of the registry file in a local store directory.
 pub const REGISTRY_FILE: &str = "registry.sqlite";
+/// Mode of the directories a store creates for its registry.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
 /// Default `--max-memory`: 256 MiB.
 pub const DEFAULT_MAX_MEMORY: u64 = 256 * 1024 * 1024;
 
@@ -91,6 +93,15 @@ pub enum StoreError {
         path: PathBuf,
         /// The cause.
         source: std::io::Error,
+    },
+    /// A file the store will not use as it is (a symbolic link where a
+    /// private file belongs, an object larger than its kind can be).
+    #[error("{}: {why}", path.display())]
+    Refused {
+        /// The file or object.
+        path: PathBuf,
+        /// Why.
+        why: String,
     },
     /// Stopped by the user.
     #[error("interrupted")]
@@ -162,7 +173,13 @@ impl Store {
         user_key: &MasterKey,
         settings: &Settings,
     ) -> Result<(), StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+        // A new store directory is private (it holds the registry).
+        std::os::unix::fs::DirBuilderExt::mode(
+            std::fs::DirBuilder::new().recursive(true),
+            PRIVATE_DIR_MODE,
+        )
+        .create(dir)
+        .map_err(|source| StoreError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
@@ -214,7 +231,7 @@ impl Store {
     /// # Errors
     /// No config, a damaged config.
     pub fn open(backend: Box<dyn Backend>, registry: &Path) -> Result<LockedStore, StoreError> {
-        let bytes = match backend.get(config::CONFIG_OBJECT) {
+        let bytes = match backend.get(config::CONFIG_OBJECT, config::MAX_CONFIG_LEN as u64) {
             Ok(bytes) => bytes,
             Err(BackendError::NotFound(_)) => {
                 return Err(StoreError::Config(format!(
@@ -222,11 +239,21 @@ impl Store {
                     backend.describe()
                 )))
             }
+            Err(BackendError::TooLarge { size, limit, .. }) => {
+                return Err(StoreError::Refused {
+                    path: PathBuf::from(format!(
+                        "{}/{}",
+                        backend.describe().trim_end_matches('/'),
+                        config::CONFIG_OBJECT
+                    )),
+                    why: format!(
+                        "{size} bytes, more than the {limit} a store config can have; \
+                         not read (not a store config)"
+                    ),
+                })
+            }
             Err(e) => return Err(e.into()),
         };
-        if bytes.len() > config::MAX_CONFIG_LEN {
-            return Err(StoreError::Config("config object too large".into()));
-        }
         Ok(LockedStore {
             config: config::LockedConfig::parse(&bytes)?,
             backend,

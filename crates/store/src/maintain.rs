@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use cryptstream_pool::Pool;
+use cryptstream_pool::{Cancel, Pool};
 
 use crate::backend::BackendError;
 use crate::blob;
@@ -129,27 +129,41 @@ impl Store {
                 self.registry.move_manifest(&old, &new)?;
             }
             self.backend.delete(&old)?;
-            self.registry.drop_deleting(Some(&old))?;
+            self.registry.drop_deleting(&old)?;
         }
         self.registry.drop_deleting_without_manifest()?;
         Ok(())
     }
 
     /// Reclaims space; safe while puts run (see docs/STORE.md, "gc").
+    /// `cancel` stops it between two steps, each of which leaves the store
+    /// consistent (a pack rewrite is one step).
     ///
     /// # Errors
-    /// Another gc running; backend or registry failures.
-    pub fn gc(&mut self, progress: &dyn Progress) -> Result<GcReport, StoreError> {
+    /// Another gc running; backend or registry failures;
+    /// [`StoreError::Cancelled`].
+    pub fn gc(&mut self, progress: &dyn Progress, cancel: &Cancel) -> Result<GcReport, StoreError> {
         let lease = self.registry.register_writer(Role::Gc)?;
         crate::hooks::gc_registered();
-        let result = self.gc_with_lease(progress);
+        let result = self.gc_with_lease(progress, cancel);
         let ended = self.registry.unregister_writer(lease);
         let report = result?;
         ended?;
         Ok(report)
     }
 
-    fn gc_with_lease(&mut self, progress: &dyn Progress) -> Result<GcReport, StoreError> {
+    fn gc_with_lease(
+        &mut self,
+        progress: &dyn Progress,
+        cancel: &Cancel,
+    ) -> Result<GcReport, StoreError> {
+        let stopped = || {
+            if cancel.is_cancelled() {
+                Err(StoreError::Cancelled)
+            } else {
+                Ok(())
+            }
+        };
         let mut report = GcReport::default();
         // 1. Puts that were killed: complete what is durable, drop the rest.
         let (dead, files) = self.registry.dead_writer_files()?;
@@ -164,8 +178,10 @@ impl Store {
         report.files_recovered = complete.len() as u64;
         report.files_dropped = remove.len() as u64;
         self.registry.settle_dead(&dead, &complete, &remove)?;
+        stopped()?;
         // 2. Deletes that were interrupted.
         self.finish_deletes(Vec::new())?;
+        stopped()?;
         // 3. Mark, then sweep what was marked before every running put began.
         self.registry.mark_garbage()?;
         let (chunks, bytes) = self.registry.sweep_garbage()?;
@@ -175,6 +191,7 @@ impl Store {
         let usage = self.registry.pack_usage()?;
         progress.set_total(usage.iter().map(|u| u.2).sum());
         for (id, name, size, live) in usage {
+            stopped()?;
             if live == 0 {
                 if self.registry.drop_pack_if_empty(id)? {
                     self.backend.delete(&name)?;
@@ -201,11 +218,15 @@ impl Store {
             progress.advance(size);
         }
         // 5. Objects no row knows, only if no put ran at any time meanwhile.
+        stopped()?;
         let (running, epoch) = self.registry.puts_running()?;
         let mut orphans = Vec::new();
         for prefix in ["packs/", "manifests/"] {
             let registry = &self.registry;
             self.backend.list(prefix, &mut |meta| {
+                if cancel.is_cancelled() {
+                    return Ok(());
+                }
                 let known = if prefix == "packs/" {
                     registry.has_pack(&meta.name)
                 } else {
@@ -221,11 +242,13 @@ impl Store {
                 Ok(())
             })?;
         }
+        stopped()?;
         let (running_after, epoch_after) = self.registry.puts_running()?;
         if running || running_after || epoch != epoch_after {
             report.orphans_kept = orphans.len() as u64;
         } else {
             for name in orphans {
+                stopped()?;
                 self.backend.delete(&name)?;
                 report.orphans_deleted += 1;
             }
@@ -245,9 +268,17 @@ impl Store {
         pool: &Pool,
         read_data: bool,
         max_memory: u64,
+        cancel: &Cancel,
         progress: &dyn Progress,
         report: &mut dyn FnMut(&str),
     ) -> Result<u64, StoreError> {
+        let stopped = || {
+            if cancel.is_cancelled() {
+                Err(StoreError::Cancelled)
+            } else {
+                Ok(())
+            }
+        };
         let mut problems = 0u64;
         let mut say = |text: String| {
             problems += 1;
@@ -255,6 +286,7 @@ impl Store {
         };
         // Chunk lists against records, and chunks against the registry.
         self.registry.for_each_file(true, |row| {
+            stopped()?;
             let mut mac = FileMac::new(&self.keys, &row.record);
             let mut count = 0u64;
             self.registry.for_each_chunk(row.row, |id, len| {
@@ -270,6 +302,7 @@ impl Store {
             }
             Ok(())
         })?;
+        stopped()?;
         self.registry.missing_chunks(|row, id| {
             say(format!(
                 "{}: chunk {} is missing",
@@ -285,6 +318,7 @@ impl Store {
             Ok(())
         })?;
         for name in self.registry.manifests()? {
+            stopped()?;
             let problem = match manifest_sizes.get(&name) {
                 None => Some("is missing".to_owned()),
                 Some(&size) if read_data => {
@@ -310,6 +344,7 @@ impl Store {
         let packs = self.registry.packs()?;
         let mut readable = Vec::new();
         for (id, name, size) in packs {
+            stopped()?;
             let problem = match sizes.get(&name) {
                 None => Some("is missing".to_owned()),
                 Some(&s) if s != size => Some(format!("has {s} bytes, {size} expected")),
@@ -347,6 +382,9 @@ impl Store {
                     }
                 });
             for (id, name, size) in &readable {
+                if cancel.is_cancelled() {
+                    break;
+                }
                 if let Err(e) = pack::read_index(backend, keys, name, *size) {
                     index_problems.push(e.to_string());
                 }
@@ -354,8 +392,14 @@ impl Store {
                     continue;
                 };
                 for e in entries {
+                    if cancel.is_cancelled() {
+                        break;
+                    }
                     let name = name.clone();
                     ordered.submit(2 * u64::from(e.stored_len) + 4096, move |_| {
+                        if cancel.is_cancelled() {
+                            return None;
+                        }
                         progress.advance(u64::from(e.stored_len));
                         check_chunk(backend, keys, &name, &e)
                             .err()
@@ -365,6 +409,7 @@ impl Store {
             }
             ordered.finish();
         });
+        stopped()?;
         for why in index_problems {
             say(why);
         }
@@ -397,7 +442,11 @@ impl Store {
     /// # Errors
     /// Backend or registry failures; unreadable objects are listed in the
     /// report instead.
-    pub fn reindex(&mut self, progress: &dyn Progress) -> Result<ReindexReport, StoreError> {
+    pub fn reindex(
+        &mut self,
+        progress: &dyn Progress,
+        cancel: &Cancel,
+    ) -> Result<ReindexReport, StoreError> {
         let path = self.registry.path().to_path_buf();
         let mut tmp = path.clone().into_os_string();
         tmp.push(".reindex");
@@ -412,6 +461,9 @@ impl Store {
         })?;
         progress.set_total(packs.len() as u64);
         for meta in packs {
+            if cancel.is_cancelled() {
+                break;
+            }
             match pack::read_index(&*self.backend, &self.keys, &meta.name, meta.size) {
                 Ok(entries) => {
                     fresh.add_pack(&meta.name, meta.size, &entries)?;
@@ -428,6 +480,9 @@ impl Store {
             Ok(())
         })?;
         for meta in manifests {
+            if cancel.is_cancelled() {
+                break;
+            }
             let mut added = 0;
             let result =
                 read_manifest(&*self.backend, &self.keys, &meta.name, meta.size, |r, c| {
@@ -441,6 +496,12 @@ impl Store {
                 Err(e) => report.problems.push(e.to_string()),
             }
         }
+        if cancel.is_cancelled() {
+            // The old registry stays, as after a problem.
+            drop(fresh);
+            remove_db(&tmp);
+            return Err(StoreError::Cancelled);
+        }
         if !report.problems.is_empty() {
             // A registry without what could not be read would drop those
             // entries silently (and a gc would then reclaim their data):
@@ -450,7 +511,7 @@ impl Store {
             return Ok(report);
         }
         drop(fresh);
-        self.registry = Registry::open(std::path::Path::new(":memory:"))?;
+        self.registry = Registry::in_memory()?;
         remove_db(&path);
         std::fs::rename(&tmp, &path).map_err(|source| StoreError::Io {
             path: path.clone(),
@@ -492,10 +553,8 @@ fn read_manifest(
 
 /// Removes a database and its WAL files.
 fn remove_db(path: &std::path::Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        let _ = std::fs::remove_file(PathBuf::from(p));
+    for suffix in std::iter::once("").chain(crate::registry::SIDE_FILES) {
+        let _ = std::fs::remove_file(crate::registry::with_suffix(path, suffix));
     }
 }
 

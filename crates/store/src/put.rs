@@ -350,6 +350,20 @@ fn seal_chunk(keys: &StoreKeys, level: i32, data: &[u8]) -> Result<Sealed, Strin
     })
 }
 
+/// [`seal_chunk`], or "interrupted" at once after a signal: what is queued
+/// behind the budget is not worked through before the put stops.
+fn seal_unless_cancelled(
+    cancel: &Cancel,
+    keys: &StoreKeys,
+    level: i32,
+    data: &[u8],
+) -> Result<Sealed, String> {
+    if cancel.is_cancelled() {
+        return Err("interrupted".to_owned());
+    }
+    seal_chunk(keys, level, data)
+}
+
 /// One entry found by the walk.
 struct Entry {
     path: PathBuf,
@@ -724,8 +738,14 @@ fn submit_entry<'env, C: FnMut(Item)>(
                     for (offset, length) in cuts {
                         let data = data.clone();
                         let cost = 2 * length as u64 + TASK_OVERHEAD;
+                        let cancel = opts.cancel.clone();
                         ordered.submit(cost, move |_| {
-                            Item::Chunk(seal_chunk(keys, level, &data[offset..offset + length]))
+                            Item::Chunk(seal_unless_cancelled(
+                                &cancel,
+                                keys,
+                                level,
+                                &data[offset..offset + length],
+                            ))
                         });
                         crate::hooks::after_chunk();
                     }
@@ -751,7 +771,10 @@ fn submit_entry<'env, C: FnMut(Item)>(
                         let data = chunk.data;
                         bytes += data.len() as u64;
                         let cost = 2 * data.len() as u64 + TASK_OVERHEAD;
-                        ordered.submit(cost, move |_| Item::Chunk(seal_chunk(keys, level, &data)));
+                        let cancel = opts.cancel.clone();
+                        ordered.submit(cost, move |_| {
+                            Item::Chunk(seal_unless_cancelled(&cancel, keys, level, &data))
+                        });
                         crate::hooks::after_chunk();
                     }
                     Err(e) => {

@@ -40,6 +40,8 @@ CREATE TABLE IF NOT EXISTS files(
 CREATE INDEX IF NOT EXISTS files_name ON files(name, created);
 CREATE INDEX IF NOT EXISTS files_source ON files(source);
 CREATE INDEX IF NOT EXISTS files_status ON files(status);
+CREATE INDEX IF NOT EXISTS files_manifest ON files(manifest);
+CREATE INDEX IF NOT EXISTS files_newest ON files(name, created DESC, id DESC) WHERE status = 'complete';
 CREATE TABLE IF NOT EXISTS file_chunks(
   file INTEGER NOT NULL, seq INTEGER NOT NULL, chunk BLOB NOT NULL, len INTEGER NOT NULL,
   PRIMARY KEY(file, seq)) WITHOUT ROWID;
@@ -204,6 +206,174 @@ fn row_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
 const FILE_COLUMNS: &str =
     "id, uid, name, kind, mode, mtime_s, mtime_ns, size, link, created, chunks, stored, mac, status";
 
+/// The statements that run once per entry, chunk or object of a command.
+/// Each must find its rows through an index: one full scan in any of them
+/// makes a command quadratic in the size of the store (a `get` of an
+/// 80,000-entry tree once wrote nothing in ten minutes). The unit test
+/// `per_entry_statements_search_through_indexes` reads the query plan of
+/// every one listed in [`PER_ENTRY`].
+mod per_entry {
+    /// Whether a chunk may be reused (put, per chunk).
+    pub const CHUNK_USABLE: &str = "SELECT 1 FROM chunks WHERE id = ?1 AND garbage_epoch IS NULL";
+    /// The unchanged-file check (put, per entry).
+    pub const UNCHANGED: &str =
+        "SELECT uid FROM files WHERE source = ?1 AND name = ?2 AND status = 'complete'
+         AND src_dev = ?3 AND src_ino = ?4 AND src_size = ?5 AND src_mtime_s = ?6
+         AND src_mtime_ns = ?7 AND src_ctime_s = ?8 AND src_ctime_ns = ?9
+         ORDER BY created DESC LIMIT 1";
+    /// A chunk of a committed pack (put, per chunk).
+    pub const INSERT_CHUNK: &str =
+        "INSERT INTO chunks(id, pack, offset, stored_len, raw_len, compression)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(id) DO UPDATE SET pack = excluded.pack, offset = excluded.offset,
+           stored_len = excluded.stored_len, raw_len = excluded.raw_len,
+           compression = excluded.compression, garbage_epoch = NULL
+         WHERE chunks.garbage_epoch IS NOT NULL";
+    /// A new pending file (put, per entry).
+    pub const INSERT_FILE: &str =
+        "INSERT INTO files(uid, name, kind, mode, mtime_s, mtime_ns, size, link, created,
+           chunks, stored, mac, status, writer, source, src_dev, src_ino, src_size,
+           src_mtime_s, src_mtime_ns, src_ctime_s, src_ctime_ns)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, 0, NULL, 'pending', ?10, ?11,
+           ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+    /// A chunk reference (put and reindex, per chunk).
+    pub const INSERT_REF: &str =
+        "INSERT INTO file_chunks(file, seq, chunk, len) VALUES (?1, ?2, ?3, ?4)";
+    /// A file's final record (put, per entry).
+    pub const SET_MANIFEST: &str =
+        "UPDATE files SET manifest = ?1, size = ?2, chunks = ?3, mac = ?4, stored = ?5
+         WHERE id = ?6";
+    /// A file becomes complete (put and gc, per entry).
+    pub const COMPLETE: &str = "UPDATE files SET status = 'complete', writer = NULL WHERE id = ?1";
+    /// A file's chunk list (get, put, verify, per entry).
+    pub const CHUNK_LIST: &str = "SELECT chunk, len FROM file_chunks WHERE file = ?1 ORDER BY seq";
+    /// Where a chunk is (get, per chunk).
+    pub const LOCATION: &str = "SELECT p.name, c.offset, c.stored_len, c.raw_len, c.compression
+         FROM chunks c JOIN packs p ON p.id = c.pack WHERE c.id = ?1";
+    /// An entry by uid (get and delete, per selector).
+    pub const BY_UID: &str = "SELECT id, uid, name, kind, mode, mtime_s, mtime_ns, size, link,
+         created, chunks, stored, mac, status FROM files WHERE uid = ?1 AND status = 'complete'";
+    /// The versions of one name, newest first (get and delete, per selector).
+    pub const VERSIONS_OF: &str = "SELECT id, uid, name, kind, mode, mtime_s, mtime_ns, size,
+         link, created, chunks, stored, mac, status FROM files
+         WHERE status = 'complete' AND name = ?1 ORDER BY created DESC, id DESC";
+    /// The versions of every name in `[?1, ?2)`, by name then newest
+    /// first: a tree below a directory (get and delete, per selector).
+    pub const VERSIONS_IN: &str = "SELECT id, uid, name, kind, mode, mtime_s, mtime_ns, size,
+         link, created, chunks, stored, mac, status FROM files
+         WHERE status = 'complete' AND name >= ?1 AND name < ?2
+         ORDER BY name, created DESC, id DESC";
+    /// Whether a pack object is known (gc, per object).
+    pub const HAS_PACK: &str = "SELECT 1 FROM packs WHERE name = ?1";
+    /// Whether a manifest object is known (gc, per object).
+    pub const HAS_MANIFEST: &str = "SELECT 1 FROM files WHERE manifest = ?1";
+    /// The complete files of a manifest (verify and delete, per manifest).
+    pub const FILES_IN_MANIFEST: &str = "SELECT id, uid, name, kind, mode, mtime_s, mtime_ns,
+         size, link, created, chunks, stored, mac, status FROM files
+         WHERE manifest = ?1 AND status = 'complete'";
+    /// Points a manifest's files at its rewrite (delete, per manifest).
+    pub const MOVE_MANIFEST: &str =
+        "UPDATE files SET manifest = ?1 WHERE manifest = ?2 AND status = 'complete'";
+    /// The refs of the deleted files of a manifest (delete, per manifest).
+    pub const DROP_DELETING_REFS: &str = "DELETE FROM file_chunks WHERE file IN
+         (SELECT id FROM files WHERE manifest = ?1 AND status = 'deleting')";
+    /// The deleted files of a manifest (delete, per manifest).
+    pub const DROP_DELETING_FILES: &str =
+        "DELETE FROM files WHERE manifest = ?1 AND status = 'deleting'";
+    /// The complete files that use a chunk (verify, per damaged chunk).
+    pub const FILES_USING: &str = "SELECT id, uid, name, kind, mode, mtime_s, mtime_ns, size,
+         link, created, chunks, stored, mac, status FROM files WHERE status = 'complete' AND id IN
+         (SELECT file FROM file_chunks WHERE chunk = ?1) ORDER BY name";
+    /// A file's manifest before it is deleted (delete, per entry).
+    pub const MANIFEST_OF: &str =
+        "SELECT manifest FROM files WHERE id = ?1 AND status = 'complete'";
+    /// A file marked deleted (delete, per entry).
+    pub const MARK_DELETING: &str =
+        "UPDATE files SET status = 'deleting' WHERE id = ?1 AND status = 'complete'";
+    /// A file's refs (gc, per dropped entry).
+    pub const DROP_REFS: &str = "DELETE FROM file_chunks WHERE file = ?1";
+    /// A file row (gc, per dropped entry).
+    pub const DROP_FILE: &str = "DELETE FROM files WHERE id = ?1";
+    /// The pending files of a dead writer (gc, per writer).
+    pub const WRITER_FILES: &str =
+        "SELECT id, manifest FROM files WHERE status = 'pending' AND writer = ?1";
+    /// The chunks of a pack (gc and verify, per pack).
+    pub const CHUNKS_IN_PACK: &str = "SELECT id, offset, stored_len, raw_len, compression
+         FROM chunks WHERE pack = ?1 ORDER BY offset";
+    /// Whether any chunk is still in a pack (gc, per pack).
+    pub const PACK_USED: &str = "SELECT COUNT(*) FROM chunks WHERE pack = ?1";
+    /// A pack row (gc, per pack).
+    pub const DROP_PACK: &str = "DELETE FROM packs WHERE id = ?1";
+    /// A chunk moved by a pack rewrite (gc, per chunk).
+    pub const MOVE_CHUNK: &str =
+        "UPDATE chunks SET pack = ?1, offset = ?2 WHERE id = ?3 AND pack = ?4";
+    /// A writer's lease goes (gc, per dead writer; every command once).
+    pub const DROP_WRITER: &str = "DELETE FROM writers WHERE id = ?1";
+    /// A dead gc's lease goes (every writer, per dead gc).
+    pub const DROP_DEAD_GC: &str = "DELETE FROM writers WHERE id = ?1 AND role = 'gc'";
+    /// A writer's heartbeat (put, per pack).
+    pub const HEARTBEAT: &str = "UPDATE writers SET heartbeat = ?1 WHERE id = ?2";
+    /// A committed pack (put and gc, per pack).
+    pub const INSERT_PACK: &str = "INSERT INTO packs(name, size, created) VALUES (?1, ?2, ?3)";
+    /// A pack found in the store (reindex, per pack).
+    pub const ADD_PACK: &str =
+        "INSERT OR IGNORE INTO packs(name, size, created) VALUES (?1, ?2, ?3)";
+    /// A pack's row id (reindex, per pack).
+    pub const PACK_ID: &str = "SELECT id FROM packs WHERE name = ?1";
+    /// A chunk found in a pack's index (reindex, per chunk).
+    pub const ADD_CHUNK: &str =
+        "INSERT OR IGNORE INTO chunks(id, pack, offset, stored_len, raw_len, compression)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+    /// A file found in a manifest (reindex, per entry).
+    pub const ADD_FILE: &str =
+        "INSERT OR IGNORE INTO files(uid, name, kind, mode, mtime_s, mtime_ns, size, link,
+           created, chunks, stored, mac, status, manifest)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, 'complete', ?12)";
+}
+
+use per_entry::*;
+
+/// Every statement of [`per_entry`], for the test that reads their plans.
+#[cfg(test)]
+const PER_ENTRY: &[&str] = &[
+    CHUNK_USABLE,
+    UNCHANGED,
+    INSERT_CHUNK,
+    INSERT_FILE,
+    INSERT_REF,
+    SET_MANIFEST,
+    COMPLETE,
+    CHUNK_LIST,
+    LOCATION,
+    BY_UID,
+    VERSIONS_OF,
+    VERSIONS_IN,
+    HAS_PACK,
+    HAS_MANIFEST,
+    FILES_IN_MANIFEST,
+    MOVE_MANIFEST,
+    DROP_DELETING_REFS,
+    DROP_DELETING_FILES,
+    FILES_USING,
+    MANIFEST_OF,
+    MARK_DELETING,
+    DROP_REFS,
+    DROP_FILE,
+    WRITER_FILES,
+    CHUNKS_IN_PACK,
+    PACK_USED,
+    DROP_PACK,
+    MOVE_CHUNK,
+    DROP_WRITER,
+    DROP_DEAD_GC,
+    HEARTBEAT,
+    INSERT_PACK,
+    ADD_PACK,
+    PACK_ID,
+    ADD_CHUNK,
+    ADD_FILE,
+];
+
 /// Aggregates for `store stat`.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Totals {
@@ -226,12 +396,30 @@ pub struct Totals {
 }
 
 impl Registry {
-    /// Opens (creating) the registry at `path`.
+    /// Opens (creating) the registry at `path`, privately: the file is
+    /// created mode 0600 (an existing one, and its `-wal` and `-shm`, are
+    /// made 0600), and neither it nor the files SQLite keeps beside it is
+    /// ever opened through a symbolic link (the directory may be reached
+    /// through one; the file itself may not).
     ///
     /// # Errors
-    /// [`StoreError::Registry`].
+    /// [`StoreError::Refused`] for a link or a non-regular file where a
+    /// registry file belongs; [`StoreError::Registry`].
     pub fn open(path: &Path) -> Result<Registry, StoreError> {
-        let conn = Connection::open(path).map_err(|e| reg(path, e))?;
+        let path = &private_db_path(path)?;
+        let flags = rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| reg(path, e))?;
+        Registry::prepare(conn, path)
+    }
+
+    /// A registry in memory, for the moment a file registry is replaced.
+    pub(crate) fn in_memory() -> Result<Registry, StoreError> {
+        let path = Path::new(":memory:");
+        let conn = Connection::open_in_memory().map_err(|e| reg(path, e))?;
+        Registry::prepare(conn, path)
+    }
+
+    fn prepare(conn: Connection, path: &Path) -> Result<Registry, StoreError> {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| reg(path, e))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(|e| reg(path, e))?;
@@ -315,7 +503,7 @@ impl Registry {
     /// # Errors
     /// Registry failures.
     pub fn unregister_writer(&mut self, lease: WriterLease) -> Result<(), StoreError> {
-        self.write(|tx| tx.execute("DELETE FROM writers WHERE id = ?1", [lease.id]))?;
+        self.write(|tx| tx.prepare_cached(DROP_WRITER)?.execute([lease.id]))?;
         Ok(())
     }
 
@@ -335,7 +523,7 @@ impl Registry {
                 "DELETE FROM files WHERE writer = ?1 AND status = 'pending'",
                 [lease.id],
             )?;
-            tx.execute("DELETE FROM writers WHERE id = ?1", [lease.id])
+            tx.prepare_cached(DROP_WRITER)?.execute([lease.id])
         })?;
         Ok(())
     }
@@ -385,7 +573,7 @@ impl Registry {
         let dead = self.dead_writers()?;
         self.write(|tx| {
             for id in &dead {
-                tx.execute("DELETE FROM writers WHERE id = ?1 AND role = 'gc'", [id])?;
+                tx.prepare_cached(DROP_DEAD_GC)?.execute([id])?;
             }
             Ok(())
         })
@@ -399,10 +587,7 @@ impl Registry {
     pub fn dead_writer_files(&self) -> Result<DeadWriters, StoreError> {
         let dead = self.dead_writers()?;
         let mut files = Vec::new();
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, manifest FROM files WHERE status = 'pending' AND writer = ?1")
-            .map_err(|e| self.err(e))?;
+        let mut stmt = self.conn.prepare(WRITER_FILES).map_err(|e| self.err(e))?;
         for w in &dead {
             let rows = stmt
                 .query_map([w], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -428,17 +613,14 @@ impl Registry {
     ) -> Result<(), StoreError> {
         self.write(|tx| {
             for f in complete {
-                tx.execute(
-                    "UPDATE files SET status = 'complete', writer = NULL WHERE id = ?1",
-                    [f],
-                )?;
+                tx.prepare_cached(COMPLETE)?.execute([f])?;
             }
             for f in remove {
-                tx.execute("DELETE FROM file_chunks WHERE file = ?1", [f])?;
-                tx.execute("DELETE FROM files WHERE id = ?1", [f])?;
+                tx.prepare_cached(DROP_REFS)?.execute([f])?;
+                tx.prepare_cached(DROP_FILE)?.execute([f])?;
             }
             for w in writers {
-                tx.execute("DELETE FROM writers WHERE id = ?1", [w])?;
+                tx.prepare_cached(DROP_WRITER)?.execute([w])?;
             }
             Ok(())
         })
@@ -450,10 +632,8 @@ impl Registry {
     /// Registry failures.
     pub fn heartbeat(&self, lease: WriterLease) -> Result<(), StoreError> {
         self.conn
-            .execute(
-                "UPDATE writers SET heartbeat = ?1 WHERE id = ?2",
-                params![now(), lease.id],
-            )
+            .prepare_cached(HEARTBEAT)
+            .and_then(|mut stmt| stmt.execute(params![now(), lease.id]))
             .map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -465,7 +645,7 @@ impl Registry {
     pub fn chunk_usable(&self, id: &[u8; 32]) -> Result<bool, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT 1 FROM chunks WHERE id = ?1 AND garbage_epoch IS NULL")
+            .prepare_cached(CHUNK_USABLE)
             .map_err(|e| self.err(e))?;
         stmt.exists([&id[..]]).map_err(|e| self.err(e))
     }
@@ -478,12 +658,7 @@ impl Registry {
     pub fn unchanged(&self, name: &str, src: &SourceStat) -> Result<Option<u64>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT uid FROM files WHERE source = ?1 AND name = ?2 AND status = 'complete'
-                 AND src_dev = ?3 AND src_ino = ?4 AND src_size = ?5 AND src_mtime_s = ?6
-                 AND src_mtime_ns = ?7 AND src_ctime_s = ?8 AND src_ctime_ns = ?9
-                 ORDER BY created DESC LIMIT 1",
-            )
+            .prepare_cached(UNCHANGED)
             .map_err(|e| self.err(e))?;
         stmt.query_row(
             params![
@@ -520,19 +695,10 @@ impl Registry {
         let created = now();
         self.write(|tx| {
             if let Some((name, size, entries)) = pack {
-                tx.execute(
-                    "INSERT INTO packs(name, size, created) VALUES (?1, ?2, ?3)",
-                    params![name, size as i64, created],
-                )?;
+                tx.prepare_cached(INSERT_PACK)?
+                    .execute(params![name, size as i64, created])?;
                 let pack_row = tx.last_insert_rowid();
-                let mut stmt = tx.prepare_cached(
-                    "INSERT INTO chunks(id, pack, offset, stored_len, raw_len, compression)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT(id) DO UPDATE SET pack = excluded.pack, offset = excluded.offset,
-                       stored_len = excluded.stored_len, raw_len = excluded.raw_len,
-                       compression = excluded.compression, garbage_epoch = NULL
-                     WHERE chunks.garbage_epoch IS NOT NULL",
-                )?;
+                let mut stmt = tx.prepare_cached(INSERT_CHUNK)?;
                 for e in entries {
                     stmt.execute(params![
                         &e.id[..],
@@ -548,48 +714,37 @@ impl Registry {
                 if f.row.is_none() {
                     let r = &f.record;
                     let s = f.source.as_ref();
-                    tx.execute(
-                        "INSERT INTO files(uid, name, kind, mode, mtime_s, mtime_ns, size, link, created,
-                           chunks, stored, mac, status, writer, source, src_dev, src_ino, src_size,
-                           src_mtime_s, src_mtime_ns, src_ctime_s, src_ctime_ns)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, 0, NULL, 'pending', ?10, ?11,
-                           ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-                        params![
-                            r.uid as i64,
-                            r.name,
-                            r.kind.id(),
-                            r.mode,
-                            r.mtime.0,
-                            r.mtime.1,
-                            r.size as i64,
-                            r.link,
-                            r.created,
-                            lease.id,
-                            s.map(|s| s.path.clone()),
-                            s.map(|s| s.dev as i64),
-                            s.map(|s| s.ino as i64),
-                            s.map(|s| s.size as i64),
-                            s.map(|s| s.mtime.0),
-                            s.map(|s| s.mtime.1),
-                            s.map(|s| s.ctime.0),
-                            s.map(|s| s.ctime.1),
-                        ],
-                    )?;
+                    tx.prepare_cached(INSERT_FILE)?.execute(params![
+                        r.uid as i64,
+                        r.name,
+                        r.kind.id(),
+                        r.mode,
+                        r.mtime.0,
+                        r.mtime.1,
+                        r.size as i64,
+                        r.link,
+                        r.created,
+                        lease.id,
+                        s.map(|s| s.path.clone()),
+                        s.map(|s| s.dev as i64),
+                        s.map(|s| s.ino as i64),
+                        s.map(|s| s.size as i64),
+                        s.map(|s| s.mtime.0),
+                        s.map(|s| s.mtime.1),
+                        s.map(|s| s.ctime.0),
+                        s.map(|s| s.ctime.1),
+                    ])?;
                     f.row = Some(tx.last_insert_rowid());
                 }
                 let row = f.row.expect("inserted above");
-                let mut stmt = tx.prepare_cached(
-                    "INSERT INTO file_chunks(file, seq, chunk, len) VALUES (?1, ?2, ?3, ?4)",
-                )?;
+                let mut stmt = tx.prepare_cached(INSERT_REF)?;
                 for (id, len) in f.refs.drain(..) {
                     stmt.execute(params![row, f.next_seq as i64, &id[..], len])?;
                     f.next_seq += 1;
                 }
             }
-            tx.execute(
-                "UPDATE writers SET heartbeat = ?1 WHERE id = ?2",
-                params![created, lease.id],
-            )?;
+            tx.prepare_cached(HEARTBEAT)?
+                .execute(params![created, lease.id])?;
             Ok(())
         })
     }
@@ -606,18 +761,14 @@ impl Registry {
     ) -> Result<(), StoreError> {
         self.write(|tx| {
             for (row, r, stored) in done {
-                tx.execute(
-                    "UPDATE files SET manifest = ?1, size = ?2, chunks = ?3, mac = ?4, stored = ?5
-                     WHERE id = ?6",
-                    params![
-                        manifest,
-                        r.size as i64,
-                        r.chunks as i64,
-                        &r.mac[..],
-                        *stored as i64,
-                        row
-                    ],
-                )?;
+                tx.prepare_cached(SET_MANIFEST)?.execute(params![
+                    manifest,
+                    r.size as i64,
+                    r.chunks as i64,
+                    &r.mac[..],
+                    *stored as i64,
+                    row
+                ])?;
             }
             Ok(())
         })
@@ -630,10 +781,7 @@ impl Registry {
     pub fn complete(&mut self, rows: &[i64]) -> Result<(), StoreError> {
         self.write(|tx| {
             for row in rows {
-                tx.execute(
-                    "UPDATE files SET status = 'complete', writer = NULL WHERE id = ?1",
-                    [row],
-                )?;
+                tx.prepare_cached(COMPLETE)?.execute([row])?;
             }
             Ok(())
         })
@@ -650,7 +798,7 @@ impl Registry {
     ) -> Result<(), StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT chunk, len FROM file_chunks WHERE file = ?1 ORDER BY seq")
+            .prepare_cached(CHUNK_LIST)
             .map_err(|e| self.err(e))?;
         let mut rows = stmt.query([row]).map_err(|e| self.err(e))?;
         while let Some(r) = rows.next().map_err(|e| self.err(e))? {
@@ -671,10 +819,7 @@ impl Registry {
     pub fn location(&self, id: &[u8; 32]) -> Result<Option<Location>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT p.name, c.offset, c.stored_len, c.raw_len, c.compression
-                 FROM chunks c JOIN packs p ON p.id = c.pack WHERE c.id = ?1",
-            )
+            .prepare_cached(LOCATION)
             .map_err(|e| self.err(e))?;
         stmt.query_row([&id[..]], |r| {
             Ok(Location {
@@ -694,44 +839,83 @@ impl Registry {
     /// # Errors
     /// Registry failures.
     pub fn by_uid(&self, uid: u64) -> Result<Option<FileRow>, StoreError> {
-        self.conn
-            .query_row(
-                &format!("SELECT {FILE_COLUMNS} FROM files WHERE uid = ?1 AND status = 'complete'"),
-                [uid as i64],
-                row_record,
-            )
+        let mut stmt = self.conn.prepare_cached(BY_UID).map_err(|e| self.err(e))?;
+        stmt.query_row([uid as i64], row_record)
             .optional()
             .map_err(|e| self.err(e))
     }
 
     /// The newest complete version of `name` and of every name below it
-    /// (`name/...`), in name order. An empty `name` means every entry.
+    /// (`name/...`), in name order, streamed (one indexed range read, no
+    /// per-entry lookup). An empty `name` means every entry.
     ///
     /// # Errors
-    /// Registry failures.
+    /// Registry failures or `each`'s.
     pub fn by_name(
         &self,
         name: &str,
         mut each: impl FnMut(FileRow) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let (low, high) = if name.is_empty() {
-            (String::new(), "\u{10FFFF}".to_owned())
-        } else {
-            (format!("{name}/"), format!("{name}0"))
-        };
-        let sql = format!(
-            "SELECT {FILE_COLUMNS} FROM files f WHERE status = 'complete'
-               AND (name = ?1 OR (name >= ?2 AND name < ?3))
-               AND NOT EXISTS (SELECT 1 FROM files g WHERE g.name = f.name AND g.status = 'complete'
-                               AND (g.created > f.created OR (g.created = f.created AND g.id > f.id)))
-             ORDER BY name"
-        );
-        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
-        let mut rows = stmt
-            .query(params![name, low, high])
+        if name.is_empty() {
+            let mut stmt = self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT {FILE_COLUMNS} FROM files WHERE status = 'complete'
+                     ORDER BY name, created DESC, id DESC"
+                ))
+                .map_err(|e| self.err(e))?;
+            return self.newest_of_each(&mut stmt, [], &mut each);
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached(VERSIONS_OF)
             .map_err(|e| self.err(e))?;
+        self.newest_of_each(&mut stmt, [name], &mut each)?;
+        // `/` + 1 is `0`: every name that starts with `name/`.
+        let (low, high) = (format!("{name}/"), format!("{name}0"));
+        let mut stmt = self
+            .conn
+            .prepare_cached(VERSIONS_IN)
+            .map_err(|e| self.err(e))?;
+        self.newest_of_each(&mut stmt, [low, high], &mut each)
+    }
+
+    /// Whether `name`, or any name below it, has a complete entry (an
+    /// empty `name`: whether there is any entry).
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn has_name(&self, name: &str) -> Result<bool, StoreError> {
+        let exists = |sql: &str, params: &[&dyn rusqlite::ToSql]| {
+            self.conn
+                .prepare_cached(sql)
+                .and_then(|mut stmt| stmt.exists(params))
+                .map_err(|e| self.err(e))
+        };
+        if name.is_empty() {
+            return exists("SELECT 1 FROM files WHERE status = 'complete' LIMIT 1", &[]);
+        }
+        let (low, high) = (format!("{name}/"), format!("{name}0"));
+        Ok(exists(VERSIONS_OF, &[&name])? || exists(VERSIONS_IN, &[&low, &high])?)
+    }
+
+    /// Runs `stmt` (rows by name, newest version first) and calls `each`
+    /// with the first row of every name.
+    fn newest_of_each(
+        &self,
+        stmt: &mut rusqlite::Statement<'_>,
+        params: impl rusqlite::Params,
+        each: &mut dyn FnMut(FileRow) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut rows = stmt.query(params).map_err(|e| self.err(e))?;
+        let mut last: Option<String> = None;
         while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let name: String = r.get("name").map_err(|e| self.err(e))?;
+            if last.as_deref() == Some(name.as_str()) {
+                continue;
+            }
             each(row_record(r).map_err(|e| self.err(e))?)?;
+            last = Some(name);
         }
         Ok(())
     }
@@ -773,17 +957,11 @@ impl Registry {
             let mut manifests = Vec::new();
             for row in rows {
                 let manifest: Option<String> = tx
-                    .query_row(
-                        "SELECT manifest FROM files WHERE id = ?1 AND status = 'complete'",
-                        [row],
-                        |r| r.get(0),
-                    )
+                    .prepare_cached(MANIFEST_OF)?
+                    .query_row([row], |r| r.get(0))
                     .optional()?
                     .flatten();
-                tx.execute(
-                    "UPDATE files SET status = 'deleting' WHERE id = ?1 AND status = 'complete'",
-                    [row],
-                )?;
+                tx.prepare_cached(MARK_DELETING)?.execute([row])?;
                 if let Some(m) = manifest {
                     if !manifests.contains(&m) {
                         manifests.push(m);
@@ -815,9 +993,7 @@ impl Registry {
     pub fn files_in_manifest(&self, manifest: &str) -> Result<Vec<FileRow>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare(&format!(
-                "SELECT {FILE_COLUMNS} FROM files WHERE manifest = ?1 AND status = 'complete'"
-            ))
+            .prepare_cached(FILES_IN_MANIFEST)
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([manifest], row_record)
@@ -831,12 +1007,7 @@ impl Registry {
     /// # Errors
     /// Registry failures.
     pub fn move_manifest(&mut self, old: &str, new: &str) -> Result<(), StoreError> {
-        self.write(|tx| {
-            tx.execute(
-                "UPDATE files SET manifest = ?1 WHERE manifest = ?2 AND status = 'complete'",
-                params![new, old],
-            )
-        })?;
+        self.write(|tx| tx.prepare_cached(MOVE_MANIFEST)?.execute(params![new, old]))?;
         Ok(())
     }
 
@@ -844,20 +1015,12 @@ impl Registry {
     ///
     /// # Errors
     /// Registry failures.
-    pub fn drop_deleting(&mut self, manifest: Option<&str>) -> Result<u64, StoreError> {
+    pub fn drop_deleting(&mut self, manifest: &str) -> Result<u64, StoreError> {
         self.write(|tx| {
-            let filter = if manifest.is_some() {
-                "status = 'deleting' AND manifest = ?1"
-            } else {
-                "status = 'deleting' AND ?1 IS NULL"
-            };
-            tx.execute(
-                &format!(
-                    "DELETE FROM file_chunks WHERE file IN (SELECT id FROM files WHERE {filter})"
-                ),
-                [manifest],
-            )?;
-            Ok(tx.execute(&format!("DELETE FROM files WHERE {filter}"), [manifest])? as u64)
+            tx.prepare_cached(DROP_DELETING_REFS)?.execute([manifest])?;
+            Ok(tx
+                .prepare_cached(DROP_DELETING_FILES)?
+                .execute([manifest])? as u64)
         })
     }
 
@@ -960,10 +1123,7 @@ impl Registry {
     pub fn chunks_in_pack(&self, pack: i64) -> Result<Vec<PackEntry>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT id, offset, stored_len, raw_len, compression FROM chunks
-                 WHERE pack = ?1 ORDER BY offset",
-            )
+            .prepare_cached(CHUNKS_IN_PACK)
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([pack], |r| {
@@ -992,14 +1152,13 @@ impl Registry {
     /// Registry failures.
     pub fn drop_pack_if_empty(&mut self, pack: i64) -> Result<bool, StoreError> {
         self.write(|tx| {
-            let used: i64 =
-                tx.query_row("SELECT COUNT(*) FROM chunks WHERE pack = ?1", [pack], |r| {
-                    r.get(0)
-                })?;
+            let used: i64 = tx
+                .prepare_cached(PACK_USED)?
+                .query_row([pack], |r| r.get(0))?;
             if used > 0 {
                 return Ok(false);
             }
-            tx.execute("DELETE FROM packs WHERE id = ?1", [pack])?;
+            tx.prepare_cached(DROP_PACK)?.execute([pack])?;
             Ok(true)
         })
     }
@@ -1018,16 +1177,12 @@ impl Registry {
     ) -> Result<(), StoreError> {
         let created = now();
         self.write(|tx| {
-            tx.execute(
-                "INSERT INTO packs(name, size, created) VALUES (?1, ?2, ?3)",
-                params![new_name, new_size as i64, created],
-            )?;
+            tx.prepare_cached(INSERT_PACK)?
+                .execute(params![new_name, new_size as i64, created])?;
             let new = tx.last_insert_rowid();
+            let mut stmt = tx.prepare_cached(MOVE_CHUNK)?;
             for e in entries {
-                tx.execute(
-                    "UPDATE chunks SET pack = ?1, offset = ?2 WHERE id = ?3 AND pack = ?4",
-                    params![new, e.offset as i64, &e.id[..], old],
-                )?;
+                stmt.execute(params![new, e.offset as i64, &e.id[..], old])?;
             }
             Ok(())
         })
@@ -1055,7 +1210,7 @@ impl Registry {
     pub fn has_pack(&self, name: &str) -> Result<bool, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT 1 FROM packs WHERE name = ?1")
+            .prepare_cached(HAS_PACK)
             .map_err(|e| self.err(e))?;
         stmt.exists([name]).map_err(|e| self.err(e))
     }
@@ -1067,7 +1222,7 @@ impl Registry {
     pub fn has_manifest(&self, name: &str) -> Result<bool, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT 1 FROM files WHERE manifest = ?1")
+            .prepare_cached(HAS_MANIFEST)
             .map_err(|e| self.err(e))?;
         stmt.exists([name]).map_err(|e| self.err(e))
     }
@@ -1145,10 +1300,7 @@ impl Registry {
     pub fn files_using(&self, id: &[u8; 32]) -> Result<Vec<FileRow>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached(&format!(
-                "SELECT {FILE_COLUMNS} FROM files WHERE status = 'complete' AND id IN
-                   (SELECT file FROM file_chunks WHERE chunk = ?1) ORDER BY name"
-            ))
+            .prepare_cached(FILES_USING)
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([&id[..]], row_record)
@@ -1195,16 +1347,12 @@ impl Registry {
     ) -> Result<(), StoreError> {
         let created = now();
         self.write(|tx| {
-            tx.execute(
-                "INSERT OR IGNORE INTO packs(name, size, created) VALUES (?1, ?2, ?3)",
-                params![name, size as i64, created],
-            )?;
-            let pack: i64 =
-                tx.query_row("SELECT id FROM packs WHERE name = ?1", [name], |r| r.get(0))?;
-            let mut stmt = tx.prepare_cached(
-                "INSERT OR IGNORE INTO chunks(id, pack, offset, stored_len, raw_len, compression)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
+            tx.prepare_cached(ADD_PACK)?
+                .execute(params![name, size as i64, created])?;
+            let pack: i64 = tx
+                .prepare_cached(PACK_ID)?
+                .query_row([name], |r| r.get(0))?;
+            let mut stmt = tx.prepare_cached(ADD_CHUNK)?;
             for e in entries {
                 stmt.execute(params![
                     &e.id[..],
@@ -1231,32 +1379,25 @@ impl Registry {
         chunks: &[([u8; 32], u32)],
     ) -> Result<bool, StoreError> {
         self.write(|tx| {
-            let added = tx.execute(
-                "INSERT OR IGNORE INTO files(uid, name, kind, mode, mtime_s, mtime_ns, size, link, created,
-                   chunks, stored, mac, status, manifest)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, 'complete', ?12)",
-                params![
-                    record.uid as i64,
-                    record.name,
-                    record.kind.id(),
-                    record.mode,
-                    record.mtime.0,
-                    record.mtime.1,
-                    record.size as i64,
-                    record.link,
-                    record.created,
-                    record.chunks as i64,
-                    &record.mac[..],
-                    manifest
-                ],
-            )?;
+            let added = tx.prepare_cached(ADD_FILE)?.execute(params![
+                record.uid as i64,
+                record.name,
+                record.kind.id(),
+                record.mode,
+                record.mtime.0,
+                record.mtime.1,
+                record.size as i64,
+                record.link,
+                record.created,
+                record.chunks as i64,
+                &record.mac[..],
+                manifest
+            ])?;
             if added == 0 {
                 return Ok(false);
             }
             let row = tx.last_insert_rowid();
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO file_chunks(file, seq, chunk, len) VALUES (?1, ?2, ?3, ?4)",
-            )?;
+            let mut stmt = tx.prepare_cached(INSERT_REF)?;
             for (seq, (id, len)) in chunks.iter().enumerate() {
                 stmt.execute(params![row, seq as i64, &id[..], len])?;
             }
@@ -1265,9 +1406,215 @@ impl Registry {
     }
 }
 
+/// Mode of a registry file and of the files SQLite keeps beside it (SQLite
+/// gives its `-wal` and `-shm` the database file's mode).
+const REGISTRY_MODE: u32 = 0o600;
+/// The files SQLite keeps beside a database in WAL mode, by suffix.
+pub const SIDE_FILES: [&str; 2] = ["-wal", "-shm"];
+
+/// `path` with `suffix` appended to its file name.
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Checks and prepares the files of a registry before SQLite opens it, and
+/// returns the path to give SQLite: the canonical directory (symbolic links
+/// above the registry are the user's choice) joined with the file name.
+/// A symbolic link or a non-regular file in the place of the registry, its
+/// `-wal` or its `-shm` is refused; a missing registry is created empty,
+/// mode 0600, without following links; a group- or world-readable one (a
+/// store made before registries were private) is made 0600.
+fn private_db_path(path: &Path) -> Result<PathBuf, StoreError> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let io = |p: &Path, source: std::io::Error| StoreError::Io {
+        path: p.to_path_buf(),
+        source,
+    };
+    let name = path.file_name().ok_or_else(|| StoreError::Refused {
+        path: path.to_path_buf(),
+        why: "not a file name".into(),
+    })?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let full = std::fs::canonicalize(parent)
+        .map_err(|e| io(parent, e))?
+        .join(name);
+    let no_follow = |options: &mut std::fs::OpenOptions| {
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    };
+    for suffix in std::iter::once("").chain(SIDE_FILES) {
+        let file = with_suffix(&full, suffix);
+        match std::fs::symlink_metadata(&file) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(StoreError::Refused {
+                    path: file,
+                    why: "is a symbolic link; a registry is never opened through one \
+                          (remove the link; `store reindex` rebuilds a lost registry)"
+                        .into(),
+                })
+            }
+            Ok(meta) if !meta.is_file() => {
+                return Err(StoreError::Refused {
+                    path: file,
+                    why: "is not a regular file".into(),
+                })
+            }
+            Ok(meta) if meta.mode() & 0o077 != 0 => {
+                let mut options = std::fs::OpenOptions::new();
+                options.read(true);
+                no_follow(&mut options);
+                let opened = options.open(&file).map_err(|e| io(&file, e))?;
+                opened
+                    .set_permissions(std::fs::Permissions::from_mode(REGISTRY_MODE))
+                    .map_err(|e| io(&file, e))?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if suffix.is_empty() {
+                    let mut options = std::fs::OpenOptions::new();
+                    options.write(true).create_new(true).mode(REGISTRY_MODE);
+                    no_follow(&mut options);
+                    match options.open(&file) {
+                        Ok(_) => {}
+                        // Another process created it meanwhile; SQLite
+                        // opens it without following links.
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(io(&file, e)),
+                    }
+                }
+            }
+            Err(e) => return Err(io(&file, e)),
+        }
+    }
+    Ok(full)
+}
+
 fn reg(path: &Path, source: rusqlite::Error) -> StoreError {
     StoreError::Registry {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plan of `sql`: one line per step.
+    fn plan(conn: &Connection, sql: &str) -> Vec<String> {
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        // Parameters stay unbound (NULL): a plan does not depend on them.
+        let mut rows = stmt.raw_query();
+        let mut steps = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            steps.push(row.get::<_, String>(3).unwrap());
+        }
+        steps
+    }
+
+    #[test]
+    fn per_entry_statements_search_through_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(&dir.path().join("registry.sqlite")).unwrap();
+        for sql in PER_ENTRY {
+            let steps = plan(&registry.conn, sql);
+            for step in &steps {
+                // A full pass over a table (`SCAN t`, `SCAN t USING INDEX`)
+                // or an index SQLite builds for this one statement (which
+                // costs a full pass each time) makes the caller quadratic.
+                let scans = step.starts_with("SCAN ") && step != "SCAN CONSTANT ROW";
+                assert!(
+                    !scans && !step.contains("AUTOMATIC"),
+                    "{sql}\nreads a whole table: {steps:?}"
+                );
+            }
+        }
+        // The test can fail: a lookup by a column without an index scans.
+        let steps = plan(&registry.conn, "SELECT 1 FROM files WHERE mode = ?1");
+        assert!(steps.iter().any(|s| s.starts_with("SCAN ")), "{steps:?}");
+    }
+
+    #[test]
+    fn newest_version_of_each_name_is_streamed_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = Registry::open(&dir.path().join("registry.sqlite")).unwrap();
+        let record = |uid: u64, name: &str, created: i64| FileRecord {
+            uid,
+            name: name.into(),
+            kind: Kind::File,
+            mode: 0o644,
+            mtime: (0, 0),
+            size: uid,
+            link: Vec::new(),
+            created,
+            chunks: 0,
+            mac: [0; 32],
+        };
+        for (uid, name, created) in [
+            (1, "a", 10),
+            (2, "a/x", 10),
+            (3, "a/x", 20),
+            (4, "a-b", 30),
+            (5, "a/y/z", 5),
+            (6, "b", 1),
+            (7, "a/x", 20),
+        ] {
+            assert!(registry
+                .add_complete_file(&record(uid, name, created), "m", &[])
+                .unwrap());
+        }
+        let names = |sel: &str| {
+            let mut out = Vec::new();
+            registry
+                .by_name(sel, |row| {
+                    out.push((row.record.name, row.record.uid));
+                    Ok(())
+                })
+                .unwrap();
+            out
+        };
+        // Same time: the later row wins.
+        let want = [("a", 1), ("a/x", 7), ("a/y/z", 5)];
+        assert_eq!(names("a"), want.map(|(n, u)| (n.to_owned(), u)));
+        assert_eq!(names("a/x"), vec![("a/x".to_owned(), 7)]);
+        assert_eq!(names("").len(), 5);
+        assert!(registry.has_name("a/y").unwrap());
+        assert!(!registry.has_name("a/q").unwrap());
+    }
+
+    #[test]
+    fn a_registry_is_private_and_never_opened_through_a_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.sqlite");
+        let registry = Registry::open(&path).unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let mode = std::fs::metadata(with_suffix(&path, suffix))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "registry{suffix}");
+        }
+        drop(registry);
+        let elsewhere = dir.path().join("elsewhere.sqlite");
+        std::fs::write(&elsewhere, b"not yours").unwrap();
+        for suffix in ["", "-wal"] {
+            let link = with_suffix(&path, suffix);
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+            let err = Registry::open(&path).err().expect("a link is refused");
+            assert!(
+                matches!(&err, StoreError::Refused { path, .. } if *path == link),
+                "{err}"
+            );
+            std::fs::remove_file(&link).unwrap();
+            assert_eq!(std::fs::read(&elsewhere).unwrap(), b"not yours");
+        }
     }
 }
