@@ -29,7 +29,7 @@ use cryptstream_output::{DirFd, Timestamp};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::frame::{ErrorCode, FileMeta, HASH_LEN};
+use crate::frame::{Compare, EntryTime, ErrorCode, FileMeta, HASH_LEN};
 use crate::name::{RelName, PARTIAL_PREFIX};
 use crate::ranges::RangeSet;
 use crate::treehash::SegmentedHash;
@@ -44,7 +44,9 @@ const MAX_SIDECAR_RANGES: usize = 1 << 20;
 /// connection's range of 16 MiB is hashed as it arrives.
 const HASH_SEGMENT: u64 = 16 * 1024 * 1024;
 /// Mode of directories created for received files (through the umask).
-const DIR_MODE: u32 = 0o777;
+pub(crate) const DIR_MODE: u32 = 0o777;
+/// Bytes of one segment of the whole-file hash, for `entries::check`.
+pub(crate) const CHECK_HASH_SEGMENT: u64 = HASH_SEGMENT;
 
 /// Why a received file could not be opened, written or committed.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +61,7 @@ pub struct ReceiveError {
 }
 
 impl ReceiveError {
-    fn new(code: ErrorCode, name: &str, reason: impl Into<String>) -> ReceiveError {
+    pub(crate) fn new(code: ErrorCode, name: &str, reason: impl Into<String>) -> ReceiveError {
         ReceiveError {
             code,
             name: name.to_owned(),
@@ -75,6 +77,50 @@ pub trait Destination: Send + Sync + 'static {
     /// # Errors
     /// [`ReceiveError`] with the code to send to the client.
     fn open(&self, name: &RelName, meta: &FileMeta) -> Result<Arc<dyn Incoming>, ReceiveError>;
+
+    /// Whether the file `name` is already held under its final name, the
+    /// same as the sender's by `compare` (and `meta.size`); a file held
+    /// gets the mode of `meta` (and, compared by content, its mtime).
+    /// Anything else there (missing, another kind, not readable, behind a
+    /// symbolic link) is "not held": the file is then sent.
+    ///
+    /// # Errors
+    /// `Storage` when a held file's mode or mtime cannot be set.
+    fn check(
+        &self,
+        name: &RelName,
+        meta: &FileMeta,
+        compare: Compare,
+    ) -> Result<bool, ReceiveError>;
+
+    /// Makes the directory `name` (and any missing parent), then gives it
+    /// `mode` and `mtime`: sent after everything inside it arrived.
+    ///
+    /// # Errors
+    /// `BadName` for a symbolic link or a non-directory on the way,
+    /// `Storage` for the rest.
+    fn make_dir(&self, name: &RelName, mode: u32, mtime: EntryTime) -> Result<(), ReceiveError>;
+
+    /// Makes `name` a symbolic link to `target` (bytes, never resolved),
+    /// replacing a file or link there.
+    ///
+    /// # Errors
+    /// As [`Destination::make_dir`].
+    fn make_symlink(
+        &self,
+        name: &RelName,
+        target: &[u8],
+        mtime: EntryTime,
+    ) -> Result<(), ReceiveError>;
+
+    /// Makes `name` a hard link to the regular file `target` below the
+    /// root (reached without following a symbolic link), replacing a file
+    /// or link there.
+    ///
+    /// # Errors
+    /// `BadName` when `target` is not a regular file below the root or
+    /// either path crosses a symbolic link; `Storage` for the rest.
+    fn make_hard_link(&self, name: &RelName, target: &RelName) -> Result<(), ReceiveError>;
 
     /// Saves the state of every incoming file (the server is stopping).
     fn checkpoint_all(&self);
@@ -104,24 +150,63 @@ pub trait Incoming: Send + Sync {
     fn release(&self);
 }
 
+/// The modes received files and directories get: the one policy of
+/// every restoring command, [`cryptstream_output::restored_mode`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModePolicy {
+    /// The server's umask.
+    pub umask: u32,
+    /// Keep setuid, setgid and sticky (`serve --keep-special-bits`).
+    pub keep_special_bits: bool,
+}
+
+impl ModePolicy {
+    /// The mode to give an entry sent with `mode`.
+    pub fn apply(self, mode: u32) -> u32 {
+        cryptstream_output::restored_mode(mode, self.umask, self.keep_special_bits)
+    }
+}
+
 /// Receives into a directory tree.
 pub struct DirDestination {
     root: DirFd,
-    umask: u32,
+    modes: ModePolicy,
     open: Arc<Mutex<HashMap<String, Arc<PartialFile>>>>,
 }
 
 impl DirDestination {
-    /// Receives below `root` (which must exist); modes go through `umask`.
+    /// Receives below `root` (which must exist); modes go through `umask`,
+    /// and setuid, setgid and sticky bits are dropped (see
+    /// [`DirDestination::keep_special_bits`]).
     ///
     /// # Errors
     /// When `root` cannot be opened as a directory.
     pub fn new(root: &Path, umask: u32) -> io::Result<DirDestination> {
         Ok(DirDestination {
             root: DirFd::open(root)?,
-            umask: umask & 0o777,
+            modes: ModePolicy {
+                umask: umask & 0o777,
+                keep_special_bits: false,
+            },
             open: Arc::new(Mutex::new(HashMap::new())),
         })
+    }
+
+    /// Keeps setuid, setgid and sticky bits of received files and
+    /// directories (`serve --keep-special-bits`).
+    pub fn keep_special_bits(mut self, keep: bool) -> DirDestination {
+        self.modes.keep_special_bits = keep;
+        self
+    }
+
+    /// The root directory, open.
+    pub(crate) fn root(&self) -> &DirFd {
+        &self.root
+    }
+
+    /// The mode policy.
+    pub(crate) fn modes(&self) -> ModePolicy {
+        self.modes
     }
 }
 
@@ -153,27 +238,43 @@ impl Destination for DirDestination {
         let dir = self
             .root
             .create_dirs_beneath(&parent, DIR_MODE)
-            .map_err(|e| {
-                let code = match e.raw_os_error() {
-                    Some(c)
-                        if c == Errno::LOOP.raw_os_error() || c == Errno::NOTDIR.raw_os_error() =>
-                    {
-                        ErrorCode::BadName
-                    }
-                    _ => ErrorCode::Storage,
-                };
-                ReceiveError::new(code, &shown, format!("cannot create its directory: {e}"))
-            })?;
+            .map_err(|e| path_error(&shown, "cannot create its directory", &e))?;
         // Before anything is allocated for it: a file must fit in the
         // free space (beside what its partial already holds).
         check_free_space(&dir, &key, &shown, meta.size)?;
-        let file = PartialFile::open(dir, last, &key, &shown, meta.clone(), self.umask)?;
+        let file = PartialFile::open(dir, last, &key, &shown, meta.clone(), self.modes)?;
         let file = Arc::new(PartialFile {
             registry: Arc::downgrade(&self.open),
             ..file
         });
         open.insert(key, file.clone());
         Ok(file)
+    }
+
+    fn check(
+        &self,
+        name: &RelName,
+        meta: &FileMeta,
+        compare: Compare,
+    ) -> Result<bool, ReceiveError> {
+        crate::entries::check(self, name, meta, compare)
+    }
+
+    fn make_dir(&self, name: &RelName, mode: u32, mtime: EntryTime) -> Result<(), ReceiveError> {
+        crate::entries::make_dir(self, name, mode, mtime)
+    }
+
+    fn make_symlink(
+        &self,
+        name: &RelName,
+        target: &[u8],
+        mtime: EntryTime,
+    ) -> Result<(), ReceiveError> {
+        crate::entries::make_symlink(self, name, target, mtime)
+    }
+
+    fn make_hard_link(&self, name: &RelName, target: &RelName) -> Result<(), ReceiveError> {
+        crate::entries::make_hard_link(self, name, target)
     }
 
     fn checkpoint_all(&self) {
@@ -205,7 +306,7 @@ struct PartialFile {
     key: String,
     shown: String,
     meta: FileMeta,
-    umask: u32,
+    modes: ModePolicy,
     file: File,
     /// The whole-file hash, fed as bytes arrive.
     hash: SegmentedHash,
@@ -225,7 +326,7 @@ impl PartialFile {
         key: &str,
         shown: &str,
         meta: FileMeta,
-        umask: u32,
+        modes: ModePolicy,
     ) -> Result<PartialFile, ReceiveError> {
         let storage = |what: &str, e: io::Error| {
             ReceiveError::new(ErrorCode::Storage, shown, format!("{what}: {e}"))
@@ -266,7 +367,7 @@ impl PartialFile {
             key: key.to_owned(),
             shown: shown.to_owned(),
             meta,
-            umask,
+            modes,
             file,
             state: Mutex::new(PartialState {
                 ranges,
@@ -436,7 +537,7 @@ impl Incoming for PartialFile {
                 "the received bytes do not have the sender's BLAKE3 hash; discarded, send it again",
             ));
         }
-        let mode = self.meta.mode & 0o777 & !self.umask;
+        let mode = self.modes.apply(self.meta.mode);
         rustix::fs::fchmod(self.file.as_fd(), Mode::from_raw_mode(mode))
             .map_err(|e| storage("cannot set its mode", e.into()))?;
         let mtime = Timestamp {
@@ -489,6 +590,25 @@ impl Incoming for PartialFile {
             }
         }
     }
+}
+
+/// The error for `what` failing with `e` on the way to `shown`: a symbolic
+/// link or a non-directory on the way is a refused name, the rest a
+/// storage error.
+pub(crate) fn path_error(shown: &str, what: &str, e: &io::Error) -> ReceiveError {
+    let code = match e.raw_os_error() {
+        Some(c) if c == Errno::LOOP.raw_os_error() || c == Errno::NOTDIR.raw_os_error() => {
+            ErrorCode::BadName
+        }
+        _ if e.kind() == io::ErrorKind::InvalidInput => ErrorCode::BadName,
+        _ => ErrorCode::Storage,
+    };
+    let reason = if code == ErrorCode::BadName {
+        format!("{what}: a symbolic link or a file is on its way ({e}); refused")
+    } else {
+        format!("{what}: {e}")
+    };
+    ReceiveError::new(code, shown, reason)
 }
 
 /// Refuses a file of `size` bytes that would not fit in the free space of
