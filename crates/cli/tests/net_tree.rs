@@ -129,9 +129,7 @@ fn a_whole_tree_arrives_exact_and_a_second_send_sends_no_file_byte() {
         hash_file(&arrived.join("secret/key.pem")),
         "the quick check skipped it"
     );
-    let checked = run(served.send(&[&src]).arg("--checksum"))
-        .success()
-        .json();
+    let checked = run(served.send(&[&src]).arg("--checksum")).success().json();
     assert_eq!(checked["bytes_sent"], before.len(), "{checked}");
     assert_eq!(checked["bytes_skipped"], total - before.len(), "{checked}");
     assert_same_tree_exactly(&src, &arrived);
