@@ -1,9 +1,11 @@
 //! `send`: many files over several TLS connections at once, large files
 //! split into ranges, resumable.
 //!
-//! The files named are listed first ([`plan_files`]: a directory is walked
-//! in sorted order; symbolic links and special files are skipped and
-//! reported). Each file becomes one or more jobs of at most `range_bytes`
+//! What is sent is planned first ([`plan_tree`]: a directory is walked in
+//! sorted order like `rsync -a`; regular files, symbolic links, hard links
+//! and directories, special files skipped and reported). The first
+//! connection asks which files the server holds already (`tree`); each
+//! other file becomes one or more jobs of at most `range_bytes`
 //! (16 MiB by default), put in one queue that `connections` sessions take
 //! from, so one large file travels over every connection at once and many
 //! small files spread over them. For each job a session sends `Open`
@@ -14,7 +16,8 @@
 //! (`treehash`), so a file is read once.
 //!
 //! File bytes are read with `pread` on tokio's blocking threads, one block
-//! ahead of the one being sent.
+//! ahead of the one being sent. Symbolic links, hard links and
+//! directories follow on one connection once every file is done (`tree`).
 
 use std::ffi::OsStr;
 use std::fs::File;

@@ -13,6 +13,11 @@
 //! is synced, and the partial is renamed to its final name: no file ever
 //! appears under its final name before it is complete and verified.
 //!
+//! The rest of a tree goes through the same trait: whether a file is held
+//! already ([`Destination::check`]), directories, symbolic links and hard
+//! links (`entries` for [`DirDestination`]). Files and directories get
+//! the modes of [`ModePolicy`].
+//!
 //! A store destination (`serve --store`) is meant to be a second
 //! implementation of [`Destination`].
 
