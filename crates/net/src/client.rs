@@ -19,12 +19,10 @@
 //! ahead of the one being sent. Symbolic links, hard links and
 //! directories follow on one connection once every file is done (`tree`).
 
-use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,17 +32,17 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::auth::{self, Token, Transcript, EXPORTER_LABEL, EXPORTER_LEN};
-use crate::frame::{
-    data_prefix, EntryTime, ErrorCode, FileMeta, Frame, MAX_DATA_PAYLOAD, MAX_NAME_LEN, VERSION,
-};
-use crate::name::RelName;
+use crate::frame::{data_prefix, ErrorCode, Frame, MAX_DATA_PAYLOAD, VERSION};
 use crate::ranges::RangeSet;
 use crate::tls::{client_config, record_known_host, Fingerprint, PinnedVerifier, ServerTrust};
 use crate::treehash::SegmentedHash;
 use crate::wire::{read_frame, write_frame, WireError};
 use crate::NetError;
 
+mod plan;
 mod tree;
+
+pub use plan::{plan_tree, Plan, PlannedDir, PlannedFile, PlannedLink, PlannedSymlink, Skipped};
 
 /// Default bytes of one job (a range of a file sent by one connection).
 pub const DEFAULT_RANGE_BYTES: u64 = 16 * 1024 * 1024;
@@ -108,26 +106,6 @@ pub struct SendConfig {
     pub progress: Arc<dyn SendProgress>,
 }
 
-/// A file to send.
-#[derive(Clone, Debug)]
-pub struct PlannedFile {
-    /// Where it is here.
-    pub path: PathBuf,
-    /// Its name on the server.
-    pub name: RelName,
-    /// Its size, mode and mtime.
-    pub meta: FileMeta,
-}
-
-/// What was skipped while planning, and why.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Skipped {
-    /// The path.
-    pub path: PathBuf,
-    /// Why.
-    pub reason: String,
-}
-
 /// A failed file of a send.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct SendFailure {
@@ -171,60 +149,6 @@ pub struct SendSummary {
     pub failures: Vec<SendFailure>,
 }
 
-/// A symbolic link to send: its target bytes, never followed.
-#[derive(Clone, Debug)]
-pub struct PlannedSymlink {
-    /// Its name on the server.
-    pub name: RelName,
-    /// What it points to, as `readlink` gives it.
-    pub target: Vec<u8>,
-    /// Modification time of the link itself.
-    pub mtime: EntryTime,
-}
-
-/// A second (third...) name of a file sent: a hard link to it.
-#[derive(Clone, Debug)]
-pub struct PlannedLink {
-    /// Its name on the server.
-    pub name: RelName,
-    /// The index in [`Plan::files`] of the file it is a name of.
-    pub file: usize,
-}
-
-/// A directory to send: made (even when empty) and given its mode and
-/// mtime once everything below it arrived.
-#[derive(Clone, Debug)]
-pub struct PlannedDir {
-    /// Its name on the server.
-    pub name: RelName,
-    /// Permission bits.
-    pub mode: u32,
-    /// Modification time.
-    pub mtime: EntryTime,
-}
-
-/// Everything a send carries, from [`plan_tree`].
-#[derive(Clone, Debug, Default)]
-pub struct Plan {
-    /// Regular files (one name per inode).
-    pub files: Vec<PlannedFile>,
-    /// Symbolic links.
-    pub symlinks: Vec<PlannedSymlink>,
-    /// Further names of files in `files`.
-    pub links: Vec<PlannedLink>,
-    /// Directories, in walk order.
-    pub dirs: Vec<PlannedDir>,
-    /// What is not sent (special files), and why.
-    pub skipped: Vec<Skipped>,
-}
-
-impl Plan {
-    /// Total bytes of the regular files.
-    pub fn bytes(&self) -> u64 {
-        self.files.iter().map(|f| f.meta.size).sum()
-    }
-}
-
 /// How `send` decides that the server already holds a file under its
 /// final name, so that it is not sent again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -236,152 +160,6 @@ pub enum Comparison {
     /// hashes every file, the server every file of the same size it
     /// holds; the mtime may differ (it is then set).
     Checksum,
-}
-
-/// Plans a send of `paths` like `rsync -a`: a file is sent under its own
-/// name, a directory as its name followed by everything below it, in
-/// sorted order: regular files, symbolic links (never followed), further
-/// names of a file (hard links, found by device and inode), and every
-/// directory. Special files are skipped and listed. A path named here is
-/// followed when it is a symbolic link.
-///
-/// # Errors
-/// [`NetError::Input`] for a path that cannot be read, a name the server
-/// would refuse, or two entries that would get the same name.
-pub fn plan_tree(paths: &[PathBuf]) -> Result<Plan, NetError> {
-    let mut planner = Planner::default();
-    for path in paths {
-        let meta = std::fs::metadata(path).map_err(|e| input_error(path, e))?;
-        let base = match path.file_name() {
-            Some(name) if name != OsStr::new("..") => PathBuf::from(name),
-            _ => PathBuf::new(),
-        };
-        planner.entry(path, &base, &meta)?;
-    }
-    let plan = planner.plan;
-    let mut names: Vec<&[u8]> = plan
-        .files
-        .iter()
-        .map(|f| f.name.as_bytes())
-        .chain(plan.symlinks.iter().map(|l| l.name.as_bytes()))
-        .chain(plan.links.iter().map(|l| l.name.as_bytes()))
-        .chain(plan.dirs.iter().map(|d| d.name.as_bytes()))
-        .collect();
-    names.sort_unstable();
-    if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
-        return Err(NetError::Input {
-            path: PathBuf::from(OsStr::from_bytes(pair[0])),
-            reason: "two entries would arrive under this name".into(),
-        });
-    }
-    Ok(plan)
-}
-
-fn input_error(path: &Path, e: io::Error) -> NetError {
-    NetError::Input {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    }
-}
-
-fn entry_time(meta: &std::fs::Metadata) -> EntryTime {
-    EntryTime {
-        seconds: meta.mtime(),
-        nanos: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
-    }
-}
-
-fn rel_name(path: &Path, name: &Path) -> Result<RelName, NetError> {
-    RelName::from_path(name).map_err(|e| NetError::Input {
-        path: path.to_path_buf(),
-        reason: format!("cannot be sent under this name: {e}"),
-    })
-}
-
-/// Builds a [`Plan`] one entry at a time.
-#[derive(Default)]
-struct Planner {
-    plan: Plan,
-    /// Files with more than one name, by (device, inode): their index.
-    inodes: std::collections::HashMap<(u64, u64), usize>,
-}
-
-impl Planner {
-    /// Adds `path` (whose metadata is `meta`) under `name`, and for a
-    /// directory everything below it.
-    fn entry(
-        &mut self,
-        path: &Path,
-        name: &Path,
-        meta: &std::fs::Metadata,
-    ) -> Result<(), NetError> {
-        let kind = meta.file_type();
-        if kind.is_dir() {
-            // The top of `send .` has no name: its own metadata stays.
-            if !name.as_os_str().is_empty() {
-                self.plan.dirs.push(PlannedDir {
-                    name: rel_name(path, name)?,
-                    mode: meta.mode() & 0o7777,
-                    mtime: entry_time(meta),
-                });
-            }
-            let mut entries: Vec<_> = std::fs::read_dir(path)
-                .map_err(|e| input_error(path, e))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| input_error(path, e))?;
-            entries.sort_by_key(|e| e.file_name());
-            for entry in entries {
-                let child_path = entry.path();
-                let child_meta = std::fs::symlink_metadata(&child_path)
-                    .map_err(|e| input_error(&child_path, e))?;
-                self.entry(&child_path, &name.join(entry.file_name()), &child_meta)?;
-            }
-        } else if kind.is_file() {
-            let planned = PlannedFile {
-                path: path.to_path_buf(),
-                name: rel_name(path, name)?,
-                meta: FileMeta {
-                    size: meta.len(),
-                    mtime_seconds: meta.mtime(),
-                    mtime_nanos: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
-                    mode: meta.mode() & 0o7777,
-                },
-            };
-            if meta.nlink() > 1 {
-                let next = self.plan.files.len();
-                let first = *self.inodes.entry((meta.dev(), meta.ino())).or_insert(next);
-                if first != next {
-                    self.plan.links.push(PlannedLink {
-                        name: planned.name,
-                        file: first,
-                    });
-                    return Ok(());
-                }
-            }
-            self.plan.files.push(planned);
-        } else if kind.is_symlink() {
-            let target = std::fs::read_link(path).map_err(|e| input_error(path, e))?;
-            let target = target.into_os_string().into_vec();
-            if target.is_empty() || target.len() >= MAX_NAME_LEN {
-                self.plan.skipped.push(Skipped {
-                    path: path.to_path_buf(),
-                    reason: "symbolic link with a target too long to send".into(),
-                });
-                return Ok(());
-            }
-            self.plan.symlinks.push(PlannedSymlink {
-                name: rel_name(path, name)?,
-                target,
-                mtime: entry_time(meta),
-            });
-        } else {
-            self.plan.skipped.push(Skipped {
-                path: path.to_path_buf(),
-                reason: "not a regular file, directory or symbolic link".into(),
-            });
-        }
-        Ok(())
-    }
 }
 
 /// One range of one file.
