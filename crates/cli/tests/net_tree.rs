@@ -57,16 +57,13 @@ fn assert_same_tree_exactly(expected: &Path, actual: &Path) {
         .args(["-r", "--no-dereference"])
         .arg(expected)
         .arg(actual)
-        .output();
-    // `diff` is compared where the machine has it; the metadata above
-    // holds every content hash in any case.
-    if let Ok(diff) = diff {
-        assert!(
-            diff.status.success(),
-            "{}",
-            String::from_utf8_lossy(&diff.stdout)
-        );
-    }
+        .output()
+        .expect("diff runs");
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
 }
 
 /// [`real_tree`] plus a file from 1999 with nanoseconds; the total bytes
@@ -298,4 +295,63 @@ fn tree_frames_never_reach_outside_the_root() {
     Tree::new(&src).file("f", 1000, 0o644).symlink("l", "f");
     run(&mut served.send(&[&src])).success();
     assert_same_tree_exactly(&src, &served.root.join("honest"));
+}
+
+#[test]
+fn a_directory_whose_contents_failed_keeps_its_mode_until_they_arrive() {
+    let ws = Workspace::new();
+    let src = ws.path("t");
+    Tree::new(&src)
+        .file("ro/blocked", 100, 0o644)
+        .file("ro/fine", 100, 0o644)
+        .file("other", 10, 0o644);
+    set_mode(&src.join("ro"), 0o555);
+    set_mtime(&src.join("ro"), 950_000_000, 5);
+    set_mtime(&src, 950_000_000, 6);
+    let served = Served::start(ws.root(), &[]);
+    // On the server, a directory stands where t/ro/blocked goes.
+    std::fs::create_dir_all(served.root.join("t/ro/blocked/inside")).unwrap();
+    let out = run(&mut served.send(&[&src]));
+    out.failure();
+    let lines: Vec<&str> = out.stderr.trim().lines().collect();
+    assert_eq!(lines.len(), 1, "one line, for the file: {}", out.stderr);
+    assert!(lines[0].contains("t/ro/blocked"), "{}", lines[0]);
+    let summary = out.json();
+    assert_eq!(summary["files"], 2, "{summary}");
+    assert_eq!(summary["directories"], 0, "{summary}");
+    // Neither t/ro nor t got the sender's mode and mtime.
+    let ro = std::fs::metadata(served.root.join("t/ro")).unwrap();
+    assert_eq!(ro.mode() & 0o7777, 0o755);
+    assert_ne!(ro.mtime(), 950_000_000);
+    assert_ne!(
+        std::fs::metadata(served.root.join("t")).unwrap().mtime(),
+        950_000_000
+    );
+    // Once the obstacle is gone, the next send completes the tree.
+    std::fs::remove_dir_all(served.root.join("t/ro/blocked")).unwrap();
+    let out = run(&mut served.send(&[&src])).success().json();
+    assert_eq!(out["files_skipped"], 2, "{out}");
+    // Its bytes were held in a partial file since the failed commit.
+    let moved = out["bytes_sent"].as_u64().unwrap() + out["bytes_resumed"].as_u64().unwrap();
+    assert_eq!(moved, 100, "{out}");
+    assert_same_tree_exactly(&src, &served.root.join("t"));
+}
+
+#[test]
+fn a_version_2_client_is_told_the_version() {
+    let ws = Workspace::new();
+    let served = Served::start(ws.root(), &[]);
+    let mut raw = RawClient::connect(&served);
+    raw.write(&Frame::Hello {
+        version: 2,
+        nonce: [7; 32],
+    });
+    match raw.read() {
+        Some(Frame::Error {
+            code: ErrorCode::Version,
+            message,
+            ..
+        }) => assert!(message.contains("version 2"), "{message}"),
+        other => panic!("expected a version error, got {other:?}"),
+    }
 }

@@ -276,6 +276,9 @@ mod tests {
         assert_eq!(plan.bytes(), 3);
         // The same tree named twice: every name twice, refused.
         let err = plan_tree(&[top.clone(), top]).unwrap_err();
-        assert!(err.to_string().contains("two entries would arrive"), "{err}");
+        assert!(
+            err.to_string().contains("two entries would arrive"),
+            "{err}"
+        );
     }
 }
