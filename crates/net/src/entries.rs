@@ -20,7 +20,9 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use crate::frame::{Compare, EntryTime, ErrorCode, FileMeta};
 use crate::name::RelName;
-use crate::receive::{path_error, DirDestination, ReceiveError, CHECK_HASH_SEGMENT, DIR_MODE};
+use crate::receive::{
+    make_writable, path_error, DirDestination, ReceiveError, CHECK_HASH_SEGMENT, DIR_MODE,
+};
 use crate::treehash::SegmentedHash;
 
 fn timestamp(time: EntryTime) -> Timestamp {
@@ -128,6 +130,7 @@ fn parent_of<'a>(
         .root()
         .create_dirs_beneath(&parent, DIR_MODE)
         .map_err(|e| path_error(&name.display(), "cannot create its directory", &e))?;
+    make_writable(&dir);
     Ok((dir, last))
 }
 

@@ -244,6 +244,7 @@ impl Destination for DirDestination {
             .root
             .create_dirs_beneath(&parent, DIR_MODE)
             .map_err(|e| path_error(&shown, "cannot create its directory", &e))?;
+        make_writable(&dir);
         // Before anything is allocated for it: a file must fit in the
         // free space (beside what its partial already holds).
         check_free_space(&dir, &key, &shown, meta.size)?;
@@ -597,6 +598,19 @@ impl Incoming for PartialFile {
     }
 }
 
+/// Gives the owner write and search permission on `dir` if it lacks them
+/// (a directory made read-only by an earlier send, that this one adds
+/// to); the sender's `Mkdir` sets its mode again once everything inside
+/// arrived. Best effort: where it fails, the write that follows says why.
+pub(crate) fn make_writable(dir: &DirFd) {
+    if let Ok(st) = rustix::fs::fstat(dir.as_fd()) {
+        let mode = st.st_mode & 0o7777;
+        if mode & 0o300 != 0o300 {
+            let _ = rustix::fs::fchmod(dir.as_fd(), Mode::from_raw_mode(mode | 0o300));
+        }
+    }
+}
+
 /// The error for `what` failing with `e` on the way to `shown`: a symbolic
 /// link or a non-directory on the way is a refused name, the rest a
 /// storage error.
@@ -821,6 +835,24 @@ mod tests {
         assert_eq!(file.held_bytes(), size);
         file.commit(blake3::hash(&data).as_bytes()).unwrap();
         assert_eq!(std::fs::read(tmp.path().join("shared")).unwrap(), data);
+    }
+
+    #[test]
+    fn a_read_only_directory_is_made_writable_for_what_goes_into_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let ro = tmp.path().join("ro");
+        std::fs::create_dir(&ro).unwrap();
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let dest = DirDestination::new(tmp.path(), 0o022).unwrap();
+        let file = dest
+            .open(&RelName::parse(b"ro/f").unwrap(), &meta(1))
+            .unwrap();
+        let mode = std::fs::metadata(&ro).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o755);
+        file.write_at(0, b"x").unwrap();
+        file.commit(blake3::hash(b"x").as_bytes()).unwrap();
+        assert_eq!(std::fs::read(ro.join("f")).unwrap(), b"x");
     }
 
     #[test]
