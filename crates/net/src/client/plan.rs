@@ -258,7 +258,7 @@ mod tests {
             0,
         )
         .unwrap();
-        let plan = plan_tree(&[top.clone()]).unwrap();
+        let plan = plan_tree(std::slice::from_ref(&top)).unwrap();
         assert_eq!(names(plan.files.iter().map(|f| &f.name)), ["t/a"]);
         assert_eq!(names(plan.links.iter().map(|l| &l.name)), ["t/d/b"]);
         assert_eq!(plan.links[0].file, 0);
