@@ -319,7 +319,8 @@ fn a_directory_whose_contents_failed_keeps_its_mode_until_they_arrive() {
     let summary = out.json();
     assert_eq!(summary["files"], 2, "{summary}");
     assert_eq!(summary["directories"], 0, "{summary}");
-    // Neither t/ro nor t got the sender's mode and mtime.
+    // Neither t/ro nor t got the sender's mode and mtime: they keep what
+    // they had.
     let ro = std::fs::metadata(served.root.join("t/ro")).unwrap();
     assert_eq!(ro.mode() & 0o7777, 0o755);
     assert_ne!(ro.mtime(), 950_000_000);

@@ -48,8 +48,10 @@ const MAX_SIDECAR_RANGES: usize = 1 << 20;
 /// Bytes of one segment of the whole-file hash (see `treehash`): one
 /// connection's range of 16 MiB is hashed as it arrives.
 const HASH_SEGMENT: u64 = 16 * 1024 * 1024;
-/// Mode of directories created for received files (through the umask).
-pub(crate) const DIR_MODE: u32 = 0o777;
+/// Mode of directories created for received files: private while they
+/// fill, as the engine's output tree makes them; the sender's `Mkdir`
+/// gives each its own mode once everything inside arrived.
+pub(crate) const DIR_MODE: u32 = cryptstream_output::PRIVATE_DIR_MODE;
 /// Bytes of one segment of the whole-file hash, for `entries::check`.
 pub(crate) const CHECK_HASH_SEGMENT: u64 = HASH_SEGMENT;
 
@@ -835,6 +837,24 @@ mod tests {
         assert_eq!(file.held_bytes(), size);
         file.commit(blake3::hash(&data).as_bytes()).unwrap();
         assert_eq!(std::fs::read(tmp.path().join("shared")).unwrap(), data);
+    }
+
+    #[test]
+    fn directories_are_created_private_while_they_fill() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = DirDestination::new(tmp.path(), 0o022).unwrap();
+        let file = dest
+            .open(&RelName::parse(b"a/b/f").unwrap(), &meta(1))
+            .unwrap();
+        for dir in ["a", "a/b"] {
+            let mode = std::fs::metadata(tmp.path().join(dir))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o700, "{dir}");
+        }
+        file.release();
     }
 
     #[test]
