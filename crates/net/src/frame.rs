@@ -1125,6 +1125,28 @@ mod tests {
         ));
         head[0] = 0x55;
         assert_eq!(FrameHeader::parse(head), Err(FrameError::UnknownType(0x55)));
+        for kind in [FrameType::Symlink, FrameType::Link] {
+            let fits = FrameHeader {
+                kind,
+                length: MAX_LINK_PAYLOAD,
+            };
+            assert!(FrameHeader::parse(fits.encode()).is_ok());
+            let over = FrameHeader {
+                kind,
+                length: MAX_LINK_PAYLOAD + 1,
+            };
+            assert!(matches!(
+                FrameHeader::parse(over.encode()),
+                Err(FrameError::TooLarge { .. })
+            ));
+        }
+        for kind in [FrameType::Check, FrameType::Mkdir] {
+            let over = FrameHeader {
+                kind,
+                length: MAX_CONTROL_PAYLOAD + 1,
+            };
+            assert!(FrameHeader::parse(over.encode()).is_err());
+        }
     }
 
     #[test]
