@@ -193,6 +193,8 @@ for c in $(seq -w 1 "$soak_clients"); do
     (
         n=0
         while [ "$(date +%s)" -lt "$end" ]; do
+            # A new mtime each run: an unchanged file would be skipped.
+            touch "$soak/src/c$c.bin"
             "$bin" send "$soak/src/c$c.bin" --to "$addr" --server-fingerprint "$fp" --token-file "$token" --quiet --connections 2 \
                 || echo "client $c run $n failed" >> "$soak/failures"
             n=$((n + 1))

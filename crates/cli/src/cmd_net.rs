@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cryptstream_net::{
-    plan_files, send, DirDestination, Fingerprint, Identity, SendConfig, SendProgress, ServeConfig,
-    Server, ServerTrust, Token,
+    plan_tree, send, Comparison, DirDestination, Fingerprint, Identity, SendConfig, SendProgress,
+    ServeConfig, Server, ServerTrust, Token,
 };
 use cryptstream_workload::parse_size;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -79,6 +79,10 @@ pub struct ServeArgs {
     /// Worker threads [default: one per core].
     #[arg(long, value_name = "N")]
     threads: Option<NonZeroUsize>,
+    /// Keep the setuid, setgid and sticky bits of received files and
+    /// directories (dropped by default, as `decrypt` does).
+    #[arg(long)]
+    keep_special_bits: bool,
 }
 
 /// Arguments of `send`.
@@ -113,6 +117,11 @@ pub struct SendArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
+    /// Compare file contents (BLAKE3, both sides read their files) to
+    /// find the files the server already holds, instead of size and
+    /// modification time.
+    #[arg(long, short = 'c')]
+    checksum: bool,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     json: bool,
@@ -140,7 +149,8 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.root)
         .with_context(|| format!("{}: cannot create the root folder", args.root.display()))?;
     let destination = DirDestination::new(&args.root, cryptstream_engine::process_umask())
-        .with_context(|| format!("{}: cannot open the root folder", args.root.display()))?;
+        .with_context(|| format!("{}: cannot open the root folder", args.root.display()))?
+        .keep_special_bits(args.keep_special_bits);
     let stop = stop_on_signals()?;
     let config = ServeConfig {
         listen: args.listen.clone(),
@@ -209,15 +219,23 @@ pub fn run_send(args: &SendArgs) -> anyhow::Result<ExitCode> {
             host: args.to.clone(),
         },
     };
-    let (files, skipped) = plan_files(&args.paths)?;
-    for skip in &skipped {
+    let plan = plan_tree(&args.paths)?;
+    for skip in &plan.skipped {
         messages::note(format!("{}: skipped: {}", skip.path.display(), skip.reason));
     }
-    let total: u64 = files.iter().map(|f| f.meta.size).sum();
-    let progress = Arc::new(SendBar::new(files.len() as u64, total, args.quiet));
+    let progress = Arc::new(SendBar::new(
+        plan.files.len() as u64,
+        plan.bytes(),
+        args.quiet,
+    ));
     let config = SendConfig {
         to: args.to.clone(),
-        files,
+        plan,
+        comparison: if args.checksum {
+            Comparison::Checksum
+        } else {
+            Comparison::SizeAndMtime
+        },
         connections: args.connections.get(),
         token,
         trust,
@@ -232,8 +250,14 @@ pub fn run_send(args: &SendArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else if std::io::stderr().is_terminal() && !args.quiet {
         messages::note(format!(
-            "sent {} file(s), {} bytes in {:.2} s ({:.0} MB/s), {} bytes resumed",
-            summary.files, summary.bytes, summary.seconds, summary.mb_per_s, summary.bytes_resumed
+            "sent {} file(s), {} bytes in {:.2} s ({:.0} MB/s), {} bytes resumed, {} file(s) of {} bytes already there",
+            summary.files,
+            summary.bytes,
+            summary.seconds,
+            summary.mb_per_s,
+            summary.bytes_resumed,
+            summary.files_skipped,
+            summary.bytes_skipped
         ));
     }
     Ok(if summary.failures.is_empty() {

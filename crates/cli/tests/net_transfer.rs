@@ -14,8 +14,8 @@ use std::time::Duration;
 use common::*;
 use net_support::*;
 
-/// Only the regular files of a snapshot (directories on the server get
-/// the server's umask, not the sender's modes).
+/// Only the regular files of a snapshot (whole trees, directories and
+/// links included, are compared in `net_tree.rs`).
 fn files_only(snapshot: &Snapshot) -> Snapshot {
     snapshot
         .iter()

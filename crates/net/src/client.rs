@@ -1,9 +1,11 @@
 //! `send`: many files over several TLS connections at once, large files
 //! split into ranges, resumable.
 //!
-//! The files named are listed first ([`plan_files`]: a directory is walked
-//! in sorted order; symbolic links and special files are skipped and
-//! reported). Each file becomes one or more jobs of at most `range_bytes`
+//! What is sent is planned first ([`plan_tree`]: a directory is walked in
+//! sorted order like `rsync -a`; regular files, symbolic links, hard links
+//! and directories, special files skipped and reported). The first
+//! connection asks which files the server holds already (`tree`); each
+//! other file becomes one or more jobs of at most `range_bytes`
 //! (16 MiB by default), put in one queue that `connections` sessions take
 //! from, so one large file travels over every connection at once and many
 //! small files spread over them. For each job a session sends `Open`
@@ -14,15 +16,14 @@
 //! (`treehash`), so a file is read once.
 //!
 //! File bytes are read with `pread` on tokio's blocking threads, one block
-//! ahead of the one being sent.
+//! ahead of the one being sent. Symbolic links, hard links and
+//! directories follow on one connection once every file is done (`tree`).
 
-use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,13 +32,17 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::auth::{self, Token, Transcript, EXPORTER_LABEL, EXPORTER_LEN};
-use crate::frame::{data_prefix, ErrorCode, FileMeta, Frame, MAX_DATA_PAYLOAD, VERSION};
-use crate::name::RelName;
+use crate::frame::{data_prefix, ErrorCode, Frame, MAX_DATA_PAYLOAD, VERSION};
 use crate::ranges::RangeSet;
 use crate::tls::{client_config, record_known_host, Fingerprint, PinnedVerifier, ServerTrust};
 use crate::treehash::SegmentedHash;
 use crate::wire::{read_frame, write_frame, WireError};
 use crate::NetError;
+
+mod plan;
+mod tree;
+
+pub use plan::{plan_tree, Plan, PlannedDir, PlannedFile, PlannedLink, PlannedSymlink, Skipped};
 
 /// Default bytes of one job (a range of a file sent by one connection).
 pub const DEFAULT_RANGE_BYTES: u64 = 16 * 1024 * 1024;
@@ -83,8 +88,10 @@ impl SendProgress for NoProgress {
 pub struct SendConfig {
     /// `HOST:PORT` of the server.
     pub to: String,
-    /// The files to send, from [`plan_files`].
-    pub files: Vec<PlannedFile>,
+    /// What to send, from [`plan_tree`].
+    pub plan: Plan,
+    /// How a file the server already holds is recognised (and not sent).
+    pub comparison: Comparison,
     /// Sessions at once.
     pub connections: usize,
     /// The access token.
@@ -99,26 +106,6 @@ pub struct SendConfig {
     pub progress: Arc<dyn SendProgress>,
 }
 
-/// A file to send.
-#[derive(Clone, Debug)]
-pub struct PlannedFile {
-    /// Where it is here.
-    pub path: PathBuf,
-    /// Its name on the server.
-    pub name: RelName,
-    /// Its size, mode and mtime.
-    pub meta: FileMeta,
-}
-
-/// What was skipped while planning, and why.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Skipped {
-    /// The path.
-    pub path: PathBuf,
-    /// Why.
-    pub reason: String,
-}
-
 /// A failed file of a send.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct SendFailure {
@@ -131,119 +118,48 @@ pub struct SendFailure {
 /// What a send did.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct SendSummary {
-    /// Files that arrived, verified.
+    /// Regular files now on the server: sent and verified, or found there
+    /// already (`files_skipped`).
     pub files: u64,
-    /// Total bytes of the files that arrived.
+    /// Total bytes of those files.
     pub bytes: u64,
     /// File bytes sent over the network in this run.
     pub bytes_sent: u64,
-    /// File bytes not sent because the server already held them (resume).
+    /// File bytes not sent because the server held part of a file that
+    /// was cut off before (resume).
     pub bytes_resumed: u64,
+    /// Files not sent because the server held them already, under their
+    /// final name (same size and mtime, or with `--checksum` same content).
+    pub files_skipped: u64,
+    /// Their bytes.
+    pub bytes_skipped: u64,
+    /// Symbolic links made.
+    pub symlinks: u64,
+    /// Hard links made (names of a file beyond its first).
+    pub hard_links: u64,
+    /// Directories made or given their mode and mtime.
+    pub directories: u64,
     /// Connections used.
     pub connections: usize,
     /// Wall time.
     pub seconds: f64,
     /// `bytes / seconds`, in MB/s (10^6).
     pub mb_per_s: f64,
-    /// Files that failed.
+    /// Files, links and directories that failed.
     pub failures: Vec<SendFailure>,
 }
 
-/// Lists the files to send for `paths`: a file is sent under its own
-/// name, a directory as its name followed by every file below it (sorted);
-/// symbolic links below a directory and special files are skipped.
-///
-/// # Errors
-/// [`NetError::Input`] for a path that cannot be read, or two files that
-/// would get the same name.
-pub fn plan_files(paths: &[PathBuf]) -> Result<(Vec<PlannedFile>, Vec<Skipped>), NetError> {
-    let mut files = Vec::new();
-    let mut skipped = Vec::new();
-    for path in paths {
-        let input_err = |e: io::Error| NetError::Input {
-            path: path.clone(),
-            reason: e.to_string(),
-        };
-        let meta = std::fs::metadata(path).map_err(input_err)?;
-        let base = match path.file_name() {
-            Some(name) if name != OsStr::new("..") => PathBuf::from(name),
-            _ => PathBuf::new(),
-        };
-        if meta.is_dir() {
-            walk(path, &base, &mut files, &mut skipped)?;
-        } else if meta.is_file() {
-            files.push(planned(path, &base, &meta)?);
-        } else {
-            skipped.push(Skipped {
-                path: path.clone(),
-                reason: "not a regular file or directory".into(),
-            });
-        }
-    }
-    let mut names: Vec<&[u8]> = files.iter().map(|f| f.name.as_bytes()).collect();
-    names.sort_unstable();
-    if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
-        return Err(NetError::Input {
-            path: PathBuf::from(OsStr::from_bytes(pair[0])),
-            reason: "two files would arrive under this name".into(),
-        });
-    }
-    Ok((files, skipped))
-}
-
-fn planned(path: &Path, name: &Path, meta: &std::fs::Metadata) -> Result<PlannedFile, NetError> {
-    let name = RelName::from_path(name).map_err(|e| NetError::Input {
-        path: path.to_path_buf(),
-        reason: format!("cannot be sent under this name: {e}"),
-    })?;
-    Ok(PlannedFile {
-        path: path.to_path_buf(),
-        name,
-        meta: FileMeta {
-            size: meta.len(),
-            mtime_seconds: meta.mtime(),
-            mtime_nanos: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
-            mode: meta.mode() & 0o7777,
-        },
-    })
-}
-
-fn walk(
-    dir: &Path,
-    name: &Path,
-    files: &mut Vec<PlannedFile>,
-    skipped: &mut Vec<Skipped>,
-) -> Result<(), NetError> {
-    let input_err = |path: &Path, e: io::Error| NetError::Input {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    };
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| input_err(dir, e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| input_err(dir, e))?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let path = entry.path();
-        let child = name.join(entry.file_name());
-        let meta = std::fs::symlink_metadata(&path).map_err(|e| input_err(&path, e))?;
-        if meta.is_dir() {
-            walk(&path, &child, files, skipped)?;
-        } else if meta.is_file() {
-            files.push(planned(&path, &child, &meta)?);
-        } else {
-            let reason = if meta.file_type().is_symlink() {
-                "symbolic link (not followed)"
-            } else {
-                "not a regular file"
-            };
-            skipped.push(Skipped {
-                path,
-                reason: reason.into(),
-            });
-        }
-    }
-    Ok(())
+/// How `send` decides that the server already holds a file under its
+/// final name, so that it is not sent again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Comparison {
+    /// Same size and modification time to the nanosecond (rsync's quick
+    /// check): nothing is read on either side. The default.
+    SizeAndMtime,
+    /// Same size and whole-file BLAKE3 (`send --checksum`): the client
+    /// hashes every file, the server every file of the same size it
+    /// holds; the mtime may differ (it is then set).
+    Checksum,
 }
 
 /// One range of one file.
@@ -261,6 +177,8 @@ struct FileState {
     jobs_left: AtomicUsize,
     hash: Arc<SegmentedHash>,
     failure: Mutex<Option<String>>,
+    /// The server holds it already: it is not sent.
+    held: AtomicBool,
 }
 
 /// A TLS connector and the verifier it asks (to tell a changed
@@ -316,11 +234,147 @@ async fn send_async(config: SendConfig) -> Result<SendSummary, NetError> {
     let start = Instant::now();
     let expected = config.trust.expected()?;
     let trusting = Trusting::new(expected)?;
-    let mut queue = std::collections::VecDeque::new();
-    let range = config.range_bytes.max(MAX_DATA_PAYLOAD as u64);
-    let mut files = Vec::with_capacity(config.files.len());
-    for (index, planned) in config.files.into_iter().enumerate() {
-        let size = planned.meta.size;
+    let Plan {
+        files,
+        symlinks,
+        links,
+        dirs,
+        ..
+    } = config.plan;
+    let files = files
+        .into_iter()
+        .map(|planned| FileState {
+            hash: Arc::new(SegmentedHash::new(planned.meta.size, HASH_SEGMENT)),
+            planned,
+            jobs_left: AtomicUsize::new(0),
+            failure: Mutex::new(None),
+            held: AtomicBool::new(false),
+        })
+        .collect();
+    let shared = Arc::new(Shared {
+        trust: config.trust.clone(),
+        to: config.to.clone(),
+        token: config.token,
+        timeout: config.timeout,
+        files,
+        queue: Mutex::new(std::collections::VecDeque::new()),
+        progress: config.progress,
+        sent: AtomicU64::new(0),
+        resumed: AtomicU64::new(0),
+        fatal: Mutex::new(None),
+        next_file_id: AtomicU64::new(0),
+    });
+    let hashes = match config.comparison {
+        Comparison::Checksum => tree::hash_all(&shared).await,
+        Comparison::SizeAndMtime => Vec::new(),
+    };
+
+    // The first session alone: it settles trust (the server proves it
+    // holds the token, and only then is a new host recorded) before the
+    // others connect.
+    let mut first = Session::connect(&shared, &trusting).await?;
+    let trusting = match expected {
+        Some(_) => trusting,
+        None => {
+            let seen = trusting
+                .verifier
+                .seen()
+                .expect("a finished handshake saw a certificate");
+            if let ServerTrust::KnownHosts { file, host } = &shared.trust {
+                record_known_host(file, host, seen)?;
+                shared.progress.host_recorded(host, seen, file);
+            }
+            // Every further session must present the same certificate.
+            Trusting::new(Some(seen))?
+        }
+    };
+    first
+        .check_held(&shared, config.comparison, &hashes)
+        .await?;
+    let jobs = queue_jobs(&shared, config.range_bytes.max(MAX_DATA_PAYLOAD as u64));
+    let connections = config.connections.clamp(1, jobs.max(1));
+    let left = run_sessions(shared.clone(), first, connections, trusting.clone()).await?;
+    // Links and directories once every file is done, on one connection.
+    let mut entries = tree::EntriesDone::default();
+    if !(symlinks.is_empty() && links.is_empty() && dirs.is_empty()) {
+        let session = match left {
+            Some(session) => Ok(session),
+            None => Session::connect(&shared, &trusting).await,
+        };
+        match session {
+            Ok(mut session) => {
+                entries = session
+                    .send_entries(&shared, &symlinks, &links, &dirs)
+                    .await;
+                session.bye().await;
+            }
+            Err(e) if e.ends_the_send() => return Err(e),
+            Err(e) => {
+                for name in symlinks
+                    .iter()
+                    .map(|l| &l.name)
+                    .chain(links.iter().map(|l| &l.name))
+                    .chain(dirs.iter().map(|d| &d.name))
+                {
+                    entries.failures.push(SendFailure {
+                        name: name.display(),
+                        reason: format!("not made: {e}"),
+                    });
+                }
+            }
+        }
+    } else if let Some(session) = left {
+        session.bye().await;
+    }
+    let mut summary = SendSummary {
+        connections,
+        symlinks: entries.symlinks,
+        hard_links: entries.hard_links,
+        directories: entries.directories,
+        ..SendSummary::default()
+    };
+    for file in &shared.files {
+        let name = file.planned.name.display();
+        let failure = file.failure.lock().expect("never poisoned").clone();
+        match failure {
+            Some(reason) => summary.failures.push(SendFailure { name, reason }),
+            None if file.arrived() => {
+                summary.files += 1;
+                summary.bytes += file.planned.meta.size;
+                if file.held.load(Ordering::Relaxed) {
+                    summary.files_skipped += 1;
+                    summary.bytes_skipped += file.planned.meta.size;
+                }
+            }
+            None => summary.failures.push(SendFailure {
+                name,
+                reason: "not sent".into(),
+            }),
+        }
+    }
+    summary.failures.extend(entries.failures);
+    summary.bytes_sent = shared.sent.load(Ordering::Relaxed);
+    summary.bytes_resumed = shared.resumed.load(Ordering::Relaxed);
+    summary.seconds = start.elapsed().as_secs_f64();
+    if summary.seconds > 0.0 {
+        summary.mb_per_s = summary.bytes as f64 / 1e6 / summary.seconds;
+    }
+    Ok(summary)
+}
+
+/// Queues the ranges of every file the server does not hold (a file it
+/// holds is done at once); returns how many jobs were queued.
+fn queue_jobs(shared: &Shared, range: u64) -> usize {
+    let mut queue = shared.queue.lock().expect("never poisoned");
+    for (index, file) in shared.files.iter().enumerate() {
+        let size = file.planned.meta.size;
+        if file.held.load(Ordering::Relaxed) {
+            shared.progress.advance(size);
+            shared
+                .progress
+                .file_done(&file.planned.name.display(), None);
+            continue;
+        }
         let mut jobs = 0;
         let mut at = 0;
         loop {
@@ -337,55 +391,19 @@ async fn send_async(config: SendConfig) -> Result<SendSummary, NetError> {
                 break;
             }
         }
-        files.push(FileState {
-            hash: Arc::new(SegmentedHash::new(size, HASH_SEGMENT)),
-            planned,
-            jobs_left: AtomicUsize::new(jobs),
-            failure: Mutex::new(None),
-        });
+        file.jobs_left.store(jobs, Ordering::Relaxed);
     }
-    let connections = config.connections.clamp(1, queue.len().max(1));
-    let shared = Arc::new(Shared {
-        trust: config.trust.clone(),
-        to: config.to.clone(),
-        token: config.token,
-        timeout: config.timeout,
-        files,
-        queue: Mutex::new(queue),
-        progress: config.progress,
-        sent: AtomicU64::new(0),
-        resumed: AtomicU64::new(0),
-        fatal: Mutex::new(None),
-        next_file_id: AtomicU64::new(0),
-    });
-
-    // The first session alone: it settles trust (the server proves it
-    // holds the token, and only then is a new host recorded) before the
-    // others connect.
-    let first = Session::connect(&shared, &trusting).await?;
-    if expected.is_some() {
-        return run_sessions(shared, first, connections, trusting, start).await;
-    }
-    let seen = trusting
-        .verifier
-        .seen()
-        .expect("a finished handshake saw a certificate");
-    if let ServerTrust::KnownHosts { file, host } = &shared.trust {
-        record_known_host(file, host, seen)?;
-        shared.progress.host_recorded(host, seen, file);
-    }
-    // Every further session must present the same certificate.
-    let pinned = Trusting::new(Some(seen))?;
-    run_sessions(shared, first, connections, pinned, start).await
+    queue.len()
 }
 
+/// Runs `connections` workers over the queue; returns a connection that
+/// is still open, if any (the others said `Bye`).
 async fn run_sessions(
     shared: Arc<Shared>,
     first: Session,
     connections: usize,
     trusting: Trusting,
-    start: Instant,
-) -> Result<SendSummary, NetError> {
+) -> Result<Option<Session>, NetError> {
     let mut tasks = Vec::new();
     let mut first = Some(first);
     for _ in 0..connections {
@@ -393,11 +411,17 @@ async fn run_sessions(
         let session = first.take();
         let trusting = trusting.clone();
         tasks.push(tokio::spawn(async move {
-            worker(shared, session, trusting).await;
+            worker(shared, session, trusting).await
         }));
     }
+    let mut kept = None;
     for task in tasks {
-        let _ = task.await;
+        if let Ok(Some(session)) = task.await {
+            match kept {
+                None => kept = Some(session),
+                Some(_) => session.bye().await,
+            }
+        }
     }
     if let Some(fatal) = shared.fatal.lock().expect("never poisoned").take() {
         return Err(fatal);
@@ -412,31 +436,7 @@ async fn run_sessions(
     for job in left {
         shared.files[job.file].fail("no connection to the server was left to send it");
     }
-    let mut summary = SendSummary {
-        connections,
-        ..SendSummary::default()
-    };
-    for file in &shared.files {
-        let name = file.planned.name.display();
-        match file.failure.lock().expect("never poisoned").clone() {
-            Some(reason) => summary.failures.push(SendFailure { name, reason }),
-            None if file.jobs_left.load(Ordering::Relaxed) == 0 => {
-                summary.files += 1;
-                summary.bytes += file.planned.meta.size;
-            }
-            None => summary.failures.push(SendFailure {
-                name,
-                reason: "not sent".into(),
-            }),
-        }
-    }
-    summary.bytes_sent = shared.sent.load(Ordering::Relaxed);
-    summary.bytes_resumed = shared.resumed.load(Ordering::Relaxed);
-    summary.seconds = start.elapsed().as_secs_f64();
-    if summary.seconds > 0.0 {
-        summary.mb_per_s = summary.bytes as f64 / 1e6 / summary.seconds;
-    }
-    Ok(summary)
+    Ok(kept)
 }
 
 impl FileState {
@@ -450,14 +450,24 @@ impl FileState {
     fn failed(&self) -> bool {
         self.failure.lock().expect("never poisoned").is_some()
     }
+
+    /// On the server now: sent and committed, or held already.
+    fn arrived(&self) -> bool {
+        !self.failed() && self.jobs_left.load(Ordering::Acquire) == 0
+    }
 }
 
-/// Runs one connection's share of the jobs, reconnecting after a break.
-async fn worker(shared: Arc<Shared>, first: Option<Session>, trusting: Trusting) {
+/// Runs one connection's share of the jobs, reconnecting after a break;
+/// returns its connection, if still open.
+async fn worker(
+    shared: Arc<Shared>,
+    first: Option<Session>,
+    trusting: Trusting,
+) -> Option<Session> {
     let mut session = first;
     loop {
         if shared.fatal.lock().expect("never poisoned").is_some() {
-            return;
+            return None;
         }
         let Some(job) = shared.queue.lock().expect("never poisoned").pop_front() else {
             break;
@@ -479,7 +489,7 @@ async fn worker(shared: Arc<Shared>, first: Option<Session>, trusting: Trusting)
                             .expect("never poisoned")
                             .get_or_insert(e);
                     }
-                    return;
+                    return None;
                 }
             }
         }
@@ -497,10 +507,7 @@ async fn worker(shared: Arc<Shared>, first: Option<Session>, trusting: Trusting)
             Err(JobError::Broken) => session = None,
         }
     }
-    if let Some(mut session) = session {
-        let _ = write_frame(&mut session.tls, &Frame::Bye).await;
-        let _ = session.tls.shutdown().await;
-    }
+    session
 }
 
 /// Reports a failed file once all its jobs are accounted for.
@@ -550,6 +557,12 @@ struct Session {
 }
 
 impl Session {
+    /// Ends the session politely.
+    async fn bye(mut self) {
+        let _ = write_frame(&mut self.tls, &Frame::Bye).await;
+        let _ = self.tls.shutdown().await;
+    }
+
     /// [`Session::connect_once`], tried again after a pause when the
     /// server closed the connection during the TLS handshake (a busy
     /// server closes what its pool of unauthenticated connections cannot
@@ -676,6 +689,8 @@ impl Session {
             Frame::Held { file_id, ranges } => Frame::Held { file_id, ranges },
             Frame::Synced { file_id, held } => Frame::Synced { file_id, held },
             Frame::Committed { file_id } => Frame::Committed { file_id },
+            Frame::Checked { check_id, held } => Frame::Checked { check_id, held },
+            Frame::Made { entry_id } => Frame::Made { entry_id },
             Frame::Error {
                 code,
                 file_id,

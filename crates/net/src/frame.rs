@@ -12,12 +12,16 @@ use std::fmt;
 
 /// Protocol magic sent in the client's hello.
 pub const MAGIC: [u8; 4] = *b"CSTN";
-/// The protocol version this code speaks (2: both ends prove the token).
-pub const VERSION: u16 = 2;
+/// The protocol version this code speaks (2: both ends prove the token;
+/// 3: whole trees, with `Check`, `Mkdir`, `Symlink` and `Link`).
+pub const VERSION: u16 = 3;
 /// Bytes of the frame header: type and length.
 pub const HEADER_LEN: usize = 5;
 /// Most payload bytes of any frame other than `Data`.
 pub const MAX_CONTROL_PAYLOAD: u32 = 8 * 1024;
+/// Most payload bytes of a `Symlink` or `Link` frame: two names of up to
+/// [`MAX_NAME_LEN`] bytes each, their lengths and the fixed fields.
+pub const MAX_LINK_PAYLOAD: u32 = 9 * 1024;
 /// Most file bytes carried by one `Data` frame.
 pub const MAX_DATA_PAYLOAD: u32 = 256 * 1024;
 /// Bytes before the file bytes in a `Data` payload: file id and offset.
@@ -63,6 +67,20 @@ pub enum FrameType {
     Committed = 0x16,
     /// Client: it sends no more bytes of this file on this connection.
     Close = 0x17,
+    /// Client: asks whether the server already holds a file under its
+    /// final name (same size and mtime, or same content).
+    Check = 0x18,
+    /// Server: whether it does.
+    Checked = 0x19,
+    /// Client: a directory, created if missing, with its mode and mtime
+    /// (sent once everything inside it arrived).
+    Mkdir = 0x20,
+    /// Client: a symbolic link and the bytes of its target.
+    Symlink = 0x21,
+    /// Client: a hard link to a file that is already on the server.
+    Link = 0x22,
+    /// Server: the directory or link of an entry id is made.
+    Made = 0x23,
     /// Client: the session is over.
     Bye = 0x7E,
     /// Either side: something went wrong (typed).
@@ -85,6 +103,12 @@ impl FrameType {
             0x15 => FrameType::Commit,
             0x16 => FrameType::Committed,
             0x17 => FrameType::Close,
+            0x18 => FrameType::Check,
+            0x19 => FrameType::Checked,
+            0x20 => FrameType::Mkdir,
+            0x21 => FrameType::Symlink,
+            0x22 => FrameType::Link,
+            0x23 => FrameType::Made,
             0x7E => FrameType::Bye,
             0x7F => FrameType::Error,
             _ => return None,
@@ -95,6 +119,7 @@ impl FrameType {
     pub fn max_payload(self) -> u32 {
         match self {
             FrameType::Data => MAX_DATA_PAYLOAD + DATA_PREFIX_LEN as u32,
+            FrameType::Symlink | FrameType::Link => MAX_LINK_PAYLOAD,
             _ => MAX_CONTROL_PAYLOAD,
         }
     }
@@ -215,6 +240,26 @@ pub struct FileMeta {
     pub mode: u32,
 }
 
+/// What a `Check` compares with the file the server holds under the name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compare {
+    /// Size and modification time, to the nanosecond (rsync's quick
+    /// check). On the wire: 0, then 32 zero bytes.
+    SizeAndMtime,
+    /// Size and the whole-file BLAKE3 hash (the server reads its file);
+    /// the mtime may differ. On the wire: 1, then the sender's hash.
+    Content([u8; HASH_LEN]),
+}
+
+/// A modification time as entry frames carry it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryTime {
+    /// Seconds since the epoch.
+    pub seconds: i64,
+    /// Nanoseconds (below 10^9).
+    pub nanos: u32,
+}
+
 /// One decoded frame. `Data` borrows its bytes from the payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame<'a> {
@@ -294,6 +339,62 @@ pub enum Frame<'a> {
     Close {
         /// The file.
         file_id: u32,
+    },
+    /// See [`FrameType::Check`].
+    Check {
+        /// An id the answer names (its own sequence, like file ids).
+        check_id: u32,
+        /// What is compared besides the size.
+        compare: Compare,
+        /// The file as the client has it (the mode is applied when the
+        /// server holds it already).
+        meta: FileMeta,
+        /// Relative name, as in `Open`.
+        name: &'a [u8],
+    },
+    /// See [`FrameType::Checked`].
+    Checked {
+        /// The id of the `Check`.
+        check_id: u32,
+        /// The server holds the file: it is not sent.
+        held: bool,
+    },
+    /// See [`FrameType::Mkdir`].
+    Mkdir {
+        /// An id the answer names.
+        entry_id: u32,
+        /// Permission bits (`& 0o7777`).
+        mode: u32,
+        /// Modification time.
+        mtime: EntryTime,
+        /// Relative name, as in `Open`.
+        name: &'a [u8],
+    },
+    /// See [`FrameType::Symlink`].
+    Symlink {
+        /// An id the answer names.
+        entry_id: u32,
+        /// Modification time of the link itself.
+        mtime: EntryTime,
+        /// Relative name of the link, as in `Open`.
+        name: &'a [u8],
+        /// What the link points to: any bytes but NUL, 1 to
+        /// [`MAX_NAME_LEN`] - 1 of them; stored, never resolved.
+        target: &'a [u8],
+    },
+    /// See [`FrameType::Link`].
+    Link {
+        /// An id the answer names.
+        entry_id: u32,
+        /// Relative name of the new link, as in `Open`.
+        name: &'a [u8],
+        /// Relative name of the file it links to, as in `Open`.
+        target: &'a [u8],
+    },
+    /// See [`FrameType::Made`].
+    Made {
+        /// The id of the entry.
+        entry_id: u32,
     },
     /// See [`FrameType::Bye`].
     Bye,
@@ -417,6 +518,42 @@ impl<'a> Fields<'a> {
     fn i64(&mut self) -> Result<i64, FrameError> {
         Ok(i64::from_be_bytes(self.array()?))
     }
+    fn u8(&mut self) -> Result<u8, FrameError> {
+        Ok(self.take(1)?[0])
+    }
+    /// Seconds i64 and nanoseconds u32 (below 10^9).
+    fn time(&mut self) -> Result<EntryTime, FrameError> {
+        let seconds = self.i64()?;
+        let nanos = self.u32()?;
+        if nanos >= 1_000_000_000 {
+            return Err(FrameError::Malformed(self.kind));
+        }
+        Ok(EntryTime { seconds, nanos })
+    }
+    /// Size u64, mtime (seconds i64, nanoseconds u32), mode u32 (at most
+    /// `0o7777`).
+    fn meta(&mut self) -> Result<FileMeta, FrameError> {
+        let size = self.u64()?;
+        let time = self.time()?;
+        let mode = self.u32()?;
+        if mode > 0o7777 {
+            return Err(FrameError::Malformed(self.kind));
+        }
+        Ok(FileMeta {
+            size,
+            mtime_seconds: time.seconds,
+            mtime_nanos: time.nanos,
+            mode,
+        })
+    }
+    /// Length u16 (at most [`MAX_NAME_LEN`]) and that many bytes.
+    fn name(&mut self) -> Result<&'a [u8], FrameError> {
+        let len = usize::from(self.u16()?);
+        if len > MAX_NAME_LEN {
+            return Err(FrameError::Malformed(self.kind));
+        }
+        self.take(len)
+    }
     /// Fails unless everything was read.
     fn end(self) -> Result<(), FrameError> {
         if self.rest.is_empty() {
@@ -443,6 +580,12 @@ impl<'a> Frame<'a> {
             Frame::Commit { .. } => FrameType::Commit,
             Frame::Committed { .. } => FrameType::Committed,
             Frame::Close { .. } => FrameType::Close,
+            Frame::Check { .. } => FrameType::Check,
+            Frame::Checked { .. } => FrameType::Checked,
+            Frame::Mkdir { .. } => FrameType::Mkdir,
+            Frame::Symlink { .. } => FrameType::Symlink,
+            Frame::Link { .. } => FrameType::Link,
+            Frame::Made { .. } => FrameType::Made,
             Frame::Bye => FrameType::Bye,
             Frame::Error { .. } => FrameType::Error,
         }
@@ -484,28 +627,11 @@ impl<'a> Frame<'a> {
             },
             FrameType::Auth => Frame::Auth { proof: f.array()? },
             FrameType::AuthOk => Frame::AuthOk,
-            FrameType::Open => {
-                let file_id = f.u32()?;
-                let size = f.u64()?;
-                let mtime_seconds = f.i64()?;
-                let mtime_nanos = f.u32()?;
-                let mode = f.u32()?;
-                let name_len = usize::from(f.u16()?);
-                if mtime_nanos >= 1_000_000_000 || mode > 0o7777 || name_len > MAX_NAME_LEN {
-                    return Err(malformed);
-                }
-                let name = f.take(name_len)?;
-                Frame::Open {
-                    file_id,
-                    meta: FileMeta {
-                        size,
-                        mtime_seconds,
-                        mtime_nanos,
-                        mode,
-                    },
-                    name,
-                }
-            }
+            FrameType::Open => Frame::Open {
+                file_id: f.u32()?,
+                meta: f.meta()?,
+                name: f.name()?,
+            },
             FrameType::Held => {
                 let file_id = f.u32()?;
                 let count = f.u32()? as usize;
@@ -551,6 +677,65 @@ impl<'a> Frame<'a> {
             },
             FrameType::Committed => Frame::Committed { file_id: f.u32()? },
             FrameType::Close => Frame::Close { file_id: f.u32()? },
+            FrameType::Check => {
+                let check_id = f.u32()?;
+                let compare = match (f.u8()?, f.array::<HASH_LEN>()?) {
+                    (0, hash) if hash == [0; HASH_LEN] => Compare::SizeAndMtime,
+                    (1, hash) => Compare::Content(hash),
+                    _ => return Err(malformed),
+                };
+                let meta = f.meta()?;
+                let name = f.name()?;
+                Frame::Check {
+                    check_id,
+                    compare,
+                    meta,
+                    name,
+                }
+            }
+            FrameType::Checked => Frame::Checked {
+                check_id: f.u32()?,
+                held: match f.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(malformed),
+                },
+            },
+            FrameType::Mkdir => {
+                let entry_id = f.u32()?;
+                let mode = f.u32()?;
+                let mtime = f.time()?;
+                if mode > 0o7777 {
+                    return Err(malformed);
+                }
+                Frame::Mkdir {
+                    entry_id,
+                    mode,
+                    mtime,
+                    name: f.name()?,
+                }
+            }
+            FrameType::Symlink => {
+                let entry_id = f.u32()?;
+                let mtime = f.time()?;
+                let name = f.name()?;
+                let target = f.name()?;
+                if target.is_empty() || target.len() >= MAX_NAME_LEN || target.contains(&0) {
+                    return Err(malformed);
+                }
+                Frame::Symlink {
+                    entry_id,
+                    mtime,
+                    name,
+                    target,
+                }
+            }
+            FrameType::Link => Frame::Link {
+                entry_id: f.u32()?,
+                name: f.name()?,
+                target: f.name()?,
+            },
+            FrameType::Made => Frame::Made { entry_id: f.u32()? },
             FrameType::Bye => Frame::Bye,
             FrameType::Error => {
                 let code = ErrorCode::from_u16(f.u16()?);
@@ -603,14 +788,64 @@ impl<'a> Frame<'a> {
                 meta,
                 name,
             } => {
-                assert!(name.len() <= MAX_NAME_LEN, "names are checked before Open");
                 out.extend_from_slice(&file_id.to_be_bytes());
-                out.extend_from_slice(&meta.size.to_be_bytes());
-                out.extend_from_slice(&meta.mtime_seconds.to_be_bytes());
-                out.extend_from_slice(&meta.mtime_nanos.to_be_bytes());
-                out.extend_from_slice(&meta.mode.to_be_bytes());
-                out.extend_from_slice(&(name.len() as u16).to_be_bytes());
-                out.extend_from_slice(name);
+                put_meta(out, meta);
+                put_name(out, name);
+            }
+            Frame::Check {
+                check_id,
+                compare,
+                meta,
+                name,
+            } => {
+                out.extend_from_slice(&check_id.to_be_bytes());
+                match compare {
+                    Compare::SizeAndMtime => {
+                        out.push(0);
+                        out.extend_from_slice(&[0; HASH_LEN]);
+                    }
+                    Compare::Content(hash) => {
+                        out.push(1);
+                        out.extend_from_slice(hash);
+                    }
+                }
+                put_meta(out, meta);
+                put_name(out, name);
+            }
+            Frame::Checked { check_id, held } => {
+                out.extend_from_slice(&check_id.to_be_bytes());
+                out.push(u8::from(*held));
+            }
+            Frame::Mkdir {
+                entry_id,
+                mode,
+                mtime,
+                name,
+            } => {
+                out.extend_from_slice(&entry_id.to_be_bytes());
+                out.extend_from_slice(&mode.to_be_bytes());
+                put_time(out, *mtime);
+                put_name(out, name);
+            }
+            Frame::Symlink {
+                entry_id,
+                mtime,
+                name,
+                target,
+            } => {
+                out.extend_from_slice(&entry_id.to_be_bytes());
+                put_time(out, *mtime);
+                put_name(out, name);
+                put_name(out, target);
+            }
+            Frame::Link {
+                entry_id,
+                name,
+                target,
+            } => {
+                out.extend_from_slice(&entry_id.to_be_bytes());
+                put_name(out, name);
+                put_name(out, target);
             }
             Frame::Held { file_id, ranges } => {
                 assert!(ranges.len() <= MAX_HELD_RANGES, "held ranges are capped");
@@ -637,6 +872,7 @@ impl<'a> Frame<'a> {
             Frame::Sync { file_id } | Frame::Committed { file_id } | Frame::Close { file_id } => {
                 out.extend_from_slice(&file_id.to_be_bytes());
             }
+            Frame::Made { entry_id } => out.extend_from_slice(&entry_id.to_be_bytes()),
             Frame::Synced { file_id, held } => {
                 out.extend_from_slice(&file_id.to_be_bytes());
                 out.extend_from_slice(&held.to_be_bytes());
@@ -665,6 +901,34 @@ impl<'a> Frame<'a> {
         self.encode(&mut out);
         out
     }
+}
+
+/// Appends size, mtime and mode as `Open` and `Check` carry them.
+fn put_meta(out: &mut Vec<u8>, meta: &FileMeta) {
+    out.extend_from_slice(&meta.size.to_be_bytes());
+    put_time(
+        out,
+        EntryTime {
+            seconds: meta.mtime_seconds,
+            nanos: meta.mtime_nanos,
+        },
+    );
+    out.extend_from_slice(&meta.mode.to_be_bytes());
+}
+
+fn put_time(out: &mut Vec<u8>, time: EntryTime) {
+    out.extend_from_slice(&time.seconds.to_be_bytes());
+    out.extend_from_slice(&time.nanos.to_be_bytes());
+}
+
+/// Appends a name (or link target) with its u16 length.
+fn put_name(out: &mut Vec<u8>, name: &[u8]) {
+    assert!(
+        name.len() <= MAX_NAME_LEN,
+        "names and targets are checked before they are sent"
+    );
+    out.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    out.extend_from_slice(name);
 }
 
 /// The longest prefix of `text` of at most `max` bytes that ends on a
@@ -754,6 +1018,56 @@ mod tests {
             },
             Frame::Committed { file_id: 3 },
             Frame::Close { file_id: 3 },
+            Frame::Check {
+                check_id: 4,
+                compare: Compare::SizeAndMtime,
+                meta: FileMeta {
+                    size: 10,
+                    mtime_seconds: 946_684_800,
+                    mtime_nanos: 5,
+                    mode: 0o600,
+                },
+                name: b"tree/a",
+            },
+            Frame::Check {
+                check_id: 5,
+                compare: Compare::Content([3; HASH_LEN]),
+                meta: FileMeta {
+                    size: 0,
+                    mtime_seconds: -1,
+                    mtime_nanos: 0,
+                    mode: 0o4755,
+                },
+                name: b"b",
+            },
+            Frame::Checked {
+                check_id: 4,
+                held: true,
+            },
+            Frame::Mkdir {
+                entry_id: 6,
+                mode: 0o700,
+                mtime: EntryTime {
+                    seconds: 946_684_800,
+                    nanos: 123_456_789,
+                },
+                name: b"tree/empty",
+            },
+            Frame::Symlink {
+                entry_id: 7,
+                mtime: EntryTime {
+                    seconds: 1,
+                    nanos: 2,
+                },
+                name: b"tree/up",
+                target: b"../../etc",
+            },
+            Frame::Link {
+                entry_id: 8,
+                name: b"tree/second",
+                target: b"tree/a",
+            },
+            Frame::Made { entry_id: 8 },
             Frame::Bye,
             Frame::Error {
                 code: ErrorCode::BadName,
@@ -811,6 +1125,28 @@ mod tests {
         ));
         head[0] = 0x55;
         assert_eq!(FrameHeader::parse(head), Err(FrameError::UnknownType(0x55)));
+        for kind in [FrameType::Symlink, FrameType::Link] {
+            let fits = FrameHeader {
+                kind,
+                length: MAX_LINK_PAYLOAD,
+            };
+            assert!(FrameHeader::parse(fits.encode()).is_ok());
+            let over = FrameHeader {
+                kind,
+                length: MAX_LINK_PAYLOAD + 1,
+            };
+            assert!(matches!(
+                FrameHeader::parse(over.encode()),
+                Err(FrameError::TooLarge { .. })
+            ));
+        }
+        for kind in [FrameType::Check, FrameType::Mkdir] {
+            let over = FrameHeader {
+                kind,
+                length: MAX_CONTROL_PAYLOAD + 1,
+            };
+            assert!(FrameHeader::parse(over.encode()).is_err());
+        }
     }
 
     #[test]
@@ -848,6 +1184,75 @@ mod tests {
         }
         .to_bytes();
         assert!(parse_frame(&held).is_err(), "unsorted ranges");
+    }
+
+    #[test]
+    fn bad_values_of_tree_frames_are_refused() {
+        let meta = FileMeta {
+            size: 1,
+            mtime_seconds: 0,
+            mtime_nanos: 0,
+            mode: 0o644,
+        };
+        let check = Frame::Check {
+            check_id: 1,
+            compare: Compare::SizeAndMtime,
+            meta: meta.clone(),
+            name: b"a",
+        }
+        .to_bytes();
+        // A quick check that carries a hash, and an unknown comparison.
+        let mut with_hash = check.clone();
+        with_hash[HEADER_LEN + 5] = 1;
+        assert!(parse_frame(&with_hash).is_err());
+        let mut unknown = check.clone();
+        unknown[HEADER_LEN + 4] = 2;
+        assert!(parse_frame(&unknown).is_err());
+        let mut answer = Frame::Checked {
+            check_id: 1,
+            held: false,
+        }
+        .to_bytes();
+        answer[HEADER_LEN + 4] = 2;
+        assert!(parse_frame(&answer).is_err());
+        let mut mkdir = Frame::Mkdir {
+            entry_id: 1,
+            mode: 0o755,
+            mtime: EntryTime {
+                seconds: 0,
+                nanos: 0,
+            },
+            name: b"d",
+        }
+        .to_bytes();
+        mkdir[HEADER_LEN + 4..HEADER_LEN + 8].copy_from_slice(&0o10000u32.to_be_bytes());
+        assert!(parse_frame(&mkdir).is_err(), "mode above 0o7777");
+        let symlink = |target: &'static [u8]| {
+            Frame::Symlink {
+                entry_id: 1,
+                mtime: EntryTime {
+                    seconds: 0,
+                    nanos: 0,
+                },
+                name: b"l",
+                target,
+            }
+            .to_bytes()
+        };
+        assert!(parse_frame(&symlink(b"a\0b")).is_err(), "NUL in a target");
+        assert!(parse_frame(&symlink(b"")).is_err(), "empty target");
+        let long = vec![b'x'; MAX_NAME_LEN];
+        let long: &'static [u8] = Box::leak(long.into_boxed_slice());
+        assert!(parse_frame(&symlink(long)).is_err(), "target of PATH_MAX");
+        assert!(parse_frame(&symlink(&long[1..])).is_ok());
+        // Two names of the longest length fit the limit of a link frame.
+        let link = Frame::Link {
+            entry_id: 1,
+            name: long,
+            target: long,
+        }
+        .to_bytes();
+        assert!(parse_frame(&link).is_ok());
     }
 
     /// A bounded fuzz loop with a fixed seed: random bytes and mutated

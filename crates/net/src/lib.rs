@@ -19,10 +19,17 @@
 //! records the byte ranges it holds, verifies the whole-file BLAKE3 on
 //! commit and only then renames it to its final name.
 //!
-//! The client ([`client::send`]) plans the files ([`client::plan_files`]),
-//! cuts large ones into ranges, and lets `connections` sessions take
+//! The client ([`client::send`]) plans a tree like `rsync -a`
+//! ([`client::plan_tree`]: files, symbolic links, hard links,
+//! directories), asks the server which files it holds already under their
+//! final name (same size and mtime, or with `--checksum` same content),
+//! cuts the others into ranges and lets `connections` sessions take
 //! ranges from one queue; for each range it asks what the server already
-//! holds and sends only the rest.
+//! holds and sends only the rest. Symbolic links, hard links and
+//! directories (their modes and mtimes) follow once every file arrived.
+//! The server makes them below its root without following any link
+//! (`entries`), and gives files and directories the mode policy of every
+//! restoring command ([`receive::ModePolicy`]).
 //!
 //! Both sides build their own runtime inside a synchronous entry point
 //! ([`server::Server::bind`]/[`server::Server::run`], [`client::send`]),
@@ -30,6 +37,7 @@
 
 pub mod auth;
 pub mod client;
+mod entries;
 pub mod frame;
 #[cfg(any(test, feature = "test-knobs"))]
 pub mod hooks;
@@ -45,10 +53,11 @@ use std::path::PathBuf;
 
 pub use auth::Token;
 pub use client::{
-    plan_files, send, NoProgress, PlannedFile, SendConfig, SendProgress, SendSummary,
+    plan_tree, send, Comparison, NoProgress, Plan, PlannedFile, SendConfig, SendProgress,
+    SendSummary,
 };
 pub use frame::ErrorCode;
-pub use receive::{Destination, DirDestination};
+pub use receive::{Destination, DirDestination, ModePolicy};
 pub use server::{ServeConfig, ServeStats, Server};
 pub use tls::{Fingerprint, Identity, ServerTrust};
 

@@ -13,6 +13,11 @@
 //! is synced, and the partial is renamed to its final name: no file ever
 //! appears under its final name before it is complete and verified.
 //!
+//! The rest of a tree goes through the same trait: whether a file is held
+//! already ([`Destination::check`]), directories, symbolic links and hard
+//! links (`entries` for [`DirDestination`]). Files and directories get
+//! the modes of [`ModePolicy`].
+//!
 //! A store destination (`serve --store`) is meant to be a second
 //! implementation of [`Destination`].
 
@@ -29,7 +34,7 @@ use cryptstream_output::{DirFd, Timestamp};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::frame::{ErrorCode, FileMeta, HASH_LEN};
+use crate::frame::{Compare, EntryTime, ErrorCode, FileMeta, HASH_LEN};
 use crate::name::{RelName, PARTIAL_PREFIX};
 use crate::ranges::RangeSet;
 use crate::treehash::SegmentedHash;
@@ -43,8 +48,12 @@ const MAX_SIDECAR_RANGES: usize = 1 << 20;
 /// Bytes of one segment of the whole-file hash (see `treehash`): one
 /// connection's range of 16 MiB is hashed as it arrives.
 const HASH_SEGMENT: u64 = 16 * 1024 * 1024;
-/// Mode of directories created for received files (through the umask).
-const DIR_MODE: u32 = 0o777;
+/// Mode of directories created for received files: private while they
+/// fill, as the engine's output tree makes them; the sender's `Mkdir`
+/// gives each its own mode once everything inside arrived.
+pub(crate) const DIR_MODE: u32 = cryptstream_output::PRIVATE_DIR_MODE;
+/// Bytes of one segment of the whole-file hash, for `entries::check`.
+pub(crate) const CHECK_HASH_SEGMENT: u64 = HASH_SEGMENT;
 /// Hash states kept for partial files that no connection holds open.
 const IDLE_HASHES: usize = 256;
 
@@ -61,7 +70,7 @@ pub struct ReceiveError {
 }
 
 impl ReceiveError {
-    fn new(code: ErrorCode, name: &str, reason: impl Into<String>) -> ReceiveError {
+    pub(crate) fn new(code: ErrorCode, name: &str, reason: impl Into<String>) -> ReceiveError {
         ReceiveError {
             code,
             name: name.to_owned(),
@@ -77,6 +86,50 @@ pub trait Destination: Send + Sync + 'static {
     /// # Errors
     /// [`ReceiveError`] with the code to send to the client.
     fn open(&self, name: &RelName, meta: &FileMeta) -> Result<Arc<dyn Incoming>, ReceiveError>;
+
+    /// Whether the file `name` is already held under its final name, the
+    /// same as the sender's by `compare` (and `meta.size`); a file held
+    /// gets the mode of `meta` (and, compared by content, its mtime).
+    /// Anything else there (missing, another kind, not readable, behind a
+    /// symbolic link) is "not held": the file is then sent.
+    ///
+    /// # Errors
+    /// `Storage` when a held file's mode or mtime cannot be set.
+    fn check(
+        &self,
+        name: &RelName,
+        meta: &FileMeta,
+        compare: Compare,
+    ) -> Result<bool, ReceiveError>;
+
+    /// Makes the directory `name` (and any missing parent), then gives it
+    /// `mode` and `mtime`: sent after everything inside it arrived.
+    ///
+    /// # Errors
+    /// `BadName` for a symbolic link or a non-directory on the way,
+    /// `Storage` for the rest.
+    fn make_dir(&self, name: &RelName, mode: u32, mtime: EntryTime) -> Result<(), ReceiveError>;
+
+    /// Makes `name` a symbolic link to `target` (bytes, never resolved),
+    /// replacing a file or link there.
+    ///
+    /// # Errors
+    /// As [`Destination::make_dir`].
+    fn make_symlink(
+        &self,
+        name: &RelName,
+        target: &[u8],
+        mtime: EntryTime,
+    ) -> Result<(), ReceiveError>;
+
+    /// Makes `name` a hard link to the regular file `target` below the
+    /// root (reached without following a symbolic link), replacing a file
+    /// or link there.
+    ///
+    /// # Errors
+    /// `BadName` when `target` is not a regular file below the root or
+    /// either path crosses a symbolic link; `Storage` for the rest.
+    fn make_hard_link(&self, name: &RelName, target: &RelName) -> Result<(), ReceiveError>;
 
     /// Saves the state of every incoming file (the server is stopping).
     fn checkpoint_all(&self);
@@ -106,10 +159,27 @@ pub trait Incoming: Send + Sync {
     fn release(&self);
 }
 
+/// The modes received files and directories get: the one policy of
+/// every restoring command, [`cryptstream_output::restored_mode`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModePolicy {
+    /// The server's umask.
+    pub umask: u32,
+    /// Keep setuid, setgid and sticky (`serve --keep-special-bits`).
+    pub keep_special_bits: bool,
+}
+
+impl ModePolicy {
+    /// The mode to give an entry sent with `mode`.
+    pub fn apply(self, mode: u32) -> u32 {
+        cryptstream_output::restored_mode(mode, self.umask, self.keep_special_bits)
+    }
+}
+
 /// Receives into a directory tree.
 pub struct DirDestination {
     root: DirFd,
-    umask: u32,
+    modes: ModePolicy,
     open: Arc<Mutex<HashMap<String, Arc<PartialFile>>>>,
     idle: Arc<IdleHashes>,
 }
@@ -145,17 +215,39 @@ impl IdleHashes {
 }
 
 impl DirDestination {
-    /// Receives below `root` (which must exist); modes go through `umask`.
+    /// Receives below `root` (which must exist); modes go through `umask`,
+    /// and setuid, setgid and sticky bits are dropped (see
+    /// [`DirDestination::keep_special_bits`]).
     ///
     /// # Errors
     /// When `root` cannot be opened as a directory.
     pub fn new(root: &Path, umask: u32) -> io::Result<DirDestination> {
         Ok(DirDestination {
             root: DirFd::open(root)?,
-            umask: umask & 0o777,
+            modes: ModePolicy {
+                umask: umask & 0o777,
+                keep_special_bits: false,
+            },
             open: Arc::new(Mutex::new(HashMap::new())),
             idle: Arc::default(),
         })
+    }
+
+    /// Keeps setuid, setgid and sticky bits of received files and
+    /// directories (`serve --keep-special-bits`).
+    pub fn keep_special_bits(mut self, keep: bool) -> DirDestination {
+        self.modes.keep_special_bits = keep;
+        self
+    }
+
+    /// The root directory, open.
+    pub(crate) fn root(&self) -> &DirFd {
+        &self.root
+    }
+
+    /// The mode policy.
+    pub(crate) fn modes(&self) -> ModePolicy {
+        self.modes
     }
 }
 
@@ -187,22 +279,13 @@ impl Destination for DirDestination {
         let dir = self
             .root
             .create_dirs_beneath(&parent, DIR_MODE)
-            .map_err(|e| {
-                let code = match e.raw_os_error() {
-                    Some(c)
-                        if c == Errno::LOOP.raw_os_error() || c == Errno::NOTDIR.raw_os_error() =>
-                    {
-                        ErrorCode::BadName
-                    }
-                    _ => ErrorCode::Storage,
-                };
-                ReceiveError::new(code, &shown, format!("cannot create its directory: {e}"))
-            })?;
+            .map_err(|e| path_error(&shown, "cannot create its directory", &e))?;
+        make_writable(&dir);
         // Before anything is allocated for it: a file must fit in the
         // free space (beside what its partial already holds).
         check_free_space(&dir, &key, &shown, meta.size)?;
         let idle = self.idle.take(&key);
-        let file = PartialFile::open(dir, last, &key, &shown, meta.clone(), self.umask, idle)?;
+        let file = PartialFile::open(dir, last, &key, &shown, meta.clone(), self.modes, idle)?;
         let file = Arc::new(PartialFile {
             registry: Arc::downgrade(&self.open),
             idle: Arc::downgrade(&self.idle),
@@ -210,6 +293,32 @@ impl Destination for DirDestination {
         });
         open.insert(key, file.clone());
         Ok(file)
+    }
+
+    fn check(
+        &self,
+        name: &RelName,
+        meta: &FileMeta,
+        compare: Compare,
+    ) -> Result<bool, ReceiveError> {
+        crate::entries::check(self, name, meta, compare)
+    }
+
+    fn make_dir(&self, name: &RelName, mode: u32, mtime: EntryTime) -> Result<(), ReceiveError> {
+        crate::entries::make_dir(self, name, mode, mtime)
+    }
+
+    fn make_symlink(
+        &self,
+        name: &RelName,
+        target: &[u8],
+        mtime: EntryTime,
+    ) -> Result<(), ReceiveError> {
+        crate::entries::make_symlink(self, name, target, mtime)
+    }
+
+    fn make_hard_link(&self, name: &RelName, target: &RelName) -> Result<(), ReceiveError> {
+        crate::entries::make_hard_link(self, name, target)
     }
 
     fn checkpoint_all(&self) {
@@ -241,7 +350,7 @@ struct PartialFile {
     key: String,
     shown: String,
     meta: FileMeta,
-    umask: u32,
+    modes: ModePolicy,
     file: File,
     /// The whole-file hash, fed as bytes arrive.
     hash: Arc<SegmentedHash>,
@@ -263,7 +372,7 @@ impl PartialFile {
         key: &str,
         shown: &str,
         meta: FileMeta,
-        umask: u32,
+        modes: ModePolicy,
         idle_hash: Option<Arc<SegmentedHash>>,
     ) -> Result<PartialFile, ReceiveError> {
         let storage = |what: &str, e: io::Error| {
@@ -310,7 +419,7 @@ impl PartialFile {
             key: key.to_owned(),
             shown: shown.to_owned(),
             meta,
-            umask,
+            modes,
             file,
             state: Mutex::new(PartialState {
                 ranges,
@@ -481,7 +590,7 @@ impl Incoming for PartialFile {
                 "the received bytes do not have the sender's BLAKE3 hash; discarded, send it again",
             ));
         }
-        let mode = self.meta.mode & 0o777 & !self.umask;
+        let mode = self.modes.apply(self.meta.mode);
         rustix::fs::fchmod(self.file.as_fd(), Mode::from_raw_mode(mode))
             .map_err(|e| storage("cannot set its mode", e.into()))?;
         let mtime = Timestamp {
@@ -537,6 +646,38 @@ impl Incoming for PartialFile {
             }
         }
     }
+}
+
+/// Gives the owner write and search permission on `dir` if it lacks them
+/// (a directory made read-only by an earlier send, that this one adds
+/// to); the sender's `Mkdir` sets its mode again once everything inside
+/// arrived. Best effort: where it fails, the write that follows says why.
+pub(crate) fn make_writable(dir: &DirFd) {
+    if let Ok(st) = rustix::fs::fstat(dir.as_fd()) {
+        let mode = st.st_mode & 0o7777;
+        if mode & 0o300 != 0o300 {
+            let _ = rustix::fs::fchmod(dir.as_fd(), Mode::from_raw_mode(mode | 0o300));
+        }
+    }
+}
+
+/// The error for `what` failing with `e` on the way to `shown`: a symbolic
+/// link or a non-directory on the way is a refused name, the rest a
+/// storage error.
+pub(crate) fn path_error(shown: &str, what: &str, e: &io::Error) -> ReceiveError {
+    let code = match e.raw_os_error() {
+        Some(c) if c == Errno::LOOP.raw_os_error() || c == Errno::NOTDIR.raw_os_error() => {
+            ErrorCode::BadName
+        }
+        _ if e.kind() == io::ErrorKind::InvalidInput => ErrorCode::BadName,
+        _ => ErrorCode::Storage,
+    };
+    let reason = if code == ErrorCode::BadName {
+        format!("{what}: a symbolic link or a file is on its way ({e}); refused")
+    } else {
+        format!("{what}: {e}")
+    };
+    ReceiveError::new(code, shown, reason)
 }
 
 /// Refuses a file of `size` bytes that would not fit in the free space of
@@ -767,6 +908,42 @@ mod tests {
         assert_eq!(file.held_bytes(), size);
         file.commit(blake3::hash(&data).as_bytes()).unwrap();
         assert_eq!(std::fs::read(tmp.path().join("shared")).unwrap(), data);
+    }
+
+    #[test]
+    fn directories_are_created_private_while_they_fill() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = DirDestination::new(tmp.path(), 0o022).unwrap();
+        let file = dest
+            .open(&RelName::parse(b"a/b/f").unwrap(), &meta(1))
+            .unwrap();
+        for dir in ["a", "a/b"] {
+            let mode = std::fs::metadata(tmp.path().join(dir))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o700, "{dir}");
+        }
+        file.release();
+    }
+
+    #[test]
+    fn a_read_only_directory_is_made_writable_for_what_goes_into_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let ro = tmp.path().join("ro");
+        std::fs::create_dir(&ro).unwrap();
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let dest = DirDestination::new(tmp.path(), 0o022).unwrap();
+        let file = dest
+            .open(&RelName::parse(b"ro/f").unwrap(), &meta(1))
+            .unwrap();
+        let mode = std::fs::metadata(&ro).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o755);
+        file.write_at(0, b"x").unwrap();
+        file.commit(blake3::hash(b"x").as_bytes()).unwrap();
+        assert_eq!(std::fs::read(ro.join("f")).unwrap(), b"x");
     }
 
     #[test]

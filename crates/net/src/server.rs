@@ -448,6 +448,7 @@ async fn run_session(
         pending: None,
         received: 0,
         committed: 0,
+        entries: 0,
     };
     let outcome = session
         .serve(&mut tls, hard_stop, deadline, stranger, permits)
@@ -456,8 +457,8 @@ async fn run_session(
     match outcome {
         Ok(()) => {
             (shared.log)(&format!(
-                "{peer}: {} file(s), {} bytes received",
-                session.committed, session.received
+                "{peer}: {} file(s), {} bytes received, {} directories and links made",
+                session.committed, session.received, session.entries
             ));
         }
         Err(e) => {
@@ -493,6 +494,8 @@ struct Session {
     pending: Option<PendingWrite>,
     received: u64,
     committed: u64,
+    /// Directories and links made.
+    entries: u64,
 }
 
 impl Session {
@@ -805,6 +808,63 @@ impl Session {
                 })
                 .await;
             }
+            Frame::Check {
+                check_id,
+                compare,
+                meta,
+                name,
+            } => {
+                let Some(name) = self.entry_name(tls, check_id, name).await? else {
+                    return Ok(false);
+                };
+                let held = self
+                    .entry(tls, check_id, move |d| d.check(&name, &meta, compare))
+                    .await?;
+                if let Some(held) = held {
+                    write_frame(tls, &Frame::Checked { check_id, held }).await?;
+                }
+            }
+            Frame::Mkdir {
+                entry_id,
+                mode,
+                mtime,
+                name,
+            } => {
+                let Some(name) = self.entry_name(tls, entry_id, name).await? else {
+                    return Ok(false);
+                };
+                self.made(tls, entry_id, move |d| d.make_dir(&name, mode, mtime))
+                    .await?;
+            }
+            Frame::Symlink {
+                entry_id,
+                mtime,
+                name,
+                target,
+            } => {
+                let Some(name) = self.entry_name(tls, entry_id, name).await? else {
+                    return Ok(false);
+                };
+                let target = target.to_vec();
+                self.made(tls, entry_id, move |d| {
+                    d.make_symlink(&name, &target, mtime)
+                })
+                .await?;
+            }
+            Frame::Link {
+                entry_id,
+                name,
+                target,
+            } => {
+                let Some(name) = self.entry_name(tls, entry_id, name).await? else {
+                    return Ok(false);
+                };
+                let Some(target) = self.entry_name(tls, entry_id, target).await? else {
+                    return Ok(false);
+                };
+                self.made(tls, entry_id, move |d| d.make_hard_link(&name, &target))
+                    .await?;
+            }
             Frame::Bye => {
                 self.settle().await?;
                 return Ok(true);
@@ -817,6 +877,79 @@ impl Session {
             }
         }
         Ok(false)
+    }
+
+    /// The name of a tree frame (`Check`, `Mkdir`, `Symlink`, `Link`),
+    /// checked; a refused one is answered with an error for `id` and
+    /// `None` (the session goes on).
+    async fn entry_name(
+        &mut self,
+        tls: &mut Tls,
+        id: u32,
+        name: &[u8],
+    ) -> Result<Option<RelName>, SessionError> {
+        match RelName::parse(name) {
+            Ok(name) => Ok(Some(name)),
+            Err(e) => {
+                let shown = String::from_utf8_lossy(name).into_owned();
+                (self.shared.log)(&format!("refused name {shown:?}: {e}"));
+                write_frame(
+                    tls,
+                    &Frame::Error {
+                        code: ErrorCode::BadName,
+                        file_id: id,
+                        message: format!("{shown}: {e}"),
+                    },
+                )
+                .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Runs `work` on the destination on a blocking thread; its error is
+    /// answered for `id` (and logged), and `None` returned.
+    async fn entry<T: Send + 'static>(
+        &mut self,
+        tls: &mut Tls,
+        id: u32,
+        work: impl FnOnce(&dyn Destination) -> Result<T, ReceiveError> + Send + 'static,
+    ) -> Result<Option<T>, SessionError> {
+        self.settle().await?;
+        let destination = self.shared.destination.clone();
+        let done = tokio::task::spawn_blocking(move || work(destination.as_ref()))
+            .await
+            .map_err(|e| SessionError::new(ErrorCode::Storage, format!("entry failed: {e}")))?;
+        match done {
+            Ok(value) => Ok(Some(value)),
+            Err(e) => {
+                (self.shared.log)(&e.to_string());
+                write_frame(
+                    tls,
+                    &Frame::Error {
+                        code: e.code,
+                        file_id: id,
+                        message: e.to_string(),
+                    },
+                )
+                .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// [`Session::entry`] for a directory or link: `Made` when done.
+    async fn made(
+        &mut self,
+        tls: &mut Tls,
+        entry_id: u32,
+        work: impl FnOnce(&dyn Destination) -> Result<(), ReceiveError> + Send + 'static,
+    ) -> Result<(), SessionError> {
+        if self.entry(tls, entry_id, work).await?.is_some() {
+            self.entries += 1;
+            write_frame(tls, &Frame::Made { entry_id }).await?;
+        }
+        Ok(())
     }
 
     /// Lets go of every file still open (their ranges are saved).

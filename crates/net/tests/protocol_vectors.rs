@@ -4,7 +4,9 @@
 //! proofs are checked the same way.
 
 use cryptstream_net::auth::Transcript;
-use cryptstream_net::frame::{parse_frame, ErrorCode, FileMeta, Frame, NO_FILE, VERSION};
+use cryptstream_net::frame::{
+    parse_frame, Compare, EntryTime, ErrorCode, FileMeta, Frame, NO_FILE, VERSION,
+};
 
 const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
 
@@ -100,6 +102,74 @@ fn frames() -> Vec<(&'static str, Frame<'static>)> {
         ),
         ("committed", Frame::Committed { file_id: 1 }),
         ("close", Frame::Close { file_id: 1 }),
+        (
+            "check",
+            Frame::Check {
+                check_id: 2,
+                compare: Compare::SizeAndMtime,
+                meta: FileMeta {
+                    size: 5,
+                    mtime_seconds: 946_684_800,
+                    mtime_nanos: 123_456_789,
+                    mode: 0o644,
+                },
+                name: b"t/a",
+            },
+        ),
+        (
+            "check-content",
+            Frame::Check {
+                check_id: 3,
+                compare: Compare::Content(*blake3::hash(b"hello").as_bytes()),
+                meta: FileMeta {
+                    size: 5,
+                    mtime_seconds: 946_684_800,
+                    mtime_nanos: 123_456_789,
+                    mode: 0o644,
+                },
+                name: b"t/a",
+            },
+        ),
+        (
+            "checked",
+            Frame::Checked {
+                check_id: 2,
+                held: true,
+            },
+        ),
+        (
+            "mkdir",
+            Frame::Mkdir {
+                entry_id: 4,
+                mode: 0o700,
+                mtime: EntryTime {
+                    seconds: 946_684_800,
+                    nanos: 5,
+                },
+                name: b"t/private",
+            },
+        ),
+        (
+            "symlink",
+            Frame::Symlink {
+                entry_id: 5,
+                mtime: EntryTime {
+                    seconds: 946_684_800,
+                    nanos: 0,
+                },
+                name: b"t/up",
+                target: b"../etc",
+            },
+        ),
+        (
+            "link",
+            Frame::Link {
+                entry_id: 6,
+                name: b"t/b",
+                target: b"t/a",
+            },
+        ),
+        ("made", Frame::Made { entry_id: 6 }),
         ("bye", Frame::Bye),
         (
             "error",

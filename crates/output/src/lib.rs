@@ -808,9 +808,11 @@ pub fn hard_link(
                 &temp,
                 AtFlags::empty(),
             )?;
-            rename_into_place(dir, &temp, name, Replace::Always).inspect_err(|_| {
-                let _ = rustix::fs::unlinkat(dir.as_fd(), &temp, AtFlags::empty());
-            })
+            let renamed = rename_into_place(dir, &temp, name, Replace::Always);
+            // Renaming onto another name of the same file does nothing and
+            // leaves the temp name (rename(2)): remove it in every case.
+            let _ = rustix::fs::unlinkat(dir.as_fd(), &temp, AtFlags::empty());
+            renamed
         }
     }
 }

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
@@ -794,4 +794,100 @@ pub fn set_mtime(path: &Path, seconds: i64, nanos: i64) {
         )
     };
     assert_eq!(rc, 0, "utimensat {path:?}");
+}
+
+/// Everything `tar`/`rsync -a` restore, per entry (relative path): kind,
+/// mode, mtime with nanoseconds, content hash or link target, and which
+/// hard-link group a file belongs to.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Meta {
+    pub kind: &'static str,
+    pub mode: u32,
+    pub mtime: (i64, i64),
+    pub content: String,
+    pub link_group: Option<usize>,
+}
+
+/// Every entry below `root` with its metadata (the root itself excluded).
+pub fn metadata_of(root: &Path) -> BTreeMap<PathBuf, Meta> {
+    let mut out = BTreeMap::new();
+    let mut groups: BTreeMap<(u64, u64), usize> = BTreeMap::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for name in list_dir(&root.join(&rel)) {
+            let rel = rel.join(name);
+            let path = root.join(&rel);
+            let meta = fs::symlink_metadata(&path).expect("lstat");
+            let (kind, content) = if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).expect("readlink");
+                ("symlink", target.to_string_lossy().into_owned())
+            } else if meta.is_dir() {
+                stack.push(rel.clone());
+                ("dir", String::new())
+            } else {
+                ("file", hash_file(&path).to_hex().to_string())
+            };
+            let link_group = (kind == "file" && meta.nlink() > 1).then(|| {
+                let next = groups.len();
+                *groups.entry((meta.dev(), meta.ino())).or_insert(next)
+            });
+            // Linux has no mode for a symlink itself.
+            let mode = if kind == "symlink" {
+                0
+            } else {
+                meta.mode() & 0o7777
+            };
+            out.insert(
+                rel,
+                Meta {
+                    kind,
+                    mode,
+                    mtime: (meta.mtime(), meta.mtime_nsec()),
+                    content,
+                    link_group,
+                },
+            );
+        }
+    }
+    out
+}
+
+/// A source tree with everything a real one has.
+pub fn real_tree(root: &Path) {
+    let tree = Tree::new(root);
+    tree.file("README", 1000, 0o644)
+        .file("bin/tool", 70_000, 0o755)
+        .file("secret/key.pem", 300, 0o600)
+        .file("src/lib/big.bin", 5 * 1024 * 1024 + 123, 0o644)
+        .file("src/main.c", 4096, 0o644)
+        .dir("empty", 0o755)
+        .dir("private", 0o700)
+        .file("private/notes", 10, 0o600)
+        .symlink("link-relative", "src/main.c")
+        .symlink("link-absolute", "/etc/hostname")
+        .symlink("link-dangling", "does/not/exist")
+        .symlink("link-to-dir", "src")
+        .symlink("src/lib/up", "../../README");
+    std::fs::hard_link(root.join("src/main.c"), root.join("main-hard")).expect("link");
+    std::fs::hard_link(root.join("README"), root.join("src/README-again")).expect("link");
+    std::fs::hard_link(root.join("README"), root.join("private/README-third")).expect("link");
+    // Old times with nanoseconds on everything, directories last (adding
+    // entries changes a directory's mtime).
+    let mut seconds = 1_000_000_000;
+    let all = metadata_of(root);
+    for (rel, meta) in all.iter().rev() {
+        seconds += 7;
+        let nanos = (seconds % 1_000_000_000) * 13 % 1_000_000_000;
+        if meta.kind != "dir" {
+            set_mtime(&root.join(rel), seconds, nanos);
+        }
+    }
+    for (rel, meta) in all.iter().rev() {
+        if meta.kind == "dir" {
+            seconds += 11;
+            set_mtime(&root.join(rel), seconds, 123_456_789);
+        }
+    }
+    std::fs::set_permissions(root.join("private"), fs::Permissions::from_mode(0o700))
+        .expect("chmod");
 }
