@@ -1,0 +1,502 @@
+//! The command line behaves as people who know age and restic expect:
+//! key flags before or after a subcommand, stdin to stdout when no path is
+//! given and `-o FILE`, the header decides which secret is asked for,
+//! flags that do not apply are refused, skipped entries are always
+//! reported, and a run that processed nothing it was given fails.
+//!
+//! Every run here has stderr on a pipe (not a terminal), and each test
+//! checks the exact lines printed and the exit status.
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+
+mod common;
+use common::{cryptstream, run, run_with_stdin, Outcome, Workspace, EXIT_FAILURE};
+
+/// Asserts that `outcome` exited with `code` and printed exactly `lines`
+/// on stderr.
+#[track_caller]
+fn assert_stderr(outcome: &Outcome, code: i32, lines: &[&str]) {
+    let printed: Vec<&str> = outcome.stderr.lines().collect();
+    assert_eq!(
+        printed, lines,
+        "stderr of {} (status {})",
+        outcome.command, outcome.status
+    );
+    assert_eq!(
+        outcome.code(),
+        Some(code),
+        "{}\nstderr:\n{}",
+        outcome.command,
+        outcome.stderr
+    );
+}
+
+/// Detaches `cmd` from any controlling terminal, so that a prompt would
+/// fail rather than wait: a run that must not prompt is seen not to.
+fn without_terminal(cmd: &mut Command) -> &mut Command {
+    // SAFETY: setsid(2) is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// Writes `files` (name, contents) into `dir`, creating it.
+fn make_files(dir: &Path, files: &[(&str, &[u8])]) {
+    fs::create_dir_all(dir).expect("create the input folder");
+    for (name, bytes) in files {
+        fs::write(dir.join(name), bytes).expect("write an input file");
+    }
+}
+
+/// Writes an age identity with `keygen --age -o PATH` and returns its
+/// recipient.
+fn age_identity(ws: &Workspace, name: &str) -> String {
+    let outcome = run(ws.bare("keygen").args(["--age", "-o", name]));
+    outcome.success();
+    outcome
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("Public key: "))
+        .expect("keygen --age prints the public key")
+        .to_string()
+}
+
+// ---------------------------------------------------------------------------
+// Skipped entries and runs that process nothing
+// ---------------------------------------------------------------------------
+
+#[test]
+fn decrypting_a_plaintext_tree_names_every_skipped_file_creates_nothing_and_fails() {
+    let ws = Workspace::new();
+    make_files(
+        &ws.path("photos"),
+        &[("a.jpg", b"not encrypted"), ("b.jpg", b"nor this")],
+    );
+    fs::create_dir(ws.path("photos/sub")).expect("create a subfolder");
+    let outcome = run(ws.keyed("decrypt").args(["photos/", "out/"]));
+    assert_stderr(
+        &outcome,
+        EXIT_FAILURE,
+        &[
+            "cryptstream: skipped photos/a.jpg: not named *.cst or *.age",
+            "cryptstream: skipped photos/b.jpg: not named *.cst or *.age",
+            "cryptstream: photos/: nothing to decrypt: 2 entries skipped",
+        ],
+    );
+    assert!(!ws.path("out").exists(), "no output folder is created");
+}
+
+#[test]
+fn skipped_entries_are_listed_when_other_files_are_processed() {
+    let ws = Workspace::new();
+    make_files(&ws.path("plain"), &[("notes.txt", b"hello")]);
+    run(ws.keyed("encrypt").args(["plain", "enc"])).success();
+    fs::write(ws.path("enc/stray.txt"), b"left here by hand").expect("write a stray file");
+    let outcome = run(ws.keyed("decrypt").args(["enc", "dec"]));
+    assert_stderr(
+        &outcome,
+        0,
+        &["cryptstream: skipped enc/stray.txt: not named *.cst or *.age"],
+    );
+    assert_eq!(fs::read(ws.path("dec/notes.txt")).unwrap(), b"hello");
+}
+
+#[test]
+fn verifying_a_tree_of_links_only_fails_and_names_them() {
+    let ws = Workspace::new();
+    fs::create_dir(ws.path("links")).unwrap();
+    std::os::unix::fs::symlink("elsewhere", ws.path("links/l")).unwrap();
+    let outcome = run(ws.keyed("verify").arg("links"));
+    assert_stderr(
+        &outcome,
+        EXIT_FAILURE,
+        &[
+            "cryptstream: skipped links/l: symbolic link (not followed)",
+            "cryptstream: links: nothing to verify: 1 entry skipped",
+        ],
+    );
+}
+
+#[test]
+fn a_resume_that_finds_everything_done_counts_the_kept_outputs_and_succeeds() {
+    let ws = Workspace::new();
+    make_files(&ws.path("plain"), &[("a", b"1"), ("b", b"2")]);
+    run(ws.keyed("encrypt").args(["plain", "enc"])).success();
+    let outcome = run(ws
+        .keyed("encrypt")
+        .args(["plain", "enc", "--skip-existing"]));
+    assert_stderr(
+        &outcome,
+        0,
+        &["cryptstream: kept 2 existing outputs (--skip-existing)"],
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Key flags before or after the subcommand
+// ---------------------------------------------------------------------------
+
+#[test]
+fn store_key_flags_work_before_and_after_the_subcommand() {
+    let ws = Workspace::new();
+    make_files(&ws.path("photos"), &[("a.jpg", b"pixels")]);
+    let store = ws.path("store");
+    let store_cmd = |before: &[&str]| {
+        let mut cmd = ws.bare("store");
+        cmd.arg("--store").arg(&store).args(["-q"]).args(before);
+        cmd
+    };
+    // -k after `init` and after `put`, then before `list`.
+    let mut init = store_cmd(&["init"]);
+    init.arg("-k").arg(ws.key());
+    let created = format!("cryptstream: created store {}", store.display());
+    assert_stderr(&run(&mut init), 0, &[&created]);
+    let mut put = store_cmd(&["put", "-k"]);
+    put.arg(ws.key()).arg("photos");
+    let outcome = run(&mut put);
+    assert_eq!(outcome.code(), Some(0), "{}", outcome.stderr);
+    let mut list = store_cmd(&["-k"]);
+    list.arg(ws.key()).arg("list");
+    let outcome = run(&mut list);
+    assert_eq!(outcome.code(), Some(0), "{}", outcome.stderr);
+    assert!(
+        outcome.stdout_text().contains("photos"),
+        "{}",
+        outcome.stdout_text()
+    );
+}
+
+#[test]
+fn put_help_lists_the_key_flags() {
+    let outcome = run(cryptstream().args(["store", "put", "--help"]));
+    outcome.success();
+    let help = outcome.stdout_text();
+    for flag in ["-k, --key-file <FILE>", "--passphrase-file <FILE>"] {
+        assert!(help.contains(flag), "put --help lacks {flag}:\n{help}");
+    }
+}
+
+#[test]
+fn store_refuses_an_identity_flag() {
+    let outcome = run(cryptstream().args(["store", "put", "-i", "id.txt", "x"]));
+    assert_eq!(outcome.code(), Some(2), "{}", outcome.stderr);
+    assert!(
+        outcome
+            .stderr
+            .starts_with("error: unexpected argument '-i' found"),
+        "{}",
+        outcome.stderr
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The header decides what to ask for; flags that do not apply are refused
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_key_file_file_without_k_names_the_key_and_never_prompts() {
+    let ws = Workspace::new();
+    fs::write(ws.path("f"), b"secret").unwrap();
+    run(ws.keyed("encrypt").args(["f", "f.cst"])).success();
+    let outcome = run(without_terminal(ws.bare("decrypt").args(["f.cst", "out"])));
+    let line = format!(
+        "cryptstream: f.cst: encrypted with key file id {}: give the key file with -k FILE",
+        ws.key_id()
+    );
+    assert_stderr(&outcome, EXIT_FAILURE, &[&line]);
+    assert!(!ws.path("out").exists());
+}
+
+#[test]
+fn an_age_file_without_identities_names_i() {
+    let ws = Workspace::new();
+    let recipient = age_identity(&ws, "id.txt");
+    fs::write(ws.path("f"), b"secret").unwrap();
+    run(ws.bare("encrypt").args(["-r", &recipient, "f", "f.age"])).success();
+    let outcome = run(without_terminal(ws.bare("decrypt").args(["f.age", "out"])));
+    assert_stderr(
+        &outcome,
+        EXIT_FAILURE,
+        &["cryptstream: f.age: an age file for X25519 recipients: give the identity file with -i FILE"],
+    );
+    // With -i it opens.
+    run(ws.bare("decrypt").args(["-i", "id.txt", "f.age", "out"])).success();
+    assert_eq!(fs::read(ws.path("out")).unwrap(), b"secret");
+}
+
+#[test]
+fn encrypt_refuses_an_identity_and_keys_with_recipients() {
+    let ws = Workspace::new();
+    let recipient = age_identity(&ws, "id.txt");
+    fs::write(ws.path("f"), b"secret").unwrap();
+    let outcome = run(ws.keyed("encrypt").args(["-i", "id.txt", "f", "out"]));
+    assert_stderr(
+        &outcome,
+        EXIT_FAILURE,
+        &["cryptstream: -i/--identity opens age files (decrypt, verify); to encrypt to an age identity give its recipient with -r or -R"],
+    );
+    let outcome = run(ws.keyed("encrypt").args(["-r", &recipient, "f", "out"]));
+    assert_stderr(
+        &outcome,
+        EXIT_FAILURE,
+        &["cryptstream: -k/--key-file does not apply to age files: -r and -R encrypt to recipients"],
+    );
+    let outcome = run(ws
+        .keyed("decrypt")
+        .args(["--cipher", "aes-256-gcm", "f", "out"]));
+    assert_stderr(
+        &outcome,
+        EXIT_FAILURE,
+        &["cryptstream: --cipher applies to encrypt: decrypt reads the cipher from each header"],
+    );
+    assert!(!ws.path("out").exists());
+}
+
+#[test]
+fn k_and_i_given_each_others_files_say_which_flag_the_file_is_for() {
+    let ws = Workspace::new();
+    let recipient = age_identity(&ws, "id.txt");
+    fs::write(ws.path("f"), b"secret").unwrap();
+    run(ws.keyed("encrypt").args(["f", "f.cst"])).success();
+    run(ws.bare("encrypt").args(["-r", &recipient, "f", "f.age"])).success();
+    let outcome = run(ws.bare("decrypt").args(["-k", "id.txt", "f.cst", "out"]));
+    assert_stderr(
+        &outcome,
+        EXIT_FAILURE,
+        &["cryptstream: id.txt: is an age identity file, not a key file: give it with -i FILE, not -k"],
+    );
+    let mut cmd = ws.bare("decrypt");
+    cmd.arg("-i").arg(ws.key()).args(["f.age", "out"]);
+    let outcome = run(&mut cmd);
+    let line = format!(
+        "cryptstream: {}: is a cryptstream key file, not an age identity file: give it with -k FILE, not -i",
+        ws.key().display()
+    );
+    assert_stderr(&outcome, EXIT_FAILURE, &[&line]);
+    assert!(!ws.path("out").exists());
+}
+
+// ---------------------------------------------------------------------------
+// stdin to stdout, -o FILE, and trailing slashes
+// ---------------------------------------------------------------------------
+
+#[test]
+fn no_path_means_stdin_to_stdout_both_ways() {
+    let ws = Workspace::new();
+    let sealed = run_with_stdin(&mut ws.keyed("encrypt"), Some(b"hi\n".to_vec()));
+    assert_stderr(&sealed, 0, &[]);
+    assert!(
+        sealed.stdout.starts_with(b"\x89CST"),
+        "stdout holds a cryptstream file"
+    );
+    let opened = run_with_stdin(&mut ws.keyed("decrypt"), Some(sealed.stdout.clone()));
+    assert_stderr(&opened, 0, &[]);
+    assert_eq!(opened.stdout, b"hi\n");
+}
+
+#[test]
+fn stdin_to_an_age_recipient_and_back_with_o() {
+    let ws = Workspace::new();
+    let recipient = age_identity(&ws, "id.txt");
+    let sealed = run_with_stdin(
+        ws.bare("encrypt").args(["-r", &recipient]),
+        Some(b"hi\n".to_vec()),
+    );
+    assert_stderr(&sealed, 0, &[]);
+    fs::write(ws.path("f.age"), &sealed.stdout).unwrap();
+    let opened = run(ws
+        .bare("decrypt")
+        .args(["-i", "id.txt", "f.age", "-o", "out"]));
+    assert_stderr(&opened, 0, &[]);
+    assert_eq!(fs::read(ws.path("out")).unwrap(), b"hi\n");
+    // --output is the long spelling; stdin with -o too.
+    let opened = run_with_stdin(
+        ws.bare("decrypt")
+            .args(["-i", "id.txt", "--output", "out2"]),
+        Some(sealed.stdout.clone()),
+    );
+    assert_stderr(&opened, 0, &[]);
+    assert_eq!(fs::read(ws.path("out2")).unwrap(), b"hi\n");
+}
+
+#[test]
+fn stdin_sealed_with_a_key_file_is_refused_without_k_before_any_prompt() {
+    let ws = Workspace::new();
+    let sealed = run_with_stdin(&mut ws.keyed("encrypt"), Some(b"hi\n".to_vec()));
+    sealed.success();
+    let outcome = run_with_stdin(
+        without_terminal(&mut ws.bare("decrypt")),
+        Some(sealed.stdout.clone()),
+    );
+    let line = format!(
+        "cryptstream: -: encrypted with key file id {}: give the key file with -k FILE",
+        ws.key_id()
+    );
+    assert_stderr(&outcome, EXIT_FAILURE, &[&line]);
+    assert!(outcome.stdout.is_empty());
+}
+
+#[test]
+fn output_given_twice_is_refused() {
+    let ws = Workspace::new();
+    fs::write(ws.path("f"), b"x").unwrap();
+    let outcome = run(ws.keyed("encrypt").args(["f", "a", "-o", "b"]));
+    assert_eq!(outcome.code(), Some(2), "{}", outcome.stderr);
+    assert!(
+        outcome
+            .stderr
+            .starts_with("error: the argument '[OUTPUT]' cannot be used with '--output <OUTPUT>'"),
+        "{}",
+        outcome.stderr
+    );
+    assert!(!ws.path("a").exists() && !ws.path("b").exists());
+}
+
+#[test]
+fn a_missing_directory_with_a_trailing_slash_is_refused_not_made_a_file() {
+    let ws = Workspace::new();
+    fs::write(ws.path("notes.txt"), b"x").unwrap();
+    let outcome = run(ws.keyed("encrypt").args(["notes.txt", "newdir/"]));
+    assert_stderr(
+        &outcome,
+        EXIT_FAILURE,
+        &["cryptstream: newdir/: no such directory (a trailing slash names a directory: create it first, or drop the slash to name a file)"],
+    );
+    assert!(!ws.path("newdir").exists());
+    fs::create_dir(ws.path("newdir")).unwrap();
+    assert_stderr(
+        &run(ws.keyed("encrypt").args(["notes.txt", "newdir/"])),
+        0,
+        &[],
+    );
+    assert!(ws.path("newdir/notes.txt.cst").is_file());
+}
+
+// ---------------------------------------------------------------------------
+// keygen, wording, units, times and manual pages
+// ---------------------------------------------------------------------------
+
+#[test]
+fn keygen_age_recipient_dash_reads_the_identity_from_stdin() {
+    let ws = Workspace::new();
+    let recipient = age_identity(&ws, "id.txt");
+    let identity = fs::read(ws.path("id.txt")).unwrap();
+    let outcome = run_with_stdin(
+        ws.bare("keygen").args(["--age-recipient", "-"]),
+        Some(identity),
+    );
+    assert_stderr(&outcome, 0, &[]);
+    assert_eq!(outcome.stdout_text(), format!("{recipient}\n"));
+    let outcome = run_with_stdin(
+        ws.bare("keygen").args(["--age-recipient", "-"]),
+        Some(b"not an identity\n".to_vec()),
+    );
+    assert_eq!(outcome.code(), Some(EXIT_FAILURE), "{}", outcome.stderr);
+    assert!(
+        outcome
+            .stderr
+            .starts_with("cryptstream: -: not an age identity file"),
+        "{}",
+        outcome.stderr
+    );
+}
+
+#[test]
+fn a_single_failed_file_is_counted_in_the_singular() {
+    let ws = Workspace::new();
+    fs::write(ws.path("f"), vec![7u8; 5000]).unwrap();
+    run(ws.keyed("encrypt").args(["f", "f.cst"])).success();
+    let mut bytes = fs::read(ws.path("f.cst")).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(ws.path("f.cst"), bytes).unwrap();
+    let outcome = run(ws.keyed("verify").arg("f.cst"));
+    assert_eq!(outcome.code(), Some(EXIT_FAILURE));
+    let last_line = outcome.stderr.lines().last().unwrap_or_default();
+    assert_eq!(
+        last_line, "cryptstream: 1 of 1 file failed",
+        "{}",
+        outcome.stderr
+    );
+}
+
+#[test]
+fn inspect_prints_the_mtime_as_rfc3339() {
+    let ws = Workspace::new();
+    fs::write(ws.path("f"), b"x").unwrap();
+    common::set_mtime(&ws.path("f"), 1_764_467_400, 250_000_000);
+    run(ws.keyed("encrypt").args(["f", "f.cst"])).success();
+    let outcome = run(ws.bare("inspect").arg("f.cst"));
+    outcome.success();
+    let text = outcome.stdout_text();
+    assert!(
+        text.lines()
+            .any(|l| l == "mtime:          2025-11-30T01:50:00.25Z"),
+        "{text}"
+    );
+}
+
+#[test]
+fn help_shows_sizes_for_people() {
+    let outcome = run(cryptstream().args(["store", "put", "--help"]));
+    outcome.success();
+    let help = outcome.stdout_text();
+    assert!(help.contains("[default: 256MiB]"), "{help}");
+    let outcome = run(cryptstream().args(["store", "init", "--help"]));
+    let help = outcome.stdout_text();
+    for default in [
+        "[default: 256KiB]",
+        "[default: 1MiB]",
+        "[default: 4MiB]",
+        "[default: 32MiB]",
+    ] {
+        assert!(
+            help.contains(default),
+            "init --help lacks {default}:\n{help}"
+        );
+    }
+    let outcome = run(cryptstream().args(["encrypt", "--help"]));
+    assert!(outcome.stdout_text().contains("[default: 64KiB]"));
+}
+
+#[test]
+fn manual_pages_have_examples_exit_status_environment_and_files() {
+    let sections = [
+        ".SH EXAMPLES",
+        ".SH EXIT STATUS",
+        ".SH ENVIRONMENT",
+        ".SH FILES",
+    ];
+    let outcome = run(cryptstream().arg("man"));
+    outcome.success();
+    let page = outcome.stdout_text();
+    for section in sections {
+        assert!(
+            page.lines().any(|l| l == section),
+            "man lacks {section}:\n{page}"
+        );
+    }
+    assert!(page.contains("CRYPTSTREAM_PASSPHRASE"), "{page}");
+    let ws = Workspace::new();
+    run(cryptstream()
+        .arg("man")
+        .arg("--out-dir")
+        .arg(ws.path("man")))
+    .success();
+    let page = fs::read_to_string(ws.path("man/cryptstream-decrypt.1")).unwrap();
+    for section in sections {
+        assert!(
+            page.lines().any(|l| l == section),
+            "decrypt page lacks {section}:\n{page}"
+        );
+    }
+    assert!(page.contains("docs.tar.age \\-o docs.tar"), "{page}");
+    assert!(ws.path("man/cryptstream-store-put.1").is_file());
+}
