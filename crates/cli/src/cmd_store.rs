@@ -459,6 +459,7 @@ pub fn run_put(
     }
     let mut entries = Vec::new();
     let (mut stored, mut unchanged, mut failed, mut new_bytes) = (0u64, 0u64, 0u64, 0u64);
+    let mut skipped = 0u64;
     let result = store.put(pool, &args.paths, &opts, bar, &mut |r| {
         let uid = r.uid.map(format_uid).unwrap_or_default();
         let status = match &r.outcome {
@@ -479,6 +480,7 @@ pub fn run_put(
                 "unchanged".to_owned()
             }
             PutOutcome::Skipped(why) => {
+                skipped += 1;
                 bar.suspend(|| messages::note(format_args!("{}: skipped: {why}", r.name)));
                 "skipped".to_owned()
             }
@@ -512,6 +514,14 @@ pub fn run_put(
             cryptstream_workload::human_size(new_bytes)
         ))
     });
+    if !cancelled && stored + unchanged + failed == 0 && skipped > 0 {
+        // Everything given was skipped: not a success (as encrypt).
+        messages::error(format_args!(
+            "put: nothing to store: {} skipped",
+            messages::count(skipped, "entry", "entries")
+        ));
+        return Ok(ExitCode::from(1));
+    }
     Ok(if cancelled {
         ExitCode::from(EXIT_INTERRUPTED)
     } else if failed > 0 {

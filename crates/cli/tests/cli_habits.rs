@@ -500,3 +500,63 @@ fn manual_pages_have_examples_exit_status_environment_and_files() {
     assert!(page.contains("docs.tar.age \\-o docs.tar"), "{page}");
     assert!(ws.path("man/cryptstream-store-put.1").is_file());
 }
+
+#[test]
+fn a_passphrase_file_without_secrets_asks_for_the_passphrase_and_nothing_else() {
+    let ws = Workspace::new();
+    fs::write(ws.path("f"), b"secret").unwrap();
+    let mut encrypt = ws.bare("encrypt");
+    encrypt
+        .env(common::PASSPHRASE_ENV, "correct horse")
+        .args(common::FAST_KDF)
+        .args(["f", "f.cst"]);
+    run(&mut encrypt).success();
+    let outcome = run(without_terminal(ws.bare("decrypt").args(["f.cst", "out"])));
+    assert_stderr(
+        &outcome,
+        EXIT_FAILURE,
+        &["cryptstream: no key given: use -k FILE, --passphrase-file FILE or CRYPTSTREAM_PASSPHRASE (no terminal to prompt on)"],
+    );
+    let mut decrypt = ws.bare("decrypt");
+    decrypt
+        .env(common::PASSPHRASE_ENV, "correct horse")
+        .args(["f.cst", "out"]);
+    assert_stderr(&run(&mut decrypt), 0, &[]);
+    assert_eq!(fs::read(ws.path("out")).unwrap(), b"secret");
+}
+
+#[test]
+fn a_store_put_that_skips_everything_fails() {
+    let ws = Workspace::new();
+    let store = ws.path("store");
+    let mut init = ws.keyed("store");
+    init.arg("--store").arg(&store).arg("init");
+    run(&mut init).success();
+    let c = std::ffi::CString::new(ws.path("fifo").into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo(3) reads a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let mut put = ws.bare("store");
+    put.arg("--store")
+        .arg(&store)
+        .args(["put", "-k"])
+        .arg(ws.key())
+        .arg("fifo");
+    let outcome = run(&mut put);
+    let printed: Vec<&str> = outcome.stderr.lines().collect();
+    assert_eq!(printed.len(), 3, "{}", outcome.stderr);
+    assert!(
+        printed[0].starts_with("cryptstream: fifo: skipped: "),
+        "{}",
+        outcome.stderr
+    );
+    assert_eq!(
+        printed[1],
+        "cryptstream: put: 0 stored (0 B new), 0 unchanged, 0 failed"
+    );
+    assert_eq!(
+        printed[2],
+        "cryptstream: put: nothing to store: 1 entry skipped"
+    );
+    assert_eq!(outcome.code(), Some(EXIT_FAILURE));
+    assert!(outcome.stdout.is_empty());
+}
