@@ -560,3 +560,62 @@ fn a_store_put_that_skips_everything_fails() {
     assert_eq!(outcome.code(), Some(EXIT_FAILURE));
     assert!(outcome.stdout.is_empty());
 }
+
+/// Runs `cmd` with stderr on a new pseudo-terminal (so that the bar and
+/// the closing line are drawn) and returns its exit code and everything
+/// it wrote there. Bounded by [`common::TIMEOUT`].
+fn run_on_terminal(cmd: &mut Command) -> (Option<i32>, String) {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two new descriptors into the integers; the
+    // other pointers may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened by openpty and are owned here.
+    let (mut master, slave) =
+        unsafe { (fs::File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(slave));
+    let mut running = common::Running::spawn(cmd);
+    // The parent's copy of the slave went into `cmd`: drop it, so that
+    // reading the master ends (EIO) once the child has exited.
+    cmd.stderr(std::process::Stdio::null());
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let status = running.wait(common::TIMEOUT);
+    (
+        status.code(),
+        reader.join().expect("the pty reader does not panic"),
+    )
+}
+
+#[test]
+fn the_closing_line_on_a_terminal_counts_in_words_and_iec_units() {
+    let ws = Workspace::new();
+    fs::write(ws.path("f"), vec![1u8; 1536]).unwrap();
+    let (code, text) = run_on_terminal(ws.keyed("encrypt").args(["f", "f.cst"]));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("encrypted 1 file, 1.5 KiB in "), "{text}");
+    let (code, text) = run_on_terminal(ws.keyed("verify").arg("f.cst"));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("verified 1 file, "), "{text}");
+    assert!(!text.contains("MB"), "{text}");
+}
