@@ -32,6 +32,7 @@ mod error;
 mod header;
 mod keys;
 mod pq;
+mod ssh;
 
 use std::io::{BufRead, Read, Write};
 
@@ -47,6 +48,7 @@ pub use keys::{
     parse_identity_file, parse_recipients_file, FileKey, Identity, Recipient, FILE_KEY_LEN,
     MAX_SCRYPT_LOG_N, SCRYPT_LOG_N,
 };
+pub use ssh::{Ed25519Identity as SshEd25519Identity, Ed25519Recipient as SshEd25519Recipient};
 
 /// Plaintext bytes per payload chunk.
 pub const CHUNK_SIZE: u32 = 64 * 1024;
