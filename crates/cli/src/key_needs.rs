@@ -8,6 +8,7 @@
 //! are read, so a large tree costs a bounded number of small reads.
 
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use cryptstream_engine::{Direction, AGE_SUFFIX, SUFFIX};
@@ -112,7 +113,13 @@ fn collect(
         return;
     }
     *budget -= 1;
-    let Ok(file) = std::fs::File::open(path) else {
+    // Without blocking: a FIFO put in place of the file after the check
+    // above must not stall the run.
+    let opened = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path);
+    let Ok(file) = opened else {
         return;
     };
     let mut prefix = Vec::new();

@@ -619,3 +619,24 @@ fn the_closing_line_on_a_terminal_counts_in_words_and_iec_units() {
     assert!(text.contains("verified 1 file, "), "{text}");
     assert!(!text.contains("MB"), "{text}");
 }
+
+#[test]
+fn a_fifo_named_like_an_encrypted_file_is_skipped_without_blocking() {
+    let ws = Workspace::new();
+    fs::create_dir(ws.path("tree")).unwrap();
+    let c = std::ffi::CString::new(ws.path("tree/a.cst").into_os_string().into_encoded_bytes())
+        .unwrap();
+    // SAFETY: mkfifo(3) reads a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // No -k: the headers are looked at first, and a FIFO is not opened.
+    let outcome = run(without_terminal(ws.bare("decrypt").args(["tree", "out"])));
+    assert_stderr(
+        &outcome,
+        EXIT_FAILURE,
+        &[
+            "cryptstream: skipped tree/a.cst: not a regular file",
+            "cryptstream: tree: nothing to decrypt: 1 entry skipped",
+        ],
+    );
+    assert!(!ws.path("out").exists());
+}
