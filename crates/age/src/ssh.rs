@@ -1,5 +1,5 @@
-//! SSH Ed25519 keys as age recipients and identities: the `ssh-ed25519`
-//! stanza of the age spec (<https://c2sp.org/age#ssh-ed25519>), on the same
+//! SSH keys as age recipients and identities: the `ssh-ed25519` and
+//! `ssh-rsa` stanzas of the age spec (<https://c2sp.org/age>), on the same
 //! aws-lc primitives as the native stanzas.
 //!
 //! A recipient is an OpenSSH public key line (`ssh-ed25519 AAAA... comment`);
@@ -12,8 +12,11 @@
 //! secret is multiplied once more by a tweak derived from that blob, so that
 //! the stanza is bound to the SSH key and not only to its X25519 form.
 //!
-//! `ssh-rsa` keys and passphrase-protected private keys are refused with a
-//! line that says so.
+//! `ssh-rsa` keys are RSA-OAEP with SHA-256 and MGF1-SHA-256 and the label
+//! `age-encryption.org/v1/ssh-rsa`, one stanza `-> ssh-rsa TAG` whose body
+//! is the OAEP ciphertext; the private key's CRT exponents (which OpenSSH
+//! files leave out) are computed here so that aws-lc can load it.
+//! Passphrase-protected private keys are refused with a line that says so.
 
 use aws_lc_rs::digest;
 use zeroize::Zeroizing;
@@ -98,26 +101,136 @@ fn take_u32(input: &mut &[u8]) -> Option<u32> {
     Some(value)
 }
 
-impl Ed25519Recipient {
-    /// Parses `ssh-ed25519 BASE64 [comment]`; `Ok(None)` when `text` is not
-    /// an SSH public key line at all.
+/// An SSH public key as a recipient.
+#[derive(Clone)]
+pub enum SshRecipient {
+    /// `ssh-ed25519`.
+    Ed25519(Ed25519Recipient),
+    /// `ssh-rsa`.
+    Rsa(RsaRecipient),
+}
+
+impl SshRecipient {
+    /// Parses `ssh-ed25519 BASE64 [comment]` or `ssh-rsa BASE64 [comment]`;
+    /// `Ok(None)` when `text` is not an SSH public key line at all.
     ///
     /// # Errors
-    /// [`AgeError::Key`] for an `ssh-rsa` key (not supported) or a
-    /// malformed `ssh-ed25519` line.
-    pub fn parse(text: &str) -> Result<Option<Ed25519Recipient>, AgeError> {
+    /// [`AgeError::Key`] for a malformed key of these types.
+    pub fn parse(text: &str) -> Result<Option<SshRecipient>, AgeError> {
         let mut fields = text.split_whitespace();
-        let kind = fields.next().unwrap_or_default();
-        if kind == "ssh-rsa" {
+        match fields.next().unwrap_or_default() {
+            ED25519_TAG => {
+                Ed25519Recipient::parse(fields.next()).map(|r| Some(SshRecipient::Ed25519(r)))
+            }
+            RSA_TAG => RsaRecipient::parse(fields.next()).map(|r| Some(SshRecipient::Rsa(r))),
+            _ => Ok(None),
+        }
+    }
+
+    /// The OpenSSH text form, without a comment.
+    pub fn encode(&self) -> String {
+        match self {
+            SshRecipient::Ed25519(key) => key.encode(),
+            SshRecipient::Rsa(key) => key.encode(),
+        }
+    }
+
+    /// Wraps `file_key` in a new stanza for this key.
+    ///
+    /// # Errors
+    /// As the key type's `wrap`.
+    pub(crate) fn wrap(&self, file_key: &[u8]) -> Result<Stanza, AgeError> {
+        match self {
+            SshRecipient::Ed25519(key) => key.wrap(file_key),
+            SshRecipient::Rsa(key) => key.wrap(file_key),
+        }
+    }
+}
+
+/// An SSH private key as an identity.
+pub enum SshIdentity {
+    /// `ssh-ed25519`.
+    Ed25519(Ed25519Identity),
+    /// `ssh-rsa`.
+    Rsa(RsaIdentity),
+}
+
+impl SshIdentity {
+    /// The matching recipient.
+    pub fn recipient(&self) -> SshRecipient {
+        match self {
+            SshIdentity::Ed25519(key) => SshRecipient::Ed25519(key.recipient()),
+            SshIdentity::Rsa(key) => SshRecipient::Rsa(key.recipient()),
+        }
+    }
+
+    /// Tries this identity on `stanza`: `Ok(None)` when the stanza is of
+    /// another type, for another key, or does not open.
+    ///
+    /// # Errors
+    /// A header failure for a malformed stanza of this key's type.
+    pub(crate) fn unwrap(&self, stanza: &Stanza) -> Result<Option<Zeroizing<Vec<u8>>>, AgeError> {
+        match (self, stanza.kind()) {
+            (SshIdentity::Ed25519(key), ED25519_TAG) => key.unwrap(stanza),
+            (SshIdentity::Rsa(key), RSA_TAG) => key.unwrap(stanza),
+            _ => Ok(None),
+        }
+    }
+
+    /// Parses an unencrypted OpenSSH private key file holding one Ed25519
+    /// or RSA key.
+    ///
+    /// # Errors
+    /// [`AgeError::Key`] for a key protected by a passphrase, of another
+    /// type, or malformed. The message never repeats the text.
+    pub fn parse(text: &str) -> Result<SshIdentity, AgeError> {
+        let bad = || AgeError::Key("not a valid OpenSSH private key".into());
+        let body: String = text
+            .lines()
+            .map(str::trim)
+            .skip_while(|l| *l != PRIVATE_BEGIN)
+            .skip(1)
+            .take_while(|l| *l != PRIVATE_END)
+            .collect();
+        let decoded = Zeroizing::new(b64_padded_decode(&body).ok_or_else(bad)?);
+        let mut rest = decoded.strip_prefix(PRIVATE_MAGIC).ok_or_else(bad)?;
+        let cipher = take_string(&mut rest).ok_or_else(bad)?;
+        let kdf = take_string(&mut rest).ok_or_else(bad)?;
+        let _kdf_options = take_string(&mut rest).ok_or_else(bad)?;
+        if cipher != b"none" || kdf != b"none" {
             return Err(AgeError::Key(
-                "ssh-rsa keys are not supported: use an ssh-ed25519 key or an age recipient".into(),
+                "the SSH private key is protected by a passphrase, which is not supported: \
+                 use an unprotected copy (ssh-keygen -p) or an age identity"
+                    .into(),
             ));
         }
-        if kind != ED25519_TAG {
-            return Ok(None);
+        if take_u32(&mut rest) != Some(1) {
+            return Err(bad());
         }
+        let public_blob = take_string(&mut rest).ok_or_else(bad)?;
+        let mut private = take_string(&mut rest).ok_or_else(bad)?;
+        let (check1, check2) = (take_u32(&mut private), take_u32(&mut private));
+        if check1.is_none() || check1 != check2 {
+            return Err(bad());
+        }
+        match take_string(&mut private).ok_or_else(bad)? {
+            b"ssh-ed25519" => {
+                Ed25519Identity::parse(&mut private, public_blob).map(SshIdentity::Ed25519)
+            }
+            b"ssh-rsa" => RsaIdentity::parse(&mut private, public_blob).map(SshIdentity::Rsa),
+            _ => Err(AgeError::Key(
+                "unsupported SSH key type: use an ssh-ed25519 or ssh-rsa key, or an age identity"
+                    .into(),
+            )),
+        }
+    }
+}
+
+impl Ed25519Recipient {
+    /// Parses the base64 blob of an `ssh-ed25519` public key line.
+    fn parse(blob_text: Option<&str>) -> Result<Ed25519Recipient, AgeError> {
         let bad = || AgeError::Key("not a valid ssh-ed25519 public key".into());
-        let blob = fields.next().and_then(b64_padded_decode).ok_or_else(bad)?;
+        let blob = blob_text.and_then(b64_padded_decode).ok_or_else(bad)?;
         let mut rest = &blob[..];
         let key_type = take_string(&mut rest).ok_or_else(bad)?;
         let key: [u8; 32] = take_string(&mut rest)
@@ -127,7 +240,7 @@ impl Ed25519Recipient {
             return Err(bad());
         }
         let montgomery = edwards_to_montgomery(&key).ok_or_else(bad)?;
-        Ok(Some(Ed25519Recipient { blob, montgomery }))
+        Ok(Ed25519Recipient { blob, montgomery })
     }
 
     /// The OpenSSH text form, without a comment.
@@ -170,55 +283,14 @@ fn wrapping_key(share: &[u8; 32], recipient: &[u8; 32], shared: &[u8; 32]) -> Ze
 }
 
 impl Ed25519Identity {
-    /// Parses an unencrypted OpenSSH private key file holding one
-    /// Ed25519 key.
-    ///
-    /// # Errors
-    /// [`AgeError::Key`] for a key protected by a passphrase, of another
-    /// type (ssh-rsa), or malformed. The message never repeats the text.
-    pub fn parse(text: &str) -> Result<Ed25519Identity, AgeError> {
+    /// Reads the Ed25519 fields of an OpenSSH private key section (after
+    /// its key type) whose public blob is `public_blob`.
+    fn parse(private: &mut &[u8], public_blob: &[u8]) -> Result<Ed25519Identity, AgeError> {
         let bad = || AgeError::Key("not a valid OpenSSH private key".into());
-        let body: String = text
-            .lines()
-            .map(str::trim)
-            .skip_while(|l| *l != PRIVATE_BEGIN)
-            .skip(1)
-            .take_while(|l| *l != PRIVATE_END)
-            .collect();
-        let decoded = Zeroizing::new(b64_padded_decode(&body).ok_or_else(bad)?);
-        let mut rest = decoded.strip_prefix(PRIVATE_MAGIC).ok_or_else(bad)?;
-        let cipher = take_string(&mut rest).ok_or_else(bad)?;
-        let kdf = take_string(&mut rest).ok_or_else(bad)?;
-        let _kdf_options = take_string(&mut rest).ok_or_else(bad)?;
-        if cipher != b"none" || kdf != b"none" {
-            return Err(AgeError::Key(
-                "the SSH private key is protected by a passphrase, which is not supported: \
-                 use an unprotected copy (ssh-keygen -p) or an age identity"
-                    .into(),
-            ));
-        }
-        if take_u32(&mut rest) != Some(1) {
-            return Err(bad());
-        }
-        let public_blob = take_string(&mut rest).ok_or_else(bad)?;
-        let mut private = take_string(&mut rest).ok_or_else(bad)?;
-        let (check1, check2) = (take_u32(&mut private), take_u32(&mut private));
-        if check1.is_none() || check1 != check2 {
-            return Err(bad());
-        }
-        let key_type = take_string(&mut private).ok_or_else(bad)?;
-        if key_type == b"ssh-rsa" {
-            return Err(AgeError::Key(
-                "ssh-rsa keys are not supported: use an ssh-ed25519 key or an age identity".into(),
-            ));
-        }
-        if key_type != ED25519_TAG.as_bytes() {
-            return Err(bad());
-        }
-        let public: [u8; 32] = take_string(&mut private)
+        let public: [u8; 32] = take_string(private)
             .and_then(|k| k.try_into().ok())
             .ok_or_else(bad)?;
-        let pair = take_string(&mut private)
+        let pair = take_string(private)
             .filter(|p| p.len() == 64)
             .ok_or_else(bad)?;
         if pair[32..] != public || public_blob != ed25519_blob(&public) {
@@ -277,6 +349,282 @@ impl Ed25519Identity {
         };
         let key = wrapping_key(&share, &self.public, &shared);
         Ok(crypto::open(&key, [0; 12], &stanza.body))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// ssh-rsa: RSA-OAEP (SHA-256, MGF1-SHA-256) with the age label
+// ---------------------------------------------------------------------------
+
+/// The stanza type and the SSH key type of RSA keys.
+pub(crate) const RSA_TAG: &str = "ssh-rsa";
+/// The OAEP label of `ssh-rsa` stanzas.
+const RSA_LABEL: &[u8] = b"age-encryption.org/v1/ssh-rsa";
+
+/// An `ssh-rsa` public key as a recipient.
+#[derive(Clone)]
+pub struct RsaRecipient {
+    /// The SSH wire form of the public key.
+    blob: Vec<u8>,
+    /// The key as aws-lc holds it.
+    key: aws_lc_rs::rsa::PublicEncryptingKey,
+}
+
+/// An `ssh-rsa` private key as an identity.
+pub struct RsaIdentity {
+    /// The SSH wire form of the public key.
+    blob: Vec<u8>,
+    /// The key as aws-lc holds it.
+    key: aws_lc_rs::rsa::PrivateDecryptingKey,
+    /// Its public half.
+    public: aws_lc_rs::rsa::PublicEncryptingKey,
+}
+
+/// The SSH wire form of an RSA public key.
+fn rsa_blob(e: &[u8], n: &[u8]) -> Vec<u8> {
+    let mut blob = Vec::new();
+    put_string(&mut blob, RSA_TAG.as_bytes());
+    put_string(&mut blob, &mpint(e));
+    put_string(&mut blob, &mpint(n));
+    blob
+}
+
+/// A non-negative big-endian integer as an SSH mpint body: no leading
+/// zeros, one zero byte first when the top bit is set.
+fn mpint(value: &[u8]) -> Vec<u8> {
+    let digits = strip_zeros(value);
+    let mut out = Vec::with_capacity(digits.len() + 1);
+    if digits.first().is_some_and(|b| b & 0x80 != 0) {
+        out.push(0);
+    }
+    out.extend_from_slice(digits);
+    out
+}
+
+fn strip_zeros(value: &[u8]) -> &[u8] {
+    let start = value.iter().position(|&b| b != 0).unwrap_or(value.len());
+    &value[start..]
+}
+
+/// DER: a tag, its length and `content`.
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let digits = strip_zeros(&bytes);
+        out.push(0x80 | digits.len() as u8);
+        out.extend_from_slice(digits);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// DER INTEGER of a non-negative big-endian value.
+fn der_uint(value: &[u8]) -> Vec<u8> {
+    let body = mpint(value);
+    if body.is_empty() {
+        return der(0x02, &[0]);
+    }
+    der(0x02, &body)
+}
+
+/// The DER of AlgorithmIdentifier { rsaEncryption, NULL }.
+fn rsa_algorithm() -> Vec<u8> {
+    const RSA_ENCRYPTION: [u8; 9] = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+    let mut content = der(0x06, &RSA_ENCRYPTION);
+    content.extend_from_slice(&[0x05, 0x00]);
+    der(0x30, &content)
+}
+
+/// `value mod modulus` of big-endian integers (binary long division; the
+/// values are a private key's, the time depends on their lengths only up
+/// to the leading zeros, which are public).
+fn big_mod(value: &[u8], modulus: &[u8]) -> Zeroizing<Vec<u8>> {
+    let modulus = strip_zeros(modulus);
+    let mut rest = Zeroizing::new(vec![0u8; modulus.len() + 1]);
+    let mut padded = vec![0u8; 1];
+    padded.extend_from_slice(modulus);
+    for byte in value {
+        for bit in (0..8).rev() {
+            // rest = 2 * rest + bit
+            let mut carry = byte >> bit & 1;
+            for digit in rest.iter_mut().rev() {
+                let next = *digit >> 7;
+                *digit = *digit << 1 | carry;
+                carry = next;
+            }
+            if rest[..] >= padded[..] {
+                let mut borrow = 0i16;
+                for (digit, m) in rest.iter_mut().zip(&padded).rev() {
+                    let diff = i16::from(*digit) - i16::from(*m) - borrow;
+                    *digit = diff.rem_euclid(256) as u8;
+                    borrow = i16::from(diff < 0);
+                }
+            }
+        }
+    }
+    rest
+}
+
+/// `value - 1` of a positive big-endian integer.
+fn minus_one(value: &[u8]) -> Vec<u8> {
+    let mut out = value.to_vec();
+    for digit in out.iter_mut().rev() {
+        let (d, borrow) = digit.overflowing_sub(1);
+        *digit = d;
+        if !borrow {
+            break;
+        }
+    }
+    out
+}
+
+/// An RSA public key from its exponent and modulus.
+fn rsa_public_key(e: &[u8], n: &[u8]) -> Option<aws_lc_rs::rsa::PublicEncryptingKey> {
+    let mut key = der_uint(n);
+    key.extend_from_slice(&der_uint(e));
+    let key = der(0x30, &key);
+    let mut bits = vec![0u8];
+    bits.extend_from_slice(&key);
+    let mut spki = rsa_algorithm();
+    spki.extend_from_slice(&der(0x03, &bits));
+    aws_lc_rs::rsa::PublicEncryptingKey::from_der(&der(0x30, &spki)).ok()
+}
+
+impl RsaRecipient {
+    /// Parses the base64 blob of an `ssh-rsa` public key line.
+    ///
+    /// # Errors
+    /// [`AgeError::Key`] for a malformed key or one aws-lc refuses
+    /// (below 2048 bits).
+    fn parse(blob_text: Option<&str>) -> Result<RsaRecipient, AgeError> {
+        let bad = || {
+            AgeError::Key("not a usable ssh-rsa public key (2048 to 8192 bits are accepted)".into())
+        };
+        let blob = blob_text.and_then(b64_padded_decode).ok_or_else(bad)?;
+        let mut rest = &blob[..];
+        let key_type = take_string(&mut rest).ok_or_else(bad)?;
+        let e = take_string(&mut rest).ok_or_else(bad)?;
+        let n = take_string(&mut rest).ok_or_else(bad)?;
+        if key_type != RSA_TAG.as_bytes() || !rest.is_empty() || rsa_blob(e, n) != blob {
+            return Err(bad());
+        }
+        let key = rsa_public_key(e, n).ok_or_else(bad)?;
+        Ok(RsaRecipient { blob, key })
+    }
+
+    /// The OpenSSH text form, without a comment.
+    pub fn encode(&self) -> String {
+        let mut text = b64_encode(&self.blob);
+        while !text.len().is_multiple_of(4) {
+            text.push('=');
+        }
+        format!("{RSA_TAG} {text}")
+    }
+
+    /// Wraps `file_key` in a new `ssh-rsa` stanza.
+    ///
+    /// # Errors
+    /// [`AgeError::Key`] when aws-lc cannot encrypt to the key.
+    pub(crate) fn wrap(&self, file_key: &[u8]) -> Result<Stanza, AgeError> {
+        use aws_lc_rs::rsa::{OaepPublicEncryptingKey, OAEP_SHA256_MGF1SHA256};
+        let failed = || AgeError::Key("cannot encrypt to this ssh-rsa key".into());
+        let key = OaepPublicEncryptingKey::new(self.key.clone()).map_err(|_| failed())?;
+        let mut body = vec![0u8; key.ciphertext_size()];
+        let len = key
+            .encrypt(
+                &OAEP_SHA256_MGF1SHA256,
+                file_key,
+                &mut body,
+                Some(RSA_LABEL),
+            )
+            .map_err(|_| failed())?
+            .len();
+        body.truncate(len);
+        Ok(Stanza {
+            args: vec![RSA_TAG.into(), fingerprint(&self.blob)],
+            body,
+        })
+    }
+}
+
+impl RsaIdentity {
+    /// Reads the RSA fields of an OpenSSH private key section (after its
+    /// key type) whose public blob is `public_blob`.
+    fn parse(private: &mut &[u8], public_blob: &[u8]) -> Result<RsaIdentity, AgeError> {
+        let bad = || {
+            AgeError::Key(
+                "not a usable ssh-rsa private key (2048 to 8192 bits are accepted)".into(),
+            )
+        };
+        let mut field = || take_string(private).ok_or_else(bad);
+        let (n, e, d, iqmp, p, q) = (field()?, field()?, field()?, field()?, field()?, field()?);
+        if rsa_blob(e, n) != public_blob {
+            return Err(bad());
+        }
+        let d_p = big_mod(d, &minus_one(strip_zeros(p)));
+        let d_q = big_mod(d, &minus_one(strip_zeros(q)));
+        let mut fields = der_uint(&[0]);
+        for value in [n, e, d, p, q, &d_p[..], &d_q[..], iqmp] {
+            fields.extend_from_slice(&der_uint(value));
+        }
+        let private_key = Zeroizing::new(der(0x30, &fields));
+        drop(Zeroizing::new(fields));
+        let mut pkcs8 = der_uint(&[0]);
+        pkcs8.extend_from_slice(&rsa_algorithm());
+        pkcs8.extend_from_slice(&der(0x04, &private_key));
+        let pkcs8 = Zeroizing::new(der(0x30, &pkcs8));
+        let key = aws_lc_rs::rsa::PrivateDecryptingKey::from_pkcs8(&pkcs8).map_err(|_| bad())?;
+        let public = rsa_public_key(e, n).ok_or_else(bad)?;
+        Ok(RsaIdentity {
+            blob: public_blob.to_vec(),
+            key,
+            public,
+        })
+    }
+
+    /// The matching recipient.
+    pub fn recipient(&self) -> RsaRecipient {
+        RsaRecipient {
+            blob: self.blob.clone(),
+            key: self.public.clone(),
+        }
+    }
+
+    /// Tries this identity on an `ssh-rsa` stanza: `Ok(None)` when the
+    /// stanza is for another key or does not open.
+    ///
+    /// # Errors
+    /// A header failure for a malformed stanza of this type.
+    pub(crate) fn unwrap(&self, stanza: &Stanza) -> Result<Option<Zeroizing<Vec<u8>>>, AgeError> {
+        use aws_lc_rs::rsa::{OaepPrivateDecryptingKey, OAEP_SHA256_MGF1SHA256};
+        let [_, tag] = &stanza.args[..] else {
+            return Err(AgeError::header("an ssh-rsa stanza needs one tag"));
+        };
+        if b64_decode(tag.as_bytes()).map(|t| t.len()) != Some(4) {
+            return Err(AgeError::header("an ssh-rsa tag is not 4 canonical bytes"));
+        }
+        if *tag != fingerprint(&self.blob) {
+            return Ok(None);
+        }
+        let Ok(key) = OaepPrivateDecryptingKey::new(self.key.clone()) else {
+            return Ok(None);
+        };
+        let mut plain = Zeroizing::new(vec![0u8; key.min_output_size()]);
+        let Ok(opened) = key.decrypt(
+            &OAEP_SHA256_MGF1SHA256,
+            &stanza.body,
+            &mut plain,
+            Some(RSA_LABEL),
+        ) else {
+            return Ok(None);
+        };
+        let len = opened.len();
+        plain.truncate(len);
+        Ok(Some(plain))
     }
 }
 
@@ -479,11 +827,19 @@ mod tests {
     }
 
     #[test]
-    fn rsa_keys_are_refused_with_a_reason() {
-        let err = Ed25519Recipient::parse("ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ== x").err();
-        assert!(err
-            .unwrap()
-            .to_string()
-            .contains("ssh-rsa keys are not supported"));
+    fn big_mod_matches_small_numbers() {
+        let cases: [(u64, u64); 5] = [
+            (100, 7),
+            (0, 5),
+            (5, 5),
+            (u64::MAX, 1_000_003),
+            (12345, 99_999),
+        ];
+        for (value, modulus) in cases {
+            let got = big_mod(&value.to_be_bytes(), &modulus.to_be_bytes());
+            let got = got.iter().fold(0u64, |acc, &b| acc << 8 | u64::from(b));
+            assert_eq!(got, value % modulus, "{value} mod {modulus}");
+        }
+        assert_eq!(minus_one(&[1, 0, 0]), [0, 0xff, 0xff]);
     }
 }

@@ -134,7 +134,7 @@ pub struct CryptArgs {
 /// recognise age files by their first line).
 #[derive(clap::Args, Debug)]
 pub struct AgeArgs {
-    /// Write age files to this recipient (age1... or age1pq1..., repeatable).
+    /// Write age files to this recipient (age1..., age1pq1..., "ssh-ed25519 ..." or "ssh-rsa ..."; repeatable).
     #[arg(short = 'r', long = "recipient", value_name = "RECIPIENT")]
     recipients: Vec<String>,
     /// Write age files to the recipients listed in FILE (one per line, # comments; repeatable).

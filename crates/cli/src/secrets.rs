@@ -48,7 +48,7 @@ pub struct KeyArgs {
 pub struct SecretArgs {
     #[command(flatten)]
     pub keys: KeyArgs,
-    /// age identity file (`age-keygen` format) to open age files with (repeatable; decrypt and verify).
+    /// age identity file (`age-keygen` format, or an OpenSSH private key) to open age files with (repeatable; decrypt and verify).
     #[arg(short = 'i', long = "identity", value_name = "FILE", global = true)]
     pub identities: Vec<PathBuf>,
 }

@@ -1,8 +1,8 @@
-//! SSH Ed25519 keys as age recipients and identities, both ways with the
-//! real `age`: what cryptstream encrypts to `ssh-ed25519 AAAA...` opens with
-//! `age -d -i id_ed25519`, and what `age -r ssh-ed25519...` writes opens with
-//! `cryptstream decrypt -i id_ed25519`. The key pair is made here with
-//! aws-lc's Ed25519 and written in the OpenSSH formats, so the test needs no
+//! SSH keys (`ssh-ed25519`, `ssh-rsa`) as age recipients and identities,
+//! both ways with the real `age`: what cryptstream encrypts to an SSH public
+//! key opens with `age -d -i KEY`, and what `age -r "ssh-..."` writes opens
+//! with `cryptstream decrypt -i KEY`. The key pairs are made here with
+//! aws-lc and written in the OpenSSH formats, so the test needs no
 //! `ssh-keygen`; `age` parsing the files is the check that they are right.
 
 use std::fs;
@@ -42,22 +42,23 @@ fn put_string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// Writes an unencrypted OpenSSH Ed25519 key pair made from `seed` as
-/// `dir/id_ed25519` and returns the public key line.
-fn write_ssh_key(dir: &Path, seed: [u8; 32]) -> String {
-    let pair = Ed25519KeyPair::from_seed_unchecked(&seed).expect("an Ed25519 seed");
-    let public = pair.public_key().as_ref().to_vec();
-    let mut blob = Vec::new();
-    put_string(&mut blob, b"ssh-ed25519");
-    put_string(&mut blob, &public);
+/// Writes an unencrypted OpenSSH private key file `dir/NAME` with the public
+/// blob `blob` and the private fields `fields` (after the key type), and
+/// `dir/NAME.pub`; returns the public key line.
+fn write_openssh(
+    dir: &Path,
+    name: &str,
+    key_type: &str,
+    blob: &[u8],
+    fields: &[Vec<u8>],
+) -> String {
     let mut private = Vec::new();
     private.extend_from_slice(&0x5eed_5eedu32.to_be_bytes());
     private.extend_from_slice(&0x5eed_5eedu32.to_be_bytes());
-    put_string(&mut private, b"ssh-ed25519");
-    put_string(&mut private, &public);
-    let mut pair_bytes = seed.to_vec();
-    pair_bytes.extend_from_slice(&public);
-    put_string(&mut private, &pair_bytes);
+    put_string(&mut private, key_type.as_bytes());
+    for field in fields {
+        put_string(&mut private, field);
+    }
     put_string(&mut private, b"test@cryptstream");
     let mut pad = 1u8;
     while private.len() % 8 != 0 {
@@ -69,7 +70,7 @@ fn write_ssh_key(dir: &Path, seed: [u8; 32]) -> String {
     put_string(&mut key, b"none");
     put_string(&mut key, b"");
     key.extend_from_slice(&1u32.to_be_bytes());
-    put_string(&mut key, &blob);
+    put_string(&mut key, blob);
     put_string(&mut key, &private);
     let encoded = base64(&key);
     let mut pem = String::from("-----BEGIN OPENSSH PRIVATE KEY-----\n");
@@ -78,10 +79,90 @@ fn write_ssh_key(dir: &Path, seed: [u8; 32]) -> String {
         pem.push('\n');
     }
     pem.push_str("-----END OPENSSH PRIVATE KEY-----\n");
-    fs::write(dir.join("id_ed25519"), pem).unwrap();
-    let line = format!("ssh-ed25519 {} test@cryptstream", base64(&blob));
-    fs::write(dir.join("id_ed25519.pub"), format!("{line}\n")).unwrap();
+    fs::write(dir.join(name), pem).unwrap();
+    let line = format!("{key_type} {} test@cryptstream", base64(blob));
+    fs::write(dir.join(format!("{name}.pub")), format!("{line}\n")).unwrap();
     line
+}
+
+/// Writes an OpenSSH Ed25519 key pair made from `seed` as
+/// `dir/id_ed25519` and returns the public key line.
+fn write_ssh_key(dir: &Path, seed: [u8; 32]) -> String {
+    let pair = Ed25519KeyPair::from_seed_unchecked(&seed).expect("an Ed25519 seed");
+    let public = pair.public_key().as_ref().to_vec();
+    let mut blob = Vec::new();
+    put_string(&mut blob, b"ssh-ed25519");
+    put_string(&mut blob, &public);
+    let mut pair_bytes = seed.to_vec();
+    pair_bytes.extend_from_slice(&public);
+    write_openssh(
+        dir,
+        "id_ed25519",
+        "ssh-ed25519",
+        &blob,
+        &[public, pair_bytes],
+    )
+}
+
+/// Reads one DER element at the front of `input`: (tag, content).
+fn der_take<'a>(input: &mut &'a [u8]) -> (u8, &'a [u8]) {
+    let tag = input[0];
+    let (len, head) = match input[1] {
+        short if short < 0x80 => (usize::from(short), 2),
+        long => {
+            let n = usize::from(long & 0x7f);
+            let len = input[2..2 + n]
+                .iter()
+                .fold(0usize, |acc, &b| acc << 8 | usize::from(b));
+            (len, 2 + n)
+        }
+    };
+    let content = &input[head..head + len];
+    *input = &input[head + len..];
+    (tag, content)
+}
+
+/// An SSH mpint body of a DER INTEGER's content (already two's complement).
+fn mpint(der_integer: &[u8]) -> Vec<u8> {
+    let start = der_integer
+        .iter()
+        .position(|&b| b != 0)
+        .unwrap_or(der_integer.len());
+    let mut out = der_integer[start..].to_vec();
+    if out.first().is_some_and(|b| b & 0x80 != 0) {
+        out.insert(0, 0);
+    }
+    out
+}
+
+/// Writes a new 2048-bit RSA key pair (made by aws-lc) as `dir/id_rsa`
+/// and returns the public key line.
+fn write_rsa_key(dir: &Path) -> String {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
+    let key = PrivateDecryptingKey::generate(KeySize::Rsa2048).expect("an RSA key");
+    let pkcs8 = key.as_der().expect("PKCS#8");
+    // PrivateKeyInfo { version, algorithm, OCTET STRING { RSAPrivateKey } }
+    let mut outer = pkcs8.as_ref();
+    let (_, mut info) = der_take(&mut outer);
+    der_take(&mut info);
+    der_take(&mut info);
+    let (_, mut rsa) = der_take(&mut info);
+    let (_, mut fields) = der_take(&mut rsa);
+    let mut values = Vec::new();
+    while !fields.is_empty() {
+        values.push(mpint(der_take(&mut fields).1));
+    }
+    // version, n, e, d, p, q, dP, dQ, qInv
+    let (n, e, d, p, q, q_inv) = (
+        &values[1], &values[2], &values[3], &values[4], &values[5], &values[8],
+    );
+    let mut blob = Vec::new();
+    put_string(&mut blob, b"ssh-rsa");
+    put_string(&mut blob, e);
+    put_string(&mut blob, n);
+    let fields = [n, e, d, q_inv, p, q].map(|v| v.clone());
+    write_openssh(dir, "id_rsa", "ssh-rsa", &blob, &fields)
 }
 
 #[test]
@@ -160,7 +241,48 @@ fn age_encrypts_to_an_ssh_key_and_cryptstream_decrypts_it() {
 }
 
 #[test]
-fn ssh_rsa_recipients_are_refused_with_one_line() {
+fn ssh_rsa_keys_go_both_ways_with_age() {
+    let ws = Workspace::new();
+    let recipient = write_rsa_key(ws.root());
+    let plain = b"to an RSA key\n".repeat(3000);
+    fs::write(ws.path("f"), &plain).unwrap();
+    // cryptstream to age.
+    let outcome = run(ws.bare("encrypt").args(["-R", "id_rsa.pub", "f", "f.age"]));
+    assert_eq!(outcome.code(), Some(0), "{}", outcome.stderr);
+    let out = age()
+        .arg("-d")
+        .arg("-i")
+        .arg(ws.path("id_rsa"))
+        .arg(ws.path("f.age"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout == plain, "age -d gave other bytes");
+    // age to cryptstream.
+    let out = age()
+        .args(["-e", "-r", &recipient, "-o"])
+        .arg(ws.path("g.age"))
+        .arg(ws.path("f"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let outcome = run(ws
+        .bare("decrypt")
+        .args(["-i", "id_rsa", "g.age", "-o", "out"]));
+    assert_eq!(outcome.code(), Some(0), "{}", outcome.stderr);
+    assert!(fs::read(ws.path("out")).unwrap() == plain);
+}
+
+#[test]
+fn a_malformed_ssh_key_is_refused_with_one_line() {
     let ws = Workspace::new();
     fs::write(ws.path("f"), b"x").unwrap();
     let outcome = run(ws.bare("encrypt").args([
@@ -172,7 +294,7 @@ fn ssh_rsa_recipients_are_refused_with_one_line() {
     let lines: Vec<&str> = outcome.stderr.lines().collect();
     assert_eq!(
         lines,
-        ["cryptstream: ssh-rsa keys are not supported: use an ssh-ed25519 key or an age recipient"]
+        ["cryptstream: not a usable ssh-rsa public key (2048 to 8192 bits are accepted)"]
     );
     assert_eq!(outcome.code(), Some(EXIT_FAILURE));
     assert!(!ws.path("f.age").exists());
