@@ -439,14 +439,17 @@ fn rsa_algorithm() -> Vec<u8> {
     der(0x30, &content)
 }
 
-/// `value mod modulus` of big-endian integers (binary long division; the
-/// values are a private key's, the time depends on their lengths only up
-/// to the leading zeros, which are public).
+/// `value mod modulus` of big-endian integers, by binary long division.
+/// The values are a private key's: every bit of `value` costs the same
+/// work whatever the digits (the subtraction is always computed and kept
+/// or dropped with a mask, never a branch).
 fn big_mod(value: &[u8], modulus: &[u8]) -> Zeroizing<Vec<u8>> {
     let modulus = strip_zeros(modulus);
-    let mut rest = Zeroizing::new(vec![0u8; modulus.len() + 1]);
+    let width = modulus.len() + 1;
     let mut padded = vec![0u8; 1];
     padded.extend_from_slice(modulus);
+    let mut rest = Zeroizing::new(vec![0u8; width]);
+    let mut diff = Zeroizing::new(vec![0u8; width]);
     for byte in value {
         for bit in (0..8).rev() {
             // rest = 2 * rest + bit
@@ -456,13 +459,18 @@ fn big_mod(value: &[u8], modulus: &[u8]) -> Zeroizing<Vec<u8>> {
                 *digit = *digit << 1 | carry;
                 carry = next;
             }
-            if rest[..] >= padded[..] {
-                let mut borrow = 0i16;
-                for (digit, m) in rest.iter_mut().zip(&padded).rev() {
-                    let diff = i16::from(*digit) - i16::from(*m) - borrow;
-                    *digit = diff.rem_euclid(256) as u8;
-                    borrow = i16::from(diff < 0);
-                }
+            // diff = rest - modulus; kept when there is no borrow.
+            let mut borrow = 0u16;
+            for ((d, r), m) in diff.iter_mut().zip(rest.iter()).zip(&padded).rev() {
+                let wide = u16::from(*r)
+                    .wrapping_sub(u16::from(*m))
+                    .wrapping_sub(borrow);
+                *d = wide as u8;
+                borrow = wide >> 15;
+            }
+            let keep_rest = (borrow as u8).wrapping_neg();
+            for (r, d) in rest.iter_mut().zip(diff.iter()) {
+                *r = (*r & keep_rest) | (*d & !keep_rest);
             }
         }
     }
