@@ -561,11 +561,8 @@ fn a_store_put_that_skips_everything_fails() {
     assert!(outcome.stdout.is_empty());
 }
 
-/// Runs `cmd` with stderr on a new pseudo-terminal (so that the bar and
-/// the closing line are drawn) and returns its exit code and everything
-/// it wrote there. Bounded by [`common::TIMEOUT`].
-fn run_on_terminal(cmd: &mut Command) -> (Option<i32>, String) {
-    use std::io::Read;
+/// A new pseudo-terminal: (master, slave).
+fn open_pty() -> (fs::File, std::os::fd::OwnedFd) {
     use std::os::fd::{FromRawFd, OwnedFd};
     let (mut master, mut slave) = (0, 0);
     // SAFETY: openpty writes two new descriptors into the integers; the
@@ -581,15 +578,14 @@ fn run_on_terminal(cmd: &mut Command) -> (Option<i32>, String) {
     };
     assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
     // SAFETY: both descriptors were just opened by openpty and are owned here.
-    let (mut master, slave) =
-        unsafe { (fs::File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-    cmd.stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::from(slave));
-    let mut running = common::Running::spawn(cmd);
-    // The parent's copy of the slave went into `cmd`: drop it, so that
-    // reading the master ends (EIO) once the child has exited.
-    cmd.stderr(std::process::Stdio::null());
-    let reader = std::thread::spawn(move || {
+    unsafe { (fs::File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
+}
+
+/// Everything written to the terminal whose master is `master`, read on
+/// a thread until the last writer closes it (EIO).
+fn read_terminal(mut master: fs::File) -> std::thread::JoinHandle<String> {
+    use std::io::Read;
+    std::thread::spawn(move || {
         let mut seen = Vec::new();
         let mut buf = [0u8; 4096];
         while let Ok(n) = master.read(&mut buf) {
@@ -599,12 +595,80 @@ fn run_on_terminal(cmd: &mut Command) -> (Option<i32>, String) {
             seen.extend_from_slice(&buf[..n]);
         }
         String::from_utf8_lossy(&seen).into_owned()
-    });
+    })
+}
+
+/// Runs `cmd` with stderr on a new pseudo-terminal (so that the bar and
+/// the closing line are drawn) and returns its exit code and everything
+/// it wrote there. Bounded by [`common::TIMEOUT`].
+fn run_on_terminal(cmd: &mut Command) -> (Option<i32>, String) {
+    let (master, slave) = open_pty();
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(slave));
+    let mut running = common::Running::spawn(cmd);
+    // The parent's copy of the slave went into `cmd`: drop it, so that
+    // reading the master ends (EIO) once the child has exited.
+    cmd.stderr(std::process::Stdio::null());
+    let reader = read_terminal(master);
     let status = running.wait(common::TIMEOUT);
     (
         status.code(),
         reader.join().expect("the pty reader does not panic"),
     )
+}
+
+/// Runs `cmd` with `stdin` as its input and stdout on a new
+/// pseudo-terminal; returns the exit code, what reached the terminal, and
+/// stderr.
+fn run_with_stdout_on_terminal(cmd: &mut Command, stdin: &[u8]) -> (Option<i32>, String, String) {
+    use std::io::{Read, Write};
+    let (master, slave) = open_pty();
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::from(slave))
+        .stderr(std::process::Stdio::piped());
+    let mut running = common::Running::spawn(cmd);
+    cmd.stdout(std::process::Stdio::null());
+    let reader = read_terminal(master);
+    let child = running.child_mut();
+    let mut input = child.stdin.take().expect("stdin is piped");
+    // A refusal may come before the input is read: a failed write is fine.
+    let _ = input.write_all(stdin);
+    drop(input);
+    let mut stderr_pipe = child.stderr.take().expect("stderr is piped");
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr_pipe.read_to_string(&mut text);
+        text
+    });
+    let status = running.wait(common::TIMEOUT);
+    (
+        status.code(),
+        reader.join().expect("the pty reader does not panic"),
+        stderr.join().expect("the stderr reader does not panic"),
+    )
+}
+
+#[test]
+fn binary_is_not_written_to_a_terminal_but_armor_is() {
+    let ws = Workspace::new();
+    let (code, shown, stderr) = run_with_stdout_on_terminal(&mut ws.keyed("encrypt"), b"hi\n");
+    assert_eq!(
+        stderr,
+        "cryptstream: refusing to write encrypted data to a terminal: redirect stdout, \
+         give -o FILE, or use --armor for age text\n"
+    );
+    assert_eq!(code, Some(EXIT_FAILURE));
+    assert!(shown.is_empty(), "nothing reached the terminal: {shown:?}");
+    let recipient = age_identity(&ws, "id.txt");
+    let (code, shown, stderr) = run_with_stdout_on_terminal(
+        ws.bare("encrypt").args(["-r", &recipient, "--armor"]),
+        b"hi\n",
+    );
+    assert_eq!((code, stderr.as_str()), (Some(0), ""));
+    assert!(
+        shown.starts_with("-----BEGIN AGE ENCRYPTED FILE-----"),
+        "{shown:?}"
+    );
 }
 
 #[test]
