@@ -164,7 +164,7 @@ def make_files(scratch, size, count):
         with open(path, "wb") as out:
             left = each
             while left:
-                n = min(left, 64 << 20)
+                n = min(left, 1 << 20)
                 out.write(os.urandom(n))
                 left -= n
         files.append(str(path))

@@ -189,28 +189,66 @@ pub struct DirDestination {
 /// ranges, opening and closing it for each; without this, every reopen
 /// would start a new hash and the commit would read the whole file back
 /// from the disk to hash it again. A state is taken back only by a reopen
-/// that finds the partial file as it was left (its held ranges kept, the
-/// file not reset). At most [`IDLE_HASHES`] are kept; the oldest go first
-/// (a resumed file without one is read back, as after a restart).
+/// that finds the partial file exactly as it was left: the same inode,
+/// size, mtime and change time (any write to it since, by anyone, moves
+/// its change time, and then it is read back and checked as after a
+/// restart), its held ranges kept and the file not reset. At most
+/// [`IDLE_HASHES`] are kept; the oldest go first.
 #[derive(Default)]
 struct IdleHashes {
-    states: Mutex<std::collections::VecDeque<(String, Arc<SegmentedHash>)>>,
+    states: Mutex<std::collections::VecDeque<IdleHash>>,
+}
+
+/// A kept hash state and the partial file it was fed from, as it was left.
+struct IdleHash {
+    key: String,
+    hash: Arc<SegmentedHash>,
+    stamp: FileStamp,
+}
+
+/// What changes when a file's bytes change: its inode, size, mtime and
+/// change time (which no one can set back).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(file: &File) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = file.metadata().ok()?;
+        Some(FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        })
+    }
 }
 
 impl IdleHashes {
-    fn put(&self, key: &str, hash: Arc<SegmentedHash>) {
+    fn put(&self, key: &str, hash: Arc<SegmentedHash>, stamp: FileStamp) {
         let mut states = self.states.lock().expect("the lock is never poisoned");
-        states.retain(|(k, _)| k != key);
+        states.retain(|idle| idle.key != key);
         if states.len() == IDLE_HASHES {
             states.pop_front();
         }
-        states.push_back((key.to_owned(), hash));
+        states.push_back(IdleHash {
+            key: key.to_owned(),
+            hash,
+            stamp,
+        });
     }
 
-    fn take(&self, key: &str) -> Option<Arc<SegmentedHash>> {
+    fn take(&self, key: &str) -> Option<IdleHash> {
         let mut states = self.states.lock().expect("the lock is never poisoned");
-        let at = states.iter().position(|(k, _)| k == key)?;
-        states.remove(at).map(|(_, hash)| hash)
+        let at = states.iter().position(|idle| idle.key == key)?;
+        states.remove(at)
     }
 }
 
@@ -373,7 +411,7 @@ impl PartialFile {
         shown: &str,
         meta: FileMeta,
         modes: ModePolicy,
-        idle_hash: Option<Arc<SegmentedHash>>,
+        idle_hash: Option<IdleHash>,
     ) -> Result<PartialFile, ReceiveError> {
         let storage = |what: &str, e: io::Error| {
             ReceiveError::new(ErrorCode::Storage, shown, format!("{what}: {e}"))
@@ -388,6 +426,8 @@ impl PartialFile {
         )
         .map_err(|e| storage("cannot open its partial file", e.into()))?;
         let file = File::from(fd);
+        // Before anything here touches the file: was it left as it is?
+        let untouched = idle_hash.filter(|idle| FileStamp::of(&file) == Some(idle.stamp));
         let on_disk = file
             .metadata()
             .map_err(|e| storage("cannot stat its partial file", e))?
@@ -406,9 +446,11 @@ impl PartialFile {
                 .map_err(|e| storage("cannot reset its partial file", e))?;
         }
         // A kept hash state is good only for the bytes it was fed, which
-        // are still in the file unless it was reset (or never written).
-        let hash = idle_hash
+        // are in the file as they were fed unless someone wrote to it (its
+        // stamp moved) or it was reset here.
+        let hash = untouched
             .filter(|_| !ranges.is_empty())
+            .map(|idle| idle.hash)
             .unwrap_or_else(|| Arc::new(SegmentedHash::new(meta.size, HASH_SEGMENT)));
         Ok(PartialFile {
             hash,
@@ -641,8 +683,8 @@ impl Incoming for PartialFile {
             if let Some(open) = open.as_mut() {
                 open.remove(&self.key);
             }
-            if let Some(idle) = self.idle.upgrade() {
-                idle.put(&self.key, self.hash.clone());
+            if let (Some(idle), Some(stamp)) = (self.idle.upgrade(), FileStamp::of(&self.file)) {
+                idle.put(&self.key, self.hash.clone(), stamp);
             }
         }
     }
@@ -858,27 +900,59 @@ mod tests {
         assert_eq!(meta_out.mtime(), 1_700_000_000);
     }
 
+    /// Opens `name` as the concrete partial file, to look at its hash.
+    fn open_partial(dest: &DirDestination, name: &RelName, size: u64) -> Arc<PartialFile> {
+        dest.open(name, &meta(size)).unwrap();
+        let key = partial_key(name, &meta(size));
+        dest.open.lock().unwrap().get(&key).unwrap().clone()
+    }
+
     #[test]
     fn a_file_let_go_between_ranges_keeps_its_hash_state() {
         let tmp = tempfile::tempdir().unwrap();
         let dest = DirDestination::new(tmp.path(), 0o022).unwrap();
         let name = RelName::parse(b"ranges").unwrap();
         let data: Vec<u8> = (0..100_000u32).map(|i| (i * 13) as u8).collect();
-        let file = dest.open(&name, &meta(data.len() as u64)).unwrap();
+        let size = data.len() as u64;
+        let file = open_partial(&dest, &name, size);
         file.write_at(0, &data[..60_000]).unwrap();
         file.release();
-        // Behind the receiver's back, the bytes it already hashed change
-        // on the disk: a commit that read them back would see it.
-        let (part, _) = partial_paths(&name, &meta(data.len() as u64));
+        file.release();
+        drop(file);
+        let file = open_partial(&dest, &name, size);
+        assert_eq!(file.held_bytes(), 60_000);
+        file.write_at(60_000, &data[60_000..]).unwrap();
+        file.commit(blake3::hash(&data).as_bytes()).unwrap();
+        assert_eq!(file.hash.read_back(), 0, "nothing read back to hash");
+        assert_eq!(std::fs::read(tmp.path().join("ranges")).unwrap(), data);
+    }
+
+    #[test]
+    fn a_partial_written_to_while_let_go_is_read_back_and_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = DirDestination::new(tmp.path(), 0o022).unwrap();
+        let name = RelName::parse(b"ranges").unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 13) as u8).collect();
+        let size = data.len() as u64;
+        let file = dest.open(&name, &meta(size)).unwrap();
+        file.write_at(0, &data[..60_000]).unwrap();
+        file.release();
+        // Behind the receiver's back, bytes it already hashed change on
+        // the disk (the same length, the same place).
+        let (part, _) = partial_paths(&name, &meta(size));
         let disk = std::fs::OpenOptions::new()
             .write(true)
             .open(tmp.path().join(part))
             .unwrap();
         disk.write_all_at(&[0u8; 1000], 0).unwrap();
-        let file = dest.open(&name, &meta(data.len() as u64)).unwrap();
-        assert_eq!(file.held_bytes(), 60_000);
+        drop(disk);
+        let file = open_partial(&dest, &name, size);
         file.write_at(60_000, &data[60_000..]).unwrap();
-        file.commit(blake3::hash(&data).as_bytes()).unwrap();
+        let err = file.commit(blake3::hash(&data).as_bytes()).unwrap_err();
+        assert_eq!(err.code, ErrorCode::HashMismatch);
+        // A new hash state: the whole file (one segment) is read back.
+        assert_eq!(file.hash.read_back(), size, "the held bytes were read back");
+        assert!(!tmp.path().join("ranges").exists(), "never a wrong file");
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! `blake3::hash` of the whole file (the tests check it).
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use blake3::hazmat::{
@@ -53,6 +54,9 @@ pub struct SegmentedHash {
     size: u64,
     segment: u64,
     segments: Vec<Mutex<Segment>>,
+    /// Bytes [`SegmentedHash::finish`] read back because they were not fed
+    /// in order.
+    read_back: AtomicU64,
 }
 
 impl SegmentedHash {
@@ -79,6 +83,7 @@ impl SegmentedHash {
             size,
             segment,
             segments,
+            read_back: AtomicU64::new(0),
         }
     }
 
@@ -140,6 +145,12 @@ impl SegmentedHash {
         }
     }
 
+    /// Bytes that [`SegmentedHash::finish`] had to read back (not fed in
+    /// order), so far.
+    pub fn read_back(&self) -> u64 {
+        self.read_back.load(Ordering::Relaxed)
+    }
+
     /// The hash of the whole file, reading from `read_at` (fills a buffer
     /// from an offset) what was not fed in order.
     ///
@@ -160,11 +171,13 @@ impl SegmentedHash {
                     let from = *fed_to;
                     let hasher = hasher.get_or_insert_with(|| self.new_hasher(start));
                     read_into(hasher, &read_at, &mut buf, from, end)?;
+                    self.read_back.fetch_add(end - from, Ordering::Relaxed);
                     self.finish_segment(hasher)
                 }
                 Segment::Stale => {
                     let mut hasher = self.new_hasher(start);
                     read_into(&mut hasher, &read_at, &mut buf, start, end)?;
+                    self.read_back.fetch_add(end - start, Ordering::Relaxed);
                     self.finish_segment(&hasher)
                 }
             };
