@@ -42,7 +42,7 @@ use cryptstream_format::{ChunkCipher, Cipher, NonceScheme, OpeningReader, Sealin
 pub use armor::{
     armor_error, ArmoredReader, ArmoredWriter, BEGIN as ARMOR_BEGIN, END as ARMOR_END,
 };
-pub use encoding::{bech32_decode, bech32_encode};
+pub use encoding::{b64_encode, bech32_decode, bech32_encode};
 pub use error::{AgeError, FailureClass};
 pub use header::{Header, Stanza, MAX_HEADER_LEN, MAX_STANZAS, VERSION_LINE};
 pub use keys::{

@@ -17,24 +17,11 @@ use common::{run, Workspace, EXIT_FAILURE};
 
 /// Standard base64 with padding, as OpenSSH writes it.
 fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for group in data.chunks(3) {
-        let b = [
-            group[0],
-            group.get(1).copied().unwrap_or(0),
-            group.get(2).copied().unwrap_or(0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= group.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
+    let mut text = cryptstream_age::b64_encode(data);
+    while text.len() % 4 != 0 {
+        text.push('=');
     }
-    out
+    text
 }
 
 fn put_string(out: &mut Vec<u8>, bytes: &[u8]) {

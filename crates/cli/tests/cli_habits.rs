@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 
 mod common;
-use common::{cryptstream, run, run_with_stdin, Outcome, Workspace, EXIT_FAILURE};
+use common::{cryptstream, open_pty, run, run_with_stdin, Outcome, Workspace, EXIT_FAILURE};
 
 /// Asserts that `outcome` exited with `code` and printed exactly `lines`
 /// on stderr.
@@ -559,26 +559,6 @@ fn a_store_put_that_skips_everything_fails() {
     );
     assert_eq!(outcome.code(), Some(EXIT_FAILURE));
     assert!(outcome.stdout.is_empty());
-}
-
-/// A new pseudo-terminal: (master, slave).
-fn open_pty() -> (fs::File, std::os::fd::OwnedFd) {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    let (mut master, mut slave) = (0, 0);
-    // SAFETY: openpty writes two new descriptors into the integers; the
-    // other pointers may be null.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: both descriptors were just opened by openpty and are owned here.
-    unsafe { (fs::File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
 }
 
 /// Everything written to the terminal whose master is `master`, read on

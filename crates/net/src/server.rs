@@ -686,22 +686,8 @@ impl Session {
                         format!("more than {MAX_OPEN_PER_SESSION} files open"),
                     ));
                 }
-                let name = match RelName::parse(name) {
-                    Ok(name) => name,
-                    Err(e) => {
-                        let shown = String::from_utf8_lossy(name).into_owned();
-                        (self.shared.log)(&format!("refused name {shown:?}: {e}"));
-                        write_frame(
-                            tls,
-                            &Frame::Error {
-                                code: ErrorCode::BadName,
-                                file_id,
-                                message: format!("{shown}: {e}"),
-                            },
-                        )
-                        .await?;
-                        return Ok(false);
-                    }
+                let Some(name) = self.entry_name(tls, file_id, name).await? else {
+                    return Ok(false);
                 };
                 let Ok(slot) = self.shared.open_files.clone().try_acquire_owned() else {
                     let message = format!(

@@ -7,9 +7,8 @@
 //! neither works the test fails with the reason: interop tests never skip.
 #![allow(dead_code)]
 
-use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -63,7 +62,7 @@ pub fn run_with_tty(
     answer: &str,
     timeout: Duration,
 ) -> (std::process::ExitStatus, String) {
-    let (mut master, slave) = open_pty();
+    let (mut master, slave) = super::common::open_pty();
     let slave_fd = slave.as_raw_fd();
     // SAFETY: between fork and exec only async-signal-safe calls are made
     // (setsid, ioctl); the slave descriptor stays open in the parent until
@@ -114,26 +113,6 @@ pub fn run_with_tty(
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// A new pseudo-terminal pair (master, slave).
-fn open_pty() -> (fs::File, OwnedFd) {
-    let mut master = 0;
-    let mut slave = 0;
-    // SAFETY: openpty writes two descriptors into the given integers; the
-    // name, termios and window-size pointers may be null.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: both descriptors were just opened by openpty and are owned here.
-    unsafe { (fs::File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
 }
 
 /// SHA-256 of `data` in hex.

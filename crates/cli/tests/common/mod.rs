@@ -891,3 +891,24 @@ pub fn real_tree(root: &Path) {
     std::fs::set_permissions(root.join("private"), fs::Permissions::from_mode(0o700))
         .expect("chmod");
 }
+
+/// A new pseudo-terminal pair (master, slave).
+pub fn open_pty() -> (File, std::os::fd::OwnedFd) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut master = 0;
+    let mut slave = 0;
+    // SAFETY: openpty writes two descriptors into the given integers; the
+    // name, termios and window-size pointers may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened by openpty and are owned here.
+    unsafe { (File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
+}
