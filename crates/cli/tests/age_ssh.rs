@@ -18,7 +18,7 @@ use common::{run, Workspace, EXIT_FAILURE};
 /// Standard base64 with padding, as OpenSSH writes it.
 fn base64(data: &[u8]) -> String {
     let mut text = cryptstream_age::b64_encode(data);
-    while text.len() % 4 != 0 {
+    while !text.len().is_multiple_of(4) {
         text.push('=');
     }
     text
