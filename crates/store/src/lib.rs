@@ -28,6 +28,7 @@
 
 pub mod backend;
 pub mod blob;
+mod blocks;
 pub mod config;
 mod get;
 pub mod hooks;
