@@ -554,6 +554,63 @@ fn connections_bounds_the_requests_in_flight() {
     );
 }
 
+/// A get of many small files that lie in one pack reads them in a few
+/// ranged requests (blocks of many chunks), not one per chunk; so does
+/// `verify --read-data`. The proxy counts the requests with a `Range`
+/// header that reach the server.
+#[test]
+fn a_get_of_many_small_files_in_one_pack_reads_few_ranges() {
+    const FILES: u64 = 200;
+    let server = seaweed::server();
+    let ws = Workspace::new();
+    server.create_bucket("blocks");
+    let proxy = Proxy::start(server.s3_port);
+    let cache = ws.path("cache");
+    let src = ws.path("src/many");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..FILES {
+        write_random_file(
+            &src.join(format!("f{i:03}")),
+            2_000 + i * 37,
+            7_000 + i,
+            0o644,
+        );
+    }
+    let cmd = |sub: &str| {
+        let mut cmd = store_cmd(server, &ws, "blocks", &cache, sub);
+        cmd.env("AWS_ENDPOINT_URL", &proxy.endpoint);
+        cmd
+    };
+    run(&mut cmd("init")).success();
+    run(cmd("put").arg(&src)).success();
+    let packs = bucket_client(server, "blocks", "st")
+        .list("packs/")
+        .unwrap();
+    assert_eq!(packs.len(), 1, "{packs:?}");
+
+    let dest = ws.path("out");
+    let before = proxy.ranged_requests();
+    run(cmd("get").arg("many").arg(&dest)).success();
+    let get_ranges = proxy.ranged_requests() - before;
+    assert_same_tree(&snapshot(&src), &snapshot(&dest.join("many")));
+    let before = proxy.ranged_requests();
+    run(cmd("verify").arg("--read-data")).success();
+    let verify_ranges = proxy.ranged_requests() - before;
+    eprintln!(
+        "ranged requests for {FILES} files in one pack: get {get_ranges}, verify --read-data {verify_ranges}"
+    );
+    // The counter sees the reads at all: the files came through it.
+    assert!(get_ranges >= 1, "no ranged request counted");
+    assert!(
+        get_ranges * 10 <= FILES as usize,
+        "get made {get_ranges} ranged requests for {FILES} one-chunk files"
+    );
+    assert!(
+        verify_ranges * 10 <= FILES as usize,
+        "verify --read-data made {verify_ranges} ranged requests for {FILES} one-chunk files"
+    );
+}
+
 /// No lease object says who holds it to the bucket's owner: neither this
 /// host's name nor the holder's pid appears in its name or its bytes.
 fn assert_lease_names_no_holder(bucket: &cryptstream_s3::S3Client, pid: u32) {
