@@ -516,7 +516,8 @@ fn connections_bounds_the_requests_in_flight() {
     let proxy = Proxy::start(server.s3_port);
     let cache = ws.path("cache");
     let src = ws.path("src/conn");
-    small_tree(&src, 8, 1000);
+    // Enough packs (1 MiB each) that a get has many block reads to make.
+    small_tree(&src, 40, 1000);
     let cmd = |sub: &str, connections: &str| {
         let mut cmd = store_cmd(server, &ws, "connections", &cache, sub);
         cmd.env("AWS_ENDPOINT_URL", &proxy.endpoint).args([
@@ -551,6 +552,53 @@ fn connections_bounds_the_requests_in_flight() {
     assert!(
         with_eight > 2,
         "--connections 8 never had more requests in flight than 1 ({with_eight} connections)"
+    );
+}
+
+/// Reads do not wait for the workers: with one worker and eight
+/// connections, a get of a tree in many packs has several block reads in
+/// flight at once (a read per worker would keep one connection busy);
+/// with one connection, one.
+#[test]
+fn reads_run_ahead_of_the_workers() {
+    let server = seaweed::server();
+    let ws = Workspace::new();
+    server.create_bucket("ahead");
+    let proxy = Proxy::start(server.s3_port);
+    let cache = ws.path("cache");
+    let src = ws.path("src/ahead");
+    small_tree(&src, 40, 3000);
+    let cmd = |sub: &str, connections: &str| {
+        let mut cmd = store_cmd(server, &ws, "ahead", &cache, sub);
+        cmd.env("AWS_ENDPOINT_URL", &proxy.endpoint).args([
+            "--connections",
+            connections,
+            "--workers",
+            "1",
+        ]);
+        cmd
+    };
+    run(cmd("init", "8").args(SMALL)).success();
+    run(cmd("put", "8").arg(&src)).success();
+    let mut at_once = Vec::new();
+    for connections in ["1", "8"] {
+        let dest = ws.path(&format!("out-{connections}"));
+        proxy.reset();
+        run(cmd("get", connections).arg("ahead").arg(&dest)).success();
+        assert_same_tree(&snapshot(&src), &snapshot(&dest.join("ahead")));
+        at_once.push(proxy.most_at_once());
+    }
+    eprintln!(
+        "one worker: {} connections open at once with --connections 1, {} with 8",
+        at_once[0], at_once[1]
+    );
+    // One request in flight can mean two connections open (see
+    // connections_bounds_the_requests_in_flight).
+    assert!(at_once[0] <= 2, "--connections 1: {}", at_once[0]);
+    assert!(
+        at_once[1] > 2,
+        "one worker and --connections 8 never had more than one read in flight ({} connections)",
+        at_once[1]
     );
 }
 

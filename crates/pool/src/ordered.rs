@@ -82,10 +82,7 @@ impl<'scope, 'pool, 'env, T: Send + 'env, C: FnMut(T)> Ordered<'scope, 'pool, 'e
     /// Re-raises the panic of a task whose result it reaches, and lets a
     /// panic of `consume` through.
     pub fn submit(&mut self, bytes: u64, task: impl FnOnce(&mut Scratch) -> T + Send + 'env) {
-        self.consume_finished();
-        while !self.pending.is_empty() && self.in_flight.saturating_add(bytes) > self.budget {
-            self.consume_oldest();
-        }
+        self.make_room(bytes);
         let (sender, outcome) = bounded::<Outcome<T>>(1);
         self.scope.spawn(move |scratch| {
             let result = panic::catch_unwind(AssertUnwindSafe(|| task(scratch)));
@@ -97,6 +94,23 @@ impl<'scope, 'pool, 'env, T: Send + 'env, C: FnMut(T)> Ordered<'scope, 'pool, 'e
         });
         self.in_flight = self.in_flight.saturating_add(bytes);
         self.pending.push_back(Pending { bytes, outcome });
+    }
+
+    /// Consumes the results that are already finished and next in order,
+    /// then, while the bytes in flight plus `bytes` exceed the budget and
+    /// some task is in flight, waits for the oldest task and consumes its
+    /// result: what [`Ordered::submit`] does before it queues a task. A
+    /// caller that must start something the task will wait for (a read
+    /// on another thread) calls this first, so that it starts only what
+    /// the budget has room for, and before the pool's queue is full.
+    ///
+    /// # Panics
+    /// As [`Ordered::submit`].
+    pub fn make_room(&mut self, bytes: u64) {
+        self.consume_finished();
+        while !self.pending.is_empty() && self.in_flight.saturating_add(bytes) > self.budget {
+            self.consume_oldest();
+        }
     }
 
     /// Waits for every task still in flight and consumes their results in

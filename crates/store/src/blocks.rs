@@ -8,10 +8,13 @@
 //! flight ([`Backend::read_streams`]: `--connections` on S3), ahead of the
 //! CPU workers that open, decompress and check the chunks of each block.
 //!
-//! Memory: a block is ordered (its read queued) only once the task that
-//! will open it was admitted to the command's ordered pipeline, whose
-//! budget is `--max-memory`; the task accounts for the whole block, so the
-//! blocks read and not yet consumed stay within the budget.
+//! Memory: a block's read is ordered only once the command's ordered
+//! pipeline (whose budget is `--max-memory`) has room for it
+//! ([`cryptstream_pool::Ordered::make_room`]), and the task that opens it
+//! accounts for the whole block until its results are consumed, so the
+//! blocks read and not yet consumed stay within the budget. Reads do not
+//! wait for a free worker: as many run as the budget and the reader
+//! threads allow.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -28,9 +31,26 @@ pub const BLOCK_MAX: u64 = 8 * 1024 * 1024;
 /// Most bytes no chunk wants that a block reads through between two
 /// chunks it does want (cheaper than a second request).
 pub const GAP_MAX: u64 = 256 * 1024;
-/// A block takes at most this fraction of `--max-memory`, so that a small
-/// budget still holds several blocks in flight.
-const BLOCKS_PER_BUDGET: u64 = 8;
+/// A block takes at most this fraction of `--max-memory` (8 MiB blocks
+/// from the default 256 MiB): a small budget still holds many blocks in
+/// flight, and the allocator's slack, which grows with the size of the
+/// buffers it recycles between threads, stays small next to the budget
+/// (store_memory.rs: at 64 MiB, 8 MiB blocks took get's peak RSS from
+/// about 60 to 100-130 MiB; 2 MiB blocks keep it under put's).
+const BLOCKS_PER_BUDGET: u64 = 32;
+
+/// Bytes a chunk's bookkeeping accounts for beyond its bytes.
+const CHUNK_OVERHEAD: u64 = 4096;
+
+/// What a block task accounts for against `--max-memory`: twice its span
+/// (the block itself, and as much again for what the allocator keeps of
+/// blocks freed on other threads: a block is allocated by a reader and
+/// freed by a worker; chunk tasks always counted twice their length),
+/// then the largest chunk's copy and plaintext (`largest`, one chunk at a
+/// time), and each chunk's bookkeeping.
+pub(crate) fn block_cost(len: u64, largest: u64, chunks: usize) -> u64 {
+    2 * len + largest + CHUNK_OVERHEAD * chunks as u64
+}
 
 /// One span of a pack to read, and the chunks (`T`) that lie in it.
 #[derive(Debug)]

@@ -610,7 +610,8 @@ impl<'a> Restore<'a, '_> {
         }
     }
 
-    /// Sends one block to the workers, then orders its read.
+    /// Orders one block's read once the budget has room for it, then sends
+    /// the block to the workers.
     fn submit_block<'env, C: FnMut(Item)>(
         &self,
         walk: &Walk<'_>,
@@ -621,24 +622,24 @@ impl<'a> Restore<'a, '_> {
     {
         let (backend, keys): (&'env dyn Backend, &'env StoreKeys) = (self.backend, self.keys);
         let cancel = self.opts.cancel.clone();
-        // The block, one chunk's copy and its plaintext at a time, and
-        // each chunk's bookkeeping.
         let largest = block
             .members
             .iter()
             .map(|w| u64::from(w.loc.stored_len) + u64::from(w.loc.raw_len))
             .max()
             .unwrap_or(0);
-        let cost = block.len + largest + TASK_OVERHEAD * block.members.len() as u64;
+        let cost = blocks::block_cost(block.len, largest, block.members.len());
         let (order, fetched) = blocks::order(&block.pack, block.start, block.len);
         let (start, members) = (block.start, block.members);
+        // The block is read as soon as the budget has room for it, before
+        // a worker is free to open it: reads run ahead of the workers.
+        ordered.make_room(cost);
+        walk.fetcher.send(order);
         ordered.submit(cost, move |_| {
             Item::Chunks(restore_block(
                 backend, keys, &cancel, start, fetched, members,
             ))
         });
-        // Only now that the pipeline has room for the block is it read.
-        walk.fetcher.send(order);
     }
 }
 

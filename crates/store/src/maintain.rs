@@ -380,8 +380,8 @@ impl Store {
                     scope.ordered(max_memory, |found: Vec<(PackEntry, String, String)>| {
                         bad.extend(found);
                     });
-                // Sends one block of a pack's chunks to the workers, then
-                // orders its read (once the pipeline has room for it).
+                // Orders one block's read, then sends the block to the
+                // workers.
                 let mut submit = |block: Block<PackEntry>| {
                     let largest = block
                         .members
@@ -389,12 +389,15 @@ impl Store {
                         .map(|e| 2 * u64::from(e.stored_len))
                         .max()
                         .unwrap_or(0);
-                    let cost = block.len + largest + 4096 * block.members.len() as u64;
+                    let cost = blocks::block_cost(block.len, largest, block.members.len());
                     let (order, fetched) = blocks::order(&block.pack, block.start, block.len);
+                    // Read as soon as the budget has room, ahead of the
+                    // workers.
+                    ordered.make_room(cost);
+                    fetcher.send(order);
                     ordered.submit(cost, move |_| {
                         check_block(backend, keys, cancel, progress, block, fetched)
                     });
-                    fetcher.send(order);
                 };
                 for (id, name, size) in &readable {
                     if cancel.is_cancelled() {
