@@ -219,6 +219,28 @@ mod tests {
     }
 
     #[test]
+    fn make_room_consumes_the_oldest_results_until_the_bytes_fit() {
+        let pool = Pool::new(2);
+        let mut results = Vec::new();
+        pool.scope(|scope| {
+            let mut ordered = scope.ordered(10, |n: u64| results.push(n));
+            // The third submit waits for the first (12 > 10); slow tasks
+            // leave the other two in flight.
+            for n in 0..3 {
+                ordered.submit(4, move |_| {
+                    std::thread::sleep(Duration::from_millis(20));
+                    n
+                });
+            }
+            // 8 + 4 > 10: the oldest is waited for and consumed.
+            ordered.make_room(4);
+            assert!(ordered.in_flight_bytes() <= 4);
+            ordered.finish();
+        });
+        assert_eq!(results, [0, 1, 2]);
+    }
+
+    #[test]
     fn results_may_borrow_from_the_caller() {
         let pool = Pool::new(2);
         let words = ["alpha", "beta", "gamma"];

@@ -347,9 +347,9 @@ mod tests {
 
     #[test]
     fn a_block_stops_at_its_limit_and_a_large_chunk_is_alone() {
-        // 8 MiB of budget: blocks of at most 1 MiB.
+        // 32 MiB of budget: blocks of at most 1 MiB.
         let mib = 1024 * 1024;
-        let mut plan = BlockPlan::new(8 * mib);
+        let mut plan = BlockPlan::new(32 * mib);
         let got = blocks(
             &mut plan,
             &[
