@@ -582,7 +582,7 @@ fn reads_run_ahead_of_the_workers() {
     run(cmd("put", "8").arg(&src)).success();
     let mut at_once = Vec::new();
     for connections in ["1", "8"] {
-        let dest = ws.path(&format!("out-{connections}"));
+        let dest = ws.path(format!("out-{connections}"));
         proxy.reset();
         run(cmd("get", connections).arg("ahead").arg(&dest)).success();
         assert_same_tree(&snapshot(&src), &snapshot(&dest.join("ahead")));
