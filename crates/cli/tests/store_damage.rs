@@ -17,6 +17,7 @@ use store_support::*;
 on_every_backend!(
     damaged_and_missing_objects_are_named_and_reindex_keeps_the_registry,
     a_damaged_chunk_inside_a_block_fails_its_file_alone,
+    a_truncated_pack_fails_only_the_files_cut_off,
 );
 
 /// Puts `path` alone and returns its id and the objects below `prefix`
@@ -168,6 +169,52 @@ fn a_damaged_chunk_inside_a_block_fails_its_file_alone(kind: Kind) {
             "verify named the intact {name}: {}",
             verify.stderr
         );
+    }
+}
+
+/// Sixteen one-chunk files in one pack, the pack cut short three quarters
+/// of the way through its data: the block that covers them reaches past
+/// the new end, so it is read again chunk by chunk, and only the files
+/// whose chunks were cut off fail (each named, with the pack); those
+/// before the cut come back exact.
+fn a_truncated_pack_fails_only_the_files_cut_off(kind: Kind) {
+    const FILES: usize = 16;
+    const SIZE: u64 = 10_000;
+    let s = StoreWs::on(kind, SMALL_CHUNKS);
+    let src = s.ws.path("cut");
+    fs::create_dir_all(&src).unwrap();
+    let names: Vec<String> = (0..FILES).map(|i| format!("f{i:02}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        write_random_file(&src.join(name), SIZE, 700 + i as u64, 0o644);
+    }
+    let (_, packs, _) = put_alone(&s, &src);
+    assert_eq!(packs.len(), 1, "{packs:?}");
+    let mut pack = s.object(&packs[0]);
+    pack.truncate(FILES * 3 / 4 * SIZE as usize);
+    s.replace_object(&packs[0], Some(pack));
+
+    let dest = s.ws.path("out");
+    let got = s.run("get", &[&"cut", &dest]);
+    got.failure().stderr_has(&packs[0]);
+    let (kept, lost): (Vec<&String>, Vec<&String>) = names
+        .iter()
+        .partition(|name| dest.join("cut").join(name).exists());
+    // The cut falls in the 12th or 11th chunk (each blob is a little over
+    // SIZE): the files before it are whole.
+    assert!(
+        (10..=11).contains(&kept.len()),
+        "kept {kept:?}, lost {lost:?}: {}",
+        got.stderr
+    );
+    for name in &kept {
+        assert_eq!(
+            fs::read(dest.join("cut").join(name)).unwrap(),
+            fs::read(src.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+    for name in &lost {
+        got.stderr_has(&format!("cut/{name}"));
     }
 }
 
