@@ -14,7 +14,11 @@ use std::path::Path;
 use common::*;
 use store_support::*;
 
-on_every_backend!(damaged_and_missing_objects_are_named_and_reindex_keeps_the_registry,);
+on_every_backend!(
+    damaged_and_missing_objects_are_named_and_reindex_keeps_the_registry,
+    a_damaged_chunk_inside_a_block_fails_its_file_alone,
+    a_truncated_pack_fails_only_the_files_cut_off,
+);
 
 /// Puts `path` alone and returns its id and the objects below `prefix`
 /// that the put added.
@@ -112,6 +116,106 @@ fn damaged_and_missing_objects_are_named_and_reindex_keeps_the_registry(kind: Ki
     let relisted = s.run("list", &[&"--json"]).success().json();
     assert_eq!(listed_ids(&listed), listed_ids(&relisted));
     s.run("get", &[&"i-damaged", &s.ws.path("again")]).success();
+}
+
+/// Sixteen one-chunk files side by side in one pack, read back in one
+/// block: a flipped byte in the middle one's chunk fails that file alone,
+/// named with the pack; the other fifteen of the block come back exact,
+/// and `verify --read-data` names that file and no other.
+fn a_damaged_chunk_inside_a_block_fails_its_file_alone(kind: Kind) {
+    const FILES: usize = 16;
+    const SIZE: u64 = 10_000;
+    let s = StoreWs::on(kind, SMALL_CHUNKS);
+    let src = s.ws.path("blk");
+    fs::create_dir_all(&src).unwrap();
+    let names: Vec<String> = (0..FILES).map(|i| format!("f{i:02}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        write_random_file(&src.join(name), SIZE, 500 + i as u64, 0o644);
+    }
+    let (_, packs, _) = put_alone(&s, &src);
+    assert_eq!(packs.len(), 1, "{packs:?}");
+    // Half-way through the pack's data: inside the chunk of f07 or f08
+    // (random bytes do not compress; each blob is a little over SIZE).
+    s.flip_pack_byte(&packs[0], FILES / 2 * SIZE as usize - SIZE as usize / 2);
+
+    let dest = s.ws.path("out");
+    let got = s.run("get", &[&"blk", &dest]);
+    got.failure()
+        .stderr_has(&packs[0])
+        .stderr_has("does not authenticate");
+    let lost: Vec<&String> = names
+        .iter()
+        .filter(|name| !dest.join("blk").join(name).exists())
+        .collect();
+    assert_eq!(lost.len(), 1, "lost {lost:?}; {}", got.stderr);
+    got.stderr_has(&format!("blk/{}", lost[0]));
+    for name in names.iter().filter(|name| *name != lost[0]) {
+        assert_eq!(
+            fs::read(dest.join("blk").join(name)).unwrap(),
+            fs::read(src.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+
+    let verify = s.run("verify", &[&"--read-data"]);
+    verify
+        .failure()
+        .stderr_has(&format!("blk/{}", lost[0]))
+        .stderr_has(&packs[0])
+        .stderr_has("does not authenticate");
+    for name in names.iter().filter(|name| *name != lost[0]) {
+        assert!(
+            !verify.stderr.contains(&format!("blk/{name}")),
+            "verify named the intact {name}: {}",
+            verify.stderr
+        );
+    }
+}
+
+/// Sixteen one-chunk files in one pack, the pack cut short three quarters
+/// of the way through its data: the block that covers them reaches past
+/// the new end, so it is read again chunk by chunk, and only the files
+/// whose chunks were cut off fail (each named, with the pack); those
+/// before the cut come back exact.
+fn a_truncated_pack_fails_only_the_files_cut_off(kind: Kind) {
+    const FILES: usize = 16;
+    const SIZE: u64 = 10_000;
+    let s = StoreWs::on(kind, SMALL_CHUNKS);
+    let src = s.ws.path("cut");
+    fs::create_dir_all(&src).unwrap();
+    let names: Vec<String> = (0..FILES).map(|i| format!("f{i:02}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        write_random_file(&src.join(name), SIZE, 700 + i as u64, 0o644);
+    }
+    let (_, packs, _) = put_alone(&s, &src);
+    assert_eq!(packs.len(), 1, "{packs:?}");
+    let mut pack = s.object(&packs[0]);
+    pack.truncate(FILES * 3 / 4 * SIZE as usize);
+    s.replace_object(&packs[0], Some(pack));
+
+    let dest = s.ws.path("out");
+    let got = s.run("get", &[&"cut", &dest]);
+    got.failure().stderr_has(&packs[0]);
+    let (kept, lost): (Vec<&String>, Vec<&String>) = names
+        .iter()
+        .partition(|name| dest.join("cut").join(name).exists());
+    // The cut falls in the 12th or 11th chunk (each blob is a little over
+    // SIZE): the files before it are whole.
+    assert!(
+        (10..=11).contains(&kept.len()),
+        "kept {kept:?}, lost {lost:?}: {}",
+        got.stderr
+    );
+    for name in &kept {
+        assert_eq!(
+            fs::read(dest.join("cut").join(name)).unwrap(),
+            fs::read(src.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+    for name in &lost {
+        got.stderr_has(&format!("cut/{name}"));
+    }
 }
 
 #[test]

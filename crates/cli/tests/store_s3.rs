@@ -516,7 +516,8 @@ fn connections_bounds_the_requests_in_flight() {
     let proxy = Proxy::start(server.s3_port);
     let cache = ws.path("cache");
     let src = ws.path("src/conn");
-    small_tree(&src, 8, 1000);
+    // Enough packs (1 MiB each) that a get has many block reads to make.
+    small_tree(&src, 40, 1000);
     let cmd = |sub: &str, connections: &str| {
         let mut cmd = store_cmd(server, &ws, "connections", &cache, sub);
         cmd.env("AWS_ENDPOINT_URL", &proxy.endpoint).args([
@@ -551,6 +552,110 @@ fn connections_bounds_the_requests_in_flight() {
     assert!(
         with_eight > 2,
         "--connections 8 never had more requests in flight than 1 ({with_eight} connections)"
+    );
+}
+
+/// Reads do not wait for the workers: with one worker and eight
+/// connections, a get of a tree in many packs has several block reads in
+/// flight at once (a read per worker would keep one connection busy);
+/// with one connection, one.
+#[test]
+fn reads_run_ahead_of_the_workers() {
+    let server = seaweed::server();
+    let ws = Workspace::new();
+    server.create_bucket("ahead");
+    let proxy = Proxy::start(server.s3_port);
+    let cache = ws.path("cache");
+    let src = ws.path("src/ahead");
+    small_tree(&src, 40, 3000);
+    let cmd = |sub: &str, connections: &str| {
+        let mut cmd = store_cmd(server, &ws, "ahead", &cache, sub);
+        cmd.env("AWS_ENDPOINT_URL", &proxy.endpoint).args([
+            "--connections",
+            connections,
+            "--workers",
+            "1",
+        ]);
+        cmd
+    };
+    run(cmd("init", "8").args(SMALL)).success();
+    run(cmd("put", "8").arg(&src)).success();
+    let mut at_once = Vec::new();
+    for connections in ["1", "8"] {
+        let dest = ws.path(format!("out-{connections}"));
+        proxy.reset();
+        run(cmd("get", connections).arg("ahead").arg(&dest)).success();
+        assert_same_tree(&snapshot(&src), &snapshot(&dest.join("ahead")));
+        at_once.push(proxy.most_at_once());
+    }
+    eprintln!(
+        "one worker: {} connections open at once with --connections 1, {} with 8",
+        at_once[0], at_once[1]
+    );
+    // One request in flight can mean two connections open (see
+    // connections_bounds_the_requests_in_flight).
+    assert!(at_once[0] <= 2, "--connections 1: {}", at_once[0]);
+    assert!(
+        at_once[1] > 2,
+        "one worker and --connections 8 never had more than one read in flight ({} connections)",
+        at_once[1]
+    );
+}
+
+/// A get of many small files that lie in one pack reads them in a few
+/// ranged requests (blocks of many chunks), not one per chunk; so does
+/// `verify --read-data`. The proxy counts the requests with a `Range`
+/// header that reach the server.
+#[test]
+fn a_get_of_many_small_files_in_one_pack_reads_few_ranges() {
+    const FILES: u64 = 200;
+    let server = seaweed::server();
+    let ws = Workspace::new();
+    server.create_bucket("blocks");
+    let proxy = Proxy::start(server.s3_port);
+    let cache = ws.path("cache");
+    let src = ws.path("src/many");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..FILES {
+        write_random_file(
+            &src.join(format!("f{i:03}")),
+            2_000 + i * 37,
+            7_000 + i,
+            0o644,
+        );
+    }
+    let cmd = |sub: &str| {
+        let mut cmd = store_cmd(server, &ws, "blocks", &cache, sub);
+        cmd.env("AWS_ENDPOINT_URL", &proxy.endpoint);
+        cmd
+    };
+    run(&mut cmd("init")).success();
+    run(cmd("put").arg(&src)).success();
+    let packs = bucket_client(server, "blocks", "st")
+        .list("packs/")
+        .unwrap();
+    assert_eq!(packs.len(), 1, "{packs:?}");
+
+    let dest = ws.path("out");
+    let before = proxy.ranged_requests();
+    run(cmd("get").arg("many").arg(&dest)).success();
+    let get_ranges = proxy.ranged_requests() - before;
+    assert_same_tree(&snapshot(&src), &snapshot(&dest.join("many")));
+    let before = proxy.ranged_requests();
+    run(cmd("verify").arg("--read-data")).success();
+    let verify_ranges = proxy.ranged_requests() - before;
+    eprintln!(
+        "ranged requests for {FILES} files in one pack: get {get_ranges}, verify --read-data {verify_ranges}"
+    );
+    // The counter sees the reads at all: the files came through it.
+    assert!(get_ranges >= 1, "no ranged request counted");
+    assert!(
+        get_ranges * 10 <= FILES as usize,
+        "get made {get_ranges} ranged requests for {FILES} one-chunk files"
+    );
+    assert!(
+        verify_ranges * 10 <= FILES as usize,
+        "verify --read-data made {verify_ranges} ranged requests for {FILES} one-chunk files"
     );
 }
 

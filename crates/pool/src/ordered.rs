@@ -82,10 +82,7 @@ impl<'scope, 'pool, 'env, T: Send + 'env, C: FnMut(T)> Ordered<'scope, 'pool, 'e
     /// Re-raises the panic of a task whose result it reaches, and lets a
     /// panic of `consume` through.
     pub fn submit(&mut self, bytes: u64, task: impl FnOnce(&mut Scratch) -> T + Send + 'env) {
-        self.consume_finished();
-        while !self.pending.is_empty() && self.in_flight.saturating_add(bytes) > self.budget {
-            self.consume_oldest();
-        }
+        self.make_room(bytes);
         let (sender, outcome) = bounded::<Outcome<T>>(1);
         self.scope.spawn(move |scratch| {
             let result = panic::catch_unwind(AssertUnwindSafe(|| task(scratch)));
@@ -97,6 +94,23 @@ impl<'scope, 'pool, 'env, T: Send + 'env, C: FnMut(T)> Ordered<'scope, 'pool, 'e
         });
         self.in_flight = self.in_flight.saturating_add(bytes);
         self.pending.push_back(Pending { bytes, outcome });
+    }
+
+    /// Consumes the results that are already finished and next in order,
+    /// then, while the bytes in flight plus `bytes` exceed the budget and
+    /// some task is in flight, waits for the oldest task and consumes its
+    /// result: what [`Ordered::submit`] does before it queues a task. A
+    /// caller that must start something the task will wait for (a read
+    /// on another thread) calls this first, so that it starts only what
+    /// the budget has room for, and before the pool's queue is full.
+    ///
+    /// # Panics
+    /// As [`Ordered::submit`].
+    pub fn make_room(&mut self, bytes: u64) {
+        self.consume_finished();
+        while !self.pending.is_empty() && self.in_flight.saturating_add(bytes) > self.budget {
+            self.consume_oldest();
+        }
     }
 
     /// Waits for every task still in flight and consumes their results in
@@ -202,6 +216,28 @@ mod tests {
             });
             assert_eq!(results, (0..150).collect::<Vec<_>>(), "budget {budget}");
         }
+    }
+
+    #[test]
+    fn make_room_consumes_the_oldest_results_until_the_bytes_fit() {
+        let pool = Pool::new(2);
+        let mut results = Vec::new();
+        pool.scope(|scope| {
+            let mut ordered = scope.ordered(10, |n: u64| results.push(n));
+            // The third submit waits for the first (12 > 10); slow tasks
+            // leave the other two in flight.
+            for n in 0..3 {
+                ordered.submit(4, move |_| {
+                    std::thread::sleep(Duration::from_millis(20));
+                    n
+                });
+            }
+            // 8 + 4 > 10: the oldest is waited for and consumed.
+            ordered.make_room(4);
+            assert!(ordered.in_flight_bytes() <= 4);
+            ordered.finish();
+        });
+        assert_eq!(results, [0, 1, 2]);
     }
 
     #[test]

@@ -174,6 +174,11 @@ impl Backend for S3Backend {
         }
     }
 
+    fn read_streams(&self) -> usize {
+        // As many reads as requests may be in flight (`--connections`).
+        self.client.connections()
+    }
+
     fn size(&self, name: &str) -> Result<Option<u64>, BackendError> {
         check_name(name)?;
         self.client.head(name).map_err(|e| backend_error(name, e))

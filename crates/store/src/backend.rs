@@ -119,6 +119,12 @@ pub trait Backend: Send + Sync {
     /// [`BackendError::NotFound`], [`BackendError::ShortObject`] or an I/O
     /// failure.
     fn get_range(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<(), BackendError>;
+    /// How many [`Backend::get_range`] calls are worth having in flight at
+    /// once: `get` and `verify --read-data` read with this many threads of
+    /// their own, independent of the CPU workers.
+    fn read_streams(&self) -> usize {
+        LOCAL_READ_STREAMS
+    }
     /// The size of `name`, or `None` when it does not exist.
     ///
     /// # Errors
@@ -148,6 +154,10 @@ pub trait Backend: Send + Sync {
     /// An I/O failure.
     fn delete(&self, name: &str) -> Result<(), BackendError>;
 }
+
+/// Reads in flight at once on a local disk (reads of blocks from the page
+/// cache or a disk's queue; more threads would only wait on each other).
+pub const LOCAL_READ_STREAMS: usize = 4;
 
 /// Most pack descriptors a [`LocalDir`] keeps open for reads.
 const OPEN_READERS: usize = 64;

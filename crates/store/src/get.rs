@@ -12,8 +12,8 @@ use cryptstream_output::{
 };
 use cryptstream_pool::{Cancel, Pool};
 
-use crate::backend::Backend;
-use crate::blob::{self, COMPRESSION_NONE, COMPRESSION_ZSTD};
+use crate::backend::{Backend, BackendError};
+use crate::blocks::{self, open_chunk, Block, BlockPlan, ChunkShape, Fetched, Fetcher};
 use crate::keys::StoreKeys;
 use crate::manifest::{format_uid, FileMac, Kind};
 use crate::registry::{FileRow, Location};
@@ -57,7 +57,9 @@ pub struct GetReport {
 }
 
 enum Item {
-    Chunk(usize, Result<u32, String>),
+    /// The chunks of one block: each one's file and result.
+    Chunks(Vec<(usize, Result<u32, String>)>),
+    /// A file has no more chunks in flight.
     End(usize),
 }
 
@@ -86,66 +88,86 @@ fn safe_relative(name: &str) -> Option<PathBuf> {
     ok.then(|| path.to_path_buf())
 }
 
-thread_local! {
-    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+/// A chunk to restore: where it is, and where it goes.
+struct Want {
+    /// The file's number.
+    file: usize,
+    /// The chunk id.
+    id: [u8; 32],
+    /// Where the registry says it is.
+    loc: Location,
+    /// Its offset in the file.
+    at: u64,
+    /// The file.
+    out: Arc<AtomicFile>,
 }
 
-/// Fetches, opens, decompresses and checks one chunk, and writes it at
-/// `offset` (runs on a worker).
-fn restore_chunk(
-    backend: &dyn Backend,
-    keys: &StoreKeys,
-    id: &[u8; 32],
-    loc: &Location,
-    out: &AtomicFile,
-    offset: u64,
-) -> Result<u32, String> {
-    let at = || {
+impl Want {
+    /// The chunk, for messages.
+    fn describe(&self) -> String {
         format!(
             "chunk {} (pack {} offset {})",
-            hex::encode(&id[..8]),
-            loc.pack,
-            loc.offset
+            hex::encode(&self.id[..8]),
+            self.loc.pack,
+            self.loc.offset
         )
-    };
-    if loc.raw_len > MAX_RAW_CHUNK || loc.stored_len as usize > MAX_RAW_CHUNK as usize * 2 {
-        return Err(format!("{}: lengths out of range", at()));
     }
-    let mut blob = vec![0u8; loc.stored_len as usize];
-    crate::hooks::before_chunk_read();
-    backend
-        .get_range(&loc.pack, loc.offset, &mut blob)
-        .map_err(|e| format!("{}: {e}", at()))?;
-    let aad = blob::chunk_aad(id, loc.compression, loc.raw_len);
-    let body = blob::open_in_place(keys, &aad, &mut blob)
-        .map_err(|_| format!("{}: does not authenticate (damaged)", at()))?;
-    let plain: std::borrow::Cow<'_, [u8]> = match loc.compression {
-        COMPRESSION_NONE => std::borrow::Cow::Borrowed(&*body),
-        COMPRESSION_ZSTD => {
-            let mut out = vec![0u8; loc.raw_len as usize];
-            let n = DECOMPRESSOR
-                .with(|cell| {
-                    let mut slot = cell.borrow_mut();
-                    if slot.is_none() {
-                        *slot = zstd::bulk::Decompressor::new().ok();
-                    }
-                    slot.as_mut()?
-                        .decompress_to_buffer(&*body, &mut out[..])
-                        .ok()
-                })
-                .ok_or_else(|| format!("{}: does not decompress", at()))?;
-            out.truncate(n);
-            std::borrow::Cow::Owned(out)
-        }
-        other => return Err(format!("{}: unknown compression {other}", at())),
+}
+
+/// Opens, decompresses and checks one chunk from its stored bytes `blob`,
+/// and writes it at its offset (runs on a worker).
+fn restore_chunk(keys: &StoreKeys, want: &Want, blob: &mut [u8]) -> Result<u32, String> {
+    let shape = ChunkShape {
+        id: &want.id,
+        compression: want.loc.compression,
+        raw_len: want.loc.raw_len,
     };
-    if plain.len() != loc.raw_len as usize || keys.chunk_id(&plain) != *id {
-        return Err(format!("{}: content does not match its id", at()));
-    }
-    out.file()
-        .write_all_at(&plain, offset)
+    let plain = open_chunk(keys, shape, blob).map_err(|e| format!("{}: {e}", want.describe()))?;
+    want.out
+        .file()
+        .write_all_at(&plain, want.at)
         .map_err(|e| format!("write: {e}"))?;
-    Ok(loc.raw_len)
+    Ok(want.loc.raw_len)
+}
+
+/// Restores the chunks of one block once its bytes arrive (runs on a
+/// worker). When the block reaches past the end of its pack, each chunk
+/// is read alone, so that only those really cut off fail.
+fn restore_block(
+    backend: &dyn Backend,
+    keys: &StoreKeys,
+    cancel: &Cancel,
+    start: u64,
+    fetched: Fetched,
+    members: Vec<Want>,
+) -> Vec<(usize, Result<u32, String>)> {
+    let data = fetched.wait();
+    let mut blob = Vec::new();
+    members
+        .into_iter()
+        .map(|want| {
+            let stored = want.loc.stored_len as usize;
+            let result = match &data {
+                _ if cancel.is_cancelled() => Err("interrupted".to_owned()),
+                Ok(data) => {
+                    let from = (want.loc.offset - start) as usize;
+                    blob.clear();
+                    blob.extend_from_slice(&data[from..from + stored]);
+                    restore_chunk(keys, &want, &mut blob)
+                }
+                Err(BackendError::ShortObject { .. }) => {
+                    blob.clear();
+                    blob.resize(stored, 0);
+                    backend
+                        .get_range(&want.loc.pack, want.loc.offset, &mut blob)
+                        .map_err(|e| format!("{}: {e}", want.describe()))
+                        .and_then(|()| restore_chunk(keys, &want, &mut blob))
+                }
+                Err(e) => Err(format!("{}: {e}", want.describe())),
+            };
+            (want.file, result)
+        })
+        .collect()
 }
 
 /// Collects the entries `selectors` name (uids or names; a directory's
@@ -250,27 +272,37 @@ impl Store {
             report: RefCell::new(report),
             open: RefCell::new(HashMap::new()),
         };
-        let result = pool.scope(|scope| {
-            let mut ordered = scope.ordered(opts.max_memory, |item: Item| restore.consume(item));
-            let mut state = Walk {
-                dirs: HashMap::from([(PathBuf::new(), 0)]),
-                seen: HashSet::new(),
-                next: 0,
-            };
-            let mut result = Ok(());
-            for sel in selectors {
-                result = for_each_selected(self, sel, &mut |row| {
-                    if opts.cancel.is_cancelled() {
-                        return Err(StoreError::Cancelled);
+        let backend = &*self.backend;
+        let result = Fetcher::run(backend, &opts.cancel, |fetcher| {
+            pool.scope(|scope| {
+                let mut ordered =
+                    scope.ordered(opts.max_memory, |item: Item| restore.consume(item));
+                let mut state = Walk {
+                    dirs: HashMap::from([(PathBuf::new(), 0)]),
+                    seen: HashSet::new(),
+                    next: 0,
+                    plan: BlockPlan::new(opts.max_memory),
+                    ends: Vec::new(),
+                    fetcher,
+                };
+                let mut result = Ok(());
+                for sel in selectors {
+                    result = for_each_selected(self, sel, &mut |row| {
+                        if opts.cancel.is_cancelled() {
+                            return Err(StoreError::Cancelled);
+                        }
+                        restore.entry(&self.registry, &mut tree, &mut state, &mut ordered, row)
+                    });
+                    if result.is_err() {
+                        break;
                     }
-                    restore.entry(&self.registry, &mut tree, &mut state, &mut ordered, row)
-                });
-                if result.is_err() {
-                    break;
                 }
-            }
-            ordered.finish();
-            result
+                // Whatever stopped the walk, every file opened is finished
+                // (and reported) through the pipeline.
+                restore.flush(&mut state, &mut ordered);
+                ordered.finish();
+                result
+            })
         });
         let umask = opts.umask;
         let keep = opts.keep_special_bits;
@@ -287,13 +319,20 @@ impl Store {
 }
 
 /// The caller-thread state of a get's walk over the registry.
-struct Walk {
+struct Walk<'f> {
     /// Directories added to the output tree, by path below `dest`.
     dirs: HashMap<PathBuf, DirIndex>,
     /// Uids restored (two selectors may name one entry).
     seen: HashSet<u64>,
     /// Number of the next file.
     next: usize,
+    /// Groups the chunks into blocks.
+    plan: BlockPlan<Want>,
+    /// Files whose last chunks are in the block being grown: their Ends
+    /// follow that block into the pipeline.
+    ends: Vec<usize>,
+    /// Reads the blocks.
+    fetcher: &'f Fetcher,
 }
 
 /// What a get shares between its walk and the consumer of its results.
@@ -323,16 +362,18 @@ impl<'a> Restore<'a, '_> {
     /// A result of the pipeline, in order, on the caller's thread.
     fn consume(&self, item: Item) {
         match item {
-            Item::Chunk(i, result) => {
+            Item::Chunks(results) => {
                 let mut open = self.open.borrow_mut();
-                let file = open.get_mut(&i).expect("a chunk's file is open");
-                match result {
-                    Ok(len) => {
-                        file.bytes += u64::from(len);
-                        self.progress.advance(u64::from(len));
-                    }
-                    Err(e) => {
-                        file.error.get_or_insert(e);
+                for (i, result) in results {
+                    let file = open.get_mut(&i).expect("a chunk's file is open");
+                    match result {
+                        Ok(len) => {
+                            file.bytes += u64::from(len);
+                            self.progress.advance(u64::from(len));
+                        }
+                        Err(e) => {
+                            file.error.get_or_insert(e);
+                        }
                     }
                 }
             }
@@ -356,7 +397,7 @@ impl<'a> Restore<'a, '_> {
         &self,
         registry: &'env crate::Registry,
         tree: &mut OutputTree,
-        walk: &mut Walk,
+        walk: &mut Walk<'_>,
         ordered: &mut cryptstream_pool::Ordered<'_, '_, 'env, Item, C>,
         row: FileRow,
     ) -> Result<(), StoreError>
@@ -422,18 +463,20 @@ impl<'a> Restore<'a, '_> {
             Kind::File => {
                 let i = walk.next;
                 walk.next += 1;
-                self.file(registry, tree, ordered, i, row, rel, parent_index)?;
+                self.file(registry, tree, walk, ordered, i, row, rel, parent_index)?;
             }
         }
         Ok(())
     }
 
-    /// Sends file `i`'s chunks to the workers, then its End.
+    /// Plans file `i`'s chunks into blocks, then sends its End after the
+    /// last of them.
     #[allow(clippy::too_many_arguments)]
     fn file<'env, C: FnMut(Item)>(
         &self,
         registry: &'env crate::Registry,
         tree: &OutputTree,
+        walk: &mut Walk<'_>,
         ordered: &mut cryptstream_pool::Ordered<'_, '_, 'env, Item, C>,
         i: usize,
         row: FileRow,
@@ -443,11 +486,8 @@ impl<'a> Restore<'a, '_> {
     where
         'a: 'env,
     {
-        let (backend, keys): (&'env dyn Backend, &'env StoreKeys) = (self.backend, self.keys);
+        let keys = self.keys;
         let cancel = &self.opts.cancel;
-        // Each file in flight accounts for this much, so that at most
-        // MAX_OPEN_FILES temp files are open at once.
-        let file_cost = (self.opts.max_memory / MAX_OPEN_FILES).max(TASK_OVERHEAD);
         let out = tree
             .dir(dir)
             .and_then(|d| AtomicFile::create(&d, rel.file_name().unwrap_or(OsStr::new(""))))
@@ -476,29 +516,49 @@ impl<'a> Restore<'a, '_> {
                 return Err(StoreError::Cancelled);
             }
             mac.add_chunk(&id, len);
-            let chunk_offset = offset;
+            let at = offset;
             offset += u64::from(len);
             let Some(out) = out.clone() else {
                 return Ok(());
             };
-            let loc = registry.location(&id)?;
-            let cost = 2 * u64::from(len) + TASK_OVERHEAD;
-            let cancel = cancel.clone();
-            ordered.submit(cost, move |_| {
-                let result = match loc {
-                    _ if cancel.is_cancelled() => Err("interrupted".to_owned()),
-                    None => Err(format!(
-                        "chunk {} is missing from the store",
-                        hex::encode(&id[..8])
-                    )),
-                    Some(loc) if loc.raw_len != len => Err(format!(
-                        "chunk {}: registry lengths disagree",
-                        hex::encode(&id[..8])
-                    )),
-                    Some(loc) => restore_chunk(backend, keys, &id, &loc, &out, chunk_offset),
-                };
-                Item::Chunk(i, result)
-            });
+            let short = hex::encode(&id[..8]);
+            let loc = match registry.location(&id)? {
+                None => Err(format!("chunk {short} is missing from the store")),
+                Some(loc) if loc.raw_len != len => {
+                    Err(format!("chunk {short}: registry lengths disagree"))
+                }
+                Some(loc)
+                    if loc.raw_len > MAX_RAW_CHUNK
+                        || loc.stored_len as usize > MAX_RAW_CHUNK as usize * 2 =>
+                {
+                    Err(format!(
+                        "chunk {short} (pack {} offset {}): lengths out of range",
+                        loc.pack, loc.offset
+                    ))
+                }
+                Some(loc) => Ok(loc),
+            };
+            match loc {
+                Ok(loc) => {
+                    let (pack, start, len) =
+                        (loc.pack.clone(), loc.offset, u64::from(loc.stored_len));
+                    let want = Want {
+                        file: i,
+                        id,
+                        loc,
+                        at,
+                        out,
+                    };
+                    if let Some(block) = walk.plan.add(&pack, start, len, want) {
+                        self.submit_block(walk, ordered, block);
+                    }
+                }
+                Err(e) => {
+                    let mut open = self.open.borrow_mut();
+                    let file = open.get_mut(&i).expect("inserted above");
+                    file.error.get_or_insert(e);
+                }
+            }
             Ok(())
         });
         drop(out);
@@ -520,13 +580,73 @@ impl<'a> Restore<'a, '_> {
                 }
             }
         };
-        ordered.submit(file_cost, move |_| Item::End(i));
+        walk.ends.push(i);
+        if !walk.plan.is_open() || walk.ends.len() >= BLOCK_FILES_MAX {
+            self.flush(walk, ordered);
+        }
         match failure {
             Some(e) => Err(e),
             None => Ok(()),
         }
     }
+
+    /// Sends the block being grown, if any, then the Ends that wait for it.
+    fn flush<'env, C: FnMut(Item)>(
+        &self,
+        walk: &mut Walk<'_>,
+        ordered: &mut cryptstream_pool::Ordered<'_, '_, 'env, Item, C>,
+    ) where
+        'a: 'env,
+    {
+        if let Some(block) = walk.plan.flush() {
+            self.submit_block(walk, ordered, block);
+        }
+        // Each file in flight accounts for this much, so that at most
+        // MAX_OPEN_FILES temp files are open at once (beyond the
+        // BLOCK_FILES_MAX a block being grown may hold).
+        let file_cost = (self.opts.max_memory / MAX_OPEN_FILES).max(TASK_OVERHEAD);
+        for i in walk.ends.drain(..) {
+            ordered.submit(file_cost, move |_| Item::End(i));
+        }
+    }
+
+    /// Orders one block's read once the budget has room for it, then sends
+    /// the block to the workers.
+    fn submit_block<'env, C: FnMut(Item)>(
+        &self,
+        walk: &Walk<'_>,
+        ordered: &mut cryptstream_pool::Ordered<'_, '_, 'env, Item, C>,
+        block: Block<Want>,
+    ) where
+        'a: 'env,
+    {
+        let (backend, keys): (&'env dyn Backend, &'env StoreKeys) = (self.backend, self.keys);
+        let cancel = self.opts.cancel.clone();
+        let largest = block
+            .members
+            .iter()
+            .map(|w| u64::from(w.loc.stored_len) + u64::from(w.loc.raw_len))
+            .max()
+            .unwrap_or(0);
+        let cost = blocks::block_cost(block.len, largest, block.members.len());
+        let (order, fetched) = blocks::order(&block.pack, block.start, block.len);
+        let (start, members) = (block.start, block.members);
+        // The block is read as soon as the budget has room for it, before
+        // a worker is free to open it: reads run ahead of the workers.
+        ordered.make_room(cost);
+        walk.fetcher.send(order);
+        ordered.submit(cost, move |_| {
+            Item::Chunks(restore_block(
+                backend, keys, &cancel, start, fetched, members,
+            ))
+        });
+    }
 }
+
+/// Most files whose End waits for the block being grown; a block of many
+/// small files is sent when it reaches this many (each holds a temp file
+/// open).
+const BLOCK_FILES_MAX: usize = 64;
 
 /// Most files being restored at once (each holds a temp file open).
 const MAX_OPEN_FILES: u64 = 128;

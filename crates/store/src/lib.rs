@@ -18,8 +18,11 @@
 //! manifest, the manifest before the registry says "complete".
 //!
 //! `get` reads the chunk list of each selected entry from the registry,
-//! lets workers fetch, open, decompress and check every chunk (its id is
-//! recomputed) and write it at its offset into an unnamed temp file
+//! groups neighbouring chunks of a pack into blocks read in one ranged
+//! read each by reader threads of their own (module `blocks`, also used by
+//! `verify --read-data`), and lets workers split each block, open,
+//! decompress and check every chunk (its id is recomputed) and write it at
+//! its offset into an unnamed temp file
 //! ([`cryptstream_output::AtomicFile`]), and links the file under its name
 //! only when the whole-file authenticator ([`manifest::FileMac`]) matches.
 //!
@@ -28,6 +31,7 @@
 
 pub mod backend;
 pub mod blob;
+mod blocks;
 pub mod config;
 mod get;
 pub mod hooks;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use cryptstream_pool::{Cancel, Pool};
 
 use crate::backend::BackendError;
-use crate::blob;
+use crate::blocks::{self, open_chunk, Block, BlockPlan, ChunkShape, Fetched, Fetcher};
 use crate::manifest::{self, format_uid, FileMac, ManifestReader};
 use crate::pack::{self, PackEntry, PackWriter};
 use crate::registry::{FileRow, Registry, Role, Totals};
@@ -374,40 +374,54 @@ impl Store {
         let keys = &self.keys;
         let mut bad: Vec<(PackEntry, String, String)> = Vec::new();
         let mut index_problems: Vec<String> = Vec::new();
-        pool.scope(|scope| {
-            let mut ordered =
-                scope.ordered(max_memory, |result: Option<(PackEntry, String, String)>| {
-                    if let Some(b) = result {
-                        bad.push(b);
-                    }
-                });
-            for (id, name, size) in &readable {
-                if cancel.is_cancelled() {
-                    break;
-                }
-                if let Err(e) = pack::read_index(backend, keys, name, *size) {
-                    index_problems.push(e.to_string());
-                }
-                let Ok(entries) = self.registry.chunks_in_pack(*id) else {
-                    continue;
+        Fetcher::run(backend, cancel, |fetcher| {
+            pool.scope(|scope| {
+                let mut ordered =
+                    scope.ordered(max_memory, |found: Vec<(PackEntry, String, String)>| {
+                        bad.extend(found);
+                    });
+                // Orders one block's read, then sends the block to the
+                // workers.
+                let mut submit = |block: Block<PackEntry>| {
+                    let largest = block
+                        .members
+                        .iter()
+                        .map(|e| 2 * u64::from(e.stored_len))
+                        .max()
+                        .unwrap_or(0);
+                    let cost = blocks::block_cost(block.len, largest, block.members.len());
+                    let (order, fetched) = blocks::order(&block.pack, block.start, block.len);
+                    // Read as soon as the budget has room, ahead of the
+                    // workers.
+                    ordered.make_room(cost);
+                    fetcher.send(order);
+                    ordered.submit(cost, move |_| {
+                        check_block(backend, keys, cancel, progress, block, fetched)
+                    });
                 };
-                for e in entries {
+                for (id, name, size) in &readable {
                     if cancel.is_cancelled() {
                         break;
                     }
-                    let name = name.clone();
-                    ordered.submit(2 * u64::from(e.stored_len) + 4096, move |_| {
-                        if cancel.is_cancelled() {
-                            return None;
+                    if let Err(e) = pack::read_index(backend, keys, name, *size) {
+                        index_problems.push(e.to_string());
+                    }
+                    let Ok(entries) = self.registry.chunks_in_pack(*id) else {
+                        continue;
+                    };
+                    // In offset order: neighbours share a block.
+                    let mut plan = BlockPlan::new(max_memory);
+                    for e in entries {
+                        if let Some(block) = plan.add(name, e.offset, u64::from(e.stored_len), e) {
+                            submit(block);
                         }
-                        progress.advance(u64::from(e.stored_len));
-                        check_chunk(backend, keys, &name, &e)
-                            .err()
-                            .map(|why| (e, name, why))
-                    });
+                    }
+                    if let Some(block) = plan.flush() {
+                        submit(block);
+                    }
                 }
-            }
-            ordered.finish();
+                ordered.finish();
+            });
         });
         stopped()?;
         for why in index_problems {
@@ -558,28 +572,57 @@ fn remove_db(path: &std::path::Path) {
     }
 }
 
-/// Reads, opens, decompresses and hashes one chunk.
-fn check_chunk(
+/// Opens, decompresses and hashes the chunks of one block once its bytes
+/// arrive (on a worker); returns those that are not what they should be,
+/// with the pack and the reason. When the block reaches past the end of
+/// its pack, each chunk is read alone, so that only those really cut off
+/// are named.
+fn check_block(
     backend: &dyn crate::Backend,
     keys: &crate::StoreKeys,
-    pack: &str,
-    e: &PackEntry,
-) -> Result<(), String> {
-    let mut blob = vec![0u8; e.stored_len as usize];
-    backend
-        .get_range(pack, e.offset, &mut blob)
-        .map_err(|err| err.to_string())?;
-    let aad = blob::chunk_aad(&e.id, e.compression, e.raw_len);
-    let body = blob::open_in_place(keys, &aad, &mut blob)
-        .map_err(|_| "does not authenticate (damaged)".to_owned())?;
-    let plain = match e.compression {
-        blob::COMPRESSION_NONE => body.to_vec(),
-        blob::COMPRESSION_ZSTD => zstd::bulk::decompress(body, e.raw_len as usize)
-            .map_err(|_| "does not decompress".to_owned())?,
-        other => return Err(format!("unknown compression {other}")),
-    };
-    if plain.len() != e.raw_len as usize || keys.chunk_id(&plain) != e.id {
-        return Err("content does not match its id".into());
+    cancel: &Cancel,
+    progress: &dyn Progress,
+    block: Block<PackEntry>,
+    fetched: Fetched,
+) -> Vec<(PackEntry, String, String)> {
+    let data = fetched.wait();
+    let mut blob = Vec::new();
+    let mut bad = Vec::new();
+    for e in block.members {
+        if cancel.is_cancelled() {
+            break;
+        }
+        progress.advance(u64::from(e.stored_len));
+        let stored = e.stored_len as usize;
+        let read = match &data {
+            Ok(data) => {
+                let from = (e.offset - block.start) as usize;
+                blob.clear();
+                blob.extend_from_slice(&data[from..from + stored]);
+                Ok(())
+            }
+            Err(crate::BackendError::ShortObject { .. }) => {
+                blob.clear();
+                blob.resize(stored, 0);
+                backend
+                    .get_range(&block.pack, e.offset, &mut blob)
+                    .map_err(|err| err.to_string())
+            }
+            Err(err) => Err(err.to_string()),
+        };
+        let shape = ChunkShape {
+            id: &e.id,
+            compression: e.compression,
+            raw_len: e.raw_len,
+        };
+        let checked = read.and_then(|()| {
+            open_chunk(keys, shape, &mut blob)
+                .map(drop)
+                .map_err(|fault| fault.to_string())
+        });
+        if let Err(why) = checked {
+            bad.push((e, block.pack.clone(), why));
+        }
     }
-    Ok(())
+    bad
 }

@@ -525,11 +525,48 @@ pub fn wait_for(what: &str, condition: impl FnMut() -> bool) {
 }
 
 /// A TCP proxy on 127.0.0.1 in front of a server, counting the
-/// connections open through it at once (the most seen).
+/// connections open through it at once (the most seen) and the HTTP
+/// requests with a `Range` header that go through it.
 pub struct Proxy {
     pub endpoint: String,
     open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     most: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ranges: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// The header line of a ranged read, as it appears in a request (matched
+/// without regard to case).
+const RANGE_HEADER: &[u8] = b"\r\nrange: bytes=";
+
+/// Copies `from` to `to`, counting in `ranges` each [`RANGE_HEADER`] that
+/// goes by (also one cut across two reads).
+fn copy_counting_ranges(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    ranges: &std::sync::atomic::AtomicUsize,
+) {
+    use std::io::{Read, Write};
+    let mut buf = vec![0u8; 64 * 1024];
+    // The last bytes of the previous read, then the new ones.
+    let mut window: Vec<u8> = Vec::new();
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if to.write_all(&buf[..n]).is_err() {
+            return;
+        }
+        window.extend_from_slice(&buf[..n]);
+        let found = window
+            .windows(RANGE_HEADER.len())
+            .filter(|w| w.eq_ignore_ascii_case(RANGE_HEADER))
+            .count();
+        ranges.fetch_add(found, std::sync::atomic::Ordering::SeqCst);
+        // Shorter than the header: no match is counted twice.
+        let keep = window.len().min(RANGE_HEADER.len() - 1);
+        window.drain(..window.len() - keep);
+    }
 }
 
 impl Proxy {
@@ -542,7 +579,8 @@ impl Proxy {
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (o, m) = (open.clone(), most.clone());
+        let ranges = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (o, m, r) = (open.clone(), most.clone(), ranges.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -552,20 +590,35 @@ impl Proxy {
                 let now = o.fetch_add(1, Ordering::SeqCst) + 1;
                 m.fetch_max(now, Ordering::SeqCst);
                 let o = o.clone();
+                let r = r.clone();
                 std::thread::spawn(move || {
                     // A connection stops counting as soon as either side
                     // closes it: it can carry no more requests.
                     let (closed, first_close) = std::sync::mpsc::channel();
-                    let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                    // Requests go up (counted), responses come down.
+                    let pipe = |from: TcpStream, to: TcpStream, count: bool| {
                         let closed = closed.clone();
+                        let r = r.clone();
                         std::thread::spawn(move || {
-                            let _ = std::io::copy(&mut from, &mut to);
-                            let _ = to.shutdown(Shutdown::Write);
+                            let end = to.try_clone();
+                            if count {
+                                copy_counting_ranges(from, to, &r);
+                            } else {
+                                let (mut from, mut to) = (from, to);
+                                let _ = std::io::copy(&mut from, &mut to);
+                            }
+                            if let Ok(end) = end {
+                                let _ = end.shutdown(Shutdown::Write);
+                            }
                             let _ = closed.send(());
                         })
                     };
-                    let up = pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                    let down = pipe(server, client);
+                    let up = pipe(
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        true,
+                    );
+                    let down = pipe(server, client, false);
                     let _ = first_close.recv();
                     o.fetch_sub(1, Ordering::SeqCst);
                     let _ = up.join();
@@ -577,6 +630,7 @@ impl Proxy {
             endpoint,
             open,
             most,
+            ranges,
         }
     }
 
@@ -585,6 +639,11 @@ impl Proxy {
         use std::sync::atomic::Ordering;
         self.most
             .store(self.open.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    /// Requests with a `Range` header sent through so far.
+    pub fn ranged_requests(&self) -> usize {
+        self.ranges.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The most connections open at once since the last reset.
