@@ -31,7 +31,8 @@ pub struct StoreArgs {
     #[arg(long, global = true, value_name = "DIR|s3://BUCKET/PREFIX", env = STORE_ENV)]
     pub store: Option<PathBuf>,
     /// S3 requests in flight at once.
-    #[arg(long, global = true, value_name = "N", default_value_t = 8)]
+    #[arg(long, global = true, value_name = "N",
+          default_value_t = cryptstream_location::DEFAULT_CONNECTIONS)]
     pub connections: usize,
     #[command(flatten)]
     pub secrets: SecretArgs,
