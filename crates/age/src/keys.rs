@@ -8,7 +8,8 @@ use zeroize::Zeroizing;
 
 use crate::encoding::{b64_decode, b64_encode, bech32_decode, bech32_encode};
 use crate::header::Stanza;
-use crate::{crypto, pq, AgeError};
+use crate::ssh::{SshIdentity, SshRecipient};
+use crate::{crypto, pq, ssh, AgeError};
 
 /// Bytes of a file key.
 pub const FILE_KEY_LEN: usize = 16;
@@ -83,6 +84,8 @@ pub enum Recipient {
     X25519([u8; 32]),
     /// A post-quantum hybrid public key (`age1pq1...`).
     Hybrid(Box<[u8; pq::PUBLIC_LEN]>),
+    /// An OpenSSH public key (`ssh-ed25519 AAAA...`, `ssh-rsa AAAA...`).
+    Ssh(Box<SshRecipient>),
     /// A passphrase, stretched with scrypt at this work factor.
     Scrypt {
         /// The passphrase.
@@ -102,11 +105,15 @@ impl fmt::Debug for Recipient {
 }
 
 impl Recipient {
-    /// Parses an `age1...` or `age1pq1...` recipient.
+    /// Parses an `age1...`, `age1pq1...`, `ssh-ed25519 ...` or `ssh-rsa ...`
+    /// recipient.
     ///
     /// # Errors
     /// [`AgeError::Key`] for any other text.
     pub fn parse(text: &str) -> Result<Recipient, AgeError> {
+        if let Some(ssh) = SshRecipient::parse(text)? {
+            return Ok(Recipient::Ssh(Box::new(ssh)));
+        }
         let bad = || AgeError::Key(format!("not an age recipient: {}", shorten(text)));
         let (hrp, data) = bech32_decode(text).ok_or_else(bad)?;
         match hrp.as_str() {
@@ -128,13 +135,14 @@ impl Recipient {
         match self {
             Recipient::X25519(key) => Some(bech32_encode(X25519_RECIPIENT_HRP, key)),
             Recipient::Hybrid(key) => Some(bech32_encode(HYBRID_RECIPIENT_HRP, &key[..])),
+            Recipient::Ssh(key) => Some(key.encode()),
             Recipient::Scrypt { .. } => None,
         }
     }
 
     /// Whether this recipient resists quantum computers.
     fn is_post_quantum(&self) -> bool {
-        !matches!(self, Recipient::X25519(_))
+        !matches!(self, Recipient::X25519(_) | Recipient::Ssh(_))
     }
 
     /// Wraps `file_key` in a new stanza for this recipient.
@@ -158,6 +166,7 @@ impl Recipient {
                     body: crypto::seal(&key, ZERO_NONCE, file_key.expose()),
                 })
             }
+            Recipient::Ssh(key) => key.wrap(file_key.expose()),
             Recipient::Hybrid(public) => {
                 let (enc, body) = pq::seal_base(public, HYBRID_INFO, file_key.expose())?;
                 Ok(Stanza {
@@ -209,6 +218,8 @@ pub enum Identity {
     },
     /// A post-quantum hybrid secret key, expanded from its seed.
     Hybrid(Box<pq::HybridSecret>),
+    /// An unencrypted OpenSSH private key (Ed25519 or RSA).
+    Ssh(Box<SshIdentity>),
     /// A passphrase for scrypt stanzas, and the largest work factor accepted.
     Passphrase {
         /// The passphrase.
@@ -294,6 +305,7 @@ impl Identity {
         match self {
             Identity::X25519 { public, .. } => Some(Recipient::X25519(*public)),
             Identity::Hybrid(secret) => Some(Recipient::Hybrid(Box::new(*secret.public()))),
+            Identity::Ssh(key) => Some(Recipient::Ssh(Box::new(key.recipient()))),
             Identity::Passphrase { .. } => None,
         }
     }
@@ -332,6 +344,12 @@ impl Identity {
                 salt[32..].copy_from_slice(public);
                 let key = crypto::hkdf(&salt, &shared[..], X25519_INFO);
                 crypto::open(&key, ZERO_NONCE, &stanza.body)
+            }
+            Identity::Ssh(key) => {
+                if stanza.kind() == ssh::ED25519_TAG {
+                    body_len_ok()?;
+                }
+                key.unwrap(stanza)?
             }
             Identity::Hybrid(secret) => {
                 if stanza.kind() != HYBRID_TAG {
@@ -462,11 +480,17 @@ pub(crate) fn check_recipients(recipients: &[Recipient]) -> Result<(), AgeError>
 }
 
 /// Reads an identity file as `age-keygen` writes it: one secret key per
-/// line; empty lines and `#` comments are skipped.
+/// line; empty lines and `#` comments are skipped. An OpenSSH private key
+/// file (`-----BEGIN OPENSSH PRIVATE KEY-----`) holds one SSH identity
+/// (Ed25519 or RSA).
 ///
 /// # Errors
-/// [`AgeError::Key`] naming the first bad line's number, or a file with no key.
+/// [`AgeError::Key`] naming the first bad line's number, or a file with no
+/// key; an SSH key that is protected or of another type.
 pub fn parse_identity_file(text: &str) -> Result<Vec<Identity>, AgeError> {
+    if text.trim_start().starts_with(ssh::PRIVATE_BEGIN) {
+        return Ok(vec![Identity::Ssh(Box::new(SshIdentity::parse(text)?))]);
+    }
     let mut identities = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r').trim();

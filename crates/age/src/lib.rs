@@ -13,7 +13,8 @@
 //! size [`CHUNK_SIZE`]).
 //!
 //! Writing: [`seal`] wraps a new file key for each [`Recipient`] (X25519
-//! `age1...`, post-quantum hybrid `age1pq1...`, or a scrypt passphrase)
+//! `age1...`, post-quantum hybrid `age1pq1...`, an SSH key `ssh-ed25519` or
+//! `ssh-rsa` ([`SshRecipient`]), or a scrypt passphrase)
 //! and gives the header bytes and the chunk cipher. Reading: [`open`]
 //! finds the file key with the caller's [`Identity`]s, checks the MAC and
 //! gives the chunk cipher. [`ArmoredReader`] and [`ArmoredWriter`] add or
@@ -32,6 +33,7 @@ mod error;
 mod header;
 mod keys;
 mod pq;
+mod ssh;
 
 use std::io::{BufRead, Read, Write};
 
@@ -46,6 +48,9 @@ pub use header::{Header, Stanza, MAX_HEADER_LEN, MAX_STANZAS, VERSION_LINE};
 pub use keys::{
     parse_identity_file, parse_recipients_file, FileKey, Identity, Recipient, FILE_KEY_LEN,
     MAX_SCRYPT_LOG_N, SCRYPT_LOG_N,
+};
+pub use ssh::{
+    Ed25519Identity, Ed25519Recipient, RsaIdentity, RsaRecipient, SshIdentity, SshRecipient,
 };
 
 /// Plaintext bytes per payload chunk.

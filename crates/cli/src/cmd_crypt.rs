@@ -12,12 +12,14 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use cryptstream_engine::{
     keys, plan_transform_as, plan_verify, stream, Container, Direction, Engine, IoChoice,
-    Overwrite, Plan, Reason, Settings, Shown, Summary, ThreadEngine,
+    Overwrite, Plan, PlanError, Reason, Settings, Shown, Skipped, Summary, ThreadEngine,
+    KEPT_EXISTING,
 };
 use cryptstream_format::Cipher;
 use cryptstream_output::{AtomicFile, DirFd, Timestamp};
 use cryptstream_pool::Pool;
 
+use crate::key_needs::{self, Need};
 use crate::messages;
 use crate::progress::Reporter;
 use crate::secrets::SecretArgs;
@@ -85,10 +87,19 @@ pub struct RunArgs {
 /// Arguments of `encrypt` and `decrypt`.
 #[derive(clap::Args, Debug)]
 pub struct CryptArgs {
-    /// A file, a directory, or `-` for stdin.
-    input: PathBuf,
-    /// The output file or directory, or `-` for stdout.
-    output: PathBuf,
+    /// A file, a directory, or `-` for stdin (the default).
+    input: Option<PathBuf>,
+    /// The output file or directory, or `-` for stdout (the default); a
+    /// name ending in `/` is a directory, which must exist.
+    output: Option<PathBuf>,
+    /// The output, as age spells it (instead of the OUTPUT argument).
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "OUTPUT",
+        conflicts_with = "output"
+    )]
+    output_flag: Option<PathBuf>,
     #[command(flatten)]
     secrets: SecretArgs,
     #[command(flatten)]
@@ -96,9 +107,9 @@ pub struct CryptArgs {
     /// AEAD for new files (default: aes-256-gcm with AES instructions, else chacha20-poly1305).
     #[arg(long, value_enum)]
     cipher: Option<CipherArg>,
-    /// Plaintext bytes per chunk for new files (1KiB to 16MiB).
-    #[arg(long, value_name = "SIZE", value_parser = parse_chunk_size, default_value = "64KiB")]
-    chunk_size: u32,
+    /// Plaintext bytes per chunk for new files, 1KiB to 16MiB [default: 64KiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_chunk_size)]
+    chunk_size: Option<u32>,
     /// Replace existing outputs.
     #[arg(short, long, conflicts_with = "skip_existing")]
     force: bool,
@@ -123,7 +134,7 @@ pub struct CryptArgs {
 /// recognise age files by their first line).
 #[derive(clap::Args, Debug)]
 pub struct AgeArgs {
-    /// Write age files to this recipient (age1... or age1pq1..., repeatable).
+    /// Write age files to this recipient (age1..., age1pq1..., "ssh-ed25519 ..." or "ssh-rsa ..."; repeatable).
     #[arg(short = 'r', long = "recipient", value_name = "RECIPIENT")]
     recipients: Vec<String>,
     /// Write age files to the recipients listed in FILE (one per line, # comments; repeatable).
@@ -266,7 +277,24 @@ pub(crate) fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// Plaintext bytes per chunk of new files when `--chunk-size` is not
+/// given (64 KiB).
+const DEFAULT_CHUNK_SIZE: u32 = 64 * 1024;
+
 impl CryptArgs {
+    /// INPUT, or `-` (stdin) when none is given.
+    fn input(&self) -> &Path {
+        self.input.as_deref().unwrap_or(Path::new("-"))
+    }
+
+    /// OUTPUT or `-o OUTPUT`, or `-` (stdout) when neither is given.
+    fn output(&self) -> &Path {
+        self.output
+            .as_deref()
+            .or(self.output_flag.as_deref())
+            .unwrap_or(Path::new("-"))
+    }
+
     fn overwrite(&self) -> Overwrite {
         if self.force {
             Overwrite::Force
@@ -319,7 +347,7 @@ fn settings(
     };
     let builder = builder
         .cipher(args.cipher())
-        .chunk_size(args.chunk_size)
+        .chunk_size(args.chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE))
         .overwrite(args.overwrite())
         .durable(args.durable)
         .keep_special_bits(args.keep_special_bits);
@@ -410,15 +438,83 @@ fn engine_for<'p>(
     }
 }
 
+/// The most bytes of stdin read before a `decrypt` decides which secret
+/// to ask for: a native header, or the start of an age header.
+const STREAM_PEEK_LEN: usize = if cryptstream_format::MAX_HEADER_LEN > cryptstream_age::DETECT_LEN {
+    cryptstream_format::MAX_HEADER_LEN
+} else {
+    cryptstream_age::DETECT_LEN
+};
+
+/// Refuses the options given to a command they do not apply to, rather
+/// than ignoring them.
+fn refuse_inapplicable(direction: Direction, args: &CryptArgs) -> anyhow::Result<()> {
+    let secrets = &args.secrets;
+    match direction {
+        Direction::Encrypt => {
+            if !secrets.identities.is_empty() {
+                bail!(
+                    "-i/--identity opens age files (decrypt, verify); to encrypt to an age identity give its recipient with -r or -R"
+                );
+            }
+            let recipients =
+                !args.age.recipients.is_empty() || !args.age.recipients_files.is_empty();
+            if recipients && !secrets.keys.key_files.is_empty() {
+                bail!("-k/--key-file does not apply to age files: -r and -R encrypt to recipients");
+            }
+            if recipients && secrets.keys.passphrase_file.is_some() {
+                bail!(
+                    "--passphrase-file does not apply with -r or -R; add --age-passphrase for a passphrase-protected age file instead"
+                );
+            }
+            if args.keep_special_bits {
+                bail!("--keep-special-bits applies to decrypt (restored modes), not to encrypt");
+            }
+        }
+        Direction::Decrypt | Direction::Verify => {
+            if args.cipher.is_some() {
+                bail!("--cipher applies to encrypt: decrypt reads the cipher from each header");
+            }
+            if args.chunk_size.is_some() {
+                bail!(
+                    "--chunk-size applies to encrypt: decrypt reads the chunk size from each header"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs `encrypt` or `decrypt`.
 pub fn run_transform(direction: Direction, args: &CryptArgs) -> anyhow::Result<ExitCode> {
-    let dash = Path::new("-");
+    refuse_inapplicable(direction, args)?;
+    let (input, output) = (args.input(), args.output());
+    let streamed = is_dash(input) || is_dash(output);
     let cancel = cancel_on_signals()?;
     let age_encrypt = direction == Direction::Encrypt && args.age.wanted();
+    // Decrypting stdin: its first bytes are read now, to know which
+    // secret to ask for, and put back in front of the stream.
+    let mut peeked = None;
     let keyring = if age_encrypt {
         cryptstream_format::Keyring::new(Vec::new(), None)
+    } else if direction == Direction::Encrypt {
+        args.secrets.encryption_keyring()?
+    } else if is_dash(input) {
+        let mut prefix = Vec::with_capacity(STREAM_PEEK_LEN);
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(std::io::stdin().lock(), STREAM_PEEK_LEN as u64),
+            &mut prefix,
+        )
+        .context("-: cannot read stdin")?;
+        let needs: Vec<(PathBuf, Need)> = key_needs::need_of(&prefix)
+            .map(|need| (PathBuf::from("-"), need))
+            .into_iter()
+            .collect();
+        peeked = Some(prefix);
+        args.secrets.decryption_keyring(&needs)?
     } else {
-        args.secrets.keyring(direction == Direction::Encrypt)?
+        let needs = key_needs::needs_of(&[input], direction);
+        args.secrets.decryption_keyring(&needs)?
     };
     let age = AgeSetup::new(
         direction,
@@ -428,32 +524,39 @@ pub fn run_transform(direction: Direction, args: &CryptArgs) -> anyhow::Result<E
         &args.run,
     )?;
     let mut settings = settings(direction, keyring, age, &args.run, Some(args));
-    if args.input == dash || args.output == dash {
+    if streamed {
         if !derive_keys(&mut settings, None, &args.secrets, &cancel)? {
             return Ok(interrupted());
         }
-        return run_stream(&settings, args, &cancel);
+        return run_stream(&settings, args, peeked, &cancel);
     }
-    let plan = plan_transform_as(
+    let plan = listed(plan_transform_as(
         direction,
         settings.container.output_format(),
-        &args.input,
-        &args.output,
+        input,
+        output,
         args.overwrite(),
-    )?;
+    ))?;
     if !derive_keys(&mut settings, Some(&plan), &args.secrets, &cancel)? {
         return Ok(interrupted());
     }
     execute(&plan, &settings, &args.run, &cancel)
 }
 
+/// Whether `path` is `-` (stdin or stdout).
+fn is_dash(path: &Path) -> bool {
+    path == Path::new("-")
+}
+
 /// Runs `verify`.
 pub fn run_verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let cancel = cancel_on_signals()?;
-    let keyring = args.secrets.keyring(false)?;
+    let inputs: Vec<&Path> = args.inputs.iter().map(PathBuf::as_path).collect();
+    let needs = key_needs::needs_of(&inputs, Direction::Verify);
+    let keyring = args.secrets.decryption_keyring(&needs)?;
     let age = AgeSetup::new(Direction::Verify, &args.secrets, None, &keyring, &args.run)?;
     let mut settings = settings(Direction::Verify, keyring, age, &args.run, None);
-    let plan = plan_verify(&args.inputs)?;
+    let plan = listed(plan_verify(&args.inputs))?;
     if !derive_keys(&mut settings, Some(&plan), &args.secrets, &cancel)? {
         return Ok(interrupted());
     }
@@ -488,31 +591,29 @@ fn report(summary: &Summary, run_args: &RunArgs, on_terminal: bool) -> anyhow::R
         serde_json::to_writer_pretty(&mut out, summary)?;
         writeln!(out)?;
     }
+    // Skipped entries are told whether or not stderr is a terminal, and
+    // with --quiet too: a file left out is never left out silently.
+    report_skipped(&summary.skipped);
     if on_terminal {
-        for skipped in &summary.skipped {
-            messages::note(format_args!(
-                "skipped {}: {}",
-                Shown(&skipped.path),
-                skipped.reason
-            ));
-        }
         eprintln!(
             "{}",
             messages::escape_controls(&format!(
-                "{}ed {} files, {:.1} MB in {:.2} s ({:.1} MB/s, {:.0} files/s)",
-                summary.operation.name().trim_end_matches('e'),
-                summary.files_ok,
-                summary.bytes_in as f64 / 1e6,
+                "{} {}, {} in {:.2} s ({}/s, {:.0} files/s)",
+                past_tense(summary.operation),
+                messages::count(summary.files_ok, "file", "files"),
+                cryptstream_workload::human_size(summary.bytes_in),
                 summary.seconds,
-                summary.mb_per_s,
+                cryptstream_workload::human_size(
+                    (summary.bytes_in as f64 / summary.seconds.max(1e-9)) as u64
+                ),
                 summary.files_per_s
             ))
         );
     }
     if !summary.retried.is_empty() {
         messages::note(format_args!(
-            "retried {} task(s) after a worker process died: {}",
-            summary.retried.len(),
+            "retried {} after a worker process died: {}",
+            messages::count(summary.retried.len() as u64, "task", "tasks"),
             summary
                 .retried
                 .iter()
@@ -532,13 +633,55 @@ fn report(summary: &Summary, run_args: &RunArgs, on_terminal: bool) -> anyhow::R
     }
     if summary.files_failed > 0 {
         messages::error(format_args!(
-            "{} of {} files failed",
+            "{} of {} failed",
             summary.files_failed,
-            summary.files_failed + summary.files_ok
+            messages::count(summary.files_failed + summary.files_ok, "file", "files")
         ));
         return Ok(ExitCode::from(crate::EXIT_FAILURE));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// "encrypted", "decrypted", "verified".
+fn past_tense(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Encrypt => "encrypted",
+        Direction::Decrypt => "decrypted",
+        Direction::Verify => "verified",
+    }
+}
+
+/// One line per skipped entry on stderr; the outputs that --skip-existing
+/// kept are counted in one line instead (a resume would otherwise repeat
+/// the whole first run).
+fn report_skipped(skipped: &[Skipped]) {
+    let mut kept = 0u64;
+    for entry in skipped {
+        if entry.reason == KEPT_EXISTING {
+            kept += 1;
+            continue;
+        }
+        messages::note(format_args!(
+            "skipped {}: {}",
+            Shown(&entry.path),
+            entry.reason
+        ));
+    }
+    if kept > 0 {
+        messages::note(format_args!(
+            "kept {} (--skip-existing)",
+            messages::count(kept, "existing output", "existing outputs")
+        ));
+    }
+}
+
+/// A plan, or the refusal of a run that would process nothing, with every
+/// entry it skipped listed first (the refusal line says how many).
+fn listed(plan: Result<Plan, PlanError>) -> anyhow::Result<Plan> {
+    if let Err(PlanError::NothingToProcess { skipped, .. }) = &plan {
+        report_skipped(skipped);
+    }
+    Ok(plan?)
 }
 
 /// Unbuffered writes to a borrowed descriptor (stdout), without the line
@@ -620,25 +763,50 @@ impl std::io::Read for Cancellable<'_> {
 fn run_stream(
     settings: &Settings,
     args: &CryptArgs,
+    peeked: Option<Vec<u8>>,
     cancel: &AtomicBool,
 ) -> anyhow::Result<ExitCode> {
-    let dash = Path::new("-");
+    let (input_path, output_path) = (args.input(), args.output());
     let direction = settings.direction;
-    if args.output == dash && args.run.json {
-        bail!("--json needs stdout: give an OUTPUT file instead of -");
+    if is_dash(output_path) && args.run.json {
+        bail!("--json needs stdout: give an output file with -o FILE");
     }
-    if direction == Direction::Encrypt && args.output == dash && std::io::stdout().is_terminal() {
-        bail!("refusing to write encrypted data to a terminal: redirect stdout or give an OUTPUT file");
+    // As age: encrypted binary is not written to a terminal, armor is.
+    let armored = matches!(settings.container, Container::Age { armor: true, .. });
+    if direction == Direction::Encrypt
+        && is_dash(output_path)
+        && !armored
+        && std::io::stdout().is_terminal()
+    {
+        bail!(
+            "refusing to write encrypted data to a terminal: redirect stdout, \
+             give -o FILE, or use --armor for age text"
+        );
+    }
+    if !is_dash(output_path) && cryptstream_engine::names_directory(output_path) {
+        // A directory output needs an input name to name the file in it.
+        bail!(
+            "{}: a directory output needs a file or directory INPUT, not stdin: \
+             give the output file name",
+            Shown(output_path)
+        );
     }
     let started = Instant::now();
     let stdin = std::io::stdin();
-    let input_name = Shown(&args.input).to_string();
+    let input_name = Shown(input_path).to_string();
     let (input, source): (Box<dyn std::io::Read>, Option<stream::StreamSource>) =
-        if args.input == dash {
-            (Box::new(stdin.lock()), None)
+        if is_dash(input_path) {
+            let reader: Box<dyn std::io::Read> = match peeked {
+                Some(prefix) => Box::new(std::io::Read::chain(
+                    std::io::Cursor::new(prefix),
+                    stdin.lock(),
+                )),
+                None => Box::new(stdin.lock()),
+            };
+            (reader, None)
         } else {
             use std::os::unix::fs::PermissionsExt;
-            let file = std::fs::File::open(&args.input)
+            let file = std::fs::File::open(input_path)
                 .with_context(|| format!("{input_name}: cannot open"))?;
             let meta = file
                 .metadata()
@@ -658,12 +826,12 @@ fn run_stream(
             (Box::new(file), Some(source))
         };
     let stdout = std::io::stdout();
-    let output_name = Shown(&args.output).to_string();
+    let output_name = Shown(output_path).to_string();
     let mut atomic = None;
-    let mut sink: Box<dyn Write> = if args.output == dash {
+    let mut sink: Box<dyn Write> = if is_dash(output_path) {
         Box::new(FdWriter(stdout.as_fd()))
     } else {
-        if std::fs::symlink_metadata(&args.output).is_ok() {
+        if std::fs::symlink_metadata(output_path).is_ok() {
             if args.skip_existing {
                 return Ok(ExitCode::SUCCESS);
             }
@@ -671,7 +839,7 @@ fn run_stream(
                 bail!("{output_name}: output exists; use --force to replace or --skip-existing to keep");
             }
         }
-        let (dir, name) = match (args.output.parent(), args.output.file_name()) {
+        let (dir, name) = match (output_path.parent(), output_path.file_name()) {
             (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => (parent, name),
             (_, Some(name)) => (Path::new("."), name),
             _ => bail!("{output_name}: not a file name"),

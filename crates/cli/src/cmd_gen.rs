@@ -122,8 +122,13 @@ pub fn run(args: &GenArgs) -> anyhow::Result<()> {
     let report = result?;
     if !args.quiet {
         eprintln!(
-            "generated {} files, {} bytes in {:.2} s ({:.0} MB/s)",
-            report.files, report.bytes, report.seconds, report.mb_per_s
+            "generated {}, {} in {:.2} s ({}/s)",
+            crate::messages::count(report.files as u64, "file", "files"),
+            cryptstream_workload::human_size(report.bytes),
+            report.seconds,
+            cryptstream_workload::human_size(
+                (report.bytes as f64 / report.seconds.max(1e-9)) as u64
+            )
         );
     }
     Ok(())

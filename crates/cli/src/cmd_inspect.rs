@@ -96,8 +96,8 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     println!("entry:          {}", header.kind.name());
     if let Some(mtime) = header.mtime {
         println!(
-            "mtime:          {}.{:09} s since the epoch",
-            mtime.seconds, mtime.nanos
+            "mtime:          {}",
+            crate::messages::rfc3339(mtime.seconds, mtime.nanos)
         );
     }
     println!("cipher:         {}", header.cipher.name());

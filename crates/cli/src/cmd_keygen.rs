@@ -21,7 +21,7 @@ pub struct KeygenArgs {
     /// With --age: a post-quantum hybrid identity (age1pq1... recipient, age 1.3).
     #[arg(long, requires = "age")]
     pq: bool,
-    /// Print the recipients (public keys) of the age identity FILE.
+    /// Print the recipients (public keys) of the age identity FILE (`-` reads it from stdin).
     #[arg(long, value_name = "FILE", conflicts_with = "output")]
     age_recipient: Option<PathBuf>,
 }
@@ -95,12 +95,36 @@ fn age_keygen(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints the recipient of every identity in an identity file, one a line.
+/// The most bytes of an identity file read from stdin: an identity
+/// file holds a few keys of under 100 bytes each (or post-quantum ones of
+/// a few KiB), so this bounds a mistaken `-` on a large stream.
+const MAX_IDENTITY_STDIN: u64 = 64 * 1024;
+
+/// Prints the recipient of every identity in an identity file (`-`:
+/// stdin, as `age-keygen -y` reads it), one a line.
 fn print_recipients(path: &PathBuf) -> anyhow::Result<ExitCode> {
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read identity file", path.display()))?,
-    );
+    let text = if path.as_os_str() == "-" {
+        use std::io::Read;
+        let mut bytes = Zeroizing::new(Vec::new());
+        std::io::stdin()
+            .lock()
+            .take(MAX_IDENTITY_STDIN + 1)
+            .read_to_end(&mut bytes)
+            .context("-: cannot read the identity file from stdin")?;
+        if bytes.len() as u64 > MAX_IDENTITY_STDIN {
+            bail!("-: too large to be an identity file (more than {MAX_IDENTITY_STDIN} bytes)");
+        }
+        Zeroizing::new(
+            std::str::from_utf8(&bytes)
+                .map_err(|_| anyhow::anyhow!("-: not an age identity file: not UTF-8 text"))?
+                .to_owned(),
+        )
+    } else {
+        Zeroizing::new(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("{}: cannot read identity file", path.display()))?,
+        )
+    };
     let identities = cryptstream_age::parse_identity_file(&text)
         .with_context(|| format!("{}: not an age identity file", path.display()))?;
     let mut out = std::io::stdout().lock();
@@ -112,12 +136,7 @@ fn print_recipients(path: &PathBuf) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The current time in UTC as RFC 3339 (`2026-11-30T01:50:00Z`).
+/// The current time in UTC as RFC 3339, to the second (`2026-11-30T01:50:00Z`).
 fn rfc3339_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (year, month, day, hour, minute, second) =
-        crate::messages::utc_fields(i64::try_from(secs).unwrap_or(i64::MAX));
-    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z")
+    crate::messages::rfc3339(jiff::Timestamp::now().as_second(), 0)
 }

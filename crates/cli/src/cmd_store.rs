@@ -12,16 +12,18 @@ use cryptstream_location::{cache, GcGate, OpenOptions, OpenedStore, StoreLocatio
 use cryptstream_pool::{Cancel, Pool};
 use cryptstream_store::{
     format_uid, ChunkerParams, FileRow, GetOptions, PutOptions, PutOutcome, Settings, Store,
-    DEFAULT_MAX_MEMORY,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cmd_crypt::{cancel_on_signals, default_workers, EXIT_INTERRUPTED};
 use crate::messages;
-use crate::secrets::SecretArgs;
+use crate::secrets::KeyArgs;
 
 /// The environment variable that names the store directory.
 pub const STORE_ENV: &str = "CRYPTSTREAM_STORE";
+
+/// [`cryptstream_store::DEFAULT_MAX_MEMORY`] as the help shows it (a test checks that the two agree).
+const DEFAULT_MAX_MEMORY_TEXT: &str = "256MiB";
 
 /// Options of every store command.
 #[derive(clap::Args, Debug, Clone)]
@@ -35,13 +37,13 @@ pub struct StoreArgs {
           default_value_t = cryptstream_location::DEFAULT_CONNECTIONS)]
     pub connections: usize,
     #[command(flatten)]
-    pub secrets: SecretArgs,
+    pub secrets: KeyArgs,
     /// Worker threads (default: one per core).
     #[arg(long, global = true, value_name = "N")]
     pub workers: Option<usize>,
     /// Bytes of chunks in flight at most, for put, get and verify (e.g. 64MiB).
     #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size,
-          default_value_t = DEFAULT_MAX_MEMORY)]
+          default_value = DEFAULT_MAX_MEMORY_TEXT)]
     pub max_memory: u64,
     /// No progress bar.
     #[arg(long, short = 'q', global = true)]
@@ -79,16 +81,16 @@ pub enum StoreCommand {
 #[derive(clap::Args, Debug, Clone)]
 pub struct InitArgs {
     /// Smallest chunk (FastCDC minimum).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size32, default_value_t = ChunkerParams::DEFAULT.min)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size32, default_value = "256KiB")]
     pub chunk_min: u32,
     /// Average chunk.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size32, default_value_t = ChunkerParams::DEFAULT.avg)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size32, default_value = "1MiB")]
     pub chunk_avg: u32,
     /// Largest chunk.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size32, default_value_t = ChunkerParams::DEFAULT.max)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size32, default_value = "4MiB")]
     pub chunk_max: u32,
     /// Size at which a pack file is closed.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value_t = Settings::DEFAULT.pack_target)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "32MiB")]
     pub pack_target: u64,
     /// zstd level for chunks.
     #[arg(long, value_name = "N", default_value_t = Settings::DEFAULT.zstd_level)]
@@ -276,8 +278,9 @@ pub fn open_store(
             "the new local registry was not filled from the bucket",
         )?;
         messages::note(format_args!(
-            "{location}: new local registry filled from the bucket ({} files, {} packs)",
-            report.files, report.packs
+            "{location}: new local registry filled from the bucket ({}, {})",
+            messages::count(report.files, "file", "files"),
+            messages::count(report.packs, "pack", "packs")
         ));
     }
     Ok(opened)
@@ -414,8 +417,8 @@ fn run_command(
                 println!("{}  {}", format_uid(row.record.uid), row.record.name);
             }
             messages::note(format_args!(
-                "deleted {} entries; run `store gc` to reclaim their space",
-                rows.len()
+                "deleted {}; run `store gc` to reclaim their space",
+                messages::count(rows.len() as u64, "entry", "entries")
             ));
             Ok(ExitCode::SUCCESS)
         }
@@ -441,7 +444,7 @@ fn run_command(
                 report.chunks_removed,
                 report.packs_deleted,
                 report.packs_rewritten,
-                cryptstream_workload::format_size(report.bytes_reclaimed),
+                cryptstream_workload::human_size(report.bytes_reclaimed),
                 report.files_recovered,
                 report.files_dropped,
                 report.orphans_deleted,
@@ -475,9 +478,9 @@ fn run_command(
             }
             let totals = store.totals()?;
             messages::note(format_args!(
-                "verify: ok ({} entries, {} chunks{})",
-                totals.files,
-                totals.chunks,
+                "verify: ok ({}, {}{})",
+                messages::count(totals.files, "entry", "entries"),
+                messages::count(totals.chunks, "chunk", "chunks"),
                 if verify.read_data {
                     ", all data read"
                 } else {
@@ -492,8 +495,10 @@ fn run_command(
                 .reindex(&cryptstream_store::NoProgress, cancel)?;
             refuse_unreadable(&report, "reindex: the registry was kept as it was")?;
             messages::note(format_args!(
-                "reindex: {} packs, {} chunks, {} entries",
-                report.packs, report.chunks, report.files
+                "reindex: {}, {}, {}",
+                messages::count(report.packs, "pack", "packs"),
+                messages::count(report.chunks, "chunk", "chunks"),
+                messages::count(report.files, "entry", "entries")
             ));
             Ok(ExitCode::SUCCESS)
         }
@@ -531,6 +536,7 @@ pub fn run_put(
     }
     let mut entries = Vec::new();
     let (mut stored, mut unchanged, mut failed, mut new_bytes) = (0u64, 0u64, 0u64, 0u64);
+    let mut skipped = 0u64;
     let result = store.put(pool, &args.paths, &opts, bar, &mut |r| {
         let uid = r.uid.map(format_uid).unwrap_or_default();
         let status = match &r.outcome {
@@ -551,6 +557,7 @@ pub fn run_put(
                 "unchanged".to_owned()
             }
             PutOutcome::Skipped(why) => {
+                skipped += 1;
                 bar.suspend(|| messages::note(format_args!("{}: skipped: {why}", r.name)));
                 "skipped".to_owned()
             }
@@ -581,9 +588,17 @@ pub fn run_put(
     bar.suspend(|| {
         messages::note(format_args!(
             "put: {stored} stored ({} new), {unchanged} unchanged, {failed} failed",
-            cryptstream_workload::format_size(new_bytes)
+            cryptstream_workload::human_size(new_bytes)
         ))
     });
+    if !cancelled && stored + unchanged + failed == 0 && skipped > 0 {
+        // Everything given was skipped: not a success (as encrypt).
+        messages::error(format_args!(
+            "put: nothing to store: {} skipped",
+            messages::count(skipped, "entry", "entries")
+        ));
+        return Ok(ExitCode::from(1));
+    }
     Ok(if cancelled {
         ExitCode::from(EXIT_INTERRUPTED)
     } else if failed > 0 {
@@ -667,10 +682,9 @@ pub fn run_get(
     })
 }
 
-/// A Unix time as `YYYY-MM-DD HH:MM:SS` (UTC).
+/// A Unix time as RFC 3339 in UTC, as every time the command line shows.
 fn format_time(seconds: i64) -> String {
-    let (year, month, day, hour, minute, second) = messages::utc_fields(seconds);
-    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}")
+    messages::rfc3339(seconds, 0)
 }
 
 fn row_json(row: &FileRow) -> serde_json::Value {
@@ -734,7 +748,7 @@ pub fn run_stat(store: &Store, json: bool) -> anyhow::Result<()> {
         println!("{value}");
         return Ok(());
     }
-    let size = cryptstream_workload::format_size;
+    let size = cryptstream_workload::human_size;
     println!("entries:            {}", t.files);
     println!("logical size:       {}", size(t.logical_bytes));
     println!(
@@ -747,4 +761,33 @@ pub fn run_stat(store: &Store, json: bool) -> anyhow::Result<()> {
     println!("dedup ratio:        {dedup:.2}");
     println!("compression ratio:  {compression:.2}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sizes the help shows as defaults are the library's defaults.
+    #[test]
+    fn help_defaults_are_the_library_defaults() {
+        use clap::CommandFactory;
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            store: StoreArgs,
+        }
+        let matches = Wrapper::command()
+            .try_get_matches_from(["x", "init"])
+            .expect("init parses with defaults");
+        let store =
+            <StoreArgs as clap::FromArgMatches>::from_arg_matches(&matches).expect("store args");
+        assert_eq!(store.max_memory, cryptstream_store::DEFAULT_MAX_MEMORY);
+        let StoreCommand::Init(init) = store.command else {
+            panic!("init parsed as init");
+        };
+        assert_eq!(init.chunk_min, ChunkerParams::DEFAULT.min);
+        assert_eq!(init.chunk_avg, ChunkerParams::DEFAULT.avg);
+        assert_eq!(init.chunk_max, ChunkerParams::DEFAULT.max);
+        assert_eq!(init.pack_target, Settings::DEFAULT.pack_target);
+    }
 }

@@ -12,6 +12,7 @@ mod cmd_inspect;
 mod cmd_keygen;
 mod cmd_net;
 mod cmd_store;
+mod key_needs;
 mod messages;
 mod process;
 mod progress;
@@ -37,9 +38,9 @@ struct Cli {
 enum Command {
     /// Write a new random 256-bit key file (mode 0600), or an age identity (--age).
     Keygen(cmd_keygen::KeygenArgs),
-    /// Encrypt a file, a directory tree, or stdin (`-`).
+    /// Encrypt a file or a directory tree; stdin to stdout when no path is given.
     Encrypt(cmd_crypt::CryptArgs),
-    /// Decrypt a file, a directory tree, or stdin (`-`).
+    /// Decrypt a file or a directory tree; stdin to stdout when no path is given.
     Decrypt(cmd_crypt::CryptArgs),
     /// Authenticate every chunk of encrypted files; writes nothing.
     Verify(cmd_crypt::VerifyArgs),

@@ -63,27 +63,45 @@ fn say(line: impl Display) {
     let _ = std::io::stderr().lock().write_all(out.as_bytes());
 }
 
-/// A Unix time in UTC as (year, month, day, hour, minute, second): the
-/// civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-pub fn utc_fields(seconds: i64) -> (i64, i64, i64, i64, i64, i64) {
-    let days = seconds.div_euclid(86_400);
-    let secs = seconds.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day, secs / 3600, secs % 3600 / 60, secs % 60)
+/// `count` with its noun in the right number: "1 file", "2 files",
+/// "0 files".
+pub fn count(count: u64, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
+}
+
+/// A Unix time as RFC 3339 in UTC (`2026-11-30T01:50:00Z`, with the
+/// fraction of a second when `nanos` is not zero). A time outside the
+/// range people write dates in (years -9999 to 9999) is shown as seconds.
+pub fn rfc3339(seconds: i64, nanos: u32) -> String {
+    let nanos = i32::try_from(nanos).unwrap_or(0);
+    match jiff::Timestamp::new(seconds, nanos) {
+        Ok(time) => time.to_string(),
+        Err(_) => format!("{seconds}.{nanos:09} s since the epoch"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::escape_controls;
     use std::borrow::Cow;
+
+    #[test]
+    fn times_are_rfc3339_in_utc() {
+        assert_eq!(super::rfc3339(0, 0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_764_467_400, 0), "2025-11-30T01:50:00Z");
+        assert_eq!(super::rfc3339(-1, 500_000_000), "1969-12-31T23:59:59.5Z");
+        assert_eq!(
+            super::rfc3339(i64::MAX, 0),
+            "9223372036854775807.000000000 s since the epoch"
+        );
+    }
+
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        assert_eq!(super::count(0, "file", "files"), "0 files");
+        assert_eq!(super::count(1, "file", "files"), "1 file");
+        assert_eq!(super::count(8, "entry", "entries"), "8 entries");
+    }
 
     #[test]
     fn plain_text_is_borrowed_unchanged() {

@@ -12,6 +12,8 @@ use cryptstream_age::Identity;
 use cryptstream_format::{parse_key_file, KdfParams, Keyring, Passphrase};
 use zeroize::Zeroizing;
 
+use crate::key_needs::Need;
+
 /// The environment variable that may hold the passphrase.
 pub const PASSPHRASE_ENV: &str = "CRYPTSTREAM_PASSPHRASE";
 
@@ -21,22 +23,34 @@ pub const PASSPHRASE_ENV: &str = "CRYPTSTREAM_PASSPHRASE";
 /// filling memory with copies of would-be secrets.
 pub const MAX_SECRET_FILE_LEN: u64 = 64 * 1024;
 
-/// Secret options shared by every command that needs a key.
+/// The key options of every command that opens or writes cryptstream
+/// data: `encrypt`, `decrypt`, `verify` and every `store` subcommand.
+/// They are global, so that they are accepted before or after a
+/// subcommand (`store -k K put` and `store put -k K`) and listed in every
+/// subcommand's help.
 #[derive(clap::Args, Debug, Clone)]
-pub struct SecretArgs {
+pub struct KeyArgs {
     /// Key file made by `cryptstream keygen` (repeat to try several when decrypting).
-    #[arg(short = 'k', long = "key-file", value_name = "FILE")]
+    #[arg(short = 'k', long = "key-file", value_name = "FILE", global = true)]
     pub key_files: Vec<PathBuf>,
     /// Read the passphrase from the first line of FILE (or set CRYPTSTREAM_PASSPHRASE, or answer the prompt).
-    #[arg(long, value_name = "FILE", conflicts_with = "key_files")]
+    #[arg(long, value_name = "FILE", conflicts_with = "key_files", global = true)]
     pub passphrase_file: Option<PathBuf>,
-    /// age identity file (`age-keygen` format) to open age files with (repeatable).
-    #[arg(short = 'i', long = "identity", value_name = "FILE")]
-    pub identities: Vec<PathBuf>,
     /// Cheaper Argon2id costs for tests; only with the `test-knobs` feature.
     #[cfg(feature = "test-knobs")]
     #[command(flatten)]
     test_kdf: TestKdfArgs,
+}
+
+/// The key options of `encrypt`, `decrypt` and `verify`: those of
+/// [`KeyArgs`] and the age identities that open age files.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SecretArgs {
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// age identity file (`age-keygen` format, or an OpenSSH private key) to open age files with (repeatable; decrypt and verify).
+    #[arg(short = 'i', long = "identity", value_name = "FILE", global = true)]
+    pub identities: Vec<PathBuf>,
 }
 
 /// Hidden flags that make new passphrase files cheap to derive, so tests
@@ -46,10 +60,10 @@ pub struct SecretArgs {
 #[derive(clap::Args, Debug, Clone)]
 struct TestKdfArgs {
     /// Argon2id memory in KiB for new passphrase files (testing only).
-    #[arg(long, hide = true, default_value_t = KdfParams::DEFAULT.m_kib)]
+    #[arg(long, hide = true, global = true, default_value_t = KdfParams::DEFAULT.m_kib)]
     argon2_memory_kib: u32,
     /// Argon2id passes for new passphrase files (testing only).
-    #[arg(long, hide = true, default_value_t = KdfParams::DEFAULT.t)]
+    #[arg(long, hide = true, global = true, default_value_t = KdfParams::DEFAULT.t)]
     argon2_passes: u32,
 }
 
@@ -74,7 +88,7 @@ impl SecretFile {
     }
 }
 
-impl SecretArgs {
+impl KeyArgs {
     /// The Argon2id costs for new files: [`KdfParams::DEFAULT`] in a
     /// build without `test-knobs`.
     pub fn kdf_params(&self) -> KdfParams {
@@ -98,58 +112,34 @@ impl SecretArgs {
     /// is larger than [`MAX_SECRET_FILE_LEN`], or does not hold a key; no
     /// passphrase anywhere.
     pub fn keyring(&self, confirm: bool) -> anyhow::Result<Keyring> {
-        if !self.identities.is_empty() && self.key_files.is_empty() {
-            // Identities need no passphrase: one is read only when named
-            // (a file or the environment), never asked for.
-            let named =
-                self.passphrase_file.is_some() || std::env::var_os(PASSPHRASE_ENV).is_some();
-            let passphrase = if named {
-                Some(self.passphrase(false)?)
-            } else {
-                None
-            };
-            return Ok(Keyring::new(Vec::new(), passphrase));
-        }
         if !self.key_files.is_empty() {
-            let mut keys = Vec::new();
-            for path in &self.key_files {
-                let text = read_secret_file(path, SecretFile::Key)?;
-                keys.push(parse_key_file(&text).with_context(|| path.display().to_string())?);
-            }
-            return Ok(Keyring::new(keys, None));
+            return Ok(Keyring::new(self.key_file_keys()?, None));
         }
         Ok(Keyring::new(Vec::new(), Some(self.passphrase(confirm)?)))
     }
 
-    /// The identities that open age files: those of every `-i` file, and
-    /// the passphrase of `keyring` (for scrypt stanzas).
-    ///
-    /// # Errors
-    /// An identity file that cannot be read or holds anything but age
-    /// secret keys.
-    pub fn age_identities(&self, keyring: &Keyring) -> anyhow::Result<Vec<Identity>> {
-        let mut identities = Vec::new();
-        for path in &self.identities {
-            let text = read_secret_file(path, SecretFile::Identity)?;
-            identities.extend(
-                cryptstream_age::parse_identity_file(&text)
-                    .with_context(|| format!("{}: not an age identity file", path.display()))?,
-            );
+    /// The keys of every `-k` file. A file that holds an age identity
+    /// instead is refused with a hint to give it with `-i`.
+    fn key_file_keys(&self) -> anyhow::Result<Vec<cryptstream_format::MasterKey>> {
+        let mut keys = Vec::new();
+        for path in &self.key_files {
+            let text = read_secret_file(path, SecretFile::Key)?;
+            match parse_key_file(&text) {
+                Ok(key) => keys.push(key),
+                Err(_) if cryptstream_age::parse_identity_file(&text).is_ok() => bail!(
+                    "{}: is an age identity file, not a key file: give it with -i FILE, not -k",
+                    path.display()
+                ),
+                Err(err) => return Err(err).with_context(|| path.display().to_string()),
+            }
         }
-        if let Some(passphrase) = keyring.passphrase() {
-            identities.push(Identity::passphrase(Zeroizing::new(
-                passphrase.as_bytes().to_vec(),
-            )));
-        }
-        Ok(identities)
+        Ok(keys)
     }
 
-    /// The passphrase for new age files (asked twice at a prompt).
-    ///
-    /// # Errors
-    /// As [`SecretArgs::keyring`] without key files.
-    pub fn age_passphrase(&self) -> anyhow::Result<Zeroizing<Vec<u8>>> {
-        Ok(Zeroizing::new(self.passphrase(true)?.as_bytes().to_vec()))
+    /// Whether a passphrase was named, in a file or in the environment
+    /// (so that reading it asks nobody anything).
+    pub fn passphrase_named(&self) -> bool {
+        self.passphrase_file.is_some() || std::env::var_os(PASSPHRASE_ENV).is_some()
     }
 
     fn passphrase(&self, confirm: bool) -> anyhow::Result<Passphrase> {
@@ -175,6 +165,92 @@ impl SecretArgs {
             prompt(confirm)?
         };
         Ok(Passphrase::new(text.as_bytes().to_vec()))
+    }
+}
+
+impl SecretArgs {
+    /// The Argon2id costs for new files (see [`KeyArgs::kdf_params`]).
+    pub fn kdf_params(&self) -> KdfParams {
+        self.keys.kdf_params()
+    }
+
+    /// The keyring of an `encrypt` run: key files, or a passphrase
+    /// (asked twice at a prompt).
+    ///
+    /// # Errors
+    /// As [`KeyArgs::keyring`].
+    pub fn encryption_keyring(&self) -> anyhow::Result<Keyring> {
+        self.keys.keyring(true)
+    }
+
+    /// The keyring of a `decrypt` or `verify` run, decided by what the
+    /// inputs' headers ask for (`needs`, see [`crate::key_needs`]): key
+    /// files if given; a passphrase when one is named, or when some input
+    /// needs one and no `-k` or `-i` was given (only then is the terminal
+    /// asked). When no input needs a passphrase and nothing was given, the
+    /// first input's header names the missing flag, before anything is
+    /// asked or written.
+    ///
+    /// # Errors
+    /// As [`KeyArgs::keyring`]; the missing `-k` or `-i` of an input.
+    pub fn decryption_keyring(&self, needs: &[(PathBuf, Need)]) -> anyhow::Result<Keyring> {
+        if !self.keys.key_files.is_empty() {
+            return Ok(Keyring::new(self.keys.key_file_keys()?, None));
+        }
+        if self.keys.passphrase_named() {
+            return Ok(Keyring::new(Vec::new(), Some(self.keys.passphrase(false)?)));
+        }
+        let wants_passphrase = needs.iter().any(|(_, need)| need.is_passphrase());
+        if !self.identities.is_empty() || !wants_passphrase {
+            if self.identities.is_empty() {
+                if let Some((path, need)) = needs.first() {
+                    bail!("{}: {}", path.display(), need.missing());
+                }
+            }
+            return Ok(Keyring::new(Vec::new(), None));
+        }
+        Ok(Keyring::new(Vec::new(), Some(self.keys.passphrase(false)?)))
+    }
+
+    /// The identities that open age files: those of every `-i` file, and
+    /// the passphrase of `keyring` (for scrypt stanzas).
+    ///
+    /// # Errors
+    /// An identity file that cannot be read or holds anything but age
+    /// secret keys (a cryptstream key file gets a hint to use `-k`).
+    pub fn age_identities(&self, keyring: &Keyring) -> anyhow::Result<Vec<Identity>> {
+        let mut identities = Vec::new();
+        for path in &self.identities {
+            let text = read_secret_file(path, SecretFile::Identity)?;
+            match cryptstream_age::parse_identity_file(&text) {
+                Ok(found) => identities.extend(found),
+                Err(_) if parse_key_file(&text).is_ok() => bail!(
+                    "{}: is a cryptstream key file, not an age identity file: give it with -k FILE, not -i",
+                    path.display()
+                ),
+                Err(err) => {
+                    return Err(err).with_context(|| {
+                        format!("{}: not an age identity file", path.display())
+                    })
+                }
+            }
+        }
+        if let Some(passphrase) = keyring.passphrase() {
+            identities.push(Identity::passphrase(Zeroizing::new(
+                passphrase.as_bytes().to_vec(),
+            )));
+        }
+        Ok(identities)
+    }
+
+    /// The passphrase for new age files (asked twice at a prompt).
+    ///
+    /// # Errors
+    /// As [`KeyArgs::keyring`] without key files.
+    pub fn age_passphrase(&self) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+        Ok(Zeroizing::new(
+            self.keys.passphrase(true)?.as_bytes().to_vec(),
+        ))
     }
 }
 
@@ -225,7 +301,7 @@ fn read_secret_file(path: &Path, kind: SecretFile) -> anyhow::Result<Zeroizing<S
 fn prompt(confirm: bool) -> anyhow::Result<Zeroizing<String>> {
     let no_terminal = || {
         anyhow::anyhow!(
-            "no key given: use --key-file, --passphrase-file or {PASSPHRASE_ENV} (no terminal to prompt on)"
+            "no key given: use -k FILE, --passphrase-file FILE or {PASSPHRASE_ENV} (no terminal to prompt on)"
         )
     };
     if std::fs::File::open("/dev/tty").is_err() {

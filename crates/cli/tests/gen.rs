@@ -63,7 +63,7 @@ fn same_seed_same_tree_across_runs_and_versions() {
             .clone();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            stderr.contains("generated 10 files, 10240 bytes in"),
+            stderr.contains("generated 10 files, 10.0 KiB in"),
             "{stderr}"
         );
     }

@@ -455,10 +455,17 @@ fn without_any_secret_and_no_terminal_the_run_fails_with_advice() {
             });
         }
         let outcome = run(&mut cmd);
-        assert_refused(&outcome, "no key given");
-        outcome
-            .stderr_has("--passphrase-file")
-            .stderr_has(PASSPHRASE_ENV);
+        if subcommand == "encrypt" {
+            assert_refused(&outcome, "no key given");
+            outcome
+                .stderr_has("--passphrase-file")
+                .stderr_has(PASSPHRASE_ENV);
+        } else {
+            // The tree was sealed with a key file: its headers say so, and
+            // the advice names -k rather than a passphrase.
+            assert_refused(&outcome, "encrypted with key file id");
+            outcome.stderr_has(ws.key_id()).stderr_has("-k FILE");
+        }
         assert_eq!(fingerprint(ws.root()), before, "{subcommand}");
     }
 }

@@ -58,8 +58,9 @@ pub use file::{
 };
 pub use io::{IoChoice, IoStrategy, MMAP_MIN_BYTES};
 pub use plan::{
-    output_name, plan_transform, plan_transform_as, plan_verify, Direction, FileJob, OutputFormat,
-    OutputName, Overwrite, Plan, PlanError, Skipped, Source, Target, AGE_SUFFIX, SUFFIX,
+    names_directory, output_name, plan_transform, plan_transform_as, plan_verify, Direction,
+    FileJob, OutputFormat, OutputName, Overwrite, Plan, PlanError, Skipped, Source, Target,
+    AGE_SUFFIX, KEPT_EXISTING, SUFFIX,
 };
 
 /// Plaintext bytes per segment: the unit of work of a large file, and the

@@ -111,6 +111,11 @@ pub struct FileJob {
     pub source: Source,
 }
 
+/// The reason of an entry skipped because `--skip-existing` keeps its
+/// output (a resume: the command line counts these rather than listing
+/// each one).
+pub const KEPT_EXISTING: &str = "output exists (--skip-existing)";
+
 /// Something in the input that is deliberately not processed.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Skipped {
@@ -264,6 +269,42 @@ pub enum PlanError {
     /// The output tree could not be made as planned.
     #[error(transparent)]
     Tree(#[from] TreeError),
+    /// Every entry found in the input was skipped: the run would process
+    /// nothing it was given. Nothing has been created.
+    #[error(
+        "{}: nothing to {}: {}",
+        Shown(input),
+        direction.name(),
+        count_entries(skipped.len(), "skipped")
+    )]
+    NothingToProcess {
+        /// The input named on the command line.
+        input: PathBuf,
+        /// What the run was asked to do.
+        direction: Direction,
+        /// Each skipped entry and why (for the caller to list).
+        skipped: Vec<Skipped>,
+    },
+    /// OUTPUT ends in `/`, so it names a directory, and there is none.
+    #[error(
+        "{}: no such directory (a trailing slash names a directory: create it first, or drop the slash to name a file)",
+        Shown(.0)
+    )]
+    MissingOutputDir(PathBuf),
+}
+
+/// "1 entry skipped", "2 entries skipped".
+fn count_entries(count: usize, what: &str) -> String {
+    let noun = if count == 1 { "entry" } else { "entries" };
+    format!("{count} {noun} {what}")
+}
+
+/// Whether `path` is spelled with a trailing slash (`newdir/`), which
+/// names a directory whether or not one exists.
+pub fn names_directory(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    bytes.len() > 1 && bytes.ends_with(b"/")
 }
 
 fn input_err(path: &Path) -> impl FnOnce(io::Error) -> PlanError + '_ {
@@ -377,6 +418,9 @@ pub fn plan_transform_as(
     let mut plan = Plan::default();
     if meta.is_file() {
         let out_meta = fs::metadata(output).ok();
+        if out_meta.is_none() && names_directory(output) {
+            return Err(PlanError::MissingOutputDir(output.to_path_buf()));
+        }
         let (root, name) = match &out_meta {
             Some(m) if m.is_dir() => {
                 let name = input
@@ -438,12 +482,33 @@ pub fn plan_transform_as(
             first_names: HashMap::new(),
         };
         walk.dir(Path::new(""), Some(0))?;
+        refuse_nothing_to_process(&mut plan, direction, input)?;
     } else {
         return Err(PlanError::NotFileOrDir(input.to_path_buf()));
     }
     apply_overwrite(&mut plan, overwrite)?;
     open_tree(&mut plan, meta.is_dir())?;
     Ok(plan)
+}
+
+/// Refuses a walk that found entries and skipped every one of them
+/// (`decrypt` of a plaintext tree): such a run would create an empty
+/// tree and report success. An empty input tree is not refused (mirroring
+/// it is the whole job), nor are entries kept by `--skip-existing`, which
+/// are decided later.
+fn refuse_nothing_to_process(
+    plan: &mut Plan,
+    direction: Direction,
+    input: &Path,
+) -> Result<(), PlanError> {
+    if plan.files.is_empty() && !plan.skipped.is_empty() {
+        return Err(PlanError::NothingToProcess {
+            input: input.to_path_buf(),
+            direction,
+            skipped: std::mem::take(&mut plan.skipped),
+        });
+    }
+    Ok(())
 }
 
 /// Opens the planned output root and creates the planned directories.
@@ -492,6 +557,9 @@ pub fn plan_verify(inputs: &[PathBuf]) -> Result<Plan, PlanError> {
         } else {
             return Err(PlanError::NotFileOrDir(input.clone()));
         }
+    }
+    if let Some(first) = inputs.first() {
+        refuse_nothing_to_process(&mut plan, Direction::Verify, first)?;
     }
     // The same file named twice is verified once.
     plan.files.retain(|job| match fs::metadata(&job.input) {
@@ -629,7 +697,7 @@ fn apply_overwrite(plan: &mut Plan, overwrite: Overwrite) -> Result<(), PlanErro
                     plan.total_bytes -= job.size;
                     plan.skipped.push(Skipped {
                         path: job.input,
-                        reason: "output exists (--skip-existing)",
+                        reason: KEPT_EXISTING,
                     });
                 } else {
                     plan.files.push(job);

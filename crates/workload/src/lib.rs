@@ -29,5 +29,5 @@ pub use content::{Content, ContentError};
 pub use digest::tree_digest;
 pub use dist::{DistError, SizeDist, LOGNORMAL_MAX_DEVIATIONS, LOGNORMAL_SIGMA};
 pub use generate::{generate, Existing, GenError, GenReport, WorkloadSpec, BLOCK_SIZE};
-pub use size::{format_size, parse_size, SizeError};
+pub use size::{format_size, human_size, parse_size, SizeError};
 pub use tree::MAX_DEPTH;

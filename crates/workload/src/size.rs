@@ -167,9 +167,40 @@ pub fn format_size(bytes: u64) -> String {
     format!("{bytes}B")
 }
 
+/// A size for people to read, in IEC units with one decimal (`0 B`,
+/// `512 B`, `1.5 KiB`, `23.4 MiB`, `1.0 GiB`): the one unit system of every
+/// summary, note and bar of the command line (parsing still accepts the
+/// decimal units too).
+pub fn human_size(bytes: u64) -> String {
+    const BINARY: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    // 1023.95 would print as 1024.0: move on to the next unit instead.
+    while value >= 1023.95 && unit + 1 < BINARY.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", BINARY[unit])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn human_sizes_are_iec_with_one_decimal() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1023), "1023 B");
+        assert_eq!(human_size(1024), "1.0 KiB");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(256 << 20), "256.0 MiB");
+        assert_eq!(human_size((1 << 20) - 1), "1.0 MiB");
+        assert_eq!(human_size(3 << 30), "3.0 GiB");
+        assert_eq!(human_size(u64::MAX), "16.0 EiB");
+    }
 
     #[test]
     fn units_and_plain_bytes() {
