@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use cryptstream_format::Keyring;
+use cryptstream_location::{cache, GcGate, OpenOptions, OpenedStore, StoreLocation};
 use cryptstream_pool::{Cancel, Pool};
 use cryptstream_store::{
     format_uid, ChunkerParams, FileRow, GetOptions, PutOptions, PutOutcome, Settings, Store,
@@ -32,7 +33,8 @@ pub struct StoreArgs {
     #[arg(long, global = true, value_name = "DIR|s3://BUCKET/PREFIX", env = STORE_ENV)]
     pub store: Option<PathBuf>,
     /// S3 requests in flight at once.
-    #[arg(long, global = true, value_name = "N", default_value_t = 8)]
+    #[arg(long, global = true, value_name = "N",
+          default_value_t = cryptstream_location::DEFAULT_CONNECTIONS)]
     pub connections: usize,
     #[command(flatten)]
     pub secrets: KeyArgs,
@@ -246,32 +248,42 @@ pub fn store_dir(args: &StoreArgs) -> anyhow::Result<PathBuf> {
     })
 }
 
+/// How every store of this run is opened: `--connections`, and the cache
+/// directory of S3 stores from the environment.
+pub fn open_options(args: &StoreArgs) -> OpenOptions {
+    OpenOptions {
+        connections: args.connections,
+        cache_dir: cache::default_root(|name| std::env::var_os(name)),
+    }
+}
+
 /// Opens and unlocks the store (a passphrase key is derived once,
-/// cancellably).
-pub fn open_store(dir: &Path, keyring: &Keyring, cancel: &Cancel) -> anyhow::Result<Store> {
-    let opened = crate::store_location::open(dir)?;
-    let locked = opened.store;
+/// cancellably); a new registry cache of an S3 store is filled from the
+/// bucket.
+pub fn open_store(
+    location: &StoreLocation,
+    options: &OpenOptions,
+    keyring: &Keyring,
+    cancel: &Cancel,
+) -> anyhow::Result<OpenedStore> {
+    let locked = location.open(options)?;
     let header = locked.key_header()?;
     cryptstream_engine::keys::derive_for_header(&header, keyring, cancel.flag())?;
-    let mut store = locked
+    let mut opened = locked
         .unlock(keyring)
-        .with_context(|| format!("{}: cannot open the store", dir.display()))?;
-    if let Some(cache) = opened.fill_registry {
-        // A new cache of an S3 store: the bucket is the truth.
-        let report = store.reindex(&cryptstream_store::NoProgress, cancel)?;
+        .with_context(|| format!("{location}: cannot open the store"))?;
+    if let Some(report) = opened.fill_registry(cancel)? {
         refuse_unreadable(
             &report,
             "the new local registry was not filled from the bucket",
         )?;
-        crate::store_location::Opened::filled(&cache)?;
         messages::note(format_args!(
-            "{}: new local registry filled from the bucket ({}, {})",
-            dir.display(),
+            "{location}: new local registry filled from the bucket ({}, {})",
             messages::count(report.files, "file", "files"),
             messages::count(report.packs, "pack", "packs")
         ));
     }
-    Ok(store)
+    Ok(opened)
 }
 
 /// Names every object a reindex could not read and fails with `what`: a
@@ -295,8 +307,8 @@ fn refuse_unreadable(
 
 /// Runs `store ...`.
 pub fn run(args: &StoreArgs) -> anyhow::Result<ExitCode> {
-    let dir = store_dir(args)?;
-    crate::store_location::set_connections(args.connections);
+    let location = StoreLocation::from_arg(&store_dir(args)?)?;
+    let options = open_options(args);
     let cancel_flag = cancel_on_signals()?;
     if let StoreCommand::Init(init) = &args.command {
         let keyring = args.secrets.keyring(true)?;
@@ -314,13 +326,20 @@ pub fn run(args: &StoreArgs) -> anyhow::Result<ExitCode> {
             zstd_level: init.zstd_level,
             pack_target: init.pack_target,
         };
-        crate::store_location::init(&dir, &key, &settings)?;
+        let created = location.init(&options, &key, &settings)?;
+        match created.write_mode {
+            None => messages::note(format_args!("created store {location}")),
+            Some(mode) => messages::note(format_args!(
+                "created store {location}; {}",
+                mode.describe()
+            )),
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let keyring = Arc::new(args.secrets.keyring(false)?);
     let cancel = Cancel::from_flag(cancel_flag.clone());
-    let result = open_store(&dir, &keyring, &cancel)
-        .and_then(|store| run_command(args, &dir, keyring, store, &cancel));
+    let result = open_store(&location, &options, &keyring, &cancel)
+        .and_then(|store| run_command(args, &location, &options, keyring, store, &cancel));
     match result {
         // Stopped by SIGINT or SIGTERM: every step already taken left the
         // store consistent.
@@ -349,9 +368,10 @@ fn is_cancelled(err: &anyhow::Error) -> bool {
 /// Runs a store command other than `init` on the open store.
 fn run_command(
     args: &StoreArgs,
-    dir: &Path,
+    location: &StoreLocation,
+    options: &OpenOptions,
     keyring: Arc<Keyring>,
-    mut store: Store,
+    mut opened: OpenedStore,
     cancel: &Cancel,
 ) -> anyhow::Result<ExitCode> {
     let workers = args.workers.unwrap_or_else(default_workers).max(1);
@@ -362,7 +382,7 @@ fn run_command(
             let pool = Pool::new(workers);
             let bar = Bar::new("put", args.quiet);
             let code = run_put(
-                &mut store,
+                &mut opened,
                 &pool,
                 put,
                 args.max_memory,
@@ -376,16 +396,23 @@ fn run_command(
         StoreCommand::Get(get) => {
             let pool = Pool::new(workers);
             let bar = Bar::new("get", args.quiet);
-            let code = run_get(&mut store, &pool, get, args.max_memory, cancel, &bar)?;
+            let code = run_get(
+                opened.store_mut(),
+                &pool,
+                get,
+                args.max_memory,
+                cancel,
+                &bar,
+            )?;
             bar.finish();
             Ok(code)
         }
         StoreCommand::List(list) => {
-            run_list(&store, list, &mut std::io::stdout())?;
+            run_list(opened.store(), list, &mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
         StoreCommand::Delete(delete) => {
-            let rows = store.delete(&delete.selectors)?;
+            let rows = opened.store_mut().delete(&delete.selectors)?;
             for row in &rows {
                 println!("{}  {}", format_uid(row.record.uid), row.record.name);
             }
@@ -396,20 +423,18 @@ fn run_command(
             Ok(ExitCode::SUCCESS)
         }
         StoreCommand::Gc => {
-            let _lease = match crate::store_location::gc_gate(store.keys())? {
-                crate::store_location::GcGate::Local => None,
-                crate::store_location::GcGate::Skip(why) => {
+            let _lease = match opened.gc_gate(cancel)? {
+                GcGate::Local => None,
+                GcGate::Skip(why) => {
                     messages::note(format_args!("gc: skipped: {why}"));
                     return Ok(ExitCode::SUCCESS);
                 }
-                crate::store_location::GcGate::Exclusive(lease) => {
-                    // Other clients' files are in the bucket, not in this
-                    // registry: learn them before deciding what is garbage.
-                    let report = store.reindex(&cryptstream_store::NoProgress, cancel)?;
-                    refuse_unreadable(&report, "gc: not run")?;
+                GcGate::Exclusive { lease, refresh } => {
+                    refuse_unreadable(&refresh, "gc: not run")?;
                     Some(lease)
                 }
             };
+            let store = opened.store_mut();
             let bar = Bar::new("gc", args.quiet);
             let report = store.gc(&bar, cancel)?;
             bar.finish();
@@ -428,10 +453,11 @@ fn run_command(
             Ok(ExitCode::SUCCESS)
         }
         StoreCommand::Stat(json) => {
-            run_stat(&store, json.json)?;
+            run_stat(opened.store(), json.json)?;
             Ok(ExitCode::SUCCESS)
         }
         StoreCommand::Verify(verify) => {
+            let store = opened.store_mut();
             let pool = Pool::new(workers);
             let bar = Bar::new("verify", args.quiet);
             let problems = store.verify(
@@ -464,7 +490,9 @@ fn run_command(
             Ok(ExitCode::SUCCESS)
         }
         StoreCommand::Reindex => {
-            let report = store.reindex(&cryptstream_store::NoProgress, cancel)?;
+            let report = opened
+                .store_mut()
+                .reindex(&cryptstream_store::NoProgress, cancel)?;
             refuse_unreadable(&report, "reindex: the registry was kept as it was")?;
             messages::note(format_args!(
                 "reindex: {}, {}, {}",
@@ -474,13 +502,15 @@ fn run_command(
             ));
             Ok(ExitCode::SUCCESS)
         }
-        StoreCommand::Shell => crate::store_shell::run(args, dir, keyring, store, workers),
+        StoreCommand::Shell => {
+            crate::store_shell::run(args, location, options, keyring, opened, workers)
+        }
     }
 }
 
 /// `put`, shared with the shell. Lines go to `out`.
 pub fn run_put(
-    store: &mut Store,
+    opened: &mut OpenedStore,
     pool: &Pool,
     args: &PutArgs,
     max_memory: u64,
@@ -488,7 +518,14 @@ pub fn run_put(
     bar: &Bar,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
-    let _lease = crate::store_location::put_lease(store.keys())?;
+    let location = opened.location();
+    let _lease = opened.put_lease(&mut |gc| {
+        messages::note(format_args!(
+            "{location}: waiting for a gc by another client to finish ({})",
+            gc.name
+        ))
+    })?;
+    let store = opened.store_mut();
     let opts = PutOptions {
         max_memory,
         force_read: args.force_read,

@@ -17,7 +17,6 @@ mod messages;
 mod process;
 mod progress;
 mod secrets;
-mod store_location;
 mod store_shell;
 
 use std::process::ExitCode;

@@ -5,7 +5,6 @@
 //! twice cancels them (complete files stay; a cancelled put is crash-safe
 //! like a killed one).
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use cryptstream_format::Keyring;
+use cryptstream_location::{OpenOptions, OpenedStore, StoreLocation};
 use cryptstream_pool::{Cancel, Pool};
-use cryptstream_store::Store;
 use rustyline::completion::{Completer, FilenameCompleter, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::{Context, Editor, Helper, Highlighter, Hinter, Validator};
@@ -181,9 +180,10 @@ fn wait_all(jobs: &mut [Job], interrupted: &AtomicBool) {
 /// Runs the prompt until `exit` or end of input.
 pub fn run(
     args: &StoreArgs,
-    dir: &Path,
+    location: &StoreLocation,
+    options: &OpenOptions,
     keyring: Arc<Keyring>,
-    store: Store,
+    opened: OpenedStore,
     workers: usize,
 ) -> anyhow::Result<ExitCode> {
     let pool = Arc::new(Pool::new(workers));
@@ -250,12 +250,12 @@ pub fn run(
             }
             Line::Jobs => print_jobs(&jobs),
             Line::List(list) => {
-                if let Err(e) = cmd_store::run_list(&store, &list, &mut std::io::stdout()) {
+                if let Err(e) = cmd_store::run_list(opened.store(), &list, &mut std::io::stdout()) {
                     messages::error(crate::one_line(&e));
                 }
             }
             Line::Stat(json) => {
-                if let Err(e) = cmd_store::run_stat(&store, json.json) {
+                if let Err(e) = cmd_store::run_stat(opened.store(), json.json) {
                     messages::error(crate::one_line(&e));
                 }
             }
@@ -267,7 +267,8 @@ pub fn run(
                 let handle = spawn_job(
                     id,
                     parsed,
-                    dir.to_path_buf(),
+                    location.clone(),
+                    options.clone(),
                     keyring.clone(),
                     pool.clone(),
                     args.max_memory,
@@ -315,7 +316,8 @@ pub fn run(
 fn spawn_job(
     id: usize,
     line: Line,
-    dir: PathBuf,
+    location: StoreLocation,
+    options: OpenOptions,
     keyring: Arc<Keyring>,
     pool: Arc<Pool>,
     max_memory: u64,
@@ -327,20 +329,31 @@ fn spawn_job(
         .name(format!("job-{id}"))
         .spawn(move || {
             let result = (|| -> anyhow::Result<ExitCode> {
-                let mut store = cmd_store::open_store(&dir, &keyring, &cancel)?;
+                let mut opened = cmd_store::open_store(&location, &options, &keyring, &cancel)?;
                 let bar = Bar::counters(counters);
                 match line {
                     Line::Put(put) => {
                         let mut sink = Vec::new();
                         cmd_store::run_put(
-                            &mut store, &pool, &put, max_memory, &cancel, &bar, &mut sink,
+                            &mut opened,
+                            &pool,
+                            &put,
+                            max_memory,
+                            &cancel,
+                            &bar,
+                            &mut sink,
                         )
                     }
-                    Line::Get(get) => {
-                        cmd_store::run_get(&mut store, &pool, &get, max_memory, &cancel, &bar)
-                    }
+                    Line::Get(get) => cmd_store::run_get(
+                        opened.store_mut(),
+                        &pool,
+                        &get,
+                        max_memory,
+                        &cancel,
+                        &bar,
+                    ),
                     Line::Delete(delete) => {
-                        let rows = store.delete(&delete.selectors)?;
+                        let rows = opened.store_mut().delete(&delete.selectors)?;
                         messages::note(format_args!("[{id}] deleted {} entries", rows.len()));
                         Ok(ExitCode::SUCCESS)
                     }

@@ -1,0 +1,444 @@
+//! Where a store lives, and opening it there.
+//!
+//! A [`StoreLocation`] is what `--store` names: a local directory, or
+//! `s3://BUCKET/PREFIX` on S3-compatible object storage. [`StoreLocation::open`]
+//! turns it, with explicit [`OpenOptions`] (requests in flight, where
+//! registry caches live), into an [`OpenedStore`]: the store behind its
+//! [`Backend`](cryptstream_store::Backend) (`LocalDir` or `S3Backend`), its
+//! registry, and for S3 the client that takes leases. Its key is still
+//! wrapped; [`OpenedStore::unlock`] opens it with a keyring. The unlocked
+//! store then offers what differs between locations:
+//!
+//! - [`OpenedStore::fill_registry`]: an S3 store's registry is a local
+//!   cache (see [`cache`]); a new cache is filled from the bucket by a
+//!   reindex the first time the store is opened, so the bucket alone is
+//!   enough.
+//! - [`OpenedStore::put_lease`] and [`OpenedStore::gc_gate`]: clients of one
+//!   bucket share no registry, so a gc of one must never overlap a put of
+//!   another (`cryptstream_s3::lease`). A local store needs neither: gc's
+//!   own epochs in the shared registry keep it safe.
+//!
+//! Nothing here is process-global: every client, cache and lease belongs
+//! to the [`OpenedStore`] that made it, so one process may open several
+//! stores (the store shell opens one per job).
+//!
+//! The store crate knows nothing of S3 or the network, and the S3 crate
+//! only implements the store's `Backend`; this crate sits above both. A
+//! third kind of location, a remote store served by `cryptstream serve
+//! --store` (`cst://HOST:PORT/NAME`), is one more arm of
+//! [`StoreLocation`] (parsed in [`StoreLocation::parse`]) and of the
+//! private `Site` enum (its connection, and its lease gate if the server
+//! does not arbitrate gc itself), with the store crate unchanged.
+
+#![deny(missing_docs)]
+
+pub mod cache;
+mod lease;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cryptstream_format::{FormatError, Header, Keyring, MasterKey};
+use cryptstream_pool::Cancel;
+use cryptstream_s3::{Options, S3Backend, S3Client, S3Error, S3Location};
+use cryptstream_store::maintain::ReindexReport;
+use cryptstream_store::{LockedStore, Settings, Store, StoreError};
+
+pub use cryptstream_s3::lease::LiveLease;
+pub use cryptstream_s3::WriteMode;
+pub use lease::{GcGate, HeldLease, RunningPut, GC_WAIT};
+
+use cache::S3Cache;
+
+/// Requests in flight at once on an S3 store unless told otherwise.
+pub const DEFAULT_CONNECTIONS: usize = 8;
+
+/// What can go wrong in finding, creating or opening a store.
+#[derive(Debug, thiserror::Error)]
+pub enum LocationError {
+    /// The store failed: no store there, a damaged config, a wrong key,
+    /// the registry.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// The object storage failed, or the `s3://` address is not usable.
+    #[error("{0}")]
+    S3(#[from] S3Error),
+    /// An S3 store needs a cache directory and none is known.
+    #[error("no cache directory: set CRYPTSTREAM_CACHE_DIR, XDG_CACHE_HOME or HOME")]
+    NoCacheDir,
+    /// A file or directory of an S3 store's cache.
+    #[error("{}: {what}: {source}", path.display())]
+    Cache {
+        /// The file or directory.
+        path: PathBuf,
+        /// What could not be done ("cannot create", "cannot write").
+        what: &'static str,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A lease's holder note could not be sealed under the store's key.
+    #[error("lease holder note: {0}")]
+    Seal(#[from] FormatError),
+    /// A put waited [`GC_WAIT`] for another client's gc and gave up.
+    #[error(
+        "{location}: a gc by another client has held {lease} for over {minutes} minutes; \
+         put not started"
+    )]
+    GcHeld {
+        /// The store.
+        location: String,
+        /// The gc's lease object.
+        lease: String,
+        /// How long the put waited.
+        minutes: u64,
+    },
+}
+
+/// A parsed `--store`: where a store lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// A directory on this machine; the registry lives in it.
+    Local(PathBuf),
+    /// `s3://BUCKET/PREFIX`; the registry is a cache on this machine.
+    S3(S3Location),
+}
+
+impl StoreLocation {
+    /// `s3://BUCKET/PREFIX`, or else a directory.
+    ///
+    /// # Errors
+    /// An `s3://` address with a bad bucket name or prefix.
+    pub fn parse(text: &str) -> Result<StoreLocation, LocationError> {
+        if S3Location::is_s3(text) {
+            return Ok(StoreLocation::S3(S3Location::parse(text)?));
+        }
+        Ok(StoreLocation::Local(PathBuf::from(text)))
+    }
+
+    /// As [`StoreLocation::parse`], for a command-line argument that may
+    /// not be UTF-8 (then it is a directory).
+    ///
+    /// # Errors
+    /// As [`StoreLocation::parse`].
+    pub fn from_arg(arg: &Path) -> Result<StoreLocation, LocationError> {
+        match arg.to_str() {
+            Some(text) => StoreLocation::parse(text),
+            None => Ok(StoreLocation::Local(arg.to_path_buf())),
+        }
+    }
+
+    /// Creates a store here with a new master key wrapped under `key`.
+    /// On S3 this probes which writes the server honours afresh (the
+    /// server may have changed) and records the answer in the cache.
+    ///
+    /// # Errors
+    /// A store already here, an unusable cache, the server.
+    pub fn init(
+        &self,
+        options: &OpenOptions,
+        key: &MasterKey,
+        settings: &Settings,
+    ) -> Result<Created, LocationError> {
+        match self {
+            StoreLocation::Local(dir) => {
+                Store::init_local(dir, key, settings)?;
+                Ok(Created { write_mode: None })
+            }
+            StoreLocation::S3(location) => {
+                let cache = S3Cache::create(options.cache_root()?, location)?;
+                let client = client(location, options)?;
+                cache.forget_write_mode();
+                let mode = cache.write_mode(&client)?;
+                let backend = S3Backend::new(client, mode);
+                // A registry left by an earlier store at this location.
+                cache.remove_registry();
+                Store::init(&backend, &cache.registry(), key, settings)?;
+                cache.mark_filled()?;
+                Ok(Created {
+                    write_mode: Some(mode),
+                })
+            }
+        }
+    }
+
+    /// Opens the store here (its key still wrapped). Lists nothing: a new
+    /// S3 cache is filled later, by [`OpenedStore::fill_registry`].
+    ///
+    /// # Errors
+    /// No store here, a damaged config, an unusable cache, the server.
+    pub fn open(&self, options: &OpenOptions) -> Result<OpenedStore<LockedStore>, LocationError> {
+        let (store, site) = match self {
+            StoreLocation::Local(dir) => (Store::open_local(dir)?, Site::Local),
+            StoreLocation::S3(location) => {
+                let cache = S3Cache::create(options.cache_root()?, location)?;
+                let client = client(location, options)?;
+                let mode = cache.write_mode(&client)?;
+                let backend = S3Backend::new(client, mode);
+                let client = backend.shared_client();
+                let store = Store::open(Box::new(backend), &cache.registry())?;
+                let fill = !cache.is_filled();
+                (
+                    store,
+                    Site::S3 {
+                        client,
+                        cache,
+                        fill,
+                    },
+                )
+            }
+        };
+        Ok(OpenedStore {
+            location: self.clone(),
+            store,
+            site,
+        })
+    }
+}
+
+impl fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreLocation::Local(dir) => write!(f, "{}", dir.display()),
+            StoreLocation::S3(location) => write!(f, "{location}"),
+        }
+    }
+}
+
+/// How stores are opened; built once by the caller and passed explicitly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Requests in flight at once on an S3 store (at least 1).
+    pub connections: usize,
+    /// The directory under which S3 stores keep their registry caches
+    /// (`s3/BUCKET/HASH/` below it, see [`cache`]); `None`: none is
+    /// known, and an S3 store cannot be opened. [`cache::default_root`]
+    /// gives the usual one.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl OpenOptions {
+    fn cache_root(&self) -> Result<&Path, LocationError> {
+        self.cache_dir.as_deref().ok_or(LocationError::NoCacheDir)
+    }
+}
+
+/// What `init` made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Created {
+    /// On S3: how objects are created once, as the probe found.
+    pub write_mode: Option<WriteMode>,
+}
+
+/// What differs between locations once a store is open.
+enum Site {
+    /// A directory: nothing more.
+    Local,
+    /// A bucket: the client (for leases) and the registry cache.
+    S3 {
+        /// The client the backend uses, shared with leases.
+        client: Arc<S3Client>,
+        /// The registry cache.
+        cache: S3Cache,
+        /// The cache is new and must be filled from the bucket.
+        fill: bool,
+    },
+}
+
+/// A store opened at its location: the store (`LockedStore` until
+/// unlocked, then `Store`) and what its location adds.
+pub struct OpenedStore<S = Store> {
+    location: StoreLocation,
+    store: S,
+    site: Site,
+}
+
+impl<S> OpenedStore<S> {
+    /// Where the store lives.
+    pub fn location(&self) -> &StoreLocation {
+        &self.location
+    }
+}
+
+impl OpenedStore<LockedStore> {
+    /// The wrapped key's header (which key opens the store).
+    ///
+    /// # Errors
+    /// A damaged config.
+    pub fn key_header(&self) -> Result<Header, LocationError> {
+        Ok(self.store.key_header()?)
+    }
+
+    /// Unlocks the store with `keyring` (a passphrase key must already be
+    /// derived in it).
+    ///
+    /// # Errors
+    /// A wrong key, a damaged config, the registry.
+    pub fn unlock(self, keyring: &Keyring) -> Result<OpenedStore<Store>, LocationError> {
+        Ok(OpenedStore {
+            store: self.store.unlock(keyring)?,
+            location: self.location,
+            site: self.site,
+        })
+    }
+}
+
+impl OpenedStore<Store> {
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The store, for puts, gets and maintenance.
+    pub fn store_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    /// Fills a new registry cache of an S3 store from the bucket (a
+    /// reindex); `None` when there is nothing to fill. The cache counts
+    /// as filled only when every object could be read: with `problems`
+    /// in the report it is filled again next time, and the caller must
+    /// not use this registry (a gc would reclaim the data of the files
+    /// it misses).
+    ///
+    /// # Errors
+    /// The server, the registry, or `cancel` (`StoreError::Cancelled`).
+    pub fn fill_registry(
+        &mut self,
+        cancel: &Cancel,
+    ) -> Result<Option<ReindexReport>, LocationError> {
+        let Site::S3 { cache, fill, .. } = &mut self.site else {
+            return Ok(None);
+        };
+        if !*fill {
+            return Ok(None);
+        }
+        let report = self.store.reindex(&cryptstream_store::NoProgress, cancel)?;
+        if report.problems.is_empty() {
+            cache.mark_filled()?;
+            *fill = false;
+        }
+        Ok(Some(report))
+    }
+}
+
+/// The S3 client for `location` under `options`.
+fn client(location: &S3Location, options: &OpenOptions) -> Result<S3Client, LocationError> {
+    let options = Options {
+        connections: options.connections.max(1),
+        ..Options::default()
+    };
+    Ok(S3Client::new(location.clone(), &options)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_s3_address_is_s3_and_anything_else_a_directory() {
+        let s3 = StoreLocation::parse("s3://backups/laptop/").unwrap();
+        assert_eq!(
+            s3,
+            StoreLocation::S3(S3Location {
+                bucket: "backups".into(),
+                prefix: "laptop".into()
+            })
+        );
+        assert_eq!(s3.to_string(), "s3://backups/laptop");
+        for dir in ["store", "./s3://x", "/tmp/s3:/x", "S3://backups"] {
+            assert_eq!(
+                StoreLocation::parse(dir).unwrap(),
+                StoreLocation::Local(PathBuf::from(dir)),
+                "{dir}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_s3_address_is_refused_with_its_reason() {
+        for (text, why) in [
+            ("s3://B", "bucket names are 3 to 63"),
+            ("s3://bucket/a/../b", "plain path segments"),
+        ] {
+            let err = StoreLocation::parse(text).unwrap_err();
+            let shown = err.to_string();
+            assert!(shown.starts_with(text) && shown.contains(why), "{shown}");
+        }
+    }
+
+    #[test]
+    fn a_directory_that_is_not_utf8_is_a_local_store() {
+        use std::os::unix::ffi::OsStrExt;
+        let arg = Path::new(std::ffi::OsStr::from_bytes(b"st\xffore"));
+        assert_eq!(
+            StoreLocation::from_arg(arg).unwrap(),
+            StoreLocation::Local(arg.to_path_buf())
+        );
+    }
+
+    #[test]
+    fn an_s3_store_without_a_cache_directory_is_refused_before_any_request() {
+        let options = OpenOptions {
+            connections: 1,
+            cache_dir: None,
+        };
+        let location = StoreLocation::parse("s3://backups/laptop").unwrap();
+        let err = location.open(&options).err().expect("no cache: refused");
+        assert!(matches!(err, LocationError::NoCacheDir), "{err}");
+        assert!(err.to_string().contains("CRYPTSTREAM_CACHE_DIR"));
+    }
+
+    fn key() -> MasterKey {
+        MasterKey::from_key_bytes([7; 32])
+    }
+
+    #[test]
+    fn a_local_store_opens_unlocks_and_needs_no_lease_and_no_fill() {
+        let tmp = tempfile::tempdir().unwrap();
+        let options = OpenOptions {
+            connections: 8,
+            cache_dir: None,
+        };
+        let location = StoreLocation::Local(tmp.path().join("store"));
+        let created = location.init(&options, &key(), &Settings::DEFAULT).unwrap();
+        assert_eq!(created.write_mode, None);
+        let again = location.init(&options, &key(), &Settings::DEFAULT);
+        assert!(
+            again.unwrap_err().to_string().contains("already exists"),
+            "a second init is refused"
+        );
+        let opened = location.open(&options).unwrap();
+        opened.key_header().unwrap();
+        let keyring = Keyring::new(vec![key()], None);
+        let mut opened = opened.unlock(&keyring).unwrap();
+        assert!(opened.fill_registry(&Cancel::new()).unwrap().is_none());
+        let mut waited = false;
+        let lease = opened.put_lease(&mut |_| waited = true).unwrap();
+        assert!(!waited && !lease.is_held());
+        assert!(matches!(
+            opened.gc_gate(&Cancel::new()).unwrap(),
+            GcGate::Local
+        ));
+        assert_eq!(opened.store().totals().unwrap().files, 0);
+    }
+
+    #[test]
+    fn opening_a_directory_without_a_store_names_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let options = OpenOptions {
+            connections: 8,
+            cache_dir: None,
+        };
+        let dir = tmp.path().join("nothing");
+        let err = StoreLocation::Local(dir.clone())
+            .open(&options)
+            .err()
+            .expect("no store there");
+        let shown = err.to_string();
+        assert!(
+            shown.contains(&dir.display().to_string()) && shown.contains("no store here"),
+            "{shown}"
+        );
+    }
+}
