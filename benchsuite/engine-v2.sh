@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Engine v2 figures: cryptstream encrypt/decrypt (metadata restore on)
 # beside cp -r (trees) and cat (one file), alternating A B A B, REPS pairs,
-# median of the per-pair ratios. Usage: engine-v2.sh DIR [REPS]
+# median of the per-pair ratios. Usage: [LOADS="small mid big"] engine-v2.sh DIR [REPS]
 set -euo pipefail
 dir=${1:?usage: engine-v2.sh DIR [REPS]}
 reps=${2:-5}
@@ -9,7 +9,7 @@ bin=$(cd "$(dirname "$0")/.." && pwd)/target/release/cryptstream
 work="$dir/cst-v2-bench"
 . "$(dirname "$0")/engine-workloads.sh"
 make_workloads "$bin" "$work"
-for load in small mid big; do
+for load in ${LOADS:-small mid big}; do
   enc_r=(); dec_r=(); base_t=(); enc_t=(); dec_t=()
   for i in $(seq "$reps"); do
     # Pairs A B A B: the copy, then encrypt; the copy again, then decrypt.
