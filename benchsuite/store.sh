@@ -5,8 +5,13 @@
 # tool, median of the per-pair ratios restic/cryptstream (> 1: we are
 # faster), and the peak RSS of each (max over the runs, /usr/bin/time -v).
 # Every timing includes a final `sync -f` of the destination, as the rest
-# of the benchsuite does (decision 18). Usage:
-#   benchsuite/store.sh DIR [REPS] [BINARY]     (DIR: /dev/shm or a disk dir)
+# of the benchsuite does (decision 18). LOADS picks the workloads
+# (default "t1m big"); "tree" is 80,000 source-like files (lognormal around
+# 3 KiB, text, in folders two levels deep, made by `gen`), where put2 is
+# the re-put after `touch`ing 100 files, and the row "size" compares the
+# store with the repository after the first put. Every restore is checked
+# with diff -r. Usage:
+#   [LOADS="t1m big tree"] benchsuite/store.sh DIR [REPS] [BINARY]
 set -euo pipefail
 dir=${1:?dir}; reps=${2:-5}; bin=$(realpath "${3:-target/release/cryptstream}")
 command -v restic >/dev/null || { echo "restic is missing: apt-get install -y restic" >&2; exit 1; }
@@ -17,7 +22,11 @@ printf 'bench-password\n' > "$w/pass"
 export RESTIC_PASSWORD_FILE="$w/pass" RESTIC_CACHE_DIR="$w/restic-cache"
 mkdir -p "$w/src"
 "$bin" gen "$w/src/t1m" --count 1000 --size 1MiB --seed 1 --quiet
-mkdir -p "$w/src/big" && head -c 2G /dev/urandom > "$w/src/big/file"
+loads=${LOADS:-t1m big}
+case " $loads " in *" big "*) mkdir -p "$w/src/big" && head -c 2G /dev/urandom > "$w/src/big/file" ;; esac
+case " $loads " in *" tree "*) "$bin" gen "$w/src/tree" --count 80000 --size-dist lognormal:3KiB --content text --depth 2 --seed 3 --quiet ;; esac
+# touch100 SRC: a new mtime on 100 files spread over the tree (tree only).
+touch100() { [ "$(basename "$1")" = tree ] && find "$1" -type f | awk 'NR % 800 == 1' | head -100 | xargs touch; true; }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.4f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 # timed CMD...: prints "SECONDS KIB" (wall including sync -f of $w, peak RSS)
 timed() {
@@ -34,22 +43,26 @@ run_cst() { # SRC NAME -> "put put2 get" lines of "s kib"
   rm -rf "$w/store" "$w/out"; sync -f "$w"
   cst init 2>/dev/null
   timed "$bin" store --store "$w/store" -k "$w/key" -q put "$1"
+  du -sk "$w/store" | cut -f1 > "$w/size-cst"
+  touch100 "$1"
   timed "$bin" store --store "$w/store" -k "$w/key" -q put "$1"
   timed "$bin" store --store "$w/store" -k "$w/key" -q get "$2" "$w/out"
-  cmp -s "$1/$(ls "$1" | head -1)" "$w/out/$2/$(ls "$1" | head -1)" || { echo "cryptstream restore differs" >&2; exit 1; }
+  diff -r -q "$1" "$w/out/$2" >/dev/null || { echo "cryptstream restore differs" >&2; exit 1; }
   rm -rf "$w/store" "$w/out"
 }
 run_restic() {
   rm -rf "$w/repo" "$w/out" "$w/restic-cache"; sync -f "$w"
   restic -q init --repo "$w/repo" >/dev/null
   timed restic -q --repo "$w/repo" backup "$1"
+  du -sk "$w/repo" | cut -f1 > "$w/size-restic"
+  touch100 "$1"
   timed restic -q --repo "$w/repo" backup "$1"
   timed restic -q --repo "$w/repo" restore latest --target "$w/out"
-  cmp -s "$1/$(ls "$1" | head -1)" "$w/out$1/$(ls "$1" | head -1)" || { echo "restic restore differs" >&2; exit 1; }
+  diff -r -q "$1" "$w/out$1" >/dev/null || { echo "restic restore differs" >&2; exit 1; }
   rm -rf "$w/repo" "$w/out"
 }
 echo "# $(date -u +%FT%TZ) $(uname -r) $(nproc) cores; $("$bin" --version); $(restic version | cut -d' ' -f1-2); dir $dir; $reps pairs"
-for load in t1m big; do
+for load in $loads; do
   src="$w/src/$load"
   declare -A T=() R=()
   for op in put put2 get; do T[c$op]=""; T[r$op]=""; R[$op]=""; done
@@ -74,4 +87,6 @@ for load in t1m big; do
       "$(echo ${R[$op]} | tr ' ' '\n' | median)"
     k=$((k+1))
   done
+  printf '%s\tsize\tcryptstream store %d MiB\trestic repository %d MiB\n' "$load" \
+    $(($(cat "$w/size-cst") / 1024)) $(($(cat "$w/size-restic") / 1024))
 done
