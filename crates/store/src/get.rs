@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use cryptstream_output::{
@@ -273,10 +274,38 @@ impl Store {
             open: RefCell::new(HashMap::new()),
         };
         let backend = &*self.backend;
+        // Files are committed (mode, mtime, link under the final name,
+        // close) on the workers, which a tree of small files leaves mostly
+        // idle while this thread walks the registry; their reports come
+        // back here.
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<Finished>();
+        let finishing = AtomicUsize::new(0);
         let result = Fetcher::run(backend, &opts.cancel, |fetcher| {
             pool.scope(|scope| {
-                let mut ordered =
-                    scope.ordered(opts.max_memory, |item: Item| restore.consume(item));
+                let finish = |open: Open| {
+                    if finishing.load(Ordering::Acquire) >= MAX_FINISHING {
+                        // Enough temp files wait already: commit this one here.
+                        return restore.say_finished(finish_one(
+                            open,
+                            restore.dest,
+                            opts,
+                            restore.replace,
+                        ));
+                    }
+                    finishing.fetch_add(1, Ordering::AcqRel);
+                    let (tx, finishing) = (done_tx.clone(), &finishing);
+                    let (dest, replace) = (restore.dest, restore.replace);
+                    scope.spawn(move |_| {
+                        let _ = tx.send(finish_one(open, dest, opts, replace));
+                        finishing.fetch_sub(1, Ordering::AcqRel);
+                    });
+                };
+                let mut ordered = scope.ordered(opts.max_memory, |item: Item| {
+                    restore.consume(item, &finish);
+                    while let Ok(done) = done_rx.try_recv() {
+                        restore.say_finished(done);
+                    }
+                });
                 let mut state = Walk {
                     dirs: HashMap::from([(PathBuf::new(), 0)]),
                     seen: HashSet::new(),
@@ -304,6 +333,10 @@ impl Store {
                 result
             })
         });
+        drop(done_tx);
+        for done in done_rx {
+            restore.say_finished(done);
+        }
         let umask = opts.umask;
         let keep = opts.keep_special_bits;
         let finished = tree.finish_dirs(|mode| restored_mode(mode, umask, keep));
@@ -359,8 +392,13 @@ impl<'a> Restore<'a, '_> {
         });
     }
 
-    /// A result of the pipeline, in order, on the caller's thread.
-    fn consume(&self, item: Item) {
+    fn say_finished(&self, (row, path, error): Finished) {
+        self.say(&row, path, row.record.size, error);
+    }
+
+    /// A result of the pipeline, in order, on the caller's thread; a file
+    /// whose chunks all came back goes to `finish`.
+    fn consume(&self, item: Item, finish: &dyn Fn(Open)) {
         match item {
             Item::Chunks(results) => {
                 let mut open = self.open.borrow_mut();
@@ -383,10 +421,7 @@ impl<'a> Restore<'a, '_> {
                     .borrow_mut()
                     .remove(&i)
                     .expect("an End's file is open");
-                let row = file.row.clone();
-                let path = self.dest.join(&file.rel);
-                let error = finish_file(file, self.opts, self.replace);
-                self.say(&row, path, row.record.size, error);
+                finish(file);
             }
         }
     }
@@ -650,6 +685,21 @@ const BLOCK_FILES_MAX: usize = 64;
 
 /// Most files being restored at once (each holds a temp file open).
 const MAX_OPEN_FILES: u64 = 128;
+
+/// Most files handed to the workers to commit and not committed yet (each
+/// holds a temp file open); past it, the walking thread commits them.
+const MAX_FINISHING: usize = 64;
+
+/// A committed (or failed) file: its row, its path, why it failed.
+type Finished = (FileRow, PathBuf, Option<String>);
+
+/// [`finish_file`], with what its report needs.
+fn finish_one(open: Open, dest: &Path, opts: &GetOptions, replace: Replace) -> Finished {
+    let row = open.row.clone();
+    let path = dest.join(&open.rel);
+    let error = finish_file(open, opts, replace);
+    (row, path, error)
+}
 
 /// Checks and commits one restored file; returns the reason it failed.
 fn finish_file(open: Open, opts: &GetOptions, replace: Replace) -> Option<String> {
