@@ -177,34 +177,43 @@ fn host() -> String {
         .unwrap_or_default()
 }
 
+/// A file row from a statement that selects [`FILE_COLUMNS`] first, in
+/// that order (every such statement does; positions, because looking a
+/// column up by name compares strings on every row of a large `get`).
 fn row_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
-    let kind: u8 = row.get("kind")?;
-    let mac: Option<Vec<u8>> = row.get("mac")?;
+    let kind: u8 = row.get(3)?;
+    let mac: Option<Vec<u8>> = row.get(12)?;
     let mut mac_bytes = [0u8; 32];
     if let Some(mac) = mac.filter(|m| m.len() == 32) {
         mac_bytes.copy_from_slice(&mac);
     }
     Ok(FileRow {
-        row: row.get("id")?,
+        row: row.get(0)?,
         record: FileRecord {
-            uid: row.get::<_, i64>("uid")? as u64,
-            name: row.get("name")?,
+            uid: row.get::<_, i64>(1)? as u64,
+            name: row.get(2)?,
             kind: Kind::from_id(kind).unwrap_or(Kind::File),
-            mode: row.get("mode")?,
-            mtime: (row.get("mtime_s")?, row.get("mtime_ns")?),
-            size: row.get::<_, i64>("size")? as u64,
-            link: row.get("link")?,
-            created: row.get("created")?,
-            chunks: row.get::<_, i64>("chunks")? as u64,
+            mode: row.get(4)?,
+            mtime: (row.get(5)?, row.get(6)?),
+            size: row.get::<_, i64>(7)? as u64,
+            link: row.get(8)?,
+            created: row.get(9)?,
+            chunks: row.get::<_, i64>(10)? as u64,
             mac: mac_bytes,
         },
-        stored: row.get::<_, i64>("stored")? as u64,
-        status: row.get("status")?,
+        stored: row.get::<_, i64>(11)? as u64,
+        status: row.get(13)?,
     })
 }
 
-const FILE_COLUMNS: &str =
-    "id, uid, name, kind, mode, mtime_s, mtime_ns, size, link, created, chunks, stored, mac, status";
+/// The columns of a file row, in the order [`row_record`] reads them.
+macro_rules! file_columns {
+    () => {
+        "id, uid, name, kind, mode, mtime_s, mtime_ns, size, link, created, chunks, stored, mac, status"
+    };
+}
+
+const FILE_COLUMNS: &str = file_columns!();
 
 /// The statements that run once per entry, chunk or object of a command.
 /// Each must find its rows through an index: one full scan in any of them
@@ -251,26 +260,38 @@ mod per_entry {
     pub const LOCATION: &str = "SELECT p.name, c.offset, c.stored_len, c.raw_len, c.compression
          FROM chunks c JOIN packs p ON p.id = c.pack WHERE c.id = ?1";
     /// An entry by uid (get and delete, per selector).
-    pub const BY_UID: &str = "SELECT id, uid, name, kind, mode, mtime_s, mtime_ns, size, link,
-         created, chunks, stored, mac, status FROM files WHERE uid = ?1 AND status = 'complete'";
+    pub const BY_UID: &str = concat!(
+        "SELECT ",
+        file_columns!(),
+        " FROM files WHERE uid = ?1 AND status = 'complete'"
+    );
     /// The versions of one name, newest first (get and delete, per selector).
-    pub const VERSIONS_OF: &str = "SELECT id, uid, name, kind, mode, mtime_s, mtime_ns, size,
-         link, created, chunks, stored, mac, status FROM files
-         WHERE status = 'complete' AND name = ?1 ORDER BY created DESC, id DESC";
+    pub const VERSIONS_OF: &str = concat!(
+        "SELECT ",
+        file_columns!(),
+        " FROM files
+         WHERE status = 'complete' AND name = ?1 ORDER BY created DESC, id DESC"
+    );
     /// The versions of every name in `[?1, ?2)`, by name then newest
     /// first: a tree below a directory (get and delete, per selector).
-    pub const VERSIONS_IN: &str = "SELECT id, uid, name, kind, mode, mtime_s, mtime_ns, size,
-         link, created, chunks, stored, mac, status FROM files
+    pub const VERSIONS_IN: &str = concat!(
+        "SELECT ",
+        file_columns!(),
+        " FROM files
          WHERE status = 'complete' AND name >= ?1 AND name < ?2
-         ORDER BY name, created DESC, id DESC";
+         ORDER BY name, created DESC, id DESC"
+    );
     /// Whether a pack object is known (gc, per object).
     pub const HAS_PACK: &str = "SELECT 1 FROM packs WHERE name = ?1";
     /// Whether a manifest object is known (gc, per object).
     pub const HAS_MANIFEST: &str = "SELECT 1 FROM files WHERE manifest = ?1";
     /// The complete files of a manifest (verify and delete, per manifest).
-    pub const FILES_IN_MANIFEST: &str = "SELECT id, uid, name, kind, mode, mtime_s, mtime_ns,
-         size, link, created, chunks, stored, mac, status FROM files
-         WHERE manifest = ?1 AND status = 'complete'";
+    pub const FILES_IN_MANIFEST: &str = concat!(
+        "SELECT ",
+        file_columns!(),
+        " FROM files
+         WHERE manifest = ?1 AND status = 'complete'"
+    );
     /// Points a manifest's files at its rewrite (delete, per manifest).
     pub const MOVE_MANIFEST: &str =
         "UPDATE files SET manifest = ?1 WHERE manifest = ?2 AND status = 'complete'";
@@ -281,9 +302,12 @@ mod per_entry {
     pub const DROP_DELETING_FILES: &str =
         "DELETE FROM files WHERE manifest = ?1 AND status = 'deleting'";
     /// The complete files that use a chunk (verify, per damaged chunk).
-    pub const FILES_USING: &str = "SELECT id, uid, name, kind, mode, mtime_s, mtime_ns, size,
-         link, created, chunks, stored, mac, status FROM files WHERE status = 'complete' AND id IN
-         (SELECT file FROM file_chunks WHERE chunk = ?1) ORDER BY name";
+    pub const FILES_USING: &str = concat!(
+        "SELECT ",
+        file_columns!(),
+        " FROM files WHERE status = 'complete' AND id IN
+         (SELECT file FROM file_chunks WHERE chunk = ?1) ORDER BY name"
+    );
     /// A file's manifest before it is deleted (delete, per entry).
     pub const MANIFEST_OF: &str =
         "SELECT manifest FROM files WHERE id = ?1 AND status = 'complete'";
