@@ -6,10 +6,11 @@ use std::ffi::OsStr;
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use cryptstream_output::{
-    create_symlink, restored_mode, AtomicFile, DirFinish, DirIndex, OutputTree, Replace, Timestamp,
+    create_symlink, restored_mode, AtomicFile, DirFd, DirFinish, DirIndex, OutputTree, Replace,
+    Timestamp,
 };
 use cryptstream_pool::{Cancel, Pool};
 
@@ -66,7 +67,7 @@ enum Item {
 
 /// A file being restored.
 struct Open {
-    file: Option<Arc<AtomicFile>>,
+    file: Option<Arc<Output>>,
     /// Whether the registry's chunk list matches the record's authenticator.
     mac_ok: bool,
     bytes: u64,
@@ -75,6 +76,30 @@ struct Open {
     row: FileRow,
     /// Its path below the destination.
     rel: PathBuf,
+}
+
+/// A restored file's output: its temp file is made (and sized) by the
+/// first chunk written into it, on a worker, or by its commit when it has
+/// no chunk; the walking thread only names it.
+struct Output {
+    dir: DirFd,
+    name: std::ffi::OsString,
+    size: u64,
+    file: OnceLock<Result<AtomicFile, String>>,
+}
+
+impl Output {
+    /// The temp file, made on first use (once, whichever worker asks).
+    fn get(&self) -> Result<&AtomicFile, String> {
+        self.file
+            .get_or_init(|| {
+                AtomicFile::create(&self.dir, &self.name)
+                    .and_then(|f| f.file().set_len(self.size).map(|()| f))
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
 }
 
 /// Checks a stored name: relative, `/`-separated, no `.`/`..`/empty part.
@@ -100,7 +125,7 @@ struct Want {
     /// Its offset in the file.
     at: u64,
     /// The file.
-    out: Arc<AtomicFile>,
+    out: Arc<Output>,
 }
 
 impl Want {
@@ -125,6 +150,7 @@ fn restore_chunk(keys: &StoreKeys, want: &Want, blob: &mut [u8]) -> Result<u32, 
     };
     let plain = open_chunk(keys, shape, blob).map_err(|e| format!("{}: {e}", want.describe()))?;
     want.out
+        .get()?
         .file()
         .write_all_at(&plain, want.at)
         .map_err(|e| format!("write: {e}"))?;
@@ -523,10 +549,14 @@ impl<'a> Restore<'a, '_> {
     {
         let keys = self.keys;
         let cancel = &self.opts.cancel;
-        let out = tree
-            .dir(dir)
-            .and_then(|d| AtomicFile::create(&d, rel.file_name().unwrap_or(OsStr::new(""))))
-            .and_then(|f| f.file().set_len(row.record.size).map(|()| Arc::new(f)));
+        let out = tree.dir(dir).map(|dir| {
+            Arc::new(Output {
+                dir,
+                name: rel.file_name().unwrap_or(OsStr::new("")).to_os_string(),
+                size: row.record.size,
+                file: OnceLock::new(),
+            })
+        });
         let (out, error) = match out {
             Ok(f) => (Some(f), None),
             Err(e) => (None, Some(e.to_string())),
@@ -720,10 +750,18 @@ fn finish_file(open: Open, opts: &GetOptions, replace: Replace) -> Option<String
             "{uid}: whole-file hash does not match (registry damaged)"
         ));
     }
-    let Ok(file) = Arc::try_unwrap(file) else {
+    let Ok(output) = Arc::try_unwrap(file) else {
         return Some(format!(
             "{uid}: internal error: a task still holds the file"
         ));
+    };
+    // A file without chunks (empty) gets its temp file here.
+    if let Err(e) = output.get() {
+        return Some(format!("{uid}: {e}"));
+    }
+    let file = match output.file.into_inner() {
+        Some(Ok(file)) => file,
+        _ => unreachable!("made just above"),
     };
     let result = file
         .set_mode(restored_mode(
