@@ -16,9 +16,10 @@ use cryptstream_net::{
     ServeConfig, Server, ServerTrust, Token,
 };
 use cryptstream_workload::parse_size;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 
 use crate::messages;
+use crate::progress::{self, Counted};
 
 /// Exit code when some file failed.
 const EXIT_FAILURE: u8 = 1;
@@ -274,18 +275,7 @@ struct SendBar {
 
 impl SendBar {
     fn new(files: u64, bytes: u64, quiet: bool) -> SendBar {
-        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
-            let bar = ProgressBar::with_draw_target(Some(bytes), ProgressDrawTarget::stderr());
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
-                )
-                .expect("the progress template is valid")
-                .progress_chars("=> "),
-            );
-            bar.set_message(format!("{files} files"));
-            bar
-        });
+        let bar = progress::bar(Some(bytes), Counted::Bytes, format!("{files} files"), quiet);
         SendBar { bar }
     }
 
