@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use cryptstream_format::{
-    seal_header, ChunkCipher, EntryKind, FormatError, Header, HeaderParams, Layout, Mtime,
-    OpeningReader, SealingWriter, MAX_HEADER_LEN, MAX_LINK_TARGET_LEN, TAG_LEN,
+    seal_header, seal_to_vec, ChunkCipher, EntryKind, FormatError, Header, HeaderParams, Layout,
+    Mtime, OpeningReader, MAX_HEADER_LEN, MAX_LINK_TARGET_LEN, TAG_LEN,
 };
 use cryptstream_output::{AtomicFile, Timestamp};
 use cryptstream_pool::SecretBuf;
@@ -755,11 +755,12 @@ fn seal_entry(
         kind,
         mtime: Some(mtime_of(&meta)),
     };
-    let (header, cipher) = seal_header(settings.sealing_key(), &params, file_salt(settings)?)?;
-    let mut bytes = header.as_bytes().to_vec();
-    let mut writer = SealingWriter::new(&mut bytes, cipher);
-    writer.write_all(&payload).map_err(Reason::Write)?;
-    writer.finish().map_err(Reason::Write)?;
+    let (header, bytes) = seal_to_vec(
+        settings.sealing_key(),
+        &params,
+        file_salt(settings)?,
+        &payload,
+    )?;
     let layout = header.layout(payload.len() as u64)?;
     if let Some(target) = target {
         let out = AtomicFile::create(&target.dir, &target.name).map_err(Reason::Write)?;

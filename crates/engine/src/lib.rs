@@ -34,6 +34,8 @@
 //! [`stream`] handles `-` (stdin/stdout), where data arrives in order and
 //! chunks are processed as they come.
 
+#![deny(missing_docs)]
+
 mod display;
 mod file;
 pub mod hooks;

@@ -35,6 +35,8 @@
 //! ([`server::Server::bind`]/[`server::Server::run`], [`client::send`]),
 //! so no other crate sees tokio.
 
+#![deny(missing_docs)]
+
 pub mod auth;
 pub mod client;
 mod entries;

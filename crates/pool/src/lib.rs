@@ -56,6 +56,8 @@
 //! whatever the input. When `produce` returns, the queue is closed, the
 //! workers drain it and exit, and `run` returns what `produce` returned.
 
+#![deny(missing_docs)]
+
 mod cancel;
 mod ordered;
 mod pool;

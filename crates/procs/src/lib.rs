@@ -25,7 +25,7 @@
 //! `docs/ARCHITECTURE.md` ("Process engine") explains why this is sound in
 //! a Rust program.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod parent;
 pub mod protocol;

@@ -29,6 +29,8 @@
 //! `delete`, `gc`, `verify`, `stat` and `reindex` live in [`maintain`].
 //! The byte formats and the concurrency argument are in docs/STORE.md.
 
+#![deny(missing_docs)]
+
 pub mod backend;
 pub mod blob;
 mod blocks;
@@ -44,7 +46,7 @@ pub mod registry;
 
 use std::path::{Path, PathBuf};
 
-pub use backend::{Backend, BackendError, LocalDir, ObjectMeta, ObjectWriter};
+pub use backend::{check_object_name, Backend, BackendError, LocalDir, ObjectMeta, ObjectWriter};
 pub use config::{ChunkerParams, Settings};
 pub use get::{GetOptions, GetReport};
 pub use keys::StoreKeys;
