@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cryptstream_net::{
-    plan_tree, send, Comparison, DirDestination, Fingerprint, Identity, SendConfig, SendProgress,
+    plan_tree, send, Comparison, DirDestination, Fingerprint, Identity, Progress, SendConfig,
     ServeConfig, Server, ServerTrust, Token,
 };
 use cryptstream_workload::parse_size;
@@ -286,32 +286,24 @@ impl SendBar {
     }
 }
 
-impl SendProgress for SendBar {
+impl Progress for SendBar {
     fn advance(&self, bytes: u64) {
         if let Some(bar) = &self.bar {
             bar.inc(bytes);
         }
     }
 
-    fn host_recorded(&self, host: &str, fingerprint: Fingerprint, file: &Path) {
-        let line = format!(
-            "first contact with {host}: it proved it holds the token; its certificate fingerprint {} is recorded in {}",
-            fingerprint.to_hex(),
-            file.display()
-        );
+    fn note(&self, line: &dyn std::fmt::Display) {
         match &self.bar {
-            Some(bar) => bar.suspend(|| messages::note(&line)),
-            None => messages::note(&line),
+            Some(bar) => bar.suspend(|| messages::note(line)),
+            None => messages::note(line),
         }
     }
 
-    fn file_done(&self, name: &str, failure: Option<&str>) {
-        if let Some(reason) = failure {
-            let line = format!("{name}: {reason}");
-            match &self.bar {
-                Some(bar) => bar.suspend(|| messages::error(&line)),
-                None => messages::error(&line),
-            }
+    fn file_failed(&self, failure: &dyn std::fmt::Display) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| messages::error(failure)),
+            None => messages::error(failure),
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cryptstream_engine::{FileFailure, Progress};
+use cryptstream_engine::Progress;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::messages;
@@ -100,7 +100,7 @@ impl Progress for Reporter {
         self.count_file();
     }
 
-    fn file_failed(&self, failure: &FileFailure) {
+    fn file_failed(&self, failure: &dyn std::fmt::Display) {
         self.count_file();
         match &self.bar {
             Some(bar) => bar.suspend(|| messages::error(failure)),

@@ -53,6 +53,8 @@ use cryptstream_format::{Cipher, Keyring, Layout, MasterKey, DEFAULT_CHUNK_SIZE}
 use cryptstream_output::Replace;
 use cryptstream_pool::{Pool, SecretBuf};
 
+/// The progress trait of every operation, from the pool crate.
+pub use cryptstream_pool::{NoProgress, Progress};
 pub use display::Shown;
 pub use file::{
     finished_output, make_link, process_umask, process_whole, Done, OpenFile, Opened, PendingLink,
@@ -341,22 +343,6 @@ impl std::fmt::Display for FileFailure {
         write!(f, "{}: {}", self.path.display(), self.reason)
     }
 }
-
-/// Receives progress as the run goes; every method may be called from any
-/// worker thread.
-pub trait Progress: Sync {
-    /// Bytes of input were processed.
-    fn advance(&self, _bytes: u64) {}
-    /// A file was done.
-    fn file_done(&self) {}
-    /// A file failed (reported once, as it happens).
-    fn file_failed(&self, _failure: &FileFailure) {}
-}
-
-/// Progress that goes nowhere.
-pub struct NoProgress;
-
-impl Progress for NoProgress {}
 
 /// What a run did.
 #[derive(Debug, serde::Serialize)]

@@ -61,11 +61,13 @@
 mod cancel;
 mod ordered;
 mod pool;
+mod progress;
 mod scratch;
 
 pub use cancel::Cancel;
 pub use ordered::Ordered;
 pub use pool::{Pool, Scope};
+pub use progress::{NoProgress, Progress};
 pub use scratch::{Scratch, SecretBuf};
 
 use crossbeam_channel::{bounded, Receiver, Sender};

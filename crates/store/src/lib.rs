@@ -48,6 +48,8 @@ use std::path::{Path, PathBuf};
 
 pub use backend::{check_object_name, Backend, BackendError, LocalDir, ObjectMeta, ObjectWriter};
 pub use config::{ChunkerParams, Settings};
+/// The progress trait of every operation, from the pool crate.
+pub use cryptstream_pool::{NoProgress, Progress};
 pub use get::{GetOptions, GetReport};
 pub use keys::StoreKeys;
 pub use manifest::{format_uid, FileRecord, Kind};
@@ -113,19 +115,6 @@ pub enum StoreError {
     #[error("interrupted")]
     Cancelled,
 }
-
-/// Progress callbacks for long operations (a terminal bar, a shell job).
-pub trait Progress: Sync {
-    /// Total bytes, when known.
-    fn set_total(&self, _bytes: u64) {}
-    /// `bytes` more are done.
-    fn advance(&self, _bytes: u64) {}
-}
-
-/// Progress that shows nothing.
-pub struct NoProgress;
-
-impl Progress for NoProgress {}
 
 /// A store whose key is still wrapped.
 pub struct LockedStore {
