@@ -17,6 +17,7 @@ use cryptstream_engine::{
 };
 use cryptstream_format::Cipher;
 use cryptstream_output::{AtomicFile, DirFd, Timestamp};
+use cryptstream_pool::Cancel;
 use cryptstream_pool::Pool;
 
 use crate::key_needs::{self, Need};
@@ -405,16 +406,18 @@ fn derive_keys(
     settings: &mut Settings,
     plan: Option<&Plan>,
     secrets: &SecretArgs,
-    cancel: &AtomicBool,
+    cancel: &Cancel,
 ) -> anyhow::Result<bool> {
     let result = match (settings.direction, plan) {
         (Direction::Encrypt, _) if matches!(settings.container, Container::Age { .. }) => Ok(()),
         (Direction::Encrypt, _) => {
-            keys::encryption_key(&settings.keyring, secrets.kdf_params(), cancel).map(|key| {
-                settings.encryption_key = Some(key);
-            })
+            keys::encryption_key(&settings.keyring, secrets.kdf_params(), cancel.flag()).map(
+                |key| {
+                    settings.encryption_key = Some(key);
+                },
+            )
         }
-        (_, Some(plan)) => keys::derive_for_plan(plan, &settings.keyring, cancel),
+        (_, Some(plan)) => keys::derive_for_plan(plan, &settings.keyring, cancel.flag()),
         (_, None) => Ok(()),
     };
     match result {
@@ -490,7 +493,7 @@ pub fn run_transform(direction: Direction, args: &CryptArgs) -> anyhow::Result<E
     refuse_inapplicable(direction, args)?;
     let (input, output) = (args.input(), args.output());
     let streamed = is_dash(input) || is_dash(output);
-    let cancel = cancel_on_signals()?;
+    let cancel = Cancel::from_flag(cancel_on_signals()?);
     let age_encrypt = direction == Direction::Encrypt && args.age.wanted();
     // Decrypting stdin: its first bytes are read now, to know which
     // secret to ask for, and put back in front of the stream.
@@ -550,7 +553,7 @@ fn is_dash(path: &Path) -> bool {
 
 /// Runs `verify`.
 pub fn run_verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
-    let cancel = cancel_on_signals()?;
+    let cancel = Cancel::from_flag(cancel_on_signals()?);
     let inputs: Vec<&Path> = args.inputs.iter().map(PathBuf::as_path).collect();
     let needs = key_needs::needs_of(&inputs, Direction::Verify);
     let keyring = args.secrets.decryption_keyring(&needs)?;
@@ -575,7 +578,7 @@ fn execute(
     plan: &Plan,
     settings: &Settings,
     run_args: &RunArgs,
-    cancel: &AtomicBool,
+    cancel: &Cancel,
 ) -> anyhow::Result<ExitCode> {
     let pool = std::cell::OnceCell::new();
     let engine = engine_for(run_args, &pool, settings.workers);
@@ -706,7 +709,7 @@ impl Write for FdWriter<'_> {
 fn prepare_stream_key<'a>(
     settings: &Settings,
     mut input: Box<dyn std::io::Read + 'a>,
-    cancel: &AtomicBool,
+    cancel: &Cancel,
 ) -> anyhow::Result<Option<Box<dyn std::io::Read + 'a>>> {
     use cryptstream_format::{Header, MAX_HEADER_LEN};
     use std::io::Read;
@@ -716,7 +719,7 @@ fn prepare_stream_key<'a>(
         .read_to_end(&mut prefix)?;
     if let Ok(header) = Header::parse(&prefix) {
         // Its only error is a cancellation.
-        if keys::derive_for_header(&header, &settings.keyring, cancel).is_err() {
+        if keys::derive_for_header(&header, &settings.keyring, cancel.flag()).is_err() {
             return Ok(None);
         }
     }
@@ -746,12 +749,12 @@ impl StreamEnd {
 /// A reader that fails once SIGINT/SIGTERM has raised `cancel`.
 struct Cancellable<'a> {
     inner: Box<dyn std::io::Read + 'a>,
-    cancel: &'a AtomicBool,
+    cancel: &'a Cancel,
 }
 
 impl std::io::Read for Cancellable<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.cancel.is_cancelled() {
             return Err(std::io::Error::other("interrupted"));
         }
         self.inner.read(buf)
@@ -764,7 +767,7 @@ fn run_stream(
     settings: &Settings,
     args: &CryptArgs,
     peeked: Option<Vec<u8>>,
-    cancel: &AtomicBool,
+    cancel: &Cancel,
 ) -> anyhow::Result<ExitCode> {
     let (input_path, output_path) = (args.input(), args.output());
     let direction = settings.direction;
@@ -914,7 +917,7 @@ fn run_stream(
             ),
         },
     };
-    if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+    if cancel.is_cancelled() {
         // The temp output (if any) is dropped unlinked.
         return Ok(interrupted());
     }

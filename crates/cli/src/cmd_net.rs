@@ -6,7 +6,6 @@ use std::io::{IsTerminal, Write};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use cryptstream_net::{
     plan_tree, send, Comparison, DirDestination, Fingerprint, Identity, Progress, SendConfig,
     ServeConfig, Server, ServerTrust, Token,
 };
+use cryptstream_pool::Cancel;
 use cryptstream_workload::parse_size;
 use indicatif::ProgressBar;
 
@@ -152,7 +152,8 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let destination = DirDestination::new(&args.root, cryptstream_engine::process_umask())
         .with_context(|| format!("{}: cannot open the root folder", args.root.display()))?
         .keep_special_bits(args.keep_special_bits);
-    let stop = stop_on_signals()?;
+    // SIGINT/SIGTERM stop the server; a second signal exits at once.
+    let stop = Cancel::from_flag(crate::cmd_crypt::cancel_on_signals()?);
     let config = ServeConfig {
         listen: args.listen.clone(),
         destination: Arc::new(destination),
@@ -184,16 +185,6 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         stats.sessions, stats.files, stats.bytes
     ));
     Ok(ExitCode::from(EXIT_STOPPED))
-}
-
-/// Raises a flag on SIGINT/SIGTERM; a second signal exits at once.
-fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())?;
-        signal_hook::flag::register(signal, stop.clone())?;
-    }
-    Ok(stop)
 }
 
 /// The default known-hosts file.

@@ -45,13 +45,13 @@ mod plan;
 pub mod stream;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cryptstream_format::{Cipher, Keyring, Layout, MasterKey, DEFAULT_CHUNK_SIZE};
 use cryptstream_output::Replace;
-use cryptstream_pool::{Pool, SecretBuf};
+use cryptstream_pool::{Cancel, Pool, SecretBuf};
 
 /// The progress trait of every operation, from the pool crate.
 pub use cryptstream_pool::{NoProgress, Progress};
@@ -96,7 +96,7 @@ pub trait Engine {
         plan: &Plan,
         settings: &Settings,
         progress: &dyn Progress,
-        cancel: &AtomicBool,
+        cancel: &Cancel,
     ) -> Summary;
 }
 
@@ -649,7 +649,7 @@ impl Engine for ThreadEngine<'_> {
         plan: &Plan,
         settings: &Settings,
         progress: &dyn Progress,
-        cancel: &AtomicBool,
+        cancel: &Cancel,
     ) -> Summary {
         let run = Run {
             plan,
@@ -662,14 +662,14 @@ impl Engine for ThreadEngine<'_> {
         let links = std::mem::take(&mut *run.links.lock().unwrap_or_else(|e| e.into_inner()));
         finish_run(plan, settings, links, &run.ledger);
         run.ledger
-            .into_summary(plan, settings, self.name(), cancel.load(Ordering::Relaxed))
+            .into_summary(plan, settings, self.name(), cancel.is_cancelled())
     }
 }
 
 struct Run<'a> {
     plan: &'a Plan,
     settings: &'a Settings,
-    cancel: &'a AtomicBool,
+    cancel: &'a Cancel,
     ledger: Ledger<'a>,
     /// Hard links to make at the end: job index and link.
     links: Mutex<Vec<(usize, PendingLink)>>,
@@ -688,7 +688,7 @@ impl Run<'_> {
     fn whole(&self, index: usize, buf: &mut SecretBuf) {
         let job = &self.plan.files[index];
         let started = Instant::now();
-        if self.cancel.load(Ordering::Relaxed) {
+        if self.cancel.is_cancelled() {
             self.ledger
                 .record(job, None, Err(Reason::Cancelled), started);
             return;
@@ -730,7 +730,7 @@ impl Run<'_> {
             .unwrap_or_else(|e| e.into_inner())
             .is_some();
         if !failed {
-            let result = if self.cancel.load(Ordering::Relaxed) {
+            let result = if self.cancel.is_cancelled() {
                 Err(Reason::Cancelled)
             } else {
                 split.file.run_segment(first, count, buf)
@@ -768,7 +768,7 @@ impl Run<'_> {
         let files = &self.plan.files;
         let mut next = 0;
         while let Some(job) = files.get(next) {
-            if self.cancel.load(Ordering::Relaxed) {
+            if self.cancel.is_cancelled() {
                 self.ledger
                     .record(job, None, Err(Reason::Cancelled), Instant::now());
                 next += 1;

@@ -8,7 +8,6 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cryptstream_engine::{
@@ -16,7 +15,7 @@ use cryptstream_engine::{
     Progress, Reason, RetryRecord, Settings, Source, Summary, SEGMENT_BYTES,
 };
 use cryptstream_format::Layout;
-use cryptstream_pool::SecretBuf;
+use cryptstream_pool::{Cancel, SecretBuf};
 use rustix::event::{PollFd, PollFlags};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
@@ -84,7 +83,7 @@ impl Stop {
 struct Supervisor<'a> {
     plan: &'a Plan,
     settings: &'a Settings,
-    cancel: &'a AtomicBool,
+    cancel: &'a Cancel,
     ledger: Ledger<'a>,
     ring: Ring,
     workers: Vec<Option<WorkerProc>>,
@@ -109,7 +108,7 @@ pub fn run_processes(
     plan: &Plan,
     settings: &Settings,
     progress: &dyn Progress,
-    cancel: &AtomicBool,
+    cancel: &Cancel,
 ) -> Summary {
     let ledger = Ledger::new(settings, progress);
     let workers = settings.workers.clamp(1, crate::ring::MAX_WORKERS);
@@ -141,7 +140,7 @@ pub fn run_processes(
     finish_run(plan, settings, links, &supervisor.ledger);
     supervisor
         .ledger
-        .into_summary(plan, settings, ENGINE_NAME, cancel.load(Ordering::Relaxed))
+        .into_summary(plan, settings, ENGINE_NAME, cancel.is_cancelled())
 }
 
 fn fail_all(
@@ -149,7 +148,7 @@ fn fail_all(
     settings: &Settings,
     ledger: Ledger<'_>,
     text: &str,
-    cancel: &AtomicBool,
+    cancel: &Cancel,
 ) -> Summary {
     for job in &plan.files {
         ledger.record(
@@ -159,7 +158,7 @@ fn fail_all(
             Instant::now(),
         );
     }
-    ledger.into_summary(plan, settings, ENGINE_NAME, cancel.load(Ordering::Relaxed))
+    ledger.into_summary(plan, settings, ENGINE_NAME, cancel.is_cancelled())
 }
 
 /// "killed by signal 9 (SIGKILL)" or "exited with status 3".
@@ -190,7 +189,7 @@ impl Supervisor<'_> {
 
     fn run(&mut self) {
         loop {
-            if self.cancel.load(Ordering::Relaxed) && self.stop.is_none() {
+            if self.cancel.is_cancelled() && self.stop.is_none() {
                 self.begin_stop(Stop::Cancelled);
             }
             if self.stop.is_none() {
