@@ -15,7 +15,7 @@ use cryptstream_engine::{
     Overwrite, Plan, PlanError, Reason, Settings, Shown, Skipped, Summary, ThreadEngine,
     KEPT_EXISTING,
 };
-use cryptstream_format::Cipher;
+use cryptstream_format::{Cipher, Keyring, MasterKey};
 use cryptstream_output::{AtomicFile, DirFd, Timestamp};
 use cryptstream_pool::Cancel;
 use cryptstream_pool::Pool;
@@ -334,10 +334,12 @@ fn settings(
     direction: Direction,
     keyring: cryptstream_format::Keyring,
     age: AgeSetup,
+    derived: Derived,
     run: &RunArgs,
     crypt: Option<&CryptArgs>,
 ) -> Settings {
     let builder = Settings::builder(direction, keyring)
+        .encryption_key(derived.encryption_key)
         .workers(run.workers.unwrap_or_else(default_workers))
         .io(run.io())
         .umask(cryptstream_engine::process_umask())
@@ -400,29 +402,34 @@ impl AgeSetup {
     }
 }
 
-/// Derives the run's passphrase keys (at most once each), stopping at
-/// SIGINT/SIGTERM; `Ok(false)` when interrupted.
+/// The keys of a run derived before its settings are built.
+struct Derived {
+    /// The key that seals new files (a native encrypt run).
+    encryption_key: Option<Arc<MasterKey>>,
+}
+
+/// Derives the run's passphrase keys (at most once each) into `keyring`
+/// and, for a native encrypt run, the encryption key, stopping at
+/// SIGINT/SIGTERM; `Ok(None)` when interrupted.
 fn derive_keys(
-    settings: &mut Settings,
+    direction: Direction,
+    keyring: &Keyring,
+    container: &Container,
     plan: Option<&Plan>,
     secrets: &SecretArgs,
     cancel: &Cancel,
-) -> anyhow::Result<bool> {
-    let result = match (settings.direction, plan) {
-        (Direction::Encrypt, _) if matches!(settings.container, Container::Age { .. }) => Ok(()),
+) -> anyhow::Result<Option<Derived>> {
+    let result = match (direction, plan) {
+        (Direction::Encrypt, _) if matches!(container, Container::Age { .. }) => Ok(None),
         (Direction::Encrypt, _) => {
-            keys::encryption_key(&settings.keyring, secrets.kdf_params(), cancel.flag()).map(
-                |key| {
-                    settings.encryption_key = Some(key);
-                },
-            )
+            keys::encryption_key(keyring, secrets.kdf_params(), cancel.flag()).map(Some)
         }
-        (_, Some(plan)) => keys::derive_for_plan(plan, &settings.keyring, cancel.flag()),
-        (_, None) => Ok(()),
+        (_, Some(plan)) => keys::derive_for_plan(plan, keyring, cancel.flag()).map(|()| None),
+        (_, None) => Ok(None),
     };
     match result {
-        Ok(()) => Ok(true),
-        Err(Reason::Cancelled) => Ok(false),
+        Ok(encryption_key) => Ok(Some(Derived { encryption_key })),
+        Err(Reason::Cancelled) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
@@ -526,24 +533,33 @@ pub fn run_transform(direction: Direction, args: &CryptArgs) -> anyhow::Result<E
         &keyring,
         &args.run,
     )?;
-    let mut settings = settings(direction, keyring, age, &args.run, Some(args));
-    if streamed {
-        if !derive_keys(&mut settings, None, &args.secrets, &cancel)? {
-            return Ok(interrupted());
-        }
-        return run_stream(&settings, args, peeked, &cancel);
-    }
-    let plan = listed(plan_transform_as(
+    let plan = if streamed {
+        None
+    } else {
+        Some(listed(plan_transform_as(
+            direction,
+            age.container.output_format(),
+            input,
+            output,
+            args.overwrite(),
+        ))?)
+    };
+    let derive = derive_keys(
         direction,
-        settings.container.output_format(),
-        input,
-        output,
-        args.overwrite(),
-    ))?;
-    if !derive_keys(&mut settings, Some(&plan), &args.secrets, &cancel)? {
+        &keyring,
+        &age.container,
+        plan.as_ref(),
+        &args.secrets,
+        &cancel,
+    )?;
+    let Some(derived) = derive else {
         return Ok(interrupted());
+    };
+    let settings = settings(direction, keyring, age, derived, &args.run, Some(args));
+    match &plan {
+        None => run_stream(&settings, args, peeked, &cancel),
+        Some(plan) => execute(plan, &settings, &args.run, &cancel),
     }
-    execute(&plan, &settings, &args.run, &cancel)
 }
 
 /// Whether `path` is `-` (stdin or stdout).
@@ -558,11 +574,19 @@ pub fn run_verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let needs = key_needs::needs_of(&inputs, Direction::Verify);
     let keyring = args.secrets.decryption_keyring(&needs)?;
     let age = AgeSetup::new(Direction::Verify, &args.secrets, None, &keyring, &args.run)?;
-    let mut settings = settings(Direction::Verify, keyring, age, &args.run, None);
     let plan = listed(plan_verify(&args.inputs))?;
-    if !derive_keys(&mut settings, Some(&plan), &args.secrets, &cancel)? {
+    let derive = derive_keys(
+        Direction::Verify,
+        &keyring,
+        &age.container,
+        Some(&plan),
+        &args.secrets,
+        &cancel,
+    )?;
+    let Some(derived) = derive else {
         return Ok(interrupted());
-    }
+    };
+    let settings = settings(Direction::Verify, keyring, age, derived, &args.run, None);
     execute(&plan, &settings, &args.run, &cancel)
 }
 
@@ -581,7 +605,7 @@ fn execute(
     cancel: &Cancel,
 ) -> anyhow::Result<ExitCode> {
     let pool = std::cell::OnceCell::new();
-    let engine = engine_for(run_args, &pool, settings.workers);
+    let engine = engine_for(run_args, &pool, settings.workers());
     let reporter = Reporter::new(plan.files.len() as u64, plan.total_bytes, run_args.quiet);
     let summary = engine.run(plan, settings, &reporter, cancel);
     reporter.finish();
@@ -719,7 +743,7 @@ fn prepare_stream_key<'a>(
         .read_to_end(&mut prefix)?;
     if let Ok(header) = Header::parse(&prefix) {
         // Its only error is a cancellation.
-        if keys::derive_for_header(&header, &settings.keyring, cancel.flag()).is_err() {
+        if keys::derive_for_header(&header, settings.keyring(), cancel.flag()).is_err() {
             return Ok(None);
         }
     }
@@ -770,12 +794,12 @@ fn run_stream(
     cancel: &Cancel,
 ) -> anyhow::Result<ExitCode> {
     let (input_path, output_path) = (args.input(), args.output());
-    let direction = settings.direction;
+    let direction = settings.direction();
     if is_dash(output_path) && args.run.json {
         bail!("--json needs stdout: give an output file with -o FILE");
     }
     // As age: encrypted binary is not written to a terminal, armor is.
-    let armored = matches!(settings.container, Container::Age { armor: true, .. });
+    let armored = matches!(settings.container(), Container::Age { armor: true, .. });
     if direction == Direction::Encrypt
         && is_dash(output_path)
         && !armored
@@ -858,7 +882,7 @@ fn run_stream(
     };
     // A passphrase key is derived before the stream is decrypted, where a
     // signal can stop it (the header is read first and put back in front).
-    let input = if direction == Direction::Decrypt && settings.keyring.has_passphrase() {
+    let input = if direction == Direction::Decrypt && settings.keyring().has_passphrase() {
         match prepare_stream_key(settings, input, cancel)? {
             Some(input) => input,
             None => return Ok(interrupted()),
@@ -878,7 +902,7 @@ fn run_stream(
         cancel,
     };
     let result = match direction {
-        Direction::Encrypt if matches!(settings.container, Container::Age { .. }) => {
+        Direction::Encrypt if matches!(settings.container(), Container::Age { .. }) => {
             stream::encrypt_age_stream(
                 settings,
                 &mut input,
@@ -900,16 +924,13 @@ fn run_stream(
             .then_some(cryptstream_age::Encoding::Binary))
         {
             Some(encoding) => stream::decrypt_age_stream(
-                settings
-                    .age_identities
-                    .as_deref()
-                    .map_or(&[], Vec::as_slice),
+                settings.age_identities().map_or(&[], |ids| ids.as_slice()),
                 encoding,
                 &mut input,
                 &mut sink,
             )
             .map(|n| (StreamEnd::age(0), 0, n)),
-            None => stream::decrypt_stream(&settings.keyring, &mut input, &mut sink).and_then(
+            None => stream::decrypt_stream(settings.keyring(), &mut input, &mut sink).and_then(
                 |(header, n)| {
                     let ct = header.layout(n)?.ciphertext_len();
                     Ok((StreamEnd::native(&header), ct, n))
@@ -933,7 +954,7 @@ fn run_stream(
                 nanos: mtime.nanos,
             })?;
         }
-        out.commit(settings.replace(), settings.durable)
+        out.commit(settings.replace(), settings.durable())
             .with_context(|| format!("{output_name}: cannot write output"))?;
     }
     if args.run.json {

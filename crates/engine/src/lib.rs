@@ -126,40 +126,42 @@ impl Container {
 }
 
 /// How a run is carried out. Built once from the command line's flags with
-/// [`Settings::builder`], for every command.
+/// [`Settings::builder`], for every command, and read-only after
+/// [`SettingsBuilder::build`]: its fields are private, read through the
+/// methods of the same names.
 pub struct Settings {
     /// What to do to each file.
-    pub direction: Direction,
+    pub(crate) direction: Direction,
     /// Worker threads or processes.
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// AEAD for new files.
-    pub cipher: Cipher,
+    pub(crate) cipher: Cipher,
     /// Plaintext bytes per chunk for new files.
-    pub chunk_size: u32,
+    pub(crate) chunk_size: u32,
     /// What to do with existing outputs at commit time.
-    pub overwrite: Overwrite,
+    pub(crate) overwrite: Overwrite,
     /// fsync each output and its directory before reporting success.
-    pub durable: bool,
+    pub(crate) durable: bool,
     /// Keys that may open files (passphrase keys derived before the run).
-    pub keyring: Keyring,
+    pub(crate) keyring: Keyring,
     /// The key that seals new files (encrypt only).
-    pub encryption_key: Option<Arc<MasterKey>>,
+    pub(crate) encryption_key: Option<Arc<MasterKey>>,
     /// How bytes are read and written.
-    pub io: IoChoice,
+    pub(crate) io: IoChoice,
     /// The umask that restored modes are filtered through.
-    pub umask: u32,
+    pub(crate) umask: u32,
     /// Keep setuid, setgid and sticky bits on restored files.
-    pub keep_special_bits: bool,
+    pub(crate) keep_special_bits: bool,
     /// What new files are written as (encrypt only).
-    pub container: Container,
+    pub(crate) container: Container,
     /// The identities (secret keys and passphrase) that open age files;
     /// `None` where this executor does not read age files (the process
     /// engine's workers).
-    pub age_identities: Option<Arc<Vec<cryptstream_age::Identity>>>,
+    pub(crate) age_identities: Option<Arc<Vec<cryptstream_age::Identity>>>,
     /// Use this salt for every file instead of a random one: test builds
     /// only, for test vectors and byte-identical comparisons.
     #[cfg(any(test, feature = "test-knobs"))]
-    pub fixed_salt: Option<[u8; 32]>,
+    pub(crate) fixed_salt: Option<[u8; 32]>,
 }
 
 /// Builds [`Settings`]; every value has a default but the direction and
@@ -274,6 +276,77 @@ impl Settings {
                 fixed_salt: None,
             },
         }
+    }
+
+    /// What to do to each file.
+    pub fn direction(&self) -> Direction {
+        self.direction
+    }
+
+    /// Worker threads or processes.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// AEAD for new files.
+    pub fn cipher(&self) -> Cipher {
+        self.cipher
+    }
+
+    /// Plaintext bytes per chunk for new files.
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
+    }
+
+    /// What to do with existing outputs at commit time.
+    pub fn overwrite(&self) -> Overwrite {
+        self.overwrite
+    }
+
+    /// fsync each output and its directory before reporting success.
+    pub fn durable(&self) -> bool {
+        self.durable
+    }
+
+    /// Keys that may open files (passphrase keys derived before the run).
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// The key that seals new files (encrypt only).
+    pub fn encryption_key(&self) -> Option<&Arc<MasterKey>> {
+        self.encryption_key.as_ref()
+    }
+
+    /// How bytes are read and written.
+    pub fn io(&self) -> IoChoice {
+        self.io
+    }
+
+    /// The umask that restored modes are filtered through.
+    pub fn umask(&self) -> u32 {
+        self.umask
+    }
+
+    /// Keep setuid, setgid and sticky bits on restored files.
+    pub fn keep_special_bits(&self) -> bool {
+        self.keep_special_bits
+    }
+
+    /// What new files are written as (encrypt only).
+    pub fn container(&self) -> &Container {
+        &self.container
+    }
+
+    /// The identities (secret keys and passphrase) that open age files.
+    pub fn age_identities(&self) -> Option<&Arc<Vec<cryptstream_age::Identity>>> {
+        self.age_identities.as_ref()
+    }
+
+    /// The fixed salt of every file, if any (test builds only).
+    #[cfg(any(test, feature = "test-knobs"))]
+    pub fn fixed_salt(&self) -> Option<[u8; 32]> {
+        self.fixed_salt
     }
 
     /// The key that seals new files.

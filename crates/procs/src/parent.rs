@@ -111,7 +111,7 @@ pub fn run_processes(
     cancel: &Cancel,
 ) -> Summary {
     let ledger = Ledger::new(settings, progress);
-    let workers = settings.workers.clamp(1, crate::ring::MAX_WORKERS);
+    let workers = settings.workers().clamp(1, crate::ring::MAX_WORKERS);
     let capacity = (workers * QUEUE_PER_WORKER).clamp(4, 4096);
     let ring = match Ring::create(capacity, workers) {
         Ok(ring) => ring,
@@ -475,7 +475,7 @@ impl Supervisor<'_> {
         if self.debug_pids {
             eprintln!("cryptstream: worker {slot} started, pid {pid}");
         }
-        let keyring = &self.settings.keyring;
+        let keyring = self.settings.keyring();
         let keys = keyring
             .key_files()
             .iter()
@@ -488,26 +488,26 @@ impl Supervisor<'_> {
             )
             .collect();
         #[cfg(feature = "test-knobs")]
-        let fixed_salt = self.settings.fixed_salt;
+        let fixed_salt = self.settings.fixed_salt();
         #[cfg(not(feature = "test-knobs"))]
         let fixed_salt = None;
         let hello = Hello {
             worker: slot as u32,
             parent_pid,
-            direction: self.settings.direction,
-            cipher: self.settings.cipher,
-            chunk_size: self.settings.chunk_size,
-            overwrite: self.settings.overwrite,
-            durable: self.settings.durable,
-            io: self.settings.io,
+            direction: self.settings.direction(),
+            cipher: self.settings.cipher(),
+            chunk_size: self.settings.chunk_size(),
+            overwrite: self.settings.overwrite(),
+            durable: self.settings.durable(),
+            io: self.settings.io(),
             fixed_salt,
             output_root: self.plan.output_root().map(Path::to_path_buf),
-            umask: self.settings.umask,
-            keep_special_bits: self.settings.keep_special_bits,
+            umask: self.settings.umask(),
+            keep_special_bits: self.settings.keep_special_bits(),
             encryption_key: self
                 .settings
-                .encryption_key
-                .as_deref()
+                .encryption_key()
+                .map(|key| &**key)
                 .map(cryptstream_engine::keys::copy_of),
             keys,
         };
