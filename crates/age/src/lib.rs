@@ -26,6 +26,8 @@
 //! [`MAX_STANZAS`] stanzas, and scrypt work factors up to
 //! [`MAX_SCRYPT_LOG_N`].
 
+#![deny(missing_docs)]
+
 mod armor;
 mod crypto;
 mod encoding;

@@ -21,6 +21,8 @@
 //! a `serve` child and 1, 10, 50... `send` children at once on 127.0.0.1,
 //! each measured the same way, in a [`NetReport`] ([`render_net_table`]).
 
+#![deny(missing_docs)]
+
 mod chart;
 mod child;
 mod error;

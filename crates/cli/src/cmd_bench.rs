@@ -8,9 +8,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use cryptstream_bench::{render_chart, render_table, run_matrix_with, BenchConfig, TempWorkload};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cmd_gen::{default_workers, WorkloadArgs};
+use crate::progress::{self, Counted};
 
 /// Arguments of `bench`.
 #[derive(clap::Args, Debug)]
@@ -143,19 +143,18 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let binary = std::env::current_exe().context("cannot find the cryptstream binary to run")?;
     let scratch = args.scratch.clone().unwrap_or_else(std::env::temp_dir);
-    let on_terminal = std::io::stderr().is_terminal();
 
     let generated;
     let workload = match &args.workload {
         Some(dir) => dir.clone(),
         None => {
             let spec = args.generate.spec();
-            let bar = on_terminal.then(|| {
-                bar_with(
-                    spec.total_bytes(),
-                    "generating workload [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec}",
-                )
-            });
+            let bar = progress::bar(
+                Some(spec.total_bytes()),
+                Counted::Bytes,
+                "generating workload".to_owned(),
+                false,
+            );
             let progress = |bytes: u64| {
                 if let Some(bar) = &bar {
                     bar.inc(bytes);
@@ -187,15 +186,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     };
     let runs_per_cell = config.runs + usize::from(config.warmup);
     let total = config.engines.len() * config.io.len() * config.workers.len() * 2 * runs_per_cell;
-    let bar = on_terminal.then(|| {
-        bar_with(
-            total as u64,
-            "bench [{bar:30}] {pos}/{len} runs, ETA {eta}: {msg}",
-        )
-    });
+    let bar = progress::bar(Some(total as u64), Counted::Runs, "bench".to_owned(), false);
     let report = run_matrix_with(&binary, &config, &mut |step| {
         if let Some(bar) = &bar {
-            bar.set_message(step.to_string());
+            bar.set_message(format!("bench: {step}"));
             bar.inc(1);
         }
     });
@@ -256,15 +250,4 @@ fn dedup<T: Clone + PartialEq>(list: &[T]) -> Vec<T> {
         }
     }
     out
-}
-
-/// A progress bar on stderr with `template`.
-fn bar_with(len: u64, template: &str) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template(template)
-            .expect("the progress template is valid")
-            .progress_chars("=> "),
-    );
-    bar
 }

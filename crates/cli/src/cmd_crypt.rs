@@ -15,8 +15,9 @@ use cryptstream_engine::{
     Overwrite, Plan, PlanError, Reason, Settings, Shown, Skipped, Summary, ThreadEngine,
     KEPT_EXISTING,
 };
-use cryptstream_format::Cipher;
+use cryptstream_format::{Cipher, Keyring, MasterKey};
 use cryptstream_output::{AtomicFile, DirFd, Timestamp};
+use cryptstream_pool::Cancel;
 use cryptstream_pool::Pool;
 
 use crate::key_needs::{self, Need};
@@ -333,10 +334,12 @@ fn settings(
     direction: Direction,
     keyring: cryptstream_format::Keyring,
     age: AgeSetup,
+    derived: Derived,
     run: &RunArgs,
     crypt: Option<&CryptArgs>,
 ) -> Settings {
     let builder = Settings::builder(direction, keyring)
+        .encryption_key(derived.encryption_key)
         .workers(run.workers.unwrap_or_else(default_workers))
         .io(run.io())
         .umask(cryptstream_engine::process_umask())
@@ -399,27 +402,34 @@ impl AgeSetup {
     }
 }
 
-/// Derives the run's passphrase keys (at most once each), stopping at
-/// SIGINT/SIGTERM; `Ok(false)` when interrupted.
+/// The keys of a run derived before its settings are built.
+struct Derived {
+    /// The key that seals new files (a native encrypt run).
+    encryption_key: Option<Arc<MasterKey>>,
+}
+
+/// Derives the run's passphrase keys (at most once each) into `keyring`
+/// and, for a native encrypt run, the encryption key, stopping at
+/// SIGINT/SIGTERM; `Ok(None)` when interrupted.
 fn derive_keys(
-    settings: &mut Settings,
+    direction: Direction,
+    keyring: &Keyring,
+    container: &Container,
     plan: Option<&Plan>,
     secrets: &SecretArgs,
-    cancel: &AtomicBool,
-) -> anyhow::Result<bool> {
-    let result = match (settings.direction, plan) {
-        (Direction::Encrypt, _) if matches!(settings.container, Container::Age { .. }) => Ok(()),
+    cancel: &Cancel,
+) -> anyhow::Result<Option<Derived>> {
+    let result = match (direction, plan) {
+        (Direction::Encrypt, _) if matches!(container, Container::Age { .. }) => Ok(None),
         (Direction::Encrypt, _) => {
-            keys::encryption_key(&settings.keyring, secrets.kdf_params(), cancel).map(|key| {
-                settings.encryption_key = Some(key);
-            })
+            keys::encryption_key(keyring, secrets.kdf_params(), cancel.flag()).map(Some)
         }
-        (_, Some(plan)) => keys::derive_for_plan(plan, &settings.keyring, cancel),
-        (_, None) => Ok(()),
+        (_, Some(plan)) => keys::derive_for_plan(plan, keyring, cancel.flag()).map(|()| None),
+        (_, None) => Ok(None),
     };
     match result {
-        Ok(()) => Ok(true),
-        Err(Reason::Cancelled) => Ok(false),
+        Ok(encryption_key) => Ok(Some(Derived { encryption_key })),
+        Err(Reason::Cancelled) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
@@ -490,7 +500,7 @@ pub fn run_transform(direction: Direction, args: &CryptArgs) -> anyhow::Result<E
     refuse_inapplicable(direction, args)?;
     let (input, output) = (args.input(), args.output());
     let streamed = is_dash(input) || is_dash(output);
-    let cancel = cancel_on_signals()?;
+    let cancel = Cancel::from_flag(cancel_on_signals()?);
     let age_encrypt = direction == Direction::Encrypt && args.age.wanted();
     // Decrypting stdin: its first bytes are read now, to know which
     // secret to ask for, and put back in front of the stream.
@@ -523,24 +533,33 @@ pub fn run_transform(direction: Direction, args: &CryptArgs) -> anyhow::Result<E
         &keyring,
         &args.run,
     )?;
-    let mut settings = settings(direction, keyring, age, &args.run, Some(args));
-    if streamed {
-        if !derive_keys(&mut settings, None, &args.secrets, &cancel)? {
-            return Ok(interrupted());
-        }
-        return run_stream(&settings, args, peeked, &cancel);
-    }
-    let plan = listed(plan_transform_as(
+    let plan = if streamed {
+        None
+    } else {
+        Some(listed(plan_transform_as(
+            direction,
+            age.container.output_format(),
+            input,
+            output,
+            args.overwrite(),
+        ))?)
+    };
+    let derive = derive_keys(
         direction,
-        settings.container.output_format(),
-        input,
-        output,
-        args.overwrite(),
-    ))?;
-    if !derive_keys(&mut settings, Some(&plan), &args.secrets, &cancel)? {
+        &keyring,
+        &age.container,
+        plan.as_ref(),
+        &args.secrets,
+        &cancel,
+    )?;
+    let Some(derived) = derive else {
         return Ok(interrupted());
+    };
+    let settings = settings(direction, keyring, age, derived, &args.run, Some(args));
+    match &plan {
+        None => run_stream(&settings, args, peeked, &cancel),
+        Some(plan) => execute(plan, &settings, &args.run, &cancel),
     }
-    execute(&plan, &settings, &args.run, &cancel)
 }
 
 /// Whether `path` is `-` (stdin or stdout).
@@ -550,16 +569,24 @@ fn is_dash(path: &Path) -> bool {
 
 /// Runs `verify`.
 pub fn run_verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
-    let cancel = cancel_on_signals()?;
+    let cancel = Cancel::from_flag(cancel_on_signals()?);
     let inputs: Vec<&Path> = args.inputs.iter().map(PathBuf::as_path).collect();
     let needs = key_needs::needs_of(&inputs, Direction::Verify);
     let keyring = args.secrets.decryption_keyring(&needs)?;
     let age = AgeSetup::new(Direction::Verify, &args.secrets, None, &keyring, &args.run)?;
-    let mut settings = settings(Direction::Verify, keyring, age, &args.run, None);
     let plan = listed(plan_verify(&args.inputs))?;
-    if !derive_keys(&mut settings, Some(&plan), &args.secrets, &cancel)? {
+    let derive = derive_keys(
+        Direction::Verify,
+        &keyring,
+        &age.container,
+        Some(&plan),
+        &args.secrets,
+        &cancel,
+    )?;
+    let Some(derived) = derive else {
         return Ok(interrupted());
-    }
+    };
+    let settings = settings(Direction::Verify, keyring, age, derived, &args.run, None);
     execute(&plan, &settings, &args.run, &cancel)
 }
 
@@ -575,10 +602,10 @@ fn execute(
     plan: &Plan,
     settings: &Settings,
     run_args: &RunArgs,
-    cancel: &AtomicBool,
+    cancel: &Cancel,
 ) -> anyhow::Result<ExitCode> {
     let pool = std::cell::OnceCell::new();
-    let engine = engine_for(run_args, &pool, settings.workers);
+    let engine = engine_for(run_args, &pool, settings.workers());
     let reporter = Reporter::new(plan.files.len() as u64, plan.total_bytes, run_args.quiet);
     let summary = engine.run(plan, settings, &reporter, cancel);
     reporter.finish();
@@ -706,7 +733,7 @@ impl Write for FdWriter<'_> {
 fn prepare_stream_key<'a>(
     settings: &Settings,
     mut input: Box<dyn std::io::Read + 'a>,
-    cancel: &AtomicBool,
+    cancel: &Cancel,
 ) -> anyhow::Result<Option<Box<dyn std::io::Read + 'a>>> {
     use cryptstream_format::{Header, MAX_HEADER_LEN};
     use std::io::Read;
@@ -716,7 +743,7 @@ fn prepare_stream_key<'a>(
         .read_to_end(&mut prefix)?;
     if let Ok(header) = Header::parse(&prefix) {
         // Its only error is a cancellation.
-        if keys::derive_for_header(&header, &settings.keyring, cancel).is_err() {
+        if keys::derive_for_header(&header, settings.keyring(), cancel.flag()).is_err() {
             return Ok(None);
         }
     }
@@ -746,12 +773,12 @@ impl StreamEnd {
 /// A reader that fails once SIGINT/SIGTERM has raised `cancel`.
 struct Cancellable<'a> {
     inner: Box<dyn std::io::Read + 'a>,
-    cancel: &'a AtomicBool,
+    cancel: &'a Cancel,
 }
 
 impl std::io::Read for Cancellable<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.cancel.is_cancelled() {
             return Err(std::io::Error::other("interrupted"));
         }
         self.inner.read(buf)
@@ -764,15 +791,15 @@ fn run_stream(
     settings: &Settings,
     args: &CryptArgs,
     peeked: Option<Vec<u8>>,
-    cancel: &AtomicBool,
+    cancel: &Cancel,
 ) -> anyhow::Result<ExitCode> {
     let (input_path, output_path) = (args.input(), args.output());
-    let direction = settings.direction;
+    let direction = settings.direction();
     if is_dash(output_path) && args.run.json {
         bail!("--json needs stdout: give an output file with -o FILE");
     }
     // As age: encrypted binary is not written to a terminal, armor is.
-    let armored = matches!(settings.container, Container::Age { armor: true, .. });
+    let armored = matches!(settings.container(), Container::Age { armor: true, .. });
     if direction == Direction::Encrypt
         && is_dash(output_path)
         && !armored
@@ -855,7 +882,7 @@ fn run_stream(
     };
     // A passphrase key is derived before the stream is decrypted, where a
     // signal can stop it (the header is read first and put back in front).
-    let input = if direction == Direction::Decrypt && settings.keyring.has_passphrase() {
+    let input = if direction == Direction::Decrypt && settings.keyring().has_passphrase() {
         match prepare_stream_key(settings, input, cancel)? {
             Some(input) => input,
             None => return Ok(interrupted()),
@@ -875,7 +902,7 @@ fn run_stream(
         cancel,
     };
     let result = match direction {
-        Direction::Encrypt if matches!(settings.container, Container::Age { .. }) => {
+        Direction::Encrypt if matches!(settings.container(), Container::Age { .. }) => {
             stream::encrypt_age_stream(
                 settings,
                 &mut input,
@@ -897,16 +924,13 @@ fn run_stream(
             .then_some(cryptstream_age::Encoding::Binary))
         {
             Some(encoding) => stream::decrypt_age_stream(
-                settings
-                    .age_identities
-                    .as_deref()
-                    .map_or(&[], Vec::as_slice),
+                settings.age_identities().map_or(&[], |ids| ids.as_slice()),
                 encoding,
                 &mut input,
                 &mut sink,
             )
             .map(|n| (StreamEnd::age(0), 0, n)),
-            None => stream::decrypt_stream(&settings.keyring, &mut input, &mut sink).and_then(
+            None => stream::decrypt_stream(settings.keyring(), &mut input, &mut sink).and_then(
                 |(header, n)| {
                     let ct = header.layout(n)?.ciphertext_len();
                     Ok((StreamEnd::native(&header), ct, n))
@@ -914,7 +938,7 @@ fn run_stream(
             ),
         },
     };
-    if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+    if cancel.is_cancelled() {
         // The temp output (if any) is dropped unlinked.
         return Ok(interrupted());
     }
@@ -930,7 +954,7 @@ fn run_stream(
                 nanos: mtime.nanos,
             })?;
         }
-        out.commit(settings.replace(), settings.durable)
+        out.commit(settings.replace(), settings.durable())
             .with_context(|| format!("{output_name}: cannot write output"))?;
     }
     if args.run.json {

@@ -1,14 +1,14 @@
 //! `cryptstream gen`: write a deterministic workload of files to benchmark
 //! and test on (see `cryptstream-workload`).
 
-use std::io::IsTerminal;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use cryptstream_workload::{
     generate, parse_size, Content, ContentError, DistError, Existing, SizeDist, WorkloadSpec,
 };
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::progress::{self, Counted};
 
 /// What a workload is made of; shared by `gen` and `bench`.
 #[derive(clap::Args, Debug, Clone)]
@@ -98,18 +98,12 @@ pub fn run(args: &GenArgs) -> anyhow::Result<()> {
     } else {
         Existing::Refuse
     };
-    let bar = (!args.quiet && std::io::stderr().is_terminal()).then(|| {
-        let bar =
-            ProgressBar::with_draw_target(Some(spec.total_bytes()), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template(
-                "generating [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
-            )
-            .expect("the progress template is valid")
-            .progress_chars("=> "),
-        );
-        bar
-    });
+    let bar = progress::bar(
+        Some(spec.total_bytes()),
+        Counted::Bytes,
+        "generating".to_owned(),
+        args.quiet,
+    );
     let progress = |bytes: u64| {
         if let Some(bar) = &bar {
             bar.inc(bytes);

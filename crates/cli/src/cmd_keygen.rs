@@ -2,8 +2,7 @@
 //! as `age-keygen` writes it.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
@@ -45,19 +44,9 @@ pub fn run(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
 
 /// Creates `path` with mode 0600 (never replacing a file) and writes `text`;
 /// nothing is left when the write fails.
-fn write_private(path: &PathBuf, text: &[u8], noun: &str) -> anyhow::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("{}: cannot create {noun}", path.display()))?;
-    let written = file.write_all(text).and_then(|()| file.sync_all());
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(path);
-        return Err(e).with_context(|| format!("{}: cannot write {noun}", path.display()));
-    }
-    Ok(())
+fn write_private(path: &Path, text: &[u8], noun: &str) -> anyhow::Result<()> {
+    cryptstream_output::write_new_private(path, text)
+        .with_context(|| format!("{}: cannot create {noun}", path.display()))
 }
 
 /// An identity file as `age-keygen` writes it: a creation comment, the

@@ -6,19 +6,20 @@ use std::io::{IsTerminal, Write};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use cryptstream_net::{
-    plan_tree, send, Comparison, DirDestination, Fingerprint, Identity, SendConfig, SendProgress,
+    plan_tree, send, Comparison, DirDestination, Fingerprint, Identity, Progress, SendConfig,
     ServeConfig, Server, ServerTrust, Token,
 };
+use cryptstream_pool::Cancel;
 use cryptstream_workload::parse_size;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 
 use crate::messages;
+use crate::progress::{self, Counted};
 
 /// Exit code when some file failed.
 const EXIT_FAILURE: u8 = 1;
@@ -151,7 +152,8 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let destination = DirDestination::new(&args.root, cryptstream_engine::process_umask())
         .with_context(|| format!("{}: cannot open the root folder", args.root.display()))?
         .keep_special_bits(args.keep_special_bits);
-    let stop = stop_on_signals()?;
+    // SIGINT/SIGTERM stop the server; a second signal exits at once.
+    let stop = Cancel::from_flag(crate::cmd_crypt::cancel_on_signals()?);
     let config = ServeConfig {
         listen: args.listen.clone(),
         destination: Arc::new(destination),
@@ -183,16 +185,6 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         stats.sessions, stats.files, stats.bytes
     ));
     Ok(ExitCode::from(EXIT_STOPPED))
-}
-
-/// Raises a flag on SIGINT/SIGTERM; a second signal exits at once.
-fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())?;
-        signal_hook::flag::register(signal, stop.clone())?;
-    }
-    Ok(stop)
 }
 
 /// The default known-hosts file.
@@ -274,18 +266,7 @@ struct SendBar {
 
 impl SendBar {
     fn new(files: u64, bytes: u64, quiet: bool) -> SendBar {
-        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
-            let bar = ProgressBar::with_draw_target(Some(bytes), ProgressDrawTarget::stderr());
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
-                )
-                .expect("the progress template is valid")
-                .progress_chars("=> "),
-            );
-            bar.set_message(format!("{files} files"));
-            bar
-        });
+        let bar = progress::bar(Some(bytes), Counted::Bytes, format!("{files} files"), quiet);
         SendBar { bar }
     }
 
@@ -296,32 +277,24 @@ impl SendBar {
     }
 }
 
-impl SendProgress for SendBar {
+impl Progress for SendBar {
     fn advance(&self, bytes: u64) {
         if let Some(bar) = &self.bar {
             bar.inc(bytes);
         }
     }
 
-    fn host_recorded(&self, host: &str, fingerprint: Fingerprint, file: &Path) {
-        let line = format!(
-            "first contact with {host}: it proved it holds the token; its certificate fingerprint {} is recorded in {}",
-            fingerprint.to_hex(),
-            file.display()
-        );
+    fn note(&self, line: &dyn std::fmt::Display) {
         match &self.bar {
-            Some(bar) => bar.suspend(|| messages::note(&line)),
-            None => messages::note(&line),
+            Some(bar) => bar.suspend(|| messages::note(line)),
+            None => messages::note(line),
         }
     }
 
-    fn file_done(&self, name: &str, failure: Option<&str>) {
-        if let Some(reason) = failure {
-            let line = format!("{name}: {reason}");
-            match &self.bar {
-                Some(bar) => bar.suspend(|| messages::error(&line)),
-                None => messages::error(&line),
-            }
+    fn file_failed(&self, failure: &dyn std::fmt::Display) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| messages::error(failure)),
+            None => messages::error(failure),
         }
     }
 }

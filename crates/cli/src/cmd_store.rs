@@ -1,7 +1,7 @@
 //! `cryptstream store ...`: flags into calls of `cryptstream-store`, results
 //! into lines, JSON and exit codes.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use cryptstream_pool::{Cancel, Pool};
 use cryptstream_store::{
     format_uid, ChunkerParams, FileRow, GetOptions, PutOptions, PutOutcome, Settings, Store,
 };
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 
 use crate::cmd_crypt::{cancel_on_signals, default_workers, EXIT_INTERRUPTED};
 use crate::messages;
@@ -190,18 +190,12 @@ impl Bar {
     /// A bar titled `what`, hidden when `quiet` or stderr is no terminal.
     pub fn new(what: &str, quiet: bool) -> Bar {
         Bar(
-            (!quiet && std::io::stderr().is_terminal()).then(|| {
-                let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
-                    )
-                    .expect("the progress template is valid")
-                    .progress_chars("=> "),
-                );
-                bar.set_message(what.to_owned());
-                bar
-            }),
+            crate::progress::bar(
+                None,
+                crate::progress::Counted::Bytes,
+                what.to_owned(),
+                quiet,
+            ),
             None,
         )
     }

@@ -5,10 +5,45 @@
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cryptstream_engine::{FileFailure, Progress};
+use cryptstream_engine::Progress;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::messages;
+
+/// What a progress bar counts.
+#[derive(Clone, Copy, Debug)]
+pub enum Counted {
+    /// Bytes, shown in IEC units with a rate.
+    Bytes,
+    /// Benchmark runs.
+    Runs,
+}
+
+/// The one progress bar of every command: on stderr, `message`, a bar 30
+/// wide, done of total, the rate (bytes) and the time left. `None` when
+/// `quiet` is set or stderr is not a terminal.
+pub fn bar(
+    total: Option<u64>,
+    counted: Counted,
+    message: String,
+    quiet: bool,
+) -> Option<ProgressBar> {
+    if quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let template = match counted {
+        Counted::Bytes => "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+        Counted::Runs => "{msg} [{bar:30}] {pos}/{len} runs ETA {eta}",
+    };
+    let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(template)
+            .expect("the progress templates are valid")
+            .progress_chars("=> "),
+    );
+    bar.set_message(message);
+    Some(bar)
+}
 
 /// Reports a run to stderr.
 pub struct Reporter {
@@ -21,18 +56,12 @@ impl Reporter {
     /// A reporter for `files` files and `bytes` bytes; the bar is shown only
     /// when stderr is a terminal and `quiet` is off.
     pub fn new(files: u64, bytes: u64, quiet: bool) -> Reporter {
-        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
-            let bar = ProgressBar::with_draw_target(Some(bytes), ProgressDrawTarget::stderr());
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
-                )
-                .expect("the progress template is valid")
-                .progress_chars("=> "),
-            );
-            bar.set_message(format!("0/{files} files"));
-            bar
-        });
+        let bar = bar(
+            Some(bytes),
+            Counted::Bytes,
+            format!("0/{files} files"),
+            quiet,
+        );
         Reporter {
             bar,
             files_total: files,
@@ -71,7 +100,7 @@ impl Progress for Reporter {
         self.count_file();
     }
 
-    fn file_failed(&self, failure: &FileFailure) {
+    fn file_failed(&self, failure: &dyn std::fmt::Display) {
         self.count_file();
         match &self.bar {
             Some(bar) => bar.suspend(|| messages::error(failure)),

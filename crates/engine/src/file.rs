@@ -9,15 +9,15 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use cryptstream_format::{
-    seal_header, ChunkCipher, EntryKind, FormatError, Header, HeaderParams, Layout, Mtime,
-    OpeningReader, SealingWriter, MAX_HEADER_LEN, MAX_LINK_TARGET_LEN, TAG_LEN,
+    seal_header, seal_to_vec, ChunkCipher, EntryKind, FormatError, Header, HeaderParams, Layout,
+    Mtime, OpeningReader, MAX_HEADER_LEN, MAX_LINK_TARGET_LEN, TAG_LEN,
 };
 use cryptstream_output::{AtomicFile, Timestamp};
-use cryptstream_pool::SecretBuf;
+use cryptstream_pool::{Cancel, SecretBuf};
 use thiserror::Error;
 
 use crate::io::{InputMap, IoStrategy};
@@ -755,11 +755,12 @@ fn seal_entry(
         kind,
         mtime: Some(mtime_of(&meta)),
     };
-    let (header, cipher) = seal_header(settings.sealing_key(), &params, file_salt(settings)?)?;
-    let mut bytes = header.as_bytes().to_vec();
-    let mut writer = SealingWriter::new(&mut bytes, cipher);
-    writer.write_all(&payload).map_err(Reason::Write)?;
-    writer.finish().map_err(Reason::Write)?;
+    let (header, bytes) = seal_to_vec(
+        settings.sealing_key(),
+        &params,
+        file_salt(settings)?,
+        &payload,
+    )?;
     let layout = header.layout(payload.len() as u64)?;
     if let Some(target) = target {
         let out = AtomicFile::create(&target.dir, &target.name).map_err(Reason::Write)?;
@@ -871,7 +872,7 @@ pub fn process_whole(
     job: &FileJob,
     target: Option<&Target>,
     buf: &mut SecretBuf,
-    cancel: &AtomicBool,
+    cancel: &Cancel,
     advance: &mut dyn FnMut(u64),
 ) -> WholeOutcome {
     if let Some(outcome) = age_in_order(settings, job, target, cancel, advance) {
@@ -896,7 +897,7 @@ pub fn process_whole(
     let mut result = Ok(());
     let mut first = 0;
     while first < file.layout.chunk_count() {
-        if cancel.load(Ordering::Relaxed) {
+        if cancel.is_cancelled() {
             result = Err(Reason::Cancelled);
             break;
         }
@@ -922,13 +923,13 @@ pub fn process_whole(
 /// A reader that stops when `cancel` is set and reports what it reads.
 struct Watched<'a> {
     inner: File,
-    cancel: &'a AtomicBool,
+    cancel: &'a Cancel,
     advance: &'a mut dyn FnMut(u64),
 }
 
 impl Read for Watched<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.cancel.load(Ordering::Relaxed) {
+        if self.cancel.is_cancelled() {
             // Not `Interrupted`, which readers retry.
             return Err(io::Error::other("interrupted"));
         }
@@ -945,7 +946,7 @@ fn age_in_order(
     settings: &Settings,
     job: &FileJob,
     target: Option<&Target>,
-    cancel: &AtomicBool,
+    cancel: &Cancel,
     advance: &mut dyn FnMut(u64),
 ) -> Option<WholeOutcome> {
     if job.source != Source::File {
@@ -986,7 +987,7 @@ fn age_in_order(
             None => Box::new(io::sink()),
         };
         let interrupted = |reason: Reason| {
-            if cancel.load(Ordering::Relaxed) {
+            if cancel.is_cancelled() {
                 Reason::Cancelled
             } else {
                 reason
@@ -1244,7 +1245,7 @@ mod tests {
             &job(input),
             Some(target),
             &mut SecretBuf::new(),
-            &AtomicBool::new(false),
+            &Cancel::new(),
             &mut |_| {},
         );
         outcome.result.unwrap();

@@ -34,6 +34,8 @@
 //! [`stream`] handles `-` (stdin/stdout), where data arrives in order and
 //! chunks are processed as they come.
 
+#![deny(missing_docs)]
+
 mod display;
 mod file;
 pub mod hooks;
@@ -43,14 +45,16 @@ mod plan;
 pub mod stream;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cryptstream_format::{Cipher, Keyring, Layout, MasterKey, DEFAULT_CHUNK_SIZE};
 use cryptstream_output::Replace;
-use cryptstream_pool::{Pool, SecretBuf};
+use cryptstream_pool::{Cancel, Pool, SecretBuf};
 
+/// The progress trait of every operation, from the pool crate.
+pub use cryptstream_pool::{NoProgress, Progress};
 pub use display::Shown;
 pub use file::{
     finished_output, make_link, process_umask, process_whole, Done, OpenFile, Opened, PendingLink,
@@ -92,7 +96,7 @@ pub trait Engine {
         plan: &Plan,
         settings: &Settings,
         progress: &dyn Progress,
-        cancel: &AtomicBool,
+        cancel: &Cancel,
     ) -> Summary;
 }
 
@@ -122,40 +126,42 @@ impl Container {
 }
 
 /// How a run is carried out. Built once from the command line's flags with
-/// [`Settings::builder`], for every command.
+/// [`Settings::builder`], for every command, and read-only after
+/// [`SettingsBuilder::build`]: its fields are private, read through the
+/// methods of the same names.
 pub struct Settings {
     /// What to do to each file.
-    pub direction: Direction,
+    pub(crate) direction: Direction,
     /// Worker threads or processes.
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// AEAD for new files.
-    pub cipher: Cipher,
+    pub(crate) cipher: Cipher,
     /// Plaintext bytes per chunk for new files.
-    pub chunk_size: u32,
+    pub(crate) chunk_size: u32,
     /// What to do with existing outputs at commit time.
-    pub overwrite: Overwrite,
+    pub(crate) overwrite: Overwrite,
     /// fsync each output and its directory before reporting success.
-    pub durable: bool,
+    pub(crate) durable: bool,
     /// Keys that may open files (passphrase keys derived before the run).
-    pub keyring: Keyring,
+    pub(crate) keyring: Keyring,
     /// The key that seals new files (encrypt only).
-    pub encryption_key: Option<Arc<MasterKey>>,
+    pub(crate) encryption_key: Option<Arc<MasterKey>>,
     /// How bytes are read and written.
-    pub io: IoChoice,
+    pub(crate) io: IoChoice,
     /// The umask that restored modes are filtered through.
-    pub umask: u32,
+    pub(crate) umask: u32,
     /// Keep setuid, setgid and sticky bits on restored files.
-    pub keep_special_bits: bool,
+    pub(crate) keep_special_bits: bool,
     /// What new files are written as (encrypt only).
-    pub container: Container,
+    pub(crate) container: Container,
     /// The identities (secret keys and passphrase) that open age files;
     /// `None` where this executor does not read age files (the process
     /// engine's workers).
-    pub age_identities: Option<Arc<Vec<cryptstream_age::Identity>>>,
+    pub(crate) age_identities: Option<Arc<Vec<cryptstream_age::Identity>>>,
     /// Use this salt for every file instead of a random one: test builds
     /// only, for test vectors and byte-identical comparisons.
     #[cfg(any(test, feature = "test-knobs"))]
-    pub fixed_salt: Option<[u8; 32]>,
+    pub(crate) fixed_salt: Option<[u8; 32]>,
 }
 
 /// Builds [`Settings`]; every value has a default but the direction and
@@ -272,6 +278,77 @@ impl Settings {
         }
     }
 
+    /// What to do to each file.
+    pub fn direction(&self) -> Direction {
+        self.direction
+    }
+
+    /// Worker threads or processes.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// AEAD for new files.
+    pub fn cipher(&self) -> Cipher {
+        self.cipher
+    }
+
+    /// Plaintext bytes per chunk for new files.
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
+    }
+
+    /// What to do with existing outputs at commit time.
+    pub fn overwrite(&self) -> Overwrite {
+        self.overwrite
+    }
+
+    /// fsync each output and its directory before reporting success.
+    pub fn durable(&self) -> bool {
+        self.durable
+    }
+
+    /// Keys that may open files (passphrase keys derived before the run).
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// The key that seals new files (encrypt only).
+    pub fn encryption_key(&self) -> Option<&Arc<MasterKey>> {
+        self.encryption_key.as_ref()
+    }
+
+    /// How bytes are read and written.
+    pub fn io(&self) -> IoChoice {
+        self.io
+    }
+
+    /// The umask that restored modes are filtered through.
+    pub fn umask(&self) -> u32 {
+        self.umask
+    }
+
+    /// Keep setuid, setgid and sticky bits on restored files.
+    pub fn keep_special_bits(&self) -> bool {
+        self.keep_special_bits
+    }
+
+    /// What new files are written as (encrypt only).
+    pub fn container(&self) -> &Container {
+        &self.container
+    }
+
+    /// The identities (secret keys and passphrase) that open age files.
+    pub fn age_identities(&self) -> Option<&Arc<Vec<cryptstream_age::Identity>>> {
+        self.age_identities.as_ref()
+    }
+
+    /// The fixed salt of every file, if any (test builds only).
+    #[cfg(any(test, feature = "test-knobs"))]
+    pub fn fixed_salt(&self) -> Option<[u8; 32]> {
+        self.fixed_salt
+    }
+
     /// The key that seals new files.
     ///
     /// # Panics
@@ -339,22 +416,6 @@ impl std::fmt::Display for FileFailure {
         write!(f, "{}: {}", self.path.display(), self.reason)
     }
 }
-
-/// Receives progress as the run goes; every method may be called from any
-/// worker thread.
-pub trait Progress: Sync {
-    /// Bytes of input were processed.
-    fn advance(&self, _bytes: u64) {}
-    /// A file was done.
-    fn file_done(&self) {}
-    /// A file failed (reported once, as it happens).
-    fn file_failed(&self, _failure: &FileFailure) {}
-}
-
-/// Progress that goes nowhere.
-pub struct NoProgress;
-
-impl Progress for NoProgress {}
 
 /// What a run did.
 #[derive(Debug, serde::Serialize)]
@@ -661,7 +722,7 @@ impl Engine for ThreadEngine<'_> {
         plan: &Plan,
         settings: &Settings,
         progress: &dyn Progress,
-        cancel: &AtomicBool,
+        cancel: &Cancel,
     ) -> Summary {
         let run = Run {
             plan,
@@ -674,14 +735,14 @@ impl Engine for ThreadEngine<'_> {
         let links = std::mem::take(&mut *run.links.lock().unwrap_or_else(|e| e.into_inner()));
         finish_run(plan, settings, links, &run.ledger);
         run.ledger
-            .into_summary(plan, settings, self.name(), cancel.load(Ordering::Relaxed))
+            .into_summary(plan, settings, self.name(), cancel.is_cancelled())
     }
 }
 
 struct Run<'a> {
     plan: &'a Plan,
     settings: &'a Settings,
-    cancel: &'a AtomicBool,
+    cancel: &'a Cancel,
     ledger: Ledger<'a>,
     /// Hard links to make at the end: job index and link.
     links: Mutex<Vec<(usize, PendingLink)>>,
@@ -700,7 +761,7 @@ impl Run<'_> {
     fn whole(&self, index: usize, buf: &mut SecretBuf) {
         let job = &self.plan.files[index];
         let started = Instant::now();
-        if self.cancel.load(Ordering::Relaxed) {
+        if self.cancel.is_cancelled() {
             self.ledger
                 .record(job, None, Err(Reason::Cancelled), started);
             return;
@@ -742,7 +803,7 @@ impl Run<'_> {
             .unwrap_or_else(|e| e.into_inner())
             .is_some();
         if !failed {
-            let result = if self.cancel.load(Ordering::Relaxed) {
+            let result = if self.cancel.is_cancelled() {
                 Err(Reason::Cancelled)
             } else {
                 split.file.run_segment(first, count, buf)
@@ -780,7 +841,7 @@ impl Run<'_> {
         let files = &self.plan.files;
         let mut next = 0;
         while let Some(job) = files.get(next) {
-            if self.cancel.load(Ordering::Relaxed) {
+            if self.cancel.is_cancelled() {
                 self.ledger
                     .record(job, None, Err(Reason::Cancelled), Instant::now());
                 next += 1;

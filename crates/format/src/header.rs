@@ -254,6 +254,33 @@ pub struct Header {
     len: usize,
 }
 
+/// Seals `plaintext` whole into a new container in memory: the header of
+/// [`seal_header`] (its `plaintext_len` set to the length of `plaintext`)
+/// followed by every sealed chunk. The one way a small buffer (a link
+/// target, a wrapped store key) becomes a container; files and streams go
+/// through [`crate::SealingWriter`].
+///
+/// # Errors
+/// As [`seal_header`].
+pub fn seal_to_vec(
+    key: &MasterKey,
+    params: &HeaderParams,
+    salt: [u8; SALT_LEN],
+    plaintext: &[u8],
+) -> Result<(Header, Vec<u8>), FormatError> {
+    use std::io::Write;
+    let params = HeaderParams {
+        plaintext_len: Some(plaintext.len() as u64),
+        ..*params
+    };
+    let (header, cipher) = seal_header(key, &params, salt)?;
+    let mut bytes = header.as_bytes().to_vec();
+    let mut writer = crate::SealingWriter::new(&mut bytes, cipher);
+    let written = writer.write_all(plaintext).and_then(|()| writer.finish());
+    written.expect("writing into a Vec cannot fail");
+    Ok((header, bytes))
+}
+
 /// Builds and authenticates the (version 2) header of a new file and returns
 /// it with the cipher that seals its chunks.
 ///
@@ -855,6 +882,27 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_buffer_sealed_to_a_vec_opens_to_its_plaintext_and_length() {
+        use std::io::Read;
+        let plain: Vec<u8> = (0..3 * MIN_CHUNK_SIZE + 7).map(|i| i as u8).collect();
+        let small = HeaderParams {
+            chunk_size: MIN_CHUNK_SIZE,
+            plaintext_len: None,
+            ..params()
+        };
+        let (header, bytes) = seal_to_vec(&key(), &small, [1; SALT_LEN], &plain).unwrap();
+        let parsed = Header::parse(&bytes).unwrap();
+        assert_eq!(parsed.plaintext_len, Some(plain.len() as u64));
+        assert_eq!(parsed.as_bytes(), header.as_bytes());
+        let cipher = parsed.authenticate(&key()).unwrap();
+        let mut back = Vec::new();
+        crate::OpeningReader::new(&bytes[parsed.len()..], cipher, parsed.plaintext_len)
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, plain);
     }
 
     #[test]

@@ -33,6 +33,8 @@
 //! The byte layout is specified in `docs/FORMAT.md`; the test vectors in
 //! `tests/data/vectors.json` are checked by `tests/vectors.rs`.
 
+#![deny(missing_docs)]
+
 mod adapters;
 mod error;
 mod header;
@@ -43,9 +45,9 @@ mod stream;
 pub use adapters::{OpeningReader, SealingWriter};
 pub use error::FormatError;
 pub use header::{
-    seal_header, Cipher, EntryKind, Header, HeaderParams, KeySource, Mtime, DEFAULT_CHUNK_SIZE,
-    HEADER_LEN_V1, HEADER_LEN_V2, MAGIC, MAX_CHUNK_SIZE, MAX_HEADER_LEN, MAX_LINK_TARGET_LEN,
-    MIN_CHUNK_SIZE, MIN_HEADER_PREFIX, SALT_LEN, VERSION,
+    seal_header, seal_to_vec, Cipher, EntryKind, Header, HeaderParams, KeySource, Mtime,
+    DEFAULT_CHUNK_SIZE, HEADER_LEN_V1, HEADER_LEN_V2, MAGIC, MAX_CHUNK_SIZE, MAX_HEADER_LEN,
+    MAX_LINK_TARGET_LEN, MIN_CHUNK_SIZE, MIN_HEADER_PREFIX, SALT_LEN, VERSION,
 };
 pub use key::{
     generate_key_file, parse_key_file, KdfParams, KeyId, Keyring, MasterKey, Passphrase, KEY_LEN,

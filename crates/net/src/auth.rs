@@ -20,8 +20,7 @@
 //! exporters).
 
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::Read;
 use std::path::Path;
 
 use aws_lc_rs::hmac;
@@ -106,16 +105,9 @@ impl Token {
             path: path.to_path_buf(),
             reason: e.to_string(),
         };
-        let mut file = File::options()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(fail)?;
         let mut text = Zeroizing::new(hex::encode(&self.0[..]));
         text.push('\n');
-        file.write_all(text.as_bytes()).map_err(fail)?;
-        file.sync_all().map_err(fail)
+        cryptstream_output::write_new_private(path, text.as_bytes()).map_err(fail)
     }
 
     /// The server's proof over `transcript`.

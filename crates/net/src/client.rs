@@ -22,11 +22,11 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cryptstream_pool::Progress;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -63,25 +63,13 @@ const CONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// parallel.
 const HASH_SEGMENT: u64 = 16 * 1024 * 1024;
 
-/// Progress of a send, reported as it happens.
-pub trait SendProgress: Send + Sync {
-    /// Bytes of files done (sent, or found already held by the server).
-    fn advance(&self, bytes: u64);
-    /// A file arrived (`None`) or failed (its reason).
-    fn file_done(&self, name: &str, failure: Option<&str>);
-    /// A server seen for the first time proved it holds the token, and
-    /// its certificate's `fingerprint` was recorded for `host` in `file`.
-    fn host_recorded(&self, host: &str, fingerprint: Fingerprint, file: &Path) {
-        let _ = (host, fingerprint, file);
+/// Reports one file or entry of a send: done, or failed with `failure`
+/// (printed as `NAME: REASON`).
+pub(crate) fn report_done(progress: &dyn Progress, name: &str, failure: Option<&str>) {
+    match failure {
+        None => progress.file_done(),
+        Some(reason) => progress.file_failed(&format_args!("{name}: {reason}")),
     }
-}
-
-/// No progress reporting.
-pub struct NoProgress;
-
-impl SendProgress for NoProgress {
-    fn advance(&self, _bytes: u64) {}
-    fn file_done(&self, _name: &str, _failure: Option<&str>) {}
 }
 
 /// Everything a send needs, built once by the caller.
@@ -103,7 +91,7 @@ pub struct SendConfig {
     /// Deadline of every read from the server and of connecting.
     pub timeout: Duration,
     /// Where progress goes.
-    pub progress: Arc<dyn SendProgress>,
+    pub progress: Arc<dyn Progress>,
 }
 
 /// A failed file of a send.
@@ -207,7 +195,7 @@ struct Shared {
     timeout: Duration,
     files: Vec<FileState>,
     queue: Mutex<std::collections::VecDeque<Job>>,
-    progress: Arc<dyn SendProgress>,
+    progress: Arc<dyn Progress>,
     sent: AtomicU64,
     resumed: AtomicU64,
     /// A failure that ends the whole send (authentication, trust).
@@ -282,7 +270,12 @@ async fn send_async(config: SendConfig) -> Result<SendSummary, NetError> {
                 .expect("a finished handshake saw a certificate");
             if let ServerTrust::KnownHosts { file, host } = &shared.trust {
                 record_known_host(file, host, seen)?;
-                shared.progress.host_recorded(host, seen, file);
+                shared.progress.note(&format_args!(
+                    "first contact with {host}: it proved it holds the token; \
+                     its certificate fingerprint {} is recorded in {}",
+                    seen.to_hex(),
+                    file.display()
+                ));
             }
             // Every further session must present the same certificate.
             Trusting::new(Some(seen))?
@@ -370,9 +363,7 @@ fn queue_jobs(shared: &Shared, range: u64) -> usize {
         let size = file.planned.meta.size;
         if file.held.load(Ordering::Relaxed) {
             shared.progress.advance(size);
-            shared
-                .progress
-                .file_done(&file.planned.name.display(), None);
+            report_done(&*shared.progress, &file.planned.name.display(), None);
             continue;
         }
         let mut jobs = 0;
@@ -515,9 +506,11 @@ fn finish_failed(shared: &Shared, index: usize) {
     let file = &shared.files[index];
     if file.jobs_left.fetch_sub(1, Ordering::AcqRel) == 1 {
         let reason = file.failure.lock().expect("never poisoned").clone();
-        shared
-            .progress
-            .file_done(&file.planned.name.display(), reason.as_deref());
+        report_done(
+            &*shared.progress,
+            &file.planned.name.display(),
+            reason.as_deref(),
+        );
     }
 }
 
@@ -776,7 +769,7 @@ impl Session {
         if let Some(reason) = &failure {
             state.fail(reason);
         }
-        shared.progress.file_done(&name, failure.as_deref());
+        report_done(&*shared.progress, &name, failure.as_deref());
         if broken {
             Err(JobError::Broken)
         } else {

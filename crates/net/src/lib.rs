@@ -35,6 +35,8 @@
 //! ([`server::Server::bind`]/[`server::Server::run`], [`client::send`]),
 //! so no other crate sees tokio.
 
+#![deny(missing_docs)]
+
 pub mod auth;
 pub mod client;
 mod entries;
@@ -52,10 +54,9 @@ pub mod wire;
 use std::path::PathBuf;
 
 pub use auth::Token;
-pub use client::{
-    plan_tree, send, Comparison, NoProgress, Plan, PlannedFile, SendConfig, SendProgress,
-    SendSummary,
-};
+pub use client::{plan_tree, send, Comparison, Plan, PlannedFile, SendConfig, SendSummary};
+/// The progress trait of every operation, from the pool crate.
+pub use cryptstream_pool::{NoProgress, Progress};
 pub use frame::ErrorCode;
 pub use receive::{Destination, DirDestination, ModePolicy};
 pub use server::{ServeConfig, ServeStats, Server};

@@ -24,9 +24,11 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use cryptstream_pool::Cancel;
 
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -86,7 +88,7 @@ pub struct ServeConfig {
     /// How long sessions in flight may go on after `stop`.
     pub grace: Duration,
     /// Raised to stop the server.
-    pub stop: Arc<AtomicBool>,
+    pub stop: Cancel,
     /// Events (one line each, no secret).
     pub log: EventLog,
     /// Worker threads of the runtime (`None`: one per core).
@@ -145,7 +147,7 @@ struct Limits {
     max_connections: usize,
     strangers: Arc<Strangers>,
     grace: Duration,
-    stop: Arc<AtomicBool>,
+    stop: Cancel,
 }
 
 impl Server {
@@ -295,7 +297,7 @@ async fn accept_loop(listener: TcpListener, config: &Limits, shared: Arc<Shared>
     let mut sessions: Vec<JoinHandle<()>> = Vec::new();
     let stop = config.stop.clone();
     let stopped = async move {
-        while !stop.load(Ordering::Relaxed) {
+        while !stop.is_cancelled() {
             tokio::time::sleep(STOP_POLL).await;
         }
     };

@@ -152,14 +152,7 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<(), NetError> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     };
-    let mut file = File::options()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(fail)?;
-    file.write_all(bytes).map_err(fail)?;
-    file.sync_all().map_err(fail)
+    cryptstream_output::write_new_private(path, bytes).map_err(fail)
 }
 
 /// How a client decides to trust a server's certificate.

@@ -23,6 +23,8 @@
 //! The engine writes every output through this crate; the chunk store and
 //! the network receiver are meant to do the same.
 
+#![deny(missing_docs)]
+
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
@@ -48,6 +50,40 @@ pub fn restored_mode(mode: u32, umask: u32, keep_special_bits: bool) -> u32 {
     let mode = if mode == 0 { 0o666 } else { mode };
     let allowed = if keep_special_bits { 0o7777 } else { 0o777 };
     mode & allowed & !(umask & 0o777)
+}
+/// Creates `path` as a new private file (mode [`PRIVATE_FILE_MODE`]) that
+/// holds `bytes`, synced to disk: the one way a key, token or identity file
+/// is written. An existing entry is never replaced nor followed (a symbolic
+/// link there is `AlreadyExists` too), and a failed write removes the file
+/// again, so nothing half-written is left under the name.
+///
+/// # Errors
+/// `AlreadyExists` when something is at `path`, and any I/O error.
+pub fn write_new_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = File::options()
+        .write(true)
+        .create_new(true)
+        .mode(PRIVATE_FILE_MODE)
+        .open(path)?;
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    if written.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    written
+}
+/// Whether `path` is a plain relative name: one or more `/`-separated
+/// parts, none empty, `.` or `..`, and no NUL. The one check of a name
+/// that comes from a file, a store or a peer before it is used below an
+/// output root (a hard link's target, a restored store path).
+pub fn is_plain_relative(path: &Path) -> bool {
+    let bytes = path.as_os_str().as_bytes();
+    !bytes.is_empty()
+        && !bytes.contains(&0)
+        && bytes
+            .split(|&b| b == b'/')
+            .all(|part| !part.is_empty() && part != b"." && part != b"..")
 }
 /// Prefix of named temp files (on filesystems without `O_TMPFILE`).
 const TEMP_PREFIX: &str = ".cst-tmp.";
@@ -781,9 +817,7 @@ pub fn hard_link(
     name: &OsStr,
     replace: Replace,
 ) -> io::Result<()> {
-    let leaves = target
-        .components()
-        .any(|c| !matches!(c, Component::Normal(_)));
+    let leaves = !is_plain_relative(target);
     let (Some(target_name), false) = (target.file_name(), leaves) else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -829,6 +863,40 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn plain_relative_names_have_only_plain_parts() {
+        for good in ["a", "a/b", "a.b/.c/d..e"] {
+            assert!(is_plain_relative(Path::new(good)), "{good}");
+        }
+        for bad in [
+            "", "/a", "a//b", "a/", "./a", "a/./b", "..", "a/../b", "a\0b",
+        ] {
+            assert!(!is_plain_relative(Path::new(bad)), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_new_private_file_is_0600_and_never_replaces_what_is_there() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        write_new_private(&path, b"secret").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"secret");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = write_new_private(&path, b"other").unwrap_err();
+        assert_eq!(again.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&path).unwrap(), b"secret", "left as it was");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), &link).unwrap();
+        let refused = write_new_private(&link, b"x").unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::AlreadyExists);
+        assert!(
+            !dir.path().join("elsewhere").exists(),
+            "the link is not followed"
+        );
     }
 
     #[test]

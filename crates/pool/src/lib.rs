@@ -56,14 +56,18 @@
 //! whatever the input. When `produce` returns, the queue is closed, the
 //! workers drain it and exit, and `run` returns what `produce` returned.
 
+#![deny(missing_docs)]
+
 mod cancel;
 mod ordered;
 mod pool;
+mod progress;
 mod scratch;
 
 pub use cancel::Cancel;
 pub use ordered::Ordered;
 pub use pool::{Pool, Scope};
+pub use progress::{NoProgress, Progress};
 pub use scratch::{Scratch, SecretBuf};
 
 use crossbeam_channel::{bounded, Receiver, Sender};

@@ -25,14 +25,14 @@
 //! `docs/ARCHITECTURE.md` ("Process engine") explains why this is sound in
 //! a Rust program.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod parent;
 pub mod protocol;
 pub mod ring;
 pub mod worker;
 
-use std::sync::atomic::AtomicBool;
+use cryptstream_pool::Cancel;
 
 use cryptstream_engine::{Engine, Plan, Progress, Settings, Summary};
 use thiserror::Error;
@@ -89,7 +89,7 @@ impl Engine for ProcessEngine {
         plan: &Plan,
         settings: &Settings,
         progress: &dyn Progress,
-        cancel: &AtomicBool,
+        cancel: &Cancel,
     ) -> Summary {
         run_processes(plan, settings, progress, cancel)
     }

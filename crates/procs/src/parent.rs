@@ -8,7 +8,6 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cryptstream_engine::{
@@ -16,7 +15,7 @@ use cryptstream_engine::{
     Progress, Reason, RetryRecord, Settings, Source, Summary, SEGMENT_BYTES,
 };
 use cryptstream_format::Layout;
-use cryptstream_pool::SecretBuf;
+use cryptstream_pool::{Cancel, SecretBuf};
 use rustix::event::{PollFd, PollFlags};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
@@ -84,7 +83,7 @@ impl Stop {
 struct Supervisor<'a> {
     plan: &'a Plan,
     settings: &'a Settings,
-    cancel: &'a AtomicBool,
+    cancel: &'a Cancel,
     ledger: Ledger<'a>,
     ring: Ring,
     workers: Vec<Option<WorkerProc>>,
@@ -109,10 +108,10 @@ pub fn run_processes(
     plan: &Plan,
     settings: &Settings,
     progress: &dyn Progress,
-    cancel: &AtomicBool,
+    cancel: &Cancel,
 ) -> Summary {
     let ledger = Ledger::new(settings, progress);
-    let workers = settings.workers.clamp(1, crate::ring::MAX_WORKERS);
+    let workers = settings.workers().clamp(1, crate::ring::MAX_WORKERS);
     let capacity = (workers * QUEUE_PER_WORKER).clamp(4, 4096);
     let ring = match Ring::create(capacity, workers) {
         Ok(ring) => ring,
@@ -141,7 +140,7 @@ pub fn run_processes(
     finish_run(plan, settings, links, &supervisor.ledger);
     supervisor
         .ledger
-        .into_summary(plan, settings, ENGINE_NAME, cancel.load(Ordering::Relaxed))
+        .into_summary(plan, settings, ENGINE_NAME, cancel.is_cancelled())
 }
 
 fn fail_all(
@@ -149,7 +148,7 @@ fn fail_all(
     settings: &Settings,
     ledger: Ledger<'_>,
     text: &str,
-    cancel: &AtomicBool,
+    cancel: &Cancel,
 ) -> Summary {
     for job in &plan.files {
         ledger.record(
@@ -159,7 +158,7 @@ fn fail_all(
             Instant::now(),
         );
     }
-    ledger.into_summary(plan, settings, ENGINE_NAME, cancel.load(Ordering::Relaxed))
+    ledger.into_summary(plan, settings, ENGINE_NAME, cancel.is_cancelled())
 }
 
 /// "killed by signal 9 (SIGKILL)" or "exited with status 3".
@@ -190,7 +189,7 @@ impl Supervisor<'_> {
 
     fn run(&mut self) {
         loop {
-            if self.cancel.load(Ordering::Relaxed) && self.stop.is_none() {
+            if self.cancel.is_cancelled() && self.stop.is_none() {
                 self.begin_stop(Stop::Cancelled);
             }
             if self.stop.is_none() {
@@ -476,7 +475,7 @@ impl Supervisor<'_> {
         if self.debug_pids {
             eprintln!("cryptstream: worker {slot} started, pid {pid}");
         }
-        let keyring = &self.settings.keyring;
+        let keyring = self.settings.keyring();
         let keys = keyring
             .key_files()
             .iter()
@@ -489,26 +488,26 @@ impl Supervisor<'_> {
             )
             .collect();
         #[cfg(feature = "test-knobs")]
-        let fixed_salt = self.settings.fixed_salt;
+        let fixed_salt = self.settings.fixed_salt();
         #[cfg(not(feature = "test-knobs"))]
         let fixed_salt = None;
         let hello = Hello {
             worker: slot as u32,
             parent_pid,
-            direction: self.settings.direction,
-            cipher: self.settings.cipher,
-            chunk_size: self.settings.chunk_size,
-            overwrite: self.settings.overwrite,
-            durable: self.settings.durable,
-            io: self.settings.io,
+            direction: self.settings.direction(),
+            cipher: self.settings.cipher(),
+            chunk_size: self.settings.chunk_size(),
+            overwrite: self.settings.overwrite(),
+            durable: self.settings.durable(),
+            io: self.settings.io(),
             fixed_salt,
             output_root: self.plan.output_root().map(Path::to_path_buf),
-            umask: self.settings.umask,
-            keep_special_bits: self.settings.keep_special_bits,
+            umask: self.settings.umask(),
+            keep_special_bits: self.settings.keep_special_bits(),
             encryption_key: self
                 .settings
-                .encryption_key
-                .as_deref()
+                .encryption_key()
+                .map(|key| &**key)
                 .map(cryptstream_engine::keys::copy_of),
             keys,
         };

@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use cryptstream_engine::{
 };
 use cryptstream_format::Keyring;
 use cryptstream_output::DirFd;
-use cryptstream_pool::SecretBuf;
+use cryptstream_pool::{Cancel, SecretBuf};
 
 use crate::protocol::{self, Hello, Message, Outcome, Received};
 use crate::ring::{Popped, Ring, TaskKind, NO_OUTPUT};
@@ -108,8 +108,8 @@ fn start(value: &OsStr) -> Result<ExitCode, ProcsError> {
     // stop means and tells us with SIGTERM.
     // SAFETY: ignoring a signal installs no handler code.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
-    let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())
+    let flag = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, flag.clone())
         .map_err(ProcsError::Socket)?;
     let hello = {
         let mut scratch = zeroize::Zeroizing::new(vec![0u8; protocol::MAX_MESSAGE]);
@@ -137,7 +137,7 @@ fn start(value: &OsStr) -> Result<ExitCode, ProcsError> {
         settings,
         output_root,
         splits: HashMap::new(),
-        stop,
+        stop: Cancel::from_flag(flag),
         buf: SecretBuf::new(),
         scratch: vec![0u8; protocol::MAX_MESSAGE],
         stall_task: debug_task(STALL_TASK_ENV),
@@ -195,7 +195,7 @@ struct Worker {
     /// The output tree's root, opened once; outputs are opened below it.
     output_root: Option<DirFd>,
     splits: HashMap<u64, Split>,
-    stop: Arc<AtomicBool>,
+    stop: Cancel,
     buf: SecretBuf,
     /// Receive buffer for messages from the parent (no secrets after the
     /// hello).
@@ -213,7 +213,7 @@ impl Worker {
 
     fn serve(&mut self) -> Result<(), ProcsError> {
         loop {
-            if self.stop.load(Ordering::Relaxed) || !self.parent_alive() {
+            if self.stop.is_cancelled() || !self.parent_alive() {
                 return Ok(());
             }
             if !self.read_messages(false, None)? {
@@ -289,7 +289,7 @@ impl Worker {
             std::process::id()
         );
         let until = std::time::Instant::now() + STALL_FOR;
-        while std::time::Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
+        while std::time::Instant::now() < until && !self.stop.is_cancelled() {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -370,7 +370,7 @@ impl Worker {
         };
         let (result, file) = match file {
             Ok(file) => {
-                let result = if self.stop.load(Ordering::Relaxed) {
+                let result = if self.stop.is_cancelled() {
                     Err(Reason::Cancelled)
                 } else {
                     file.run_segment(

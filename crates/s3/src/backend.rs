@@ -21,7 +21,7 @@ use std::io::{self, Write};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use cryptstream_store::{Backend, BackendError, ObjectMeta, ObjectWriter};
+use cryptstream_store::{check_object_name, Backend, BackendError, ObjectMeta, ObjectWriter};
 
 use crate::{Bounded, Multipart, S3Client, S3Error, PART_SIZE};
 
@@ -104,27 +104,13 @@ fn backend_error(name: &str, error: S3Error) -> BackendError {
     }
 }
 
-fn check_name(name: &str) -> Result<(), BackendError> {
-    let bad = name.is_empty()
-        || name.starts_with('/')
-        || name
-            .split('/')
-            .any(|part| part.is_empty() || part == "." || part == ".." || part.starts_with('.'))
-        || name.bytes().any(|b| b.is_ascii_control() || b == b'\\');
-    if bad {
-        Err(BackendError::InvalidName(name.to_owned()))
-    } else {
-        Ok(())
-    }
-}
-
 impl Backend for S3Backend {
     fn describe(&self) -> String {
         self.client.location().to_string()
     }
 
     fn create(&self, name: &str) -> Result<Box<dyn ObjectWriter>, BackendError> {
-        check_name(name)?;
+        check_object_name(name)?;
         Ok(Box::new(S3Writer {
             client: Arc::clone(&self.client),
             mode: self.mode,
@@ -136,7 +122,7 @@ impl Backend for S3Backend {
     }
 
     fn get(&self, name: &str, limit: u64) -> Result<Vec<u8>, BackendError> {
-        check_name(name)?;
+        check_object_name(name)?;
         match self.client.get_bounded(name, limit) {
             Ok(Bounded::Found(bytes)) => Ok(bytes.to_vec()),
             Ok(Bounded::Missing) => Err(BackendError::NotFound(name.to_owned())),
@@ -150,7 +136,7 @@ impl Backend for S3Backend {
     }
 
     fn get_range(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<(), BackendError> {
-        check_name(name)?;
+        check_object_name(name)?;
         let end = offset + buf.len() as u64;
         match self.client.get_range(name, offset..end) {
             Ok(bytes) => {
@@ -180,7 +166,7 @@ impl Backend for S3Backend {
     }
 
     fn size(&self, name: &str) -> Result<Option<u64>, BackendError> {
-        check_name(name)?;
+        check_object_name(name)?;
         self.client.head(name).map_err(|e| backend_error(name, e))
     }
 
@@ -196,7 +182,7 @@ impl Backend for S3Backend {
         for item in listed {
             // Only the store's own objects: the probe's sentinels and
             // anything hidden are not part of it.
-            if item.key.starts_with(prefix) && check_name(&item.key).is_ok() {
+            if item.key.starts_with(prefix) && check_object_name(&item.key).is_ok() {
                 each(ObjectMeta {
                     name: item.key,
                     size: item.size,
@@ -207,7 +193,7 @@ impl Backend for S3Backend {
     }
 
     fn delete(&self, name: &str) -> Result<(), BackendError> {
-        check_name(name)?;
+        check_object_name(name)?;
         self.client.delete(name).map_err(|e| backend_error(name, e))
     }
 }

@@ -37,7 +37,9 @@ pub const STALE_AFTER: Duration = Duration::from_secs(300);
 /// Who holds a lease.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LeaseKind {
+    /// A put: many may hold one at once.
     Put,
+    /// A garbage collection: it gives up while a put holds a lease; puts wait for it.
     Gc,
 }
 
@@ -60,7 +62,9 @@ fn now_millis() -> u64 {
 /// A live lease found in the bucket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LiveLease {
+    /// Its object name (`leases/KIND-MILLIS-RANDOM`).
     pub name: String,
+    /// Whether a put or a gc holds it.
     pub kind: LeaseKind,
     /// How long ago it was taken or last renewed.
     pub age: Duration,

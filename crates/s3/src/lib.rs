@@ -14,6 +14,8 @@
 //! [`Options::retry_timeout`]; what still fails comes back as one
 //! [`S3Error`] naming the operation and the key.
 
+#![deny(missing_docs)]
+
 use std::fmt;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -100,12 +102,18 @@ pub enum S3Error {
     Config(String),
     /// A create-only write found the key already there.
     #[error("{key}: already exists in the bucket")]
-    AlreadyExists { key: String },
+    AlreadyExists {
+        /// The key, relative to the location's prefix.
+        key: String,
+    },
     /// The request failed after its retries.
     #[error("{op} {key}: {reason}")]
     Request {
+        /// The operation (`put`, `get`, `list`, ...).
         op: &'static str,
+        /// The key it was for.
         key: String,
+        /// The last failure, as the client reported it.
         reason: String,
     },
 }
@@ -113,6 +121,7 @@ pub enum S3Error {
 /// `s3://BUCKET/PREFIX`: where a store lives in object storage.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct S3Location {
+    /// The bucket.
     pub bucket: String,
     /// Without leading or trailing slashes; empty for the bucket's root.
     pub prefix: String,
@@ -198,16 +207,22 @@ impl Default for Options {
 /// figures, not here: these are the requests the store asked for).
 #[derive(Debug, Default)]
 pub struct RequestCounts {
+    /// Single-request uploads.
     pub put: AtomicU64,
+    /// Whole and ranged reads.
     pub get: AtomicU64,
+    /// Existence and size checks.
     pub head: AtomicU64,
+    /// Listing pages.
     pub list: AtomicU64,
+    /// Deletions.
     pub delete: AtomicU64,
     /// Multipart uploads: create + parts + complete.
     pub multipart: AtomicU64,
 }
 
 impl RequestCounts {
+    /// Every request of every kind.
     pub fn total(&self) -> u64 {
         [
             &self.put,
@@ -239,6 +254,7 @@ pub enum Bounded {
 pub struct Listed {
     /// The key relative to the location's prefix.
     pub key: String,
+    /// Its size in bytes.
     pub size: u64,
 }
 
@@ -347,6 +363,7 @@ impl S3Client {
         })
     }
 
+    /// The location this client reads and writes.
     pub fn location(&self) -> &S3Location {
         &self.location
     }

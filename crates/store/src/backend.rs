@@ -196,14 +196,7 @@ impl LocalDir {
     }
 
     fn path(&self, name: &str) -> Result<PathBuf, BackendError> {
-        let bad = name.is_empty()
-            || name.starts_with('/')
-            || name.split('/').any(|part| {
-                part.is_empty() || part == "." || part == ".." || part.starts_with('.')
-            });
-        if bad {
-            return Err(BackendError::InvalidName(name.to_owned()));
-        }
+        check_object_name(name)?;
         Ok(self.root.join(name))
     }
 
@@ -228,6 +221,26 @@ impl LocalDir {
 }
 
 /// Maps "not found" to [`BackendError::NotFound`].
+/// Checks an object name, the same for every backend: relative,
+/// `/`-separated parts that are neither empty nor start with `.` (so no
+/// `..`, and no hidden temp name), no control character or backslash.
+///
+/// # Errors
+/// [`BackendError::InvalidName`] for any other name.
+pub fn check_object_name(name: &str) -> Result<(), BackendError> {
+    let bad = name.is_empty()
+        || name.starts_with('/')
+        || name
+            .split('/')
+            .any(|part| part.is_empty() || part.starts_with('.'))
+        || name.bytes().any(|b| b.is_ascii_control() || b == b'\\');
+    if bad {
+        Err(BackendError::InvalidName(name.to_owned()))
+    } else {
+        Ok(())
+    }
+}
+
 fn io_error(name: &str, source: io::Error) -> BackendError {
     if source.kind() == io::ErrorKind::NotFound {
         BackendError::NotFound(name.to_owned())
@@ -462,6 +475,30 @@ mod tests {
             backend.create("../x"),
             Err(BackendError::InvalidName(_))
         ));
+    }
+
+    #[test]
+    fn object_names_are_relative_plain_parts() {
+        for good in ["config", "packs/ab/one", "manifests/00/x-y_z"] {
+            assert!(check_object_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "/abs",
+            "a//b",
+            "a/",
+            "../x",
+            "a/../b",
+            "./a",
+            "a/.hidden",
+            "a\\b",
+            "a\nb",
+        ] {
+            assert!(
+                matches!(check_object_name(bad), Err(BackendError::InvalidName(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -66,9 +66,8 @@ pub fn seal_in_place(
         blob.len() >= BLOB_OVERHEAD,
         "a blob has room for salt and tag"
     );
-    let (salt, body) = blob.split_at_mut(BLOB_SALT_LEN);
-    cryptstream_format::fill_random(salt)?;
-    cipher(keys, salt, aad, body.len()).seal_in_place(0, true, body);
+    cryptstream_format::fill_random(&mut blob[..BLOB_SALT_LEN])?;
+    seal_body(keys, aad, blob);
     Ok(())
 }
 
@@ -100,12 +99,23 @@ pub fn seal_with_salt(
     plaintext: &[u8],
     salt: &[u8; BLOB_SALT_LEN],
 ) -> Vec<u8> {
-    let mut blob = vec![0u8; plaintext.len() + BLOB_OVERHEAD];
+    let mut blob = laid_out(plaintext);
     blob[..BLOB_SALT_LEN].copy_from_slice(salt);
+    seal_body(keys, aad, &mut blob);
+    blob
+}
+
+/// `plaintext` in a new buffer laid out as `salt room | plaintext | tag room`.
+fn laid_out(plaintext: &[u8]) -> Vec<u8> {
+    let mut blob = vec![0u8; plaintext.len() + BLOB_OVERHEAD];
     blob[BLOB_SALT_LEN..BLOB_SALT_LEN + plaintext.len()].copy_from_slice(plaintext);
+    blob
+}
+
+/// Seals the body of `blob` under the salt already at its start.
+fn seal_body(keys: &StoreKeys, aad: &[u8], blob: &mut [u8]) {
     let (salt, body) = blob.split_at_mut(BLOB_SALT_LEN);
     cipher(keys, salt, aad, body.len()).seal_in_place(0, true, body);
-    blob
 }
 
 /// Seals `plaintext` into a new blob.
@@ -117,8 +127,7 @@ pub fn seal(
     aad: &[u8],
     plaintext: &[u8],
 ) -> Result<Vec<u8>, cryptstream_format::FormatError> {
-    let mut blob = vec![0u8; plaintext.len() + BLOB_OVERHEAD];
-    blob[BLOB_SALT_LEN..BLOB_SALT_LEN + plaintext.len()].copy_from_slice(plaintext);
+    let mut blob = laid_out(plaintext);
     seal_in_place(keys, aad, &mut blob)?;
     Ok(blob)
 }

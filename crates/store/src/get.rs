@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::fs::FileExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -102,16 +102,11 @@ impl Output {
     }
 }
 
-/// Checks a stored name: relative, `/`-separated, no `.`/`..`/empty part.
+/// Checks a stored name: relative, `/`-separated, no `.`/`..`/empty part
+/// ([`cryptstream_output::is_plain_relative`]).
 fn safe_relative(name: &str) -> Option<PathBuf> {
     let path = Path::new(name);
-    let ok = !name.is_empty()
-        && !name.contains('\0')
-        && path.components().all(|c| matches!(c, Component::Normal(_)))
-        && !name
-            .split('/')
-            .any(|p| p.is_empty() || p == "." || p == "..");
-    ok.then(|| path.to_path_buf())
+    cryptstream_output::is_plain_relative(path).then(|| path.to_path_buf())
 }
 
 /// A chunk to restore: where it is, and where it goes.

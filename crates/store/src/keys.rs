@@ -3,11 +3,11 @@
 //! from it with BLAKE3's key derivation mode (each with its own context
 //! string, so no two uses share a key).
 
-use std::io::{Read, Write};
+use std::io::Read;
 
 use cryptstream_format::{
-    seal_header, Cipher, EntryKind, Header, HeaderParams, Keyring, MasterKey, OpeningReader,
-    SealingWriter, KEY_LEN, SALT_LEN,
+    seal_to_vec, Cipher, EntryKind, Header, HeaderParams, Keyring, MasterKey, OpeningReader,
+    KEY_LEN, SALT_LEN,
 };
 use zeroize::Zeroizing;
 
@@ -115,16 +115,7 @@ pub(crate) fn wrap(user_key: &MasterKey, plaintext: &[u8]) -> Result<Vec<u8>, St
         kind: EntryKind::File,
         mtime: None,
     };
-    let (header, cipher) = seal_header(user_key, &params, salt)?;
-    let mut out = header.as_bytes().to_vec();
-    let mut writer = SealingWriter::new(&mut out, cipher);
-    writer
-        .write_all(plaintext)
-        .map_err(|e| StoreError::Config(format!("cannot wrap the store key: {e}")))?;
-    writer
-        .finish()
-        .map_err(|e| StoreError::Config(format!("cannot wrap the store key: {e}")))?;
-    Ok(out)
+    Ok(seal_to_vec(user_key, &params, salt, plaintext)?.1)
 }
 
 /// The header of a wrapped key (to derive a passphrase key before

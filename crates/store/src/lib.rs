@@ -29,6 +29,8 @@
 //! `delete`, `gc`, `verify`, `stat` and `reindex` live in [`maintain`].
 //! The byte formats and the concurrency argument are in docs/STORE.md.
 
+#![deny(missing_docs)]
+
 pub mod backend;
 pub mod blob;
 mod blocks;
@@ -44,8 +46,10 @@ pub mod registry;
 
 use std::path::{Path, PathBuf};
 
-pub use backend::{Backend, BackendError, LocalDir, ObjectMeta, ObjectWriter};
+pub use backend::{check_object_name, Backend, BackendError, LocalDir, ObjectMeta, ObjectWriter};
 pub use config::{ChunkerParams, Settings};
+/// The progress trait of every operation, from the pool crate.
+pub use cryptstream_pool::{NoProgress, Progress};
 pub use get::{GetOptions, GetReport};
 pub use keys::StoreKeys;
 pub use manifest::{format_uid, FileRecord, Kind};
@@ -111,19 +115,6 @@ pub enum StoreError {
     #[error("interrupted")]
     Cancelled,
 }
-
-/// Progress callbacks for long operations (a terminal bar, a shell job).
-pub trait Progress: Sync {
-    /// Total bytes, when known.
-    fn set_total(&self, _bytes: u64) {}
-    /// `bytes` more are done.
-    fn advance(&self, _bytes: u64) {}
-}
-
-/// Progress that shows nothing.
-pub struct NoProgress;
-
-impl Progress for NoProgress {}
 
 /// A store whose key is still wrapped.
 pub struct LockedStore {

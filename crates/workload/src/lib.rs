@@ -16,6 +16,8 @@
 //! CPU per gigabyte, so generating a random workload is limited by the file
 //! system, not by this crate; text costs more (a few hundred MB/s per core).
 
+#![deny(missing_docs)]
+
 mod content;
 mod digest;
 mod dist;

@@ -21,8 +21,8 @@ use std::sync::atomic::Ordering;
 use tokio::io::AsyncWriteExt;
 
 use super::{
-    Comparison, JobError, PlannedDir, PlannedLink, PlannedSymlink, SendFailure, Session, Shared,
-    HASH_SEGMENT,
+    report_done, Comparison, JobError, PlannedDir, PlannedLink, PlannedSymlink, SendFailure,
+    Session, Shared, HASH_SEGMENT,
 };
 use crate::frame::{Compare, ErrorCode, Frame, HASH_LEN};
 use crate::treehash::SegmentedHash;
@@ -187,9 +187,7 @@ impl Session {
                     "hard link not made: {} did not arrive",
                     shared.files[link.file].planned.name.display()
                 );
-                shared
-                    .progress
-                    .file_done(&link.name.display(), Some(&reason));
+                report_done(&*shared.progress, &link.name.display(), Some(&reason));
                 done.failures.push(SendFailure {
                     name: link.name.display(),
                     reason,
@@ -316,7 +314,7 @@ impl Session {
                 Some(Err(reason)) => reason,
                 None => lost.clone(),
             };
-            shared.progress.file_done(name, Some(&reason));
+            report_done(&*shared.progress, name, Some(&reason));
             done.failures.push(SendFailure {
                 name: name.clone(),
                 reason,
@@ -334,9 +332,7 @@ fn lost_dirs<'a>(
 ) {
     for dir in dirs {
         let reason = "not made: the connection was lost".to_owned();
-        shared
-            .progress
-            .file_done(&dir.name.display(), Some(&reason));
+        report_done(&*shared.progress, &dir.name.display(), Some(&reason));
         done.failures.push(SendFailure {
             name: dir.name.display(),
             reason,
