@@ -15,6 +15,38 @@ mod common;
 use age_support::age;
 use common::{run, Workspace, EXIT_FAILURE};
 
+/// `age -e -r RECIPIENT -o OUTPUT INPUT`, which must succeed.
+fn age_encrypt(recipient: &str, input: &Path, output: &Path) {
+    let out = age()
+        .args(["-e", "-r", recipient, "-o"])
+        .arg(output)
+        .arg(input)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "age -e: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `age -d -i IDENTITY FILE`, which must succeed: the plaintext.
+fn age_decrypt(identity: &Path, file: &Path) -> Vec<u8> {
+    let out = age()
+        .arg("-d")
+        .arg("-i")
+        .arg(identity)
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "age -d: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// Standard base64 with padding, as OpenSSH writes it.
 fn base64(data: &[u8]) -> String {
     let mut text = cryptstream_age::b64_encode(data);
@@ -166,19 +198,10 @@ fn cryptstream_encrypts_to_an_ssh_key_and_age_decrypts_it() {
         .args(["-R", "id_ed25519.pub", "f", "g.age"]));
     assert_eq!(outcome.code(), Some(0), "{}", outcome.stderr);
     for file in ["f.age", "g.age"] {
-        let out = age()
-            .arg("-d")
-            .arg("-i")
-            .arg(ws.path("id_ed25519"))
-            .arg(ws.path(file))
-            .output()
-            .unwrap();
         assert!(
-            out.status.success(),
-            "age -d {file}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            age_decrypt(&ws.path("id_ed25519"), &ws.path(file)) == plain,
+            "age -d {file} gave other bytes"
         );
-        assert!(out.stdout == plain, "age -d {file} gave other bytes");
     }
 }
 
@@ -188,17 +211,7 @@ fn age_encrypts_to_an_ssh_key_and_cryptstream_decrypts_it() {
     let recipient = write_ssh_key(ws.root(), [9; 32]);
     let plain = b"to an ssh key\n".repeat(5000);
     fs::write(ws.path("f"), &plain).unwrap();
-    let out = age()
-        .args(["-e", "-r", &recipient, "-o"])
-        .arg(ws.path("f.age"))
-        .arg(ws.path("f"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    age_encrypt(&recipient, &ws.path("f"), &ws.path("f.age"));
     let outcome = run(ws
         .bare("decrypt")
         .args(["-i", "id_ed25519", "f.age", "-o", "out"]));
@@ -236,31 +249,12 @@ fn ssh_rsa_keys_go_both_ways_with_age() {
     // cryptstream to age.
     let outcome = run(ws.bare("encrypt").args(["-R", "id_rsa.pub", "f", "f.age"]));
     assert_eq!(outcome.code(), Some(0), "{}", outcome.stderr);
-    let out = age()
-        .arg("-d")
-        .arg("-i")
-        .arg(ws.path("id_rsa"))
-        .arg(ws.path("f.age"))
-        .output()
-        .unwrap();
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        age_decrypt(&ws.path("id_rsa"), &ws.path("f.age")) == plain,
+        "age -d gave other bytes"
     );
-    assert!(out.stdout == plain, "age -d gave other bytes");
     // age to cryptstream.
-    let out = age()
-        .args(["-e", "-r", &recipient, "-o"])
-        .arg(ws.path("g.age"))
-        .arg(ws.path("f"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    age_encrypt(&recipient, &ws.path("f"), &ws.path("g.age"));
     let outcome = run(ws
         .bare("decrypt")
         .args(["-i", "id_rsa", "g.age", "-o", "out"]));
