@@ -43,29 +43,6 @@ impl Keys {
     }
 }
 
-/// `age -d -i IDENTITY FILE` must print exactly `plain`.
-#[track_caller]
-fn age_decrypts_to(identity: &Path, file: &Path, plain: &[u8]) {
-    let out = age()
-        .arg("-d")
-        .arg("-i")
-        .arg(identity)
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "age -d {} failed: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.stdout == plain,
-        "age -d {} gave other bytes",
-        file.display()
-    );
-}
-
 /// `age -e [-a] -r RECIPIENT -o OUT IN`.
 #[track_caller]
 fn age_encrypts(recipient: &str, input: &Path, output: &Path, armor: bool) {

@@ -12,7 +12,7 @@ use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 
 mod age_support;
 mod common;
-use age_support::age;
+use age_support::{age, age_decrypts_to};
 use common::{run, Workspace, EXIT_FAILURE};
 
 /// `age -e -r RECIPIENT -o OUTPUT INPUT`, which must succeed.
@@ -28,23 +28,6 @@ fn age_encrypt(recipient: &str, input: &Path, output: &Path) {
         "age -e: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// `age -d -i IDENTITY FILE`, which must succeed: the plaintext.
-fn age_decrypt(identity: &Path, file: &Path) -> Vec<u8> {
-    let out = age()
-        .arg("-d")
-        .arg("-i")
-        .arg(identity)
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "age -d: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 /// Standard base64 with padding, as OpenSSH writes it.
@@ -198,10 +181,7 @@ fn cryptstream_encrypts_to_an_ssh_key_and_age_decrypts_it() {
         .args(["-R", "id_ed25519.pub", "f", "g.age"]));
     assert_eq!(outcome.code(), Some(0), "{}", outcome.stderr);
     for file in ["f.age", "g.age"] {
-        assert!(
-            age_decrypt(&ws.path("id_ed25519"), &ws.path(file)) == plain,
-            "age -d {file} gave other bytes"
-        );
+        age_decrypts_to(&ws.path("id_ed25519"), &ws.path(file), &plain);
     }
 }
 
@@ -249,10 +229,7 @@ fn ssh_rsa_keys_go_both_ways_with_age() {
     // cryptstream to age.
     let outcome = run(ws.bare("encrypt").args(["-R", "id_rsa.pub", "f", "f.age"]));
     assert_eq!(outcome.code(), Some(0), "{}", outcome.stderr);
-    assert!(
-        age_decrypt(&ws.path("id_rsa"), &ws.path("f.age")) == plain,
-        "age -d gave other bytes"
-    );
+    age_decrypts_to(&ws.path("id_rsa"), &ws.path("f.age"), &plain);
     // age to cryptstream.
     age_encrypt(&recipient, &ws.path("f"), &ws.path("g.age"));
     let outcome = run(ws

@@ -119,3 +119,26 @@ pub fn run_with_tty(
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data))
 }
+
+/// `age -d -i IDENTITY FILE` must print exactly `plain`.
+#[track_caller]
+pub fn age_decrypts_to(identity: &Path, file: &Path, plain: &[u8]) {
+    let out = age()
+        .arg("-d")
+        .arg("-i")
+        .arg(identity)
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "age -d {} failed: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout == plain,
+        "age -d {} gave other bytes",
+        file.display()
+    );
+}
