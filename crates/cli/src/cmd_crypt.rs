@@ -422,9 +422,9 @@ fn derive_keys(
     let result = match (direction, plan) {
         (Direction::Encrypt, _) if matches!(container, Container::Age { .. }) => Ok(None),
         (Direction::Encrypt, _) => {
-            keys::encryption_key(keyring, secrets.kdf_params(), cancel.flag()).map(Some)
+            keys::encryption_key(keyring, secrets.kdf_params(), cancel).map(Some)
         }
-        (_, Some(plan)) => keys::derive_for_plan(plan, keyring, cancel.flag()).map(|()| None),
+        (_, Some(plan)) => keys::derive_for_plan(plan, keyring, cancel).map(|()| None),
         (_, None) => Ok(None),
     };
     match result {
@@ -743,7 +743,7 @@ fn prepare_stream_key<'a>(
         .read_to_end(&mut prefix)?;
     if let Ok(header) = Header::parse(&prefix) {
         // Its only error is a cancellation.
-        if keys::derive_for_header(&header, settings.keyring(), cancel.flag()).is_err() {
+        if keys::derive_for_header(&header, settings.keyring(), cancel).is_err() {
             return Ok(None);
         }
     }

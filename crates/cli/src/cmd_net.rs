@@ -15,7 +15,7 @@ use cryptstream_net::{
     ServeConfig, Server, ServerTrust, Token,
 };
 use cryptstream_pool::Cancel;
-use cryptstream_workload::parse_size;
+use cryptstream_workload::{human_size, parse_size};
 use indicatif::ProgressBar;
 
 use crate::messages;
@@ -181,8 +181,10 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let stats = server.run();
     messages::note(format!(
-        "serve: stopped by a signal after {} session(s), {} file(s), {} bytes received",
-        stats.sessions, stats.files, stats.bytes
+        "serve: stopped by a signal after {}, {}, {} received",
+        messages::count(stats.sessions, "session", "sessions"),
+        messages::count(stats.files, "file", "files"),
+        human_size(stats.bytes)
     ));
     Ok(ExitCode::from(EXIT_STOPPED))
 }
@@ -242,14 +244,15 @@ pub fn run_send(args: &SendArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else if std::io::stderr().is_terminal() && !args.quiet {
         messages::note(format!(
-            "sent {} file(s), {} bytes in {:.2} s ({:.0} MB/s), {} bytes resumed, {} file(s) of {} bytes already there",
-            summary.files,
-            summary.bytes,
+            "{} ({}) on the server: {} sent in {:.2} s ({}/s), {} resumed, {} ({}) already there",
+            messages::count(summary.files, "file", "files"),
+            human_size(summary.bytes),
+            human_size(summary.bytes_sent),
             summary.seconds,
-            summary.mb_per_s,
-            summary.bytes_resumed,
-            summary.files_skipped,
-            summary.bytes_skipped
+            human_size((summary.bytes_sent as f64 / summary.seconds.max(1e-9)) as u64),
+            human_size(summary.bytes_resumed),
+            messages::count(summary.files_skipped, "file", "files"),
+            human_size(summary.bytes_skipped)
         ));
     }
     Ok(if summary.failures.is_empty() {

@@ -262,7 +262,7 @@ pub fn open_store(
 ) -> anyhow::Result<OpenedStore> {
     let locked = location.open(options)?;
     let header = locked.key_header()?;
-    cryptstream_engine::keys::derive_for_header(&header, keyring, cancel.flag())?;
+    cryptstream_engine::keys::derive_for_header(&header, keyring, cancel)?;
     let mut opened = locked
         .unlock(keyring)
         .with_context(|| format!("{location}: cannot open the store"))?;
@@ -303,14 +303,11 @@ fn refuse_unreadable(
 pub fn run(args: &StoreArgs) -> anyhow::Result<ExitCode> {
     let location = StoreLocation::from_arg(&store_dir(args)?)?;
     let options = open_options(args);
-    let cancel_flag = cancel_on_signals()?;
+    let cancel = Cancel::from_flag(cancel_on_signals()?);
     if let StoreCommand::Init(init) = &args.command {
         let keyring = args.secrets.keyring(true)?;
-        let key = cryptstream_engine::keys::encryption_key(
-            &keyring,
-            args.secrets.kdf_params(),
-            &cancel_flag,
-        )?;
+        let key =
+            cryptstream_engine::keys::encryption_key(&keyring, args.secrets.kdf_params(), &cancel)?;
         let settings = Settings {
             chunker: ChunkerParams {
                 min: init.chunk_min,
@@ -331,7 +328,6 @@ pub fn run(args: &StoreArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let keyring = Arc::new(args.secrets.keyring(false)?);
-    let cancel = Cancel::from_flag(cancel_flag.clone());
     let result = open_store(&location, &options, &keyring, &cancel)
         .and_then(|store| run_command(args, &location, &options, keyring, store, &cancel));
     match result {

@@ -9,7 +9,6 @@
 //! derivation. The keys go into the run's [`Keyring`], so workers (threads
 //! or processes) never derive a key again.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +16,7 @@ use std::time::Duration;
 use cryptstream_format::{
     Header, KdfParams, KeySource, Keyring, MasterKey, Passphrase, MAX_HEADER_LEN,
 };
+use cryptstream_pool::Cancel;
 
 use crate::file::{pread_full, Reason};
 use crate::plan::Plan;
@@ -36,7 +36,7 @@ pub fn derive_cancellable(
     passphrase: &Passphrase,
     salt: [u8; 16],
     params: KdfParams,
-    cancel: &AtomicBool,
+    cancel: &Cancel,
 ) -> Result<MasterKey, Reason> {
     params.check()?;
     crate::hooks::deriving();
@@ -49,7 +49,7 @@ pub fn derive_cancellable(
         })
         .map_err(Reason::Read)?;
     loop {
-        if cancel.load(Ordering::Relaxed) {
+        if cancel.is_cancelled() {
             return Err(Reason::Cancelled);
         }
         match receive.recv_timeout(CANCEL_POLL) {
@@ -72,7 +72,7 @@ pub fn derive_cancellable(
 pub fn encryption_key(
     keyring: &Keyring,
     params: KdfParams,
-    cancel: &AtomicBool,
+    cancel: &Cancel,
 ) -> Result<Arc<MasterKey>, Reason> {
     let Some(passphrase) = keyring
         .passphrase()
@@ -100,7 +100,7 @@ pub fn copy_of(key: &MasterKey) -> MasterKey {
 /// # Errors
 /// [`Reason::Cancelled`] when `cancel` is set during a derivation; a
 /// header whose costs exceed the caps fails its own file later, not the run.
-pub fn derive_for_plan(plan: &Plan, keyring: &Keyring, cancel: &AtomicBool) -> Result<(), Reason> {
+pub fn derive_for_plan(plan: &Plan, keyring: &Keyring, cancel: &Cancel) -> Result<(), Reason> {
     let Some(passphrase) = keyring.passphrase() else {
         return Ok(());
     };
@@ -136,7 +136,7 @@ pub fn derive_for_plan(plan: &Plan, keyring: &Keyring, cancel: &AtomicBool) -> R
 pub fn derive_for_header(
     header: &Header,
     keyring: &Keyring,
-    cancel: &AtomicBool,
+    cancel: &Cancel,
 ) -> Result<(), Reason> {
     match (header.key_source, keyring.passphrase()) {
         (KeySource::Passphrase { salt, params }, Some(passphrase)) => {
@@ -154,7 +154,7 @@ fn derive_into(
     passphrase: &Passphrase,
     salt: [u8; 16],
     params: KdfParams,
-    cancel: &AtomicBool,
+    cancel: &Cancel,
 ) -> Result<(), Reason> {
     match derive_cancellable(passphrase, salt, params, cancel) {
         Ok(key) => keyring.insert_derived(key),
