@@ -43,6 +43,7 @@ pub mod manifest;
 pub mod pack;
 mod put;
 pub mod registry;
+pub mod retention;
 
 use std::path::{Path, PathBuf};
 
