@@ -43,6 +43,8 @@ pub mod manifest;
 pub mod pack;
 mod put;
 pub mod registry;
+pub mod retention;
+pub mod snapshot;
 
 use std::path::{Path, PathBuf};
 
@@ -54,7 +56,8 @@ pub use get::{GetOptions, GetReport};
 pub use keys::StoreKeys;
 pub use manifest::{format_uid, FileRecord, Kind};
 pub use put::{PutOptions, PutOutcome, PutReport};
-pub use registry::{FileRow, Registry, Totals};
+pub use registry::{FileRow, Registry, SnapshotRow, Totals};
+pub use snapshot::{SnapshotEntry, SnapshotMeta};
 
 use cryptstream_format::{FormatError, Keyring, MasterKey};
 
@@ -111,6 +114,10 @@ pub enum StoreError {
         /// Why.
         why: String,
     },
+    /// A request the store refuses before doing anything (one line saying
+    /// why).
+    #[error("{0}")]
+    Usage(String),
     /// Stopped by the user.
     #[error("interrupted")]
     Cancelled,
