@@ -18,6 +18,7 @@ mod process;
 mod progress;
 mod secrets;
 mod store_shell;
+mod store_views;
 
 use std::process::ExitCode;
 
