@@ -248,10 +248,10 @@ fn two_puts_at_once_and_a_gc_during_a_registered_put_sweep_a_deleted_tree() {
     // A deleted tree, of content of its own, whose data gc must reclaim.
     let c = s.ws.path("srcc/tc");
     random_tree(&c, 6, 600_000, 13);
-    s.run("put", &[&c]).success();
+    let tc = snapshot_of(s.run("put", &[&c]).success());
     let deleted_packs = s.objects("packs/");
     assert!(!deleted_packs.is_empty());
-    s.run("delete", &[&"tc"]).success();
+    s.run("forget", &[&tc]).success();
 
     // Put A, held at its first hook point: registered, running, unfinished.
     let hold_a = Hold::new(&s, "hold-a");
@@ -447,10 +447,13 @@ fn a_get_during_a_gc_rewrite_fails_the_file_cleanly_and_a_rerun_restores_it() {
     // pack is mostly garbage and gc rewrites it.
     write_random_file(&src.join("a-stays.bin"), MIB, 51, 0o644);
     write_random_file(&src.join("b-goes.bin"), 4 * MIB, 52, 0o644);
+    let first = snapshot_of(s.run("put", &[&src]).success());
+    // b-goes.bin leaves the source; the snapshot that held it is forgotten.
+    fs::remove_file(src.join("b-goes.bin")).unwrap();
     s.run("put", &[&src]).success();
     let before = s.objects("packs/");
     assert_eq!(before.len(), 1, "{before:?}");
-    s.run("delete", &[&"r/b-goes.bin"]).success();
+    s.run("forget", &[&first]).success();
     // The get looks up where a-stays.bin's chunks are, then holds before
     // reading them; gc rewrites the pack meanwhile and deletes the old one.
     let hold = Hold::new(&s, "hold");
