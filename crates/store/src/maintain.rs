@@ -336,9 +336,8 @@ impl Store {
         //    snapshot references any more (and no running put relies on).
         self.finish_deletes(Vec::new())?;
         stopped()?;
-        let unreferenced = self.registry.unreferenced_files()?;
-        report.files_reclaimed = unreferenced.len() as u64;
-        let manifests = self.registry.mark_deleting(&unreferenced)?;
+        let (reclaimed, manifests) = self.registry.mark_unreferenced()?;
+        report.files_reclaimed = reclaimed;
         self.finish_deletes(manifests)?;
         stopped()?;
         // 3. Mark, then sweep what was marked before every running put began.

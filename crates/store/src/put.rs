@@ -778,14 +778,20 @@ pub(crate) fn needs_migration() -> StoreError {
 }
 
 /// The registry's unchanged row for `name` from `source`, if its record
-/// and chunk list still authenticate (else the file is read again).
+/// and chunk list still authenticate (else the file is read again). A row
+/// that some snapshot references is safe to reuse until this put ends (its
+/// references can only drop to zero after this put registered, and gc
+/// keeps such rows while it runs; docs/STORE.md "gc"); a row that none
+/// references (left by an interrupted put) is reused only once this put
+/// has claimed it in the registry.
 fn unchanged_row(
-    registry: &Registry,
+    registry: &mut Registry,
+    lease: WriterLease,
     keys: &StoreKeys,
     name: &str,
     source: &SourceStat,
 ) -> Result<Option<FileRow>, StoreError> {
-    let Some(row) = registry.unchanged(name, source)? else {
+    let Some((row, refs)) = registry.unchanged(name, source)? else {
         return Ok(None);
     };
     let mut mac = FileMac::new(keys, &row.record);
@@ -793,7 +799,13 @@ fn unchanged_row(
         mac.add_chunk(&id, len);
         Ok(())
     })?;
-    Ok((mac.finish() == row.record.mac).then_some(row))
+    if mac.finish() != row.record.mac {
+        return Ok(None);
+    }
+    if refs == 0 && !registry.claim(lease, row.record.uid)? {
+        return Ok(None);
+    }
+    Ok(Some(row))
 }
 
 /// Sends one entry through the pipeline: Begin, its chunks, End.
@@ -851,7 +863,10 @@ fn submit_entry<'env, C: FnMut(Item)>(
     }
     let mut source = source_stat(&entry.path, meta);
     if !opts.force_read {
-        let found = unchanged_row(&consumer.borrow().registry, keys, &entry.name, &source);
+        let found = {
+            let c = &mut *consumer.borrow_mut();
+            unchanged_row(c.registry, c.lease, keys, &entry.name, &source)
+        };
         match found {
             Ok(Some(row)) => {
                 consumer.borrow().progress.advance(meta.len());

@@ -254,11 +254,17 @@ mod per_entry {
     pub const UNCHANGED: &str = concat!(
         "SELECT ",
         file_columns!(),
-        " FROM files WHERE source = ?1 AND name = ?2 AND status = 'complete'
+        ", refs FROM files WHERE source = ?1 AND name = ?2 AND status = 'complete'
          AND src_dev = ?3 AND src_ino = ?4 AND src_size = ?5 AND src_mtime_s = ?6
-         AND src_mtime_ns = ?7 AND src_ctime_s = ?8 AND src_ctime_ns = ?9 AND refs > 0
+         AND src_mtime_ns = ?7 AND src_ctime_s = ?8 AND src_ctime_ns = ?9
          ORDER BY created DESC LIMIT 1"
     );
+    /// A put claims a complete row no snapshot references (put, per such
+    /// reused entry).
+    pub const CLAIM: &str = "INSERT OR IGNORE INTO put_refs(writer, uid)
+         SELECT ?1, uid FROM files WHERE uid = ?2 AND status = 'complete'";
+    /// Whether a put holds a reference to a uid (put, per claimed entry).
+    pub const HAS_PUT_REF: &str = "SELECT 1 FROM put_refs WHERE writer = ?1 AND uid = ?2";
     /// A uid a put references (put, per new or reused entry).
     pub const ADD_PUT_REF: &str = "INSERT OR IGNORE INTO put_refs(writer, uid) VALUES (?1, ?2)";
     /// One less snapshot references a file (forget, per entry).
@@ -399,6 +405,8 @@ use per_entry::*;
 const PER_ENTRY: &[&str] = &[
     CHUNK_USABLE,
     UNCHANGED,
+    CLAIM,
+    HAS_PUT_REF,
     ADD_PUT_REF,
     UNREF,
     HAS_SNAPSHOT,
@@ -722,7 +730,7 @@ impl Registry {
     ///
     /// # Errors
     /// Registry failures.
-    pub fn unchanged(&self, name: &str, src: &SourceStat) -> Result<Option<FileRow>, StoreError> {
+    pub fn unchanged(&self, name: &str, src: &SourceStat) -> Result<Option<(FileRow, u64)>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(UNCHANGED)
@@ -739,7 +747,7 @@ impl Registry {
                 src.ctime.0,
                 src.ctime.1
             ],
-            row_record,
+            |r| Ok((row_record(r)?, r.get::<_, i64>(14)? as u64)),
         )
         .optional()
         .map_err(|e| self.err(e))
@@ -1418,6 +1426,59 @@ impl Registry {
         Ok(())
     }
 
+    /// Claims the complete row `uid`, which no snapshot references, for
+    /// put `lease` (one transaction: gc, which decides and marks in one
+    /// transaction too, either sees the claim or has already taken the
+    /// row, and then the claim fails). Returns whether the put holds it.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn claim(&mut self, lease: WriterLease, uid: u64) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached(CLAIM)?
+                .execute(params![lease.id, uid as i64])?;
+            tx.prepare_cached(HAS_PUT_REF)?
+                .exists(params![lease.id, uid as i64])
+        })
+    }
+
+    /// gc: marks `deleting`, in one transaction, the complete rows that no
+    /// snapshot references, no running put has claimed, and that lost
+    /// their last reference before every running put registered; returns
+    /// how many, and the manifests that hold them.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn mark_unreferenced(&mut self) -> Result<(u64, Vec<String>), StoreError> {
+        self.write(|tx| {
+            let ids: Vec<i64> = tx
+                .prepare(
+                    "SELECT f.id FROM files f WHERE f.status = 'complete' AND f.refs = 0
+                       AND f.unref_epoch IS NOT NULL
+                       AND f.unref_epoch < COALESCE(
+                         (SELECT MIN(epoch) FROM writers WHERE role = 'put'), 9223372036854775807)
+                       AND NOT EXISTS (SELECT 1 FROM put_refs p WHERE p.uid = f.uid)",
+                )?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut manifests = Vec::new();
+            for row in &ids {
+                let manifest: Option<String> = tx
+                    .prepare_cached(MANIFEST_OF)?
+                    .query_row([row], |r| r.get(0))
+                    .optional()?
+                    .flatten();
+                tx.prepare_cached(MARK_DELETING)?.execute([row])?;
+                if let Some(m) = manifest {
+                    if !manifests.contains(&m) {
+                        manifests.push(m);
+                    }
+                }
+            }
+            Ok((ids.len() as u64, manifests))
+        })
+    }
+
     /// Records that the put `lease` references `uids` (its unchanged
     /// entries; its new ones are recorded with their rows).
     ///
@@ -1553,30 +1614,6 @@ impl Registry {
             }
             Ok(())
         })
-    }
-
-    /// The complete file rows that gc may reclaim: no snapshot references
-    /// them, no running put has recorded them, and they lost their last
-    /// reference before every running put registered.
-    ///
-    /// # Errors
-    /// Registry failures.
-    pub fn unreferenced_files(&self) -> Result<Vec<i64>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT f.id FROM files f WHERE f.status = 'complete' AND f.refs = 0
-                   AND f.unref_epoch IS NOT NULL
-                   AND f.unref_epoch < COALESCE(
-                     (SELECT MIN(epoch) FROM writers WHERE role = 'put'), 9223372036854775807)
-                   AND NOT EXISTS (SELECT 1 FROM put_refs p WHERE p.uid = f.uid)",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| r.get(0))
-            .map_err(|e| self.err(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.err(e))
     }
 
     /// A store from before snapshots: complete files and no record that
