@@ -500,11 +500,9 @@ fn run_command(
             crate::store_views::run_ls(opened.store(), ls, &mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
-        StoreCommand::Find(find) => crate::store_views::run_find(
-            opened.store(),
-            &find.pattern,
-            &mut std::io::stdout(),
-        ),
+        StoreCommand::Find(find) => {
+            crate::store_views::run_find(opened.store(), &find.pattern, &mut std::io::stdout())
+        }
         StoreCommand::Diff(diff) => {
             crate::store_views::run_diff(opened.store(), diff, &mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)

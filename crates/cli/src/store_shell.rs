@@ -24,7 +24,16 @@ use crate::messages;
 
 /// Commands the prompt knows, for completion and `help`.
 const COMMANDS: &[&str] = &[
-    "put", "get", "forget", "list", "snapshots", "stat", "jobs", "help", "exit", "quit",
+    "put",
+    "get",
+    "forget",
+    "list",
+    "snapshots",
+    "stat",
+    "jobs",
+    "help",
+    "exit",
+    "quit",
 ];
 /// Two Ctrl-C within this time cancel the running jobs.
 const DOUBLE_CTRL_C: Duration = Duration::from_secs(3);

@@ -116,9 +116,10 @@ pub fn run_ls(store: &Store, args: &LsArgs, out: &mut dyn Write) -> anyhow::Resu
                     messages::escape_controls(&link)
                 ))
             }
-            (Err(why), false, true) => {
-                Some(format!("{}  ({why})", messages::escape_controls(&entry.name)))
-            }
+            (Err(why), false, true) => Some(format!(
+                "{}  ({why})",
+                messages::escape_controls(&entry.name)
+            )),
             (_, false, false) => Some(messages::escape_controls(&entry.name).to_string()),
         };
         if let Some(line) = line {
@@ -236,7 +237,8 @@ pub fn run_forget(store: &mut Store, args: &ForgetArgs) -> anyhow::Result<ExitCo
         weekly: args.keep_weekly,
         monthly: args.keep_monthly,
     };
-    if policy.is_set() == !args.snapshots.is_empty() {
+    let by_id = !args.snapshots.is_empty();
+    if by_id == policy.is_set() {
         anyhow::bail!("forget: give snapshot ids, or a --keep-* policy (not both)");
     }
     let mut forget = Vec::new();

@@ -36,7 +36,11 @@ fn assert_diff_clean(a: &Path, b: &Path) {
 #[track_caller]
 fn assert_same_moment(a: &Path, b: &Path) {
     assert_diff_clean(a, b);
-    assert_eq!(metadata_of(a), metadata_of(b), "metadata of {a:?} and {b:?}");
+    assert_eq!(
+        metadata_of(a),
+        metadata_of(b),
+        "metadata of {a:?} and {b:?}"
+    );
 }
 
 /// A copy of `from` into `to` as `cp -a` makes it (hard links, modes,
@@ -50,7 +54,11 @@ fn copy_moment(from: &[&Path], to: &Path) {
         .arg(to)
         .output()
         .expect("run cp");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A photos folder: files, a subfolder, a symlink, a hard-link pair,
@@ -133,7 +141,8 @@ fn each_snapshot_restores_exactly_the_tree_of_its_moment() {
     // A subtree and one file of a snapshot land under DEST by their last
     // component.
     let sub = s.ws.path("sub");
-    s.run("get", &[&format!("{s1}:photos/2024"), &sub]).success();
+    s.run("get", &[&format!("{s1}:photos/2024"), &sub])
+        .success();
     // (a-again.jpg's other name is outside the subtree: one link here.)
     let unlinked = |root: &Path| {
         let mut meta = metadata_of(root);
@@ -143,9 +152,13 @@ fn each_snapshot_restores_exactly_the_tree_of_its_moment() {
         meta
     };
     assert_diff_clean(&monday.join("photos/2024"), &sub.join("2024"));
-    assert_eq!(unlinked(&monday.join("photos/2024")), unlinked(&sub.join("2024")));
+    assert_eq!(
+        unlinked(&monday.join("photos/2024")),
+        unlinked(&sub.join("2024"))
+    );
     let one = s.ws.path("one");
-    s.run("get", &[&format!("{s1}:photos/b.jpg"), &one]).success();
+    s.run("get", &[&format!("{s1}:photos/b.jpg"), &one])
+        .success();
     assert_eq!(
         fs::read(one.join("b.jpg")).unwrap(),
         fs::read(monday.join("photos/b.jpg")).unwrap()
@@ -178,8 +191,13 @@ fn snapshots_lists_id_time_host_tags_paths_and_entries() {
     let src = s.ws.path("photos");
     photos(&src, 1);
     let id = snapshot_of(
-        s.run("put", &[&"--tag", &"daily", &"--tag", &"cam", &"--host", &"box", &src])
-            .success(),
+        s.run(
+            "put",
+            &[
+                &"--tag", &"daily", &"--tag", &"cam", &"--host", &"box", &src,
+            ],
+        )
+        .success(),
     );
     let list = s.run("snapshots", &[&"--json"]).success().json();
     let list = list.as_array().unwrap();
@@ -190,7 +208,10 @@ fn snapshots_lists_id_time_host_tags_paths_and_entries() {
     assert_eq!(snap["host"], "box");
     assert_eq!(snap["tags"], serde_json::json!(["daily", "cam"]));
     assert_eq!(snap["paths"], serde_json::json!([src.to_str().unwrap()]));
-    assert_eq!(snap["entries"].as_u64().unwrap() as usize, entry_count(&src));
+    assert_eq!(
+        snap["entries"].as_u64().unwrap() as usize,
+        entry_count(&src)
+    );
     let time = snap["time"].as_str().unwrap();
     assert!(time.ends_with('Z') && time.contains('T'), "{time}");
     let text = s.run("snapshots", &[]).success().stdout_text();
@@ -218,15 +239,25 @@ fn ls_lists_a_snapshot_or_a_path_in_it() {
             "photos/latest"
         ]
     );
-    let sub = s.run("ls", &[&format!("{id}:photos/2024")]).success().stdout_text();
+    let sub = s
+        .run("ls", &[&format!("{id}:photos/2024")])
+        .success()
+        .stdout_text();
     assert_eq!(
         sub.lines().collect::<Vec<_>>(),
-        ["photos/2024", "photos/2024/a-again.jpg", "photos/2024/c.jpg"]
+        [
+            "photos/2024",
+            "photos/2024/a-again.jpg",
+            "photos/2024/c.jpg"
+        ]
     );
     let long = s.run("ls", &[&"-l", &id]).success().stdout_text();
     assert!(long.contains("photos/latest -> 2024/c.jpg"), "{long}");
     assert!(long.contains("600") && long.contains("70000"), "{long}");
-    let json = s.run("ls", &[&"--json", &format!("{id}:photos/b.jpg")]).success().json();
+    let json = s
+        .run("ls", &[&"--json", &format!("{id}:photos/b.jpg")])
+        .success()
+        .json();
     assert_eq!(json[0]["name"], "photos/b.jpg");
     assert_eq!(json[0]["size"], 70_000);
     assert_eq!(json[0]["mode"], "600");
@@ -252,7 +283,10 @@ fn find_names_each_snapshot_and_path_that_matches() {
         ]
     );
     let png = s.run("find", &[&"*.png"]).success().stdout_text();
-    assert_eq!(png.lines().collect::<Vec<_>>(), [format!("{s2}  photos/2024/d.png")]);
+    assert_eq!(
+        png.lines().collect::<Vec<_>>(),
+        [format!("{s2}  photos/2024/d.png")]
+    );
     let deep = s.run("find", &[&"photos/*/a-*"]).success().stdout_text();
     assert_eq!(deep.lines().count(), 2, "{deep}");
     s.run("find", &[&"*.gif"]).failure();
@@ -334,7 +368,15 @@ fn forget_keep_last_dry_run_changes_nothing_then_forgets_the_rest() {
         assert!(text.contains(&format!("keep    {id}")), "{text}");
     }
     dry.stderr_has("dry run");
-    assert_eq!(s.run("snapshots", &[&"--json"]).success().json().as_array().unwrap().len(), 5);
+    assert_eq!(
+        s.run("snapshots", &[&"--json"])
+            .success()
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
     s.run("forget", &[&"--keep-last", &"2"]).success();
     let left: Vec<String> = s
         .run("snapshots", &[&"--json"])
@@ -396,9 +438,15 @@ fn a_store_from_before_snapshots_is_refused_until_migrated() {
     )
     .unwrap();
     drop(conn);
-    for (sub, args) in [("get", vec!["photos", "x"]), ("put", vec!["photos"]), ("list", vec![])] {
-        let args: Vec<&dyn AsRef<std::ffi::OsStr>> =
-            args.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>).collect();
+    for (sub, args) in [
+        ("get", vec!["photos", "x"]),
+        ("put", vec!["photos"]),
+        ("list", vec![]),
+    ] {
+        let args: Vec<&dyn AsRef<std::ffi::OsStr>> = args
+            .iter()
+            .map(|a| a as &dyn AsRef<std::ffi::OsStr>)
+            .collect();
         s.run(sub, &args)
             .failure()
             .stderr_has("run `cryptstream store migrate` once");
@@ -442,8 +490,10 @@ fn verify_names_damaged_moved_and_missing_snapshots_and_reindex_keeps_the_regist
     let out = s.run("verify", &[]);
     out.failure();
     out.stderr_has(&format!("snapshot {s1}"));
-    out.stderr_has(&format!("snapshot {s2}")).stderr_has("copied or moved");
-    out.stderr_has(&format!("snapshot {s3}")).stderr_has("missing");
+    out.stderr_has(&format!("snapshot {s2}"))
+        .stderr_has("copied or moved");
+    out.stderr_has(&format!("snapshot {s3}"))
+        .stderr_has("missing");
     // get of each fails naming it, writing nothing under a final name.
     for id in [&s1, &s2, &s3] {
         s.run("get", &[id, &s.ws.path(format!("g-{id}"))]).failure();
@@ -468,7 +518,11 @@ fn reindex_rebuilds_snapshots_and_references_from_the_objects() {
     assert_eq!(s.run("snapshots", &[&"--json"]).success().json(), before);
     let conn = s.registry();
     let refs: i64 = conn
-        .query_row("SELECT refs FROM files WHERE name = 'photos/2024/c.jpg'", [], |r| r.get(0))
+        .query_row(
+            "SELECT refs FROM files WHERE name = 'photos/2024/c.jpg'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(refs, 2, "two snapshots reference one record of c.jpg");
     drop(conn);

@@ -237,16 +237,16 @@ impl Store {
     /// [`StoreError::NotFound`] or an ambiguous prefix ([`StoreError::Usage`]).
     pub fn resolve_snapshot(&self, text: &str) -> Result<crate::SnapshotRow, StoreError> {
         if text == "latest" {
-            return self
-                .registry
-                .snapshots()?
-                .pop()
-                .ok_or_else(|| StoreError::NotFound("latest (the store holds no snapshot)".into()));
+            return self.registry.snapshots()?.pop().ok_or_else(|| {
+                StoreError::NotFound("latest (the store holds no snapshot)".into())
+            });
         }
         if !looks_like_snapshot_id(text) {
             return Err(StoreError::NotFound(format!("{text}: not a snapshot id")));
         }
-        let mut found = self.registry.snapshots_with_prefix(&text.to_ascii_lowercase())?;
+        let mut found = self
+            .registry
+            .snapshots_with_prefix(&text.to_ascii_lowercase())?;
         match found.len() {
             0 => Err(StoreError::NotFound(format!("snapshot {text}"))),
             1 => Ok(found.remove(0)),
@@ -955,8 +955,7 @@ fn hard_link(dest: &Path, target: &Path, link: &Path, overwrite: bool) -> Result
             _ => {}
         }
     }
-    std::fs::hard_link(&from, &to)
-        .map_err(|e| format!("hard link to {}: {e}", from.display()))
+    std::fs::hard_link(&from, &to).map_err(|e| format!("hard link to {}: {e}", from.display()))
 }
 
 /// Most files whose End waits for the block being grown; a block of many
@@ -1071,7 +1070,9 @@ impl Store {
     /// or missing chunk (named), write failures.
     pub fn dump(&self, target: &str, out: &mut dyn std::io::Write) -> Result<(), StoreError> {
         let (snap, path) = target.split_once(':').ok_or_else(|| {
-            StoreError::Usage(format!("{target}: give SNAP:FILE (a snapshot and a file in it)"))
+            StoreError::Usage(format!(
+                "{target}: give SNAP:FILE (a snapshot and a file in it)"
+            ))
         })?;
         let snapshot = self.resolve_snapshot(snap)?;
         let path = path.trim_matches('/');
@@ -1113,7 +1114,9 @@ impl Store {
                 .filter(|l| l.raw_len == len && l.raw_len <= MAX_RAW_CHUNK)
                 .filter(|l| l.stored_len as usize <= MAX_RAW_CHUNK as usize * 2)
                 .ok_or_else(|| {
-                    StoreError::Damaged(format!("{target}: chunk {short} is missing from the store"))
+                    StoreError::Damaged(format!(
+                        "{target}: chunk {short} is missing from the store"
+                    ))
                 })?;
             blob.clear();
             blob.resize(loc.stored_len as usize, 0);

@@ -128,7 +128,10 @@ impl Store {
     ///
     /// # Errors
     /// Registry failures.
-    pub fn entry_record(&self, entry: &SnapshotEntry) -> Result<Result<FileRow, String>, StoreError> {
+    pub fn entry_record(
+        &self,
+        entry: &SnapshotEntry,
+    ) -> Result<Result<FileRow, String>, StoreError> {
         let name = entry.hard_link.as_deref().unwrap_or(&entry.name);
         Ok(match self.registry.by_uid(entry.uid)? {
             None => Err(format!("record {} is missing", format_uid(entry.uid))),

@@ -98,9 +98,15 @@ enum Item {
     /// An entry the registry holds unchanged (not read).
     Unchanged(Box<FileRow>, Option<Inode>),
     /// A second name of an inode already walked.
-    HardLink { name: String, inode: Inode },
+    HardLink {
+        name: String,
+        inode: Inode,
+    },
     Chunk(Result<Sealed, String>),
-    End { bytes: u64, error: Option<String> },
+    End {
+        bytes: u64,
+        error: Option<String>,
+    },
 }
 
 /// A file's device and inode (for hard links).

@@ -730,7 +730,11 @@ impl Registry {
     ///
     /// # Errors
     /// Registry failures.
-    pub fn unchanged(&self, name: &str, src: &SourceStat) -> Result<Option<(FileRow, u64)>, StoreError> {
+    pub fn unchanged(
+        &self,
+        name: &str,
+        src: &SourceStat,
+    ) -> Result<Option<(FileRow, u64)>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(UNCHANGED)
@@ -1540,8 +1544,11 @@ impl Registry {
     /// # Errors
     /// Registry failures.
     pub fn snapshots(&self) -> Result<Vec<SnapshotRow>, StoreError> {
-        self.query_snapshots("SELECT name, time_ns, host, paths, tags, entries, size FROM snapshots
-             ORDER BY time_ns, name", [])
+        self.query_snapshots(
+            "SELECT name, time_ns, host, paths, tags, entries, size FROM snapshots
+             ORDER BY time_ns, name",
+            [],
+        )
     }
 
     /// The snapshots whose id starts with `prefix` (at most two: one is an

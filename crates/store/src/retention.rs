@@ -24,9 +24,15 @@ pub struct KeepPolicy {
 impl KeepPolicy {
     /// Whether any rule is set.
     pub fn is_set(&self) -> bool {
-        [self.last, self.hourly, self.daily, self.weekly, self.monthly]
-            .iter()
-            .any(Option::is_some)
+        [
+            self.last,
+            self.hourly,
+            self.daily,
+            self.weekly,
+            self.monthly,
+        ]
+        .iter()
+        .any(Option::is_some)
     }
 }
 

@@ -154,9 +154,7 @@ impl SnapshotWriter {
             out: SealingWriter::new(BufWriter::new(object), cipher),
             entries: 0,
         };
-        writer
-            .head(meta)
-            .map_err(|e| backend_io(&meta.name, e))?;
+        writer.head(meta).map_err(|e| backend_io(&meta.name, e))?;
         Ok(writer)
     }
 
@@ -252,9 +250,9 @@ impl<'a> SnapshotReader<'a> {
         name: &'a str,
     ) -> Result<SnapshotReader<'a>, StoreError> {
         let damaged = |why: String| StoreError::Damaged(format!("snapshot {name}: {why}"));
-        let size = backend
-            .size(name)?
-            .ok_or_else(|| StoreError::Backend(crate::backend::BackendError::NotFound(name.to_owned())))?;
+        let size = backend.size(name)?.ok_or_else(|| {
+            StoreError::Backend(crate::backend::BackendError::NotFound(name.to_owned()))
+        })?;
         let mut head = vec![0u8; MAX_HEADER_LEN.min(size as usize)];
         backend.get_range(name, 0, &mut head)?;
         let header = Header::parse(&head).map_err(|e| damaged(e.to_string()))?;
@@ -414,5 +412,7 @@ impl<'a> SnapshotReader<'a> {
 pub fn is_within(name: &str, path: &str) -> bool {
     path.is_empty()
         || name == path
-        || (name.len() > path.len() && name.starts_with(path) && name.as_bytes()[path.len()] == b'/')
+        || (name.len() > path.len()
+            && name.starts_with(path)
+            && name.as_bytes()[path.len()] == b'/')
 }
