@@ -116,6 +116,63 @@ pub fn short_id(name: &str) -> &str {
     &id[..id.len().min(SHORT_ID_LEN)]
 }
 
+fn write_string(out: &mut impl Write, text: &str) -> io::Result<()> {
+    out.write_all(&(text.len() as u32).to_le_bytes())?;
+    out.write_all(text.as_bytes())
+}
+
+/// The head of a snapshot's plaintext: magic, version, name, time, host,
+/// paths, tags.
+fn write_head(out: &mut impl Write, meta: &SnapshotMeta) -> io::Result<()> {
+    out.write_all(SNAPSHOT_MAGIC)?;
+    out.write_all(&SNAPSHOT_VERSION.to_le_bytes())?;
+    write_string(out, &meta.name)?;
+    out.write_all(&meta.time_ns.to_le_bytes())?;
+    write_string(out, &meta.host)?;
+    for list in [&meta.paths, &meta.tags] {
+        out.write_all(&(list.len() as u32).to_le_bytes())?;
+        for item in list {
+            write_string(out, item)?;
+        }
+    }
+    Ok(())
+}
+
+/// One entry of a snapshot's plaintext.
+fn write_entry(out: &mut impl Write, entry: &SnapshotEntry) -> io::Result<()> {
+    let tag = if entry.hard_link.is_some() {
+        TAG_HARD_LINK
+    } else {
+        TAG_ENTRY
+    };
+    out.write_all(&[tag])?;
+    write_string(out, &entry.name)?;
+    out.write_all(&entry.uid.to_le_bytes())?;
+    out.write_all(&entry.mac)?;
+    if let Some(target) = &entry.hard_link {
+        write_string(out, target)?;
+    }
+    Ok(())
+}
+
+/// The end of a snapshot's plaintext.
+fn write_end(out: &mut impl Write, entries: u64) -> io::Result<()> {
+    out.write_all(&[TAG_END])?;
+    out.write_all(SNAPSHOT_END)?;
+    out.write_all(&entries.to_le_bytes())
+}
+
+/// The whole plaintext of a snapshot (test vectors; a put streams the
+/// same bytes into the container instead).
+pub fn plaintext(meta: &SnapshotMeta, entries: &[SnapshotEntry]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let written = write_head(&mut out, meta)
+        .and_then(|()| entries.iter().try_for_each(|e| write_entry(&mut out, e)))
+        .and_then(|()| write_end(&mut out, entries.len() as u64));
+    written.expect("writing to a Vec does not fail");
+    out
+}
+
 /// Writes a snapshot as a put goes; nothing is visible under its name
 /// until [`SnapshotWriter::commit`].
 pub struct SnapshotWriter {
@@ -154,28 +211,8 @@ impl SnapshotWriter {
             out: SealingWriter::new(BufWriter::new(object), cipher),
             entries: 0,
         };
-        writer.head(meta).map_err(|e| backend_io(&meta.name, e))?;
+        write_head(&mut writer.out, meta).map_err(|e| backend_io(&meta.name, e))?;
         Ok(writer)
-    }
-
-    fn string(&mut self, text: &str) -> io::Result<()> {
-        self.out.write_all(&(text.len() as u32).to_le_bytes())?;
-        self.out.write_all(text.as_bytes())
-    }
-
-    fn head(&mut self, meta: &SnapshotMeta) -> io::Result<()> {
-        self.out.write_all(SNAPSHOT_MAGIC)?;
-        self.out.write_all(&SNAPSHOT_VERSION.to_le_bytes())?;
-        self.string(&meta.name)?;
-        self.out.write_all(&meta.time_ns.to_le_bytes())?;
-        self.string(&meta.host)?;
-        for list in [&meta.paths, &meta.tags] {
-            self.out.write_all(&(list.len() as u32).to_le_bytes())?;
-            for item in list {
-                self.string(item)?;
-            }
-        }
-        Ok(())
     }
 
     /// Adds the next entry (in walk order).
@@ -183,23 +220,7 @@ impl SnapshotWriter {
     /// # Errors
     /// Write failures.
     pub fn add(&mut self, entry: &SnapshotEntry) -> Result<(), StoreError> {
-        let name = self.name.clone();
-        let write = |w: &mut SnapshotWriter| -> io::Result<()> {
-            let tag = if entry.hard_link.is_some() {
-                TAG_HARD_LINK
-            } else {
-                TAG_ENTRY
-            };
-            w.out.write_all(&[tag])?;
-            w.string(&entry.name)?;
-            w.out.write_all(&entry.uid.to_le_bytes())?;
-            w.out.write_all(&entry.mac)?;
-            if let Some(target) = &entry.hard_link {
-                w.string(target)?;
-            }
-            Ok(())
-        };
-        write(self).map_err(|e| backend_io(&name, e))?;
+        write_entry(&mut self.out, entry).map_err(|e| backend_io(&self.name, e))?;
         self.entries += 1;
         Ok(())
     }
@@ -217,11 +238,7 @@ impl SnapshotWriter {
     pub fn commit(mut self) -> Result<(u64, u64), StoreError> {
         let name = self.name.clone();
         let io = |e: io::Error| backend_io(&name, e);
-        self.out.write_all(&[TAG_END]).map_err(io)?;
-        self.out.write_all(SNAPSHOT_END).map_err(io)?;
-        self.out
-            .write_all(&self.entries.to_le_bytes())
-            .map_err(io)?;
+        write_end(&mut self.out, self.entries).map_err(io)?;
         let (buffered, _) = self.out.finish().map_err(io)?;
         let object = buffered.into_inner().map_err(|e| io(e.into_error()))?;
         let size = object.written();
