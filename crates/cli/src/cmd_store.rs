@@ -651,7 +651,7 @@ pub fn run_put(
     }
     let mut entries = Vec::new();
     let (mut stored, mut unchanged, mut failed, mut new_bytes) = (0u64, 0u64, 0u64, 0u64);
-    let mut skipped = 0u64;
+    let (mut skipped, mut hard_links) = (0u64, 0u64);
     let result = store.put(pool, &args.paths, &opts, bar, &mut |r| {
         let uid = r.uid.map(format_uid).unwrap_or_default();
         let status = match &r.outcome {
@@ -672,7 +672,7 @@ pub fn run_put(
                 "unchanged".to_owned()
             }
             PutOutcome::HardLink(target) => {
-                unchanged += 1;
+                hard_links += 1;
                 if !args.json {
                     let _ = writeln!(out, "{uid}  {}  (hard link to {target})", r.name);
                 }
@@ -707,7 +707,7 @@ pub fn run_put(
         .map(|s| cryptstream_store::snapshot::snapshot_id(&s.name).to_owned());
     if args.json {
         let summary = serde_json::json!({
-            "files": entries, "stored": stored, "unchanged": unchanged, "failed": failed,
+            "files": entries, "stored": stored, "unchanged": unchanged, "hard_links": hard_links, "failed": failed,
             "new_bytes": new_bytes, "interrupted": cancelled,
             "snapshot": snapshot_id,
             "snapshot_short": snapshot.as_ref().map(|s| cryptstream_store::snapshot::short_id(&s.name)),
@@ -722,11 +722,16 @@ pub fn run_put(
     }
     bar.suspend(|| {
         messages::note(format_args!(
-            "put: {stored} stored ({} new), {unchanged} unchanged, {failed} failed",
-            cryptstream_workload::human_size(new_bytes)
+            "put: {stored} stored ({} new), {unchanged} unchanged, {}{failed} failed",
+            cryptstream_workload::human_size(new_bytes),
+            if hard_links > 0 {
+                format!("{hard_links} hard links, ")
+            } else {
+                String::new()
+            }
         ))
     });
-    if !cancelled && stored + unchanged + failed == 0 && skipped > 0 {
+    if !cancelled && stored + unchanged + hard_links + failed == 0 && skipped > 0 {
         // Everything given was skipped: not a success (as encrypt).
         messages::error(format_args!(
             "put: nothing to store: {} skipped",
