@@ -163,6 +163,14 @@ fn each_snapshot_restores_exactly_the_tree_of_its_moment() {
         fs::read(one.join("b.jpg")).unwrap(),
         fs::read(monday.join("photos/b.jpg")).unwrap()
     );
+    // A hard link whose other name is not restored comes back as a file.
+    let linked = s.ws.path("linked");
+    s.run("get", &[&format!("{s1}:photos/a.jpg"), &linked]).success();
+    assert_eq!(
+        fs::read(linked.join("a.jpg")).unwrap(),
+        fs::read(monday.join("photos/a.jpg")).unwrap()
+    );
+    assert_eq!(metadata_of(&linked)[Path::new("a.jpg")].link_group, None);
     // `latest` is the newest snapshot.
     let latest = s.ws.path("latest");
     s.run("get", &[&"latest", &latest]).success();

@@ -572,6 +572,20 @@ fn walk(
     true
 }
 
+/// A path given on the command line as the snapshot records it: absolute,
+/// without `.` parts, and resolved when it ends in `..` (so that its last
+/// component is the name its tree has in the store).
+fn recorded_path(path: &Path) -> String {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let normal: PathBuf = absolute.components().collect();
+    let resolved = if normal.file_name().is_none() {
+        std::fs::canonicalize(path).unwrap_or(normal)
+    } else {
+        normal
+    };
+    resolved.to_string_lossy().into_owned()
+}
+
 /// The store name of a path given on the command line: its last component.
 fn root_name(path: &Path) -> Option<String> {
     let absolute = std::path::absolute(path).ok()?;
@@ -652,14 +666,7 @@ impl Store {
             name: crate::snapshot::new_snapshot_name()?,
             time_ns: now_ns(),
             host: opts.host.clone().unwrap_or_else(crate::registry::host),
-            paths: paths
-                .iter()
-                .map(|p| {
-                    let absolute = std::path::absolute(p).unwrap_or_else(|_| p.clone());
-                    let normal: PathBuf = absolute.components().collect();
-                    normal.to_string_lossy().into_owned()
-                })
-                .collect(),
+            paths: paths.iter().map(|p| recorded_path(p)).collect(),
             tags: opts.tags.clone(),
         };
         let snapshot = SnapshotWriter::create(&**backend, keys, &meta)?;
