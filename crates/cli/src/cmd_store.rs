@@ -725,7 +725,10 @@ pub fn run_put(
             "put: {stored} stored ({} new), {unchanged} unchanged, {}{failed} failed",
             cryptstream_workload::human_size(new_bytes),
             if hard_links > 0 {
-                format!("{}, ", messages::count(hard_links, "hard link", "hard links"))
+                format!(
+                    "{}, ",
+                    messages::count(hard_links, "hard link", "hard links")
+                )
             } else {
                 String::new()
             }

@@ -579,3 +579,47 @@ fn sigterm_stops_a_put_and_a_rerun_completes_it(kind: Kind) {
     s.run("get", &[&"tree", &dest]).success();
     assert_restored(&src, &dest.join("tree"));
 }
+
+#[test]
+fn a_gc_while_a_put_reuses_a_forgotten_snapshots_records_keeps_them() {
+    let s = StoreWs::new(SMALL);
+    let parent = s.ws.path("src");
+    let src = parent.join("tree");
+    random_tree(&src, 8, 300_000, 61);
+    let first = snapshot_of(s.run("put", &[&src]).success());
+    // A second put of the unchanged tree reuses every record, then holds
+    // just before it commits its snapshot: registered, relying on them.
+    let hold = Hold::new(&s, "hold");
+    let mut put = spawn_put(&s, &src, &[hold.env()], false);
+    let pid = put.pid();
+    hold.wait_reached();
+    assert!(s.put_registered(pid), "the put is not registered");
+    // The only snapshot that references them is forgotten, and a gc runs
+    // entirely while the put is held: the records lost their last
+    // reference after the put began, so they stay.
+    s.run("forget", &[&first]).success();
+    let gc = s.run("gc", &[]);
+    gc.success();
+    assert!(
+        !put.running.has_exited() && s.put_registered(pid),
+        "the put ended before the gc did"
+    );
+    assert_eq!(
+        gc_count(&gc.stderr, "unreferenced entries removed"),
+        0,
+        "{}",
+        gc.stderr
+    );
+    hold.release();
+    let (status, reported, stderr) = put.finish();
+    assert!(status.success(), "put: {status}: {stderr}");
+    assert_eq!(reported.len(), entry_count(&src));
+    // Its snapshot holds the records; a gc now keeps them too.
+    let gc = s.run("gc", &[]);
+    gc.success();
+    assert_eq!(gc_count(&gc.stderr, "unreferenced entries removed"), 0);
+    s.run("verify", &[&"--read-data"]).success();
+    let dest = s.ws.path("out");
+    s.run("get", &[&"latest", &dest]).success();
+    assert_same_tree(&snapshot(&src), &snapshot(&dest.join("tree")));
+}

@@ -165,7 +165,8 @@ fn each_snapshot_restores_exactly_the_tree_of_its_moment() {
     );
     // A hard link whose other name is not restored comes back as a file.
     let linked = s.ws.path("linked");
-    s.run("get", &[&format!("{s1}:photos/a.jpg"), &linked]).success();
+    s.run("get", &[&format!("{s1}:photos/a.jpg"), &linked])
+        .success();
     assert_eq!(
         fs::read(linked.join("a.jpg")).unwrap(),
         fs::read(monday.join("photos/a.jpg")).unwrap()
