@@ -302,13 +302,13 @@ mod per_entry {
     /// Where a chunk is (get, per chunk).
     pub const LOCATION: &str = "SELECT p.name, c.offset, c.stored_len, c.raw_len, c.compression
          FROM chunks c JOIN packs p ON p.id = c.pack WHERE c.id = ?1";
-    /// An entry by uid (get and delete, per selector).
+    /// An entry by uid (get, ls, dump, verify: per entry).
     pub const BY_UID: &str = concat!(
         "SELECT ",
         file_columns!(),
         " FROM files WHERE uid = ?1 AND status = 'complete'"
     );
-    /// The versions of one name, newest first (get and delete, per selector).
+    /// The versions of one name, newest first (migrate, per name).
     pub const VERSIONS_OF: &str = concat!(
         "SELECT ",
         file_columns!(),
@@ -316,7 +316,7 @@ mod per_entry {
          WHERE status = 'complete' AND name = ?1 ORDER BY created DESC, id DESC"
     );
     /// The versions of every name in `[?1, ?2)`, by name then newest
-    /// first: a tree below a directory (get and delete, per selector).
+    /// first: a tree below a directory (migrate).
     pub const VERSIONS_IN: &str = concat!(
         "SELECT ",
         file_columns!(),
@@ -328,20 +328,20 @@ mod per_entry {
     pub const HAS_PACK: &str = "SELECT 1 FROM packs WHERE name = ?1";
     /// Whether a manifest object is known (gc, per object).
     pub const HAS_MANIFEST: &str = "SELECT 1 FROM files WHERE manifest = ?1";
-    /// The complete files of a manifest (verify and delete, per manifest).
+    /// The complete files of a manifest (verify and gc, per manifest).
     pub const FILES_IN_MANIFEST: &str = concat!(
         "SELECT ",
         file_columns!(),
         " FROM files
          WHERE manifest = ?1 AND status = 'complete'"
     );
-    /// Points a manifest's files at its rewrite (delete, per manifest).
+    /// Points a manifest's files at its rewrite (gc, per manifest).
     pub const MOVE_MANIFEST: &str =
         "UPDATE files SET manifest = ?1 WHERE manifest = ?2 AND status = 'complete'";
-    /// The refs of the deleted files of a manifest (delete, per manifest).
+    /// The refs of the deleted files of a manifest (gc, per manifest).
     pub const DROP_DELETING_REFS: &str = "DELETE FROM file_chunks WHERE file IN
          (SELECT id FROM files WHERE manifest = ?1 AND status = 'deleting')";
-    /// The deleted files of a manifest (delete, per manifest).
+    /// The deleted files of a manifest (gc, per manifest).
     pub const DROP_DELETING_FILES: &str =
         "DELETE FROM files WHERE manifest = ?1 AND status = 'deleting'";
     /// The complete files that use a chunk (verify, per damaged chunk).
@@ -351,10 +351,10 @@ mod per_entry {
         " FROM files WHERE status = 'complete' AND id IN
          (SELECT file FROM file_chunks WHERE chunk = ?1) ORDER BY name"
     );
-    /// A file's manifest before it is deleted (delete, per entry).
+    /// A file's manifest before it is deleted (gc, per unreferenced entry).
     pub const MANIFEST_OF: &str =
         "SELECT manifest FROM files WHERE id = ?1 AND status = 'complete'";
-    /// A file marked deleted (delete, per entry).
+    /// A file marked deleted (gc, per unreferenced entry).
     pub const MARK_DELETING: &str =
         "UPDATE files SET status = 'deleting' WHERE id = ?1 AND status = 'complete'";
     /// A file's refs (gc, per dropped entry).
@@ -960,25 +960,6 @@ impl Registry {
         self.newest_of_each(&mut stmt, [low, high], &mut each)
     }
 
-    /// Whether `name`, or any name below it, has a complete entry (an
-    /// empty `name`: whether there is any entry).
-    ///
-    /// # Errors
-    /// Registry failures.
-    pub fn has_name(&self, name: &str) -> Result<bool, StoreError> {
-        let exists = |sql: &str, params: &[&dyn rusqlite::ToSql]| {
-            self.conn
-                .prepare_cached(sql)
-                .and_then(|mut stmt| stmt.exists(params))
-                .map_err(|e| self.err(e))
-        };
-        if name.is_empty() {
-            return exists("SELECT 1 FROM files WHERE status = 'complete' LIMIT 1", &[]);
-        }
-        let (low, high) = (format!("{name}/"), format!("{name}0"));
-        Ok(exists(VERSIONS_OF, &[&name])? || exists(VERSIONS_IN, &[&low, &high])?)
-    }
-
     /// Runs `stmt` (rows by name, newest version first) and calls `each`
     /// with the first row of every name.
     fn newest_of_each(
@@ -1025,31 +1006,6 @@ impl Registry {
             each(row_record(r).map_err(|e| self.err(e))?)?;
         }
         Ok(())
-    }
-
-    /// Marks these complete files as being deleted and returns their
-    /// manifests.
-    ///
-    /// # Errors
-    /// Registry failures.
-    pub fn mark_deleting(&mut self, rows: &[i64]) -> Result<Vec<String>, StoreError> {
-        self.write(|tx| {
-            let mut manifests = Vec::new();
-            for row in rows {
-                let manifest: Option<String> = tx
-                    .prepare_cached(MANIFEST_OF)?
-                    .query_row([row], |r| r.get(0))
-                    .optional()?
-                    .flatten();
-                tx.prepare_cached(MARK_DELETING)?.execute([row])?;
-                if let Some(m) = manifest {
-                    if !manifests.contains(&m) {
-                        manifests.push(m);
-                    }
-                }
-            }
-            Ok(manifests)
-        })
     }
 
     /// Manifests that hold files being deleted.
@@ -1943,8 +1899,6 @@ mod tests {
         assert_eq!(names("a"), want.map(|(n, u)| (n.to_owned(), u)));
         assert_eq!(names("a/x"), vec![("a/x".to_owned(), 7)]);
         assert_eq!(names("").len(), 5);
-        assert!(registry.has_name("a/y").unwrap());
-        assert!(!registry.has_name("a/q").unwrap());
     }
 
     #[test]
