@@ -59,13 +59,25 @@ pub enum StoreCommand {
     Init(InitArgs),
     /// Store files and trees; prints the id of each new entry.
     Put(PutArgs),
-    /// Restore entries by id or name (a directory's name brings its tree): get SEL... [DEST].
+    /// Restore a snapshot, or part of one: get SNAP[:PATH]... [DEST] (also a file id, or a name: found in the newest snapshot that holds it).
     Get(GetArgs),
-    /// List the stored entries (newest version of each name).
+    /// List the entries of the newest snapshot (--all: of every snapshot).
     List(ListArgs),
-    /// Delete entries by id or name (space comes back with `gc`).
-    Delete(DeleteArgs),
-    /// Reclaim the space of deleted entries and of killed puts; safe while puts run.
+    /// List the snapshots: id, time, host, tags, paths, entries.
+    Snapshots(JsonArgs),
+    /// List the entries of a snapshot: ls SNAP[:PATH].
+    Ls(LsArgs),
+    /// Find entries whose name or path matches a glob, in every snapshot.
+    Find(FindArgs),
+    /// What changed between two snapshots: + added, - removed, M modified.
+    Diff(DiffArgs),
+    /// Write one file of a snapshot to stdout: dump SNAP:FILE.
+    Dump(DumpArgs),
+    /// Forget snapshots, by id or by a --keep-* policy (space comes back with `gc`, or --prune).
+    Forget(ForgetArgs),
+    /// Record one snapshot of a store made before snapshots (once).
+    Migrate,
+    /// Reclaim the space of forgotten snapshots and of killed puts; safe while puts run.
     Gc,
     /// Totals: entries, bytes, dedup and compression ratios.
     Stat(JsonArgs),
@@ -109,6 +121,12 @@ pub struct PutArgs {
     /// Print a JSON summary on stdout instead of one line per entry.
     #[arg(long)]
     pub json: bool,
+    /// A tag for the snapshot (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// The host the snapshot names (default: this host's name).
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
 }
 
 /// `store get`.
@@ -136,12 +154,74 @@ pub struct ListArgs {
     pub json: bool,
 }
 
-/// `store delete`.
+/// `store ls`.
 #[derive(clap::Args, Debug, Clone)]
-pub struct DeleteArgs {
-    /// Ids or names.
-    #[arg(required = true)]
-    pub selectors: Vec<String>,
+pub struct LsArgs {
+    /// The snapshot (an id prefix or `latest`), optionally `:PATH` inside it.
+    #[arg(value_name = "SNAP[:PATH]")]
+    pub target: String,
+    /// Kind, mode, size and modification time too.
+    #[arg(long, short = 'l')]
+    pub long: bool,
+    /// JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `store find`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct FindArgs {
+    /// A glob, matched against each entry's name and its whole path (`*.jpg`, `photos/**/2024*`).
+    pub pattern: String,
+}
+
+/// `store diff`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DiffArgs {
+    /// The older snapshot.
+    pub from: String,
+    /// The newer snapshot.
+    pub to: String,
+}
+
+/// `store dump`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DumpArgs {
+    /// The file: SNAP:PATH.
+    #[arg(value_name = "SNAP:FILE")]
+    pub target: String,
+}
+
+/// `store forget`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ForgetArgs {
+    /// Snapshots to forget (id prefixes).
+    #[arg(value_name = "SNAP")]
+    pub snapshots: Vec<String>,
+    /// Keep the newest N snapshots (of each host and set of paths).
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<usize>,
+    /// Keep the newest snapshot of each of the newest N hours.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<usize>,
+    /// Keep the newest snapshot of each of the newest N days.
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<usize>,
+    /// Keep the newest snapshot of each of the newest N weeks.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<usize>,
+    /// Keep the newest snapshot of each of the newest N months.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<usize>,
+    /// Keep the newest snapshot of each of the newest N years.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<usize>,
+    /// Say what would be forgotten; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run `gc` afterwards, to reclaim the space.
+    #[arg(long)]
+    pub prune: bool,
 }
 
 /// A `--json` flag.
@@ -366,6 +446,20 @@ fn run_command(
 ) -> anyhow::Result<ExitCode> {
     let workers = args.workers.unwrap_or_else(default_workers).max(1);
     let interrupted = || ExitCode::from(EXIT_INTERRUPTED);
+    let works_unmigrated = matches!(
+        args.command,
+        StoreCommand::Migrate
+            | StoreCommand::Reindex
+            | StoreCommand::Verify(_)
+            | StoreCommand::Stat(_)
+            | StoreCommand::Gc
+    );
+    if !works_unmigrated && opened.store().needs_migration()? {
+        anyhow::bail!(
+            "{location}: this store was made before snapshots; run `cryptstream store migrate` once \
+             (it records one snapshot holding the newest version of every name)"
+        );
+    }
     match &args.command {
         StoreCommand::Init(_) => unreachable!("handled above"),
         StoreCommand::Put(put) => {
@@ -401,47 +495,45 @@ fn run_command(
             run_list(opened.store(), list, &mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
-        StoreCommand::Delete(delete) => {
-            let rows = opened.store_mut().delete(&delete.selectors)?;
-            for row in &rows {
-                println!("{}  {}", format_uid(row.record.uid), row.record.name);
+        StoreCommand::Snapshots(json) => {
+            crate::store_views::run_snapshots(opened.store(), json.json, &mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        StoreCommand::Ls(ls) => {
+            crate::store_views::run_ls(opened.store(), ls, &mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        StoreCommand::Find(find) => {
+            crate::store_views::run_find(opened.store(), &find.pattern, &mut std::io::stdout())
+        }
+        StoreCommand::Diff(diff) => {
+            crate::store_views::run_diff(opened.store(), diff, &mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        StoreCommand::Dump(dump) => {
+            crate::store_views::run_dump(opened.store(), &dump.target)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        StoreCommand::Forget(forget) => {
+            let pruning = forget.prune && !forget.dry_run;
+            let code = crate::store_views::run_forget(opened.store_mut(), forget)?;
+            if pruning {
+                return run_gc(args, &mut opened, cancel);
             }
-            messages::note(format_args!(
-                "deleted {}; run `store gc` to reclaim their space",
-                messages::count(rows.len() as u64, "entry", "entries")
-            ));
+            Ok(code)
+        }
+        StoreCommand::Migrate => {
+            match opened.store_mut().migrate()? {
+                Some(row) => messages::note(format_args!(
+                    "migrate: snapshot {} records {}; older versions are reclaimed by `store gc`",
+                    cryptstream_store::snapshot::short_id(&row.name),
+                    messages::count(row.entries, "entry", "entries")
+                )),
+                None => messages::note("migrate: nothing to do (the store keeps snapshots)"),
+            }
             Ok(ExitCode::SUCCESS)
         }
-        StoreCommand::Gc => {
-            let _lease = match opened.gc_gate(cancel)? {
-                GcGate::Local => None,
-                GcGate::Skip(why) => {
-                    messages::note(format_args!("gc: skipped: {why}"));
-                    return Ok(ExitCode::SUCCESS);
-                }
-                GcGate::Exclusive { lease, refresh } => {
-                    refuse_unreadable(&refresh, "gc: not run")?;
-                    Some(lease)
-                }
-            };
-            let store = opened.store_mut();
-            let bar = Bar::new("gc", args.quiet);
-            let report = store.gc(&bar, cancel)?;
-            bar.finish();
-            messages::note(format_args!(
-                "gc: {} chunks removed, {} packs deleted, {} rewritten, {} reclaimed; \
-                 {} files of killed puts recovered, {} dropped; {} orphan objects deleted, {} kept (a put was running)",
-                report.chunks_removed,
-                report.packs_deleted,
-                report.packs_rewritten,
-                cryptstream_workload::human_size(report.bytes_reclaimed),
-                report.files_recovered,
-                report.files_dropped,
-                report.orphans_deleted,
-                report.orphans_kept
-            ));
-            Ok(ExitCode::SUCCESS)
-        }
+        StoreCommand::Gc => run_gc(args, &mut opened, cancel),
         StoreCommand::Stat(json) => {
             run_stat(opened.store(), json.json)?;
             Ok(ExitCode::SUCCESS)
@@ -498,6 +590,40 @@ fn run_command(
     }
 }
 
+/// `gc` (also `forget --prune`).
+fn run_gc(args: &StoreArgs, opened: &mut OpenedStore, cancel: &Cancel) -> anyhow::Result<ExitCode> {
+    let _lease = match opened.gc_gate(cancel)? {
+        GcGate::Local => None,
+        GcGate::Skip(why) => {
+            messages::note(format_args!("gc: skipped: {why}"));
+            return Ok(ExitCode::SUCCESS);
+        }
+        GcGate::Exclusive { lease, refresh } => {
+            refuse_unreadable(&refresh, "gc: not run")?;
+            Some(lease)
+        }
+    };
+    let store = opened.store_mut();
+    let bar = Bar::new("gc", args.quiet);
+    let report = store.gc(&bar, cancel)?;
+    bar.finish();
+    messages::note(format_args!(
+        "gc: {} chunks removed, {} packs deleted, {} rewritten, {} reclaimed; \
+         {} unreferenced entries removed; \
+         {} files of killed puts recovered, {} dropped; {} orphan objects deleted, {} kept (a put was running)",
+        report.chunks_removed,
+        report.packs_deleted,
+        report.packs_rewritten,
+        cryptstream_workload::human_size(report.bytes_reclaimed),
+        report.files_reclaimed,
+        report.files_recovered,
+        report.files_dropped,
+        report.orphans_deleted,
+        report.orphans_kept
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `put`, shared with the shell. Lines go to `out`.
 pub fn run_put(
     opened: &mut OpenedStore,
@@ -520,13 +646,15 @@ pub fn run_put(
         max_memory,
         force_read: args.force_read,
         cancel: cancel.clone(),
+        tags: args.tags.clone(),
+        host: args.host.clone(),
     };
     if bar.0.is_some() {
         cryptstream_store::Progress::set_total(bar, total_size(&args.paths));
     }
     let mut entries = Vec::new();
     let (mut stored, mut unchanged, mut failed, mut new_bytes) = (0u64, 0u64, 0u64, 0u64);
-    let mut skipped = 0u64;
+    let (mut skipped, mut hard_links) = (0u64, 0u64);
     let result = store.put(pool, &args.paths, &opts, bar, &mut |r| {
         let uid = r.uid.map(format_uid).unwrap_or_default();
         let status = match &r.outcome {
@@ -545,6 +673,13 @@ pub fn run_put(
                     let _ = writeln!(out, "{uid}  {}  (unchanged)", r.name);
                 }
                 "unchanged".to_owned()
+            }
+            PutOutcome::HardLink(target) => {
+                hard_links += 1;
+                if !args.json {
+                    let _ = writeln!(out, "{uid}  {}  (hard link to {target})", r.name);
+                }
+                "hard link".to_owned()
             }
             PutOutcome::Skipped(why) => {
                 skipped += 1;
@@ -565,23 +700,44 @@ pub fn run_put(
         }
     });
     let cancelled = matches!(result, Err(cryptstream_store::StoreError::Cancelled));
-    if !cancelled {
-        result?;
-    }
+    let snapshot = match result {
+        Ok(snapshot) => snapshot,
+        Err(_) if cancelled => None,
+        Err(e) => return Err(e.into()),
+    };
+    let snapshot_id = snapshot
+        .as_ref()
+        .map(|s| cryptstream_store::snapshot::snapshot_id(&s.name).to_owned());
     if args.json {
         let summary = serde_json::json!({
-            "files": entries, "stored": stored, "unchanged": unchanged, "failed": failed,
+            "files": entries, "stored": stored, "unchanged": unchanged, "hard_links": hard_links, "failed": failed,
             "new_bytes": new_bytes, "interrupted": cancelled,
+            "snapshot": snapshot_id,
+            "snapshot_short": snapshot.as_ref().map(|s| cryptstream_store::snapshot::short_id(&s.name)),
         });
         writeln!(out, "{summary}")?;
+    } else if let Some(s) = &snapshot {
+        let _ = writeln!(
+            out,
+            "snapshot {}",
+            cryptstream_store::snapshot::short_id(&s.name)
+        );
     }
     bar.suspend(|| {
         messages::note(format_args!(
-            "put: {stored} stored ({} new), {unchanged} unchanged, {failed} failed",
-            cryptstream_workload::human_size(new_bytes)
+            "put: {stored} stored ({} new), {unchanged} unchanged, {}{failed} failed",
+            cryptstream_workload::human_size(new_bytes),
+            if hard_links > 0 {
+                format!(
+                    "{}, ",
+                    messages::count(hard_links, "hard link", "hard links")
+                )
+            } else {
+                String::new()
+            }
         ))
     });
-    if !cancelled && stored + unchanged + failed == 0 && skipped > 0 {
+    if !cancelled && stored + unchanged + hard_links + failed == 0 && skipped > 0 {
         // Everything given was skipped: not a success (as encrypt).
         messages::error(format_args!(
             "put: nothing to store: {} skipped",

@@ -18,6 +18,7 @@ mod process;
 mod progress;
 mod secrets;
 mod store_shell;
+mod store_views;
 
 use std::process::ExitCode;
 
@@ -55,7 +56,7 @@ enum Command {
     Serve(cmd_net::ServeArgs),
     /// Send files and folders to a `serve`, over parallel TLS connections.
     Send(cmd_net::SendArgs),
-    /// The chunked, encrypted, deduplicating store: init, put, get, list, delete, gc, stat, verify, reindex, shell.
+    /// The chunked, encrypted, deduplicating store: init, put, snapshots, get, ls, find, diff, dump, forget, gc, stat, verify, reindex, shell.
     Store(cmd_store::StoreArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(cmd_docs::CompletionsArgs),

@@ -1,4 +1,4 @@
-//! `store shell`: an interactive prompt over one store. put, get and delete
+//! `store shell`: an interactive prompt over one store. put, get and forget
 //! run as background jobs (each on its own registry connection, all on one
 //! worker pool); `jobs` shows them with their progress, `list` and `stat`
 //! answer while they run, `exit` or Ctrl-D waits for them, and Ctrl-C
@@ -24,7 +24,16 @@ use crate::messages;
 
 /// Commands the prompt knows, for completion and `help`.
 const COMMANDS: &[&str] = &[
-    "put", "get", "delete", "list", "stat", "jobs", "help", "exit", "quit",
+    "put",
+    "get",
+    "forget",
+    "list",
+    "snapshots",
+    "stat",
+    "jobs",
+    "help",
+    "exit",
+    "quit",
 ];
 /// Two Ctrl-C within this time cancel the running jobs.
 const DOUBLE_CTRL_C: Duration = Duration::from_secs(3);
@@ -42,8 +51,10 @@ enum Line {
     Put(cmd_store::PutArgs),
     /// get SEL... [DEST] [--force]
     Get(cmd_store::GetArgs),
-    /// delete SEL...
-    Delete(cmd_store::DeleteArgs),
+    /// forget SNAP... | --keep-* N [--dry-run]
+    Forget(cmd_store::ForgetArgs),
+    /// snapshots [--json]
+    Snapshots(cmd_store::JsonArgs),
     /// list [--all] [--json]
     List(cmd_store::ListArgs),
     /// stat [--json]
@@ -246,11 +257,20 @@ pub fn run(
         match parsed {
             Line::Exit => break,
             Line::Help => {
-                println!("commands: put PATH... | get SEL... [DEST] | delete SEL... | list [--all] [--json] | stat | jobs | exit");
+                println!("commands: put PATH... | get SEL... [DEST] | forget SNAP... | list [--all] [--json] | snapshots [--json] | stat | jobs | exit");
             }
             Line::Jobs => print_jobs(&jobs),
             Line::List(list) => {
                 if let Err(e) = cmd_store::run_list(opened.store(), &list, &mut std::io::stdout()) {
+                    messages::error(crate::one_line(&e));
+                }
+            }
+            Line::Snapshots(json) => {
+                if let Err(e) = crate::store_views::run_snapshots(
+                    opened.store(),
+                    json.json,
+                    &mut std::io::stdout(),
+                ) {
                     messages::error(crate::one_line(&e));
                 }
             }
@@ -259,7 +279,7 @@ pub fn run(
                     messages::error(crate::one_line(&e));
                 }
             }
-            Line::Put(_) | Line::Get(_) | Line::Delete(_) => {
+            Line::Put(_) | Line::Get(_) | Line::Forget(_) => {
                 let id = jobs.len() + 1;
                 let counters = Arc::new(JobCounters::default());
                 let cancel = Cancel::new();
@@ -352,12 +372,10 @@ fn spawn_job(
                         &cancel,
                         &bar,
                     ),
-                    Line::Delete(delete) => {
-                        let rows = opened.store_mut().delete(&delete.selectors)?;
-                        messages::note(format_args!("[{id}] deleted {} entries", rows.len()));
-                        Ok(ExitCode::SUCCESS)
+                    Line::Forget(forget) => {
+                        crate::store_views::run_forget(opened.store_mut(), &forget)
                     }
-                    _ => unreachable!("only put, get and delete run as jobs"),
+                    _ => unreachable!("only put, get and forget run as jobs"),
                 }
             })();
             let text = match result {

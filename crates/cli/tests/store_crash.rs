@@ -248,10 +248,10 @@ fn two_puts_at_once_and_a_gc_during_a_registered_put_sweep_a_deleted_tree() {
     // A deleted tree, of content of its own, whose data gc must reclaim.
     let c = s.ws.path("srcc/tc");
     random_tree(&c, 6, 600_000, 13);
-    s.run("put", &[&c]).success();
+    let tc = snapshot_of(s.run("put", &[&c]).success());
     let deleted_packs = s.objects("packs/");
     assert!(!deleted_packs.is_empty());
-    s.run("delete", &[&"tc"]).success();
+    s.run("forget", &[&tc]).success();
 
     // Put A, held at its first hook point: registered, running, unfinished.
     let hold_a = Hold::new(&s, "hold-a");
@@ -447,10 +447,13 @@ fn a_get_during_a_gc_rewrite_fails_the_file_cleanly_and_a_rerun_restores_it() {
     // pack is mostly garbage and gc rewrites it.
     write_random_file(&src.join("a-stays.bin"), MIB, 51, 0o644);
     write_random_file(&src.join("b-goes.bin"), 4 * MIB, 52, 0o644);
+    let first = snapshot_of(s.run("put", &[&src]).success());
+    // b-goes.bin leaves the source; the snapshot that held it is forgotten.
+    fs::remove_file(src.join("b-goes.bin")).unwrap();
     s.run("put", &[&src]).success();
     let before = s.objects("packs/");
     assert_eq!(before.len(), 1, "{before:?}");
-    s.run("delete", &[&"r/b-goes.bin"]).success();
+    s.run("forget", &[&first]).success();
     // The get looks up where a-stays.bin's chunks are, then holds before
     // reading them; gc rewrites the pack meanwhile and deletes the old one.
     let hold = Hold::new(&s, "hold");
@@ -575,4 +578,48 @@ fn sigterm_stops_a_put_and_a_rerun_completes_it(kind: Kind) {
     let dest = s.ws.path("out");
     s.run("get", &[&"tree", &dest]).success();
     assert_restored(&src, &dest.join("tree"));
+}
+
+#[test]
+fn a_gc_while_a_put_reuses_a_forgotten_snapshots_records_keeps_them() {
+    let s = StoreWs::new(SMALL);
+    let parent = s.ws.path("src");
+    let src = parent.join("tree");
+    random_tree(&src, 8, 300_000, 61);
+    let first = snapshot_of(s.run("put", &[&src]).success());
+    // A second put of the unchanged tree reuses every record, then holds
+    // just before it commits its snapshot: registered, relying on them.
+    let hold = Hold::new(&s, "hold");
+    let mut put = spawn_put(&s, &src, &[hold.env()], false);
+    let pid = put.pid();
+    hold.wait_reached();
+    assert!(s.put_registered(pid), "the put is not registered");
+    // The only snapshot that references them is forgotten, and a gc runs
+    // entirely while the put is held: the records lost their last
+    // reference after the put began, so they stay.
+    s.run("forget", &[&first]).success();
+    let gc = s.run("gc", &[]);
+    gc.success();
+    assert!(
+        !put.running.has_exited() && s.put_registered(pid),
+        "the put ended before the gc did"
+    );
+    assert_eq!(
+        gc_count(&gc.stderr, "unreferenced entries removed"),
+        0,
+        "{}",
+        gc.stderr
+    );
+    hold.release();
+    let (status, reported, stderr) = put.finish();
+    assert!(status.success(), "put: {status}: {stderr}");
+    assert_eq!(reported.len(), entry_count(&src));
+    // Its snapshot holds the records; a gc now keeps them too.
+    let gc = s.run("gc", &[]);
+    gc.success();
+    assert_eq!(gc_count(&gc.stderr, "unreferenced entries removed"), 0);
+    s.run("verify", &[&"--read-data"]).success();
+    let dest = s.ws.path("out");
+    s.run("get", &[&"latest", &dest]).success();
+    assert_same_tree(&snapshot(&src), &snapshot(&dest.join("tree")));
 }

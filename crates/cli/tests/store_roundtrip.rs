@@ -1,5 +1,5 @@
 //! The store end to end through the real binary: round trip of a generated
-//! tree, dedup, unchanged re-put, damage, delete + gc, reindex, wrong key.
+//! tree, dedup, unchanged re-put, damage, forget + gc, reindex, wrong key.
 
 mod common;
 mod store_support;
@@ -14,7 +14,7 @@ on_every_backend!(
     put_json_and_unchanged_files_are_not_read_again,
     dedup_same_tree_twice_and_one_inserted_byte,
     a_flipped_byte_is_named_by_verify_and_fails_only_that_file,
-    delete_then_gc_reclaims_space_and_keeps_the_rest,
+    forget_then_gc_reclaims_space_and_keeps_the_rest,
 );
 
 fn a_tree_comes_back_exact_with_modes_links_and_mtimes(kind: Kind) {
@@ -157,17 +157,20 @@ fn a_flipped_byte_is_named_by_verify_and_fails_only_that_file(kind: Kind) {
     );
 }
 
-fn delete_then_gc_reclaims_space_and_keeps_the_rest(kind: Kind) {
+fn forget_then_gc_reclaims_space_and_keeps_the_rest(kind: Kind) {
     let s = StoreWs::on(kind, &["--pack-target", "1MiB"]);
     let src = s.ws.path("g");
     fs::create_dir_all(&src).unwrap();
     write_random_file(&src.join("a.bin"), 6 * MIB, 1, 0o644);
     write_random_file(&src.join("b.bin"), 5 * MIB, 2, 0o644);
+    let first = snapshot_of(s.run("put", &[&src]).success());
+    // a.bin goes from the source; the snapshot that held it is forgotten.
+    fs::remove_file(src.join("a.bin")).unwrap();
     s.run("put", &[&src]).success();
     let before = s.stat();
-    let del = s.run("delete", &[&"g/a.bin"]);
+    let del = s.run("forget", &[&first]);
     del.success();
-    assert!(del.stdout_text().contains("g/a.bin"));
+    assert!(del.stdout_text().contains(&first));
     s.run("gc", &[]).success();
     let after = s.stat();
     let (b, a) = (

@@ -281,8 +281,8 @@ fn a_gc_never_overlaps_a_put_of_another_client() {
     run(&mut store_cmd(server, &ws, "gc-and-put", &writer, "init")).success();
     run(store_cmd(server, &ws, "gc-and-put", &writer, "put").arg(&old)).success();
     let old_packs = bucket.list("packs/").unwrap();
-    // The other client deletes what it knows of; its gc will run later.
-    run(store_cmd(server, &ws, "gc-and-put", &other, "delete").arg("old")).success();
+    // The other client forgets what it knows of; its gc will run later.
+    run(store_cmd(server, &ws, "gc-and-put", &other, "forget").arg("latest")).success();
     // The writer's put holds after its first chunk, its lease taken.
     let hold = Hold::new(&ws);
     let mut put = store_cmd(server, &ws, "gc-and-put", &writer, "put");
@@ -392,7 +392,7 @@ fn a_lease_not_renewed_for_five_minutes_has_expired() {
     let put = run(store_cmd(server, &ws, "lease-expiry", &cache, "put").arg(&src));
     put.success();
     assert!(!put.stderr.contains("waiting"), "{}", put.stderr);
-    run(store_cmd(server, &ws, "lease-expiry", &cache, "delete").arg("exp")).success();
+    run(store_cmd(server, &ws, "lease-expiry", &cache, "forget").arg("latest")).success();
     // A live put lease of another machine refuses a gc ...
     let live_put = foreign_lease(&bucket, "put", Duration::from_secs(60));
     let gc = run(&mut store_cmd(server, &ws, "lease-expiry", &cache, "gc"));
@@ -449,7 +449,16 @@ fn unique_names_mode_stores_verifies_and_restores() {
         "unique-names"
     );
     run(store_cmd(server, &ws, "unique-names", &cache, "verify").arg("--read-data")).success();
-    run(store_cmd(server, &ws, "unique-names", &cache, "delete").arg("uniq/d0")).success();
+    // d0 goes from the source; the snapshot that held it is forgotten.
+    let first = run(store_cmd(server, &ws, "unique-names", &cache, "snapshots").arg("--json"))
+        .success()
+        .json()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    fs::remove_dir_all(src.join("d0")).unwrap();
+    run(store_cmd(server, &ws, "unique-names", &cache, "put").arg(&src)).success();
+    run(store_cmd(server, &ws, "unique-names", &cache, "forget").arg(&first)).success();
     run(&mut store_cmd(server, &ws, "unique-names", &cache, "gc")).success();
     let dest = ws.path("out");
     run(store_cmd(server, &ws, "unique-names", &cache, "get")

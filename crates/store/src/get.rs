@@ -192,51 +192,247 @@ fn restore_block(
         .collect()
 }
 
-/// Collects the entries `selectors` name (uids or names; a directory's
-/// name brings its whole tree), for `delete`, which needs them all before
-/// it changes anything; `get` streams them instead.
-///
-/// # Errors
-/// [`StoreError::NotFound`] for a selector that matches nothing.
-pub(crate) fn select(store: &Store, selectors: &[String]) -> Result<Vec<FileRow>, StoreError> {
-    let mut rows = Vec::new();
-    for sel in selectors {
-        if !selects_something(store, sel)? {
-            return Err(StoreError::NotFound(sel.clone()));
-        }
-        for_each_selected(store, sel, &mut |row| {
-            rows.push(row);
-            Ok(())
-        })?;
-    }
-    rows.sort_by(|a, b| a.record.name.cmp(&b.record.name));
-    rows.dedup_by(|a, b| a.record.uid == b.record.uid);
-    Ok(rows)
+/// What one argument of `get` (or `ls`, `dump`) names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selector {
+    /// One file record, by its uid (16 hex digits).
+    Uid(u64),
+    /// A snapshot's tree, or the entry `path` of it and what is below.
+    Snapshot {
+        /// The snapshot's object name.
+        name: String,
+        /// The entry (empty: the whole snapshot).
+        path: String,
+        /// Whether entries come back under their whole name (`get NAME`)
+        /// rather than from `path`'s last component on (`get SNAP:PATH`).
+        whole_names: bool,
+    },
 }
 
-/// Whether `selector` (a uid or a name) names anything in the store.
-fn selects_something(store: &Store, selector: &str) -> Result<bool, StoreError> {
-    if let Some(uid) = crate::parse_uid(selector) {
-        if store.registry.by_uid(uid)?.is_some() {
-            return Ok(true);
-        }
-    }
-    store.registry.has_name(selector.trim_end_matches('/'))
+/// One entry a selector brings, with where it goes below the destination.
+pub(crate) struct Selected {
+    /// The registry's row (checked against the snapshot by the caller of
+    /// [`for_each_selected`]: see `problem`).
+    pub row: FileRow,
+    /// Its path below the destination.
+    pub rel: String,
+    /// For a hard link whose target is restored by the same selector: the
+    /// target's path below the destination.
+    pub hard_link: Option<String>,
+    /// Why this entry cannot be restored (the registry does not match the
+    /// snapshot).
+    pub problem: Option<String>,
 }
 
-/// Calls `each` with every entry `selector` names (a uid, else a name and
-/// everything below it), streamed in name order.
-fn for_each_selected(
+/// Whether `text` could be (a prefix of) a snapshot id.
+fn looks_like_snapshot_id(text: &str) -> bool {
+    text.len() >= 4 && text.len() <= 32 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl Store {
+    /// The snapshot `text` names: `latest` (the newest snapshot), or a
+    /// unique prefix of a snapshot id.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] or an ambiguous prefix ([`StoreError::Usage`]).
+    pub fn resolve_snapshot(&self, text: &str) -> Result<crate::SnapshotRow, StoreError> {
+        if text == "latest" {
+            return self.registry.snapshots()?.pop().ok_or_else(|| {
+                StoreError::NotFound("latest (the store holds no snapshot)".into())
+            });
+        }
+        if !looks_like_snapshot_id(text) {
+            return Err(StoreError::NotFound(format!("{text}: not a snapshot id")));
+        }
+        let mut found = self
+            .registry
+            .snapshots_with_prefix(&text.to_ascii_lowercase())?;
+        match found.len() {
+            0 => Err(StoreError::NotFound(format!("snapshot {text}"))),
+            1 => Ok(found.remove(0)),
+            _ => Err(StoreError::Usage(format!(
+                "{text}: more than one snapshot id starts with it; give more digits"
+            ))),
+        }
+    }
+
+    /// What argument `text` names: `SNAP:PATH`, a uid, `latest` or a
+    /// snapshot id (its whole tree), else a name, looked up in the newest
+    /// snapshot that holds it (one snapshot's tree, never a merge).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when it names nothing.
+    pub fn resolve_selector(&self, text: &str) -> Result<Selector, StoreError> {
+        if let Some((snap, path)) = text.split_once(':') {
+            if let Ok(row) = self.resolve_snapshot(snap) {
+                return Ok(Selector::Snapshot {
+                    name: row.name,
+                    path: path.trim_matches('/').to_owned(),
+                    whole_names: false,
+                });
+            }
+            if snap == "latest" || looks_like_snapshot_id(snap) {
+                return Err(StoreError::NotFound(text.to_owned()));
+            }
+        }
+        if let Some(uid) = crate::parse_uid(text) {
+            if self.registry.by_uid(uid)?.is_some() {
+                return Ok(Selector::Uid(uid));
+            }
+        }
+        if text == "latest" || looks_like_snapshot_id(text) {
+            if let Ok(row) = self.resolve_snapshot(text) {
+                return Ok(Selector::Snapshot {
+                    name: row.name,
+                    path: String::new(),
+                    whole_names: false,
+                });
+            }
+        }
+        let name = text.trim_matches('/');
+        match self.newest_snapshot_holding(name)? {
+            Some(snapshot) => Ok(Selector::Snapshot {
+                name: snapshot,
+                path: name.to_owned(),
+                whole_names: true,
+            }),
+            None => Err(StoreError::NotFound(text.to_owned())),
+        }
+    }
+
+    /// The newest snapshot that holds entry `name` (only snapshots one of
+    /// whose paths has `name`'s first component as its last are opened).
+    fn newest_snapshot_holding(&self, name: &str) -> Result<Option<String>, StoreError> {
+        if name.is_empty() {
+            return Ok(None);
+        }
+        let root = name.split('/').next().unwrap_or(name);
+        for snapshot in self.registry.snapshots()?.into_iter().rev() {
+            let candidate = snapshot.paths.is_empty()
+                || snapshot
+                    .paths
+                    .iter()
+                    .any(|p| Path::new(p).file_name().is_some_and(|n| n == root));
+            if !candidate {
+                continue;
+            }
+            let mut reader =
+                crate::snapshot::SnapshotReader::open(&*self.backend, &self.keys, &snapshot.name)?;
+            while let Some(entry) = reader.next_entry()? {
+                if crate::snapshot::is_within(&entry.name, name) {
+                    return Ok(Some(snapshot.name));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Checks a snapshot entry against the registry's row of its uid: the row
+/// must carry the snapshot's authenticator and name (the snapshot is
+/// authenticated; the registry is not).
+fn check_row(entry: &crate::SnapshotEntry, row: &FileRow) -> Option<String> {
+    let name = entry.hard_link.as_deref().unwrap_or(&entry.name);
+    (row.record.mac != entry.mac || row.record.name != name).then(|| {
+        format!(
+            "the registry's record {} does not match the snapshot (registry damaged; \
+             run `store reindex`)",
+            format_uid(entry.uid)
+        )
+    })
+}
+
+/// Calls `each` with every entry `selector` names, streamed in walk order.
+pub(crate) fn for_each_selected(
     store: &Store,
-    selector: &str,
-    each: &mut dyn FnMut(FileRow) -> Result<(), StoreError>,
+    selector: &Selector,
+    each: &mut dyn FnMut(Selected) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
-    if let Some(uid) = crate::parse_uid(selector) {
-        if let Some(row) = store.registry.by_uid(uid)? {
-            return each(row);
+    match selector {
+        Selector::Uid(uid) => match store.registry.by_uid(*uid)? {
+            Some(row) => each(Selected {
+                rel: row.record.name.clone(),
+                row,
+                hard_link: None,
+                problem: None,
+            }),
+            None => Err(StoreError::NotFound(format_uid(*uid))),
+        },
+        Selector::Snapshot {
+            name,
+            path,
+            whole_names,
+        } => {
+            // Entries land from `path`'s last component on (or whole).
+            let strip = match path.rfind('/') {
+                Some(i) if !whole_names => i + 1,
+                _ => 0,
+            };
+            let reader = crate::snapshot::SnapshotReader::open(&*store.backend, &store.keys, name)?;
+            let mut found = false;
+            reader.for_each(|entry| {
+                if !crate::snapshot::is_within(&entry.name, path) {
+                    return Ok(());
+                }
+                found = true;
+                let rel = entry.name[strip..].to_owned();
+                let hard_link = entry
+                    .hard_link
+                    .as_deref()
+                    .filter(|target| crate::snapshot::is_within(target, path))
+                    .map(|target| target[strip..].to_owned());
+                match store.registry.by_uid(entry.uid)? {
+                    Some(row) => {
+                        let problem = check_row(&entry, &row);
+                        each(Selected {
+                            row,
+                            rel,
+                            hard_link,
+                            problem,
+                        })
+                    }
+                    None => each(Selected {
+                        row: missing_row(&entry),
+                        rel,
+                        hard_link: None,
+                        problem: Some(format!(
+                            "its file record {} is not in the registry (run `store reindex`)",
+                            format_uid(entry.uid)
+                        )),
+                    }),
+                }
+            })?;
+            if !found {
+                return Err(StoreError::NotFound(format!(
+                    "{}:{path}",
+                    crate::snapshot::short_id(name)
+                )));
+            }
+            Ok(())
         }
     }
-    store.registry.by_name(selector.trim_end_matches('/'), each)
+}
+
+/// A stand-in row for an entry whose record the registry lacks (only its
+/// name is used, to report it).
+fn missing_row(entry: &crate::SnapshotEntry) -> FileRow {
+    FileRow {
+        row: -1,
+        record: crate::FileRecord {
+            uid: entry.uid,
+            name: entry.name.clone(),
+            kind: Kind::File,
+            mode: 0,
+            mtime: (0, 0),
+            size: 0,
+            link: Vec::new(),
+            created: 0,
+            chunks: 0,
+            mac: entry.mac,
+        },
+        stored: 0,
+        status: String::new(),
+    }
 }
 
 impl Store {
@@ -260,15 +456,14 @@ impl Store {
         progress: &dyn Progress,
         report: &mut dyn FnMut(&GetReport),
     ) -> Result<(), StoreError> {
-        for sel in selectors {
-            if !selects_something(self, sel)? {
-                return Err(StoreError::NotFound(sel.clone()));
-            }
-        }
+        let selectors = selectors
+            .iter()
+            .map(|s| self.resolve_selector(s))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut total = 0u64;
-        for sel in selectors {
-            for_each_selected(self, sel, &mut |row| {
-                total += row.record.size;
+        for sel in &selectors {
+            for_each_selected(self, sel, &mut |sel| {
+                total += sel.row.record.size;
                 if opts.cancel.is_cancelled() {
                     return Err(StoreError::Cancelled);
                 }
@@ -276,6 +471,7 @@ impl Store {
             })?;
         }
         progress.set_total(total);
+        let links = RefCell::new(Vec::new());
         let mut tree = OutputTree::open_root(dest, None).map_err(|e| StoreError::Io {
             path: dest.to_path_buf(),
             source: std::io::Error::other(e.to_string()),
@@ -293,6 +489,7 @@ impl Store {
             progress,
             report: RefCell::new(report),
             open: RefCell::new(HashMap::new()),
+            links: &links,
         };
         let backend = &*self.backend;
         // Files are committed (mode, mtime, link under the final name,
@@ -336,12 +533,12 @@ impl Store {
                     fetcher,
                 };
                 let mut result = Ok(());
-                for sel in selectors {
-                    result = for_each_selected(self, sel, &mut |row| {
+                for sel in &selectors {
+                    result = for_each_selected(self, sel, &mut |sel| {
                         if opts.cancel.is_cancelled() {
                             return Err(StoreError::Cancelled);
                         }
-                        restore.entry(&self.registry, &mut tree, &mut state, &mut ordered, row)
+                        restore.entry(&self.registry, &mut tree, &mut state, &mut ordered, sel)
                     });
                     if result.is_err() {
                         break;
@@ -357,6 +554,11 @@ impl Store {
         drop(done_tx);
         for done in done_rx {
             restore.say_finished(done);
+        }
+        // Hard links, once every file they point at is in place.
+        for (row, target, link) in std::mem::take(&mut *links.borrow_mut()) {
+            let result = hard_link(dest, &target, &link, opts.overwrite);
+            restore.say(&row, dest.join(&link), 0, result.err());
         }
         let umask = opts.umask;
         let keep = opts.keep_special_bits;
@@ -400,6 +602,8 @@ struct Restore<'a, 'r> {
     report: RefCell<&'r mut dyn FnMut(&GetReport)>,
     /// Files being restored, by number.
     open: RefCell<HashMap<usize, Open>>,
+    /// Hard links to make at the end: the entry, its target, its path.
+    links: &'a RefCell<Vec<(FileRow, PathBuf, PathBuf)>>,
 }
 
 impl<'a> Restore<'a, '_> {
@@ -455,17 +659,46 @@ impl<'a> Restore<'a, '_> {
         tree: &mut OutputTree,
         walk: &mut Walk<'_>,
         ordered: &mut cryptstream_pool::Ordered<'_, '_, 'env, Item, C>,
-        row: FileRow,
+        sel: Selected,
     ) -> Result<(), StoreError>
     where
         'a: 'env,
     {
+        let Selected {
+            row,
+            rel,
+            hard_link,
+            problem,
+        } = sel;
+        let dest = self.dest;
+        if let Some(problem) = problem {
+            self.say(&row, dest.join(&rel), row.record.size, Some(problem));
+            return Ok(());
+        }
+        if let Some(target) = hard_link {
+            match (safe_relative(&target), safe_relative(&rel)) {
+                (Some(target), Some(link)) => {
+                    let parent = link.parent().unwrap_or(Path::new("")).to_path_buf();
+                    if let Err(e) = ensure_dir(tree, &mut walk.dirs, &parent, None) {
+                        self.say(&row, dest.join(&link), 0, Some(e));
+                    } else {
+                        self.links.borrow_mut().push((row, target, link));
+                    }
+                }
+                _ => self.say(
+                    &row,
+                    dest.join(&rel),
+                    0,
+                    Some("unsafe name in the store; refused".into()),
+                ),
+            }
+            return Ok(());
+        }
         if !walk.seen.insert(row.record.uid) {
             return Ok(());
         }
-        let dest = self.dest;
-        let Some(rel) = safe_relative(&row.record.name) else {
-            let path = dest.join(&row.record.name);
+        let Some(rel) = safe_relative(&rel) else {
+            let path = dest.join(&rel);
             self.say(
                 &row,
                 path,
@@ -483,6 +716,14 @@ impl<'a> Restore<'a, '_> {
             }
         };
         match row.record.kind {
+            Kind::Dir if FileMac::new(self.keys, &row.record).finish() != row.record.mac => {
+                self.say(
+                    &row,
+                    dest.join(&rel),
+                    0,
+                    Some("record does not authenticate (registry damaged)".into()),
+                );
+            }
             Kind::Dir => {
                 let finish = DirFinish {
                     mode: row.record.mode,
@@ -703,6 +944,20 @@ impl<'a> Restore<'a, '_> {
     }
 }
 
+/// Links `dest/link` to `dest/target` (a hard link of the snapshot).
+fn hard_link(dest: &Path, target: &Path, link: &Path, overwrite: bool) -> Result<(), String> {
+    let (from, to) = (dest.join(target), dest.join(link));
+    if overwrite {
+        match std::fs::symlink_metadata(&to) {
+            Ok(meta) if !meta.is_dir() => {
+                std::fs::remove_file(&to).map_err(|e| e.to_string())?;
+            }
+            _ => {}
+        }
+    }
+    std::fs::hard_link(&from, &to).map_err(|e| format!("hard link to {}: {e}", from.display()))
+}
+
 /// Most files whose End waits for the block being grown; a block of many
 /// small files is sent when it reaches this many (each holds a temp file
 /// open).
@@ -802,4 +1057,89 @@ fn ensure_dir(
         .map_err(|e| e.to_string())?;
     dirs.insert(rel.to_path_buf(), index);
     Ok(index)
+}
+
+impl Store {
+    /// Writes the content of one file of a snapshot (`SNAP:PATH`) to
+    /// `out`. Its record and chunk list are checked against the snapshot's
+    /// authenticator before the first byte is written, and every chunk is
+    /// authenticated and its id recomputed as it is read.
+    ///
+    /// # Errors
+    /// Not a file of a snapshot, a record that does not match, a damaged
+    /// or missing chunk (named), write failures.
+    pub fn dump(&self, target: &str, out: &mut dyn std::io::Write) -> Result<(), StoreError> {
+        let (snap, path) = target.split_once(':').ok_or_else(|| {
+            StoreError::Usage(format!(
+                "{target}: give SNAP:FILE (a snapshot and a file in it)"
+            ))
+        })?;
+        let snapshot = self.resolve_snapshot(snap)?;
+        let path = path.trim_matches('/');
+        let mut found = None;
+        self.snapshot_entries(&snapshot.name, |entry| {
+            if entry.name == path {
+                found = Some(entry);
+            }
+            Ok(())
+        })?;
+        let entry = found.ok_or_else(|| StoreError::NotFound(target.to_owned()))?;
+        let row = self
+            .entry_record(&entry)?
+            .map_err(|why| StoreError::Damaged(format!("{target}: {why}")))?;
+        if row.record.kind != Kind::File {
+            return Err(StoreError::Usage(format!(
+                "{target}: a {}, not a file",
+                row.record.kind.name()
+            )));
+        }
+        let mut mac = FileMac::new(&self.keys, &row.record);
+        let mut chunks = Vec::new();
+        self.registry.for_each_chunk(row.row, |id, len| {
+            mac.add_chunk(&id, len);
+            chunks.push((id, len));
+            Ok(())
+        })?;
+        if mac.finish() != entry.mac {
+            return Err(StoreError::Damaged(format!(
+                "{target}: its chunk list does not match its record (registry damaged)"
+            )));
+        }
+        let mut blob = Vec::new();
+        for (id, len) in chunks {
+            let short = hex::encode(&id[..8]);
+            let loc = self
+                .registry
+                .location(&id)?
+                .filter(|l| l.raw_len == len && l.raw_len <= MAX_RAW_CHUNK)
+                .filter(|l| l.stored_len as usize <= MAX_RAW_CHUNK as usize * 2)
+                .ok_or_else(|| {
+                    StoreError::Damaged(format!(
+                        "{target}: chunk {short} is missing from the store"
+                    ))
+                })?;
+            blob.clear();
+            blob.resize(loc.stored_len as usize, 0);
+            self.backend.get_range(&loc.pack, loc.offset, &mut blob)?;
+            let shape = ChunkShape {
+                id: &id,
+                compression: loc.compression,
+                raw_len: loc.raw_len,
+            };
+            let plain = open_chunk(&self.keys, shape, &mut blob).map_err(|e| {
+                StoreError::Damaged(format!(
+                    "{target}: chunk {short} (pack {} offset {}): {e}",
+                    loc.pack, loc.offset
+                ))
+            })?;
+            out.write_all(&plain).map_err(|source| StoreError::Io {
+                path: PathBuf::from("stdout"),
+                source,
+            })?;
+        }
+        out.flush().map_err(|source| StoreError::Io {
+            path: PathBuf::from("stdout"),
+            source,
+        })
+    }
 }

@@ -21,6 +21,9 @@ const CONTEXT_BLOB: &str = "cryptstream store v1 2026-11-30 blob key";
 const CONTEXT_FILE_HASH: &str = "cryptstream store v1 2026-11-30 file hash";
 /// Context of the manifest master key.
 const CONTEXT_MANIFEST: &str = "cryptstream store v1 2026-11-30 manifest key";
+/// Context of the snapshot master key (snapshot objects are containers
+/// sealed under it).
+const CONTEXT_SNAPSHOT: &str = "cryptstream store v1 2026-12-02 snapshot key";
 /// Context of the chunker's gear-table seed.
 const CONTEXT_CHUNKER: &str = "cryptstream store v1 2026-11-30 chunker seed";
 /// Plaintext bytes per chunk of the wrapped-key container (it is small).
@@ -34,6 +37,7 @@ pub struct StoreKeys {
     blob: Zeroizing<[u8; KEY_LEN]>,
     file_hash: Zeroizing<[u8; KEY_LEN]>,
     manifest: MasterKey,
+    snapshot: MasterKey,
     chunker_seed: u64,
 }
 
@@ -49,6 +53,7 @@ impl StoreKeys {
             blob: derive(CONTEXT_BLOB),
             file_hash: derive(CONTEXT_FILE_HASH),
             manifest: MasterKey::from_key_bytes(*derive(CONTEXT_MANIFEST)),
+            snapshot: MasterKey::from_key_bytes(*derive(CONTEXT_SNAPSHOT)),
             chunker_seed: u64::from_le_bytes(seed_bytes),
         }
     }
@@ -90,6 +95,12 @@ impl StoreKeys {
     /// The master key that seals manifests (as cryptstream containers).
     pub fn manifest_key(&self) -> &MasterKey {
         &self.manifest
+    }
+
+    /// The master key that seals snapshot objects (as cryptstream
+    /// containers).
+    pub fn snapshot_key(&self) -> &MasterKey {
+        &self.snapshot
     }
 
     /// The seed XORed into the chunker's gear table, so chunk boundaries

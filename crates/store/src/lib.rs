@@ -26,7 +26,14 @@
 //! ([`cryptstream_output::AtomicFile`]), and links the file under its name
 //! only when the whole-file authenticator ([`manifest::FileMac`]) matches.
 //!
-//! `delete`, `gc`, `verify`, `stat` and `reindex` live in [`maintain`].
+//! Every put records one snapshot ([`snapshot`]): an encrypted object
+//! naming, in walk order, each entry's file record by uid and
+//! authenticator, written as the put goes and committed last. `get` of a
+//! snapshot streams it and checks every registry row against it.
+//!
+//! `forget`, `migrate`, `gc`, `verify`, `stat` and `reindex` live in
+//! [`maintain`]; which snapshots a `--keep-*` policy keeps, in
+//! [`retention`].
 //! The byte formats and the concurrency argument are in docs/STORE.md.
 
 #![deny(missing_docs)]
@@ -44,6 +51,7 @@ pub mod pack;
 mod put;
 pub mod registry;
 pub mod retention;
+pub mod snapshot;
 
 use std::path::{Path, PathBuf};
 
@@ -51,11 +59,12 @@ pub use backend::{check_object_name, Backend, BackendError, LocalDir, ObjectMeta
 pub use config::{ChunkerParams, Settings};
 /// The progress trait of every operation, from the pool crate.
 pub use cryptstream_pool::{NoProgress, Progress};
-pub use get::{GetOptions, GetReport};
+pub use get::{GetOptions, GetReport, Selector};
 pub use keys::StoreKeys;
 pub use manifest::{format_uid, FileRecord, Kind};
 pub use put::{PutOptions, PutOutcome, PutReport};
-pub use registry::{FileRow, Registry, Totals};
+pub use registry::{FileRow, Registry, SnapshotRow, Totals};
+pub use snapshot::{SnapshotEntry, SnapshotMeta};
 
 use cryptstream_format::{FormatError, Keyring, MasterKey};
 
@@ -112,6 +121,10 @@ pub enum StoreError {
         /// Why.
         why: String,
     },
+    /// A request the store refuses before doing anything (one line saying
+    /// why).
+    #[error("{0}")]
+    Usage(String),
     /// Stopped by the user.
     #[error("interrupted")]
     Cancelled,

@@ -1,6 +1,6 @@
-//! `delete`, `gc`, `verify`, `stat` and `reindex`.
+//! `forget`, `migrate`, `gc`, `verify`, `stat` and `reindex`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use cryptstream_pool::{Cancel, Pool};
@@ -9,7 +9,8 @@ use crate::backend::BackendError;
 use crate::blocks::{self, open_chunk, Block, BlockPlan, ChunkShape, Fetched, Fetcher};
 use crate::manifest::{self, format_uid, FileMac, ManifestReader};
 use crate::pack::{self, PackEntry, PackWriter};
-use crate::registry::{FileRow, Registry, Role, Totals};
+use crate::registry::{FileRow, Registry, Role, SnapshotRow, Totals};
+use crate::snapshot::{SnapshotEntry, SnapshotMeta, SnapshotReader, SnapshotWriter};
 use crate::{Progress, Store, StoreError};
 
 /// What a gc did.
@@ -33,6 +34,8 @@ pub struct GcReport {
     pub orphans_deleted: u64,
     /// Orphans kept because a put was running.
     pub orphans_kept: u64,
+    /// File records no snapshot references any more, removed.
+    pub files_reclaimed: u64,
 }
 
 /// What `reindex` found.
@@ -44,6 +47,8 @@ pub struct ReindexReport {
     pub chunks: u64,
     /// Files found in manifests.
     pub files: u64,
+    /// Snapshots found.
+    pub snapshots: u64,
     /// Objects that could not be read (named in `problems`).
     pub problems: Vec<String>,
 }
@@ -56,21 +61,86 @@ fn file_label(row: &FileRow) -> String {
 }
 
 impl Store {
-    /// Lists complete entries (`all`: every version; else the newest of
-    /// each name), in name order.
+    /// Lists the entries of the newest snapshot (`all`: of every snapshot,
+    /// oldest first), in walk order. Entries whose registry row does not
+    /// match their snapshot are left out (`verify` names them).
     ///
     /// # Errors
-    /// Registry failures.
+    /// Registry failures, an unreadable snapshot.
     pub fn list(
         &self,
         all: bool,
         mut each: impl FnMut(FileRow) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        if all {
-            self.registry.for_each_file(true, each)
-        } else {
-            self.registry.by_name("", &mut each)
+        let mut snapshots = self.registry.snapshots()?;
+        if !all {
+            snapshots = snapshots.pop().into_iter().collect();
         }
+        for snapshot in snapshots {
+            let selector = crate::get::Selector::Snapshot {
+                name: snapshot.name,
+                path: String::new(),
+                whole_names: true,
+            };
+            crate::get::for_each_selected(self, &selector, &mut |sel| match sel.problem {
+                None => each(sel.row),
+                Some(_) => Ok(()),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Whether this is a store made before snapshots (see
+    /// [`Store::migrate`]).
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn needs_migration(&self) -> Result<bool, StoreError> {
+        self.registry.needs_migration()
+    }
+
+    /// Every snapshot, oldest first.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotRow>, StoreError> {
+        self.registry.snapshots()
+    }
+
+    /// Streams the entries of snapshot object `name` (authenticated; a
+    /// damaged or truncated one fails).
+    ///
+    /// # Errors
+    /// A missing or damaged snapshot, or what `each` returns.
+    pub fn snapshot_entries(
+        &self,
+        name: &str,
+        each: impl FnMut(SnapshotEntry) -> Result<(), StoreError>,
+    ) -> Result<SnapshotMeta, StoreError> {
+        let reader = SnapshotReader::open(&*self.backend, &self.keys, name)?;
+        let meta = reader.meta().clone();
+        reader.for_each(each)?;
+        Ok(meta)
+    }
+
+    /// The registry's record of snapshot entry `entry`, if it matches the
+    /// snapshot (else why not).
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn entry_record(
+        &self,
+        entry: &SnapshotEntry,
+    ) -> Result<Result<FileRow, String>, StoreError> {
+        let name = entry.hard_link.as_deref().unwrap_or(&entry.name);
+        Ok(match self.registry.by_uid(entry.uid)? {
+            None => Err(format!("record {} is missing", format_uid(entry.uid))),
+            Some(row) if row.record.mac != entry.mac || row.record.name != name => Err(format!(
+                "record {} does not match the snapshot (registry damaged)",
+                format_uid(entry.uid)
+            )),
+            Some(row) => Ok(row),
+        })
     }
 
     /// Totals for `stat`.
@@ -81,17 +151,103 @@ impl Store {
         self.registry.totals()
     }
 
-    /// Deletes the entries `selectors` name (uids, or names: the newest
-    /// version of each name and of the names below it). Returns them.
+    /// Forgets snapshot object `name`: its row goes and every file it
+    /// referenced loses a reference (in one transaction), then its object
+    /// is deleted. Space comes back with `gc`. Returns false when the
+    /// object could not be read (missing or damaged): its references are
+    /// then recounted by the next `reindex`.
     ///
     /// # Errors
-    /// A selector matching nothing; backend or registry failures.
-    pub fn delete(&mut self, selectors: &[String]) -> Result<Vec<FileRow>, StoreError> {
-        let rows = crate::get::select(self, selectors)?;
-        let ids: Vec<i64> = rows.iter().map(|r| r.row).collect();
-        let manifests = self.registry.mark_deleting(&ids)?;
-        self.finish_deletes(manifests)?;
-        Ok(rows)
+    /// Backend or registry failures.
+    pub fn forget(&mut self, name: &str) -> Result<bool, StoreError> {
+        let mut uids = HashSet::new();
+        let read = SnapshotReader::open(&*self.backend, &self.keys, name).and_then(|reader| {
+            reader.for_each(|entry| {
+                uids.insert(entry.uid);
+                Ok(())
+            })
+        });
+        let counted = match read {
+            Ok(_) => true,
+            Err(StoreError::Damaged(_) | StoreError::Backend(BackendError::NotFound(_))) => false,
+            Err(e) => return Err(e),
+        };
+        let uids: Vec<u64> = uids.into_iter().collect();
+        self.registry
+            .forget_snapshot(name, counted.then_some(&uids[..]))?;
+        self.backend.delete(name)?;
+        Ok(counted)
+    }
+
+    /// Migrates a store made before snapshots: records one snapshot
+    /// (tagged `migrated`, no paths) holding the newest version of every
+    /// name, whose record still authenticates; the older versions become
+    /// reclaimable by `gc`. Returns the snapshot (`None` when the store
+    /// needed no migration).
+    ///
+    /// # Errors
+    /// Backend or registry failures.
+    pub fn migrate(&mut self) -> Result<Option<SnapshotRow>, StoreError> {
+        if !self.registry.needs_migration()? {
+            return Ok(None);
+        }
+        let lease = self.registry.register_writer(Role::Put)?;
+        let result = self.migrate_with_lease(lease);
+        let ended = self.registry.end_writer(lease);
+        let row = result?;
+        ended?;
+        self.registry.settle_unreferenced(true)?;
+        Ok(Some(row))
+    }
+
+    fn migrate_with_lease(
+        &mut self,
+        lease: crate::registry::WriterLease,
+    ) -> Result<SnapshotRow, StoreError> {
+        let meta = SnapshotMeta {
+            name: crate::snapshot::new_snapshot_name()?,
+            time_ns: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or(0),
+            host: crate::registry::host(),
+            paths: Vec::new(),
+            tags: vec!["migrated".to_owned()],
+        };
+        let mut writer = SnapshotWriter::create(&*self.backend, &self.keys, &meta)?;
+        let mut uids = Vec::new();
+        let (registry, keys) = (&self.registry, &self.keys);
+        registry.by_name("", |row| {
+            let mut mac = FileMac::new(keys, &row.record);
+            registry.for_each_chunk(row.row, |id, len| {
+                mac.add_chunk(&id, len);
+                Ok(())
+            })?;
+            if mac.finish() != row.record.mac {
+                // Not authenticated: not vouched for by the new snapshot.
+                return Ok(());
+            }
+            uids.push(row.record.uid);
+            writer.add(&SnapshotEntry {
+                name: row.record.name.clone(),
+                uid: row.record.uid,
+                mac: row.record.mac,
+                hard_link: None,
+            })
+        })?;
+        self.registry.add_put_refs(lease, &uids)?;
+        let (entries, size) = writer.commit()?;
+        let row = SnapshotRow {
+            name: meta.name,
+            time_ns: meta.time_ns,
+            host: meta.host,
+            paths: meta.paths,
+            tags: meta.tags,
+            entries,
+            size,
+        };
+        self.registry.record_snapshot(lease, &row)?;
+        Ok(row)
     }
 
     /// Rewrites each manifest that holds deleted files without them (or
@@ -179,8 +335,13 @@ impl Store {
         report.files_dropped = remove.len() as u64;
         self.registry.settle_dead(&dead, &complete, &remove)?;
         stopped()?;
-        // 2. Deletes that were interrupted.
+        // 2. Deletes that were interrupted, then the file records that no
+        //    snapshot references any more (and no running put relies on).
         self.finish_deletes(Vec::new())?;
+        stopped()?;
+        let (reclaimed, manifests) = self.registry.mark_unreferenced()?;
+        report.files_reclaimed = reclaimed;
+        self.finish_deletes(manifests)?;
         stopped()?;
         // 3. Mark, then sweep what was marked before every running put began.
         self.registry.mark_garbage()?;
@@ -221,16 +382,16 @@ impl Store {
         stopped()?;
         let (running, epoch) = self.registry.puts_running()?;
         let mut orphans = Vec::new();
-        for prefix in ["packs/", "manifests/"] {
+        for prefix in ["packs/", "manifests/", crate::snapshot::SNAPSHOT_PREFIX] {
             let registry = &self.registry;
             self.backend.list(prefix, &mut |meta| {
                 if cancel.is_cancelled() {
                     return Ok(());
                 }
-                let known = if prefix == "packs/" {
-                    registry.has_pack(&meta.name)
-                } else {
-                    registry.has_manifest(&meta.name)
+                let known = match prefix {
+                    "packs/" => registry.has_pack(&meta.name),
+                    "manifests/" => registry.has_manifest(&meta.name),
+                    _ => registry.has_snapshot(&meta.name),
                 }
                 .map_err(|e| BackendError::Io {
                     name: meta.name.clone(),
@@ -284,6 +445,31 @@ impl Store {
             problems += 1;
             report(&text);
         };
+        // Every snapshot the registry knows: its object opens and
+        // authenticates to its end, and every record it references is in
+        // the registry with the snapshot's authenticator.
+        for snapshot in self.registry.snapshots()? {
+            stopped()?;
+            let short = crate::snapshot::short_id(&snapshot.name).to_owned();
+            let mut bad = Vec::new();
+            let read = self.snapshot_entries(&snapshot.name, |entry| {
+                if let Err(why) = self.entry_record(&entry)? {
+                    bad.push(format!("{}: {why}", entry.name));
+                }
+                Ok(())
+            });
+            match read {
+                Ok(_) => {}
+                Err(StoreError::Backend(BackendError::NotFound(_))) => say(format!(
+                    "snapshot {short} ({}): missing (the registry knew it; deleted from the store?)",
+                    snapshot.name
+                )),
+                Err(e) => say(format!("snapshot {short}: {e}")),
+            }
+            for line in bad {
+                say(format!("snapshot {short}: {line}"));
+            }
+        }
         // Chunk lists against records, and chunks against the registry.
         self.registry.for_each_file(true, |row| {
             stopped()?;
@@ -510,6 +696,51 @@ impl Store {
                 Err(e) => report.problems.push(e.to_string()),
             }
         }
+        let mut snapshots = Vec::new();
+        self.backend
+            .list(crate::snapshot::SNAPSHOT_PREFIX, &mut |meta| {
+                snapshots.push(meta);
+                Ok(())
+            })?;
+        for (i, meta) in snapshots.iter().enumerate() {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let mut uids = HashSet::new();
+            let mut count = 0u64;
+            let read = self.snapshot_entries(&meta.name, |entry| {
+                uids.insert(entry.uid);
+                count += 1;
+                Ok(())
+            });
+            match read {
+                Ok(head) => {
+                    // Each snapshot counts its references as a put does,
+                    // under a writer id no real writer has.
+                    let lease = crate::registry::WriterLease {
+                        id: -(i as i64) - 1,
+                        epoch: 0,
+                    };
+                    let uids: Vec<u64> = uids.into_iter().collect();
+                    fresh.add_put_refs(lease, &uids)?;
+                    fresh.record_snapshot(
+                        lease,
+                        &SnapshotRow {
+                            name: meta.name.clone(),
+                            time_ns: head.time_ns,
+                            host: head.host,
+                            paths: head.paths,
+                            tags: head.tags,
+                            entries: count,
+                            size: meta.size,
+                        },
+                    )?;
+                    report.snapshots += 1;
+                }
+                Err(e) => report.problems.push(e.to_string()),
+            }
+        }
+        fresh.settle_unreferenced(report.snapshots > 0 || report.files == 0)?;
         if cancel.is_cancelled() {
             // The old registry stays, as after a problem.
             drop(fresh);

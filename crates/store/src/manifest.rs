@@ -161,7 +161,7 @@ pub fn new_manifest_name() -> Result<String, StoreError> {
     Ok(format!("manifests/{}/{hex}", &hex[..2]))
 }
 
-fn backend_io(name: &str, source: io::Error) -> StoreError {
+pub(crate) fn backend_io(name: &str, source: io::Error) -> StoreError {
     StoreError::Backend(BackendError::Io {
         name: name.to_owned(),
         source,
@@ -254,11 +254,11 @@ impl ManifestWriter<'_> {
 }
 
 /// Reads an object in pieces (never whole into memory).
-struct ObjectReader<'a> {
-    backend: &'a dyn Backend,
-    name: &'a str,
-    pos: u64,
-    size: u64,
+pub(crate) struct ObjectReader<'a> {
+    pub(crate) backend: &'a dyn Backend,
+    pub(crate) name: &'a str,
+    pub(crate) pos: u64,
+    pub(crate) size: u64,
 }
 
 impl Read for ObjectReader<'_> {

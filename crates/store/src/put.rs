@@ -2,7 +2,7 @@
 //! and docs/STORE.md for why it is crash-safe.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,8 @@ use crate::blob::{self, BLOB_SALT_LEN, COMPRESSION_NONE, COMPRESSION_ZSTD};
 use crate::keys::StoreKeys;
 use crate::manifest::{self, FileMac, FileRecord, Kind};
 use crate::pack::PackWriter;
-use crate::registry::{PendingFile, Registry, Role, SourceStat, WriterLease};
+use crate::registry::{FileRow, PendingFile, Registry, Role, SnapshotRow, SourceStat, WriterLease};
+use crate::snapshot::{SnapshotEntry, SnapshotMeta, SnapshotWriter};
 use crate::{Progress, Settings, Store, StoreError};
 
 /// Refs buffered for one file before they go to the registry.
@@ -42,7 +43,14 @@ pub struct PutOptions {
     pub force_read: bool,
     /// Stops the put (files already complete stay).
     pub cancel: Cancel,
+    /// Tags of the snapshot (`--tag`).
+    pub tags: Vec<String>,
+    /// The host the snapshot names (`--host`; default: this host's name).
+    pub host: Option<String>,
 }
+
+/// Reused uids buffered before they go to the registry's `put_refs`.
+const PUT_REF_FLUSH: usize = 4096;
 
 /// What happened to one entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +59,8 @@ pub enum PutOutcome {
     Stored,
     /// Not read: the registry has it from this very source, unchanged.
     Unchanged,
+    /// A hard link to the earlier entry named (its content read once).
+    HardLink(String),
     /// Skipped: not a file, directory or symlink.
     Skipped(String),
     /// Failed, with the reason.
@@ -84,14 +94,28 @@ struct Sealed {
 
 /// What flows through the ordered pipeline.
 enum Item {
-    Begin(Box<PendingFile>),
+    Begin(Box<PendingFile>, Option<Inode>),
+    /// An entry the registry holds unchanged (not read).
+    Unchanged(Box<FileRow>, Option<Inode>),
+    /// A second name of an inode already walked.
+    HardLink {
+        name: String,
+        inode: Inode,
+    },
     Chunk(Result<Sealed, String>),
-    End { bytes: u64, error: Option<String> },
+    End {
+        bytes: u64,
+        error: Option<String>,
+    },
 }
+
+/// A file's device and inode (for hard links).
+type Inode = (u64, u64);
 
 /// The file whose chunks are arriving.
 struct Current {
     file: PendingFile,
+    inode: Option<Inode>,
     mac: FileMac,
     bytes: u64,
     error: Option<String>,
@@ -116,6 +140,17 @@ struct Consumer<'a> {
     failed: Option<StoreError>,
     progress: &'a dyn Progress,
     report: &'a mut dyn FnMut(&PutReport),
+    /// The snapshot being written, entry by entry in walk order.
+    snapshot: SnapshotWriter,
+    /// Entries that follow a file not yet complete: they go into the
+    /// snapshot, in order, once it is.
+    snapshot_queue: Vec<SnapshotEntry>,
+    /// Uids reused unchanged, not yet in the registry's `put_refs`.
+    reused: Vec<u64>,
+    /// Inodes with more than one link seen by the walk.
+    inodes_seen: HashSet<Inode>,
+    /// Where each such inode was stored: name, uid, mac.
+    links: HashMap<Inode, (String, u64, [u8; 32])>,
 }
 
 impl Consumer<'_> {
@@ -130,9 +165,60 @@ impl Consumer<'_> {
 
     fn try_consume(&mut self, item: Item) -> Result<(), StoreError> {
         match item {
-            Item::Begin(file) => {
+            Item::Unchanged(row, inode) => {
+                let r = &row.record;
+                if let Some(inode) = inode {
+                    self.links.insert(inode, (r.name.clone(), r.uid, r.mac));
+                }
+                self.reused.push(r.uid);
+                self.add_entry(SnapshotEntry {
+                    name: r.name.clone(),
+                    uid: r.uid,
+                    mac: r.mac,
+                    hard_link: None,
+                })?;
+                (self.report)(&PutReport {
+                    name: r.name.clone(),
+                    uid: Some(r.uid),
+                    kind: r.kind,
+                    size: r.size,
+                    stored: 0,
+                    outcome: PutOutcome::Unchanged,
+                });
+            }
+            Item::HardLink { name, inode } => {
+                let Some((target, uid, mac)) = self.links.get(&inode).cloned() else {
+                    (self.report)(&PutReport {
+                        name,
+                        uid: None,
+                        kind: Kind::File,
+                        size: 0,
+                        stored: 0,
+                        outcome: PutOutcome::Failed(
+                            "a hard link to a file that could not be stored".into(),
+                        ),
+                    });
+                    return Ok(());
+                };
+                self.add_entry(SnapshotEntry {
+                    name: name.clone(),
+                    uid,
+                    mac,
+                    hard_link: Some(target.clone()),
+                })?;
+                (self.report)(&PutReport {
+                    name,
+                    uid: Some(uid),
+                    kind: Kind::File,
+                    size: 0,
+                    stored: 0,
+                    outcome: PutOutcome::HardLink(target),
+                });
+            }
+            Item::Begin(file, inode) => {
                 let mac = FileMac::new(self.keys, &file.record);
                 self.current = Some(Current {
+                    inode,
                     file: *file,
                     mac,
                     bytes: 0,
@@ -193,11 +279,36 @@ impl Consumer<'_> {
                 let mut file = cur.file;
                 file.record.chunks = file.next_seq + file.refs.len() as u64;
                 file.record.mac = cur.mac.finish();
+                let r = &file.record;
+                if let Some(inode) = cur.inode {
+                    self.links.insert(inode, (r.name.clone(), r.uid, r.mac));
+                }
+                self.snapshot_queue.push(SnapshotEntry {
+                    name: r.name.clone(),
+                    uid: r.uid,
+                    mac: r.mac,
+                    hard_link: None,
+                });
                 self.read_done.push(ReadDone { file });
                 if self.read_done.len() >= READ_DONE_FLUSH {
                     self.flush(true)?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Adds an entry to the snapshot, after the entries of files still
+    /// waiting for completion (walk order).
+    fn add_entry(&mut self, entry: SnapshotEntry) -> Result<(), StoreError> {
+        if self.snapshot_queue.is_empty() {
+            self.snapshot.add(&entry)?;
+        } else {
+            self.snapshot_queue.push(entry);
+        }
+        if self.reused.len() >= PUT_REF_FLUSH {
+            self.registry.add_put_refs(self.lease, &self.reused)?;
+            self.reused.clear();
         }
         Ok(())
     }
@@ -284,6 +395,9 @@ impl Consumer<'_> {
         )?;
         crate::hooks::before_complete();
         self.registry.complete(&rows)?;
+        for entry in std::mem::take(&mut self.snapshot_queue) {
+            self.snapshot.add(&entry)?;
+        }
         for d in self.read_done.drain(..) {
             (self.report)(&PutReport {
                 name: d.file.record.name.clone(),
@@ -395,6 +509,14 @@ fn random_uid() -> Result<u64, StoreError> {
     }
 }
 
+/// Now, in nanoseconds since 1970 (UTC).
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -450,6 +572,20 @@ fn walk(
     true
 }
 
+/// A path given on the command line as the snapshot records it: absolute,
+/// without `.` parts, and resolved when it ends in `..` (so that its last
+/// component is the name its tree has in the store).
+fn recorded_path(path: &Path) -> String {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let normal: PathBuf = absolute.components().collect();
+    let resolved = if normal.file_name().is_none() {
+        std::fs::canonicalize(path).unwrap_or(normal)
+    } else {
+        normal
+    };
+    resolved.to_string_lossy().into_owned()
+}
+
 /// The store name of a path given on the command line: its last component.
 fn root_name(path: &Path) -> Option<String> {
     let absolute = std::path::absolute(path).ok()?;
@@ -463,13 +599,17 @@ fn root_name(path: &Path) -> Option<String> {
 }
 
 impl Store {
-    /// Stores `paths` (files and trees). `report` hears about every entry as
-    /// soon as its fate is known (stored entries once durable).
+    /// Stores `paths` (files and trees) and records them as one snapshot,
+    /// returned (`None` when nothing was stored). `report` hears about
+    /// every entry as soon as its fate is known (stored entries once
+    /// durable).
     ///
     /// # Errors
-    /// A failure of the store itself (backend, registry); per-file failures
-    /// are reported, not returned. [`StoreError::Cancelled`] after
-    /// `opts.cancel` (complete files stay complete).
+    /// Two paths of the same name ([`StoreError::Usage`], before anything
+    /// is stored); a failure of the store itself (backend, registry);
+    /// per-file failures are reported, not returned.
+    /// [`StoreError::Cancelled`] after `opts.cancel` (complete files stay
+    /// complete; no snapshot is recorded).
     pub fn put(
         &mut self,
         pool: &Pool,
@@ -477,11 +617,29 @@ impl Store {
         opts: &PutOptions,
         progress: &dyn Progress,
         report: &mut dyn FnMut(&PutReport),
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<SnapshotRow>, StoreError> {
+        let mut names = HashMap::new();
+        for path in paths {
+            if let Some(name) = root_name(path) {
+                if let Some(other) = names.insert(name.clone(), path) {
+                    return Err(StoreError::Usage(format!(
+                        "{} and {} would both be named {name} in the snapshot; \
+                         put them in two runs (nothing was stored)",
+                        other.display(),
+                        path.display()
+                    )));
+                }
+            }
+        }
+        if self.registry.needs_migration()? {
+            return Err(needs_migration());
+        }
         let lease = self.registry.register_writer(Role::Put)?;
         let result = self.put_with_lease(pool, paths, opts, progress, report, lease);
         let ended = self.registry.end_writer(lease);
-        result.and(ended)
+        let snapshot = result?;
+        ended?;
+        Ok(snapshot)
     }
 
     fn put_with_lease(
@@ -492,7 +650,7 @@ impl Store {
         progress: &dyn Progress,
         report: &mut dyn FnMut(&PutReport),
         lease: WriterLease,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<SnapshotRow>, StoreError> {
         let Store {
             backend,
             registry,
@@ -504,6 +662,14 @@ impl Store {
         let chunker = settings.chunker;
         let level = settings.zstd_level;
         let seed = keys.chunker_seed();
+        let meta = SnapshotMeta {
+            name: crate::snapshot::new_snapshot_name()?,
+            time_ns: now_ns(),
+            host: opts.host.clone().unwrap_or_else(crate::registry::host),
+            paths: paths.iter().map(|p| recorded_path(p)).collect(),
+            tags: opts.tags.clone(),
+        };
+        let snapshot = SnapshotWriter::create(&**backend, keys, &meta)?;
         let consumer = RefCell::new(Consumer {
             registry,
             backend: &**backend,
@@ -517,6 +683,11 @@ impl Store {
             failed: None,
             progress,
             report,
+            snapshot,
+            snapshot_queue: Vec::new(),
+            reused: Vec::new(),
+            inodes_seen: HashSet::new(),
+            links: HashMap::new(),
         });
         let cancel = &opts.cancel;
         let budget = opts
@@ -582,8 +753,72 @@ impl Store {
         if cancel.is_cancelled() {
             return Err(StoreError::Cancelled);
         }
-        Ok(())
+        // Every file the snapshot names is complete: the snapshot is
+        // committed last, then the registry learns it.
+        let Consumer {
+            registry,
+            snapshot,
+            reused,
+            ..
+        } = consumer;
+        if snapshot.entries() == 0 {
+            return Ok(None);
+        }
+        registry.add_put_refs(lease, &reused)?;
+        crate::hooks::before_manifest();
+        let (entries, size) = snapshot.commit()?;
+        let row = SnapshotRow {
+            name: meta.name,
+            time_ns: meta.time_ns,
+            host: meta.host,
+            paths: meta.paths,
+            tags: meta.tags,
+            entries,
+            size,
+        };
+        registry.record_snapshot(lease, &row)?;
+        Ok(Some(row))
     }
+}
+
+/// The one line that says a store from before snapshots must be migrated.
+pub(crate) fn needs_migration() -> StoreError {
+    StoreError::Usage(
+        "this store was made before snapshots: run `cryptstream store migrate` once \
+         (it records one snapshot holding the newest version of every name)"
+            .into(),
+    )
+}
+
+/// The registry's unchanged row for `name` from `source`, if its record
+/// and chunk list still authenticate (else the file is read again). A row
+/// that some snapshot references is safe to reuse until this put ends (its
+/// references can only drop to zero after this put registered, and gc
+/// keeps such rows while it runs; docs/STORE.md "gc"); a row that none
+/// references (left by an interrupted put) is reused only once this put
+/// has claimed it in the registry.
+fn unchanged_row(
+    registry: &mut Registry,
+    lease: WriterLease,
+    keys: &StoreKeys,
+    name: &str,
+    source: &SourceStat,
+) -> Result<Option<FileRow>, StoreError> {
+    let Some((row, refs)) = registry.unchanged(name, source)? else {
+        return Ok(None);
+    };
+    let mut mac = FileMac::new(keys, &row.record);
+    registry.for_each_chunk(row.row, |id, len| {
+        mac.add_chunk(&id, len);
+        Ok(())
+    })?;
+    if mac.finish() != row.record.mac {
+        return Ok(None);
+    }
+    if refs == 0 && !registry.claim(lease, row.record.uid)? {
+        return Ok(None);
+    }
+    Ok(Some(row))
 }
 
 /// Sends one entry through the pipeline: Begin, its chunks, End.
@@ -629,21 +864,27 @@ fn submit_entry<'env, C: FnMut(Item)>(
         });
         return;
     };
+    let mut inode = None;
+    if kind == Kind::File && meta.nlink() > 1 {
+        let key = (meta.dev(), meta.ino());
+        if !consumer.borrow_mut().inodes_seen.insert(key) {
+            let name = entry.name;
+            ordered.submit(0, move |_| Item::HardLink { name, inode: key });
+            return;
+        }
+        inode = Some(key);
+    }
     let mut source = source_stat(&entry.path, meta);
     if !opts.force_read {
-        let found = consumer.borrow().registry.unchanged(&entry.name, &source);
+        let found = {
+            let c = &mut *consumer.borrow_mut();
+            unchanged_row(c.registry, c.lease, keys, &entry.name, &source)
+        };
         match found {
-            Ok(Some(uid)) => {
-                let c = &mut *consumer.borrow_mut();
-                c.progress.advance(meta.len());
-                (c.report)(&PutReport {
-                    name: entry.name,
-                    uid: Some(uid),
-                    kind,
-                    size: meta.len(),
-                    stored: 0,
-                    outcome: PutOutcome::Unchanged,
-                });
+            Ok(Some(row)) => {
+                consumer.borrow().progress.advance(meta.len());
+                let row = Box::new(row);
+                ordered.submit(0, move |_| Item::Unchanged(row, inode));
                 return;
             }
             Ok(None) => {}
@@ -714,7 +955,7 @@ fn submit_entry<'env, C: FnMut(Item)>(
         refs: Vec::new(),
         stored: 0,
     });
-    ordered.submit(0, move |_| Item::Begin(pending));
+    ordered.submit(0, move |_| Item::Begin(pending, inode));
     let mut bytes = 0u64;
     let mut error = None;
     if let Some((mut file, stat)) = file {

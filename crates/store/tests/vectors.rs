@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use cryptstream_store::blob::{chunk_aad, open_in_place, seal_with_salt, COMPRESSION_NONE};
 use cryptstream_store::manifest::{FileMac, FileRecord, Kind};
 use cryptstream_store::pack::{encode_index, PackEntry};
+use cryptstream_store::snapshot::{plaintext as snapshot_plaintext, SnapshotEntry, SnapshotMeta};
 use cryptstream_store::StoreKeys;
 
 fn doc_vectors() -> BTreeMap<String, String> {
@@ -60,6 +61,30 @@ fn computed() -> BTreeMap<String, String> {
         raw_len: plaintext.len() as u32,
         compression: COMPRESSION_NONE,
     }]);
+    let file_mac = mac.finish();
+    let snapshot = snapshot_plaintext(
+        &SnapshotMeta {
+            name: "snapshots/00/000102030405060708090a0b0c0d0e0f".into(),
+            time_ns: 1_700_000_000_000_000_005,
+            host: "host".into(),
+            paths: vec!["/home/u/dir".into()],
+            tags: vec!["daily".into()],
+        },
+        &[
+            SnapshotEntry {
+                name: "dir/file.txt".into(),
+                uid: record.uid,
+                mac: file_mac,
+                hard_link: None,
+            },
+            SnapshotEntry {
+                name: "dir/link.txt".into(),
+                uid: record.uid,
+                mac: file_mac,
+                hard_link: Some("dir/file.txt".into()),
+            },
+        ],
+    );
     let mut out = BTreeMap::new();
     let mut put = |k: &str, v: &[u8]| {
         out.insert(k.to_owned(), hex::encode(v));
@@ -75,7 +100,9 @@ fn computed() -> BTreeMap<String, String> {
     put("blob salt", &salt);
     put("chunk aad", &aad);
     put("chunk blob", &blob);
-    put("file mac", &mac.finish());
+    put("file mac", &file_mac);
+    put("snapshot key", keys.snapshot_key().expose_bytes());
+    put("snapshot plaintext", &snapshot);
     put("pack index plaintext", &index);
     out
 }

@@ -323,6 +323,16 @@ pub fn put_ids(out: &Outcome) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The short id of the snapshot a put printed (`snapshot XXXXXXXX`).
+pub fn snapshot_of(out: &Outcome) -> String {
+    out.stdout_text()
+        .lines()
+        .find_map(|l| l.strip_prefix("snapshot "))
+        .unwrap_or_else(|| panic!("no snapshot line in: {}", out.stdout_text()))
+        .trim()
+        .to_owned()
+}
+
 /// The ids of a `list --json` listing, sorted.
 pub fn listed_ids(listing: &serde_json::Value) -> Vec<String> {
     let mut ids: Vec<String> = listing

@@ -37,4 +37,23 @@ mac.update(struct.pack("<QBIqIQ", 0x0123456789ABCDEF, 1, 0o644, 1700000000, 5, l
 mac.update(struct.pack("<I", len(name)) + name + struct.pack("<I", 0))
 mac.update(chunk_id + struct.pack("<I", len(plaintext)))
 mac.update(struct.pack("<Q", 1))
-print("file mac:", mac.digest().hex())
+file_mac = mac.digest()
+print("file mac:", file_mac.hex())
+print("snapshot key:", derive("cryptstream store v1 2026-12-02 snapshot key").hex())
+
+
+def string(text):
+    data = text.encode()
+    return struct.pack("<I", len(data)) + data
+
+
+uid = struct.pack("<Q", 0x0123456789ABCDEF)
+snapshot = b"CSTSNAP1" + struct.pack("<I", 1)
+snapshot += string("snapshots/00/000102030405060708090a0b0c0d0e0f")
+snapshot += struct.pack("<q", 1700000000000000005) + string("host")
+snapshot += struct.pack("<I", 1) + string("/home/u/dir")
+snapshot += struct.pack("<I", 1) + string("daily")
+snapshot += b"\x01" + string("dir/file.txt") + uid + file_mac
+snapshot += b"\x02" + string("dir/link.txt") + uid + file_mac + string("dir/file.txt")
+snapshot += b"\x00" + b"CSTSEND1" + struct.pack("<Q", 2)
+print("snapshot plaintext:", snapshot.hex())

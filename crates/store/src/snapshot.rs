@@ -1,0 +1,435 @@
+//! Snapshots: what one `put` stored, as one encrypted object.
+//!
+//! A snapshot object `snapshots/XX/<32 hex digits>` is a cryptstream
+//! container (format version 2, docs/FORMAT.md) sealed under the store's
+//! snapshot key, written with `SealingWriter` as the put goes and read
+//! with `OpeningReader`, so its size does not matter. Its plaintext (all
+//! integers little-endian, every string a `u32` length then UTF-8 bytes):
+//!
+//! ```text
+//! "CSTSNAP1" | version u32 (1) | object name | time (ns since 1970, UTC) i64 | host
+//!   | path count u32 | paths (absolute) | tag count u32 | tags
+//! per entry:  1 u8 | name | uid u64 | mac [32]                 (an entry)
+//!          or 2 u8 | name | uid u64 | mac [32] | target name   (a hard link)
+//! 0 u8 | "CSTSEND1" | entry count u64
+//! ```
+//!
+//! Entries are in walk order (the paths in the order given, each tree
+//! depth first with the names of a directory sorted: a directory before
+//! what it holds). An entry's `uid` and `mac` are those of the file record
+//! it was stored as ([`crate::manifest::FileMac`]), which authenticates the
+//! record (name, kind, mode, mtime, size, link target) and every chunk id
+//! of it, so the snapshot authenticates its whole tree. A hard link is an
+//! entry whose content and inode are those of the earlier entry `target`
+//! (same uid and mac). The object's own name is inside the authenticated
+//! plaintext: a snapshot copied under another name does not open; the
+//! container authenticates its end, so a truncated one does not either.
+
+use std::io::{self, BufReader, BufWriter, Read, Write};
+
+use cryptstream_format::{
+    seal_header, Cipher, EntryKind, Header, HeaderParams, OpeningReader, SealingWriter,
+    MAX_HEADER_LEN, SALT_LEN,
+};
+
+use crate::backend::{Backend, ObjectWriter};
+use crate::keys::StoreKeys;
+use crate::manifest::{backend_io, ObjectReader, MAX_NAME_LEN};
+use crate::StoreError;
+
+/// First bytes of a snapshot's plaintext.
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"CSTSNAP1";
+/// The marker after the last entry.
+pub const SNAPSHOT_END: &[u8; 8] = b"CSTSEND1";
+/// The version of the snapshot plaintext.
+pub const SNAPSHOT_VERSION: u32 = 1;
+/// Where snapshot objects live.
+pub const SNAPSHOT_PREFIX: &str = "snapshots/";
+/// Hex digits of a snapshot id that people see and type.
+pub const SHORT_ID_LEN: usize = 8;
+/// Most paths or tags one snapshot may name.
+pub const MAX_LIST_LEN: u32 = 65_536;
+/// Plaintext bytes per container chunk of a snapshot.
+const SNAPSHOT_CHUNK_SIZE: u32 = 64 * 1024;
+
+/// Tag byte of an entry.
+const TAG_ENTRY: u8 = 1;
+/// Tag byte of a hard link.
+const TAG_HARD_LINK: u8 = 2;
+/// Tag byte of the end.
+const TAG_END: u8 = 0;
+
+/// What a snapshot says about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    /// Its object name (`snapshots/XX/<32 hex>`).
+    pub name: String,
+    /// When the put began: nanoseconds since 1970, UTC.
+    pub time_ns: i64,
+    /// The host it was taken on.
+    pub host: String,
+    /// The paths given to the put, absolute.
+    pub paths: Vec<String>,
+    /// Its tags.
+    pub tags: Vec<String>,
+}
+
+impl SnapshotMeta {
+    /// Its id: the 32 hex digits of its name.
+    pub fn id(&self) -> &str {
+        snapshot_id(&self.name)
+    }
+}
+
+/// One entry of a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotEntry {
+    /// Its name in the snapshot (relative, `/`-separated).
+    pub name: String,
+    /// The uid of its file record.
+    pub uid: u64,
+    /// The record's authenticator.
+    pub mac: [u8; 32],
+    /// For a hard link: the earlier entry whose inode it shares.
+    pub hard_link: Option<String>,
+}
+
+/// The object name of a new snapshot.
+///
+/// # Errors
+/// Random source failure.
+pub fn new_snapshot_name() -> Result<String, StoreError> {
+    let mut id = [0u8; 16];
+    cryptstream_format::fill_random(&mut id)?;
+    let hex = hex::encode(id);
+    Ok(format!("{SNAPSHOT_PREFIX}{}/{hex}", &hex[..2]))
+}
+
+/// The id (32 hex digits) of snapshot object `name`.
+pub fn snapshot_id(name: &str) -> &str {
+    name.rsplit('/').next().unwrap_or(name)
+}
+
+/// The short id people see: the first [`SHORT_ID_LEN`] hex digits.
+pub fn short_id(name: &str) -> &str {
+    let id = snapshot_id(name);
+    &id[..id.len().min(SHORT_ID_LEN)]
+}
+
+fn write_string(out: &mut impl Write, text: &str) -> io::Result<()> {
+    out.write_all(&(text.len() as u32).to_le_bytes())?;
+    out.write_all(text.as_bytes())
+}
+
+/// The head of a snapshot's plaintext: magic, version, name, time, host,
+/// paths, tags.
+fn write_head(out: &mut impl Write, meta: &SnapshotMeta) -> io::Result<()> {
+    out.write_all(SNAPSHOT_MAGIC)?;
+    out.write_all(&SNAPSHOT_VERSION.to_le_bytes())?;
+    write_string(out, &meta.name)?;
+    out.write_all(&meta.time_ns.to_le_bytes())?;
+    write_string(out, &meta.host)?;
+    for list in [&meta.paths, &meta.tags] {
+        out.write_all(&(list.len() as u32).to_le_bytes())?;
+        for item in list {
+            write_string(out, item)?;
+        }
+    }
+    Ok(())
+}
+
+/// One entry of a snapshot's plaintext.
+fn write_entry(out: &mut impl Write, entry: &SnapshotEntry) -> io::Result<()> {
+    let tag = if entry.hard_link.is_some() {
+        TAG_HARD_LINK
+    } else {
+        TAG_ENTRY
+    };
+    out.write_all(&[tag])?;
+    write_string(out, &entry.name)?;
+    out.write_all(&entry.uid.to_le_bytes())?;
+    out.write_all(&entry.mac)?;
+    if let Some(target) = &entry.hard_link {
+        write_string(out, target)?;
+    }
+    Ok(())
+}
+
+/// The end of a snapshot's plaintext.
+fn write_end(out: &mut impl Write, entries: u64) -> io::Result<()> {
+    out.write_all(&[TAG_END])?;
+    out.write_all(SNAPSHOT_END)?;
+    out.write_all(&entries.to_le_bytes())
+}
+
+/// The whole plaintext of a snapshot (test vectors; a put streams the
+/// same bytes into the container instead).
+pub fn plaintext(meta: &SnapshotMeta, entries: &[SnapshotEntry]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let written = write_head(&mut out, meta)
+        .and_then(|()| entries.iter().try_for_each(|e| write_entry(&mut out, e)))
+        .and_then(|()| write_end(&mut out, entries.len() as u64));
+    written.expect("writing to a Vec does not fail");
+    out
+}
+
+/// Writes a snapshot as a put goes; nothing is visible under its name
+/// until [`SnapshotWriter::commit`].
+pub struct SnapshotWriter {
+    name: String,
+    out: SealingWriter<BufWriter<Box<dyn ObjectWriter>>>,
+    entries: u64,
+}
+
+impl SnapshotWriter {
+    /// Starts snapshot `meta.name`.
+    ///
+    /// # Errors
+    /// Backend, random source or format failures.
+    pub fn create(
+        backend: &dyn Backend,
+        keys: &StoreKeys,
+        meta: &SnapshotMeta,
+    ) -> Result<SnapshotWriter, StoreError> {
+        let mut salt = [0u8; SALT_LEN];
+        cryptstream_format::fill_random(&mut salt)?;
+        let params = HeaderParams {
+            cipher: Cipher::Aes256Gcm,
+            chunk_size: SNAPSHOT_CHUNK_SIZE,
+            plaintext_len: None,
+            mode: 0,
+            kind: EntryKind::File,
+            mtime: None,
+        };
+        let (header, cipher) = seal_header(keys.snapshot_key(), &params, salt)?;
+        let mut object = backend.create(&meta.name)?;
+        object
+            .write_all(header.as_bytes())
+            .map_err(|e| backend_io(&meta.name, e))?;
+        let mut writer = SnapshotWriter {
+            name: meta.name.clone(),
+            out: SealingWriter::new(BufWriter::new(object), cipher),
+            entries: 0,
+        };
+        write_head(&mut writer.out, meta).map_err(|e| backend_io(&meta.name, e))?;
+        Ok(writer)
+    }
+
+    /// Adds the next entry (in walk order).
+    ///
+    /// # Errors
+    /// Write failures.
+    pub fn add(&mut self, entry: &SnapshotEntry) -> Result<(), StoreError> {
+        write_entry(&mut self.out, entry).map_err(|e| backend_io(&self.name, e))?;
+        self.entries += 1;
+        Ok(())
+    }
+
+    /// Entries added so far.
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    /// Writes the end and makes the snapshot durable under its name.
+    /// Returns the number of entries and the object's size.
+    ///
+    /// # Errors
+    /// Backend failures (nothing is left under the name on failure).
+    pub fn commit(mut self) -> Result<(u64, u64), StoreError> {
+        let name = self.name.clone();
+        let io = |e: io::Error| backend_io(&name, e);
+        write_end(&mut self.out, self.entries).map_err(io)?;
+        let (buffered, _) = self.out.finish().map_err(io)?;
+        let object = buffered.into_inner().map_err(|e| io(e.into_error()))?;
+        let size = object.written();
+        object.commit()?;
+        Ok((self.entries, size))
+    }
+}
+
+/// Reads a snapshot entry by entry.
+pub struct SnapshotReader<'a> {
+    input: BufReader<OpeningReader<ObjectReader<'a>>>,
+    meta: SnapshotMeta,
+    entries: u64,
+    ended: bool,
+}
+
+impl<'a> SnapshotReader<'a> {
+    /// Opens snapshot object `name` and reads its head.
+    ///
+    /// # Errors
+    /// [`StoreError::Damaged`] when it does not authenticate, parse, or
+    /// name itself; backend failures (a missing object).
+    pub fn open(
+        backend: &'a dyn Backend,
+        keys: &StoreKeys,
+        name: &'a str,
+    ) -> Result<SnapshotReader<'a>, StoreError> {
+        let damaged = |why: String| StoreError::Damaged(format!("snapshot {name}: {why}"));
+        let size = backend.size(name)?.ok_or_else(|| {
+            StoreError::Backend(crate::backend::BackendError::NotFound(name.to_owned()))
+        })?;
+        let mut head = vec![0u8; MAX_HEADER_LEN.min(size as usize)];
+        backend.get_range(name, 0, &mut head)?;
+        let header = Header::parse(&head).map_err(|e| damaged(e.to_string()))?;
+        let cipher = header
+            .authenticate(keys.snapshot_key())
+            .map_err(|e| damaged(e.to_string()))?;
+        let object = ObjectReader {
+            backend,
+            name,
+            pos: header.len() as u64,
+            size,
+        };
+        let mut reader = SnapshotReader {
+            input: BufReader::new(OpeningReader::new(object, cipher, None)),
+            meta: SnapshotMeta {
+                name: name.to_owned(),
+                time_ns: 0,
+                host: String::new(),
+                paths: Vec::new(),
+                tags: Vec::new(),
+            },
+            entries: 0,
+            ended: false,
+        };
+        let mut magic = [0u8; 8];
+        reader.read(&mut magic)?;
+        if &magic != SNAPSHOT_MAGIC {
+            return Err(reader.damaged("not a snapshot"));
+        }
+        let version = reader.u32()?;
+        if version != SNAPSHOT_VERSION {
+            return Err(reader.damaged(&format!("unknown snapshot version {version}")));
+        }
+        let inside = reader.string()?;
+        if inside != name {
+            return Err(reader.damaged(&format!(
+                "it names itself {inside}: copied or moved from another name"
+            )));
+        }
+        reader.meta.time_ns = reader.u64()? as i64;
+        reader.meta.host = reader.string()?;
+        reader.meta.paths = reader.list()?;
+        reader.meta.tags = reader.list()?;
+        Ok(reader)
+    }
+
+    /// What the snapshot says about itself.
+    pub fn meta(&self) -> &SnapshotMeta {
+        &self.meta
+    }
+
+    fn damaged(&self, why: &str) -> StoreError {
+        StoreError::Damaged(format!("snapshot {}: {why}", self.meta.name))
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> Result<(), StoreError> {
+        self.input
+            .read_exact(buf)
+            .map_err(|e| StoreError::Damaged(format!("snapshot {}: {e}", self.meta.name)))
+    }
+
+    fn u64(&mut self) -> Result<u64, StoreError> {
+        let mut b = [0u8; 8];
+        self.read(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn u32(&mut self) -> Result<u32, StoreError> {
+        let mut b = [0u8; 4];
+        self.read(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn string(&mut self) -> Result<String, StoreError> {
+        let len = self.u32()? as usize;
+        if len > MAX_NAME_LEN {
+            return Err(self.damaged("name too long"));
+        }
+        let mut out = vec![0u8; len];
+        self.read(&mut out)?;
+        String::from_utf8(out).map_err(|_| self.damaged("name not UTF-8"))
+    }
+
+    fn list(&mut self) -> Result<Vec<String>, StoreError> {
+        let count = self.u32()?;
+        if count > MAX_LIST_LEN {
+            return Err(self.damaged("too many paths or tags"));
+        }
+        (0..count).map(|_| self.string()).collect()
+    }
+
+    /// The next entry, or `None` after the last one (whose end marker,
+    /// count and authenticated end of stream are checked then).
+    ///
+    /// # Errors
+    /// [`StoreError::Damaged`].
+    pub fn next_entry(&mut self) -> Result<Option<SnapshotEntry>, StoreError> {
+        if self.ended {
+            return Ok(None);
+        }
+        let mut tag = [0u8; 1];
+        self.read(&mut tag)?;
+        match tag[0] {
+            TAG_END => {
+                let mut end = [0u8; 8];
+                self.read(&mut end)?;
+                if &end != SNAPSHOT_END || self.u64()? != self.entries {
+                    return Err(self.damaged("bad end marker"));
+                }
+                let mut extra = [0u8; 1];
+                match self.input.read(&mut extra) {
+                    Ok(0) => {}
+                    Ok(_) => return Err(self.damaged("bytes after the end")),
+                    Err(e) => return Err(self.damaged(&e.to_string())),
+                }
+                self.ended = true;
+                Ok(None)
+            }
+            TAG_ENTRY | TAG_HARD_LINK => {
+                let name = self.string()?;
+                let uid = self.u64()?;
+                let mut mac = [0u8; 32];
+                self.read(&mut mac)?;
+                let hard_link = if tag[0] == TAG_HARD_LINK {
+                    Some(self.string()?)
+                } else {
+                    None
+                };
+                self.entries += 1;
+                Ok(Some(SnapshotEntry {
+                    name,
+                    uid,
+                    mac,
+                    hard_link,
+                }))
+            }
+            other => Err(self.damaged(&format!("unknown entry tag {other}"))),
+        }
+    }
+
+    /// Reads every entry to the authenticated end, calling `each`.
+    ///
+    /// # Errors
+    /// [`StoreError::Damaged`], or what `each` returns.
+    pub fn for_each(
+        mut self,
+        mut each: impl FnMut(SnapshotEntry) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
+        while let Some(entry) = self.next_entry()? {
+            each(entry)?;
+        }
+        Ok(self.entries)
+    }
+}
+
+/// Whether `name` is `path` or below it (`path` empty: everything).
+pub fn is_within(name: &str, path: &str) -> bool {
+    path.is_empty()
+        || name == path
+        || (name.len() > path.len()
+            && name.starts_with(path)
+            && name.as_bytes()[path.len()] == b'/')
+}
