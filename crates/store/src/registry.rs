@@ -436,6 +436,41 @@ impl Registry {
         Registry::prepare(conn, path)
     }
 
+    /// Copies the registry at `from` (checked and opened as
+    /// [`Registry::open`] does) into a new file `to`, in one consistent
+    /// read (SQLite's `VACUUM INTO`), and makes `to` private (0600).
+    /// `to` must not exist, and is not a registry until the caller puts
+    /// it in place.
+    ///
+    /// # Errors
+    /// [`StoreError::Refused`] for a link where the registry belongs or a
+    /// `to` that is not UTF-8; [`StoreError::Registry`] for one SQLite
+    /// cannot read or copy.
+    pub fn copy_into(from: &Path, to: &Path) -> Result<(), StoreError> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let source = Registry::open(from)?;
+        let target = to.to_str().ok_or_else(|| StoreError::Refused {
+            path: to.to_path_buf(),
+            why: "not UTF-8; SQLite cannot copy a registry there".into(),
+        })?;
+        source
+            .conn
+            .execute("VACUUM INTO ?1", [target])
+            .map_err(|e| reg(from, e))?;
+        let copied = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(to)
+            .and_then(|f| {
+                f.set_permissions(std::fs::Permissions::from_mode(REGISTRY_MODE))?;
+                f.sync_all()
+            });
+        copied.map_err(|source| StoreError::Io {
+            path: to.to_path_buf(),
+            source,
+        })
+    }
+
     /// A registry in memory, for the moment a file registry is replaced.
     pub(crate) fn in_memory() -> Result<Registry, StoreError> {
         let path = Path::new(":memory:");
