@@ -351,8 +351,8 @@ impl OpenedStore<Store> {
         }
     }
 
-    /// Before a gc: takes a gc lease and gives up if a put of any writer
-    /// holds one (a put of this host whose process is gone holds
+    /// Before a gc: takes a gc lease, is refused while another gc holds
+    /// one, and gives up if a put of any writer holds one (a put of this host whose process is gone holds
     /// nothing), removes the leases of dead writers, and refreshes the
     /// registry from the store's objects.
     ///
@@ -362,6 +362,19 @@ impl OpenedStore<Store> {
         let space = Arc::clone(&self.site.leases);
         let keys = self.store.keys();
         let lease = take(&space, LeaseKind::Gc, keys)?;
+        // One gc at a time: another one's refresh would replace the
+        // registry under this one. Two that start together may both give
+        // up; neither goes ahead beside the other.
+        let own = lease.name();
+        let (gcs, _) = live_leases(&*space, LeaseKind::Gc).map_err(backend_error)?;
+        for gc in gcs.into_iter().filter(|gc| gc.name != own) {
+            if !held_by_dead_local_process(&*space, &gc, keys).map_err(backend_error)? {
+                return Err(LocationError::Store(StoreError::Busy(format!(
+                    "another gc is running on this store ({}); run gc again later",
+                    gc.name
+                ))));
+            }
+        }
         let (puts, mut stale) = live_leases(&*space, LeaseKind::Put).map_err(backend_error)?;
         let mut running = Vec::new();
         for put in puts {
