@@ -257,3 +257,43 @@ impl LockedConfig {
         Ok((StoreKeys::derive(&master), settings))
     }
 }
+
+#[cfg(test)]
+mod id_tests {
+    use super::*;
+
+    fn config_json(bytes: &[u8]) -> serde_json::Value {
+        serde_json::from_slice(bytes).unwrap()
+    }
+
+    #[test]
+    fn every_new_store_has_a_random_id_and_an_old_config_a_stable_derived_one() {
+        let key = MasterKey::from_key_bytes([3; 32]);
+        let a = new_config(&key, &Settings::DEFAULT).unwrap();
+        let b = new_config(&key, &Settings::DEFAULT).unwrap();
+        let (ida, idb) = (
+            LockedConfig::parse(&a).unwrap().store_id().to_owned(),
+            LockedConfig::parse(&b).unwrap().store_id().to_owned(),
+        );
+        assert_ne!(ida, idb);
+        assert!(is_store_id(&ida), "{ida}");
+        assert_eq!(config_json(&a)["id"], ida.as_str());
+        // Without an id (as before ids): derived from the wrapped key,
+        // the same at every parse, not the one it had.
+        let mut old = config_json(&a);
+        old.as_object_mut().unwrap().remove("id");
+        let old = serde_json::to_vec(&old).unwrap();
+        let derived = LockedConfig::parse(&old).unwrap().store_id().to_owned();
+        assert!(is_store_id(&derived) && derived != ida, "{derived}");
+        assert_eq!(LockedConfig::parse(&old).unwrap().store_id(), derived);
+        // An id that is not 32 lowercase hex digits is refused.
+        for bad in ["../x", "ABCDEF0123456789ABCDEF0123456789", "00", ""] {
+            let mut edited = config_json(&a);
+            edited["id"] = bad.into();
+            let err = LockedConfig::parse(&serde_json::to_vec(&edited).unwrap())
+                .err()
+                .expect("a bad id is refused");
+            assert!(err.to_string().contains("store id"), "{bad}: {err}");
+        }
+    }
+}

@@ -169,11 +169,11 @@ impl Consumer<'_> {
                 }
             }
             Item::Chunk(Ok(sealed)) => {
+                let known = self.open_ids.contains(&sealed.id) || self.reusable(&sealed.id)?;
                 let cur = self.current.as_mut().expect("a chunk follows its Begin");
                 cur.mac.add_chunk(&sealed.id, sealed.raw_len);
                 cur.bytes += u64::from(sealed.raw_len);
                 cur.file.refs.push((sealed.id, sealed.raw_len));
-                let known = self.open_ids.contains(&sealed.id) || self.reusable(&sealed.id)?;
                 if !known {
                     if self.pack.is_none() {
                         self.pack = Some(PackWriter::create(self.backend)?);
