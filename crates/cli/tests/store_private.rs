@@ -404,7 +404,7 @@ fn a_cache_row_pointing_a_name_at_another_files_chunks_fails_that_file_and_write
 /// its own (`cache-NAME` in the workspace).
 fn as_user(s: &StoreWs, user: &str, sub: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Outcome {
     let mut cmd = s.cmd(sub);
-    cmd.env("CRYPTSTREAM_CACHE_DIR", s.ws.path(&format!("cache-{user}")));
+    cmd.env("CRYPTSTREAM_CACHE_DIR", s.ws.path(format!("cache-{user}")));
     for a in args {
         cmd.arg(a.as_ref());
     }

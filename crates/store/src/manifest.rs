@@ -452,8 +452,7 @@ mod tests {
         let mut reader = ManifestReader::open(&backend, &keys, &name, size).unwrap();
         let err = reader
             .next_record()
-            .err()
-            .expect("a crafted record is refused");
+            .expect_err("a crafted record is refused");
         err.to_string()
     }
 
