@@ -1,8 +1,8 @@
-//! The store's `config` object: format version, settings and the wrapped
-//! master key.
+//! The store's `config` object: format version, the store's id, settings
+//! and the wrapped master key.
 //!
 //! ```json
-//! {"format":"cryptstream-store","version":1,
+//! {"format":"cryptstream-store","version":1,"id":"<32 hex digits>",
 //!  "settings":{"chunker":{"min":262144,"avg":1048576,"max":4194304},
 //!              "zstd_level":1,"pack_target":33554432},
 //!  "key":"<hex of a cryptstream v2 container>"}
