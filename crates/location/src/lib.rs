@@ -4,7 +4,7 @@
 //! `s3://BUCKET/PREFIX` on S3-compatible object storage. [`StoreLocation::open`]
 //! turns it, with explicit [`OpenOptions`] (requests in flight, where
 //! registry caches live), into an [`OpenedStore`]: the store behind its
-//! [`Backend`](cryptstream_store::Backend) (`LocalDir` or `S3Backend`), the
+//! [`Backend`] (`LocalDir` or `S3Backend`), the
 //! place of its registry, and the storage its leases are written to. Its
 //! key is still wrapped; [`OpenedStore::unlock`] opens it with a keyring.
 //! Both kinds of location then work the same way:
