@@ -139,7 +139,8 @@ impl RegistryCache {
     ///
     /// # Errors
     /// The old registry cannot be removed from the store (it would keep
-    /// every name in clear there), or this cache cannot be written.
+    /// every name in clear there; a read-only file system is let be), or
+    /// this cache cannot be written.
     pub(crate) fn adopt_registry_in(&self, store_dir: &Path) -> Result<(), LocationError> {
         let old = store_dir.join(REGISTRY_FILE);
         let present = |p: &Path| std::fs::symlink_metadata(p).is_ok();
@@ -169,6 +170,9 @@ impl RegistryCache {
             match std::fs::remove_file(&file) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // A store on read-only media stays readable: nothing
+                // written through this mount can change what it holds.
+                Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {}
                 Err(source) => {
                     return Err(LocationError::Cache {
                         path: file,
