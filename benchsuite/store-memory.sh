@@ -19,7 +19,7 @@ rss() { # LABEL CMD...
   printf '%-48s peak RSS %6d KiB  %7.2f s\n' "$label" "$(awk '/Maximum resident/ {print $6}' "$w/tv")" "$(echo "$e - $s" | bc -l)"
 }
 echo "# $(date -u +%FT%TZ) $(nproc) cores; $("$bin" --version); dir $dir"
-st() { echo "$bin" store --store "$w/$1" -k "$w/key" -q --max-memory 64MiB; }
+st() { echo "$bin" store --store "$w/$1" --cache-dir "$w/cache" -k "$w/key" -q --max-memory 64MiB; }
 head -c 4G /dev/urandom > "$w/big4g"
 $(st s1) init 2>/dev/null
 rss "put 4 GiB --max-memory 64MiB" $(st s1) put "$w/big4g"
@@ -30,7 +30,7 @@ $(st s2) init --chunk-min 512 --chunk-avg 1KiB --chunk-max 4KiB 2>/dev/null
 mkdir -p "$w/many" && head -c 1300M /dev/urandom > "$w/many/data"
 rss "build: put 1.3 GB in ~1 KiB chunks" $(st s2) put "$w/many"
 $(st s2) stat | sed 's/^/  /'
-ls -l "$w/s2/registry.sqlite" | awk '{print "  registry file: " $5 " bytes"}'
+ls -l "$w"/cache/stores/*/registry.sqlite | awk '{print "  registry file: " $5 " bytes"}'
 head -c 256M /dev/urandom > "$w/extra"
 rss "1M-chunk store: put one more 256 MiB file" $(st s2) put "$w/extra"
 rss "1M-chunk store: get that file" $(st s2) get extra "$w/out2"

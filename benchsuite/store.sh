@@ -19,7 +19,7 @@ w="$dir/cst-store-bench"; rm -rf "$w"; mkdir -p "$w"
 trap 'rm -rf "$w"' EXIT
 "$bin" keygen -o "$w/key" >/dev/null 2>&1
 printf 'bench-password\n' > "$w/pass"
-export RESTIC_PASSWORD_FILE="$w/pass" RESTIC_CACHE_DIR="$w/restic-cache"
+export RESTIC_PASSWORD_FILE="$w/pass" RESTIC_CACHE_DIR="$w/restic-cache" CRYPTSTREAM_CACHE_DIR="$w/cst-cache"
 mkdir -p "$w/src"
 "$bin" gen "$w/src/t1m" --count 1000 --size 1MiB --seed 1 --quiet
 loads=${LOADS:-t1m big}

@@ -132,7 +132,7 @@ const ENVIRONMENT: &[(&str, &str)] = &[
     ("CRYPTSTREAM_IO", "The default of --io."),
     (
         "CRYPTSTREAM_CACHE_DIR",
-        "Where the local registries of S3 stores are kept (else XDG_CACHE_HOME or HOME).",
+        "The default of --cache-dir: where the registry caches of stores are kept (else XDG_CACHE_HOME or HOME).",
     ),
     (
         "AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_ALLOW_HTTP",

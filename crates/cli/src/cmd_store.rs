@@ -36,6 +36,10 @@ pub struct StoreArgs {
     #[arg(long, global = true, value_name = "N",
           default_value_t = cryptstream_location::DEFAULT_CONNECTIONS)]
     pub connections: usize,
+    /// Where registry caches live (a private directory of yours, never the
+    /// store; default: $XDG_CACHE_HOME/cryptstream, else ~/.cache/cryptstream).
+    #[arg(long, global = true, value_name = "DIR", env = "CRYPTSTREAM_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
     #[command(flatten)]
     pub secrets: KeyArgs,
     /// Worker threads (default: one per core).
@@ -322,18 +326,20 @@ pub fn store_dir(args: &StoreArgs) -> anyhow::Result<PathBuf> {
     })
 }
 
-/// How every store of this run is opened: `--connections`, and the cache
-/// directory of S3 stores from the environment.
+/// How every store of this run is opened: `--connections`, and the
+/// registry cache directory (`--cache-dir`, else from the environment).
 pub fn open_options(args: &StoreArgs) -> OpenOptions {
     OpenOptions {
         connections: args.connections,
-        cache_dir: cache::default_root(|name| std::env::var_os(name)),
+        cache_dir: args
+            .cache_dir
+            .clone()
+            .or_else(|| cache::default_root(|name| std::env::var_os(name))),
     }
 }
 
 /// Opens and unlocks the store (a passphrase key is derived once,
-/// cancellably); a new registry cache of an S3 store is filled from the
-/// bucket.
+/// cancellably); a new registry cache is filled from the store's objects.
 pub fn open_store(
     location: &StoreLocation,
     options: &OpenOptions,
@@ -349,10 +355,10 @@ pub fn open_store(
     if let Some(report) = opened.fill_registry(cancel)? {
         refuse_unreadable(
             &report,
-            "the new local registry was not filled from the bucket",
+            "the new local registry was not filled from the store",
         )?;
         messages::note(format_args!(
-            "{location}: new local registry filled from the bucket ({}, {})",
+            "{location}: new local registry filled from the store ({}, {})",
             messages::count(report.files, "file", "files"),
             messages::count(report.packs, "pack", "packs")
         ));
@@ -593,14 +599,13 @@ fn run_command(
 /// `gc` (also `forget --prune`).
 fn run_gc(args: &StoreArgs, opened: &mut OpenedStore, cancel: &Cancel) -> anyhow::Result<ExitCode> {
     let _lease = match opened.gc_gate(cancel)? {
-        GcGate::Local => None,
         GcGate::Skip(why) => {
             messages::note(format_args!("gc: skipped: {why}"));
             return Ok(ExitCode::SUCCESS);
         }
         GcGate::Exclusive { lease, refresh } => {
             refuse_unreadable(&refresh, "gc: not run")?;
-            Some(lease)
+            lease
         }
     };
     let store = opened.store_mut();

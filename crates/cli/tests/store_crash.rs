@@ -236,8 +236,13 @@ fn gc_count(stderr: &str, what: &str) -> u64 {
         .unwrap_or_else(|| panic!("no count before {what}: {line}"))
 }
 
+/// Whether a gc's stderr says it gave up because a put holds a lease.
+fn gc_skipped(stderr: &str) -> bool {
+    stderr.contains("gc: skipped: a put is running (leases/put-")
+}
+
 #[test]
-fn two_puts_at_once_and_a_gc_during_a_registered_put_sweep_a_deleted_tree() {
+fn two_puts_at_once_keep_gc_out_and_the_gc_after_them_sweeps_a_deleted_tree() {
     let s = StoreWs::new(SMALL);
     let a = s.ws.path("srca/ta");
     let b = s.ws.path("srcb/tb");
@@ -253,28 +258,31 @@ fn two_puts_at_once_and_a_gc_during_a_registered_put_sweep_a_deleted_tree() {
     assert!(!deleted_packs.is_empty());
     s.run("forget", &[&tc]).success();
 
-    // Put A, held at its first hook point: registered, running, unfinished.
+    // Put A, held at its first hook point: holding its lease, registered,
+    // unfinished.
     let hold_a = Hold::new(&s, "hold-a");
     let mut pa = spawn_put(&s, &a, &[hold_a.env()], false);
     let pid_a = pa.pid();
     hold_a.wait_reached();
     assert!(s.put_registered(pid_a), "put A is not registered");
-    // The first gc runs entirely while A is registered: it marks tc's
-    // chunks as garbage, but may not sweep them, since A began before
-    // they were marked.
+    assert_eq!(s.objects("leases/").len(), 1, "put A holds one lease");
+    // A gc while A runs sees A's lease and reclaims nothing: another
+    // user's put (with a registry of its own) would be just as safe.
     let gc1 = s.run("gc", &[]);
     gc1.success();
+    assert!(gc_skipped(&gc1.stderr), "{}", gc1.stderr);
     assert!(
         !pa.running.has_exited() && s.put_registered(pid_a),
         "put A ended before the gc did"
     );
-    assert_eq!(gc_count(&gc1.stderr, "chunks removed"), 0, "{}", gc1.stderr);
-    let kept = s.objects("packs/");
-    for pack in &deleted_packs {
-        assert!(kept.contains(pack), "{pack} was swept while put A ran");
-    }
+    assert_eq!(
+        s.objects("packs/"),
+        deleted_packs,
+        "a pack went while put A ran"
+    );
 
-    // Put B starts while A runs: two puts at once. Then A goes on.
+    // Put B starts while A runs: two puts at once, never waiting for each
+    // other. Then A goes on and ends.
     let hold_b = Hold::new(&s, "hold-b");
     let mut pb = spawn_put(&s, &b, &[hold_b.env()], false);
     let pid_b = pb.pid();
@@ -285,19 +293,28 @@ fn two_puts_at_once_and_a_gc_during_a_registered_put_sweep_a_deleted_tree() {
     assert!(status_a.success(), "put A: {status_a}: {stderr_a}");
     assert_eq!(reported_a.len(), entry_count(&a));
 
-    // The second gc runs entirely while B is registered and held; tc's
-    // chunks were marked before B began, so this gc sweeps them and
-    // deletes their packs.
+    // B alone still keeps gc out.
     let gc2 = s.run("gc", &[]);
     gc2.success();
-    assert!(
-        !pb.running.has_exited() && s.put_registered(pid_b),
-        "put B ended before the gc did"
+    assert!(gc_skipped(&gc2.stderr), "{}", gc2.stderr);
+    assert!(!pb.running.has_exited(), "put B ended before the gc did");
+    hold_b.release();
+    let (status_b, reported_b, stderr_b) = pb.finish();
+    assert!(status_b.success(), "put B: {status_b}: {stderr_b}");
+    assert_eq!(reported_b.len(), entry_count(&b));
+    assert_eq!(
+        s.objects("leases/"),
+        Vec::<String>::new(),
+        "a lease was left"
     );
+
+    // With no put running, gc sweeps the deleted tree's chunks and packs.
+    let gc3 = s.run("gc", &[]);
+    gc3.success();
     assert!(
-        gc_count(&gc2.stderr, "chunks removed") > 0,
+        gc_count(&gc3.stderr, "chunks removed") > 0,
         "{}",
-        gc2.stderr
+        gc3.stderr
     );
     let left = s.objects("packs/");
     for pack in &deleted_packs {
@@ -306,12 +323,6 @@ fn two_puts_at_once_and_a_gc_during_a_registered_put_sweep_a_deleted_tree() {
             "{pack} of the deleted tree is still there"
         );
     }
-    hold_b.release();
-    let (status_b, reported_b, stderr_b) = pb.finish();
-    assert!(status_b.success(), "put B: {status_b}: {stderr_b}");
-    assert_eq!(reported_b.len(), entry_count(&b));
-
-    s.run("gc", &[]).success();
     s.run("verify", &[&"--read-data"]).success();
     let dest = s.ws.path("out");
     s.run("get", &[&"ta", &"tb", &dest]).success();

@@ -69,7 +69,8 @@ fn a_second_machine_with_a_fresh_registry_sees_every_file() {
         .json();
     // A fresh cache: the registry is filled from the bucket on first use.
     let out = run(store_cmd(server, &ws, "second-machine", &second, "list").arg("--json"));
-    out.success().stderr_has("filled from the bucket");
+    out.success()
+        .stderr_has("new local registry filled from the store");
     assert_eq!(listed_ids(&listed), listed_ids(&out.json()));
     // An explicit reindex gives the same, and the files come back exact.
     run(&mut store_cmd(

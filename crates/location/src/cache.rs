@@ -1,29 +1,41 @@
-//! The local cache of an S3 store.
+//! The registry caches: where a store's registry lives on this machine.
 //!
-//! An S3 store keeps everything that matters in the bucket (config, packs,
-//! manifests, leases) and its registry in a cache directory on the client,
-//! one per location: `ROOT/s3/BUCKET/HASH/`, where ROOT is the caller's
+//! A store keeps everything that matters in its own objects (config,
+//! packs, manifests, leases); its registry, which names every file, is a
+//! cache in a private directory of the user who opens it, never in the
+//! store. ROOT is the caller's
 //! [`OpenOptions::cache_dir`](crate::OpenOptions::cache_dir) (usually
-//! [`default_root`]) and HASH the first 16 hex digits of the BLAKE3 of the
-//! location (`s3://BUCKET/PREFIX`). It holds:
+//! [`default_root`]):
 //!
-//! - `registry.sqlite` (and SQLite's `-wal`/`-shm`): the registry;
-//! - `write-mode`: how the server creates objects once (`conditional` or
-//!   `unique-names`), probed at `init`, or on first use when missing;
+//! - a local store's cache is `ROOT/stores/ID/`, ID being the store's id
+//!   from its `config` (random, fixed at `init`; see
+//!   `cryptstream_store::config::LockedConfig::store_id`), so it does not
+//!   depend on the path the store is reached by;
+//! - an S3 store's is `ROOT/s3/BUCKET/HASH/`, HASH the first 16 hex digits
+//!   of the BLAKE3 of the location (`s3://BUCKET/PREFIX`), since the
+//!   server's write mode below is a property of the location.
+//!
+//! Each holds:
+//!
+//! - `registry.sqlite` (and SQLite's `-wal`/`-shm`): the registry, 0600,
+//!   never opened through a symbolic link (`Registry::open`);
 //! - `registry-filled`: present once the registry holds everything in the
-//!   bucket (after `init` or a complete reindex). Without it (another
-//!   machine, a deleted cache, an interrupted first fill) the registry is
-//!   filled from the bucket when the store is opened.
+//!   store (after `init` or a complete reindex). Without it (another user
+//!   or machine, a deleted cache, an interrupted first fill) the registry
+//!   is filled from the store's objects when the store is opened;
+//! - on S3, `write-mode`: how the server creates objects once
+//!   (`conditional` or `unique-names`), probed at `init`, or on first use
+//!   when missing.
 //!
-//! Every directory made for the cache is private (0700): it holds a
-//! registry.
+//! Every directory made for a cache is private (0700), and a cache
+//! directory that is a symbolic link is refused.
 
 use std::ffi::OsString;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use cryptstream_s3::{S3Backend, S3Client, S3Location, WriteMode};
-use cryptstream_store::{PRIVATE_DIR_MODE, REGISTRY_FILE};
+use cryptstream_store::{Registry, StoreError, PRIVATE_DIR_MODE, REGISTRY_FILE};
 
 use crate::LocationError;
 
@@ -31,6 +43,9 @@ use crate::LocationError;
 pub const WRITE_MODE_FILE: &str = "write-mode";
 /// The file whose presence says the registry holds what the bucket holds.
 pub const FILLED_FILE: &str = "registry-filled";
+/// Where a registry moved out of a store directory is copied before it
+/// takes its place.
+const MOVING_FILE: &str = "registry.sqlite.moving";
 /// Hex digits of the location's hash in the cache directory's name.
 const HASH_DIGITS: usize = 16;
 
@@ -53,16 +68,34 @@ pub fn dir_for(root: &Path, location: &S3Location) -> PathBuf {
         .join(&hash.as_str()[..HASH_DIGITS])
 }
 
-/// One location's cache directory, created.
-pub(crate) struct S3Cache {
+/// The cache directory of the local store whose id is `id` below `root`
+/// (`id` is 32 lowercase hex digits, checked when the config is parsed).
+pub fn dir_for_store(root: &Path, id: &str) -> PathBuf {
+    root.join("stores").join(id)
+}
+
+/// One store's cache directory, created.
+pub(crate) struct RegistryCache {
     dir: PathBuf,
 }
 
-impl S3Cache {
-    /// Creates (0700) the cache directory of `location` below `root`, or
-    /// makes an existing one private again.
-    pub(crate) fn create(root: &Path, location: &S3Location) -> Result<S3Cache, LocationError> {
-        let dir = dir_for(root, location);
+impl RegistryCache {
+    /// The cache of the S3 store at `location` below `root`.
+    pub(crate) fn for_s3(
+        root: &Path,
+        location: &S3Location,
+    ) -> Result<RegistryCache, LocationError> {
+        RegistryCache::create(dir_for(root, location))
+    }
+
+    /// The cache of the local store whose id is `id` below `root`.
+    pub(crate) fn for_store(root: &Path, id: &str) -> Result<RegistryCache, LocationError> {
+        RegistryCache::create(dir_for_store(root, id))
+    }
+
+    /// Creates (0700) the cache directory `dir`, or makes an existing one
+    /// private again; a symbolic link there is refused.
+    fn create(dir: PathBuf) -> Result<RegistryCache, LocationError> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(PRIVATE_DIR_MODE)
@@ -72,6 +105,19 @@ impl S3Cache {
                 what: "cannot create",
                 source,
             })?;
+        let meta = std::fs::symlink_metadata(&dir).map_err(|source| LocationError::Cache {
+            path: dir.clone(),
+            what: "cannot read",
+            source,
+        })?;
+        if !meta.is_dir() {
+            return Err(LocationError::Store(StoreError::Refused {
+                path: dir,
+                why: "is not a directory (a symbolic link?); a registry cache is never \
+                      reached through one"
+                    .into(),
+            }));
+        }
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(PRIVATE_DIR_MODE)).map_err(
             |source| LocationError::Cache {
                 path: dir.clone(),
@@ -79,7 +125,65 @@ impl S3Cache {
                 source,
             },
         )?;
-        Ok(S3Cache { dir })
+        Ok(RegistryCache { dir })
+    }
+
+    /// Moves the registry a local store kept in its own directory before
+    /// registries left it (`STORE/registry.sqlite`) into this cache, then
+    /// deletes it and its `-wal`/`-shm` from the store. The registry is
+    /// copied in one consistent read (SQLite's `VACUUM INTO`) and counts
+    /// as filled; one that cannot be read (damaged, another user's) is
+    /// not copied, and this cache is then filled from the store's objects
+    /// like a new one. An existing filled cache is kept as it is. Nothing
+    /// in the store is followed through a symbolic link.
+    ///
+    /// # Errors
+    /// The old registry cannot be removed from the store (it would keep
+    /// every name in clear there; a read-only file system is let be), or
+    /// this cache cannot be written.
+    pub(crate) fn adopt_registry_in(&self, store_dir: &Path) -> Result<(), LocationError> {
+        let old = store_dir.join(REGISTRY_FILE);
+        let present = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+        let side = |suffix: &str| {
+            let mut name = old.clone().into_os_string();
+            name.push(suffix);
+            PathBuf::from(name)
+        };
+        if !["", "-wal", "-shm"].iter().any(|s| present(&side(s))) {
+            return Ok(());
+        }
+        if !self.is_filled() {
+            self.remove_registry();
+            let moving = self.dir.join(MOVING_FILE);
+            let _ = std::fs::remove_file(&moving);
+            if Registry::copy_into(&old, &moving).is_ok()
+                && std::fs::rename(&moving, self.registry()).is_ok()
+            {
+                self.mark_filled()?;
+            } else {
+                let _ = std::fs::remove_file(&moving);
+                self.remove_registry();
+            }
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let file = side(suffix);
+            match std::fs::remove_file(&file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // A store on read-only media stays readable: nothing
+                // written through this mount can change what it holds.
+                Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {}
+                Err(source) => {
+                    return Err(LocationError::Cache {
+                        path: file,
+                        what: "cannot remove the registry a store kept in its directory \
+                               before registries moved to the cache",
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The registry file.
@@ -111,7 +215,7 @@ impl S3Cache {
     }
 
     /// Forgets the recorded write mode, so that the next
-    /// [`S3Cache::write_mode`] probes.
+    /// [`RegistryCache::write_mode`] probes.
     pub(crate) fn forget_write_mode(&self) {
         let _ = std::fs::remove_file(self.dir.join(WRITE_MODE_FILE));
     }
@@ -201,7 +305,7 @@ mod tests {
         assert_eq!(a.file_name().unwrap().len(), HASH_DIGITS);
         // Trailing slashes name the same location, so the same cache.
         assert_eq!(a, dir_for(tmp.path(), &location("s3://bucket/a/")));
-        let cache = S3Cache::create(tmp.path(), &location("s3://bucket/a")).unwrap();
+        let cache = RegistryCache::for_s3(tmp.path(), &location("s3://bucket/a")).unwrap();
         for dir in [a.as_path(), a.parent().unwrap(), &tmp.path().join("s3")] {
             let mode = std::fs::metadata(dir).unwrap().mode() & 0o777;
             assert_eq!(mode, PRIVATE_DIR_MODE, "{}", dir.display());
@@ -209,7 +313,7 @@ mod tests {
         assert_eq!(cache.registry(), a.join(REGISTRY_FILE));
         // An existing cache left readable by others is made private again.
         std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o755)).unwrap();
-        S3Cache::create(tmp.path(), &location("s3://bucket/a")).unwrap();
+        RegistryCache::for_s3(tmp.path(), &location("s3://bucket/a")).unwrap();
         assert_eq!(
             std::fs::metadata(&a).unwrap().mode() & 0o777,
             PRIVATE_DIR_MODE
@@ -219,7 +323,7 @@ mod tests {
     #[test]
     fn the_write_mode_and_the_fill_are_recorded_and_forgotten() {
         let tmp = tempfile::tempdir().unwrap();
-        let cache = S3Cache::create(tmp.path(), &location("s3://bucket/p")).unwrap();
+        let cache = RegistryCache::for_s3(tmp.path(), &location("s3://bucket/p")).unwrap();
         assert_eq!(cache.recorded_write_mode(), None);
         for mode in [WriteMode::UniqueNames, WriteMode::Conditional] {
             cache.record_write_mode(mode).unwrap();
@@ -239,7 +343,7 @@ mod tests {
     #[test]
     fn removing_the_registry_removes_its_wal_files_too() {
         let tmp = tempfile::tempdir().unwrap();
-        let cache = S3Cache::create(tmp.path(), &location("s3://bucket/p")).unwrap();
+        let cache = RegistryCache::for_s3(tmp.path(), &location("s3://bucket/p")).unwrap();
         let names = ["", "-wal", "-shm"].map(|s| format!("{REGISTRY_FILE}{s}"));
         for name in &names {
             std::fs::write(cache.dir.join(name), b"x").unwrap();
@@ -256,7 +360,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("a-file");
         std::fs::write(&file, b"").unwrap();
-        let err = S3Cache::create(&file, &location("s3://bucket/p"))
+        let err = RegistryCache::for_s3(&file, &location("s3://bucket/p"))
             .err()
             .expect("a file as root");
         let shown = err.to_string();

@@ -1,44 +1,287 @@
-//! The put/gc gate of an opened store.
+//! Leases between writers that share a store but not a registry, and the
+//! put/gc gate built on them.
 //!
-//! Processes of one machine share a local store's registry, whose gc
-//! epochs let a gc run safely beside puts. Clients of one bucket each have
-//! their own registry, so between them a gc and a put must never overlap:
-//! each takes a lease in the bucket first (`cryptstream_s3::lease`) and
-//! looks for the other kind second. A put that sees a gc waits for it (at
-//! most [`GC_WAIT`]); a gc that sees a put gives up and says so. A gc that
-//! runs refreshes its registry from the bucket first, since other clients'
-//! files are in the bucket, not in this registry. A lease's body says which
-//! process holds it only sealed under the store's key.
+//! A store's registry is a cache private to one user of one machine
+//! ([`crate::cache`]): two users of one store directory, two machines on
+//! one network filesystem, two clients of one bucket each have their own.
+//! A gc on one cannot see the chunks a put on another is relying on, so
+//! between them a gc and a put never overlap; puts never wait for each
+//! other. The leases are objects of the store itself, written through its
+//! [`Backend`], so a directory and a bucket work the same way.
+//!
+//! Each writer holds a lease: an object `leases/KIND-MILLIS-RANDOM` whose
+//! name carries the time it was taken and nothing else (RANDOM is fresh
+//! at every write). Its body says which process holds it (host name and
+//! pid) only sealed under the store's key: whoever holds the storage
+//! learns neither; a client of the store opens it to see whether the
+//! holder is a dead process of its own host. A holder renews it every
+//! [`RENEW_EVERY`] (a new object, then the old one deleted), and a lease
+//! older than [`STALE_AFTER`] belongs to a writer that died and is ignored
+//! (and removed by the next gc). Both sides take their lease first and
+//! look for the other kind second, so with a directory's (and S3's)
+//! read-after-write consistency at least one of them sees the other: a put
+//! that sees a live gc lease waits for it (at most [`GC_WAIT`]); a gc that
+//! sees a live put lease gives up and says so. A gc that goes ahead
+//! refreshes its registry from the store's objects first, since other
+//! writers' files are in the store, not in this registry.
 
 use std::fmt;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cryptstream_pool::Cancel;
-use cryptstream_s3::lease::{held_by_dead_local_process, live_leases, Lease, LeaseKind, LiveLease};
-use cryptstream_s3::S3Client;
 use cryptstream_store::maintain::ReindexReport;
-use cryptstream_store::{blob, Store, StoreKeys};
+use cryptstream_store::{blob, Backend, BackendError, Store, StoreError, StoreKeys};
 
-use crate::{LocationError, OpenedStore, Site};
+use crate::{LocationError, OpenedStore};
 
-/// Longest a put waits for another client's gc to end.
+/// Where leases live in the store.
+pub const LEASE_PREFIX: &str = "leases/";
+/// How often a holder renews its lease.
+pub const RENEW_EVERY: Duration = Duration::from_secs(60);
+/// A lease not renewed for this long is dead.
+pub const STALE_AFTER: Duration = Duration::from_secs(300);
+/// Most bytes a lease object may have; a larger one is not read.
+pub const MAX_LEASE_BODY: u64 = 4096;
+/// Longest a put waits for another writer's gc to end.
 pub const GC_WAIT: Duration = Duration::from_secs(15 * 60);
 /// How often a waiting put looks again.
 const GC_POLL: Duration = Duration::from_secs(2);
+/// Random bytes at the end of a lease's name.
+const NAME_RANDOM_BYTES: usize = 16;
 
-/// A lease this process holds in its store's location (nothing for a
-/// local store); released when dropped.
-pub struct HeldLease(Option<Lease>);
+/// Who holds a lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseKind {
+    /// A put: many may hold one at once.
+    Put,
+    /// A garbage collection: it gives up while a put holds a lease; puts
+    /// wait for it.
+    Gc,
+}
 
-impl HeldLease {
-    /// Whether a lease object is held (false on a local store).
-    pub fn is_held(&self) -> bool {
-        self.0.is_some()
+impl LeaseKind {
+    fn tag(self) -> &'static str {
+        match self {
+            LeaseKind::Put => "put",
+            LeaseKind::Gc => "gc",
+        }
     }
 }
 
-/// A put of another client that holds its lease.
+/// A live lease found in the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveLease {
+    /// Its object name (`leases/KIND-MILLIS-RANDOM`).
+    pub name: String,
+    /// Whether a put or a gc holds it.
+    pub kind: LeaseKind,
+    /// How long ago it was taken or last renewed.
+    pub age: Duration,
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Parses `leases/KIND-MILLIS-RANDOM`.
+fn parse(name: &str) -> Option<(LeaseKind, u64)> {
+    let rest = name.strip_prefix(LEASE_PREFIX)?;
+    let mut parts = rest.splitn(3, '-');
+    let kind = match parts.next()? {
+        "put" => LeaseKind::Put,
+        "gc" => LeaseKind::Gc,
+        _ => return None,
+    };
+    let millis = parts.next()?.parse().ok()?;
+    parts.next()?;
+    Some((kind, millis))
+}
+
+/// Leases of `kind` in the store that are not stale, and the stale ones
+/// (of any kind).
+///
+/// # Errors
+/// The store cannot be listed.
+pub fn live_leases(
+    space: &dyn Backend,
+    kind: LeaseKind,
+) -> Result<(Vec<LiveLease>, Vec<String>), BackendError> {
+    let now = now_millis();
+    let mut live = Vec::new();
+    let mut stale = Vec::new();
+    space.list(LEASE_PREFIX, &mut |listed| {
+        let Some((found, millis)) = parse(&listed.name) else {
+            return Ok(());
+        };
+        let age = Duration::from_millis(now.saturating_sub(millis));
+        if age > STALE_AFTER {
+            stale.push(listed.name);
+        } else if found == kind {
+            live.push(LiveLease {
+                name: listed.name,
+                kind: found,
+                age,
+            });
+        }
+        Ok(())
+    })?;
+    Ok((live, stale))
+}
+
+fn write_lease(space: &dyn Backend, kind: LeaseKind, body: &[u8]) -> Result<String, StoreError> {
+    let mut random = [0u8; NAME_RANDOM_BYTES];
+    cryptstream_format::fill_random(&mut random)?;
+    let name = format!(
+        "{LEASE_PREFIX}{}-{:013}-{}",
+        kind.tag(),
+        now_millis(),
+        hex(&random)
+    );
+    space.put_if_absent(&name, body)?;
+    Ok(name)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a lease says about its holder, before it is sealed: this host's
+/// name and this process's id.
+fn holder_note() -> Vec<u8> {
+    format!("host {}\npid {}\n", hostname(), std::process::id()).into_bytes()
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Whether a lease was taken by a process of this host that no longer
+/// exists (a killed put): such a lease is dead before it goes stale. A
+/// body that does not open under `keys` (another store's, a foreign
+/// tool's) is not known to be dead.
+fn held_by_dead_local_process(
+    space: &dyn Backend,
+    lease: &LiveLease,
+    keys: &StoreKeys,
+) -> Result<bool, BackendError> {
+    let mut body = match space.get(&lease.name, MAX_LEASE_BODY) {
+        Ok(body) => body,
+        Err(BackendError::NotFound(_)) => return Ok(true),
+        Err(BackendError::TooLarge { .. }) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let Ok(body) = blob::open_in_place(keys, blob::LEASE_AAD, &mut body) else {
+        return Ok(false);
+    };
+    let body = String::from_utf8_lossy(body);
+    let field = |key: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_owned()))
+    };
+    let (Some(host), Some(pid)) = (field("host "), field("pid ")) else {
+        return Ok(false);
+    };
+    let here = hostname();
+    Ok(!here.is_empty()
+        && host == here
+        && pid.parse::<u32>().is_ok()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// A lease this process holds; renewed by a thread until dropped, then
+/// deleted.
+struct Lease {
+    state: Arc<Mutex<String>>,
+    renewer: Option<std::thread::JoinHandle<()>>,
+    space: Arc<dyn Backend>,
+    wake: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Lease {
+    /// Takes a lease of `kind` whose body is the sealed holder note.
+    fn take(space: Arc<dyn Backend>, kind: LeaseKind, body: Vec<u8>) -> Result<Lease, StoreError> {
+        let name = write_lease(&*space, kind, &body)?;
+        let state = Arc::new(Mutex::new(name));
+        let wake = Arc::new((Mutex::new(false), Condvar::new()));
+        let renewer = {
+            let (state, space, wake) = (state.clone(), space.clone(), wake.clone());
+            std::thread::Builder::new()
+                .name("cryptstream-lease".into())
+                .spawn(move || renew(&*space, kind, &body, &state, &wake))
+                .map_err(|source| StoreError::Io {
+                    path: "lease renewal thread".into(),
+                    source,
+                })?
+        };
+        Ok(Lease {
+            state,
+            renewer: Some(renewer),
+            space,
+            wake,
+        })
+    }
+
+    fn name(&self) -> String {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+fn renew(
+    space: &dyn Backend,
+    kind: LeaseKind,
+    body: &[u8],
+    state: &Mutex<String>,
+    wake: &(Mutex<bool>, Condvar),
+) {
+    loop {
+        let stop = wake.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (stop, _) = wake
+            .1
+            .wait_timeout_while(stop, RENEW_EVERY, |stop| !*stop)
+            .unwrap_or_else(|e| e.into_inner());
+        if *stop {
+            return;
+        }
+        drop(stop);
+        // A failed renewal is retried at the next tick; the lease only
+        // goes stale after several missed ones.
+        if let Ok(fresh) = write_lease(space, kind, body) {
+            let old =
+                std::mem::replace(&mut *state.lock().unwrap_or_else(|e| e.into_inner()), fresh);
+            let _ = space.delete(&old);
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        *self.wake.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.wake.1.notify_all();
+        if let Some(renewer) = self.renewer.take() {
+            let _ = renewer.join();
+        }
+        let name = self.name();
+        let _ = self.space.delete(&name);
+    }
+}
+
+/// A lease this process holds in its store; released when dropped.
+pub struct HeldLease(Lease);
+
+impl HeldLease {
+    /// The lease object's current name.
+    pub fn name(&self) -> String {
+        self.0.name()
+    }
+}
+
+/// A put of another writer that holds its lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunningPut(pub LiveLease);
 
@@ -55,11 +298,9 @@ impl fmt::Display for RunningPut {
 
 /// What a gc may do.
 pub enum GcGate {
-    /// A local store: gc's own epochs make it safe.
-    Local,
-    /// A shared location with no put running anywhere: the registry was
-    /// refreshed from the bucket (`refresh`, which the gc must not use if
-    /// it has problems); the lease keeps puts out until it is dropped.
+    /// No put running anywhere: the registry was refreshed from the
+    /// store's objects (`refresh`, which the gc must not use if it has
+    /// problems); the lease keeps puts out until it is dropped.
     Exclusive {
         /// Held until the gc ends.
         lease: HeldLease,
@@ -70,32 +311,34 @@ pub enum GcGate {
     Skip(RunningPut),
 }
 
+fn backend_error(e: BackendError) -> LocationError {
+    LocationError::Store(StoreError::Backend(e))
+}
+
 impl OpenedStore<Store> {
-    /// Before a put: on S3, takes a put lease, and while another client's
-    /// gc holds one, calls `waiting` (once) and waits, up to [`GC_WAIT`].
-    /// The put holds the returned lease until it drops it.
+    /// Before a put: takes a put lease, and while a gc holds one, calls
+    /// `waiting` (once) and waits, up to [`GC_WAIT`]. The put holds the
+    /// returned lease until it drops it.
     ///
     /// # Errors
-    /// The server, or a gc that outlasts [`GC_WAIT`] (the put does not
-    /// start).
+    /// The store's storage, or a gc that outlasts [`GC_WAIT`] (the put
+    /// does not start).
     pub fn put_lease(
         &self,
         waiting: &mut dyn FnMut(&LiveLease),
     ) -> Result<HeldLease, LocationError> {
-        let Site::S3 { client, .. } = &self.site else {
-            return Ok(HeldLease(None));
-        };
-        let lease = take(client, LeaseKind::Put, self.store.keys())?;
+        let space = &self.site.leases;
+        let lease = take(space, LeaseKind::Put, self.store.keys())?;
         let started = Instant::now();
         let mut told = false;
         loop {
-            let (gcs, _) = live_leases(client, LeaseKind::Gc)?;
+            let (gcs, _) = live_leases(&**space, LeaseKind::Gc).map_err(backend_error)?;
             let Some(gc) = gcs.first() else {
                 return Ok(lease);
             };
             if started.elapsed() >= GC_WAIT {
                 return Err(LocationError::GcHeld {
-                    location: client.location().to_string(),
+                    location: self.location.to_string(),
                     lease: gc.name.clone(),
                     minutes: GC_WAIT.as_secs() / 60,
                 });
@@ -108,29 +351,34 @@ impl OpenedStore<Store> {
         }
     }
 
-    /// Before a gc: on S3, takes a gc lease and gives up if a put of any
-    /// client holds one (a put of this host whose process is gone holds
-    /// nothing), removes the leases of dead clients, and refreshes the
-    /// registry from the bucket.
+    /// Before a gc: takes a gc lease, is refused while another gc holds
+    /// one, and gives up if a put of any writer holds one (a put of this host whose process is gone holds
+    /// nothing), removes the leases of dead writers, and refreshes the
+    /// registry from the store's objects.
     ///
     /// # Errors
-    /// The server, the registry, or `cancel` (`StoreError::Cancelled`).
+    /// The storage, the registry, or `cancel` (`StoreError::Cancelled`).
     pub fn gc_gate(&mut self, cancel: &Cancel) -> Result<GcGate, LocationError> {
-        let Site::S3 { client, .. } = &self.site else {
-            return Ok(GcGate::Local);
-        };
+        let space = Arc::clone(&self.site.leases);
         let keys = self.store.keys();
-        let lease = take(client, LeaseKind::Gc, keys)?;
-        let (puts, mut stale) = live_leases(client, LeaseKind::Put)?;
-        let open = |body: &[u8]| {
-            let mut body = body.to_vec();
-            blob::open_in_place(keys, blob::LEASE_AAD, &mut body)
-                .ok()
-                .map(|plain| plain.to_vec())
-        };
+        let lease = take(&space, LeaseKind::Gc, keys)?;
+        // One gc at a time: another one's refresh would replace the
+        // registry under this one. Two that start together may both give
+        // up; neither goes ahead beside the other.
+        let own = lease.name();
+        let (gcs, _) = live_leases(&*space, LeaseKind::Gc).map_err(backend_error)?;
+        for gc in gcs.into_iter().filter(|gc| gc.name != own) {
+            if !held_by_dead_local_process(&*space, &gc, keys).map_err(backend_error)? {
+                return Err(LocationError::Store(StoreError::Busy(format!(
+                    "another gc is running on this store ({}); run gc again later",
+                    gc.name
+                ))));
+            }
+        }
+        let (puts, mut stale) = live_leases(&*space, LeaseKind::Put).map_err(backend_error)?;
         let mut running = Vec::new();
         for put in puts {
-            if held_by_dead_local_process(client, &put, &open)? {
+            if held_by_dead_local_process(&*space, &put, keys).map_err(backend_error)? {
                 stale.push(put.name);
             } else {
                 running.push(put);
@@ -140,7 +388,7 @@ impl OpenedStore<Store> {
             return Ok(GcGate::Skip(RunningPut(put)));
         }
         for name in stale {
-            client.delete(&name)?;
+            space.delete(&name).map_err(backend_error)?;
         }
         let refresh = self.store.reindex(&cryptstream_store::NoProgress, cancel)?;
         Ok(GcGate::Exclusive { lease, refresh })
@@ -150,14 +398,54 @@ impl OpenedStore<Store> {
 /// Takes a lease of `kind` whose body is this process's holder note
 /// sealed under the store's key.
 fn take(
-    client: &Arc<S3Client>,
+    space: &Arc<dyn Backend>,
     kind: LeaseKind,
     keys: &StoreKeys,
 ) -> Result<HeldLease, LocationError> {
-    let note = blob::seal(keys, blob::LEASE_AAD, &cryptstream_s3::lease::holder_note())?;
-    Ok(HeldLease(Some(Lease::take(
-        Arc::clone(client),
-        kind,
-        note,
-    )?)))
+    let note = blob::seal(keys, blob::LEASE_AAD, &holder_note())?;
+    Ok(HeldLease(Lease::take(Arc::clone(space), kind, note)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_name_says_its_kind_and_time_and_nothing_else() {
+        assert_eq!(
+            parse("leases/put-0001700000000-00ff"),
+            Some((LeaseKind::Put, 1_700_000_000))
+        );
+        assert_eq!(parse("leases/gc-12-ab"), Some((LeaseKind::Gc, 12)));
+        for other in [
+            "leases/put-12",
+            "leases/x-12-ab",
+            "packs/put-12-ab",
+            "leases/gc-x-ab",
+        ] {
+            assert_eq!(parse(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn leases_in_a_directory_are_found_by_kind_and_age() {
+        let tmp = tempfile::tempdir().unwrap();
+        let space: Arc<dyn Backend> =
+            Arc::new(cryptstream_store::LocalDir::open(tmp.path()).unwrap());
+        let put = Lease::take(Arc::clone(&space), LeaseKind::Put, b"note".to_vec()).unwrap();
+        let old = format!(
+            "{LEASE_PREFIX}gc-{:013}-00",
+            now_millis() - 2 * STALE_AFTER.as_millis() as u64
+        );
+        space.put_if_absent(&old, b"").unwrap();
+        let (puts, stale) = live_leases(&*space, LeaseKind::Put).unwrap();
+        assert_eq!(puts.len(), 1);
+        assert_eq!(puts[0].name, put.name());
+        assert_eq!(stale, vec![old]);
+        let (gcs, _) = live_leases(&*space, LeaseKind::Gc).unwrap();
+        assert!(gcs.is_empty(), "a stale gc lease is not live");
+        let name = put.name();
+        drop(put);
+        assert!(!space.exists(&name).unwrap(), "a dropped lease is deleted");
+    }
 }

@@ -4,19 +4,22 @@
 //! `s3://BUCKET/PREFIX` on S3-compatible object storage. [`StoreLocation::open`]
 //! turns it, with explicit [`OpenOptions`] (requests in flight, where
 //! registry caches live), into an [`OpenedStore`]: the store behind its
-//! [`Backend`](cryptstream_store::Backend) (`LocalDir` or `S3Backend`), its
-//! registry, and for S3 the client that takes leases. Its key is still
-//! wrapped; [`OpenedStore::unlock`] opens it with a keyring. The unlocked
-//! store then offers what differs between locations:
+//! [`Backend`] (`LocalDir` or `S3Backend`), the
+//! place of its registry, and the storage its leases are written to. Its
+//! key is still wrapped; [`OpenedStore::unlock`] opens it with a keyring.
+//! Both kinds of location then work the same way:
 //!
-//! - [`OpenedStore::fill_registry`]: an S3 store's registry is a local
-//!   cache (see [`cache`]); a new cache is filled from the bucket by a
-//!   reindex the first time the store is opened, so the bucket alone is
-//!   enough.
-//! - [`OpenedStore::put_lease`] and [`OpenedStore::gc_gate`]: clients of one
-//!   bucket share no registry, so a gc of one must never overlap a put of
-//!   another (`cryptstream_s3::lease`). A local store needs neither: gc's
-//!   own epochs in the shared registry keep it safe.
+//! - the registry is a cache in a private directory of this user (see
+//!   [`cache`]), never in the store: nothing in a store directory or a
+//!   bucket names a file. A new cache is filled from the store's objects
+//!   by a reindex the first time the store is opened
+//!   ([`OpenedStore::fill_registry`]), so the store alone is enough; a
+//!   local store's registry from before (`STORE/registry.sqlite`) is moved
+//!   into the cache on open.
+//! - [`OpenedStore::put_lease`] and [`OpenedStore::gc_gate`]: writers of
+//!   one store (two users of a directory, two machines, two clients of a
+//!   bucket) share no registry, so a gc of one must never overlap a put of
+//!   another (module `lease`).
 //!
 //! Nothing here is process-global: every client, cache and lease belongs
 //! to the [`OpenedStore`] that made it, so one process may open several
@@ -26,9 +29,8 @@
 //! only implements the store's `Backend`; this crate sits above both. A
 //! third kind of location, a remote store served by `cryptstream serve
 //! --store` (`cst://HOST:PORT/NAME`), is one more arm of
-//! [`StoreLocation`] (parsed in [`StoreLocation::parse`]) and of the
-//! private `Site` enum (its connection, and its lease gate if the server
-//! does not arbitrate gc itself), with the store crate unchanged.
+//! [`StoreLocation`] (parsed in [`StoreLocation::parse`]) and of
+//! [`StoreLocation::open`], with the store crate unchanged.
 
 #![deny(missing_docs)]
 
@@ -43,13 +45,12 @@ use cryptstream_format::{FormatError, Header, Keyring, MasterKey};
 use cryptstream_pool::Cancel;
 use cryptstream_s3::{Options, S3Backend, S3Client, S3Error, S3Location};
 use cryptstream_store::maintain::ReindexReport;
-use cryptstream_store::{LockedStore, Settings, Store, StoreError};
+use cryptstream_store::{Backend, LocalDir, LockedStore, Registry, Settings, Store, StoreError};
 
-pub use cryptstream_s3::lease::LiveLease;
 pub use cryptstream_s3::WriteMode;
-pub use lease::{GcGate, HeldLease, RunningPut, GC_WAIT};
+pub use lease::{GcGate, HeldLease, LeaseKind, LiveLease, RunningPut, GC_WAIT, LEASE_PREFIX};
 
-use cache::S3Cache;
+use cache::RegistryCache;
 
 /// Requests in flight at once on an S3 store unless told otherwise.
 pub const DEFAULT_CONNECTIONS: usize = 8;
@@ -64,10 +65,10 @@ pub enum LocationError {
     /// The object storage failed, or the `s3://` address is not usable.
     #[error("{0}")]
     S3(#[from] S3Error),
-    /// An S3 store needs a cache directory and none is known.
+    /// A store needs a cache directory for its registry and none is known.
     #[error("no cache directory: set CRYPTSTREAM_CACHE_DIR, XDG_CACHE_HOME or HOME")]
     NoCacheDir,
-    /// A file or directory of an S3 store's cache.
+    /// A file or directory of a store's registry cache.
     #[error("{}: {what}: {source}", path.display())]
     Cache {
         /// The file or directory.
@@ -80,9 +81,9 @@ pub enum LocationError {
     /// A lease's holder note could not be sealed under the store's key.
     #[error("lease holder note: {0}")]
     Seal(#[from] FormatError),
-    /// A put waited [`GC_WAIT`] for another client's gc and gave up.
+    /// A put waited [`GC_WAIT`] for another writer's gc and gave up.
     #[error(
-        "{location}: a gc by another client has held {lease} for over {minutes} minutes; \
+        "{location}: a gc has held {lease} for over {minutes} minutes; \
          put not started"
     )]
     GcHeld {
@@ -98,7 +99,7 @@ pub enum LocationError {
 /// A parsed `--store`: where a store lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreLocation {
-    /// A directory on this machine; the registry lives in it.
+    /// A directory on this machine; the registry is a cache of this user.
     Local(PathBuf),
     /// `s3://BUCKET/PREFIX`; the registry is a cache on this machine.
     S3(S3Location),
@@ -128,9 +129,10 @@ impl StoreLocation {
         }
     }
 
-    /// Creates a store here with a new master key wrapped under `key`.
-    /// On S3 this probes which writes the server honours afresh (the
-    /// server may have changed) and records the answer in the cache.
+    /// Creates a store here with a new master key wrapped under `key`,
+    /// and its (empty, so filled) registry cache. On S3 this probes which
+    /// writes the server honours afresh (the server may have changed) and
+    /// records the answer in the cache.
     ///
     /// # Errors
     /// A store already here, an unusable cache, the server.
@@ -140,20 +142,26 @@ impl StoreLocation {
         key: &MasterKey,
         settings: &Settings,
     ) -> Result<Created, LocationError> {
+        let root = options.cache_root()?;
         match self {
             StoreLocation::Local(dir) => {
-                Store::init_local(dir, key, settings)?;
+                let id = Store::init_local(dir, key, settings)?;
+                let cache = RegistryCache::for_store(root, &id)?;
+                cache.remove_registry();
+                Registry::open(&cache.registry())?;
+                cache.mark_filled()?;
                 Ok(Created { write_mode: None })
             }
             StoreLocation::S3(location) => {
-                let cache = S3Cache::create(options.cache_root()?, location)?;
+                let cache = RegistryCache::for_s3(root, location)?;
                 let client = client(location, options)?;
                 cache.forget_write_mode();
                 let mode = cache.write_mode(&client)?;
                 let backend = S3Backend::new(client, mode);
+                Store::init(&backend, key, settings)?;
                 // A registry left by an earlier store at this location.
                 cache.remove_registry();
-                Store::init(&backend, &cache.registry(), key, settings)?;
+                Registry::open(&cache.registry())?;
                 cache.mark_filled()?;
                 Ok(Created {
                     write_mode: Some(mode),
@@ -163,35 +171,43 @@ impl StoreLocation {
     }
 
     /// Opens the store here (its key still wrapped). Lists nothing: a new
-    /// S3 cache is filled later, by [`OpenedStore::fill_registry`].
+    /// cache is filled later, by [`OpenedStore::fill_registry`]. A local
+    /// store's registry still in the store directory is moved into the
+    /// cache here.
     ///
     /// # Errors
     /// No store here, a damaged config, an unusable cache, the server.
     pub fn open(&self, options: &OpenOptions) -> Result<OpenedStore<LockedStore>, LocationError> {
-        let (store, site) = match self {
-            StoreLocation::Local(dir) => (Store::open_local(dir)?, Site::Local),
+        let root = options.cache_root()?;
+        let (store, cache, leases): (_, _, Arc<dyn Backend>) = match self {
+            StoreLocation::Local(dir) => {
+                let store = Store::open_local(dir)?;
+                let cache = RegistryCache::for_store(root, store.id())?;
+                cache.adopt_registry_in(dir)?;
+                (
+                    store,
+                    cache,
+                    Arc::new(LocalDir::open(dir).map_err(StoreError::from)?),
+                )
+            }
             StoreLocation::S3(location) => {
-                let cache = S3Cache::create(options.cache_root()?, location)?;
+                let cache = RegistryCache::for_s3(root, location)?;
                 let client = client(location, options)?;
                 let mode = cache.write_mode(&client)?;
                 let backend = S3Backend::new(client, mode);
-                let client = backend.shared_client();
-                let store = Store::open(Box::new(backend), &cache.registry())?;
-                let fill = !cache.is_filled();
-                (
-                    store,
-                    Site::S3 {
-                        client,
-                        cache,
-                        fill,
-                    },
-                )
+                let leases = Arc::new(S3Backend::sharing(backend.shared_client(), mode));
+                (Store::open(Box::new(backend))?, cache, leases)
             }
         };
+        let fill = !cache.is_filled();
         Ok(OpenedStore {
             location: self.clone(),
             store,
-            site,
+            site: Site {
+                leases,
+                cache,
+                fill,
+            },
         })
     }
 }
@@ -210,10 +226,10 @@ impl fmt::Display for StoreLocation {
 pub struct OpenOptions {
     /// Requests in flight at once on an S3 store (at least 1).
     pub connections: usize,
-    /// The directory under which S3 stores keep their registry caches
-    /// (`s3/BUCKET/HASH/` below it, see [`cache`]); `None`: none is
-    /// known, and an S3 store cannot be opened. [`cache::default_root`]
-    /// gives the usual one.
+    /// The directory under which stores keep their registry caches
+    /// (`stores/ID/` and `s3/BUCKET/HASH/` below it, see [`cache`]);
+    /// `None`: none is known, and no store can be opened.
+    /// [`cache::default_root`] gives the usual one.
     pub cache_dir: Option<PathBuf>,
 }
 
@@ -230,19 +246,15 @@ pub struct Created {
     pub write_mode: Option<WriteMode>,
 }
 
-/// What differs between locations once a store is open.
-enum Site {
-    /// A directory: nothing more.
-    Local,
-    /// A bucket: the client (for leases) and the registry cache.
-    S3 {
-        /// The client the backend uses, shared with leases.
-        client: Arc<S3Client>,
-        /// The registry cache.
-        cache: S3Cache,
-        /// The cache is new and must be filled from the bucket.
-        fill: bool,
-    },
+/// Where an open store keeps what is not in its objects.
+struct Site {
+    /// The storage leases are written to: the store's own (a second
+    /// handle, since a lease's renewal thread outlives any borrow).
+    leases: Arc<dyn Backend>,
+    /// The registry cache.
+    cache: RegistryCache,
+    /// The cache is new and must be filled from the store's objects.
+    fill: bool,
 }
 
 /// A store opened at its location: the store (`LockedStore` until
@@ -276,7 +288,7 @@ impl OpenedStore<LockedStore> {
     /// A wrong key, a damaged config, the registry.
     pub fn unlock(self, keyring: &Keyring) -> Result<OpenedStore<Store>, LocationError> {
         Ok(OpenedStore {
-            store: self.store.unlock(keyring)?,
+            store: self.store.unlock(keyring, &self.site.cache.registry())?,
             location: self.location,
             site: self.site,
         })
@@ -294,8 +306,8 @@ impl OpenedStore<Store> {
         &mut self.store
     }
 
-    /// Fills a new registry cache of an S3 store from the bucket (a
-    /// reindex); `None` when there is nothing to fill. The cache counts
+    /// Fills a new registry cache from the store's objects (a reindex);
+    /// `None` when there is nothing to fill. The cache counts
     /// as filled only when every object could be read: with `problems`
     /// in the report it is filled again next time, and the caller must
     /// not use this registry (a gc would reclaim the data of the files
@@ -307,16 +319,13 @@ impl OpenedStore<Store> {
         &mut self,
         cancel: &Cancel,
     ) -> Result<Option<ReindexReport>, LocationError> {
-        let Site::S3 { cache, fill, .. } = &mut self.site else {
-            return Ok(None);
-        };
-        if !*fill {
+        if !self.site.fill {
             return Ok(None);
         }
         let report = self.store.reindex(&cryptstream_store::NoProgress, cancel)?;
         if report.problems.is_empty() {
-            cache.mark_filled()?;
-            *fill = false;
+            self.site.cache.mark_filled()?;
+            self.site.fill = false;
         }
         Ok(Some(report))
     }
@@ -394,13 +403,15 @@ mod tests {
     }
 
     #[test]
-    fn a_local_store_opens_unlocks_and_needs_no_lease_and_no_fill() {
+    fn a_local_store_keeps_its_registry_in_the_cache_and_takes_leases_in_the_store() {
+        use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::tempdir().unwrap();
         let options = OpenOptions {
             connections: 8,
-            cache_dir: None,
+            cache_dir: Some(tmp.path().join("cache")),
         };
-        let location = StoreLocation::Local(tmp.path().join("store"));
+        let dir = tmp.path().join("store");
+        let location = StoreLocation::Local(dir.clone());
         let created = location.init(&options, &key(), &Settings::DEFAULT).unwrap();
         assert_eq!(created.write_mode, None);
         let again = location.init(&options, &key(), &Settings::DEFAULT);
@@ -412,15 +423,51 @@ mod tests {
         opened.key_header().unwrap();
         let keyring = Keyring::new(vec![key()], None);
         let mut opened = opened.unlock(&keyring).unwrap();
+        // init made an empty registry, which holds all a new store holds.
         assert!(opened.fill_registry(&Cancel::new()).unwrap().is_none());
+        let registry = opened.store().registry().path().to_path_buf();
+        let id = Store::open_local(&dir).unwrap().id().to_owned();
+        let cache =
+            std::fs::canonicalize(cache::dir_for_store(&tmp.path().join("cache"), &id)).unwrap();
+        assert_eq!(registry, cache.join(cryptstream_store::REGISTRY_FILE));
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&cache), 0o700);
+        assert_eq!(mode(&registry), 0o600);
+        assert!(!dir.join(cryptstream_store::REGISTRY_FILE).exists());
+        // A put's lease is an object of the store; a gc sees it and skips.
         let mut waited = false;
         let lease = opened.put_lease(&mut |_| waited = true).unwrap();
-        assert!(!waited && !lease.is_held());
-        assert!(matches!(
-            opened.gc_gate(&Cancel::new()).unwrap(),
-            GcGate::Local
-        ));
+        assert!(!waited && lease.name().starts_with(LEASE_PREFIX));
+        assert!(dir.join(lease.name()).is_file());
+        let GcGate::Skip(running) = opened.gc_gate(&Cancel::new()).unwrap() else {
+            panic!("a gc went ahead while a put held its lease");
+        };
+        assert_eq!(running.0.name, lease.name());
+        drop(lease);
+        let GcGate::Exclusive { lease, refresh } = opened.gc_gate(&Cancel::new()).unwrap() else {
+            panic!("no put holds a lease, yet the gc did not get its own");
+        };
+        assert!(refresh.problems.is_empty());
+        assert!(dir.join(lease.name()).is_file());
+        drop(lease);
         assert_eq!(opened.store().totals().unwrap().files, 0);
+    }
+
+    #[test]
+    fn a_local_store_needs_a_cache_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let with = OpenOptions {
+            connections: 1,
+            cache_dir: Some(tmp.path().join("cache")),
+        };
+        let location = StoreLocation::Local(tmp.path().join("store"));
+        location.init(&with, &key(), &Settings::DEFAULT).unwrap();
+        let without = OpenOptions {
+            cache_dir: None,
+            ..with
+        };
+        let err = location.open(&without).err().expect("no cache: refused");
+        assert!(matches!(err, LocationError::NoCacheDir), "{err}");
     }
 
     #[test]
@@ -428,7 +475,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let options = OpenOptions {
             connections: 8,
-            cache_dir: None,
+            cache_dir: Some(tmp.path().join("cache")),
         };
         let dir = tmp.path().join("nothing");
         let err = StoreLocation::Local(dir.clone())

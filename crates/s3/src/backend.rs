@@ -63,6 +63,13 @@ impl S3Backend {
         }
     }
 
+    /// A second backend over the same `client` (its connections and
+    /// request counts), writing in `mode`: what a store's leases are
+    /// written through while the store holds the first.
+    pub fn sharing(client: Arc<S3Client>, mode: WriteMode) -> Self {
+        S3Backend { client, mode }
+    }
+
     /// Probes the server: a second create-only PUT of a fresh sentinel key
     /// must be refused for [`WriteMode::Conditional`].
     ///

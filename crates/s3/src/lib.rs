@@ -33,7 +33,6 @@ use object_store::{
 use tokio::sync::Semaphore;
 
 mod backend;
-pub mod lease;
 pub use backend::{S3Backend, WriteMode};
 
 /// Objects larger than this are uploaded in parts.

@@ -1,8 +1,8 @@
-//! The store's `config` object: format version, settings and the wrapped
-//! master key.
+//! The store's `config` object: format version, the store's id, settings
+//! and the wrapped master key.
 //!
 //! ```json
-//! {"format":"cryptstream-store","version":1,
+//! {"format":"cryptstream-store","version":1,"id":"<32 hex digits>",
 //!  "settings":{"chunker":{"min":262144,"avg":1048576,"max":4194304},
 //!              "zstd_level":1,"pack_target":33554432},
 //!  "key":"<hex of a cryptstream v2 container>"}
@@ -26,6 +26,8 @@ pub const CONFIG_OBJECT: &str = "config";
 const FORMAT_NAME: &str = "cryptstream-store";
 /// The store format version this build writes and reads.
 pub const STORE_VERSION: u32 = 1;
+/// The BLAKE3 context of the id of a config written before store ids.
+pub const LEGACY_ID_CONTEXT: &str = "cryptstream store v1 2026-12-02 legacy store id";
 /// Largest config object read (a config is under 1 KiB).
 pub const MAX_CONFIG_LEN: usize = 64 * 1024;
 
@@ -125,8 +127,22 @@ impl Settings {
 struct ConfigFile {
     format: String,
     version: u32,
+    /// The store's id: random, fixed at `init`, the name of its registry
+    /// cache. A config written before ids existed has none (see
+    /// [`LockedConfig::store_id`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
     settings: Settings,
     key: String,
+}
+
+/// Bytes of a store id (it is written as twice as many hex digits).
+pub const STORE_ID_LEN: usize = 16;
+
+/// Whether `text` is a store id as this build writes them: exactly
+/// 32 lowercase hex digits (so it is always a plain file name).
+fn is_store_id(text: &str) -> bool {
+    text.len() == 2 * STORE_ID_LEN && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// A new config: a random master key wrapped under `user_key`. Returns the
@@ -140,9 +156,12 @@ pub fn new_config(user_key: &MasterKey, settings: &Settings) -> Result<Vec<u8>, 
     cryptstream_format::fill_random(&mut plain[..])?;
     plain.extend_from_slice(&serde_json::to_vec(settings).expect("settings serialize"));
     let wrapped = keys::wrap(user_key, &plain)?;
+    let mut id = [0u8; STORE_ID_LEN];
+    cryptstream_format::fill_random(&mut id)?;
     let file = ConfigFile {
         format: FORMAT_NAME.into(),
         version: STORE_VERSION,
+        id: Some(hex::encode(id)),
         settings: *settings,
         key: hex::encode(wrapped),
     };
@@ -154,6 +173,7 @@ pub fn new_config(user_key: &MasterKey, settings: &Settings) -> Result<Vec<u8>, 
 /// A parsed config whose key is still wrapped.
 pub struct LockedConfig {
     wrapped: Vec<u8>,
+    id: String,
 }
 
 impl LockedConfig {
@@ -179,7 +199,33 @@ impl LockedConfig {
         }
         let wrapped = hex::decode(&file.key)
             .map_err(|_| StoreError::Config("the wrapped key is not hex".into()))?;
-        Ok(LockedConfig { wrapped })
+        let id = match file.id {
+            Some(id) if is_store_id(&id) => id,
+            Some(_) => {
+                return Err(StoreError::Config(format!(
+                    "the store id is not {} lowercase hex digits",
+                    2 * STORE_ID_LEN
+                )))
+            }
+            // A config from before store ids: the id is derived from the
+            // wrapped key, which stays the same as long as the key does.
+            None => {
+                let hash = blake3::Hasher::new_derive_key(LEGACY_ID_CONTEXT)
+                    .update(&wrapped)
+                    .finalize();
+                hex::encode(&hash.as_bytes()[..STORE_ID_LEN])
+            }
+        };
+        Ok(LockedConfig { wrapped, id })
+    }
+
+    /// The store's id (32 lowercase hex digits): the one `init` wrote, or
+    /// for a config written before ids existed, the first 16 bytes of
+    /// BLAKE3 (derive-key mode, [`LEGACY_ID_CONTEXT`]) of the wrapped key's
+    /// bytes, which change only when the key is changed. It names the
+    /// store's registry cache and says nothing about what the store holds.
+    pub fn store_id(&self) -> &str {
+        &self.id
     }
 
     /// The header of the wrapped key (its key source says whether a key
@@ -209,5 +255,45 @@ impl LockedConfig {
             .map_err(|e| StoreError::Config(format!("bad settings in the wrapped key: {e}")))?;
         settings.check()?;
         Ok((StoreKeys::derive(&master), settings))
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::*;
+
+    fn config_json(bytes: &[u8]) -> serde_json::Value {
+        serde_json::from_slice(bytes).unwrap()
+    }
+
+    #[test]
+    fn every_new_store_has_a_random_id_and_an_old_config_a_stable_derived_one() {
+        let key = MasterKey::from_key_bytes([3; 32]);
+        let a = new_config(&key, &Settings::DEFAULT).unwrap();
+        let b = new_config(&key, &Settings::DEFAULT).unwrap();
+        let (ida, idb) = (
+            LockedConfig::parse(&a).unwrap().store_id().to_owned(),
+            LockedConfig::parse(&b).unwrap().store_id().to_owned(),
+        );
+        assert_ne!(ida, idb);
+        assert!(is_store_id(&ida), "{ida}");
+        assert_eq!(config_json(&a)["id"], ida.as_str());
+        // Without an id (as before ids): derived from the wrapped key,
+        // the same at every parse, not the one it had.
+        let mut old = config_json(&a);
+        old.as_object_mut().unwrap().remove("id");
+        let old = serde_json::to_vec(&old).unwrap();
+        let derived = LockedConfig::parse(&old).unwrap().store_id().to_owned();
+        assert!(is_store_id(&derived) && derived != ida, "{derived}");
+        assert_eq!(LockedConfig::parse(&old).unwrap().store_id(), derived);
+        // An id that is not 32 lowercase hex digits is refused.
+        for bad in ["../x", "ABCDEF0123456789ABCDEF0123456789", "00", ""] {
+            let mut edited = config_json(&a);
+            edited["id"] = bad.into();
+            let err = LockedConfig::parse(&serde_json::to_vec(&edited).unwrap())
+                .err()
+                .expect("a bad id is refused");
+            assert!(err.to_string().contains("store id"), "{bad}: {err}");
+        }
     }
 }

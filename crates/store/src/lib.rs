@@ -68,9 +68,11 @@ pub use snapshot::{SnapshotEntry, SnapshotMeta};
 
 use cryptstream_format::{FormatError, Keyring, MasterKey};
 
-/// Name of the registry file in a local store directory.
+/// Name of the registry file in a registry cache directory (and, before
+/// registries left the store, in a local store directory).
 pub const REGISTRY_FILE: &str = "registry.sqlite";
-/// Mode of the directories a store creates for its registry.
+/// Mode of the directories a store creates (a new local store directory,
+/// the registry caches).
 pub const PRIVATE_DIR_MODE: u32 = 0o700;
 /// Default `--max-memory`: 256 MiB.
 pub const DEFAULT_MAX_MEMORY: u64 = 256 * 1024 * 1024;
@@ -133,7 +135,6 @@ pub enum StoreError {
 /// A store whose key is still wrapped.
 pub struct LockedStore {
     backend: Box<dyn Backend>,
-    registry_path: PathBuf,
     config: config::LockedConfig,
 }
 
@@ -146,13 +147,25 @@ impl LockedStore {
         self.config.key_header()
     }
 
-    /// Opens the store with `keyring`.
+    /// The store's id, which names its registry cache
+    /// ([`config::LockedConfig::store_id`]).
+    pub fn id(&self) -> &str {
+        self.config.store_id()
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
+    /// Opens the store with `keyring`, with its registry (a cache the
+    /// caller places, see `cryptstream-location`) at `registry`.
     ///
     /// # Errors
     /// Wrong key, damaged config, registry failures.
-    pub fn unlock(self, keyring: &Keyring) -> Result<Store, StoreError> {
+    pub fn unlock(self, keyring: &Keyring, registry: &Path) -> Result<Store, StoreError> {
         let (keys, settings) = self.config.unlock(keyring)?;
-        let registry = Registry::open(&self.registry_path)?;
+        let registry = Registry::open(registry)?;
         Ok(Store {
             backend: self.backend,
             registry,
@@ -173,7 +186,7 @@ pub struct Store {
 impl Store {
     /// Creates a store in directory `dir` (created if missing; it must not
     /// hold a store already), with a new random master key wrapped under
-    /// `user_key`.
+    /// `user_key`. Returns the new store's id.
     ///
     /// # Errors
     /// An existing store, bad settings, I/O failures.
@@ -181,8 +194,9 @@ impl Store {
         dir: &Path,
         user_key: &MasterKey,
         settings: &Settings,
-    ) -> Result<(), StoreError> {
-        // A new store directory is private (it holds the registry).
+    ) -> Result<String, StoreError> {
+        // A new store directory is private: the objects are sealed, but
+        // their number, sizes and times are nobody else's business.
         std::os::unix::fs::DirBuilderExt::mode(
             std::fs::DirBuilder::new().recursive(true),
             PRIVATE_DIR_MODE,
@@ -193,20 +207,22 @@ impl Store {
             source,
         })?;
         let backend = LocalDir::open(dir)?;
-        Store::init(&backend, &dir.join(REGISTRY_FILE), user_key, settings)
+        Store::init(&backend, user_key, settings)
     }
 
-    /// Creates a store on any backend, with its registry at `registry`.
+    /// Creates a store on any backend (its config object only: the
+    /// registry is a cache the caller places, created empty when the store
+    /// is first unlocked). Returns the new store's id.
     ///
     /// # Errors
     /// An existing store, bad settings, backend failures.
     pub fn init(
         backend: &dyn Backend,
-        registry: &Path,
         user_key: &MasterKey,
         settings: &Settings,
-    ) -> Result<(), StoreError> {
+    ) -> Result<String, StoreError> {
         let config = config::new_config(user_key, settings)?;
+        let id = config::LockedConfig::parse(&config)?.store_id().to_owned();
         match backend.put_if_absent(config::CONFIG_OBJECT, &config) {
             Ok(()) => {}
             Err(BackendError::AlreadyExists(_)) => {
@@ -217,8 +233,7 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         }
-        Registry::open(registry)?;
-        Ok(())
+        Ok(id)
     }
 
     /// Opens the local store in `dir` (not yet unlocked).
@@ -232,14 +247,15 @@ impl Store {
                 dir.display()
             ))
         })?;
-        Store::open(Box::new(backend), &dir.join(REGISTRY_FILE))
+        Store::open(Box::new(backend))
     }
 
-    /// Opens a store on any backend with its registry at `registry`.
+    /// Opens a store on any backend: reads its config (at most
+    /// [`config::MAX_CONFIG_LEN`] bytes, the size checked first).
     ///
     /// # Errors
     /// No config, a damaged config.
-    pub fn open(backend: Box<dyn Backend>, registry: &Path) -> Result<LockedStore, StoreError> {
+    pub fn open(backend: Box<dyn Backend>) -> Result<LockedStore, StoreError> {
         let bytes = match backend.get(config::CONFIG_OBJECT, config::MAX_CONFIG_LEN as u64) {
             Ok(bytes) => bytes,
             Err(BackendError::NotFound(_)) => {
@@ -266,7 +282,6 @@ impl Store {
         Ok(LockedStore {
             config: config::LockedConfig::parse(&bytes)?,
             backend,
-            registry_path: registry.to_path_buf(),
         })
     }
 

@@ -635,9 +635,11 @@ impl Store {
     }
 
     /// Rebuilds the registry from the data area alone (packs' indexes and
-    /// manifests). Run it when no other store command runs. When an object
-    /// cannot be read, the old registry is kept and the report names the
-    /// object.
+    /// manifests), aside, and puts it in place only when every object
+    /// could be read; what put knew of each file's source is carried over
+    /// from the old one. Run it when no other store command runs. When an
+    /// object cannot be read, the old registry is kept unchanged and the
+    /// report names the object.
     ///
     /// # Errors
     /// Backend or registry failures; unreadable objects are listed in the
@@ -755,6 +757,7 @@ impl Store {
             remove_db(&tmp);
             return Ok(report);
         }
+        fresh.keep_sources_of(&path);
         drop(fresh);
         self.registry = Registry::in_memory()?;
         remove_db(&path);

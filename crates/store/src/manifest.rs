@@ -431,3 +431,70 @@ impl<'a> ManifestReader<'a> {
         Ok((id, self.u32()?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LocalDir;
+
+    /// A manifest of one record whose fields are written by `fields`
+    /// as they come (so any length can be claimed), read back: the error.
+    fn read_crafted(fields: impl FnOnce(&mut ManifestWriter<'_>) -> io::Result<()>) -> String {
+        let tmp = tempfile::tempdir().unwrap();
+        let backend = LocalDir::open(tmp.path()).unwrap();
+        let keys = StoreKeys::derive(&[9; 32]);
+        let name = new_manifest_name().unwrap();
+        write_manifest(&backend, &keys, &name, 1, |w| {
+            fields(w).map_err(|e| backend_io("crafted", e))
+        })
+        .unwrap();
+        let size = backend.size(&name).unwrap().unwrap();
+        let mut reader = ManifestReader::open(&backend, &keys, &name, size).unwrap();
+        let err = reader
+            .next_record()
+            .expect_err("a crafted record is refused");
+        err.to_string()
+    }
+
+    /// uid, kind, mode, mtime, size, created, chunk count and mac of a
+    /// record of `size` bytes in `chunks` chunks.
+    fn head(w: &mut ManifestWriter<'_>, size: u64, chunks: u64) -> io::Result<()> {
+        w.put(&7u64.to_le_bytes())?;
+        w.put(&[Kind::File.id()])?;
+        w.put(&0o644u32.to_le_bytes())?;
+        w.put(&0i64.to_le_bytes())?;
+        w.put(&0u32.to_le_bytes())?;
+        w.put(&size.to_le_bytes())?;
+        w.put(&0i64.to_le_bytes())?;
+        w.put(&chunks.to_le_bytes())?;
+        w.put(&[0; 32])
+    }
+
+    #[test]
+    fn a_length_larger_than_a_name_can_be_is_refused_before_any_allocation() {
+        // 4 GiB claimed, nothing behind it: refused by the bound, not by
+        // an allocation of 4 GiB or by the end of the stream.
+        let err = read_crafted(|w| {
+            head(w, 1, 1)?;
+            w.put(&u32::MAX.to_le_bytes())
+        });
+        assert!(err.contains("name too long"), "{err}");
+        let err = read_crafted(|w| {
+            head(w, 1, 1)?;
+            w.put(&0u32.to_le_bytes())?;
+            w.put(&((MAX_NAME_LEN + 1) as u32).to_le_bytes())
+        });
+        assert!(err.contains("name too long"), "link: {err}");
+    }
+
+    #[test]
+    fn more_chunks_than_bytes_is_refused_before_any_chunk_is_read() {
+        let err = read_crafted(|w| {
+            head(w, 10, u64::MAX)?;
+            w.put(&1u32.to_le_bytes())?;
+            w.put(b"a")?;
+            w.put(&0u32.to_le_bytes())
+        });
+        assert!(err.contains("more chunks than bytes"), "{err}");
+    }
+}

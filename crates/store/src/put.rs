@@ -135,6 +135,10 @@ struct Consumer<'a> {
     lease: WriterLease,
     pack: Option<PackWriter>,
     open_ids: HashSet<[u8; 32]>,
+    /// Packs the registry named for a reused chunk, and whether each is
+    /// still in the store (checked once per put: no gc of another writer
+    /// runs while a put holds its lease).
+    packs_present: HashMap<String, bool>,
     current: Option<Current>,
     read_done: Vec<ReadDone>,
     failed: Option<StoreError>,
@@ -154,6 +158,26 @@ struct Consumer<'a> {
 }
 
 impl Consumer<'_> {
+    /// Whether chunk `id` is stored and may be reused: the registry says
+    /// so and its pack is still in the store. The registry is a cache; a
+    /// gc of another writer (another user, machine or client, with a
+    /// registry of its own) may have reclaimed the pack since, and a chunk
+    /// reused from it would be lost. Such a pack's chunks are forgotten.
+    fn reusable(&mut self, id: &[u8; 32]) -> Result<bool, StoreError> {
+        let Some(pack) = self.registry.usable_chunk_pack(id)? else {
+            return Ok(false);
+        };
+        if let Some(present) = self.packs_present.get(&pack) {
+            return Ok(*present);
+        }
+        let present = self.backend.exists(&pack)?;
+        if !present {
+            self.registry.forget_pack(&pack)?;
+        }
+        self.packs_present.insert(pack, present);
+        Ok(present)
+    }
+
     fn consume(&mut self, item: Item) {
         if self.failed.is_some() {
             return;
@@ -231,12 +255,11 @@ impl Consumer<'_> {
                 }
             }
             Item::Chunk(Ok(sealed)) => {
+                let known = self.open_ids.contains(&sealed.id) || self.reusable(&sealed.id)?;
                 let cur = self.current.as_mut().expect("a chunk follows its Begin");
                 cur.mac.add_chunk(&sealed.id, sealed.raw_len);
                 cur.bytes += u64::from(sealed.raw_len);
                 cur.file.refs.push((sealed.id, sealed.raw_len));
-                let known =
-                    self.open_ids.contains(&sealed.id) || self.registry.chunk_usable(&sealed.id)?;
                 if !known {
                     if self.pack.is_none() {
                         self.pack = Some(PackWriter::create(self.backend)?);
@@ -678,6 +701,7 @@ impl Store {
             lease,
             pack: None,
             open_ids: HashSet::new(),
+            packs_present: HashMap::new(),
             current: None,
             read_done: Vec::new(),
             failed: None,

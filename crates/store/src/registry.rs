@@ -248,8 +248,13 @@ const FILE_COLUMNS: &str = file_columns!();
 /// `per_entry_statements_search_through_indexes` reads the query plan of
 /// every one listed in [`PER_ENTRY`].
 mod per_entry {
-    /// Whether a chunk may be reused (put, per chunk).
-    pub const CHUNK_USABLE: &str = "SELECT 1 FROM chunks WHERE id = ?1 AND garbage_epoch IS NULL";
+    /// The pack of a chunk that may be reused (put, per chunk).
+    pub const CHUNK_USABLE: &str = "SELECT p.name FROM chunks c JOIN packs p ON p.id = c.pack
+         WHERE c.id = ?1 AND c.garbage_epoch IS NULL";
+    /// The chunks of a pack that is gone from the store no longer count
+    /// as stored (put, per missing pack).
+    pub const FORGET_PACK: &str = "UPDATE chunks SET garbage_epoch = 0
+         WHERE pack = (SELECT id FROM packs WHERE name = ?1) AND garbage_epoch IS NULL";
     /// The unchanged-file check (put, per entry).
     pub const UNCHANGED: &str = concat!(
         "SELECT ",
@@ -404,6 +409,7 @@ use per_entry::*;
 #[cfg(test)]
 const PER_ENTRY: &[&str] = &[
     CHUNK_USABLE,
+    FORGET_PACK,
     UNCHANGED,
     CLAIM,
     HAS_PUT_REF,
@@ -482,6 +488,67 @@ impl Registry {
         let flags = rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW;
         let conn = Connection::open_with_flags(path, flags).map_err(|e| reg(path, e))?;
         Registry::prepare(conn, path)
+    }
+
+    /// Copies the registry at `from` (checked and opened as
+    /// [`Registry::open`] does) into a new file `to`, in one consistent
+    /// read (SQLite's `VACUUM INTO`), and makes `to` private (0600).
+    /// `to` must not exist, and is not a registry until the caller puts
+    /// it in place.
+    ///
+    /// # Errors
+    /// [`StoreError::Refused`] for a link where the registry belongs or a
+    /// `to` that is not UTF-8; [`StoreError::Registry`] for one SQLite
+    /// cannot read or copy.
+    pub fn copy_into(from: &Path, to: &Path) -> Result<(), StoreError> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let source = Registry::open(from)?;
+        let target = to.to_str().ok_or_else(|| StoreError::Refused {
+            path: to.to_path_buf(),
+            why: "not UTF-8; SQLite cannot copy a registry there".into(),
+        })?;
+        source
+            .conn
+            .execute("VACUUM INTO ?1", [target])
+            .map_err(|e| reg(from, e))?;
+        let copied = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(to)
+            .and_then(|f| {
+                f.set_permissions(std::fs::Permissions::from_mode(REGISTRY_MODE))?;
+                f.sync_all()
+            });
+        copied.map_err(|source| StoreError::Io {
+            path: to.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Copies, from the registry at `old`, what put knew of the sources of
+    /// the complete files that are also in this one (same uid), so that
+    /// put's unchanged-file check survives a rebuild from the objects
+    /// (which hold no source paths). Best effort: a registry at `old`
+    /// that cannot be read gives nothing.
+    pub(crate) fn keep_sources_of(&mut self, old: &Path) {
+        let Some(old) = old.to_str().filter(|p| *p != ":memory:") else {
+            return;
+        };
+        if self
+            .conn
+            .execute("ATTACH DATABASE ?1 AS old", [old])
+            .is_err()
+        {
+            return;
+        }
+        let _ = self.conn.execute_batch(
+            "UPDATE main.files SET source = o.source, src_dev = o.src_dev, src_ino = o.src_ino,
+               src_size = o.src_size, src_mtime_s = o.src_mtime_s, src_mtime_ns = o.src_mtime_ns,
+               src_ctime_s = o.src_ctime_s, src_ctime_ns = o.src_ctime_ns
+             FROM old.files AS o
+             WHERE o.uid = main.files.uid AND o.status = 'complete' AND o.source IS NOT NULL",
+        );
+        let _ = self.conn.execute("DETACH DATABASE old", []);
     }
 
     /// A registry in memory, for the moment a file registry is replaced.
@@ -713,16 +780,32 @@ impl Registry {
         Ok(())
     }
 
-    /// Whether chunk `id` is stored and may be reused (not marked garbage).
+    /// The pack of chunk `id` when the registry says it is stored and may
+    /// be reused (not marked garbage); the caller checks that the pack is
+    /// still in the store (this registry may be a stale cache).
     ///
     /// # Errors
     /// Registry failures.
-    pub fn chunk_usable(&self, id: &[u8; 32]) -> Result<bool, StoreError> {
+    pub fn usable_chunk_pack(&self, id: &[u8; 32]) -> Result<Option<String>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(CHUNK_USABLE)
             .map_err(|e| self.err(e))?;
-        stmt.exists([&id[..]]).map_err(|e| self.err(e))
+        stmt.query_row([&id[..]], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Marks every chunk of pack `name`, which is gone from the store (a
+    /// gc of another writer removed it), as not stored: no put reuses
+    /// them, and a put that stores one again moves its row to the new
+    /// pack.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn forget_pack(&mut self, name: &str) -> Result<(), StoreError> {
+        self.write(|tx| tx.prepare_cached(FORGET_PACK)?.execute([name]))?;
+        Ok(())
     }
 
     /// The uid of a complete entry named `name` stored from exactly this

@@ -49,11 +49,17 @@ pub const TAG_LEN: usize = cryptstream_format::TAG_LEN;
 // Running the binary
 // ---------------------------------------------------------------------------
 
+/// Where a store command run by a test keeps its registry cache unless
+/// the test names one: never the real home's cache.
+pub const TEST_CACHE_HOME: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/xdg-cache");
+
 /// A bare `cryptstream` command: no passphrase in the environment, no logs,
-/// stdin closed.
+/// stdin closed, registry caches under [`TEST_CACHE_HOME`].
 pub fn cryptstream() -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_remove(PASSPHRASE_ENV)
+        .env_remove("CRYPTSTREAM_CACHE_DIR")
+        .env("XDG_CACHE_HOME", TEST_CACHE_HOME)
         .env_remove("RUST_LOG")
         .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::null());

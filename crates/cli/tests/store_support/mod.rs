@@ -60,8 +60,8 @@ macro_rules! on_every_backend {
     };
 }
 
-/// A workspace with a store at `store/` or in a bucket; an S3 store's
-/// registry cache is `cache/` in the workspace.
+/// A workspace with a store at `store/` or in a bucket; the registry
+/// cache is `cache/` in the workspace.
 pub struct StoreWs {
     pub ws: Workspace,
     pub kind: Kind,
@@ -109,19 +109,19 @@ impl StoreWs {
         }
     }
 
-    /// The registry cache of an S3 store (`CRYPTSTREAM_CACHE_DIR`).
+    /// The registry cache root (`CRYPTSTREAM_CACHE_DIR`).
     pub fn cache(&self) -> PathBuf {
         self.ws.path("cache")
     }
 
-    /// Points `cmd` at this store's server and cache (S3 only).
+    /// Points `cmd` at this store's cache and, on S3, its server.
     pub fn env(&self, cmd: &mut Command) {
         if self.kind == Kind::S3 {
             for (key, value) in seaweed::server().env() {
                 cmd.env(key, value);
             }
-            cmd.env("CRYPTSTREAM_CACHE_DIR", self.cache());
         }
+        cmd.env("CRYPTSTREAM_CACHE_DIR", self.cache());
     }
 
     /// `cryptstream store --store LOCATION -k KEY -q SUB`.
@@ -198,23 +198,10 @@ impl StoreWs {
         }
     }
 
-    /// Removes the registry, as if it had been lost (local) or as a second
-    /// machine with a fresh cache would see it (S3).
+    /// Removes the registry cache, as if it had been lost, or as another
+    /// user or machine with a fresh cache would see the store.
     pub fn drop_registry(&self) {
-        match self.kind {
-            Kind::Local => {
-                for f in [
-                    "registry.sqlite",
-                    "registry.sqlite-wal",
-                    "registry.sqlite-shm",
-                ] {
-                    let _ = fs::remove_file(self.dir().join(f));
-                }
-            }
-            Kind::S3 => {
-                let _ = fs::remove_dir_all(self.cache());
-            }
-        }
+        let _ = fs::remove_dir_all(self.cache());
     }
 
     /// Runs `sub args...` and returns the outcome.
@@ -426,19 +413,14 @@ impl PutRun {
 }
 
 impl StoreWs {
-    /// The registry file (local: in the store; S3: in the cache).
+    /// The registry file, in the cache (`stores/ID/` or `s3/BUCKET/HASH/`).
     pub fn registry_path(&self) -> PathBuf {
-        match self.kind {
-            Kind::Local => self.dir().join("registry.sqlite"),
-            Kind::S3 => {
-                let mut files = Vec::new();
-                walk_files(&self.cache(), &mut files);
-                files
-                    .into_iter()
-                    .find(|f| f.file_name().is_some_and(|n| n == "registry.sqlite"))
-                    .expect("the S3 store's cache holds a registry")
-            }
-        }
+        let mut files = Vec::new();
+        walk_files(&self.cache(), &mut files);
+        files
+            .into_iter()
+            .find(|f| f.file_name().is_some_and(|n| n == "registry.sqlite"))
+            .expect("the store's cache holds a registry")
     }
 
     /// The real SQLite registry, opened beside the binary's own use of it.
