@@ -142,11 +142,19 @@ pub trait Incoming: Send + Sync {
     fn size(&self) -> u64;
     /// The ranges already held.
     fn held(&self) -> RangeSet;
-    /// Writes `bytes` at `offset`.
+    /// Writes `parts`, one after the other, from `offset` on (one
+    /// vectored write for a run of contiguous `Data` frames).
     ///
     /// # Errors
     /// `OutOfRange` past the announced size, `Storage` on a write error.
-    fn write_at(&self, offset: u64, bytes: &[u8]) -> Result<(), ReceiveError>;
+    fn write_parts_at(&self, offset: u64, parts: &[&[u8]]) -> Result<(), ReceiveError>;
+    /// Writes `bytes` at `offset`.
+    ///
+    /// # Errors
+    /// As [`Incoming::write_parts_at`].
+    fn write_at(&self, offset: u64, bytes: &[u8]) -> Result<(), ReceiveError> {
+        self.write_parts_at(offset, &[bytes])
+    }
     /// Bytes held so far.
     fn held_bytes(&self) -> u64;
     /// Verifies `hash` over the whole file and makes it final.
@@ -542,18 +550,15 @@ impl Incoming for PartialFile {
             .total()
     }
 
-    fn write_at(&self, offset: u64, bytes: &[u8]) -> Result<(), ReceiveError> {
+    fn write_parts_at(&self, offset: u64, parts: &[&[u8]]) -> Result<(), ReceiveError> {
+        let len: u64 = parts.iter().map(|part| part.len() as u64).sum();
         let end = offset
-            .checked_add(bytes.len() as u64)
+            .checked_add(len)
             .filter(|&end| end <= self.meta.size)
             .ok_or_else(|| {
                 self.error(
                     ErrorCode::OutOfRange,
-                    format!(
-                        "bytes {offset}..+{} past its size of {}",
-                        bytes.len(),
-                        self.meta.size
-                    ),
+                    format!("bytes {offset}..+{len} past its size of {}", self.meta.size),
                 )
             })?;
         let _writing = self.writing.read().expect("the lock is never poisoned");
@@ -572,17 +577,20 @@ impl Incoming for PartialFile {
                 ));
             }
         }
-        self.file
-            .write_all_at(bytes, offset)
+        pwritev_all(&self.file, parts, offset)
             .map_err(|e| self.error(ErrorCode::Storage, format!("cannot write: {e}")))?;
-        self.hash.feed(offset, bytes);
+        let mut at = offset;
+        for part in parts {
+            self.hash.feed(at, part);
+            at += part.len() as u64;
+        }
         let save = {
             let mut state = self.state.lock().expect("the lock is never poisoned");
             if state.committed || state.discarded {
                 return Ok(());
             }
             state.ranges.insert(offset, end);
-            state.unsaved += bytes.len() as u64;
+            state.unsaved += len;
             state.unsaved >= checkpoint_bytes()
         };
         if save {
@@ -826,6 +834,31 @@ pub fn partial_paths(name: &RelName, meta: &FileMeta) -> (PathBuf, PathBuf) {
         parent.join(format!("{PARTIAL_PREFIX}{key}")),
         parent.join(format!("{PARTIAL_PREFIX}{key}.ranges")),
     )
+}
+
+/// Linux takes at most this many slices per vectored call.
+const IOV_MAX: usize = 1024;
+
+/// `pwritev` of `parts` at `offset` until every byte is written (again
+/// after a short write or EINTR).
+fn pwritev_all(file: &File, parts: &[&[u8]], offset: u64) -> io::Result<()> {
+    let mut slices: Vec<io::IoSlice<'_>> =
+        parts.iter().map(|part| io::IoSlice::new(part)).collect();
+    let mut rest = &mut slices[..];
+    let mut at = offset;
+    while !rest.is_empty() {
+        let count = rest.len().min(IOV_MAX);
+        match rustix::io::pwritev(file.as_fd(), &rest[..count], at) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                at += n as u64;
+                io::IoSlice::advance_slices(&mut rest, n);
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

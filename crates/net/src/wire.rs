@@ -1,7 +1,7 @@
 //! Frames over an async byte stream (the TLS session): bounded reads with
 //! a deadline, and writes.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -70,9 +70,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 /// waiting. The caller may write a frame that got a permit in the
 /// background while it reads the next one; a frame without one it writes
 /// before reading on. So each session holds at most one frame of its own
-/// (the one it reads) plus, while the shared budget has room, one being
-/// written: a header without its payload reserves nothing, and no session
-/// ever waits for room that others hold.
+/// (the one it reads) plus, while the shared budget has room, the ones
+/// being written: a header without its payload reserves nothing, and no
+/// session ever waits for room that others hold. A `Data` payload is read
+/// into a buffer from `pool` (give it back once written).
 ///
 /// # Errors
 /// As [`read_frame`].
@@ -80,8 +81,19 @@ pub async fn read_frame_budgeted<R: AsyncRead + Unpin>(
     reader: &mut R,
     deadline: Duration,
     budget: &Arc<Semaphore>,
+    pool: &PayloadPool,
 ) -> Result<(RawFrame, Option<OwnedSemaphorePermit>), WireError> {
-    let frame = read_frame(reader, deadline).await?;
+    let frame = tokio::time::timeout(deadline, async {
+        let header = read_header(reader).await?;
+        let buffer = if header.kind == FrameType::Data {
+            pool.take()
+        } else {
+            Vec::new()
+        };
+        read_payload(reader, header, buffer).await
+    })
+    .await
+    .map_err(|_| WireError::Timeout(deadline))??;
     let permit = if frame.kind == FrameType::Data {
         let kib = u32::try_from(frame.payload.len().div_ceil(1024).max(1))
             .expect("a data frame is at most 268 KiB");
@@ -92,9 +104,47 @@ pub async fn read_frame_budgeted<R: AsyncRead + Unpin>(
     Ok((frame, permit))
 }
 
+/// `Data` payload buffers that were written and can be read into again,
+/// at most [`PayloadPool::new`]'s count of them. A buffer that goes back
+/// to the allocator is returned to the kernel and faulted in afresh (a
+/// quarter of a MiB of page faults and zeroing per frame); one that stays
+/// here does not.
+pub struct PayloadPool {
+    free: Mutex<Vec<Vec<u8>>>,
+    most: usize,
+}
+
+impl PayloadPool {
+    /// A pool that keeps at most `most` buffers.
+    pub fn new(most: usize) -> PayloadPool {
+        PayloadPool {
+            free: Mutex::new(Vec::new()),
+            most,
+        }
+    }
+
+    /// A buffer to read into: an empty one from the pool, or a new one.
+    pub fn take(&self) -> Vec<u8> {
+        self.free
+            .lock()
+            .expect("the lock is never poisoned")
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// Gives `buffer` back (dropped when the pool is full).
+    pub fn give(&self, mut buffer: Vec<u8>) {
+        buffer.clear();
+        let mut free = self.free.lock().expect("the lock is never poisoned");
+        if free.len() < self.most {
+            free.push(buffer);
+        }
+    }
+}
+
 async fn read_frame_now<R: AsyncRead + Unpin>(reader: &mut R) -> Result<RawFrame, WireError> {
     let header = read_header(reader).await?;
-    read_payload(reader, header).await
+    read_payload(reader, header, Vec::new()).await
 }
 
 async fn read_header<R: AsyncRead + Unpin>(reader: &mut R) -> Result<FrameHeader, WireError> {
@@ -110,13 +160,16 @@ async fn read_header<R: AsyncRead + Unpin>(reader: &mut R) -> Result<FrameHeader
     Ok(FrameHeader::parse(head)?)
 }
 
+/// Reads the payload into `payload` (empty; its capacity is reused).
 async fn read_payload<R: AsyncRead + Unpin>(
     reader: &mut R,
     header: FrameHeader,
+    mut payload: Vec<u8>,
 ) -> Result<RawFrame, WireError> {
     // Read into the spare capacity: a payload is never zeroed first.
     let length = header.length as usize;
-    let mut payload = Vec::with_capacity(length);
+    payload.clear();
+    payload.reserve_exact(length);
     while payload.len() < length {
         let left = length - payload.len();
         let mut rest = (&mut payload).limit(left);
