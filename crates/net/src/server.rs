@@ -41,7 +41,7 @@ use crate::frame::{hello_version, ErrorCode, Frame, FrameType, MAX_HELD_RANGES, 
 use crate::name::RelName;
 use crate::receive::{Destination, Incoming, ReceiveError};
 use crate::tls::Identity;
-use crate::wire::{read_frame, read_frame_budgeted, write_frame, PayloadPool, RawFrame, WireError};
+use crate::wire::{read_frame, write_frame, FrameReader, PayloadPool, RawFrame, WireError};
 use crate::NetError;
 
 /// Most files one session may hold open at once.
@@ -52,7 +52,7 @@ pub const DEFAULT_MAX_OPEN_FILES: usize = 512;
 /// How long an error frame may take to leave before the session is dropped.
 const ERROR_SEND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes of `Data` payloads being written in the background, all sessions
-/// together, while their sessions read on (see `wire::read_frame_budgeted`):
+/// together, while their sessions read on (see `wire::FrameReader::next`):
 /// beyond it, each session writes its frame before reading the next, so
 /// memory stays at one frame per session plus this.
 pub const MAX_BUFFERED_BYTES: u32 = 16 * 1024 * 1024;
@@ -496,6 +496,11 @@ type PendingWrite = JoinHandle<Result<(), ReceiveError>>;
 /// woken, a task woken back) per MiB rather than per frame.
 const BATCH_BYTES: u64 = 1024 * 1024;
 
+/// How long a session waits for the next frame before it writes the
+/// frames it collected: a sender that pauses or stalls does not keep its
+/// bytes (and their room in the budget) unwritten.
+const BATCH_WAIT: Duration = Duration::from_millis(5);
+
 /// Contiguous `Data` frames of one file, in order, not yet written. Each
 /// payload holds its room in the shared budget until it is written.
 struct Batch {
@@ -556,13 +561,28 @@ impl Session {
             }
         };
         write_frame(tls, &Frame::AuthOk).await?;
+        let mut frames = FrameReader::default();
+        let (budget, pool) = (self.shared.buffers.clone(), self.shared.payloads.clone());
+        let idle = self.shared.idle;
+        let mut frame_deadline = None;
         loop {
+            let deadline =
+                *frame_deadline.get_or_insert_with(|| tokio::time::Instant::now() + idle);
             let frame = tokio::select! {
-                frame = read_frame_budgeted(tls, self.shared.idle, &self.shared.buffers, &self.shared.payloads) => frame,
+                frame = tokio::time::timeout_at(deadline, frames.next(tls, &budget, &pool)) => {
+                    frame.unwrap_or(Err(WireError::Timeout(idle)))
+                }
+                // The sender paused: what it sent is written now, not
+                // held (with its room in the budget) until it goes on.
+                () = tokio::time::sleep(BATCH_WAIT), if self.batch.is_some() => {
+                    self.hand_off().await?;
+                    continue;
+                }
                 _ = hard_stop.changed() => {
                     return Err(SessionError::new(ErrorCode::ShuttingDown, "the server is stopping; send again to resume"));
                 }
             };
+            frame_deadline = None;
             let (frame, permit) = match frame {
                 Ok(pair) => pair,
                 Err(WireError::Closed) if self.files.is_empty() => return Ok(()),
