@@ -842,8 +842,11 @@ const IOV_MAX: usize = 1024;
 /// `pwritev` of `parts` at `offset` until every byte is written (again
 /// after a short write or EINTR).
 fn pwritev_all(file: &File, parts: &[&[u8]], offset: u64) -> io::Result<()> {
-    let mut slices: Vec<io::IoSlice<'_>> =
-        parts.iter().map(|part| io::IoSlice::new(part)).collect();
+    let mut slices: Vec<io::IoSlice<'_>> = parts
+        .iter()
+        .filter(|part| !part.is_empty())
+        .map(|part| io::IoSlice::new(part))
+        .collect();
     let mut rest = &mut slices[..];
     let mut at = offset;
     while !rest.is_empty() {
@@ -897,6 +900,28 @@ mod tests {
         assert_eq!(std::fs::read(tmp.path().join("d/e/f.bin")).unwrap(), data);
         let names: Vec<_> = std::fs::read_dir(tmp.path().join("d/e")).unwrap().collect();
         assert_eq!(names.len(), 1, "no partial or sidecar left");
+    }
+
+    #[test]
+    fn parts_written_at_once_land_in_order_and_hash_like_one_write() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = DirDestination::new(tmp.path(), 0o022).unwrap();
+        let name = RelName::parse(b"parts.bin").unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 256) as u8).collect();
+        let file = dest.open(&name, &meta(data.len() as u64)).unwrap();
+        // Four frames' worth with an empty one among them, then the rest
+        // as one part; past the end is refused and writes nothing.
+        file.write_parts_at(0, &[&data[..70_000], &[], &data[70_000..150_000]])
+            .unwrap();
+        assert_eq!(file.held_bytes(), 150_000);
+        assert!(file
+            .write_parts_at(150_000, &[&data[150_000..], b"x"])
+            .is_err());
+        assert_eq!(file.held_bytes(), 150_000);
+        file.write_parts_at(150_000, &[&data[150_000..]]).unwrap();
+        file.write_parts_at(300_000, &[&[]]).unwrap();
+        file.commit(blake3::hash(&data).as_bytes()).unwrap();
+        assert_eq!(std::fs::read(tmp.path().join("parts.bin")).unwrap(), data);
     }
 
     #[test]
