@@ -215,7 +215,11 @@ struct Shared {
 /// reached, refuses the token, or presents another certificate. A failed
 /// file is not an error: see [`SendSummary::failures`].
 pub fn send(config: SendConfig) -> Result<SendSummary, NetError> {
+    // A worker per connection at most: with one connection a second
+    // worker would only be woken to find nothing to do.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.connections.clamp(1, cores))
         .enable_all()
         .thread_name("cryptstream-send")
         .build()
