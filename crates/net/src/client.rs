@@ -48,6 +48,11 @@ pub use plan::{plan_tree, Plan, PlannedDir, PlannedFile, PlannedLink, PlannedSym
 pub const DEFAULT_RANGE_BYTES: u64 = 16 * 1024 * 1024;
 /// Bytes read from the file at a time (a few data frames).
 const READ_BLOCK: usize = 1024 * 1024;
+/// Bytes of TLS records a session may hold before the socket takes them
+/// (rustls' default is 64 KiB): a read block and its frame headers fit,
+/// so a block leaves in one `writev` of whole records, not in pieces of
+/// 64 KiB.
+const SEND_BUFFER: usize = READ_BLOCK + 64 * 1024;
 /// Times a job is tried again on a new connection after one broke.
 const JOB_RETRIES: u32 = 2;
 /// Times a connection the server closed before authentication (its pool
@@ -210,7 +215,11 @@ struct Shared {
 /// reached, refuses the token, or presents another certificate. A failed
 /// file is not an error: see [`SendSummary::failures`].
 pub fn send(config: SendConfig) -> Result<SendSummary, NetError> {
+    // A worker per connection at most: with one connection a second
+    // worker would only be woken to find nothing to do.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.connections.clamp(1, cores))
         .enable_all()
         .thread_name("cryptstream-send")
         .build()
@@ -663,10 +672,13 @@ impl Session {
                 other => wire(other),
             })?;
         match answer.parse() {
-            Ok(Frame::AuthOk) => Ok(Session {
-                tls,
-                timeout: shared.timeout,
-            }),
+            Ok(Frame::AuthOk) => {
+                tls.get_mut().1.set_buffer_limit(Some(SEND_BUFFER));
+                Ok(Session {
+                    tls,
+                    timeout: shared.timeout,
+                })
+            }
             Ok(Frame::Error { code, message, .. }) => Err(NetError::Refused { code, message }),
             _ => Err(fail("unexpected answer to the token proof".into())),
         }
@@ -839,38 +851,46 @@ impl Session {
             if block_end < end {
                 next = Some(read(block_end, spare.take()));
             }
-            for piece in block.chunks(MAX_DATA_PAYLOAD as usize) {
-                let prefix = data_prefix(file_id, offset, piece.len());
-                write_all_two(&mut self.tls, &prefix, piece).await?;
-                offset += piece.len() as u64;
-                shared.sent.fetch_add(piece.len() as u64, Ordering::Relaxed);
-                shared.progress.advance(piece.len() as u64);
-                #[cfg(any(test, feature = "test-knobs"))]
-                crate::hooks::after_sent(&mut self.tls, shared.sent.load(Ordering::Relaxed)).await;
-            }
+            // The whole block goes to rustls in one vectored write: its
+            // frames fill whole TLS records and leave in one `writev`.
+            let prefixes: Vec<_> = block
+                .chunks(MAX_DATA_PAYLOAD as usize)
+                .scan(offset, |at, piece| {
+                    let prefix = data_prefix(file_id, *at, piece.len());
+                    *at += piece.len() as u64;
+                    Some(prefix)
+                })
+                .collect();
+            let mut slices: Vec<io::IoSlice<'_>> = prefixes
+                .iter()
+                .zip(block.chunks(MAX_DATA_PAYLOAD as usize))
+                .flat_map(|(prefix, piece)| [io::IoSlice::new(prefix), io::IoSlice::new(piece)])
+                .collect();
+            write_all_vectored(&mut self.tls, &mut slices).await?;
+            offset = block_end;
+            shared.sent.fetch_add(block.len() as u64, Ordering::Relaxed);
+            shared.progress.advance(block.len() as u64);
+            #[cfg(any(test, feature = "test-knobs"))]
+            crate::hooks::after_sent(&mut self.tls, shared.sent.load(Ordering::Relaxed)).await;
             spare = Some(block);
         }
         Ok(())
     }
 }
 
-/// Writes `head` then `body` as one vectored write where it can: the
-/// frame header shares a TLS record with the start of its payload rather
-/// than taking a record of its own.
-async fn write_all_two(tls: &mut Tls, head: &[u8], body: &[u8]) -> Result<(), WireError> {
-    let (mut head, mut body) = (head, body);
-    while !head.is_empty() {
-        let n = tls
-            .write_vectored(&[io::IoSlice::new(head), io::IoSlice::new(body)])
-            .await?;
+/// Writes all of `slices`, as few vectored writes as the TLS session's
+/// send buffer ([`SEND_BUFFER`]) allows.
+async fn write_all_vectored(
+    tls: &mut Tls,
+    mut slices: &mut [io::IoSlice<'_>],
+) -> Result<(), WireError> {
+    while !slices.is_empty() {
+        let n = tls.write_vectored(slices).await?;
         if n == 0 {
             return Err(WireError::Io(io::ErrorKind::WriteZero.into()));
         }
-        let from_head = n.min(head.len());
-        head = &head[from_head..];
-        body = &body[n - from_head..];
+        io::IoSlice::advance_slices(&mut slices, n);
     }
-    tls.write_all(body).await?;
     Ok(())
 }
 

@@ -11,10 +11,13 @@
 //! hello, the server's challenge and proof, the client's proof (see
 //! `auth`), then frames until `Bye`. Every
 //! read has a deadline (`idle_timeout`). File I/O runs on tokio's blocking
-//! threads: a `Data` frame's payload is moved to a blocking task that
-//! writes it with `pwrite`, while the session reads the next frame, so
-//! the network and the disk overlap; the session waits for that write
-//! before it answers `Sync`/`Commit` or writes the next frame.
+//! threads: contiguous `Data` frames of one file are collected into a
+//! batch of up to `BATCH_BYTES` (1 MiB) and moved to a blocking task that
+//! writes them with one `pwritev`, while the session reads on, so the
+//! network and the disk overlap and a thread is woken once per MiB, not
+//! per frame; a batch is written sooner when another frame comes or the
+//! sender pauses for `BATCH_WAIT` (5 ms). The session waits for the writes
+//! before it answers `Sync`/`Commit` or writes the next batch.
 //!
 //! Stopping: when `stop` is raised (the binary raises it on SIGINT or
 //! SIGTERM) the listener is closed at once, sessions in flight go on for
@@ -41,7 +44,7 @@ use crate::frame::{hello_version, ErrorCode, Frame, FrameType, MAX_HELD_RANGES, 
 use crate::name::RelName;
 use crate::receive::{Destination, Incoming, ReceiveError};
 use crate::tls::Identity;
-use crate::wire::{read_frame, read_frame_budgeted, write_frame, RawFrame, WireError};
+use crate::wire::{read_frame, write_frame, FrameReader, PayloadPool, RawFrame, WireError};
 use crate::NetError;
 
 /// Most files one session may hold open at once.
@@ -52,10 +55,14 @@ pub const DEFAULT_MAX_OPEN_FILES: usize = 512;
 /// How long an error frame may take to leave before the session is dropped.
 const ERROR_SEND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes of `Data` payloads being written in the background, all sessions
-/// together, while their sessions read on (see `wire::read_frame_budgeted`):
+/// together, while their sessions read on (see `wire::FrameReader::next`):
 /// beyond it, each session writes its frame before reading the next, so
 /// memory stays at one frame per session plus this.
 pub const MAX_BUFFERED_BYTES: u32 = 16 * 1024 * 1024;
+/// Most written `Data` payload buffers kept to be read into again, all
+/// sessions together: as many as the budget lets be in flight, so the
+/// pool at most doubles what [`MAX_BUFFERED_BYTES`] bounds.
+const POOLED_PAYLOADS: usize = (MAX_BUFFERED_BYTES / crate::frame::MAX_DATA_PAYLOAD) as usize;
 /// How often the stop flag is looked at.
 const STOP_POLL: Duration = Duration::from_millis(100);
 
@@ -128,6 +135,8 @@ struct Shared {
     counters: Counters,
     /// Room for data frames in flight, in KiB.
     buffers: Arc<Semaphore>,
+    /// Payload buffers written and free to be read into again.
+    payloads: Arc<PayloadPool>,
     /// Files open, all sessions together (one permit each).
     open_files: Arc<Semaphore>,
     /// The size of `open_files`, for messages.
@@ -178,6 +187,7 @@ impl Server {
             log: config.log,
             counters: Counters::default(),
             buffers: Arc::new(Semaphore::new((MAX_BUFFERED_BYTES / 1024) as usize)),
+            payloads: Arc::new(PayloadPool::new(POOLED_PAYLOADS)),
             open_files: Arc::new(Semaphore::new(config.max_open_files.max(1))),
             max_open_files: config.max_open_files.max(1),
         });
@@ -447,6 +457,7 @@ async fn run_session(
     let mut session = Session {
         shared: shared.clone(),
         files: HashMap::new(),
+        batch: None,
         pending: None,
         received: 0,
         committed: 0,
@@ -483,6 +494,30 @@ async fn run_session(
 /// A write in flight on a blocking thread.
 type PendingWrite = JoinHandle<Result<(), ReceiveError>>;
 
+/// Bytes of contiguous `Data` frames a session collects before it hands
+/// them to a blocking thread as one `pwritev`: one hand-off (a thread
+/// woken, a task woken back) per MiB rather than per frame.
+const BATCH_BYTES: u64 = 1024 * 1024;
+
+/// How long a session waits for the next frame before it writes the
+/// frames it collected: a sender that pauses or stalls does not keep its
+/// bytes (and their room in the budget) unwritten.
+const BATCH_WAIT: Duration = Duration::from_millis(5);
+
+/// Contiguous `Data` frames of one file, in order, not yet written. Each
+/// payload holds its room in the shared budget until it is written.
+struct Batch {
+    file: Arc<dyn Incoming>,
+    file_id: u32,
+    /// Where the first payload goes.
+    offset: u64,
+    /// Where the next contiguous payload would go.
+    end: u64,
+    /// Whole `Data` payloads (prefix included).
+    payloads: Vec<Vec<u8>>,
+    permits: Vec<OwnedSemaphorePermit>,
+}
+
 /// A file a session has open, and its share of the server's open-file cap.
 struct OpenFile {
     incoming: Arc<dyn Incoming>,
@@ -493,6 +528,8 @@ struct OpenFile {
 struct Session {
     shared: Arc<Shared>,
     files: HashMap<u32, OpenFile>,
+    /// Data frames collected for the next write.
+    batch: Option<Batch>,
     pending: Option<PendingWrite>,
     received: u64,
     committed: u64,
@@ -527,13 +564,28 @@ impl Session {
             }
         };
         write_frame(tls, &Frame::AuthOk).await?;
+        let mut frames = FrameReader::default();
+        let (budget, pool) = (self.shared.buffers.clone(), self.shared.payloads.clone());
+        let idle = self.shared.idle;
+        let mut frame_deadline = None;
         loop {
+            let deadline =
+                *frame_deadline.get_or_insert_with(|| tokio::time::Instant::now() + idle);
             let frame = tokio::select! {
-                frame = read_frame_budgeted(tls, self.shared.idle, &self.shared.buffers) => frame,
+                frame = tokio::time::timeout_at(deadline, frames.next(tls, &budget, &pool)) => {
+                    frame.unwrap_or(Err(WireError::Timeout(idle)))
+                }
+                // The sender paused: what it sent is written now, not
+                // held (with its room in the budget) until it goes on.
+                () = tokio::time::sleep(BATCH_WAIT), if self.batch.is_some() => {
+                    self.hand_off().await?;
+                    continue;
+                }
                 _ = hard_stop.changed() => {
                     return Err(SessionError::new(ErrorCode::ShuttingDown, "the server is stopping; send again to resume"));
                 }
             };
+            frame_deadline = None;
             let (frame, permit) = match frame {
                 Ok(pair) => pair,
                 Err(WireError::Closed) if self.files.is_empty() => return Ok(()),
@@ -598,13 +650,44 @@ impl Session {
         Ok(())
     }
 
-    /// Waits for the write in flight, if any.
+    /// Hands the collected batch, if any, to the writer and waits for
+    /// every write.
     async fn settle(&mut self) -> Result<(), SessionError> {
+        self.hand_off().await?;
+        self.wait_for_writer().await
+    }
+
+    /// Waits for the write in flight, if any.
+    async fn wait_for_writer(&mut self) -> Result<(), SessionError> {
         if let Some(write) = self.pending.take() {
             write.await.map_err(|e| {
                 SessionError::new(ErrorCode::Storage, format!("writer failed: {e}"))
             })??;
         }
+        Ok(())
+    }
+
+    /// Starts writing the collected batch, if any, on a blocking thread
+    /// (once the write before it is done), and returns while it runs.
+    async fn hand_off(&mut self) -> Result<(), SessionError> {
+        let Some(batch) = self.batch.take() else {
+            return Ok(());
+        };
+        self.wait_for_writer().await?;
+        let pool = self.shared.payloads.clone();
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            let parts: Vec<&[u8]> = batch
+                .payloads
+                .iter()
+                .map(|payload| &payload[crate::frame::DATA_PREFIX_LEN..])
+                .collect();
+            let written = batch.file.write_parts_at(batch.offset, &parts);
+            for payload in batch.payloads {
+                pool.give(payload);
+            }
+            // The room in the budget goes with `batch.permits`.
+            written
+        }));
         Ok(())
     }
 
@@ -647,27 +730,44 @@ impl Session {
                     ),
                 });
             }
-            self.settle().await?;
             self.received += len as u64;
             self.shared
                 .counters
                 .bytes
                 .fetch_add(len as u64, Ordering::Relaxed);
-            let payload = raw.payload;
-            let overlap = permit.is_some();
-            self.pending = Some(tokio::task::spawn_blocking(move || {
-                let written = file.write_at(offset, &payload[crate::frame::DATA_PREFIX_LEN..]);
-                drop(payload);
-                drop(permit);
-                written
-            }));
-            if !overlap {
+            if self
+                .batch
+                .as_ref()
+                .is_some_and(|batch| batch.file_id != file_id || batch.end != offset)
+            {
+                self.hand_off().await?;
+            }
+            let batch = self.batch.get_or_insert_with(|| Batch {
+                file,
+                file_id,
+                offset,
+                end: offset,
+                payloads: Vec::new(),
+                permits: Vec::new(),
+            });
+            batch.end += len as u64;
+            batch.payloads.push(raw.payload);
+            match permit {
+                Some(permit) => {
+                    batch.permits.push(permit);
+                    if batch.end - batch.offset >= BATCH_BYTES {
+                        self.hand_off().await?;
+                    }
+                }
                 // No room in the shared budget: this frame is written
                 // before the next one is read.
-                self.settle().await?;
+                None => self.settle().await?,
             }
             return Ok(false);
         }
+        // Every other frame is handled after the frames before it were
+        // handed to the writer.
+        self.hand_off().await?;
         let frame = raw.parse().map_err(WireError::from)?;
         match frame {
             Frame::Open {
