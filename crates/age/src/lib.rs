@@ -31,6 +31,7 @@
 mod armor;
 mod crypto;
 mod encoding;
+mod envelope;
 mod error;
 mod header;
 mod keys;
@@ -45,6 +46,7 @@ pub use armor::{
     armor_error, ArmoredReader, ArmoredWriter, BEGIN as ARMOR_BEGIN, END as ARMOR_END,
 };
 pub use encoding::{b64_encode, bech32_decode, bech32_encode};
+pub use envelope::{AgeEnvelope, ENVELOPE_NAME};
 pub use error::{AgeError, FailureClass};
 pub use header::{Header, Stanza, MAX_HEADER_LEN, MAX_STANZAS, VERSION_LINE};
 pub use keys::{

@@ -10,11 +10,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use cryptstream_age::AgeEnvelope;
 use cryptstream_engine::{
-    keys, plan_transform_as, plan_verify, stream, Container, Direction, Engine, IoChoice,
+    keys, plan_transform_as, plan_verify, stream, Direction, Engine, IoChoice, OutputFormat,
     Overwrite, Plan, PlanError, Reason, Settings, Shown, Skipped, Summary, ThreadEngine,
     KEPT_EXISTING,
 };
+use cryptstream_format::Processing;
 use cryptstream_format::{Cipher, Keyring, MasterKey};
 use cryptstream_output::{AtomicFile, DirFd, Timestamp};
 use cryptstream_pool::Cancel;
@@ -162,10 +164,11 @@ impl AgeArgs {
             || self.armor
     }
 
-    /// The container new files are written in.
-    fn container(&self, secrets: &SecretArgs) -> anyhow::Result<Container> {
+    /// The age envelope new files are sealed with, or `None` for
+    /// cryptstream's own.
+    fn sealing_envelope(&self, secrets: &SecretArgs) -> anyhow::Result<Option<AgeEnvelope>> {
         if !self.wanted() {
-            return Ok(Container::Native);
+            return Ok(None);
         }
         let mut recipients = Vec::new();
         for text in &self.recipients {
@@ -195,11 +198,7 @@ impl AgeArgs {
             bail!("--armor writes age files: give -r RECIPIENT, -R FILE or --age-passphrase");
         }
         // Refuses bad combinations (post-quantum with X25519...) before any file.
-        cryptstream_age::check_recipients(&recipients)?;
-        Ok(Container::Age {
-            recipients: Arc::new(recipients),
-            armor: self.armor,
-        })
+        Ok(Some(AgeEnvelope::new().sealing_to(recipients, self.armor)?))
     }
 }
 
@@ -342,9 +341,24 @@ fn settings(
         .encryption_key(derived.encryption_key)
         .workers(run.workers.unwrap_or_else(default_workers))
         .io(run.io())
-        .umask(cryptstream_engine::process_umask())
-        .container(age.container)
-        .age_identities(age.identities);
+        .umask(cryptstream_engine::process_umask());
+    let builder = match age.envelope {
+        Some(envelope) => {
+            let envelope: Arc<dyn cryptstream_format::Envelope> = envelope;
+            let builder = builder.envelope(envelope.clone());
+            let builder = if age.seals {
+                builder.seal_with(envelope.clone())
+            } else {
+                builder
+            };
+            if age.fallback {
+                builder.fallback(envelope)
+            } else {
+                builder
+            }
+        }
+        None => builder,
+    };
     let Some(args) = crypt else {
         return builder.build();
     };
@@ -359,46 +373,63 @@ fn settings(
     builder.build()
 }
 
-/// What a run knows about age: the container of new files and the
-/// identities that open age files.
+/// What a run knows about age: the envelope (recipients for encrypt,
+/// identities for the others) and its roles.
 struct AgeSetup {
-    container: Container,
-    identities: Option<Arc<Vec<cryptstream_age::Identity>>>,
+    /// The age envelope of the run, when it has one.
+    envelope: Option<Arc<AgeEnvelope>>,
+    /// It seals new files (encrypt with -r, -R or --age-passphrase).
+    seals: bool,
+    /// It reports files neither format recognises (a run with only age
+    /// identities, no key file or passphrase).
+    fallback: bool,
 }
 
 impl AgeSetup {
-    /// The age side of a run: the container for encrypt, the identities
-    /// (from `-i` files and the passphrase) for the others; the process
-    /// engine takes no age work.
+    /// The age side of a run: the envelope that seals new files for
+    /// encrypt, the one that opens age files (from `-i` files and the
+    /// passphrase) for the others.
     fn new(
         direction: Direction,
         secrets: &SecretArgs,
         age: Option<&AgeArgs>,
         keyring: &cryptstream_format::Keyring,
-        run: &RunArgs,
     ) -> anyhow::Result<AgeSetup> {
-        let container = match (direction, age) {
-            (Direction::Encrypt, Some(age)) => age.container(secrets)?,
-            (_, Some(age)) if age.wanted() => bail!(
+        if direction == Direction::Encrypt {
+            let envelope = match age {
+                Some(age) => age.sealing_envelope(secrets)?,
+                None => None,
+            };
+            return Ok(AgeSetup {
+                seals: envelope.is_some(),
+                envelope: envelope.map(Arc::new),
+                fallback: false,
+            });
+        }
+        if age.is_some_and(AgeArgs::wanted) {
+            bail!(
                 "-r, -R, --age-passphrase and --armor are options of encrypt; \
                  decrypt and verify recognise age files by their first line"
-            ),
-            _ => Container::Native,
-        };
-        let processes = matches!(run.engine, EngineArg::Processes);
-        let age_run = matches!(container, Container::Age { .. }) || !secrets.identities.is_empty();
-        if processes && age_run {
-            bail!("age files are processed by the thread engine only: use --engine threads");
+            );
         }
-        let identities = if processes || direction == Direction::Encrypt {
-            None
-        } else {
-            Some(Arc::new(secrets.age_identities(keyring)?))
-        };
+        let envelope = secrets.age_envelope(keyring)?;
+        let fallback = envelope.has_identities()
+            && keyring.key_files().is_empty()
+            && !keyring.has_passphrase();
         Ok(AgeSetup {
-            container,
-            identities,
+            envelope: Some(Arc::new(envelope)),
+            seals: false,
+            fallback,
         })
+    }
+
+    /// The naming rules of the files an encrypt run writes.
+    fn output_format(&self) -> OutputFormat {
+        if self.seals {
+            OutputFormat::Age
+        } else {
+            OutputFormat::Native
+        }
     }
 }
 
@@ -414,13 +445,13 @@ struct Derived {
 fn derive_keys(
     direction: Direction,
     keyring: &Keyring,
-    container: &Container,
+    age: &AgeSetup,
     plan: Option<&Plan>,
     secrets: &SecretArgs,
     cancel: &Cancel,
 ) -> anyhow::Result<Option<Derived>> {
     let result = match (direction, plan) {
-        (Direction::Encrypt, _) if matches!(container, Container::Age { .. }) => Ok(None),
+        (Direction::Encrypt, _) if age.seals => Ok(None),
         (Direction::Encrypt, _) => {
             keys::encryption_key(keyring, secrets.kdf_params(), cancel).map(Some)
         }
@@ -526,19 +557,13 @@ pub fn run_transform(direction: Direction, args: &CryptArgs) -> anyhow::Result<E
         let needs = key_needs::needs_of(&[input], direction);
         args.secrets.decryption_keyring(&needs)?
     };
-    let age = AgeSetup::new(
-        direction,
-        &args.secrets,
-        Some(&args.age),
-        &keyring,
-        &args.run,
-    )?;
+    let age = AgeSetup::new(direction, &args.secrets, Some(&args.age), &keyring)?;
     let plan = if streamed {
         None
     } else {
         Some(listed(plan_transform_as(
             direction,
-            age.container.output_format(),
+            age.output_format(),
             input,
             output,
             args.overwrite(),
@@ -547,7 +572,7 @@ pub fn run_transform(direction: Direction, args: &CryptArgs) -> anyhow::Result<E
     let derive = derive_keys(
         direction,
         &keyring,
-        &age.container,
+        &age,
         plan.as_ref(),
         &args.secrets,
         &cancel,
@@ -573,12 +598,12 @@ pub fn run_verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let inputs: Vec<&Path> = args.inputs.iter().map(PathBuf::as_path).collect();
     let needs = key_needs::needs_of(&inputs, Direction::Verify);
     let keyring = args.secrets.decryption_keyring(&needs)?;
-    let age = AgeSetup::new(Direction::Verify, &args.secrets, None, &keyring, &args.run)?;
+    let age = AgeSetup::new(Direction::Verify, &args.secrets, None, &keyring)?;
     let plan = listed(plan_verify(&args.inputs))?;
     let derive = derive_keys(
         Direction::Verify,
         &keyring,
-        &age.container,
+        &age,
         Some(&plan),
         &args.secrets,
         &cancel,
@@ -750,26 +775,6 @@ fn prepare_stream_key<'a>(
     Ok(Some(Box::new(std::io::Cursor::new(prefix).chain(input))))
 }
 
-/// What the end of a stream leaves for its output file: the mode and
-/// mtime to restore (age files record neither).
-struct StreamEnd {
-    mode: u32,
-    mtime: Option<cryptstream_format::Mtime>,
-}
-
-impl StreamEnd {
-    fn native(header: &cryptstream_format::Header) -> StreamEnd {
-        StreamEnd {
-            mode: header.mode,
-            mtime: header.mtime,
-        }
-    }
-
-    fn age(mode: u32) -> StreamEnd {
-        StreamEnd { mode, mtime: None }
-    }
-}
-
 /// A reader that fails once SIGINT/SIGTERM has raised `cancel`.
 struct Cancellable<'a> {
     inner: Box<dyn std::io::Read + 'a>,
@@ -799,7 +804,7 @@ fn run_stream(
         bail!("--json needs stdout: give an output file with -o FILE");
     }
     // As age: encrypted binary is not written to a terminal, armor is.
-    let armored = matches!(settings.container(), Container::Age { armor: true, .. });
+    let armored = settings.envelopes().sealer().sealing() == Processing::InOrder;
     if direction == Direction::Encrypt
         && is_dash(output_path)
         && !armored
@@ -890,11 +895,6 @@ fn run_stream(
     } else {
         input
     };
-    let (age_encoding, input) = if direction == Direction::Encrypt {
-        (None, input)
-    } else {
-        stream::detect_age(input).with_context(|| format!("{input_name}: cannot read"))?
-    };
     // The signal handlers only raise `cancel`: the stream checks it on
     // every read, and a second signal exits at once.
     let mut input = Cancellable {
@@ -902,41 +902,12 @@ fn run_stream(
         cancel,
     };
     let result = match direction {
-        Direction::Encrypt if matches!(settings.container(), Container::Age { .. }) => {
-            stream::encrypt_age_stream(
-                settings,
-                &mut input,
-                &mut sink,
-                source.as_ref().map(|s| s.len),
-            )
-            .map(|n| (StreamEnd::age(source.as_ref().map_or(0, |s| s.mode)), n, 0))
-        }
         Direction::Encrypt => {
-            stream::encrypt_stream(settings, &mut input, &mut sink, source.as_ref()).and_then(
-                |(header, n)| {
-                    let out = header.layout(n)?.ciphertext_len();
-                    Ok((StreamEnd::native(&header), n, out))
-                },
-            )
+            stream::encrypt_stream(settings, &mut input, &mut sink, source.as_ref())
+                .map(|s| (s.meta, s.plaintext_len, s.encrypted_len))
         }
-        _ => match age_encoding.or(settings
-            .age_only()
-            .then_some(cryptstream_age::Encoding::Binary))
-        {
-            Some(encoding) => stream::decrypt_age_stream(
-                settings.age_identities().map_or(&[], |ids| ids.as_slice()),
-                encoding,
-                &mut input,
-                &mut sink,
-            )
-            .map(|n| (StreamEnd::age(0), 0, n)),
-            None => stream::decrypt_stream(settings.keyring(), &mut input, &mut sink).and_then(
-                |(header, n)| {
-                    let ct = header.layout(n)?.ciphertext_len();
-                    Ok((StreamEnd::native(&header), ct, n))
-                },
-            ),
-        },
+        _ => stream::decrypt_stream(settings, &mut input, &mut sink)
+            .map(|s| (s.meta, s.encrypted_len, s.plaintext_len)),
     };
     if cancel.is_cancelled() {
         // The temp output (if any) is dropped unlinked.

@@ -95,7 +95,10 @@ fn main() -> ExitCode {
     // A worker process of the process engine: right after the limits,
     // while this process has a single thread (see docs/ARCHITECTURE.md).
     debug_hooks();
-    if let Some(code) = cryptstream_procs::run_worker_if_requested() {
+    if let Some(code) = cryptstream_procs::run_worker_if_requested(&[(
+        cryptstream_age::ENVELOPE_NAME,
+        cryptstream_age::AgeEnvelope::restore,
+    )]) {
         return code;
     }
     tracing_subscriber::fmt()

@@ -36,6 +36,7 @@
 #![deny(missing_docs)]
 
 mod adapters;
+pub mod envelope;
 mod error;
 mod header;
 mod key;
@@ -43,6 +44,10 @@ mod layout;
 mod stream;
 
 pub use adapters::{OpeningReader, SealingWriter};
+pub use envelope::{
+    EncodedWrite, EntryMeta, Envelope, EnvelopeError, NativeEnvelope, NativeSealing, OpenedPrefix,
+    Processing, Restore, SaltSource, SealedPrefix,
+};
 pub use error::FormatError;
 pub use header::{
     seal_header, seal_to_vec, Cipher, EntryKind, Header, HeaderParams, KeySource, Mtime,
@@ -53,7 +58,7 @@ pub use key::{
     generate_key_file, parse_key_file, KdfParams, KeyId, Keyring, MasterKey, Passphrase, KEY_LEN,
 };
 pub use layout::Layout;
-pub use stream::{ChunkCipher, NonceScheme, TAG_LEN};
+pub use stream::{ChunkCipher, CipherParts, NonceScheme, AEAD_KEY_LEN, TAG_LEN};
 
 /// Fills `buf` with bytes from the kernel's random source (`getrandom(2)`).
 ///

@@ -72,6 +72,9 @@ pub enum ProcsError {
     /// The secrets handed to a worker are not usable.
     #[error("worker keys: {0}")]
     Keys(#[from] cryptstream_format::FormatError),
+    /// An envelope handed to a worker could not be built again.
+    #[error("worker envelope: {0}")]
+    Envelope(String),
 }
 
 /// The process engine, as an [`Engine`] the CLI can choose.
