@@ -18,7 +18,6 @@ use cryptstream_engine::{
 };
 use cryptstream_format::Processing;
 use cryptstream_format::{Cipher, Keyring, MasterKey};
-use cryptstream_output::{AtomicFile, DirFd, Timestamp};
 use cryptstream_pool::Cancel;
 use cryptstream_pool::Pool;
 
@@ -750,46 +749,6 @@ impl Write for FdWriter<'_> {
     }
 }
 
-/// Reads the header at the front of `input` and, when it names a
-/// passphrase key, derives that key (cancellably) into the run's keyring.
-/// Returns the input with the header put back in front, or `None` when a
-/// signal stopped the derivation. A header that cannot be read or parsed
-/// is left for the decryption to report.
-fn prepare_stream_key<'a>(
-    settings: &Settings,
-    mut input: Box<dyn std::io::Read + 'a>,
-    cancel: &Cancel,
-) -> anyhow::Result<Option<Box<dyn std::io::Read + 'a>>> {
-    use cryptstream_format::{Header, MAX_HEADER_LEN};
-    use std::io::Read;
-    let mut prefix = Vec::with_capacity(MAX_HEADER_LEN);
-    (&mut input)
-        .take(MAX_HEADER_LEN as u64)
-        .read_to_end(&mut prefix)?;
-    if let Ok(header) = Header::parse(&prefix) {
-        // Its only error is a cancellation.
-        if keys::derive_for_header(&header, settings.keyring(), cancel).is_err() {
-            return Ok(None);
-        }
-    }
-    Ok(Some(Box::new(std::io::Cursor::new(prefix).chain(input))))
-}
-
-/// A reader that fails once SIGINT/SIGTERM has raised `cancel`.
-struct Cancellable<'a> {
-    inner: Box<dyn std::io::Read + 'a>,
-    cancel: &'a Cancel,
-}
-
-impl std::io::Read for Cancellable<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.cancel.is_cancelled() {
-            return Err(std::io::Error::other("interrupted"));
-        }
-        self.inner.read(buf)
-    }
-}
-
 /// Encrypts or decrypts a single stream where INPUT or OUTPUT is `-`, with
 /// the run's settings.
 fn run_stream(
@@ -815,119 +774,34 @@ fn run_stream(
              give -o FILE, or use --armor for age text"
         );
     }
-    if !is_dash(output_path) && cryptstream_engine::names_directory(output_path) {
-        // A directory output needs an input name to name the file in it.
-        bail!(
-            "{}: a directory output needs a file or directory INPUT, not stdin: \
-             give the output file name",
-            Shown(output_path)
-        );
-    }
     let started = Instant::now();
     let stdin = std::io::stdin();
-    let input_name = Shown(input_path).to_string();
-    let (input, source): (Box<dyn std::io::Read>, Option<stream::StreamSource>) =
-        if is_dash(input_path) {
-            let reader: Box<dyn std::io::Read> = match peeked {
-                Some(prefix) => Box::new(std::io::Read::chain(
-                    std::io::Cursor::new(prefix),
-                    stdin.lock(),
-                )),
-                None => Box::new(stdin.lock()),
-            };
-            (reader, None)
-        } else {
-            use std::os::unix::fs::PermissionsExt;
-            let file = std::fs::File::open(input_path)
-                .with_context(|| format!("{input_name}: cannot open"))?;
-            let meta = file
-                .metadata()
-                .with_context(|| format!("{input_name}: cannot stat"))?;
-            if meta.is_dir() {
-                bail!("{input_name}: is a directory; a directory needs a directory OUTPUT, not -");
-            }
-            let mtime = Timestamp::mtime_of(&meta);
-            let source = stream::StreamSource {
-                len: meta.len(),
-                mode: meta.permissions().mode(),
-                mtime: cryptstream_format::Mtime {
-                    seconds: mtime.seconds,
-                    nanos: mtime.nanos,
-                },
-            };
-            (Box::new(file), Some(source))
-        };
+    let input = if is_dash(input_path) {
+        stream::StreamInput::Reader(match peeked {
+            Some(prefix) => Box::new(std::io::Read::chain(
+                std::io::Cursor::new(prefix),
+                stdin.lock(),
+            )),
+            None => Box::new(stdin.lock()),
+        })
+    } else {
+        stream::StreamInput::File(input_path)
+    };
     let stdout = std::io::stdout();
-    let output_name = Shown(output_path).to_string();
-    let mut atomic = None;
-    let mut sink: Box<dyn Write> = if is_dash(output_path) {
-        Box::new(FdWriter(stdout.as_fd()))
+    let output = if is_dash(output_path) {
+        stream::StreamOutput::Writer(Box::new(FdWriter(stdout.as_fd())))
     } else {
-        if std::fs::symlink_metadata(output_path).is_ok() {
-            if args.skip_existing {
-                return Ok(ExitCode::SUCCESS);
-            }
-            if !args.force {
-                bail!("{output_name}: output exists; use --force to replace or --skip-existing to keep");
-            }
-        }
-        let (dir, name) = match (output_path.parent(), output_path.file_name()) {
-            (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => (parent, name),
-            (_, Some(name)) => (Path::new("."), name),
-            _ => bail!("{output_name}: not a file name"),
-        };
-        let dir =
-            DirFd::open(dir).with_context(|| format!("{output_name}: cannot create output"))?;
-        cryptstream_output::remove_stale_temps(&dir);
-        let out = AtomicFile::create(&dir, name)
-            .with_context(|| format!("{output_name}: cannot create output"))?;
-        let writer = out.file().try_clone()?;
-        atomic = Some(out);
-        Box::new(std::io::BufWriter::with_capacity(1 << 20, writer))
+        stream::StreamOutput::File(output_path)
     };
-    // A passphrase key is derived before the stream is decrypted, where a
-    // signal can stop it (the header is read first and put back in front).
-    let input = if direction == Direction::Decrypt && settings.keyring().has_passphrase() {
-        match prepare_stream_key(settings, input, cancel)? {
-            Some(input) => input,
-            None => return Ok(interrupted()),
-        }
-    } else {
-        input
+    let streamed = match stream::run_stream(settings, input, output, cancel)? {
+        stream::StreamOutcome::Done(streamed) => streamed,
+        stream::StreamOutcome::KeptExisting => return Ok(ExitCode::SUCCESS),
+        stream::StreamOutcome::Cancelled => return Ok(interrupted()),
     };
-    // The signal handlers only raise `cancel`: the stream checks it on
-    // every read, and a second signal exits at once.
-    let mut input = Cancellable {
-        inner: input,
-        cancel,
+    let (bytes_in, bytes_out) = match direction {
+        Direction::Encrypt => (streamed.plaintext_len, streamed.encrypted_len),
+        _ => (streamed.encrypted_len, streamed.plaintext_len),
     };
-    let result = match direction {
-        Direction::Encrypt => {
-            stream::encrypt_stream(settings, &mut input, &mut sink, source.as_ref())
-                .map(|s| (s.meta, s.plaintext_len, s.encrypted_len))
-        }
-        _ => stream::decrypt_stream(settings, &mut input, &mut sink)
-            .map(|s| (s.meta, s.encrypted_len, s.plaintext_len)),
-    };
-    if cancel.is_cancelled() {
-        // The temp output (if any) is dropped unlinked.
-        return Ok(interrupted());
-    }
-    let (header, bytes_in, bytes_out) = result.with_context(|| input_name.clone())?;
-    sink.flush()
-        .with_context(|| format!("{output_name}: cannot write output"))?;
-    drop(sink);
-    if let Some(out) = atomic {
-        out.set_mode(settings.output_mode(header.mode))?;
-        if let (Direction::Decrypt, Some(mtime)) = (direction, header.mtime) {
-            out.set_mtime(Timestamp {
-                seconds: mtime.seconds,
-                nanos: mtime.nanos,
-            })?;
-        }
-        out.commit(settings.replace(), settings.durable())
-            .with_context(|| format!("{output_name}: cannot write output"))?;
-    }
     if args.run.json {
         let seconds = started.elapsed().as_secs_f64();
         let summary = serde_json::json!({

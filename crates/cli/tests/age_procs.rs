@@ -42,7 +42,8 @@ impl Keys {
     /// `cryptstream SUBCOMMAND --engine processes -j 2 -q ARGS...`.
     fn processes(&self, subcommand: &str, args: &[&str]) -> std::process::Command {
         let mut cmd = self.ws.bare(subcommand);
-        cmd.args(["--engine", "processes", "-j", "2", "-q"]).args(args);
+        cmd.args(["--engine", "processes", "-j", "2", "-q"])
+            .args(args);
         cmd
     }
 }

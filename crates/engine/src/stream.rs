@@ -9,13 +9,19 @@
 //! and exits non-zero. To a file, nothing appears under the final name
 //! unless the whole stream authenticates.
 
+use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
+use std::path::Path;
 
 use cryptstream_format::envelope::DETECT_LEN;
-use cryptstream_format::{EntryKind, EntryMeta, Layout, Mtime, OpeningReader};
-use cryptstream_pool::SecretBuf;
+use cryptstream_format::{
+    EntryKind, EntryMeta, Header, Layout, Mtime, OpeningReader, MAX_HEADER_LEN,
+};
+use cryptstream_output::{AtomicFile, DirFd, Timestamp};
+use cryptstream_pool::{Cancel, SecretBuf};
+use thiserror::Error;
 
-use crate::{Reason, Settings};
+use crate::{Direction, Overwrite, Reason, Settings, Shown};
 
 /// Bytes moved per read while streaming: large enough that a pipe is
 /// drained in few system calls.
@@ -230,6 +236,222 @@ impl Write for Compare<'_> {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// Where a stream comes from.
+pub enum StreamInput<'a> {
+    /// A reader (stdin): no length, mode or mtime is recorded.
+    Reader(Box<dyn Read + 'a>),
+    /// A file by name, whose length, mode and mtime go into the prefix.
+    File(&'a Path),
+}
+
+/// Where a stream goes.
+pub enum StreamOutput<'a> {
+    /// A writer (stdout): each chunk's plaintext is written as soon as it
+    /// authenticates, so its reader must trust the exit status.
+    Writer(Box<dyn Write + 'a>),
+    /// A file by name: written to a temp file and committed under the name,
+    /// with its mode (and, decrypting, its mtime), only once whole.
+    File(&'a Path),
+}
+
+/// How [`run_stream`] ended well.
+#[derive(Debug)]
+pub enum StreamOutcome {
+    /// The stream was processed.
+    Done(Streamed),
+    /// The output file exists and the run keeps existing outputs.
+    KeptExisting,
+    /// A signal stopped it; no temp output is left.
+    Cancelled,
+}
+
+/// Why a stream failed, with the file it is about, in one line.
+#[derive(Debug, Error)]
+pub enum StreamError {
+    /// An output name ending in `/` needs an input name to name a file in it.
+    #[error("{0}: a directory output needs a file or directory INPUT, not stdin: give the output file name")]
+    DirectoryOutput(String),
+    /// The input is a directory.
+    #[error("{0}: is a directory; a directory needs a directory OUTPUT, not -")]
+    InputIsDirectory(String),
+    /// The input file cannot be examined.
+    #[error("{0}: cannot stat: {1}")]
+    Stat(String, io::Error),
+    /// The output exists and the run refuses existing outputs.
+    #[error("{0}: output exists; use --force to replace or --skip-existing to keep")]
+    OutputExists(String),
+    /// The output path names no file.
+    #[error("{0}: not a file name")]
+    NotAFileName(String),
+    /// The output cannot be created.
+    #[error("{0}: cannot create output: {1}")]
+    Create(String, io::Error),
+    /// The file (input or output) failed for this reason.
+    #[error("{0}: {1}")]
+    File(String, Reason),
+}
+
+/// A reader that fails once `cancel` is set: the signal handlers only
+/// raise the flag, and the stream checks it on every read.
+struct Cancellable<'a> {
+    inner: Box<dyn Read + 'a>,
+    cancel: &'a Cancel,
+}
+
+impl Read for Cancellable<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancel.is_cancelled() {
+            return Err(io::Error::other("interrupted"));
+        }
+        self.inner.read(buf)
+    }
+}
+
+/// Reads the cryptstream header at the front of `input` and, when it names
+/// a passphrase key, derives that key (cancellably) into the run's keyring.
+/// Gives the input with the header put back in front, or `None` when a
+/// signal stopped the derivation. A header that cannot be read or parsed
+/// is left for the decryption to report.
+fn derive_stream_key<'a>(
+    settings: &Settings,
+    mut input: Box<dyn Read + 'a>,
+    cancel: &Cancel,
+) -> Result<Option<Box<dyn Read + 'a>>, Reason> {
+    let mut prefix = vec![0u8; MAX_HEADER_LEN];
+    let got = read_full(&mut input, &mut prefix).map_err(Reason::Read)?;
+    prefix.truncate(got);
+    if let Ok(header) = Header::parse(&prefix) {
+        // Its only error is a cancellation.
+        if crate::keys::derive_for_header(&header, settings.keyring(), cancel).is_err() {
+            return Ok(None);
+        }
+    }
+    Ok(Some(Box::new(io::Cursor::new(prefix).chain(input))))
+}
+
+/// Encrypts or decrypts one stream (`settings.direction()`: encrypt, or
+/// decrypt) from `input` to `output`: the policy of every stream, which
+/// the CLI only wires to stdin, stdout and names. The checks come before
+/// any work (a directory output, a directory input, an existing output);
+/// a passphrase key named by a cryptstream header is derived first, where
+/// a signal can stop it; an output file appears under its name only when
+/// the whole stream authenticated, with its mode (and, decrypting, its
+/// mtime) restored.
+///
+/// # Errors
+/// A [`StreamError`] naming the input or the output.
+pub fn run_stream(
+    settings: &Settings,
+    input: StreamInput<'_>,
+    output: StreamOutput<'_>,
+    cancel: &Cancel,
+) -> Result<StreamOutcome, StreamError> {
+    if let StreamOutput::File(path) = output {
+        if crate::names_directory(path) {
+            return Err(StreamError::DirectoryOutput(Shown(path).to_string()));
+        }
+    }
+    let direction = settings.direction();
+    let (input, input_name, source): (Box<dyn Read + '_>, String, Option<StreamSource>) =
+        match input {
+            StreamInput::Reader(reader) => (reader, "-".to_string(), None),
+            StreamInput::File(path) => {
+                use std::os::unix::fs::PermissionsExt;
+                let name = Shown(path).to_string();
+                let file = File::open(path)
+                    .map_err(|e| StreamError::File(name.clone(), Reason::Open(e)))?;
+                let meta = file
+                    .metadata()
+                    .map_err(|e| StreamError::Stat(name.clone(), e))?;
+                if meta.is_dir() {
+                    return Err(StreamError::InputIsDirectory(name));
+                }
+                let mtime = Timestamp::mtime_of(&meta);
+                let source = StreamSource {
+                    len: meta.len(),
+                    mode: meta.permissions().mode(),
+                    mtime: Mtime {
+                        seconds: mtime.seconds,
+                        nanos: mtime.nanos,
+                    },
+                };
+                (Box::new(file), name, Some(source))
+            }
+        };
+    let (mut sink, output_name, atomic): (Box<dyn Write + '_>, String, Option<AtomicFile>) =
+        match output {
+            StreamOutput::Writer(writer) => (writer, "-".to_string(), None),
+            StreamOutput::File(path) => {
+                let name = Shown(path).to_string();
+                if std::fs::symlink_metadata(path).is_ok() {
+                    match settings.overwrite() {
+                        Overwrite::SkipExisting => return Ok(StreamOutcome::KeptExisting),
+                        Overwrite::Refuse => return Err(StreamError::OutputExists(name)),
+                        Overwrite::Force => {}
+                    }
+                }
+                let (dir, file_name) = match (path.parent(), path.file_name()) {
+                    (Some(parent), Some(n)) if !parent.as_os_str().is_empty() => (parent, n),
+                    (_, Some(n)) => (Path::new("."), n),
+                    _ => return Err(StreamError::NotAFileName(name)),
+                };
+                let dir = DirFd::open(dir).map_err(|e| StreamError::Create(name.clone(), e))?;
+                cryptstream_output::remove_stale_temps(&dir);
+                let out = AtomicFile::create(&dir, file_name)
+                    .map_err(|e| StreamError::Create(name.clone(), e))?;
+                let writer = out
+                    .file()
+                    .try_clone()
+                    .map_err(|e| StreamError::Create(name.clone(), e))?;
+                (
+                    Box::new(io::BufWriter::with_capacity(STREAM_BUFFER, writer)),
+                    name,
+                    Some(out),
+                )
+            }
+        };
+    let input = if direction == Direction::Decrypt && settings.keyring().has_passphrase() {
+        match derive_stream_key(settings, input, cancel)
+            .map_err(|r| StreamError::File(input_name.clone(), r))?
+        {
+            Some(input) => input,
+            None => return Ok(StreamOutcome::Cancelled),
+        }
+    } else {
+        input
+    };
+    let mut input = Cancellable {
+        inner: input,
+        cancel,
+    };
+    let result = match direction {
+        Direction::Encrypt => encrypt_stream(settings, &mut input, &mut sink, source.as_ref()),
+        Direction::Decrypt | Direction::Verify => decrypt_stream(settings, &mut input, &mut sink),
+    };
+    if cancel.is_cancelled() {
+        // The temp output (if any) is dropped unlinked.
+        return Ok(StreamOutcome::Cancelled);
+    }
+    let streamed = result.map_err(|r| StreamError::File(input_name, r))?;
+    let write_error = |e| StreamError::File(output_name.clone(), Reason::Write(e));
+    sink.flush().map_err(write_error)?;
+    drop(sink);
+    if let Some(out) = atomic {
+        out.set_mode(settings.output_mode(streamed.meta.mode))
+            .map_err(write_error)?;
+        if let (Direction::Decrypt, Some(mtime)) = (direction, streamed.meta.mtime) {
+            out.set_mtime(Timestamp {
+                seconds: mtime.seconds,
+                nanos: mtime.nanos,
+            })
+            .map_err(write_error)?;
+        }
+        out.commit(settings.replace(), settings.durable())
+            .map_err(write_error)?;
+    }
+    Ok(StreamOutcome::Done(streamed))
 }
 
 #[cfg(test)]
