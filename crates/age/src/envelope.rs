@@ -160,12 +160,6 @@ fn container(error: AgeError) -> EnvelopeError {
     EnvelopeError::Container(Box::new(error))
 }
 
-/// An age failure met while reading the header: an I/O error of the input
-/// stays one.
-fn header_error(error: AgeError) -> EnvelopeError {
-    container(error)
-}
-
 impl Envelope for AgeEnvelope {
     fn name(&self) -> &'static str {
         ENVELOPE_NAME
@@ -200,8 +194,8 @@ impl Envelope for AgeEnvelope {
     }
 
     fn open(&self, input: &mut dyn BufRead) -> Result<OpenedPrefix, EnvelopeError> {
-        let header = Header::read(input).map_err(header_error)?;
-        let nonce = crate::read_nonce(input).map_err(header_error)?;
+        let header = Header::read(input).map_err(container)?;
+        let nonce = crate::read_nonce(input).map_err(container)?;
         let cipher = crate::open(&header, &nonce, &self.identities).map_err(container)?;
         Ok(OpenedPrefix {
             prefix_len: header.as_bytes().len() + crate::NONCE_LEN,
@@ -294,5 +288,70 @@ impl Envelope for AgeEnvelope {
 impl EncodedWrite for ArmoredWriter<Box<dyn Write + '_>> {
     fn finish(self: Box<Self>) -> io::Result<()> {
         ArmoredWriter::finish(*self).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cryptstream_format::TAG_LEN;
+
+    /// An envelope with an identity file, a passphrase and recipients.
+    fn envelope(identity: &Identity, armor: bool) -> AgeEnvelope {
+        let text = Zeroizing::new(format!("# test\n{}\n", *identity.encode_x25519().unwrap()));
+        AgeEnvelope::new()
+            .identity_file(text)
+            .unwrap()
+            .passphrase(Zeroizing::new(b"pw".to_vec()))
+            .sealing_to(vec![identity.recipient().unwrap()], armor)
+            .unwrap()
+    }
+
+    /// What a worker process rebuilds from the export opens what the
+    /// original seals and the other way round, and seals in the same
+    /// encoding; bytes that no export wrote are refused.
+    #[test]
+    fn an_envelope_rebuilt_from_its_export_opens_and_seals_like_the_original() {
+        let identity = Identity::generate_x25519().unwrap();
+        for armor in [false, true] {
+            let original = envelope(&identity, armor);
+            let rebuilt = AgeEnvelope::restore(&original.export().unwrap()).unwrap();
+            assert_eq!(rebuilt.sealing(), original.sealing());
+            for (sealer, opener) in [
+                (&original as &dyn Envelope, &*rebuilt),
+                (&*rebuilt, &original as &dyn Envelope),
+            ] {
+                let sealed = sealer.seal(&EntryMeta::stream()).unwrap();
+                let opened = opener.open(&mut &sealed.prefix[..]).unwrap();
+                assert_eq!(opened.prefix_len, sealed.prefix.len());
+                let mut chunk = vec![5u8; 10 + TAG_LEN];
+                sealed.cipher.seal_in_place(0, true, &mut chunk);
+                opened.cipher.open_in_place(0, true, &mut chunk).unwrap();
+            }
+        }
+        assert!(AgeEnvelope::restore(&[TAG_RECIPIENT, 9, 0, 0, 0]).is_err());
+        assert!(AgeEnvelope::restore(&[77, 0, 0, 0, 0]).is_err());
+    }
+
+    /// Binary age is chunked, armored age in order, anything else is not
+    /// age; a link entry cannot be sealed.
+    #[test]
+    fn detection_says_how_an_age_file_is_processed() {
+        let age = AgeEnvelope::new();
+        assert_eq!(
+            age.detect(b"age-encryption.org/v1\n-> X25519"),
+            Some(Processing::Chunked)
+        );
+        assert_eq!(
+            age.detect(b"-----BEGIN AGE ENCRYPTED FILE-----\nYWdl"),
+            Some(Processing::InOrder)
+        );
+        assert_eq!(age.detect(b"\x89CST\r\n\x1a\n"), None);
+        let identity = Identity::generate_x25519().unwrap();
+        let link = EntryMeta {
+            kind: EntryKind::Symlink,
+            ..EntryMeta::stream()
+        };
+        assert!(envelope(&identity, false).seal(&link).is_err());
     }
 }

@@ -368,3 +368,64 @@ impl Envelope for NativeEnvelope {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EntryKind, MasterKey, TAG_LEN};
+
+    fn envelope(sealing: bool) -> NativeEnvelope {
+        let key = || MasterKey::from_key_bytes([3; 32]);
+        let keyring = Arc::new(Keyring::new(vec![key()], None));
+        let sealing = sealing.then(|| NativeSealing {
+            key: Arc::new(key()),
+            cipher: Cipher::ChaCha20Poly1305,
+            chunk_size: crate::MIN_CHUNK_SIZE,
+            salt: SaltSource::Fixed([1; SALT_LEN]),
+        });
+        NativeEnvelope::new(keyring, sealing)
+    }
+
+    /// What `seal` writes, `open` reads back: the prefix length, what it
+    /// records, and a cipher that opens the chunks the sealing one sealed;
+    /// `detect` recognises the magic bytes (and any prefix of them) only.
+    #[test]
+    fn the_native_envelope_opens_what_it_seals_and_detects_its_magic() {
+        let sealer = envelope(true);
+        let meta = EntryMeta {
+            kind: EntryKind::File,
+            plaintext_len: Some(5000),
+            mode: 0o640,
+            mtime: Some(Mtime {
+                seconds: 7,
+                nanos: 8,
+            }),
+        };
+        let sealed = sealer.seal(&meta).unwrap();
+        let mut chunk = vec![9u8; 100 + TAG_LEN];
+        sealed.cipher.seal_in_place(4, true, &mut chunk);
+        let opened = envelope(false).open(&mut &sealed.prefix[..]).unwrap();
+        assert_eq!(opened.prefix_len, sealed.prefix.len());
+        assert_eq!(opened.meta, meta);
+        opened.cipher.open_in_place(4, true, &mut chunk).unwrap();
+        assert_eq!(&chunk[..100], &[9u8; 100][..]);
+        let file_len = Layout::new(opened.prefix_len, crate::MIN_CHUNK_SIZE, 5000)
+            .unwrap()
+            .ciphertext_len();
+        assert_eq!(opened.layout(file_len).unwrap().plaintext_len(), 5000);
+        assert!(matches!(
+            opened.layout(file_len - 1),
+            Err(FormatError::BadLength { .. } | FormatError::LengthMismatch { .. })
+        ));
+        for prefix in [&sealed.prefix[..], &sealed.prefix[..3]] {
+            assert_eq!(sealer.detect(prefix), Some(Processing::Chunked));
+        }
+        for other in [&b""[..], b"age-encryption.org/v1\n", b"\x89CSX"] {
+            assert_eq!(sealer.detect(other), None, "{other:?}");
+        }
+        assert!(matches!(
+            envelope(false).seal(&meta),
+            Err(EnvelopeError::Format(FormatError::NoSealingKey))
+        ));
+    }
+}

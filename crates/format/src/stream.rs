@@ -223,6 +223,27 @@ impl ChunkCipher {
 mod tests {
     use super::*;
 
+    /// A cipher rebuilt from its parts (what a worker process receives)
+    /// opens what the original sealed, and only that.
+    #[test]
+    fn a_cipher_rebuilt_from_its_parts_opens_what_the_original_sealed() {
+        let original = ChunkCipher::new(
+            Cipher::Aes256Gcm,
+            &[4; AEAD_KEY_LEN],
+            NonceScheme::Stream,
+            b"header",
+            1024,
+        );
+        let rebuilt = ChunkCipher::from_parts(&original.to_parts());
+        assert_eq!(rebuilt.chunk_size(), 1024);
+        let mut chunk = vec![1u8; 50 + TAG_LEN];
+        original.seal_in_place(2, false, &mut chunk);
+        let mut wrong = chunk.clone();
+        assert!(rebuilt.open_in_place(3, false, &mut wrong).is_err());
+        rebuilt.open_in_place(2, false, &mut chunk).unwrap();
+        assert_eq!(&chunk[..50], &[1u8; 50][..]);
+    }
+
     #[test]
     fn chunk_cipher_is_shared_between_threads() {
         fn send_sync<T: Send + Sync>() {}
