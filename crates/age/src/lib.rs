@@ -94,8 +94,9 @@ impl Encoding {
     }
 }
 
-/// How many leading bytes [`Encoding::detect`] looks at.
-pub const DETECT_LEN: usize = 1024;
+/// How many leading bytes [`Encoding::detect`] looks at: what every
+/// envelope is given.
+pub const DETECT_LEN: usize = cryptstream_format::envelope::DETECT_LEN;
 
 /// The payload cipher of a file: ChaCha20-Poly1305 under
 /// HKDF-SHA-256(file key, salt = nonce, info "payload"), STREAM nonces, no

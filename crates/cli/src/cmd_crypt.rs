@@ -480,11 +480,12 @@ fn engine_for<'p>(
 
 /// The most bytes of stdin read before a `decrypt` decides which secret
 /// to ask for: a native header, or the start of an age header.
-const STREAM_PEEK_LEN: usize = if cryptstream_format::MAX_HEADER_LEN > cryptstream_age::DETECT_LEN {
-    cryptstream_format::MAX_HEADER_LEN
-} else {
-    cryptstream_age::DETECT_LEN
-};
+const STREAM_PEEK_LEN: usize =
+    if cryptstream_format::MAX_HEADER_LEN > cryptstream_format::envelope::DETECT_LEN {
+        cryptstream_format::MAX_HEADER_LEN
+    } else {
+        cryptstream_format::envelope::DETECT_LEN
+    };
 
 /// Refuses the options given to a command they do not apply to, rather
 /// than ignoring them.

@@ -134,10 +134,11 @@ fn collect(
 /// What the file that starts with `prefix` needs, or `None` when neither
 /// a cryptstream nor an age header can be read from it.
 pub fn need_of(prefix: &[u8]) -> Option<Need> {
-    if let Some(encoding) = cryptstream_age::Encoding::detect(prefix) {
-        let mut input: Box<dyn std::io::BufRead> = match encoding {
-            cryptstream_age::Encoding::Binary => Box::new(prefix),
-            cryptstream_age::Encoding::Armored => Box::new(std::io::BufReader::new(
+    use cryptstream_format::{Envelope, Processing};
+    if let Some(processing) = cryptstream_age::AgeEnvelope::new().detect(prefix) {
+        let mut input: Box<dyn std::io::BufRead> = match processing {
+            Processing::Chunked => Box::new(prefix),
+            Processing::InOrder => Box::new(std::io::BufReader::new(
                 cryptstream_age::ArmoredReader::new(prefix),
             )),
         };
