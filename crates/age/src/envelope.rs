@@ -13,7 +13,7 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::sync::Arc;
 
 use cryptstream_format::{
-    EncodedWrite, EntryKind, EntryMeta, Envelope, EnvelopeError, FormatError, OpenedPrefix,
+    EncodedWrite, EntryKind, EntryMeta, Envelope, EnvelopeError, FormatError, Naming, OpenedPrefix,
     Processing, SealedPrefix, SealingWriter,
 };
 use zeroize::Zeroizing;
@@ -163,6 +163,14 @@ fn container(error: AgeError) -> EnvelopeError {
 impl Envelope for AgeEnvelope {
     fn name(&self) -> &'static str {
         ENVELOPE_NAME
+    }
+
+    fn naming(&self) -> Naming {
+        // age files hold file contents only.
+        Naming {
+            suffix: ".age",
+            holds_links: false,
+        }
     }
 
     fn detect(&self, prefix: &[u8]) -> Option<Processing> {

@@ -422,12 +422,14 @@ impl AgeSetup {
         })
     }
 
-    /// The naming rules of the files an encrypt run writes.
+    /// The naming rules of the run's files: new ones named by the sealing
+    /// envelope, and the suffixes decrypt accepts.
     fn output_format(&self) -> OutputFormat {
-        if self.seals {
-            OutputFormat::Age
-        } else {
-            OutputFormat::Native
+        let native = OutputFormat::native();
+        match &self.envelope {
+            Some(envelope) if self.seals => native.sealing(&**envelope),
+            Some(envelope) => native.opening(&**envelope),
+            None => native.opening(&AgeEnvelope::new()),
         }
     }
 }

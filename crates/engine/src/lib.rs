@@ -70,7 +70,7 @@ pub use io::{IoChoice, IoStrategy, MMAP_MIN_BYTES};
 pub use plan::{
     names_directory, output_name, plan_transform, plan_transform_as, plan_verify, Direction,
     FileJob, OutputFormat, OutputName, Overwrite, Plan, PlanError, Skipped, Source, Target,
-    AGE_SUFFIX, KEPT_EXISTING, SUFFIX,
+    KEPT_EXISTING, SUFFIX,
 };
 pub use reason::Reason;
 
@@ -539,7 +539,7 @@ fn serialize_skipped<S: serde::Serializer>(skipped: &[Skipped], s: S) -> Result<
         fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             let mut entry = s.serialize_struct("Skipped", 2)?;
             entry.serialize_field("path", &self.0.path.to_string_lossy())?;
-            entry.serialize_field("reason", self.0.reason)?;
+            entry.serialize_field("reason", &self.0.reason)?;
             entry.end()
         }
     }

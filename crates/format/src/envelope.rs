@@ -67,6 +67,18 @@ impl EntryMeta {
     }
 }
 
+/// How the files an envelope writes are named, and what a tree walk can
+/// store in them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Naming {
+    /// The suffix of encrypted names (`.cst`, `.age`).
+    pub suffix: &'static str,
+    /// Whether symbolic links and second names of a file are stored as
+    /// entries of their own (else links are skipped and a second name is
+    /// encrypted again as a file).
+    pub holds_links: bool,
+}
+
 /// A new file's prefix and the cipher of its chunks.
 pub struct SealedPrefix {
     /// Everything before chunk 0.
@@ -164,6 +176,9 @@ pub trait Envelope: Send + Sync {
     /// the whole file when shorter) is processed, or `None` when it is not
     /// this container's.
     fn detect(&self, prefix: &[u8]) -> Option<Processing>;
+
+    /// How the files this envelope writes are named.
+    fn naming(&self) -> Naming;
 
     /// How the files [`Envelope::seal`] writes are processed.
     fn sealing(&self) -> Processing {
@@ -329,6 +344,13 @@ fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
 impl Envelope for NativeEnvelope {
     fn name(&self) -> &'static str {
         "cryptstream"
+    }
+
+    fn naming(&self) -> Naming {
+        Naming {
+            suffix: ".cst",
+            holds_links: true,
+        }
     }
 
     fn detect(&self, prefix: &[u8]) -> Option<Processing> {

@@ -45,8 +45,8 @@ mod stream;
 
 pub use adapters::{OpeningReader, SealingWriter};
 pub use envelope::{
-    EncodedWrite, EntryMeta, Envelope, EnvelopeError, NativeEnvelope, NativeSealing, OpenedPrefix,
-    Processing, Restore, SaltSource, SealedPrefix,
+    EncodedWrite, EntryMeta, Envelope, EnvelopeError, Naming, NativeEnvelope, NativeSealing,
+    OpenedPrefix, Processing, Restore, SaltSource, SealedPrefix,
 };
 pub use error::FormatError;
 pub use header::{
