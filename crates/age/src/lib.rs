@@ -22,6 +22,11 @@
 //! [`FailureClass`] is the test kit's (`no match`, `HMAC failure`,
 //! `header failure`, `payload failure`, `armor failure`).
 //!
+//! [`AgeEnvelope`] puts all of this behind the format crate's
+//! [`cryptstream_format::Envelope`] trait, which is all the engine sees of
+//! age: detection, header and nonce, payload cipher, armor as an in-order
+//! encoding, and an export from which a worker process builds it again.
+//!
 //! Hostile headers cost bounded work: at most [`MAX_HEADER_LEN`] bytes and
 //! [`MAX_STANZAS`] stanzas, and scrypt work factors up to
 //! [`MAX_SCRYPT_LOG_N`].

@@ -31,8 +31,17 @@
 //! the umask, setuid/setgid/sticky only when asked). Passphrase keys are
 //! derived once per run, before any work, by [`keys`].
 //!
+//! Containers are [`cryptstream_format::Envelope`]s: the run's
+//! [`Envelopes`] (cryptstream's own, built from the keys of the
+//! [`Settings`], and those the caller adds, age's for example) seal new
+//! files, recognise and open existing ones by their first bytes, name
+//! them, and say whether a file is processed in chunks or in order. This
+//! crate names no container crate.
+//!
 //! [`stream`] handles `-` (stdin/stdout), where data arrives in order and
-//! chunks are processed as they come.
+//! chunks are processed as they come, with one loop per direction for
+//! every envelope, and [`stream::run_stream`] holds a stream's policy
+//! (output checks, atomic commit, passphrase key, cancellation).
 
 #![deny(missing_docs)]
 

@@ -30,6 +30,12 @@
 //! [`OpeningReader`] wrap any `Write` / `Read` to seal or open a stream
 //! chunk by chunk on one thread.
 //!
+//! Above all of this sits the [`Envelope`] seam ([`envelope`]): a container
+//! detected from its first bytes, sealed (prefix and cipher) and opened
+//! (prefix length, cipher, what the prefix records). [`NativeEnvelope`] is
+//! this format; age's lives in the `cryptstream-age` crate, and engines see
+//! only the trait.
+//!
 //! The byte layout is specified in `docs/FORMAT.md`; the test vectors in
 //! `tests/data/vectors.json` are checked by `tests/vectors.rs`.
 

@@ -1,10 +1,12 @@
 //! Messages on the socket between the parent and one worker (a
 //! `SOCK_SEQPACKET` pair, so every message arrives whole).
 //!
-//! Parent to worker: [`Hello`] once (settings and secrets: secrets travel
-//! only here, never in argv or the environment), then [`Message::OpenSplit`]
-//! (with the input and output descriptors of a split file, passed with
-//! `SCM_RIGHTS`) and [`Message::CloseSplit`]. Worker to parent:
+//! Parent to worker: [`Hello`] once (settings and secrets, the exports of
+//! the run's added envelopes included: secrets travel only on this socket,
+//! never in argv or the environment), then [`Message::OpenSplit`] (the
+//! input and output descriptors of a split file, passed with
+//! `SCM_RIGHTS`, with its layout and its chunk cipher, key included) and
+//! [`Message::CloseSplit`]. Worker to parent:
 //! [`Message::Done`] for every task. The socket closing is how each side
 //! learns that the other is gone.
 //!
