@@ -140,3 +140,54 @@ fn a_damaged_chunk_read_by_a_worker_process_is_an_age_payload_failure() {
         .stderr_has("age payload failure: chunk");
     assert!(!back.exists(), "nothing under the final name");
 }
+
+#[test]
+fn passphrase_age_files_and_a_tree_go_through_worker_processes() {
+    let k = Keys::new();
+    let pass = k.ws.path("pass");
+    fs::write(&pass, "correct horse battery staple\n").unwrap();
+    // A tree: small files are whole tasks in the workers (which rebuild
+    // the age envelope, passphrase included), the large one is split.
+    let src = k.ws.path("src");
+    fs::create_dir(&src).unwrap();
+    for (i, size) in [10u64, 70_000, SEGMENT_BYTES + 3].into_iter().enumerate() {
+        write_random_file(&src.join(format!("f{i}")), size, 40 + i as u64, 0o640);
+    }
+    let enc = k.ws.path("enc");
+    let mut encrypt = k.processes(
+        "encrypt",
+        &[
+            "--age-passphrase",
+            "--age-scrypt-log-n",
+            "10",
+            "--passphrase-file",
+        ],
+    );
+    run(encrypt.arg(&pass).arg(&src).arg(&enc)).success();
+    for i in 0..3 {
+        let file = enc.join(format!("f{i}.age"));
+        let head = fs::read(&file).unwrap();
+        assert!(
+            head.starts_with(b"age-encryption.org/v1\n-> scrypt "),
+            "f{i}"
+        );
+    }
+    let back = k.ws.path("back");
+    let mut decrypt = k.processes("decrypt", &["--passphrase-file"]);
+    run(decrypt.arg(&pass).arg(&enc).arg(&back)).success();
+    for i in 0..3 {
+        let name = format!("f{i}");
+        assert!(
+            fs::read(back.join(&name)).unwrap() == fs::read(src.join(&name)).unwrap(),
+            "{name}"
+        );
+    }
+    // And the recipients' files of the tree are readable by age itself.
+    let tree = k.ws.path("tree");
+    let mut encrypt = k.processes("encrypt", &["-r", &k.their_recipient]);
+    run(encrypt.arg(&src).arg(&tree)).success();
+    for i in 0..3 {
+        let plain = fs::read(src.join(format!("f{i}"))).unwrap();
+        age_decrypts_to(&k.theirs, &tree.join(format!("f{i}.age")), &plain);
+    }
+}
