@@ -22,6 +22,11 @@
 //! [`FailureClass`] is the test kit's (`no match`, `HMAC failure`,
 //! `header failure`, `payload failure`, `armor failure`).
 //!
+//! [`AgeEnvelope`] puts all of this behind the format crate's
+//! [`cryptstream_format::Envelope`] trait, which is all the engine sees of
+//! age: detection, header and nonce, payload cipher, armor as an in-order
+//! encoding, and an export from which a worker process builds it again.
+//!
 //! Hostile headers cost bounded work: at most [`MAX_HEADER_LEN`] bytes and
 //! [`MAX_STANZAS`] stanzas, and scrypt work factors up to
 //! [`MAX_SCRYPT_LOG_N`].
@@ -31,6 +36,7 @@
 mod armor;
 mod crypto;
 mod encoding;
+mod envelope;
 mod error;
 mod header;
 mod keys;
@@ -45,6 +51,7 @@ pub use armor::{
     armor_error, ArmoredReader, ArmoredWriter, BEGIN as ARMOR_BEGIN, END as ARMOR_END,
 };
 pub use encoding::{b64_encode, bech32_decode, bech32_encode};
+pub use envelope::{AgeEnvelope, ENVELOPE_NAME};
 pub use error::{AgeError, FailureClass};
 pub use header::{Header, Stanza, MAX_HEADER_LEN, MAX_STANZAS, VERSION_LINE};
 pub use keys::{
@@ -92,8 +99,9 @@ impl Encoding {
     }
 }
 
-/// How many leading bytes [`Encoding::detect`] looks at.
-pub const DETECT_LEN: usize = 1024;
+/// How many leading bytes [`Encoding::detect`] looks at: what every
+/// envelope is given.
+pub const DETECT_LEN: usize = cryptstream_format::envelope::DETECT_LEN;
 
 /// The payload cipher of a file: ChaCha20-Poly1305 under
 /// HKDF-SHA-256(file key, salt = nonce, info "payload"), STREAM nonces, no

@@ -10,13 +10,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use cryptstream_age::AgeEnvelope;
 use cryptstream_engine::{
-    keys, plan_transform_as, plan_verify, stream, Container, Direction, Engine, IoChoice,
+    keys, plan_transform_as, plan_verify, stream, Direction, Engine, IoChoice, OutputFormat,
     Overwrite, Plan, PlanError, Reason, Settings, Shown, Skipped, Summary, ThreadEngine,
     KEPT_EXISTING,
 };
+use cryptstream_format::Processing;
 use cryptstream_format::{Cipher, Keyring, MasterKey};
-use cryptstream_output::{AtomicFile, DirFd, Timestamp};
 use cryptstream_pool::Cancel;
 use cryptstream_pool::Pool;
 
@@ -162,10 +163,11 @@ impl AgeArgs {
             || self.armor
     }
 
-    /// The container new files are written in.
-    fn container(&self, secrets: &SecretArgs) -> anyhow::Result<Container> {
+    /// The age envelope new files are sealed with, or `None` for
+    /// cryptstream's own.
+    fn sealing_envelope(&self, secrets: &SecretArgs) -> anyhow::Result<Option<AgeEnvelope>> {
         if !self.wanted() {
-            return Ok(Container::Native);
+            return Ok(None);
         }
         let mut recipients = Vec::new();
         for text in &self.recipients {
@@ -195,11 +197,7 @@ impl AgeArgs {
             bail!("--armor writes age files: give -r RECIPIENT, -R FILE or --age-passphrase");
         }
         // Refuses bad combinations (post-quantum with X25519...) before any file.
-        cryptstream_age::check_recipients(&recipients)?;
-        Ok(Container::Age {
-            recipients: Arc::new(recipients),
-            armor: self.armor,
-        })
+        Ok(Some(AgeEnvelope::new().sealing_to(recipients, self.armor)?))
     }
 }
 
@@ -342,9 +340,24 @@ fn settings(
         .encryption_key(derived.encryption_key)
         .workers(run.workers.unwrap_or_else(default_workers))
         .io(run.io())
-        .umask(cryptstream_engine::process_umask())
-        .container(age.container)
-        .age_identities(age.identities);
+        .umask(cryptstream_engine::process_umask());
+    let builder = match age.envelope {
+        Some(envelope) => {
+            let envelope: Arc<dyn cryptstream_format::Envelope> = envelope;
+            let builder = builder.envelope(envelope.clone());
+            let builder = if age.seals {
+                builder.seal_with(envelope.clone())
+            } else {
+                builder
+            };
+            if age.fallback {
+                builder.fallback(envelope)
+            } else {
+                builder
+            }
+        }
+        None => builder,
+    };
     let Some(args) = crypt else {
         return builder.build();
     };
@@ -359,46 +372,65 @@ fn settings(
     builder.build()
 }
 
-/// What a run knows about age: the container of new files and the
-/// identities that open age files.
+/// What a run knows about age: the envelope (recipients for encrypt,
+/// identities for the others) and its roles.
 struct AgeSetup {
-    container: Container,
-    identities: Option<Arc<Vec<cryptstream_age::Identity>>>,
+    /// The age envelope of the run, when it has one.
+    envelope: Option<Arc<AgeEnvelope>>,
+    /// It seals new files (encrypt with -r, -R or --age-passphrase).
+    seals: bool,
+    /// It reports files neither format recognises (a run with only age
+    /// identities, no key file or passphrase).
+    fallback: bool,
 }
 
 impl AgeSetup {
-    /// The age side of a run: the container for encrypt, the identities
-    /// (from `-i` files and the passphrase) for the others; the process
-    /// engine takes no age work.
+    /// The age side of a run: the envelope that seals new files for
+    /// encrypt, the one that opens age files (from `-i` files and the
+    /// passphrase) for the others.
     fn new(
         direction: Direction,
         secrets: &SecretArgs,
         age: Option<&AgeArgs>,
         keyring: &cryptstream_format::Keyring,
-        run: &RunArgs,
     ) -> anyhow::Result<AgeSetup> {
-        let container = match (direction, age) {
-            (Direction::Encrypt, Some(age)) => age.container(secrets)?,
-            (_, Some(age)) if age.wanted() => bail!(
+        if direction == Direction::Encrypt {
+            let envelope = match age {
+                Some(age) => age.sealing_envelope(secrets)?,
+                None => None,
+            };
+            return Ok(AgeSetup {
+                seals: envelope.is_some(),
+                envelope: envelope.map(Arc::new),
+                fallback: false,
+            });
+        }
+        if age.is_some_and(AgeArgs::wanted) {
+            bail!(
                 "-r, -R, --age-passphrase and --armor are options of encrypt; \
                  decrypt and verify recognise age files by their first line"
-            ),
-            _ => Container::Native,
-        };
-        let processes = matches!(run.engine, EngineArg::Processes);
-        let age_run = matches!(container, Container::Age { .. }) || !secrets.identities.is_empty();
-        if processes && age_run {
-            bail!("age files are processed by the thread engine only: use --engine threads");
+            );
         }
-        let identities = if processes || direction == Direction::Encrypt {
-            None
-        } else {
-            Some(Arc::new(secrets.age_identities(keyring)?))
-        };
+        let envelope = secrets.age_envelope(keyring)?;
+        let fallback = envelope.has_identities()
+            && keyring.key_files().is_empty()
+            && !keyring.has_passphrase();
         Ok(AgeSetup {
-            container,
-            identities,
+            envelope: Some(Arc::new(envelope)),
+            seals: false,
+            fallback,
         })
+    }
+
+    /// The naming rules of the run's files: new ones named by the sealing
+    /// envelope, and the suffixes decrypt accepts.
+    fn output_format(&self) -> OutputFormat {
+        let native = OutputFormat::native();
+        match &self.envelope {
+            Some(envelope) if self.seals => native.sealing(&**envelope),
+            Some(envelope) => native.opening(&**envelope),
+            None => native.opening(&AgeEnvelope::new()),
+        }
     }
 }
 
@@ -414,13 +446,13 @@ struct Derived {
 fn derive_keys(
     direction: Direction,
     keyring: &Keyring,
-    container: &Container,
+    age: &AgeSetup,
     plan: Option<&Plan>,
     secrets: &SecretArgs,
     cancel: &Cancel,
 ) -> anyhow::Result<Option<Derived>> {
     let result = match (direction, plan) {
-        (Direction::Encrypt, _) if matches!(container, Container::Age { .. }) => Ok(None),
+        (Direction::Encrypt, _) if age.seals => Ok(None),
         (Direction::Encrypt, _) => {
             keys::encryption_key(keyring, secrets.kdf_params(), cancel).map(Some)
         }
@@ -450,11 +482,12 @@ fn engine_for<'p>(
 
 /// The most bytes of stdin read before a `decrypt` decides which secret
 /// to ask for: a native header, or the start of an age header.
-const STREAM_PEEK_LEN: usize = if cryptstream_format::MAX_HEADER_LEN > cryptstream_age::DETECT_LEN {
-    cryptstream_format::MAX_HEADER_LEN
-} else {
-    cryptstream_age::DETECT_LEN
-};
+const STREAM_PEEK_LEN: usize =
+    if cryptstream_format::MAX_HEADER_LEN > cryptstream_format::envelope::DETECT_LEN {
+        cryptstream_format::MAX_HEADER_LEN
+    } else {
+        cryptstream_format::envelope::DETECT_LEN
+    };
 
 /// Refuses the options given to a command they do not apply to, rather
 /// than ignoring them.
@@ -526,19 +559,13 @@ pub fn run_transform(direction: Direction, args: &CryptArgs) -> anyhow::Result<E
         let needs = key_needs::needs_of(&[input], direction);
         args.secrets.decryption_keyring(&needs)?
     };
-    let age = AgeSetup::new(
-        direction,
-        &args.secrets,
-        Some(&args.age),
-        &keyring,
-        &args.run,
-    )?;
+    let age = AgeSetup::new(direction, &args.secrets, Some(&args.age), &keyring)?;
     let plan = if streamed {
         None
     } else {
         Some(listed(plan_transform_as(
             direction,
-            age.container.output_format(),
+            age.output_format(),
             input,
             output,
             args.overwrite(),
@@ -547,7 +574,7 @@ pub fn run_transform(direction: Direction, args: &CryptArgs) -> anyhow::Result<E
     let derive = derive_keys(
         direction,
         &keyring,
-        &age.container,
+        &age,
         plan.as_ref(),
         &args.secrets,
         &cancel,
@@ -573,12 +600,12 @@ pub fn run_verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let inputs: Vec<&Path> = args.inputs.iter().map(PathBuf::as_path).collect();
     let needs = key_needs::needs_of(&inputs, Direction::Verify);
     let keyring = args.secrets.decryption_keyring(&needs)?;
-    let age = AgeSetup::new(Direction::Verify, &args.secrets, None, &keyring, &args.run)?;
+    let age = AgeSetup::new(Direction::Verify, &args.secrets, None, &keyring)?;
     let plan = listed(plan_verify(&args.inputs))?;
     let derive = derive_keys(
         Direction::Verify,
         &keyring,
-        &age.container,
+        &age,
         Some(&plan),
         &args.secrets,
         &cancel,
@@ -725,66 +752,6 @@ impl Write for FdWriter<'_> {
     }
 }
 
-/// Reads the header at the front of `input` and, when it names a
-/// passphrase key, derives that key (cancellably) into the run's keyring.
-/// Returns the input with the header put back in front, or `None` when a
-/// signal stopped the derivation. A header that cannot be read or parsed
-/// is left for the decryption to report.
-fn prepare_stream_key<'a>(
-    settings: &Settings,
-    mut input: Box<dyn std::io::Read + 'a>,
-    cancel: &Cancel,
-) -> anyhow::Result<Option<Box<dyn std::io::Read + 'a>>> {
-    use cryptstream_format::{Header, MAX_HEADER_LEN};
-    use std::io::Read;
-    let mut prefix = Vec::with_capacity(MAX_HEADER_LEN);
-    (&mut input)
-        .take(MAX_HEADER_LEN as u64)
-        .read_to_end(&mut prefix)?;
-    if let Ok(header) = Header::parse(&prefix) {
-        // Its only error is a cancellation.
-        if keys::derive_for_header(&header, settings.keyring(), cancel).is_err() {
-            return Ok(None);
-        }
-    }
-    Ok(Some(Box::new(std::io::Cursor::new(prefix).chain(input))))
-}
-
-/// What the end of a stream leaves for its output file: the mode and
-/// mtime to restore (age files record neither).
-struct StreamEnd {
-    mode: u32,
-    mtime: Option<cryptstream_format::Mtime>,
-}
-
-impl StreamEnd {
-    fn native(header: &cryptstream_format::Header) -> StreamEnd {
-        StreamEnd {
-            mode: header.mode,
-            mtime: header.mtime,
-        }
-    }
-
-    fn age(mode: u32) -> StreamEnd {
-        StreamEnd { mode, mtime: None }
-    }
-}
-
-/// A reader that fails once SIGINT/SIGTERM has raised `cancel`.
-struct Cancellable<'a> {
-    inner: Box<dyn std::io::Read + 'a>,
-    cancel: &'a Cancel,
-}
-
-impl std::io::Read for Cancellable<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.cancel.is_cancelled() {
-            return Err(std::io::Error::other("interrupted"));
-        }
-        self.inner.read(buf)
-    }
-}
-
 /// Encrypts or decrypts a single stream where INPUT or OUTPUT is `-`, with
 /// the run's settings.
 fn run_stream(
@@ -799,7 +766,7 @@ fn run_stream(
         bail!("--json needs stdout: give an output file with -o FILE");
     }
     // As age: encrypted binary is not written to a terminal, armor is.
-    let armored = matches!(settings.container(), Container::Age { armor: true, .. });
+    let armored = settings.envelopes().sealer().sealing() == Processing::InOrder;
     if direction == Direction::Encrypt
         && is_dash(output_path)
         && !armored
@@ -810,153 +777,34 @@ fn run_stream(
              give -o FILE, or use --armor for age text"
         );
     }
-    if !is_dash(output_path) && cryptstream_engine::names_directory(output_path) {
-        // A directory output needs an input name to name the file in it.
-        bail!(
-            "{}: a directory output needs a file or directory INPUT, not stdin: \
-             give the output file name",
-            Shown(output_path)
-        );
-    }
     let started = Instant::now();
     let stdin = std::io::stdin();
-    let input_name = Shown(input_path).to_string();
-    let (input, source): (Box<dyn std::io::Read>, Option<stream::StreamSource>) =
-        if is_dash(input_path) {
-            let reader: Box<dyn std::io::Read> = match peeked {
-                Some(prefix) => Box::new(std::io::Read::chain(
-                    std::io::Cursor::new(prefix),
-                    stdin.lock(),
-                )),
-                None => Box::new(stdin.lock()),
-            };
-            (reader, None)
-        } else {
-            use std::os::unix::fs::PermissionsExt;
-            let file = std::fs::File::open(input_path)
-                .with_context(|| format!("{input_name}: cannot open"))?;
-            let meta = file
-                .metadata()
-                .with_context(|| format!("{input_name}: cannot stat"))?;
-            if meta.is_dir() {
-                bail!("{input_name}: is a directory; a directory needs a directory OUTPUT, not -");
-            }
-            let mtime = Timestamp::mtime_of(&meta);
-            let source = stream::StreamSource {
-                len: meta.len(),
-                mode: meta.permissions().mode(),
-                mtime: cryptstream_format::Mtime {
-                    seconds: mtime.seconds,
-                    nanos: mtime.nanos,
-                },
-            };
-            (Box::new(file), Some(source))
-        };
+    let input = if is_dash(input_path) {
+        stream::StreamInput::Reader(match peeked {
+            Some(prefix) => Box::new(std::io::Read::chain(
+                std::io::Cursor::new(prefix),
+                stdin.lock(),
+            )),
+            None => Box::new(stdin.lock()),
+        })
+    } else {
+        stream::StreamInput::File(input_path)
+    };
     let stdout = std::io::stdout();
-    let output_name = Shown(output_path).to_string();
-    let mut atomic = None;
-    let mut sink: Box<dyn Write> = if is_dash(output_path) {
-        Box::new(FdWriter(stdout.as_fd()))
+    let output = if is_dash(output_path) {
+        stream::StreamOutput::Writer(Box::new(FdWriter(stdout.as_fd())))
     } else {
-        if std::fs::symlink_metadata(output_path).is_ok() {
-            if args.skip_existing {
-                return Ok(ExitCode::SUCCESS);
-            }
-            if !args.force {
-                bail!("{output_name}: output exists; use --force to replace or --skip-existing to keep");
-            }
-        }
-        let (dir, name) = match (output_path.parent(), output_path.file_name()) {
-            (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => (parent, name),
-            (_, Some(name)) => (Path::new("."), name),
-            _ => bail!("{output_name}: not a file name"),
-        };
-        let dir =
-            DirFd::open(dir).with_context(|| format!("{output_name}: cannot create output"))?;
-        cryptstream_output::remove_stale_temps(&dir);
-        let out = AtomicFile::create(&dir, name)
-            .with_context(|| format!("{output_name}: cannot create output"))?;
-        let writer = out.file().try_clone()?;
-        atomic = Some(out);
-        Box::new(std::io::BufWriter::with_capacity(1 << 20, writer))
+        stream::StreamOutput::File(output_path)
     };
-    // A passphrase key is derived before the stream is decrypted, where a
-    // signal can stop it (the header is read first and put back in front).
-    let input = if direction == Direction::Decrypt && settings.keyring().has_passphrase() {
-        match prepare_stream_key(settings, input, cancel)? {
-            Some(input) => input,
-            None => return Ok(interrupted()),
-        }
-    } else {
-        input
+    let streamed = match stream::run_stream(settings, input, output, cancel)? {
+        stream::StreamOutcome::Done(streamed) => streamed,
+        stream::StreamOutcome::KeptExisting => return Ok(ExitCode::SUCCESS),
+        stream::StreamOutcome::Cancelled => return Ok(interrupted()),
     };
-    let (age_encoding, input) = if direction == Direction::Encrypt {
-        (None, input)
-    } else {
-        stream::detect_age(input).with_context(|| format!("{input_name}: cannot read"))?
+    let (bytes_in, bytes_out) = match direction {
+        Direction::Encrypt => (streamed.plaintext_len, streamed.encrypted_len),
+        _ => (streamed.encrypted_len, streamed.plaintext_len),
     };
-    // The signal handlers only raise `cancel`: the stream checks it on
-    // every read, and a second signal exits at once.
-    let mut input = Cancellable {
-        inner: input,
-        cancel,
-    };
-    let result = match direction {
-        Direction::Encrypt if matches!(settings.container(), Container::Age { .. }) => {
-            stream::encrypt_age_stream(
-                settings,
-                &mut input,
-                &mut sink,
-                source.as_ref().map(|s| s.len),
-            )
-            .map(|n| (StreamEnd::age(source.as_ref().map_or(0, |s| s.mode)), n, 0))
-        }
-        Direction::Encrypt => {
-            stream::encrypt_stream(settings, &mut input, &mut sink, source.as_ref()).and_then(
-                |(header, n)| {
-                    let out = header.layout(n)?.ciphertext_len();
-                    Ok((StreamEnd::native(&header), n, out))
-                },
-            )
-        }
-        _ => match age_encoding.or(settings
-            .age_only()
-            .then_some(cryptstream_age::Encoding::Binary))
-        {
-            Some(encoding) => stream::decrypt_age_stream(
-                settings.age_identities().map_or(&[], |ids| ids.as_slice()),
-                encoding,
-                &mut input,
-                &mut sink,
-            )
-            .map(|n| (StreamEnd::age(0), 0, n)),
-            None => stream::decrypt_stream(settings.keyring(), &mut input, &mut sink).and_then(
-                |(header, n)| {
-                    let ct = header.layout(n)?.ciphertext_len();
-                    Ok((StreamEnd::native(&header), ct, n))
-                },
-            ),
-        },
-    };
-    if cancel.is_cancelled() {
-        // The temp output (if any) is dropped unlinked.
-        return Ok(interrupted());
-    }
-    let (header, bytes_in, bytes_out) = result.with_context(|| input_name.clone())?;
-    sink.flush()
-        .with_context(|| format!("{output_name}: cannot write output"))?;
-    drop(sink);
-    if let Some(out) = atomic {
-        out.set_mode(settings.output_mode(header.mode))?;
-        if let (Direction::Decrypt, Some(mtime)) = (direction, header.mtime) {
-            out.set_mtime(Timestamp {
-                seconds: mtime.seconds,
-                nanos: mtime.nanos,
-            })?;
-        }
-        out.commit(settings.replace(), settings.durable())
-            .with_context(|| format!("{output_name}: cannot write output"))?;
-    }
     if args.run.json {
         let seconds = started.elapsed().as_secs_f64();
         let summary = serde_json::json!({

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cryptstream_format::{Header, KeySource, Layout, MAX_HEADER_LEN};
+use cryptstream_format::envelope::DETECT_LEN;
+use cryptstream_format::{Envelope, Header, KeySource, Layout, Processing, MAX_HEADER_LEN};
 
 use crate::messages::escape_controls;
 
@@ -28,11 +29,12 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         .metadata()
         .with_context(|| format!("{name}: cannot stat"))?
         .len();
-    let mut prefix = vec![0u8; cryptstream_age::DETECT_LEN];
+    let mut prefix = vec![0u8; DETECT_LEN];
     let got =
         read_prefix(&mut file, &mut prefix).with_context(|| format!("{name}: cannot read"))?;
-    if let Some(encoding) = cryptstream_age::Encoding::detect(&prefix[..got]) {
-        return inspect_age(args, encoding, file_len);
+    // The envelope recognises its files; anything else is read as ours.
+    if let Some(processing) = cryptstream_age::AgeEnvelope::new().detect(&prefix[..got]) {
+        return inspect_age(args, processing, file_len);
     }
     std::io::Seek::rewind(&mut file).with_context(|| format!("{name}: cannot read"))?;
     let mut bytes = Vec::with_capacity(MAX_HEADER_LEN);
@@ -127,17 +129,17 @@ fn read_prefix(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usiz
 /// scrypt work factor) and the payload's size, without any key.
 fn inspect_age(
     args: &InspectArgs,
-    encoding: cryptstream_age::Encoding,
+    processing: Processing,
     file_len: u64,
 ) -> anyhow::Result<ExitCode> {
     use std::io::BufReader;
     let name = args.file.display();
     let file = std::fs::File::open(&args.file).with_context(|| format!("{name}: cannot open"))?;
-    let mut input: Box<dyn std::io::BufRead> = match encoding {
-        cryptstream_age::Encoding::Binary => Box::new(BufReader::new(file)),
-        cryptstream_age::Encoding::Armored => Box::new(BufReader::new(
-            cryptstream_age::ArmoredReader::new(BufReader::new(file)),
-        )),
+    let mut input: Box<dyn std::io::BufRead> = match processing {
+        Processing::Chunked => Box::new(BufReader::new(file)),
+        Processing::InOrder => Box::new(BufReader::new(cryptstream_age::ArmoredReader::new(
+            BufReader::new(file),
+        ))),
     };
     let header = cryptstream_age::Header::read(&mut input).with_context(|| format!("{name}"))?;
     let stanzas: Vec<String> = header
@@ -149,15 +151,15 @@ fn inspect_age(
         })
         .collect();
     let prefix = header.as_bytes().len() + cryptstream_age::NONCE_LEN;
-    let layout = match encoding {
-        cryptstream_age::Encoding::Binary => {
+    let layout = match processing {
+        Processing::Chunked => {
             Layout::from_ciphertext_len(prefix, cryptstream_age::CHUNK_SIZE, file_len).ok()
         }
-        cryptstream_age::Encoding::Armored => None,
+        Processing::InOrder => None,
     };
-    let form = match encoding {
-        cryptstream_age::Encoding::Binary => "binary",
-        cryptstream_age::Encoding::Armored => "armored",
+    let form = match processing {
+        Processing::Chunked => "binary",
+        Processing::InOrder => "armored",
     };
     if args.json {
         let value = serde_json::json!({

@@ -11,7 +11,8 @@ use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use cryptstream_engine::{Direction, AGE_SUFFIX, SUFFIX};
+use cryptstream_engine::{Direction, SUFFIX};
+use cryptstream_format::Envelope;
 use cryptstream_format::{Header, KeyId, KeySource, MAX_HEADER_LEN};
 
 /// Candidate files whose headers are read at most, over all inputs.
@@ -107,7 +108,7 @@ fn collect(
         || direction == Direction::Verify
         || path.extension().is_some_and(|e| {
             let e = format!(".{}", e.to_string_lossy());
-            e == SUFFIX || e == AGE_SUFFIX
+            e == SUFFIX || e == cryptstream_age::AgeEnvelope::new().naming().suffix
         });
     if !candidate {
         return;
@@ -134,10 +135,11 @@ fn collect(
 /// What the file that starts with `prefix` needs, or `None` when neither
 /// a cryptstream nor an age header can be read from it.
 pub fn need_of(prefix: &[u8]) -> Option<Need> {
-    if let Some(encoding) = cryptstream_age::Encoding::detect(prefix) {
-        let mut input: Box<dyn std::io::BufRead> = match encoding {
-            cryptstream_age::Encoding::Binary => Box::new(prefix),
-            cryptstream_age::Encoding::Armored => Box::new(std::io::BufReader::new(
+    use cryptstream_format::Processing;
+    if let Some(processing) = cryptstream_age::AgeEnvelope::new().detect(prefix) {
+        let mut input: Box<dyn std::io::BufRead> = match processing {
+            Processing::Chunked => Box::new(prefix),
+            Processing::InOrder => Box::new(std::io::BufReader::new(
                 cryptstream_age::ArmoredReader::new(prefix),
             )),
         };

@@ -96,7 +96,10 @@ fn main() -> ExitCode {
     // A worker process of the process engine: right after the limits,
     // while this process has a single thread (see docs/ARCHITECTURE.md).
     debug_hooks();
-    if let Some(code) = cryptstream_procs::run_worker_if_requested() {
+    if let Some(code) = cryptstream_procs::run_worker_if_requested(&[(
+        cryptstream_age::ENVELOPE_NAME,
+        cryptstream_age::AgeEnvelope::restore,
+    )]) {
         return code;
     }
     tracing_subscriber::fmt()
@@ -206,10 +209,15 @@ pub(crate) fn one_line(err: &anyhow::Error) -> String {
 /// Whether the error comes from writing to a closed pipe (what that means
 /// is up to the command: see [`ClosedStdout`]).
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    use cryptstream_engine::stream::StreamError;
     use cryptstream_engine::Reason;
     let broken = |e: &std::io::Error| e.kind() == std::io::ErrorKind::BrokenPipe;
     err.chain().any(|cause| {
         cause.downcast_ref::<std::io::Error>().is_some_and(broken)
             || matches!(cause.downcast_ref::<Reason>(), Some(Reason::Write(e)) if broken(e))
+            || matches!(
+                cause.downcast_ref::<StreamError>(),
+                Some(StreamError::File(_, Reason::Write(e))) if broken(e)
+            )
     })
 }

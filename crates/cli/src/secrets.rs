@@ -8,7 +8,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use cryptstream_age::Identity;
+use cryptstream_age::AgeEnvelope;
 use cryptstream_format::{parse_key_file, KdfParams, Keyring, Passphrase};
 use zeroize::Zeroizing;
 
@@ -218,12 +218,12 @@ impl SecretArgs {
     /// # Errors
     /// An identity file that cannot be read or holds anything but age
     /// secret keys (a cryptstream key file gets a hint to use `-k`).
-    pub fn age_identities(&self, keyring: &Keyring) -> anyhow::Result<Vec<Identity>> {
-        let mut identities = Vec::new();
+    pub fn age_envelope(&self, keyring: &Keyring) -> anyhow::Result<AgeEnvelope> {
+        let mut envelope = AgeEnvelope::new();
         for path in &self.identities {
             let text = read_secret_file(path, SecretFile::Identity)?;
             match cryptstream_age::parse_identity_file(&text) {
-                Ok(found) => identities.extend(found),
+                Ok(_) => envelope = envelope.identity_file(text)?,
                 Err(_) if parse_key_file(&text).is_ok() => bail!(
                     "{}: is a cryptstream key file, not an age identity file: give it with -k FILE, not -i",
                     path.display()
@@ -236,11 +236,9 @@ impl SecretArgs {
             }
         }
         if let Some(passphrase) = keyring.passphrase() {
-            identities.push(Identity::passphrase(Zeroizing::new(
-                passphrase.as_bytes().to_vec(),
-            )));
+            envelope = envelope.passphrase(Zeroizing::new(passphrase.as_bytes().to_vec()));
         }
-        Ok(identities)
+        Ok(envelope)
     }
 
     /// The passphrase for new age files (asked twice at a prompt).

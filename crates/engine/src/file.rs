@@ -12,121 +12,32 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use std::sync::Arc;
+
+use cryptstream_format::envelope::DETECT_LEN;
 use cryptstream_format::{
-    seal_header, seal_to_vec, ChunkCipher, EntryKind, FormatError, Header, HeaderParams, Layout,
-    Mtime, OpeningReader, MAX_HEADER_LEN, MAX_LINK_TARGET_LEN, TAG_LEN,
+    ChunkCipher, CipherParts, EntryKind, EntryMeta, Envelope, FormatError, Layout, Mtime,
+    OpeningReader, Processing, SealingWriter, MAX_LINK_TARGET_LEN, TAG_LEN,
 };
 use cryptstream_output::{AtomicFile, Timestamp};
 use cryptstream_pool::{Cancel, SecretBuf};
-use thiserror::Error;
 
 use crate::io::{InputMap, IoStrategy};
 use crate::plan::{Direction, FileJob, Source, Target};
-use crate::Settings;
+use crate::{Reason, Settings};
 
-/// Why one file failed. The path is added by [`crate::FileFailure`].
-#[derive(Debug, Error)]
-pub enum Reason {
-    /// The file's bytes are not a valid cryptstream file for these keys.
-    #[error("{0}")]
-    Format(#[from] FormatError),
-    /// The input could not be opened.
-    #[error("cannot open: {0}")]
-    Open(io::Error),
-    /// The input could not be read.
-    #[error("cannot read: {0}")]
-    Read(io::Error),
-    /// The output could not be created or written.
-    #[error("cannot write output: {0}")]
-    Write(io::Error),
-    /// The output appeared while the run was going on.
-    #[error("output exists; use --force to replace it")]
-    Exists,
-    /// The input got shorter while being read.
-    #[error("file shrank while being read (expected {expected} bytes)")]
-    Shrank {
-        /// The size when the file was opened.
-        expected: u64,
-    },
-    /// The input changed size while being encrypted.
-    #[error("file changed while being read ({before} bytes, then {after}); run again")]
-    Changed {
-        /// Size when opened.
-        before: u64,
-        /// Size when done.
-        after: u64,
-    },
-    /// A link entry cannot be restored where it is being decrypted.
-    #[error("{0}")]
-    Link(String),
-    /// The run was interrupted.
-    #[error("interrupted")]
-    Cancelled,
-    /// The executor that ran the file reported this failure (its message,
-    /// as printed): a worker process, for example.
-    #[error("{0}")]
-    Executor(String),
-    /// The file is not a valid age file for these identities; the message
-    /// names the test kit's failure class (`age no match: ...`).
-    #[error("{0}")]
-    Age(#[from] cryptstream_age::AgeError),
-}
-
-/// What precedes the chunks of a file: a cryptstream header, or an age
-/// header and payload nonce.
-enum Head {
-    /// A cryptstream header (its mode and mtime are restored). Boxed: an
-    /// age head is much smaller.
-    Native(Box<Header>),
-    /// An age header followed by the 16-byte payload nonce; `mode` is the
-    /// input's mode when encrypting (age records none).
-    Age { prefix: Vec<u8>, mode: u32 },
-}
-
-impl Head {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Head::Native(header) => header.as_bytes(),
-            Head::Age { prefix, .. } => prefix,
-        }
-    }
-
-    fn mode(&self) -> u32 {
-        match self {
-            Head::Native(header) => header.mode,
-            Head::Age { mode, .. } => *mode,
-        }
-    }
-
-    fn mtime(&self) -> Option<Mtime> {
-        match self {
-            Head::Native(header) => header.mtime,
-            Head::Age { .. } => None,
-        }
-    }
-}
-
-/// A chunk failure of an age file as the test kit classes it.
-fn age_payload(error: FormatError) -> Reason {
-    cryptstream_age::AgeError::Payload(match error {
-        FormatError::ChunkAuth { index } => format!("chunk {index} does not authenticate"),
-        FormatError::BadLength { .. } => {
-            "the payload's length is not that of whole chunks (truncated or extended)".into()
-        }
-        other => other.to_string(),
-    })
-    .into()
-}
-
-/// Whether the file at `path` starts like an armored age file (read errors
-/// say no: the worker that opens it reports them).
-pub(crate) fn is_armored_age(path: &Path) -> bool {
-    let Ok(file) = File::open(path) else {
-        return false;
-    };
-    let mut prefix = [0u8; cryptstream_age::DETECT_LEN];
-    let got = pread_full(&file, &mut prefix, 0).unwrap_or(0);
-    cryptstream_age::Encoding::detect(&prefix[..got]) == Some(cryptstream_age::Encoding::Armored)
+/// What precedes the chunks of a file and what it records: the prefix
+/// (written with segment 0 when encrypting), the envelope that made or
+/// read it, and the mode and mtime the output gets.
+struct Head {
+    /// The bytes before chunk 0 (encrypt only; empty otherwise).
+    prefix: Vec<u8>,
+    /// The file's container.
+    envelope: Arc<dyn Envelope>,
+    /// When encrypting, the input's mode; when decrypting, what the
+    /// prefix records (mode 0 and no mtime for a container that records
+    /// neither).
+    meta: EntryMeta,
 }
 
 /// Reads a file from an offset with `pread`, leaving its position alone.
@@ -143,42 +54,40 @@ impl Read for PositionalReader<'_> {
     }
 }
 
-/// The identities of the run, or the refusal of an executor that reads
-/// no age files.
-fn age_identities(settings: &Settings) -> Result<&[cryptstream_age::Identity], Reason> {
-    settings
-        .age_identities
-        .as_deref()
-        .map(Vec::as_slice)
-        .ok_or_else(|| {
-            Reason::Executor(
-                "is an age file: age files are read by the thread engine only (--engine threads)"
-                    .into(),
-            )
-        })
-}
-
-/// Reads the age header and nonce at the start of `input` (`len` bytes),
-/// opens them with the run's identities, and gives the head, the layout
-/// and the payload cipher.
-fn open_age_header(
+/// Detects the envelope of `input` from its first bytes and opens its
+/// prefix with the run's keys; gives the head, the layout (checked against
+/// the file's `len`) and the chunk cipher.
+fn open_prefix(
     settings: &Settings,
     input: &File,
     len: u64,
 ) -> Result<(Head, Layout, ChunkCipher), Reason> {
-    let identities = age_identities(settings)?;
-    let mut reader = io::BufReader::new(PositionalReader {
-        file: input,
-        offset: 0,
-    });
-    let header = cryptstream_age::Header::read(&mut reader)?;
-    let nonce = cryptstream_age::read_nonce(&mut reader)?;
-    let cipher = cryptstream_age::open(&header, &nonce, identities)?;
-    let mut prefix = header.as_bytes().to_vec();
-    prefix.extend_from_slice(&nonce);
-    let layout = Layout::from_ciphertext_len(prefix.len(), cryptstream_age::CHUNK_SIZE, len)
-        .map_err(age_payload)?;
-    Ok((Head::Age { prefix, mode: 0 }, layout, cipher))
+    let mut first = [0u8; DETECT_LEN];
+    let got = pread_full(input, &mut first, 0).map_err(Reason::Read)?;
+    let (envelope, processing) = settings.envelopes().detect(&first[..got]);
+    if processing == Processing::InOrder {
+        // Only reached by a caller that split the file without asking
+        // `Settings::can_split`.
+        return Err(Reason::Executor(format!(
+            "this {} file is processed in order and cannot be split",
+            envelope.name()
+        )));
+    }
+    let mut reader = io::BufReader::with_capacity(
+        DETECT_LEN,
+        PositionalReader {
+            file: input,
+            offset: 0,
+        },
+    );
+    let opened = envelope.open(&mut reader)?;
+    let layout = opened.layout(len).map_err(|e| envelope.payload_error(e))?;
+    let head = Head {
+        prefix: Vec::new(),
+        envelope: envelope.clone(),
+        meta: opened.meta,
+    };
+    Ok((head, layout, opened.cipher))
 }
 
 /// An open file being encrypted, decrypted or verified.
@@ -213,16 +122,23 @@ pub struct OpenFile {
 
 /// What another process needs to run segments of a file opened here: the
 /// same input and output (descriptors, so that every worker writes the one
-/// temp output) and the header, from which the chunk cipher is derived again.
+/// temp output), the layout and the chunk cipher itself, so that a worker
+/// needs no envelope and no key to take the file up (the prefix of a new
+/// file is written by the opener, before any segment).
 pub struct SplitParts {
     /// The input.
     pub input: File,
     /// The temp output (none for verify).
     pub output: Option<File>,
-    /// The file's header as on disk.
-    pub header: Vec<u8>,
-    /// Plaintext length of the file, which fixes its layout.
+    /// Bytes before chunk 0.
+    pub prefix_len: usize,
+    /// Plaintext length of the file, which with the prefix length and the
+    /// cipher's chunk size fixes its layout.
     pub plaintext_len: u64,
+    /// The chunk cipher (its key included).
+    pub cipher: CipherParts,
+    /// The name of the file's envelope, which words its chunk failures.
+    pub envelope: String,
 }
 
 /// Flags for opening inputs: no atime update where allowed.
@@ -250,18 +166,6 @@ fn reopen(file: &File, write: bool) -> io::Result<File> {
     };
     let fd = rustix::fs::openat(CWD, path.as_str(), access | OFlags::CLOEXEC, Mode::empty())?;
     Ok(File::from(fd))
-}
-
-/// The per-file salt: random, or (test builds) the one the run fixes.
-pub(crate) fn file_salt(settings: &Settings) -> Result<[u8; 32], Reason> {
-    #[cfg(any(test, feature = "test-knobs"))]
-    if let Some(salt) = settings.fixed_salt {
-        return Ok(salt);
-    }
-    let _ = settings;
-    let mut salt = [0u8; 32];
-    cryptstream_format::fill_random(&mut salt)?;
-    Ok(salt)
 }
 
 /// Maps the input for [`IoStrategy::Mmap`]; any other strategy, or a file
@@ -295,31 +199,6 @@ fn timestamp(mtime: Mtime) -> Timestamp {
         seconds: mtime.seconds,
         nanos: mtime.nanos,
     }
-}
-
-/// Reads and parses the header at the start of `input`, checks the file's
-/// length against it, and authenticates it with the run's keys.
-fn open_header(
-    settings: &Settings,
-    input: &File,
-    len: u64,
-) -> Result<(Header, Layout, ChunkCipher), Reason> {
-    let mut bytes = [0u8; MAX_HEADER_LEN];
-    let got = pread_full(input, &mut bytes, 0).map_err(Reason::Read)?;
-    let header = Header::parse(&bytes[..got])?;
-    let layout = Layout::from_ciphertext_len(header.len(), header.chunk_size, len)?;
-    if let Some(expected_len) = header.plaintext_len {
-        let expected = header.layout(expected_len)?.ciphertext_len();
-        if expected != len {
-            return Err(FormatError::LengthMismatch {
-                expected,
-                actual: len,
-            }
-            .into());
-        }
-    }
-    let cipher = settings.keyring.unlock(&header)?;
-    Ok((header, layout, cipher))
 }
 
 /// What opening an entry gives.
@@ -394,57 +273,31 @@ impl OpenFile {
         let input = open_input(&job.input)?;
         let meta = input.metadata().map_err(Reason::Read)?;
         let len = meta.len();
-        let (layout, cipher, head) = match (settings.direction, &settings.container) {
-            (Direction::Encrypt, crate::Container::Age { recipients, .. }) => {
-                let sealed = cryptstream_age::seal(recipients)?;
-                let layout = Layout::new(sealed.prefix.len(), cryptstream_age::CHUNK_SIZE, len)?;
-                let head = Head::Age {
-                    prefix: sealed.prefix,
+        let (layout, cipher, head) = match settings.direction {
+            Direction::Encrypt => {
+                let envelope = settings.envelopes().sealer();
+                let entry = EntryMeta {
+                    kind: EntryKind::File,
+                    plaintext_len: Some(len),
                     mode: meta.permissions().mode() & 0o7777,
+                    mtime: Some(mtime_of(&meta)),
+                };
+                let sealed = envelope.seal(&entry)?;
+                let layout = Layout::new(sealed.prefix.len(), sealed.cipher.chunk_size(), len)?;
+                let head = Head {
+                    prefix: sealed.prefix,
+                    envelope: envelope.clone(),
+                    meta: entry,
                 };
                 (layout, sealed.cipher, head)
             }
-            (Direction::Encrypt, crate::Container::Native) => {
-                let params = HeaderParams {
-                    cipher: settings.cipher,
-                    chunk_size: settings.chunk_size,
-                    plaintext_len: Some(len),
-                    mode: meta.permissions().mode() & 0o7777,
-                    kind: EntryKind::File,
-                    mtime: Some(mtime_of(&meta)),
-                };
-                let (header, cipher) =
-                    seal_header(settings.sealing_key(), &params, file_salt(settings)?)?;
-                (header.layout(len)?, cipher, Head::Native(Box::new(header)))
-            }
-            (Direction::Decrypt | Direction::Verify, _) => {
-                let mut prefix = [0u8; cryptstream_age::DETECT_LEN];
-                let got = pread_full(&input, &mut prefix, 0).map_err(Reason::Read)?;
-                let encoding = cryptstream_age::Encoding::detect(&prefix[..got]).or(settings
-                    .age_only()
-                    .then_some(cryptstream_age::Encoding::Binary));
-                match encoding {
-                    Some(cryptstream_age::Encoding::Binary) => {
-                        let (head, layout, cipher) = open_age_header(settings, &input, len)?;
-                        (layout, cipher, head)
-                    }
-                    Some(cryptstream_age::Encoding::Armored) => {
-                        // Only reached by a caller that split the file
-                        // without asking `Settings::can_split`.
-                        return Err(Reason::Executor(
-                            "an armored age file cannot be split".into(),
-                        ));
-                    }
-                    None => {
-                        let (header, layout, cipher) = open_header(settings, &input, len)?;
-                        if header.kind != EntryKind::File {
-                            let done =
-                                open_entry(settings, &header, &layout, cipher, input, target)?;
-                            return Ok(Opened::Entry(done, layout));
-                        }
-                        (layout, cipher, Head::Native(Box::new(header)))
-                    }
+            Direction::Decrypt | Direction::Verify => {
+                let (head, layout, cipher) = open_prefix(settings, &input, len)?;
+                if head.meta.kind != EntryKind::File {
+                    let done = open_entry(settings, &head.meta, &layout, cipher, input, target)?;
+                    return Ok(Opened::Entry(done, layout));
                 }
+                (layout, cipher, head)
             }
         };
         let (output, commit) = match (target, settings.direction) {
@@ -462,7 +315,7 @@ impl OpenFile {
             _ => (None, None),
         };
         let (io, map) = map_input(settings.io.strategy_for(len), &input, len);
-        Ok(Opened::File(Box::new(OpenFile {
+        let file = OpenFile {
             input,
             output,
             commit: Mutex::new(commit),
@@ -474,22 +327,22 @@ impl OpenFile {
             shared,
             map,
             written: AtomicU64::new(0),
-        })))
+        };
+        if shared && !file.head.prefix.is_empty() {
+            // Whoever runs segment 0 of a shared file may be another
+            // process that never saw the prefix: it is written now.
+            file.write_at(&mut [IoSlice::new(&file.head.prefix)], 0)?;
+        }
+        Ok(Opened::File(Box::new(file)))
     }
 
-    /// Descriptors and header that let another process run segments of
-    /// this file ([`OpenFile::adopt`]).
+    /// Descriptors, layout and cipher that let another process run
+    /// segments of this file ([`OpenFile::adopt`]).
     ///
     /// # Errors
     /// [`Reason::Read`] or [`Reason::Write`] when a descriptor cannot be
     /// duplicated.
     pub fn split_parts(&self) -> Result<SplitParts, Reason> {
-        let Head::Native(header) = &self.head else {
-            return Err(Reason::Executor(
-                "is an age file: age files are processed by the thread engine only (--engine threads)"
-                    .into(),
-            ));
-        };
         let input = self.input.try_clone().map_err(Reason::Read)?;
         let output = match &self.output {
             Some(out) => Some(out.try_clone().map_err(Reason::Write)?),
@@ -498,32 +351,31 @@ impl OpenFile {
         Ok(SplitParts {
             input,
             output,
-            header: header.as_bytes().to_vec(),
+            prefix_len: self.layout.header_len(),
             plaintext_len: self.layout.plaintext_len(),
+            cipher: self.cipher.to_parts(),
+            envelope: self.head.envelope.name().to_string(),
         })
     }
 
-    /// Takes up a file that another process opened, to run its segments:
-    /// the chunk cipher is derived again from the header (and the keys of
-    /// `settings`), and the output is written but never committed here.
+    /// Takes up a file that another process opened, to run its segments
+    /// with the cipher it was given; the output is written but never
+    /// committed here. Chunk failures are worded by the run's envelope of
+    /// the same name (cryptstream's own when there is none).
     ///
     /// # Errors
-    /// A [`FormatError`] when the header does not authenticate under these
-    /// keys, or [`Reason::Read`].
+    /// A [`FormatError`] for a layout no file can have.
     pub fn adopt(settings: &Settings, parts: SplitParts) -> Result<OpenFile, Reason> {
-        let header = Header::parse(&parts.header)?;
-        let cipher = match settings.direction {
-            Direction::Encrypt => {
-                let (again, cipher) =
-                    seal_header(settings.sealing_key(), &header.params(), header.salt)?;
-                if again.as_bytes() != header.as_bytes() {
-                    return Err(FormatError::HeaderModified.into());
-                }
-                cipher
-            }
-            Direction::Decrypt | Direction::Verify => settings.keyring.unlock(&header)?,
-        };
-        let layout = header.layout(parts.plaintext_len)?;
+        let cipher = ChunkCipher::from_parts(&parts.cipher);
+        let layout = Layout::new(parts.prefix_len, cipher.chunk_size(), parts.plaintext_len)?;
+        let envelopes = settings.envelopes();
+        let envelope = envelopes
+            .openers()
+            .iter()
+            .chain([envelopes.sealer()])
+            .find(|e| e.name() == parts.envelope)
+            .unwrap_or(envelopes.fallback())
+            .clone();
         let len = match settings.direction {
             Direction::Encrypt => layout.plaintext_len(),
             Direction::Decrypt | Direction::Verify => layout.ciphertext_len(),
@@ -535,7 +387,11 @@ impl OpenFile {
             commit: Mutex::new(None),
             layout,
             cipher,
-            head: Head::Native(Box::new(header)),
+            head: Head {
+                prefix: Vec::new(),
+                envelope,
+                meta: EntryMeta::stream(),
+            },
             direction: settings.direction,
             io,
             shared: true,
@@ -640,8 +496,9 @@ impl OpenFile {
                     });
                 }
                 self.cipher.seal_span(layout, first, buf);
-                let (header, offset): (&[u8], u64) = if first == 0 {
-                    (self.head.bytes(), 0)
+                // A shared file's prefix was written when it was opened.
+                let (header, offset): (&[u8], u64) = if first == 0 && !self.shared {
+                    (&self.head.prefix, 0)
                 } else {
                     (&[], layout.chunk_offset(first))
                 };
@@ -656,10 +513,7 @@ impl OpenFile {
                     });
                 }
                 if let Err(error) = self.cipher.open_span(layout, first, buf) {
-                    return Err(match self.head {
-                        Head::Native(_) => error.into(),
-                        Head::Age { .. } => age_payload(error),
-                    });
+                    return Err(self.head.envelope.payload_error(error).into());
                 }
                 if self.direction == Direction::Decrypt {
                     let mut write = |bufs: &mut [IoSlice<'_>], offset| {
@@ -698,10 +552,10 @@ impl OpenFile {
             return Ok(());
         };
         output
-            .set_mode(settings.output_mode(self.head.mode()))
+            .set_mode(settings.output_mode(self.head.meta.mode))
             .map_err(Reason::Write)?;
         if self.direction == Direction::Decrypt {
-            if let Some(mtime) = self.head.mtime() {
+            if let Some(mtime) = self.head.meta.mtime {
                 output.set_mtime(timestamp(mtime)).map_err(Reason::Write)?;
             }
         }
@@ -747,25 +601,26 @@ fn seal_entry(
             payload.len()
         )));
     }
-    let params = HeaderParams {
-        cipher: settings.cipher,
-        chunk_size: settings.chunk_size,
+    let entry = EntryMeta {
+        kind,
         plaintext_len: Some(payload.len() as u64),
         mode: meta.mode() & 0o7777,
-        kind,
         mtime: Some(mtime_of(&meta)),
     };
-    let (header, bytes) = seal_to_vec(
-        settings.sealing_key(),
-        &params,
-        file_salt(settings)?,
-        &payload,
+    let sealed = settings.envelopes().sealer().seal(&entry)?;
+    let layout = Layout::new(
+        sealed.prefix.len(),
+        sealed.cipher.chunk_size(),
+        payload.len() as u64,
     )?;
-    let layout = header.layout(payload.len() as u64)?;
+    let mut bytes = sealed.prefix;
+    let mut writer = SealingWriter::new(&mut bytes, sealed.cipher);
+    let written = writer.write_all(&payload).and_then(|()| writer.finish());
+    written.expect("writing into a Vec cannot fail");
     if let Some(target) = target {
         let out = AtomicFile::create(&target.dir, &target.name).map_err(Reason::Write)?;
         out.file().write_all(&bytes).map_err(Reason::Write)?;
-        out.set_mode(settings.output_mode(params.mode & 0o666))
+        out.set_mode(settings.output_mode(entry.mode & 0o666))
             .map_err(Reason::Write)?;
         out.commit(settings.replace(), settings.durable)
             .map_err(commit_error)?;
@@ -778,7 +633,7 @@ fn seal_entry(
 /// of the run is written.
 fn open_entry(
     settings: &Settings,
-    header: &Header,
+    header: &EntryMeta,
     layout: &Layout,
     cipher: ChunkCipher,
     input: File,
@@ -787,7 +642,7 @@ fn open_entry(
     let mut ciphertext = input;
     rustix::fs::seek(
         &ciphertext,
-        rustix::fs::SeekFrom::Start(header.len() as u64),
+        rustix::fs::SeekFrom::Start(layout.header_len() as u64),
     )
     .map_err(|e| Reason::Read(e.into()))?;
     let reader = OpeningReader::new(
@@ -875,7 +730,7 @@ pub fn process_whole(
     cancel: &Cancel,
     advance: &mut dyn FnMut(u64),
 ) -> WholeOutcome {
-    if let Some(outcome) = age_in_order(settings, job, target, cancel, advance) {
+    if let Some(outcome) = in_order(settings, job, target, cancel, advance) {
         return outcome;
     }
     let file = match OpenFile::open(settings, job, target) {
@@ -939,31 +794,21 @@ impl Read for Watched<'_> {
     }
 }
 
-/// Encrypts or decrypts an armored age file start to end, in order (armor
-/// is base64 in lines, so its chunks do not sit at computable offsets);
+/// Encrypts, decrypts or verifies a file whose envelope encodes it as a
+/// whole (age's armor: base64 in lines, so its chunks do not sit at
+/// computable offsets) start to end, in order, through the stream path;
 /// `None` for every other job, which the chunk machinery does.
-fn age_in_order(
+fn in_order(
     settings: &Settings,
     job: &FileJob,
     target: Option<&Target>,
     cancel: &Cancel,
     advance: &mut dyn FnMut(u64),
 ) -> Option<WholeOutcome> {
-    if job.source != Source::File {
+    if settings.processing(job) != Processing::InOrder {
         return None;
     }
-    let armored_output = matches!(
-        settings.container,
-        crate::Container::Age { armor: true, .. }
-    );
-    let in_order = match settings.direction {
-        Direction::Encrypt => armored_output,
-        Direction::Decrypt | Direction::Verify => is_armored_age(&job.input),
-    };
-    if !in_order {
-        return None;
-    }
-    let mut plain_len = 0;
+    let mut layout = None;
     let result = (|| {
         let input = open_input(&job.input)?;
         let meta = input.metadata().map_err(Reason::Read)?;
@@ -993,40 +838,36 @@ fn age_in_order(
                 reason
             }
         };
-        let mode = match settings.direction {
+        let streamed = match settings.direction {
             Direction::Encrypt => {
-                plain_len = crate::stream::encrypt_age_stream(
-                    settings,
-                    &mut watched,
-                    &mut writer,
-                    Some(meta.len()),
-                )
-                .map_err(interrupted)?;
-                meta.permissions().mode() & 0o7777
+                let source = crate::stream::StreamSource {
+                    len: meta.len(),
+                    mode: meta.permissions().mode(),
+                    mtime: mtime_of(&meta),
+                };
+                crate::stream::encrypt_stream(settings, &mut watched, &mut writer, Some(&source))
             }
             Direction::Decrypt | Direction::Verify => {
-                plain_len = crate::stream::decrypt_age_stream(
-                    age_identities(settings)?,
-                    cryptstream_age::Encoding::Armored,
-                    &mut watched,
-                    &mut writer,
-                )
-                .map_err(interrupted)?;
-                0
+                crate::stream::decrypt_stream(settings, &mut watched, &mut writer)
             }
-        };
+        }
+        .map_err(interrupted)?;
+        layout = streamed.layout;
         writer.flush().map_err(Reason::Write)?;
         drop(writer);
         if let Some(out) = out {
-            out.set_mode(settings.output_mode(mode))
+            out.set_mode(settings.output_mode(streamed.meta.mode))
                 .map_err(Reason::Write)?;
+            if let (Direction::Decrypt, Some(mtime)) = (settings.direction, streamed.meta.mtime) {
+                out.set_mtime(timestamp(mtime)).map_err(Reason::Write)?;
+            }
             out.commit(settings.replace(), settings.durable)
                 .map_err(commit_error)?;
         }
         Ok(())
     })();
     Some(WholeOutcome {
-        layout: Layout::new(0, cryptstream_age::CHUNK_SIZE, plain_len).ok(),
+        layout,
         result: result.map(|()| Done::Written),
     })
 }
@@ -1047,7 +888,7 @@ pub fn finished_output(settings: &Settings, job: &FileJob, output: &Path) -> Opt
     };
     let mut encrypted = io::BufReader::new(File::open(encrypted).ok()?);
     let mut plain = io::BufReader::new(File::open(plain).ok()?);
-    crate::stream::decrypts_to(&mut encrypted, &mut plain, &settings.keyring)
+    crate::stream::decrypts_to(&mut encrypted, &mut plain, settings)
 }
 
 /// The process umask, read from `/proc/self/status` so that no other thread

@@ -18,8 +18,9 @@ use cryptstream_format::{
 };
 use cryptstream_pool::Cancel;
 
-use crate::file::{pread_full, Reason};
+use crate::file::pread_full;
 use crate::plan::Plan;
+use crate::Reason;
 
 /// How often the calling thread looks at the cancel flag while a key is
 /// being derived.

@@ -31,17 +31,28 @@
 //! the umask, setuid/setgid/sticky only when asked). Passphrase keys are
 //! derived once per run, before any work, by [`keys`].
 //!
+//! Containers are [`cryptstream_format::Envelope`]s: the run's
+//! [`Envelopes`] (cryptstream's own, built from the keys of the
+//! [`Settings`], and those the caller adds, age's for example) seal new
+//! files, recognise and open existing ones by their first bytes, name
+//! them, and say whether a file is processed in chunks or in order. This
+//! crate names no container crate.
+//!
 //! [`stream`] handles `-` (stdin/stdout), where data arrives in order and
-//! chunks are processed as they come.
+//! chunks are processed as they come, with one loop per direction for
+//! every envelope, and [`stream::run_stream`] holds a stream's policy
+//! (output checks, atomic commit, passphrase key, cancellation).
 
 #![deny(missing_docs)]
 
 mod display;
+mod envelopes;
 mod file;
 pub mod hooks;
 mod io;
 pub mod keys;
 mod plan;
+mod reason;
 pub mod stream;
 
 use std::path::PathBuf;
@@ -49,23 +60,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cryptstream_format::{Cipher, Keyring, Layout, MasterKey, DEFAULT_CHUNK_SIZE};
+use cryptstream_format::{
+    Cipher, Envelope, Keyring, Layout, MasterKey, NativeEnvelope, NativeSealing, Processing,
+    SaltSource, DEFAULT_CHUNK_SIZE,
+};
 use cryptstream_output::Replace;
 use cryptstream_pool::{Cancel, Pool, SecretBuf};
 
 /// The progress trait of every operation, from the pool crate.
 pub use cryptstream_pool::{NoProgress, Progress};
 pub use display::Shown;
+pub use envelopes::Envelopes;
 pub use file::{
     finished_output, make_link, process_umask, process_whole, Done, OpenFile, Opened, PendingLink,
-    Reason, SplitParts, WholeOutcome,
+    SplitParts, WholeOutcome,
 };
 pub use io::{IoChoice, IoStrategy, MMAP_MIN_BYTES};
 pub use plan::{
     names_directory, output_name, plan_transform, plan_transform_as, plan_verify, Direction,
     FileJob, OutputFormat, OutputName, Overwrite, Plan, PlanError, Skipped, Source, Target,
-    AGE_SUFFIX, KEPT_EXISTING, SUFFIX,
+    KEPT_EXISTING, SUFFIX,
 };
+pub use reason::Reason;
 
 /// Plaintext bytes per segment: the unit of work of a large file, and the
 /// size above which a file is split. 4 MiB keeps each worker's buffer small
@@ -100,29 +116,18 @@ pub trait Engine {
     ) -> Summary;
 }
 
-/// The container that an encrypt run writes.
-#[derive(Clone, Debug)]
-pub enum Container {
-    /// cryptstream's own format (`docs/FORMAT.md`), sealed with the run's
-    /// encryption key.
-    Native,
-    /// age v1 (`docs/AGE.md`) to these recipients.
-    Age {
-        /// Who can open the files (X25519, post-quantum hybrid or one passphrase).
-        recipients: Arc<Vec<cryptstream_age::Recipient>>,
-        /// Wrap each file in the PEM-style armor (written sequentially).
-        armor: bool,
-    },
-}
-
-impl Container {
-    /// The naming and tree rules of the files this container writes.
-    pub fn output_format(&self) -> OutputFormat {
-        match self {
-            Container::Native => OutputFormat::Native,
-            Container::Age { .. } => OutputFormat::Age,
-        }
-    }
+/// An envelope of the run as a worker process receives it: its name (to
+/// find its [`cryptstream_format::Restore`]), its roles and its
+/// [`Envelope::export`].
+pub struct EnvelopeExport {
+    /// [`Envelope::name`].
+    pub name: String,
+    /// It seals new files.
+    pub seals: bool,
+    /// It reports files no envelope recognises.
+    pub fallback: bool,
+    /// What builds it again (secrets included).
+    pub bytes: zeroize::Zeroizing<Vec<u8>>,
 }
 
 /// How a run is carried out. Built once from the command line's flags with
@@ -143,7 +148,7 @@ pub struct Settings {
     /// fsync each output and its directory before reporting success.
     pub(crate) durable: bool,
     /// Keys that may open files (passphrase keys derived before the run).
-    pub(crate) keyring: Keyring,
+    pub(crate) keyring: Arc<Keyring>,
     /// The key that seals new files (encrypt only).
     pub(crate) encryption_key: Option<Arc<MasterKey>>,
     /// How bytes are read and written.
@@ -152,12 +157,15 @@ pub struct Settings {
     pub(crate) umask: u32,
     /// Keep setuid, setgid and sticky bits on restored files.
     pub(crate) keep_special_bits: bool,
-    /// What new files are written as (encrypt only).
-    pub(crate) container: Container,
-    /// The identities (secret keys and passphrase) that open age files;
-    /// `None` where this executor does not read age files (the process
-    /// engine's workers).
-    pub(crate) age_identities: Option<Arc<Vec<cryptstream_age::Identity>>>,
+    /// The envelopes the caller added (the native one is built from the
+    /// keys above): every one opens files.
+    pub(crate) added: Vec<Arc<dyn Envelope>>,
+    /// The envelope that seals new files, when not the native one.
+    pub(crate) seal_with: Option<Arc<dyn Envelope>>,
+    /// The envelope that reports unrecognised files, when not the native one.
+    pub(crate) fallback: Option<Arc<dyn Envelope>>,
+    /// Every envelope of the run, built by [`SettingsBuilder::build`].
+    pub(crate) envelopes: Option<Envelopes>,
     /// Use this salt for every file instead of a random one: test builds
     /// only, for test vectors and byte-identical comparisons.
     #[cfg(any(test, feature = "test-knobs"))]
@@ -225,18 +233,25 @@ impl SettingsBuilder {
         self
     }
 
-    /// What new files are written as.
-    pub fn container(mut self, container: Container) -> Self {
-        self.settings.container = container;
+    /// Adds an envelope that opens the files it recognises (age, for
+    /// example); cryptstream's own is always there.
+    pub fn envelope(mut self, envelope: Arc<dyn Envelope>) -> Self {
+        self.settings.added.push(envelope);
         self
     }
 
-    /// The identities that open age files.
-    pub fn age_identities(
-        mut self,
-        identities: Option<Arc<Vec<cryptstream_age::Identity>>>,
-    ) -> Self {
-        self.settings.age_identities = identities;
+    /// New files are sealed with `envelope` (added with
+    /// [`SettingsBuilder::envelope`]) instead of cryptstream's own.
+    pub fn seal_with(mut self, envelope: Arc<dyn Envelope>) -> Self {
+        self.settings.seal_with = Some(envelope);
+        self
+    }
+
+    /// A file no envelope recognises is opened (and reported) by
+    /// `envelope` instead of cryptstream's own: a run with only age
+    /// identities reports it as a damaged age file.
+    pub fn fallback(mut self, envelope: Arc<dyn Envelope>) -> Self {
+        self.settings.fallback = Some(envelope);
         self
     }
 
@@ -247,8 +262,33 @@ impl SettingsBuilder {
         self
     }
 
-    /// The settings.
-    pub fn build(self) -> Settings {
+    /// The settings, with the run's envelopes: cryptstream's own (opening
+    /// with the keyring, sealing with the encryption key, cipher and chunk
+    /// size) and those added.
+    pub fn build(mut self) -> Settings {
+        let s = &mut self.settings;
+        #[cfg(any(test, feature = "test-knobs"))]
+        let salt = s.fixed_salt.map_or(SaltSource::Random, SaltSource::Fixed);
+        #[cfg(not(any(test, feature = "test-knobs")))]
+        let salt = SaltSource::Random;
+        let sealing = s.encryption_key.clone().map(|key| NativeSealing {
+            key,
+            cipher: s.cipher,
+            chunk_size: s.chunk_size,
+            salt,
+        });
+        let native: Arc<dyn Envelope> = Arc::new(NativeEnvelope::new(s.keyring.clone(), sealing));
+        let mut envelopes = Envelopes::new(native);
+        for envelope in s.added.iter().rev() {
+            envelopes.add_opener(envelope.clone());
+        }
+        if let Some(sealer) = &s.seal_with {
+            envelopes.set_sealer(sealer.clone());
+        }
+        if let Some(fallback) = &s.fallback {
+            envelopes.set_fallback(fallback.clone());
+        }
+        s.envelopes = Some(envelopes);
         self.settings
     }
 }
@@ -265,13 +305,15 @@ impl Settings {
                 chunk_size: DEFAULT_CHUNK_SIZE,
                 overwrite: Overwrite::Refuse,
                 durable: false,
-                keyring,
+                keyring: Arc::new(keyring),
                 encryption_key: None,
                 io: IoChoice::Auto,
                 umask: 0o022,
                 keep_special_bits: false,
-                container: Container::Native,
-                age_identities: None,
+                added: Vec::new(),
+                seal_with: None,
+                fallback: None,
+                envelopes: None,
                 #[cfg(any(test, feature = "test-knobs"))]
                 fixed_salt: None,
             },
@@ -333,14 +375,33 @@ impl Settings {
         self.keep_special_bits
     }
 
-    /// What new files are written as (encrypt only).
-    pub fn container(&self) -> &Container {
-        &self.container
+    /// The run's envelopes.
+    pub fn envelopes(&self) -> &Envelopes {
+        self.envelopes
+            .as_ref()
+            .expect("settings are only handed out by SettingsBuilder::build")
     }
 
-    /// The identities (secret keys and passphrase) that open age files.
-    pub fn age_identities(&self) -> Option<&Arc<Vec<cryptstream_age::Identity>>> {
-        self.age_identities.as_ref()
+    /// The envelopes added by the caller, as a worker process builds them
+    /// again (those that export).
+    pub fn envelope_exports(&self) -> Vec<EnvelopeExport> {
+        self.added
+            .iter()
+            .filter_map(|envelope| {
+                Some(EnvelopeExport {
+                    name: envelope.name().to_string(),
+                    seals: self
+                        .seal_with
+                        .as_ref()
+                        .is_some_and(|s| Arc::ptr_eq(s, envelope)),
+                    fallback: self
+                        .fallback
+                        .as_ref()
+                        .is_some_and(|s| Arc::ptr_eq(s, envelope)),
+                    bytes: envelope.export()?,
+                })
+            })
+            .collect()
     }
 
     /// The fixed salt of every file, if any (test builds only).
@@ -359,24 +420,23 @@ impl Settings {
             .expect("an encrypt run always has an encryption key")
     }
 
-    /// Whether `job` may be cut into segments that several workers run:
-    /// not for armored age files, which are encoded and decoded in order.
-    pub fn can_split(&self, job: &FileJob) -> bool {
+    /// How `job` is processed: in order (one worker, start to end) when
+    /// its envelope encodes files as a whole (age's armor), else in chunks
+    /// that several workers may share.
+    pub fn processing(&self, job: &FileJob) -> Processing {
+        if job.source != Source::File {
+            return Processing::Chunked;
+        }
         match self.direction {
-            Direction::Encrypt => !matches!(self.container, Container::Age { armor: true, .. }),
-            Direction::Decrypt | Direction::Verify => !file::is_armored_age(&job.input),
+            Direction::Encrypt => self.envelopes().sealer().sealing(),
+            Direction::Decrypt | Direction::Verify => self.envelopes().processing_of(&job.input),
         }
     }
 
-    /// Whether this run holds only age identities (no key file, no
-    /// passphrase): then a file that is neither format is reported as a
-    /// damaged age file rather than as a foreign one.
-    pub fn age_only(&self) -> bool {
-        self.age_identities
-            .as_ref()
-            .is_some_and(|ids| !ids.is_empty())
-            && self.keyring.key_files().is_empty()
-            && !self.keyring.has_passphrase()
+    /// Whether `job` may be cut into segments that several workers run:
+    /// not when it is processed in order.
+    pub fn can_split(&self, job: &FileJob) -> bool {
+        self.processing(job) == Processing::Chunked
     }
 
     /// Chunks per segment for files with `chunk_size`-byte chunks: the
@@ -488,7 +548,7 @@ fn serialize_skipped<S: serde::Serializer>(skipped: &[Skipped], s: S) -> Result<
         fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             let mut entry = s.serialize_struct("Skipped", 2)?;
             entry.serialize_field("path", &self.0.path.to_string_lossy())?;
-            entry.serialize_field("reason", self.0.reason)?;
+            entry.serialize_field("reason", &self.0.reason)?;
             entry.end()
         }
     }

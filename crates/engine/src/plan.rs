@@ -2,6 +2,7 @@
 //! refusal decided before any work starts, and the output tree opened
 //! through directory descriptors.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs;
@@ -9,6 +10,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
+use cryptstream_format::{Envelope, Naming};
 use cryptstream_output::{DirFd, DirFinish, DirIndex, OutputTree, Timestamp, TreeError};
 use thiserror::Error;
 
@@ -39,27 +41,74 @@ impl Direction {
 
 /// The file-name suffix of encrypted files.
 pub const SUFFIX: &str = ".cst";
-/// The file-name suffix of age files.
-pub const AGE_SUFFIX: &str = ".age";
 
-/// The container format of the files an encrypt run writes, which fixes
-/// their names and what a tree walk can store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutputFormat {
-    /// cryptstream's format: `NAME.cst`; links are stored as entries.
-    Native,
-    /// age v1: `NAME.age`; age files hold file contents only, so symbolic
-    /// links are skipped and a second name of a file is encrypted again.
-    Age,
+/// How the files of a run are named and what a tree walk stores, from the
+/// run's envelopes ([`Envelope::naming`]): the sealer's suffix and whether
+/// it holds links, and the suffixes a decrypt input may end in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputFormat {
+    /// The sealing envelope's name, for messages.
+    container: &'static str,
+    /// How the sealing envelope names files.
+    naming: Naming,
+    /// The suffixes of every envelope that opens files, in the order they
+    /// were added (cryptstream's first).
+    opened: Vec<&'static str>,
 }
 
 impl OutputFormat {
-    /// The suffix of encrypted names.
-    pub fn suffix(self) -> &'static str {
-        match self {
-            OutputFormat::Native => SUFFIX,
-            OutputFormat::Age => AGE_SUFFIX,
+    /// cryptstream's format alone: `NAME.cst`, links stored as entries.
+    pub fn native() -> OutputFormat {
+        OutputFormat {
+            container: "cryptstream",
+            naming: Naming {
+                suffix: SUFFIX,
+                holds_links: true,
+            },
+            opened: vec![SUFFIX],
         }
+    }
+
+    /// Adds the names of the files `envelope` opens.
+    pub fn opening(mut self, envelope: &dyn Envelope) -> OutputFormat {
+        let suffix = envelope.naming().suffix;
+        if !self.opened.contains(&suffix) {
+            self.opened.push(suffix);
+        }
+        self
+    }
+
+    /// New files are named as `envelope` names them (and it opens them).
+    pub fn sealing(mut self, envelope: &dyn Envelope) -> OutputFormat {
+        self.container = envelope.name();
+        self.naming = envelope.naming();
+        self.opening(envelope)
+    }
+
+    /// The suffix of encrypted names.
+    pub fn suffix(&self) -> &'static str {
+        self.naming.suffix
+    }
+
+    /// Whether links are stored as entries of their own.
+    pub fn holds_links(&self) -> bool {
+        self.naming.holds_links
+    }
+
+    /// "not named *.cst or *.age", for a decrypt input that ends in none
+    /// of the suffixes.
+    fn unnamed_reason(&self) -> Cow<'static, str> {
+        let names: Vec<String> = self.opened.iter().map(|s| format!("*{s}")).collect();
+        Cow::Owned(format!("not named {}", names.join(" or ")))
+    }
+
+    /// Why a symbolic link is skipped by an encrypt run whose files hold
+    /// no links.
+    fn link_reason(&self) -> Cow<'static, str> {
+        Cow::Owned(format!(
+            "symbolic link ({} files hold file contents only)",
+            self.container
+        ))
     }
 }
 
@@ -122,7 +171,7 @@ pub struct Skipped {
     /// The entry.
     pub path: PathBuf,
     /// Why, in words.
-    pub reason: &'static str,
+    pub reason: Cow<'static, str>,
 }
 
 /// A directory of the output tree, as planned.
@@ -317,7 +366,7 @@ fn input_err(path: &Path) -> impl FnOnce(io::Error) -> PlanError + '_ {
 /// The output name of `name` for `direction` (encrypted names get the
 /// suffix of `format`), or `None` when a decrypt input ends neither in
 /// `.cst` nor in `.age`.
-pub fn output_name(direction: Direction, format: OutputFormat, name: &OsStr) -> Option<OsString> {
+pub fn output_name(direction: Direction, format: &OutputFormat, name: &OsStr) -> Option<OsString> {
     match direction {
         Direction::Encrypt => {
             let mut out = name.to_os_string();
@@ -326,7 +375,8 @@ pub fn output_name(direction: Direction, format: OutputFormat, name: &OsStr) -> 
         }
         Direction::Decrypt | Direction::Verify => {
             use std::os::unix::ffi::OsStrExt;
-            let stem = [SUFFIX, AGE_SUFFIX]
+            let stem = format
+                .opened
                 .iter()
                 .find_map(|suffix| name.as_bytes().strip_suffix(suffix.as_bytes()))
                 .filter(|s| !s.is_empty())?;
@@ -399,7 +449,7 @@ pub fn plan_transform(
     output: &Path,
     overwrite: Overwrite,
 ) -> Result<Plan, PlanError> {
-    plan_transform_as(direction, OutputFormat::Native, input, output, overwrite)
+    plan_transform_as(direction, OutputFormat::native(), input, output, overwrite)
 }
 
 /// [`plan_transform`] for new files in `format` (encrypt runs; decrypt
@@ -426,7 +476,7 @@ pub fn plan_transform_as(
                 let name = input
                     .file_name()
                     .ok_or_else(|| PlanError::NotFileOrDir(input.into()))?;
-                let name = output_name(direction, format, name).unwrap_or_else(|| {
+                let name = output_name(direction, &format, name).unwrap_or_else(|| {
                     let mut n = name.to_os_string();
                     n.push(".out");
                     n
@@ -540,7 +590,7 @@ pub fn plan_verify(inputs: &[PathBuf]) -> Result<Plan, PlanError> {
         if meta.is_dir() {
             let mut walk = Walk {
                 direction: Direction::Verify,
-                format: OutputFormat::Native,
+                format: OutputFormat::native(),
                 root: input,
                 plan: &mut plan,
                 first_names: HashMap::new(),
@@ -612,16 +662,16 @@ impl Walk<'_> {
             }
             let stored_link = file_type.is_symlink()
                 && self.direction == Direction::Encrypt
-                && self.format == OutputFormat::Native;
+                && self.format.holds_links();
             if !(file_type.is_file() || stored_link) {
                 self.plan.skipped.push(Skipped {
                     path,
                     reason: if file_type.is_symlink() && self.direction == Direction::Encrypt {
-                        "symbolic link (age files hold file contents only)"
+                        self.format.link_reason()
                     } else if file_type.is_symlink() {
-                        "symbolic link (not followed)"
+                        Cow::Borrowed("symbolic link (not followed)")
                     } else {
-                        "not a regular file"
+                        Cow::Borrowed("not a regular file")
                     },
                 });
                 continue;
@@ -629,12 +679,12 @@ impl Walk<'_> {
             let meta = entry.metadata().map_err(input_err(&path))?;
             let output = match out_dir {
                 None => None,
-                Some(dir) => match output_name(self.direction, self.format, &entry.file_name()) {
+                Some(dir) => match output_name(self.direction, &self.format, &entry.file_name()) {
                     Some(name) => Some(OutputName { dir, name }),
                     None => {
                         self.plan.skipped.push(Skipped {
                             path,
-                            reason: "not named *.cst or *.age",
+                            reason: self.format.unnamed_reason(),
                         });
                         continue;
                     }
@@ -643,7 +693,7 @@ impl Walk<'_> {
             let source = if stored_link {
                 Source::Symlink
             } else if self.direction == Direction::Encrypt
-                && self.format == OutputFormat::Native
+                && self.format.holds_links()
                 && meta.nlink() > 1
             {
                 match self.first_names.get(&(meta.dev(), meta.ino())) {
@@ -697,7 +747,7 @@ fn apply_overwrite(plan: &mut Plan, overwrite: Overwrite) -> Result<(), PlanErro
                     plan.total_bytes -= job.size;
                     plan.skipped.push(Skipped {
                         path: job.input,
-                        reason: KEPT_EXISTING,
+                        reason: Cow::Borrowed(KEPT_EXISTING),
                     });
                 } else {
                     plan.files.push(job);
@@ -706,4 +756,58 @@ fn apply_overwrite(plan: &mut Plan, overwrite: Overwrite) -> Result<(), PlanErro
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cryptstream_format::{EntryMeta, EnvelopeError, OpenedPrefix, Processing, SealedPrefix};
+
+    /// A container the engine has never heard of: only its naming matters
+    /// to the plan.
+    struct Third;
+
+    impl Envelope for Third {
+        fn name(&self) -> &'static str {
+            "third"
+        }
+        fn naming(&self) -> Naming {
+            Naming {
+                suffix: ".x",
+                holds_links: false,
+            }
+        }
+        fn detect(&self, _: &[u8]) -> Option<Processing> {
+            None
+        }
+        fn seal(&self, _: &EntryMeta) -> Result<SealedPrefix, EnvelopeError> {
+            Err(EnvelopeError::Container("not in this test".into()))
+        }
+        fn open(&self, _: &mut dyn std::io::BufRead) -> Result<OpenedPrefix, EnvelopeError> {
+            Err(EnvelopeError::Container("not in this test".into()))
+        }
+        fn export(&self) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+            None
+        }
+    }
+
+    /// New names take the sealing envelope's suffix, decrypt strips the
+    /// suffix of any envelope of the run and no other, and the messages
+    /// name what the run knows.
+    #[test]
+    fn names_and_link_rules_come_from_the_envelopes() {
+        let format = OutputFormat::native().sealing(&Third);
+        let name = |direction, name: &str| output_name(direction, &format, OsStr::new(name));
+        assert_eq!(name(Direction::Encrypt, "a"), Some("a.x".into()));
+        assert_eq!(name(Direction::Decrypt, "a.x"), Some("a".into()));
+        assert_eq!(name(Direction::Decrypt, "a.cst"), Some("a".into()));
+        assert_eq!(name(Direction::Decrypt, "a.age"), None);
+        assert_eq!(name(Direction::Decrypt, ".x"), None);
+        assert!(!format.holds_links() && OutputFormat::native().holds_links());
+        assert_eq!(format.unnamed_reason(), "not named *.cst or *.x");
+        assert_eq!(
+            format.link_reason(),
+            "symbolic link (third files hold file contents only)"
+        );
+    }
 }

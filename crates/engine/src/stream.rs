@@ -9,16 +9,19 @@
 //! and exits non-zero. To a file, nothing appears under the final name
 //! unless the whole stream authenticates.
 
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::path::Path;
 
+use cryptstream_format::envelope::DETECT_LEN;
 use cryptstream_format::{
-    seal_header, EntryKind, FormatError, Header, HeaderParams, Keyring, Layout, Mtime,
-    OpeningReader, SealingWriter, MAX_HEADER_LEN, MIN_HEADER_PREFIX,
+    EntryKind, EntryMeta, Header, Layout, Mtime, OpeningReader, MAX_HEADER_LEN,
 };
-use cryptstream_pool::SecretBuf;
+use cryptstream_output::{AtomicFile, DirFd, Timestamp};
+use cryptstream_pool::{Cancel, SecretBuf};
+use thiserror::Error;
 
-use crate::file::Reason;
-use crate::Settings;
+use crate::{Direction, Overwrite, Reason, Settings, Shown};
 
 /// Bytes moved per read while streaming: large enough that a pipe is
 /// drained in few system calls.
@@ -38,7 +41,8 @@ fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(total)
 }
 
-/// A writer that reports the bytes through it to the test build's hooks.
+/// A writer that counts the bytes through it and reports them to the test
+/// build's hooks.
 struct Counted<'a> {
     inner: &'a mut dyn Write,
     total: u64,
@@ -57,20 +61,8 @@ impl Write for Counted<'_> {
     }
 }
 
-/// An error from the opening adapter as a [`Reason`]: the format's error
-/// when it carries one, a read error otherwise.
-fn opening_error(e: io::Error) -> Reason {
-    match e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<FormatError>())
-    {
-        Some(format) => Reason::Format(format.clone()),
-        None => Reason::Read(e),
-    }
-}
-
 /// What a stream's input is, when it is a file: its length, mode and mtime
-/// go into the header.
+/// go into the prefix (where the container records them).
 pub struct StreamSource {
     /// Plaintext length, which the stream must then have exactly.
     pub len: u64,
@@ -80,35 +72,48 @@ pub struct StreamSource {
     pub mtime: Mtime,
 }
 
-/// Encrypts `input` to `output` with `settings` (its cipher, chunk size
-/// and sealing key) and returns the header and the plaintext bytes read.
+/// What a stream did.
+#[derive(Debug)]
+pub struct Streamed {
+    /// When encrypting, the input's mode; when decrypting, the mode and
+    /// mtime the prefix records (mode 0 and no mtime where the container
+    /// records neither).
+    pub meta: EntryMeta,
+    /// Plaintext bytes.
+    pub plaintext_len: u64,
+    /// Bytes of the encrypted side as they crossed the stream (encoding
+    /// included).
+    pub encrypted_len: u64,
+    /// The payload's chunks, as a [`Layout`] with the prefix length.
+    pub layout: Option<Layout>,
+}
+
+/// Encrypts `input` to `output` with the run's sealing envelope (its
+/// prefix, encoding and chunk cipher), one chunk ahead, writing each chunk
+/// as soon as it is sealed.
 ///
 /// # Errors
-/// [`Reason::Read`], [`Reason::Write`] or [`Reason::Changed`].
+/// [`Reason::Read`], [`Reason::Write`], [`Reason::Changed`], or the
+/// envelope's refusal.
 pub fn encrypt_stream(
     settings: &Settings,
     input: &mut dyn Read,
     output: &mut dyn Write,
     source: Option<&StreamSource>,
-) -> Result<(Header, u64), Reason> {
-    let params = HeaderParams {
-        cipher: settings.cipher,
-        chunk_size: settings.chunk_size,
+) -> Result<Streamed, Reason> {
+    let envelope = settings.envelopes().sealer();
+    let meta = EntryMeta {
+        kind: EntryKind::File,
         plaintext_len: source.map(|s| s.len),
         mode: source.map_or(0, |s| s.mode & 0o7777),
-        kind: EntryKind::File,
         mtime: source.map(|s| s.mtime),
     };
-    let salt = crate::file::file_salt(settings)?;
-    let (header, cipher) = seal_header(settings.sealing_key(), &params, salt)?;
     let mut counted = Counted {
         inner: output,
         total: 0,
     };
-    counted
-        .write_all(header.as_bytes())
-        .map_err(Reason::Write)?;
-    let mut sealing = SealingWriter::new(&mut counted, cipher);
+    let mut sealing = envelope.seal_stream(&meta, Box::new(&mut counted))?;
+    let chunk_size = sealing.chunk_size();
     let mut buf = SecretBuf::new();
     let buf = buf.resize(STREAM_BUFFER);
     loop {
@@ -118,8 +123,9 @@ pub fn encrypt_stream(
         }
         sealing.write_all(&buf[..n]).map_err(Reason::Write)?;
     }
-    let (_, total) = sealing.finish().map_err(Reason::Write)?;
-    if let Some(expected) = params.plaintext_len {
+    let (encoded, total) = sealing.finish().map_err(Reason::Write)?;
+    encoded.finish().map_err(Reason::Write)?;
+    if let Some(expected) = meta.plaintext_len {
         if expected != total {
             return Err(Reason::Changed {
                 before: expected,
@@ -127,35 +133,42 @@ pub fn encrypt_stream(
             });
         }
     }
-    Ok((header, total))
+    let encrypted_len = counted.total;
+    Ok(Streamed {
+        meta,
+        plaintext_len: total,
+        encrypted_len,
+        layout: Layout::new(0, chunk_size, total).ok(),
+    })
 }
 
-/// Decrypts `input` with the keys of `settings` and writes the plaintext
-/// of each authenticated chunk to `output`; returns the header and the
-/// plaintext length. Only regular-file entries can be streamed: a link
-/// entry needs a name to be restored under.
+/// Decrypts `input` with the run's envelopes (the one its first bytes name)
+/// and writes the plaintext of each authenticated chunk to `output`. Only
+/// regular-file entries can be streamed: a link entry needs a name to be
+/// restored under.
 ///
 /// # Errors
-/// A [`FormatError`] (not a cryptstream file, wrong key, chunk `i` failed,
+/// The envelope's refusal (not a known file, wrong key, chunk `i` failed,
 /// truncated), [`Reason::Link`] for a link entry, or an I/O [`Reason`].
 pub fn decrypt_stream(
-    keyring: &Keyring,
+    settings: &Settings,
     input: &mut dyn Read,
     output: &mut dyn Write,
-) -> Result<(Header, u64), Reason> {
-    let mut header_bytes = [0u8; MAX_HEADER_LEN];
-    let got = read_full(input, &mut header_bytes[..MIN_HEADER_PREFIX]).map_err(Reason::Read)?;
-    let len = Header::encoded_len(&header_bytes[..got])?;
-    let rest = read_full(input, &mut header_bytes[MIN_HEADER_PREFIX..len]).map_err(Reason::Read)?;
-    let header = Header::parse(&header_bytes[..MIN_HEADER_PREFIX + rest])?;
-    let cipher = keyring.unlock(&header)?;
-    if header.kind != EntryKind::File {
+) -> Result<Streamed, Reason> {
+    let mut first = vec![0u8; DETECT_LEN];
+    let got = read_full(input, &mut first).map_err(Reason::Read)?;
+    first.truncate(got);
+    let (envelope, processing) = settings.envelopes().detect(&first);
+    let reader = BufReader::with_capacity(STREAM_BUFFER, io::Cursor::new(first).chain(input));
+    let (opened, payload) = envelope.open_stream(processing, Box::new(reader))?;
+    if opened.meta.kind != EntryKind::File {
         return Err(Reason::Link(format!(
             "is a {} entry: decrypt it to a file name or into a directory, not to a stream",
-            header.kind.name()
+            opened.meta.kind.name()
         )));
     }
-    let mut opening = OpeningReader::new(input, cipher, header.plaintext_len);
+    let (prefix_len, chunk_size) = (opened.prefix_len, opened.cipher.chunk_size());
+    let mut opening = OpeningReader::new(payload, opened.cipher, opened.meta.plaintext_len);
     let mut counted = Counted {
         inner: output,
         total: 0,
@@ -163,32 +176,42 @@ pub fn decrypt_stream(
     let mut buf = SecretBuf::new();
     let buf = buf.resize(STREAM_BUFFER);
     loop {
-        let n = read_full(&mut opening, buf).map_err(opening_error)?;
+        let n = read_full(&mut opening, buf).map_err(|e| match envelope.stream_error(&e) {
+            Some(failure) => failure.into(),
+            None => Reason::Read(e),
+        })?;
         if n == 0 {
             break;
         }
         counted.write_all(&buf[..n]).map_err(Reason::Write)?;
     }
     counted.flush().map_err(Reason::Write)?;
-    Ok((header, opening.plaintext_len()))
+    let plaintext_len = opening.plaintext_len();
+    let layout = Layout::new(prefix_len, chunk_size, plaintext_len).ok();
+    Ok(Streamed {
+        meta: opened.meta,
+        plaintext_len,
+        encrypted_len: layout.map_or(0, |l| l.ciphertext_len()),
+        layout,
+    })
 }
 
-/// The layout of `encrypted` when it authenticates under `keyring` and
-/// decrypts to exactly the bytes of `plain`; `None` when it does not, or
-/// when either cannot be read. Stops at the first difference.
+/// The layout of `encrypted` when it opens with the envelopes of
+/// `settings` and decrypts to exactly the bytes of `plain`; `None` when it
+/// does not, or when either cannot be read. Stops at the first difference.
 pub fn decrypts_to(
     encrypted: &mut dyn Read,
     plain: &mut dyn Read,
-    keyring: &Keyring,
+    settings: &Settings,
 ) -> Option<Layout> {
     let mut compare = Compare {
         plain,
         theirs: Vec::new(),
     };
-    let (header, len) = decrypt_stream(keyring, encrypted, &mut compare).ok()?;
+    let streamed = decrypt_stream(settings, encrypted, &mut compare).ok()?;
     let at_end = matches!(read_full(compare.plain, &mut [0u8; 1]), Ok(0));
     if at_end {
-        header.layout(len).ok()
+        streamed.layout
     } else {
         None
     }
@@ -215,150 +238,227 @@ impl Write for Compare<'_> {
     }
 }
 
-/// Reads the first bytes of `input` and tells whether it is an age file
-/// (and in which encoding); the input comes back whole, the bytes read put
-/// back in front.
-///
-/// # Errors
-/// The input's read error.
-pub fn detect_age<'a>(
-    mut input: Box<dyn Read + 'a>,
-) -> io::Result<(Option<cryptstream_age::Encoding>, Box<dyn Read + 'a>)> {
-    let mut prefix = vec![0u8; cryptstream_age::DETECT_LEN];
-    let got = read_full(&mut input, &mut prefix)?;
-    prefix.truncate(got);
-    let encoding = cryptstream_age::Encoding::detect(&prefix);
-    Ok((encoding, Box::new(io::Cursor::new(prefix).chain(input))))
+/// Where a stream comes from.
+pub enum StreamInput<'a> {
+    /// A reader (stdin): no length, mode or mtime is recorded.
+    Reader(Box<dyn Read + 'a>),
+    /// A file by name, whose length, mode and mtime go into the prefix.
+    File(&'a Path),
 }
 
-/// An error from reading an age payload as a [`Reason`]: the age failure
-/// class when the bytes are at fault, a read error otherwise.
-fn age_read_error(e: io::Error) -> Reason {
-    match cryptstream_age::payload_error(&e) {
-        Some(age) => Reason::Age(age),
-        None => Reason::Read(e),
+/// Where a stream goes.
+pub enum StreamOutput<'a> {
+    /// A writer (stdout): each chunk's plaintext is written as soon as it
+    /// authenticates, so its reader must trust the exit status.
+    Writer(Box<dyn Write + 'a>),
+    /// A file by name: written to a temp file and committed under the name,
+    /// with its mode (and, decrypting, its mtime), only once whole.
+    File(&'a Path),
+}
+
+/// How [`run_stream`] ended well.
+#[derive(Debug)]
+pub enum StreamOutcome {
+    /// The stream was processed.
+    Done(Streamed),
+    /// The output file exists and the run keeps existing outputs.
+    KeptExisting,
+    /// A signal stopped it; no temp output is left.
+    Cancelled,
+}
+
+/// Why a stream failed, with the file it is about, in one line.
+#[derive(Debug, Error)]
+pub enum StreamError {
+    /// An output name ending in `/` needs an input name to name a file in it.
+    #[error("{0}: a directory output needs a file or directory INPUT, not stdin: give the output file name")]
+    DirectoryOutput(String),
+    /// The input is a directory.
+    #[error("{0}: is a directory; a directory needs a directory OUTPUT, not -")]
+    InputIsDirectory(String),
+    /// The input file cannot be examined.
+    #[error("{0}: cannot stat: {1}")]
+    Stat(String, io::Error),
+    /// The output exists and the run refuses existing outputs.
+    #[error("{0}: output exists; use --force to replace or --skip-existing to keep")]
+    OutputExists(String),
+    /// The output path names no file.
+    #[error("{0}: not a file name")]
+    NotAFileName(String),
+    /// The output cannot be created.
+    #[error("{0}: cannot create output: {1}")]
+    Create(String, io::Error),
+    /// The file (input or output) failed for this reason.
+    #[error("{0}: {1}")]
+    File(String, Reason),
+}
+
+/// A reader that fails once `cancel` is set: the signal handlers only
+/// raise the flag, and the stream checks it on every read.
+struct Cancellable<'a> {
+    inner: Box<dyn Read + 'a>,
+    cancel: &'a Cancel,
+}
+
+impl Read for Cancellable<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancel.is_cancelled() {
+            return Err(io::Error::other("interrupted"));
+        }
+        self.inner.read(buf)
     }
 }
 
-/// Encrypts `input` to `output` as an age file for the recipients of
-/// `settings` (armored when asked); returns the plaintext bytes read,
-/// which must be `expected_len` when given.
-///
-/// # Errors
-/// [`Reason::Read`], [`Reason::Write`], [`Reason::Changed`], or
-/// [`Reason::Age`] for recipients age does not allow together.
-pub fn encrypt_age_stream(
+/// Reads the cryptstream header at the front of `input` and, when it names
+/// a passphrase key, derives that key (cancellably) into the run's keyring.
+/// Gives the input with the header put back in front, or `None` when a
+/// signal stopped the derivation. A header that cannot be read or parsed
+/// is left for the decryption to report.
+fn derive_stream_key<'a>(
     settings: &Settings,
-    input: &mut dyn Read,
-    output: &mut dyn Write,
-    expected_len: Option<u64>,
-) -> Result<u64, Reason> {
-    let crate::Container::Age { recipients, armor } = &settings.container else {
-        return Err(Reason::Executor("not an age run".into()));
-    };
-    let mut counted = Counted {
-        inner: output,
-        total: 0,
-    };
-    let total = if *armor {
-        let armored = cryptstream_age::ArmoredWriter::new(&mut counted).map_err(Reason::Write)?;
-        let sealing = age_sealing(armored, recipients)?;
-        let (armored, total) = copy_sealed(input, sealing)?;
-        armored.finish().map_err(Reason::Write)?;
-        total
-    } else {
-        let sealing = age_sealing(&mut counted, recipients)?;
-        copy_sealed(input, sealing)?.1
-    };
-    if let Some(expected) = expected_len {
-        if expected != total {
-            return Err(Reason::Changed {
-                before: expected,
-                after: total,
-            });
+    mut input: Box<dyn Read + 'a>,
+    cancel: &Cancel,
+) -> Result<Option<Box<dyn Read + 'a>>, Reason> {
+    let mut prefix = vec![0u8; MAX_HEADER_LEN];
+    let got = read_full(&mut input, &mut prefix).map_err(Reason::Read)?;
+    prefix.truncate(got);
+    if let Ok(header) = Header::parse(&prefix) {
+        // Its only error is a cancellation.
+        if crate::keys::derive_for_header(&header, settings.keyring(), cancel).is_err() {
+            return Ok(None);
         }
     }
-    Ok(total)
+    Ok(Some(Box::new(io::Cursor::new(prefix).chain(input))))
 }
 
-/// Writes a new age header to `output` and returns the payload's writer.
-fn age_sealing<W: Write>(
-    output: W,
-    recipients: &[cryptstream_age::Recipient],
-) -> Result<SealingWriter<W>, Reason> {
-    cryptstream_age::seal_stream(output, recipients).map_err(|e| {
-        match e
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<cryptstream_age::AgeError>())
-        {
-            Some(age) => Reason::Age(age.clone()),
-            None => Reason::Write(e),
-        }
-    })
-}
-
-/// Copies `input` through `sealing` and ends the stream.
-fn copy_sealed<W: Write>(
-    input: &mut dyn Read,
-    mut sealing: SealingWriter<W>,
-) -> Result<(W, u64), Reason> {
-    let mut buf = SecretBuf::new();
-    let buf = buf.resize(STREAM_BUFFER);
-    loop {
-        let n = read_full(input, buf).map_err(Reason::Read)?;
-        if n == 0 {
-            break;
-        }
-        sealing.write_all(&buf[..n]).map_err(Reason::Write)?;
-    }
-    sealing.finish().map_err(Reason::Write)
-}
-
-/// Decrypts an age stream (binary, or armored when `encoding` says so)
-/// with `identities` and writes the plaintext of each authenticated chunk
-/// to `output`; returns the plaintext length. As for our own format, a
-/// reader of `output` may see the chunks before a damaged one and must
-/// trust the exit status.
+/// Encrypts or decrypts one stream (`settings.direction()`: encrypt, or
+/// decrypt) from `input` to `output`: the policy of every stream, which
+/// the CLI only wires to stdin, stdout and names. The checks come before
+/// any work (a directory output, a directory input, an existing output);
+/// a passphrase key named by a cryptstream header is derived first, where
+/// a signal can stop it; an output file appears under its name only when
+/// the whole stream authenticated, with its mode (and, decrypting, its
+/// mtime) restored.
 ///
 /// # Errors
-/// [`Reason::Age`] with the failure class, or an I/O [`Reason`].
-pub fn decrypt_age_stream(
-    identities: &[cryptstream_age::Identity],
-    encoding: cryptstream_age::Encoding,
-    input: &mut dyn Read,
-    output: &mut dyn Write,
-) -> Result<u64, Reason> {
-    let buffered = io::BufReader::with_capacity(STREAM_BUFFER, input);
-    let source: Box<dyn io::BufRead + '_> = match encoding {
-        cryptstream_age::Encoding::Binary => Box::new(buffered),
-        cryptstream_age::Encoding::Armored => Box::new(io::BufReader::with_capacity(
-            STREAM_BUFFER,
-            cryptstream_age::ArmoredReader::new(buffered),
-        )),
-    };
-    let mut opening = cryptstream_age::open_stream(source, identities)?;
-    let mut counted = Counted {
-        inner: output,
-        total: 0,
-    };
-    let mut buf = SecretBuf::new();
-    let buf = buf.resize(STREAM_BUFFER);
-    loop {
-        let n = read_full(&mut opening, buf).map_err(age_read_error)?;
-        if n == 0 {
-            break;
+/// A [`StreamError`] naming the input or the output.
+pub fn run_stream(
+    settings: &Settings,
+    input: StreamInput<'_>,
+    output: StreamOutput<'_>,
+    cancel: &Cancel,
+) -> Result<StreamOutcome, StreamError> {
+    if let StreamOutput::File(path) = output {
+        if crate::names_directory(path) {
+            return Err(StreamError::DirectoryOutput(Shown(path).to_string()));
         }
-        counted.write_all(&buf[..n]).map_err(Reason::Write)?;
     }
-    counted.flush().map_err(Reason::Write)?;
-    Ok(opening.plaintext_len())
+    let direction = settings.direction();
+    let (input, input_name, source): (Box<dyn Read + '_>, String, Option<StreamSource>) =
+        match input {
+            StreamInput::Reader(reader) => (reader, "-".to_string(), None),
+            StreamInput::File(path) => {
+                use std::os::unix::fs::PermissionsExt;
+                let name = Shown(path).to_string();
+                let file = File::open(path)
+                    .map_err(|e| StreamError::File(name.clone(), Reason::Open(e)))?;
+                let meta = file
+                    .metadata()
+                    .map_err(|e| StreamError::Stat(name.clone(), e))?;
+                if meta.is_dir() {
+                    return Err(StreamError::InputIsDirectory(name));
+                }
+                let mtime = Timestamp::mtime_of(&meta);
+                let source = StreamSource {
+                    len: meta.len(),
+                    mode: meta.permissions().mode(),
+                    mtime: Mtime {
+                        seconds: mtime.seconds,
+                        nanos: mtime.nanos,
+                    },
+                };
+                (Box::new(file), name, Some(source))
+            }
+        };
+    let (mut sink, output_name, atomic): (Box<dyn Write + '_>, String, Option<AtomicFile>) =
+        match output {
+            StreamOutput::Writer(writer) => (writer, "-".to_string(), None),
+            StreamOutput::File(path) => {
+                let name = Shown(path).to_string();
+                if std::fs::symlink_metadata(path).is_ok() {
+                    match settings.overwrite() {
+                        Overwrite::SkipExisting => return Ok(StreamOutcome::KeptExisting),
+                        Overwrite::Refuse => return Err(StreamError::OutputExists(name)),
+                        Overwrite::Force => {}
+                    }
+                }
+                let (dir, file_name) = match (path.parent(), path.file_name()) {
+                    (Some(parent), Some(n)) if !parent.as_os_str().is_empty() => (parent, n),
+                    (_, Some(n)) => (Path::new("."), n),
+                    _ => return Err(StreamError::NotAFileName(name)),
+                };
+                let dir = DirFd::open(dir).map_err(|e| StreamError::Create(name.clone(), e))?;
+                cryptstream_output::remove_stale_temps(&dir);
+                let out = AtomicFile::create(&dir, file_name)
+                    .map_err(|e| StreamError::Create(name.clone(), e))?;
+                let writer = out
+                    .file()
+                    .try_clone()
+                    .map_err(|e| StreamError::Create(name.clone(), e))?;
+                (
+                    Box::new(io::BufWriter::with_capacity(STREAM_BUFFER, writer)),
+                    name,
+                    Some(out),
+                )
+            }
+        };
+    let input = if direction == Direction::Decrypt && settings.keyring().has_passphrase() {
+        match derive_stream_key(settings, input, cancel)
+            .map_err(|r| StreamError::File(input_name.clone(), r))?
+        {
+            Some(input) => input,
+            None => return Ok(StreamOutcome::Cancelled),
+        }
+    } else {
+        input
+    };
+    let mut input = Cancellable {
+        inner: input,
+        cancel,
+    };
+    let result = match direction {
+        Direction::Encrypt => encrypt_stream(settings, &mut input, &mut sink, source.as_ref()),
+        Direction::Decrypt | Direction::Verify => decrypt_stream(settings, &mut input, &mut sink),
+    };
+    if cancel.is_cancelled() {
+        // The temp output (if any) is dropped unlinked.
+        return Ok(StreamOutcome::Cancelled);
+    }
+    let streamed = result.map_err(|r| StreamError::File(input_name, r))?;
+    let write_error = |e| StreamError::File(output_name.clone(), Reason::Write(e));
+    sink.flush().map_err(write_error)?;
+    drop(sink);
+    if let Some(out) = atomic {
+        out.set_mode(settings.output_mode(streamed.meta.mode))
+            .map_err(write_error)?;
+        if let (Direction::Decrypt, Some(mtime)) = (direction, streamed.meta.mtime) {
+            out.set_mtime(Timestamp {
+                seconds: mtime.seconds,
+                nanos: mtime.nanos,
+            })
+            .map_err(write_error)?;
+        }
+        out.commit(settings.replace(), settings.durable())
+            .map_err(write_error)?;
+    }
+    Ok(StreamOutcome::Done(streamed))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Direction;
-    use cryptstream_format::{MasterKey, MAX_HEADER_LEN as H, MIN_CHUNK_SIZE};
+    use cryptstream_format::{Keyring, MasterKey, MAX_HEADER_LEN as H, MIN_CHUNK_SIZE};
 
     fn settings() -> Settings {
         let key = || MasterKey::from_key_bytes([9; 32]);
@@ -382,9 +482,14 @@ mod tests {
         out
     }
 
+    fn opening(key: u8) -> Settings {
+        let keyring = Keyring::new(vec![MasterKey::from_key_bytes([key; 32])], None);
+        Settings::builder(Direction::Decrypt, keyring).build()
+    }
+
     #[test]
     fn decrypts_to_accepts_only_the_exact_plaintext() {
-        let keyring = Keyring::new(vec![MasterKey::from_key_bytes([9; 32])], None);
+        let keyring = opening(9);
         let plain: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
         let enc = encrypted(&plain);
         let check = |plain: &[u8]| decrypts_to(&mut &enc[..], &mut &plain[..], &keyring);
@@ -397,7 +502,7 @@ mod tests {
         let mut longer = plain.clone();
         longer.push(0);
         assert!(check(&longer).is_none(), "plaintext longer");
-        let other = Keyring::new(vec![MasterKey::from_key_bytes([8; 32])], None);
+        let other = opening(8);
         assert!(decrypts_to(&mut &enc[..], &mut &plain[..], &other).is_none());
         let mut tampered = enc.clone();
         tampered[H + 10] ^= 1;
@@ -406,13 +511,13 @@ mod tests {
 
     #[test]
     fn a_stream_round_trips_and_a_wrong_length_is_refused() {
-        let keyring = Keyring::new(vec![MasterKey::from_key_bytes([9; 32])], None);
+        let keyring = opening(9);
         let plain = vec![7u8; 3 * MIN_CHUNK_SIZE as usize];
         let enc = encrypted(&plain);
         let mut back = Vec::new();
-        let (header, len) = decrypt_stream(&keyring, &mut &enc[..], &mut back).unwrap();
+        let streamed = decrypt_stream(&keyring, &mut &enc[..], &mut back).unwrap();
         assert_eq!(
-            (back, len, header.mode),
+            (back, streamed.plaintext_len, streamed.meta.mode),
             (plain.clone(), plain.len() as u64, 0o600)
         );
         let source = StreamSource {

@@ -63,6 +63,11 @@ impl<W: Write> SealingWriter<W> {
         }
     }
 
+    /// Plaintext bytes per full chunk of the stream.
+    pub fn chunk_size(&self) -> u32 {
+        self.cipher.chunk_size()
+    }
+
     /// Seals the chunk in the buffer and writes it out.
     fn emit(&mut self, last: bool) -> io::Result<()> {
         let len = self.filled + TAG_LEN;

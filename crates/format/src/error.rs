@@ -129,4 +129,7 @@ pub enum FormatError {
     /// The system random source failed.
     #[error("the system random number generator failed")]
     Random,
+    /// A new file was to be sealed by a run that holds no key to seal with.
+    #[error("no key to seal new files with (give -k FILE or a passphrase)")]
+    NoSealingKey,
 }

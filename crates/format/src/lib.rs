@@ -30,12 +30,19 @@
 //! [`OpeningReader`] wrap any `Write` / `Read` to seal or open a stream
 //! chunk by chunk on one thread.
 //!
+//! Above all of this sits the [`Envelope`] seam ([`envelope`]): a container
+//! detected from its first bytes, sealed (prefix and cipher) and opened
+//! (prefix length, cipher, what the prefix records). [`NativeEnvelope`] is
+//! this format; age's lives in the `cryptstream-age` crate, and engines see
+//! only the trait.
+//!
 //! The byte layout is specified in `docs/FORMAT.md`; the test vectors in
 //! `tests/data/vectors.json` are checked by `tests/vectors.rs`.
 
 #![deny(missing_docs)]
 
 mod adapters;
+pub mod envelope;
 mod error;
 mod header;
 mod key;
@@ -43,6 +50,10 @@ mod layout;
 mod stream;
 
 pub use adapters::{OpeningReader, SealingWriter};
+pub use envelope::{
+    EncodedWrite, EntryMeta, Envelope, EnvelopeError, Naming, NativeEnvelope, NativeSealing,
+    OpenedPrefix, Processing, Restore, SaltSource, SealedPrefix,
+};
 pub use error::FormatError;
 pub use header::{
     seal_header, seal_to_vec, Cipher, EntryKind, Header, HeaderParams, KeySource, Mtime,
@@ -53,7 +64,7 @@ pub use key::{
     generate_key_file, parse_key_file, KdfParams, KeyId, Keyring, MasterKey, Passphrase, KEY_LEN,
 };
 pub use layout::Layout;
-pub use stream::{ChunkCipher, NonceScheme, TAG_LEN};
+pub use stream::{ChunkCipher, CipherParts, NonceScheme, AEAD_KEY_LEN, TAG_LEN};
 
 /// Fills `buf` with bytes from the kernel's random source (`getrandom(2)`).
 ///

@@ -7,7 +7,7 @@ use crate::{Cipher, FormatError, Layout};
 /// Length of the authentication tag appended to every chunk.
 pub const TAG_LEN: usize = 16;
 /// Length of the AEAD keys (both ciphers take 256-bit keys).
-const AEAD_KEY_LEN: usize = 32;
+pub const AEAD_KEY_LEN: usize = 32;
 /// Value of the last nonce byte for the final chunk.
 const LAST_CHUNK_FLAG: u8 = 1;
 /// Zero bytes that open a STREAM nonce, before the 64-bit counter.
@@ -44,6 +44,21 @@ impl NonceScheme {
     }
 }
 
+/// A [`ChunkCipher`] taken apart, to cross to a worker process. Holds the
+/// key: zeroized on drop, never printed.
+pub struct CipherParts {
+    /// The AEAD.
+    pub cipher: Cipher,
+    /// Its key.
+    pub key: zeroize::Zeroizing<[u8; AEAD_KEY_LEN]>,
+    /// How chunk nonces are made.
+    pub nonces: NonceScheme,
+    /// The associated data of every chunk.
+    pub aad: Vec<u8>,
+    /// Plaintext bytes per full chunk.
+    pub chunk_size: u32,
+}
+
 /// Seals or opens the chunks of one stream: an AEAD key, a nonce scheme and
 /// associated data shared by every chunk. Cheap to share between threads
 /// (`Send + Sync`; all methods take `&self`).
@@ -52,6 +67,10 @@ impl NonceScheme {
 /// the cipher is dropped; there is no `Debug` that could print it.
 pub struct ChunkCipher {
     key: LessSafeKey,
+    /// The AEAD and a copy of its key (zeroized on drop), so that the
+    /// cipher can be handed to a worker process ([`ChunkCipher::to_parts`]).
+    algorithm: Cipher,
+    secret: zeroize::Zeroizing<[u8; AEAD_KEY_LEN]>,
     nonces: NonceScheme,
     aad: Box<[u8]>,
     chunk_size: u32,
@@ -78,6 +97,8 @@ impl ChunkCipher {
             UnboundKey::new(algorithm, key).expect("both AEADs take exactly 32-byte keys");
         ChunkCipher {
             key: LessSafeKey::new(unbound),
+            algorithm: cipher,
+            secret: zeroize::Zeroizing::new(*key),
             nonces,
             aad: aad.into(),
             chunk_size,
@@ -87,6 +108,30 @@ impl ChunkCipher {
     /// Plaintext bytes per full chunk of this stream.
     pub fn chunk_size(&self) -> u32 {
         self.chunk_size
+    }
+
+    /// Everything this cipher is made of, secret key included, for a worker
+    /// process that seals or opens chunks of the same file
+    /// ([`ChunkCipher::from_parts`]). The key never leaves memory otherwise.
+    pub fn to_parts(&self) -> CipherParts {
+        CipherParts {
+            cipher: self.algorithm,
+            key: self.secret.clone(),
+            nonces: self.nonces,
+            aad: self.aad.to_vec(),
+            chunk_size: self.chunk_size,
+        }
+    }
+
+    /// The cipher [`ChunkCipher::to_parts`] describes.
+    pub fn from_parts(parts: &CipherParts) -> ChunkCipher {
+        ChunkCipher::new(
+            parts.cipher,
+            &parts.key,
+            parts.nonces,
+            &parts.aad,
+            parts.chunk_size,
+        )
     }
 
     fn nonce(&self, index: u64, last: bool) -> Nonce {
@@ -177,6 +222,27 @@ impl ChunkCipher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cipher rebuilt from its parts (what a worker process receives)
+    /// opens what the original sealed, and only that.
+    #[test]
+    fn a_cipher_rebuilt_from_its_parts_opens_what_the_original_sealed() {
+        let original = ChunkCipher::new(
+            Cipher::Aes256Gcm,
+            &[4; AEAD_KEY_LEN],
+            NonceScheme::Stream,
+            b"header",
+            1024,
+        );
+        let rebuilt = ChunkCipher::from_parts(&original.to_parts());
+        assert_eq!(rebuilt.chunk_size(), 1024);
+        let mut chunk = vec![1u8; 50 + TAG_LEN];
+        original.seal_in_place(2, false, &mut chunk);
+        let mut wrong = chunk.clone();
+        assert!(rebuilt.open_in_place(3, false, &mut wrong).is_err());
+        rebuilt.open_in_place(2, false, &mut chunk).unwrap();
+        assert_eq!(&chunk[..50], &[1u8; 50][..]);
+    }
 
     #[test]
     fn chunk_cipher_is_shared_between_threads() {

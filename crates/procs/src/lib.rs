@@ -11,10 +11,14 @@
 //! (as many as there is work for, up to `--workers`), and reads each
 //! worker's reports on its own socket ([`protocol`]). A worker ([`worker`])
 //! is this same executable, started again in worker mode: `main` calls
-//! [`run_worker_if_requested`] before anything else. It receives its
-//! settings and secrets on the socket, takes tasks off the ring, runs them
+//! [`run_worker_if_requested`] before anything else, naming the envelopes a
+//! worker can build again (age's). It receives its settings, secrets and
+//! envelopes on the socket, takes tasks off the ring, runs them
 //! with the engine's [`cryptstream_engine::OpenFile`] and
-//! [`cryptstream_engine::process_whole`], and reports.
+//! [`cryptstream_engine::process_whole`], and reports. Every container
+//! goes through the engine's envelope seam, so workers read and write age
+//! files as well as ours; for a split file they get its chunk cipher and
+//! never open its header again.
 //!
 //! A worker that dies is seen at once (its socket closes); the parent takes
 //! back the task it held ([`ring::Ring::reclaim`]), runs it again on
@@ -72,6 +76,9 @@ pub enum ProcsError {
     /// The secrets handed to a worker are not usable.
     #[error("worker keys: {0}")]
     Keys(#[from] cryptstream_format::FormatError),
+    /// An envelope handed to a worker could not be built again.
+    #[error("worker envelope: {0}")]
+    Envelope(String),
 }
 
 /// The process engine, as an [`Engine`] the CLI can choose.

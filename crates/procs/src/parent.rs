@@ -309,7 +309,8 @@ impl Supervisor<'_> {
                 self.seal_entry_here(j);
                 continue;
             }
-            if job.size <= SEGMENT_BYTES {
+            // A file processed in order (armored age) is one task too.
+            if job.size <= SEGMENT_BYTES || !self.settings.can_split(job) {
                 let output = self.plan.output_relative(job);
                 let too_long = [
                     Some(job.input.as_path()),
@@ -395,7 +396,9 @@ impl Supervisor<'_> {
         let message = Message::OpenSplit {
             split_id: split,
             plaintext_len: parts.plaintext_len,
-            header: parts.header,
+            prefix_len: parts.prefix_len as u32,
+            cipher: parts.cipher,
+            envelope: parts.envelope,
             input: OwnedFd::from(parts.input),
             output: parts.output.map(OwnedFd::from),
         };
@@ -510,6 +513,7 @@ impl Supervisor<'_> {
                 .map(|key| &**key)
                 .map(cryptstream_engine::keys::copy_of),
             keys,
+            envelopes: self.settings.envelope_exports(),
         };
         if let Err(e) = protocol::send_hello(parent_end.as_fd(), &hello) {
             let _ = child.kill();

@@ -1,10 +1,12 @@
 //! Messages on the socket between the parent and one worker (a
 //! `SOCK_SEQPACKET` pair, so every message arrives whole).
 //!
-//! Parent to worker: [`Hello`] once (settings and secrets: secrets travel
-//! only here, never in argv or the environment), then [`Message::OpenSplit`]
-//! (with the input and output descriptors of a split file, passed with
-//! `SCM_RIGHTS`) and [`Message::CloseSplit`]. Worker to parent:
+//! Parent to worker: [`Hello`] once (settings and secrets, the exports of
+//! the run's added envelopes included: secrets travel only on this socket,
+//! never in argv or the environment), then [`Message::OpenSplit`] (the
+//! input and output descriptors of a split file, passed with
+//! `SCM_RIGHTS`, with its layout and its chunk cipher, key included) and
+//! [`Message::CloseSplit`]. Worker to parent:
 //! [`Message::Done`] for every task. The socket closing is how each side
 //! learns that the other is gone.
 //!
@@ -15,8 +17,11 @@ use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use cryptstream_engine::EnvelopeExport;
 use cryptstream_engine::{Direction, IoChoice, Overwrite};
-use cryptstream_format::{Cipher, KdfParams, KeySource, MasterKey, MAX_HEADER_LEN};
+use cryptstream_format::{
+    Cipher, CipherParts, KdfParams, KeySource, MasterKey, NonceScheme, MAX_HEADER_LEN,
+};
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags,
@@ -26,7 +31,7 @@ use zeroize::Zeroizing;
 use crate::ProcsError;
 
 /// Version of this protocol; a worker refuses a parent of another version.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Largest message either side sends.
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Longest failure message a worker sends (longer ones are cut).
@@ -69,6 +74,9 @@ pub struct Hello {
     /// Every key that may open files: key files and passphrase keys the
     /// parent derived (a worker never sees the passphrase itself).
     pub keys: Vec<MasterKey>,
+    /// The envelopes beside cryptstream's own (age), as the worker builds
+    /// them again.
+    pub envelopes: Vec<EnvelopeExport>,
 }
 
 /// How a task ended, as a worker reports it.
@@ -87,14 +95,20 @@ pub enum Outcome {
 
 /// A message after the hello.
 pub enum Message {
-    /// Descriptors and header of a split file (parent to worker).
+    /// Descriptors, layout and chunk cipher of a split file (parent to
+    /// worker; the message holds the file's payload key).
     OpenSplit {
         /// The parent's id of the file.
         split_id: u64,
-        /// Plaintext length (fixes the layout).
+        /// Plaintext length (with the prefix length and the chunk size,
+        /// fixes the layout).
         plaintext_len: u64,
-        /// The header as on disk.
-        header: Vec<u8>,
+        /// Bytes before chunk 0.
+        prefix_len: u32,
+        /// The chunk cipher.
+        cipher: CipherParts,
+        /// The name of the file's envelope.
+        envelope: String,
         /// The input.
         input: OwnedFd,
         /// The temp output, when there is one.
@@ -290,6 +304,13 @@ impl Hello {
         for key in &self.keys {
             encode_key(&mut w, key);
         }
+        w.u32(self.envelopes.len() as u32);
+        for envelope in &self.envelopes {
+            w.bytes(envelope.name.as_bytes())
+                .u8(u8::from(envelope.seals))
+                .u8(u8::from(envelope.fallback))
+                .bytes(&envelope.bytes);
+        }
         w.0
     }
 
@@ -337,6 +358,22 @@ impl Hello {
         for _ in 0..count {
             keys.push(decode_key(&mut r)?);
         }
+        let count = r.u32()? as usize;
+        let mut envelopes = Vec::with_capacity(count.min(8));
+        for _ in 0..count {
+            let name = std::str::from_utf8(r.bytes()?)
+                .map_err(|_| ProcsError::Protocol("an envelope name is not UTF-8"))?
+                .to_string();
+            let seals = r.u8()? != 0;
+            let fallback = r.u8()? != 0;
+            let bytes = Zeroizing::new(r.bytes()?.to_vec());
+            envelopes.push(EnvelopeExport {
+                name,
+                seals,
+                fallback,
+                bytes,
+            });
+        }
         Ok(Hello {
             worker,
             parent_pid,
@@ -352,6 +389,7 @@ impl Hello {
             keep_special_bits,
             encryption_key,
             keys,
+            envelopes,
         })
     }
 }
@@ -393,14 +431,22 @@ pub fn send_message(socket: BorrowedFd<'_>, message: &Message) -> Result<(), Pro
         Message::OpenSplit {
             split_id,
             plaintext_len,
-            header,
+            prefix_len,
+            cipher,
+            envelope,
             input,
             output,
         } => {
             let mut w = Writer::new(KIND_OPEN_SPLIT);
+            let NonceScheme::Stream = cipher.nonces;
             w.u64(*split_id)
                 .u64(*plaintext_len)
-                .bytes(header)
+                .u32(*prefix_len)
+                .u8(cipher.cipher.id())
+                .raw(&cipher.key[..])
+                .bytes(&cipher.aad)
+                .u32(cipher.chunk_size)
+                .bytes(envelope.as_bytes())
                 .u8(u8::from(output.is_some()));
             let mut fds = vec![input.as_fd()];
             fds.extend(output.as_ref().map(|o| o.as_fd()));
@@ -498,11 +544,24 @@ pub fn receive(
         KIND_OPEN_SPLIT => {
             let split_id = r.u64()?;
             let plaintext_len = r.u64()?;
-            let header = r.bytes()?;
-            if header.len() > MAX_HEADER_LEN {
-                return Err(ProcsError::Protocol("header too long"));
+            let prefix_len = r.u32()?;
+            let algorithm =
+                Cipher::from_id(r.u8()?).map_err(|_| ProcsError::Protocol("unknown cipher"))?;
+            let key = Zeroizing::new(r.array::<{ cryptstream_format::AEAD_KEY_LEN }>()?);
+            let aad = r.bytes()?;
+            if aad.len() > MAX_HEADER_LEN {
+                return Err(ProcsError::Protocol("associated data too long"));
             }
-            let header = header.to_vec();
+            let cipher = CipherParts {
+                cipher: algorithm,
+                key,
+                nonces: NonceScheme::Stream,
+                aad: aad.to_vec(),
+                chunk_size: r.u32()?,
+            };
+            let envelope = std::str::from_utf8(r.bytes()?)
+                .map_err(|_| ProcsError::Protocol("an envelope name is not UTF-8"))?
+                .to_string();
             let has_output = r.u8()? != 0;
             let mut fds = fds.into_iter();
             let input = fds
@@ -516,10 +575,15 @@ pub fn receive(
             } else {
                 None
             };
+            // The payload key is in the message: it does not stay in the
+            // caller's scratch buffer.
+            zeroize::Zeroize::zeroize(&mut data[..got]);
             Message::OpenSplit {
                 split_id,
                 plaintext_len,
-                header,
+                prefix_len,
+                cipher,
+                envelope,
                 input,
                 output,
             }
@@ -623,6 +687,7 @@ mod tests {
                 },
             )),
             keys: vec![MasterKey::from_key_bytes([5; 32])],
+            envelopes: Vec::new(),
         };
         let back = Hello::decode(&hello.encode()).unwrap();
         assert_eq!(back.worker, 3);
@@ -660,7 +725,15 @@ mod tests {
             &Message::OpenSplit {
                 split_id: 5,
                 plaintext_len: 77,
-                header: vec![3; MAX_HEADER_LEN],
+                prefix_len: 160,
+                cipher: CipherParts {
+                    cipher: Cipher::Aes256Gcm,
+                    key: Zeroizing::new([7; 32]),
+                    nonces: NonceScheme::Stream,
+                    aad: vec![3; MAX_HEADER_LEN],
+                    chunk_size: 1024,
+                },
+                envelope: "cryptstream".into(),
                 input: OwnedFd::from(file.try_clone().unwrap()),
                 output: None,
             },

@@ -22,6 +22,7 @@ use cryptstream_pool::{Cancel, SecretBuf};
 use crate::protocol::{self, Hello, Message, Outcome, Received};
 use crate::ring::{Popped, Ring, TaskKind, NO_OUTPUT};
 use crate::{ProcsError, WORKER_ENV};
+use cryptstream_format::Restore;
 
 /// How long a worker sleeps on the ring before it looks at its parent and
 /// its stop flag again.
@@ -55,13 +56,17 @@ fn debug_task(variable: &str) -> Option<u64> {
 /// environment variable carries the two inherited descriptor numbers, and
 /// nothing else); returns the exit code then, `None` in a normal start.
 ///
+/// `restorers` build again the envelopes the parent added beside
+/// cryptstream's own (age), by [`cryptstream_format::Envelope::name`]: the
+/// binary chooses them, as it does in the parent.
+///
 /// Must be called first thing in `main`, before any thread exists.
-pub fn run_worker_if_requested() -> Option<ExitCode> {
+pub fn run_worker_if_requested(restorers: &[(&str, Restore)]) -> Option<ExitCode> {
     let value = std::env::var_os(WORKER_ENV)?;
     // Single-threaded here (the caller guarantees it), so changing the
     // environment is sound; the variable must not leak to anything else.
     std::env::remove_var(WORKER_ENV);
-    Some(match start(&value) {
+    Some(match start(&value, restorers) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("cryptstream worker: {e}");
@@ -82,7 +87,7 @@ fn parse_fds(value: &OsStr) -> Result<(RawFd, RawFd), ProcsError> {
     }
 }
 
-fn start(value: &OsStr) -> Result<ExitCode, ProcsError> {
+fn start(value: &OsStr, restorers: &[(&str, Restore)]) -> Result<ExitCode, ProcsError> {
     let (ring_fd, socket_fd) = parse_fds(value)?;
     // Both descriptors must really be open before we take ownership.
     for fd in [ring_fd, socket_fd] {
@@ -124,7 +129,7 @@ fn start(value: &OsStr) -> Result<ExitCode, ProcsError> {
     }
     let ring = Ring::attach(ring_fd)?;
     ring.set_worker_pid(hello.worker, std::process::id());
-    let settings = settings_from(&hello)?;
+    let settings = settings_from(&hello, restorers)?;
     let output_root = match &hello.output_root {
         Some(root) => Some(DirFd::open(root).map_err(ProcsError::Socket)?),
         None => None,
@@ -147,7 +152,7 @@ fn start(value: &OsStr) -> Result<ExitCode, ProcsError> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn settings_from(hello: &Hello) -> Result<Settings, ProcsError> {
+fn settings_from(hello: &Hello, restorers: &[(&str, Restore)]) -> Result<Settings, ProcsError> {
     let mut key_files = Vec::new();
     let mut derived = Vec::new();
     for key in &hello.keys {
@@ -174,6 +179,22 @@ fn settings_from(hello: &Hello) -> Result<Settings, ProcsError> {
         .umask(hello.umask)
         .keep_special_bits(hello.keep_special_bits)
         .encryption_key(encryption_key);
+    let mut builder = builder;
+    for export in &hello.envelopes {
+        let restore = restorers
+            .iter()
+            .find(|(name, _)| *name == export.name)
+            .map(|(_, restore)| restore)
+            .ok_or(ProcsError::Protocol("an envelope this worker cannot build"))?;
+        let envelope = restore(&export.bytes).map_err(|e| ProcsError::Envelope(e.to_string()))?;
+        builder = builder.envelope(envelope.clone());
+        if export.seals {
+            builder = builder.seal_with(envelope.clone());
+        }
+        if export.fallback {
+            builder = builder.fallback(envelope);
+        }
+    }
     #[cfg(feature = "test-knobs")]
     let builder = builder.fixed_salt(hello.fixed_salt);
     Ok(builder.build())
@@ -256,15 +277,19 @@ impl Worker {
                 Received::Message(Message::OpenSplit {
                     split_id,
                     plaintext_len,
-                    header,
+                    prefix_len,
+                    cipher,
+                    envelope,
                     input,
                     output,
                 }) => {
                     let parts = SplitParts {
                         input: File::from(input),
                         output: output.map(File::from),
-                        header,
+                        prefix_len: prefix_len as usize,
                         plaintext_len,
+                        cipher,
+                        envelope,
                     };
                     self.splits.insert(split_id, Split::Received(parts));
                 }
