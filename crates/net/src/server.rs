@@ -93,6 +93,9 @@ pub struct ServeConfig {
     pub log: EventLog,
     /// Worker threads of the runtime (`None`: one per core).
     pub threads: Option<usize>,
+    /// A store server (`serve --store`): sessions get object frames only
+    /// (`objects`), and `destination` is never used.
+    pub objects: Option<Arc<dyn crate::objects::ObjectHost>>,
 }
 
 /// What a server did, returned when it stops.
@@ -132,6 +135,8 @@ struct Shared {
     open_files: Arc<Semaphore>,
     /// The size of `open_files`, for messages.
     max_open_files: usize,
+    /// The store a store server hosts.
+    objects: Option<Arc<dyn crate::objects::ObjectHost>>,
 }
 
 /// A bound server, ready to run.
@@ -180,6 +185,7 @@ impl Server {
             buffers: Arc::new(Semaphore::new((MAX_BUFFERED_BYTES / 1024) as usize)),
             open_files: Arc::new(Semaphore::new(config.max_open_files.max(1))),
             max_open_files: config.max_open_files.max(1),
+            objects: config.objects,
         });
         Ok(Server {
             runtime,
@@ -365,14 +371,14 @@ async fn futures_join(tasks: &mut [JoinHandle<()>]) {
 }
 
 /// Why a session ended badly: the code and text sent to the client.
-struct SessionError {
-    code: ErrorCode,
-    file_id: u32,
-    message: String,
+pub(crate) struct SessionError {
+    pub(crate) code: ErrorCode,
+    pub(crate) file_id: u32,
+    pub(crate) message: String,
 }
 
 impl SessionError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> SessionError {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> SessionError {
         SessionError {
             code,
             file_id: NO_FILE,
@@ -405,7 +411,7 @@ impl From<ReceiveError> for SessionError {
 /// The TLS stream of a session. The TCP stream is read through a buffer
 /// of [`READ_BUFFER`] bytes: rustls asks for a few KiB at a time, and one
 /// `recv` per ask cost more CPU than the decryption.
-type Tls = tokio_rustls::server::TlsStream<BufReader<TcpStream>>;
+pub(crate) type Tls = tokio_rustls::server::TlsStream<BufReader<TcpStream>>;
 
 /// Bytes read from a session's TCP stream at a time.
 const READ_BUFFER: usize = 256 * 1024;
@@ -527,6 +533,9 @@ impl Session {
             }
         };
         write_frame(tls, &Frame::AuthOk).await?;
+        if let Some(host) = self.shared.objects.clone() {
+            return crate::objects::serve(tls, host, self.shared.idle, &mut hard_stop).await;
+        }
         loop {
             let frame = tokio::select! {
                 frame = read_frame_budgeted(tls, self.shared.idle, &self.shared.buffers) => frame,
