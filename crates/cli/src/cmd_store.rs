@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use cryptstream_format::Keyring;
-use cryptstream_location::{cache, GcGate, OpenOptions, OpenedStore, StoreLocation};
+use cryptstream_location::{
+    cache, GcGate, OpenOptions, OpenedStore, RemoteOptions, RemoteTrust, StoreLocation,
+};
 use cryptstream_pool::{Cancel, Pool};
 use cryptstream_store::{
     format_uid, ChunkerParams, FileRow, GetOptions, PutOptions, PutOutcome, Settings, Store,
@@ -36,6 +38,18 @@ pub struct StoreArgs {
     #[arg(long, global = true, value_name = "N",
           default_value_t = cryptstream_location::DEFAULT_CONNECTIONS)]
     pub connections: usize,
+    /// For a cst://HOST:PORT store: the access token file of its server.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// For a cst:// store: the SHA-256 fingerprint of the server's
+    /// certificate (printed by `serve`); without it, the known-hosts file
+    /// is used as by `send`.
+    #[arg(long, global = true, value_name = "HEX")]
+    pub server_fingerprint: Option<String>,
+    /// For a cst:// store: the known-hosts file [default:
+    /// $XDG_CONFIG_HOME/cryptstream/known_hosts or ~/.config/cryptstream/known_hosts].
+    #[arg(long, global = true, value_name = "FILE", conflicts_with = "server_fingerprint")]
+    pub known_hosts: Option<PathBuf>,
     #[command(flatten)]
     pub secrets: KeyArgs,
     /// Worker threads (default: one per core).
@@ -248,6 +262,18 @@ pub fn open_options(args: &StoreArgs) -> OpenOptions {
     OpenOptions {
         connections: args.connections,
         cache_dir: cache::default_root(|name| std::env::var_os(name)),
+        remote: args.token_file.as_ref().map(|token_file| RemoteOptions {
+            token_file: token_file.clone(),
+            trust: match (&args.server_fingerprint, &args.known_hosts) {
+                (Some(hex), _) => RemoteTrust::Fingerprint(hex.clone()),
+                (None, Some(file)) => RemoteTrust::KnownHosts(file.clone()),
+                (None, None) => RemoteTrust::KnownHosts(
+                    crate::cmd_net::default_known_hosts()
+                        .unwrap_or_default(),
+                ),
+            },
+            timeout_secs: 30,
+        }),
     }
 }
 

@@ -53,6 +53,12 @@ pub fn dir_for(root: &Path, location: &S3Location) -> PathBuf {
         .join(&hash.as_str()[..HASH_DIGITS])
 }
 
+/// The cache directory of a remote store (`cst://HOST:PORT`) below `root`.
+pub fn dir_for_remote(root: &Path, location: &cryptstream_remote::RemoteLocation) -> PathBuf {
+    let hash = blake3::hash(location.to_string().as_bytes()).to_hex();
+    root.join("cst").join(&hash.as_str()[..HASH_DIGITS])
+}
+
 /// One location's cache directory, created.
 pub(crate) struct S3Cache {
     dir: PathBuf,
@@ -62,7 +68,18 @@ impl S3Cache {
     /// Creates (0700) the cache directory of `location` below `root`, or
     /// makes an existing one private again.
     pub(crate) fn create(root: &Path, location: &S3Location) -> Result<S3Cache, LocationError> {
-        let dir = dir_for(root, location);
+        S3Cache::create_dir(dir_for(root, location))
+    }
+
+    /// Creates (0700) the cache directory `dir` of a remote store.
+    pub(crate) fn create_remote(
+        root: &Path,
+        location: &cryptstream_remote::RemoteLocation,
+    ) -> Result<S3Cache, LocationError> {
+        S3Cache::create_dir(dir_for_remote(root, location))
+    }
+
+    fn create_dir(dir: PathBuf) -> Result<S3Cache, LocationError> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(PRIVATE_DIR_MODE)

@@ -50,6 +50,7 @@ pub use cryptstream_s3::WriteMode;
 pub use lease::{GcGate, HeldLease, RunningPut, GC_WAIT};
 
 use cache::S3Cache;
+use cryptstream_remote::{RemoteBackend, RemoteLocation};
 
 /// Requests in flight at once on an S3 store unless told otherwise.
 pub const DEFAULT_CONNECTIONS: usize = 8;
@@ -77,6 +78,24 @@ pub enum LocationError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A `cst://` address that cannot be used.
+    #[error("{0}")]
+    RemoteAddress(#[from] cryptstream_remote::LocationError),
+    /// A remote store's server: the token, the trust, the connection.
+    #[error("{0}")]
+    Net(#[from] cryptstream_net::NetError),
+    /// A remote store was named without a token file.
+    #[error("{0}: give --token-file FILE (the token of its server)")]
+    NoToken(String),
+    /// The remote store's server keeps it append-only.
+    #[error(
+        "{0}: the server keeps this store append-only and deletes nothing; \
+         run forget and gc where the store is (store --store DIR on the server), with the key"
+    )]
+    AppendOnly(String),
+    /// The object storage failed.
+    #[error("{0}")]
+    Backend(#[from] cryptstream_store::BackendError),
     /// A lease's holder note could not be sealed under the store's key.
     #[error("lease holder note: {0}")]
     Seal(#[from] FormatError),
@@ -102,6 +121,9 @@ pub enum StoreLocation {
     Local(PathBuf),
     /// `s3://BUCKET/PREFIX`; the registry is a cache on this machine.
     S3(S3Location),
+    /// `cst://HOST:PORT`, a store served by `cryptstream serve --store`;
+    /// the registry is a cache on this machine, as for S3.
+    Remote(RemoteLocation),
 }
 
 impl StoreLocation {
@@ -112,6 +134,9 @@ impl StoreLocation {
     pub fn parse(text: &str) -> Result<StoreLocation, LocationError> {
         if S3Location::is_s3(text) {
             return Ok(StoreLocation::S3(S3Location::parse(text)?));
+        }
+        if RemoteLocation::is_remote(text) {
+            return Ok(StoreLocation::Remote(RemoteLocation::parse(text)?));
         }
         Ok(StoreLocation::Local(PathBuf::from(text)))
     }
@@ -159,6 +184,14 @@ impl StoreLocation {
                     write_mode: Some(mode),
                 })
             }
+            StoreLocation::Remote(location) => {
+                let cache = S3Cache::create_remote(options.cache_root()?, location)?;
+                let backend = remote_backend(location, options)?;
+                cache.remove_registry();
+                Store::init(&backend, &cache.registry(), key, settings)?;
+                cache.mark_filled()?;
+                Ok(Created { write_mode: None })
+            }
         }
     }
 
@@ -187,6 +220,21 @@ impl StoreLocation {
                     },
                 )
             }
+            StoreLocation::Remote(location) => {
+                let cache = S3Cache::create_remote(options.cache_root()?, location)?;
+                let backend = remote_backend(location, options)?;
+                let append_only = backend.append_only()?;
+                let store = Store::open(Box::new(backend), &cache.registry())?;
+                let fill = !cache.is_filled();
+                (
+                    store,
+                    Site::Remote {
+                        cache,
+                        fill,
+                        append_only,
+                    },
+                )
+            }
         };
         Ok(OpenedStore {
             location: self.clone(),
@@ -201,6 +249,7 @@ impl fmt::Display for StoreLocation {
         match self {
             StoreLocation::Local(dir) => write!(f, "{}", dir.display()),
             StoreLocation::S3(location) => write!(f, "{location}"),
+            StoreLocation::Remote(location) => write!(f, "{location}"),
         }
     }
 }
@@ -215,6 +264,31 @@ pub struct OpenOptions {
     /// known, and an S3 store cannot be opened. [`cache::default_root`]
     /// gives the usual one.
     pub cache_dir: Option<PathBuf>,
+    /// How a remote store's server is reached (`cst://`); `None`: no
+    /// token was given, and a remote store cannot be opened.
+    pub remote: Option<RemoteOptions>,
+}
+
+/// The token and trust of a remote store's server, as `send` takes them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteOptions {
+    /// The server's access token file.
+    pub token_file: PathBuf,
+    /// `--server-fingerprint`, or else the known-hosts file (trust on
+    /// first use).
+    pub trust: RemoteTrust,
+    /// Seconds to wait for the server to connect or answer.
+    pub timeout_secs: u64,
+}
+
+/// How the server's certificate is trusted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RemoteTrust {
+    /// Exactly this fingerprint (64 hex digits).
+    Fingerprint(String),
+    /// The fingerprint recorded in this known-hosts file, or the first
+    /// seen, then recorded.
+    KnownHosts(PathBuf),
 }
 
 impl OpenOptions {
@@ -232,6 +306,15 @@ pub struct Created {
 
 /// What differs between locations once a store is open.
 enum Site {
+    /// A `serve --store` server: the registry cache.
+    Remote {
+        /// The registry cache.
+        cache: S3Cache,
+        /// The cache is new and must be filled from the server.
+        fill: bool,
+        /// The server refuses deletes.
+        append_only: bool,
+    },
     /// A directory: nothing more.
     Local,
     /// A bucket: the client (for leases) and the registry cache.
@@ -307,8 +390,9 @@ impl OpenedStore<Store> {
         &mut self,
         cancel: &Cancel,
     ) -> Result<Option<ReindexReport>, LocationError> {
-        let Site::S3 { cache, fill, .. } = &mut self.site else {
-            return Ok(None);
+        let (cache, fill) = match &mut self.site {
+            Site::S3 { cache, fill, .. } | Site::Remote { cache, fill, .. } => (cache, fill),
+            Site::Local => return Ok(None),
         };
         if !*fill {
             return Ok(None);
@@ -320,6 +404,39 @@ impl OpenedStore<Store> {
         }
         Ok(Some(report))
     }
+}
+
+/// The backend of the remote store at `location` under `options`.
+fn remote_backend(
+    location: &RemoteLocation,
+    options: &OpenOptions,
+) -> Result<RemoteBackend, LocationError> {
+    let remote = options
+        .remote
+        .as_ref()
+        .ok_or_else(|| LocationError::NoToken(location.to_string()))?;
+    let token = cryptstream_net::Token::read(&remote.token_file)?;
+    let trust = match &remote.trust {
+        RemoteTrust::Fingerprint(hex) => {
+            cryptstream_net::ServerTrust::Pinned(cryptstream_net::Fingerprint::parse(hex)?)
+        }
+        RemoteTrust::KnownHosts(file) => cryptstream_net::ServerTrust::KnownHosts {
+            file: file.clone(),
+            host: location.address.clone(),
+        },
+    };
+    let client = cryptstream_net::object_client::ObjectClient::new(
+        location.address.clone(),
+        token,
+        trust,
+        std::time::Duration::from_secs(remote.timeout_secs.max(1)),
+    )?;
+    RemoteBackend::new(location.clone(), client, options.connections.max(1)).map_err(|source| {
+        LocationError::Backend(cryptstream_store::BackendError::Io {
+            name: location.to_string(),
+            source,
+        })
+    })
 }
 
 /// The S3 client for `location` under `options`.
@@ -382,6 +499,7 @@ mod tests {
         let options = OpenOptions {
             connections: 1,
             cache_dir: None,
+            remote: None,
         };
         let location = StoreLocation::parse("s3://backups/laptop").unwrap();
         let err = location.open(&options).err().expect("no cache: refused");
@@ -399,6 +517,7 @@ mod tests {
         let options = OpenOptions {
             connections: 8,
             cache_dir: None,
+            remote: None,
         };
         let location = StoreLocation::Local(tmp.path().join("store"));
         let created = location.init(&options, &key(), &Settings::DEFAULT).unwrap();
@@ -429,6 +548,7 @@ mod tests {
         let options = OpenOptions {
             connections: 8,
             cache_dir: None,
+            remote: None,
         };
         let dir = tmp.path().join("nothing");
         let err = StoreLocation::Local(dir.clone())

@@ -240,7 +240,7 @@ impl StoreWs {
     }
 }
 
-fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) {
+pub fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };

@@ -1,0 +1,190 @@
+//! A store on a `serve --store` server (`cst://127.0.0.1:PORT`): the real
+//! binary on both ends, on loopback. A round trip through the server
+//! equals the source; a wrong token or a changed certificate moves
+//! nothing; `--append-only` refuses deletes from clients (the local gc on
+//! the server's directory still works); the server's directory holds no
+//! name and no content of the tree.
+
+mod common;
+mod net_support;
+mod store_support;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use cryptstream_net::frame::{ErrorCode, Frame};
+use cryptstream_net::Token;
+use net_support::*;
+use store_support::*;
+
+/// A local store at `ws/store`, served with `extra` flags.
+struct Remote {
+    s: StoreWs,
+    served: Served,
+}
+
+impl Remote {
+    fn start(extra: &[&str]) -> Remote {
+        let s = StoreWs::new(SMALL);
+        let dir = s.dir();
+        let mut args = vec!["--store", dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let served = Served::start_env(&s.ws.path("token"), &s.ws.path("unused"), &args, &[]);
+        Remote { s, served }
+    }
+
+    fn location(&self) -> String {
+        format!("cst://{}", self.served.addr)
+    }
+
+    /// `store --store cst://... --token-file T --server-fingerprint F SUB ARGS`.
+    fn cmd_with(&self, token: &Path, fingerprint: &str, sub: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Command {
+        let mut cmd = cryptstream();
+        cmd.current_dir(self.s.ws.root())
+            .env("CRYPTSTREAM_CACHE_DIR", self.s.ws.path("client-cache"))
+            .arg("store")
+            .arg("--store")
+            .arg(self.location())
+            .arg("--token-file")
+            .arg(token)
+            .arg("--server-fingerprint")
+            .arg(fingerprint)
+            .arg("-k")
+            .arg(self.s.ws.key())
+            .arg("-q")
+            .arg(sub);
+        for arg in args {
+            cmd.arg(arg.as_ref());
+        }
+        cmd
+    }
+
+    fn run(&self, sub: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Outcome {
+        run(&mut self.cmd_with(&self.served.token, &self.served.fingerprint, sub, args))
+    }
+}
+
+/// Byte-for-byte equal trees (`diff -r`).
+fn assert_same_tree(a: &Path, b: &Path) {
+    let out = Command::new("diff").arg("-r").arg(a).arg(b).output().unwrap();
+    assert!(
+        out.status.success(),
+        "trees differ: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// A small tree with recognisable names and contents.
+fn make_src(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    for (i, name) in ["secret-plans.txt", "sub/diary-of-zebra.md", "sub/deeper/payroll.csv"]
+        .iter()
+        .enumerate()
+    {
+        let path = root.join(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut data = format!("marker-content-{i}-").repeat(2000).into_bytes();
+        data.extend(random_bytes(300_000, i as u64));
+        fs::write(&path, &data).unwrap();
+        files.push((name.rsplit('/').next().unwrap().to_owned(), data));
+    }
+    files
+}
+
+#[test]
+fn a_tree_round_trips_through_a_store_server() {
+    let r = Remote::start(&[]);
+    let src = r.s.ws.path("src");
+    make_src(&src);
+    r.run("put", &[&src]).success();
+    r.run("verify", &[&"--read-data"]).success();
+    let dest = r.s.ws.path("out");
+    r.run("get", &[&"src", &dest]).success();
+    assert_same_tree(&src, &dest.join("src"));
+    // The server's directory is an ordinary local store holding the same
+    // (its own registry learns of the clients' puts by a reindex).
+    r.s.run("reindex", &[]).success();
+    let local = r.s.ws.path("local-out");
+    r.s.run("get", &[&"src", &local]).success();
+    assert_same_tree(&src, &local.join("src"));
+}
+
+#[test]
+fn a_wrong_token_or_another_certificate_moves_nothing() {
+    let r = Remote::start(&[]);
+    let src = r.s.ws.path("src");
+    make_src(&src);
+    let packs_before = r.s.pack_objects();
+    let wrong = r.s.ws.path("wrong-token");
+    Token::generate().write_new(&wrong).unwrap();
+    let out = run(&mut r.cmd_with(&wrong, &r.served.fingerprint, "put", &[&src]));
+    out.failure();
+    out.stderr_has("did not prove that it holds this token");
+    let other = "ab".repeat(32);
+    let out = run(&mut r.cmd_with(&r.served.token, &other, "put", &[&src]));
+    out.failure();
+    out.stderr_has("fingerprint");
+    assert_eq!(r.s.pack_objects(), packs_before, "nothing was stored");
+}
+
+#[test]
+fn append_only_refuses_client_deletes_and_a_local_gc_works() {
+    let r = Remote::start(&["--append-only"]);
+    let src = r.s.ws.path("src");
+    make_src(&src);
+    r.run("put", &[&src]).success();
+    let packs = r.s.pack_objects();
+    let gc = r.run("gc", &[]);
+    gc.failure();
+    gc.stderr_has("append-only");
+    gc.stderr_has("where the store is");
+    assert_eq!(r.s.pack_objects(), packs, "nothing lost");
+    // A raw client sending a delete frame is refused too.
+    let token = Token::read(&r.served.token).unwrap();
+    let mut raw = RawClient::authenticated(&r.served, &token);
+    let (name, _) = &packs[0];
+    raw.write(&Frame::ObjDelete { req: 9, name });
+    match raw.read() {
+        Some(Frame::Error { code, file_id, .. }) => {
+            assert_eq!((code, file_id), (ErrorCode::AppendOnly, 9));
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(r.s.pack_objects(), packs, "nothing lost");
+    // Where the store is, with the key (after a reindex: the local
+    // registry did not see the client's put), delete and gc work.
+    r.s.run("reindex", &[]).success();
+    r.s.run("delete", &[&"src/secret-plans.txt"]).success();
+    r.s.run("gc", &[]).success();
+    r.s.run("verify", &[&"--read-data"]).success();
+}
+
+#[test]
+fn the_server_directory_holds_no_name_and_no_content_of_the_tree() {
+    let r = Remote::start(&[]);
+    let src = r.s.ws.path("src");
+    let files = make_src(&src);
+    r.run("put", &[&src]).success();
+    // Every byte the server wrote (its registry aside: it has none of its own).
+    let mut written = Vec::new();
+    let mut paths = Vec::new();
+    walk_files(&r.s.dir(), &mut paths);
+    for path in paths {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("registry.sqlite") {
+            continue;
+        }
+        written.extend(fs::read(&path).unwrap());
+        written.extend(name.into_bytes());
+    }
+    assert!(written.len() > 900_000, "the objects are there");
+    let contains = |needle: &[u8]| written.windows(needle.len()).any(|w| w == needle);
+    for (name, data) in &files {
+        assert!(!contains(name.as_bytes()), "{name} appears");
+        assert!(!contains(&data[..64]), "content of {name} appears");
+        assert!(!contains(&data[data.len() - 64..]), "content of {name} appears");
+    }
+    assert!(!contains(b"marker-content"));
+}
