@@ -188,3 +188,90 @@ fn the_server_directory_holds_no_name_and_no_content_of_the_tree() {
     }
     assert!(!contains(b"marker-content"));
 }
+
+#[test]
+fn a_raw_client_gets_refusals_for_bad_requests_and_nothing_outside_the_store() {
+    let r = Remote::start(&[]);
+    let token = Token::read(&r.served.token).unwrap();
+    let mut raw = RawClient::authenticated(&r.served, &token);
+    // A name that leaves the store, or names the local registry: refused, the session goes on.
+    for (req, name) in [(1, "../token"), (2, "registry.sqlite"), (3, "/etc/passwd")] {
+        raw.write(&Frame::ObjStat { req, name });
+        match raw.read() {
+            Some(Frame::Error { code, file_id, .. }) => {
+                assert_eq!((code, file_id), (ErrorCode::BadName, req), "{name}")
+            }
+            other => panic!("{name}: expected a refusal, got {other:?}"),
+        }
+    }
+    // A range past the end: the size, and no byte.
+    raw.write(&Frame::ObjRead {
+        req: 4,
+        offset: 1 << 40,
+        length: 1,
+        name: "config",
+    });
+    let Some(Frame::ObjSize { req: 4, size }) = raw.read() else {
+        panic!("expected the size first");
+    };
+    assert!(size > 0 && size < 1 << 20);
+    // A whole read over the limit: the size, and no byte.
+    raw.write(&Frame::ObjGet {
+        req: 5,
+        limit: 1,
+        name: "config",
+    });
+    assert!(matches!(raw.read(), Some(Frame::ObjSize { req: 5, .. })));
+    // A create of a name that exists is refused at its commit; nothing replaced.
+    let before = fs::read(r.s.dir().join("config")).unwrap();
+    raw.write(&Frame::ObjCreate {
+        req: 6,
+        name: "config",
+    });
+    raw.write(&Frame::Data {
+        file_id: 6,
+        offset: 0,
+        bytes: b"{}",
+    });
+    raw.write(&Frame::ObjCommit { req: 6, size: 2 });
+    match raw.read() {
+        Some(Frame::Error { code, file_id, .. }) => {
+            assert_eq!((code, file_id), (ErrorCode::ObjectExists, 6))
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(fs::read(r.s.dir().join("config")).unwrap(), before);
+    raw.write(&Frame::ObjDone { req: 7 });
+    assert!(matches!(
+        raw.expect_error(),
+        Frame::Error {
+            code: ErrorCode::Protocol,
+            ..
+        }
+    ));
+    // Bytes out of order end the session; the object never appears.
+    let mut raw = RawClient::authenticated(&r.served, &token);
+    raw.write(&Frame::ObjCreate {
+        req: 1,
+        name: "packs/00/new",
+    });
+    raw.write(&Frame::Data {
+        file_id: 1,
+        offset: 10,
+        bytes: b"x",
+    });
+    assert!(matches!(
+        raw.expect_error(),
+        Frame::Error {
+            code: ErrorCode::OutOfRange,
+            ..
+        }
+    ));
+    assert!(!r.s.dir().join("packs/00/new").exists());
+    // A file sent to a store server is refused.
+    let src = r.s.ws.path("plain.txt");
+    fs::write(&src, b"plain").unwrap();
+    let out = run(&mut r.served.send(&[&src]));
+    out.failure();
+    assert!(!r.s.dir().join("plain.txt").exists());
+}

@@ -69,17 +69,19 @@ fn storage(name: &str, e: impl std::fmt::Display) -> HostError {
 }
 
 fn open_error(name: &str, e: io::Error) -> HostError {
-    match e.raw_os_error() {
-        _ if e.kind() == io::ErrorKind::NotFound => {
-            HostError::new(ErrorCode::NoSuchObject, format!("{name}: no such object"))
-        }
-        Some(libc_eloop) if libc_eloop == rustix::io::Errno::LOOP.raw_os_error() => {
-            HostError::new(
-                ErrorCode::BadName,
-                format!("{name}: a symbolic link on the way; never followed"),
-            )
-        }
-        _ => storage(name, e),
+    let errno = e.raw_os_error().map(rustix::io::Errno::from_raw_os_error);
+    if e.kind() == io::ErrorKind::NotFound {
+        HostError::new(ErrorCode::NoSuchObject, format!("{name}: no such object"))
+    } else if matches!(
+        errno,
+        Some(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR | rustix::io::Errno::XDEV)
+    ) {
+        HostError::new(
+            ErrorCode::BadName,
+            format!("{name}: a symbolic link or a file on the way; never followed"),
+        )
+    } else {
+        storage(name, e)
     }
 }
 
@@ -248,4 +250,101 @@ fn walk(
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn put(host: &StoreDir, name: &str, data: &[u8]) -> Result<(), HostError> {
+        let mut writer = host.create(name)?;
+        writer.write(data)?;
+        writer.commit()
+    }
+
+    fn listed(host: &StoreDir, prefix: &str) -> Vec<(u64, String)> {
+        let mut out = Vec::new();
+        host.list(prefix, &mut |size, name| {
+            out.push((size, name));
+            true
+        })
+        .unwrap();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn objects_are_created_once_read_listed_and_deleted_where_a_local_store_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = StoreDir::open(dir.path(), false).unwrap();
+        put(&host, "packs/ab/one", b"hello").unwrap();
+        put(&host, "config", b"{}").unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("packs/ab/one")).unwrap(),
+            b"hello"
+        );
+        let again = put(&host, "packs/ab/one", b"other").unwrap_err();
+        assert_eq!(again.code, ErrorCode::ObjectExists);
+        // A second writer that started before the first committed loses too.
+        let mut late = host.create("packs/ab/two").unwrap();
+        put(&host, "packs/ab/two", b"first").unwrap();
+        late.write(b"second").unwrap();
+        assert_eq!(late.commit().unwrap_err().code, ErrorCode::ObjectExists);
+        let mut text = String::new();
+        host.open("packs/ab/two")
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "first");
+        assert_eq!(
+            listed(&host, "packs/"),
+            vec![(5, "packs/ab/one".into()), (5, "packs/ab/two".into())]
+        );
+        assert_eq!(listed(&host, "").len(), 3);
+        assert!(listed(&host, "manifests/").is_empty());
+        host.delete("packs/ab/one").unwrap();
+        host.delete("packs/ab/one").unwrap();
+        assert_eq!(
+            host.open("packs/ab/one").unwrap_err().code,
+            ErrorCode::NoSuchObject
+        );
+    }
+
+    #[test]
+    fn bad_names_the_registry_and_links_are_refused_and_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"outside").unwrap();
+        std::fs::write(dir.path().join("registry.sqlite"), b"local registry").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("packs")).unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("secret"),
+            dir.path().join("manifests"),
+        )
+        .unwrap();
+        let host = StoreDir::open(dir.path(), false).unwrap();
+        for name in ["../x", "/etc/passwd", "a//b", ".hidden", "a/./b", "registry.sqlite"] {
+            assert_eq!(host.open(name).unwrap_err().code, ErrorCode::BadName, "{name}");
+            assert_eq!(
+                put(&host, name, b"x").unwrap_err().code,
+                ErrorCode::BadName,
+                "{name}"
+            );
+        }
+        assert_eq!(
+            host.open("packs/secret").unwrap_err().code,
+            ErrorCode::BadName
+        );
+        assert_eq!(
+            put(&host, "packs/new", b"x").unwrap_err().code,
+            ErrorCode::BadName
+        );
+        assert_ne!(host.open("manifests").map(|_| ()), Ok(()));
+        host.delete("packs/secret").unwrap_err();
+        assert!(outside.path().join("secret").exists());
+        assert!(!outside.path().join("new").exists());
+        assert!(listed(&host, "").is_empty(), "{:?}", listed(&host, ""));
+        assert!(host.list("packs", &mut |_, _| true).is_err());
+    }
 }
