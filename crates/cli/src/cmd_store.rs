@@ -287,6 +287,9 @@ pub fn open_store(
     cancel: &Cancel,
 ) -> anyhow::Result<OpenedStore> {
     let locked = location.open(options)?;
+    if let Some(line) = locked.first_contact() {
+        messages::note(line);
+    }
     let header = locked.key_header()?;
     cryptstream_engine::keys::derive_for_header(&header, keyring, cancel)?;
     let mut opened = locked

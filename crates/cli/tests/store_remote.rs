@@ -61,6 +61,25 @@ impl Remote {
         cmd
     }
 
+    /// `store --store cst://... --token-file T --known-hosts K SUB` (trust on first use).
+    fn cmd_known_hosts(&self, known_hosts: &Path, sub: &str) -> Command {
+        let mut cmd = cryptstream();
+        cmd.current_dir(self.s.ws.root())
+            .env("CRYPTSTREAM_CACHE_DIR", self.s.ws.path("client-cache"))
+            .arg("store")
+            .arg("--store")
+            .arg(self.location())
+            .arg("--token-file")
+            .arg(&self.served.token)
+            .arg("--known-hosts")
+            .arg(known_hosts)
+            .arg("-k")
+            .arg(self.s.ws.key())
+            .arg("-q")
+            .arg(sub);
+        cmd
+    }
+
     fn run(&self, sub: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Outcome {
         run(&mut self.cmd_with(&self.served.token, &self.served.fingerprint, sub, args))
     }
@@ -127,6 +146,28 @@ fn a_wrong_token_or_another_certificate_moves_nothing() {
     out.failure();
     out.stderr_has("fingerprint");
     assert_eq!(r.s.pack_objects(), packs_before, "nothing was stored");
+}
+
+#[test]
+fn a_server_met_first_is_recorded_and_a_changed_certificate_is_refused() {
+    let r = Remote::start(&[]);
+    let known = r.s.ws.path("known_hosts");
+    let out = run(&mut r.cmd_known_hosts(&known, "stat"));
+    out.success();
+    out.stderr_has("first contact with");
+    let recorded = fs::read_to_string(&known).unwrap();
+    assert_eq!(
+        recorded.trim(),
+        format!("{} {}", r.served.addr, r.served.fingerprint)
+    );
+    let again = run(&mut r.cmd_known_hosts(&known, "stat"));
+    again.success();
+    assert!(!again.stderr.contains("first contact"), "{}", again.stderr);
+    // Another certificate recorded for that address: refused, nothing sent.
+    fs::write(&known, format!("{} {}\n", r.served.addr, "cd".repeat(32))).unwrap();
+    let changed = run(&mut r.cmd_known_hosts(&known, "stat"));
+    changed.failure();
+    changed.stderr_has("certificate changed");
 }
 
 #[test]

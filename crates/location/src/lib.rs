@@ -224,6 +224,7 @@ impl StoreLocation {
                 let cache = S3Cache::create_remote(options.cache_root()?, location)?;
                 let backend = remote_backend(location, options)?;
                 let append_only = backend.append_only()?;
+                let first_contact = first_contact_note(location, options, &backend);
                 let store = Store::open(Box::new(backend), &cache.registry())?;
                 let fill = !cache.is_filled();
                 (
@@ -232,6 +233,7 @@ impl StoreLocation {
                         cache,
                         fill,
                         append_only,
+                        first_contact,
                     },
                 )
             }
@@ -314,6 +316,8 @@ enum Site {
         fill: bool,
         /// The server refuses deletes.
         append_only: bool,
+        /// What to tell the user when the server was trusted on first use.
+        first_contact: Option<String>,
     },
     /// A directory: nothing more.
     Local,
@@ -341,6 +345,34 @@ impl<S> OpenedStore<S> {
     pub fn location(&self) -> &StoreLocation {
         &self.location
     }
+
+    /// For a remote store whose server was trusted on first use by this
+    /// open: a line saying so, with the fingerprint and where it is
+    /// recorded.
+    pub fn first_contact(&self) -> Option<&str> {
+        match &self.site {
+            Site::Remote { first_contact, .. } => first_contact.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// The line for a server recorded on first use by `backend`, if it was.
+fn first_contact_note(
+    location: &RemoteLocation,
+    options: &OpenOptions,
+    backend: &RemoteBackend,
+) -> Option<String> {
+    let seen = backend.first_contact()?;
+    let file = match &options.remote.as_ref()?.trust {
+        RemoteTrust::KnownHosts(file) => file.display().to_string(),
+        RemoteTrust::Fingerprint(_) => return None,
+    };
+    Some(format!(
+        "first contact with {}: it proved it holds the token; its certificate fingerprint {} is recorded in {file}",
+        location.address,
+        seen.to_hex()
+    ))
 }
 
 impl OpenedStore<LockedStore> {
