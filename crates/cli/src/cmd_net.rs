@@ -4,6 +4,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::num::NonZeroUsize;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -159,13 +160,12 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let identity = Identity::load_or_create(&args.token_file)?;
     let (destination, objects): (Arc<dyn cryptstream_net::Destination>, _) = match &args.store {
         Some(dir) => {
-            if !dir.join("config").is_file() {
-                anyhow::bail!(
-                    "{}: no store here (make one with `cryptstream store --store {} init`)",
-                    dir.display(),
-                    dir.display()
-                );
-            }
+            // A new store is made by its first client (`store init` on cst://).
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("{}: cannot create the store folder", dir.display()))?;
             let host = cryptstream_remote::host::StoreDir::open(dir, args.append_only)
                 .with_context(|| format!("{}: cannot open the store folder", dir.display()))?;
             let host: Arc<dyn cryptstream_net::objects::ObjectHost> = Arc::new(host);

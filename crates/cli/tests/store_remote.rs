@@ -26,8 +26,12 @@ struct Remote {
 }
 
 impl Remote {
+    /// A store made locally in `ws/store`, then served.
     fn start(extra: &[&str]) -> Remote {
-        let s = StoreWs::new(SMALL);
+        Remote::serve(StoreWs::new(SMALL), extra)
+    }
+
+    fn serve(s: StoreWs, extra: &[&str]) -> Remote {
         let dir = s.dir();
         let mut args = vec!["--store", dir.to_str().unwrap()];
         args.extend_from_slice(extra);
@@ -114,7 +118,14 @@ fn make_src(root: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn a_tree_round_trips_through_a_store_server() {
-    let r = Remote::start(&[]);
+    // The server starts on an empty folder; the client makes the store.
+    let s = StoreWs::new(SMALL);
+    fs::rename(s.dir(), s.ws.path("made-locally")).unwrap();
+    let r = Remote::serve(s, &[]);
+    let mut init = r.cmd_with(&r.served.token, &r.served.fingerprint, "init", &[]);
+    init.args(SMALL);
+    run(&mut init).success();
+    assert!(r.s.dir().join("config").is_file());
     let src = r.s.ws.path("src");
     make_src(&src);
     r.run("put", &[&src]).success();
