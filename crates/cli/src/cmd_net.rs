@@ -37,7 +37,12 @@ pub struct ServeArgs {
     listen: String,
     /// Folder that received files go into (created if missing); names
     /// sent by clients are kept below it.
-    #[arg(long, value_name = "DIR", required_unless_present = "store", conflicts_with = "store")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "store",
+        conflicts_with = "store"
+    )]
     root: Option<PathBuf>,
     /// Host the objects of the store in DIR (made by `store init`)
     /// instead of receiving files: clients use it as
@@ -172,7 +177,10 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             (Arc::new(cryptstream_net::objects::NoTree), Some(host))
         }
         None => {
-            let root = args.root.as_ref().context("give --root DIR or --store DIR")?;
+            let root = args
+                .root
+                .as_ref()
+                .context("give --root DIR or --store DIR")?;
             std::fs::create_dir_all(root)
                 .with_context(|| format!("{}: cannot create the root folder", root.display()))?;
             let destination = DirDestination::new(root, cryptstream_engine::process_umask())

@@ -48,7 +48,12 @@ pub struct StoreArgs {
     pub server_fingerprint: Option<String>,
     /// For a cst:// store: the known-hosts file [default:
     /// $XDG_CONFIG_HOME/cryptstream/known_hosts or ~/.config/cryptstream/known_hosts].
-    #[arg(long, global = true, value_name = "FILE", conflicts_with = "server_fingerprint")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        conflicts_with = "server_fingerprint"
+    )]
     pub known_hosts: Option<PathBuf>,
     #[command(flatten)]
     pub secrets: KeyArgs,
@@ -268,8 +273,7 @@ pub fn open_options(args: &StoreArgs) -> OpenOptions {
                 (Some(hex), _) => RemoteTrust::Fingerprint(hex.clone()),
                 (None, Some(file)) => RemoteTrust::KnownHosts(file.clone()),
                 (None, None) => RemoteTrust::KnownHosts(
-                    crate::cmd_net::default_known_hosts()
-                        .unwrap_or_default(),
+                    crate::cmd_net::default_known_hosts().unwrap_or_default(),
                 ),
             },
             timeout_secs: 30,

@@ -44,7 +44,13 @@ impl Remote {
     }
 
     /// `store --store cst://... --token-file T --server-fingerprint F SUB ARGS`.
-    fn cmd_with(&self, token: &Path, fingerprint: &str, sub: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Command {
+    fn cmd_with(
+        &self,
+        token: &Path,
+        fingerprint: &str,
+        sub: &str,
+        args: &[&dyn AsRef<std::ffi::OsStr>],
+    ) -> Command {
         let mut cmd = cryptstream();
         cmd.current_dir(self.s.ws.root())
             .env("CRYPTSTREAM_CACHE_DIR", self.s.ws.path("client-cache"))
@@ -91,7 +97,12 @@ impl Remote {
 
 /// Byte-for-byte equal trees (`diff -r`).
 fn assert_same_tree(a: &Path, b: &Path) {
-    let out = Command::new("diff").arg("-r").arg(a).arg(b).output().unwrap();
+    let out = Command::new("diff")
+        .arg("-r")
+        .arg(a)
+        .arg(b)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "trees differ: {}",
@@ -102,9 +113,13 @@ fn assert_same_tree(a: &Path, b: &Path) {
 /// A small tree with recognisable names and contents.
 fn make_src(root: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files = Vec::new();
-    for (i, name) in ["secret-plans.txt", "sub/diary-of-zebra.md", "sub/deeper/payroll.csv"]
-        .iter()
-        .enumerate()
+    for (i, name) in [
+        "secret-plans.txt",
+        "sub/diary-of-zebra.md",
+        "sub/deeper/payroll.csv",
+    ]
+    .iter()
+    .enumerate()
     {
         let path = root.join(name);
         fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -236,7 +251,10 @@ fn the_server_directory_holds_no_name_and_no_content_of_the_tree() {
     for (name, data) in &files {
         assert!(!contains(name.as_bytes()), "{name} appears");
         assert!(!contains(&data[..64]), "content of {name} appears");
-        assert!(!contains(&data[data.len() - 64..]), "content of {name} appears");
+        assert!(
+            !contains(&data[data.len() - 64..]),
+            "content of {name} appears"
+        );
     }
     assert!(!contains(b"marker-content"));
 }

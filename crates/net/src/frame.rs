@@ -1342,7 +1342,10 @@ mod tests {
                 req: 1,
                 name: "packs/ab/0123",
             },
-            Frame::ObjCommit { req: 1, size: 1 << 33 },
+            Frame::ObjCommit {
+                req: 1,
+                size: 1 << 33,
+            },
             Frame::ObjRead {
                 req: 2,
                 offset: 7,

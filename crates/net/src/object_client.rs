@@ -297,18 +297,16 @@ impl ObjectConnection {
         bytes: &[u8],
     ) -> Result<(), ObjectError> {
         let mut at = offset;
+        let mut frame = Vec::with_capacity(MAX_DATA_PAYLOAD as usize + 32);
         for chunk in bytes.chunks(MAX_DATA_PAYLOAD as usize) {
-            let head = data_prefix(req, at, chunk.len());
-            self.tls
-                .write_all(&head)
-                .await
-                .map_err(|e| WireError::Io(e))?;
-            self.tls
-                .write_all(chunk)
-                .await
-                .map_err(|e| WireError::Io(e))?;
+            // Header and bytes in one write: one TLS record, not two.
+            frame.clear();
+            frame.extend_from_slice(&data_prefix(req, at, chunk.len()));
+            frame.extend_from_slice(chunk);
+            self.tls.write_all(&frame).await.map_err(WireError::Io)?;
             at += chunk.len() as u64;
         }
+        self.tls.flush().await.map_err(WireError::Io)?;
         Ok(())
     }
 

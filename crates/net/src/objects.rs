@@ -19,8 +19,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::frame::{
-    EntryTime, ErrorCode, Frame, FileMeta, MAX_DATA_PAYLOAD, MAX_NAMES_PAYLOAD,
-    MAX_NAME_LEN,
+    EntryTime, ErrorCode, FileMeta, Frame, MAX_DATA_PAYLOAD, MAX_NAMES_PAYLOAD, MAX_NAME_LEN,
 };
 use crate::name::RelName;
 use crate::receive::{Destination, Incoming, ReceiveError};
@@ -88,8 +87,11 @@ pub trait ObjectHost: Send + Sync {
     ///
     /// # Errors
     /// A bad prefix or a storage failure.
-    fn list(&self, prefix: &str, each: &mut dyn FnMut(u64, String) -> bool)
-        -> Result<(), HostError>;
+    fn list(
+        &self,
+        prefix: &str,
+        each: &mut dyn FnMut(u64, String) -> bool,
+    ) -> Result<(), HostError>;
     /// Deletes `name` (a missing one is not an error).
     ///
     /// # Errors
@@ -199,8 +201,7 @@ pub(crate) async fn serve(
                     .expect("checked above");
                     let payload = raw.payload;
                     let (writer, result) = blocking(move || {
-                        let result =
-                            writer.write(&payload[crate::frame::DATA_PREFIX_LEN..]);
+                        let result = writer.write(&payload[crate::frame::DATA_PREFIX_LEN..]);
                         (writer, result)
                     })
                     .await?;
@@ -271,7 +272,9 @@ pub(crate) async fn serve(
                 let answer = if host.append_only() {
                     Err(HostError::new(
                         ErrorCode::AppendOnly,
-                        format!("{name}: this server keeps its store append-only; it deletes nothing"),
+                        format!(
+                            "{name}: this server keeps its store append-only; it deletes nothing"
+                        ),
                     ))
                 } else {
                     let host = host.clone();
@@ -411,7 +414,10 @@ async fn send_listing(
         result
     });
     while let Some(page) = received.recv().await {
-        let entries = page.iter().map(|(size, name)| (*size, name.as_str())).collect();
+        let entries = page
+            .iter()
+            .map(|(size, name)| (*size, name.as_str()))
+            .collect();
         let frame = Frame::ObjNames {
             req,
             last: false,
@@ -464,12 +470,7 @@ impl Destination for NoTree {
     fn make_dir(&self, _: &RelName, _: u32, _: EntryTime) -> Result<(), ReceiveError> {
         Err(no_tree())
     }
-    fn make_symlink(
-        &self,
-        _: &RelName,
-        _: &[u8],
-        _: EntryTime,
-    ) -> Result<(), ReceiveError> {
+    fn make_symlink(&self, _: &RelName, _: &[u8], _: EntryTime) -> Result<(), ReceiveError> {
         Err(no_tree())
     }
     fn make_hard_link(&self, _: &RelName, _: &RelName) -> Result<(), ReceiveError> {

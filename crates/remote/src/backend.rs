@@ -227,9 +227,11 @@ impl Backend for RemoteBackend {
             // The rest of the listing is still on its way: drop the connection.
             Err(ListError::Each(e)) => Err(e),
             Err(ListError::Object(e)) => {
-                let e = Err::<(), _>(e);
-                inner.give(conn, &e);
-                Err(inner.error(prefix, e.expect_err("an error")))
+                // A refusal leaves the connection usable; a broken one is dropped.
+                if let ObjectError::Refused { .. } = e {
+                    inner.give(conn, &Ok::<(), ObjectError>(()));
+                }
+                Err(inner.error(prefix, e))
             }
         }
     }

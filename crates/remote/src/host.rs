@@ -241,11 +241,7 @@ fn walk(
                     return Ok(false);
                 }
             }
-            FileType::RegularFile => {
-                if !each(stat.st_size as u64, name) {
-                    return Ok(false);
-                }
-            }
+            FileType::RegularFile if !each(stat.st_size as u64, name) => return Ok(false),
             _ => {}
         }
     }
@@ -318,14 +314,22 @@ mod tests {
         std::fs::write(outside.path().join("secret"), b"outside").unwrap();
         std::fs::write(dir.path().join("registry.sqlite"), b"local registry").unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join("packs")).unwrap();
-        std::os::unix::fs::symlink(
-            outside.path().join("secret"),
-            dir.path().join("manifests"),
-        )
-        .unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("manifests"))
+            .unwrap();
         let host = StoreDir::open(dir.path(), false).unwrap();
-        for name in ["../x", "/etc/passwd", "a//b", ".hidden", "a/./b", "registry.sqlite"] {
-            assert_eq!(host.open(name).unwrap_err().code, ErrorCode::BadName, "{name}");
+        for name in [
+            "../x",
+            "/etc/passwd",
+            "a//b",
+            ".hidden",
+            "a/./b",
+            "registry.sqlite",
+        ] {
+            assert_eq!(
+                host.open(name).unwrap_err().code,
+                ErrorCode::BadName,
+                "{name}"
+            );
             assert_eq!(
                 put(&host, name, b"x").unwrap_err().code,
                 ErrorCode::BadName,

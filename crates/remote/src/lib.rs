@@ -57,7 +57,9 @@ impl RemoteLocation {
             text: text.to_owned(),
             reason,
         };
-        let rest = text.strip_prefix(SCHEME).ok_or(fail("not a cst:// address"))?;
+        let rest = text
+            .strip_prefix(SCHEME)
+            .ok_or(fail("not a cst:// address"))?;
         let address = rest.strip_suffix('/').unwrap_or(rest);
         if address.contains('/') {
             return Err(fail(
@@ -68,7 +70,9 @@ impl RemoteLocation {
             return Err(fail("give the port: cst://HOST:PORT"));
         };
         if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err(fail("give a host and a port from 1 to 65535: cst://HOST:PORT"));
+            return Err(fail(
+                "give a host and a port from 1 to 65535: cst://HOST:PORT",
+            ));
         }
         Ok(RemoteLocation {
             address: address.to_owned(),

@@ -68,9 +68,7 @@ impl Served {
         if !extra.contains(&"--store") {
             cmd.arg("--root").arg(root);
         }
-        cmd.arg("--token-file")
-            .arg(token)
-            .arg("--create-token");
+        cmd.arg("--token-file").arg(token).arg("--create-token");
         for (flag, default) in [("--idle-timeout", "5"), ("--grace", "3")] {
             if !extra.contains(&flag) {
                 cmd.args([flag, default]);
