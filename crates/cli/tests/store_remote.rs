@@ -343,5 +343,29 @@ fn a_raw_client_gets_refusals_for_bad_requests_and_nothing_outside_the_store() {
     fs::write(&src, b"plain").unwrap();
     let out = run(&mut r.served.send(&[&src]));
     out.failure();
+    out.stderr_has("store --store cst://");
     assert!(!r.s.dir().join("plain.txt").exists());
+}
+
+#[test]
+fn a_store_on_a_server_that_receives_files_is_refused_before_anything_is_written() {
+    let ws = Workspace::new();
+    let served = Served::start(ws.root(), &[]);
+    let mut cmd = cryptstream();
+    cmd.current_dir(ws.root())
+        .env("CRYPTSTREAM_CACHE_DIR", ws.path("cache"))
+        .arg("store")
+        .arg("--store")
+        .arg(format!("cst://{}", served.addr))
+        .arg("--token-file")
+        .arg(&served.token)
+        .arg("--server-fingerprint")
+        .arg(&served.fingerprint)
+        .arg("-k")
+        .arg(ws.key())
+        .arg("init");
+    let out = run(&mut cmd);
+    out.failure();
+    out.stderr_has("hosts no store");
+    assert!(crate::common::list_dir(&served.root).is_empty());
 }

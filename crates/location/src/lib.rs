@@ -187,6 +187,8 @@ impl StoreLocation {
             StoreLocation::Remote(location) => {
                 let cache = S3Cache::create_remote(options.cache_root()?, location)?;
                 let backend = remote_backend(location, options)?;
+                // A server that hosts no store is named before anything is written.
+                backend.append_only()?;
                 cache.remove_registry();
                 Store::init(&backend, &cache.registry(), key, settings)?;
                 cache.mark_filled()?;

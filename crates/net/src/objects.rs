@@ -99,6 +99,17 @@ pub trait ObjectHost: Send + Sync {
     fn delete(&self, name: &str) -> Result<(), HostError>;
 }
 
+/// What one object session did, for the server's log and totals.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ObjectCounts {
+    /// Objects committed.
+    pub(crate) created: u64,
+    /// Object bytes received.
+    pub(crate) received: u64,
+    /// Object bytes sent.
+    pub(crate) sent: u64,
+}
+
 /// The object being written on a session: its request, and its writer or
 /// why it could not be made (answered at its commit).
 struct Writing {
@@ -132,6 +143,7 @@ pub(crate) async fn serve(
     host: Arc<dyn ObjectHost>,
     idle: Duration,
     hard_stop: &mut watch::Receiver<bool>,
+    counts: &mut ObjectCounts,
 ) -> Result<(), SessionError> {
     let mut writing: Option<Writing> = None;
     loop {
@@ -193,6 +205,7 @@ pub(crate) async fn serve(
                     ));
                 }
                 current.written += len;
+                counts.received += len;
                 if current.writer.is_ok() {
                     let mut writer = std::mem::replace(
                         &mut current.writer,
@@ -224,6 +237,9 @@ pub(crate) async fn serve(
                     )),
                     Ok(writer) => blocking(move || writer.commit()).await?,
                 };
+                if answer.is_ok() {
+                    counts.created += 1;
+                }
                 answer_done(tls, req, answer).await?;
             }
             Frame::ObjStat { req, name } => {
@@ -242,6 +258,7 @@ pub(crate) async fn serve(
                         write_frame(tls, &Frame::ObjSize { req, size }).await?;
                         if size <= limit {
                             send_range(tls, req, file, 0, size).await?;
+                            counts.sent += size;
                         }
                     }
                     Err(e) => refuse(tls, req, e).await?,
@@ -260,6 +277,7 @@ pub(crate) async fn serve(
                         write_frame(tls, &Frame::ObjSize { req, size }).await?;
                         if offset.checked_add(length).is_some_and(|end| end <= size) {
                             send_range(tls, req, file, offset, length).await?;
+                            counts.sent += length;
                         }
                     }
                     Err(e) => refuse(tls, req, e).await?,
@@ -292,7 +310,8 @@ pub(crate) async fn serve(
                 return Err(SessionError::new(
                     ErrorCode::Protocol,
                     format!(
-                        "this server hosts a store: a {:?} frame is not an object request",
+                        "this server hosts a store (serve --store), it receives no files: \
+                         a {:?} frame is not an object request; use `cryptstream store --store cst://HOST:PORT`",
                         other.kind()
                     ),
                 ))

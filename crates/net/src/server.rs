@@ -534,7 +534,16 @@ impl Session {
         };
         write_frame(tls, &Frame::AuthOk).await?;
         if let Some(host) = self.shared.objects.clone() {
-            return crate::objects::serve(tls, host, self.shared.idle, &mut hard_stop).await;
+            let mut counts = crate::objects::ObjectCounts::default();
+            let outcome =
+                crate::objects::serve(tls, host, self.shared.idle, &mut hard_stop, &mut counts)
+                    .await;
+            self.committed = counts.created;
+            self.received = counts.received;
+            let c = &self.shared.counters;
+            c.files.fetch_add(counts.created, Ordering::Relaxed);
+            c.bytes.fetch_add(counts.received, Ordering::Relaxed);
+            return outcome;
         }
         loop {
             let frame = tokio::select! {

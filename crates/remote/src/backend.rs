@@ -66,7 +66,13 @@ impl RemoteBackend {
         let mut conn = inner.take("")?;
         let result = inner.runtime.block_on(conn.append_only());
         inner.give(conn, &result);
-        result.map_err(|e| inner.error("", e))
+        result.map_err(|e| BackendError::Io {
+            name: "config".into(),
+            source: io::Error::other(format!(
+                "{}: the server hosts no store (is it `serve --store DIR`?): {e}",
+                inner.location
+            )),
+        })
     }
 
     /// The fingerprint this backend recorded in the known-hosts file on
