@@ -463,6 +463,12 @@ async fn run_session(
         .await;
     session.release_all().await;
     match outcome {
+        Ok(()) if shared.objects.is_some() => {
+            (shared.log)(&format!(
+                "{peer}: {} object(s) created, {} bytes received",
+                session.committed, session.received
+            ));
+        }
         Ok(()) => {
             (shared.log)(&format!(
                 "{peer}: {} file(s), {} bytes received, {} directories and links made",

@@ -131,6 +131,24 @@ impl Inner {
     }
 }
 
+impl Drop for Inner {
+    /// Ends every idle session politely (`Bye`, TLS close), a second at most.
+    fn drop(&mut self) {
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        if idle.is_empty() {
+            return;
+        }
+        let byes = async move {
+            for conn in idle {
+                conn.bye().await;
+            }
+        };
+        let _ = self.runtime.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(1), byes).await
+        });
+    }
+}
+
 /// A failed listing: the server, or the caller's own error.
 enum ListError {
     Object(ObjectError),
