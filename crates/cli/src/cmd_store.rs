@@ -435,6 +435,7 @@ fn run_command(
             Ok(ExitCode::SUCCESS)
         }
         StoreCommand::Delete(delete) => {
+            opened.check_deletes()?;
             let rows = opened.store_mut().delete(&delete.selectors)?;
             for row in &rows {
                 println!("{}  {}", format_uid(row.record.uid), row.record.name);

@@ -71,6 +71,14 @@ impl Remote {
         cmd
     }
 
+    /// As [`Remote::cmd_with`] with the server's token and fingerprint, and
+    /// a registry cache of its own (another machine).
+    fn cmd_on(&self, cache: &str, sub: &str) -> Command {
+        let mut cmd = self.cmd_with(&self.served.token, &self.served.fingerprint, sub, &[]);
+        cmd.env("CRYPTSTREAM_CACHE_DIR", self.s.ws.path(cache));
+        cmd
+    }
+
     /// `store --store cst://... --token-file T --known-hosts K SUB` (trust on first use).
     fn cmd_known_hosts(&self, known_hosts: &Path, sub: &str) -> Command {
         let mut cmd = cryptstream();
@@ -203,11 +211,25 @@ fn append_only_refuses_client_deletes_and_a_local_gc_works() {
     make_src(&src);
     r.run("put", &[&src]).success();
     let packs = r.s.pack_objects();
+    let manifests = r.s.objects("manifests/");
+    let delete = r.run("delete", &[&"src/secret-plans.txt"]);
+    delete.failure();
+    delete.stderr_has("append-only");
+    assert_eq!(
+        delete.stderr.trim_end().lines().count(),
+        1,
+        "{}",
+        delete.stderr
+    );
+    let listed = r.run("list", &[]).success().stdout_text();
+    assert!(listed.contains("src/secret-plans.txt"), "{listed}");
     let gc = r.run("gc", &[]);
     gc.failure();
     gc.stderr_has("append-only");
     gc.stderr_has("where the store is");
+    assert_eq!(gc.stderr.trim_end().lines().count(), 1, "{}", gc.stderr);
     assert_eq!(r.s.pack_objects(), packs, "nothing lost");
+    assert_eq!(r.s.objects("manifests/"), manifests, "nothing lost");
     // A raw client sending a delete frame is refused too.
     let token = Token::read(&r.served.token).unwrap();
     let mut raw = RawClient::authenticated(&r.served, &token);
@@ -368,4 +390,34 @@ fn a_store_on_a_server_that_receives_files_is_refused_before_anything_is_written
     out.failure();
     out.stderr_has("hosts no store");
     assert!(crate::common::list_dir(&served.root).is_empty());
+}
+
+#[test]
+fn two_clients_put_at_once_and_a_third_sees_both() {
+    let r = Remote::start(&[]);
+    let (a, b) = (r.s.ws.path("a"), r.s.ws.path("b"));
+    for (dir, seed) in [(&a, 1u64), (&b, 2)] {
+        fs::create_dir_all(dir).unwrap();
+        for i in 0..4 {
+            write_random_file(&dir.join(format!("f{i}")), 3 << 20, seed * 10 + i, 0o644);
+        }
+    }
+    let mut first = r.cmd_on("cache-a", "put");
+    first.arg(&a);
+    let mut second = r.cmd_on("cache-b", "put");
+    second.arg(&b);
+    let (one, two) = (Running::spawn(&mut first), Running::spawn(&mut second));
+    one.finish(WAIT).success();
+    two.finish(WAIT).success();
+    let mut verify = r.cmd_on("cache-c", "verify");
+    verify.arg("--read-data");
+    run(&mut verify).success();
+    let out = r.s.ws.path("out");
+    for name in ["a", "b"] {
+        let mut get = r.cmd_on("cache-c", "get");
+        get.arg(name).arg(&out);
+        run(&mut get).success();
+    }
+    assert_same_tree(&a, &out.join("a"));
+    assert_same_tree(&b, &out.join("b"));
 }

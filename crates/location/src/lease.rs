@@ -116,12 +116,9 @@ impl OpenedStore<Store> {
     /// # Errors
     /// The server, the registry, or `cancel` (`StoreError::Cancelled`).
     pub fn gc_gate(&mut self, cancel: &Cancel) -> Result<GcGate, LocationError> {
-        let client = match &self.site {
-            Site::S3 { client, .. } => client,
-            Site::Remote {
-                append_only: true, ..
-            } => return Err(LocationError::AppendOnly(self.location.to_string())),
-            Site::Remote { .. } | Site::Local => return Ok(GcGate::Local),
+        self.check_deletes()?;
+        let Site::S3 { client, .. } = &self.site else {
+            return Ok(GcGate::Local);
         };
         let keys = self.store.keys();
         let lease = take(client, LeaseKind::Gc, keys)?;

@@ -348,6 +348,20 @@ impl<S> OpenedStore<S> {
         &self.location
     }
 
+    /// Before anything that deletes objects (`delete`, `forget`, `gc`):
+    /// refused at once on a remote store its server keeps append-only.
+    ///
+    /// # Errors
+    /// [`LocationError::AppendOnly`].
+    pub fn check_deletes(&self) -> Result<(), LocationError> {
+        match &self.site {
+            Site::Remote {
+                append_only: true, ..
+            } => Err(LocationError::AppendOnly(self.location.to_string())),
+            _ => Ok(()),
+        }
+    }
+
     /// For a remote store whose server was trusted on first use by this
     /// open: a line saying so, with the fingerprint and where it is
     /// recorded.
