@@ -1,8 +1,9 @@
 //! The put/gc gate of an opened store.
 //!
 //! Processes of one machine share a local store's registry, whose gc
-//! epochs let a gc run safely beside puts. Clients of one bucket each have
-//! their own registry, so between them a gc and a put must never overlap:
+//! epochs let a gc run safely beside puts. Clients of one bucket (or of
+//! one remote store, whose leases are objects of its backend:
+//! [`RemoteLeases`]) each have their own registry, so between them a gc and a put must never overlap:
 //! each takes a lease in the bucket first (`cryptstream_s3::lease`) and
 //! looks for the other kind second. A put that sees a gc waits for it (at
 //! most [`GC_WAIT`]); a gc that sees a put gives up and says so. A gc that
@@ -15,10 +16,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cryptstream_pool::Cancel;
-use cryptstream_s3::lease::{held_by_dead_local_process, live_leases, Lease, LeaseKind, LiveLease};
-use cryptstream_s3::S3Client;
+use cryptstream_s3::lease::{
+    held_by_dead_local_process, live_leases, Lease, LeaseKind, LeaseObjects, LiveLease,
+};
+use cryptstream_s3::{Bounded, S3Error};
 use cryptstream_store::maintain::ReindexReport;
 use cryptstream_store::{blob, Store, StoreKeys};
+use cryptstream_store::{Backend, BackendError};
 
 use crate::{LocationError, OpenedStore, Site};
 
@@ -82,20 +86,21 @@ impl OpenedStore<Store> {
         &self,
         waiting: &mut dyn FnMut(&LiveLease),
     ) -> Result<HeldLease, LocationError> {
-        let Site::S3 { client, .. } = &self.site else {
+        let Some(client) = self.site.leases() else {
             return Ok(HeldLease(None));
         };
+        let client = &client;
         let lease = take(client, LeaseKind::Put, self.store.keys())?;
         let started = Instant::now();
         let mut told = false;
         loop {
-            let (gcs, _) = live_leases(client, LeaseKind::Gc)?;
+            let (gcs, _) = live_leases(&**client, LeaseKind::Gc)?;
             let Some(gc) = gcs.first() else {
                 return Ok(lease);
             };
             if started.elapsed() >= GC_WAIT {
                 return Err(LocationError::GcHeld {
-                    location: client.location().to_string(),
+                    location: self.location.to_string(),
                     lease: gc.name.clone(),
                     minutes: GC_WAIT.as_secs() / 60,
                 });
@@ -117,12 +122,13 @@ impl OpenedStore<Store> {
     /// The server, the registry, or `cancel` (`StoreError::Cancelled`).
     pub fn gc_gate(&mut self, cancel: &Cancel) -> Result<GcGate, LocationError> {
         self.check_deletes()?;
-        let Site::S3 { client, .. } = &self.site else {
+        let Some(client) = self.site.leases() else {
             return Ok(GcGate::Local);
         };
+        let client = &client;
         let keys = self.store.keys();
         let lease = take(client, LeaseKind::Gc, keys)?;
-        let (puts, mut stale) = live_leases(client, LeaseKind::Put)?;
+        let (puts, mut stale) = live_leases(&**client, LeaseKind::Put)?;
         let open = |body: &[u8]| {
             let mut body = body.to_vec();
             blob::open_in_place(keys, blob::LEASE_AAD, &mut body)
@@ -131,7 +137,7 @@ impl OpenedStore<Store> {
         };
         let mut running = Vec::new();
         for put in puts {
-            if held_by_dead_local_process(client, &put, &open)? {
+            if held_by_dead_local_process(&**client, &put, &open)? {
                 stale.push(put.name);
             } else {
                 running.push(put);
@@ -141,7 +147,7 @@ impl OpenedStore<Store> {
             return Ok(GcGate::Skip(RunningPut(put)));
         }
         for name in stale {
-            client.delete(&name)?;
+            client.lease_delete(&name)?;
         }
         let refresh = self.store.reindex(&cryptstream_store::NoProgress, cancel)?;
         Ok(GcGate::Exclusive { lease, refresh })
@@ -151,7 +157,7 @@ impl OpenedStore<Store> {
 /// Takes a lease of `kind` whose body is this process's holder note
 /// sealed under the store's key.
 fn take(
-    client: &Arc<S3Client>,
+    client: &Arc<dyn LeaseObjects>,
     kind: LeaseKind,
     keys: &StoreKeys,
 ) -> Result<HeldLease, LocationError> {
@@ -161,4 +167,60 @@ fn take(
         kind,
         note,
     )?)))
+}
+
+impl Site {
+    /// Where leases live: the bucket, or a remote store that deletes
+    /// (an append-only one runs no client gc, and could not remove them).
+    pub(crate) fn leases(&self) -> Option<Arc<dyn LeaseObjects>> {
+        match self {
+            Site::S3 { client, .. } => Some(client.clone()),
+            Site::Remote {
+                backend,
+                append_only: false,
+                ..
+            } => Some(Arc::new(RemoteLeases(backend.clone()))),
+            Site::Remote { .. } | Site::Local => None,
+        }
+    }
+}
+
+/// Leases of a remote store, as objects of its backend.
+pub(crate) struct RemoteLeases(pub(crate) cryptstream_remote::RemoteBackend);
+
+fn request(op: &'static str, key: &str, e: BackendError) -> S3Error {
+    S3Error::Request {
+        op,
+        key: key.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+impl LeaseObjects for RemoteLeases {
+    fn lease_names(&self, prefix: &str) -> Result<Vec<String>, S3Error> {
+        let mut names = Vec::new();
+        self.0
+            .list(prefix, &mut |meta| {
+                names.push(meta.name);
+                Ok(())
+            })
+            .map_err(|e| request("list", prefix, e))?;
+        Ok(names)
+    }
+    fn lease_put(&self, name: &str, body: bytes::Bytes) -> Result<(), S3Error> {
+        self.0
+            .put_if_absent(name, &body)
+            .map_err(|e| request("put", name, e))
+    }
+    fn lease_get(&self, name: &str, limit: u64) -> Result<Bounded, S3Error> {
+        match self.0.get(name, limit) {
+            Ok(body) => Ok(Bounded::Found(body.into())),
+            Err(BackendError::NotFound(_)) => Ok(Bounded::Missing),
+            Err(BackendError::TooLarge { size, .. }) => Ok(Bounded::TooLarge(size)),
+            Err(e) => Err(request("get", name, e)),
+        }
+    }
+    fn lease_delete(&self, name: &str) -> Result<(), S3Error> {
+        self.0.delete(name).map_err(|e| request("delete", name, e))
+    }
 }

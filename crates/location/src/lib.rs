@@ -1,34 +1,38 @@
 //! Where a store lives, and opening it there.
 //!
-//! A [`StoreLocation`] is what `--store` names: a local directory, or
-//! `s3://BUCKET/PREFIX` on S3-compatible object storage. [`StoreLocation::open`]
+//! A [`StoreLocation`] is what `--store` names: a local directory,
+//! `s3://BUCKET/PREFIX` on S3-compatible object storage, or
+//! `cst://HOST:PORT` on a `cryptstream serve --store` server. [`StoreLocation::open`]
 //! turns it, with explicit [`OpenOptions`] (requests in flight, where
 //! registry caches live), into an [`OpenedStore`]: the store behind its
-//! [`Backend`](cryptstream_store::Backend) (`LocalDir` or `S3Backend`), its
-//! registry, and for S3 the client that takes leases. Its key is still
+//! [`Backend`](cryptstream_store::Backend) (`LocalDir`, `S3Backend` or
+//! `RemoteBackend`), its registry, and for S3 and remote stores what
+//! takes leases. Its key is still
 //! wrapped; [`OpenedStore::unlock`] opens it with a keyring. The unlocked
 //! store then offers what differs between locations:
 //!
-//! - [`OpenedStore::fill_registry`]: an S3 store's registry is a local
+//! - [`OpenedStore::fill_registry`]: an S3 or remote store's registry is a local
 //!   cache (see [`cache`]); a new cache is filled from the bucket by a
 //!   reindex the first time the store is opened, so the bucket alone is
 //!   enough.
 //! - [`OpenedStore::put_lease`] and [`OpenedStore::gc_gate`]: clients of one
-//!   bucket share no registry, so a gc of one must never overlap a put of
-//!   another (`cryptstream_s3::lease`). A local store needs neither: gc's
-//!   own epochs in the shared registry keep it safe.
+//!   bucket (or of one remote store) share no registry, so a gc of one
+//!   must never overlap a put of another (`cryptstream_s3::lease`, whose
+//!   lease objects a remote store keeps through its backend). A local
+//!   store needs neither: gc's own epochs in the shared registry keep it
+//!   safe. [`OpenedStore::check_deletes`] stops what deletes on a remote
+//!   store kept append-only.
 //!
 //! Nothing here is process-global: every client, cache and lease belongs
 //! to the [`OpenedStore`] that made it, so one process may open several
 //! stores (the store shell opens one per job).
 //!
-//! The store crate knows nothing of S3 or the network, and the S3 crate
-//! only implements the store's `Backend`; this crate sits above both. A
-//! third kind of location, a remote store served by `cryptstream serve
-//! --store` (`cst://HOST:PORT/NAME`), is one more arm of
-//! [`StoreLocation`] (parsed in [`StoreLocation::parse`]) and of the
-//! private `Site` enum (its connection, and its lease gate if the server
-//! does not arbitrate gc itself), with the store crate unchanged.
+//! The store crate knows nothing of S3 or the network, and the S3 and
+//! remote crates only implement the store's `Backend`; this crate sits
+//! above them. The remote store (`cryptstream_remote`) is one more arm of
+//! [`StoreLocation`] and of the private `Site` enum (its backend, for
+//! leases, its registry cache and whether its server is append-only),
+//! with the store crate unchanged.
 
 #![deny(missing_docs)]
 
@@ -227,11 +231,12 @@ impl StoreLocation {
                 let backend = remote_backend(location, options)?;
                 let append_only = backend.append_only()?;
                 let first_contact = first_contact_note(location, options, &backend);
-                let store = Store::open(Box::new(backend), &cache.registry())?;
+                let store = Store::open(Box::new(backend.clone()), &cache.registry())?;
                 let fill = !cache.is_filled();
                 (
                     store,
                     Site::Remote {
+                        backend,
                         cache,
                         fill,
                         append_only,
@@ -310,8 +315,11 @@ pub struct Created {
 
 /// What differs between locations once a store is open.
 enum Site {
-    /// A `serve --store` server: the registry cache.
+    /// A `serve --store` server: its backend (shared with the store, for
+    /// leases), the registry cache.
     Remote {
+        /// The backend the store uses (clones share its connections).
+        backend: RemoteBackend,
         /// The registry cache.
         cache: S3Cache,
         /// The cache is new and must be filled from the server.

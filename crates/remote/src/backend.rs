@@ -26,6 +26,8 @@ struct Inner {
 
 /// A store's objects on a `serve --store` server. Each request in flight
 /// takes an idle connection or makes one; at most `connections` are kept.
+/// Clones share the connections.
+#[derive(Clone)]
 pub struct RemoteBackend {
     inner: Arc<Inner>,
 }

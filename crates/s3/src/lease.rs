@@ -25,7 +25,48 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::{S3Client, S3Error};
+use crate::{Bounded, S3Client, S3Error};
+
+/// The four object calls leases make, so that any object storage shared
+/// by clients can hold them (a bucket through [`S3Client`]; a store
+/// server through the location crate's wrapper of its backend).
+pub trait LeaseObjects: Send + Sync {
+    /// The names of the objects below `prefix`.
+    ///
+    /// # Errors
+    /// The storage.
+    fn lease_names(&self, prefix: &str) -> Result<Vec<String>, S3Error>;
+    /// Writes a new object.
+    ///
+    /// # Errors
+    /// The storage.
+    fn lease_put(&self, name: &str, body: Bytes) -> Result<(), S3Error>;
+    /// The object, if it has at most `limit` bytes.
+    ///
+    /// # Errors
+    /// The storage.
+    fn lease_get(&self, name: &str, limit: u64) -> Result<Bounded, S3Error>;
+    /// Deletes the object (a missing one is no error).
+    ///
+    /// # Errors
+    /// The storage.
+    fn lease_delete(&self, name: &str) -> Result<(), S3Error>;
+}
+
+impl LeaseObjects for S3Client {
+    fn lease_names(&self, prefix: &str) -> Result<Vec<String>, S3Error> {
+        Ok(self.list(prefix)?.into_iter().map(|l| l.key).collect())
+    }
+    fn lease_put(&self, name: &str, body: Bytes) -> Result<(), S3Error> {
+        self.put(name, body)
+    }
+    fn lease_get(&self, name: &str, limit: u64) -> Result<Bounded, S3Error> {
+        self.get_bounded(name, limit)
+    }
+    fn lease_delete(&self, name: &str) -> Result<(), S3Error> {
+        self.delete(name)
+    }
+}
 
 /// Where leases live in the bucket (under the store's prefix).
 pub const LEASE_PREFIX: &str = "leases/";
@@ -87,22 +128,22 @@ fn parse(name: &str) -> Option<(LeaseKind, u64)> {
 /// Leases of `kind` in the bucket that are not stale, and the stale ones
 /// (of any kind).
 pub fn live_leases(
-    client: &S3Client,
+    client: &dyn LeaseObjects,
     kind: LeaseKind,
 ) -> Result<(Vec<LiveLease>, Vec<String>), S3Error> {
     let now = now_millis();
     let mut live = Vec::new();
     let mut stale = Vec::new();
-    for listed in client.list(LEASE_PREFIX)? {
-        let Some((found, millis)) = parse(&listed.key) else {
+    for key in client.lease_names(LEASE_PREFIX)? {
+        let Some((found, millis)) = parse(&key) else {
             continue;
         };
         let age = Duration::from_millis(now.saturating_sub(millis));
         if age > STALE_AFTER {
-            stale.push(listed.key);
+            stale.push(key);
         } else if found == kind {
             live.push(LiveLease {
-                name: listed.key,
+                name: key,
                 kind: found,
                 age,
             });
@@ -116,7 +157,7 @@ pub fn live_leases(
 pub struct Lease {
     state: Arc<Mutex<String>>,
     renewer: Option<std::thread::JoinHandle<()>>,
-    client: Arc<S3Client>,
+    client: Arc<dyn LeaseObjects>,
     wake: Arc<(Mutex<bool>, std::sync::Condvar)>,
 }
 
@@ -126,16 +167,20 @@ impl Lease {
     /// # Errors
     /// The lease object cannot be written.
     /// `body` is the sealed [`holder_note`].
-    pub fn take(client: Arc<S3Client>, kind: LeaseKind, body: Vec<u8>) -> Result<Lease, S3Error> {
+    pub fn take(
+        client: Arc<dyn LeaseObjects>,
+        kind: LeaseKind,
+        body: Vec<u8>,
+    ) -> Result<Lease, S3Error> {
         let body = Bytes::from(body);
-        let name = write_lease(&client, kind, &body)?;
+        let name = write_lease(&*client, kind, &body)?;
         let state = Arc::new(Mutex::new(name));
         let wake = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
         let renewer = {
             let (state, client, wake) = (state.clone(), client.clone(), wake.clone());
             std::thread::Builder::new()
                 .name("cryptstream-lease".into())
-                .spawn(move || renew(&client, kind, &body, &state, &wake))
+                .spawn(move || renew(&*client, kind, &body, &state, &wake))
                 .expect("spawning the lease thread")
         };
         Ok(Lease {
@@ -152,14 +197,18 @@ impl Lease {
     }
 }
 
-fn write_lease(client: &S3Client, kind: LeaseKind, body: &Bytes) -> Result<String, S3Error> {
+fn write_lease(
+    client: &dyn LeaseObjects,
+    kind: LeaseKind,
+    body: &Bytes,
+) -> Result<String, S3Error> {
     let name = format!(
         "{LEASE_PREFIX}{}-{:013}-{}",
         kind.tag(),
         now_millis(),
         crate::random_hex()
     );
-    client.put(&name, body.clone())?;
+    client.lease_put(&name, body.clone())?;
     Ok(name)
 }
 
@@ -183,14 +232,14 @@ fn hostname() -> String {
 /// `open` unseals a lease body (`None`: not sealed under this store's key,
 /// so not known to be dead).
 pub fn held_by_dead_local_process(
-    client: &S3Client,
+    client: &dyn LeaseObjects,
     lease: &LiveLease,
     open: &dyn Fn(&[u8]) -> Option<Vec<u8>>,
 ) -> Result<bool, S3Error> {
-    let body = match client.get_bounded(&lease.name, MAX_LEASE_BODY)? {
-        crate::Bounded::Found(body) => body,
-        crate::Bounded::Missing => return Ok(true),
-        crate::Bounded::TooLarge(_) => return Ok(false),
+    let body = match client.lease_get(&lease.name, MAX_LEASE_BODY)? {
+        Bounded::Found(body) => body,
+        Bounded::Missing => return Ok(true),
+        Bounded::TooLarge(_) => return Ok(false),
     };
     let Some(body) = open(&body) else {
         return Ok(false);
@@ -211,7 +260,7 @@ pub fn held_by_dead_local_process(
 }
 
 fn renew(
-    client: &S3Client,
+    client: &dyn LeaseObjects,
     kind: LeaseKind,
     body: &Bytes,
     state: &Mutex<String>,
@@ -232,7 +281,7 @@ fn renew(
         if let Ok(fresh) = write_lease(client, kind, body) {
             let old =
                 std::mem::replace(&mut *state.lock().unwrap_or_else(|e| e.into_inner()), fresh);
-            let _ = client.delete(&old);
+            let _ = client.lease_delete(&old);
         }
     }
 }
@@ -245,7 +294,7 @@ impl Drop for Lease {
             let _ = renewer.join();
         }
         let name = self.name();
-        let _ = self.client.delete(&name);
+        let _ = self.client.lease_delete(&name);
     }
 }
 
