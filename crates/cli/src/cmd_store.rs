@@ -30,9 +30,10 @@ const DEFAULT_MAX_MEMORY_TEXT: &str = "256MiB";
 /// Options of every store command.
 #[derive(clap::Args, Debug, Clone)]
 pub struct StoreArgs {
-    /// The store: a directory, or s3://BUCKET/PREFIX (endpoint, region and
-    /// credentials from the AWS_* variables).
-    #[arg(long, global = true, value_name = "DIR|s3://BUCKET/PREFIX", env = STORE_ENV)]
+    /// The store: a directory, s3://BUCKET/PREFIX (endpoint, region and
+    /// credentials from the AWS_* variables), or cst://HOST:PORT (a
+    /// `serve --store` server; give --token-file).
+    #[arg(long, global = true, value_name = "DIR|s3://BUCKET/PREFIX|cst://HOST:PORT", env = STORE_ENV)]
     pub store: Option<PathBuf>,
     /// S3 requests in flight at once.
     #[arg(long, global = true, value_name = "N",
@@ -257,7 +258,7 @@ impl cryptstream_store::Progress for Bar {
 /// The store directory from `--store` or `CRYPTSTREAM_STORE`.
 pub fn store_dir(args: &StoreArgs) -> anyhow::Result<PathBuf> {
     args.store.clone().ok_or_else(|| {
-        anyhow::anyhow!("no store given: use --store DIR or s3://BUCKET/PREFIX, or set {STORE_ENV}")
+        anyhow::anyhow!("no store given: use --store DIR, s3://BUCKET/PREFIX or cst://HOST:PORT, or set {STORE_ENV}")
     })
 }
 
