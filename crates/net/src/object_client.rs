@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::auth::{self, Token, Transcript, EXPORTER_LABEL, EXPORTER_LEN};
-use crate::frame::{data_prefix, ErrorCode, Frame, MAX_DATA_PAYLOAD, VERSION};
+use crate::frame::{data_prefix, ErrorCode, Frame, MAX_DATA_PAYLOAD, MAX_NAME_LEN, VERSION};
 use crate::tls::{client_config, record_known_host, Fingerprint, PinnedVerifier, ServerTrust};
 use crate::wire::{read_frame, write_frame, WireError};
 use crate::NetError;
@@ -240,6 +240,17 @@ pub struct ObjectConnection {
     next_req: u32,
 }
 
+/// A name that fits a frame (the frame encoder would refuse a longer one).
+fn fits(name: &str) -> Result<(), ObjectError> {
+    if name.len() > MAX_NAME_LEN {
+        return Err(ObjectError::Refused {
+            code: ErrorCode::BadName,
+            message: format!("an object name has at most {MAX_NAME_LEN} bytes"),
+        });
+    }
+    Ok(())
+}
+
 impl ObjectConnection {
     fn req(&mut self) -> u32 {
         self.next_req = self.next_req.wrapping_add(1);
@@ -280,6 +291,7 @@ impl ObjectConnection {
     /// # Errors
     /// The connection.
     pub async fn create(&mut self, name: &str) -> Result<u32, ObjectError> {
+        fits(name)?;
         let req = self.req();
         write_frame(&mut self.tls, &Frame::ObjCreate { req, name }).await?;
         Ok(req)
@@ -333,6 +345,7 @@ impl ObjectConnection {
     /// # Errors
     /// Another refusal; the connection.
     pub async fn size(&mut self, name: &str) -> Result<Option<u64>, ObjectError> {
+        fits(name)?;
         let req = self.req();
         write_frame(&mut self.tls, &Frame::ObjStat { req, name }).await?;
         match self.answer_size(req).await {
@@ -364,6 +377,7 @@ impl ObjectConnection {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<u64, ObjectError> {
+        fits(name)?;
         let req = self.req();
         let length = buf.len() as u64;
         let frame = Frame::ObjRead {
@@ -390,6 +404,7 @@ impl ObjectConnection {
         name: &str,
         limit: u64,
     ) -> Result<Result<Vec<u8>, u64>, ObjectError> {
+        fits(name)?;
         let req = self.req();
         write_frame(&mut self.tls, &Frame::ObjGet { req, limit, name }).await?;
         let size = self.answer_size(req).await?;
@@ -443,6 +458,7 @@ impl ObjectConnection {
         prefix: &str,
         each: &mut dyn FnMut(u64, &str) -> Result<(), E>,
     ) -> Result<(), E> {
+        fits(prefix)?;
         let req = self.req();
         write_frame(&mut self.tls, &Frame::ObjList { req, prefix })
             .await
@@ -475,6 +491,7 @@ impl ObjectConnection {
     /// [`ErrorCode::AppendOnly`] from a server that deletes nothing, or
     /// another refusal; the connection.
     pub async fn delete(&mut self, name: &str) -> Result<(), ObjectError> {
+        fits(name)?;
         let req = self.req();
         write_frame(&mut self.tls, &Frame::ObjDelete { req, name }).await?;
         self.done(req, "a delete").await
