@@ -481,3 +481,61 @@ fn a_gc_never_overlaps_a_put_of_another_client() {
     run(&mut get).success();
     assert_same_tree(&new, &out.join("new"));
 }
+
+/// Object bytes the server logged as received in sessions that ended
+/// cleanly, in `log` (its stderr).
+fn received_in(log: &str) -> u64 {
+    log.lines()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once(" object(s) created, ")?;
+            rest.split_once(" bytes received")?.0.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+fn pack_bytes(s: &StoreWs) -> u64 {
+    s.pack_objects().iter().map(|(_, size)| size).sum()
+}
+
+#[test]
+fn a_put_killed_mid_way_sends_only_what_was_left_when_run_again() {
+    let r = Remote::start(&[]);
+    let src = r.s.ws.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..24 {
+        write_random_file(&src.join(format!("f{i:02}")), 1 << 20, 100 + i, 0o644);
+    }
+    let mut put = r.cmd_with(&r.served.token, &r.served.fingerprint, "put", &[&src]);
+    put.env("CRYPTSTREAM_DEBUG_STORE_DELAY_MS", "10")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut killed = Running::spawn(&mut put);
+    wait_for("packs on the server", || r.s.pack_objects().len() >= 6);
+    killed.signal(libc::SIGKILL);
+    killed.wait(WAIT);
+    let at_kill = pack_bytes(&r.s);
+    let mark = r.served.log().len();
+    r.run("put", &[&src]).success();
+    let total = pack_bytes(&r.s);
+    let left = total - at_kill;
+    assert!(
+        at_kill > 0 && left > 0,
+        "killed mid-way: {at_kill} of {total}"
+    );
+    // The rerun's sessions end as it exits; wait until they logged what
+    // the new packs took at least, then a moment for the rest.
+    wait_for("the rerun's sessions end", || {
+        received_in(&r.served.log()[mark..]) >= left
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let sent = received_in(&r.served.log()[mark..]);
+    eprintln!("packs: {at_kill} bytes at the kill, {total} in all; the rerun sent {sent}");
+    // What was stored before the kill is not sent again: the rerun sends
+    // what was left, plus at most the pack in flight at the kill and the
+    // manifests.
+    assert!(
+        sent <= left + (2 << 20),
+        "the rerun sent {sent}, {left} were left"
+    );
+    r.run("verify", &[&"--read-data"]).success();
+}
