@@ -548,3 +548,38 @@ fn a_put_killed_mid_way_sends_only_what_was_left_when_run_again() {
     );
     r.run("verify", &[&"--read-data"]).success();
 }
+
+#[test]
+fn a_client_that_stops_reading_loses_its_session_after_the_idle_timeout() {
+    let r = Remote::start(&[]);
+    let token = Token::read(&r.served.token).unwrap();
+    let mut raw = RawClient::authenticated(&r.served, &token);
+    // A 32 MiB object, more than the socket buffers hold.
+    let block = vec![7u8; 256 * 1024];
+    raw.write(&Frame::ObjCreate {
+        req: 1,
+        name: "packs/ff/big",
+    });
+    for i in 0..128u64 {
+        raw.write(&Frame::Data {
+            file_id: 1,
+            offset: i * block.len() as u64,
+            bytes: &block,
+        });
+    }
+    raw.write(&Frame::ObjCommit {
+        req: 1,
+        size: 128 * block.len() as u64,
+    });
+    assert!(matches!(raw.read(), Some(Frame::ObjDone { req: 1 })));
+    // Ask for all of it, then read nothing: the server gives up within
+    // its idle timeout (5 s here) instead of holding the session.
+    raw.write(&Frame::ObjGet {
+        req: 2,
+        limit: u64::MAX,
+        name: "packs/ff/big",
+    });
+    wait_for("the server drops the session", || {
+        r.served.log().contains("the client read nothing for")
+    });
+}

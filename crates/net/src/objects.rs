@@ -24,7 +24,7 @@ use crate::frame::{
 use crate::name::RelName;
 use crate::receive::{Destination, Incoming, ReceiveError};
 use crate::server::{SessionError, Tls};
-use crate::wire::{read_frame, write_frame, WireError};
+use crate::wire::{read_frame, WireError};
 
 /// The most bytes one object may have (a store's packs are at most 1 GiB
 /// plus their index; anything larger is refused as it arrives).
@@ -240,14 +240,14 @@ pub(crate) async fn serve(
                 if answer.is_ok() {
                     counts.created += 1;
                 }
-                answer_done(tls, req, answer).await?;
+                answer_done(tls, idle, req, answer).await?;
             }
             Frame::ObjStat { req, name } => {
                 let host = host.clone();
                 let name = name.to_owned();
                 match blocking(move || open_sized(&*host, &name)).await? {
-                    Ok((_, size)) => write_frame(tls, &Frame::ObjSize { req, size }).await?,
-                    Err(e) => refuse(tls, req, e).await?,
+                    Ok((_, size)) => write_frame(tls, &Frame::ObjSize { req, size }, idle).await?,
+                    Err(e) => refuse(tls, idle, req, e).await?,
                 }
             }
             Frame::ObjGet { req, limit, name } => {
@@ -255,13 +255,13 @@ pub(crate) async fn serve(
                 let name = name.to_owned();
                 match blocking(move || open_sized(&*host, &name)).await? {
                     Ok((file, size)) => {
-                        write_frame(tls, &Frame::ObjSize { req, size }).await?;
+                        write_frame(tls, &Frame::ObjSize { req, size }, idle).await?;
                         if size <= limit {
-                            send_range(tls, req, file, 0, size).await?;
+                            send_range(tls, idle, req, file, 0, size).await?;
                             counts.sent += size;
                         }
                     }
-                    Err(e) => refuse(tls, req, e).await?,
+                    Err(e) => refuse(tls, idle, req, e).await?,
                 }
             }
             Frame::ObjRead {
@@ -274,17 +274,17 @@ pub(crate) async fn serve(
                 let name = name.to_owned();
                 match blocking(move || open_sized(&*host, &name)).await? {
                     Ok((file, size)) => {
-                        write_frame(tls, &Frame::ObjSize { req, size }).await?;
+                        write_frame(tls, &Frame::ObjSize { req, size }, idle).await?;
                         if offset.checked_add(length).is_some_and(|end| end <= size) {
-                            send_range(tls, req, file, offset, length).await?;
+                            send_range(tls, idle, req, file, offset, length).await?;
                             counts.sent += length;
                         }
                     }
-                    Err(e) => refuse(tls, req, e).await?,
+                    Err(e) => refuse(tls, idle, req, e).await?,
                 }
             }
             Frame::ObjList { req, prefix } => {
-                send_listing(tls, req, host.clone(), prefix.to_owned()).await?;
+                send_listing(tls, idle, req, host.clone(), prefix.to_owned()).await?;
             }
             Frame::ObjDelete { req, name } => {
                 let answer = if host.append_only() {
@@ -299,11 +299,11 @@ pub(crate) async fn serve(
                     let name = name.to_owned();
                     blocking(move || host.delete(&name)).await?
                 };
-                answer_done(tls, req, answer).await?;
+                answer_done(tls, idle, req, answer).await?;
             }
             Frame::ObjInfo { req } => {
                 let append_only = host.append_only();
-                write_frame(tls, &Frame::ObjHosting { req, append_only }).await?;
+                write_frame(tls, &Frame::ObjHosting { req, append_only }, idle).await?;
             }
             Frame::Bye => return Ok(()),
             other => {
@@ -320,26 +320,40 @@ pub(crate) async fn serve(
     }
 }
 
+/// Writes one frame within `idle`: a client that stops reading (a large
+/// read asked for, then never taken) loses its session instead of holding
+/// it.
+async fn write_frame(tls: &mut Tls, frame: &Frame<'_>, idle: Duration) -> Result<(), SessionError> {
+    match tokio::time::timeout(idle, crate::wire::write_frame(tls, frame)).await {
+        Ok(written) => Ok(written?),
+        Err(_) => Err(SessionError::new(
+            ErrorCode::Timeout,
+            format!("the client read nothing for {idle:?}"),
+        )),
+    }
+}
+
 /// `ObjDone`, or the error, for request `req`.
 async fn answer_done(
     tls: &mut Tls,
+    idle: Duration,
     req: u32,
     answer: Result<(), HostError>,
 ) -> Result<(), SessionError> {
     match answer {
-        Ok(()) => Ok(write_frame(tls, &Frame::ObjDone { req }).await?),
-        Err(e) => refuse(tls, req, e).await,
+        Ok(()) => write_frame(tls, &Frame::ObjDone { req }, idle).await,
+        Err(e) => refuse(tls, idle, req, e).await,
     }
 }
 
 /// An `Error` frame for request `req`; the session goes on.
-async fn refuse(tls: &mut Tls, req: u32, e: HostError) -> Result<(), SessionError> {
+async fn refuse(tls: &mut Tls, idle: Duration, req: u32, e: HostError) -> Result<(), SessionError> {
     let frame = Frame::Error {
         code: e.code,
         file_id: req,
         message: e.message,
     };
-    Ok(write_frame(tls, &frame).await?)
+    write_frame(tls, &frame, idle).await
 }
 
 /// Opens `name` and finds its size.
@@ -356,6 +370,7 @@ fn open_sized(host: &dyn ObjectHost, name: &str) -> Result<(Arc<File>, u64), Hos
 /// one frame's worth at a time.
 async fn send_range(
     tls: &mut Tls,
+    idle: Duration,
     req: u32,
     file: Arc<File>,
     offset: u64,
@@ -377,6 +392,7 @@ async fn send_range(
                 // The client takes the error in place of the rest.
                 return refuse(
                     tls,
+                    idle,
                     req,
                     HostError::new(ErrorCode::Storage, format!("read failed: {e}")),
                 )
@@ -388,7 +404,7 @@ async fn send_range(
             offset: at,
             bytes: &bytes,
         };
-        write_frame(tls, &frame).await?;
+        write_frame(tls, &frame, idle).await?;
         at += len as u64;
     }
     Ok(())
@@ -403,6 +419,7 @@ fn entry_len(name: &str) -> usize {
 /// thread walks the store (at most two pages wait between them).
 async fn send_listing(
     tls: &mut Tls,
+    idle: Duration,
     req: u32,
     host: Arc<dyn ObjectHost>,
     prefix: String,
@@ -442,19 +459,18 @@ async fn send_listing(
             last: false,
             entries,
         };
-        write_frame(tls, &frame).await?;
+        write_frame(tls, &frame, idle).await?;
     }
     match walk.await {
-        Ok(Ok(())) => Ok(write_frame(
-            tls,
-            &Frame::ObjNames {
+        Ok(Ok(())) => {
+            let last = Frame::ObjNames {
                 req,
                 last: true,
                 entries: Vec::new(),
-            },
-        )
-        .await?),
-        Ok(Err(e)) => refuse(tls, req, e).await,
+            };
+            write_frame(tls, &last, idle).await
+        }
+        Ok(Err(e)) => refuse(tls, idle, req, e).await,
         Err(e) => Err(SessionError::new(
             ErrorCode::Storage,
             format!("listing thread failed: {e}"),
