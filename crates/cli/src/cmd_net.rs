@@ -4,6 +4,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::num::NonZeroUsize;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -36,8 +37,23 @@ pub struct ServeArgs {
     listen: String,
     /// Folder that received files go into (created if missing); names
     /// sent by clients are kept below it.
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "store",
+        conflicts_with = "store"
+    )]
+    root: Option<PathBuf>,
+    /// Host the objects of the store in DIR (made by `store init`)
+    /// instead of receiving files: clients use it as
+    /// `store --store cst://HOST:PORT`. The server needs no key and never
+    /// sees plaintext.
     #[arg(long, value_name = "DIR")]
-    root: PathBuf,
+    store: Option<PathBuf>,
+    /// With --store: clients may create and read objects, never delete
+    /// one (forget and gc then run on this machine, with the key).
+    #[arg(long, requires = "store")]
+    append_only: bool,
     /// The access token file (64 hex digits). The TLS certificate and key
     /// are kept beside it (FILE.cert.der, FILE.key.der).
     #[arg(long, value_name = "FILE")]
@@ -147,16 +163,38 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     let identity = Identity::load_or_create(&args.token_file)?;
-    std::fs::create_dir_all(&args.root)
-        .with_context(|| format!("{}: cannot create the root folder", args.root.display()))?;
-    let destination = DirDestination::new(&args.root, cryptstream_engine::process_umask())
-        .with_context(|| format!("{}: cannot open the root folder", args.root.display()))?
-        .keep_special_bits(args.keep_special_bits);
+    let (destination, objects): (Arc<dyn cryptstream_net::Destination>, _) = match &args.store {
+        Some(dir) => {
+            // A new store is made by its first client (`store init` on cst://).
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("{}: cannot create the store folder", dir.display()))?;
+            let host = cryptstream_remote::host::StoreDir::open(dir, args.append_only)
+                .with_context(|| format!("{}: cannot open the store folder", dir.display()))?;
+            let host: Arc<dyn cryptstream_net::objects::ObjectHost> = Arc::new(host);
+            (Arc::new(cryptstream_net::objects::NoTree), Some(host))
+        }
+        None => {
+            let root = args
+                .root
+                .as_ref()
+                .context("give --root DIR or --store DIR")?;
+            std::fs::create_dir_all(root)
+                .with_context(|| format!("{}: cannot create the root folder", root.display()))?;
+            let destination = DirDestination::new(root, cryptstream_engine::process_umask())
+                .with_context(|| format!("{}: cannot open the root folder", root.display()))?
+                .keep_special_bits(args.keep_special_bits);
+            (Arc::new(destination), None)
+        }
+    };
     // SIGINT/SIGTERM stop the server; a second signal exits at once.
     let stop = Cancel::from_flag(crate::cmd_crypt::cancel_on_signals()?);
     let config = ServeConfig {
         listen: args.listen.clone(),
-        destination: Arc::new(destination),
+        destination,
+        objects,
         token,
         identity,
         max_connections: args.max_connections.get(),
@@ -190,7 +228,7 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The default known-hosts file.
-fn default_known_hosts() -> anyhow::Result<PathBuf> {
+pub fn default_known_hosts() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(dir).join("cryptstream/known_hosts"));
     }

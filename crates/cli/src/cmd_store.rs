@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use cryptstream_format::Keyring;
-use cryptstream_location::{cache, GcGate, OpenOptions, OpenedStore, StoreLocation};
+use cryptstream_location::{
+    cache, GcGate, OpenOptions, OpenedStore, RemoteOptions, RemoteTrust, StoreLocation,
+};
 use cryptstream_pool::{Cancel, Pool};
 use cryptstream_store::{
     format_uid, ChunkerParams, FileRow, GetOptions, PutOptions, PutOutcome, Settings, Store,
@@ -28,9 +30,10 @@ const DEFAULT_MAX_MEMORY_TEXT: &str = "256MiB";
 /// Options of every store command.
 #[derive(clap::Args, Debug, Clone)]
 pub struct StoreArgs {
-    /// The store: a directory, or s3://BUCKET/PREFIX (endpoint, region and
-    /// credentials from the AWS_* variables).
-    #[arg(long, global = true, value_name = "DIR|s3://BUCKET/PREFIX", env = STORE_ENV)]
+    /// The store: a directory, s3://BUCKET/PREFIX (endpoint, region and
+    /// credentials from the AWS_* variables), or cst://HOST:PORT (a
+    /// `serve --store` server; give --token-file).
+    #[arg(long, global = true, value_name = "DIR|s3://BUCKET/PREFIX|cst://HOST:PORT", env = STORE_ENV)]
     pub store: Option<PathBuf>,
     /// S3 requests in flight at once.
     #[arg(long, global = true, value_name = "N",
@@ -40,6 +43,23 @@ pub struct StoreArgs {
     /// store; default: $XDG_CACHE_HOME/cryptstream, else ~/.cache/cryptstream).
     #[arg(long, global = true, value_name = "DIR", env = "CRYPTSTREAM_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// For a cst://HOST:PORT store: the access token file of its server.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// For a cst:// store: the SHA-256 fingerprint of the server's
+    /// certificate (printed by `serve`); without it, the known-hosts file
+    /// is used as by `send`.
+    #[arg(long, global = true, value_name = "HEX")]
+    pub server_fingerprint: Option<String>,
+    /// For a cst:// store: the known-hosts file [default:
+    /// $XDG_CONFIG_HOME/cryptstream/known_hosts or ~/.config/cryptstream/known_hosts].
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        conflicts_with = "server_fingerprint"
+    )]
+    pub known_hosts: Option<PathBuf>,
     #[command(flatten)]
     pub secrets: KeyArgs,
     /// Worker threads (default: one per core).
@@ -322,7 +342,7 @@ impl cryptstream_store::Progress for Bar {
 /// The store directory from `--store` or `CRYPTSTREAM_STORE`.
 pub fn store_dir(args: &StoreArgs) -> anyhow::Result<PathBuf> {
     args.store.clone().ok_or_else(|| {
-        anyhow::anyhow!("no store given: use --store DIR or s3://BUCKET/PREFIX, or set {STORE_ENV}")
+        anyhow::anyhow!("no store given: use --store DIR, s3://BUCKET/PREFIX or cst://HOST:PORT, or set {STORE_ENV}")
     })
 }
 
@@ -335,6 +355,17 @@ pub fn open_options(args: &StoreArgs) -> OpenOptions {
             .cache_dir
             .clone()
             .or_else(|| cache::default_root(|name| std::env::var_os(name))),
+        remote: args.token_file.as_ref().map(|token_file| RemoteOptions {
+            token_file: token_file.clone(),
+            trust: match (&args.server_fingerprint, &args.known_hosts) {
+                (Some(hex), _) => RemoteTrust::Fingerprint(hex.clone()),
+                (None, Some(file)) => RemoteTrust::KnownHosts(file.clone()),
+                (None, None) => RemoteTrust::KnownHosts(
+                    crate::cmd_net::default_known_hosts().unwrap_or_default(),
+                ),
+            },
+            timeout_secs: 30,
+        }),
     }
 }
 
@@ -347,6 +378,9 @@ pub fn open_store(
     cancel: &Cancel,
 ) -> anyhow::Result<OpenedStore> {
     let locked = location.open(options)?;
+    if let Some(line) = locked.first_contact() {
+        messages::note(line);
+    }
     let header = locked.key_header()?;
     cryptstream_engine::keys::derive_for_header(&header, keyring, cancel)?;
     let mut opened = locked
@@ -521,6 +555,9 @@ fn run_command(
             Ok(ExitCode::SUCCESS)
         }
         StoreCommand::Forget(forget) => {
+            if !forget.dry_run {
+                opened.check_deletes()?;
+            }
             let pruning = forget.prune && !forget.dry_run;
             let code = crate::store_views::run_forget(opened.store_mut(), forget)?;
             if pruning {

@@ -137,7 +137,7 @@ fn a_config_larger_than_a_config_can_be_is_refused_by_its_size(kind: Kind) {
     // a few MB are as good a test of "refused by its size" and quick.
     let size: u64 = match kind {
         Kind::Local => 1 << 30,
-        Kind::S3 => 5 << 20,
+        Kind::S3 | Kind::Remote => 5 << 20,
     };
     match kind {
         Kind::Local => {
@@ -145,7 +145,7 @@ fn a_config_larger_than_a_config_can_be_is_refused_by_its_size(kind: Kind) {
             fs::remove_file(&config).unwrap();
             fs::File::create(&config).unwrap().set_len(size).unwrap();
         }
-        Kind::S3 => s.replace_object("config", Some(vec![7u8; size as usize])),
+        Kind::S3 | Kind::Remote => s.replace_object("config", Some(vec![7u8; size as usize])),
     }
     let outcome = s.run("list", &[]);
     outcome

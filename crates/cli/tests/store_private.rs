@@ -80,7 +80,7 @@ fn telling_tree(root: &Path) {
 /// Every object of the store: (name, bytes).
 fn every_object(s: &StoreWs) -> Vec<(String, Vec<u8>)> {
     match s.kind {
-        Kind::Local => {
+        Kind::Local | Kind::Remote => {
             let root = s.dir();
             let mut files = Vec::new();
             walk(&root, &mut files);

@@ -74,6 +74,12 @@ pub fn dir_for_store(root: &Path, id: &str) -> PathBuf {
     root.join("stores").join(id)
 }
 
+/// The cache directory of a remote store (`cst://HOST:PORT`) below `root`.
+pub fn dir_for_remote(root: &Path, location: &cryptstream_remote::RemoteLocation) -> PathBuf {
+    let hash = blake3::hash(location.to_string().as_bytes()).to_hex();
+    root.join("cst").join(&hash.as_str()[..HASH_DIGITS])
+}
+
 /// One store's cache directory, created.
 pub(crate) struct RegistryCache {
     dir: PathBuf,
@@ -86,6 +92,14 @@ impl RegistryCache {
         location: &S3Location,
     ) -> Result<RegistryCache, LocationError> {
         RegistryCache::create(dir_for(root, location))
+    }
+
+    /// The cache of the remote store at `location` below `root`.
+    pub(crate) fn for_remote(
+        root: &Path,
+        location: &cryptstream_remote::RemoteLocation,
+    ) -> Result<RegistryCache, LocationError> {
+        RegistryCache::create(dir_for_remote(root, location))
     }
 
     /// The cache of the local store whose id is `id` below `root`.

@@ -359,6 +359,7 @@ impl OpenedStore<Store> {
     /// # Errors
     /// The storage, the registry, or `cancel` (`StoreError::Cancelled`).
     pub fn gc_gate(&mut self, cancel: &Cancel) -> Result<GcGate, LocationError> {
+        self.check_deletes()?;
         let space = Arc::clone(&self.site.leases);
         let keys = self.store.keys();
         let lease = take(&space, LeaseKind::Gc, keys)?;

@@ -1,36 +1,38 @@
 //! Where a store lives, and opening it there.
 //!
-//! A [`StoreLocation`] is what `--store` names: a local directory, or
-//! `s3://BUCKET/PREFIX` on S3-compatible object storage. [`StoreLocation::open`]
+//! A [`StoreLocation`] is what `--store` names: a local directory,
+//! `s3://BUCKET/PREFIX` on S3-compatible object storage, or
+//! `cst://HOST:PORT` on a `cryptstream serve --store` server. [`StoreLocation::open`]
 //! turns it, with explicit [`OpenOptions`] (requests in flight, where
 //! registry caches live), into an [`OpenedStore`]: the store behind its
-//! [`Backend`] (`LocalDir` or `S3Backend`), the
+//! [`Backend`] (`LocalDir`, `S3Backend` or `RemoteBackend`), the
 //! place of its registry, and the storage its leases are written to. Its
 //! key is still wrapped; [`OpenedStore::unlock`] opens it with a keyring.
-//! Both kinds of location then work the same way:
+//! Every kind of location then works the same way:
 //!
 //! - the registry is a cache in a private directory of this user (see
-//!   [`cache`]), never in the store: nothing in a store directory or a
-//!   bucket names a file. A new cache is filled from the store's objects
-//!   by a reindex the first time the store is opened
+//!   [`cache`]), never in the store: nothing in a store directory, a
+//!   bucket or a store server names a file. A new cache is filled from the
+//!   store's objects by a reindex the first time the store is opened
 //!   ([`OpenedStore::fill_registry`]), so the store alone is enough; a
 //!   local store's registry from before (`STORE/registry.sqlite`) is moved
 //!   into the cache on open.
 //! - [`OpenedStore::put_lease`] and [`OpenedStore::gc_gate`]: writers of
 //!   one store (two users of a directory, two machines, two clients of a
-//!   bucket) share no registry, so a gc of one must never overlap a put of
-//!   another (module `lease`).
+//!   bucket or of a store server) share no registry, so a gc of one must
+//!   never overlap a put of another (module `lease`).
+//!   [`OpenedStore::check_deletes`] stops what deletes on a remote store
+//!   its server keeps append-only.
 //!
 //! Nothing here is process-global: every client, cache and lease belongs
 //! to the [`OpenedStore`] that made it, so one process may open several
 //! stores (the store shell opens one per job).
 //!
-//! The store crate knows nothing of S3 or the network, and the S3 crate
-//! only implements the store's `Backend`; this crate sits above both. A
-//! third kind of location, a remote store served by `cryptstream serve
-//! --store` (`cst://HOST:PORT/NAME`), is one more arm of
-//! [`StoreLocation`] (parsed in [`StoreLocation::parse`]) and of
-//! [`StoreLocation::open`], with the store crate unchanged.
+//! The store crate knows nothing of S3 or the network, and the S3 and
+//! remote crates only implement the store's `Backend`; this crate sits
+//! above them. The remote store (`cryptstream_remote`) is one more arm of
+//! [`StoreLocation`] and of [`StoreLocation::open`], with the store crate
+//! unchanged.
 
 #![deny(missing_docs)]
 
@@ -51,6 +53,7 @@ pub use cryptstream_s3::WriteMode;
 pub use lease::{GcGate, HeldLease, LeaseKind, LiveLease, RunningPut, GC_WAIT, LEASE_PREFIX};
 
 use cache::RegistryCache;
+use cryptstream_remote::{RemoteBackend, RemoteLocation};
 
 /// Requests in flight at once on an S3 store unless told otherwise.
 pub const DEFAULT_CONNECTIONS: usize = 8;
@@ -78,6 +81,24 @@ pub enum LocationError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A `cst://` address that cannot be used.
+    #[error("{0}")]
+    RemoteAddress(#[from] cryptstream_remote::LocationError),
+    /// A remote store's server: the token, the trust, the connection.
+    #[error("{0}")]
+    Net(#[from] cryptstream_net::NetError),
+    /// A remote store was named without a token file.
+    #[error("{0}: give --token-file FILE (the token of its server)")]
+    NoToken(String),
+    /// The remote store's server keeps it append-only.
+    #[error(
+        "{0}: the server keeps this store append-only and deletes nothing; \
+         run forget and gc where the store is (store --store DIR on the server), with the key"
+    )]
+    AppendOnly(String),
+    /// The object storage failed.
+    #[error("{0}")]
+    Backend(#[from] cryptstream_store::BackendError),
     /// A lease's holder note could not be sealed under the store's key.
     #[error("lease holder note: {0}")]
     Seal(#[from] FormatError),
@@ -103,6 +124,9 @@ pub enum StoreLocation {
     Local(PathBuf),
     /// `s3://BUCKET/PREFIX`; the registry is a cache on this machine.
     S3(S3Location),
+    /// `cst://HOST:PORT`, a store served by `cryptstream serve --store`;
+    /// the registry is a cache on this machine, as for S3.
+    Remote(RemoteLocation),
 }
 
 impl StoreLocation {
@@ -113,6 +137,9 @@ impl StoreLocation {
     pub fn parse(text: &str) -> Result<StoreLocation, LocationError> {
         if S3Location::is_s3(text) {
             return Ok(StoreLocation::S3(S3Location::parse(text)?));
+        }
+        if RemoteLocation::is_remote(text) {
+            return Ok(StoreLocation::Remote(RemoteLocation::parse(text)?));
         }
         Ok(StoreLocation::Local(PathBuf::from(text)))
     }
@@ -167,6 +194,18 @@ impl StoreLocation {
                     write_mode: Some(mode),
                 })
             }
+            StoreLocation::Remote(location) => {
+                let cache = RegistryCache::for_remote(root, location)?;
+                let backend = remote_backend(location, options)?;
+                // A server that hosts no store is named before anything is written.
+                backend.append_only()?;
+                Store::init(&backend, key, settings)?;
+                // A registry left by an earlier store at this location.
+                cache.remove_registry();
+                Registry::open(&cache.registry())?;
+                cache.mark_filled()?;
+                Ok(Created { write_mode: None })
+            }
         }
     }
 
@@ -179,6 +218,8 @@ impl StoreLocation {
     /// No store here, a damaged config, an unusable cache, the server.
     pub fn open(&self, options: &OpenOptions) -> Result<OpenedStore<LockedStore>, LocationError> {
         let root = options.cache_root()?;
+        let mut append_only = false;
+        let mut first_contact = None;
         let (store, cache, leases): (_, _, Arc<dyn Backend>) = match self {
             StoreLocation::Local(dir) => {
                 let store = Store::open_local(dir)?;
@@ -198,6 +239,14 @@ impl StoreLocation {
                 let leases = Arc::new(S3Backend::sharing(backend.shared_client(), mode));
                 (Store::open(Box::new(backend))?, cache, leases)
             }
+            StoreLocation::Remote(location) => {
+                let cache = RegistryCache::for_remote(root, location)?;
+                let backend = remote_backend(location, options)?;
+                append_only = backend.append_only()?;
+                first_contact = first_contact_note(location, options, &backend);
+                let store = Store::open(Box::new(backend.clone()))?;
+                (store, cache, Arc::new(backend))
+            }
         };
         let fill = !cache.is_filled();
         Ok(OpenedStore {
@@ -207,6 +256,8 @@ impl StoreLocation {
                 leases,
                 cache,
                 fill,
+                append_only,
+                first_contact,
             },
         })
     }
@@ -217,6 +268,7 @@ impl fmt::Display for StoreLocation {
         match self {
             StoreLocation::Local(dir) => write!(f, "{}", dir.display()),
             StoreLocation::S3(location) => write!(f, "{location}"),
+            StoreLocation::Remote(location) => write!(f, "{location}"),
         }
     }
 }
@@ -231,6 +283,31 @@ pub struct OpenOptions {
     /// `None`: none is known, and no store can be opened.
     /// [`cache::default_root`] gives the usual one.
     pub cache_dir: Option<PathBuf>,
+    /// How a remote store's server is reached (`cst://`); `None`: no
+    /// token was given, and a remote store cannot be opened.
+    pub remote: Option<RemoteOptions>,
+}
+
+/// The token and trust of a remote store's server, as `send` takes them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteOptions {
+    /// The server's access token file.
+    pub token_file: PathBuf,
+    /// `--server-fingerprint`, or else the known-hosts file (trust on
+    /// first use).
+    pub trust: RemoteTrust,
+    /// Seconds to wait for the server to connect or answer.
+    pub timeout_secs: u64,
+}
+
+/// How the server's certificate is trusted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RemoteTrust {
+    /// Exactly this fingerprint (64 hex digits).
+    Fingerprint(String),
+    /// The fingerprint recorded in this known-hosts file, or the first
+    /// seen, then recorded.
+    KnownHosts(PathBuf),
 }
 
 impl OpenOptions {
@@ -255,6 +332,10 @@ struct Site {
     cache: RegistryCache,
     /// The cache is new and must be filled from the store's objects.
     fill: bool,
+    /// A store server that refuses deletes.
+    append_only: bool,
+    /// What to tell the user when a store server was trusted on first use.
+    first_contact: Option<String>,
 }
 
 /// A store opened at its location: the store (`LockedStore` until
@@ -270,6 +351,43 @@ impl<S> OpenedStore<S> {
     pub fn location(&self) -> &StoreLocation {
         &self.location
     }
+
+    /// Before anything that deletes objects (`delete`, `forget`, `gc`):
+    /// refused at once on a remote store its server keeps append-only.
+    ///
+    /// # Errors
+    /// [`LocationError::AppendOnly`].
+    pub fn check_deletes(&self) -> Result<(), LocationError> {
+        if self.site.append_only {
+            return Err(LocationError::AppendOnly(self.location.to_string()));
+        }
+        Ok(())
+    }
+
+    /// For a remote store whose server was trusted on first use by this
+    /// open: a line saying so, with the fingerprint and where it is
+    /// recorded.
+    pub fn first_contact(&self) -> Option<&str> {
+        self.site.first_contact.as_deref()
+    }
+}
+
+/// The line for a server recorded on first use by `backend`, if it was.
+fn first_contact_note(
+    location: &RemoteLocation,
+    options: &OpenOptions,
+    backend: &RemoteBackend,
+) -> Option<String> {
+    let seen = backend.first_contact()?;
+    let file = match &options.remote.as_ref()?.trust {
+        RemoteTrust::KnownHosts(file) => file.display().to_string(),
+        RemoteTrust::Fingerprint(_) => return None,
+    };
+    Some(format!(
+        "first contact with {}: it proved it holds the token; its certificate fingerprint {} is recorded in {file}",
+        location.address,
+        seen.to_hex()
+    ))
 }
 
 impl OpenedStore<LockedStore> {
@@ -329,6 +447,39 @@ impl OpenedStore<Store> {
         }
         Ok(Some(report))
     }
+}
+
+/// The backend of the remote store at `location` under `options`.
+fn remote_backend(
+    location: &RemoteLocation,
+    options: &OpenOptions,
+) -> Result<RemoteBackend, LocationError> {
+    let remote = options
+        .remote
+        .as_ref()
+        .ok_or_else(|| LocationError::NoToken(location.to_string()))?;
+    let token = cryptstream_net::Token::read(&remote.token_file)?;
+    let trust = match &remote.trust {
+        RemoteTrust::Fingerprint(hex) => {
+            cryptstream_net::ServerTrust::Pinned(cryptstream_net::Fingerprint::parse(hex)?)
+        }
+        RemoteTrust::KnownHosts(file) => cryptstream_net::ServerTrust::KnownHosts {
+            file: file.clone(),
+            host: location.address.clone(),
+        },
+    };
+    let client = cryptstream_net::object_client::ObjectClient::new(
+        location.address.clone(),
+        token,
+        trust,
+        std::time::Duration::from_secs(remote.timeout_secs.max(1)),
+    )?;
+    RemoteBackend::new(location.clone(), client, options.connections.max(1)).map_err(|source| {
+        LocationError::Backend(cryptstream_store::BackendError::Io {
+            name: location.to_string(),
+            source,
+        })
+    })
 }
 
 /// The S3 client for `location` under `options`.
@@ -391,6 +542,7 @@ mod tests {
         let options = OpenOptions {
             connections: 1,
             cache_dir: None,
+            remote: None,
         };
         let location = StoreLocation::parse("s3://backups/laptop").unwrap();
         let err = location.open(&options).err().expect("no cache: refused");
@@ -409,6 +561,7 @@ mod tests {
         let options = OpenOptions {
             connections: 8,
             cache_dir: Some(tmp.path().join("cache")),
+            remote: None,
         };
         let dir = tmp.path().join("store");
         let location = StoreLocation::Local(dir.clone());
@@ -459,6 +612,7 @@ mod tests {
         let with = OpenOptions {
             connections: 1,
             cache_dir: Some(tmp.path().join("cache")),
+            remote: None,
         };
         let location = StoreLocation::Local(tmp.path().join("store"));
         location.init(&with, &key(), &Settings::DEFAULT).unwrap();
@@ -476,6 +630,7 @@ mod tests {
         let options = OpenOptions {
             connections: 8,
             cache_dir: Some(tmp.path().join("cache")),
+            remote: None,
         };
         let dir = tmp.path().join("nothing");
         let err = StoreLocation::Local(dir.clone())

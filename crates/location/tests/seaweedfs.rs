@@ -27,6 +27,7 @@ fn options(cache: &Path, connections: usize) -> OpenOptions {
     OpenOptions {
         connections,
         cache_dir: Some(cache.to_path_buf()),
+        remote: None,
     }
 }
 

@@ -14,7 +14,7 @@ use std::fmt;
 pub const MAGIC: [u8; 4] = *b"CSTN";
 /// The protocol version this code speaks (2: both ends prove the token;
 /// 3: whole trees, with `Check`, `Mkdir`, `Symlink` and `Link`).
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 /// Bytes of the frame header: type and length.
 pub const HEADER_LEN: usize = 5;
 /// Most payload bytes of any frame other than `Data`.
@@ -38,6 +38,8 @@ pub const NONCE_LEN: usize = 32;
 pub const HASH_LEN: usize = 32;
 /// The file id of an error that concerns no file.
 pub const NO_FILE: u32 = u32::MAX;
+/// Largest payload of an `ObjNames` frame (one page of a listing).
+pub const MAX_NAMES_PAYLOAD: u32 = 64 * 1024;
 
 /// The type byte of a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +83,30 @@ pub enum FrameType {
     Link = 0x22,
     /// Server: the directory or link of an entry id is made.
     Made = 0x23,
+    /// Client of a store server: starts a create-only write of an object.
+    ObjCreate = 0x30,
+    /// Client: every byte of the object was sent; its size. Commits it.
+    ObjCommit = 0x31,
+    /// Client: asks for a range of an object.
+    ObjRead = 0x32,
+    /// Client: asks for a whole object of at most a stated size.
+    ObjGet = 0x33,
+    /// Client: asks for the size of an object.
+    ObjStat = 0x34,
+    /// Server: the size of the object asked for (then its bytes, if asked).
+    ObjSize = 0x35,
+    /// Client: asks for the objects whose names start with a prefix.
+    ObjList = 0x36,
+    /// Server: one page of a listing.
+    ObjNames = 0x37,
+    /// Client: asks to delete an object.
+    ObjDelete = 0x38,
+    /// Server: the commit or delete is done.
+    ObjDone = 0x39,
+    /// Client: asks how the server hosts its store.
+    ObjInfo = 0x3A,
+    /// Server: how it hosts its store.
+    ObjHosting = 0x3B,
     /// Client: the session is over.
     Bye = 0x7E,
     /// Either side: something went wrong (typed).
@@ -109,6 +135,18 @@ impl FrameType {
             0x21 => FrameType::Symlink,
             0x22 => FrameType::Link,
             0x23 => FrameType::Made,
+            0x30 => FrameType::ObjCreate,
+            0x31 => FrameType::ObjCommit,
+            0x32 => FrameType::ObjRead,
+            0x33 => FrameType::ObjGet,
+            0x34 => FrameType::ObjStat,
+            0x35 => FrameType::ObjSize,
+            0x36 => FrameType::ObjList,
+            0x37 => FrameType::ObjNames,
+            0x38 => FrameType::ObjDelete,
+            0x39 => FrameType::ObjDone,
+            0x3A => FrameType::ObjInfo,
+            0x3B => FrameType::ObjHosting,
             0x7E => FrameType::Bye,
             0x7F => FrameType::Error,
             _ => return None,
@@ -120,6 +158,7 @@ impl FrameType {
         match self {
             FrameType::Data => MAX_DATA_PAYLOAD + DATA_PREFIX_LEN as u32,
             FrameType::Symlink | FrameType::Link => MAX_LINK_PAYLOAD,
+            FrameType::ObjNames => MAX_NAMES_PAYLOAD,
             _ => MAX_CONTROL_PAYLOAD,
         }
     }
@@ -156,6 +195,12 @@ pub enum ErrorCode {
     Busy,
     /// Bytes for a file that was already committed (verified and renamed).
     AlreadyCommitted,
+    /// A create-only write of an object whose name is taken.
+    ObjectExists,
+    /// No object of that name.
+    NoSuchObject,
+    /// The server hosts its store append-only: no delete, no overwrite.
+    AppendOnly,
     /// A code this version does not know.
     Other(u16),
 }
@@ -178,6 +223,9 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => 12,
             ErrorCode::Busy => 13,
             ErrorCode::AlreadyCommitted => 14,
+            ErrorCode::ObjectExists => 15,
+            ErrorCode::NoSuchObject => 16,
+            ErrorCode::AppendOnly => 17,
             ErrorCode::Other(code) => code,
         }
     }
@@ -199,6 +247,9 @@ impl ErrorCode {
             12 => ErrorCode::ShuttingDown,
             13 => ErrorCode::Busy,
             14 => ErrorCode::AlreadyCommitted,
+            15 => ErrorCode::ObjectExists,
+            16 => ErrorCode::NoSuchObject,
+            17 => ErrorCode::AppendOnly,
             other => ErrorCode::Other(other),
         }
     }
@@ -221,6 +272,9 @@ impl fmt::Display for ErrorCode {
             ErrorCode::ShuttingDown => "server shutting down",
             ErrorCode::Busy => "server busy",
             ErrorCode::AlreadyCommitted => "file already committed",
+            ErrorCode::ObjectExists => "object exists",
+            ErrorCode::NoSuchObject => "no such object",
+            ErrorCode::AppendOnly => "refused: the store is served append-only",
             ErrorCode::Other(code) => return write!(f, "error code {code}"),
         };
         f.write_str(text)
@@ -396,6 +450,97 @@ pub enum Frame<'a> {
         /// The id of the entry.
         entry_id: u32,
     },
+    /// See [`FrameType::ObjCreate`]; its bytes follow as `Data` frames
+    /// (request id as file id, in order from offset 0).
+    ObjCreate {
+        /// Chosen by the client; the answers name it.
+        req: u32,
+        /// The object name (UTF-8, checked by the server's store).
+        name: &'a str,
+    },
+    /// See [`FrameType::ObjCommit`].
+    ObjCommit {
+        /// The request of the `ObjCreate`.
+        req: u32,
+        /// Bytes of the whole object.
+        size: u64,
+    },
+    /// See [`FrameType::ObjRead`]; answered by `ObjSize`, then, when the
+    /// range is inside the object, `length` bytes in `Data` frames.
+    ObjRead {
+        /// Chosen by the client.
+        req: u32,
+        /// Start of the range.
+        offset: u64,
+        /// Its length.
+        length: u64,
+        /// The object.
+        name: &'a str,
+    },
+    /// See [`FrameType::ObjGet`]; answered by `ObjSize`, then, when the
+    /// size is at most `limit`, the whole object in `Data` frames.
+    ObjGet {
+        /// Chosen by the client.
+        req: u32,
+        /// The most bytes the client takes.
+        limit: u64,
+        /// The object.
+        name: &'a str,
+    },
+    /// See [`FrameType::ObjStat`].
+    ObjStat {
+        /// Chosen by the client.
+        req: u32,
+        /// The object.
+        name: &'a str,
+    },
+    /// See [`FrameType::ObjSize`].
+    ObjSize {
+        /// The request.
+        req: u32,
+        /// The object's size.
+        size: u64,
+    },
+    /// See [`FrameType::ObjList`]; answered by `ObjNames` pages.
+    ObjList {
+        /// Chosen by the client.
+        req: u32,
+        /// Names start with it (empty: every object).
+        prefix: &'a str,
+    },
+    /// See [`FrameType::ObjNames`].
+    ObjNames {
+        /// The request.
+        req: u32,
+        /// The last page of the listing.
+        last: bool,
+        /// `(size, name)` of each object on this page.
+        entries: Vec<(u64, &'a str)>,
+    },
+    /// See [`FrameType::ObjDelete`].
+    ObjDelete {
+        /// Chosen by the client.
+        req: u32,
+        /// The object.
+        name: &'a str,
+    },
+    /// See [`FrameType::ObjDone`].
+    ObjDone {
+        /// The request.
+        req: u32,
+    },
+    /// See [`FrameType::ObjInfo`].
+    ObjInfo {
+        /// Chosen by the client.
+        req: u32,
+    },
+    /// See [`FrameType::ObjHosting`].
+    ObjHosting {
+        /// The request.
+        req: u32,
+        /// The server refuses deletes and overwrites.
+        append_only: bool,
+    },
     /// See [`FrameType::Bye`].
     Bye,
     /// See [`FrameType::Error`].
@@ -554,6 +699,11 @@ impl<'a> Fields<'a> {
         }
         self.take(len)
     }
+    /// A name as [`Fields::name`] that must be UTF-8 (object names).
+    fn text(&mut self) -> Result<&'a str, FrameError> {
+        let kind = self.kind;
+        std::str::from_utf8(self.name()?).map_err(|_| FrameError::Malformed(kind))
+    }
     /// Fails unless everything was read.
     fn end(self) -> Result<(), FrameError> {
         if self.rest.is_empty() {
@@ -586,6 +736,18 @@ impl<'a> Frame<'a> {
             Frame::Symlink { .. } => FrameType::Symlink,
             Frame::Link { .. } => FrameType::Link,
             Frame::Made { .. } => FrameType::Made,
+            Frame::ObjCreate { .. } => FrameType::ObjCreate,
+            Frame::ObjCommit { .. } => FrameType::ObjCommit,
+            Frame::ObjRead { .. } => FrameType::ObjRead,
+            Frame::ObjGet { .. } => FrameType::ObjGet,
+            Frame::ObjStat { .. } => FrameType::ObjStat,
+            Frame::ObjSize { .. } => FrameType::ObjSize,
+            Frame::ObjList { .. } => FrameType::ObjList,
+            Frame::ObjNames { .. } => FrameType::ObjNames,
+            Frame::ObjDelete { .. } => FrameType::ObjDelete,
+            Frame::ObjDone { .. } => FrameType::ObjDone,
+            Frame::ObjInfo { .. } => FrameType::ObjInfo,
+            Frame::ObjHosting { .. } => FrameType::ObjHosting,
             Frame::Bye => FrameType::Bye,
             Frame::Error { .. } => FrameType::Error,
         }
@@ -736,6 +898,70 @@ impl<'a> Frame<'a> {
                 target: f.name()?,
             },
             FrameType::Made => Frame::Made { entry_id: f.u32()? },
+            FrameType::ObjCreate => Frame::ObjCreate {
+                req: f.u32()?,
+                name: f.text()?,
+            },
+            FrameType::ObjCommit => Frame::ObjCommit {
+                req: f.u32()?,
+                size: f.u64()?,
+            },
+            FrameType::ObjRead => Frame::ObjRead {
+                req: f.u32()?,
+                offset: f.u64()?,
+                length: f.u64()?,
+                name: f.text()?,
+            },
+            FrameType::ObjGet => Frame::ObjGet {
+                req: f.u32()?,
+                limit: f.u64()?,
+                name: f.text()?,
+            },
+            FrameType::ObjStat => Frame::ObjStat {
+                req: f.u32()?,
+                name: f.text()?,
+            },
+            FrameType::ObjSize => Frame::ObjSize {
+                req: f.u32()?,
+                size: f.u64()?,
+            },
+            FrameType::ObjList => Frame::ObjList {
+                req: f.u32()?,
+                prefix: f.text()?,
+            },
+            FrameType::ObjNames => {
+                let req = f.u32()?;
+                let last = match f.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(malformed),
+                };
+                let count = f.u16()?;
+                // Each entry takes at least 10 bytes: bound before allocating.
+                if usize::from(count) * 10 > f.rest.len() {
+                    return Err(malformed);
+                }
+                let mut entries = Vec::with_capacity(usize::from(count));
+                for _ in 0..count {
+                    let size = f.u64()?;
+                    entries.push((size, f.text()?));
+                }
+                Frame::ObjNames { req, last, entries }
+            }
+            FrameType::ObjDelete => Frame::ObjDelete {
+                req: f.u32()?,
+                name: f.text()?,
+            },
+            FrameType::ObjDone => Frame::ObjDone { req: f.u32()? },
+            FrameType::ObjInfo => Frame::ObjInfo { req: f.u32()? },
+            FrameType::ObjHosting => Frame::ObjHosting {
+                req: f.u32()?,
+                append_only: match f.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(malformed),
+                },
+            },
             FrameType::Bye => Frame::Bye,
             FrameType::Error => {
                 let code = ErrorCode::from_u16(f.u16()?);
@@ -873,6 +1099,50 @@ impl<'a> Frame<'a> {
                 out.extend_from_slice(&file_id.to_be_bytes());
             }
             Frame::Made { entry_id } => out.extend_from_slice(&entry_id.to_be_bytes()),
+            Frame::ObjCreate { req, name }
+            | Frame::ObjStat { req, name }
+            | Frame::ObjList { req, prefix: name }
+            | Frame::ObjDelete { req, name } => {
+                out.extend_from_slice(&req.to_be_bytes());
+                put_name(out, name.as_bytes());
+            }
+            Frame::ObjCommit { req, size } | Frame::ObjSize { req, size } => {
+                out.extend_from_slice(&req.to_be_bytes());
+                out.extend_from_slice(&size.to_be_bytes());
+            }
+            Frame::ObjRead {
+                req,
+                offset,
+                length,
+                name,
+            } => {
+                out.extend_from_slice(&req.to_be_bytes());
+                out.extend_from_slice(&offset.to_be_bytes());
+                out.extend_from_slice(&length.to_be_bytes());
+                put_name(out, name.as_bytes());
+            }
+            Frame::ObjGet { req, limit, name } => {
+                out.extend_from_slice(&req.to_be_bytes());
+                out.extend_from_slice(&limit.to_be_bytes());
+                put_name(out, name.as_bytes());
+            }
+            Frame::ObjNames { req, last, entries } => {
+                assert!(entries.len() <= usize::from(u16::MAX), "pages are capped");
+                out.extend_from_slice(&req.to_be_bytes());
+                out.push(u8::from(*last));
+                out.extend_from_slice(&(entries.len() as u16).to_be_bytes());
+                for (size, name) in entries {
+                    out.extend_from_slice(&size.to_be_bytes());
+                    put_name(out, name.as_bytes());
+                }
+            }
+            Frame::ObjDone { req } | Frame::ObjInfo { req } => {
+                out.extend_from_slice(&req.to_be_bytes());
+            }
+            Frame::ObjHosting { req, append_only } => {
+                out.extend_from_slice(&req.to_be_bytes());
+                out.push(u8::from(*append_only));
+            }
             Frame::Synced { file_id, held } => {
                 out.extend_from_slice(&file_id.to_be_bytes());
                 out.extend_from_slice(&held.to_be_bytes());
@@ -1068,6 +1338,49 @@ mod tests {
                 target: b"tree/a",
             },
             Frame::Made { entry_id: 8 },
+            Frame::ObjCreate {
+                req: 1,
+                name: "packs/ab/0123",
+            },
+            Frame::ObjCommit {
+                req: 1,
+                size: 1 << 33,
+            },
+            Frame::ObjRead {
+                req: 2,
+                offset: 7,
+                length: 1 << 20,
+                name: "packs/ab/0123",
+            },
+            Frame::ObjGet {
+                req: 3,
+                limit: 65_536,
+                name: "config",
+            },
+            Frame::ObjStat {
+                req: 4,
+                name: "manifests/cd/4567",
+            },
+            Frame::ObjSize { req: 4, size: 99 },
+            Frame::ObjList {
+                req: 5,
+                prefix: "packs/",
+            },
+            Frame::ObjNames {
+                req: 5,
+                last: true,
+                entries: vec![(10, "packs/ab/0123"), (0, "packs/cd/4567")],
+            },
+            Frame::ObjDelete {
+                req: 6,
+                name: "packs/ab/0123",
+            },
+            Frame::ObjDone { req: 6 },
+            Frame::ObjInfo { req: 7 },
+            Frame::ObjHosting {
+                req: 7,
+                append_only: true,
+            },
             Frame::Bye,
             Frame::Error {
                 code: ErrorCode::BadName,

@@ -44,6 +44,8 @@ pub mod frame;
 #[cfg(any(test, feature = "test-knobs"))]
 pub mod hooks;
 pub mod name;
+pub mod object_client;
+pub mod objects;
 pub mod ranges;
 pub mod receive;
 pub mod server;

@@ -100,6 +100,9 @@ pub struct ServeConfig {
     pub log: EventLog,
     /// Worker threads of the runtime (`None`: one per core).
     pub threads: Option<usize>,
+    /// A store server (`serve --store`): sessions get object frames only
+    /// (`objects`), and `destination` is never used.
+    pub objects: Option<Arc<dyn crate::objects::ObjectHost>>,
 }
 
 /// What a server did, returned when it stops.
@@ -141,6 +144,8 @@ struct Shared {
     open_files: Arc<Semaphore>,
     /// The size of `open_files`, for messages.
     max_open_files: usize,
+    /// The store a store server hosts.
+    objects: Option<Arc<dyn crate::objects::ObjectHost>>,
 }
 
 /// A bound server, ready to run.
@@ -190,6 +195,7 @@ impl Server {
             payloads: Arc::new(PayloadPool::new(POOLED_PAYLOADS)),
             open_files: Arc::new(Semaphore::new(config.max_open_files.max(1))),
             max_open_files: config.max_open_files.max(1),
+            objects: config.objects,
         });
         Ok(Server {
             runtime,
@@ -375,14 +381,14 @@ async fn futures_join(tasks: &mut [JoinHandle<()>]) {
 }
 
 /// Why a session ended badly: the code and text sent to the client.
-struct SessionError {
-    code: ErrorCode,
-    file_id: u32,
-    message: String,
+pub(crate) struct SessionError {
+    pub(crate) code: ErrorCode,
+    pub(crate) file_id: u32,
+    pub(crate) message: String,
 }
 
 impl SessionError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> SessionError {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> SessionError {
         SessionError {
             code,
             file_id: NO_FILE,
@@ -415,7 +421,7 @@ impl From<ReceiveError> for SessionError {
 /// The TLS stream of a session. The TCP stream is read through a buffer
 /// of [`READ_BUFFER`] bytes: rustls asks for a few KiB at a time, and one
 /// `recv` per ask cost more CPU than the decryption.
-type Tls = tokio_rustls::server::TlsStream<BufReader<TcpStream>>;
+pub(crate) type Tls = tokio_rustls::server::TlsStream<BufReader<TcpStream>>;
 
 /// Bytes read from a session's TCP stream at a time.
 const READ_BUFFER: usize = 256 * 1024;
@@ -468,6 +474,12 @@ async fn run_session(
         .await;
     session.release_all().await;
     match outcome {
+        Ok(()) if shared.objects.is_some() => {
+            (shared.log)(&format!(
+                "{peer}: {} object(s) created, {} bytes received",
+                session.committed, session.received
+            ));
+        }
         Ok(()) => {
             (shared.log)(&format!(
                 "{peer}: {} file(s), {} bytes received, {} directories and links made",
@@ -564,6 +576,18 @@ impl Session {
             }
         };
         write_frame(tls, &Frame::AuthOk).await?;
+        if let Some(host) = self.shared.objects.clone() {
+            let mut counts = crate::objects::ObjectCounts::default();
+            let outcome =
+                crate::objects::serve(tls, host, self.shared.idle, &mut hard_stop, &mut counts)
+                    .await;
+            self.committed = counts.created;
+            self.received = counts.received;
+            let c = &self.shared.counters;
+            c.files.fetch_add(counts.created, Ordering::Relaxed);
+            c.bytes.fetch_add(counts.received, Ordering::Relaxed);
+            return outcome;
+        }
         let mut frames = FrameReader::default();
         let (budget, pool) = (self.shared.buffers.clone(), self.shared.payloads.clone());
         let idle = self.shared.idle;

@@ -170,6 +170,94 @@ fn frames() -> Vec<(&'static str, Frame<'static>)> {
             },
         ),
         ("made", Frame::Made { entry_id: 6 }),
+        (
+            "obj-create",
+            Frame::ObjCreate {
+                req: 1,
+                name: "packs/ab/cd",
+            },
+        ),
+        (
+            "obj-data",
+            Frame::Data {
+                file_id: 1,
+                offset: 0,
+                bytes: b"hello",
+            },
+        ),
+        ("obj-commit", Frame::ObjCommit { req: 1, size: 5 }),
+        ("obj-done", Frame::ObjDone { req: 1 }),
+        (
+            "obj-read",
+            Frame::ObjRead {
+                req: 2,
+                offset: 1,
+                length: 3,
+                name: "packs/ab/cd",
+            },
+        ),
+        ("obj-size", Frame::ObjSize { req: 2, size: 5 }),
+        (
+            "obj-get",
+            Frame::ObjGet {
+                req: 3,
+                limit: 65_536,
+                name: "config",
+            },
+        ),
+        (
+            "obj-stat",
+            Frame::ObjStat {
+                req: 4,
+                name: "config",
+            },
+        ),
+        (
+            "obj-list",
+            Frame::ObjList {
+                req: 5,
+                prefix: "packs/",
+            },
+        ),
+        (
+            "obj-names",
+            Frame::ObjNames {
+                req: 5,
+                last: false,
+                entries: vec![(5, "packs/ab/cd")],
+            },
+        ),
+        (
+            "obj-names-last",
+            Frame::ObjNames {
+                req: 5,
+                last: true,
+                entries: vec![],
+            },
+        ),
+        (
+            "obj-delete",
+            Frame::ObjDelete {
+                req: 6,
+                name: "packs/ab/cd",
+            },
+        ),
+        ("obj-info", Frame::ObjInfo { req: 7 }),
+        (
+            "obj-hosting",
+            Frame::ObjHosting {
+                req: 7,
+                append_only: true,
+            },
+        ),
+        (
+            "error-append-only",
+            Frame::Error {
+                code: ErrorCode::AppendOnly,
+                file_id: 6,
+                message: "append-only".into(),
+            },
+        ),
         ("bye", Frame::Bye),
         (
             "error",

@@ -65,11 +65,10 @@ impl Served {
         if !extra.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
-        cmd.arg("--root")
-            .arg(root)
-            .arg("--token-file")
-            .arg(token)
-            .arg("--create-token");
+        if !extra.contains(&"--store") {
+            cmd.arg("--root").arg(root);
+        }
+        cmd.arg("--token-file").arg(token).arg("--create-token");
         for (flag, default) in [("--idle-timeout", "5"), ("--grace", "3")] {
             if !extra.contains(&flag) {
                 cmd.args([flag, default]);

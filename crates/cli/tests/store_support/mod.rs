@@ -44,10 +44,69 @@ pub enum Kind {
     Local,
     /// A bucket of its own on the test binary's SeaweedFS.
     S3,
+    /// A directory in the workspace served by a `serve --store` of its
+    /// own on 127.0.0.1 (`cst://`); the registry is a client cache.
+    Remote,
+}
+
+/// A `serve --store` for one test's store.
+pub struct StoreServer {
+    _running: Running,
+    addr: String,
+    fingerprint: String,
+    token: PathBuf,
+}
+
+impl StoreServer {
+    /// Starts `serve --store dir` with a new token beside it.
+    fn start(ws: &Workspace, dir: &Path) -> StoreServer {
+        use std::io::BufRead;
+        let token = ws.path("serve-token");
+        let mut cmd = cryptstream();
+        cmd.arg("serve")
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--idle-timeout",
+                "60",
+                "--grace",
+                "1",
+            ])
+            .arg("--store")
+            .arg(dir)
+            .arg("--token-file")
+            .arg(&token)
+            .arg("--create-token")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let mut running = Running::spawn(&mut cmd);
+        let stdout = running.child_mut().stdout.take().expect("stdout is piped");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let (mut addr, mut fingerprint) = (None, None);
+        while addr.is_none() || fingerprint.is_none() {
+            let line = lines
+                .next()
+                .expect("serve --store printed its address and fingerprint")
+                .unwrap();
+            if let Some(rest) = line.strip_prefix("listening on ") {
+                addr = Some(rest.to_owned());
+            } else if let Some(rest) = line.strip_prefix("fingerprint ") {
+                fingerprint = Some(rest.to_owned());
+            }
+        }
+        // Keep reading stdout so the server never blocks on it.
+        std::thread::spawn(move || lines.for_each(drop));
+        StoreServer {
+            _running: running,
+            addr: addr.unwrap(),
+            fingerprint: fingerprint.unwrap(),
+            token,
+        }
+    }
 }
 
 /// Generates, for each named test body `fn name(kind: Kind)`, one test per
-/// backend: `local::name` and `s3::name`.
+/// backend: `local::name`, `s3::name` and `remote::name`.
 #[macro_export]
 macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
@@ -56,6 +115,9 @@ macro_rules! on_every_backend {
         }
         mod s3 {
             $( #[test] fn $name() { super::$name($crate::store_support::Kind::S3) } )*
+        }
+        mod remote {
+            $( #[test] fn $name() { super::$name($crate::store_support::Kind::Remote) } )*
         }
     };
 }
@@ -67,6 +129,8 @@ pub struct StoreWs {
     pub kind: Kind,
     /// The bucket of an S3 store.
     bucket: String,
+    /// The server of a remote store.
+    server: Option<StoreServer>,
 }
 
 impl StoreWs {
@@ -88,16 +152,23 @@ impl StoreWs {
         if kind == Kind::S3 {
             seaweed::server().create_bucket(&bucket);
         }
-        let s = StoreWs { ws, kind, bucket };
+        let server = (kind == Kind::Remote).then(|| StoreServer::start(&ws, &ws.path("store")));
+        let s = StoreWs {
+            ws,
+            kind,
+            bucket,
+            server,
+        };
         let mut cmd = s.cmd("init");
         cmd.args(extra);
         run(&mut cmd).success();
         s
     }
 
-    /// The store directory of a local store.
+    /// The store directory of a local store, or the one a remote store's
+    /// server keeps.
     pub fn dir(&self) -> PathBuf {
-        assert_eq!(self.kind, Kind::Local, "an S3 store has no directory");
+        assert_ne!(self.kind, Kind::S3, "an S3 store has no directory");
         self.ws.path("store")
     }
 
@@ -106,6 +177,7 @@ impl StoreWs {
         match self.kind {
             Kind::Local => self.ws.path("store").into_os_string(),
             Kind::S3 => format!("s3://{}/store", self.bucket).into(),
+            Kind::Remote => format!("cst://{}", self.server.as_ref().unwrap().addr).into(),
         }
     }
 
@@ -122,14 +194,20 @@ impl StoreWs {
             }
         }
         cmd.env("CRYPTSTREAM_CACHE_DIR", self.cache());
+        if let Some(server) = &self.server {
+            cmd.arg("--token-file")
+                .arg(&server.token)
+                .arg("--server-fingerprint")
+                .arg(&server.fingerprint);
+        }
     }
 
     /// `cryptstream store --store LOCATION -k KEY -q SUB`.
     pub fn cmd(&self, sub: &str) -> Command {
         let mut cmd = cryptstream();
+        cmd.arg("store");
         self.env(&mut cmd);
         cmd.current_dir(self.ws.root())
-            .arg("store")
             .arg("--store")
             .arg(self.location())
             .arg("-k")
@@ -152,7 +230,7 @@ impl StoreWs {
     /// The packs and their sizes, by name.
     pub fn pack_objects(&self) -> Vec<(String, u64)> {
         let mut out: Vec<(String, u64)> = match self.kind {
-            Kind::Local => {
+            Kind::Local | Kind::Remote => {
                 let root = self.dir();
                 let mut files = Vec::new();
                 walk_files(&root.join("packs"), &mut files);
@@ -180,7 +258,7 @@ impl StoreWs {
     /// Flips one bit of byte `offset` of pack `name`, in place.
     pub fn flip_pack_byte(&self, name: &str, offset: usize) {
         match self.kind {
-            Kind::Local => {
+            Kind::Local | Kind::Remote => {
                 let pack = self.dir().join(name);
                 let mut perms = fs::metadata(&pack).unwrap().permissions();
                 std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
@@ -227,7 +305,7 @@ impl StoreWs {
     }
 }
 
-fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) {
+pub fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
@@ -451,7 +529,7 @@ impl StoreWs {
     /// `leases/`), sorted.
     pub fn objects(&self, prefix: &str) -> Vec<String> {
         let mut out: Vec<String> = match self.kind {
-            Kind::Local => {
+            Kind::Local | Kind::Remote => {
                 let root = self.dir();
                 let mut files = Vec::new();
                 walk_files(&root.join(prefix.trim_end_matches('/')), &mut files);
@@ -475,7 +553,7 @@ impl StoreWs {
     /// Replaces object `name` with `data` (or removes it with `None`).
     pub fn replace_object(&self, name: &str, data: Option<Vec<u8>>) {
         match self.kind {
-            Kind::Local => {
+            Kind::Local | Kind::Remote => {
                 let path = self.dir().join(name);
                 fs::remove_file(&path).unwrap();
                 if let Some(data) = data {
@@ -495,7 +573,7 @@ impl StoreWs {
     /// The bytes of object `name`.
     pub fn object(&self, name: &str) -> Vec<u8> {
         match self.kind {
-            Kind::Local => fs::read(self.dir().join(name)).unwrap(),
+            Kind::Local | Kind::Remote => fs::read(self.dir().join(name)).unwrap(),
             Kind::S3 => self.s3().get(name).unwrap().unwrap().to_vec(),
         }
     }

@@ -1,0 +1,585 @@
+//! A store on a `serve --store` server (`cst://127.0.0.1:PORT`): the real
+//! binary on both ends, on loopback. A round trip through the server
+//! equals the source; a wrong token or a changed certificate moves
+//! nothing; `--append-only` refuses deletes from clients (the local gc on
+//! the server's directory still works); the server's directory holds no
+//! name and no content of the tree.
+
+mod common;
+mod net_support;
+mod store_support;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use cryptstream_net::frame::{ErrorCode, Frame};
+use cryptstream_net::Token;
+use net_support::*;
+use store_support::*;
+
+/// A local store at `ws/store`, served with `extra` flags.
+struct Remote {
+    s: StoreWs,
+    served: Served,
+}
+
+impl Remote {
+    /// A store made locally in `ws/store`, then served.
+    fn start(extra: &[&str]) -> Remote {
+        Remote::serve(StoreWs::new(SMALL), extra)
+    }
+
+    fn serve(s: StoreWs, extra: &[&str]) -> Remote {
+        let dir = s.dir();
+        let mut args = vec!["--store", dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let served = Served::start_env(&s.ws.path("token"), &s.ws.path("unused"), &args, &[]);
+        Remote { s, served }
+    }
+
+    fn location(&self) -> String {
+        format!("cst://{}", self.served.addr)
+    }
+
+    /// `store --store cst://... --token-file T --server-fingerprint F SUB ARGS`.
+    fn cmd_with(
+        &self,
+        token: &Path,
+        fingerprint: &str,
+        sub: &str,
+        args: &[&dyn AsRef<std::ffi::OsStr>],
+    ) -> Command {
+        let mut cmd = cryptstream();
+        cmd.current_dir(self.s.ws.root())
+            .env("CRYPTSTREAM_CACHE_DIR", self.s.ws.path("client-cache"))
+            .arg("store")
+            .arg("--store")
+            .arg(self.location())
+            .arg("--token-file")
+            .arg(token)
+            .arg("--server-fingerprint")
+            .arg(fingerprint)
+            .arg("-k")
+            .arg(self.s.ws.key())
+            .arg("-q")
+            .arg(sub);
+        for arg in args {
+            cmd.arg(arg.as_ref());
+        }
+        cmd
+    }
+
+    /// As [`Remote::cmd_with`] with the server's token and fingerprint, and
+    /// a registry cache of its own (another machine).
+    fn cmd_on(&self, cache: &str, sub: &str) -> Command {
+        let mut cmd = self.cmd_with(&self.served.token, &self.served.fingerprint, sub, &[]);
+        cmd.env("CRYPTSTREAM_CACHE_DIR", self.s.ws.path(cache));
+        cmd
+    }
+
+    /// `store --store cst://... --token-file T --known-hosts K SUB` (trust on first use).
+    fn cmd_known_hosts(&self, known_hosts: &Path, sub: &str) -> Command {
+        let mut cmd = cryptstream();
+        cmd.current_dir(self.s.ws.root())
+            .env("CRYPTSTREAM_CACHE_DIR", self.s.ws.path("client-cache"))
+            .arg("store")
+            .arg("--store")
+            .arg(self.location())
+            .arg("--token-file")
+            .arg(&self.served.token)
+            .arg("--known-hosts")
+            .arg(known_hosts)
+            .arg("-k")
+            .arg(self.s.ws.key())
+            .arg("-q")
+            .arg(sub);
+        cmd
+    }
+
+    fn run(&self, sub: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Outcome {
+        run(&mut self.cmd_with(&self.served.token, &self.served.fingerprint, sub, args))
+    }
+}
+
+/// Byte-for-byte equal trees (`diff -r`).
+fn assert_same_tree(a: &Path, b: &Path) {
+    let out = Command::new("diff")
+        .arg("-r")
+        .arg(a)
+        .arg(b)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "trees differ: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// A small tree with recognisable names and contents.
+fn make_src(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    for (i, name) in [
+        "secret-plans.txt",
+        "sub/diary-of-zebra.md",
+        "sub/deeper/payroll.csv",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let path = root.join(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut data = format!("marker-content-{i}-").repeat(2000).into_bytes();
+        data.extend(random_bytes(300_000, i as u64));
+        fs::write(&path, &data).unwrap();
+        files.push((name.rsplit('/').next().unwrap().to_owned(), data));
+    }
+    files
+}
+
+#[test]
+fn a_tree_round_trips_through_a_store_server() {
+    // The server starts on an empty folder; the client makes the store.
+    let s = StoreWs::new(SMALL);
+    fs::rename(s.dir(), s.ws.path("made-locally")).unwrap();
+    let r = Remote::serve(s, &[]);
+    let mut init = r.cmd_with(&r.served.token, &r.served.fingerprint, "init", &[]);
+    init.args(SMALL);
+    run(&mut init).success();
+    assert!(r.s.dir().join("config").is_file());
+    let src = r.s.ws.path("src");
+    make_src(&src);
+    r.run("put", &[&src]).success();
+    r.run("verify", &[&"--read-data"]).success();
+    let dest = r.s.ws.path("out");
+    r.run("get", &[&"src", &dest]).success();
+    assert_same_tree(&src, &dest.join("src"));
+    // The server's directory is an ordinary local store holding the same
+    // (its own registry learns of the clients' puts by a reindex).
+    r.s.run("reindex", &[]).success();
+    let local = r.s.ws.path("local-out");
+    r.s.run("get", &[&"src", &local]).success();
+    assert_same_tree(&src, &local.join("src"));
+}
+
+#[test]
+fn a_wrong_token_or_another_certificate_moves_nothing() {
+    let r = Remote::start(&[]);
+    let src = r.s.ws.path("src");
+    make_src(&src);
+    let packs_before = r.s.pack_objects();
+    let wrong = r.s.ws.path("wrong-token");
+    Token::generate().write_new(&wrong).unwrap();
+    let out = run(&mut r.cmd_with(&wrong, &r.served.fingerprint, "put", &[&src]));
+    out.failure();
+    out.stderr_has("did not prove that it holds this token");
+    let other = "ab".repeat(32);
+    let out = run(&mut r.cmd_with(&r.served.token, &other, "put", &[&src]));
+    out.failure();
+    out.stderr_has("fingerprint");
+    assert_eq!(r.s.pack_objects(), packs_before, "nothing was stored");
+}
+
+#[test]
+fn a_server_met_first_is_recorded_and_a_changed_certificate_is_refused() {
+    let r = Remote::start(&[]);
+    let known = r.s.ws.path("known_hosts");
+    let out = run(&mut r.cmd_known_hosts(&known, "stat"));
+    out.success();
+    out.stderr_has("first contact with");
+    let recorded = fs::read_to_string(&known).unwrap();
+    assert_eq!(
+        recorded.trim(),
+        format!("{} {}", r.served.addr, r.served.fingerprint)
+    );
+    let again = run(&mut r.cmd_known_hosts(&known, "stat"));
+    again.success();
+    assert!(!again.stderr.contains("first contact"), "{}", again.stderr);
+    // Another certificate recorded for that address: refused, nothing sent.
+    fs::write(&known, format!("{} {}\n", r.served.addr, "cd".repeat(32))).unwrap();
+    let changed = run(&mut r.cmd_known_hosts(&known, "stat"));
+    changed.failure();
+    changed.stderr_has("certificate changed");
+}
+
+#[test]
+fn append_only_refuses_client_deletes_and_a_local_gc_works() {
+    let r = Remote::start(&["--append-only"]);
+    let src = r.s.ws.path("src");
+    make_src(&src);
+    r.run("put", &[&src]).success();
+    let packs = r.s.pack_objects();
+    let manifests = r.s.objects("manifests/");
+    let delete = r.run("delete", &[&"src/secret-plans.txt"]);
+    delete.failure();
+    delete.stderr_has("append-only");
+    assert_eq!(
+        delete.stderr.trim_end().lines().count(),
+        1,
+        "{}",
+        delete.stderr
+    );
+    let listed = r.run("list", &[]).success().stdout_text();
+    assert!(listed.contains("src/secret-plans.txt"), "{listed}");
+    let gc = r.run("gc", &[]);
+    gc.failure();
+    gc.stderr_has("append-only");
+    gc.stderr_has("where the store is");
+    assert_eq!(gc.stderr.trim_end().lines().count(), 1, "{}", gc.stderr);
+    assert_eq!(r.s.pack_objects(), packs, "nothing lost");
+    assert_eq!(r.s.objects("manifests/"), manifests, "nothing lost");
+    // A raw client sending a delete frame is refused too.
+    let token = Token::read(&r.served.token).unwrap();
+    let mut raw = RawClient::authenticated(&r.served, &token);
+    let (name, _) = &packs[0];
+    raw.write(&Frame::ObjDelete { req: 9, name });
+    match raw.read() {
+        Some(Frame::Error { code, file_id, .. }) => {
+            assert_eq!((code, file_id), (ErrorCode::AppendOnly, 9));
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(r.s.pack_objects(), packs, "nothing lost");
+    // Where the store is, with the key (after a reindex: the local
+    // registry did not see the client's put), delete and gc work.
+    r.s.run("reindex", &[]).success();
+    r.s.run("delete", &[&"src/secret-plans.txt"]).success();
+    r.s.run("gc", &[]).success();
+    r.s.run("verify", &[&"--read-data"]).success();
+}
+
+#[test]
+fn the_server_directory_holds_no_name_and_no_content_of_the_tree() {
+    let r = Remote::start(&[]);
+    let src = r.s.ws.path("src");
+    let files = make_src(&src);
+    r.run("put", &[&src]).success();
+    // Every byte the server wrote (its registry aside: it has none of its own).
+    let mut written = Vec::new();
+    let mut paths = Vec::new();
+    walk_files(&r.s.dir(), &mut paths);
+    for path in paths {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("registry.sqlite") {
+            continue;
+        }
+        written.extend(fs::read(&path).unwrap());
+        written.extend(name.into_bytes());
+    }
+    assert!(written.len() > 900_000, "the objects are there");
+    let contains = |needle: &[u8]| written.windows(needle.len()).any(|w| w == needle);
+    for (name, data) in &files {
+        assert!(!contains(name.as_bytes()), "{name} appears");
+        assert!(!contains(&data[..64]), "content of {name} appears");
+        assert!(
+            !contains(&data[data.len() - 64..]),
+            "content of {name} appears"
+        );
+    }
+    assert!(!contains(b"marker-content"));
+}
+
+#[test]
+fn a_raw_client_gets_refusals_for_bad_requests_and_nothing_outside_the_store() {
+    let r = Remote::start(&[]);
+    let token = Token::read(&r.served.token).unwrap();
+    let mut raw = RawClient::authenticated(&r.served, &token);
+    // A name that leaves the store, or names the local registry: refused, the session goes on.
+    for (req, name) in [(1, "../token"), (2, "registry.sqlite"), (3, "/etc/passwd")] {
+        raw.write(&Frame::ObjStat { req, name });
+        match raw.read() {
+            Some(Frame::Error { code, file_id, .. }) => {
+                assert_eq!((code, file_id), (ErrorCode::BadName, req), "{name}")
+            }
+            other => panic!("{name}: expected a refusal, got {other:?}"),
+        }
+    }
+    // A range past the end: the size, and no byte.
+    raw.write(&Frame::ObjRead {
+        req: 4,
+        offset: 1 << 40,
+        length: 1,
+        name: "config",
+    });
+    let Some(Frame::ObjSize { req: 4, size }) = raw.read() else {
+        panic!("expected the size first");
+    };
+    assert!(size > 0 && size < 1 << 20);
+    // A whole read over the limit: the size, and no byte.
+    raw.write(&Frame::ObjGet {
+        req: 5,
+        limit: 1,
+        name: "config",
+    });
+    assert!(matches!(raw.read(), Some(Frame::ObjSize { req: 5, .. })));
+    // A create of a name that exists is refused at its commit; nothing replaced.
+    let before = fs::read(r.s.dir().join("config")).unwrap();
+    raw.write(&Frame::ObjCreate {
+        req: 6,
+        name: "config",
+    });
+    raw.write(&Frame::Data {
+        file_id: 6,
+        offset: 0,
+        bytes: b"{}",
+    });
+    raw.write(&Frame::ObjCommit { req: 6, size: 2 });
+    match raw.read() {
+        Some(Frame::Error { code, file_id, .. }) => {
+            assert_eq!((code, file_id), (ErrorCode::ObjectExists, 6))
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(fs::read(r.s.dir().join("config")).unwrap(), before);
+    raw.write(&Frame::ObjDone { req: 7 });
+    assert!(matches!(
+        raw.expect_error(),
+        Frame::Error {
+            code: ErrorCode::Protocol,
+            ..
+        }
+    ));
+    // Bytes out of order end the session; the object never appears.
+    let mut raw = RawClient::authenticated(&r.served, &token);
+    raw.write(&Frame::ObjCreate {
+        req: 1,
+        name: "packs/00/new",
+    });
+    raw.write(&Frame::Data {
+        file_id: 1,
+        offset: 10,
+        bytes: b"x",
+    });
+    assert!(matches!(
+        raw.expect_error(),
+        Frame::Error {
+            code: ErrorCode::OutOfRange,
+            ..
+        }
+    ));
+    assert!(!r.s.dir().join("packs/00/new").exists());
+    // A file sent to a store server is refused.
+    let src = r.s.ws.path("plain.txt");
+    fs::write(&src, b"plain").unwrap();
+    let out = run(&mut r.served.send(&[&src]));
+    out.failure();
+    out.stderr_has("store --store cst://");
+    assert!(!r.s.dir().join("plain.txt").exists());
+}
+
+#[test]
+fn a_store_on_a_server_that_receives_files_is_refused_before_anything_is_written() {
+    let ws = Workspace::new();
+    let served = Served::start(ws.root(), &[]);
+    let mut cmd = cryptstream();
+    cmd.current_dir(ws.root())
+        .env("CRYPTSTREAM_CACHE_DIR", ws.path("cache"))
+        .arg("store")
+        .arg("--store")
+        .arg(format!("cst://{}", served.addr))
+        .arg("--token-file")
+        .arg(&served.token)
+        .arg("--server-fingerprint")
+        .arg(&served.fingerprint)
+        .arg("-k")
+        .arg(ws.key())
+        .arg("init");
+    let out = run(&mut cmd);
+    out.failure();
+    out.stderr_has("hosts no store");
+    assert!(crate::common::list_dir(&served.root).is_empty());
+}
+
+#[test]
+fn two_clients_put_at_once_and_a_third_sees_both() {
+    let r = Remote::start(&[]);
+    let (a, b) = (r.s.ws.path("a"), r.s.ws.path("b"));
+    for (dir, seed) in [(&a, 1u64), (&b, 2)] {
+        fs::create_dir_all(dir).unwrap();
+        for i in 0..4 {
+            write_random_file(&dir.join(format!("f{i}")), 3 << 20, seed * 10 + i, 0o644);
+        }
+    }
+    let mut first = r.cmd_on("cache-a", "put");
+    first.arg(&a);
+    let mut second = r.cmd_on("cache-b", "put");
+    second.arg(&b);
+    let (one, two) = (Running::spawn(&mut first), Running::spawn(&mut second));
+    one.finish(WAIT).success();
+    two.finish(WAIT).success();
+    let mut verify = r.cmd_on("cache-c", "verify");
+    verify.arg("--read-data");
+    run(&mut verify).success();
+    let out = r.s.ws.path("out");
+    for name in ["a", "b"] {
+        let mut get = r.cmd_on("cache-c", "get");
+        get.arg(name).arg(&out);
+        run(&mut get).success();
+    }
+    assert_same_tree(&a, &out.join("a"));
+    assert_same_tree(&b, &out.join("b"));
+}
+
+#[test]
+fn a_gc_never_overlaps_a_put_of_another_client() {
+    let r = Remote::start(&[]);
+    let (old, new) = (r.s.ws.path("old"), r.s.ws.path("new"));
+    for (dir, seed) in [(&old, 1u64), (&new, 2)] {
+        fs::create_dir_all(dir).unwrap();
+        for i in 0..6 {
+            write_random_file(&dir.join(format!("f{i}")), 400_000, seed * 10 + i, 0o644);
+        }
+    }
+    let mut put = r.cmd_on("cache-writer", "put");
+    put.arg(&old);
+    run(&mut put).success();
+    let old_packs = r.s.pack_objects();
+    // The other client deletes what it knows of; its gc comes later.
+    let mut delete = r.cmd_on("cache-other", "delete");
+    delete.arg("old");
+    run(&mut delete).success();
+    // The writer's put holds at a hook point, its lease taken.
+    let hold = r.s.ws.path("hold");
+    fs::write(&hold, b"held").unwrap();
+    let mut put = r.cmd_on("cache-writer", "put");
+    put.arg(&new)
+        .env("CRYPTSTREAM_DEBUG_STORE_HOLD_WHILE", &hold);
+    let mut put = PutRun::spawn(&mut put);
+    let reached = hold.with_extension("reached");
+    wait_for("the put reaches a hook point", || reached.exists());
+    let leases = r.s.objects("leases/");
+    assert!(
+        leases.iter().any(|l| l.starts_with("leases/put-")),
+        "{leases:?}"
+    );
+    // A gc of the other client sees the put's lease and gives up.
+    let gc = run(&mut r.cmd_on("cache-other", "gc"));
+    gc.success().stderr_has("skipped: a put is running");
+    assert!(!put.running.has_exited(), "the put ended before the gc");
+    assert_eq!(r.s.pack_objects(), old_packs, "the refused gc reclaimed");
+    assert!(
+        !r.s.objects("leases/")
+            .iter()
+            .any(|l| l.starts_with("leases/gc-")),
+        "the refused gc left its lease"
+    );
+    fs::remove_file(&hold).unwrap();
+    let (status, _, stderr) = put.finish();
+    assert!(status.success(), "{stderr}");
+    assert!(r.s.objects("leases/").is_empty(), "the put left its lease");
+    // Now the gc runs: it refreshes its registry from the server first,
+    // so the writer's new files survive it.
+    run(&mut r.cmd_on("cache-other", "gc")).success();
+    let mut verify = r.cmd_on("cache-other", "verify");
+    verify.arg("--read-data");
+    run(&mut verify).success();
+    let out = r.s.ws.path("out");
+    let mut get = r.cmd_on("cache-fresh", "get");
+    get.arg("new").arg(&out);
+    run(&mut get).success();
+    assert_same_tree(&new, &out.join("new"));
+}
+
+/// Object bytes the server logged as received in sessions that ended
+/// cleanly, in `log` (its stderr).
+fn received_in(log: &str) -> u64 {
+    log.lines()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once(" object(s) created, ")?;
+            rest.split_once(" bytes received")?.0.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+fn pack_bytes(s: &StoreWs) -> u64 {
+    s.pack_objects().iter().map(|(_, size)| size).sum()
+}
+
+#[test]
+fn a_put_killed_mid_way_sends_only_what_was_left_when_run_again() {
+    let r = Remote::start(&[]);
+    let src = r.s.ws.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..24 {
+        write_random_file(&src.join(format!("f{i:02}")), 1 << 20, 100 + i, 0o644);
+    }
+    let mut put = r.cmd_with(&r.served.token, &r.served.fingerprint, "put", &[&src]);
+    put.env("CRYPTSTREAM_DEBUG_STORE_DELAY_MS", "10")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut killed = Running::spawn(&mut put);
+    wait_for("packs on the server", || r.s.pack_objects().len() >= 6);
+    killed.signal(libc::SIGKILL);
+    killed.wait(WAIT);
+    // A commit the server had whole before the kill may still be landing.
+    let mut at_kill = pack_bytes(&r.s);
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let now = pack_bytes(&r.s);
+        if now == at_kill {
+            break;
+        }
+        at_kill = now;
+    }
+    let mark = r.served.log().len();
+    r.run("put", &[&src]).success();
+    let total = pack_bytes(&r.s);
+    let left = total - at_kill;
+    assert!(
+        at_kill > 0 && left > 0,
+        "killed mid-way: {at_kill} of {total}"
+    );
+    // The rerun's sessions end as it exits; wait until they logged what
+    // the new packs took at least, then a moment for the rest.
+    wait_for("the rerun's sessions end", || {
+        received_in(&r.served.log()[mark..]) >= left
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let sent = received_in(&r.served.log()[mark..]);
+    eprintln!("packs: {at_kill} bytes at the kill, {total} in all; the rerun sent {sent}");
+    // What was stored before the kill is not sent again: the rerun sends
+    // what was left, plus at most the pack in flight at the kill and the
+    // manifests.
+    assert!(
+        sent <= left + (2 << 20),
+        "the rerun sent {sent}, {left} were left"
+    );
+    r.run("verify", &[&"--read-data"]).success();
+}
+
+#[test]
+fn a_client_that_stops_reading_loses_its_session_after_the_idle_timeout() {
+    let r = Remote::start(&[]);
+    let token = Token::read(&r.served.token).unwrap();
+    let mut raw = RawClient::authenticated(&r.served, &token);
+    // A 32 MiB object, more than the socket buffers hold.
+    let block = vec![7u8; 256 * 1024];
+    raw.write(&Frame::ObjCreate {
+        req: 1,
+        name: "packs/ff/big",
+    });
+    for i in 0..128u64 {
+        raw.write(&Frame::Data {
+            file_id: 1,
+            offset: i * block.len() as u64,
+            bytes: &block,
+        });
+    }
+    raw.write(&Frame::ObjCommit {
+        req: 1,
+        size: 128 * block.len() as u64,
+    });
+    assert!(matches!(raw.read(), Some(Frame::ObjDone { req: 1 })));
+    // Ask for all of it, then read nothing: the server gives up within
+    // its idle timeout (5 s here) instead of holding the session.
+    raw.write(&Frame::ObjGet {
+        req: 2,
+        limit: u64::MAX,
+        name: "packs/ff/big",
+    });
+    wait_for("the server drops the session", || {
+        r.served.log().contains("the client read nothing for")
+    });
+}

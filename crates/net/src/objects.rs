@@ -1,0 +1,515 @@
+//! The object frames of a store server (`serve --store`, protocol version
+//! 4): after the usual authentication, a client creates, reads, lists and
+//! deletes the opaque objects of one store (`docs/PROTOCOL.md`, "Object
+//! sessions").
+//!
+//! The server never interprets an object: it keeps them where an
+//! [`ObjectHost`] says (the remote crate's store directory, which checks
+//! names with the store's rules and never follows a link). Everything a
+//! client sends is bounded as for files: one frame read at a time with a
+//! deadline, one object being written per session, a listing sent page by
+//! page as the directory walk finds names, reads in `Data` frames of at
+//! most 256 KiB read from disk one at a time.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::frame::{
+    EntryTime, ErrorCode, FileMeta, Frame, MAX_DATA_PAYLOAD, MAX_NAMES_PAYLOAD, MAX_NAME_LEN,
+};
+use crate::name::RelName;
+use crate::receive::{Destination, Incoming, ReceiveError};
+use crate::server::{SessionError, Tls};
+use crate::wire::{read_frame, WireError};
+
+/// The most bytes one object may have (a store's packs are at most 1 GiB
+/// plus their index; anything larger is refused as it arrives).
+pub const MAX_OBJECT_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+/// Why the host refused or failed a request: the code and text the client
+/// gets for that request (the session goes on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostError {
+    /// The code sent.
+    pub code: ErrorCode,
+    /// For people; names the object, never a path outside the store.
+    pub message: String,
+}
+
+impl HostError {
+    /// An error of `code` saying `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> HostError {
+        HostError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// An object being written: visible under its name only after `commit`,
+/// and only if the name is free; dropping it leaves nothing.
+pub trait HostedWriter: Send {
+    /// Appends bytes.
+    ///
+    /// # Errors
+    /// A storage failure.
+    fn write(&mut self, bytes: &[u8]) -> Result<(), HostError>;
+    /// Makes the object durable and visible.
+    ///
+    /// # Errors
+    /// [`ErrorCode::ObjectExists`] when the name is taken, or a storage
+    /// failure.
+    fn commit(self: Box<Self>) -> Result<(), HostError>;
+}
+
+/// Where a store server keeps its objects. Every call is blocking; the
+/// server runs them on blocking threads.
+pub trait ObjectHost: Send + Sync {
+    /// Whether deletes are refused ([`ErrorCode::AppendOnly`]).
+    fn append_only(&self) -> bool;
+    /// Starts a create-only write of `name`.
+    ///
+    /// # Errors
+    /// A bad name ([`ErrorCode::BadName`]), a taken one
+    /// ([`ErrorCode::ObjectExists`]), a storage failure.
+    fn create(&self, name: &str) -> Result<Box<dyn HostedWriter>, HostError>;
+    /// Opens `name` for reading.
+    ///
+    /// # Errors
+    /// [`ErrorCode::NoSuchObject`], a bad name, a storage failure.
+    fn open(&self, name: &str) -> Result<File, HostError>;
+    /// Calls `each(size, name)` for every object whose name starts with
+    /// `prefix` (empty, or ending in `/`), until it returns `false`.
+    ///
+    /// # Errors
+    /// A bad prefix or a storage failure.
+    fn list(
+        &self,
+        prefix: &str,
+        each: &mut dyn FnMut(u64, String) -> bool,
+    ) -> Result<(), HostError>;
+    /// Deletes `name` (a missing one is not an error).
+    ///
+    /// # Errors
+    /// A bad name or a storage failure.
+    fn delete(&self, name: &str) -> Result<(), HostError>;
+}
+
+/// What one object session did, for the server's log and totals.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ObjectCounts {
+    /// Objects committed.
+    pub(crate) created: u64,
+    /// Object bytes received.
+    pub(crate) received: u64,
+    /// Object bytes sent.
+    pub(crate) sent: u64,
+}
+
+/// The object being written on a session: its request, and its writer or
+/// why it could not be made (answered at its commit).
+struct Writing {
+    req: u32,
+    writer: Result<Box<dyn HostedWriter>, HostError>,
+    written: u64,
+}
+
+/// A session error for request `req`.
+fn failed(code: ErrorCode, req: u32, message: impl Into<String>) -> SessionError {
+    SessionError {
+        code,
+        file_id: req,
+        message: message.into(),
+    }
+}
+
+/// Runs `f` on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, SessionError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| SessionError::new(ErrorCode::Storage, format!("storage thread failed: {e}")))
+}
+
+/// Serves object requests on an authenticated session until `Bye`, a clean
+/// close, or an error that ends the session.
+pub(crate) async fn serve(
+    tls: &mut Tls,
+    host: Arc<dyn ObjectHost>,
+    idle: Duration,
+    hard_stop: &mut watch::Receiver<bool>,
+    counts: &mut ObjectCounts,
+) -> Result<(), SessionError> {
+    let mut writing: Option<Writing> = None;
+    loop {
+        let raw = tokio::select! {
+            frame = read_frame(tls, idle) => frame,
+            _ = hard_stop.changed() => {
+                return Err(SessionError::new(ErrorCode::ShuttingDown, "the server is stopping; try again"));
+            }
+        };
+        let raw = match raw {
+            Ok(raw) => raw,
+            Err(WireError::Closed) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let frame = raw.parse().map_err(WireError::from)?;
+        match frame {
+            Frame::ObjCreate { req, name } => {
+                if writing.is_some() {
+                    return Err(failed(
+                        ErrorCode::Protocol,
+                        req,
+                        "an object is already being written on this connection",
+                    ));
+                }
+                let host = host.clone();
+                let name = name.to_owned();
+                let writer = blocking(move || host.create(&name)).await?;
+                writing = Some(Writing {
+                    req,
+                    writer,
+                    written: 0,
+                });
+            }
+            Frame::Data {
+                file_id,
+                offset,
+                bytes,
+            } => {
+                let Some(current) = writing.as_mut().filter(|w| w.req == file_id) else {
+                    return Err(failed(
+                        ErrorCode::UnknownFile,
+                        file_id,
+                        format!("request {file_id} is not an object being written"),
+                    ));
+                };
+                let len = bytes.len() as u64;
+                if offset != current.written {
+                    return Err(failed(
+                        ErrorCode::OutOfRange,
+                        file_id,
+                        format!("bytes at {offset}, expected them at {}", current.written),
+                    ));
+                }
+                if current.written + len > MAX_OBJECT_BYTES {
+                    return Err(failed(
+                        ErrorCode::OutOfRange,
+                        file_id,
+                        format!("an object may have at most {MAX_OBJECT_BYTES} bytes"),
+                    ));
+                }
+                current.written += len;
+                counts.received += len;
+                if current.writer.is_ok() {
+                    let mut writer = std::mem::replace(
+                        &mut current.writer,
+                        Err(HostError::new(ErrorCode::Storage, "writer in use")),
+                    )
+                    .expect("checked above");
+                    let payload = raw.payload;
+                    let (writer, result) = blocking(move || {
+                        let result = writer.write(&payload[crate::frame::DATA_PREFIX_LEN..]);
+                        (writer, result)
+                    })
+                    .await?;
+                    current.writer = result.map(|()| writer);
+                }
+            }
+            Frame::ObjCommit { req, size } => {
+                let Some(current) = writing.take().filter(|w| w.req == req) else {
+                    return Err(failed(
+                        ErrorCode::UnknownFile,
+                        req,
+                        format!("request {req} is not an object being written"),
+                    ));
+                };
+                let answer = match current.writer {
+                    Err(e) => Err(e),
+                    Ok(_) if current.written != size => Err(HostError::new(
+                        ErrorCode::Incomplete,
+                        format!("{} bytes received, {size} announced", current.written),
+                    )),
+                    Ok(writer) => blocking(move || writer.commit()).await?,
+                };
+                if answer.is_ok() {
+                    counts.created += 1;
+                }
+                answer_done(tls, idle, req, answer).await?;
+            }
+            Frame::ObjStat { req, name } => {
+                let host = host.clone();
+                let name = name.to_owned();
+                match blocking(move || open_sized(&*host, &name)).await? {
+                    Ok((_, size)) => write_frame(tls, &Frame::ObjSize { req, size }, idle).await?,
+                    Err(e) => refuse(tls, idle, req, e).await?,
+                }
+            }
+            Frame::ObjGet { req, limit, name } => {
+                let host = host.clone();
+                let name = name.to_owned();
+                match blocking(move || open_sized(&*host, &name)).await? {
+                    Ok((file, size)) => {
+                        write_frame(tls, &Frame::ObjSize { req, size }, idle).await?;
+                        if size <= limit {
+                            send_range(tls, idle, req, file, 0, size).await?;
+                            counts.sent += size;
+                        }
+                    }
+                    Err(e) => refuse(tls, idle, req, e).await?,
+                }
+            }
+            Frame::ObjRead {
+                req,
+                offset,
+                length,
+                name,
+            } => {
+                let host = host.clone();
+                let name = name.to_owned();
+                match blocking(move || open_sized(&*host, &name)).await? {
+                    Ok((file, size)) => {
+                        write_frame(tls, &Frame::ObjSize { req, size }, idle).await?;
+                        if offset.checked_add(length).is_some_and(|end| end <= size) {
+                            send_range(tls, idle, req, file, offset, length).await?;
+                            counts.sent += length;
+                        }
+                    }
+                    Err(e) => refuse(tls, idle, req, e).await?,
+                }
+            }
+            Frame::ObjList { req, prefix } => {
+                send_listing(tls, idle, req, host.clone(), prefix.to_owned()).await?;
+            }
+            Frame::ObjDelete { req, name } => {
+                let answer = if host.append_only() {
+                    Err(HostError::new(
+                        ErrorCode::AppendOnly,
+                        format!(
+                            "{name}: this server keeps its store append-only; it deletes nothing"
+                        ),
+                    ))
+                } else {
+                    let host = host.clone();
+                    let name = name.to_owned();
+                    blocking(move || host.delete(&name)).await?
+                };
+                answer_done(tls, idle, req, answer).await?;
+            }
+            Frame::ObjInfo { req } => {
+                let append_only = host.append_only();
+                write_frame(tls, &Frame::ObjHosting { req, append_only }, idle).await?;
+            }
+            Frame::Bye => return Ok(()),
+            other => {
+                return Err(SessionError::new(
+                    ErrorCode::Protocol,
+                    format!(
+                        "this server hosts a store (serve --store), it receives no files: \
+                         a {:?} frame is not an object request; use `cryptstream store --store cst://HOST:PORT`",
+                        other.kind()
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+/// Writes one frame within `idle`: a client that stops reading (a large
+/// read asked for, then never taken) loses its session instead of holding
+/// it.
+async fn write_frame(tls: &mut Tls, frame: &Frame<'_>, idle: Duration) -> Result<(), SessionError> {
+    match tokio::time::timeout(idle, crate::wire::write_frame(tls, frame)).await {
+        Ok(written) => Ok(written?),
+        Err(_) => Err(SessionError::new(
+            ErrorCode::Timeout,
+            format!("the client read nothing for {idle:?}"),
+        )),
+    }
+}
+
+/// `ObjDone`, or the error, for request `req`.
+async fn answer_done(
+    tls: &mut Tls,
+    idle: Duration,
+    req: u32,
+    answer: Result<(), HostError>,
+) -> Result<(), SessionError> {
+    match answer {
+        Ok(()) => write_frame(tls, &Frame::ObjDone { req }, idle).await,
+        Err(e) => refuse(tls, idle, req, e).await,
+    }
+}
+
+/// An `Error` frame for request `req`; the session goes on.
+async fn refuse(tls: &mut Tls, idle: Duration, req: u32, e: HostError) -> Result<(), SessionError> {
+    let frame = Frame::Error {
+        code: e.code,
+        file_id: req,
+        message: e.message,
+    };
+    write_frame(tls, &frame, idle).await
+}
+
+/// Opens `name` and finds its size.
+fn open_sized(host: &dyn ObjectHost, name: &str) -> Result<(Arc<File>, u64), HostError> {
+    let file = host.open(name)?;
+    let size = file
+        .metadata()
+        .map_err(|e| HostError::new(ErrorCode::Storage, format!("{name}: {e}")))?
+        .len();
+    Ok((Arc::new(file), size))
+}
+
+/// Sends `length` bytes of `file` from `offset` as `Data` frames, reading
+/// one frame's worth at a time.
+async fn send_range(
+    tls: &mut Tls,
+    idle: Duration,
+    req: u32,
+    file: Arc<File>,
+    offset: u64,
+    length: u64,
+) -> Result<(), SessionError> {
+    let mut at = offset;
+    let end = offset + length;
+    while at < end {
+        let len = (end - at).min(u64::from(MAX_DATA_PAYLOAD)) as usize;
+        let file = file.clone();
+        let read = blocking(move || {
+            let mut buf = vec![0u8; len];
+            file.read_exact_at(&mut buf, at).map(|()| buf)
+        })
+        .await?;
+        let bytes = match read {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                // The client takes the error in place of the rest.
+                return refuse(
+                    tls,
+                    idle,
+                    req,
+                    HostError::new(ErrorCode::Storage, format!("read failed: {e}")),
+                )
+                .await;
+            }
+        };
+        let frame = Frame::Data {
+            file_id: req,
+            offset: at,
+            bytes: &bytes,
+        };
+        write_frame(tls, &frame, idle).await?;
+        at += len as u64;
+    }
+    Ok(())
+}
+
+/// The bytes an entry takes in an `ObjNames` payload.
+fn entry_len(name: &str) -> usize {
+    8 + 2 + name.len()
+}
+
+/// Sends the listing of `prefix` as `ObjNames` pages while a blocking
+/// thread walks the store (at most two pages wait between them).
+async fn send_listing(
+    tls: &mut Tls,
+    idle: Duration,
+    req: u32,
+    host: Arc<dyn ObjectHost>,
+    prefix: String,
+) -> Result<(), SessionError> {
+    let (pages, mut received) = tokio::sync::mpsc::channel::<Vec<(u64, String)>>(2);
+    let walk = tokio::task::spawn_blocking(move || {
+        let mut page = Vec::new();
+        let mut bytes = 7;
+        let result = host.list(&prefix, &mut |size, name| {
+            if name.len() > MAX_NAME_LEN {
+                return true;
+            }
+            if bytes + entry_len(&name) > MAX_NAMES_PAYLOAD as usize
+                || page.len() == usize::from(u16::MAX)
+            {
+                if pages.blocking_send(std::mem::take(&mut page)).is_err() {
+                    return false;
+                }
+                bytes = 7;
+            }
+            bytes += entry_len(&name);
+            page.push((size, name));
+            true
+        });
+        if result.is_ok() && !page.is_empty() {
+            let _ = pages.blocking_send(page);
+        }
+        result
+    });
+    while let Some(page) = received.recv().await {
+        let entries = page
+            .iter()
+            .map(|(size, name)| (*size, name.as_str()))
+            .collect();
+        let frame = Frame::ObjNames {
+            req,
+            last: false,
+            entries,
+        };
+        write_frame(tls, &frame, idle).await?;
+    }
+    match walk.await {
+        Ok(Ok(())) => {
+            let last = Frame::ObjNames {
+                req,
+                last: true,
+                entries: Vec::new(),
+            };
+            write_frame(tls, &last, idle).await
+        }
+        Ok(Err(e)) => refuse(tls, idle, req, e).await,
+        Err(e) => Err(SessionError::new(
+            ErrorCode::Storage,
+            format!("listing thread failed: {e}"),
+        )),
+    }
+}
+
+/// The tree destination of a store server: it receives no files (a
+/// session of a store server only ever gets object frames).
+pub struct NoTree;
+
+fn no_tree() -> ReceiveError {
+    ReceiveError::new(
+        ErrorCode::Protocol,
+        "",
+        "this server hosts a store, not a folder: send files to a server started without --store",
+    )
+}
+
+impl Destination for NoTree {
+    fn open(&self, _: &RelName, _: &FileMeta) -> Result<Arc<dyn Incoming>, ReceiveError> {
+        Err(no_tree())
+    }
+    fn check(
+        &self,
+        _: &RelName,
+        _: &FileMeta,
+        _: crate::frame::Compare,
+    ) -> Result<bool, ReceiveError> {
+        Err(no_tree())
+    }
+    fn make_dir(&self, _: &RelName, _: u32, _: EntryTime) -> Result<(), ReceiveError> {
+        Err(no_tree())
+    }
+    fn make_symlink(&self, _: &RelName, _: &[u8], _: EntryTime) -> Result<(), ReceiveError> {
+        Err(no_tree())
+    }
+    fn make_hard_link(&self, _: &RelName, _: &RelName) -> Result<(), ReceiveError> {
+        Err(no_tree())
+    }
+    fn checkpoint_all(&self) {}
+}

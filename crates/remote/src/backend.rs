@@ -1,0 +1,351 @@
+//! [`RemoteBackend`]: the store's `Backend` over a store server's object
+//! frames.
+
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
+
+use cryptstream_net::object_client::{ObjectClient, ObjectConnection, ObjectError};
+use cryptstream_net::objects::MAX_OBJECT_BYTES;
+use cryptstream_net::ErrorCode;
+use cryptstream_store::{Backend, BackendError, ObjectMeta, ObjectWriter};
+
+use crate::RemoteLocation;
+
+/// Bytes a writer gathers before it sends them (one `Data` frame).
+const SEND_BLOCK: usize = 256 * 1024;
+
+/// What the backend and its writers share.
+struct Inner {
+    runtime: tokio::runtime::Runtime,
+    client: ObjectClient,
+    location: RemoteLocation,
+    /// Idle authenticated connections.
+    idle: Mutex<Vec<ObjectConnection>>,
+    connections: usize,
+}
+
+/// A store's objects on a `serve --store` server. Each request in flight
+/// takes an idle connection or makes one; at most `connections` are kept.
+/// Clones share the connections.
+#[derive(Clone)]
+pub struct RemoteBackend {
+    inner: Arc<Inner>,
+}
+
+impl RemoteBackend {
+    /// A backend for `location` through `client`, with up to
+    /// `connections` requests in flight worth keeping connections for.
+    ///
+    /// # Errors
+    /// The runtime cannot be made.
+    pub fn new(
+        location: RemoteLocation,
+        client: ObjectClient,
+        connections: usize,
+    ) -> io::Result<RemoteBackend> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .worker_threads(2)
+            .thread_name("cryptstream-remote")
+            .build()?;
+        Ok(RemoteBackend {
+            inner: Arc::new(Inner {
+                runtime,
+                client,
+                location,
+                idle: Mutex::new(Vec::new()),
+                connections: connections.max(1),
+            }),
+        })
+    }
+
+    /// Whether the server keeps the store append-only (deletes refused).
+    ///
+    /// # Errors
+    /// The server cannot be reached, or hosts no store.
+    pub fn append_only(&self) -> Result<bool, BackendError> {
+        let inner = &self.inner;
+        let mut conn = inner.take("")?;
+        let result = inner.runtime.block_on(conn.append_only());
+        inner.give(conn, &result);
+        result.map_err(|e| BackendError::Io {
+            name: "config".into(),
+            source: io::Error::other(format!(
+                "{}: the server hosts no store (is it `serve --store DIR`?): {e}",
+                inner.location
+            )),
+        })
+    }
+
+    /// The fingerprint this backend recorded in the known-hosts file on
+    /// first contact, if it did.
+    pub fn first_contact(&self) -> Option<cryptstream_net::Fingerprint> {
+        self.inner.client.first_contact()
+    }
+}
+
+impl Inner {
+    /// An idle connection, or a new one.
+    fn take(&self, name: &str) -> Result<ObjectConnection, BackendError> {
+        if let Some(conn) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(conn);
+        }
+        self.runtime
+            .block_on(self.client.connect())
+            .map_err(|e| self.error(name, ObjectError::Connect(e)))
+    }
+
+    /// Keeps `conn` for the next request unless it broke.
+    fn give<T>(&self, conn: ObjectConnection, result: &Result<T, ObjectError>) {
+        if matches!(
+            result,
+            Err(ObjectError::Broken(_) | ObjectError::Connect(_))
+        ) {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.connections {
+            idle.push(conn);
+        }
+    }
+
+    /// The store's error for a failed request about `name`.
+    fn error(&self, name: &str, e: ObjectError) -> BackendError {
+        let other = |text: String| BackendError::Io {
+            name: name.to_owned(),
+            source: io::Error::other(text),
+        };
+        match e {
+            ObjectError::Refused { code, message } => match code {
+                ErrorCode::NoSuchObject => BackendError::NotFound(name.to_owned()),
+                ErrorCode::ObjectExists => BackendError::AlreadyExists(name.to_owned()),
+                ErrorCode::BadName => BackendError::InvalidName(name.to_owned()),
+                ErrorCode::AppendOnly => other(format!(
+                    "{}: the server keeps this store append-only and deletes nothing; \
+                     run forget and gc where the store is (store --store DIR on the server), with the key",
+                    self.location
+                )),
+                _ => other(format!("{}: {code}: {message}", self.location)),
+            },
+            ObjectError::Broken(reason) => other(format!("{}: {reason}", self.location)),
+            ObjectError::Connect(e) => other(e.to_string()),
+        }
+    }
+}
+
+impl Drop for Inner {
+    /// Ends every idle session politely (`Bye`, TLS close), a second at most.
+    fn drop(&mut self) {
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        if idle.is_empty() {
+            return;
+        }
+        let byes = async move {
+            for conn in idle {
+                conn.bye().await;
+            }
+        };
+        let _ = self.runtime.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(1), byes).await
+        });
+    }
+}
+
+/// A failed listing: the server, or the caller's own error.
+enum ListError {
+    Object(ObjectError),
+    Each(BackendError),
+}
+
+impl From<ObjectError> for ListError {
+    fn from(e: ObjectError) -> ListError {
+        ListError::Object(e)
+    }
+}
+
+impl Backend for RemoteBackend {
+    fn describe(&self) -> String {
+        self.inner.location.to_string()
+    }
+
+    fn create(&self, name: &str) -> Result<Box<dyn ObjectWriter>, BackendError> {
+        cryptstream_store::check_object_name(name)?;
+        let inner = &self.inner;
+        let mut conn = inner.take(name)?;
+        let req = inner
+            .runtime
+            .block_on(conn.create(name))
+            .map_err(|e| inner.error(name, e))?;
+        Ok(Box::new(RemoteWriter {
+            inner: self.inner.clone(),
+            name: name.to_owned(),
+            conn: Some(conn),
+            req,
+            buffer: Vec::with_capacity(SEND_BLOCK),
+            sent: 0,
+        }))
+    }
+
+    fn get(&self, name: &str, limit: u64) -> Result<Vec<u8>, BackendError> {
+        let inner = &self.inner;
+        let mut conn = inner.take(name)?;
+        let result = inner.runtime.block_on(conn.get(name, limit));
+        inner.give(conn, &result);
+        match result.map_err(|e| inner.error(name, e))? {
+            Ok(data) => Ok(data),
+            Err(size) => Err(BackendError::TooLarge {
+                name: name.to_owned(),
+                size,
+                limit,
+            }),
+        }
+    }
+
+    fn get_range(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<(), BackendError> {
+        let inner = &self.inner;
+        let mut conn = inner.take(name)?;
+        let result = inner.runtime.block_on(conn.read(name, offset, buf));
+        inner.give(conn, &result);
+        let size = result.map_err(|e| inner.error(name, e))?;
+        let len = buf.len() as u64;
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(BackendError::ShortObject {
+                name: name.to_owned(),
+                offset,
+                len,
+                size,
+            });
+        }
+        Ok(())
+    }
+
+    fn read_streams(&self) -> usize {
+        self.inner.connections
+    }
+
+    fn size(&self, name: &str) -> Result<Option<u64>, BackendError> {
+        let inner = &self.inner;
+        let mut conn = inner.take(name)?;
+        let result = inner.runtime.block_on(conn.size(name));
+        inner.give(conn, &result);
+        result.map_err(|e| inner.error(name, e))
+    }
+
+    fn list(
+        &self,
+        prefix: &str,
+        each: &mut dyn FnMut(ObjectMeta) -> Result<(), BackendError>,
+    ) -> Result<(), BackendError> {
+        let inner = &self.inner;
+        let mut conn = inner.take(prefix)?;
+        let result = inner.runtime.block_on(conn.list(prefix, &mut |size, name| {
+            each(ObjectMeta {
+                name: name.to_owned(),
+                size,
+            })
+            .map_err(ListError::Each)
+        }));
+        match result {
+            Ok(()) => {
+                inner.give(conn, &Ok::<(), ObjectError>(()));
+                Ok(())
+            }
+            // The rest of the listing is still on its way: drop the connection.
+            Err(ListError::Each(e)) => Err(e),
+            Err(ListError::Object(e)) => {
+                // A refusal leaves the connection usable; a broken one is dropped.
+                if let ObjectError::Refused { .. } = e {
+                    inner.give(conn, &Ok::<(), ObjectError>(()));
+                }
+                Err(inner.error(prefix, e))
+            }
+        }
+    }
+
+    fn delete(&self, name: &str) -> Result<(), BackendError> {
+        let inner = &self.inner;
+        let mut conn = inner.take(name)?;
+        let result = inner.runtime.block_on(conn.delete(name));
+        inner.give(conn, &result);
+        result.map_err(|e| inner.error(name, e))
+    }
+}
+
+/// An object being written: its bytes go out in blocks as they come; the
+/// server makes it visible only at the commit, and only if the name is
+/// free. Dropped without a commit, its connection is closed and the
+/// server keeps nothing.
+struct RemoteWriter {
+    inner: Arc<Inner>,
+    name: String,
+    conn: Option<ObjectConnection>,
+    req: u32,
+    buffer: Vec<u8>,
+    sent: u64,
+}
+
+impl RemoteWriter {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the connection failed earlier"))?;
+        let result = self
+            .inner
+            .runtime
+            .block_on(conn.put_bytes(self.req, self.sent, &self.buffer));
+        if let Err(e) = result {
+            self.conn = None;
+            return Err(io::Error::other(format!("{}: {e}", self.inner.location)));
+        }
+        self.sent += self.buffer.len() as u64;
+        self.buffer.clear();
+        Ok(())
+    }
+}
+
+impl Write for RemoteWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.written() + buf.len() as u64 > MAX_OBJECT_BYTES {
+            return Err(io::Error::other(format!(
+                "an object may have at most {MAX_OBJECT_BYTES} bytes"
+            )));
+        }
+        let room = SEND_BLOCK - self.buffer.len();
+        let n = buf.len().min(room);
+        self.buffer.extend_from_slice(&buf[..n]);
+        if self.buffer.len() == SEND_BLOCK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ObjectWriter for RemoteWriter {
+    fn written(&self) -> u64 {
+        self.sent + self.buffer.len() as u64
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<(), BackendError> {
+        let name = self.name.clone();
+        self.send().map_err(|source| BackendError::Io {
+            name: name.clone(),
+            source,
+        })?;
+        let mut conn = self.conn.take().ok_or_else(|| BackendError::Io {
+            name: name.clone(),
+            source: io::Error::other("the connection failed earlier"),
+        })?;
+        let inner = &self.inner;
+        let result = inner.runtime.block_on(conn.commit(self.req, self.sent));
+        inner.give(conn, &result);
+        result.map_err(|e| inner.error(&name, e))
+    }
+}
