@@ -212,7 +212,7 @@ fn append_only_refuses_client_deletes_and_a_local_gc_works() {
     r.run("put", &[&src]).success();
     let packs = r.s.pack_objects();
     let manifests = r.s.objects("manifests/");
-    let delete = r.run("delete", &[&"src/secret-plans.txt"]);
+    let delete = r.run("forget", &[&"--keep-last", &"0"]);
     delete.failure();
     delete.stderr_has("append-only");
     assert_eq!(
@@ -243,10 +243,17 @@ fn append_only_refuses_client_deletes_and_a_local_gc_works() {
     }
     assert_eq!(r.s.pack_objects(), packs, "nothing lost");
     // Where the store is, with the key (after a reindex: the local
-    // registry did not see the client's put), delete and gc work.
+    // registry, made by the local init, did not see the client's put),
+    // forget and gc work.
     r.s.run("reindex", &[]).success();
-    r.s.run("delete", &[&"src/secret-plans.txt"]).success();
-    r.s.run("gc", &[]).success();
+    r.s.run("forget", &[&"--keep-last", &"0"]).success();
+    let gc = r.s.run("gc", &[]);
+    gc.success();
+    assert!(
+        r.s.pack_objects().is_empty(),
+        "the local gc reclaims every pack of the forgotten snapshot: {}",
+        gc.stderr
+    );
     r.s.run("verify", &[&"--read-data"]).success();
 }
 
@@ -437,8 +444,8 @@ fn a_gc_never_overlaps_a_put_of_another_client() {
     run(&mut put).success();
     let old_packs = r.s.pack_objects();
     // The other client deletes what it knows of; its gc comes later.
-    let mut delete = r.cmd_on("cache-other", "delete");
-    delete.arg("old");
+    let mut delete = r.cmd_on("cache-other", "forget");
+    delete.args(["--keep-last", "0"]);
     run(&mut delete).success();
     // The writer's put holds at a hook point, its lease taken.
     let hold = r.s.ws.path("hold");
