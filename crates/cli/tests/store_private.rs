@@ -239,7 +239,10 @@ fn a_registry_left_in_the_store_directory_moves_to_the_cache_on_the_next_open() 
     // objects knows no source and would read them all again).
     let again = s.run("put", &[&src]);
     let text = again.success().stdout_text();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with("snapshot ")).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("snapshot "))
+        .collect();
     assert_eq!(lines.len(), entry_count(&src), "{text}");
     assert!(
         lines.iter().all(|l| l.ends_with("(unchanged)")),
