@@ -101,7 +101,7 @@ pub enum StoreCommand {
     Forget(ForgetArgs),
     /// Record one snapshot of a store made before snapshots (once).
     Migrate,
-    /// Reclaim the space of forgotten snapshots and of killed puts; safe while puts run.
+    /// Reclaim the space of forgotten snapshots and of killed puts; skipped while a put runs.
     Gc,
     /// Totals: entries, bytes, dedup and compression ratios.
     Stat(JsonArgs),
