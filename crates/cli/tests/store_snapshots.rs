@@ -1,4 +1,5 @@
-//! Snapshots through the real binary on a real local store: every put is
+//! Snapshots through the real binary on a real store (local; the tests
+//! named in `on_every_backend!` also on S3 and a store server): every put is
 //! one snapshot, `get` of a snapshot returns exactly the tree of its
 //! moment (never a merge), and `snapshots`, `ls`, `find`, `diff`, `dump`,
 //! `forget` (by id, by `--keep-*`, `--dry-run`, `--prune`), `migrate`,
@@ -13,6 +14,15 @@ use std::process::Command;
 
 use common::*;
 use store_support::*;
+
+// The snapshot tests that read or damage objects run on every backend:
+// a local directory, S3 (SeaweedFS) and a `serve --store` server.
+on_every_backend!(
+    each_snapshot_restores_exactly_the_tree_of_its_moment,
+    forget_prune_reclaims_a_forgotten_snapshots_data_and_keeps_the_rest,
+    verify_names_damaged_moved_and_missing_snapshots_and_reindex_keeps_the_registry,
+    reindex_rebuilds_snapshots_and_references_from_the_objects,
+);
 
 /// `diff -r --no-dereference A B` passes (same names, contents, link
 /// targets).
@@ -86,9 +96,8 @@ fn photos(root: &Path, seed: u64) {
     }
 }
 
-#[test]
-fn each_snapshot_restores_exactly_the_tree_of_its_moment() {
-    let s = StoreWs::new(SMALL_CHUNKS);
+fn each_snapshot_restores_exactly_the_tree_of_its_moment(kind: Kind) {
+    let s = StoreWs::on(kind, SMALL_CHUNKS);
     let home = s.ws.path("home");
     photos(&home.join("photos"), 1);
     fs::write(home.join("notes.txt"), "monday's notes\n").unwrap();
@@ -402,9 +411,8 @@ fn forget_keep_last_dry_run_changes_nothing_then_forgets_the_rest() {
     s.run("verify", &[]).success();
 }
 
-#[test]
-fn forget_prune_reclaims_a_forgotten_snapshots_data_and_keeps_the_rest() {
-    let s = StoreWs::new(SMALL);
+fn forget_prune_reclaims_a_forgotten_snapshots_data_and_keeps_the_rest(kind: Kind) {
+    let s = StoreWs::on(kind, SMALL);
     let src = s.ws.path("photos");
     photos(&src, 1);
     let big = s.ws.path("big");
@@ -471,9 +479,8 @@ fn a_store_from_before_snapshots_is_refused_until_migrated() {
     s.run("verify", &[&"--read-data"]).success();
 }
 
-#[test]
-fn verify_names_damaged_moved_and_missing_snapshots_and_reindex_keeps_the_registry() {
-    let s = StoreWs::new(SMALL_CHUNKS);
+fn verify_names_damaged_moved_and_missing_snapshots_and_reindex_keeps_the_registry(kind: Kind) {
+    let s = StoreWs::on(kind, SMALL_CHUNKS);
     let src = s.ws.path("photos");
     photos(&src, 1);
     let s1 = snapshot_of(s.run("put", &[&src]).success());
@@ -513,9 +520,8 @@ fn verify_names_damaged_moved_and_missing_snapshots_and_reindex_keeps_the_regist
     assert_eq!(s.run("snapshots", &[&"--json"]).success().json(), before);
 }
 
-#[test]
-fn reindex_rebuilds_snapshots_and_references_from_the_objects() {
-    let s = StoreWs::new(SMALL_CHUNKS);
+fn reindex_rebuilds_snapshots_and_references_from_the_objects(kind: Kind) {
+    let s = StoreWs::on(kind, SMALL_CHUNKS);
     let src = s.ws.path("photos");
     photos(&src, 1);
     let s1 = snapshot_of(s.run("put", &[&src]).success());
