@@ -7,38 +7,12 @@ mod age_support;
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use age_support::*;
 use common::*;
 
-/// One workspace with an identity of ours and one made by `age-keygen`.
-struct Keys {
-    ws: Workspace,
-    ours: PathBuf,
-    our_recipient: String,
-    theirs: PathBuf,
-    their_recipient: String,
-}
-
 impl Keys {
-    fn new() -> Keys {
-        let ws = Workspace::new();
-        let ours = ws.path("ours.txt");
-        run(ws.bare("keygen").arg("--age").arg("-o").arg(&ours)).success();
-        let out = run(ws.bare("keygen").arg("--age-recipient").arg(&ours));
-        let our_recipient = out.success().stdout_text().trim().to_string();
-        let theirs = ws.path("theirs.txt");
-        let their_recipient = age_keygen(&theirs);
-        Keys {
-            ws,
-            ours,
-            our_recipient,
-            theirs,
-            their_recipient,
-        }
-    }
-
     /// `cryptstream SUBCOMMAND --engine processes -j 2 -q ARGS...`.
     fn processes(&self, subcommand: &str, args: &[&str]) -> std::process::Command {
         let mut cmd = self.ws.bare(subcommand);

@@ -617,71 +617,12 @@ impl Session {
                 .await
                 .map_err(|_| fail("TLS handshake timed out".into()))?
                 .map_err(|e| handshake_failure(shared, trusting, &e))?;
-        let wire = |e: WireError| fail(e.to_string());
-        let client_nonce = auth::nonce();
-        write_frame(
-            &mut tls,
-            &Frame::Hello {
-                version: VERSION,
-                nonce: client_nonce,
-            },
-        )
-        .await
-        .map_err(wire)?;
-        let challenge = read_frame(&mut tls, shared.timeout).await.map_err(wire)?;
-        let (server_nonce, server_proof) = match challenge.parse() {
-            Ok(Frame::Challenge {
-                version: VERSION,
-                nonce,
-                proof,
-            }) => (nonce, proof),
-            Ok(Frame::Error { code, message, .. }) => {
-                return Err(NetError::Refused { code, message })
-            }
-            _ => {
-                return Err(fail(format!(
-                    "no challenge of protocol version {VERSION} came back (another version, or not cryptstream serve)"
-                )))
-            }
-        };
-        let mut transcript = Transcript {
-            client_nonce,
-            server_nonce,
-            exporter: [0u8; EXPORTER_LEN],
-        };
-        tls.get_ref()
-            .1
-            .export_keying_material(&mut transcript.exporter, EXPORTER_LABEL, None)
-            .map_err(|e| fail(format!("TLS exporter: {e}")))?;
-        if !shared.token.verify_server(&transcript, &server_proof) {
-            return Err(NetError::ServerUnproven {
-                address: shared.to.clone(),
-            });
-        }
-        let proof = shared.token.client_proof(&transcript);
-        write_frame(&mut tls, &Frame::Auth { proof })
-            .await
-            .map_err(wire)?;
-        let answer = read_frame(&mut tls, shared.timeout)
-            .await
-            .map_err(|e| match e {
-                WireError::Closed | WireError::Truncated => NetError::Refused {
-                    code: ErrorCode::Unauthenticated,
-                    message: "the server closed the connection".into(),
-                },
-                other => wire(other),
-            })?;
-        match answer.parse() {
-            Ok(Frame::AuthOk) => {
-                tls.get_mut().1.set_buffer_limit(Some(SEND_BUFFER));
-                Ok(Session {
-                    tls,
-                    timeout: shared.timeout,
-                })
-            }
-            Ok(Frame::Error { code, message, .. }) => Err(NetError::Refused { code, message }),
-            _ => Err(fail("unexpected answer to the token proof".into())),
-        }
+        prove_token(&mut tls, &shared.token, shared.timeout, &shared.to).await?;
+        tls.get_mut().1.set_buffer_limit(Some(SEND_BUFFER));
+        Ok(Session {
+            tls,
+            timeout: shared.timeout,
+        })
     }
 
     /// Reads the server's answer to a request about `file_id`.
@@ -926,5 +867,77 @@ fn handshake_failure(shared: &Shared, trusting: &Trusting, e: &io::Error) -> Net
     NetError::Connect {
         address: shared.to.clone(),
         reason,
+    }
+}
+
+/// The token exchange of protocol version 2 and later (see `auth`) on a
+/// fresh TLS connection to `address`: the hello and the client's nonce,
+/// the server's proof checked (bound to this TLS session), then the
+/// client's proof. Nothing else is sent before the server proved that it
+/// holds the token.
+///
+/// # Errors
+/// [`NetError::ServerUnproven`] for a server that does not know the token,
+/// [`NetError::Refused`] for a refusal, [`NetError::Connect`] otherwise.
+pub(crate) async fn prove_token(
+    tls: &mut tokio_rustls::client::TlsStream<TcpStream>,
+    token: &Token,
+    timeout: Duration,
+    address: &str,
+) -> Result<(), NetError> {
+    let fail = |reason: String| NetError::Connect {
+        address: address.to_owned(),
+        reason,
+    };
+    let wire = |e: WireError| fail(e.to_string());
+    let client_nonce = auth::nonce();
+    let hello = Frame::Hello {
+        version: VERSION,
+        nonce: client_nonce,
+    };
+    write_frame(tls, &hello).await.map_err(wire)?;
+    let challenge = read_frame(tls, timeout).await.map_err(wire)?;
+    let (server_nonce, server_proof) = match challenge.parse() {
+        Ok(Frame::Challenge {
+            version: VERSION,
+            nonce,
+            proof,
+        }) => (nonce, proof),
+        Ok(Frame::Error { code, message, .. }) => return Err(NetError::Refused { code, message }),
+        _ => {
+            return Err(fail(format!(
+                "no challenge of protocol version {VERSION} came back (another version, or not cryptstream serve)"
+            )))
+        }
+    };
+    let mut transcript = Transcript {
+        client_nonce,
+        server_nonce,
+        exporter: [0u8; EXPORTER_LEN],
+    };
+    tls.get_ref()
+        .1
+        .export_keying_material(&mut transcript.exporter, EXPORTER_LABEL, None)
+        .map_err(|e| fail(format!("TLS exporter: {e}")))?;
+    if !token.verify_server(&transcript, &server_proof) {
+        return Err(NetError::ServerUnproven {
+            address: address.to_owned(),
+        });
+    }
+    let proof = token.client_proof(&transcript);
+    write_frame(tls, &Frame::Auth { proof })
+        .await
+        .map_err(wire)?;
+    let answer = read_frame(tls, timeout).await.map_err(|e| match e {
+        WireError::Closed | WireError::Truncated => NetError::Refused {
+            code: ErrorCode::Unauthenticated,
+            message: "the server closed the connection".into(),
+        },
+        other => wire(other),
+    })?;
+    match answer.parse() {
+        Ok(Frame::AuthOk) => Ok(()),
+        Ok(Frame::Error { code, message, .. }) => Err(NetError::Refused { code, message }),
+        _ => Err(fail("unexpected answer to the token proof".into())),
     }
 }

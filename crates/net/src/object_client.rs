@@ -16,8 +16,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::auth::{self, Token, Transcript, EXPORTER_LABEL, EXPORTER_LEN};
-use crate::frame::{data_prefix, ErrorCode, Frame, MAX_DATA_PAYLOAD, MAX_NAME_LEN, VERSION};
+use crate::auth::Token;
+use crate::frame::{data_prefix, ErrorCode, Frame, MAX_DATA_PAYLOAD, MAX_NAME_LEN};
 use crate::tls::{client_config, record_known_host, Fingerprint, PinnedVerifier, ServerTrust};
 use crate::wire::{read_frame, write_frame, WireError};
 use crate::NetError;
@@ -122,63 +122,7 @@ impl ObjectClient {
             .await
             .map_err(|_| fail("TLS handshake timed out".into()))?
             .map_err(|e| self.handshake_failure(&verifier, &e))?;
-        let wire = |e: WireError| fail(e.to_string());
-        let client_nonce = auth::nonce();
-        let hello = Frame::Hello {
-            version: VERSION,
-            nonce: client_nonce,
-        };
-        write_frame(&mut tls, &hello).await.map_err(wire)?;
-        let challenge = read_frame(&mut tls, self.timeout).await.map_err(wire)?;
-        let (server_nonce, server_proof) = match challenge.parse() {
-            Ok(Frame::Challenge {
-                version: VERSION,
-                nonce,
-                proof,
-            }) => (nonce, proof),
-            Ok(Frame::Error { code, message, .. }) => {
-                return Err(NetError::Refused { code, message })
-            }
-            _ => {
-                return Err(fail(format!(
-                    "no challenge of protocol version {VERSION} came back (another version, or not cryptstream serve)"
-                )))
-            }
-        };
-        let mut transcript = Transcript {
-            client_nonce,
-            server_nonce,
-            exporter: [0u8; EXPORTER_LEN],
-        };
-        tls.get_ref()
-            .1
-            .export_keying_material(&mut transcript.exporter, EXPORTER_LABEL, None)
-            .map_err(|e| fail(format!("TLS exporter: {e}")))?;
-        if !self.token.verify_server(&transcript, &server_proof) {
-            return Err(NetError::ServerUnproven {
-                address: self.address.clone(),
-            });
-        }
-        let proof = self.token.client_proof(&transcript);
-        write_frame(&mut tls, &Frame::Auth { proof })
-            .await
-            .map_err(wire)?;
-        let answer = read_frame(&mut tls, self.timeout)
-            .await
-            .map_err(|e| match e {
-                WireError::Closed | WireError::Truncated => NetError::Refused {
-                    code: ErrorCode::Unauthenticated,
-                    message: "the server closed the connection".into(),
-                },
-                other => wire(other),
-            })?;
-        match answer.parse() {
-            Ok(Frame::AuthOk) => {}
-            Ok(Frame::Error { code, message, .. }) => {
-                return Err(NetError::Refused { code, message })
-            }
-            _ => return Err(fail("unexpected answer to the token proof".into())),
-        }
+        crate::client::prove_token(&mut tls, &self.token, self.timeout, &self.address).await?;
         self.settle_trust(expected, verifier.seen())?;
         Ok(ObjectConnection {
             tls,

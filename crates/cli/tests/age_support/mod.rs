@@ -142,3 +142,31 @@ pub fn age_decrypts_to(identity: &Path, file: &Path, plain: &[u8]) {
         file.display()
     );
 }
+
+/// One workspace with an identity of ours and one made by `age-keygen`.
+pub struct Keys {
+    pub ws: super::common::Workspace,
+    pub ours: PathBuf,
+    pub our_recipient: String,
+    pub theirs: PathBuf,
+    pub their_recipient: String,
+}
+
+impl Keys {
+    pub fn new() -> Keys {
+        let ws = super::common::Workspace::new();
+        let ours = ws.path("ours.txt");
+        super::common::run(ws.bare("keygen").arg("--age").arg("-o").arg(&ours)).success();
+        let out = super::common::run(ws.bare("keygen").arg("--age-recipient").arg(&ours));
+        let our_recipient = out.success().stdout_text().trim().to_string();
+        let theirs = ws.path("theirs.txt");
+        let their_recipient = age_keygen(&theirs);
+        Keys {
+            ws,
+            ours,
+            our_recipient,
+            theirs,
+            their_recipient,
+        }
+    }
+}
