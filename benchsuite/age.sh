@@ -2,7 +2,7 @@
 # cryptstream (age format) against age and rage, on one 2 GiB file and a
 # tree of 1000 x 1 MiB, encrypt and decrypt, on tmpfs and on disk.
 #
-#   bash benchsuite/age.sh [--rounds N] [--out DIR] [--disk-dir DIR] [--rage PATH] [--quick]
+#   bash benchsuite/age.sh [--rounds N] [--out DIR] [--disk-dir DIR] [--rage PATH] [--quick] [--no-tree]
 #
 # Every measurement round runs every tool once in the same order (A B C A B C
 # ...), so each round gives one pair per tool for the per-pair ratios; the
@@ -29,6 +29,7 @@ while [ $# -gt 0 ]; do
     --disk-dir) DISK_DIR=$2; shift 2 ;;
     --rage) RAGE=$2; shift 2 ;;
     --quick) BIG_MIB=256; TREE_FILES=100; ROUNDS=2; shift ;;
+    --no-tree) TREE_FILES=0; shift ;;
     -h|--help) sed -n 2,16p "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -79,12 +80,11 @@ for loc in shm disk; do
   rm -rf "$BASE"; mkdir -p "$BASE"
   # Workloads: random bytes, generated once per location.
   head -c $((BIG_MIB << 20)) /dev/urandom > "$BASE/big"
-  mkdir -p "$BASE/tree"
+  mkdir -p "$BASE/tree" "$BASE/tree.age"
   for i in $(seq -w 1 $TREE_FILES); do head -c 1048576 /dev/urandom > "$BASE/tree/f$i"; done
   # Decrypt inputs, made once by age itself (all tools read the same files).
   age -e -r "$R" -o "$BASE/big.age" "$BASE/big"
-  mkdir -p "$BASE/tree.age"
-  (cd "$BASE/tree" && ls | xargs -P "$CORES" -I{} age -e -r "$R" -o "$BASE/tree.age/{}.age" {})
+  [ "$TREE_FILES" -gt 0 ] && (cd "$BASE/tree" && ls | xargs -P "$CORES" -I{} age -e -r "$R" -o "$BASE/tree.age/{}.age" {})
   cat "$BASE/big" "$BASE/big.age" > /dev/null
   for round in $(seq 1 "$ROUNDS"); do
     # --- one big file, encrypt
@@ -108,6 +108,7 @@ for loc in shm disk; do
     done
     cmp -s "$BASE/out" "$BASE/big" || { echo "decrypt mismatch" >&2; exit 1; }
     rm -f "$BASE/out"
+    [ "$TREE_FILES" -gt 0 ] || continue
     # --- tree, encrypt
     for tool in cryptstream age age-xargs ${RAGE:+rage rage-xargs}; do
       rm -rf "$BASE/tout"; mkdir -p "$BASE/tout"
