@@ -1002,11 +1002,12 @@ fn small_file(
         }
     };
     items.push(Item::Begin(pending, inode));
-    // One byte more than the file had: a file that grew since is read no
-    // further, and fails as changed while read.
-    let len = stat.len();
-    let mut data = Vec::with_capacity(len as usize + 1);
-    let (bytes, error) = match file.take(len + 1).read_to_end(&mut data) {
+    // At most one byte more than the walk's stat said (what the batch
+    // accounts for, whatever the file has grown to since): a file that
+    // grew is read no further, and fails as changed while read.
+    let limit = size.min(stat.len()) + 1;
+    let mut data = Vec::with_capacity(limit as usize);
+    let (bytes, error) = match file.take(limit).read_to_end(&mut data) {
         Ok(n) => {
             for (offset, length) in cut(sealer, &data) {
                 items.push(Item::Chunk(seal_unless_cancelled(
