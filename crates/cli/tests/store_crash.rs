@@ -377,6 +377,40 @@ fn sigint_during_a_put_exits_130_and_leaves_a_store_that_verifies() {
 }
 
 #[test]
+fn a_small_file_that_grows_before_a_worker_reads_it_is_refused_and_the_rest_is_stored() {
+    let s = StoreWs::new(SMALL);
+    let src = s.ws.path("small");
+    fs::create_dir_all(&src).unwrap();
+    // Both under one chunk: read on a worker, in one batch, after the walk
+    // has taken their sizes.
+    let growing = src.join("a-grows.txt");
+    write_random_file(&growing, 4000, 34, 0o644);
+    write_random_file(&src.join("b-steady.txt"), 3000, 35, 0o644);
+    // The put holds at its first small file, walked (its size taken) and
+    // not yet read; the file grows meanwhile.
+    let hold = Hold::new(&s, "hold");
+    let mut put = spawn_put(&s, &src, &[hold.env()], false);
+    let pid = put.pid();
+    hold.wait_reached();
+    assert!(s.put_registered(pid));
+    let mut log = fs::OpenOptions::new().append(true).open(&growing).unwrap();
+    std::io::Write::write_all(&mut log, &random_bytes(5000, 36)).unwrap();
+    drop(log);
+    hold.release();
+    let (status, reported, stderr) = put.finish();
+    assert_eq!(status.code(), Some(EXIT_FAILURE), "{stderr}");
+    assert!(
+        stderr.lines().any(|l| l.contains("small/a-grows.txt")
+            && l.contains("file changed while it was being read")),
+        "{stderr}"
+    );
+    let names: Vec<&str> = reported.iter().map(|(_, n)| n.as_str()).collect();
+    assert!(names.contains(&"small/b-steady.txt"), "{names:?}");
+    assert!(!names.contains(&"small/a-grows.txt"), "{names:?}");
+    s.run("verify", &[&"--read-data"]).success();
+}
+
+#[test]
 fn a_file_that_changes_while_put_reads_it_is_refused_and_the_rest_is_stored() {
     let s = StoreWs::new(SMALL);
     let src = s.ws.path("moving");

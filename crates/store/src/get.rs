@@ -460,16 +460,20 @@ impl Store {
             .iter()
             .map(|s| self.resolve_selector(s))
             .collect::<Result<Vec<_>, _>>()?;
+        let store: &Store = self;
         let mut total = 0u64;
-        for sel in &selectors {
-            for_each_selected(self, sel, &mut |sel| {
-                total += sel.row.record.size;
-                if opts.cancel.is_cancelled() {
-                    return Err(StoreError::Cancelled);
-                }
-                Ok(())
-            })?;
-        }
+        store.registry.reading(|| {
+            for sel in &selectors {
+                for_each_selected(store, sel, &mut |sel| {
+                    total += sel.row.record.size;
+                    if opts.cancel.is_cancelled() {
+                        return Err(StoreError::Cancelled);
+                    }
+                    Ok(())
+                })?;
+            }
+            Ok(())
+        })?;
         progress.set_total(total);
         let links = RefCell::new(Vec::new());
         let mut tree = OutputTree::open_root(dest, None).map_err(|e| StoreError::Io {
@@ -477,8 +481,8 @@ impl Store {
             source: std::io::Error::other(e.to_string()),
         })?;
         let restore = Restore {
-            backend: &*self.backend,
-            keys: &self.keys,
+            backend: &*store.backend,
+            keys: &store.keys,
             dest,
             opts,
             replace: if opts.overwrite {
@@ -491,64 +495,68 @@ impl Store {
             open: RefCell::new(HashMap::new()),
             links: &links,
         };
-        let backend = &*self.backend;
+        let backend = &*store.backend;
         // Files are committed (mode, mtime, link under the final name,
         // close) on the workers, which a tree of small files leaves mostly
         // idle while this thread walks the registry; their reports come
         // back here.
         let (done_tx, done_rx) = std::sync::mpsc::channel::<Finished>();
         let finishing = AtomicUsize::new(0);
-        let result = Fetcher::run(backend, &opts.cancel, |fetcher| {
-            pool.scope(|scope| {
-                let finish = |open: Open| {
-                    if finishing.load(Ordering::Acquire) >= MAX_FINISHING {
-                        // Enough temp files wait already: commit this one here.
-                        return restore.say_finished(finish_one(
-                            open,
-                            restore.dest,
-                            opts,
-                            restore.replace,
-                        ));
-                    }
-                    finishing.fetch_add(1, Ordering::AcqRel);
-                    let (tx, finishing) = (done_tx.clone(), &finishing);
-                    let (dest, replace) = (restore.dest, restore.replace);
-                    scope.spawn(move |_| {
-                        let _ = tx.send(finish_one(open, dest, opts, replace));
-                        finishing.fetch_sub(1, Ordering::AcqRel);
-                    });
-                };
-                let mut ordered = scope.ordered(opts.max_memory, |item: Item| {
-                    restore.consume(item, &finish);
-                    while let Ok(done) = done_rx.try_recv() {
-                        restore.say_finished(done);
-                    }
-                });
-                let mut state = Walk {
-                    dirs: HashMap::from([(PathBuf::new(), 0)]),
-                    seen: HashSet::new(),
-                    next: 0,
-                    plan: BlockPlan::new(opts.max_memory),
-                    ends: Vec::new(),
-                    fetcher,
-                };
-                let mut result = Ok(());
-                for sel in &selectors {
-                    result = for_each_selected(self, sel, &mut |sel| {
-                        if opts.cancel.is_cancelled() {
-                            return Err(StoreError::Cancelled);
+        // One read transaction for the whole walk (the registry's read
+        // lock once, not once per statement; one consistent state).
+        let result = store.registry.reading(|| {
+            Fetcher::run(backend, &opts.cancel, |fetcher| {
+                pool.scope(|scope| {
+                    let finish = |open: Open| {
+                        if finishing.load(Ordering::Acquire) >= MAX_FINISHING {
+                            // Enough temp files wait already: commit this one here.
+                            return restore.say_finished(finish_one(
+                                open,
+                                restore.dest,
+                                opts,
+                                restore.replace,
+                            ));
                         }
-                        restore.entry(&self.registry, &mut tree, &mut state, &mut ordered, sel)
+                        finishing.fetch_add(1, Ordering::AcqRel);
+                        let (tx, finishing) = (done_tx.clone(), &finishing);
+                        let (dest, replace) = (restore.dest, restore.replace);
+                        scope.spawn(move |_| {
+                            let _ = tx.send(finish_one(open, dest, opts, replace));
+                            finishing.fetch_sub(1, Ordering::AcqRel);
+                        });
+                    };
+                    let mut ordered = scope.ordered(opts.max_memory, |item: Item| {
+                        restore.consume(item, &finish);
+                        while let Ok(done) = done_rx.try_recv() {
+                            restore.say_finished(done);
+                        }
                     });
-                    if result.is_err() {
-                        break;
+                    let mut state = Walk {
+                        dirs: HashMap::from([(PathBuf::new(), 0)]),
+                        seen: HashSet::new(),
+                        next: 0,
+                        plan: BlockPlan::new(opts.max_memory),
+                        ends: Vec::new(),
+                        fetcher,
+                    };
+                    let mut result = Ok(());
+                    for sel in &selectors {
+                        result = for_each_selected(store, sel, &mut |sel| {
+                            if opts.cancel.is_cancelled() {
+                                return Err(StoreError::Cancelled);
+                            }
+                            restore.entry(&store.registry, &mut tree, &mut state, &mut ordered, sel)
+                        });
+                        if result.is_err() {
+                            break;
+                        }
                     }
-                }
-                // Whatever stopped the walk, every file opened is finished
-                // (and reported) through the pipeline.
-                restore.flush(&mut state, &mut ordered);
-                ordered.finish();
-                result
+                    // Whatever stopped the walk, every file opened is finished
+                    // (and reported) through the pipeline.
+                    restore.flush(&mut state, &mut ordered);
+                    ordered.finish();
+                    result
+                })
             })
         });
         drop(done_tx);
@@ -812,7 +820,7 @@ impl<'a> Restore<'a, '_> {
             },
         );
         let mut offset = 0u64;
-        let walked = registry.for_each_chunk(row_id, |id, len| {
+        let walked = registry.for_each_chunk_located(row_id, |id, len, loc| {
             if cancel.is_cancelled() {
                 return Err(StoreError::Cancelled);
             }
@@ -823,7 +831,7 @@ impl<'a> Restore<'a, '_> {
                 return Ok(());
             };
             let short = hex::encode(&id[..8]);
-            let loc = match registry.location(&id)? {
+            let loc = match loc {
                 None => Err(format!("chunk {short} is missing from the store")),
                 Some(loc) if loc.raw_len != len => {
                     Err(format!("chunk {short}: registry lengths disagree"))

@@ -107,6 +107,12 @@ enum Item {
         bytes: u64,
         error: Option<String>,
     },
+    /// An entry that failed before it had a record (reported as is).
+    Failed(PutReport),
+    /// A failure of the store itself: the put stops.
+    Abort(StoreError),
+    /// The items of one batch of the walk, in order.
+    Batch(Vec<Item>),
 }
 
 /// A file's device and inode (for hard links).
@@ -189,6 +195,13 @@ impl Consumer<'_> {
 
     fn try_consume(&mut self, item: Item) -> Result<(), StoreError> {
         match item {
+            Item::Batch(items) => {
+                for item in items {
+                    self.consume(item);
+                }
+            }
+            Item::Failed(report) => (self.report)(&report),
+            Item::Abort(e) => return Err(e),
             Item::Unchanged(row, inode) => {
                 let r = &row.record;
                 if let Some(inode) = inode {
@@ -397,25 +410,29 @@ impl Consumer<'_> {
         crate::hooks::before_manifest();
         let registry = &*self.registry;
         let read_done = &self.read_done;
-        manifest::write_manifest(
-            self.backend,
-            self.keys,
-            &name,
-            read_done.len() as u64,
-            |writer| {
-                for d in read_done {
-                    let io = |e: std::io::Error| StoreError::Io {
-                        path: PathBuf::from(&name),
-                        source: e,
-                    };
-                    writer.record(&d.file.record).map_err(io)?;
-                    registry.for_each_chunk(d.file.row.expect("committed"), |id, len| {
-                        writer.chunk(&id, len).map_err(io)
-                    })?;
-                }
-                Ok(())
-            },
-        )?;
+        // The chunk lists come from one read transaction (SQLite's read
+        // lock once, not once per file).
+        registry.reading(|| {
+            manifest::write_manifest(
+                self.backend,
+                self.keys,
+                &name,
+                read_done.len() as u64,
+                |writer| {
+                    for d in read_done {
+                        let io = |e: std::io::Error| StoreError::Io {
+                            path: PathBuf::from(&name),
+                            source: e,
+                        };
+                        writer.record(&d.file.record).map_err(io)?;
+                        registry.for_each_chunk(d.file.row.expect("committed"), |id, len| {
+                            writer.chunk(&id, len).map_err(io)
+                        })?;
+                    }
+                    Ok(())
+                },
+            )
+        })?;
         crate::hooks::before_complete();
         self.registry.complete(&rows)?;
         for entry in std::mem::take(&mut self.snapshot_queue) {
@@ -717,9 +734,16 @@ impl Store {
         let budget = opts
             .max_memory
             .max(2 * u64::from(chunker.max) + TASK_OVERHEAD);
+        let sealer = Sealer {
+            keys,
+            chunker,
+            level,
+            seed,
+        };
         pool.scope(|scope| {
             let mut ordered =
                 scope.ordered(budget, |item: Item| consumer.borrow_mut().consume(item));
+            let mut batch = Batch::default();
             let stop =
                 |c: &RefCell<Consumer<'_>>| cancel.is_cancelled() || c.borrow().failed.is_some();
             for path in paths {
@@ -754,19 +778,11 @@ impl Store {
                     if stop(&consumer) {
                         return false;
                     }
-                    submit_entry(
-                        &mut ordered,
-                        &consumer,
-                        entry,
-                        opts,
-                        keys,
-                        chunker,
-                        level,
-                        seed,
-                    );
+                    submit_entry(&mut ordered, &mut batch, &consumer, entry, opts, sealer);
                     true
                 });
             }
+            batch.send(&mut ordered, sealer, cancel);
             ordered.finish();
         });
         let mut consumer = consumer.into_inner();
@@ -845,18 +861,237 @@ fn unchanged_row(
     Ok(Some(row))
 }
 
-/// Sends one entry through the pipeline: Begin, its chunks, End.
-#[allow(clippy::too_many_arguments)]
-fn submit_entry<'env, C: FnMut(Item)>(
-    ordered: &mut cryptstream_pool::Ordered<'_, '_, 'env, Item, C>,
-    consumer: &RefCell<Consumer<'_>>,
-    entry: Entry,
-    opts: &PutOptions,
+/// What a worker needs to chunk and seal.
+#[derive(Clone, Copy)]
+struct Sealer<'env> {
     keys: &'env StoreKeys,
     chunker: crate::ChunkerParams,
     level: i32,
     seed: u64,
+}
+
+/// Most files (and other entries) in one batch.
+const BATCH_ENTRIES: usize = 64;
+/// Most bytes a batch accounts for (its files' buffers).
+const BATCH_COST: u64 = 1024 * 1024;
+
+/// Entries of the walk gathered for one worker task. A tree of small
+/// files would otherwise cost three pool tasks per file (its Begin, its
+/// chunk, its End), each a hand-off between threads, and leave the
+/// walking thread opening and reading every file while the workers idle:
+/// a batch's small files are opened, read, chunked and sealed on the
+/// worker, and the walk's other entries ride along, in order.
+#[derive(Default)]
+struct Batch {
+    jobs: Vec<Job>,
+    cost: u64,
+}
+
+/// One entry of a [`Batch`].
+enum Job {
+    /// An item the walking thread already made.
+    Ready(Item),
+    /// A file of at most one chunk (its size from the walk's stat), to
+    /// open, read and seal on the worker.
+    Small {
+        path: PathBuf,
+        name: String,
+        size: u64,
+        inode: Option<Inode>,
+    },
+}
+
+impl Batch {
+    /// Adds an item that needs no work.
+    fn ready<'env, C: FnMut(Item)>(
+        &mut self,
+        ordered: &mut cryptstream_pool::Ordered<'_, '_, 'env, Item, C>,
+        sealer: Sealer<'env>,
+        cancel: &Cancel,
+        item: Item,
+    ) {
+        self.jobs.push(Job::Ready(item));
+        if self.jobs.len() >= BATCH_ENTRIES {
+            self.send(ordered, sealer, cancel);
+        }
+    }
+
+    /// Adds a small file (sending the batch first when it is full).
+    fn small<'env, C: FnMut(Item)>(
+        &mut self,
+        ordered: &mut cryptstream_pool::Ordered<'_, '_, 'env, Item, C>,
+        sealer: Sealer<'env>,
+        cancel: &Cancel,
+        job: Job,
+        cost: u64,
+    ) {
+        if self.cost + cost > BATCH_COST {
+            self.send(ordered, sealer, cancel);
+        }
+        self.jobs.push(job);
+        self.cost += cost;
+        if self.jobs.len() >= BATCH_ENTRIES {
+            self.send(ordered, sealer, cancel);
+        }
+    }
+
+    /// Sends the gathered entries as one task (nothing when empty).
+    fn send<'env, C: FnMut(Item)>(
+        &mut self,
+        ordered: &mut cryptstream_pool::Ordered<'_, '_, 'env, Item, C>,
+        sealer: Sealer<'env>,
+        cancel: &Cancel,
+    ) {
+        if self.jobs.is_empty() {
+            return;
+        }
+        let jobs = std::mem::take(&mut self.jobs);
+        let cost = std::mem::take(&mut self.cost);
+        let cancel = cancel.clone();
+        ordered.submit(cost, move |_| {
+            let mut items = Vec::with_capacity(jobs.len() * 3);
+            for job in jobs {
+                match job {
+                    Job::Ready(item) => items.push(item),
+                    Job::Small {
+                        path,
+                        name,
+                        size,
+                        inode,
+                    } => small_file(sealer, &cancel, &path, name, size, inode, &mut items),
+                }
+            }
+            Item::Batch(items)
+        });
+    }
+}
+
+/// Opens, reads, chunks and seals one small file (on a worker): its
+/// Begin, chunks and End, or a failure.
+fn small_file(
+    sealer: Sealer<'_>,
+    cancel: &Cancel,
+    path: &Path,
+    name: String,
+    size: u64,
+    inode: Option<Inode>,
+    items: &mut Vec<Item>,
 ) {
+    use std::io::Read;
+    let opened = File::open(path).and_then(|f| f.metadata().map(|m| (f, m)));
+    let (file, stat) = match opened {
+        Ok(opened) => opened,
+        Err(e) => {
+            items.push(Item::Failed(PutReport {
+                name,
+                uid: None,
+                kind: Kind::File,
+                size,
+                stored: 0,
+                outcome: PutOutcome::Failed(e.to_string()),
+            }));
+            return;
+        }
+    };
+    let source = source_stat(path, &stat);
+    let pending = match pending_file(name, Kind::File, &stat, Vec::new(), source) {
+        Ok(pending) => pending,
+        Err(e) => {
+            items.push(Item::Abort(e));
+            return;
+        }
+    };
+    items.push(Item::Begin(pending, inode));
+    // At most one byte more than the walk's stat said (what the batch
+    // accounts for, whatever the file has grown to since): a file that
+    // grew is read no further, and fails as changed while read.
+    let limit = size.min(stat.len()) + 1;
+    let mut data = Vec::with_capacity(limit as usize);
+    let (bytes, error) = match file.take(limit).read_to_end(&mut data) {
+        Ok(n) => {
+            for (offset, length) in cut(sealer, &data) {
+                items.push(Item::Chunk(seal_unless_cancelled(
+                    cancel,
+                    sealer.keys,
+                    sealer.level,
+                    &data[offset..offset + length],
+                )));
+            }
+            (n as u64, None)
+        }
+        Err(e) => (0, Some(format!("read error: {e}"))),
+    };
+    items.push(Item::End { bytes, error });
+}
+
+/// The chunk boundaries of a file read whole: offset and length of each.
+fn cut(sealer: Sealer<'_>, data: &[u8]) -> Vec<(usize, usize)> {
+    let chunker = sealer.chunker;
+    fastcdc::v2020::FastCDC::with_level_and_seed(
+        data,
+        chunker.min,
+        chunker.avg,
+        chunker.max,
+        Normalization::Level1,
+        sealer.seed,
+    )
+    .map(|c| (c.offset, c.length))
+    .collect()
+}
+
+/// A new pending file: its record, from `stat` (`link`: a symlink's
+/// target), under a fresh uid.
+fn pending_file(
+    name: String,
+    kind: Kind,
+    stat: &Metadata,
+    link: Vec<u8>,
+    source: SourceStat,
+) -> Result<Box<PendingFile>, StoreError> {
+    let uid = random_uid()?;
+    let size = match kind {
+        Kind::File => stat.len(),
+        Kind::Symlink | Kind::Dir => 0,
+    };
+    let record = FileRecord {
+        uid,
+        name,
+        kind,
+        mode: stat.mode() & 0o7777,
+        mtime: (stat.mtime(), stat.mtime_nsec().clamp(0, 999_999_999) as u32),
+        size,
+        link,
+        created: now(),
+        chunks: 0,
+        mac: [0; 32],
+    };
+    Ok(Box::new(PendingFile {
+        record,
+        source: Some(source),
+        row: None,
+        next_seq: 0,
+        refs: Vec::new(),
+        stored: 0,
+    }))
+}
+
+/// Sends one entry through the pipeline: Begin, its chunks, End (a small
+/// file, and any entry that needs no reading, through `batch`).
+fn submit_entry<'env, C: FnMut(Item)>(
+    ordered: &mut cryptstream_pool::Ordered<'_, '_, 'env, Item, C>,
+    batch: &mut Batch,
+    consumer: &RefCell<Consumer<'_>>,
+    entry: Entry,
+    opts: &PutOptions,
+    sealer: Sealer<'env>,
+) {
+    let Sealer {
+        keys,
+        chunker,
+        level,
+        seed,
+    } = sealer;
+    let cancel = &opts.cancel;
     let meta = &entry.meta;
     if entry.bad_name {
         (consumer.borrow_mut().report)(&PutReport {
@@ -893,7 +1128,7 @@ fn submit_entry<'env, C: FnMut(Item)>(
         let key = (meta.dev(), meta.ino());
         if !consumer.borrow_mut().inodes_seen.insert(key) {
             let name = entry.name;
-            ordered.submit(0, move |_| Item::HardLink { name, inode: key });
+            batch.ready(ordered, sealer, cancel, Item::HardLink { name, inode: key });
             return;
         }
         inode = Some(key);
@@ -907,8 +1142,8 @@ fn submit_entry<'env, C: FnMut(Item)>(
         match found {
             Ok(Some(row)) => {
                 consumer.borrow().progress.advance(meta.len());
-                let row = Box::new(row);
-                ordered.submit(0, move |_| Item::Unchanged(row, inode));
+                let item = Item::Unchanged(Box::new(row), inode);
+                batch.ready(ordered, sealer, cancel, item);
                 return;
             }
             Ok(None) => {}
@@ -917,6 +1152,18 @@ fn submit_entry<'env, C: FnMut(Item)>(
                 return;
             }
         }
+    }
+    if kind == Kind::File && meta.len() <= u64::from(chunker.min) {
+        crate::hooks::after_chunk();
+        let cost = 2 * meta.len() + TASK_OVERHEAD;
+        let job = Job::Small {
+            path: entry.path,
+            name: entry.name,
+            size: meta.len(),
+            inode,
+        };
+        batch.small(ordered, sealer, cancel, job, cost);
+        return;
     }
     let failed = |reason: String| PutReport {
         name: entry.name.clone(),
@@ -946,43 +1193,30 @@ fn submit_entry<'env, C: FnMut(Item)>(
         },
         Kind::Dir => (None, Vec::new()),
     };
-    let uid = match random_uid() {
-        Ok(uid) => uid,
+    let stat = file.as_ref().map_or(meta, |(_, m)| m);
+    let pending = match pending_file(entry.name.clone(), kind, stat, link, source) {
+        Ok(pending) => pending,
         Err(e) => {
             consumer.borrow_mut().failed.get_or_insert(e);
             return;
         }
     };
-    let stat = file.as_ref().map_or(meta, |(_, m)| m);
-    let size = match kind {
-        Kind::File => stat.len(),
-        Kind::Symlink => link.len() as u64,
-        Kind::Dir => 0,
+    let Some((mut file, stat)) = file else {
+        // A directory or symlink: nothing to read.
+        batch.ready(ordered, sealer, cancel, Item::Begin(pending, inode));
+        let end = Item::End {
+            bytes: 0,
+            error: None,
+        };
+        batch.ready(ordered, sealer, cancel, end);
+        return;
     };
-    let record = FileRecord {
-        uid,
-        name: entry.name.clone(),
-        kind,
-        mode: stat.mode() & 0o7777,
-        mtime: (stat.mtime(), stat.mtime_nsec().clamp(0, 999_999_999) as u32),
-        size: if kind == Kind::Symlink { 0 } else { size },
-        link,
-        created: now(),
-        chunks: 0,
-        mac: [0; 32],
-    };
-    let pending = Box::new(PendingFile {
-        record,
-        source: Some(source),
-        row: None,
-        next_seq: 0,
-        refs: Vec::new(),
-        stored: 0,
-    });
+    // A file of more than one chunk: the batch before it goes first.
+    batch.send(ordered, sealer, cancel);
     ordered.submit(0, move |_| Item::Begin(pending, inode));
     let mut bytes = 0u64;
     let mut error = None;
-    if let Some((mut file, stat)) = file {
+    {
         if stat.len() <= WHOLE_FILE_MAX {
             // A small file is read whole once and its chunks are slices of
             // that one buffer (no per-file chunker buffer, no copies).
@@ -991,16 +1225,7 @@ fn submit_entry<'env, C: FnMut(Item)>(
                 Ok(_) => {
                     let data = std::sync::Arc::new(data);
                     bytes = data.len() as u64;
-                    let cuts = fastcdc::v2020::FastCDC::with_level_and_seed(
-                        &data,
-                        chunker.min,
-                        chunker.avg,
-                        chunker.max,
-                        Normalization::Level1,
-                        seed,
-                    );
-                    let cuts: Vec<(usize, usize)> = cuts.map(|c| (c.offset, c.length)).collect();
-                    for (offset, length) in cuts {
+                    for (offset, length) in cut(sealer, &data) {
                         let data = data.clone();
                         let cost = 2 * length as u64 + TASK_OVERHEAD;
                         let cancel = opts.cancel.clone();

@@ -304,6 +304,12 @@ mod per_entry {
     pub const COMPLETE: &str = "UPDATE files SET status = 'complete', writer = NULL WHERE id = ?1";
     /// A file's chunk list (get, put, verify, per entry).
     pub const CHUNK_LIST: &str = "SELECT chunk, len FROM file_chunks WHERE file = ?1 ORDER BY seq";
+    /// A file's chunk list with where each chunk is (get, per entry).
+    pub const CHUNK_PLAN: &str =
+        "SELECT fc.chunk, fc.len, p.name, c.offset, c.stored_len, c.raw_len, c.compression
+         FROM file_chunks fc LEFT JOIN chunks c ON c.id = fc.chunk
+         LEFT JOIN packs p ON p.id = c.pack
+         WHERE fc.file = ?1 ORDER BY fc.seq";
     /// Where a chunk is (get, per chunk).
     pub const LOCATION: &str = "SELECT p.name, c.offset, c.stored_len, c.raw_len, c.compression
          FROM chunks c JOIN packs p ON p.id = c.pack WHERE c.id = ?1";
@@ -422,6 +428,7 @@ const PER_ENTRY: &[&str] = &[
     SET_MANIFEST,
     COMPLETE,
     CHUNK_LIST,
+    CHUNK_PLAN,
     LOCATION,
     BY_UID,
     VERSIONS_OF,
@@ -973,6 +980,69 @@ impl Registry {
             each(id, len)?;
         }
         Ok(())
+    }
+
+    /// Calls `each` with the chunk list of file `row`, in order, and
+    /// where each chunk is (`None` when the registry does not know it):
+    /// one statement per file where [`Registry::for_each_chunk`] and
+    /// [`Registry::location`] take one per chunk more.
+    ///
+    /// # Errors
+    /// Registry failures or `each`'s error.
+    pub fn for_each_chunk_located(
+        &self,
+        row: i64,
+        mut each: impl FnMut([u8; 32], u32, Option<Location>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(CHUNK_PLAN)
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([row]).map_err(|e| self.err(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let located = |r: &rusqlite::Row<'_>| -> rusqlite::Result<_> {
+                let id: Vec<u8> = r.get(0)?;
+                let len: u32 = r.get(1)?;
+                let loc = match r.get::<_, Option<String>>(2)? {
+                    Some(pack) => Some(Location {
+                        pack,
+                        offset: r.get::<_, i64>(3)? as u64,
+                        stored_len: r.get(4)?,
+                        raw_len: r.get(5)?,
+                        compression: r.get(6)?,
+                    }),
+                    None => None,
+                };
+                Ok((id, len, loc))
+            };
+            let (id, len, loc) = located(r).map_err(|e| self.err(e))?;
+            let id: [u8; 32] = id
+                .try_into()
+                .map_err(|_| StoreError::Damaged("registry: a chunk id is not 32 bytes".into()))?;
+            each(id, len, loc)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` inside one read transaction: what it reads is one
+    /// consistent state of the registry, and SQLite takes its read lock
+    /// once, not once per statement (a get reads several rows for every
+    /// entry). `f` must not write. Inside a transaction already, just
+    /// runs `f`.
+    ///
+    /// # Errors
+    /// Registry failures or `f`'s error.
+    pub fn reading<T>(&self, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        if !self.conn.is_autocommit() {
+            return f();
+        }
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        let value = f();
+        // Nothing was written: ending the transaction either way is the same.
+        let ended = tx.rollback();
+        let value = value?;
+        ended.map_err(|e| self.err(e))?;
+        Ok(value)
     }
 
     /// Where chunk `id` is.
