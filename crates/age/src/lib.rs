@@ -93,10 +93,27 @@ impl Encoding {
             .position(|&c| !matches!(c, b' ' | b'\t' | b'\r' | b'\n'))
             .unwrap_or(prefix.len());
         let begin = ARMOR_BEGIN.as_bytes();
-        let pem_like = prefix[start..].starts_with(b"-----")
-            || prefix.windows(begin.len()).any(|w| w == begin);
+        let pem_like = prefix[start..].starts_with(b"-----") || contains(prefix, begin);
         pem_like.then_some(Encoding::Armored)
     }
+}
+
+/// Whether `needle` occurs in `haystack`. Every file a decrypt run meets
+/// is detected, and comparing the needle at each of 1 KiB of offsets cost
+/// more than opening a small file: this looks for the needle's first byte
+/// (a vectorised scan) and compares only where it is.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    let Some(&first) = needle.first() else {
+        return true;
+    };
+    let mut rest = haystack;
+    while let Some(at) = memchr::memchr(first, rest) {
+        if rest[at..].starts_with(needle) {
+            return true;
+        }
+        rest = &rest[at + 1..];
+    }
+    false
 }
 
 /// How many leading bytes [`Encoding::detect`] looks at: what every
@@ -250,6 +267,25 @@ pub fn payload_error(e: &std::io::Error) -> Option<AgeError> {
 mod tests {
     use super::*;
     use cryptstream_format::{Layout, TAG_LEN};
+
+    /// Armor is recognised by its begin line anywhere in the prefix, or
+    /// by `-----` after leading blank space; dashes alone are not armor,
+    /// and the age version line is binary age.
+    #[test]
+    fn detection_finds_the_begin_line_anywhere_and_nothing_in_dashes() {
+        let mut prefix = b"some text - with - dashes --- ".to_vec();
+        assert_eq!(Encoding::detect(&prefix), None);
+        prefix.extend_from_slice(ARMOR_BEGIN.as_bytes());
+        assert_eq!(Encoding::detect(&prefix), Some(Encoding::Armored));
+        let cut = &ARMOR_BEGIN.as_bytes()[..ARMOR_BEGIN.len() - 1];
+        assert_eq!(Encoding::detect(&[b"x-", cut].concat()), None);
+        assert_eq!(Encoding::detect(b" \n-----"), Some(Encoding::Armored));
+        assert_eq!(
+            Encoding::detect(b"age-encryption.org/v1\n"),
+            Some(Encoding::Binary)
+        );
+        assert_eq!(Encoding::detect(b""), None);
+    }
 
     /// Bytes before chunk 0 of a typical one-recipient X25519 file (header
     /// and payload nonce); any value works, the arithmetic must not care.

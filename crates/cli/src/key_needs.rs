@@ -94,10 +94,16 @@ fn collect(
         let Ok(entries) = std::fs::read_dir(path) else {
             return;
         };
-        let mut names: Vec<PathBuf> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
-        names.sort();
-        for child in names {
-            collect(&child, direction, false, budget, found);
+        // Sorted as names (bytes), not as paths: a tree of 20,000 files
+        // sorted by path components cost more than the files examined.
+        let mut names: Vec<std::ffi::OsString> =
+            entries.filter_map(|e| Some(e.ok()?.file_name())).collect();
+        names.sort_unstable();
+        for name in names {
+            if *budget == 0 {
+                return;
+            }
+            collect(&path.join(name), direction, false, budget, found);
         }
         return;
     }

@@ -32,6 +32,10 @@ use crate::{Reason, Settings};
 struct Head {
     /// The bytes before chunk 0 (encrypt only; empty otherwise).
     prefix: Vec<u8>,
+    /// Decrypt and verify: the file's first bytes as read when it was
+    /// opened; the whole file when it is at most [`WHOLE_READ_MAX`] bytes,
+    /// so that a small file is read by one call (empty otherwise).
+    read_ahead: Vec<u8>,
     /// The file's container.
     envelope: Arc<dyn Envelope>,
     /// When encrypting, the input's mode; when decrypting, what the
@@ -54,40 +58,52 @@ impl Read for PositionalReader<'_> {
     }
 }
 
-/// Detects the envelope of `input` from its first bytes and opens its
-/// prefix with the run's keys; gives the head, the layout (checked against
-/// the file's `len`) and the chunk cipher.
+/// Encrypted files of at most this many bytes are read whole when they
+/// are opened (one `pread` gives the prefix and every chunk); larger ones
+/// read their first [`DETECT_LEN`] bytes, and their chunks segment by
+/// segment.
+const WHOLE_READ_MAX: u64 = 64 * 1024;
+
+/// Reads the first bytes of `input` (the whole file when it is small),
+/// detects its envelope from them and opens its prefix with the run's
+/// keys: the head, the layout (checked against the file's length) and the
+/// chunk cipher. `None` for a file its envelope encodes as a whole (age's
+/// armor), which is processed in order through the stream path.
 fn open_prefix(
     settings: &Settings,
     input: &File,
     len: u64,
-) -> Result<(Head, Layout, ChunkCipher), Reason> {
-    let mut first = [0u8; DETECT_LEN];
+) -> Result<Option<(Head, Layout, ChunkCipher)>, Reason> {
+    let want = if len <= WHOLE_READ_MAX {
+        len as usize
+    } else {
+        DETECT_LEN
+    };
+    let mut first = vec![0u8; want];
     let got = pread_full(input, &mut first, 0).map_err(Reason::Read)?;
-    let (envelope, processing) = settings.envelopes().detect(&first[..got]);
+    first.truncate(got);
+    let (envelope, processing) = settings.envelopes().detect(&first[..got.min(DETECT_LEN)]);
     if processing == Processing::InOrder {
-        // Only reached by a caller that split the file without asking
-        // `Settings::can_split`.
-        return Err(Reason::Executor(format!(
-            "this {} file is processed in order and cannot be split",
-            envelope.name()
-        )));
+        return Ok(None);
     }
-    let mut reader = io::BufReader::with_capacity(
+    // A prefix longer than what was read (an age header with many
+    // stanzas) goes on from the file.
+    let rest = io::BufReader::with_capacity(
         DETECT_LEN,
         PositionalReader {
             file: input,
-            offset: 0,
+            offset: got as u64,
         },
     );
-    let opened = envelope.open(&mut reader)?;
+    let opened = envelope.open(&mut (&first[..]).chain(rest))?;
     let layout = opened.layout(len).map_err(|e| envelope.payload_error(e))?;
     let head = Head {
         prefix: Vec::new(),
+        read_ahead: first,
         envelope: envelope.clone(),
         meta: opened.meta,
     };
-    Ok((head, layout, opened.cipher))
+    Ok(Some((head, layout, opened.cipher)))
 }
 
 /// An open file being encrypted, decrypted or verified.
@@ -208,6 +224,9 @@ pub enum Opened {
     /// A symbolic-link or hard-link entry, already done or to be linked
     /// once the files of the run are written.
     Entry(Done, Layout),
+    /// A file whose envelope encodes it as a whole (age's armor), to be
+    /// processed start to end through the stream path; the open input.
+    InOrder(File),
 }
 
 /// How a job ended well.
@@ -257,6 +276,11 @@ impl OpenFile {
         match OpenFile::open_with(settings, job, target, true)? {
             Opened::File(file) => Ok(*file),
             Opened::Entry(..) => Err(FormatError::HeaderModified.into()),
+            // Only reached by a caller that split the file without asking
+            // `Settings::can_split`.
+            Opened::InOrder(_) => Err(Reason::Executor(
+                "this file is processed in order and cannot be split".into(),
+            )),
         }
     }
 
@@ -276,6 +300,9 @@ impl OpenFile {
         let (layout, cipher, head) = match settings.direction {
             Direction::Encrypt => {
                 let envelope = settings.envelopes().sealer();
+                if envelope.sealing() == Processing::InOrder {
+                    return Ok(Opened::InOrder(input));
+                }
                 let entry = EntryMeta {
                     kind: EntryKind::File,
                     plaintext_len: Some(len),
@@ -286,13 +313,16 @@ impl OpenFile {
                 let layout = Layout::new(sealed.prefix.len(), sealed.cipher.chunk_size(), len)?;
                 let head = Head {
                     prefix: sealed.prefix,
+                    read_ahead: Vec::new(),
                     envelope: envelope.clone(),
                     meta: entry,
                 };
                 (layout, sealed.cipher, head)
             }
             Direction::Decrypt | Direction::Verify => {
-                let (head, layout, cipher) = open_prefix(settings, &input, len)?;
+                let Some((head, layout, cipher)) = open_prefix(settings, &input, len)? else {
+                    return Ok(Opened::InOrder(input));
+                };
                 if head.meta.kind != EntryKind::File {
                     let done = open_entry(settings, &head.meta, &layout, cipher, input, target)?;
                     return Ok(Opened::Entry(done, layout));
@@ -303,14 +333,20 @@ impl OpenFile {
         let (output, commit) = match (target, settings.direction) {
             (Some(target), Direction::Encrypt | Direction::Decrypt) => {
                 let out = AtomicFile::create(&target.dir, &target.name).map_err(Reason::Write)?;
-                if settings.direction == Direction::Decrypt {
-                    // Holes read as zeros, so all-zero chunks need no write.
-                    out.file()
-                        .set_len(layout.plaintext_len())
-                        .map_err(Reason::Write)?;
+                if !shared {
+                    // One worker writes it, through the commit's descriptor
+                    // (and sizes it at the end if its last chunk is a hole).
+                    (None, Some(out))
+                } else {
+                    if settings.direction == Direction::Decrypt {
+                        // Holes read as zeros, so all-zero chunks need no write.
+                        out.file()
+                            .set_len(layout.plaintext_len())
+                            .map_err(Reason::Write)?;
+                    }
+                    let file = out.file().try_clone().map_err(Reason::Write)?;
+                    (Some(file), Some(out))
                 }
-                let file = out.file().try_clone().map_err(Reason::Write)?;
-                (Some(file), Some(out))
             }
             _ => (None, None),
         };
@@ -346,7 +382,10 @@ impl OpenFile {
         let input = self.input.try_clone().map_err(Reason::Read)?;
         let output = match &self.output {
             Some(out) => Some(out.try_clone().map_err(Reason::Write)?),
-            None => None,
+            None => match self.commit_lock().as_ref() {
+                Some(out) => Some(out.file().try_clone().map_err(Reason::Write)?),
+                None => None,
+            },
         };
         Ok(SplitParts {
             input,
@@ -389,6 +428,7 @@ impl OpenFile {
             cipher,
             head: Head {
                 prefix: Vec::new(),
+                read_ahead: Vec::new(),
                 envelope,
                 meta: EntryMeta::stream(),
             },
@@ -444,10 +484,32 @@ impl OpenFile {
         }
     }
 
+    /// The output not yet committed, if any.
+    fn commit_lock(&self) -> std::sync::MutexGuard<'_, Option<AtomicFile>> {
+        self.commit.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Writes `bufs` to the output at `offset`.
     fn write_at(&self, bufs: &mut [IoSlice<'_>], offset: u64) -> Result<(), Reason> {
-        let out = self.output.as_ref().ok_or(Reason::Cancelled)?;
         let bytes: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        match &self.output {
+            Some(out) => self.write_to(out, bufs, offset)?,
+            None => {
+                // A file one worker writes has no descriptor of its own: it
+                // writes through the commit's (the lock is never contended).
+                let commit = self.commit_lock();
+                let out = commit.as_ref().ok_or(Reason::Cancelled)?.file();
+                self.write_to(out, bufs, offset)?;
+            }
+        }
+        let total = self.written.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        crate::hooks::after_write(total);
+        Ok(())
+    }
+
+    /// Writes `bufs` to `out` (the output) at `offset`, as the I/O
+    /// strategy says.
+    fn write_to(&self, out: &File, bufs: &mut [IoSlice<'_>], offset: u64) -> Result<(), Reason> {
         let result = if self.io == IoStrategy::Read {
             let private;
             let file = if self.shared {
@@ -467,10 +529,7 @@ impl OpenFile {
         } else {
             pwritev_all(out, bufs, offset)
         };
-        result.map_err(Reason::Write)?;
-        let total = self.written.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        crate::hooks::after_write(total);
-        Ok(())
+        result.map_err(Reason::Write)
     }
 
     /// Processes chunks `first..first + count` using `buf` as scratch space,
@@ -506,7 +565,18 @@ impl OpenFile {
                 Ok(expected as u64)
             }
             Direction::Decrypt | Direction::Verify => {
-                let got = self.read_at(&mut [IoSliceMut::new(buf)], layout.chunk_offset(first))?;
+                let offset = layout.chunk_offset(first);
+                // A small file was read whole when it was opened.
+                let ahead = usize::try_from(offset)
+                    .ok()
+                    .and_then(|at| self.head.read_ahead.get(at..at.checked_add(span)?));
+                let got = match ahead {
+                    Some(bytes) => {
+                        buf.copy_from_slice(bytes);
+                        span
+                    }
+                    _ => self.read_at(&mut [IoSliceMut::new(buf)], offset)?,
+                };
                 if got < span {
                     return Err(Reason::Shrank {
                         expected: layout.ciphertext_len(),
@@ -522,7 +592,17 @@ impl OpenFile {
                             other => io::Error::other(other.to_string()),
                         })
                     };
-                    write_plaintext(layout, first, buf, &mut write).map_err(Reason::Write)?;
+                    let tail_hole =
+                        write_plaintext(layout, first, buf, &mut write).map_err(Reason::Write)?;
+                    if tail_hole && !self.shared && last == layout.chunk_count() {
+                        // The last chunk was all zeros and not written:
+                        // the output gets its length here.
+                        let commit = self.commit_lock();
+                        let out = commit.as_ref().ok_or(Reason::Cancelled)?;
+                        out.file()
+                            .set_len(layout.plaintext_len())
+                            .map_err(Reason::Write)?;
+                    }
                 }
                 Ok(span as u64)
             }
@@ -538,7 +618,7 @@ impl OpenFile {
     /// [`Reason::Changed`], [`Reason::Exists`] or [`Reason::Write`]; the
     /// temp output is gone then.
     pub fn finish(&self, settings: &Settings) -> Result<(), Reason> {
-        let output = self.commit.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let output = self.commit_lock().take();
         if self.direction == Direction::Encrypt {
             let after = self.input.metadata().map_err(Reason::Read)?.len();
             if after != self.layout.plaintext_len() {
@@ -566,7 +646,7 @@ impl OpenFile {
 
     /// Drops the output without committing it.
     pub fn abandon(&self) {
-        self.commit.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.commit_lock().take();
     }
 }
 
@@ -730,11 +810,9 @@ pub fn process_whole(
     cancel: &Cancel,
     advance: &mut dyn FnMut(u64),
 ) -> WholeOutcome {
-    if let Some(outcome) = in_order(settings, job, target, cancel, advance) {
-        return outcome;
-    }
     let file = match OpenFile::open(settings, job, target) {
         Ok(Opened::File(file)) => file,
+        Ok(Opened::InOrder(input)) => return in_order(settings, input, target, cancel, advance),
         Ok(Opened::Entry(done, layout)) => {
             return WholeOutcome {
                 layout: Some(layout),
@@ -796,21 +874,16 @@ impl Read for Watched<'_> {
 
 /// Encrypts, decrypts or verifies a file whose envelope encodes it as a
 /// whole (age's armor: base64 in lines, so its chunks do not sit at
-/// computable offsets) start to end, in order, through the stream path;
-/// `None` for every other job, which the chunk machinery does.
+/// computable offsets) start to end, in order, through the stream path.
 fn in_order(
     settings: &Settings,
-    job: &FileJob,
+    input: File,
     target: Option<&Target>,
     cancel: &Cancel,
     advance: &mut dyn FnMut(u64),
-) -> Option<WholeOutcome> {
-    if settings.processing(job) != Processing::InOrder {
-        return None;
-    }
+) -> WholeOutcome {
     let mut layout = None;
     let result = (|| {
-        let input = open_input(&job.input)?;
         let meta = input.metadata().map_err(Reason::Read)?;
         let out = match (target, settings.direction) {
             (Some(target), Direction::Encrypt | Direction::Decrypt) => {
@@ -866,10 +939,10 @@ fn in_order(
         }
         Ok(())
     })();
-    Some(WholeOutcome {
+    WholeOutcome {
         layout,
         result: result.map(|()| Done::Written),
-    })
+    }
 }
 
 /// The layout of `job`'s result when a complete, correct one already stands
@@ -925,22 +998,27 @@ fn chunk_slots_mut<'a>(layout: &Layout, first: u64, buf: &'a mut [u8]) -> Vec<Io
 }
 
 /// Writes the plaintext of opened chunks, skipping chunks that are all zero
-/// (the output was sized in advance, so they read back as zeros and the
-/// output stays sparse).
+/// (holes read back as zeros, so the output stays sparse: a shared output
+/// was sized in advance, and one worker's output is sized at its end when
+/// its last chunk is a hole). Returns whether the last chunk of `buf` was
+/// such a hole (an empty chunk is not).
 fn write_plaintext(
     layout: &Layout,
     first: u64,
     buf: &[u8],
     mut write: impl FnMut(&mut [IoSlice<'_>], u64) -> io::Result<()>,
-) -> io::Result<()> {
+) -> io::Result<bool> {
     let mut at = 0;
     let mut index = first;
     let mut run: Vec<IoSlice<'_>> = Vec::new();
     let mut run_offset = layout.plaintext_offset(first);
+    let mut tail_hole = false;
     while at < buf.len() {
         let plain = layout.chunk_plaintext_len(index);
         let data = &buf[at..at + plain];
-        if data.iter().all(|&b| b == 0) {
+        let hole = data.iter().all(|&b| b == 0);
+        tail_hole = hole && plain > 0;
+        if hole {
             if !run.is_empty() {
                 write(&mut run, run_offset)?;
                 run.clear();
@@ -955,7 +1033,7 @@ fn write_plaintext(
     if !run.is_empty() {
         write(&mut run, run_offset)?;
     }
-    Ok(())
+    Ok(tail_hole)
 }
 
 /// Reads into `buf` at `offset` until it is full or the file ends; returns
@@ -1090,6 +1168,45 @@ mod tests {
             &mut |_| {},
         );
         outcome.result.unwrap();
+    }
+
+    /// A file decrypted by one worker (read whole at open when small, no
+    /// output sized in advance) comes back with its length and bytes when
+    /// its chunks of zeros (last one included) are left as holes, and a
+    /// file that ends in data needs no sizing at all.
+    #[test]
+    fn a_whole_file_ending_in_zeros_gets_its_length_and_stays_sparse() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut cases = Vec::new();
+        // Small (read whole at open): data, a zero chunk, data, then a
+        // partial chunk of zeros.
+        let mut small = vec![7u8; 1024];
+        small.extend(vec![0u8; 1024]);
+        small.extend(vec![9u8; 1024]);
+        small.extend(vec![0u8; 500]);
+        cases.push(("small", small));
+        // Larger than what is read whole, ending in whole chunks of zeros.
+        let mut large = vec![5u8; 100_000];
+        large.extend(vec![0u8; 300 * 1024]);
+        cases.push(("large", large));
+        cases.push(("data-last", vec![3u8; 5000]));
+        for (name, plain) in cases {
+            let input = dir.path().join(name);
+            std::fs::write(&input, &plain).unwrap();
+            let enc = settings(Direction::Encrypt, IoChoice::Pread);
+            let sealed = format!("{name}.cst");
+            whole(&enc, input, &target(dir.path(), &sealed));
+            let dec = settings(Direction::Decrypt, IoChoice::Pread);
+            let back = format!("{name}.back");
+            whole(&dec, dir.path().join(&sealed), &target(dir.path(), &back));
+            let out = dir.path().join(&back);
+            assert_eq!(std::fs::read(&out).unwrap(), plain, "{name}");
+            if name == "large" {
+                let blocks = std::fs::metadata(&out).unwrap().blocks() * 512;
+                assert!(blocks < 200_000, "{name}: {blocks} bytes allocated");
+            }
+        }
     }
 
     #[test]

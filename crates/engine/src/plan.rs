@@ -466,6 +466,7 @@ pub fn plan_transform_as(
 ) -> Result<Plan, PlanError> {
     let meta = fs::metadata(input).map_err(input_err(input))?;
     let mut plan = Plan::default();
+    let mut new_root = false;
     if meta.is_file() {
         let out_meta = fs::metadata(output).ok();
         if out_meta.is_none() && names_directory(output) {
@@ -518,10 +519,14 @@ pub fn plan_transform_as(
                 input: input.to_path_buf(),
             });
         }
-        if let Ok(m) = fs::metadata(output) {
-            if !m.is_dir() {
-                return Err(PlanError::OutputNotDir(output.to_path_buf()));
-            }
+        match fs::metadata(output) {
+            Ok(m) if !m.is_dir() => return Err(PlanError::OutputNotDir(output.to_path_buf())),
+            Ok(_) => {}
+            // A root that does not exist yet holds no output that could be
+            // overwritten: no output is looked up one by one (a taken name
+            // still fails at commit).
+            Err(e) if e.kind() == io::ErrorKind::NotFound => new_root = true,
+            Err(_) => {}
         }
         plan.root = Some((output.to_path_buf(), Some(dir_finish(&meta))));
         let mut walk = Walk {
@@ -536,7 +541,9 @@ pub fn plan_transform_as(
     } else {
         return Err(PlanError::NotFileOrDir(input.to_path_buf()));
     }
-    apply_overwrite(&mut plan, overwrite)?;
+    if !new_root {
+        apply_overwrite(&mut plan, overwrite)?;
+    }
     open_tree(&mut plan, meta.is_dir())?;
     Ok(plan)
 }
@@ -637,12 +644,14 @@ impl Walk<'_> {
         let dir = self.root.join(relative);
         let mut entries = fs::read_dir(&dir)
             .map_err(input_err(&dir))?
+            .map(|entry| entry.map(|e| (e.file_name(), e)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(input_err(&dir))?;
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
-            let path = entry.path();
-            let rel = relative.join(entry.file_name());
+        // Each name is copied out once, not at every comparison.
+        entries.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        for (name, entry) in entries {
+            let path = dir.join(&name);
+            let rel = relative.join(&name);
             let file_type = entry.file_type().map_err(input_err(&path))?;
             if file_type.is_dir() {
                 let child = match out_dir {
@@ -650,7 +659,7 @@ impl Walk<'_> {
                         let meta = entry.metadata().map_err(input_err(&path))?;
                         self.plan.dirs.push(PlannedDir {
                             parent,
-                            name: entry.file_name(),
+                            name: name.clone(),
                             finish: dir_finish(&meta),
                         });
                         Some(self.plan.dirs.len())
@@ -679,7 +688,7 @@ impl Walk<'_> {
             let meta = entry.metadata().map_err(input_err(&path))?;
             let output = match out_dir {
                 None => None,
-                Some(dir) => match output_name(self.direction, &self.format, &entry.file_name()) {
+                Some(dir) => match output_name(self.direction, &self.format, &name) {
                     Some(name) => Some(OutputName { dir, name }),
                     None => {
                         self.plan.skipped.push(Skipped {
