@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 
-use cryptstream_format::envelope::DETECT_LEN;
+use cryptstream_format::envelope::{read_full, DETECT_LEN};
 use cryptstream_format::{
     EntryKind, EntryMeta, Header, Layout, Mtime, OpeningReader, MAX_HEADER_LEN,
 };
@@ -26,20 +26,6 @@ use crate::{Direction, Overwrite, Reason, Settings, Shown};
 /// Bytes moved per read while streaming: large enough that a pipe is
 /// drained in few system calls.
 const STREAM_BUFFER: usize = 1 << 20;
-
-/// Reads until `buf` is full or the input ends; returns the bytes read.
-fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut total = 0;
-    while total < buf.len() {
-        match input.read(&mut buf[total..]) {
-            Ok(0) => break,
-            Ok(n) => total += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(total)
-}
 
 /// A writer that counts the bytes through it and reports them to the test
 /// build's hooks.

@@ -327,8 +327,9 @@ impl NativeEnvelope {
     }
 }
 
-/// Reads until `buf` is full or the input ends; returns the bytes read.
-fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+/// Reads until `buf` is full or the input ends (retrying on EINTR);
+/// returns the bytes read. The engine's stream loops use it too.
+pub fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut total = 0;
     while total < buf.len() {
         match input.read(&mut buf[total..]) {

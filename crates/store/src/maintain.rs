@@ -237,15 +237,7 @@ impl Store {
         })?;
         self.registry.add_put_refs(lease, &uids)?;
         let (entries, size) = writer.commit()?;
-        let row = SnapshotRow {
-            name: meta.name,
-            time_ns: meta.time_ns,
-            host: meta.host,
-            paths: meta.paths,
-            tags: meta.tags,
-            entries,
-            size,
-        };
+        let row = meta.into_row(entries, size);
         self.registry.record_snapshot(lease, &row)?;
         Ok(row)
     }

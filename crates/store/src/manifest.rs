@@ -253,6 +253,35 @@ impl ManifestWriter<'_> {
     }
 }
 
+/// The plaintext of the sealed container object `name` (`size` bytes;
+/// a manifest or a snapshot, `kind` in messages) under `key`, read in
+/// pieces: its header is parsed and authenticated first.
+///
+/// # Errors
+/// The backend, or [`StoreError::Damaged`] naming the object.
+pub(crate) fn open_sealed<'a>(
+    backend: &'a dyn Backend,
+    key: &cryptstream_format::MasterKey,
+    kind: &str,
+    name: &'a str,
+    size: u64,
+) -> Result<io::BufReader<OpeningReader<ObjectReader<'a>>>, StoreError> {
+    let damaged = |why: String| StoreError::Damaged(format!("{kind} {name}: {why}"));
+    let mut head = vec![0u8; MAX_HEADER_LEN.min(size as usize)];
+    backend.get_range(name, 0, &mut head)?;
+    let header = Header::parse(&head).map_err(|e| damaged(e.to_string()))?;
+    let cipher = header
+        .authenticate(key)
+        .map_err(|e| damaged(e.to_string()))?;
+    let object = ObjectReader {
+        backend,
+        name,
+        pos: header.len() as u64,
+        size,
+    };
+    Ok(io::BufReader::new(OpeningReader::new(object, cipher, None)))
+}
+
 /// Reads an object in pieces (never whole into memory).
 pub(crate) struct ObjectReader<'a> {
     pub(crate) backend: &'a dyn Backend,
@@ -295,21 +324,9 @@ impl<'a> ManifestReader<'a> {
         name: &'a str,
         size: u64,
     ) -> Result<ManifestReader<'a>, StoreError> {
-        let damaged = |why: String| StoreError::Damaged(format!("manifest {name}: {why}"));
-        let mut head = vec![0u8; MAX_HEADER_LEN.min(size as usize)];
-        backend.get_range(name, 0, &mut head)?;
-        let header = Header::parse(&head).map_err(|e| damaged(e.to_string()))?;
-        let cipher = header
-            .authenticate(keys.manifest_key())
-            .map_err(|e| damaged(e.to_string()))?;
-        let object = ObjectReader {
-            backend,
-            name,
-            pos: header.len() as u64,
-            size,
-        };
+        let input = open_sealed(backend, keys.manifest_key(), "manifest", name, size)?;
         let mut reader = ManifestReader {
-            input: io::BufReader::new(OpeningReader::new(object, cipher, None)),
+            input,
             name: name.to_owned(),
             files_left: 0,
             chunks_left: 0,

@@ -807,15 +807,7 @@ impl Store {
         registry.add_put_refs(lease, &reused)?;
         crate::hooks::before_manifest();
         let (entries, size) = snapshot.commit()?;
-        let row = SnapshotRow {
-            name: meta.name,
-            time_ns: meta.time_ns,
-            host: meta.host,
-            paths: meta.paths,
-            tags: meta.tags,
-            entries,
-            size,
-        };
+        let row = meta.into_row(entries, size);
         registry.record_snapshot(lease, &row)?;
         Ok(Some(row))
     }

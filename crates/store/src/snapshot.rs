@@ -28,13 +28,12 @@
 use std::io::{self, BufReader, BufWriter, Read, Write};
 
 use cryptstream_format::{
-    seal_header, Cipher, EntryKind, Header, HeaderParams, OpeningReader, SealingWriter,
-    MAX_HEADER_LEN, SALT_LEN,
+    seal_header, Cipher, EntryKind, HeaderParams, OpeningReader, SealingWriter, SALT_LEN,
 };
 
 use crate::backend::{Backend, ObjectWriter};
 use crate::keys::StoreKeys;
-use crate::manifest::{backend_io, ObjectReader, MAX_NAME_LEN};
+use crate::manifest::{backend_io, open_sealed, ObjectReader, MAX_NAME_LEN};
 use crate::StoreError;
 
 /// First bytes of a snapshot's plaintext.
@@ -75,6 +74,20 @@ pub struct SnapshotMeta {
 }
 
 impl SnapshotMeta {
+    /// The registry row of this snapshot once its object holds `entries`
+    /// entries in `size` bytes.
+    pub fn into_row(self, entries: u64, size: u64) -> crate::registry::SnapshotRow {
+        crate::registry::SnapshotRow {
+            name: self.name,
+            time_ns: self.time_ns,
+            host: self.host,
+            paths: self.paths,
+            tags: self.tags,
+            entries,
+            size,
+        }
+    }
+
     /// Its id: the 32 hex digits of its name.
     pub fn id(&self) -> &str {
         snapshot_id(&self.name)
@@ -266,24 +279,12 @@ impl<'a> SnapshotReader<'a> {
         keys: &StoreKeys,
         name: &'a str,
     ) -> Result<SnapshotReader<'a>, StoreError> {
-        let damaged = |why: String| StoreError::Damaged(format!("snapshot {name}: {why}"));
         let size = backend.size(name)?.ok_or_else(|| {
             StoreError::Backend(crate::backend::BackendError::NotFound(name.to_owned()))
         })?;
-        let mut head = vec![0u8; MAX_HEADER_LEN.min(size as usize)];
-        backend.get_range(name, 0, &mut head)?;
-        let header = Header::parse(&head).map_err(|e| damaged(e.to_string()))?;
-        let cipher = header
-            .authenticate(keys.snapshot_key())
-            .map_err(|e| damaged(e.to_string()))?;
-        let object = ObjectReader {
-            backend,
-            name,
-            pos: header.len() as u64,
-            size,
-        };
+        let input = open_sealed(backend, keys.snapshot_key(), "snapshot", name, size)?;
         let mut reader = SnapshotReader {
-            input: BufReader::new(OpeningReader::new(object, cipher, None)),
+            input,
             meta: SnapshotMeta {
                 name: name.to_owned(),
                 time_ns: 0,
