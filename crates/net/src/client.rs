@@ -857,13 +857,7 @@ fn handshake_failure(shared: &Shared, trusting: &Trusting, e: &io::Error) -> Net
             address: shared.to.clone(),
         };
     }
-    let reason = match e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
-        Some(tls) => crate::tls::plain_reason(tls),
-        None => format!("TLS handshake failed: {}", crate::tls::plain_io_reason(e)),
-    };
+    let reason = crate::tls::handshake_reason(e);
     NetError::Connect {
         address: shared.to.clone(),
         reason,

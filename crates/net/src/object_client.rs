@@ -160,13 +160,7 @@ impl ObjectClient {
         if let Some(seen) = verifier.refused() {
             return self.trust.mismatch(&self.address, seen);
         }
-        let reason = match e
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            Some(tls) => crate::tls::plain_reason(tls),
-            None => format!("TLS handshake failed: {}", crate::tls::plain_io_reason(e)),
-        };
+        let reason = crate::tls::handshake_reason(e);
         NetError::Connect {
             address: self.address.clone(),
             reason,

@@ -369,6 +369,18 @@ pub fn plain_reason(error: &rustls::Error) -> String {
     }
 }
 
+/// Why a TLS handshake failed, in plain words: rustls' own error when it
+/// is one, else the I/O failure.
+pub fn handshake_reason(error: &std::io::Error) -> String {
+    match error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => plain_reason(tls),
+        None => format!("TLS handshake failed: {}", plain_io_reason(error)),
+    }
+}
+
 /// An I/O error of a TLS session in plain words (rustls puts a link to
 /// its manual in the text of a connection closed without `close_notify`).
 pub fn plain_io_reason(error: &std::io::Error) -> String {
