@@ -50,7 +50,9 @@ use cryptstream_store::maintain::ReindexReport;
 use cryptstream_store::{Backend, LocalDir, LockedStore, Registry, Settings, Store, StoreError};
 
 pub use cryptstream_s3::WriteMode;
-pub use lease::{GcGate, HeldLease, LeaseKind, LiveLease, RunningPut, GC_WAIT, LEASE_PREFIX};
+pub use lease::{
+    CacheBehind, GcGate, HeldLease, LeaseKind, LiveLease, RunningPut, GC_WAIT, LEASE_PREFIX,
+};
 
 use cache::RegistryCache;
 use cryptstream_remote::{RemoteBackend, RemoteLocation};

@@ -20,6 +20,10 @@ use crate::StoreError;
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 /// A writer on another host whose heartbeat is older than this is gone.
 const STALE_WRITER_SECS: i64 = 3600;
+/// The epoch of a put writer whose every decision to rely on a chunk or a
+/// record is in the registry (its decision window is closed): it bounds
+/// no sweep (docs/STORE.md "gc", DECISIONS 300).
+pub const WINDOW_CLOSED: i64 = i64::MAX;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -391,6 +395,9 @@ mod per_entry {
     pub const DROP_DEAD_GC: &str = "DELETE FROM writers WHERE id = ?1 AND role = 'gc'";
     /// A writer's heartbeat (put, per pack).
     pub const HEARTBEAT: &str = "UPDATE writers SET heartbeat = ?1 WHERE id = ?2";
+    /// A put's decision window opens (at a new epoch) or closes
+    /// ([`super::WINDOW_CLOSED`]) (put, per batch).
+    pub const SET_WINDOW: &str = "UPDATE writers SET epoch = ?1 WHERE id = ?2";
     /// A committed pack (put and gc, per pack).
     pub const INSERT_PACK: &str = "INSERT INTO packs(name, size, created) VALUES (?1, ?2, ?3)";
     /// A pack found in the store (reindex, per pack).
@@ -452,6 +459,7 @@ const PER_ENTRY: &[&str] = &[
     DROP_WRITER,
     DROP_DEAD_GC,
     HEARTBEAT,
+    SET_WINDOW,
     INSERT_PACK,
     ADD_PACK,
     PACK_ID,
@@ -555,6 +563,12 @@ impl Registry {
              FROM old.files AS o
              WHERE o.uid = main.files.uid AND o.status = 'complete' AND o.source IS NOT NULL",
         );
+        // The id stays, so that the puts of this registry are still its own.
+        let _ = self.conn.execute(
+            "UPDATE main.meta SET value = (SELECT value FROM old.meta WHERE key = 'registry_id')
+             WHERE key = 'registry_id' AND EXISTS (SELECT 1 FROM old.meta WHERE key = 'registry_id')",
+            [],
+        );
         let _ = self.conn.execute("DETACH DATABASE old", []);
     }
 
@@ -576,6 +590,13 @@ impl Registry {
         conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
             .map_err(|e| reg(path, e))?;
         add_snapshot_columns(&conn).map_err(|e| reg(path, e))?;
+        let mut id = [0u8; 8];
+        cryptstream_format::fill_random(&mut id)?;
+        conn.execute(
+            "INSERT OR IGNORE INTO meta VALUES ('registry_id', ?1)",
+            [i64::from_le_bytes(id) & i64::MAX],
+        )
+        .map_err(|e| reg(path, e))?;
         Ok(Registry {
             conn,
             path: path.to_path_buf(),
@@ -859,6 +880,7 @@ impl Registry {
         lease: WriterLease,
         pack: Option<(&str, u64, &[PackEntry])>,
         files: &mut [&mut PendingFile],
+        reused: &[u64],
     ) -> Result<(), StoreError> {
         let created = now();
         self.write(|tx| {
@@ -913,10 +935,75 @@ impl Registry {
                     f.next_seq += 1;
                 }
             }
+            let mut stmt = tx.prepare_cached(ADD_PUT_REF)?;
+            for uid in reused {
+                stmt.execute(params![lease.id, *uid as i64])?;
+            }
             tx.prepare_cached(HEARTBEAT)?
                 .execute(params![created, lease.id])?;
+            // Every chunk and record this put relies on is now in the
+            // registry: its window closes (DECISIONS 300).
+            tx.prepare_cached(SET_WINDOW)?
+                .execute(params![WINDOW_CLOSED, lease.id])?;
             Ok(())
         })
+    }
+
+    /// Opens put `lease`'s decision window at a new epoch, before it reads
+    /// whether a chunk or a record may be reused: a gc marks and sweeps
+    /// only what was unreferenced before every open window began, and
+    /// what a put read after this transaction sees every earlier mark. It
+    /// closes at the next [`Registry::commit_batch`], which records every
+    /// reuse decided meanwhile (DECISIONS 300).
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn open_window(&mut self, lease: WriterLease) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let epoch = Self::next_epoch(tx)?;
+            tx.prepare_cached(SET_WINDOW)?
+                .execute(params![epoch, lease.id])
+        })?;
+        Ok(())
+    }
+
+    /// This registry's random id, made when it was created and kept by
+    /// `reindex`: a put's lease carries it (sealed), so that a gc can tell
+    /// the puts of its own registry from other writers'.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn id(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = 'registry_id'", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// Whether a put registered in this registry by process `pid` of this
+    /// host is alive (the same process: its start time matches).
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn live_put(&self, pid: u32) -> Result<bool, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT start_ticks, host FROM writers WHERE role = 'put' AND pid = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([i64::from(pid)], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let here = host();
+        for row in rows {
+            let (ticks, host_name) = row.map_err(|e| self.err(e))?;
+            if host_name == here && start_ticks(pid).is_some_and(|t| t == ticks) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Records, before it is written, the manifest of these files and
