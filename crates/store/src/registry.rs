@@ -975,9 +975,11 @@ impl Registry {
     /// Registry failures.
     pub fn id(&self) -> Result<i64, StoreError> {
         self.conn
-            .query_row("SELECT value FROM meta WHERE key = 'registry_id'", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'registry_id'",
+                [],
+                |r| r.get(0),
+            )
             .map_err(|e| self.err(e))
     }
 
