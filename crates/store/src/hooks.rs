@@ -89,7 +89,7 @@ fn pause(_name: &str) {
         if ms > 0 {
             std::thread::sleep(std::time::Duration::from_millis(ms));
         }
-        let here = HOLD_AT.get().map_or(true, |at| at == name);
+        let here = HOLD_AT.get().is_none_or(|at| at == name);
         if let Some(path) = HOLD_WHILE.get().filter(|_| here) {
             if path.exists() {
                 // Tells the test that this process reached a hook point.
