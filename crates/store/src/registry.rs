@@ -2098,6 +2098,91 @@ mod tests {
     }
 
     #[test]
+    fn a_put_window_bounds_gc_while_open_and_nothing_once_its_decisions_are_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = Registry::open(&dir.path().join("registry.sqlite")).unwrap();
+        let chunk = |n: u8| PackEntry {
+            id: [n; 32],
+            offset: u64::from(n) * 100,
+            stored_len: 100,
+            raw_len: 100,
+            compression: 0,
+        };
+        // Chunk 1 belongs to record 1, which one snapshot references;
+        // chunk 2 belongs to nothing.
+        registry
+            .add_pack("packs/p", 300, &[chunk(1), chunk(2)])
+            .unwrap();
+        let record = FileRecord {
+            uid: 1,
+            name: "f".into(),
+            kind: Kind::File,
+            mode: 0o644,
+            mtime: (0, 0),
+            size: 100,
+            link: Vec::new(),
+            created: 1,
+            chunks: 1,
+            mac: [0; 32],
+        };
+        assert!(registry
+            .add_complete_file(&record, "manifests/m", &[([1; 32], 100)])
+            .unwrap());
+        let snapshot = SnapshotRow {
+            name: "snapshots/s".into(),
+            time_ns: 1,
+            host: "h".into(),
+            paths: Vec::new(),
+            tags: Vec::new(),
+            entries: 1,
+            size: 1,
+        };
+        let old = WriterLease { id: -1, epoch: 0 };
+        registry.add_put_refs(old, &[1]).unwrap();
+        registry.record_snapshot(old, &snapshot).unwrap();
+        let window = |r: &Registry, lease: WriterLease| -> i64 {
+            r.conn
+                .query_row(
+                    "SELECT epoch FROM writers WHERE id = ?1",
+                    [lease.id],
+                    |row| row.get(0),
+                )
+                .unwrap()
+        };
+
+        // A put registers (its window opens) and decides, in memory only,
+        // to reuse record 1; then the snapshot is forgotten.
+        let put = registry.register_writer(Role::Put).unwrap();
+        assert_ne!(window(&registry, put), WINDOW_CLOSED);
+        registry.forget_snapshot("snapshots/s", Some(&[1])).unwrap();
+        // Open window: a gc removes neither the record nor the chunk that
+        // became garbage after the window opened.
+        assert_eq!(registry.mark_unreferenced().unwrap().0, 0);
+        registry.mark_garbage().unwrap();
+        assert_eq!(registry.sweep_garbage().unwrap().0, 0);
+        // The batch commit records the reuse and closes the window: the
+        // record is kept by `put_refs`, and chunk 2, marked while the
+        // window was open and relied on by nothing, goes.
+        registry.commit_batch(put, None, &mut [], &[1]).unwrap();
+        assert_eq!(window(&registry, put), WINDOW_CLOSED);
+        assert_eq!(registry.mark_unreferenced().unwrap().0, 0);
+        registry.mark_garbage().unwrap();
+        assert_eq!(registry.sweep_garbage().unwrap(), (1, 100));
+        assert!(registry.location(&[1; 32]).unwrap().is_some());
+        // A window opened again bounds what is marked after it.
+        registry.open_window(put).unwrap();
+        assert_ne!(window(&registry, put), WINDOW_CLOSED);
+        registry.add_pack("packs/q", 100, &[chunk(3)]).unwrap();
+        registry.mark_garbage().unwrap();
+        assert_eq!(registry.sweep_garbage().unwrap().0, 0);
+        // The put ends without a snapshot: the record is reclaimable, and
+        // with no put running the marked chunk goes.
+        registry.end_writer(put).unwrap();
+        assert_eq!(registry.mark_unreferenced().unwrap().0, 1);
+        assert_eq!(registry.sweep_garbage().unwrap(), (1, 100));
+    }
+
+    #[test]
     fn newest_version_of_each_name_is_streamed_in_name_order() {
         let dir = tempfile::tempdir().unwrap();
         let mut registry = Registry::open(&dir.path().join("registry.sqlite")).unwrap();
