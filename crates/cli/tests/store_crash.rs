@@ -762,6 +762,59 @@ fn sigterm_stops_a_put_and_a_rerun_completes_it(kind: Kind) {
 }
 
 #[test]
+fn a_gc_beside_its_puts_skips_when_another_cache_changed_the_store_since_it_read_it() {
+    let s = StoreWs::new(SMALL);
+    let old = s.ws.path("srcold/old");
+    random_tree(&old, 4, 300_000, 81);
+    let old_snap = snapshot_of(s.run("put", &[&old]).success());
+    // Another user (a cache of its own) puts a tree: a snapshot this
+    // cache has not read.
+    let other = s.ws.path("srcother/other");
+    random_tree(&other, 4, 300_000, 82);
+    let mut put_other = s.cmd("put");
+    put_other
+        .env("CRYPTSTREAM_CACHE_DIR", s.ws.path("cache-other"))
+        .arg(&other);
+    run(&mut put_other).success();
+    s.run("forget", &[&old_snap]).success();
+    let packs = s.objects("packs/");
+    // A put of this cache, held at its first hook point.
+    let src = s.ws.path("src/tree");
+    random_tree(&src, 4, 300_000, 83);
+    let hold = Hold::new(&s, "hold");
+    let mut put = spawn_put(&s, &src, &[hold.env()], false);
+    let pid = put.pid();
+    hold.wait_reached();
+    assert!(s.put_registered(pid), "the put is not registered");
+    // The gc cannot refresh under the put, and its registry is behind:
+    // it says so and reclaims nothing.
+    let gc = s.run("gc", &[]);
+    gc.success()
+        .stderr_has("gc: skipped: a put of this cache is running (leases/put-")
+        .stderr_has("which this cache has not read");
+    assert!(!put.running.has_exited(), "the put ended before the gc did");
+    for pack in &packs {
+        assert!(
+            s.objects("packs/").contains(pack),
+            "{pack} went while the put ran"
+        );
+    }
+    hold.release();
+    let (status, _, stderr) = put.finish();
+    assert!(status.success(), "put: {status}: {stderr}");
+    // With no put running, the gc refreshes, keeps the other user's tree
+    // and reclaims the forgotten one.
+    let gc = s.run("gc", &[]);
+    gc.success();
+    assert!(!gc.stderr.contains("skipped"), "{}", gc.stderr);
+    assert!(gc_count(&gc.stderr, "chunks removed") > 0, "{}", gc.stderr);
+    s.run("verify", &[&"--read-data"]).success();
+    let dest = s.ws.path("out");
+    s.run("get", &[&"other", &dest]).success();
+    assert_same_tree(&snapshot(&other), &snapshot(&dest.join("other")));
+}
+
+#[test]
 fn a_gc_beside_a_put_that_reuses_a_forgotten_snapshots_records_keeps_them() {
     let s = StoreWs::new(SMALL);
     let parent = s.ws.path("src");
