@@ -635,19 +635,30 @@ fn run_command(
 
 /// `gc` (also `forget --prune`).
 fn run_gc(args: &StoreArgs, opened: &mut OpenedStore, cancel: &Cancel) -> anyhow::Result<ExitCode> {
-    let _lease = match opened.gc_gate(cancel)? {
+    let (_lease, refreshed) = match opened.gc_gate(cancel)? {
         GcGate::Skip(why) => {
+            messages::note(format_args!("gc: skipped: {why}"));
+            return Ok(ExitCode::SUCCESS);
+        }
+        GcGate::Behind(why) => {
             messages::note(format_args!("gc: skipped: {why}"));
             return Ok(ExitCode::SUCCESS);
         }
         GcGate::Exclusive { lease, refresh } => {
             refuse_unreadable(&refresh, "gc: not run")?;
-            lease
+            (lease, true)
+        }
+        GcGate::Beside { lease, puts } => {
+            messages::note(format_args!(
+                "gc: running beside {} of this cache",
+                messages::count(puts as u64, "put", "puts")
+            ));
+            (lease, false)
         }
     };
     let store = opened.store_mut();
     let bar = Bar::new("gc", args.quiet);
-    let report = store.gc(&bar, cancel)?;
+    let report = store.gc(&bar, cancel, refreshed)?;
     bar.finish();
     messages::note(format_args!(
         "gc: {} chunks removed, {} packs deleted, {} rewritten, {} reclaimed; \
@@ -676,7 +687,7 @@ pub fn run_put(
     bar: &Bar,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
-    let location = opened.location();
+    let location = opened.location().clone();
     let _lease = opened.put_lease(&mut |gc| {
         messages::note(format_args!(
             "{location}: waiting for a gc by another client to finish ({})",

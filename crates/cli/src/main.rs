@@ -175,6 +175,10 @@ fn debug_hooks() {
         if let Some(path) = std::env::var_os("CRYPTSTREAM_DEBUG_STORE_HOLD_WHILE") {
             cryptstream_store::hooks::hold_while_exists(std::path::PathBuf::from(path));
         }
+        // ... only at the hook point of this name.
+        if let Some(name) = std::env::var_os("CRYPTSTREAM_DEBUG_STORE_HOLD_AT") {
+            cryptstream_store::hooks::hold_only_at(name.to_string_lossy().into_owned());
+        }
         // Bytes above which an S3 object goes up in parts.
         if let Some(bytes) = number("CRYPTSTREAM_DEBUG_S3_MULTIPART_THRESHOLD") {
             cryptstream_s3::set_multipart_threshold(bytes as usize);

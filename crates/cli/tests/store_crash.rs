@@ -6,7 +6,8 @@
 //! some but not all of its entries; a gc counts as "during a put" only
 //! when the put was registered in the registry before the gc started and
 //! was still registered and alive after the gc ended (the put is held at
-//! a hook point by `CRYPTSTREAM_DEBUG_STORE_HOLD_WHILE`).
+//! a hook point by `CRYPTSTREAM_DEBUG_STORE_HOLD_WHILE`, and at one named
+//! point by `CRYPTSTREAM_DEBUG_STORE_HOLD_AT`).
 
 mod common;
 mod store_support;
@@ -20,6 +21,7 @@ use store_support::*;
 
 on_every_backend!(
     sigkill_during_put_at_random_points_leaves_a_store_that_verifies,
+    a_gc_beside_a_running_put_of_its_cache_sweeps_a_forgotten_snapshot_and_loses_nothing,
     sigterm_and_sigint_stop_a_get_which_leaves_nothing_half_written,
     sigterm_stops_a_put_and_a_rerun_completes_it,
 );
@@ -226,8 +228,8 @@ impl Hold {
 fn gc_count(stderr: &str, what: &str) -> u64 {
     let line = stderr
         .lines()
-        .find(|l| l.contains("gc: "))
-        .unwrap_or_else(|| panic!("no gc summary: {stderr}"));
+        .find(|l| l.contains("gc: ") && l.contains(what))
+        .unwrap_or_else(|| panic!("no gc summary with {what}: {stderr}"));
     let before = &line[..line.find(what).unwrap_or_else(|| panic!("{what}? {line}"))];
     before
         .split_whitespace()
@@ -241,8 +243,141 @@ fn gc_skipped(stderr: &str) -> bool {
     stderr.contains("gc: skipped: a put is running (leases/put-")
 }
 
+/// Whether a gc's stderr says it ran beside one put of its own cache.
+fn gc_beside_one_put(stderr: &str) -> bool {
+    stderr.contains("gc: running beside 1 put of this cache") && !stderr.contains("skipped")
+}
+
+/// A gc of another user of the same store: its own, new registry cache.
+fn gc_of_another_cache(s: &StoreWs) -> Outcome {
+    let mut gc = s.cmd("gc");
+    gc.env("CRYPTSTREAM_CACHE_DIR", s.ws.path("cache-other"));
+    run(&mut gc)
+}
+
+/// The epoch of put `pid`'s writer row: [`WINDOW_CLOSED`] when every
+/// chunk and record it relies on is in the registry.
+fn put_window(s: &StoreWs, pid: u32) -> i64 {
+    s.registry()
+        .query_row(
+            "SELECT epoch FROM writers WHERE role = 'put' AND pid = ?1",
+            [pid],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+/// The `epoch` of a put writer whose decision window is closed.
+const WINDOW_CLOSED: i64 = i64::MAX;
+
+/// Issue 16, acceptance 6: a `forget --prune` of an older snapshot runs
+/// and completes while a put of the same cache is running (it has
+/// reported some but not all of its entries, is registered and alive, and
+/// has recorded no snapshot when the gc ends), sweeps the forgotten
+/// snapshot's packs, and the put then ends with a snapshot that comes
+/// back byte for byte and verifies with every chunk read.
+fn a_gc_beside_a_running_put_of_its_cache_sweeps_a_forgotten_snapshot_and_loses_nothing(
+    kind: Kind,
+) {
+    let s = StoreWs::on(kind, SMALL);
+    // An older tree of content of its own, put and then forgotten.
+    let old = s.ws.path("srcold/old");
+    random_tree(&old, 6, 600_000, 71);
+    let old_snap = snapshot_of(s.run("put", &[&old]).success());
+    let old_packs = s.objects("packs/");
+    assert!(!old_packs.is_empty());
+    // A larger tree, put meanwhile: slowed at every hook point, and held
+    // at its next manifest once the test creates the hold file.
+    let parent = s.ws.path("src");
+    let src = parent.join("tree");
+    random_tree(&src, 48, 600_000, 72);
+    let total = entry_count(&src);
+    let hold = s.ws.path("hold");
+    let reached = s.ws.path("hold.reached");
+    let delay = std::ffi::OsString::from("5");
+    let at = std::ffi::OsString::from("before_manifest");
+    let mut put = spawn_put(
+        &s,
+        &src,
+        &[
+            ("CRYPTSTREAM_DEBUG_STORE_DELAY_MS", &delay),
+            ("CRYPTSTREAM_DEBUG_STORE_HOLD_WHILE", hold.as_os_str()),
+            ("CRYPTSTREAM_DEBUG_STORE_HOLD_AT", &at),
+        ],
+        false,
+    );
+    let pid = put.pid();
+    wait_for("the put reports entries", || {
+        put.reported_count() > 0 || put.running.has_exited()
+    });
+    fs::write(&hold, b"held").unwrap();
+    wait_for("the put holds before a manifest", || {
+        reached.exists() || put.running.has_exited()
+    });
+    assert!(!put.running.has_exited(), "{}", put.stderr_so_far());
+    let reported = put.reported_count();
+    assert!(
+        reported > 0 && reported < total,
+        "the put had reported {reported} of {total} entries when it held"
+    );
+    assert!(s.put_registered(pid), "the put is not registered");
+    assert_eq!(
+        put_window(&s, pid),
+        WINDOW_CLOSED,
+        "a put held after a batch commit relies on nothing the registry does not show"
+    );
+
+    // The prune runs beside the put: not skipped, and it sweeps.
+    let prune = s.run("forget", &[&old_snap, &"--prune"]);
+    prune.success();
+    assert!(gc_beside_one_put(&prune.stderr), "{}", prune.stderr);
+    assert!(
+        gc_count(&prune.stderr, "chunks removed") > 0,
+        "{}",
+        prune.stderr
+    );
+    assert!(
+        gc_count(&prune.stderr, "packs deleted") >= old_packs.len() as u64,
+        "{}",
+        prune.stderr
+    );
+    let left = s.objects("packs/");
+    for pack in &old_packs {
+        assert!(
+            !left.contains(pack),
+            "{pack} of the forgotten snapshot is still there"
+        );
+    }
+    // The put had not finished when the gc did.
+    assert!(
+        !put.running.has_exited() && s.put_registered(pid),
+        "the put ended before the gc did"
+    );
+    assert!(
+        put.reported_count() < total,
+        "the put had reported every entry when the gc ended"
+    );
+    assert_eq!(
+        s.objects("snapshots/"),
+        Vec::<String>::new(),
+        "a snapshot is in the store before the put ended"
+    );
+
+    fs::remove_file(&hold).unwrap();
+    let (status, reported, stderr) = put.finish();
+    assert!(status.success(), "put: {status}: {stderr}");
+    assert_eq!(reported.len(), total);
+    s.run("verify", &[&"--read-data"]).success();
+    let dest = s.ws.path("out");
+    s.run("get", &[&"latest", &dest]).success();
+    assert_same_tree(&snapshot(&src), &snapshot(&dest.join("tree")));
+    s.run("get", &[&"old", &s.ws.path("x")])
+        .failure()
+        .stderr_has("no such file or id");
+}
+
 #[test]
-fn two_puts_at_once_keep_gc_out_and_the_gc_after_them_sweeps_a_deleted_tree() {
+fn two_puts_at_once_keep_another_users_gc_out_and_the_gc_after_them_sweeps_a_deleted_tree() {
     let s = StoreWs::new(SMALL);
     let a = s.ws.path("srca/ta");
     let b = s.ws.path("srcb/tb");
@@ -266,9 +401,9 @@ fn two_puts_at_once_keep_gc_out_and_the_gc_after_them_sweeps_a_deleted_tree() {
     hold_a.wait_reached();
     assert!(s.put_registered(pid_a), "put A is not registered");
     assert_eq!(s.objects("leases/").len(), 1, "put A holds one lease");
-    // A gc while A runs sees A's lease and reclaims nothing: another
-    // user's put (with a registry of its own) would be just as safe.
-    let gc1 = s.run("gc", &[]);
+    // Another user's gc (a registry of its own) sees A's lease and
+    // reclaims nothing: it cannot see what A relies on.
+    let gc1 = gc_of_another_cache(&s);
     gc1.success();
     assert!(gc_skipped(&gc1.stderr), "{}", gc1.stderr);
     assert!(
@@ -293,8 +428,8 @@ fn two_puts_at_once_keep_gc_out_and_the_gc_after_them_sweeps_a_deleted_tree() {
     assert!(status_a.success(), "put A: {status_a}: {stderr_a}");
     assert_eq!(reported_a.len(), entry_count(&a));
 
-    // B alone still keeps gc out.
-    let gc2 = s.run("gc", &[]);
+    // B alone still keeps that gc out.
+    let gc2 = gc_of_another_cache(&s);
     gc2.success();
     assert!(gc_skipped(&gc2.stderr), "{}", gc2.stderr);
     assert!(!pb.running.has_exited(), "put B ended before the gc did");
@@ -627,38 +762,130 @@ fn sigterm_stops_a_put_and_a_rerun_completes_it(kind: Kind) {
 }
 
 #[test]
-fn a_gc_while_a_put_reuses_a_forgotten_snapshots_records_is_skipped_and_keeps_them() {
+fn a_gc_beside_its_puts_skips_when_another_cache_changed_the_store_since_it_read_it() {
     let s = StoreWs::new(SMALL);
-    let parent = s.ws.path("src");
-    let src = parent.join("tree");
-    random_tree(&src, 8, 300_000, 61);
-    let first = snapshot_of(s.run("put", &[&src]).success());
-    // A second put of the unchanged tree reuses every record, then holds
-    // just before it commits its snapshot: registered, relying on them.
+    let old = s.ws.path("srcold/old");
+    random_tree(&old, 4, 300_000, 81);
+    let old_snap = snapshot_of(s.run("put", &[&old]).success());
+    // Another user (a cache of its own) puts a tree: a snapshot this
+    // cache has not read.
+    let other = s.ws.path("srcother/other");
+    random_tree(&other, 4, 300_000, 82);
+    let mut put_other = s.cmd("put");
+    put_other
+        .env("CRYPTSTREAM_CACHE_DIR", s.ws.path("cache-other"))
+        .arg(&other);
+    run(&mut put_other).success();
+    s.run("forget", &[&old_snap]).success();
+    let packs = s.objects("packs/");
+    // A put of this cache, held at its first hook point.
+    let src = s.ws.path("src/tree");
+    random_tree(&src, 4, 300_000, 83);
     let hold = Hold::new(&s, "hold");
     let mut put = spawn_put(&s, &src, &[hold.env()], false);
     let pid = put.pid();
     hold.wait_reached();
     assert!(s.put_registered(pid), "the put is not registered");
+    // The gc cannot refresh under the put, and its registry is behind:
+    // it says so and reclaims nothing.
+    let gc = s.run("gc", &[]);
+    gc.success()
+        .stderr_has("gc: skipped: a put of this cache is running (leases/put-")
+        .stderr_has("which this cache has not read");
+    assert!(!put.running.has_exited(), "the put ended before the gc did");
+    for pack in &packs {
+        assert!(
+            s.objects("packs/").contains(pack),
+            "{pack} went while the put ran"
+        );
+    }
+    hold.release();
+    let (status, _, stderr) = put.finish();
+    assert!(status.success(), "put: {status}: {stderr}");
+    // With no put running, the gc refreshes, keeps the other user's tree
+    // and reclaims the forgotten one.
+    let gc = s.run("gc", &[]);
+    gc.success();
+    assert!(!gc.stderr.contains("skipped"), "{}", gc.stderr);
+    assert!(gc_count(&gc.stderr, "chunks removed") > 0, "{}", gc.stderr);
+    s.run("verify", &[&"--read-data"]).success();
+    let dest = s.ws.path("out");
+    s.run("get", &[&"other", &dest]).success();
+    assert_same_tree(&snapshot(&other), &snapshot(&dest.join("other")));
+}
+
+#[test]
+fn a_gc_beside_a_put_that_reuses_a_forgotten_snapshots_records_keeps_them() {
+    let s = StoreWs::new(SMALL);
+    let parent = s.ws.path("src");
+    let src = parent.join("tree");
+    random_tree(&src, 8, 300_000, 61);
+    let first = snapshot_of(s.run("put", &[&src]).success());
+    // The last file (in walk order) changes: a second put decides to
+    // reuse every other record, then holds after the first chunk of the
+    // changed one, before any batch commit. Its reuse decisions are in
+    // its memory only; its decision window is open.
+    write_random_file(&src.join("d3/f007"), 400_000, 62, 0o644);
+    let hold = Hold::new(&s, "hold");
+    let at = std::ffi::OsString::from("after_chunk");
+    let mut put = spawn_put(
+        &s,
+        &src,
+        &[hold.env(), ("CRYPTSTREAM_DEBUG_STORE_HOLD_AT", &at)],
+        false,
+    );
+    let pid = put.pid();
+    hold.wait_reached();
+    assert!(s.put_registered(pid), "the put is not registered");
+    let in_registry: i64 = s
+        .registry()
+        .query_row(
+            "SELECT COUNT(*) FROM put_refs p JOIN writers w ON w.id = p.writer WHERE w.pid = ?1",
+            [pid],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        in_registry, 0,
+        "the held put's reuses are already in put_refs"
+    );
+    assert_ne!(
+        put_window(&s, pid),
+        WINDOW_CLOSED,
+        "the put's window is closed"
+    );
     // The only snapshot that references them is forgotten, and a gc runs
-    // while the put is held: the put's lease keeps it from reclaiming
-    // anything (DECISIONS 204), so the records the put relies on stay.
+    // beside the held put: the records were unreferenced after the put's
+    // window opened, so they stay (DECISIONS 300).
     s.run("forget", &[&first]).success();
     let gc = s.run("gc", &[]);
     gc.success();
+    assert!(gc_beside_one_put(&gc.stderr), "{}", gc.stderr);
+    assert_eq!(
+        gc_count(&gc.stderr, "unreferenced entries removed"),
+        0,
+        "{}",
+        gc.stderr
+    );
+    assert_eq!(gc_count(&gc.stderr, "chunks removed"), 0, "{}", gc.stderr);
     assert!(
         !put.running.has_exited() && s.put_registered(pid),
         "the put ended before the gc did"
     );
-    assert!(gc_skipped(&gc.stderr), "{}", gc.stderr);
     hold.release();
     let (status, reported, stderr) = put.finish();
     assert!(status.success(), "put: {status}: {stderr}");
     assert_eq!(reported.len(), entry_count(&src));
-    // Its snapshot holds the records; a gc now keeps them too.
+    // Its snapshot holds the records; a gc now keeps them too, and
+    // reclaims only the changed file's old version.
     let gc = s.run("gc", &[]);
     gc.success();
-    assert_eq!(gc_count(&gc.stderr, "unreferenced entries removed"), 0);
+    assert_eq!(
+        gc_count(&gc.stderr, "unreferenced entries removed"),
+        1,
+        "{}",
+        gc.stderr
+    );
     s.run("verify", &[&"--read-data"]).success();
     let dest = s.ws.path("out");
     s.run("get", &[&"latest", &dest]).success();

@@ -709,9 +709,20 @@ fn a_gc_runs_at_once_when_the_put_holding_a_lease_was_killed_on_this_host() {
     let mut put = PutRun::spawn(&mut cmd);
     hold.wait_reached();
     assert_lease_names_no_holder(&bucket, put.pid());
-    // Alive: the gc gives up.
-    let gc = run(&mut store_cmd(server, &ws, "killed-put", &cache, "gc"));
+    // Alive: a gc of another cache gives up; one of the put's own cache
+    // runs beside it (DECISIONS 301), and the lease stays.
+    let gc = run(&mut store_cmd(
+        server,
+        &ws,
+        "killed-put",
+        &ws.path("cache-other"),
+        "gc",
+    ));
     gc.success().stderr_has("skipped: a put is running");
+    let gc = run(&mut store_cmd(server, &ws, "killed-put", &cache, "gc"));
+    gc.success()
+        .stderr_has("gc: running beside 1 put of this cache");
+    assert!(!put.running.has_exited(), "the put ended before the gc");
     put.running.signal(libc::SIGKILL);
     let (status, _, _) = put.finish();
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");

@@ -21,9 +21,20 @@
 //! look for the other kind second, so with a directory's (and S3's)
 //! read-after-write consistency at least one of them sees the other: a put
 //! that sees a live gc lease waits for it (at most [`GC_WAIT`]); a gc that
-//! sees a live put lease gives up and says so. A gc that goes ahead
-//! refreshes its registry from the store's objects first, since other
-//! writers' files are in the store, not in this registry.
+//! sees a live put lease of another writer gives up and says so. A gc that
+//! goes ahead with no put running refreshes its registry from the store's
+//! objects first, since other writers' files are in the store, not in this
+//! registry.
+//!
+//! The puts of the gc's own registry (same cache, same host: a cron put
+//! while the user prunes) do not stop it: a put's note also carries the
+//! registry's random id, and a put whose note names this registry and
+//! that is a live put writer of it runs under the epoch rules that keep a
+//! gc of one registry safe beside its puts (docs/STORE.md "gc"). The gc
+//! then does not refresh (that would replace the registry file under
+//! them); it checks instead that no other writer changed the store's
+//! snapshots or packs since the registry last read them, and gives up if
+//! one did (DECISIONS 300-303).
 
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex};
@@ -150,15 +161,71 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// What a lease says about its holder, before it is sealed: this host's
-/// name and this process's id.
-fn holder_note() -> Vec<u8> {
-    format!("host {}\npid {}\n", hostname(), std::process::id()).into_bytes()
+/// name, this process's id and the random id of the registry it writes
+/// into (DECISIONS 300).
+fn holder_note(registry: i64) -> Vec<u8> {
+    format!(
+        "host {}\npid {}\nregistry {registry}\n",
+        hostname(),
+        std::process::id()
+    )
+    .into_bytes()
 }
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_default()
+}
+
+/// Who holds a lease, as far as its sealed note tells.
+enum Holder {
+    /// The lease is gone already.
+    Gone,
+    /// A body that does not open under this store's key (another store's,
+    /// a foreign tool's), or says nothing usable: nothing is known.
+    Unknown,
+    /// A process of this host.
+    Local {
+        /// Its process id.
+        pid: u32,
+        /// The id of the registry it writes into, if the note has one.
+        registry: Option<i64>,
+    },
+    /// A process of another host.
+    Remote,
+}
+
+/// Reads and opens a lease's holder note.
+fn holder(
+    space: &dyn Backend,
+    lease: &LiveLease,
+    keys: &StoreKeys,
+) -> Result<Holder, BackendError> {
+    let mut body = match space.get(&lease.name, MAX_LEASE_BODY) {
+        Ok(body) => body,
+        Err(BackendError::NotFound(_)) => return Ok(Holder::Gone),
+        Err(BackendError::TooLarge { .. }) => return Ok(Holder::Unknown),
+        Err(e) => return Err(e),
+    };
+    let Ok(body) = blob::open_in_place(keys, blob::LEASE_AAD, &mut body) else {
+        return Ok(Holder::Unknown);
+    };
+    let body = String::from_utf8_lossy(body);
+    let field = |key: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_owned()))
+    };
+    let (Some(host), Some(Ok(pid))) = (field("host "), field("pid ").map(|p| p.parse::<u32>()))
+    else {
+        return Ok(Holder::Unknown);
+    };
+    let here = hostname();
+    if here.is_empty() || host != here {
+        return Ok(Holder::Remote);
+    }
+    let registry = field("registry ").and_then(|r| r.parse().ok());
+    Ok(Holder::Local { pid, registry })
 }
 
 /// Whether a lease was taken by a process of this host that no longer
@@ -170,28 +237,11 @@ fn held_by_dead_local_process(
     lease: &LiveLease,
     keys: &StoreKeys,
 ) -> Result<bool, BackendError> {
-    let mut body = match space.get(&lease.name, MAX_LEASE_BODY) {
-        Ok(body) => body,
-        Err(BackendError::NotFound(_)) => return Ok(true),
-        Err(BackendError::TooLarge { .. }) => return Ok(false),
-        Err(e) => return Err(e),
-    };
-    let Ok(body) = blob::open_in_place(keys, blob::LEASE_AAD, &mut body) else {
-        return Ok(false);
-    };
-    let body = String::from_utf8_lossy(body);
-    let field = |key: &str| {
-        body.lines()
-            .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_owned()))
-    };
-    let (Some(host), Some(pid)) = (field("host "), field("pid ")) else {
-        return Ok(false);
-    };
-    let here = hostname();
-    Ok(!here.is_empty()
-        && host == here
-        && pid.parse::<u32>().is_ok()
-        && !std::path::Path::new(&format!("/proc/{pid}")).exists())
+    Ok(match holder(space, lease, keys)? {
+        Holder::Gone => true,
+        Holder::Local { pid, .. } => !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        Holder::Unknown | Holder::Remote => false,
+    })
 }
 
 /// A lease this process holds; renewed by a thread until dropped, then
@@ -296,6 +346,28 @@ impl fmt::Display for RunningPut {
     }
 }
 
+/// Puts of this registry run, but the registry is behind the store (it
+/// would need a refresh, which must not replace the file under them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheBehind {
+    /// One of the puts.
+    pub put: LiveLease,
+    /// What the store holds that the registry does not know, or the
+    /// reverse, naming the object.
+    pub why: String,
+}
+
+impl fmt::Display for CacheBehind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a put of this cache is running ({}) and {}; nothing reclaimed, \
+             run gc again when no put runs",
+            self.put.name, self.why
+        )
+    }
+}
+
 /// What a gc may do.
 pub enum GcGate {
     /// No put running anywhere: the registry was refreshed from the
@@ -307,8 +379,21 @@ pub enum GcGate {
         /// The reindex that refreshed the registry.
         refresh: ReindexReport,
     },
-    /// A put holds a lease: reclaiming now could take chunks it relies on.
+    /// Only puts of this registry run (live writers of it on this host),
+    /// and the registry is not behind the store: the gc runs beside them
+    /// without a refresh (the epoch rules of docs/STORE.md "gc" keep what
+    /// they rely on), keeping objects it does not know (DECISIONS 301).
+    Beside {
+        /// Held until the gc ends: puts that start meanwhile wait.
+        lease: HeldLease,
+        /// How many puts of this registry run.
+        puts: usize,
+    },
+    /// A put of another writer holds a lease: reclaiming now could take
+    /// chunks it relies on.
     Skip(RunningPut),
+    /// Puts of this registry run, and the registry is behind the store.
+    Behind(CacheBehind),
 }
 
 fn backend_error(e: BackendError) -> LocationError {
@@ -316,24 +401,31 @@ fn backend_error(e: BackendError) -> LocationError {
 }
 
 impl OpenedStore<Store> {
-    /// Before a put: takes a put lease, and while a gc holds one, calls
-    /// `waiting` (once) and waits, up to [`GC_WAIT`]. The put holds the
-    /// returned lease until it drops it.
+    /// Before a put: takes a put lease (its sealed note names this
+    /// registry's id), and while a gc holds one, calls `waiting` (once)
+    /// and waits, up to [`GC_WAIT`]; then opens the registry file again.
+    /// The put holds the returned lease until it drops it.
     ///
     /// # Errors
     /// The store's storage, or a gc that outlasts [`GC_WAIT`] (the put
     /// does not start).
     pub fn put_lease(
-        &self,
+        &mut self,
         waiting: &mut dyn FnMut(&LiveLease),
     ) -> Result<HeldLease, LocationError> {
-        let space = &self.site.leases;
-        let lease = take(space, LeaseKind::Put, self.store.keys())?;
+        let space = Arc::clone(&self.site.leases);
+        let registry = self.store.registry().id()?;
+        let lease = take(&space, LeaseKind::Put, self.store.keys(), registry)?;
         let started = Instant::now();
         let mut told = false;
         loop {
-            let (gcs, _) = live_leases(&**space, LeaseKind::Gc).map_err(backend_error)?;
+            let (gcs, _) = live_leases(&*space, LeaseKind::Gc).map_err(backend_error)?;
             let Some(gc) = gcs.first() else {
+                // A gc of this registry that ended before this lease was
+                // taken, or that this put waited for, may have refreshed
+                // it, replacing the file this store opened; from here on
+                // none can (DECISIONS 303).
+                self.store.reopen_registry()?;
                 return Ok(lease);
             };
             if started.elapsed() >= GC_WAIT {
@@ -352,9 +444,13 @@ impl OpenedStore<Store> {
     }
 
     /// Before a gc: takes a gc lease, is refused while another gc holds
-    /// one, and gives up if a put of any writer holds one (a put of this host whose process is gone holds
-    /// nothing), removes the leases of dead writers, and refreshes the
-    /// registry from the store's objects.
+    /// one, and gives up if a put of another writer holds one (a put of
+    /// this host whose process is gone holds nothing). Puts of this
+    /// registry (their sealed note names its id, and each is a live put
+    /// writer row in it) do not stop it: it then runs beside them if the
+    /// registry is not behind the store, and gives up if it is. With no
+    /// put at all it removes the leases of dead writers and refreshes the
+    /// registry from the store's objects (DECISIONS 301).
     ///
     /// # Errors
     /// The storage, the registry, or `cancel` (`StoreError::Cancelled`).
@@ -362,7 +458,8 @@ impl OpenedStore<Store> {
         self.check_deletes()?;
         let space = Arc::clone(&self.site.leases);
         let keys = self.store.keys();
-        let lease = take(&space, LeaseKind::Gc, keys)?;
+        let registry = self.store.registry().id()?;
+        let lease = take(&space, LeaseKind::Gc, keys, registry)?;
         // One gc at a time: another one's refresh would replace the
         // registry under this one. Two that start together may both give
         // up; neither goes ahead beside the other.
@@ -377,19 +474,46 @@ impl OpenedStore<Store> {
             }
         }
         let (puts, mut stale) = live_leases(&*space, LeaseKind::Put).map_err(backend_error)?;
-        let mut running = Vec::new();
+        let mut ours = Vec::new();
         for put in puts {
-            if held_by_dead_local_process(&*space, &put, keys).map_err(backend_error)? {
-                stale.push(put.name);
-            } else {
-                running.push(put);
+            match holder(&*space, &put, keys).map_err(backend_error)? {
+                Holder::Gone => {}
+                Holder::Local { pid, registry: r } if r == Some(registry) => {
+                    if self.store.registry().live_put(pid)? {
+                        ours.push(put);
+                    } else if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                        stale.push(put.name);
+                    } else {
+                        // Alive, not (or not yet, or no longer) registered
+                        // here: not known to be this registry's put.
+                        return Ok(GcGate::Skip(RunningPut(put)));
+                    }
+                }
+                Holder::Local { pid, .. }
+                    if !std::path::Path::new(&format!("/proc/{pid}")).exists() =>
+                {
+                    stale.push(put.name);
+                }
+                Holder::Local { .. } | Holder::Unknown | Holder::Remote => {
+                    return Ok(GcGate::Skip(RunningPut(put)));
+                }
             }
-        }
-        if let Some(put) = running.into_iter().next() {
-            return Ok(GcGate::Skip(RunningPut(put)));
         }
         for name in stale {
             space.delete(&name).map_err(backend_error)?;
+        }
+        if let Some(put) = ours.first() {
+            // No refresh: it would replace the registry file under them.
+            if let Some(why) = self.store.behind_the_store()? {
+                return Ok(GcGate::Behind(CacheBehind {
+                    put: put.clone(),
+                    why,
+                }));
+            }
+            return Ok(GcGate::Beside {
+                lease,
+                puts: ours.len(),
+            });
         }
         let refresh = self.store.reindex(&cryptstream_store::NoProgress, cancel)?;
         Ok(GcGate::Exclusive { lease, refresh })
@@ -402,8 +526,9 @@ fn take(
     space: &Arc<dyn Backend>,
     kind: LeaseKind,
     keys: &StoreKeys,
+    registry: i64,
 ) -> Result<HeldLease, LocationError> {
-    let note = blob::seal(keys, blob::LEASE_AAD, &holder_note())?;
+    let note = blob::seal(keys, blob::LEASE_AAD, &holder_note(registry))?;
     Ok(HeldLease(Lease::take(Arc::clone(space), kind, note)?))
 }
 

@@ -20,7 +20,8 @@
 //! - [`OpenedStore::put_lease`] and [`OpenedStore::gc_gate`]: writers of
 //!   one store (two users of a directory, two machines, two clients of a
 //!   bucket or of a store server) share no registry, so a gc of one must
-//!   never overlap a put of another (module `lease`).
+//!   never overlap a put of another (module `lease`); a gc runs beside
+//!   the puts of its own registry.
 //!   [`OpenedStore::check_deletes`] stops what deletes on a remote store
 //!   its server keeps append-only.
 //!
@@ -50,7 +51,9 @@ use cryptstream_store::maintain::ReindexReport;
 use cryptstream_store::{Backend, LocalDir, LockedStore, Registry, Settings, Store, StoreError};
 
 pub use cryptstream_s3::WriteMode;
-pub use lease::{GcGate, HeldLease, LeaseKind, LiveLease, RunningPut, GC_WAIT, LEASE_PREFIX};
+pub use lease::{
+    CacheBehind, GcGate, HeldLease, LeaseKind, LiveLease, RunningPut, GC_WAIT, LEASE_PREFIX,
+};
 
 use cache::RegistryCache;
 use cryptstream_remote::{RemoteBackend, RemoteLocation};
@@ -596,6 +599,18 @@ mod tests {
             panic!("a gc went ahead while a put held its lease");
         };
         assert_eq!(running.0.name, lease.name());
+        // Registered as a put writer of this registry, the same lease is
+        // this registry's own put: a gc runs beside it, without a refresh.
+        let mut writers = cryptstream_store::Registry::open(&registry).unwrap();
+        let writer = writers
+            .register_writer(cryptstream_store::registry::Role::Put)
+            .unwrap();
+        let GcGate::Beside { lease: gc, puts } = opened.gc_gate(&Cancel::new()).unwrap() else {
+            panic!("a gc skipped beside a put of its own registry");
+        };
+        assert_eq!(puts, 1);
+        drop(gc);
+        writers.end_writer(writer).unwrap();
         drop(lease);
         let GcGate::Exclusive { lease, refresh } = opened.gc_gate(&Cancel::new()).unwrap() else {
             panic!("no put holds a lease, yet the gc did not get its own");

@@ -11,7 +11,11 @@
 //!   registered one, or a gc against a get that has planned its reads),
 //!   then let it go by removing the file
 //!   (`CRYPTSTREAM_DEBUG_STORE_HOLD_WHILE`). A held process first creates
-//!   `FILE.reached`, so the test knows it got there.
+//!   `FILE.reached`, so the test knows it got there. With
+//!   `CRYPTSTREAM_DEBUG_STORE_HOLD_AT=NAME` it holds only at the hook point
+//!   of that name (`after_chunk`, `before_manifest`, `before_complete`,
+//!   `before_snapshot`, `gc_registered`, `before_chunk_read`): a test that
+//!   creates FILE while the put runs then holds it at the next such point.
 //!
 //! The binary turns them on from those variables; any other build has no
 //! hook and reads none of them.
@@ -26,6 +30,9 @@ static DELAY_MS: AtomicU64 = AtomicU64::new(0);
 
 #[cfg(any(test, feature = "test-knobs"))]
 static HOLD_WHILE: OnceLock<std::path::PathBuf> = OnceLock::new();
+
+#[cfg(any(test, feature = "test-knobs"))]
+static HOLD_AT: OnceLock<String> = OnceLock::new();
 
 /// How often a held put looks whether it may go on.
 #[cfg(any(test, feature = "test-knobs"))]
@@ -66,15 +73,24 @@ pub fn hold_while_exists(path: std::path::PathBuf) {
     let _ = HOLD_WHILE.set(path);
 }
 
+/// Holds (see [`hold_while_exists`]) only at the hook point named `name`
+/// (test builds only).
+#[cfg(any(test, feature = "test-knobs"))]
+pub fn hold_only_at(name: String) {
+    let _ = HOLD_AT.set(name);
+}
+
 #[inline]
-fn pause() {
+fn pause(_name: &str) {
     #[cfg(any(test, feature = "test-knobs"))]
     {
+        let name = _name;
         let ms = DELAY_MS.load(Ordering::Relaxed);
         if ms > 0 {
             std::thread::sleep(std::time::Duration::from_millis(ms));
         }
-        if let Some(path) = HOLD_WHILE.get() {
+        let here = HOLD_AT.get().is_none_or(|at| at == name);
+        if let Some(path) = HOLD_WHILE.get().filter(|_| here) {
             if path.exists() {
                 // Tells the test that this process reached a hook point.
                 let mut reached = path.clone().into_os_string();
@@ -90,25 +106,30 @@ fn pause() {
 
 /// After a chunk was submitted.
 pub(crate) fn after_chunk() {
-    pause();
+    pause("after_chunk");
 }
 
 /// After the pack commit and registry batch, before the manifest.
 pub(crate) fn before_manifest() {
-    pause();
+    pause("before_manifest");
 }
 
 /// After the manifest, before the registry marks files complete.
 pub(crate) fn before_complete() {
-    pause();
+    pause("before_complete");
 }
 
 /// After a gc registered, before it changes anything.
 pub(crate) fn gc_registered() {
-    pause();
+    pause("gc_registered");
 }
 
 /// In a get, before a chunk is read from the location looked up for it.
 pub(crate) fn before_chunk_read() {
-    pause();
+    pause("before_chunk_read");
+}
+
+/// After a put's last pack and manifest, before its snapshot is committed.
+pub(crate) fn before_snapshot() {
+    pause("before_snapshot");
 }

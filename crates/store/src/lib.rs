@@ -295,6 +295,19 @@ impl Store {
         &self.registry
     }
 
+    /// Opens the registry file again: a gc of this registry may have
+    /// replaced it (a refresh) since this store was opened, and a
+    /// connection to the file it replaced would write where no other
+    /// command reads (a put that waited for a gc calls this).
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn reopen_registry(&mut self) -> Result<(), StoreError> {
+        let path = self.registry.path().to_path_buf();
+        self.registry = Registry::open(&path)?;
+        Ok(())
+    }
+
     /// The settings fixed at init.
     pub fn settings(&self) -> &Settings {
         &self.settings

@@ -283,17 +283,26 @@ impl Store {
         Ok(())
     }
 
-    /// Reclaims space; safe while puts run (see docs/STORE.md, "gc").
-    /// `cancel` stops it between two steps, each of which leaves the store
-    /// consistent (a pack rewrite is one step).
+    /// Reclaims space; safe while puts of this registry run (see
+    /// docs/STORE.md, "gc"). `refreshed`: the registry was just rebuilt
+    /// from the store's objects; when it was not (a gc beside puts of this
+    /// registry, DECISIONS 301), objects it does not know are kept, since
+    /// they may be another writer's. `cancel` stops it between two steps,
+    /// each of which leaves the store consistent (a pack rewrite is one
+    /// step).
     ///
     /// # Errors
     /// Another gc running; backend or registry failures;
     /// [`StoreError::Cancelled`].
-    pub fn gc(&mut self, progress: &dyn Progress, cancel: &Cancel) -> Result<GcReport, StoreError> {
+    pub fn gc(
+        &mut self,
+        progress: &dyn Progress,
+        cancel: &Cancel,
+        refreshed: bool,
+    ) -> Result<GcReport, StoreError> {
         let lease = self.registry.register_writer(Role::Gc)?;
         crate::hooks::gc_registered();
-        let result = self.gc_with_lease(progress, cancel);
+        let result = self.gc_with_lease(progress, cancel, refreshed);
         let ended = self.registry.unregister_writer(lease);
         let report = result?;
         ended?;
@@ -304,6 +313,7 @@ impl Store {
         &mut self,
         progress: &dyn Progress,
         cancel: &Cancel,
+        refreshed: bool,
     ) -> Result<GcReport, StoreError> {
         let stopped = || {
             if cancel.is_cancelled() {
@@ -397,7 +407,7 @@ impl Store {
         }
         stopped()?;
         let (running_after, epoch_after) = self.registry.puts_running()?;
-        if running || running_after || epoch != epoch_after {
+        if !refreshed || running || running_after || epoch != epoch_after {
             report.orphans_kept = orphans.len() as u64;
         } else {
             for name in orphans {
@@ -407,6 +417,56 @@ impl Store {
             }
         }
         Ok(report)
+    }
+
+    /// Whether this registry is behind the store: a snapshot object it
+    /// does not know, a snapshot it knows whose object is gone, or a pack
+    /// it knows that is gone. Any of these means another writer (another
+    /// user's cache, another machine, a killed `forget` that a reindex
+    /// would settle) changed the store since this registry last read it;
+    /// the reason, naming the object, or `None` when it is up to date as
+    /// far as a gc needs (DECISIONS 301). Objects it does not know besides
+    /// snapshots (packs, manifests) are left alone by a gc that did not
+    /// refresh, so they need not be read.
+    ///
+    /// # Errors
+    /// Backend or registry failures.
+    pub fn behind_the_store(&self) -> Result<Option<String>, StoreError> {
+        let mut stored = HashSet::new();
+        self.backend
+            .list(crate::snapshot::SNAPSHOT_PREFIX, &mut |meta| {
+                stored.insert(meta.name);
+                Ok(())
+            })?;
+        let known: HashSet<String> = self
+            .registry
+            .snapshots()?
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        if let Some(name) = stored.iter().find(|n| !known.contains(*n)) {
+            return Ok(Some(format!(
+                "the store holds snapshot {name}, which this cache has not read"
+            )));
+        }
+        if let Some(name) = known.iter().find(|n| !stored.contains(*n)) {
+            return Ok(Some(format!(
+                "snapshot {name}, which this cache knows, is gone from the store"
+            )));
+        }
+        let mut packs = HashSet::new();
+        self.backend.list("packs/", &mut |meta| {
+            packs.insert(meta.name);
+            Ok(())
+        })?;
+        for (_, name, _) in self.registry.packs()? {
+            if !packs.contains(&name) {
+                return Ok(Some(format!(
+                    "pack {name}, which this cache knows, is gone from the store"
+                )));
+            }
+        }
+        Ok(None)
     }
 
     /// Checks the store; `report` hears every problem, each naming the file

@@ -157,6 +157,10 @@ struct Consumer<'a> {
     snapshot_queue: Vec<SnapshotEntry>,
     /// Uids reused unchanged, not yet in the registry's `put_refs`.
     reused: Vec<u64>,
+    /// Whether this put may hold decisions to reuse a chunk or a record
+    /// that are not in the registry yet (its writer row then carries the
+    /// epoch the window opened at; DECISIONS 300).
+    window_open: bool,
     /// Inodes with more than one link seen by the walk.
     inodes_seen: HashSet<Inode>,
     /// Where each such inode was stored: name, uid, mac.
@@ -170,6 +174,7 @@ impl Consumer<'_> {
     /// registry of its own) may have reclaimed the pack since, and a chunk
     /// reused from it would be lost. Such a pack's chunks are forgotten.
     fn reusable(&mut self, id: &[u8; 32]) -> Result<bool, StoreError> {
+        self.open_window()?;
         let Some(pack) = self.registry.usable_chunk_pack(id)? else {
             return Ok(false);
         };
@@ -182,6 +187,16 @@ impl Consumer<'_> {
         }
         self.packs_present.insert(pack, present);
         Ok(present)
+    }
+
+    /// Opens this put's decision window, if it is closed, before a read
+    /// that may decide to reuse a chunk or a record (DECISIONS 300).
+    fn open_window(&mut self) -> Result<(), StoreError> {
+        if !self.window_open {
+            self.registry.open_window(self.lease)?;
+            self.window_open = true;
+        }
+        Ok(())
     }
 
     fn consume(&mut self, item: Item) {
@@ -207,7 +222,6 @@ impl Consumer<'_> {
                 if let Some(inode) = inode {
                     self.links.insert(inode, (r.name.clone(), r.uid, r.mac));
                 }
-                self.reused.push(r.uid);
                 self.add_entry(SnapshotEntry {
                     name: r.name.clone(),
                     uid: r.uid,
@@ -373,8 +387,11 @@ impl Consumer<'_> {
                     .as_ref()
                     .map(|(name, size, entries)| (name.as_str(), *size, &entries[..])),
                 &mut files,
+                &self.reused,
             )?;
         }
+        self.reused.clear();
+        self.window_open = false;
         if commit_pack {
             self.open_ids.clear();
             self.complete_waiting()?;
@@ -727,6 +744,7 @@ impl Store {
             snapshot,
             snapshot_queue: Vec::new(),
             reused: Vec::new(),
+            window_open: true,
             inodes_seen: HashSet::new(),
             links: HashMap::new(),
         });
@@ -805,7 +823,7 @@ impl Store {
             return Ok(None);
         }
         registry.add_put_refs(lease, &reused)?;
-        crate::hooks::before_manifest();
+        crate::hooks::before_snapshot();
         let (entries, size) = snapshot.commit()?;
         let row = meta.into_row(entries, size);
         registry.record_snapshot(lease, &row)?;
@@ -1129,7 +1147,15 @@ fn submit_entry<'env, C: FnMut(Item)>(
     if !opts.force_read {
         let found = {
             let c = &mut *consumer.borrow_mut();
-            unchanged_row(c.registry, c.lease, keys, &entry.name, &source)
+            c.open_window().and_then(|()| {
+                let row = unchanged_row(c.registry, c.lease, keys, &entry.name, &source)?;
+                // Recorded as relied on from the moment it is decided: the
+                // next batch commit puts it in `put_refs` (DECISIONS 300).
+                if let Some(row) = &row {
+                    c.reused.push(row.record.uid);
+                }
+                Ok(row)
+            })
         };
         match found {
             Ok(Some(row)) => {

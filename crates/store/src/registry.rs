@@ -20,6 +20,10 @@ use crate::StoreError;
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 /// A writer on another host whose heartbeat is older than this is gone.
 const STALE_WRITER_SECS: i64 = 3600;
+/// The epoch of a put writer whose every decision to rely on a chunk or a
+/// record is in the registry (its decision window is closed): it bounds
+/// no sweep (docs/STORE.md "gc", DECISIONS 300).
+pub const WINDOW_CLOSED: i64 = i64::MAX;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -391,6 +395,9 @@ mod per_entry {
     pub const DROP_DEAD_GC: &str = "DELETE FROM writers WHERE id = ?1 AND role = 'gc'";
     /// A writer's heartbeat (put, per pack).
     pub const HEARTBEAT: &str = "UPDATE writers SET heartbeat = ?1 WHERE id = ?2";
+    /// A put's decision window opens (at a new epoch) or closes
+    /// ([`super::WINDOW_CLOSED`]) (put, per batch).
+    pub const SET_WINDOW: &str = "UPDATE writers SET epoch = ?1 WHERE id = ?2";
     /// A committed pack (put and gc, per pack).
     pub const INSERT_PACK: &str = "INSERT INTO packs(name, size, created) VALUES (?1, ?2, ?3)";
     /// A pack found in the store (reindex, per pack).
@@ -452,6 +459,7 @@ const PER_ENTRY: &[&str] = &[
     DROP_WRITER,
     DROP_DEAD_GC,
     HEARTBEAT,
+    SET_WINDOW,
     INSERT_PACK,
     ADD_PACK,
     PACK_ID,
@@ -555,6 +563,12 @@ impl Registry {
              FROM old.files AS o
              WHERE o.uid = main.files.uid AND o.status = 'complete' AND o.source IS NOT NULL",
         );
+        // The id stays, so that the puts of this registry are still its own.
+        let _ = self.conn.execute(
+            "UPDATE main.meta SET value = (SELECT value FROM old.meta WHERE key = 'registry_id')
+             WHERE key = 'registry_id' AND EXISTS (SELECT 1 FROM old.meta WHERE key = 'registry_id')",
+            [],
+        );
         let _ = self.conn.execute("DETACH DATABASE old", []);
     }
 
@@ -576,6 +590,13 @@ impl Registry {
         conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
             .map_err(|e| reg(path, e))?;
         add_snapshot_columns(&conn).map_err(|e| reg(path, e))?;
+        let mut id = [0u8; 8];
+        cryptstream_format::fill_random(&mut id)?;
+        conn.execute(
+            "INSERT OR IGNORE INTO meta VALUES ('registry_id', ?1)",
+            [i64::from_le_bytes(id) & i64::MAX],
+        )
+        .map_err(|e| reg(path, e))?;
         Ok(Registry {
             conn,
             path: path.to_path_buf(),
@@ -859,6 +880,7 @@ impl Registry {
         lease: WriterLease,
         pack: Option<(&str, u64, &[PackEntry])>,
         files: &mut [&mut PendingFile],
+        reused: &[u64],
     ) -> Result<(), StoreError> {
         let created = now();
         self.write(|tx| {
@@ -913,10 +935,77 @@ impl Registry {
                     f.next_seq += 1;
                 }
             }
+            let mut stmt = tx.prepare_cached(ADD_PUT_REF)?;
+            for uid in reused {
+                stmt.execute(params![lease.id, *uid as i64])?;
+            }
             tx.prepare_cached(HEARTBEAT)?
                 .execute(params![created, lease.id])?;
+            // Every chunk and record this put relies on is now in the
+            // registry: its window closes (DECISIONS 300).
+            tx.prepare_cached(SET_WINDOW)?
+                .execute(params![WINDOW_CLOSED, lease.id])?;
             Ok(())
         })
+    }
+
+    /// Opens put `lease`'s decision window at a new epoch, before it reads
+    /// whether a chunk or a record may be reused: a gc marks and sweeps
+    /// only what was unreferenced before every open window began, and
+    /// what a put read after this transaction sees every earlier mark. It
+    /// closes at the next [`Registry::commit_batch`], which records every
+    /// reuse decided meanwhile (DECISIONS 300).
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn open_window(&mut self, lease: WriterLease) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let epoch = Self::next_epoch(tx)?;
+            tx.prepare_cached(SET_WINDOW)?
+                .execute(params![epoch, lease.id])
+        })?;
+        Ok(())
+    }
+
+    /// This registry's random id, made when it was created and kept by
+    /// `reindex`: a put's lease carries it (sealed), so that a gc can tell
+    /// the puts of its own registry from other writers'.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn id(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'registry_id'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Whether a put registered in this registry by process `pid` of this
+    /// host is alive (the same process: its start time matches).
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn live_put(&self, pid: u32) -> Result<bool, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT start_ticks, host FROM writers WHERE role = 'put' AND pid = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([i64::from(pid)], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let here = host();
+        for row in rows {
+            let (ticks, host_name) = row.map_err(|e| self.err(e))?;
+            if host_name == here && start_ticks(pid).is_some_and(|t| t == ticks) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Records, before it is written, the manifest of these files and
@@ -2006,6 +2095,91 @@ mod tests {
         // The test can fail: a lookup by a column without an index scans.
         let steps = plan(&registry.conn, "SELECT 1 FROM files WHERE mode = ?1");
         assert!(steps.iter().any(|s| s.starts_with("SCAN ")), "{steps:?}");
+    }
+
+    #[test]
+    fn a_put_window_bounds_gc_while_open_and_nothing_once_its_decisions_are_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = Registry::open(&dir.path().join("registry.sqlite")).unwrap();
+        let chunk = |n: u8| PackEntry {
+            id: [n; 32],
+            offset: u64::from(n) * 100,
+            stored_len: 100,
+            raw_len: 100,
+            compression: 0,
+        };
+        // Chunk 1 belongs to record 1, which one snapshot references;
+        // chunk 2 belongs to nothing.
+        registry
+            .add_pack("packs/p", 300, &[chunk(1), chunk(2)])
+            .unwrap();
+        let record = FileRecord {
+            uid: 1,
+            name: "f".into(),
+            kind: Kind::File,
+            mode: 0o644,
+            mtime: (0, 0),
+            size: 100,
+            link: Vec::new(),
+            created: 1,
+            chunks: 1,
+            mac: [0; 32],
+        };
+        assert!(registry
+            .add_complete_file(&record, "manifests/m", &[([1; 32], 100)])
+            .unwrap());
+        let snapshot = SnapshotRow {
+            name: "snapshots/s".into(),
+            time_ns: 1,
+            host: "h".into(),
+            paths: Vec::new(),
+            tags: Vec::new(),
+            entries: 1,
+            size: 1,
+        };
+        let old = WriterLease { id: -1, epoch: 0 };
+        registry.add_put_refs(old, &[1]).unwrap();
+        registry.record_snapshot(old, &snapshot).unwrap();
+        let window = |r: &Registry, lease: WriterLease| -> i64 {
+            r.conn
+                .query_row(
+                    "SELECT epoch FROM writers WHERE id = ?1",
+                    [lease.id],
+                    |row| row.get(0),
+                )
+                .unwrap()
+        };
+
+        // A put registers (its window opens) and decides, in memory only,
+        // to reuse record 1; then the snapshot is forgotten.
+        let put = registry.register_writer(Role::Put).unwrap();
+        assert_ne!(window(&registry, put), WINDOW_CLOSED);
+        registry.forget_snapshot("snapshots/s", Some(&[1])).unwrap();
+        // Open window: a gc removes neither the record nor the chunk that
+        // became garbage after the window opened.
+        assert_eq!(registry.mark_unreferenced().unwrap().0, 0);
+        registry.mark_garbage().unwrap();
+        assert_eq!(registry.sweep_garbage().unwrap().0, 0);
+        // The batch commit records the reuse and closes the window: the
+        // record is kept by `put_refs`, and chunk 2, marked while the
+        // window was open and relied on by nothing, goes.
+        registry.commit_batch(put, None, &mut [], &[1]).unwrap();
+        assert_eq!(window(&registry, put), WINDOW_CLOSED);
+        assert_eq!(registry.mark_unreferenced().unwrap().0, 0);
+        registry.mark_garbage().unwrap();
+        assert_eq!(registry.sweep_garbage().unwrap(), (1, 100));
+        assert!(registry.location(&[1; 32]).unwrap().is_some());
+        // A window opened again bounds what is marked after it.
+        registry.open_window(put).unwrap();
+        assert_ne!(window(&registry, put), WINDOW_CLOSED);
+        registry.add_pack("packs/q", 100, &[chunk(3)]).unwrap();
+        registry.mark_garbage().unwrap();
+        assert_eq!(registry.sweep_garbage().unwrap().0, 0);
+        // The put ends without a snapshot: the record is reclaimable, and
+        // with no put running the marked chunk goes.
+        registry.end_writer(put).unwrap();
+        assert_eq!(registry.mark_unreferenced().unwrap().0, 1);
+        assert_eq!(registry.sweep_garbage().unwrap(), (1, 100));
     }
 
     #[test]
