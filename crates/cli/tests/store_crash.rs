@@ -15,6 +15,7 @@ mod store_support;
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use common::*;
 use store_support::*;
@@ -24,6 +25,7 @@ on_every_backend!(
     a_gc_beside_a_running_put_of_its_cache_sweeps_a_forgotten_snapshot_and_loses_nothing,
     sigterm_and_sigint_stop_a_get_which_leaves_nothing_half_written,
     sigterm_stops_a_put_and_a_rerun_completes_it,
+    a_new_cache_is_never_told_to_migrate_a_store_whose_first_put_runs_or_whose_snapshots_are_all_forgotten,
 );
 
 /// Kills that must land in the middle of a put (issue 16, point 6).
@@ -890,4 +892,70 @@ fn a_gc_beside_a_put_that_reuses_a_forgotten_snapshots_records_keeps_them() {
     let dest = s.ws.path("out");
     s.run("get", &[&"latest", &dest]).success();
     assert_same_tree(&snapshot(&src), &snapshot(&dest.join("tree")));
+}
+
+/// `cmd` with its registry cache in `cache` instead of the store's usual
+/// one: another user, or the same user on a second machine.
+fn in_cache(s: &StoreWs, sub: &str, cache: &str) -> Command {
+    let mut cmd = s.cmd(sub);
+    cmd.env("CRYPTSTREAM_CACHE_DIR", s.ws.path(cache));
+    cmd
+}
+
+/// A store made by `init` keeps snapshots from its first byte: a cache
+/// that first reads it while the first put has stored its files but not
+/// yet its snapshot, or after every snapshot was forgotten (and nothing
+/// swept), is not told the store is from before snapshots, and `migrate`
+/// never brings forgotten files back.
+fn a_new_cache_is_never_told_to_migrate_a_store_whose_first_put_runs_or_whose_snapshots_are_all_forgotten(
+    kind: Kind,
+) {
+    let s = StoreWs::on(kind, SMALL);
+    let src = s.ws.path("src/tree");
+    random_tree(&src, 6, 300_000, 81);
+    let hold = Hold::new(&s, "hold");
+    let at = std::ffi::OsString::from("before_snapshot");
+    let put = spawn_put(
+        &s,
+        &src,
+        &[hold.env(), ("CRYPTSTREAM_DEBUG_STORE_HOLD_AT", &at)],
+        false,
+    );
+    hold.wait_reached();
+    assert!(
+        s.objects("snapshots/").is_empty(),
+        "the held put wrote its snapshot"
+    );
+    assert!(
+        !s.objects("packs/").is_empty(),
+        "the held put stored no pack"
+    );
+    // Another cache reads the store now: every file, no snapshot yet.
+    let listing = run(in_cache(&s, "snapshots", "cache-b").arg("--json"))
+        .success()
+        .json();
+    assert_eq!(listing, serde_json::json!([]));
+    let other = s.ws.path("src/other");
+    random_tree(&other, 2, 100_000, 82);
+    run(in_cache(&s, "put", "cache-b").arg(&other)).success();
+    hold.release();
+    let (status, _, stderr) = put.finish();
+    assert!(status.success(), "put: {status}: {stderr}");
+    // Every snapshot forgotten (by a cache that has read both), nothing
+    // swept: a third cache sees a store that keeps snapshots and holds none.
+    s.run("reindex", &[]).success();
+    s.run("forget", &[&"--keep-last", &"0"]).success();
+    let listing = run(in_cache(&s, "snapshots", "cache-c").arg("--json"))
+        .success()
+        .json();
+    assert_eq!(listing, serde_json::json!([]));
+    run(&mut in_cache(&s, "migrate", "cache-c"))
+        .success()
+        .stderr_has("nothing to do");
+    let listing = run(in_cache(&s, "snapshots", "cache-c").arg("--json"))
+        .success()
+        .json();
+    assert_eq!(listing, serde_json::json!([]), "migrate brought files back");
+    run(in_cache(&s, "put", "cache-c").arg(&src)).success();
+    run(in_cache(&s, "verify", "cache-c").arg("--read-data")).success();
 }

@@ -443,18 +443,15 @@ fn a_store_from_before_snapshots_is_refused_until_migrated() {
         .file("2024/c.jpg", 100_000, 0o600)
         .symlink("latest", "2024/c.jpg");
     s.run("put", &[&src]).success();
-    // Make it a store of the old format: no snapshot object, no snapshot
-    // rows, no reference counts, no mark.
+    // Make it a store of the old format: no snapshot object, and a config
+    // without the store id that builds keeping snapshots write (so the
+    // store opens with a new registry cache, rebuilt from the objects).
     for name in s.objects("snapshots/") {
         s.replace_object(&name, None);
     }
-    let conn = s.registry();
-    conn.execute_batch(
-        "DELETE FROM snapshots; UPDATE files SET refs = 0, unref_epoch = NULL;
-         DELETE FROM meta WHERE key = 'snapshots';",
-    )
-    .unwrap();
-    drop(conn);
+    let mut config: serde_json::Value = serde_json::from_slice(&s.object("config")).unwrap();
+    assert!(config.as_object_mut().unwrap().remove("id").is_some());
+    s.replace_object("config", Some(serde_json::to_vec_pretty(&config).unwrap()));
     for (sub, args) in [
         ("get", vec!["photos", "x"]),
         ("put", vec!["photos"]),

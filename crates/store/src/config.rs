@@ -174,6 +174,7 @@ pub fn new_config(user_key: &MasterKey, settings: &Settings) -> Result<Vec<u8>, 
 pub struct LockedConfig {
     wrapped: Vec<u8>,
     id: String,
+    keeps_snapshots: bool,
 }
 
 impl LockedConfig {
@@ -199,6 +200,7 @@ impl LockedConfig {
         }
         let wrapped = hex::decode(&file.key)
             .map_err(|_| StoreError::Config("the wrapped key is not hex".into()))?;
+        let keeps_snapshots = file.id.is_some();
         let id = match file.id {
             Some(id) if is_store_id(&id) => id,
             Some(_) => {
@@ -216,7 +218,21 @@ impl LockedConfig {
                 hex::encode(&hash.as_bytes()[..STORE_ID_LEN])
             }
         };
-        Ok(LockedConfig { wrapped, id })
+        Ok(LockedConfig {
+            wrapped,
+            id,
+            keeps_snapshots,
+        })
+    }
+
+    /// Whether `init` of a build that keeps snapshots wrote this config:
+    /// store ids and snapshots arrived in the same release, so a config
+    /// with its own id belongs to a store that never needs `store
+    /// migrate`, whatever its objects say at the moment (a first put
+    /// still in progress, every snapshot forgotten). Only a config
+    /// without an id can be a store from before snapshots.
+    pub fn keeps_snapshots(&self) -> bool {
+        self.keeps_snapshots
     }
 
     /// The store's id (32 lowercase hex digits): the one `init` wrote, or

@@ -167,6 +167,7 @@ impl LockedStore {
         let (keys, settings) = self.config.unlock(keyring)?;
         let registry = Registry::open(registry)?;
         Ok(Store {
+            keeps_snapshots: self.config.keeps_snapshots(),
             backend: self.backend,
             registry,
             keys,
@@ -181,6 +182,9 @@ pub struct Store {
     registry: Registry,
     keys: StoreKeys,
     settings: Settings,
+    /// [`config::LockedConfig::keeps_snapshots`]: never a store from
+    /// before snapshots.
+    keeps_snapshots: bool,
 }
 
 impl Store {

@@ -96,7 +96,7 @@ impl Store {
     /// # Errors
     /// Registry failures.
     pub fn needs_migration(&self) -> Result<bool, StoreError> {
-        self.registry.needs_migration()
+        Ok(!self.keeps_snapshots && self.registry.needs_migration()?)
     }
 
     /// Every snapshot, oldest first.
@@ -188,7 +188,7 @@ impl Store {
     /// # Errors
     /// Backend or registry failures.
     pub fn migrate(&mut self) -> Result<Option<SnapshotRow>, StoreError> {
-        if !self.registry.needs_migration()? {
+        if !self.needs_migration()? {
             return Ok(None);
         }
         let lease = self.registry.register_writer(Role::Put)?;
@@ -794,7 +794,9 @@ impl Store {
                 Err(e) => report.problems.push(e.to_string()),
             }
         }
-        fresh.settle_unreferenced(report.snapshots > 0 || report.files == 0)?;
+        fresh.settle_unreferenced(
+            self.keeps_snapshots || report.snapshots > 0 || report.files == 0,
+        )?;
         if cancel.is_cancelled() {
             // The old registry stays, as after a problem.
             drop(fresh);

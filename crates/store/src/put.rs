@@ -688,7 +688,7 @@ impl Store {
                 }
             }
         }
-        if self.registry.needs_migration()? {
+        if self.needs_migration()? {
             return Err(needs_migration());
         }
         let lease = self.registry.register_writer(Role::Put)?;
@@ -713,6 +713,7 @@ impl Store {
             registry,
             keys,
             settings,
+            ..
         } = self;
         let keys: &StoreKeys = keys;
         let settings: &Settings = settings;
