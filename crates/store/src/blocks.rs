@@ -1,8 +1,8 @@
 //! Coalesced reads of pack data, shared by `get` and `verify --read-data`.
 //!
 //! A [`BlockPlan`] takes the chunks a command wants, in the order it wants
-//! them, and groups neighbours of one pack into a [`Block`]: a span of the
-//! pack that covers them all (small gaps between them are read through),
+//! them, and groups neighbours of one pack into a [`Block`]: the stretch
+//! of the pack that covers them all (small gaps between them are read through),
 //! at most [`BLOCK_MAX`] bytes, the unit of memory and of work. Blocks
 //! that follow each other in one pack make a [`Span`], at most
 //! [`SPAN_MAX`] bytes: one read ([`Backend::open_span`]: one GET on S3)
@@ -62,7 +62,7 @@ pub(crate) fn block_cost(len: u64, largest: u64, chunks: usize) -> u64 {
     2 * len + largest + CHUNK_OVERHEAD * chunks as u64
 }
 
-/// One span of a pack to hold in memory at once, and the chunks (`T`)
+/// One stretch of a pack held in memory at once, and the chunks (`T`)
 /// that lie in it.
 #[derive(Debug)]
 pub(crate) struct Block<T> {
@@ -189,15 +189,6 @@ pub(crate) struct Fetcher {
     orders: Sender<Order>,
 }
 
-impl Fetcher {
-    /// Blocks' buffers (see [`Buffers`]).
-    fn buffers() -> Arc<Buffers> {
-        Arc::new(Buffers {
-            free: Mutex::new(Vec::new()),
-        })
-    }
-}
-
 /// A span's read, queued by [`SpanOrder::block`].
 struct Order {
     pack: String,
@@ -260,9 +251,11 @@ impl Drop for BlockBytes {
 /// to fill again: without them, the allocator hands large buffers freed
 /// on one thread back to the kernel, and each new block faults its pages
 /// in and zeroes them again (a tenth of get's time on S3 went to that).
-/// A buffer is kept only after a block read into it was consumed, so the
-/// buffers kept and in use are never more than the blocks in flight at
-/// once, which `--max-memory` bounds.
+/// A buffer comes back when the task that opened its block is done with
+/// it, while that block still counts against the budget, so the buffers
+/// kept and in use are never more than the blocks in flight at once,
+/// which `--max-memory` bounds.
+#[derive(Default)]
 pub(crate) struct Buffers {
     free: Mutex<Vec<Vec<u8>>>,
 }
@@ -391,7 +384,7 @@ impl Fetcher {
     /// other, and the workers make no reads of their own.
     pub fn run<R>(backend: &dyn Backend, cancel: &Cancel, f: impl FnOnce(&Fetcher) -> R) -> R {
         let streams = backend.read_streams().max(1);
-        let buffers = Fetcher::buffers();
+        let buffers = Arc::new(Buffers::default());
         std::thread::scope(|threads| {
             let (orders, queue) = unbounded::<Order>();
             for _ in 0..streams {
