@@ -612,6 +612,71 @@ fn reads_run_ahead_of_the_workers() {
     );
 }
 
+/// A get that wants whole packs reads each one with one request, however
+/// many blocks (the unit of memory, 512 KiB at `--max-memory 16MiB`) it
+/// is cut into; so does `verify --read-data`. The proxy counts the
+/// requests with a `Range` header that reach the server; a get of one
+/// small file counts the ranged reads a get makes besides pack data.
+#[test]
+fn a_get_reads_each_whole_pack_in_one_request() {
+    let server = seaweed::server();
+    let ws = Workspace::new();
+    server.create_bucket("spans");
+    let proxy = Proxy::start(server.s3_port);
+    let cache = ws.path("cache");
+    let src = ws.path("src/whole");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..4 {
+        write_random_file(&src.join(format!("f{i}")), 6 * MIB, 500 + i, 0o644);
+    }
+    write_random_file(&src.join("small"), 1000, 600, 0o644);
+    let cmd = |sub: &str| {
+        let mut cmd = store_cmd(server, &ws, "spans", &cache, sub);
+        cmd.env("AWS_ENDPOINT_URL", &proxy.endpoint);
+        cmd
+    };
+    run(cmd("init")
+        .args(SMALL_CHUNKS)
+        .args(["--pack-target", "8MiB"]))
+    .success();
+    run(cmd("put").arg(&src)).success();
+    let packs = bucket_client(server, "spans", "st").list("packs/").unwrap();
+    let stored: u64 = packs.iter().map(|p| p.size).sum();
+    let ranged = |sub: &str, args: &[&str]| {
+        let before = proxy.ranged_requests();
+        run(cmd(sub).args(["--max-memory", "16MiB"]).args(args)).success();
+        proxy.ranged_requests() - before
+    };
+    let small = ws.path("small");
+    let besides = ranged("get", &["whole/small", small.to_str().unwrap()]);
+    let dest = ws.path("out");
+    let get = ranged("get", &["whole", dest.to_str().unwrap()]);
+    assert_same_tree(&snapshot(&src), &snapshot(&dest.join("whole")));
+    let verify = ranged("verify", &["--read-data"]);
+    // Blocks of 512 KiB at most: one request per block would be at least
+    // this many.
+    let blocks = (stored / (MIB / 2)) as usize;
+    eprintln!(
+        "{} packs ({stored} bytes, {blocks}+ blocks): get {get} ranged requests \
+         ({besides} for one small file), verify --read-data {verify}",
+        packs.len()
+    );
+    assert!(packs.len() >= 3, "{packs:?}");
+    assert!(besides >= 1, "no ranged request counted");
+    assert!(
+        get <= besides + packs.len(),
+        "get made {get} ranged requests for {} packs ({besides} besides pack data)",
+        packs.len()
+    );
+    assert!(get < blocks, "get read {get} times for {blocks} blocks");
+    // verify --read-data also reads every manifest and each pack's index;
+    // its data reads alone would be one per block.
+    assert!(
+        verify * 2 <= blocks,
+        "verify --read-data made {verify} ranged requests for {blocks} blocks"
+    );
+}
+
 /// A get of many small files that lie in one pack reads them in a few
 /// ranged requests (blocks of many chunks), not one per chunk; so does
 /// `verify --read-data`. The proxy counts the requests with a `Range`

@@ -21,7 +21,9 @@ use std::io::{self, Write};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use cryptstream_store::{check_object_name, Backend, BackendError, ObjectMeta, ObjectWriter};
+use cryptstream_store::{
+    check_object_name, Backend, BackendError, ObjectMeta, ObjectWriter, SpanRead,
+};
 
 use crate::{Bounded, Multipart, S3Client, S3Error, PART_SIZE};
 
@@ -167,6 +169,21 @@ impl Backend for S3Backend {
         }
     }
 
+    fn open_span<'a>(
+        &'a self,
+        name: &str,
+        start: u64,
+        len: u64,
+    ) -> Result<Box<dyn SpanRead + 'a>, BackendError> {
+        check_object_name(name)?;
+        let end = start.saturating_add(len);
+        let stream = self
+            .client
+            .open_range(name, start..end)
+            .map_err(|e| backend_error(name, e))?;
+        Ok(Box::new(SpanStream(stream)))
+    }
+
     fn read_streams(&self) -> usize {
         // As many reads as requests may be in flight (`--connections`).
         self.client.connections()
@@ -202,6 +219,18 @@ impl Backend for S3Backend {
     fn delete(&self, name: &str) -> Result<(), BackendError> {
         check_object_name(name)?;
         self.client.delete(name).map_err(|e| backend_error(name, e))
+    }
+}
+
+/// [`Backend::open_span`] on S3: one GET's body.
+struct SpanStream<'a>(crate::RangeStream<'a>);
+
+impl SpanRead for SpanStream<'_> {
+    fn read_into(&mut self, at: u64, len: usize, out: &mut Vec<u8>) -> Result<(), BackendError> {
+        let key = self.0.key().to_owned();
+        self.0
+            .read_into(at, len, out)
+            .map_err(|e| backend_error(&key, e))
     }
 }
 

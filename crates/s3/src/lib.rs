@@ -23,14 +23,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
-    RetryConfig, WriteMultipart,
+    BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode,
+    PutOptions, PutPayload, RetryConfig, WriteMultipart,
 };
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 mod backend;
 pub use backend::{S3Backend, WriteMode};
@@ -265,6 +266,74 @@ pub struct S3Client {
     permits: Arc<Semaphore>,
     connections: usize,
     counts: RequestCounts,
+}
+
+/// The body of one ranged GET, taken in order; made by
+/// [`S3Client::open_range`].
+pub struct RangeStream<'a> {
+    client: &'a S3Client,
+    key: String,
+    body: BoxStream<'static, object_store::Result<Bytes>>,
+    /// Bytes received and not yet taken; they start at `position`.
+    pending: Bytes,
+    /// Offset in the object of the next byte of the body.
+    position: u64,
+    /// Offset in the object where the range ends.
+    end: u64,
+    /// One of the client's connections, until the stream is dropped.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl RangeStream<'_> {
+    /// The object read.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Appends to `out` the `len` bytes at offset `at` of the object,
+    /// skipping those between the last bytes taken and `at`.
+    ///
+    /// # Errors
+    /// `at` is behind the bytes already taken or the piece is past the
+    /// range; the body fails or ends early.
+    pub fn read_into(&mut self, at: u64, len: usize, out: &mut Vec<u8>) -> Result<(), S3Error> {
+        let fail = |reason: String| S3Error::Request {
+            op: "get",
+            key: self.key.clone(),
+            reason,
+        };
+        let want_end = at.saturating_add(len as u64);
+        if at < self.position || want_end > self.end {
+            return Err(fail(format!(
+                "bytes {at}..{want_end} are not ahead in the range {}..{}",
+                self.position, self.end
+            )));
+        }
+        out.reserve(len);
+        while self.position < want_end {
+            if self.pending.is_empty() {
+                match self.client.runtime.block_on(self.body.next()) {
+                    Some(Ok(bytes)) => self.pending = bytes,
+                    Some(Err(e)) => return Err(request_error("get", &self.key, e)),
+                    None => {
+                        return Err(fail(format!(
+                            "the body ended at byte {} of {}",
+                            self.position, self.end
+                        )))
+                    }
+                }
+                continue;
+            }
+            let skip = at
+                .saturating_sub(self.position)
+                .min(self.pending.len() as u64) as usize;
+            let take = ((want_end - self.position) as usize - skip).min(self.pending.len() - skip);
+            out.extend_from_slice(&self.pending[skip..skip + take]);
+            let _ = self.pending.split_to(skip + take);
+            self.position += (skip + take) as u64;
+        }
+        Ok(())
+    }
 }
 
 /// A multipart upload in progress; dropped unfinished, it is aborted.
@@ -533,6 +602,47 @@ impl S3Client {
             });
         }
         Ok(bytes)
+    }
+
+    /// Opens a read of bytes `range` of an object that must exist: one
+    /// GET, whose body is taken in order with [`RangeStream::read_into`]
+    /// (the server's bytes wait in the connection until they are taken).
+    /// The stream holds one of the `--connections` until it is dropped.
+    pub fn open_range(&self, key: &str, range: Range<u64>) -> Result<RangeStream<'_>, S3Error> {
+        let path = self.path(key)?;
+        self.counts.get.fetch_add(1, Ordering::Relaxed);
+        let (store, permits) = (Arc::clone(&self.store), Arc::clone(&self.permits));
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(range.clone())),
+            ..GetOptions::default()
+        };
+        let (permit, got) = self.runtime.block_on(async move {
+            let permit = permits
+                .acquire_owned()
+                .await
+                .expect("semaphore never closed");
+            (permit, store.get_opts(&path, options).await)
+        });
+        let got = got.map_err(|e| request_error("get", key, e))?;
+        if got.range != range {
+            return Err(S3Error::Request {
+                op: "get",
+                key: key.to_string(),
+                reason: format!(
+                    "asked for bytes {}..{} and got bytes {}..{}",
+                    range.start, range.end, got.range.start, got.range.end
+                ),
+            });
+        }
+        Ok(RangeStream {
+            client: self,
+            key: key.to_owned(),
+            body: got.into_stream(),
+            pending: Bytes::new(),
+            position: range.start,
+            end: range.end,
+            _permit: permit,
+        })
     }
 
     /// The size of an object, or `None` when there is none.

@@ -85,6 +85,37 @@ pub trait ObjectWriter: Write + Send {
     fn commit(self: Box<Self>) -> Result<(), BackendError>;
 }
 
+/// A read of one span of an object, opened by [`Backend::open_span`] and
+/// taken in order.
+pub trait SpanRead {
+    /// Appends to `out` the `len` bytes at offset `at` of the object. `at`
+    /// is at or past the end of the bytes taken before, and inside the
+    /// span; the bytes in between are skipped.
+    ///
+    /// # Errors
+    /// The object ends early, or an I/O failure; the read cannot go on
+    /// after an error.
+    fn read_into(&mut self, at: u64, len: usize, out: &mut Vec<u8>) -> Result<(), BackendError>;
+}
+
+/// [`Backend::open_span`]'s default: one [`Backend::get_range`] per piece.
+struct PieceReads<'a, B: ?Sized> {
+    backend: &'a B,
+    name: String,
+}
+
+impl<B: Backend + ?Sized> SpanRead for PieceReads<'_, B> {
+    fn read_into(&mut self, at: u64, len: usize, out: &mut Vec<u8>) -> Result<(), BackendError> {
+        let from = out.len();
+        out.resize(from + len, 0);
+        let result = self.backend.get_range(&self.name, at, &mut out[from..]);
+        if result.is_err() {
+            out.truncate(from);
+        }
+        result
+    }
+}
+
 /// Object storage for a store. See the module docs.
 pub trait Backend: Send + Sync {
     /// A short description for messages (`/path/to/store`, `s3://bucket/p`).
@@ -119,9 +150,30 @@ pub trait Backend: Send + Sync {
     /// [`BackendError::NotFound`], [`BackendError::ShortObject`] or an I/O
     /// failure.
     fn get_range(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<(), BackendError>;
-    /// How many [`Backend::get_range`] calls are worth having in flight at
-    /// once: `get` and `verify --read-data` read with this many threads of
-    /// their own, independent of the CPU workers.
+    /// Opens a read of bytes `start..start + len` of `name`, taken in
+    /// order, piece by piece, with [`SpanRead::read_into`]. Object storage
+    /// makes it one request (one GET whose body the pieces are cut from, a
+    /// connection held until the reader is dropped); the default reads
+    /// each piece with [`Backend::get_range`] as it is asked for.
+    ///
+    /// # Errors
+    /// [`BackendError::NotFound`], [`BackendError::ShortObject`] or an I/O
+    /// failure; a caller may fall back to [`Backend::get_range`].
+    fn open_span<'a>(
+        &'a self,
+        name: &str,
+        start: u64,
+        len: u64,
+    ) -> Result<Box<dyn SpanRead + 'a>, BackendError> {
+        let _ = (start, len);
+        Ok(Box::new(PieceReads {
+            backend: self,
+            name: name.to_owned(),
+        }))
+    }
+    /// How many reads ([`Backend::open_span`], [`Backend::get_range`]) are
+    /// worth having in flight at once: `get` and `verify --read-data` read
+    /// with this many threads of their own, independent of the CPU workers.
     fn read_streams(&self) -> usize {
         LOCAL_READ_STREAMS
     }

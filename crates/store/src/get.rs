@@ -14,8 +14,7 @@ use cryptstream_output::{
 };
 use cryptstream_pool::{Cancel, Pool};
 
-use crate::backend::{Backend, BackendError};
-use crate::blocks::{self, open_chunk, Block, BlockPlan, ChunkShape, Fetched, Fetcher};
+use crate::blocks::{self, open_chunk, BlockPlan, ChunkShape, Fetched, Fetcher, Span, SpanOrder};
 use crate::keys::StoreKeys;
 use crate::manifest::{format_uid, FileMac, Kind};
 use crate::registry::{FileRow, Location};
@@ -153,43 +152,40 @@ fn restore_chunk(keys: &StoreKeys, want: &Want, blob: &mut [u8]) -> Result<u32, 
 }
 
 /// Restores the chunks of one block once its bytes arrive (runs on a
-/// worker). When the block reaches past the end of its pack, each chunk
-/// is read alone, so that only those really cut off fail.
+/// worker): each opened in place, or from a copy when it overlaps another
+/// (the same chunk twice). When the pack ends inside the block, the
+/// chunks cut off fail alone.
 fn restore_block(
-    backend: &dyn Backend,
     keys: &StoreKeys,
     cancel: &Cancel,
-    start: u64,
     fetched: Fetched,
     members: Vec<Want>,
 ) -> Vec<(usize, Result<u32, String>)> {
-    let data = fetched.wait();
-    let mut blob = Vec::new();
-    members
-        .into_iter()
-        .map(|want| {
-            let stored = want.loc.stored_len as usize;
-            let result = match &data {
-                _ if cancel.is_cancelled() => Err("interrupted".to_owned()),
-                Ok(data) => {
-                    let from = (want.loc.offset - start) as usize;
-                    blob.clear();
-                    blob.extend_from_slice(&data[from..from + stored]);
-                    restore_chunk(keys, &want, &mut blob)
-                }
-                Err(BackendError::ShortObject { .. }) => {
-                    blob.clear();
-                    blob.resize(stored, 0);
-                    backend
-                        .get_range(&want.loc.pack, want.loc.offset, &mut blob)
-                        .map_err(|e| format!("{}: {e}", want.describe()))
-                        .and_then(|()| restore_chunk(keys, &want, &mut blob))
+    let mut data = fetched.wait();
+    let ranges: Vec<(u64, u64)> = members
+        .iter()
+        .map(|w| (w.loc.offset, u64::from(w.loc.stored_len)))
+        .collect();
+    let alone = blocks::alone(&ranges);
+    let mut copy = Vec::new();
+    let mut results = Vec::with_capacity(members.len());
+    for (want, alone) in members.into_iter().zip(alone) {
+        let result = match &mut data {
+            _ if cancel.is_cancelled() => Err("interrupted".to_owned()),
+            Ok(data) => match data.chunk(want.loc.offset, u64::from(want.loc.stored_len)) {
+                Ok(stored) if alone => restore_chunk(keys, &want, stored),
+                Ok(stored) => {
+                    copy.clear();
+                    copy.extend_from_slice(stored);
+                    restore_chunk(keys, &want, &mut copy)
                 }
                 Err(e) => Err(format!("{}: {e}", want.describe())),
-            };
-            (want.file, result)
-        })
-        .collect()
+            },
+            Err(e) => Err(format!("{}: {e}", want.describe())),
+        };
+        results.push((want.file, result));
+    }
+    results
 }
 
 /// What one argument of `get` (or `ls`, `dump`) names.
@@ -481,7 +477,6 @@ impl Store {
             source: std::io::Error::other(e.to_string()),
         })?;
         let restore = Restore {
-            backend: &*store.backend,
             keys: &store.keys,
             dest,
             opts,
@@ -601,7 +596,6 @@ struct Walk<'f> {
 
 /// What a get shares between its walk and the consumer of its results.
 struct Restore<'a, 'r> {
-    backend: &'a dyn Backend,
     keys: &'a StoreKeys,
     dest: &'a Path,
     opts: &'a GetOptions,
@@ -858,8 +852,8 @@ impl<'a> Restore<'a, '_> {
                         at,
                         out,
                     };
-                    if let Some(block) = walk.plan.add(&pack, start, len, want) {
-                        self.submit_block(walk, ordered, block);
+                    if let Some(span) = walk.plan.add(&pack, start, len, want) {
+                        self.submit_span(walk, ordered, span);
                     }
                 }
                 Err(e) => {
@@ -899,7 +893,7 @@ impl<'a> Restore<'a, '_> {
         }
     }
 
-    /// Sends the block being grown, if any, then the Ends that wait for it.
+    /// Sends the span being grown, if any, then the Ends that wait for it.
     fn flush<'env, C: FnMut(Item)>(
         &self,
         walk: &mut Walk<'_>,
@@ -907,8 +901,8 @@ impl<'a> Restore<'a, '_> {
     ) where
         'a: 'env,
     {
-        if let Some(block) = walk.plan.flush() {
-            self.submit_block(walk, ordered, block);
+        if let Some(span) = walk.plan.flush() {
+            self.submit_span(walk, ordered, span);
         }
         // Each file in flight accounts for this much, so that at most
         // MAX_OPEN_FILES temp files are open at once (beyond the
@@ -919,36 +913,37 @@ impl<'a> Restore<'a, '_> {
         }
     }
 
-    /// Orders one block's read once the budget has room for it, then sends
-    /// the block to the workers.
-    fn submit_block<'env, C: FnMut(Item)>(
+    /// Orders the read of one span, each of its blocks once the budget has
+    /// room for it, and sends each block to the workers.
+    fn submit_span<'env, C: FnMut(Item)>(
         &self,
         walk: &Walk<'_>,
         ordered: &mut cryptstream_pool::Ordered<'_, '_, 'env, Item, C>,
-        block: Block<Want>,
+        span: Span<Want>,
     ) where
         'a: 'env,
     {
-        let (backend, keys): (&'env dyn Backend, &'env StoreKeys) = (self.backend, self.keys);
-        let cancel = self.opts.cancel.clone();
-        let largest = block
-            .members
-            .iter()
-            .map(|w| u64::from(w.loc.stored_len) + u64::from(w.loc.raw_len))
-            .max()
-            .unwrap_or(0);
-        let cost = blocks::block_cost(block.len, largest, block.members.len());
-        let (order, fetched) = blocks::order(&block.pack, block.start, block.len);
-        let (start, members) = (block.start, block.members);
-        // The block is read as soon as the budget has room for it, before
-        // a worker is free to open it: reads run ahead of the workers.
-        ordered.make_room(cost);
-        walk.fetcher.send(order);
-        ordered.submit(cost, move |_| {
-            Item::Chunks(restore_block(
-                backend, keys, &cancel, start, fetched, members,
-            ))
-        });
+        let keys: &'env StoreKeys = self.keys;
+        let mut read = SpanOrder::new(&span.pack, span.start, span.len);
+        for block in span.blocks {
+            let cancel = self.opts.cancel.clone();
+            let largest = block
+                .members
+                .iter()
+                .map(|w| u64::from(w.loc.stored_len) + u64::from(w.loc.raw_len))
+                .max()
+                .unwrap_or(0);
+            let cost = blocks::block_cost(block.len, largest, block.members.len());
+            // The block is read as soon as the budget has room for it,
+            // before a worker is free to open it: reads run ahead of the
+            // workers.
+            ordered.make_room(cost);
+            let fetched = read.block(walk.fetcher, block.start, block.len);
+            let members = block.members;
+            ordered.submit(cost, move |_| {
+                Item::Chunks(restore_block(keys, &cancel, fetched, members))
+            });
+        }
     }
 }
 

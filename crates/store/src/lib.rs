@@ -55,7 +55,9 @@ pub mod snapshot;
 
 use std::path::{Path, PathBuf};
 
-pub use backend::{check_object_name, Backend, BackendError, LocalDir, ObjectMeta, ObjectWriter};
+pub use backend::{
+    check_object_name, Backend, BackendError, LocalDir, ObjectMeta, ObjectWriter, SpanRead,
+};
 pub use config::{ChunkerParams, Settings};
 /// The progress trait of every operation, from the pool crate.
 pub use cryptstream_pool::{NoProgress, Progress};

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use cryptstream_pool::{Cancel, Pool};
 
 use crate::backend::BackendError;
-use crate::blocks::{self, open_chunk, Block, BlockPlan, ChunkShape, Fetched, Fetcher};
+use crate::blocks::{
+    self, open_chunk, Block, BlockPlan, ChunkShape, Fetched, Fetcher, Span, SpanOrder,
+};
 use crate::manifest::{self, format_uid, FileMac, ManifestReader};
 use crate::pack::{self, PackEntry, PackWriter};
 use crate::registry::{FileRow, Registry, Role, SnapshotRow, Totals};
@@ -618,24 +620,26 @@ impl Store {
                     scope.ordered(max_memory, |found: Vec<(PackEntry, String, String)>| {
                         bad.extend(found);
                     });
-                // Orders one block's read, then sends the block to the
-                // workers.
-                let mut submit = |block: Block<PackEntry>| {
-                    let largest = block
-                        .members
-                        .iter()
-                        .map(|e| 2 * u64::from(e.stored_len))
-                        .max()
-                        .unwrap_or(0);
-                    let cost = blocks::block_cost(block.len, largest, block.members.len());
-                    let (order, fetched) = blocks::order(&block.pack, block.start, block.len);
-                    // Read as soon as the budget has room, ahead of the
-                    // workers.
-                    ordered.make_room(cost);
-                    fetcher.send(order);
-                    ordered.submit(cost, move |_| {
-                        check_block(backend, keys, cancel, progress, block, fetched)
-                    });
+                // Orders the read of one span, each block once the budget
+                // has room for it (ahead of the workers), and sends each
+                // block to the workers.
+                let mut submit = |span: Span<PackEntry>| {
+                    let mut read = SpanOrder::new(&span.pack, span.start, span.len);
+                    for block in span.blocks {
+                        let largest = block
+                            .members
+                            .iter()
+                            .map(|e| 2 * u64::from(e.stored_len))
+                            .max()
+                            .unwrap_or(0);
+                        let cost = blocks::block_cost(block.len, largest, block.members.len());
+                        ordered.make_room(cost);
+                        let fetched = read.block(fetcher, block.start, block.len);
+                        let pack = span.pack.clone();
+                        ordered.submit(cost, move |_| {
+                            check_block(keys, cancel, progress, pack, block, fetched)
+                        });
+                    }
                 };
                 for (id, name, size) in &readable {
                     if cancel.is_cancelled() {
@@ -650,12 +654,12 @@ impl Store {
                     // In offset order: neighbours share a block.
                     let mut plan = BlockPlan::new(max_memory);
                     for e in entries {
-                        if let Some(block) = plan.add(name, e.offset, u64::from(e.stored_len), e) {
-                            submit(block);
+                        if let Some(span) = plan.add(name, e.offset, u64::from(e.stored_len), e) {
+                            submit(span);
                         }
                     }
-                    if let Some(block) = plan.flush() {
-                        submit(block);
+                    if let Some(span) = plan.flush() {
+                        submit(span);
                     }
                 }
                 ordered.finish();
@@ -860,56 +864,58 @@ fn remove_db(path: &std::path::Path) {
     }
 }
 
-/// Opens, decompresses and hashes the chunks of one block once its bytes
-/// arrive (on a worker); returns those that are not what they should be,
-/// with the pack and the reason. When the block reaches past the end of
-/// its pack, each chunk is read alone, so that only those really cut off
-/// are named.
+/// Opens (in place unless it overlaps another chunk of the block),
+/// decompresses and hashes the chunks of one block once its bytes arrive
+/// (on a worker); returns those that are not what they should be,
+/// with the pack and the reason. When the pack ends inside the block,
+/// only the chunks really cut off are named.
 fn check_block(
-    backend: &dyn crate::Backend,
     keys: &crate::StoreKeys,
     cancel: &Cancel,
     progress: &dyn Progress,
+    pack: String,
     block: Block<PackEntry>,
     fetched: Fetched,
 ) -> Vec<(PackEntry, String, String)> {
-    let data = fetched.wait();
-    let mut blob = Vec::new();
+    let mut data = fetched.wait();
+    let ranges: Vec<(u64, u64)> = block
+        .members
+        .iter()
+        .map(|e| (e.offset, u64::from(e.stored_len)))
+        .collect();
+    let alone = blocks::alone(&ranges);
+    let mut copy = Vec::new();
     let mut bad = Vec::new();
-    for e in block.members {
+    for (e, alone) in block.members.into_iter().zip(alone) {
         if cancel.is_cancelled() {
             break;
         }
         progress.advance(u64::from(e.stored_len));
-        let stored = e.stored_len as usize;
-        let read = match &data {
-            Ok(data) => {
-                let from = (e.offset - block.start) as usize;
-                blob.clear();
-                blob.extend_from_slice(&data[from..from + stored]);
-                Ok(())
-            }
-            Err(crate::BackendError::ShortObject { .. }) => {
-                blob.clear();
-                blob.resize(stored, 0);
-                backend
-                    .get_range(&block.pack, e.offset, &mut blob)
-                    .map_err(|err| err.to_string())
-            }
-            Err(err) => Err(err.to_string()),
-        };
         let shape = ChunkShape {
             id: &e.id,
             compression: e.compression,
             raw_len: e.raw_len,
         };
-        let checked = read.and_then(|()| {
-            open_chunk(keys, shape, &mut blob)
-                .map(drop)
-                .map_err(|fault| fault.to_string())
-        });
+        let checked = match &mut data {
+            Ok(data) => data
+                .chunk(e.offset, u64::from(e.stored_len))
+                .map_err(|err| err.to_string())
+                .and_then(|stored| {
+                    let blob = if alone {
+                        stored
+                    } else {
+                        copy.clear();
+                        copy.extend_from_slice(stored);
+                        &mut copy[..]
+                    };
+                    open_chunk(keys, shape, blob)
+                        .map(drop)
+                        .map_err(|fault| fault.to_string())
+                }),
+            Err(err) => Err(err.to_string()),
+        };
         if let Err(why) = checked {
-            bad.push((e, block.pack.clone(), why));
+            bad.push((e, pack.clone(), why));
         }
     }
     bad
