@@ -71,14 +71,6 @@ impl Remote {
         cmd
     }
 
-    /// As [`Remote::cmd_with`] with the server's token and fingerprint, and
-    /// a registry cache of its own (another machine).
-    fn cmd_on(&self, cache: &str, sub: &str) -> Command {
-        let mut cmd = self.cmd_with(&self.served.token, &self.served.fingerprint, sub, &[]);
-        cmd.env("CRYPTSTREAM_CACHE_DIR", self.s.ws.path(cache));
-        cmd
-    }
-
     /// `store --store cst://... --token-file T --known-hosts K SUB` (trust on first use).
     fn cmd_known_hosts(&self, known_hosts: &Path, sub: &str) -> Command {
         let mut cmd = cryptstream();
@@ -397,96 +389,6 @@ fn a_store_on_a_server_that_receives_files_is_refused_before_anything_is_written
     out.failure();
     out.stderr_has("hosts no store");
     assert!(crate::common::list_dir(&served.root).is_empty());
-}
-
-#[test]
-fn two_clients_put_at_once_and_a_third_sees_both() {
-    let r = Remote::start(&[]);
-    let (a, b) = (r.s.ws.path("a"), r.s.ws.path("b"));
-    for (dir, seed) in [(&a, 1u64), (&b, 2)] {
-        fs::create_dir_all(dir).unwrap();
-        for i in 0..4 {
-            write_random_file(&dir.join(format!("f{i}")), 3 << 20, seed * 10 + i, 0o644);
-        }
-    }
-    let mut first = r.cmd_on("cache-a", "put");
-    first.arg(&a);
-    let mut second = r.cmd_on("cache-b", "put");
-    second.arg(&b);
-    let (one, two) = (Running::spawn(&mut first), Running::spawn(&mut second));
-    one.finish(WAIT).success();
-    two.finish(WAIT).success();
-    let mut verify = r.cmd_on("cache-c", "verify");
-    verify.arg("--read-data");
-    run(&mut verify).success();
-    let out = r.s.ws.path("out");
-    for name in ["a", "b"] {
-        let mut get = r.cmd_on("cache-c", "get");
-        get.arg(name).arg(&out);
-        run(&mut get).success();
-    }
-    assert_same_tree(&a, &out.join("a"));
-    assert_same_tree(&b, &out.join("b"));
-}
-
-#[test]
-fn a_gc_never_overlaps_a_put_of_another_client() {
-    let r = Remote::start(&[]);
-    let (old, new) = (r.s.ws.path("old"), r.s.ws.path("new"));
-    for (dir, seed) in [(&old, 1u64), (&new, 2)] {
-        fs::create_dir_all(dir).unwrap();
-        for i in 0..6 {
-            write_random_file(&dir.join(format!("f{i}")), 400_000, seed * 10 + i, 0o644);
-        }
-    }
-    let mut put = r.cmd_on("cache-writer", "put");
-    put.arg(&old);
-    run(&mut put).success();
-    let old_packs = r.s.pack_objects();
-    // The other client deletes what it knows of; its gc comes later.
-    let mut delete = r.cmd_on("cache-other", "forget");
-    delete.args(["--keep-last", "0"]);
-    run(&mut delete).success();
-    // The writer's put holds at a hook point, its lease taken.
-    let hold = r.s.ws.path("hold");
-    fs::write(&hold, b"held").unwrap();
-    let mut put = r.cmd_on("cache-writer", "put");
-    put.arg(&new)
-        .env("CRYPTSTREAM_DEBUG_STORE_HOLD_WHILE", &hold);
-    let mut put = PutRun::spawn(&mut put);
-    let reached = hold.with_extension("reached");
-    wait_for("the put reaches a hook point", || reached.exists());
-    let leases = r.s.objects("leases/");
-    assert!(
-        leases.iter().any(|l| l.starts_with("leases/put-")),
-        "{leases:?}"
-    );
-    // A gc of the other client sees the put's lease and gives up.
-    let gc = run(&mut r.cmd_on("cache-other", "gc"));
-    gc.success().stderr_has("skipped: a put is running");
-    assert!(!put.running.has_exited(), "the put ended before the gc");
-    assert_eq!(r.s.pack_objects(), old_packs, "the refused gc reclaimed");
-    assert!(
-        !r.s.objects("leases/")
-            .iter()
-            .any(|l| l.starts_with("leases/gc-")),
-        "the refused gc left its lease"
-    );
-    fs::remove_file(&hold).unwrap();
-    let (status, _, stderr) = put.finish();
-    assert!(status.success(), "{stderr}");
-    assert!(r.s.objects("leases/").is_empty(), "the put left its lease");
-    // Now the gc runs: it refreshes its registry from the server first,
-    // so the writer's new files survive it.
-    run(&mut r.cmd_on("cache-other", "gc")).success();
-    let mut verify = r.cmd_on("cache-other", "verify");
-    verify.arg("--read-data");
-    run(&mut verify).success();
-    let out = r.s.ws.path("out");
-    let mut get = r.cmd_on("cache-fresh", "get");
-    get.arg("new").arg(&out);
-    run(&mut get).success();
-    assert_same_tree(&new, &out.join("new"));
 }
 
 /// Object bytes the server logged as received in sessions that ended
