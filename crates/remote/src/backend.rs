@@ -293,6 +293,7 @@ async fn send_object(
     mut conn: ObjectConnection,
     req: u32,
     mut blocks: tokio::sync::mpsc::Receiver<Send>,
+    spare: std::sync::mpsc::Sender<Vec<u8>>,
 ) -> Sent {
     let mut sent = 0u64;
     while let Some(message) = blocks.recv().await {
@@ -302,6 +303,9 @@ async fn send_object(
                     return (None, Err(e));
                 }
                 sent += block.len() as u64;
+                // Back to the writer for its next block (none is made
+                // and faulted in afresh per block).
+                let _ = spare.send(block);
             }
             Send::Commit(size) => {
                 let result = conn.commit(req, size).await;
@@ -330,6 +334,8 @@ struct RemoteWriter {
     name: String,
     /// The sending task's queue; `None` once the commit went.
     blocks: Option<tokio::sync::mpsc::Sender<Send>>,
+    /// Blocks the task has sent, to fill again.
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
     task: Option<tokio::task::JoinHandle<Sent>>,
     buffer: Vec<u8>,
     /// Bytes handed to the task.
@@ -339,11 +345,15 @@ struct RemoteWriter {
 impl RemoteWriter {
     fn new(inner: Arc<Inner>, name: &str, conn: ObjectConnection, req: u32) -> RemoteWriter {
         let (blocks, queue) = tokio::sync::mpsc::channel(QUEUED_BLOCKS);
-        let task = inner.runtime.spawn(send_object(conn, req, queue));
+        let (give_back, spare) = std::sync::mpsc::channel();
+        let task = inner
+            .runtime
+            .spawn(send_object(conn, req, queue, give_back));
         RemoteWriter {
             inner,
             name: name.to_owned(),
             blocks: Some(blocks),
+            spare,
             task: Some(task),
             buffer: Vec::with_capacity(SEND_BLOCK),
             queued: 0,
@@ -385,7 +395,14 @@ impl RemoteWriter {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        let block = std::mem::replace(&mut self.buffer, Vec::with_capacity(SEND_BLOCK));
+        let next = match self.spare.try_recv() {
+            Ok(mut sent) => {
+                sent.clear();
+                sent
+            }
+            Err(_) => Vec::with_capacity(SEND_BLOCK),
+        };
+        let block = std::mem::replace(&mut self.buffer, next);
         let len = block.len() as u64;
         self.queue(Send::Bytes(block))
             .map_err(|e| io::Error::other(format!("{}: {e}", self.inner.location)))?;
