@@ -492,3 +492,59 @@ fn a_client_that_stops_reading_loses_its_session_after_the_idle_timeout() {
         r.served.log().contains("the client read nothing for")
     });
 }
+
+/// Requests the server logged as answered in sessions that ended cleanly,
+/// in `log` (its stderr).
+fn requests_in(log: &str) -> u64 {
+    log.lines()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once(" bytes received, ")?;
+            rest.split_once(" request(s)")?.0.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// A get of many small files that lie in one pack reads them in a few
+/// ranged requests (blocks of many chunks), not one per chunk; so does
+/// `verify --read-data`. The server counts every request it answers.
+#[test]
+fn a_get_of_many_small_files_in_one_pack_makes_few_requests() {
+    const FILES: u64 = 200;
+    // Default packs: the files fit in one.
+    let r = Remote::serve(StoreWs::new(&[]), &[]);
+    let src = r.s.ws.path("many");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..FILES {
+        write_random_file(
+            &src.join(format!("f{i:03}")),
+            2_000 + i * 37,
+            7_000 + i,
+            0o644,
+        );
+    }
+    r.run("put", &[&src]).success();
+    assert_eq!(r.s.pack_objects().len(), 1, "{:?}", r.s.pack_objects());
+    let requests_of = |sub: &str, args: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let mark = r.served.log().len();
+        r.run(sub, args).success();
+        // The command's sessions end as it exits.
+        wait_for("the server logs the command's sessions", || {
+            requests_in(&r.served.log()[mark..]) > 0
+        });
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        requests_in(&r.served.log()[mark..])
+    };
+    let dest = r.s.ws.path("out");
+    let get = requests_of("get", &[&"many", &dest]);
+    assert_same_tree(&src, &dest.join("many"));
+    let verify = requests_of("verify", &[&"--read-data"]);
+    eprintln!("requests for {FILES} files in one pack: get {get}, verify --read-data {verify}");
+    assert!(
+        get * 10 <= FILES,
+        "get made {get} requests for {FILES} one-chunk files"
+    );
+    assert!(
+        verify * 10 <= FILES,
+        "verify --read-data made {verify} requests for {FILES} one-chunk files"
+    );
+}
