@@ -51,12 +51,25 @@ impl Remote {
         sub: &str,
         args: &[&dyn AsRef<std::ffi::OsStr>],
     ) -> Command {
+        self.cmd_to(&self.location(), token, fingerprint, sub, args)
+    }
+
+    /// As [`Remote::cmd_with`], to `location` (the server, or a proxy in
+    /// front of it).
+    fn cmd_to(
+        &self,
+        location: &str,
+        token: &Path,
+        fingerprint: &str,
+        sub: &str,
+        args: &[&dyn AsRef<std::ffi::OsStr>],
+    ) -> Command {
         let mut cmd = cryptstream();
         cmd.current_dir(self.s.ws.root())
             .env("CRYPTSTREAM_CACHE_DIR", self.s.ws.path("client-cache"))
             .arg("store")
             .arg("--store")
-            .arg(self.location())
+            .arg(location)
             .arg("--token-file")
             .arg(token)
             .arg("--server-fingerprint")
@@ -524,15 +537,27 @@ fn a_get_of_many_small_files_in_one_pack_makes_few_requests() {
     }
     r.run("put", &[&src]).success();
     assert_eq!(r.s.pack_objects().len(), 1, "{:?}", r.s.pack_objects());
+    // The log once the sessions of the commands before have all ended
+    // (each logs as its command exits): unchanged for half a second.
+    let settled = || {
+        let mut len = r.served.log().len();
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let now = r.served.log().len();
+            if now == len {
+                return len;
+            }
+            len = now;
+        }
+    };
     let requests_of = |sub: &str, args: &[&dyn AsRef<std::ffi::OsStr>]| {
-        let mark = r.served.log().len();
+        let mark = settled();
         r.run(sub, args).success();
         // The command's sessions end as it exits.
         wait_for("the server logs the command's sessions", || {
             requests_in(&r.served.log()[mark..]) > 0
         });
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        requests_in(&r.served.log()[mark..])
+        requests_in(&r.served.log()[..settled()][mark..])
     };
     let dest = r.s.ws.path("out");
     let get = requests_of("get", &[&"many", &dest]);
@@ -546,5 +571,56 @@ fn a_get_of_many_small_files_in_one_pack_makes_few_requests() {
     assert!(
         verify * 10 <= FILES,
         "verify --read-data made {verify} requests for {FILES} one-chunk files"
+    );
+}
+
+/// `--connections` bounds the connections a client opens to a store
+/// server: a get with one reads through one connection; with eight, its
+/// block reads overlap on several. A TCP proxy in front of the server
+/// counts the connections open at once.
+#[test]
+fn connections_bounds_the_connections_to_a_store_server() {
+    let r = Remote::start(&[]);
+    let port: u16 = r.served.addr.rsplit(':').next().unwrap().parse().unwrap();
+    let proxy = Proxy::start(port);
+    let via = proxy.endpoint.trim_start_matches("http://").to_owned();
+    let src = r.s.ws.path("conn");
+    // Enough packs (1 MiB each) that a get has many block reads to make.
+    for i in 0..40u64 {
+        let dir = src.join(format!("d{}", i % 3));
+        fs::create_dir_all(&dir).unwrap();
+        write_random_file(
+            &dir.join(format!("f{i}")),
+            (i * 97_000 + 1000) % 600_000,
+            1000 + 2 * i,
+            0o640,
+        );
+    }
+    let via = format!("cst://{via}");
+    let cmd = |sub: &str, connections: &str| {
+        let mut cmd = r.cmd_to(&via, &r.served.token, &r.served.fingerprint, sub, &[]);
+        cmd.args(["--connections", connections, "--workers", "8"]);
+        cmd
+    };
+    run(cmd("put", "8").arg(&src)).success();
+    let mut at_once = Vec::new();
+    for connections in ["1", "8"] {
+        let dest = r.s.ws.path(format!("out-{connections}"));
+        proxy.reset();
+        run(cmd("get", connections).arg("conn").arg(&dest)).success();
+        assert_same_tree(&src, &dest.join("conn"));
+        at_once.push(proxy.most_at_once());
+    }
+    eprintln!(
+        "connections open at once: {} with --connections 1, {} with 8",
+        at_once[0], at_once[1]
+    );
+    // One request in flight can mean two connections open: a new one may
+    // be made before the last one is back in the idle pool.
+    assert!(at_once[0] <= 2, "--connections 1: {}", at_once[0]);
+    assert!(
+        at_once[1] > 2,
+        "--connections 8 never had more than two connections open ({})",
+        at_once[1]
     );
 }
