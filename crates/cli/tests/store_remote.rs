@@ -574,16 +574,14 @@ fn a_get_of_many_small_files_in_one_pack_makes_few_requests() {
     );
 }
 
-/// `--connections` bounds the connections a client opens to a store
-/// server: a get with one reads through one connection; with eight, its
-/// block reads overlap on several. A TCP proxy in front of the server
-/// counts the connections open at once.
-#[test]
-fn connections_bounds_the_connections_to_a_store_server() {
+/// The most connections open at once to a store server (counted by a TCP
+/// proxy in front of it) during a get of 40 files in many 1 MiB packs, with
+/// `--workers workers` and `--connections` 1, then 8.
+fn connections_at_once(workers: &str) -> [usize; 2] {
     let r = Remote::start(&[]);
     let port: u16 = r.served.addr.rsplit(':').next().unwrap().parse().unwrap();
     let proxy = Proxy::start(port);
-    let via = proxy.endpoint.trim_start_matches("http://").to_owned();
+    let via = format!("cst://{}", proxy.endpoint.trim_start_matches("http://"));
     let src = r.s.ws.path("conn");
     // Enough packs (1 MiB each) that a get has many block reads to make.
     for i in 0..40u64 {
@@ -596,31 +594,50 @@ fn connections_bounds_the_connections_to_a_store_server() {
             0o640,
         );
     }
-    let via = format!("cst://{via}");
-    let cmd = |sub: &str, connections: &str| {
+    let cmd = |sub: &str, connections: &str, workers: &str| {
         let mut cmd = r.cmd_to(&via, &r.served.token, &r.served.fingerprint, sub, &[]);
-        cmd.args(["--connections", connections, "--workers", "8"]);
+        cmd.args(["--connections", connections, "--workers", workers]);
         cmd
     };
-    run(cmd("put", "8").arg(&src)).success();
-    let mut at_once = Vec::new();
-    for connections in ["1", "8"] {
+    run(cmd("put", "8", "8").arg(&src)).success();
+    let mut at_once = [0; 2];
+    for (i, connections) in ["1", "8"].into_iter().enumerate() {
         let dest = r.s.ws.path(format!("out-{connections}"));
         proxy.reset();
-        run(cmd("get", connections).arg("conn").arg(&dest)).success();
+        run(cmd("get", connections, workers).arg("conn").arg(&dest)).success();
         assert_same_tree(&src, &dest.join("conn"));
-        at_once.push(proxy.most_at_once());
+        at_once[i] = proxy.most_at_once();
     }
     eprintln!(
-        "connections open at once: {} with --connections 1, {} with 8",
+        "{workers} worker(s): {} connections open at once with --connections 1, {} with 8",
         at_once[0], at_once[1]
     );
+    at_once
+}
+
+/// `--connections` bounds the connections a client opens to a store
+/// server: a get with one reads through one connection; with eight, its
+/// block reads overlap on several.
+#[test]
+fn connections_bounds_the_connections_to_a_store_server() {
+    let [one, eight] = connections_at_once("8");
     // One request in flight can mean two connections open: a new one may
     // be made before the last one is back in the idle pool.
-    assert!(at_once[0] <= 2, "--connections 1: {}", at_once[0]);
+    assert!(one <= 2, "--connections 1: {one}");
     assert!(
-        at_once[1] > 2,
-        "--connections 8 never had more than two connections open ({})",
-        at_once[1]
+        eight > 2,
+        "--connections 8 never had more than two connections open ({eight})"
+    );
+}
+
+/// Reads do not wait for the workers: with one worker and eight
+/// connections, a get has several block reads in flight at once.
+#[test]
+fn reads_from_a_store_server_run_ahead_of_the_workers() {
+    let [one, eight] = connections_at_once("1");
+    assert!(one <= 2, "--connections 1: {one}");
+    assert!(
+        eight > 2,
+        "one worker and --connections 8 never had more than one read in flight ({eight} connections)"
     );
 }
