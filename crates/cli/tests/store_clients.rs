@@ -31,20 +31,6 @@ fn tree(root: &Path, files: u64, seed: u64) {
     }
 }
 
-/// A tree of `files` files of at most 600 KB in three directories.
-fn small_tree(root: &Path, files: u64, seed: u64) {
-    for i in 0..files {
-        let dir = root.join(format!("d{}", i % 3));
-        fs::create_dir_all(&dir).unwrap();
-        write_random_file(
-            &dir.join(format!("f{i}")),
-            (i * 97_000 + 1000) % 600_000,
-            seed + 2 * i,
-            0o640,
-        );
-    }
-}
-
 /// A file whose existence holds a store command at its next hook point
 /// (`CRYPTSTREAM_DEBUG_STORE_HOLD_WHILE`).
 struct Hold(std::path::PathBuf);

@@ -526,15 +526,7 @@ fn a_get_of_many_small_files_in_one_pack_makes_few_requests() {
     // Default packs: the files fit in one.
     let r = Remote::serve(StoreWs::new(&[]), &[]);
     let src = r.s.ws.path("many");
-    fs::create_dir_all(&src).unwrap();
-    for i in 0..FILES {
-        write_random_file(
-            &src.join(format!("f{i:03}")),
-            2_000 + i * 37,
-            7_000 + i,
-            0o644,
-        );
-    }
+    one_chunk_files(&src, FILES);
     r.run("put", &[&src]).success();
     assert_eq!(r.s.pack_objects().len(), 1, "{:?}", r.s.pack_objects());
     // The log once the sessions of the commands before have all ended
@@ -584,16 +576,7 @@ fn connections_at_once(workers: &str) -> [usize; 2] {
     let via = format!("cst://{}", proxy.endpoint.trim_start_matches("http://"));
     let src = r.s.ws.path("conn");
     // Enough packs (1 MiB each) that a get has many block reads to make.
-    for i in 0..40u64 {
-        let dir = src.join(format!("d{}", i % 3));
-        fs::create_dir_all(&dir).unwrap();
-        write_random_file(
-            &dir.join(format!("f{i}")),
-            (i * 97_000 + 1000) % 600_000,
-            1000 + 2 * i,
-            0o640,
-        );
-    }
+    small_tree(&src, 40, 1000);
     let cmd = |sub: &str, connections: &str, workers: &str| {
         let mut cmd = r.cmd_to(&via, &r.served.token, &r.served.fingerprint, sub, &[]);
         cmd.args(["--connections", connections, "--workers", workers]);

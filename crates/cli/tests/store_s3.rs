@@ -32,20 +32,6 @@ fn store_cmd(server: &Seaweed, ws: &Workspace, bucket: &str, cache: &Path, sub: 
     cmd
 }
 
-/// A tree of `files` files of at most 600 KB in three directories.
-fn small_tree(root: &Path, files: u64, seed: u64) {
-    for i in 0..files {
-        let dir = root.join(format!("d{}", i % 3));
-        fs::create_dir_all(&dir).unwrap();
-        write_random_file(
-            &dir.join(format!("f{i}")),
-            (i * 97_000 + 1000) % 600_000,
-            seed + 2 * i,
-            0o640,
-        );
-    }
-}
-
 #[test]
 fn unique_names_mode_stores_verifies_and_restores() {
     let server = seaweed::server();
@@ -249,15 +235,7 @@ fn a_get_of_many_small_files_in_one_pack_reads_few_ranges() {
     let proxy = Proxy::start(server.s3_port);
     let cache = ws.path("cache");
     let src = ws.path("src/many");
-    fs::create_dir_all(&src).unwrap();
-    for i in 0..FILES {
-        write_random_file(
-            &src.join(format!("f{i:03}")),
-            2_000 + i * 37,
-            7_000 + i,
-            0o644,
-        );
-    }
+    one_chunk_files(&src, FILES);
     let cmd = |sub: &str| {
         let mut cmd = store_cmd(server, &ws, "blocks", &cache, sub);
         cmd.env("AWS_ENDPOINT_URL", &proxy.endpoint);

@@ -134,12 +134,7 @@ macro_rules! on_every_backend {
         mod local {
             $( #[test] fn $name() { super::$name($crate::store_support::Kind::Local) } )*
         }
-        mod s3 {
-            $( #[test] fn $name() { super::$name($crate::store_support::Kind::S3) } )*
-        }
-        mod remote {
-            $( #[test] fn $name() { super::$name($crate::store_support::Kind::Remote) } )*
-        }
+        $crate::on_shared_backends!($($name),*);
     };
 }
 
@@ -882,4 +877,33 @@ pub fn foreign_lease(s: &StoreWs, kind: &str, age: Duration) -> String {
     let body = "cryptstream lease\nhost another-machine\npid 1\n";
     s.put_object(&name, body.as_bytes().to_vec());
     name
+}
+
+/// A tree of `files` files of at most 600 KB in three directories
+/// (`d0`-`d2`), their contents from `seed`.
+pub fn small_tree(root: &Path, files: u64, seed: u64) {
+    for i in 0..files {
+        let dir = root.join(format!("d{}", i % 3));
+        fs::create_dir_all(&dir).unwrap();
+        write_random_file(
+            &dir.join(format!("f{i}")),
+            (i * 97_000 + 1000) % 600_000,
+            seed + 2 * i,
+            0o640,
+        );
+    }
+}
+
+/// `files` one-chunk files of 2-10 KB in `dir` (`f000`, `f001`, ...):
+/// together they fit in one pack.
+pub fn one_chunk_files(dir: &Path, files: u64) {
+    fs::create_dir_all(dir).unwrap();
+    for i in 0..files {
+        write_random_file(
+            &dir.join(format!("f{i:03}")),
+            2_000 + i * 37,
+            7_000 + i,
+            0o644,
+        );
+    }
 }
