@@ -7,7 +7,10 @@
 # seconds of each, the median of the per-pair ratios local/cst (>= 0.8:
 # cst:// within 80% of local) and restic/cst (> 1: faster than restic), and
 # the peak RSS of the client and of the server (serve; sshd's sftp-server
-# is not counted). Every restore is checked with diff -r. LOADS picks the
+# is not counted), and what the server logged for each cst:// command:
+# sessions (connections), objects created, requests (each one round trip
+# for the client: a create with its bytes and commit counts one), bytes
+# received and sent. Every restore is checked with diff -r. LOADS picks the
 # workloads (default "t1m tree": 1000 x 1 MiB, and 80,000 source-like
 # files as in store.sh; "small", 50 x 1 MiB, checks the script). Usage:
 #   [LOADS="t1m tree"] benchsuite/remote.sh DIR [REPS] [BINARY]
@@ -69,12 +72,24 @@ run_local() { # SRC NAME
   diff -r -q "$1" "$w/out/$2" >/dev/null || { echo "local restore differs" >&2; exit 1; }
   rm -rf "$w/store" "$w/out"
 }
+# What the server logged since line $1 of its log: "S sessions, O objects, R requests, IN bytes in, OUT bytes out".
+serve_stats() {
+  sleep 0.3 # the client's sessions end as it exits
+  tail -n +"$(($1 + 1))" "$w/serve.log" | awk '/object\(s\) created/ {
+      s++; o += $4; i += $7; r += $10; x += $12 }
+    END { printf "%d sessions, %d objects, %d requests, %d bytes in, %d bytes out\n", s, o, r, i, x }'
+}
 remote() { "$bin" store --store "cst://$addr" --token-file "$w/token" --server-fingerprint "$fp" -k "$w/key" -q "$@"; }
 run_cst() { # SRC NAME
   rm -rf "$w/served"/* "$w/out" "$w/cst-cache"
   remote init 2>/dev/null
+  local mark
+  mark=$(wc -l <"$w/serve.log")
   timed "$bin" store --store "cst://$addr" --token-file "$w/token" --server-fingerprint "$fp" -k "$w/key" -q put "$1"
+  echo "$2 put: $(serve_stats "$mark")" >>"$w/requests"
+  mark=$(wc -l <"$w/serve.log")
   timed "$bin" store --store "cst://$addr" --token-file "$w/token" --server-fingerprint "$fp" -k "$w/key" -q get "$2" "$w/out"
+  echo "$2 get: $(serve_stats "$mark")" >>"$w/requests"
   diff -r -q "$1" "$w/out/$2" >/dev/null || { echo "cst:// restore differs" >&2; exit 1; }
   rm -rf "$w/out"
 }
@@ -119,6 +134,7 @@ for load in $loads; do
       "${RSS[l$op]}" "${RSS[c$op]}" "${RSS[r$op]}"
   done
   echo "serve peak RSS so far (VmHWM): $serve_hwm KiB"
+  echo "server's count per cst:// command (last pair):"; grep "^$load " "$w/requests" | tail -2 | sed 's/^/  /'
   unset TT RATIO_L RATIO_R RSS
 done
 echo "# end load $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -51,12 +51,25 @@ impl Remote {
         sub: &str,
         args: &[&dyn AsRef<std::ffi::OsStr>],
     ) -> Command {
+        self.cmd_to(&self.location(), token, fingerprint, sub, args)
+    }
+
+    /// As [`Remote::cmd_with`], to `location` (the server, or a proxy in
+    /// front of it).
+    fn cmd_to(
+        &self,
+        location: &str,
+        token: &Path,
+        fingerprint: &str,
+        sub: &str,
+        args: &[&dyn AsRef<std::ffi::OsStr>],
+    ) -> Command {
         let mut cmd = cryptstream();
         cmd.current_dir(self.s.ws.root())
             .env("CRYPTSTREAM_CACHE_DIR", self.s.ws.path("client-cache"))
             .arg("store")
             .arg("--store")
-            .arg(self.location())
+            .arg(location)
             .arg("--token-file")
             .arg(token)
             .arg("--server-fingerprint")
@@ -68,14 +81,6 @@ impl Remote {
         for arg in args {
             cmd.arg(arg.as_ref());
         }
-        cmd
-    }
-
-    /// As [`Remote::cmd_with`] with the server's token and fingerprint, and
-    /// a registry cache of its own (another machine).
-    fn cmd_on(&self, cache: &str, sub: &str) -> Command {
-        let mut cmd = self.cmd_with(&self.served.token, &self.served.fingerprint, sub, &[]);
-        cmd.env("CRYPTSTREAM_CACHE_DIR", self.s.ws.path(cache));
         cmd
     }
 
@@ -399,96 +404,6 @@ fn a_store_on_a_server_that_receives_files_is_refused_before_anything_is_written
     assert!(crate::common::list_dir(&served.root).is_empty());
 }
 
-#[test]
-fn two_clients_put_at_once_and_a_third_sees_both() {
-    let r = Remote::start(&[]);
-    let (a, b) = (r.s.ws.path("a"), r.s.ws.path("b"));
-    for (dir, seed) in [(&a, 1u64), (&b, 2)] {
-        fs::create_dir_all(dir).unwrap();
-        for i in 0..4 {
-            write_random_file(&dir.join(format!("f{i}")), 3 << 20, seed * 10 + i, 0o644);
-        }
-    }
-    let mut first = r.cmd_on("cache-a", "put");
-    first.arg(&a);
-    let mut second = r.cmd_on("cache-b", "put");
-    second.arg(&b);
-    let (one, two) = (Running::spawn(&mut first), Running::spawn(&mut second));
-    one.finish(WAIT).success();
-    two.finish(WAIT).success();
-    let mut verify = r.cmd_on("cache-c", "verify");
-    verify.arg("--read-data");
-    run(&mut verify).success();
-    let out = r.s.ws.path("out");
-    for name in ["a", "b"] {
-        let mut get = r.cmd_on("cache-c", "get");
-        get.arg(name).arg(&out);
-        run(&mut get).success();
-    }
-    assert_same_tree(&a, &out.join("a"));
-    assert_same_tree(&b, &out.join("b"));
-}
-
-#[test]
-fn a_gc_never_overlaps_a_put_of_another_client() {
-    let r = Remote::start(&[]);
-    let (old, new) = (r.s.ws.path("old"), r.s.ws.path("new"));
-    for (dir, seed) in [(&old, 1u64), (&new, 2)] {
-        fs::create_dir_all(dir).unwrap();
-        for i in 0..6 {
-            write_random_file(&dir.join(format!("f{i}")), 400_000, seed * 10 + i, 0o644);
-        }
-    }
-    let mut put = r.cmd_on("cache-writer", "put");
-    put.arg(&old);
-    run(&mut put).success();
-    let old_packs = r.s.pack_objects();
-    // The other client deletes what it knows of; its gc comes later.
-    let mut delete = r.cmd_on("cache-other", "forget");
-    delete.args(["--keep-last", "0"]);
-    run(&mut delete).success();
-    // The writer's put holds at a hook point, its lease taken.
-    let hold = r.s.ws.path("hold");
-    fs::write(&hold, b"held").unwrap();
-    let mut put = r.cmd_on("cache-writer", "put");
-    put.arg(&new)
-        .env("CRYPTSTREAM_DEBUG_STORE_HOLD_WHILE", &hold);
-    let mut put = PutRun::spawn(&mut put);
-    let reached = hold.with_extension("reached");
-    wait_for("the put reaches a hook point", || reached.exists());
-    let leases = r.s.objects("leases/");
-    assert!(
-        leases.iter().any(|l| l.starts_with("leases/put-")),
-        "{leases:?}"
-    );
-    // A gc of the other client sees the put's lease and gives up.
-    let gc = run(&mut r.cmd_on("cache-other", "gc"));
-    gc.success().stderr_has("skipped: a put is running");
-    assert!(!put.running.has_exited(), "the put ended before the gc");
-    assert_eq!(r.s.pack_objects(), old_packs, "the refused gc reclaimed");
-    assert!(
-        !r.s.objects("leases/")
-            .iter()
-            .any(|l| l.starts_with("leases/gc-")),
-        "the refused gc left its lease"
-    );
-    fs::remove_file(&hold).unwrap();
-    let (status, _, stderr) = put.finish();
-    assert!(status.success(), "{stderr}");
-    assert!(r.s.objects("leases/").is_empty(), "the put left its lease");
-    // Now the gc runs: it refreshes its registry from the server first,
-    // so the writer's new files survive it.
-    run(&mut r.cmd_on("cache-other", "gc")).success();
-    let mut verify = r.cmd_on("cache-other", "verify");
-    verify.arg("--read-data");
-    run(&mut verify).success();
-    let out = r.s.ws.path("out");
-    let mut get = r.cmd_on("cache-fresh", "get");
-    get.arg("new").arg(&out);
-    run(&mut get).success();
-    assert_same_tree(&new, &out.join("new"));
-}
-
 /// Object bytes the server logged as received in sessions that ended
 /// cleanly, in `log` (its stderr).
 fn received_in(log: &str) -> u64 {
@@ -589,4 +504,123 @@ fn a_client_that_stops_reading_loses_its_session_after_the_idle_timeout() {
     wait_for("the server drops the session", || {
         r.served.log().contains("the client read nothing for")
     });
+}
+
+/// Requests the server logged as answered in sessions that ended cleanly,
+/// in `log` (its stderr).
+fn requests_in(log: &str) -> u64 {
+    log.lines()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once(" bytes received, ")?;
+            rest.split_once(" request(s)")?.0.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// A get of many small files that lie in one pack reads them in a few
+/// ranged requests (blocks of many chunks), not one per chunk; so does
+/// `verify --read-data`. The server counts every request it answers.
+#[test]
+fn a_get_of_many_small_files_in_one_pack_makes_few_requests() {
+    const FILES: u64 = 200;
+    // Default packs: the files fit in one.
+    let r = Remote::serve(StoreWs::new(&[]), &[]);
+    let src = r.s.ws.path("many");
+    one_chunk_files(&src, FILES);
+    r.run("put", &[&src]).success();
+    assert_eq!(r.s.pack_objects().len(), 1, "{:?}", r.s.pack_objects());
+    // The log once the sessions of the commands before have all ended
+    // (each logs as its command exits): unchanged for half a second.
+    let settled = || {
+        let mut len = r.served.log().len();
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let now = r.served.log().len();
+            if now == len {
+                return len;
+            }
+            len = now;
+        }
+    };
+    let requests_of = |sub: &str, args: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let mark = settled();
+        r.run(sub, args).success();
+        // The command's sessions end as it exits.
+        wait_for("the server logs the command's sessions", || {
+            requests_in(&r.served.log()[mark..]) > 0
+        });
+        requests_in(&r.served.log()[..settled()][mark..])
+    };
+    let dest = r.s.ws.path("out");
+    let get = requests_of("get", &[&"many", &dest]);
+    assert_same_tree(&src, &dest.join("many"));
+    let verify = requests_of("verify", &[&"--read-data"]);
+    eprintln!("requests for {FILES} files in one pack: get {get}, verify --read-data {verify}");
+    assert!(
+        get * 10 <= FILES,
+        "get made {get} requests for {FILES} one-chunk files"
+    );
+    assert!(
+        verify * 10 <= FILES,
+        "verify --read-data made {verify} requests for {FILES} one-chunk files"
+    );
+}
+
+/// The most connections open at once to a store server (counted by a TCP
+/// proxy in front of it) during a get of 40 files in many 1 MiB packs, with
+/// `--workers workers` and `--connections` 1, then 8.
+fn connections_at_once(workers: &str) -> [usize; 2] {
+    let r = Remote::start(&[]);
+    let port: u16 = r.served.addr.rsplit(':').next().unwrap().parse().unwrap();
+    let proxy = Proxy::start(port);
+    let via = format!("cst://{}", proxy.endpoint.trim_start_matches("http://"));
+    let src = r.s.ws.path("conn");
+    // Enough packs (1 MiB each) that a get has many block reads to make.
+    small_tree(&src, 40, 1000);
+    let cmd = |sub: &str, connections: &str, workers: &str| {
+        let mut cmd = r.cmd_to(&via, &r.served.token, &r.served.fingerprint, sub, &[]);
+        cmd.args(["--connections", connections, "--workers", workers]);
+        cmd
+    };
+    run(cmd("put", "8", "8").arg(&src)).success();
+    let mut at_once = [0; 2];
+    for (i, connections) in ["1", "8"].into_iter().enumerate() {
+        let dest = r.s.ws.path(format!("out-{connections}"));
+        proxy.reset();
+        run(cmd("get", connections, workers).arg("conn").arg(&dest)).success();
+        assert_same_tree(&src, &dest.join("conn"));
+        at_once[i] = proxy.most_at_once();
+    }
+    eprintln!(
+        "{workers} worker(s): {} connections open at once with --connections 1, {} with 8",
+        at_once[0], at_once[1]
+    );
+    at_once
+}
+
+/// `--connections` bounds the connections a client opens to a store
+/// server: a get with one reads through one connection; with eight, its
+/// block reads overlap on several.
+#[test]
+fn connections_bounds_the_connections_to_a_store_server() {
+    let [one, eight] = connections_at_once("8");
+    // One request in flight can mean two connections open: a new one may
+    // be made before the last one is back in the idle pool.
+    assert!(one <= 2, "--connections 1: {one}");
+    assert!(
+        eight > 2,
+        "--connections 8 never had more than two connections open ({eight})"
+    );
+}
+
+/// Reads do not wait for the workers: with one worker and eight
+/// connections, a get has several block reads in flight at once.
+#[test]
+fn reads_from_a_store_server_run_ahead_of_the_workers() {
+    let [one, eight] = connections_at_once("1");
+    assert!(one <= 2, "--connections 1: {one}");
+    assert!(
+        eight > 2,
+        "one worker and --connections 8 never had more than one read in flight ({eight} connections)"
+    );
 }

@@ -15,6 +15,7 @@ on_every_backend!(
     dedup_same_tree_twice_and_one_inserted_byte,
     a_flipped_byte_is_named_by_verify_and_fails_only_that_file,
     forget_then_gc_reclaims_space_and_keeps_the_rest,
+    a_wrong_key_is_refused_in_one_line,
 );
 
 fn a_tree_comes_back_exact_with_modes_links_and_mtimes(kind: Kind) {
@@ -204,31 +205,29 @@ fn forget_then_gc_reclaims_space_and_keeps_the_rest(kind: Kind) {
     );
 }
 
-#[test]
-fn a_wrong_key_is_refused_in_one_line() {
-    let s = StoreWs::new(&[]);
+fn a_wrong_key_is_refused_in_one_line(kind: Kind) {
+    let s = StoreWs::on(kind, &[]);
     let other = s.ws.path("other.key");
     keygen(&other);
-    let mut cmd = cryptstream();
-    cmd.args(["store", "--store"])
-        .arg(s.dir())
-        .arg("-k")
-        .arg(&other)
-        .arg("list");
-    let out = run(&mut cmd);
+    let out = run(&mut s.cmd_keyed(&other, "list"));
     out.failure();
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
-    let mut cmd = cryptstream();
-    cmd.args(["store", "--store"])
-        .arg(s.ws.path("nothing"))
-        .arg("-k")
-        .arg(s.ws.key())
-        .arg("list");
-    run(&mut cmd).failure().stderr_has("no store here");
     // init twice is refused.
     run(&mut s.cmd("init"))
         .failure()
         .stderr_has("already exists");
+}
+
+#[test]
+fn a_directory_without_a_store_is_refused() {
+    let ws = Workspace::new();
+    let mut cmd = cryptstream();
+    cmd.args(["store", "--store"])
+        .arg(ws.path("nothing"))
+        .arg("-k")
+        .arg(ws.key())
+        .arg("list");
+    run(&mut cmd).failure().stderr_has("no store here");
 }
 
 #[test]

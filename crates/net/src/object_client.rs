@@ -128,6 +128,7 @@ impl ObjectClient {
             tls,
             timeout: self.timeout,
             next_req: 0,
+            frame: Vec::new(),
         })
     }
 
@@ -176,6 +177,9 @@ pub struct ObjectConnection {
     tls: Tls,
     timeout: Duration,
     next_req: u32,
+    /// A `Data` frame being sent (kept: one allocation per connection,
+    /// not one per frame).
+    frame: Vec<u8>,
 }
 
 /// A name that fits a frame (the frame encoder would refuse a longer one).
@@ -247,13 +251,13 @@ impl ObjectConnection {
         bytes: &[u8],
     ) -> Result<(), ObjectError> {
         let mut at = offset;
-        let mut frame = Vec::with_capacity(MAX_DATA_PAYLOAD as usize + 32);
+        let frame = &mut self.frame;
         for chunk in bytes.chunks(MAX_DATA_PAYLOAD as usize) {
             // Header and bytes in one write: one TLS record, not two.
             frame.clear();
             frame.extend_from_slice(&data_prefix(req, at, chunk.len()));
             frame.extend_from_slice(chunk);
-            self.tls.write_all(&frame).await.map_err(WireError::Io)?;
+            self.tls.write_all(frame).await.map_err(WireError::Io)?;
             at += chunk.len() as u64;
         }
         self.tls.flush().await.map_err(WireError::Io)?;

@@ -108,14 +108,37 @@ pub(crate) struct ObjectCounts {
     pub(crate) received: u64,
     /// Object bytes sent.
     pub(crate) sent: u64,
+    /// Requests answered: a create with its bytes and commit is one, as
+    /// is a stat, a read, a listing, a delete; each is a round trip.
+    pub(crate) requests: u64,
 }
+
+/// A write of a block on a blocking thread: the writer comes back with
+/// its outcome.
+type BlockWrite = tokio::task::JoinHandle<(Box<dyn HostedWriter>, Result<(), HostError>)>;
 
 /// The object being written on a session: its request, and its writer or
 /// why it could not be made (answered at its commit).
 struct Writing {
     req: u32,
     writer: Result<Box<dyn HostedWriter>, HostError>,
+    /// The block being written while the session reads (and decrypts) the
+    /// next one; its writer is back in `writer` once [`Writing::settle`]d.
+    in_flight: Option<BlockWrite>,
     written: u64,
+}
+
+impl Writing {
+    /// Waits for the block in flight, if any.
+    async fn settle(&mut self) -> Result<(), SessionError> {
+        if let Some(task) = self.in_flight.take() {
+            let (writer, result) = task.await.map_err(|e| {
+                SessionError::new(ErrorCode::Storage, format!("storage thread failed: {e}"))
+            })?;
+            self.writer = result.map(|()| writer);
+        }
+        Ok(())
+    }
 }
 
 /// A session error for request `req`.
@@ -159,6 +182,12 @@ pub(crate) async fn serve(
             Err(e) => return Err(e.into()),
         };
         let frame = raw.parse().map_err(WireError::from)?;
+        if !matches!(
+            frame,
+            Frame::Data { .. } | Frame::ObjCreate { .. } | Frame::Bye
+        ) {
+            counts.requests += 1;
+        }
         match frame {
             Frame::ObjCreate { req, name } => {
                 if writing.is_some() {
@@ -174,6 +203,7 @@ pub(crate) async fn serve(
                 writing = Some(Writing {
                     req,
                     writer,
+                    in_flight: None,
                     written: 0,
                 });
             }
@@ -206,6 +236,9 @@ pub(crate) async fn serve(
                 }
                 current.written += len;
                 counts.received += len;
+                // One block is written while the next is read: the
+                // storage and the decryption overlap.
+                current.settle().await?;
                 if current.writer.is_ok() {
                     let mut writer = std::mem::replace(
                         &mut current.writer,
@@ -213,22 +246,21 @@ pub(crate) async fn serve(
                     )
                     .expect("checked above");
                     let payload = raw.payload;
-                    let (writer, result) = blocking(move || {
+                    current.in_flight = Some(tokio::task::spawn_blocking(move || {
                         let result = writer.write(&payload[crate::frame::DATA_PREFIX_LEN..]);
                         (writer, result)
-                    })
-                    .await?;
-                    current.writer = result.map(|()| writer);
+                    }));
                 }
             }
             Frame::ObjCommit { req, size } => {
-                let Some(current) = writing.take().filter(|w| w.req == req) else {
+                let Some(mut current) = writing.take().filter(|w| w.req == req) else {
                     return Err(failed(
                         ErrorCode::UnknownFile,
                         req,
                         format!("request {req} is not an object being written"),
                     ));
                 };
+                current.settle().await?;
                 let answer = match current.writer {
                     Err(e) => Err(e),
                     Ok(_) if current.written != size => Err(HostError::new(

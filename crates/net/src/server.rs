@@ -468,6 +468,8 @@ async fn run_session(
         received: 0,
         committed: 0,
         entries: 0,
+        requests: 0,
+        sent: 0,
     };
     let outcome = session
         .serve(&mut tls, hard_stop, deadline, stranger, permits)
@@ -476,8 +478,8 @@ async fn run_session(
     match outcome {
         Ok(()) if shared.objects.is_some() => {
             (shared.log)(&format!(
-                "{peer}: {} object(s) created, {} bytes received",
-                session.committed, session.received
+                "{peer}: {} object(s) created, {} bytes received, {} request(s), {} bytes sent",
+                session.committed, session.received, session.requests, session.sent
             ));
         }
         Ok(()) => {
@@ -547,6 +549,10 @@ struct Session {
     committed: u64,
     /// Directories and links made.
     entries: u64,
+    /// Object requests answered (each a round trip for the client).
+    requests: u64,
+    /// Object bytes sent.
+    sent: u64,
 }
 
 impl Session {
@@ -583,6 +589,8 @@ impl Session {
                     .await;
             self.committed = counts.created;
             self.received = counts.received;
+            self.requests = counts.requests;
+            self.sent = counts.sent;
             let c = &self.shared.counters;
             c.files.fetch_add(counts.created, Ordering::Relaxed);
             c.bytes.fetch_add(counts.received, Ordering::Relaxed);

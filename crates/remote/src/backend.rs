@@ -176,14 +176,12 @@ impl Backend for RemoteBackend {
             .runtime
             .block_on(conn.create(name))
             .map_err(|e| inner.error(name, e))?;
-        Ok(Box::new(RemoteWriter {
-            inner: self.inner.clone(),
-            name: name.to_owned(),
-            conn: Some(conn),
+        Ok(Box::new(RemoteWriter::new(
+            self.inner.clone(),
+            name,
+            conn,
             req,
-            buffer: Vec::with_capacity(SEND_BLOCK),
-            sent: 0,
-        }))
+        )))
     }
 
     fn get(&self, name: &str, limit: u64) -> Result<Vec<u8>, BackendError> {
@@ -271,38 +269,144 @@ impl Backend for RemoteBackend {
     }
 }
 
-/// An object being written: its bytes go out in blocks as they come; the
-/// server makes it visible only at the commit, and only if the name is
-/// free. Dropped without a commit, its connection is closed and the
-/// server keeps nothing.
+/// How many full blocks a writer may have queued for its sending task
+/// (besides the one it fills): the store's thread goes on cutting and
+/// sealing while the blocks before are encrypted and sent.
+const QUEUED_BLOCKS: usize = 4;
+
+/// What a writer hands its sending task.
+enum Send {
+    /// The next bytes of the object, in order.
+    Bytes(Vec<u8>),
+    /// Every byte is sent: commit with this size.
+    Commit(u64),
+}
+
+/// The end of a sending task: its connection (unless it broke) and the
+/// outcome of the object.
+type Sent = (Option<ObjectConnection>, Result<(), ObjectError>);
+
+/// Sends the blocks of the object of `req` on `conn` as they come, then
+/// commits it. A writer dropped without a commit closes the channel: the
+/// connection is dropped (closed) and the server keeps nothing.
+async fn send_object(
+    mut conn: ObjectConnection,
+    req: u32,
+    mut blocks: tokio::sync::mpsc::Receiver<Send>,
+    spare: std::sync::mpsc::Sender<Vec<u8>>,
+) -> Sent {
+    let mut sent = 0u64;
+    while let Some(message) = blocks.recv().await {
+        match message {
+            Send::Bytes(block) => {
+                if let Err(e) = conn.put_bytes(req, sent, &block).await {
+                    return (None, Err(e));
+                }
+                sent += block.len() as u64;
+                // Back to the writer for its next block (none is made
+                // and faulted in afresh per block).
+                let _ = spare.send(block);
+            }
+            Send::Commit(size) => {
+                let result = conn.commit(req, size).await;
+                let keep = !matches!(
+                    result,
+                    Err(ObjectError::Broken(_) | ObjectError::Connect(_))
+                );
+                return (keep.then_some(conn), result);
+            }
+        }
+    }
+    (
+        None,
+        Err(ObjectError::Broken("the object was abandoned".into())),
+    )
+}
+
+/// An object being written: its bytes go out in blocks as they come,
+/// through a task of the backend's runtime (so the TLS encryption and the
+/// socket writes overlap the store's own work); the server makes it
+/// visible only at the commit, and only if the name is free. Dropped
+/// without a commit, its connection is closed and the server keeps
+/// nothing.
 struct RemoteWriter {
     inner: Arc<Inner>,
     name: String,
-    conn: Option<ObjectConnection>,
-    req: u32,
+    /// The sending task's queue; `None` once the commit went.
+    blocks: Option<tokio::sync::mpsc::Sender<Send>>,
+    /// Blocks the task has sent, to fill again.
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    task: Option<tokio::task::JoinHandle<Sent>>,
     buffer: Vec<u8>,
-    sent: u64,
+    /// Bytes handed to the task.
+    queued: u64,
 }
 
 impl RemoteWriter {
+    fn new(inner: Arc<Inner>, name: &str, conn: ObjectConnection, req: u32) -> RemoteWriter {
+        let (blocks, queue) = tokio::sync::mpsc::channel(QUEUED_BLOCKS);
+        let (give_back, spare) = std::sync::mpsc::channel();
+        let task = inner
+            .runtime
+            .spawn(send_object(conn, req, queue, give_back));
+        RemoteWriter {
+            inner,
+            name: name.to_owned(),
+            blocks: Some(blocks),
+            spare,
+            task: Some(task),
+            buffer: Vec::with_capacity(SEND_BLOCK),
+            queued: 0,
+        }
+    }
+
+    /// Waits for the sending task's end: its connection and outcome.
+    fn outcome(&mut self) -> Sent {
+        self.blocks = None;
+        let Some(task) = self.task.take() else {
+            return (
+                None,
+                Err(ObjectError::Broken("the object failed earlier".into())),
+            );
+        };
+        match self.inner.runtime.block_on(task) {
+            Ok(sent) => sent,
+            Err(e) => (None, Err(ObjectError::Broken(e.to_string()))),
+        }
+    }
+
+    /// Hands `message` to the sending task; if it has ended (failed), its
+    /// error.
+    fn queue(&mut self, message: Send) -> Result<(), ObjectError> {
+        let ended = match &self.blocks {
+            Some(blocks) => blocks.blocking_send(message).is_err(),
+            None => true,
+        };
+        if ended {
+            let (_, result) = self.outcome();
+            return Err(result.err().unwrap_or_else(|| {
+                ObjectError::Broken("the object's sending ended early".into())
+            }));
+        }
+        Ok(())
+    }
+
     fn send(&mut self) -> io::Result<()> {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        let conn = self
-            .conn
-            .as_mut()
-            .ok_or_else(|| io::Error::other("the connection failed earlier"))?;
-        let result = self
-            .inner
-            .runtime
-            .block_on(conn.put_bytes(self.req, self.sent, &self.buffer));
-        if let Err(e) = result {
-            self.conn = None;
-            return Err(io::Error::other(format!("{}: {e}", self.inner.location)));
-        }
-        self.sent += self.buffer.len() as u64;
-        self.buffer.clear();
+        let next = match self.spare.try_recv() {
+            Ok(mut sent) => {
+                sent.clear();
+                sent
+            }
+            Err(_) => Vec::with_capacity(SEND_BLOCK),
+        };
+        let block = std::mem::replace(&mut self.buffer, next);
+        let len = block.len() as u64;
+        self.queue(Send::Bytes(block))
+            .map_err(|e| io::Error::other(format!("{}: {e}", self.inner.location)))?;
+        self.queued += len;
         Ok(())
     }
 }
@@ -330,7 +434,7 @@ impl Write for RemoteWriter {
 
 impl ObjectWriter for RemoteWriter {
     fn written(&self) -> u64 {
-        self.sent + self.buffer.len() as u64
+        self.queued + self.buffer.len() as u64
     }
 
     fn commit(mut self: Box<Self>) -> Result<(), BackendError> {
@@ -339,13 +443,13 @@ impl ObjectWriter for RemoteWriter {
             name: name.clone(),
             source,
         })?;
-        let mut conn = self.conn.take().ok_or_else(|| BackendError::Io {
-            name: name.clone(),
-            source: io::Error::other("the connection failed earlier"),
-        })?;
-        let inner = &self.inner;
-        let result = inner.runtime.block_on(conn.commit(self.req, self.sent));
-        inner.give(conn, &result);
-        result.map_err(|e| inner.error(&name, e))
+        let size = self.queued;
+        self.queue(Send::Commit(size))
+            .map_err(|e| self.inner.error(&name, e))?;
+        let (conn, result) = self.outcome();
+        if let Some(conn) = conn {
+            self.inner.give(conn, &result);
+        }
+        result.map_err(|e| self.inner.error(&name, e))
     }
 }

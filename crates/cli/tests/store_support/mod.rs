@@ -51,7 +51,8 @@ pub enum Kind {
 
 /// A `serve --store` for one test's store.
 pub struct StoreServer {
-    _running: Running,
+    running: Running,
+    dir: PathBuf,
     addr: String,
     fingerprint: String,
     token: PathBuf,
@@ -60,22 +61,29 @@ pub struct StoreServer {
 impl StoreServer {
     /// Starts `serve --store dir` with a new token beside it.
     fn start(ws: &Workspace, dir: &Path) -> StoreServer {
-        use std::io::BufRead;
         let token = ws.path("serve-token");
+        let (running, addr, fingerprint) = StoreServer::spawn(dir, &token, "127.0.0.1:0");
+        StoreServer {
+            running,
+            dir: dir.to_owned(),
+            addr,
+            fingerprint,
+            token,
+        }
+    }
+
+    /// `serve --store dir` on `listen`: the process, its address and its
+    /// certificate's fingerprint (kept beside the token, so a restart has
+    /// the same).
+    fn spawn(dir: &Path, token: &Path, listen: &str) -> (Running, String, String) {
+        use std::io::BufRead;
         let mut cmd = cryptstream();
         cmd.arg("serve")
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--idle-timeout",
-                "60",
-                "--grace",
-                "1",
-            ])
+            .args(["--listen", listen, "--idle-timeout", "60", "--grace", "1"])
             .arg("--store")
             .arg(dir)
             .arg("--token-file")
-            .arg(&token)
+            .arg(token)
             .arg("--create-token")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null());
@@ -96,12 +104,25 @@ impl StoreServer {
         }
         // Keep reading stdout so the server never blocks on it.
         std::thread::spawn(move || lines.for_each(drop));
-        StoreServer {
-            _running: running,
-            addr: addr.unwrap(),
-            fingerprint: fingerprint.unwrap(),
-            token,
-        }
+        (running, addr.unwrap(), fingerprint.unwrap())
+    }
+
+    /// SIGKILLs the server (the store's directory stays).
+    fn kill(&mut self) {
+        self.running.signal(libc::SIGKILL);
+        self.running.wait(TIMEOUT);
+    }
+
+    /// Starts the server again on the same address, with the same
+    /// certificate.
+    fn restart(&mut self) {
+        let (running, addr, fingerprint) = StoreServer::spawn(&self.dir, &self.token, &self.addr);
+        assert_eq!(
+            (&addr, &fingerprint),
+            (&self.addr, &self.fingerprint),
+            "the restarted server"
+        );
+        self.running = running;
     }
 }
 
@@ -113,6 +134,16 @@ macro_rules! on_every_backend {
         mod local {
             $( #[test] fn $name() { super::$name($crate::store_support::Kind::Local) } )*
         }
+        $crate::on_shared_backends!($($name),*);
+    };
+}
+
+/// Generates, for each named test body `fn name(kind: Kind)`, one test per
+/// store that other clients share over the network: `s3::name` and
+/// `remote::name`.
+#[macro_export]
+macro_rules! on_shared_backends {
+    ($($name:ident),* $(,)?) => {
         mod s3 {
             $( #[test] fn $name() { super::$name($crate::store_support::Kind::S3) } )*
         }
@@ -131,6 +162,9 @@ pub struct StoreWs {
     bucket: String,
     /// The server of a remote store.
     server: Option<StoreServer>,
+    /// The S3 server of the test's own (to kill and restart), if not the
+    /// shared one.
+    own_s3: Option<seaweed::Seaweed>,
 }
 
 impl StoreWs {
@@ -141,6 +175,19 @@ impl StoreWs {
 
     /// A new store of `kind`.
     pub fn on(kind: Kind, extra: &[&str]) -> StoreWs {
+        StoreWs::make(kind, None, extra)
+    }
+
+    /// A new store of `kind` on a server of its own that the test may kill
+    /// and restart ([`StoreWs::kill_server`]): a SeaweedFS of its own for
+    /// S3 (a remote store has a `serve --store` of its own anyway).
+    pub fn on_own_server(kind: Kind, extra: &[&str]) -> StoreWs {
+        assert_ne!(kind, Kind::Local, "a local store has no server");
+        let own = (kind == Kind::S3).then(seaweed::private_server);
+        StoreWs::make(kind, own, extra)
+    }
+
+    fn make(kind: Kind, own_s3: Option<seaweed::Seaweed>, extra: &[&str]) -> StoreWs {
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let ws = Workspace::new();
@@ -150,7 +197,10 @@ impl StoreWs {
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         if kind == Kind::S3 {
-            seaweed::server().create_bucket(&bucket);
+            own_s3
+                .as_ref()
+                .unwrap_or_else(|| seaweed::server())
+                .create_bucket(&bucket);
         }
         let server = (kind == Kind::Remote).then(|| StoreServer::start(&ws, &ws.path("store")));
         let s = StoreWs {
@@ -158,6 +208,7 @@ impl StoreWs {
             kind,
             bucket,
             server,
+            own_s3,
         };
         let mut cmd = s.cmd("init");
         cmd.args(extra);
@@ -186,10 +237,50 @@ impl StoreWs {
         self.ws.path("cache")
     }
 
+    /// The SeaweedFS of an S3 store.
+    fn seaweed(&self) -> &seaweed::Seaweed {
+        self.own_s3.as_ref().unwrap_or_else(|| seaweed::server())
+    }
+
+    /// SIGKILLs the store's server: its SeaweedFS or its `serve --store`
+    /// (a store made with [`StoreWs::on_own_server`]).
+    pub fn kill_server(&mut self) {
+        match self.kind {
+            Kind::Local => panic!("a local store has no server"),
+            Kind::S3 => self
+                .own_s3
+                .as_ref()
+                .expect("a SeaweedFS of the test's own")
+                .kill(),
+            Kind::Remote => self.server.as_mut().unwrap().kill(),
+        }
+    }
+
+    /// Starts the killed server again, on the same address.
+    pub fn restart_server(&mut self) {
+        match self.kind {
+            Kind::Local => panic!("a local store has no server"),
+            Kind::S3 => self
+                .own_s3
+                .as_ref()
+                .expect("a SeaweedFS of the test's own")
+                .restart(),
+            Kind::Remote => self.server.as_mut().unwrap().restart(),
+        }
+    }
+
+    /// `cmd(sub)` with the registry cache in `cache`: another user or
+    /// machine, with a registry of its own.
+    pub fn cmd_on(&self, cache: &Path, sub: &str) -> Command {
+        let mut cmd = self.cmd(sub);
+        cmd.env("CRYPTSTREAM_CACHE_DIR", cache);
+        cmd
+    }
+
     /// Points `cmd` at this store's cache and, on S3, its server.
     pub fn env(&self, cmd: &mut Command) {
         if self.kind == Kind::S3 {
-            for (key, value) in seaweed::server().env() {
+            for (key, value) in self.seaweed().env() {
                 cmd.env(key, value);
             }
         }
@@ -204,6 +295,11 @@ impl StoreWs {
 
     /// `cryptstream store --store LOCATION -k KEY -q SUB`.
     pub fn cmd(&self, sub: &str) -> Command {
+        self.cmd_keyed(self.ws.key(), sub)
+    }
+
+    /// `cmd(sub)` with another key file.
+    pub fn cmd_keyed(&self, key: &Path, sub: &str) -> Command {
         let mut cmd = cryptstream();
         cmd.arg("store");
         self.env(&mut cmd);
@@ -211,7 +307,7 @@ impl StoreWs {
             .arg("--store")
             .arg(self.location())
             .arg("-k")
-            .arg(self.ws.key())
+            .arg(key)
             .arg("-q")
             .arg(sub);
         cmd
@@ -220,7 +316,7 @@ impl StoreWs {
     /// The S3 client of an S3 store's bucket, for tests that look at or
     /// damage its objects.
     pub fn s3(&self) -> cryptstream_s3::S3Client {
-        let env = seaweed::server().env();
+        let env = self.seaweed().env();
         let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let location =
             cryptstream_s3::S3Location::parse(&format!("s3://{}/store", self.bucket)).unwrap();
@@ -570,6 +666,19 @@ impl StoreWs {
         }
     }
 
+    /// Writes object `name` as another client would (its folder made when
+    /// missing).
+    pub fn put_object(&self, name: &str, data: Vec<u8>) {
+        match self.kind {
+            Kind::Local | Kind::Remote => {
+                let path = self.dir().join(name);
+                fs::create_dir_all(path.parent().unwrap()).unwrap();
+                fs::write(&path, data).unwrap();
+            }
+            Kind::S3 => self.s3().put(name, data.into()).unwrap(),
+        }
+    }
+
     /// The bytes of object `name`.
     pub fn object(&self, name: &str) -> Vec<u8> {
         match self.kind {
@@ -755,8 +864,9 @@ pub fn bucket_client(
 }
 
 /// Writes a lease of `kind` (`put` or `gc`) taken `age` ago by a process
-/// of another host, as another client's would be; returns its name.
-pub fn foreign_lease(client: &cryptstream_s3::S3Client, kind: &str, age: Duration) -> String {
+/// of another host into the store of `s`, as another client's would be;
+/// returns its name.
+pub fn foreign_lease(s: &StoreWs, kind: &str, age: Duration) -> String {
     let millis = SystemTime::now()
         .checked_sub(age)
         .unwrap()
@@ -765,6 +875,35 @@ pub fn foreign_lease(client: &cryptstream_s3::S3Client, kind: &str, age: Duratio
         .as_millis();
     let name = format!("leases/{kind}-{millis:013}-0123456789abcdef0123456789abcdef");
     let body = "cryptstream lease\nhost another-machine\npid 1\n";
-    client.put(&name, body.as_bytes().to_vec().into()).unwrap();
+    s.put_object(&name, body.as_bytes().to_vec());
     name
+}
+
+/// A tree of `files` files of at most 600 KB in three directories
+/// (`d0`-`d2`), their contents from `seed`.
+pub fn small_tree(root: &Path, files: u64, seed: u64) {
+    for i in 0..files {
+        let dir = root.join(format!("d{}", i % 3));
+        fs::create_dir_all(&dir).unwrap();
+        write_random_file(
+            &dir.join(format!("f{i}")),
+            (i * 97_000 + 1000) % 600_000,
+            seed + 2 * i,
+            0o640,
+        );
+    }
+}
+
+/// `files` one-chunk files of 2-10 KB in `dir` (`f000`, `f001`, ...):
+/// together they fit in one pack.
+pub fn one_chunk_files(dir: &Path, files: u64) {
+    fs::create_dir_all(dir).unwrap();
+    for i in 0..files {
+        write_random_file(
+            &dir.join(format!("f{i:03}")),
+            2_000 + i * 37,
+            7_000 + i,
+            0o644,
+        );
+    }
 }
