@@ -41,6 +41,7 @@
 pub mod backend;
 pub mod blob;
 mod blocks;
+pub mod compressed;
 pub mod config;
 mod get;
 pub mod hooks;
