@@ -150,3 +150,30 @@ fn store_md_vectors_match_the_code() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// The independent Python implementation prints every line of the
+/// block, each equal to the document's (and checks the compressed ones
+/// decompress to the bodies it computes).
+#[test]
+fn store_vectors_py_reproduces_every_line() {
+    let python = cryptstream_testkit::store_vectors_python();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/store_vectors.py");
+    let out = std::process::Command::new(&python)
+        .arg(script)
+        .output()
+        .expect("the vectors script runs");
+    assert!(
+        out.status.success(),
+        "store_vectors.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: BTreeMap<String, String> = String::from_utf8(out.stdout)
+        .expect("the script prints text")
+        .lines()
+        .filter_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            Some((name.trim().to_owned(), value.trim().to_owned()))
+        })
+        .collect();
+    assert_eq!(printed, doc_vectors());
+}
