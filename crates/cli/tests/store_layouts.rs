@@ -129,7 +129,7 @@ fn a_store_of_the_first_layout_reads_verifies_and_takes_new_puts() {
     let s = StoreWs::new(SMALL_CHUNKS);
     let src = s.ws.path("src");
     make_tree(&src, 700_000);
-    let snap = snapshot_of(&s.run("put", &[&src]).success());
+    let snap = snapshot_of(s.run("put", &[&src]).success());
     let store = unlocked(&s);
     rewrite_in_the_first_layout(&s, store.keys());
 
@@ -147,7 +147,7 @@ fn a_store_of_the_first_layout_reads_verifies_and_takes_new_puts() {
 
     // A new put writes the second layout beside the first; both read.
     fs::write(src.join("new.txt"), "written after the store was old\n").unwrap();
-    let second = snapshot_of(&s.run("put", &[&src]).success());
+    let second = snapshot_of(s.run("put", &[&src]).success());
     s.drop_registry();
     s.run("verify", &[&"--read-data"]).success();
     let out = s.ws.path("out-second");
@@ -182,7 +182,7 @@ fn a_manifest_or_snapshot_that_decompresses_past_its_bound_is_refused_naming_it(
     let s = StoreWs::new(&[]);
     let src = s.ws.path("src");
     make_tree(&src, 100_000);
-    let snap = snapshot_of(&s.run("put", &[&src]).success());
+    let snap = snapshot_of(s.run("put", &[&src]).success());
     let store = unlocked(&s);
     let keys = store.keys();
     let dir = s.dir();

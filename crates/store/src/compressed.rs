@@ -134,7 +134,7 @@ impl<R: BufRead> Read for BoundedDecoder<R> {
         // still reads to its end.
         let room = buf
             .len()
-            .min(usize::try_from(self.left + 1).unwrap_or(usize::MAX));
+            .min(usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX));
         let n = self.decoder.read(&mut buf[..room]).map_err(|e| {
             io::Error::new(
                 e.kind(),

@@ -254,6 +254,9 @@ impl ManifestWriter<'_> {
     }
 }
 
+/// A record's chunks in order: id and plaintext length of each.
+pub type ChunkList = Vec<([u8; 32], u32)>;
+
 /// Which layout a manifest or snapshot object has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
@@ -289,7 +292,7 @@ fn write_chunk(out: &mut impl Write, id: &[u8; 32], len: u32) -> io::Result<()> 
 
 /// The body of a manifest of `records` (each with its chunk list) in
 /// `layout`, after the magic (test vectors; a put streams the same bytes).
-pub fn body(records: &[(FileRecord, Vec<([u8; 32], u32)>)], layout: Layout) -> Vec<u8> {
+pub fn body(records: &[(FileRecord, ChunkList)], layout: Layout) -> Vec<u8> {
     let mut out = (records.len() as u64).to_le_bytes().to_vec();
     for (record, chunks) in records {
         write_record(&mut out, record, layout).expect("writing to a Vec does not fail");
@@ -637,7 +640,7 @@ mod tests {
     }
 
     /// Records with their chunk lists and macs.
-    fn records(keys: &StoreKeys) -> Vec<(FileRecord, Vec<([u8; 32], u32)>)> {
+    fn records(keys: &StoreKeys) -> Vec<(FileRecord, ChunkList)> {
         (0..50u64)
             .map(|i| {
                 let mut r = record(i + 1, &format!("dir/sub/file-{i:04}.txt"), i % 3);
@@ -656,7 +659,7 @@ mod tests {
         backend: &LocalDir,
         keys: &StoreKeys,
         name: &str,
-    ) -> Result<Vec<(FileRecord, Vec<([u8; 32], u32)>)>, StoreError> {
+    ) -> Result<Vec<(FileRecord, ChunkList)>, StoreError> {
         let size = backend.size(name)?.expect("the manifest exists");
         let mut reader = ManifestReader::open(backend, keys, name, size)?;
         let mut out = Vec::new();

@@ -371,7 +371,9 @@ fn install_store_vectors_python(staging: &Path) -> Result<(), String> {
 pub fn store_vectors_python() -> PathBuf {
     match install(&STORE_VECTORS_PYTHON) {
         Ok(home) => home.join("bin/python"),
-        Err(e) => panic!("the store vectors test needs Python with blake3, cryptography and zstandard: {e}"),
+        Err(e) => panic!(
+            "the store vectors test needs Python with blake3, cryptography and zstandard: {e}"
+        ),
     }
 }
 
