@@ -4,7 +4,7 @@
 //! ```json
 //! {"format":"cryptstream-store","version":1,"id":"<32 hex digits>",
 //!  "settings":{"chunker":{"min":262144,"avg":1048576,"max":4194304},
-//!              "zstd_level":1,"pack_target":33554432},
+//!              "zstd_level":3,"pack_target":33554432},
 //!  "key":"<hex of a cryptstream v2 container>"}
 //! ```
 //!
@@ -92,10 +92,11 @@ impl Settings {
     /// Largest pack target accepted.
     pub const MAX_PACK_TARGET: u64 = 1024 * 1024 * 1024;
 
-    /// The defaults: [`ChunkerParams::DEFAULT`], zstd level 1, 32 MiB packs.
+    /// The defaults: [`ChunkerParams::DEFAULT`], zstd level 3 (restic's
+    /// default is the same level; DECISIONS 344), 32 MiB packs.
     pub const DEFAULT: Settings = Settings {
         chunker: ChunkerParams::DEFAULT,
-        zstd_level: 1,
+        zstd_level: 3,
         pack_target: 32 * 1024 * 1024,
     };
 

@@ -31,6 +31,10 @@
 //! authenticator, written as the put goes and committed last. `get` of a
 //! snapshot streams it and checks every registry row against it.
 //!
+//! Manifests, snapshots and pack indexes are zstd-compressed inside
+//! their seal; [`compressed`] holds the streaming writer and the bounded
+//! reader of the manifest and snapshot bodies.
+//!
 //! `forget`, `migrate`, `gc`, `verify`, `stat` and `reindex` live in
 //! [`maintain`]; which snapshots a `--keep-*` policy keeps, in
 //! [`retention`].
@@ -41,6 +45,7 @@
 pub mod backend;
 pub mod blob;
 mod blocks;
+pub mod compressed;
 pub mod config;
 mod get;
 pub mod hooks;

@@ -4,16 +4,21 @@
 //!
 //! A manifest is a cryptstream container (format version 2, see
 //! docs/FORMAT.md) sealed under the store's manifest key, named
-//! `manifests/XX/<32 hex digits>`. Its plaintext:
+//! `manifests/XX/<32 hex digits>`. Its plaintext is `"CSTMAN02"` then a
+//! zstd stream ([`crate::compressed`]) of the body:
 //!
 //! ```text
-//! "CSTMAN01" | file count u64
+//! file count u64
 //! per file: uid u64 | kind u8 | mode u32 | mtime seconds i64 | mtime nanos u32 | size u64
-//!           | created i64 | chunk count u64 | mac [32] | name length u32 | name
+//!           | created i64 | chunk count u64 | name length u32 | name
 //!           | link length u32 | link target | chunk count x (id [32] | length u32)
 //! ```
-//! (all integers little-endian).
+//! (all integers little-endian). A record's authenticator ([`FileMac`])
+//! is recomputed from it as it is read. Manifests of the first layout
+//! (`"CSTMAN01"`, the same body uncompressed, with each record's mac
+//! after its chunk count) are still read.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 
 use cryptstream_format::{
@@ -22,11 +27,15 @@ use cryptstream_format::{
 };
 
 use crate::backend::{Backend, BackendError};
+use crate::compressed::{Body, BoundedDecoder, CompressingWriter};
 use crate::keys::StoreKeys;
 use crate::StoreError;
 
-/// First bytes of a manifest's plaintext.
-pub const MANIFEST_MAGIC: &[u8; 8] = b"CSTMAN01";
+/// First bytes of a manifest's plaintext: a compressed body.
+pub const MANIFEST_MAGIC: &[u8; 8] = b"CSTMAN02";
+/// First bytes of a manifest of the first layout: the body as is, each
+/// record with its mac.
+pub const MANIFEST_MAGIC_V1: &[u8; 8] = b"CSTMAN01";
 /// Plaintext bytes per container chunk of a manifest.
 const MANIFEST_CHUNK_SIZE: u32 = 64 * 1024;
 /// Longest name or link target a manifest may hold.
@@ -197,16 +206,18 @@ pub fn write_manifest(
         .write_all(header.as_bytes())
         .map_err(|e| backend_io(name, e))?;
     {
-        let sealing = SealingWriter::new(io::BufWriter::new(&mut object), cipher);
-        let mut writer = ManifestWriter { out: sealing };
-        writer
-            .put(MANIFEST_MAGIC)
+        let mut sealing = SealingWriter::new(io::BufWriter::new(&mut object), cipher);
+        sealing
+            .write_all(MANIFEST_MAGIC)
             .map_err(|e| backend_io(name, e))?;
+        let out = CompressingWriter::new(sealing).map_err(|e| backend_io(name, e))?;
+        let mut writer = ManifestWriter { out };
         writer
             .put(&count.to_le_bytes())
             .map_err(|e| backend_io(name, e))?;
         fill(&mut writer)?;
-        let (mut buffered, _) = writer.out.finish().map_err(|e| backend_io(name, e))?;
+        let sealing = writer.out.finish().map_err(|e| backend_io(name, e))?;
+        let (mut buffered, _) = sealing.finish().map_err(|e| backend_io(name, e))?;
         buffered.flush().map_err(|e| backend_io(name, e))?;
     }
     object.commit()?;
@@ -215,7 +226,9 @@ pub fn write_manifest(
 
 /// Adds records to a manifest being written.
 pub struct ManifestWriter<'a> {
-    out: SealingWriter<io::BufWriter<&'a mut Box<dyn crate::backend::ObjectWriter>>>,
+    out: CompressingWriter<
+        SealingWriter<io::BufWriter<&'a mut Box<dyn crate::backend::ObjectWriter>>>,
+    >,
 }
 
 impl ManifestWriter<'_> {
@@ -223,24 +236,13 @@ impl ManifestWriter<'_> {
         self.out.write_all(bytes)
     }
 
-    /// Adds a record; its chunks must follow.
+    /// Adds a record (its `mac` is not written: a reader recomputes it);
+    /// its chunks must follow.
     ///
     /// # Errors
     /// Write failures.
     pub fn record(&mut self, r: &FileRecord) -> io::Result<()> {
-        self.put(&r.uid.to_le_bytes())?;
-        self.put(&[r.kind.id()])?;
-        self.put(&r.mode.to_le_bytes())?;
-        self.put(&r.mtime.0.to_le_bytes())?;
-        self.put(&r.mtime.1.to_le_bytes())?;
-        self.put(&r.size.to_le_bytes())?;
-        self.put(&r.created.to_le_bytes())?;
-        self.put(&r.chunks.to_le_bytes())?;
-        self.put(&r.mac)?;
-        self.put(&(r.name.len() as u32).to_le_bytes())?;
-        self.put(r.name.as_bytes())?;
-        self.put(&(r.link.len() as u32).to_le_bytes())?;
-        self.put(&r.link)
+        write_record(&mut self.out, r, Layout::Compressed)
     }
 
     /// Adds the next chunk of the current record.
@@ -248,9 +250,57 @@ impl ManifestWriter<'_> {
     /// # Errors
     /// Write failures.
     pub fn chunk(&mut self, id: &[u8; 32], len: u32) -> io::Result<()> {
-        self.put(id)?;
-        self.put(&len.to_le_bytes())
+        write_chunk(&mut self.out, id, len)
     }
+}
+
+/// A record's chunks in order: id and plaintext length of each.
+pub type ChunkList = Vec<([u8; 32], u32)>;
+
+/// Which layout a manifest or snapshot object has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// The first: the plaintext as is (and a manifest's records carry
+    /// their mac).
+    Plain,
+    /// The second: magic, then the body compressed.
+    Compressed,
+}
+
+fn write_record(out: &mut impl Write, r: &FileRecord, layout: Layout) -> io::Result<()> {
+    out.write_all(&r.uid.to_le_bytes())?;
+    out.write_all(&[r.kind.id()])?;
+    out.write_all(&r.mode.to_le_bytes())?;
+    out.write_all(&r.mtime.0.to_le_bytes())?;
+    out.write_all(&r.mtime.1.to_le_bytes())?;
+    out.write_all(&r.size.to_le_bytes())?;
+    out.write_all(&r.created.to_le_bytes())?;
+    out.write_all(&r.chunks.to_le_bytes())?;
+    if layout == Layout::Plain {
+        out.write_all(&r.mac)?;
+    }
+    out.write_all(&(r.name.len() as u32).to_le_bytes())?;
+    out.write_all(r.name.as_bytes())?;
+    out.write_all(&(r.link.len() as u32).to_le_bytes())?;
+    out.write_all(&r.link)
+}
+
+fn write_chunk(out: &mut impl Write, id: &[u8; 32], len: u32) -> io::Result<()> {
+    out.write_all(id)?;
+    out.write_all(&len.to_le_bytes())
+}
+
+/// The body of a manifest of `records` (each with its chunk list) in
+/// `layout`, after the magic (test vectors; a put streams the same bytes).
+pub fn body(records: &[(FileRecord, ChunkList)], layout: Layout) -> Vec<u8> {
+    let mut out = (records.len() as u64).to_le_bytes().to_vec();
+    for (record, chunks) in records {
+        write_record(&mut out, record, layout).expect("writing to a Vec does not fail");
+        for (id, len) in chunks {
+            write_chunk(&mut out, id, *len).expect("writing to a Vec does not fail");
+        }
+    }
+    out
 }
 
 /// The plaintext of the sealed container object `name` (`size` bytes;
@@ -282,6 +332,45 @@ pub(crate) fn open_sealed<'a>(
     Ok(io::BufReader::new(OpeningReader::new(object, cipher, None)))
 }
 
+/// The body of the sealed manifest or snapshot object `name` (`size`
+/// bytes) under `key`, past its magic: `plain` for the first layout,
+/// `compressed` for the second (decompressed with the bounds of
+/// [`crate::compressed`]).
+///
+/// # Errors
+/// The backend, or [`StoreError::Damaged`] naming the object (another
+/// magic: `not a {kind}`).
+pub(crate) fn open_body<'a>(
+    backend: &'a dyn Backend,
+    key: &cryptstream_format::MasterKey,
+    kind: &str,
+    name: &'a str,
+    size: u64,
+    plain: &[u8; 8],
+    compressed: &[u8; 8],
+) -> Result<(Layout, SealedBody<'a>), StoreError> {
+    let damaged = |why: String| StoreError::Damaged(format!("{kind} {name}: {why}"));
+    let mut input = open_sealed(backend, key, kind, name, size)?;
+    let mut magic = [0u8; 8];
+    input
+        .read_exact(&mut magic)
+        .map_err(|e| damaged(e.to_string()))?;
+    if &magic == compressed {
+        let decoder = BoundedDecoder::new(input, size).map_err(|e| damaged(e.to_string()))?;
+        Ok((
+            Layout::Compressed,
+            Body::Compressed(io::BufReader::new(decoder)),
+        ))
+    } else if &magic == plain {
+        Ok((Layout::Plain, Body::Plain(input)))
+    } else {
+        Err(damaged(format!("not a {kind}")))
+    }
+}
+
+/// The body of a manifest or snapshot as it is read.
+pub(crate) type SealedBody<'a> = Body<io::BufReader<OpeningReader<ObjectReader<'a>>>>;
+
 /// Reads an object in pieces (never whole into memory).
 pub(crate) struct ObjectReader<'a> {
     pub(crate) backend: &'a dyn Backend,
@@ -307,10 +396,15 @@ impl Read for ObjectReader<'_> {
 
 /// Reads a manifest record by record.
 pub struct ManifestReader<'a> {
-    input: io::BufReader<OpeningReader<ObjectReader<'a>>>,
+    input: SealedBody<'a>,
+    layout: Layout,
+    keys: &'a StoreKeys,
     name: String,
     files_left: u64,
     chunks_left: u64,
+    /// The current record's chunks, read ahead to compute its mac (the
+    /// second layout does not store it).
+    chunks: VecDeque<([u8; 32], u32)>,
 }
 
 impl<'a> ManifestReader<'a> {
@@ -320,22 +414,28 @@ impl<'a> ManifestReader<'a> {
     /// [`StoreError::Damaged`] when it does not authenticate or parse.
     pub fn open(
         backend: &'a dyn Backend,
-        keys: &StoreKeys,
+        keys: &'a StoreKeys,
         name: &'a str,
         size: u64,
     ) -> Result<ManifestReader<'a>, StoreError> {
-        let input = open_sealed(backend, keys.manifest_key(), "manifest", name, size)?;
+        let (layout, input) = open_body(
+            backend,
+            keys.manifest_key(),
+            "manifest",
+            name,
+            size,
+            MANIFEST_MAGIC_V1,
+            MANIFEST_MAGIC,
+        )?;
         let mut reader = ManifestReader {
             input,
+            layout,
+            keys,
             name: name.to_owned(),
             files_left: 0,
             chunks_left: 0,
+            chunks: VecDeque::new(),
         };
-        let mut magic = [0u8; 8];
-        reader.read(&mut magic)?;
-        if &magic != MANIFEST_MAGIC {
-            return Err(reader.damaged("not a manifest"));
-        }
         reader.files_left = reader.u64()?;
         Ok(reader)
     }
@@ -397,14 +497,16 @@ impl<'a> ManifestReader<'a> {
         let created = self.u64()? as i64;
         let chunks = self.u64()?;
         let mut mac = [0u8; 32];
-        self.read(&mut mac)?;
+        if self.layout == Layout::Plain {
+            self.read(&mut mac)?;
+        }
         let name = String::from_utf8(self.bytes()?).map_err(|_| self.damaged("name not UTF-8"))?;
         let link = self.bytes()?;
         if chunks > size {
             return Err(self.damaged("more chunks than bytes"));
         }
         self.chunks_left = chunks;
-        Ok(Some(FileRecord {
+        let mut record = FileRecord {
             uid,
             name,
             kind,
@@ -415,7 +517,25 @@ impl<'a> ManifestReader<'a> {
             created,
             chunks,
             mac,
-        }))
+        };
+        if self.layout == Layout::Compressed {
+            // Read ahead (as far as the object's bytes go: its chunks are
+            // pushed one by one, never allocated by the count).
+            let mut file_mac = FileMac::new(self.keys, &record);
+            for _ in 0..chunks {
+                let chunk = self.read_chunk()?;
+                file_mac.add_chunk(&chunk.0, chunk.1);
+                self.chunks.push_back(chunk);
+            }
+            record.mac = file_mac.finish();
+        }
+        Ok(Some(record))
+    }
+
+    fn read_chunk(&mut self) -> Result<([u8; 32], u32), StoreError> {
+        let mut id = [0u8; 32];
+        self.read(&mut id)?;
+        Ok((id, self.u32()?))
     }
 
     /// Checks that nothing follows the last record (which also
@@ -443,9 +563,10 @@ impl<'a> ManifestReader<'a> {
     pub fn chunk(&mut self) -> Result<([u8; 32], u32), StoreError> {
         assert!(self.chunks_left > 0, "the record has chunks left");
         self.chunks_left -= 1;
-        let mut id = [0u8; 32];
-        self.read(&mut id)?;
-        Ok((id, self.u32()?))
+        match self.chunks.pop_front() {
+            Some(chunk) => Ok(chunk),
+            None => self.read_chunk(),
+        }
     }
 }
 
@@ -483,8 +604,7 @@ mod tests {
         w.put(&0u32.to_le_bytes())?;
         w.put(&size.to_le_bytes())?;
         w.put(&0i64.to_le_bytes())?;
-        w.put(&chunks.to_le_bytes())?;
-        w.put(&[0; 32])
+        w.put(&chunks.to_le_bytes())
     }
 
     #[test]
@@ -502,6 +622,127 @@ mod tests {
             w.put(&((MAX_NAME_LEN + 1) as u32).to_le_bytes())
         });
         assert!(err.contains("name too long"), "link: {err}");
+    }
+
+    fn record(uid: u64, name: &str, chunks: u64) -> FileRecord {
+        FileRecord {
+            uid,
+            name: name.into(),
+            kind: Kind::File,
+            mode: 0o640,
+            mtime: (1_700_000_000, 9),
+            size: 100 * chunks,
+            link: Vec::new(),
+            created: 1_700_000_001,
+            chunks,
+            mac: [0; 32],
+        }
+    }
+
+    /// Records with their chunk lists and macs.
+    fn records(keys: &StoreKeys) -> Vec<(FileRecord, ChunkList)> {
+        (0..50u64)
+            .map(|i| {
+                let mut r = record(i + 1, &format!("dir/sub/file-{i:04}.txt"), i % 3);
+                let chunks: Vec<_> = (0..r.chunks).map(|c| ([(i + c) as u8; 32], 100)).collect();
+                let mut mac = FileMac::new(keys, &r);
+                for (id, len) in &chunks {
+                    mac.add_chunk(id, *len);
+                }
+                r.mac = mac.finish();
+                (r, chunks)
+            })
+            .collect()
+    }
+
+    fn read_all(
+        backend: &LocalDir,
+        keys: &StoreKeys,
+        name: &str,
+    ) -> Result<Vec<(FileRecord, ChunkList)>, StoreError> {
+        let size = backend.size(name)?.expect("the manifest exists");
+        let mut reader = ManifestReader::open(backend, keys, name, size)?;
+        let mut out = Vec::new();
+        while let Some(r) = reader.next_record()? {
+            let chunks = (0..r.chunks)
+                .map(|_| reader.chunk())
+                .collect::<Result<_, _>>()?;
+            out.push((r, chunks));
+        }
+        reader.finish()?;
+        Ok(out)
+    }
+
+    /// The container plaintext of object `name`.
+    fn plaintext_of(backend: &LocalDir, keys: &StoreKeys, name: &str) -> Vec<u8> {
+        let size = backend.size(name).unwrap().unwrap();
+        let mut out = Vec::new();
+        open_sealed(backend, keys.manifest_key(), "manifest", name, size)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_compressed_manifest_round_trips_with_its_macs_recomputed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let backend = LocalDir::open(tmp.path()).unwrap();
+        let keys = StoreKeys::derive(&[9; 32]);
+        let want = records(&keys);
+        let name = new_manifest_name().unwrap();
+        write_manifest(&backend, &keys, &name, want.len() as u64, |w| {
+            for (r, chunks) in &want {
+                w.record(r).map_err(|e| backend_io("test", e))?;
+                for (id, len) in chunks {
+                    w.chunk(id, *len).map_err(|e| backend_io("test", e))?;
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(read_all(&backend, &keys, &name).unwrap(), want);
+        let plaintext = plaintext_of(&backend, &keys, &name);
+        assert_eq!(&plaintext[..8], MANIFEST_MAGIC);
+        let body = body(&want, Layout::Compressed);
+        assert!(
+            plaintext.len() < body.len(),
+            "{} >= {}",
+            plaintext.len(),
+            body.len()
+        );
+        let mut inflated = Vec::new();
+        zstd::stream::read::Decoder::new(&plaintext[8..])
+            .unwrap()
+            .read_to_end(&mut inflated)
+            .unwrap();
+        assert_eq!(inflated, body);
+    }
+
+    #[test]
+    fn a_manifest_of_the_first_layout_still_reads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let backend = LocalDir::open(tmp.path()).unwrap();
+        let keys = StoreKeys::derive(&[9; 32]);
+        let want = records(&keys);
+        let name = new_manifest_name().unwrap();
+        let params = HeaderParams {
+            cipher: Cipher::Aes256Gcm,
+            chunk_size: MANIFEST_CHUNK_SIZE,
+            plaintext_len: None,
+            mode: 0,
+            kind: EntryKind::File,
+            mtime: None,
+        };
+        let (header, cipher) = seal_header(keys.manifest_key(), &params, [1; SALT_LEN]).unwrap();
+        let mut object = backend.create(&name).unwrap();
+        object.write_all(header.as_bytes()).unwrap();
+        let mut sealing = SealingWriter::new(&mut object, cipher);
+        sealing.write_all(MANIFEST_MAGIC_V1).unwrap();
+        sealing.write_all(&body(&want, Layout::Plain)).unwrap();
+        sealing.finish().unwrap();
+        object.commit().unwrap();
+        assert_eq!(read_all(&backend, &keys, &name).unwrap(), want);
     }
 
     #[test]

@@ -6,12 +6,14 @@
 //! chunk blob, chunk blob, ...                  (see crate::blob)
 //! index blob                                   sealed, AAD = "cryptstream pack index " || pack name
 //! index blob length                            u32 little-endian
-//! "CSTPIDX1"                                   8 bytes
+//! "CSTPIDX2"                                   8 bytes
 //! ```
 //!
-//! The index plaintext is a `u32` count followed by one 49-byte entry per
-//! chunk: id (32), offset of its blob in the pack (u64), blob length (u32),
-//! plaintext length (u32), compression byte.
+//! The index blob's plaintext is one zstd frame (with its content size)
+//! of the index: a `u32` count followed by one 49-byte entry per chunk:
+//! id (32), offset of its blob in the pack (u64), blob length (u32),
+//! plaintext length (u32), compression byte. Packs of the first layout
+//! end in `"CSTPIDX1"` and their index blob holds the index as is.
 
 use std::io::Write;
 
@@ -22,14 +24,21 @@ use crate::StoreError;
 
 /// First bytes of a pack.
 pub const PACK_MAGIC: &[u8; 8] = b"CSTPACK1";
-/// Last bytes of a pack.
-pub const INDEX_MAGIC: &[u8; 8] = b"CSTPIDX1";
+/// Last bytes of a pack: its index blob holds the index compressed.
+pub const INDEX_MAGIC: &[u8; 8] = b"CSTPIDX2";
+/// Last bytes of a pack of the first layout: the index as is.
+pub const INDEX_MAGIC_V1: &[u8; 8] = b"CSTPIDX1";
+/// zstd level of pack indexes.
+const INDEX_ZSTD_LEVEL: i32 = 3;
 /// Bytes of one index entry.
 pub const INDEX_ENTRY_LEN: usize = 49;
 /// Most chunks in one pack (bounds the index a reader accepts).
 pub const MAX_PACK_CHUNKS: usize = 65_536;
-/// Largest index blob a reader accepts.
-const MAX_INDEX_BLOB: usize = 4 + MAX_PACK_CHUNKS * INDEX_ENTRY_LEN + BLOB_OVERHEAD;
+/// Longest index plaintext (decompressed) a reader accepts.
+const MAX_INDEX_LEN: usize = 4 + MAX_PACK_CHUNKS * INDEX_ENTRY_LEN;
+/// Largest index blob a reader accepts (zstd adds at most a few bytes per
+/// 128 KiB block to what it cannot shrink).
+const MAX_INDEX_BLOB: usize = MAX_INDEX_LEN + MAX_INDEX_LEN / 1024 + 1024 + BLOB_OVERHEAD;
 /// Trailer: index length and magic.
 const TRAILER_LEN: usize = 4 + 8;
 
@@ -143,9 +152,9 @@ impl PackWriter {
     /// # Errors
     /// Write or commit failures.
     pub fn finish(mut self, keys: &StoreKeys) -> Result<(String, u64, Vec<PackEntry>), StoreError> {
-        let index = encode_index(&self.entries);
-        let sealed = blob::seal(keys, &index_aad(&self.name), &index)?;
         let name = self.name.clone();
+        let index = compress_index(&encode_index(&self.entries)).map_err(|e| io(&name, e))?;
+        let sealed = blob::seal(keys, &index_aad(&self.name), &index)?;
         self.writer.write_all(&sealed).map_err(|e| io(&name, e))?;
         self.writer
             .write_all(
@@ -184,6 +193,37 @@ pub fn encode_index(entries: &[PackEntry]) -> Vec<u8> {
     out
 }
 
+/// The plaintext of an index blob: one zstd frame, with its content
+/// size, of the index `plain`.
+///
+/// # Errors
+/// zstd could not make its context.
+pub fn compress_index(plain: &[u8]) -> std::io::Result<Vec<u8>> {
+    zstd::bulk::compress(plain, INDEX_ZSTD_LEVEL)
+}
+
+/// The index in the plaintext of an index blob of the second layout: its
+/// frame must state its content size, at most [`MAX_INDEX_LEN`], and
+/// decompress to exactly that (so nothing larger is ever allocated).
+fn decompress_index(frame: &[u8]) -> Result<Vec<u8>, String> {
+    let len = match zstd::zstd_safe::get_frame_content_size(frame) {
+        Ok(Some(len)) => len,
+        Ok(None) => return Err("index frame does not state its size".into()),
+        Err(_) => return Err("index frame is malformed".into()),
+    };
+    if len > MAX_INDEX_LEN as u64 {
+        return Err(format!(
+            "index would decompress to {len} bytes, more than {MAX_INDEX_LEN}"
+        ));
+    }
+    let plain = zstd::bulk::decompress(frame, len as usize)
+        .map_err(|e| format!("index does not decompress: {e}"))?;
+    if plain.len() as u64 != len {
+        return Err("index frame is shorter than it states".into());
+    }
+    Ok(plain)
+}
+
 /// Reads and authenticates the index of pack `name` (`size` bytes).
 ///
 /// # Errors
@@ -200,9 +240,11 @@ pub fn read_index(
     }
     let mut trailer = [0u8; TRAILER_LEN];
     backend.get_range(name, size - TRAILER_LEN as u64, &mut trailer)?;
-    if &trailer[4..] != INDEX_MAGIC {
-        return Err(damaged("no index at its end"));
-    }
+    let compressed = match &trailer[4..] {
+        m if m == INDEX_MAGIC => true,
+        m if m == INDEX_MAGIC_V1 => false,
+        _ => return Err(damaged("no index at its end")),
+    };
     let len = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes")) as usize;
     if len > MAX_INDEX_BLOB || (len + TRAILER_LEN + PACK_MAGIC.len()) as u64 > size {
         return Err(damaged("index length out of range"));
@@ -211,7 +253,13 @@ pub fn read_index(
     backend.get_range(name, size - (TRAILER_LEN + len) as u64, &mut sealed)?;
     let plain = blob::open_in_place(keys, &index_aad(name), &mut sealed)
         .map_err(|_| damaged("index does not authenticate"))?;
-    decode_index(plain).ok_or_else(|| damaged("index is malformed"))
+    if compressed {
+        let plain = decompress_index(plain).map_err(|why| damaged(&why))?;
+        decode_index(&plain)
+    } else {
+        decode_index(plain)
+    }
+    .ok_or_else(|| damaged("index is malformed"))
 }
 
 /// Decodes an index plaintext.
@@ -232,4 +280,94 @@ pub fn decode_index(plain: &[u8]) -> Option<Vec<PackEntry>> {
             })
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LocalDir;
+
+    fn entry(offset: u64) -> PackEntry {
+        PackEntry {
+            id: [offset as u8; 32],
+            offset,
+            stored_len: 40,
+            raw_len: 8,
+            compression: blob::COMPRESSION_NONE,
+        }
+    }
+
+    /// Writes pack object `name` holding `index` under `trailer` (the
+    /// chunk blobs are not needed to read an index).
+    fn write_pack(
+        backend: &LocalDir,
+        keys: &StoreKeys,
+        name: &str,
+        index: &[u8],
+        trailer: &[u8; 8],
+    ) {
+        let sealed = blob::seal(keys, &index_aad(name), index).unwrap();
+        let mut object = backend.create(name).unwrap();
+        object.write_all(PACK_MAGIC).unwrap();
+        object.write_all(&[0; 80]).unwrap();
+        object.write_all(&sealed).unwrap();
+        object
+            .write_all(&(sealed.len() as u32).to_le_bytes())
+            .unwrap();
+        object.write_all(trailer).unwrap();
+        object.commit().unwrap();
+    }
+
+    #[test]
+    fn a_pack_index_round_trips_compressed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let backend = LocalDir::open(tmp.path()).unwrap();
+        let keys = StoreKeys::derive(&[3; 32]);
+        let mut pack = PackWriter::create(&backend).unwrap();
+        let blob = vec![0u8; 48];
+        pack.add([1; 32], 16, blob::COMPRESSION_NONE, &blob)
+            .unwrap();
+        pack.add([2; 32], 16, blob::COMPRESSION_NONE, &blob)
+            .unwrap();
+        let (name, size, entries) = pack.finish(&keys).unwrap();
+        assert_eq!(read_index(&backend, &keys, &name, size).unwrap(), entries);
+        let mut trailer = [0u8; 8];
+        backend.get_range(&name, size - 8, &mut trailer).unwrap();
+        assert_eq!(&trailer, INDEX_MAGIC);
+    }
+
+    #[test]
+    fn a_pack_of_the_first_layout_still_reads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let backend = LocalDir::open(tmp.path()).unwrap();
+        let keys = StoreKeys::derive(&[3; 32]);
+        let entries = vec![entry(8), entry(48)];
+        let name = new_pack_name().unwrap();
+        write_pack(
+            &backend,
+            &keys,
+            &name,
+            &encode_index(&entries),
+            INDEX_MAGIC_V1,
+        );
+        let size = backend.size(&name).unwrap().unwrap();
+        assert_eq!(read_index(&backend, &keys, &name, size).unwrap(), entries);
+    }
+
+    #[test]
+    fn an_index_that_would_decompress_past_its_bound_is_refused_naming_the_pack() {
+        let tmp = tempfile::tempdir().unwrap();
+        let backend = LocalDir::open(tmp.path()).unwrap();
+        let keys = StoreKeys::derive(&[3; 32]);
+        let name = new_pack_name().unwrap();
+        // A few KiB that state (and hold) one byte more than any index.
+        let bomb = compress_index(&vec![0u8; MAX_INDEX_LEN + 1]).unwrap();
+        write_pack(&backend, &keys, &name, &bomb, INDEX_MAGIC);
+        let size = backend.size(&name).unwrap().unwrap();
+        let err = read_index(&backend, &keys, &name, size)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&name), "{err}");
+        assert!(err.contains("would decompress to"), "{err}");
+    }
 }

@@ -3,11 +3,13 @@
 //! A snapshot object `snapshots/XX/<32 hex digits>` is a cryptstream
 //! container (format version 2, docs/FORMAT.md) sealed under the store's
 //! snapshot key, written with `SealingWriter` as the put goes and read
-//! with `OpeningReader`, so its size does not matter. Its plaintext (all
-//! integers little-endian, every string a `u32` length then UTF-8 bytes):
+//! with `OpeningReader`, so its size does not matter. Its plaintext is
+//! `"CSTSNAP2"` then a zstd stream ([`crate::compressed`]) of the body
+//! (all integers little-endian, every string a `u32` length then UTF-8
+//! bytes):
 //!
 //! ```text
-//! "CSTSNAP1" | version u32 (1) | object name | time (ns since 1970, UTC) i64 | host
+//! version u32 (1) | object name | time (ns since 1970, UTC) i64 | host
 //!   | path count u32 | paths (absolute) | tag count u32 | tags
 //! per entry:  1 u8 | name | uid u64 | mac [32]                 (an entry)
 //!          or 2 u8 | name | uid u64 | mac [32] | target name   (a hard link)
@@ -24,23 +26,26 @@
 //! (same uid and mac). The object's own name is inside the authenticated
 //! plaintext: a snapshot copied under another name does not open; the
 //! container authenticates its end, so a truncated one does not either.
+//! Snapshots of the first layout (`"CSTSNAP1"` then the same body
+//! uncompressed) are still read.
 
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 
-use cryptstream_format::{
-    seal_header, Cipher, EntryKind, HeaderParams, OpeningReader, SealingWriter, SALT_LEN,
-};
+use cryptstream_format::{seal_header, Cipher, EntryKind, HeaderParams, SealingWriter, SALT_LEN};
 
 use crate::backend::{Backend, ObjectWriter};
+use crate::compressed::CompressingWriter;
 use crate::keys::StoreKeys;
-use crate::manifest::{backend_io, open_sealed, ObjectReader, MAX_NAME_LEN};
+use crate::manifest::{backend_io, open_body, SealedBody, MAX_NAME_LEN};
 use crate::StoreError;
 
-/// First bytes of a snapshot's plaintext.
-pub const SNAPSHOT_MAGIC: &[u8; 8] = b"CSTSNAP1";
+/// First bytes of a snapshot's plaintext: a compressed body.
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"CSTSNAP2";
+/// First bytes of a snapshot of the first layout: the body as is.
+pub const SNAPSHOT_MAGIC_V1: &[u8; 8] = b"CSTSNAP1";
 /// The marker after the last entry.
 pub const SNAPSHOT_END: &[u8; 8] = b"CSTSEND1";
-/// The version of the snapshot plaintext.
+/// The version of the snapshot body (the same in both layouts).
 pub const SNAPSHOT_VERSION: u32 = 1;
 /// Where snapshot objects live.
 pub const SNAPSHOT_PREFIX: &str = "snapshots/";
@@ -134,10 +139,8 @@ fn write_string(out: &mut impl Write, text: &str) -> io::Result<()> {
     out.write_all(text.as_bytes())
 }
 
-/// The head of a snapshot's plaintext: magic, version, name, time, host,
-/// paths, tags.
+/// The head of a snapshot's body: version, name, time, host, paths, tags.
 fn write_head(out: &mut impl Write, meta: &SnapshotMeta) -> io::Result<()> {
-    out.write_all(SNAPSHOT_MAGIC)?;
     out.write_all(&SNAPSHOT_VERSION.to_le_bytes())?;
     write_string(out, &meta.name)?;
     out.write_all(&meta.time_ns.to_le_bytes())?;
@@ -175,9 +178,9 @@ fn write_end(out: &mut impl Write, entries: u64) -> io::Result<()> {
     out.write_all(&entries.to_le_bytes())
 }
 
-/// The whole plaintext of a snapshot (test vectors; a put streams the
-/// same bytes into the container instead).
-pub fn plaintext(meta: &SnapshotMeta, entries: &[SnapshotEntry]) -> Vec<u8> {
+/// The body of a snapshot, after the magic (test vectors; a put streams
+/// the same bytes, compressed, into the container instead).
+pub fn body(meta: &SnapshotMeta, entries: &[SnapshotEntry]) -> Vec<u8> {
     let mut out = Vec::new();
     let written = write_head(&mut out, meta)
         .and_then(|()| entries.iter().try_for_each(|e| write_entry(&mut out, e)))
@@ -190,7 +193,7 @@ pub fn plaintext(meta: &SnapshotMeta, entries: &[SnapshotEntry]) -> Vec<u8> {
 /// until [`SnapshotWriter::commit`].
 pub struct SnapshotWriter {
     name: String,
-    out: SealingWriter<BufWriter<Box<dyn ObjectWriter>>>,
+    out: CompressingWriter<SealingWriter<BufWriter<Box<dyn ObjectWriter>>>>,
     entries: u64,
 }
 
@@ -219,9 +222,12 @@ impl SnapshotWriter {
         object
             .write_all(header.as_bytes())
             .map_err(|e| backend_io(&meta.name, e))?;
+        let io = |e: io::Error| backend_io(&meta.name, e);
+        let mut sealing = SealingWriter::new(BufWriter::new(object), cipher);
+        sealing.write_all(SNAPSHOT_MAGIC).map_err(io)?;
         let mut writer = SnapshotWriter {
             name: meta.name.clone(),
-            out: SealingWriter::new(BufWriter::new(object), cipher),
+            out: CompressingWriter::new(sealing).map_err(io)?,
             entries: 0,
         };
         write_head(&mut writer.out, meta).map_err(|e| backend_io(&meta.name, e))?;
@@ -252,7 +258,8 @@ impl SnapshotWriter {
         let name = self.name.clone();
         let io = |e: io::Error| backend_io(&name, e);
         write_end(&mut self.out, self.entries).map_err(io)?;
-        let (buffered, _) = self.out.finish().map_err(io)?;
+        let sealing = self.out.finish().map_err(io)?;
+        let (buffered, _) = sealing.finish().map_err(io)?;
         let object = buffered.into_inner().map_err(|e| io(e.into_error()))?;
         let size = object.written();
         object.commit()?;
@@ -262,7 +269,7 @@ impl SnapshotWriter {
 
 /// Reads a snapshot entry by entry.
 pub struct SnapshotReader<'a> {
-    input: BufReader<OpeningReader<ObjectReader<'a>>>,
+    input: SealedBody<'a>,
     meta: SnapshotMeta,
     entries: u64,
     ended: bool,
@@ -282,7 +289,15 @@ impl<'a> SnapshotReader<'a> {
         let size = backend.size(name)?.ok_or_else(|| {
             StoreError::Backend(crate::backend::BackendError::NotFound(name.to_owned()))
         })?;
-        let input = open_sealed(backend, keys.snapshot_key(), "snapshot", name, size)?;
+        let (_, input) = open_body(
+            backend,
+            keys.snapshot_key(),
+            "snapshot",
+            name,
+            size,
+            SNAPSHOT_MAGIC_V1,
+            SNAPSHOT_MAGIC,
+        )?;
         let mut reader = SnapshotReader {
             input,
             meta: SnapshotMeta {
@@ -295,11 +310,6 @@ impl<'a> SnapshotReader<'a> {
             entries: 0,
             ended: false,
         };
-        let mut magic = [0u8; 8];
-        reader.read(&mut magic)?;
-        if &magic != SNAPSHOT_MAGIC {
-            return Err(reader.damaged("not a snapshot"));
-        }
         let version = reader.u32()?;
         if version != SNAPSHOT_VERSION {
             return Err(reader.damaged(&format!("unknown snapshot version {version}")));
@@ -433,4 +443,87 @@ pub fn is_within(name: &str, path: &str) -> bool {
         || (name.len() > path.len()
             && name.starts_with(path)
             && name.as_bytes()[path.len()] == b'/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LocalDir;
+
+    fn meta() -> SnapshotMeta {
+        SnapshotMeta {
+            name: new_snapshot_name().unwrap(),
+            time_ns: 1_700_000_000_000_000_005,
+            host: "host".into(),
+            paths: vec!["/home/u/dir".into()],
+            tags: vec!["daily".into()],
+        }
+    }
+
+    fn entries() -> Vec<SnapshotEntry> {
+        (0..2000u64)
+            .map(|i| SnapshotEntry {
+                name: format!("dir/sub/file-{i:05}.txt"),
+                uid: i.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                mac: [(i % 251) as u8; 32],
+                hard_link: (i % 10 == 9).then(|| format!("dir/sub/file-{:05}.txt", i - 1)),
+            })
+            .collect()
+    }
+
+    fn read_all(
+        backend: &LocalDir,
+        keys: &StoreKeys,
+        name: &str,
+    ) -> Result<(SnapshotMeta, Vec<SnapshotEntry>), StoreError> {
+        let reader = SnapshotReader::open(backend, keys, name)?;
+        let meta = reader.meta().clone();
+        let mut out = Vec::new();
+        reader.for_each(|e| {
+            out.push(e);
+            Ok(())
+        })?;
+        Ok((meta, out))
+    }
+
+    #[test]
+    fn a_compressed_snapshot_round_trips_and_is_smaller_than_its_body() {
+        let tmp = tempfile::tempdir().unwrap();
+        let backend = LocalDir::open(tmp.path()).unwrap();
+        let keys = StoreKeys::derive(&[5; 32]);
+        let (meta, want) = (meta(), entries());
+        let mut writer = SnapshotWriter::create(&backend, &keys, &meta).unwrap();
+        for e in &want {
+            writer.add(e).unwrap();
+        }
+        let (count, size) = writer.commit().unwrap();
+        assert_eq!(count, want.len() as u64);
+        assert!(size < body(&meta, &want).len() as u64 / 2, "{size} bytes");
+        assert_eq!(read_all(&backend, &keys, &meta.name).unwrap(), (meta, want));
+    }
+
+    #[test]
+    fn a_snapshot_of_the_first_layout_still_reads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let backend = LocalDir::open(tmp.path()).unwrap();
+        let keys = StoreKeys::derive(&[5; 32]);
+        let (meta, want) = (meta(), entries());
+        let params = HeaderParams {
+            cipher: Cipher::Aes256Gcm,
+            chunk_size: SNAPSHOT_CHUNK_SIZE,
+            plaintext_len: None,
+            mode: 0,
+            kind: EntryKind::File,
+            mtime: None,
+        };
+        let (header, cipher) = seal_header(keys.snapshot_key(), &params, [1; SALT_LEN]).unwrap();
+        let mut object = backend.create(&meta.name).unwrap();
+        object.write_all(header.as_bytes()).unwrap();
+        let mut sealing = SealingWriter::new(&mut object, cipher);
+        sealing.write_all(SNAPSHOT_MAGIC_V1).unwrap();
+        sealing.write_all(&body(&meta, &want)).unwrap();
+        sealing.finish().unwrap();
+        object.commit().unwrap();
+        assert_eq!(read_all(&backend, &keys, &meta.name).unwrap(), (meta, want));
+    }
 }

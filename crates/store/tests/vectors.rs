@@ -5,9 +5,12 @@
 use std::collections::BTreeMap;
 
 use cryptstream_store::blob::{chunk_aad, open_in_place, seal_with_salt, COMPRESSION_NONE};
-use cryptstream_store::manifest::{FileMac, FileRecord, Kind};
-use cryptstream_store::pack::{encode_index, PackEntry};
-use cryptstream_store::snapshot::{plaintext as snapshot_plaintext, SnapshotEntry, SnapshotMeta};
+use cryptstream_store::compressed;
+use cryptstream_store::manifest::{self, FileMac, FileRecord, Kind, Layout, MANIFEST_MAGIC};
+use cryptstream_store::pack::{compress_index, encode_index, PackEntry};
+use cryptstream_store::snapshot::{
+    self, SnapshotEntry, SnapshotMeta, SNAPSHOT_MAGIC, SNAPSHOT_MAGIC_V1,
+};
 use cryptstream_store::StoreKeys;
 
 fn doc_vectors() -> BTreeMap<String, String> {
@@ -62,7 +65,7 @@ fn computed() -> BTreeMap<String, String> {
         compression: COMPRESSION_NONE,
     }]);
     let file_mac = mac.finish();
-    let snapshot = snapshot_plaintext(
+    let snapshot_body = snapshot::body(
         &SnapshotMeta {
             name: "snapshots/00/000102030405060708090a0b0c0d0e0f".into(),
             time_ns: 1_700_000_000_000_000_005,
@@ -102,8 +105,34 @@ fn computed() -> BTreeMap<String, String> {
     put("chunk blob", &blob);
     put("file mac", &file_mac);
     put("snapshot key", keys.snapshot_key().expose_bytes());
-    put("snapshot plaintext", &snapshot);
+    put(
+        "snapshot plaintext",
+        &[&SNAPSHOT_MAGIC_V1[..], &snapshot_body].concat(),
+    );
+    put("snapshot body", &snapshot_body);
+    put(
+        "snapshot v2 plaintext",
+        &compressed::plaintext(SNAPSHOT_MAGIC, &snapshot_body),
+    );
+    let manifest_record = FileRecord {
+        created: 1_700_000_001,
+        mac: file_mac,
+        ..record
+    };
+    let manifest_body = manifest::body(
+        &[(manifest_record, vec![(id, plaintext.len() as u32)])],
+        Layout::Compressed,
+    );
+    put("manifest body", &manifest_body);
+    put(
+        "manifest v2 plaintext",
+        &compressed::plaintext(MANIFEST_MAGIC, &manifest_body),
+    );
     put("pack index plaintext", &index);
+    put(
+        "pack index v2 plaintext",
+        &compress_index(&index).expect("a zstd context"),
+    );
     out
 }
 
@@ -120,4 +149,31 @@ fn store_md_vectors_match_the_code() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The independent Python implementation prints every line of the
+/// block, each equal to the document's (and checks the compressed ones
+/// decompress to the bodies it computes).
+#[test]
+fn store_vectors_py_reproduces_every_line() {
+    let python = cryptstream_testkit::store_vectors_python();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/store_vectors.py");
+    let out = std::process::Command::new(&python)
+        .arg(script)
+        .output()
+        .expect("the vectors script runs");
+    assert!(
+        out.status.success(),
+        "store_vectors.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: BTreeMap<String, String> = String::from_utf8(out.stdout)
+        .expect("the script prints text")
+        .lines()
+        .filter_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            Some((name.trim().to_owned(), value.trim().to_owned()))
+        })
+        .collect();
+    assert_eq!(printed, doc_vectors());
 }

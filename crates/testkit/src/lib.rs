@@ -335,6 +335,48 @@ fn install_seaweedfs(staging: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The Python packages `crates/store/tests/data/store_vectors.py` needs,
+/// pinned.
+const STORE_VECTORS_PACKAGES: &[&str] = &[
+    "blake3==1.0.11",
+    "cryptography==50.0.2",
+    "zstandard==0.25.0",
+];
+
+/// A Python virtual environment with the packages of the store's
+/// independent test-vector script.
+pub const STORE_VECTORS_PYTHON: Tool = Tool {
+    name: "store-vectors-python-1",
+    recipe: install_store_vectors_python,
+};
+
+fn install_store_vectors_python(staging: &Path) -> Result<(), String> {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
+    run_bounded(
+        Command::new(&python).arg("-m").arg("venv").arg(staging),
+        PIP_LIMIT,
+    )?;
+    run_bounded(
+        Command::new(staging.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(STORE_VECTORS_PACKAGES),
+        PIP_LIMIT,
+    )
+}
+
+/// The Python of [`STORE_VECTORS_PYTHON`], installed on first use.
+///
+/// # Panics
+/// When it cannot be installed: the vectors test must fail, not skip.
+pub fn store_vectors_python() -> PathBuf {
+    match install(&STORE_VECTORS_PYTHON) {
+        Ok(home) => home.join("bin/python"),
+        Err(e) => panic!(
+            "the store vectors test needs Python with blake3, cryptography and zstandard: {e}"
+        ),
+    }
+}
+
 /// The `weed` program, installed on first use.
 ///
 /// # Panics
