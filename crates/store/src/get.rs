@@ -18,7 +18,7 @@ use crate::blocks::{self, open_chunk, BlockPlan, ChunkShape, Fetched, Fetcher, S
 use crate::keys::StoreKeys;
 use crate::manifest::{format_uid, FileMac, Kind};
 use crate::registry::{FileRow, Location};
-use crate::{Progress, Store, StoreError};
+use crate::{Backend, Progress, Store, StoreError};
 
 /// Largest chunk plaintext accepted from the registry (FastCDC's maximum).
 const MAX_RAW_CHUNK: u32 = fastcdc::v2020::MAXIMUM_MAX;
@@ -491,6 +491,7 @@ impl Store {
             report: RefCell::new(report),
             open: RefCell::new(HashMap::new()),
             links: &links,
+            max_open_files: max_open_files(&*store.backend),
         };
         let backend = &*store.backend;
         // Files are committed (mode, mtime, link under the final name,
@@ -608,6 +609,8 @@ struct Restore<'a, 'r> {
     open: RefCell<HashMap<usize, Open>>,
     /// Hard links to make at the end: the entry, its target, its path.
     links: &'a RefCell<Vec<(FileRow, PathBuf, PathBuf)>>,
+    /// Temp files open at once at most ([`max_open_files`]).
+    max_open_files: u64,
 }
 
 impl<'a> Restore<'a, '_> {
@@ -911,7 +914,7 @@ impl<'a> Restore<'a, '_> {
         // Each file in flight accounts for this much, so that at most
         // max_open_files() temp files are open at once (beyond the
         // BLOCK_FILES_MAX a block being grown may hold).
-        let file_cost = (self.opts.max_memory / max_open_files(self.backend)).max(TASK_OVERHEAD);
+        let file_cost = (self.opts.max_memory / self.max_open_files).max(TASK_OVERHEAD);
         if !walk.ends.is_empty() {
             let ends = std::mem::take(&mut walk.ends);
             ordered.submit(file_cost * ends.len() as u64, move |_| Item::Ends(ends));
