@@ -58,10 +58,9 @@ impl Read for PositionalReader<'_> {
     }
 }
 
-/// How far behind the segment just written a split output's writeback is
-/// waited for (and its pages dropped from the cache): a bound on the dirty
-/// bytes one large output holds, far below the kernel's own limits, and
-/// far enough behind that the disk has written it by then.
+/// How far behind the segment just written a large output's pages are
+/// dropped from the cache: far enough behind that the disk has usually
+/// written them by then (pages not yet written stay).
 const WRITEBACK_LAG: u64 = 64 * 1024 * 1024;
 
 /// Encrypted files of at most this many bytes are read whole when they
@@ -625,12 +624,13 @@ impl OpenFile {
     }
 
     /// Starts writing `region` of the output (a segment just written) to
-    /// disk, and waits for the region [`WRITEBACK_LAG`] bytes before it,
-    /// which drops it from the page cache: an output of more than one
-    /// segment keeps the disk busy while it is computed and holds at most
-    /// about that many dirty bytes, where the kernel would otherwise let
-    /// gigabytes pile up and then stall every writer at once (see
-    /// `docs/PERFORMANCE.md`). On tmpfs both calls return at once.
+    /// disk, and drops from the page cache what is written of the region
+    /// [`WRITEBACK_LAG`] bytes before it: an output of more than one
+    /// segment keeps the disk busy while it is computed, where the kernel
+    /// would otherwise let gigabytes of dirty pages pile up and then stall
+    /// every writer at once, and gives its written pages back instead of
+    /// filling memory (see `docs/PERFORMANCE.md`). Neither call waits for
+    /// the disk; on tmpfs both return at once.
     fn write_back(&self, region: std::ops::Range<u64>) {
         if self.layout.plaintext_len() <= crate::SEGMENT_BYTES || region.is_empty() {
             return;
@@ -649,7 +649,7 @@ impl OpenFile {
         let len = region.end - region.start;
         cryptstream_output::start_writeback(out, region.start, len);
         if let Some(behind) = region.start.checked_sub(WRITEBACK_LAG) {
-            cryptstream_output::settle_writeback(out, behind, len);
+            cryptstream_output::drop_written(out, behind, len);
         }
     }
 

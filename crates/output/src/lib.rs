@@ -12,7 +12,7 @@
 //! [`AtomicFile::create_with_mode`]), linked under its name by
 //! [`AtomicFile::commit`] only when complete, so a crash, SIGKILL included,
 //! leaves nothing. Large outputs start their writeback as they are written
-//! ([`start_writeback`], [`settle_writeback`]). Filesystems without `O_TMPFILE`
+//! ([`start_writeback`], [`drop_written`]). Filesystems without `O_TMPFILE`
 //! get a hidden named temp file (`.cst-tmp.PID.N.NAME`, mode 0600) that is
 //! renamed into place; one left behind by a killed process is removed by
 //! the next run that writes into that directory ([`remove_stale_temps`]).
@@ -89,21 +89,17 @@ pub fn start_writeback(file: &File, offset: u64, len: u64) {
     sync_range(file, offset, len, libc::SYNC_FILE_RANGE_WRITE);
 }
 
-/// Waits until the pages of `file` in `offset..offset + len` (whose
-/// writeback [`start_writeback`] started earlier) are written, then drops
-/// them from the page cache: a writer calls it on a region well behind the
-/// one it just wrote, which bounds the dirty and cached pages a large
-/// output holds to that distance. A hint like [`start_writeback`]: errors
-/// are ignored (a failed write surfaces at `fsync`, for a durable run).
-pub fn settle_writeback(file: &File, offset: u64, len: u64) {
-    sync_range(
-        file,
-        offset,
-        len,
-        libc::SYNC_FILE_RANGE_WAIT_BEFORE
-            | libc::SYNC_FILE_RANGE_WRITE
-            | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-    );
+/// Drops from the page cache the pages of `file` in `offset..offset + len`
+/// that are already written to disk (`POSIX_FADV_DONTNEED`; pages still
+/// dirty or being written stay): a writer calls it on a region well behind
+/// the one it just wrote, whose writeback [`start_writeback`] started, so
+/// that a large output gives its written pages back to the free list
+/// instead of filling memory. It never waits for the disk. A hint like
+/// [`start_writeback`]: errors are ignored; on tmpfs it does nothing.
+pub fn drop_written(file: &File, offset: u64, len: u64) {
+    if len == 0 {
+        return;
+    }
     let _ = rustix::fs::fadvise(
         file,
         offset,
@@ -1124,8 +1120,8 @@ mod tests {
         let file = File::options().read(true).write(true).open(&path).unwrap();
         start_writeback(&file, 0, 1 << 20);
         start_writeback(&file, 1 << 20, 0);
-        settle_writeback(&file, 0, 2 << 20);
-        settle_writeback(&file, u64::MAX, 1);
+        drop_written(&file, 0, 2 << 20);
+        drop_written(&file, u64::MAX, 1);
         drop(file);
         assert!(std::fs::read(&path).unwrap() == bytes);
     }
