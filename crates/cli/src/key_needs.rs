@@ -96,10 +96,27 @@ fn collect(
         };
         // Sorted as names (bytes), not as paths: a tree of 20,000 files
         // sorted by path components cost more than the files examined.
+        // Only the first names are needed in order: the smallest
+        // `MAX_EXAMINED` are picked out and sorted first, the rest only
+        // when those did not use up the budget.
         let mut names: Vec<std::ffi::OsString> =
             entries.filter_map(|e| Some(e.ok()?.file_name())).collect();
-        names.sort_unstable();
-        for name in names {
+        let split = MAX_EXAMINED.min(names.len());
+        if split < names.len() {
+            names.select_nth_unstable(split);
+        }
+        let (first, rest) = names.split_at_mut(split);
+        first.sort_unstable();
+        for name in first.iter() {
+            if *budget == 0 {
+                return;
+            }
+            collect(&path.join(name), direction, false, budget, found);
+        }
+        if *budget > 0 {
+            rest.sort_unstable();
+        }
+        for name in rest.iter() {
             if *budget == 0 {
                 return;
             }
@@ -129,7 +146,10 @@ fn collect(
     let Ok(file) = opened else {
         return;
     };
-    let mut prefix = Vec::new();
+    // Room for the whole prefix up front: one read for a small file
+    // (and one that says end of file), not a read per doubling.
+    let room = PREFIX_LEN.min(meta.len()) as usize + 1;
+    let mut prefix = Vec::with_capacity(room);
     if file.take(PREFIX_LEN).read_to_end(&mut prefix).is_err() {
         return;
     }
@@ -167,4 +187,47 @@ pub fn need_of(prefix: &[u8]) -> Option<Need> {
         KeySource::KeyFile(id) => Need::KeyFile(id),
         KeySource::Passphrase { .. } => Need::Passphrase,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first bytes of an age file whose one stanza is of type `kind`.
+    fn age_header(kind: &str) -> String {
+        format!(
+            "age-encryption.org/v1\n-> {kind} arg\nAAAA\n--- {}\n",
+            "A".repeat(43)
+        )
+    }
+
+    #[test]
+    fn the_first_files_in_name_order_are_examined_and_no_more() {
+        let dir = tempfile::tempdir().unwrap();
+        // Created out of order, with a folder among them that sorts
+        // inside the examined range and a non-candidate name.
+        for i in (0..100).rev() {
+            let name = format!("f{i:03}.age");
+            std::fs::write(dir.path().join(name), age_header(&format!("k{i:03}"))).unwrap();
+        }
+        std::fs::create_dir(dir.path().join("f010.d")).unwrap();
+        std::fs::write(
+            dir.path().join("f010.d").join("inner.age"),
+            age_header("inner"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("f005.txt"), age_header("skipped")).unwrap();
+        let found = needs_of(&[dir.path()], Direction::Decrypt);
+        let kinds: Vec<String> = found
+            .iter()
+            .map(|(_, need)| match need {
+                Need::AgeIdentity(kinds) => kinds.join(","),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let mut expected: Vec<String> = (0..=10).map(|i| format!("k{i:03}")).collect();
+        expected.push("inner".into());
+        expected.extend((11..63).map(|i| format!("k{i:03}")));
+        assert_eq!(kinds, expected);
+    }
 }

@@ -58,6 +58,11 @@ impl Read for PositionalReader<'_> {
     }
 }
 
+/// How far behind the segment just written a large output's pages are
+/// dropped from the cache: far enough behind that the disk has usually
+/// written them by then (pages not yet written stay).
+const WRITEBACK_LAG: u64 = 64 * 1024 * 1024;
+
 /// Encrypted files of at most this many bytes are read whole when they
 /// are opened (one `pread` gives the prefix and every chunk); larger ones
 /// read their first [`DETECT_LEN`] bytes, and their chunks segment by
@@ -332,7 +337,11 @@ impl OpenFile {
         };
         let (output, commit) = match (target, settings.direction) {
             (Some(target), Direction::Encrypt | Direction::Decrypt) => {
-                let out = AtomicFile::create(&target.dir, &target.name).map_err(Reason::Write)?;
+                // Created with its final mode where that is exact (no
+                // `fchmod` at the end).
+                let mode = settings.output_mode(head.meta.mode);
+                let out = AtomicFile::create_with_mode(&target.dir, &target.name, mode)
+                    .map_err(Reason::Write)?;
                 if !shared {
                     // One worker writes it, through the commit's descriptor
                     // (and sizes it at the end if its last chunk is a hole).
@@ -562,6 +571,7 @@ impl OpenFile {
                     (&[], layout.chunk_offset(first))
                 };
                 self.write_at(&mut [IoSlice::new(header), IoSlice::new(buf)], offset)?;
+                self.write_back(offset..layout.chunk_offset(last).min(layout.ciphertext_len()));
                 Ok(expected as u64)
             }
             Direction::Decrypt | Direction::Verify => {
@@ -594,6 +604,10 @@ impl OpenFile {
                     };
                     let tail_hole =
                         write_plaintext(layout, first, buf, &mut write).map_err(Reason::Write)?;
+                    self.write_back(
+                        layout.plaintext_offset(first)
+                            ..layout.plaintext_offset(last).min(layout.plaintext_len()),
+                    );
                     if tail_hole && !self.shared && last == layout.chunk_count() {
                         // The last chunk was all zeros and not written:
                         // the output gets its length here.
@@ -606,6 +620,36 @@ impl OpenFile {
                 }
                 Ok(span as u64)
             }
+        }
+    }
+
+    /// Starts writing `region` of the output (a segment just written) to
+    /// disk, and drops from the page cache what is written of the region
+    /// [`WRITEBACK_LAG`] bytes before it: an output of more than one
+    /// segment keeps the disk busy while it is computed, where the kernel
+    /// would otherwise let gigabytes of dirty pages pile up and then stall
+    /// every writer at once, and gives its written pages back instead of
+    /// filling memory (see `docs/PERFORMANCE.md`). Neither call waits for
+    /// the disk; on tmpfs both return at once.
+    fn write_back(&self, region: std::ops::Range<u64>) {
+        if self.layout.plaintext_len() <= crate::SEGMENT_BYTES || region.is_empty() {
+            return;
+        }
+        let commit;
+        let out = match &self.output {
+            Some(out) => out,
+            None => {
+                commit = self.commit_lock();
+                match commit.as_ref() {
+                    Some(out) => out.file(),
+                    None => return,
+                }
+            }
+        };
+        let len = region.end - region.start;
+        cryptstream_output::start_writeback(out, region.start, len);
+        if let Some(behind) = region.start.checked_sub(WRITEBACK_LAG) {
+            cryptstream_output::drop_written(out, behind, len);
         }
     }
 
@@ -698,10 +742,11 @@ fn seal_entry(
     let written = writer.write_all(&payload).and_then(|()| writer.finish());
     written.expect("writing into a Vec cannot fail");
     if let Some(target) = target {
-        let out = AtomicFile::create(&target.dir, &target.name).map_err(Reason::Write)?;
+        let mode = settings.output_mode(entry.mode & 0o666);
+        let out =
+            AtomicFile::create_with_mode(&target.dir, &target.name, mode).map_err(Reason::Write)?;
         out.file().write_all(&bytes).map_err(Reason::Write)?;
-        out.set_mode(settings.output_mode(entry.mode & 0o666))
-            .map_err(Reason::Write)?;
+        out.set_mode(mode).map_err(Reason::Write)?;
         out.commit(settings.replace(), settings.durable)
             .map_err(commit_error)?;
     }

@@ -628,6 +628,42 @@ pub fn plan_verify(inputs: &[PathBuf]) -> Result<Plan, PlanError> {
 }
 
 /// One walk of an input tree into a plan.
+/// Directories with at least this many entries have them looked up
+/// (`statx`) by several threads: a folder of 20,000 small files spent a
+/// tenth of the run looking them up one by one before any work started.
+const PARALLEL_LOOKUP_MIN: usize = 1024;
+
+/// The metadata of each entry (not following links), in order: looked up
+/// on up to as many threads as there are cores when there are many. An
+/// error stays with its entry, to be reported only if the entry needs it.
+fn entry_metadata(entries: &[(OsString, fs::DirEntry)]) -> Vec<io::Result<fs::Metadata>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if entries.len() < PARALLEL_LOOKUP_MIN || threads < 2 {
+        return entries.iter().map(|(_, entry)| entry.metadata()).collect();
+    }
+    let look_up = |part: &[(OsString, fs::DirEntry)]| -> Vec<io::Result<fs::Metadata>> {
+        part.iter().map(|(_, entry)| entry.metadata()).collect()
+    };
+    let per_thread = entries.len().div_ceil(threads);
+    let (first, rest) = entries.split_at(per_thread);
+    std::thread::scope(|scope| {
+        let others: Vec<_> = rest
+            .chunks(per_thread)
+            .map(|part| scope.spawn(move || look_up(part)))
+            .collect();
+        // This thread takes the first part.
+        let mut metas = look_up(first);
+        for other in others {
+            metas.extend(
+                other
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            );
+        }
+        metas
+    })
+}
+
 struct Walk<'a> {
     direction: Direction,
     format: OutputFormat,
@@ -649,14 +685,16 @@ impl Walk<'_> {
             .map_err(input_err(&dir))?;
         // Each name is copied out once, not at every comparison.
         entries.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        let mut metas = entry_metadata(&entries).into_iter();
         for (name, entry) in entries {
+            let meta = metas.next().expect("one metadata result per entry");
             let path = dir.join(&name);
             let rel = relative.join(&name);
             let file_type = entry.file_type().map_err(input_err(&path))?;
             if file_type.is_dir() {
                 let child = match out_dir {
                     Some(parent) => {
-                        let meta = entry.metadata().map_err(input_err(&path))?;
+                        let meta = meta.map_err(input_err(&path))?;
                         self.plan.dirs.push(PlannedDir {
                             parent,
                             name: name.clone(),
@@ -685,7 +723,7 @@ impl Walk<'_> {
                 });
                 continue;
             }
-            let meta = entry.metadata().map_err(input_err(&path))?;
+            let meta = meta.map_err(input_err(&path))?;
             let output = match out_dir {
                 None => None,
                 Some(dir) => match output_name(self.direction, &self.format, &name) {

@@ -7,9 +7,12 @@
 //! created private (0700) with `mkdirat` in its already-open parent, and an
 //! existing entry that is a symbolic link is refused rather than followed.
 //! A [`DirFd`] is such an open directory. Files are written as an
-//! [`AtomicFile`]: an unnamed `O_TMPFILE` (mode 0600) in its directory,
-//! linked under its name by [`AtomicFile::commit`] only when complete, so a
-//! crash, SIGKILL included, leaves nothing. Filesystems without `O_TMPFILE`
+//! [`AtomicFile`]: an unnamed `O_TMPFILE` in its directory (mode 0600, or
+//! its final mode where the kernel is known to give exactly that:
+//! [`AtomicFile::create_with_mode`]), linked under its name by
+//! [`AtomicFile::commit`] only when complete, so a crash, SIGKILL included,
+//! leaves nothing. Large outputs start their writeback as they are written
+//! ([`start_writeback`], [`drop_written`]). Filesystems without `O_TMPFILE`
 //! get a hidden named temp file (`.cst-tmp.PID.N.NAME`, mode 0600) that is
 //! renamed into place; one left behind by a killed process is removed by
 //! the next run that writes into that directory ([`remove_stale_temps`]).
@@ -72,6 +75,51 @@ pub fn write_new_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = std::fs::remove_file(path);
     }
     written
+}
+/// Asks the kernel to start writing the dirty pages of `file` in
+/// `offset..offset + len` to disk now, without waiting for them
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). A writer of a large output
+/// calls it on each region it completes, so that the disk works while the
+/// next regions are computed instead of after the last one, when the
+/// kernel's dirty-page limits would otherwise stall the writers. A hint:
+/// nothing is promised about durability (that is `fsync`'s job), errors
+/// are ignored, and on a filesystem without writeback (tmpfs) it does
+/// nothing.
+pub fn start_writeback(file: &File, offset: u64, len: u64) {
+    sync_range(file, offset, len, libc::SYNC_FILE_RANGE_WRITE);
+}
+
+/// Drops from the page cache the pages of `file` in `offset..offset + len`
+/// that are already written to disk (`POSIX_FADV_DONTNEED`; pages still
+/// dirty or being written stay): a writer calls it on a region well behind
+/// the one it just wrote, whose writeback [`start_writeback`] started, so
+/// that a large output gives its written pages back to the free list
+/// instead of filling memory. It never waits for the disk. A hint like
+/// [`start_writeback`]: errors are ignored; on tmpfs it does nothing.
+pub fn drop_written(file: &File, offset: u64, len: u64) {
+    if len == 0 {
+        return;
+    }
+    let _ = rustix::fs::fadvise(
+        file,
+        offset,
+        std::num::NonZeroU64::new(len),
+        rustix::fs::Advice::DontNeed,
+    );
+}
+
+/// `sync_file_range(file, offset, len, flags)`, its result ignored.
+fn sync_range(file: &File, offset: u64, len: u64, flags: libc::c_uint) {
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    if len == 0 {
+        // A length of 0 means "to the end of the file" to the kernel.
+        return;
+    }
+    // SAFETY: `sync_file_range` takes no pointer; the descriptor is open
+    // for the whole call, borrowed from `file`.
+    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) };
 }
 /// Whether `path` is a plain relative name: one or more `/`-separated
 /// parts, none empty, `.` or `..`, and no NUL. The one check of a name
@@ -154,7 +202,28 @@ pub enum Replace {
 
 /// An open directory that outputs are created in. Cheap to clone.
 #[derive(Clone, Debug)]
-pub struct DirFd(Arc<OwnedFd>);
+pub struct DirFd(Arc<OpenDir>);
+
+/// What a [`DirFd`] shares between its clones.
+#[derive(Debug)]
+struct OpenDir {
+    /// The descriptor.
+    fd: OwnedFd,
+    /// The permission bits that a file created here keeps of those it asks
+    /// for (what the umask, or a default ACL of the directory, lets
+    /// through), once [`named_temps_possible`] has created a file to see.
+    creation_mask: OnceLock<u32>,
+}
+
+impl DirFd {
+    /// Wraps an open directory.
+    fn from_fd(fd: OwnedFd) -> DirFd {
+        DirFd(Arc::new(OpenDir {
+            fd,
+            creation_mask: OnceLock::new(),
+        }))
+    }
+}
 
 impl DirFd {
     /// Opens the directory at `path`, following symbolic links: for the
@@ -168,7 +237,7 @@ impl DirFd {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        Ok(DirFd(Arc::new(fd)))
+        Ok(DirFd::from_fd(fd))
     }
 
     /// Opens the directory `relative` below this one without following any
@@ -186,8 +255,8 @@ impl DirFd {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         let resolve =
             ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-        match rustix::fs::openat2(&*self.0, relative, flags, Mode::empty(), resolve) {
-            Ok(fd) => return Ok(DirFd(Arc::new(fd))),
+        match rustix::fs::openat2(&self.0.fd, relative, flags, Mode::empty(), resolve) {
+            Ok(fd) => return Ok(DirFd::from_fd(fd)),
             Err(Errno::NOSYS) => {}
             Err(e) => return Err(e.into()),
         }
@@ -199,8 +268,8 @@ impl DirFd {
                     "path leaves the output directory",
                 ));
             };
-            let fd = rustix::fs::openat(&*dir.0, name, flags | OFlags::NOFOLLOW, Mode::empty())?;
-            dir = DirFd(Arc::new(fd));
+            let fd = rustix::fs::openat(&dir.0.fd, name, flags | OFlags::NOFOLLOW, Mode::empty())?;
+            dir = DirFd::from_fd(fd);
         }
         Ok(dir)
     }
@@ -230,20 +299,20 @@ impl DirFd {
                     ))
                 }
             };
-            match rustix::fs::mkdirat(&*dir.0, name, Mode::from_raw_mode(mode)) {
+            match rustix::fs::mkdirat(&dir.0.fd, name, Mode::from_raw_mode(mode)) {
                 Ok(()) | Err(Errno::EXIST) => {}
                 Err(e) => return Err(e.into()),
             }
             let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            let fd = rustix::fs::openat(&*dir.0, name, flags, Mode::empty())?;
-            dir = DirFd(Arc::new(fd));
+            let fd = rustix::fs::openat(&dir.0.fd, name, flags, Mode::empty())?;
+            dir = DirFd::from_fd(fd);
         }
         Ok(dir)
     }
 
     /// The descriptor.
     pub fn as_fd(&self) -> BorrowedFd<'_> {
-        self.0.as_fd()
+        self.0.fd.as_fd()
     }
 }
 
@@ -401,7 +470,7 @@ impl OutputTree {
         }
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = match rustix::fs::openat(parent_fd.as_fd(), name, flags, Mode::empty()) {
-            Ok(fd) => DirFd(Arc::new(fd)),
+            Ok(fd) => DirFd::from_fd(fd),
             Err(Errno::LOOP) => return Err(TreeError::Symlink(shown)),
             Err(Errno::NOTDIR) => {
                 // O_NOFOLLOW on a symlink to a directory also says ENOTDIR
@@ -559,13 +628,22 @@ fn named_temps_possible(dir: &DirFd) -> bool {
     if NAMED_TEMPS_ONLY.load(Ordering::Relaxed) {
         return true;
     }
+    // The probe asks for every permission bit and keeps what it got: the
+    // creation mask that lets later files be created with their final
+    // mode ([`AtomicFile::create_with_mode`]). Unnamed and closed at once,
+    // it is never reachable by anyone.
     match rustix::fs::openat(
         dir.as_fd(),
         ".",
         OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
-        Mode::from_raw_mode(PRIVATE_FILE_MODE),
+        Mode::from_raw_mode(0o777),
     ) {
-        Ok(_) => false,
+        Ok(probe) => {
+            if let Ok(stat) = rustix::fs::fstat(&probe) {
+                let _ = dir.0.creation_mask.set(stat.st_mode & 0o777);
+            }
+            false
+        }
         Err(e) => tmpfile_unsupported(e),
     }
 }
@@ -589,6 +667,9 @@ pub struct AtomicFile {
     dir: DirFd,
     name: OsString,
     temp: Temp,
+    /// The permission bits the file was created with, when they are known
+    /// to be exactly those ([`AtomicFile::create_with_mode`]).
+    mode: Option<u32>,
 }
 
 impl AtomicFile {
@@ -611,6 +692,7 @@ impl AtomicFile {
                         dir: dir.clone(),
                         name: name.to_os_string(),
                         temp: Temp::Unnamed,
+                        mode: None,
                     })
                 }
                 Err(e) if tmpfile_unsupported(e) => {}
@@ -618,6 +700,51 @@ impl AtomicFile {
             }
         }
         AtomicFile::create_named(dir, name)
+    }
+
+    /// Creates the temp file for `name` in `dir` already with the
+    /// permission bits `mode` it will end with, when the kernel is known to
+    /// give exactly those: an unnamed `O_TMPFILE` (which no one else can
+    /// open, whatever its mode, until it is linked), `mode` without
+    /// setuid, setgid or sticky bits, and all of it let through by the
+    /// directory's creation mask (the umask, or a default ACL), as the
+    /// directory's probe saw it, and readable and writable by its owner
+    /// (so that it can be opened again for writing, as a 0600 file can). Then [`AtomicFile::set_mode`] with the same
+    /// bits makes no call. Otherwise it is [`AtomicFile::create`]: mode
+    /// 0600 until `set_mode`.
+    ///
+    /// # Errors
+    /// Any error creating the file.
+    pub fn create_with_mode(dir: &DirFd, name: &OsStr, mode: u32) -> io::Result<AtomicFile> {
+        let exact = !NAMED_TEMPS_ONLY.load(Ordering::Relaxed)
+            && mode & !0o777 == 0
+            && mode & PRIVATE_FILE_MODE == PRIVATE_FILE_MODE
+            && dir
+                .0
+                .creation_mask
+                .get()
+                .is_some_and(|mask| mode & !mask == 0);
+        if exact {
+            match rustix::fs::openat(
+                dir.as_fd(),
+                ".",
+                OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+                Mode::from_raw_mode(mode),
+            ) {
+                Ok(fd) => {
+                    return Ok(AtomicFile {
+                        file: File::from(fd),
+                        dir: dir.clone(),
+                        name: name.to_os_string(),
+                        temp: Temp::Unnamed,
+                        mode: Some(mode),
+                    })
+                }
+                Err(e) if tmpfile_unsupported(e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        AtomicFile::create(dir, name)
     }
 
     /// Creates a hidden named temp file for `name` in `dir`, mode 0600.
@@ -636,6 +763,7 @@ impl AtomicFile {
             dir: dir.clone(),
             name: name.to_os_string(),
             temp: Temp::Named(temp),
+            mode: None,
         })
     }
 
@@ -655,6 +783,9 @@ impl AtomicFile {
     /// # Errors
     /// Any error from `fchmod`.
     pub fn set_mode(&self, mode: u32) -> io::Result<()> {
+        if self.mode == Some(mode) {
+            return Ok(());
+        }
         Ok(rustix::fs::fchmod(
             self.file.as_fd(),
             Mode::from_raw_mode(mode),
@@ -945,6 +1076,54 @@ mod tests {
             (meta.mtime(), meta.mtime_nsec()),
             (1_000_000_000, 123_456_789)
         );
+    }
+
+    /// The process umask, from `/proc/self/status`.
+    fn umask() -> u32 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("Umask:")).unwrap();
+        u32::from_str_radix(line["Umask:".len()..].trim(), 8).unwrap()
+    }
+
+    #[test]
+    fn a_file_is_created_with_its_final_mode_only_where_the_kernel_gives_it_exactly() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tree = OutputTree::open_root(&tmp.path().join("out"), None).unwrap();
+        let umask = umask();
+        for (i, mode) in [0o600, 0o644, 0o640, 0o755, 0o666, 0o777, 0o444, 0o4755]
+            .into_iter()
+            .enumerate()
+        {
+            let name = format!("f{i}");
+            let out = AtomicFile::create_with_mode(&tree.root(), OsStr::new(&name), mode).unwrap();
+            let exact = mode & !0o777 == 0 && mode & 0o600 == 0o600 && mode & umask == 0;
+            let created = out.file().metadata().unwrap().mode() & 0o7777;
+            let expected = if exact { mode } else { PRIVATE_FILE_MODE };
+            assert_eq!(created, expected, "{mode:o} (umask {umask:o})");
+            out.set_mode(mode).unwrap();
+            out.commit(Replace::Never, false).unwrap();
+            let meta = std::fs::metadata(tmp.path().join("out").join(&name)).unwrap();
+            assert_eq!(meta.mode() & 0o7777, mode, "{mode:o}");
+        }
+        // A directory nobody probed: the private mode, then the final one.
+        let unprobed = DirFd::open(&tmp.path().join("out")).unwrap();
+        let out = AtomicFile::create_with_mode(&unprobed, OsStr::new("g"), 0o644).unwrap();
+        assert_eq!(out.file().metadata().unwrap().mode() & 0o7777, 0o600);
+    }
+
+    #[test]
+    fn writeback_hints_take_any_range_and_change_no_byte() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("f");
+        let bytes: Vec<u8> = (0..3u32 << 20).map(|i| (i * 31 % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let file = File::options().read(true).write(true).open(&path).unwrap();
+        start_writeback(&file, 0, 1 << 20);
+        start_writeback(&file, 1 << 20, 0);
+        drop_written(&file, 0, 2 << 20);
+        drop_written(&file, u64::MAX, 1);
+        drop(file);
+        assert!(std::fs::read(&path).unwrap() == bytes);
     }
 
     #[test]
