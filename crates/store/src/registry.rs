@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS files(
   src_mtime_ns INTEGER, src_ctime_s INTEGER, src_ctime_ns INTEGER,
   refs INTEGER NOT NULL DEFAULT 0, unref_epoch INTEGER);
 CREATE INDEX IF NOT EXISTS files_name ON files(name, created);
-CREATE INDEX IF NOT EXISTS files_source ON files(source);
+DROP INDEX IF EXISTS files_source;
 CREATE INDEX IF NOT EXISTS files_status ON files(status);
 CREATE INDEX IF NOT EXISTS files_manifest ON files(manifest);
 CREATE INDEX IF NOT EXISTS files_newest ON files(name, created DESC, id DESC) WHERE status = 'complete';
@@ -293,6 +293,15 @@ mod per_entry {
            src_mtime_s, src_mtime_ns, src_ctime_s, src_ctime_ns)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, 0, NULL, 'pending', ?10, ?11,
            ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+    /// A new pending file already read whole, with its final record and
+    /// the manifest that will record it (put, per entry): the row
+    /// [`INSERT_FILE`] then [`SET_MANIFEST`] make, in one statement.
+    pub const INSERT_DONE_FILE: &str =
+        "INSERT INTO files(uid, name, kind, mode, mtime_s, mtime_ns, size, link, created,
+           chunks, stored, mac, status, writer, source, src_dev, src_ino, src_size,
+           src_mtime_s, src_mtime_ns, src_ctime_s, src_ctime_ns, manifest)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?19, ?20, ?21, 'pending', ?10, ?11,
+           ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?22)";
     /// A chunk reference (put and reindex, per chunk).
     pub const INSERT_REF: &str =
         "INSERT INTO file_chunks(file, seq, chunk, len) VALUES (?1, ?2, ?3, ?4)";
@@ -424,6 +433,7 @@ const PER_ENTRY: &[&str] = &[
     HAS_SNAPSHOT,
     INSERT_CHUNK,
     INSERT_FILE,
+    INSERT_DONE_FILE,
     INSERT_REF,
     SET_MANIFEST,
     COMPLETE,
@@ -850,7 +860,10 @@ impl Registry {
     /// One transaction: the pack just committed and its chunks (a chunk
     /// already present and not garbage keeps its place; one marked garbage
     /// moves to this pack and is live again), new pending file rows, and
-    /// the chunk refs buffered in `files`.
+    /// the chunk refs buffered in `files`. With `done = Some((manifest,
+    /// n))`, the first `n` of `files` are read whole: their final record
+    /// (size, chunk count, authenticator, new bytes) and `manifest`, the
+    /// manifest about to record them, are written too (in the row's insert when it is new).
     ///
     /// # Errors
     /// Registry failures.
@@ -859,6 +872,7 @@ impl Registry {
         lease: WriterLease,
         pack: Option<(&str, u64, &[PackEntry])>,
         files: &mut [&mut PendingFile],
+        done: Option<(&str, usize)>,
     ) -> Result<(), StoreError> {
         let created = now();
         self.write(|tx| {
@@ -878,11 +892,13 @@ impl Registry {
                     ])?;
                 }
             }
-            for f in files.iter_mut() {
+            for (i, f) in files.iter_mut().enumerate() {
+                let manifest = done.and_then(|(name, n)| (i < n).then_some(name));
+                let mut recorded = false;
                 if f.row.is_none() {
                     let r = &f.record;
                     let s = f.source.as_ref();
-                    tx.prepare_cached(INSERT_FILE)?.execute(params![
+                    let head = params![
                         r.uid as i64,
                         r.name,
                         r.kind.id(),
@@ -901,7 +917,20 @@ impl Registry {
                         s.map(|s| s.mtime.1),
                         s.map(|s| s.ctime.0),
                         s.map(|s| s.ctime.1),
-                    ])?;
+                    ];
+                    match manifest {
+                        Some(manifest) => {
+                            let tail =
+                                params![r.chunks as i64, f.stored as i64, &r.mac[..], manifest];
+                            let all: Vec<&dyn rusqlite::ToSql> =
+                                head.iter().chain(tail.iter()).copied().collect();
+                            tx.prepare_cached(INSERT_DONE_FILE)?.execute(&all[..])?;
+                            recorded = true;
+                        }
+                        None => {
+                            tx.prepare_cached(INSERT_FILE)?.execute(head)?;
+                        }
+                    }
                     f.row = Some(tx.last_insert_rowid());
                     tx.prepare_cached(ADD_PUT_REF)?
                         .execute(params![lease.id, r.uid as i64])?;
@@ -912,34 +941,20 @@ impl Registry {
                     stmt.execute(params![row, f.next_seq as i64, &id[..], len])?;
                     f.next_seq += 1;
                 }
+                if let (Some(manifest), false) = (manifest, recorded) {
+                    let r = &f.record;
+                    tx.prepare_cached(SET_MANIFEST)?.execute(params![
+                        manifest,
+                        r.size as i64,
+                        r.chunks as i64,
+                        &r.mac[..],
+                        f.stored as i64,
+                        row
+                    ])?;
+                }
             }
             tx.prepare_cached(HEARTBEAT)?
                 .execute(params![created, lease.id])?;
-            Ok(())
-        })
-    }
-
-    /// Records, before it is written, the manifest of these files and
-    /// their final record (size, chunk count, authenticator, new bytes).
-    ///
-    /// # Errors
-    /// Registry failures.
-    pub fn set_manifest(
-        &mut self,
-        done: &[(i64, &FileRecord, u64)],
-        manifest: &str,
-    ) -> Result<(), StoreError> {
-        self.write(|tx| {
-            for (row, r, stored) in done {
-                tx.prepare_cached(SET_MANIFEST)?.execute(params![
-                    manifest,
-                    r.size as i64,
-                    r.chunks as i64,
-                    &r.mac[..],
-                    *stored as i64,
-                    row
-                ])?;
-            }
             Ok(())
         })
     }
