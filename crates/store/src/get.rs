@@ -599,6 +599,7 @@ impl Store {
                         plan: BlockPlan::new(opts.max_memory),
                         ends: Vec::new(),
                         fetcher,
+                        last_dir: None,
                     };
                     let mut result = Ok(());
                     for sel in &selectors {
@@ -658,6 +659,10 @@ struct Walk<'f> {
     ends: Vec<usize>,
     /// Reads the blocks.
     fetcher: &'f Fetcher,
+    /// The directory the last file went into, open: the files of one
+    /// directory come one after another, and the output tree holds only
+    /// so many directories open (past that it opens one again per call).
+    last_dir: Option<(DirIndex, DirFd)>,
 }
 
 /// What a get shares between its walk and the consumer of its results.
@@ -855,7 +860,13 @@ impl<'a> Restore<'a, '_> {
     {
         let keys = self.keys;
         let cancel = &self.opts.cancel;
-        let out = tree.dir(dir).map(|dir| {
+        let opened = match &walk.last_dir {
+            Some((index, fd)) if *index == dir => Ok(fd.clone()),
+            _ => tree
+                .dir(dir)
+                .inspect(|fd| walk.last_dir = Some((dir, fd.clone()))),
+        };
+        let out = opened.map(|dir| {
             Arc::new(Output {
                 dir,
                 name: rel.file_name().unwrap_or(OsStr::new("")).to_os_string(),
