@@ -319,6 +319,10 @@ impl Bar {
 }
 
 impl cryptstream_store::Progress for Bar {
+    fn shows_total(&self) -> bool {
+        self.0.is_some() || self.1.is_some()
+    }
+
     fn set_total(&self, bytes: u64) {
         if let Some(bar) = &self.0 {
             bar.set_length(bytes);

@@ -9,6 +9,11 @@ use std::fmt::Display;
 pub trait Progress: Send + Sync {
     /// The bytes to process in all, once known.
     fn set_total(&self, _bytes: u64) {}
+    /// Whether the total is shown: an operation may skip the work of
+    /// counting it when not (a get's lookups of every entry's size).
+    fn shows_total(&self) -> bool {
+        true
+    }
     /// `bytes` more were processed.
     fn advance(&self, _bytes: u64) {}
     /// A file or entry was done.
@@ -24,4 +29,8 @@ pub trait Progress: Send + Sync {
 /// Progress that goes nowhere.
 pub struct NoProgress;
 
-impl Progress for NoProgress {}
+impl Progress for NoProgress {
+    fn shows_total(&self) -> bool {
+        false
+    }
+}

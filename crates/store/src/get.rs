@@ -79,13 +79,18 @@ struct Open {
     rel: PathBuf,
 }
 
-/// A restored file's output: its temp file is made (and sized) by the
-/// first chunk written into it, on a worker, or by its commit when it has
-/// no chunk; the walking thread only names it.
+/// A restored file's output: its temp file is made (and sized, when its
+/// chunks are written by several tasks) by the first chunk written into
+/// it, on a worker, or by its commit when it has no chunk; the walking
+/// thread only names it.
 struct Output {
     dir: DirFd,
     name: std::ffi::OsString,
     size: u64,
+    /// Whether to size it when made: a file of one chunk (nearly every
+    /// file of a source tree) gets its size from that one write, and one
+    /// without chunks is empty; one `ftruncate` less per file.
+    presize: bool,
     file: OnceLock<Result<AtomicFile, String>>,
 }
 
@@ -95,7 +100,12 @@ impl Output {
         self.file
             .get_or_init(|| {
                 AtomicFile::create(&self.dir, &self.name)
-                    .and_then(|f| f.file().set_len(self.size).map(|()| f))
+                    .and_then(|f| {
+                        if self.presize {
+                            f.file().set_len(self.size)?;
+                        }
+                        Ok(f)
+                    })
                     .map_err(|e| e.to_string())
             })
             .as_ref()
@@ -411,6 +421,36 @@ pub(crate) fn for_each_selected(
     }
 }
 
+/// What the first pass of [`for_each_selected`] checks, without the
+/// registry's rows: a uid is in the registry; a snapshot authenticates to
+/// its end and holds the path.
+fn check_selected(store: &Store, selector: &Selector, cancel: &Cancel) -> Result<(), StoreError> {
+    match selector {
+        Selector::Uid(uid) => match store.registry.by_uid(*uid)? {
+            Some(_) => Ok(()),
+            None => Err(StoreError::NotFound(format_uid(*uid))),
+        },
+        Selector::Snapshot { name, path, .. } => {
+            let reader = crate::snapshot::SnapshotReader::open(&*store.backend, &store.keys, name)?;
+            let mut found = false;
+            reader.for_each(|entry| {
+                if cancel.is_cancelled() {
+                    return Err(StoreError::Cancelled);
+                }
+                found |= crate::snapshot::is_within(&entry.name, path);
+                Ok(())
+            })?;
+            if !found {
+                return Err(StoreError::NotFound(format!(
+                    "{}:{path}",
+                    crate::snapshot::short_id(name)
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
 /// A stand-in row for an entry whose record the registry lacks (only its
 /// name is used, to report it).
 fn missing_row(entry: &crate::SnapshotEntry) -> FileRow {
@@ -459,20 +499,29 @@ impl Store {
             .map(|s| self.resolve_selector(s))
             .collect::<Result<Vec<_>, _>>()?;
         let store: &Store = self;
-        let mut total = 0u64;
-        store.registry.reading(|| {
+        // A first pass, before anything is written: every selector names
+        // something and every snapshot read authenticates to its end. The
+        // registry's rows are looked up only when the total is shown.
+        if progress.shows_total() {
+            let mut total = 0u64;
+            store.registry.reading(|| {
+                for sel in &selectors {
+                    for_each_selected(store, sel, &mut |sel| {
+                        total += sel.row.record.size;
+                        if opts.cancel.is_cancelled() {
+                            return Err(StoreError::Cancelled);
+                        }
+                        Ok(())
+                    })?;
+                }
+                Ok(())
+            })?;
+            progress.set_total(total);
+        } else {
             for sel in &selectors {
-                for_each_selected(store, sel, &mut |sel| {
-                    total += sel.row.record.size;
-                    if opts.cancel.is_cancelled() {
-                        return Err(StoreError::Cancelled);
-                    }
-                    Ok(())
-                })?;
+                check_selected(store, sel, &opts.cancel)?;
             }
-            Ok(())
-        })?;
-        progress.set_total(total);
+        }
         let links = RefCell::new(Vec::new());
         let mut tree = OutputTree::open_root(dest, None).map_err(|e| StoreError::Io {
             path: dest.to_path_buf(),
@@ -498,35 +547,46 @@ impl Store {
         // close) on the workers, which a tree of small files leaves mostly
         // idle while this thread walks the registry; their reports come
         // back here.
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<Finished>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<Vec<Finished>>();
         let finishing = AtomicUsize::new(0);
         // One read transaction for the whole walk (the registry's read
         // lock once, not once per statement; one consistent state).
         let result = store.registry.reading(|| {
             Fetcher::run(backend, &opts.cancel, |fetcher| {
                 pool.scope(|scope| {
-                    let finish = |open: Open| {
+                    // The files one flush ended are committed by one task
+                    // (a task, and a worker woken, per file cost more than
+                    // the commit of a small file).
+                    let finish = |files: Vec<Open>| {
                         if finishing.load(Ordering::Acquire) >= MAX_FINISHING {
-                            // Enough temp files wait already: commit this one here.
-                            return restore.say_finished(finish_one(
-                                open,
-                                restore.dest,
-                                opts,
-                                restore.replace,
-                            ));
+                            // Enough temp files wait already: commit these here.
+                            for open in files {
+                                restore.say_finished(finish_one(
+                                    open,
+                                    restore.dest,
+                                    opts,
+                                    restore.replace,
+                                ));
+                            }
+                            return;
                         }
-                        finishing.fetch_add(1, Ordering::AcqRel);
+                        let n = files.len();
+                        finishing.fetch_add(n, Ordering::AcqRel);
                         let (tx, finishing) = (done_tx.clone(), &finishing);
                         let (dest, replace) = (restore.dest, restore.replace);
                         scope.spawn(move |_| {
-                            let _ = tx.send(finish_one(open, dest, opts, replace));
-                            finishing.fetch_sub(1, Ordering::AcqRel);
+                            let done: Vec<Finished> = files
+                                .into_iter()
+                                .map(|open| finish_one(open, dest, opts, replace))
+                                .collect();
+                            let _ = tx.send(done);
+                            finishing.fetch_sub(n, Ordering::AcqRel);
                         });
                     };
                     let mut ordered = scope.ordered(opts.max_memory, |item: Item| {
                         restore.consume(item, &finish);
                         while let Ok(done) = done_rx.try_recv() {
-                            restore.say_finished(done);
+                            done.into_iter().for_each(|d| restore.say_finished(d));
                         }
                     });
                     let mut state = Walk {
@@ -536,6 +596,7 @@ impl Store {
                         plan: BlockPlan::new(opts.max_memory),
                         ends: Vec::new(),
                         fetcher,
+                        last_dir: None,
                     };
                     let mut result = Ok(());
                     for sel in &selectors {
@@ -558,7 +619,7 @@ impl Store {
             })
         });
         drop(done_tx);
-        for done in done_rx {
+        for done in done_rx.into_iter().flatten() {
             restore.say_finished(done);
         }
         // Hard links, once every file they point at is in place.
@@ -595,6 +656,10 @@ struct Walk<'f> {
     ends: Vec<usize>,
     /// Reads the blocks.
     fetcher: &'f Fetcher,
+    /// The directory the last file went into, open: the files of one
+    /// directory come one after another, and the output tree holds only
+    /// so many directories open (past that it opens one again per call).
+    last_dir: Option<(DirIndex, DirFd)>,
 }
 
 /// What a get shares between its walk and the consumer of its results.
@@ -630,7 +695,7 @@ impl<'a> Restore<'a, '_> {
 
     /// A result of the pipeline, in order, on the caller's thread; a file
     /// whose chunks all came back goes to `finish`.
-    fn consume(&self, item: Item, finish: &dyn Fn(Open)) {
+    fn consume(&self, item: Item, finish: &dyn Fn(Vec<Open>)) {
         match item {
             Item::Chunks(results) => {
                 let mut open = self.open.borrow_mut();
@@ -648,14 +713,13 @@ impl<'a> Restore<'a, '_> {
                 }
             }
             Item::Ends(ends) => {
-                for i in ends {
-                    let file = self
-                        .open
-                        .borrow_mut()
-                        .remove(&i)
-                        .expect("an End's file is open");
-                    finish(file);
-                }
+                let files = {
+                    let mut open = self.open.borrow_mut();
+                    ends.into_iter()
+                        .map(|i| open.remove(&i).expect("an End's file is open"))
+                        .collect()
+                };
+                finish(files);
             }
         }
     }
@@ -794,11 +858,18 @@ impl<'a> Restore<'a, '_> {
     {
         let keys = self.keys;
         let cancel = &self.opts.cancel;
-        let out = tree.dir(dir).map(|dir| {
+        let opened = match &walk.last_dir {
+            Some((index, fd)) if *index == dir => Ok(fd.clone()),
+            _ => tree
+                .dir(dir)
+                .inspect(|fd| walk.last_dir = Some((dir, fd.clone()))),
+        };
+        let out = opened.map(|dir| {
             Arc::new(Output {
                 dir,
                 name: rel.file_name().unwrap_or(OsStr::new("")).to_os_string(),
                 size: row.record.size,
+                presize: row.record.chunks > 1,
                 file: OnceLock::new(),
             })
         });
@@ -996,7 +1067,8 @@ fn max_open_files(backend: &dyn Backend) -> u64 {
 
 /// Most files handed to the workers to commit and not committed yet (each
 /// holds a temp file open); past it, the walking thread commits them.
-const MAX_FINISHING: usize = 64;
+/// Files go in groups of up to [`BLOCK_FILES_MAX`]: room for three.
+const MAX_FINISHING: usize = 3 * BLOCK_FILES_MAX;
 
 /// A committed (or failed) file: its row, its path, why it failed.
 type Finished = (FileRow, PathBuf, Option<String>);

@@ -22,7 +22,7 @@ use crate::{Progress, Settings, Store, StoreError};
 /// Refs buffered for one file before they go to the registry.
 const REF_FLUSH: usize = 65_536;
 /// Files waiting for a pack commit before one is forced.
-const READ_DONE_FLUSH: usize = 4096;
+const READ_DONE_FLUSH: usize = 16_384;
 /// Files up to this size are read whole into one buffer (a large file is
 /// streamed through the chunker's buffer instead).
 const WHOLE_FILE_MAX: u64 = 8 * 1024 * 1024;
@@ -374,7 +374,16 @@ impl Consumer<'_> {
                 }
             }
         }
+        // With the pack, the files read whole get the manifest that will
+        // record them, and their final record, in the same transaction
+        // (their rows written once, not inserted then updated).
+        let manifest = if commit_pack && !self.read_done.is_empty() {
+            Some(manifest::new_manifest_name()?)
+        } else {
+            None
+        };
         {
+            let done = self.read_done.len();
             let mut files: Vec<&mut PendingFile> = self
                 .read_done
                 .iter_mut()
@@ -388,42 +397,28 @@ impl Consumer<'_> {
                     .map(|(name, size, entries)| (name.as_str(), *size, &entries[..])),
                 &mut files,
                 &self.reused,
+                manifest.as_deref().map(|name| (name, done)),
             )?;
         }
         self.reused.clear();
         self.window_open = false;
         if commit_pack {
             self.open_ids.clear();
-            self.complete_waiting()?;
+        }
+        if let Some(name) = manifest {
+            self.complete_waiting(name)?;
         }
         Ok(())
     }
 
-    /// Manifest, then registry: the files in `read_done` become complete.
-    fn complete_waiting(&mut self) -> Result<(), StoreError> {
-        if self.read_done.is_empty() {
-            return Ok(());
-        }
-        let name = manifest::new_manifest_name()?;
+    /// Manifest, then registry: the files in `read_done`, whose rows name
+    /// manifest `name` already, become complete.
+    fn complete_waiting(&mut self, name: String) -> Result<(), StoreError> {
         let rows: Vec<i64> = self
             .read_done
             .iter()
             .map(|d| d.file.row.expect("committed before completion"))
             .collect();
-        {
-            let done: Vec<(i64, &FileRecord, u64)> = self
-                .read_done
-                .iter()
-                .map(|d| {
-                    (
-                        d.file.row.expect("committed"),
-                        &d.file.record,
-                        d.file.stored,
-                    )
-                })
-                .collect();
-            self.registry.set_manifest(&done, &name)?;
-        }
         crate::hooks::before_manifest();
         let registry = &*self.registry;
         let read_done = &self.read_done;

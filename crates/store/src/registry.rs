@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS files(
   src_mtime_ns INTEGER, src_ctime_s INTEGER, src_ctime_ns INTEGER,
   refs INTEGER NOT NULL DEFAULT 0, unref_epoch INTEGER);
 CREATE INDEX IF NOT EXISTS files_name ON files(name, created);
-CREATE INDEX IF NOT EXISTS files_source ON files(source);
+DROP INDEX IF EXISTS files_source;
 CREATE INDEX IF NOT EXISTS files_status ON files(status);
 CREATE INDEX IF NOT EXISTS files_manifest ON files(manifest);
 CREATE INDEX IF NOT EXISTS files_newest ON files(name, created DESC, id DESC) WHERE status = 'complete';
@@ -297,6 +297,15 @@ mod per_entry {
            src_mtime_s, src_mtime_ns, src_ctime_s, src_ctime_ns)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, 0, NULL, 'pending', ?10, ?11,
            ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+    /// A new pending file already read whole, with its final record and
+    /// the manifest that will record it (put, per entry): the row
+    /// [`INSERT_FILE`] then [`SET_MANIFEST`] make, in one statement.
+    pub const INSERT_DONE_FILE: &str =
+        "INSERT INTO files(uid, name, kind, mode, mtime_s, mtime_ns, size, link, created,
+           chunks, stored, mac, status, writer, source, src_dev, src_ino, src_size,
+           src_mtime_s, src_mtime_ns, src_ctime_s, src_ctime_ns, manifest)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?19, ?20, ?21, 'pending', ?10, ?11,
+           ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?22)";
     /// A chunk reference (put and reindex, per chunk).
     pub const INSERT_REF: &str =
         "INSERT INTO file_chunks(file, seq, chunk, len) VALUES (?1, ?2, ?3, ?4)";
@@ -431,6 +440,7 @@ const PER_ENTRY: &[&str] = &[
     HAS_SNAPSHOT,
     INSERT_CHUNK,
     INSERT_FILE,
+    INSERT_DONE_FILE,
     INSERT_REF,
     SET_MANIFEST,
     COMPLETE,
@@ -871,7 +881,10 @@ impl Registry {
     /// One transaction: the pack just committed and its chunks (a chunk
     /// already present and not garbage keeps its place; one marked garbage
     /// moves to this pack and is live again), new pending file rows, and
-    /// the chunk refs buffered in `files`.
+    /// the chunk refs buffered in `files`. With `done = Some((manifest,
+    /// n))`, the first `n` of `files` are read whole: their final record
+    /// (size, chunk count, authenticator, new bytes) and `manifest`, the
+    /// manifest about to record them, are written too (in the row's insert when it is new).
     ///
     /// # Errors
     /// Registry failures.
@@ -881,6 +894,7 @@ impl Registry {
         pack: Option<(&str, u64, &[PackEntry])>,
         files: &mut [&mut PendingFile],
         reused: &[u64],
+        done: Option<(&str, usize)>,
     ) -> Result<(), StoreError> {
         let created = now();
         self.write(|tx| {
@@ -900,11 +914,13 @@ impl Registry {
                     ])?;
                 }
             }
-            for f in files.iter_mut() {
+            for (i, f) in files.iter_mut().enumerate() {
+                let manifest = done.and_then(|(name, n)| (i < n).then_some(name));
+                let mut recorded = false;
                 if f.row.is_none() {
                     let r = &f.record;
                     let s = f.source.as_ref();
-                    tx.prepare_cached(INSERT_FILE)?.execute(params![
+                    let head = params![
                         r.uid as i64,
                         r.name,
                         r.kind.id(),
@@ -923,7 +939,20 @@ impl Registry {
                         s.map(|s| s.mtime.1),
                         s.map(|s| s.ctime.0),
                         s.map(|s| s.ctime.1),
-                    ])?;
+                    ];
+                    match manifest {
+                        Some(manifest) => {
+                            let tail =
+                                params![r.chunks as i64, f.stored as i64, &r.mac[..], manifest];
+                            let all: Vec<&dyn rusqlite::ToSql> =
+                                head.iter().chain(tail.iter()).copied().collect();
+                            tx.prepare_cached(INSERT_DONE_FILE)?.execute(&all[..])?;
+                            recorded = true;
+                        }
+                        None => {
+                            tx.prepare_cached(INSERT_FILE)?.execute(head)?;
+                        }
+                    }
                     f.row = Some(tx.last_insert_rowid());
                     tx.prepare_cached(ADD_PUT_REF)?
                         .execute(params![lease.id, r.uid as i64])?;
@@ -933,6 +962,17 @@ impl Registry {
                 for (id, len) in f.refs.drain(..) {
                     stmt.execute(params![row, f.next_seq as i64, &id[..], len])?;
                     f.next_seq += 1;
+                }
+                if let (Some(manifest), false) = (manifest, recorded) {
+                    let r = &f.record;
+                    tx.prepare_cached(SET_MANIFEST)?.execute(params![
+                        manifest,
+                        r.size as i64,
+                        r.chunks as i64,
+                        &r.mac[..],
+                        f.stored as i64,
+                        row
+                    ])?;
                 }
             }
             let mut stmt = tx.prepare_cached(ADD_PUT_REF)?;
@@ -1006,31 +1046,6 @@ impl Registry {
             }
         }
         Ok(false)
-    }
-
-    /// Records, before it is written, the manifest of these files and
-    /// their final record (size, chunk count, authenticator, new bytes).
-    ///
-    /// # Errors
-    /// Registry failures.
-    pub fn set_manifest(
-        &mut self,
-        done: &[(i64, &FileRecord, u64)],
-        manifest: &str,
-    ) -> Result<(), StoreError> {
-        self.write(|tx| {
-            for (row, r, stored) in done {
-                tx.prepare_cached(SET_MANIFEST)?.execute(params![
-                    manifest,
-                    r.size as i64,
-                    r.chunks as i64,
-                    &r.mac[..],
-                    *stored as i64,
-                    row
-                ])?;
-            }
-            Ok(())
-        })
     }
 
     /// Marks files complete: their data and manifest are durable.
@@ -2163,7 +2178,9 @@ mod tests {
         // The batch commit records the reuse and closes the window: the
         // record is kept by `put_refs`, and chunk 2, marked while the
         // window was open and relied on by nothing, goes.
-        registry.commit_batch(put, None, &mut [], &[1]).unwrap();
+        registry
+            .commit_batch(put, None, &mut [], &[1], None)
+            .unwrap();
         assert_eq!(window(&registry, put), WINDOW_CLOSED);
         assert_eq!(registry.mark_unreferenced().unwrap().0, 0);
         registry.mark_garbage().unwrap();
