@@ -26,6 +26,8 @@ on_every_backend!(
     sigterm_and_sigint_stop_a_get_which_leaves_nothing_half_written,
     sigterm_stops_a_put_and_a_rerun_completes_it,
     a_new_cache_is_never_told_to_migrate_a_store_whose_first_put_runs_or_whose_snapshots_are_all_forgotten,
+    sigint_during_a_put_exits_130_and_leaves_a_store_that_verifies,
+    a_second_gc_is_refused_while_one_runs,
 );
 
 /// Kills that must land in the middle of a put (issue 16, point 6).
@@ -470,9 +472,8 @@ fn two_puts_at_once_keep_another_users_gc_out_and_the_gc_after_them_sweeps_a_del
         .stderr_has("no such file or id");
 }
 
-#[test]
-fn sigint_during_a_put_exits_130_and_leaves_a_store_that_verifies() {
-    let s = StoreWs::new(SMALL);
+fn sigint_during_a_put_exits_130_and_leaves_a_store_that_verifies(kind: Kind) {
+    let s = StoreWs::on(kind, SMALL);
     let parent = s.ws.path("src");
     let src = parent.join("tree");
     random_tree(&src, 12, 600_000, 21);
@@ -588,9 +589,8 @@ fn a_file_that_changes_while_put_reads_it_is_refused_and_the_rest_is_stored() {
     assert_same_tree(&snapshot(&src), &snapshot(&dest.join("moving")));
 }
 
-#[test]
-fn a_second_gc_is_refused_while_one_runs() {
-    let s = StoreWs::new(SMALL);
+fn a_second_gc_is_refused_while_one_runs(kind: Kind) {
+    let s = StoreWs::on(kind, SMALL);
     let src = s.ws.path("g");
     random_tree(&src, 4, 300_000, 41);
     s.run("put", &[&src]).success();

@@ -22,6 +22,13 @@ on_every_backend!(
     forget_prune_reclaims_a_forgotten_snapshots_data_and_keeps_the_rest,
     verify_names_damaged_moved_and_missing_snapshots_and_reindex_keeps_the_registry,
     reindex_rebuilds_snapshots_and_references_from_the_objects,
+    two_paths_of_one_name_are_refused_before_anything_is_stored,
+    snapshots_lists_id_time_host_tags_paths_and_entries,
+    ls_lists_a_snapshot_or_a_path_in_it,
+    find_names_each_snapshot_and_path_that_matches,
+    diff_marks_added_removed_and_modified_entries,
+    dump_writes_one_file_of_a_snapshot_to_stdout,
+    forget_keep_last_dry_run_changes_nothing_then_forgets_the_rest,
 );
 
 /// `diff -r --no-dereference A B` passes (same names, contents, link
@@ -192,9 +199,8 @@ fn each_snapshot_restores_exactly_the_tree_of_its_moment(kind: Kind) {
     s.run("verify", &[&"--read-data"]).success();
 }
 
-#[test]
-fn two_paths_of_one_name_are_refused_before_anything_is_stored() {
-    let s = StoreWs::new(SMALL_CHUNKS);
+fn two_paths_of_one_name_are_refused_before_anything_is_stored(kind: Kind) {
+    let s = StoreWs::on(kind, SMALL_CHUNKS);
     photos(&s.ws.path("a/photos"), 1);
     photos(&s.ws.path("b/photos"), 2);
     let out = s.run("put", &[&s.ws.path("a/photos"), &s.ws.path("b/photos")]);
@@ -203,9 +209,8 @@ fn two_paths_of_one_name_are_refused_before_anything_is_stored() {
     assert!(s.objects("snapshots/").is_empty());
 }
 
-#[test]
-fn snapshots_lists_id_time_host_tags_paths_and_entries() {
-    let s = StoreWs::new(SMALL_CHUNKS);
+fn snapshots_lists_id_time_host_tags_paths_and_entries(kind: Kind) {
+    let s = StoreWs::on(kind, SMALL_CHUNKS);
     let src = s.ws.path("photos");
     photos(&src, 1);
     let id = snapshot_of(
@@ -236,9 +241,8 @@ fn snapshots_lists_id_time_host_tags_paths_and_entries() {
     assert!(text.contains(&id) && text.contains("box"), "{text}");
 }
 
-#[test]
-fn ls_lists_a_snapshot_or_a_path_in_it() {
-    let s = StoreWs::new(SMALL_CHUNKS);
+fn ls_lists_a_snapshot_or_a_path_in_it(kind: Kind) {
+    let s = StoreWs::on(kind, SMALL_CHUNKS);
     let src = s.ws.path("photos");
     photos(&src, 1);
     let id = snapshot_of(s.run("put", &[&src]).success());
@@ -284,9 +288,8 @@ fn ls_lists_a_snapshot_or_a_path_in_it() {
         .stderr_has("no such entry");
 }
 
-#[test]
-fn find_names_each_snapshot_and_path_that_matches() {
-    let s = StoreWs::new(SMALL_CHUNKS);
+fn find_names_each_snapshot_and_path_that_matches(kind: Kind) {
+    let s = StoreWs::on(kind, SMALL_CHUNKS);
     let src = s.ws.path("photos");
     photos(&src, 1);
     let s1 = snapshot_of(s.run("put", &[&src]).success());
@@ -310,9 +313,8 @@ fn find_names_each_snapshot_and_path_that_matches() {
     s.run("find", &[&"*.gif"]).failure();
 }
 
-#[test]
-fn diff_marks_added_removed_and_modified_entries() {
-    let s = StoreWs::new(SMALL_CHUNKS);
+fn diff_marks_added_removed_and_modified_entries(kind: Kind) {
+    let s = StoreWs::on(kind, SMALL_CHUNKS);
     let src = s.ws.path("photos");
     photos(&src, 1);
     let s1 = snapshot_of(s.run("put", &[&src]).success());
@@ -330,9 +332,8 @@ fn diff_marks_added_removed_and_modified_entries() {
     assert_eq!(s.run("diff", &[&s1, &s1]).success().stdout_text(), "");
 }
 
-#[test]
-fn dump_writes_one_file_of_a_snapshot_to_stdout() {
-    let s = StoreWs::new(SMALL_CHUNKS);
+fn dump_writes_one_file_of_a_snapshot_to_stdout(kind: Kind) {
+    let s = StoreWs::on(kind, SMALL_CHUNKS);
     let src = s.ws.path("photos");
     photos(&src, 1);
     let s1 = snapshot_of(s.run("put", &[&src]).success());
@@ -362,9 +363,8 @@ fn dump_writes_one_file_of_a_snapshot_to_stdout() {
     assert!(bad.stdout.is_empty());
 }
 
-#[test]
-fn forget_keep_last_dry_run_changes_nothing_then_forgets_the_rest() {
-    let s = StoreWs::new(SMALL_CHUNKS);
+fn forget_keep_last_dry_run_changes_nothing_then_forgets_the_rest(kind: Kind) {
+    let s = StoreWs::on(kind, SMALL_CHUNKS);
     let src = s.ws.path("photos");
     photos(&src, 1);
     let mut ids = Vec::new();
