@@ -680,26 +680,38 @@ impl AtomicFile {
     /// Any error creating the file.
     pub fn create(dir: &DirFd, name: &OsStr) -> io::Result<AtomicFile> {
         if !NAMED_TEMPS_ONLY.load(Ordering::Relaxed) {
-            match rustix::fs::openat(
-                dir.as_fd(),
-                ".",
-                OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
-                Mode::from_raw_mode(PRIVATE_FILE_MODE),
-            ) {
-                Ok(fd) => {
-                    return Ok(AtomicFile {
-                        file: File::from(fd),
-                        dir: dir.clone(),
-                        name: name.to_os_string(),
-                        temp: Temp::Unnamed,
-                        mode: None,
-                    })
-                }
-                Err(e) if tmpfile_unsupported(e) => {}
-                Err(e) => return Err(e.into()),
+            if let Some(file) = AtomicFile::create_unnamed(dir, name, PRIVATE_FILE_MODE, None)? {
+                return Ok(file);
             }
         }
         AtomicFile::create_named(dir, name)
+    }
+
+    /// An unnamed `O_TMPFILE` for `name` in `dir` created with `mode`
+    /// (`recorded`: the mode [`AtomicFile::set_mode`] then needs not set);
+    /// `None` where the file system has no `O_TMPFILE`.
+    fn create_unnamed(
+        dir: &DirFd,
+        name: &OsStr,
+        mode: u32,
+        recorded: Option<u32>,
+    ) -> io::Result<Option<AtomicFile>> {
+        match rustix::fs::openat(
+            dir.as_fd(),
+            ".",
+            OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode),
+        ) {
+            Ok(fd) => Ok(Some(AtomicFile {
+                file: File::from(fd),
+                dir: dir.clone(),
+                name: name.to_os_string(),
+                temp: Temp::Unnamed,
+                mode: recorded,
+            })),
+            Err(e) if tmpfile_unsupported(e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Creates the temp file for `name` in `dir` already with the
@@ -725,23 +737,8 @@ impl AtomicFile {
                 .get()
                 .is_some_and(|mask| mode & !mask == 0);
         if exact {
-            match rustix::fs::openat(
-                dir.as_fd(),
-                ".",
-                OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
-                Mode::from_raw_mode(mode),
-            ) {
-                Ok(fd) => {
-                    return Ok(AtomicFile {
-                        file: File::from(fd),
-                        dir: dir.clone(),
-                        name: name.to_os_string(),
-                        temp: Temp::Unnamed,
-                        mode: Some(mode),
-                    })
-                }
-                Err(e) if tmpfile_unsupported(e) => {}
-                Err(e) => return Err(e.into()),
+            if let Some(file) = AtomicFile::create_unnamed(dir, name, mode, Some(mode))? {
+                return Ok(file);
             }
         }
         AtomicFile::create(dir, name)

