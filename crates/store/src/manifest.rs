@@ -407,6 +407,35 @@ pub struct ManifestReader<'a> {
     chunks: VecDeque<([u8; 32], u32)>,
 }
 
+/// The little-endian fields of a sealed object's body (a manifest, a
+/// snapshot), read in order; a short body is damage naming the object.
+pub(crate) trait BodyFields {
+    /// Fills `buf` from the body.
+    fn read(&mut self, buf: &mut [u8]) -> Result<(), StoreError>;
+
+    /// The next `u64`.
+    fn u64(&mut self) -> Result<u64, StoreError> {
+        let mut b = [0u8; 8];
+        self.read(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// The next `u32`.
+    fn u32(&mut self) -> Result<u32, StoreError> {
+        let mut b = [0u8; 4];
+        self.read(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+}
+
+impl BodyFields for ManifestReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> Result<(), StoreError> {
+        self.input
+            .read_exact(buf)
+            .map_err(|e| StoreError::Damaged(format!("manifest {}: {e}", self.name)))
+    }
+}
+
 impl<'a> ManifestReader<'a> {
     /// Opens manifest `name` (`size` bytes).
     ///
@@ -442,24 +471,6 @@ impl<'a> ManifestReader<'a> {
 
     fn damaged(&self, why: &str) -> StoreError {
         StoreError::Damaged(format!("manifest {}: {why}", self.name))
-    }
-
-    fn read(&mut self, buf: &mut [u8]) -> Result<(), StoreError> {
-        self.input
-            .read_exact(buf)
-            .map_err(|e| StoreError::Damaged(format!("manifest {}: {e}", self.name)))
-    }
-
-    fn u64(&mut self) -> Result<u64, StoreError> {
-        let mut b = [0u8; 8];
-        self.read(&mut b)?;
-        Ok(u64::from_le_bytes(b))
-    }
-
-    fn u32(&mut self) -> Result<u32, StoreError> {
-        let mut b = [0u8; 4];
-        self.read(&mut b)?;
-        Ok(u32::from_le_bytes(b))
     }
 
     fn bytes(&mut self) -> Result<Vec<u8>, StoreError> {

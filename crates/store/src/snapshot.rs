@@ -36,7 +36,7 @@ use cryptstream_format::{seal_header, Cipher, EntryKind, HeaderParams, SealingWr
 use crate::backend::{Backend, ObjectWriter};
 use crate::compressed::CompressingWriter;
 use crate::keys::StoreKeys;
-use crate::manifest::{backend_io, open_body, SealedBody, MAX_NAME_LEN};
+use crate::manifest::{backend_io, open_body, BodyFields, SealedBody, MAX_NAME_LEN};
 use crate::StoreError;
 
 /// First bytes of a snapshot's plaintext: a compressed body.
@@ -275,6 +275,14 @@ pub struct SnapshotReader<'a> {
     ended: bool,
 }
 
+impl BodyFields for SnapshotReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> Result<(), StoreError> {
+        self.input
+            .read_exact(buf)
+            .map_err(|e| StoreError::Damaged(format!("snapshot {}: {e}", self.meta.name)))
+    }
+}
+
 impl<'a> SnapshotReader<'a> {
     /// Opens snapshot object `name` and reads its head.
     ///
@@ -334,24 +342,6 @@ impl<'a> SnapshotReader<'a> {
 
     fn damaged(&self, why: &str) -> StoreError {
         StoreError::Damaged(format!("snapshot {}: {why}", self.meta.name))
-    }
-
-    fn read(&mut self, buf: &mut [u8]) -> Result<(), StoreError> {
-        self.input
-            .read_exact(buf)
-            .map_err(|e| StoreError::Damaged(format!("snapshot {}: {e}", self.meta.name)))
-    }
-
-    fn u64(&mut self) -> Result<u64, StoreError> {
-        let mut b = [0u8; 8];
-        self.read(&mut b)?;
-        Ok(u64::from_le_bytes(b))
-    }
-
-    fn u32(&mut self) -> Result<u32, StoreError> {
-        let mut b = [0u8; 4];
-        self.read(&mut b)?;
-        Ok(u32::from_le_bytes(b))
     }
 
     fn string(&mut self) -> Result<String, StoreError> {
