@@ -411,14 +411,16 @@ pub(crate) fn for_each_selected(
                 }
             })?;
             if !found {
-                return Err(StoreError::NotFound(format!(
-                    "{}:{path}",
-                    crate::snapshot::short_id(name)
-                )));
+                return Err(not_in_snapshot(name, path));
             }
             Ok(())
         }
     }
+}
+
+/// `SNAP:PATH` names nothing in that snapshot.
+fn not_in_snapshot(name: &str, path: &str) -> StoreError {
+    StoreError::NotFound(format!("{}:{path}", crate::snapshot::short_id(name)))
 }
 
 /// What the first pass of [`for_each_selected`] checks, without the
@@ -441,10 +443,7 @@ fn check_selected(store: &Store, selector: &Selector, cancel: &Cancel) -> Result
                 Ok(())
             })?;
             if !found {
-                return Err(StoreError::NotFound(format!(
-                    "{}:{path}",
-                    crate::snapshot::short_id(name)
-                )));
+                return Err(not_in_snapshot(name, path));
             }
             Ok(())
         }

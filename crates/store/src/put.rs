@@ -916,10 +916,7 @@ impl Batch {
         cancel: &Cancel,
         item: Item,
     ) {
-        self.jobs.push(Job::Ready(item));
-        if self.jobs.len() >= BATCH_ENTRIES {
-            self.send(ordered, sealer, cancel);
-        }
+        self.push(ordered, sealer, cancel, Job::Ready(item));
     }
 
     /// Adds a small file (sending the batch first when it is full).
@@ -934,8 +931,19 @@ impl Batch {
         if self.cost + cost > BATCH_COST {
             self.send(ordered, sealer, cancel);
         }
-        self.jobs.push(job);
         self.cost += cost;
+        self.push(ordered, sealer, cancel, job);
+    }
+
+    /// Adds `job`, sending the batch when it holds [`BATCH_ENTRIES`].
+    fn push<'env, C: FnMut(Item)>(
+        &mut self,
+        ordered: &mut cryptstream_pool::Ordered<'_, '_, 'env, Item, C>,
+        sealer: Sealer<'env>,
+        cancel: &Cancel,
+        job: Job,
+    ) {
+        self.jobs.push(job);
         if self.jobs.len() >= BATCH_ENTRIES {
             self.send(ordered, sealer, cancel);
         }
