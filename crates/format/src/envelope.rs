@@ -300,11 +300,7 @@ impl NativeEnvelope {
     fn salt(&self, sealing: &NativeSealing) -> Result<[u8; SALT_LEN], FormatError> {
         match sealing.salt {
             SaltSource::Fixed(salt) => Ok(salt),
-            SaltSource::Random => {
-                let mut salt = [0u8; SALT_LEN];
-                crate::fill_random(&mut salt)?;
-                Ok(salt)
-            }
+            SaltSource::Random => crate::salts::fresh_salt(),
         }
     }
 

@@ -47,6 +47,7 @@ mod error;
 mod header;
 mod key;
 mod layout;
+mod salts;
 mod stream;
 
 pub use adapters::{OpeningReader, SealingWriter};
