@@ -23,7 +23,7 @@ use cryptstream_output::{AtomicFile, Timestamp};
 use cryptstream_pool::{Cancel, SecretBuf};
 
 use crate::io::{InputMap, IoStrategy};
-use crate::plan::{Direction, FileJob, Source, Target};
+use crate::plan::{Direction, FileJob, Looked, Source, Target};
 use crate::{Reason, Settings};
 
 /// What precedes the chunks of a file and what it records: the prefix
@@ -139,6 +139,10 @@ pub struct OpenFile {
     map: Option<InputMap>,
     /// Bytes written so far (for the test build's stall hook).
     written: AtomicU64,
+    /// Device and inode of the input as the plan (or the opener) looked
+    /// it up: an encrypt run's finish checks it read that file. `None` in
+    /// a process that only runs segments.
+    looked_id: Option<(u64, u64)>,
 }
 
 /// What another process needs to run segments of a file opened here: the
@@ -207,7 +211,11 @@ fn map_input(io: IoStrategy, input: &File, len: u64) -> (IoStrategy, Option<Inpu
 
 /// The modification time of `meta` as the header records it.
 fn mtime_of(meta: &std::fs::Metadata) -> Mtime {
-    let t = Timestamp::mtime_of(meta);
+    mtime(Timestamp::mtime_of(meta))
+}
+
+/// A timestamp as a header's mtime.
+fn mtime(t: Timestamp) -> Mtime {
     Mtime {
         seconds: t.seconds,
         nanos: t.nanos,
@@ -300,8 +308,16 @@ impl OpenFile {
             return Ok(Opened::Entry(Done::Written, layout));
         }
         let input = open_input(&job.input)?;
-        let meta = input.metadata().map_err(Reason::Read)?;
-        let len = meta.len();
+        // The plan's lookup stands for the file's own unless there was
+        // none; an encrypt run checks at the end that it read that file.
+        let looked = match job.looked {
+            Some(looked) => (job.size, looked),
+            None => {
+                let meta = input.metadata().map_err(Reason::Read)?;
+                (meta.len(), Looked::of(&meta))
+            }
+        };
+        let (len, looked) = looked;
         let (layout, cipher, head) = match settings.direction {
             Direction::Encrypt => {
                 let envelope = settings.envelopes().sealer();
@@ -311,8 +327,8 @@ impl OpenFile {
                 let entry = EntryMeta {
                     kind: EntryKind::File,
                     plaintext_len: Some(len),
-                    mode: meta.permissions().mode() & 0o7777,
-                    mtime: Some(mtime_of(&meta)),
+                    mode: looked.mode,
+                    mtime: Some(mtime(looked.mtime)),
                 };
                 let sealed = envelope.seal(&entry)?;
                 let layout = Layout::new(sealed.prefix.len(), sealed.cipher.chunk_size(), len)?;
@@ -372,6 +388,7 @@ impl OpenFile {
             shared,
             map,
             written: AtomicU64::new(0),
+            looked_id: Some(looked.id),
         };
         if shared && !file.head.prefix.is_empty() {
             // Whoever runs segment 0 of a shared file may be another
@@ -446,6 +463,7 @@ impl OpenFile {
             shared: true,
             map,
             written: AtomicU64::new(0),
+            looked_id: None,
         })
     }
 
@@ -664,12 +682,19 @@ impl OpenFile {
     pub fn finish(&self, settings: &Settings) -> Result<(), Reason> {
         let output = self.commit_lock().take();
         if self.direction == Direction::Encrypt {
-            let after = self.input.metadata().map_err(Reason::Read)?.len();
+            let meta = self.input.metadata().map_err(Reason::Read)?;
+            let after = meta.len();
             if after != self.layout.plaintext_len() {
                 return Err(Reason::Changed {
                     before: self.layout.plaintext_len(),
                     after,
                 });
+            }
+            if self
+                .looked_id
+                .is_some_and(|id| id != (meta.dev(), meta.ino()))
+            {
+                return Err(Reason::Replaced);
             }
         }
         let Some(output) = output else {
@@ -1191,6 +1216,7 @@ mod tests {
             input,
             output: None,
             source: Source::File,
+            looked: None,
         }
     }
 
@@ -1213,6 +1239,78 @@ mod tests {
             &mut |_| {},
         );
         outcome.result.unwrap();
+    }
+
+    /// A job planned with a lookup is encrypted from that lookup: the
+    /// header records the mode and mtime the plan saw (the worker does not
+    /// look the file up again), and they come back on decryption.
+    #[test]
+    fn the_plans_lookup_gives_the_header_its_mode_and_mtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in");
+        std::fs::write(&input, vec![7u8; 3000]).unwrap();
+        let meta = std::fs::metadata(&input).unwrap();
+        let planned = Timestamp {
+            seconds: 1_000_000,
+            nanos: 5,
+        };
+        let mut encrypt_job = job(input.clone());
+        encrypt_job.size = meta.len();
+        encrypt_job.looked = Some(Looked {
+            id: (meta.dev(), meta.ino()),
+            mode: 0o640,
+            mtime: planned,
+        });
+        let enc = settings(Direction::Encrypt, IoChoice::Auto);
+        let outcome = process_whole(
+            &enc,
+            &encrypt_job,
+            Some(&target(dir.path(), "enc")),
+            &mut SecretBuf::new(),
+            &Cancel::new(),
+            &mut |_| {},
+        );
+        outcome.result.unwrap();
+        let dec = settings(Direction::Decrypt, IoChoice::Auto);
+        whole(&dec, dir.path().join("enc"), &target(dir.path(), "dec"));
+        let back = std::fs::metadata(dir.path().join("dec")).unwrap();
+        assert_eq!(Timestamp::mtime_of(&back), planned);
+        assert_eq!(back.mode() & 0o777, 0o640 & !process_umask());
+        assert_eq!(
+            std::fs::read(dir.path().join("dec")).unwrap(),
+            vec![7u8; 3000]
+        );
+    }
+
+    /// A file replaced (same name, same size, another inode) between the
+    /// plan's lookup and the worker's open is refused, and no output is
+    /// left.
+    #[test]
+    fn a_file_replaced_after_the_plan_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in");
+        std::fs::write(&input, vec![1u8; 3000]).unwrap();
+        let meta = std::fs::metadata(&input).unwrap();
+        let mut planned_job = job(input.clone());
+        planned_job.size = meta.len();
+        planned_job.looked = Some(Looked::of(&meta));
+        let other = dir.path().join("other");
+        std::fs::write(&other, vec![2u8; 3000]).unwrap();
+        std::fs::rename(&other, &input).unwrap();
+        let outcome = process_whole(
+            &settings(Direction::Encrypt, IoChoice::Auto),
+            &planned_job,
+            Some(&target(dir.path(), "enc")),
+            &mut SecretBuf::new(),
+            &Cancel::new(),
+            &mut |_| {},
+        );
+        assert!(
+            matches!(outcome.result, Err(Reason::Replaced)),
+            "{:?}",
+            outcome.result.err().map(|r| r.to_string())
+        );
+        assert!(!dir.path().join("enc").exists());
     }
 
     /// A file decrypted by one worker (read whole at open when small, no

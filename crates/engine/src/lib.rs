@@ -78,7 +78,7 @@ pub use file::{
 pub use io::{IoChoice, IoStrategy, MMAP_MIN_BYTES};
 pub use plan::{
     names_directory, output_name, plan_transform, plan_transform_as, plan_verify, Direction,
-    FileJob, OutputFormat, OutputName, Overwrite, Plan, PlanError, Skipped, Source, Target,
+    FileJob, Looked, OutputFormat, OutputName, Overwrite, Plan, PlanError, Skipped, Source, Target,
     KEPT_EXISTING, SUFFIX,
 };
 pub use reason::Reason;
@@ -1013,6 +1013,7 @@ mod tests {
                 relative: format!("{i}").into(),
                 size,
                 source: Source::File,
+                looked: None,
             })
             .collect()
     }

@@ -154,10 +154,41 @@ pub struct FileJob {
     pub output: Option<OutputName>,
     /// Path relative to the input root (the file name for a single file).
     pub relative: PathBuf,
-    /// Size when planned; the worker re-reads it when it opens the file.
+    /// Size when planned; the worker re-reads it when it opens the file
+    /// unless [`FileJob::looked`] vouches for it.
     pub size: u64,
     /// What the entry is.
     pub source: Source,
+    /// What the plan's lookup of a regular file found, so that the worker
+    /// need not look it up again when it opens it; `None` where the job
+    /// was built without one (a worker process, a test), and then the
+    /// worker does.
+    pub looked: Option<Looked>,
+}
+
+/// A regular file as the plan looked it up (`statx`): with
+/// [`FileJob::size`], all that opening it needs to know. An encrypt run
+/// checks when it ends that the file it read is still this one, of this
+/// size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Looked {
+    /// Device and inode number: which file it was.
+    pub id: (u64, u64),
+    /// Permission bits (the low 12 bits of the mode).
+    pub mode: u32,
+    /// Modification time.
+    pub mtime: Timestamp,
+}
+
+impl Looked {
+    /// What `meta` (of a regular file) says.
+    pub fn of(meta: &fs::Metadata) -> Looked {
+        Looked {
+            id: (meta.dev(), meta.ino()),
+            mode: meta.mode() & 0o7777,
+            mtime: Timestamp::mtime_of(meta),
+        }
+    }
 }
 
 /// The reason of an entry skipped because `--skip-existing` keeps its
@@ -508,6 +539,7 @@ pub fn plan_transform_as(
             relative: PathBuf::from(input.file_name().unwrap_or(input.as_os_str())),
             size: meta.len(),
             source: Source::File,
+            looked: Some(Looked::of(&meta)),
         });
         plan.root = Some((root, None));
     } else if meta.is_dir() {
@@ -610,6 +642,7 @@ pub fn plan_verify(inputs: &[PathBuf]) -> Result<Plan, PlanError> {
                 relative: PathBuf::from(input.file_name().unwrap_or(input.as_os_str())),
                 size: meta.len(),
                 source: Source::File,
+                looked: Some(Looked::of(&meta)),
             });
         } else {
             return Err(PlanError::NotFileOrDir(input.clone()));
@@ -754,9 +787,9 @@ impl Walk<'_> {
             } else {
                 Source::File
             };
-            let size = match source {
-                Source::File => meta.len(),
-                _ => 0,
+            let (size, looked) = match source {
+                Source::File => (meta.len(), Some(Looked::of(&meta))),
+                _ => (0, None),
             };
             self.plan.total_bytes += size;
             self.plan.files.push(FileJob {
@@ -765,6 +798,7 @@ impl Walk<'_> {
                 relative: rel,
                 size,
                 source,
+                looked,
             });
         }
         Ok(())

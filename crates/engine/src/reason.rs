@@ -42,6 +42,10 @@ pub enum Reason {
         /// Size when done.
         after: u64,
     },
+    /// The input's name led to another file when it was opened than when
+    /// the run was planned (the file was replaced in between).
+    #[error("file replaced after the run looked it up; run again")]
+    Replaced,
     /// A link entry cannot be restored where it is being decrypted.
     #[error("{0}")]
     Link(String),

@@ -345,6 +345,7 @@ impl Worker {
                 relative: path(relative),
                 size: 0,
                 source: Source::File,
+                looked: None,
             };
             let target = match (&self.output_root, task.record.output_len != NO_OUTPUT) {
                 (Some(root), true) => match self.target(root, &path(output)) {
