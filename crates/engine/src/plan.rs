@@ -719,6 +719,8 @@ impl Walk<'_> {
         // Each name is copied out once, not at every comparison.
         entries.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
         let mut metas = entry_metadata(&entries).into_iter();
+        // Room for the folder's files at once, not by doubling.
+        self.plan.files.reserve(entries.len());
         for (name, entry) in entries {
             let meta = metas.next().expect("one metadata result per entry");
             let path = dir.join(&name);
