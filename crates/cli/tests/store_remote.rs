@@ -170,6 +170,27 @@ fn a_tree_round_trips_through_a_store_server() {
 }
 
 #[test]
+fn large_chunks_sent_whole_and_small_ones_gathered_round_trip_through_a_store_server() {
+    // Default chunks (256 KiB to 4 MiB), so that the client sends large
+    // blobs as they are and gathers small ones into blocks, in packs of
+    // 2 MiB, so that an object is committed often.
+    let r = Remote::serve(StoreWs::new(&["--pack-target", "2MiB"]), &[]);
+    let src = r.s.ws.path("mixed");
+    fs::create_dir_all(&src).unwrap();
+    for (i, len) in [5 << 20, 10, 700_000, 0, 3_000, 1 << 20, 300_000, 77]
+        .into_iter()
+        .enumerate()
+    {
+        fs::write(src.join(format!("f{i}")), random_bytes(len, 40 + i as u64)).unwrap();
+    }
+    r.run("put", &[&src]).success();
+    r.run("verify", &[&"--read-data"]).success();
+    let dest = r.s.ws.path("out");
+    r.run("get", &[&"mixed", &dest]).success();
+    assert_same_tree(&src, &dest.join("mixed"));
+}
+
+#[test]
 fn a_wrong_token_or_another_certificate_moves_nothing() {
     let r = Remote::start(&[]);
     let src = r.s.ws.path("src");

@@ -16,6 +16,11 @@ use crate::RemoteLocation;
 /// records).
 const SEND_BLOCK: usize = 1024 * 1024;
 
+/// Blobs of at least this many bytes handed over whole
+/// ([`ObjectWriter::write_owned`]) are sent as they are, not copied into
+/// a block first (smaller ones are gathered into blocks).
+const OWNED_BLOB: usize = 256 * 1024;
+
 /// Filled blocks, sent, kept to be filled again by the next writer (of
 /// this object or the next): a block that went back to the allocator
 /// would be faulted in and zeroed afresh.
@@ -31,8 +36,12 @@ impl BlockPool {
         pooled.unwrap_or_else(|| Vec::with_capacity(SEND_BLOCK))
     }
 
-    /// Keeps `block` unless `most` are kept already.
+    /// Keeps `block` unless `most` are kept already (or it is a blob
+    /// taken whole, of another size).
     fn give(&self, mut block: Vec<u8>, most: usize) {
+        if block.capacity() != SEND_BLOCK {
+            return;
+        }
         block.clear();
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
         if free.len() < most {
@@ -299,13 +308,14 @@ impl Backend for RemoteBackend {
     }
 }
 
-/// How many full blocks a writer may have queued for its sending task
-/// (besides the one it fills): the store's thread goes on cutting and
-/// sealing while the blocks before are encrypted and sent.
+/// How many full blocks (or blobs taken whole, at most a chunk's 4 MiB
+/// and its seal) a writer may have queued for its sending task (besides
+/// the one it fills): the store's thread goes on cutting and sealing
+/// while the blocks before are encrypted and sent.
 const QUEUED_BLOCKS: usize = 2;
 
-/// Blocks kept in the pool per connection: the queued ones, the one
-/// being sent and the one being filled.
+/// Blocks kept in the pool: those of one object being written (queued,
+/// being sent, being filled); a put writes one pack at a time.
 const POOLED_BLOCKS: usize = QUEUED_BLOCKS + 2;
 
 /// What a writer hands its sending task.
@@ -378,10 +388,13 @@ struct RemoteWriter {
 impl RemoteWriter {
     fn new(inner: Arc<Inner>, name: &str, conn: ObjectConnection, req: u32) -> RemoteWriter {
         let (blocks, queue) = tokio::sync::mpsc::channel(QUEUED_BLOCKS);
-        let most = inner.connections * POOLED_BLOCKS;
-        let task = inner
-            .runtime
-            .spawn(send_object(conn, req, queue, inner.blocks.clone(), most));
+        let task = inner.runtime.spawn(send_object(
+            conn,
+            req,
+            queue,
+            inner.blocks.clone(),
+            POOLED_BLOCKS,
+        ));
         let buffer = inner.blocks.take();
         RemoteWriter {
             inner,
@@ -438,12 +451,16 @@ impl RemoteWriter {
     }
 }
 
+fn too_large() -> io::Error {
+    io::Error::other(format!(
+        "an object may have at most {MAX_OBJECT_BYTES} bytes"
+    ))
+}
+
 impl Write for RemoteWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.written() + buf.len() as u64 > MAX_OBJECT_BYTES {
-            return Err(io::Error::other(format!(
-                "an object may have at most {MAX_OBJECT_BYTES} bytes"
-            )));
+            return Err(too_large());
         }
         let room = SEND_BLOCK - self.buffer.len();
         let n = buf.len().min(room);
@@ -462,6 +479,22 @@ impl Write for RemoteWriter {
 impl ObjectWriter for RemoteWriter {
     fn written(&self) -> u64 {
         self.queued + self.buffer.len() as u64
+    }
+
+    fn write_owned(&mut self, bytes: Vec<u8>) -> io::Result<()> {
+        if bytes.len() < OWNED_BLOB {
+            return self.write_all(&bytes);
+        }
+        if self.written() + bytes.len() as u64 > MAX_OBJECT_BYTES {
+            return Err(too_large());
+        }
+        // The bytes before go first, as they are.
+        self.send()?;
+        let len = bytes.len() as u64;
+        self.queue(Send::Bytes(bytes))
+            .map_err(|e| io::Error::other(format!("{}: {e}", self.inner.location)))?;
+        self.queued += len;
+        Ok(())
     }
 
     fn commit(mut self: Box<Self>) -> Result<(), BackendError> {
