@@ -7,7 +7,9 @@
 //! [`ObjectHost`] says (the remote crate's store directory, which checks
 //! names with the store's rules and never follows a link). Everything a
 //! client sends is bounded as for files: one frame read at a time with a
-//! deadline, one object being written per session, a listing sent page by
+//! deadline, `Data` payloads collected into writes of about a MiB only
+//! while the server's shared budget has room for them, one object being
+//! written per session, a listing sent page by
 //! page as the directory walk finds names, reads in `Data` frames of at
 //! most 256 KiB read from disk one at a time.
 
