@@ -170,6 +170,27 @@ fn a_tree_round_trips_through_a_store_server() {
 }
 
 #[test]
+fn large_chunks_sent_whole_and_small_ones_gathered_round_trip_through_a_store_server() {
+    // Default chunks (256 KiB to 4 MiB), so that the client sends large
+    // blobs as they are and gathers small ones into blocks, in packs of
+    // 2 MiB, so that an object is committed often.
+    let r = Remote::serve(StoreWs::new(&["--pack-target", "2MiB"]), &[]);
+    let src = r.s.ws.path("mixed");
+    fs::create_dir_all(&src).unwrap();
+    for (i, len) in [5 << 20, 10, 700_000, 0, 3_000, 1 << 20, 300_000, 77]
+        .into_iter()
+        .enumerate()
+    {
+        fs::write(src.join(format!("f{i}")), random_bytes(len, 40 + i as u64)).unwrap();
+    }
+    r.run("put", &[&src]).success();
+    r.run("verify", &[&"--read-data"]).success();
+    let dest = r.s.ws.path("out");
+    r.run("get", &[&"mixed", &dest]).success();
+    assert_same_tree(&src, &dest.join("mixed"));
+}
+
+#[test]
 fn a_wrong_token_or_another_certificate_moves_nothing() {
     let r = Remote::start(&[]);
     let src = r.s.ws.path("src");
@@ -379,6 +400,73 @@ fn a_raw_client_gets_refusals_for_bad_requests_and_nothing_outside_the_store() {
     out.failure();
     out.stderr_has("store --store cst://");
     assert!(!r.s.dir().join("plain.txt").exists());
+}
+
+/// The bytes of test object number `n`: `len` of them, none alike nearby.
+fn object_bytes(n: u32, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).wrapping_add(n) as u8 ^ (i >> 13) as u8)
+        .collect()
+}
+
+#[test]
+fn an_object_in_many_frames_and_pauses_is_stored_whole_and_only_at_its_commit() {
+    // The server collects an object's frames into writes of about a MiB
+    // and writes what it holds when the client pauses: whatever the
+    // cut, the object on disk is every byte in order, and nothing is
+    // visible before the commit; a commit with the wrong size keeps nothing.
+    let r = Remote::start(&[]);
+    let token = Token::read(&r.served.token).unwrap();
+    let mut raw = RawClient::authenticated(&r.served, &token);
+    let data = object_bytes(1, 3 * 1024 * 1024 + 12_345);
+    raw.write(&Frame::ObjCreate {
+        req: 1,
+        name: "packs/aa/many-frames",
+    });
+    let mut at = 0;
+    for (i, piece) in data.chunks(100_000).enumerate() {
+        raw.write(&Frame::Data {
+            file_id: 1,
+            offset: at,
+            bytes: piece,
+        });
+        at += piece.len() as u64;
+        if i % 9 == 4 {
+            // A pause: what the server collected so far is written.
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            assert!(!r.s.dir().join("packs/aa/many-frames").exists());
+        }
+    }
+    raw.write(&Frame::ObjCommit { req: 1, size: at });
+    assert!(
+        matches!(raw.read(), Some(Frame::ObjDone { req: 1 })),
+        "committed"
+    );
+    assert!(fs::read(r.s.dir().join("packs/aa/many-frames")).unwrap() == data);
+    // Frames that stop short of the size announced at the commit.
+    let short = object_bytes(2, 1024 * 1024 + 7);
+    raw.write(&Frame::ObjCreate {
+        req: 2,
+        name: "packs/aa/short",
+    });
+    for (i, piece) in short.chunks(256 * 1024).enumerate() {
+        raw.write(&Frame::Data {
+            file_id: 2,
+            offset: (i * 256 * 1024) as u64,
+            bytes: piece,
+        });
+    }
+    raw.write(&Frame::ObjCommit {
+        req: 2,
+        size: short.len() as u64 + 1,
+    });
+    match raw.read() {
+        Some(Frame::Error { code, file_id, .. }) => {
+            assert_eq!((code, file_id), (ErrorCode::Incomplete, 2))
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(!r.s.dir().join("packs/aa/short").exists());
 }
 
 #[test]

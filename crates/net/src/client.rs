@@ -52,7 +52,7 @@ const READ_BLOCK: usize = 1024 * 1024;
 /// (rustls' default is 64 KiB): a read block and its frame headers fit,
 /// so a block leaves in one `writev` of whole records, not in pieces of
 /// 64 KiB.
-const SEND_BUFFER: usize = READ_BLOCK + 64 * 1024;
+pub(crate) const SEND_BUFFER: usize = READ_BLOCK + 64 * 1024;
 /// Times a job is tried again on a new connection after one broke.
 const JOB_RETRIES: u32 = 2;
 /// Times a connection the server closed before authentication (its pool
@@ -821,8 +821,8 @@ impl Session {
 
 /// Writes all of `slices`, as few vectored writes as the TLS session's
 /// send buffer ([`SEND_BUFFER`]) allows.
-async fn write_all_vectored(
-    tls: &mut Tls,
+pub(crate) async fn write_all_vectored<W: tokio::io::AsyncWrite + Unpin>(
+    tls: &mut W,
     mut slices: &mut [io::IoSlice<'_>],
 ) -> Result<(), WireError> {
     while !slices.is_empty() {

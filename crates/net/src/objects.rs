@@ -7,7 +7,9 @@
 //! [`ObjectHost`] says (the remote crate's store directory, which checks
 //! names with the store's rules and never follows a link). Everything a
 //! client sends is bounded as for files: one frame read at a time with a
-//! deadline, one object being written per session, a listing sent page by
+//! deadline, `Data` payloads collected into writes of about a MiB only
+//! while the server's shared budget has room for them, one object being
+//! written per session, a listing sent page by
 //! page as the directory walk finds names, reads in `Data` frames of at
 //! most 256 KiB read from disk one at a time.
 
@@ -16,7 +18,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::frame::{
     EntryTime, ErrorCode, FileMeta, Frame, MAX_DATA_PAYLOAD, MAX_NAMES_PAYLOAD, MAX_NAME_LEN,
@@ -24,7 +26,7 @@ use crate::frame::{
 use crate::name::RelName;
 use crate::receive::{Destination, Incoming, ReceiveError};
 use crate::server::{SessionError, Tls};
-use crate::wire::{read_frame, WireError};
+use crate::wire::{FrameReader, PayloadPool, WireError};
 
 /// The most bytes one object may have (a store's packs are at most 1 GiB
 /// plus their index; anything larger is refused as it arrives).
@@ -58,6 +60,13 @@ pub trait HostedWriter: Send {
     /// # Errors
     /// A storage failure.
     fn write(&mut self, bytes: &[u8]) -> Result<(), HostError>;
+    /// Appends `parts`, in order (a host may write them in one call).
+    ///
+    /// # Errors
+    /// A storage failure.
+    fn write_parts(&mut self, parts: &[&[u8]]) -> Result<(), HostError> {
+        parts.iter().try_for_each(|part| self.write(part))
+    }
     /// Makes the object durable and visible.
     ///
     /// # Errors
@@ -117,6 +126,16 @@ pub(crate) struct ObjectCounts {
 /// its outcome.
 type BlockWrite = tokio::task::JoinHandle<(Box<dyn HostedWriter>, Result<(), HostError>)>;
 
+/// Bytes of `Data` payloads a session collects before it hands them to a
+/// blocking thread in one write: one hand-off (a thread woken, the task
+/// woken back) per MiB, not per frame, as for the files of a send.
+const BATCH_BYTES: usize = 1024 * 1024;
+
+/// How long a session that collected payloads waits for the next frame
+/// before it writes them: a client that pauses does not keep its bytes
+/// (and their room in the shared budget) unwritten.
+const BATCH_WAIT: Duration = Duration::from_millis(5);
+
 /// The object being written on a session: its request, and its writer or
 /// why it could not be made (answered at its commit).
 struct Writing {
@@ -126,6 +145,11 @@ struct Writing {
     /// next one; its writer is back in `writer` once [`Writing::settle`]d.
     in_flight: Option<BlockWrite>,
     written: u64,
+    /// Whole `Data` payloads (prefix included) received and not yet
+    /// handed to the writer, and their room in the shared budget.
+    batch: Vec<Vec<u8>>,
+    batch_bytes: usize,
+    permits: Vec<OwnedSemaphorePermit>,
 }
 
 impl Writing {
@@ -137,6 +161,42 @@ impl Writing {
             })?;
             self.writer = result.map(|()| writer);
         }
+        Ok(())
+    }
+
+    /// Hands the collected payloads to a blocking thread, once the block
+    /// before them is written, and returns while they are written. After
+    /// a failed write nothing more is written (the commit answers it).
+    async fn hand_off(&mut self, pool: &Arc<PayloadPool>) -> Result<(), SessionError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.settle().await?;
+        let payloads = std::mem::take(&mut self.batch);
+        let permits = std::mem::take(&mut self.permits);
+        self.batch_bytes = 0;
+        if self.writer.is_err() {
+            payloads.into_iter().for_each(|payload| pool.give(payload));
+            return Ok(());
+        }
+        let mut writer = std::mem::replace(
+            &mut self.writer,
+            Err(HostError::new(ErrorCode::Storage, "writer in use")),
+        )
+        .expect("checked above");
+        let pool = pool.clone();
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            let parts: Vec<&[u8]> = payloads
+                .iter()
+                .map(|payload| &payload[crate::frame::DATA_PREFIX_LEN..])
+                .collect();
+            let result = writer.write_parts(&parts);
+            drop(parts);
+            payloads.into_iter().for_each(|payload| pool.give(payload));
+            // The room in the budget goes with the permits.
+            drop(permits);
+            (writer, result)
+        }));
         Ok(())
     }
 }
@@ -161,25 +221,43 @@ async fn blocking<T: Send + 'static>(
 
 /// Serves object requests on an authenticated session until `Bye`, a clean
 /// close, or an error that ends the session.
+///
+/// `Data` payloads are read into buffers of `pool` and collected up to
+/// [`BATCH_BYTES`] while the shared `budget` has room for them (then the
+/// session reads on while they are written); a payload the budget has no
+/// room for is written before the next frame is read.
 pub(crate) async fn serve(
     tls: &mut Tls,
     host: Arc<dyn ObjectHost>,
     idle: Duration,
     hard_stop: &mut watch::Receiver<bool>,
     counts: &mut ObjectCounts,
+    budget: &Arc<Semaphore>,
+    pool: &Arc<PayloadPool>,
 ) -> Result<(), SessionError> {
     let mut writing: Option<Writing> = None;
+    let mut frames = FrameReader::default();
     loop {
-        let raw = tokio::select! {
-            frame = read_frame(tls, idle) => frame,
+        let collected = writing.as_ref().is_some_and(|w| !w.batch.is_empty());
+        let wait = if collected { BATCH_WAIT } else { idle };
+        // Cancel safe: a frame read in part is read on at the next turn.
+        let next = tokio::select! {
+            frame = tokio::time::timeout(wait, frames.next(tls, budget, pool)) => frame,
             _ = hard_stop.changed() => {
                 return Err(SessionError::new(ErrorCode::ShuttingDown, "the server is stopping; try again"));
             }
         };
-        let raw = match raw {
-            Ok(raw) => raw,
-            Err(WireError::Closed) => return Ok(()),
-            Err(e) => return Err(e.into()),
+        let (raw, permit) = match next {
+            Ok(Ok(frame)) => frame,
+            Ok(Err(WireError::Closed)) => return Ok(()),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) if collected => {
+                if let Some(current) = writing.as_mut() {
+                    current.hand_off(pool).await?;
+                }
+                continue;
+            }
+            Err(_) => return Err(WireError::Timeout(idle).into()),
         };
         let frame = raw.parse().map_err(WireError::from)?;
         if !matches!(
@@ -205,6 +283,9 @@ pub(crate) async fn serve(
                     writer,
                     in_flight: None,
                     written: 0,
+                    batch: Vec::new(),
+                    batch_bytes: 0,
+                    permits: Vec::new(),
                 });
             }
             Frame::Data {
@@ -236,20 +317,23 @@ pub(crate) async fn serve(
                 }
                 current.written += len;
                 counts.received += len;
-                // One block is written while the next is read: the
+                // One batch is written while the next is read: the
                 // storage and the decryption overlap.
-                current.settle().await?;
-                if current.writer.is_ok() {
-                    let mut writer = std::mem::replace(
-                        &mut current.writer,
-                        Err(HostError::new(ErrorCode::Storage, "writer in use")),
-                    )
-                    .expect("checked above");
-                    let payload = raw.payload;
-                    current.in_flight = Some(tokio::task::spawn_blocking(move || {
-                        let result = writer.write(&payload[crate::frame::DATA_PREFIX_LEN..]);
-                        (writer, result)
-                    }));
+                current.batch_bytes += raw.payload.len();
+                current.batch.push(raw.payload);
+                match permit {
+                    Some(permit) => {
+                        current.permits.push(permit);
+                        if current.batch_bytes >= BATCH_BYTES {
+                            current.hand_off(pool).await?;
+                        }
+                    }
+                    // No room in the shared budget: written before the
+                    // next frame is read.
+                    None => {
+                        current.hand_off(pool).await?;
+                        current.settle().await?;
+                    }
                 }
             }
             Frame::ObjCommit { req, size } => {
@@ -260,6 +344,7 @@ pub(crate) async fn serve(
                         format!("request {req} is not an object being written"),
                     ));
                 };
+                current.hand_off(pool).await?;
                 current.settle().await?;
                 let answer = match current.writer {
                     Err(e) => Err(e),

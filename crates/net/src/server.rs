@@ -584,9 +584,16 @@ impl Session {
         write_frame(tls, &Frame::AuthOk).await?;
         if let Some(host) = self.shared.objects.clone() {
             let mut counts = crate::objects::ObjectCounts::default();
-            let outcome =
-                crate::objects::serve(tls, host, self.shared.idle, &mut hard_stop, &mut counts)
-                    .await;
+            let outcome = crate::objects::serve(
+                tls,
+                host,
+                self.shared.idle,
+                &mut hard_stop,
+                &mut counts,
+                &self.shared.buffers,
+                &self.shared.payloads,
+            )
+            .await;
             self.committed = counts.created;
             self.received = counts.received;
             self.requests = counts.requests;

@@ -11,8 +11,44 @@ use cryptstream_store::{Backend, BackendError, ObjectMeta, ObjectWriter};
 
 use crate::RemoteLocation;
 
-/// Bytes a writer gathers before it sends them (one `Data` frame).
-const SEND_BLOCK: usize = 256 * 1024;
+/// Bytes a writer gathers before it hands them to its sending task: four
+/// `Data` frames, sent in one vectored write (one `writev` of whole TLS
+/// records).
+const SEND_BLOCK: usize = 1024 * 1024;
+
+/// Blobs of at least this many bytes handed over whole
+/// ([`ObjectWriter::write_owned`]) are sent as they are, not copied into
+/// a block first (smaller ones are gathered into blocks).
+const OWNED_BLOB: usize = 256 * 1024;
+
+/// Filled blocks, sent, kept to be filled again by the next writer (of
+/// this object or the next): a block that went back to the allocator
+/// would be faulted in and zeroed afresh.
+#[derive(Default)]
+struct BlockPool {
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+impl BlockPool {
+    /// An empty block with room for [`SEND_BLOCK`] bytes.
+    fn take(&self) -> Vec<u8> {
+        let pooled = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        pooled.unwrap_or_else(|| Vec::with_capacity(SEND_BLOCK))
+    }
+
+    /// Keeps `block` unless `most` are kept already (or it is a blob
+    /// taken whole, of another size).
+    fn give(&self, mut block: Vec<u8>, most: usize) {
+        if block.capacity() != SEND_BLOCK {
+            return;
+        }
+        block.clear();
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if free.len() < most {
+            free.push(block);
+        }
+    }
+}
 
 /// What the backend and its writers share.
 struct Inner {
@@ -22,6 +58,8 @@ struct Inner {
     /// Idle authenticated connections.
     idle: Mutex<Vec<ObjectConnection>>,
     connections: usize,
+    /// Blocks of writers, shared with their sending tasks.
+    blocks: Arc<BlockPool>,
 }
 
 /// A store's objects on a `serve --store` server. Each request in flight
@@ -55,6 +93,7 @@ impl RemoteBackend {
                 location,
                 idle: Mutex::new(Vec::new()),
                 connections: connections.max(1),
+                blocks: Arc::new(BlockPool::default()),
             }),
         })
     }
@@ -269,10 +308,15 @@ impl Backend for RemoteBackend {
     }
 }
 
-/// How many full blocks a writer may have queued for its sending task
-/// (besides the one it fills): the store's thread goes on cutting and
-/// sealing while the blocks before are encrypted and sent.
-const QUEUED_BLOCKS: usize = 4;
+/// How many full blocks (or blobs taken whole, at most a chunk's 4 MiB
+/// and its seal) a writer may have queued for its sending task (besides
+/// the one it fills): the store's thread goes on cutting and sealing
+/// while the blocks before are encrypted and sent.
+const QUEUED_BLOCKS: usize = 2;
+
+/// Blocks kept in the pool: those of one object being written (queued,
+/// being sent, being filled); a put writes one pack at a time.
+const POOLED_BLOCKS: usize = QUEUED_BLOCKS + 2;
 
 /// What a writer hands its sending task.
 enum Send {
@@ -293,7 +337,8 @@ async fn send_object(
     mut conn: ObjectConnection,
     req: u32,
     mut blocks: tokio::sync::mpsc::Receiver<Send>,
-    spare: std::sync::mpsc::Sender<Vec<u8>>,
+    pool: Arc<BlockPool>,
+    most: usize,
 ) -> Sent {
     let mut sent = 0u64;
     while let Some(message) = blocks.recv().await {
@@ -303,9 +348,9 @@ async fn send_object(
                     return (None, Err(e));
                 }
                 sent += block.len() as u64;
-                // Back to the writer for its next block (none is made
-                // and faulted in afresh per block).
-                let _ = spare.send(block);
+                // Back to the pool for the next block to fill (none is
+                // made and faulted in afresh per block).
+                pool.give(block, most);
             }
             Send::Commit(size) => {
                 let result = conn.commit(req, size).await;
@@ -334,8 +379,6 @@ struct RemoteWriter {
     name: String,
     /// The sending task's queue; `None` once the commit went.
     blocks: Option<tokio::sync::mpsc::Sender<Send>>,
-    /// Blocks the task has sent, to fill again.
-    spare: std::sync::mpsc::Receiver<Vec<u8>>,
     task: Option<tokio::task::JoinHandle<Sent>>,
     buffer: Vec<u8>,
     /// Bytes handed to the task.
@@ -345,17 +388,20 @@ struct RemoteWriter {
 impl RemoteWriter {
     fn new(inner: Arc<Inner>, name: &str, conn: ObjectConnection, req: u32) -> RemoteWriter {
         let (blocks, queue) = tokio::sync::mpsc::channel(QUEUED_BLOCKS);
-        let (give_back, spare) = std::sync::mpsc::channel();
-        let task = inner
-            .runtime
-            .spawn(send_object(conn, req, queue, give_back));
+        let task = inner.runtime.spawn(send_object(
+            conn,
+            req,
+            queue,
+            inner.blocks.clone(),
+            POOLED_BLOCKS,
+        ));
+        let buffer = inner.blocks.take();
         RemoteWriter {
             inner,
             name: name.to_owned(),
             blocks: Some(blocks),
-            spare,
             task: Some(task),
-            buffer: Vec::with_capacity(SEND_BLOCK),
+            buffer,
             queued: 0,
         }
     }
@@ -395,13 +441,7 @@ impl RemoteWriter {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        let next = match self.spare.try_recv() {
-            Ok(mut sent) => {
-                sent.clear();
-                sent
-            }
-            Err(_) => Vec::with_capacity(SEND_BLOCK),
-        };
+        let next = self.inner.blocks.take();
         let block = std::mem::replace(&mut self.buffer, next);
         let len = block.len() as u64;
         self.queue(Send::Bytes(block))
@@ -411,12 +451,16 @@ impl RemoteWriter {
     }
 }
 
+fn too_large() -> io::Error {
+    io::Error::other(format!(
+        "an object may have at most {MAX_OBJECT_BYTES} bytes"
+    ))
+}
+
 impl Write for RemoteWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.written() + buf.len() as u64 > MAX_OBJECT_BYTES {
-            return Err(io::Error::other(format!(
-                "an object may have at most {MAX_OBJECT_BYTES} bytes"
-            )));
+            return Err(too_large());
         }
         let room = SEND_BLOCK - self.buffer.len();
         let n = buf.len().min(room);
@@ -435,6 +479,22 @@ impl Write for RemoteWriter {
 impl ObjectWriter for RemoteWriter {
     fn written(&self) -> u64 {
         self.queued + self.buffer.len() as u64
+    }
+
+    fn write_owned(&mut self, bytes: Vec<u8>) -> io::Result<()> {
+        if bytes.len() < OWNED_BLOB {
+            return self.write_all(&bytes);
+        }
+        if self.written() + bytes.len() as u64 > MAX_OBJECT_BYTES {
+            return Err(too_large());
+        }
+        // The bytes before go first, as they are.
+        self.send()?;
+        let len = bytes.len() as u64;
+        self.queue(Send::Bytes(bytes))
+            .map_err(|e| io::Error::other(format!("{}: {e}", self.inner.location)))?;
+        self.queued += len;
+        Ok(())
     }
 
     fn commit(mut self: Box<Self>) -> Result<(), BackendError> {

@@ -77,6 +77,14 @@ pub struct ObjectMeta {
 pub trait ObjectWriter: Write + Send {
     /// Bytes written so far.
     fn written(&self) -> u64;
+    /// Appends `bytes`, which the writer may keep: a backend that sends
+    /// them from another thread takes them as they are, without a copy.
+    ///
+    /// # Errors
+    /// As `write_all`.
+    fn write_owned(&mut self, bytes: Vec<u8>) -> std::io::Result<()> {
+        self.write_all(&bytes)
+    }
     /// Makes the object durable and visible under its name.
     ///
     /// # Errors

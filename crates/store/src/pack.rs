@@ -135,15 +135,48 @@ impl PackWriter {
     ) -> Result<PackEntry, StoreError> {
         let offset = self.len();
         self.writer.write_all(blob).map_err(|e| io(&self.name, e))?;
+        Ok(self.record(id, offset, blob.len(), raw_len, compression))
+    }
+
+    /// As [`PackWriter::add`], handing the blob to the object writer,
+    /// which may keep it rather than copy it
+    /// ([`ObjectWriter::write_owned`]).
+    ///
+    /// # Errors
+    /// Write failures.
+    pub fn add_owned(
+        &mut self,
+        id: [u8; 32],
+        raw_len: u32,
+        compression: u8,
+        blob: Vec<u8>,
+    ) -> Result<PackEntry, StoreError> {
+        let offset = self.len();
+        let len = blob.len();
+        self.writer
+            .write_owned(blob)
+            .map_err(|e| io(&self.name, e))?;
+        Ok(self.record(id, offset, len, raw_len, compression))
+    }
+
+    /// Records the entry of a blob of `len` bytes written at `offset`.
+    fn record(
+        &mut self,
+        id: [u8; 32],
+        offset: u64,
+        len: usize,
+        raw_len: u32,
+        compression: u8,
+    ) -> PackEntry {
         let entry = PackEntry {
             id,
             offset,
-            stored_len: u32::try_from(blob.len()).expect("a blob is below 4 GiB"),
+            stored_len: u32::try_from(len).expect("a blob is below 4 GiB"),
             raw_len,
             compression,
         };
         self.entries.push(entry);
-        Ok(entry)
+        entry
     }
 
     /// Writes the index and makes the pack durable. Returns its name, size

@@ -292,9 +292,9 @@ impl Consumer<'_> {
                         self.pack = Some(PackWriter::create(self.backend)?);
                     }
                     let pack = self.pack.as_mut().expect("created above");
-                    pack.add(sealed.id, sealed.raw_len, sealed.compression, &sealed.blob)?;
-                    self.open_ids.insert(sealed.id);
                     cur.file.stored += sealed.blob.len() as u64;
+                    pack.add_owned(sealed.id, sealed.raw_len, sealed.compression, sealed.blob)?;
+                    self.open_ids.insert(sealed.id);
                 }
                 let refs = cur.file.refs.len();
                 self.progress.advance(u64::from(sealed.raw_len));
