@@ -109,8 +109,6 @@ enum Item {
     },
     /// An entry that failed before it had a record (reported as is).
     Failed(PutReport),
-    /// A failure of the store itself: the put stops.
-    Abort(StoreError),
     /// The items of one batch of the walk, in order.
     Batch(Vec<Item>),
 }
@@ -125,11 +123,16 @@ struct Current {
     mac: FileMac,
     bytes: u64,
     error: Option<String>,
+    /// Its whole chunk list (`file.refs` holds only what the registry
+    /// does not have yet): the manifest is written from it.
+    chunks: Vec<([u8; 32], u32)>,
 }
 
 /// A file whose chunks are all recorded, waiting for the pack commit.
 struct ReadDone {
     file: PendingFile,
+    /// Its chunk list, in order.
+    chunks: Vec<([u8; 32], u32)>,
 }
 
 /// The caller-thread side of a put.
@@ -165,6 +168,8 @@ struct Consumer<'a> {
     inodes_seen: HashSet<Inode>,
     /// Where each such inode was stored: name, uid, mac.
     links: HashMap<Inode, (String, u64, [u8; 32])>,
+    /// The uids of this put's new records, in walk order.
+    uids: UidSequence,
 }
 
 impl Consumer<'_> {
@@ -216,7 +221,6 @@ impl Consumer<'_> {
                 }
             }
             Item::Failed(report) => (self.report)(&report),
-            Item::Abort(e) => return Err(e),
             Item::Unchanged(row, inode) => {
                 let r = &row.record;
                 if let Some(inode) = inode {
@@ -274,6 +278,7 @@ impl Consumer<'_> {
                     mac,
                     bytes: 0,
                     error: None,
+                    chunks: Vec::new(),
                 });
             }
             Item::Chunk(Err(e)) => {
@@ -287,6 +292,7 @@ impl Consumer<'_> {
                 cur.mac.add_chunk(&sealed.id, sealed.raw_len);
                 cur.bytes += u64::from(sealed.raw_len);
                 cur.file.refs.push((sealed.id, sealed.raw_len));
+                cur.chunks.push((sealed.id, sealed.raw_len));
                 if !known {
                     if self.pack.is_none() {
                         self.pack = Some(PackWriter::create(self.backend)?);
@@ -339,7 +345,10 @@ impl Consumer<'_> {
                     mac: r.mac,
                     hard_link: None,
                 });
-                self.read_done.push(ReadDone { file });
+                self.read_done.push(ReadDone {
+                    file,
+                    chunks: cur.chunks,
+                });
                 if self.read_done.len() >= READ_DONE_FLUSH {
                     self.flush(true)?;
                 }
@@ -414,39 +423,31 @@ impl Consumer<'_> {
     /// Manifest, then registry: the files in `read_done`, whose rows name
     /// manifest `name` already, become complete.
     fn complete_waiting(&mut self, name: String) -> Result<(), StoreError> {
-        let rows: Vec<i64> = self
-            .read_done
-            .iter()
-            .map(|d| d.file.row.expect("committed before completion"))
-            .collect();
         crate::hooks::before_manifest();
-        let registry = &*self.registry;
         let read_done = &self.read_done;
-        // The chunk lists come from one read transaction (SQLite's read
-        // lock once, not once per file).
-        registry.reading(|| {
-            manifest::write_manifest(
-                self.backend,
-                self.keys,
-                &name,
-                read_done.len() as u64,
-                |writer| {
-                    for d in read_done {
-                        let io = |e: std::io::Error| StoreError::Io {
-                            path: PathBuf::from(&name),
-                            source: e,
-                        };
-                        writer.record(&d.file.record).map_err(io)?;
-                        registry.for_each_chunk(d.file.row.expect("committed"), |id, len| {
-                            writer.chunk(&id, len).map_err(io)
-                        })?;
+        // The chunk lists are the ones the put kept (the same the registry
+        // now holds), not read back from it.
+        manifest::write_manifest(
+            self.backend,
+            self.keys,
+            &name,
+            read_done.len() as u64,
+            |writer| {
+                for d in read_done {
+                    let io = |e: std::io::Error| StoreError::Io {
+                        path: PathBuf::from(&name),
+                        source: e,
+                    };
+                    writer.record(&d.file.record).map_err(io)?;
+                    for (id, len) in &d.chunks {
+                        writer.chunk(id, *len).map_err(io)?;
                     }
-                    Ok(())
-                },
-            )
-        })?;
+                }
+                Ok(())
+            },
+        )?;
         crate::hooks::before_complete();
-        self.registry.complete(&rows)?;
+        self.registry.complete_manifest(self.lease, &name)?;
         for entry in std::mem::take(&mut self.snapshot_queue) {
             self.snapshot.add(&entry)?;
         }
@@ -550,13 +551,32 @@ fn source_stat(path: &Path, meta: &Metadata) -> SourceStat {
     }
 }
 
-fn random_uid() -> Result<u64, StoreError> {
-    loop {
+/// The uids a put gives its new records: a random start, then one more
+/// per record, in walk order (never 0). A uid only has to be unique in the
+/// store; consecutive ones make the uid fields of a manifest and of the
+/// snapshot compress to almost nothing where random ones cost 8 bytes a
+/// record in each, and two puts' ranges meet no more often than random
+/// uids would (DECISIONS 470).
+struct UidSequence {
+    next: u64,
+}
+
+impl UidSequence {
+    fn new() -> Result<UidSequence, StoreError> {
         let mut bytes = [0u8; 8];
         cryptstream_format::fill_random(&mut bytes)?;
-        let uid = u64::from_le_bytes(bytes);
-        if uid != 0 {
-            return Ok(uid);
+        Ok(UidSequence {
+            next: u64::from_le_bytes(bytes),
+        })
+    }
+
+    fn next(&mut self) -> u64 {
+        loop {
+            let uid = self.next;
+            self.next = self.next.wrapping_add(1);
+            if uid != 0 {
+                return uid;
+            }
         }
     }
 }
@@ -743,6 +763,7 @@ impl Store {
             window_open: true,
             inodes_seen: HashSet::new(),
             links: HashMap::new(),
+            uids: UidSequence::new()?,
         });
         let cancel = &opts.cancel;
         let budget = opts
@@ -904,6 +925,8 @@ enum Job {
         name: String,
         size: u64,
         inode: Option<Inode>,
+        /// Its record's uid (given in walk order, here).
+        uid: u64,
     },
 }
 
@@ -972,7 +995,17 @@ impl Batch {
                         name,
                         size,
                         inode,
-                    } => small_file(sealer, &cancel, &path, name, size, inode, &mut items),
+                        uid,
+                    } => {
+                        let file = SmallFile {
+                            path: &path,
+                            name,
+                            size,
+                            inode,
+                            uid,
+                        };
+                        small_file(sealer, &cancel, file, &mut items);
+                    }
                 }
             }
             Item::Batch(items)
@@ -980,18 +1013,26 @@ impl Batch {
     }
 }
 
-/// Opens, reads, chunks and seals one small file (on a worker): its
-/// Begin, chunks and End, or a failure.
-fn small_file(
-    sealer: Sealer<'_>,
-    cancel: &Cancel,
-    path: &Path,
+/// A small file a worker stores: what the walk knew of it.
+struct SmallFile<'a> {
+    path: &'a Path,
     name: String,
     size: u64,
     inode: Option<Inode>,
-    items: &mut Vec<Item>,
-) {
+    uid: u64,
+}
+
+/// Opens, reads, chunks and seals one small file (on a worker): its
+/// Begin, chunks and End, or a failure.
+fn small_file(sealer: Sealer<'_>, cancel: &Cancel, file: SmallFile<'_>, items: &mut Vec<Item>) {
     use std::io::Read;
+    let SmallFile {
+        path,
+        name,
+        size,
+        inode,
+        uid,
+    } = file;
     let opened = File::open(path).and_then(|f| f.metadata().map(|m| (f, m)));
     let (file, stat) = match opened {
         Ok(opened) => opened,
@@ -1008,13 +1049,7 @@ fn small_file(
         }
     };
     let source = source_stat(path, &stat);
-    let pending = match pending_file(name, Kind::File, &stat, Vec::new(), source) {
-        Ok(pending) => pending,
-        Err(e) => {
-            items.push(Item::Abort(e));
-            return;
-        }
-    };
+    let pending = pending_file(uid, name, Kind::File, &stat, Vec::new(), source);
     items.push(Item::Begin(pending, inode));
     // At most one byte more than the walk's stat said (what the batch
     // accounts for, whatever the file has grown to since): a file that
@@ -1054,15 +1089,15 @@ fn cut(sealer: Sealer<'_>, data: &[u8]) -> Vec<(usize, usize)> {
 }
 
 /// A new pending file: its record, from `stat` (`link`: a symlink's
-/// target), under a fresh uid.
+/// target), under the fresh `uid`.
 fn pending_file(
+    uid: u64,
     name: String,
     kind: Kind,
     stat: &Metadata,
     link: Vec<u8>,
     source: SourceStat,
-) -> Result<Box<PendingFile>, StoreError> {
-    let uid = random_uid()?;
+) -> Box<PendingFile> {
     let size = match kind {
         Kind::File => stat.len(),
         Kind::Symlink | Kind::Dir => 0,
@@ -1079,14 +1114,14 @@ fn pending_file(
         chunks: 0,
         mac: [0; 32],
     };
-    Ok(Box::new(PendingFile {
+    Box::new(PendingFile {
         record,
         source: Some(source),
         row: None,
         next_seq: 0,
         refs: Vec::new(),
         stored: 0,
-    }))
+    })
 }
 
 /// Sends one entry through the pipeline: Begin, its chunks, End (a small
@@ -1183,6 +1218,7 @@ fn submit_entry<'env, C: FnMut(Item)>(
             name: entry.name,
             size: meta.len(),
             inode,
+            uid: consumer.borrow_mut().uids.next(),
         };
         batch.small(ordered, sealer, cancel, job, cost);
         return;
@@ -1216,13 +1252,8 @@ fn submit_entry<'env, C: FnMut(Item)>(
         Kind::Dir => (None, Vec::new()),
     };
     let stat = file.as_ref().map_or(meta, |(_, m)| m);
-    let pending = match pending_file(entry.name.clone(), kind, stat, link, source) {
-        Ok(pending) => pending,
-        Err(e) => {
-            consumer.borrow_mut().failed.get_or_insert(e);
-            return;
-        }
-    };
+    let uid = consumer.borrow_mut().uids.next();
+    let pending = pending_file(uid, entry.name.clone(), kind, stat, link, source);
     let Some((mut file, stat)) = file else {
         // A directory or symlink: nothing to read.
         batch.ready(ordered, sealer, cancel, Item::Begin(pending, inode));

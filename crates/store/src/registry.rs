@@ -315,6 +315,10 @@ mod per_entry {
          WHERE id = ?6";
     /// A file becomes complete (put and gc, per entry).
     pub const COMPLETE: &str = "UPDATE files SET status = 'complete', writer = NULL WHERE id = ?1";
+    /// The files a put's manifest records become complete (put, per
+    /// manifest).
+    pub const COMPLETE_MANIFEST: &str = "UPDATE files SET status = 'complete', writer = NULL
+         WHERE manifest = ?1 AND writer = ?2 AND status = 'pending'";
     /// A file's chunk list (get, put, verify, per entry).
     pub const CHUNK_LIST: &str = "SELECT chunk, len FROM file_chunks WHERE file = ?1 ORDER BY seq";
     /// A file's chunk list with where each chunk is (get, per entry).
@@ -444,6 +448,7 @@ const PER_ENTRY: &[&str] = &[
     INSERT_REF,
     SET_MANIFEST,
     COMPLETE,
+    COMPLETE_MANIFEST,
     CHUNK_LIST,
     CHUNK_PLAN,
     LOCATION,
@@ -903,7 +908,11 @@ impl Registry {
                     .execute(params![name, size as i64, created])?;
                 let pack_row = tx.last_insert_rowid();
                 let mut stmt = tx.prepare_cached(INSERT_CHUNK)?;
-                for e in entries {
+                // In id order: each insert lands next to the one before
+                // in the chunks table's b-tree, not on a random page.
+                let mut sorted: Vec<&PackEntry> = entries.iter().collect();
+                sorted.sort_unstable_by_key(|e| e.id);
+                for e in sorted {
                     stmt.execute(params![
                         &e.id[..],
                         pack_row,
@@ -1048,15 +1057,16 @@ impl Registry {
         Ok(false)
     }
 
-    /// Marks files complete: their data and manifest are durable.
+    /// Marks the pending files of put `lease` that manifest `name` records
+    /// complete: their data and that manifest are durable. One statement
+    /// (through the `manifest` index), not one per file.
     ///
     /// # Errors
     /// Registry failures.
-    pub fn complete(&mut self, rows: &[i64]) -> Result<(), StoreError> {
+    pub fn complete_manifest(&mut self, lease: WriterLease, name: &str) -> Result<(), StoreError> {
         self.write(|tx| {
-            for row in rows {
-                tx.prepare_cached(COMPLETE)?.execute([row])?;
-            }
+            tx.prepare_cached(COMPLETE_MANIFEST)?
+                .execute(params![name, lease.id])?;
             Ok(())
         })
     }
