@@ -507,7 +507,7 @@ fn run_command(
     match &args.command {
         StoreCommand::Init(_) => unreachable!("handled above"),
         StoreCommand::Put(put) => {
-            let pool = Pool::new(workers);
+            let pool = Pool::with_queue(workers, cryptstream_store::PUT_QUEUED_TASKS_PER_WORKER);
             let bar = Bar::new("put", args.quiet);
             let code = run_put(
                 &mut opened,

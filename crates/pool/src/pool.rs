@@ -60,9 +60,21 @@ impl Pool {
     /// # Panics
     /// When the operating system refuses to start a thread.
     pub fn new(workers: usize) -> Pool {
+        Pool::with_queue(workers, QUEUED_TASKS_PER_WORKER)
+    }
+
+    /// [`Pool::new`] with a queue of `per_worker * workers` tasks not yet
+    /// started (at least one per worker), for a caller whose tasks cost
+    /// little memory until they run and who must keep the workers busy
+    /// while it is away doing something else (the put of a tree of small
+    /// files, whose walking thread commits to the registry now and then).
+    ///
+    /// # Panics
+    /// As [`Pool::new`].
+    pub fn with_queue(workers: usize, per_worker: usize) -> Pool {
         let workers = workers.max(1);
         let id = NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed);
-        let (queue, jobs) = bounded::<Job>(QUEUED_TASKS_PER_WORKER * workers);
+        let (queue, jobs) = bounded::<Job>(per_worker.max(1) * workers);
         let threads = (0..workers)
             .map(|index| {
                 let jobs = jobs.clone();

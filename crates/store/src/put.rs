@@ -507,6 +507,10 @@ fn seal_chunk(keys: &StoreKeys, level: i32, data: &[u8]) -> Result<Sealed, Strin
         }
     };
     blob.truncate(BLOB_SALT_LEN + body_len + cryptstream_format::TAG_LEN);
+    // The buffer was sized for the worst case; a sealed chunk may wait a
+    // while for the walking thread (DECISIONS 471): it keeps only what it
+    // holds.
+    blob.shrink_to_fit();
     blob::seal_in_place(keys, &blob::chunk_aad(&id, compression, raw_len), &mut blob)
         .map_err(|e| e.to_string())?;
     Ok(Sealed {
@@ -898,9 +902,18 @@ struct Sealer<'env> {
 }
 
 /// Most files (and other entries) in one batch.
-const BATCH_ENTRIES: usize = 64;
+const BATCH_ENTRIES: usize = 256;
 /// Most bytes a batch accounts for (its files' buffers).
-const BATCH_COST: u64 = 1024 * 1024;
+const BATCH_COST: u64 = 4 * 1024 * 1024;
+
+/// Tasks per worker a put's pool should queue (`Pool::with_queue`): a
+/// queued batch is paths and sizes, its files are read when it runs, so
+/// a deep queue costs little memory (what its results hold stays within
+/// `--max-memory`). With 16 per worker and batches of [`BATCH_ENTRIES`]
+/// the workers have some 8,000 small files to go on while the walking
+/// thread commits a pack's worth of files to the registry, where with two
+/// batches of 64 they ran dry after a few milliseconds (DECISIONS 471).
+pub const PUT_QUEUED_TASKS_PER_WORKER: usize = 16;
 
 /// Entries of the walk gathered for one worker task. A tree of small
 /// files would otherwise cost three pool tasks per file (its Begin, its
