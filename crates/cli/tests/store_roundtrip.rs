@@ -219,6 +219,33 @@ fn a_wrong_key_is_refused_in_one_line(kind: Kind) {
 }
 
 #[test]
+fn one_put_gives_its_new_records_consecutive_uids_and_the_next_put_others() {
+    let s = StoreWs::on(Kind::Local, &[]);
+    let src = s.ws.path("src/tree");
+    small_tree(&src, 12, 7);
+    let uids = |out: &Outcome| -> Vec<u64> {
+        let mut uids: Vec<u64> = put_ids(out)
+            .iter()
+            .map(|(id, _)| u64::from_str_radix(id, 16).unwrap())
+            .collect();
+        uids.sort_unstable();
+        uids
+    };
+    let first = uids(&s.run("put", &[&src]).success());
+    // The tree, its 3 directories and 12 files: one record each.
+    assert_eq!(first.len(), 16, "{first:x?}");
+    assert!(
+        first.windows(2).all(|w| w[1] == w[0] + 1),
+        "not consecutive: {first:x?}"
+    );
+    // Another put of the same names (read again) starts elsewhere.
+    let second = uids(&s.run("put", &[&"--force-read", &src]).success());
+    assert_eq!(second.len(), 16);
+    assert!(second.iter().all(|u| !first.contains(u)), "{second:x?}");
+    s.run("verify", &[&"--read-data"]).success();
+}
+
+#[test]
 fn a_directory_without_a_store_is_refused() {
     let ws = Workspace::new();
     let mut cmd = cryptstream();

@@ -74,10 +74,17 @@ fn index_aad(name: &str) -> Vec<u8> {
     aad
 }
 
+/// Bytes of blobs a [`PackWriter`] gathers before it writes them: a
+/// pack of small files' chunks (1-2 KiB each sealed) is written in a few
+/// hundred calls, not one a chunk (DECISIONS 472).
+const WRITE_BUFFER: usize = 256 * 1024;
+
 /// A pack being written.
 pub struct PackWriter {
     name: String,
     writer: Box<dyn ObjectWriter>,
+    /// Blobs added and not yet written.
+    buffer: Vec<u8>,
     entries: Vec<PackEntry>,
 }
 
@@ -93,6 +100,7 @@ impl PackWriter {
         Ok(PackWriter {
             name,
             writer,
+            buffer: Vec::new(),
             entries: Vec::new(),
         })
     }
@@ -102,9 +110,9 @@ impl PackWriter {
         &self.name
     }
 
-    /// Bytes written so far.
+    /// Bytes added so far (written or still buffered).
     pub fn len(&self) -> u64 {
-        self.writer.written()
+        self.writer.written() + self.buffer.len() as u64
     }
 
     /// Chunks added so far.
@@ -134,13 +142,21 @@ impl PackWriter {
         blob: &[u8],
     ) -> Result<PackEntry, StoreError> {
         let offset = self.len();
-        self.writer.write_all(blob).map_err(|e| io(&self.name, e))?;
+        if self.buffer.len() + blob.len() > WRITE_BUFFER {
+            self.write_buffer()?;
+        }
+        if blob.len() >= WRITE_BUFFER {
+            self.writer.write_all(blob).map_err(|e| io(&self.name, e))?;
+        } else {
+            self.buffer.extend_from_slice(blob);
+        }
         Ok(self.record(id, offset, blob.len(), raw_len, compression))
     }
 
-    /// As [`PackWriter::add`], handing the blob to the object writer,
-    /// which may keep it rather than copy it
-    /// ([`ObjectWriter::write_owned`]).
+    /// As [`PackWriter::add`], handing a blob of [`WRITE_BUFFER`] or more
+    /// to the object writer, which may keep it rather than copy it
+    /// ([`ObjectWriter::write_owned`]); a smaller one is gathered as
+    /// `add` does.
     ///
     /// # Errors
     /// Write failures.
@@ -151,6 +167,10 @@ impl PackWriter {
         compression: u8,
         blob: Vec<u8>,
     ) -> Result<PackEntry, StoreError> {
+        if blob.len() < WRITE_BUFFER {
+            return self.add(id, raw_len, compression, &blob);
+        }
+        self.write_buffer()?;
         let offset = self.len();
         let len = blob.len();
         self.writer
@@ -179,12 +199,24 @@ impl PackWriter {
         entry
     }
 
+    /// Writes what is buffered.
+    fn write_buffer(&mut self) -> Result<(), StoreError> {
+        if !self.buffer.is_empty() {
+            self.writer
+                .write_all(&self.buffer)
+                .map_err(|e| io(&self.name, e))?;
+            self.buffer.clear();
+        }
+        Ok(())
+    }
+
     /// Writes the index and makes the pack durable. Returns its name, size
     /// and entries.
     ///
     /// # Errors
     /// Write or commit failures.
     pub fn finish(mut self, keys: &StoreKeys) -> Result<(String, u64, Vec<PackEntry>), StoreError> {
+        self.write_buffer()?;
         let name = self.name.clone();
         let index = compress_index(&encode_index(&self.entries)).map_err(|e| io(&name, e))?;
         let sealed = blob::seal(keys, &index_aad(&self.name), &index)?;

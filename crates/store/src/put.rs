@@ -1343,3 +1343,15 @@ fn submit_entry<'env, C: FnMut(Item)>(
     }
     ordered.submit(0, move |_| Item::End { bytes, error });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::UidSequence;
+
+    #[test]
+    fn uids_follow_each_other_and_skip_zero_when_they_wrap() {
+        let mut uids = UidSequence { next: u64::MAX - 1 };
+        let got: Vec<u64> = (0..4).map(|_| uids.next()).collect();
+        assert_eq!(got, [u64::MAX - 1, u64::MAX, 1, 2]);
+    }
+}
