@@ -231,7 +231,7 @@ fn one_put_gives_its_new_records_consecutive_uids_and_the_next_put_others() {
         uids.sort_unstable();
         uids
     };
-    let first = uids(&s.run("put", &[&src]).success());
+    let first = uids(s.run("put", &[&src]).success());
     // The tree, its 3 directories and 12 files: one record each.
     assert_eq!(first.len(), 16, "{first:x?}");
     assert!(
@@ -239,7 +239,7 @@ fn one_put_gives_its_new_records_consecutive_uids_and_the_next_put_others() {
         "not consecutive: {first:x?}"
     );
     // Another put of the same names (read again) starts elsewhere.
-    let second = uids(&s.run("put", &[&"--force-read", &src]).success());
+    let second = uids(s.run("put", &[&"--force-read", &src]).success());
     assert_eq!(second.len(), 16);
     assert!(second.iter().all(|u| !first.contains(u)), "{second:x?}");
     s.run("verify", &[&"--read-data"]).success();

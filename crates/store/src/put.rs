@@ -909,11 +909,12 @@ const BATCH_COST: u64 = 4 * 1024 * 1024;
 /// Tasks per worker a put's pool should queue (`Pool::with_queue`): a
 /// queued batch is paths and sizes, its files are read when it runs, so
 /// a deep queue costs little memory (what its results hold stays within
-/// `--max-memory`). With 16 per worker and batches of [`BATCH_ENTRIES`]
-/// the workers have some 8,000 small files to go on while the walking
-/// thread commits a pack's worth of files to the registry, where with two
-/// batches of 64 they ran dry after a few milliseconds (DECISIONS 471).
-pub const PUT_QUEUED_TASKS_PER_WORKER: usize = 16;
+/// `--max-memory`). With 32 per worker and batches of [`BATCH_ENTRIES`]
+/// the workers have some 16,000 small files to go on while the walking
+/// thread commits 16,384 files to the registry (200-300 ms), where with
+/// two batches of 64 they ran dry after a few milliseconds (DECISIONS
+/// 471).
+pub const PUT_QUEUED_TASKS_PER_WORKER: usize = 32;
 
 /// Entries of the walk gathered for one worker task. A tree of small
 /// files would otherwise cost three pool tasks per file (its Begin, its

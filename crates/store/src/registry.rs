@@ -923,6 +923,13 @@ impl Registry {
                     ])?;
                 }
             }
+            // Each statement looked up in the cache once per transaction,
+            // not once per file (DECISIONS 473).
+            let mut insert_done = tx.prepare_cached(INSERT_DONE_FILE)?;
+            let mut insert_file = tx.prepare_cached(INSERT_FILE)?;
+            let mut add_put_ref = tx.prepare_cached(ADD_PUT_REF)?;
+            let mut insert_ref = tx.prepare_cached(INSERT_REF)?;
+            let mut set_manifest = tx.prepare_cached(SET_MANIFEST)?;
             for (i, f) in files.iter_mut().enumerate() {
                 let manifest = done.and_then(|(name, n)| (i < n).then_some(name));
                 let mut recorded = false;
@@ -940,7 +947,7 @@ impl Registry {
                         r.link,
                         r.created,
                         lease.id,
-                        s.map(|s| s.path.clone()),
+                        s.map(|s| s.path.as_str()),
                         s.map(|s| s.dev as i64),
                         s.map(|s| s.ino as i64),
                         s.map(|s| s.size as i64),
@@ -955,26 +962,24 @@ impl Registry {
                                 params![r.chunks as i64, f.stored as i64, &r.mac[..], manifest];
                             let all: Vec<&dyn rusqlite::ToSql> =
                                 head.iter().chain(tail.iter()).copied().collect();
-                            tx.prepare_cached(INSERT_DONE_FILE)?.execute(&all[..])?;
+                            insert_done.execute(&all[..])?;
                             recorded = true;
                         }
                         None => {
-                            tx.prepare_cached(INSERT_FILE)?.execute(head)?;
+                            insert_file.execute(head)?;
                         }
                     }
                     f.row = Some(tx.last_insert_rowid());
-                    tx.prepare_cached(ADD_PUT_REF)?
-                        .execute(params![lease.id, r.uid as i64])?;
+                    add_put_ref.execute(params![lease.id, r.uid as i64])?;
                 }
                 let row = f.row.expect("inserted above");
-                let mut stmt = tx.prepare_cached(INSERT_REF)?;
                 for (id, len) in f.refs.drain(..) {
-                    stmt.execute(params![row, f.next_seq as i64, &id[..], len])?;
+                    insert_ref.execute(params![row, f.next_seq as i64, &id[..], len])?;
                     f.next_seq += 1;
                 }
                 if let (Some(manifest), false) = (manifest, recorded) {
                     let r = &f.record;
-                    tx.prepare_cached(SET_MANIFEST)?.execute(params![
+                    set_manifest.execute(params![
                         manifest,
                         r.size as i64,
                         r.chunks as i64,
@@ -984,9 +989,8 @@ impl Registry {
                     ])?;
                 }
             }
-            let mut stmt = tx.prepare_cached(ADD_PUT_REF)?;
             for uid in reused {
-                stmt.execute(params![lease.id, *uid as i64])?;
+                add_put_ref.execute(params![lease.id, *uid as i64])?;
             }
             tx.prepare_cached(HEARTBEAT)?
                 .execute(params![created, lease.id])?;
