@@ -180,6 +180,7 @@ impl Consumer<'_> {
     /// reused from it would be lost. Such a pack's chunks are forgotten.
     fn reusable(&mut self, id: &[u8; 32]) -> Result<bool, StoreError> {
         self.open_window()?;
+        self.registry.hold_reads()?;
         let Some(pack) = self.registry.usable_chunk_pack(id)? else {
             return Ok(false);
         };
@@ -1201,6 +1202,7 @@ fn submit_entry<'env, C: FnMut(Item)>(
         let found = {
             let c = &mut *consumer.borrow_mut();
             c.open_window().and_then(|()| {
+                c.registry.hold_reads()?;
                 let row = unchanged_row(c.registry, c.lease, keys, &entry.name, &source)?;
                 // Recorded as relied on from the moment it is decided: the
                 // next batch commit puts it in `put_refs` (DECISIONS 300).
