@@ -33,6 +33,7 @@ for load in ${LOADS:-small mid big}; do
     fi
     rm -rf "$work/dec"; sync
     base_t+=("$b1" "$b2"); enc_t+=("$e"); dec_t+=("$d")
+    echo "raw $load pair $i copy $b1 encrypt $e copy $b2 decrypt $d"
     enc_r+=("$(echo "$e / $b1" | bc -l)"); dec_r+=("$(echo "$d / $b2" | bc -l)")
   done
   printf '%s\t%s\tbase %.3f s\tencrypt %.3f s (x%.2f)\tdecrypt %.3f s (x%.2f)\n' "$dir" "$load" \
