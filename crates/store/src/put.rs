@@ -15,7 +15,9 @@ use crate::blob::{self, BLOB_SALT_LEN, COMPRESSION_NONE, COMPRESSION_ZSTD};
 use crate::keys::StoreKeys;
 use crate::manifest::{self, FileMac, FileRecord, Kind};
 use crate::pack::PackWriter;
-use crate::registry::{FileRow, PendingFile, Registry, Role, SnapshotRow, SourceStat, WriterLease};
+use crate::registry::{
+    FileRow, PendingFile, Registry, Role, SnapshotRow, SourceStat, UidRange, WriterLease,
+};
 use crate::snapshot::{SnapshotEntry, SnapshotMeta, SnapshotWriter};
 use crate::{Progress, Settings, Store, StoreError};
 
@@ -407,6 +409,7 @@ impl Consumer<'_> {
                     .map(|(name, size, entries)| (name.as_str(), *size, &entries[..])),
                 &mut files,
                 &self.reused,
+                self.uids.drawn,
                 manifest.as_deref().map(|name| (name, done)),
             )?;
         }
@@ -564,6 +567,8 @@ fn source_stat(path: &Path, meta: &Metadata) -> SourceStat {
 /// uids would (DECISIONS 470).
 struct UidSequence {
     next: u64,
+    /// What it has handed out, first and last.
+    drawn: Option<UidRange>,
 }
 
 impl UidSequence {
@@ -572,6 +577,7 @@ impl UidSequence {
         cryptstream_format::fill_random(&mut bytes)?;
         Ok(UidSequence {
             next: u64::from_le_bytes(bytes),
+            drawn: None,
         })
     }
 
@@ -580,6 +586,8 @@ impl UidSequence {
             let uid = self.next;
             self.next = self.next.wrapping_add(1);
             if uid != 0 {
+                let first = self.drawn.map_or(uid, |d| d.first);
+                self.drawn = Some(UidRange { first, last: uid });
                 return uid;
             }
         }
@@ -1349,12 +1357,22 @@ fn submit_entry<'env, C: FnMut(Item)>(
 
 #[cfg(test)]
 mod tests {
-    use super::UidSequence;
+    use super::{UidRange, UidSequence};
 
     #[test]
     fn uids_follow_each_other_and_skip_zero_when_they_wrap() {
-        let mut uids = UidSequence { next: u64::MAX - 1 };
+        let mut uids = UidSequence {
+            next: u64::MAX - 1,
+            drawn: None,
+        };
         let got: Vec<u64> = (0..4).map(|_| uids.next()).collect();
         assert_eq!(got, [u64::MAX - 1, u64::MAX, 1, 2]);
+        assert_eq!(
+            uids.drawn,
+            Some(UidRange {
+                first: u64::MAX - 1,
+                last: 2
+            })
+        );
     }
 }

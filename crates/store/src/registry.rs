@@ -59,7 +59,8 @@ CREATE TABLE IF NOT EXISTS put_refs(
 CREATE INDEX IF NOT EXISTS put_refs_uid ON put_refs(uid);
 CREATE TABLE IF NOT EXISTS writers(
   id INTEGER PRIMARY KEY, role TEXT NOT NULL, epoch INTEGER NOT NULL, pid INTEGER NOT NULL,
-  start_ticks INTEGER NOT NULL, host TEXT NOT NULL, started INTEGER NOT NULL, heartbeat INTEGER NOT NULL);
+  start_ticks INTEGER NOT NULL, host TEXT NOT NULL, started INTEGER NOT NULL, heartbeat INTEGER NOT NULL,
+  uids_first INTEGER, uids_last INTEGER);
 ";
 
 /// Status of a file row.
@@ -156,6 +157,48 @@ pub struct PendingFile {
     pub refs: Vec<([u8; 32], u32)>,
     /// Bytes of new chunks this file added.
     pub stored: u64,
+}
+
+/// The uids a put has drawn, in the order it drew them: `first` to
+/// `last`, each one more than the one before, wrapping (DECISIONS 470).
+/// The put's new rows carry its snapshot's reference from the start, and
+/// this range is how a put that ends without a snapshot (failed, killed)
+/// finds them to take that reference back (DECISIONS 510).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UidRange {
+    /// The first uid drawn.
+    pub first: u64,
+    /// The last uid drawn.
+    pub last: u64,
+}
+
+impl UidRange {
+    /// The range as the registry's signed integers compare it: one
+    /// interval, or two where it passes from `i64::MAX` to `i64::MIN`.
+    fn intervals(self) -> impl Iterator<Item = (i64, i64)> {
+        let (first, last) = (self.first as i64, self.last as i64);
+        let (one, two) = if first <= last {
+            ((first, last), None)
+        } else {
+            ((first, i64::MAX), Some((i64::MIN, last)))
+        };
+        std::iter::once(one).chain(two)
+    }
+
+    /// The range a put wrote in its writer row, if any.
+    fn of_writer(
+        tx: &rusqlite::Transaction<'_>,
+        writer: i64,
+    ) -> rusqlite::Result<Option<UidRange>> {
+        tx.prepare_cached(UIDS_OF)?
+            .query_row([writer], |r| {
+                Ok(UidRange {
+                    first: r.get::<_, i64>(0)? as u64,
+                    last: r.get::<_, i64>(1)? as u64,
+                })
+            })
+            .optional()
+    }
 }
 
 /// A snapshot as the registry lists it (a cache of its object's head).
@@ -293,22 +336,23 @@ mod per_entry {
            stored_len = excluded.stored_len, raw_len = excluded.raw_len,
            compression = excluded.compression, garbage_epoch = NULL
          WHERE chunks.garbage_epoch IS NOT NULL";
-    /// A new pending file (put, per entry).
+    /// A new pending file (put, per entry). It carries the reference of
+    /// the put's snapshot from the start (`refs = 1`, DECISIONS 510).
     pub const INSERT_FILE: &str =
         "INSERT INTO files(uid, name, kind, mode, mtime_s, mtime_ns, size, link, created,
            chunks, stored, mac, status, writer, source, src_dev, src_ino, src_size,
-           src_mtime_s, src_mtime_ns, src_ctime_s, src_ctime_ns)
+           src_mtime_s, src_mtime_ns, src_ctime_s, src_ctime_ns, refs)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, 0, NULL, 'pending', ?10, ?11,
-           ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+           ?12, ?13, ?14, ?15, ?16, ?17, ?18, 1)";
     /// A new pending file already read whole, with its final record and
     /// the manifest that will record it (put, per entry): the row
     /// [`INSERT_FILE`] then [`SET_MANIFEST`] make, in one statement.
     pub const INSERT_DONE_FILE: &str =
         "INSERT INTO files(uid, name, kind, mode, mtime_s, mtime_ns, size, link, created,
            chunks, stored, mac, status, writer, source, src_dev, src_ino, src_size,
-           src_mtime_s, src_mtime_ns, src_ctime_s, src_ctime_ns, manifest)
+           src_mtime_s, src_mtime_ns, src_ctime_s, src_ctime_ns, manifest, refs)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?19, ?20, ?21, 'pending', ?10, ?11,
-           ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?22)";
+           ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?22, 1)";
     /// A chunk reference (put and reindex, per chunk).
     pub const INSERT_REF: &str =
         "INSERT INTO file_chunks(file, seq, chunk, len) VALUES (?1, ?2, ?3, ?4)";
@@ -414,6 +458,22 @@ mod per_entry {
     /// A put's decision window opens (at a new epoch) or closes
     /// ([`super::WINDOW_CLOSED`]) (put, per batch).
     pub const SET_WINDOW: &str = "UPDATE writers SET epoch = ?1 WHERE id = ?2";
+    /// The uids a put has drawn so far, first and last (put, per batch;
+    /// cleared with `NULL`s when its snapshot is recorded).
+    pub const SET_UIDS: &str = "UPDATE writers SET uids_first = ?1, uids_last = ?2 WHERE id = ?3";
+    /// The uids a put drew (first, last), if it drew any and its snapshot
+    /// is not recorded (put end, dead put).
+    pub const UIDS_OF: &str = "SELECT uids_first, uids_last FROM writers
+         WHERE id = ?1 AND uids_first IS NOT NULL AND uids_last IS NOT NULL";
+    /// A put that ends without its snapshot takes back the reference its
+    /// new rows carried from the start (put end, dead put, per interval).
+    pub const UNREF_DRAWN: &str = "UPDATE files SET refs = refs - 1,
+         unref_epoch = CASE WHEN refs = 1 THEN ?3 ELSE unref_epoch END
+         WHERE uid BETWEEN ?1 AND ?2 AND refs > 0";
+    /// A put's snapshot counts its own new rows already: they leave its
+    /// reused uids (put end, per interval).
+    pub const DROP_DRAWN_REFS: &str =
+        "DELETE FROM put_refs WHERE writer = ?1 AND uid BETWEEN ?2 AND ?3";
     /// A committed pack (put and gc, per pack).
     pub const INSERT_PACK: &str = "INSERT INTO packs(name, size, created) VALUES (?1, ?2, ?3)";
     /// A pack found in the store (reindex, per pack).
@@ -478,6 +538,10 @@ const PER_ENTRY: &[&str] = &[
     DROP_DEAD_GC,
     HEARTBEAT,
     SET_WINDOW,
+    SET_UIDS,
+    UIDS_OF,
+    UNREF_DRAWN,
+    DROP_DRAWN_REFS,
     INSERT_PACK,
     ADD_PACK,
     PACK_ID,
@@ -608,6 +672,7 @@ impl Registry {
         conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
             .map_err(|e| reg(path, e))?;
         add_snapshot_columns(&conn).map_err(|e| reg(path, e))?;
+        add_uid_range_columns(&conn).map_err(|e| reg(path, e))?;
         let mut id = [0u8; 8];
         cryptstream_format::fill_random(&mut id)?;
         conn.execute(
@@ -936,10 +1001,20 @@ impl Registry {
         pack: Option<(&str, u64, &[PackEntry])>,
         files: &mut [&mut PendingFile],
         reused: &[u64],
+        drawn: Option<UidRange>,
         done: Option<(&str, usize)>,
     ) -> Result<(), StoreError> {
         let created = now();
         self.write(|tx| {
+            // Before the rows that carry a reference this put may have to
+            // take back (DECISIONS 510).
+            if let Some(range) = drawn {
+                tx.prepare_cached(SET_UIDS)?.execute(params![
+                    range.first as i64,
+                    range.last as i64,
+                    lease.id
+                ])?;
+            }
             if let Some((name, size, entries)) = pack {
                 tx.prepare_cached(INSERT_PACK)?
                     .execute(params![name, size as i64, created])?;
@@ -1006,8 +1081,9 @@ impl Registry {
                             insert_file.execute(head)?;
                         }
                     }
+                    // No `put_refs` row: the row carries the snapshot's
+                    // reference itself (DECISIONS 510).
                     f.row = Some(tx.last_insert_rowid());
-                    add_put_ref.execute(params![lease.id, r.uid as i64])?;
                 }
                 let row = f.row.expect("inserted above");
                 for (id, len) in f.refs.drain(..) {
@@ -1682,9 +1758,19 @@ impl Registry {
     /// A put that ends without recording its snapshot (failed, killed,
     /// interrupted): the rows it made or reused that no snapshot
     /// references become reclaimable from a new epoch on, and its
-    /// references go.
+    /// references go. Its new rows give back the reference they carried
+    /// from the start (DECISIONS 510); after its snapshot is recorded the
+    /// writer row names no uids and there is nothing to give back.
     fn release_put_refs(tx: &rusqlite::Transaction<'_>, writer: i64) -> rusqlite::Result<()> {
         let epoch = Self::next_epoch(tx)?;
+        if let Some(range) = UidRange::of_writer(tx, writer)? {
+            let mut unref = tx.prepare_cached(UNREF_DRAWN)?;
+            for (lo, hi) in range.intervals() {
+                unref.execute(params![lo, hi, epoch])?;
+            }
+            tx.prepare_cached(SET_UIDS)?
+                .execute(params![None::<i64>, None::<i64>, writer])?;
+        }
         tx.execute(
             "UPDATE files SET unref_epoch = ?2 WHERE refs = 0 AND unref_epoch IS NULL
                AND uid IN (SELECT uid FROM put_refs WHERE writer = ?1)",
@@ -1763,7 +1849,10 @@ impl Registry {
     }
 
     /// The snapshot of put `lease` is durable: in one transaction its row
-    /// is added and every file it references counts one more reference.
+    /// is added and every file it references counts one more reference:
+    /// the rows it reused through `put_refs`, while its new rows carry
+    /// that reference since they were inserted (DECISIONS 510) and its
+    /// writer row stops naming them.
     ///
     /// # Errors
     /// Registry failures.
@@ -1789,6 +1878,16 @@ impl Registry {
                     snapshot.size as i64
                 ],
             )?;
+            if let Some(range) = UidRange::of_writer(tx, lease.id)? {
+                // A new row of this put that it also reused (the same
+                // file named twice) is counted once, like any other.
+                let mut drop = tx.prepare_cached(DROP_DRAWN_REFS)?;
+                for (lo, hi) in range.intervals() {
+                    drop.execute(params![lease.id, lo, hi])?;
+                }
+                tx.prepare_cached(SET_UIDS)?
+                    .execute(params![None::<i64>, None::<i64>, lease.id])?;
+            }
             tx.execute(
                 "UPDATE files SET refs = refs + 1, unref_epoch = NULL
                  WHERE uid IN (SELECT uid FROM put_refs WHERE writer = ?1)",
@@ -2116,6 +2215,45 @@ fn add_snapshot_columns(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(&sql)
 }
 
+/// A registry made before puts' new rows carried their snapshot's
+/// reference gets the writer columns that name those rows (DECISIONS 510).
+fn add_uid_range_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let has_range: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('writers') WHERE name = 'uids_first')",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_range {
+        return Ok(());
+    }
+    // Looked at again inside the transaction: another process may have
+    // added them since.
+    conn.execute_batch("BEGIN IMMEDIATE;")?;
+    let added = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('writers') WHERE name = 'uids_first')",
+            [],
+            |r| r.get::<_, bool>(0),
+        )
+        .and_then(|has| {
+            if has {
+                Ok(())
+            } else {
+                conn.execute_batch(
+                    "ALTER TABLE writers ADD COLUMN uids_first INTEGER;
+                     ALTER TABLE writers ADD COLUMN uids_last INTEGER;",
+                )
+            }
+        });
+    match added {
+        Ok(()) => conn.execute_batch("COMMIT;"),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK;");
+            Err(e)
+        }
+    }
+}
+
 fn reg(path: &Path, source: rusqlite::Error) -> StoreError {
     StoreError::Registry {
         path: path.to_path_buf(),
@@ -2230,7 +2368,7 @@ mod tests {
         // record is kept by `put_refs`, and chunk 2, marked while the
         // window was open and relied on by nothing, goes.
         registry
-            .commit_batch(put, None, &mut [], &[1], None)
+            .commit_batch(put, None, &mut [], &[1], None, None)
             .unwrap();
         assert_eq!(window(&registry, put), WINDOW_CLOSED);
         assert_eq!(registry.mark_unreferenced().unwrap().0, 0);
@@ -2248,6 +2386,103 @@ mod tests {
         registry.end_writer(put).unwrap();
         assert_eq!(registry.mark_unreferenced().unwrap().0, 1);
         assert_eq!(registry.sweep_garbage().unwrap(), (1, 100));
+    }
+
+    #[test]
+    fn a_puts_new_rows_carry_its_snapshots_reference_and_give_it_back_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = Registry::open(&dir.path().join("registry.sqlite")).unwrap();
+        let record = |uid: u64| FileRecord {
+            uid,
+            name: format!("f{uid:x}"),
+            kind: Kind::File,
+            mode: 0o644,
+            mtime: (0, 0),
+            size: 0,
+            link: Vec::new(),
+            created: 1,
+            chunks: 0,
+            mac: [0; 32],
+        };
+        let snapshot = SnapshotRow {
+            name: "snapshots/s".into(),
+            time_ns: 1,
+            host: "h".into(),
+            paths: Vec::new(),
+            tags: Vec::new(),
+            entries: 2,
+            size: 1,
+        };
+        let refs = |r: &Registry, uid: u64| -> (i64, Option<i64>) {
+            r.conn
+                .query_row(
+                    "SELECT refs, unref_epoch FROM files WHERE uid = ?1",
+                    [uid as i64],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .unwrap()
+        };
+        // A put draws uids across i64::MAX (the registry's order wraps
+        // there) and commits two new rows with their manifest.
+        let put_two = |r: &mut Registry, first: u64| -> WriterLease {
+            let lease = r.register_writer(Role::Put).unwrap();
+            let mut files: Vec<PendingFile> = [first, first.wrapping_add(1)]
+                .into_iter()
+                .map(|uid| PendingFile {
+                    record: record(uid),
+                    source: None,
+                    row: None,
+                    next_seq: 0,
+                    refs: Vec::new(),
+                    stored: 0,
+                })
+                .collect();
+            let mut files: Vec<&mut PendingFile> = files.iter_mut().collect();
+            let drawn = UidRange {
+                first,
+                last: first.wrapping_add(1),
+            };
+            r.commit_batch(
+                lease,
+                None,
+                &mut files,
+                &[],
+                Some(drawn),
+                Some(("manifests/m", 2)),
+            )
+            .unwrap();
+            r.complete_manifest(lease, "manifests/m").unwrap();
+            lease
+        };
+        // Another row, outside both puts' ranges, that no snapshot holds.
+        assert!(registry
+            .add_complete_file(&record(5), "manifests/o", &[])
+            .unwrap());
+
+        // New rows count their snapshot's reference from their insert: a
+        // gc beside the put finds nothing to remove, and the snapshot
+        // adds nothing when it is recorded.
+        let wrap = i64::MAX as u64;
+        let put = put_two(&mut registry, wrap);
+        assert_eq!(refs(&registry, wrap), (1, None));
+        assert_eq!(refs(&registry, wrap + 1), (1, None));
+        assert_eq!(registry.mark_unreferenced().unwrap().0, 0);
+        registry.record_snapshot(put, &snapshot).unwrap();
+        registry.end_writer(put).unwrap();
+        assert_eq!(refs(&registry, wrap), (1, None));
+        assert_eq!(refs(&registry, wrap + 1), (1, None));
+
+        // A put that ends without its snapshot takes the reference back:
+        // its rows become reclaimable, and no other row changes.
+        let failed = put_two(&mut registry, 100);
+        assert_eq!(refs(&registry, 100), (1, None));
+        registry.end_writer(failed).unwrap();
+        assert_eq!(refs(&registry, 100).0, 0);
+        assert_eq!(refs(&registry, 101).0, 0);
+        assert!(refs(&registry, 100).1.is_some());
+        assert_eq!(refs(&registry, 5), (0, None));
+        assert_eq!(refs(&registry, wrap), (1, None));
+        assert_eq!(registry.mark_unreferenced().unwrap().0, 2);
     }
 
     #[test]
