@@ -525,7 +525,7 @@ impl Store {
             }
         }
         // Chunk lists against records, and chunks against the registry.
-        self.registry.for_each_file(true, |row| {
+        self.registry.for_each_file(|row| {
             stopped()?;
             let mut mac = FileMac::new(&self.keys, &row.record);
             let mut count = 0u64;

@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS files(
   source TEXT, src_dev INTEGER, src_ino INTEGER, src_size INTEGER, src_mtime_s INTEGER,
   src_mtime_ns INTEGER, src_ctime_s INTEGER, src_ctime_ns INTEGER,
   refs INTEGER NOT NULL DEFAULT 0, unref_epoch INTEGER);
-CREATE INDEX IF NOT EXISTS files_name ON files(name, created);
+DROP INDEX IF EXISTS files_name;
 DROP INDEX IF EXISTS files_source;
 CREATE INDEX IF NOT EXISTS files_status ON files(status);
 CREATE INDEX IF NOT EXISTS files_manifest ON files(manifest);
@@ -1365,24 +1365,20 @@ impl Registry {
         Ok(())
     }
 
-    /// Every file row (any status), in name order.
+    /// Every complete file row, in name order, newest first (the order of
+    /// `files_newest`, which the query reads: no sort).
     ///
     /// # Errors
     /// Registry failures or `each`'s.
     pub fn for_each_file(
         &self,
-        complete_only: bool,
         mut each: impl FnMut(FileRow) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let filter = if complete_only {
-            "WHERE status = 'complete'"
-        } else {
-            ""
-        };
         let mut stmt = self
             .conn
             .prepare(&format!(
-                "SELECT {FILE_COLUMNS} FROM files {filter} ORDER BY name, created"
+                "SELECT {FILE_COLUMNS} FROM files WHERE status = 'complete'
+                 ORDER BY name, created DESC, id DESC"
             ))
             .map_err(|e| self.err(e))?;
         let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
