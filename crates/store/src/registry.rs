@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS files(
   refs INTEGER NOT NULL DEFAULT 0, unref_epoch INTEGER);
 DROP INDEX IF EXISTS files_name;
 DROP INDEX IF EXISTS files_source;
-CREATE INDEX IF NOT EXISTS files_status ON files(status);
+DROP INDEX IF EXISTS files_status;
+CREATE INDEX IF NOT EXISTS files_pending ON files(writer) WHERE writer IS NOT NULL;
 CREATE INDEX IF NOT EXISTS files_manifest ON files(manifest);
 CREATE INDEX IF NOT EXISTS files_newest ON files(name, created DESC, id DESC) WHERE status = 'complete';
 CREATE TABLE IF NOT EXISTS file_chunks(
