@@ -473,6 +473,10 @@ thread_local! {
     /// Each worker's zstd compressor (level, context), made once.
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
         const { RefCell::new(None) };
+    /// Each worker's buffer that chunks are compressed into: sized for the
+    /// worst case once, so a chunk's own buffer is allocated at its sealed
+    /// size and never zeroed or shrunk whole.
+    static COMPRESSED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Hashes, compresses and seals one chunk (runs on a worker).
@@ -482,39 +486,48 @@ fn seal_chunk(keys: &StoreKeys, level: i32, data: &[u8]) -> Result<Sealed, Strin
     let len = data.len();
     let raw_len = u32::try_from(len).map_err(|_| "chunk too large".to_owned())?;
     let bound = zstd::zstd_safe::compress_bound(len);
-    let mut blob = vec![0u8; BLOB_SALT_LEN + bound.max(len) + cryptstream_format::TAG_LEN];
+    // Salt, body, tag: the salt and tag room zeroed, as `seal_in_place`
+    // takes them. Sized exactly: a sealed chunk may wait a while for the
+    // walking thread (DECISIONS 471), and holds only what it needs.
+    let sealed = |body: &[u8]| {
+        let mut blob = Vec::with_capacity(BLOB_SALT_LEN + body.len() + cryptstream_format::TAG_LEN);
+        blob.resize(BLOB_SALT_LEN, 0);
+        blob.extend_from_slice(body);
+        blob.resize(blob.len() + cryptstream_format::TAG_LEN, 0);
+        blob
+    };
     let compressed = COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().is_none_or(|(l, _)| *l != level) {
             *slot = zstd::bulk::Compressor::new(level).ok().map(|c| (level, c));
         }
         let (_, compressor) = slot.as_mut()?;
-        let out = &mut blob[BLOB_SALT_LEN..BLOB_SALT_LEN + bound];
-        // A large chunk whose first SAMPLE_LEN bytes do not shrink is
-        // taken as incompressible (random, already compressed, encrypted)
-        // and not compressed: that costs a 64 KiB trial, not a full pass.
-        if len > 2 * SAMPLE_LEN {
-            let n = compressor
-                .compress_to_buffer(&data[..SAMPLE_LEN], &mut *out)
-                .ok()?;
-            if n * 100 >= SAMPLE_LEN * INCOMPRESSIBLE_PERCENT {
-                return None;
+        COMPRESSED.with(|buffer| {
+            let mut out = buffer.borrow_mut();
+            if out.len() < bound {
+                out.resize(bound, 0);
             }
-        }
-        compressor.compress_to_buffer(data, out).ok()
+            let out = &mut out[..bound];
+            // A large chunk whose first SAMPLE_LEN bytes do not shrink is
+            // taken as incompressible (random, already compressed,
+            // encrypted) and not compressed: that costs a 64 KiB trial,
+            // not a full pass.
+            if len > 2 * SAMPLE_LEN {
+                let n = compressor
+                    .compress_to_buffer(&data[..SAMPLE_LEN], &mut *out)
+                    .ok()?;
+                if n * 100 >= SAMPLE_LEN * INCOMPRESSIBLE_PERCENT {
+                    return None;
+                }
+            }
+            let n = compressor.compress_to_buffer(data, &mut *out).ok()?;
+            (n < len).then(|| sealed(&out[..n]))
+        })
     });
-    let (body_len, compression) = match compressed {
-        Some(n) if n < len => (n, COMPRESSION_ZSTD),
-        _ => {
-            blob[BLOB_SALT_LEN..BLOB_SALT_LEN + len].copy_from_slice(data);
-            (len, COMPRESSION_NONE)
-        }
+    let (mut blob, compression) = match compressed {
+        Some(blob) => (blob, COMPRESSION_ZSTD),
+        None => (sealed(data), COMPRESSION_NONE),
     };
-    blob.truncate(BLOB_SALT_LEN + body_len + cryptstream_format::TAG_LEN);
-    // The buffer was sized for the worst case; a sealed chunk may wait a
-    // while for the walking thread (DECISIONS 471): it keeps only what it
-    // holds.
-    blob.shrink_to_fit();
     blob::seal_in_place(keys, &blob::chunk_aad(&id, compression, raw_len), &mut blob)
         .map_err(|e| e.to_string())?;
     Ok(Sealed {
