@@ -2480,6 +2480,14 @@ mod tests {
         assert_eq!(refs(&registry, 5), (0, None));
         assert_eq!(refs(&registry, wrap), (1, None));
         assert_eq!(registry.mark_unreferenced().unwrap().0, 2);
+
+        // A put that died is settled by a gc the same way.
+        let dead = put_two(&mut registry, 200);
+        registry.settle_dead(&[dead.id], &[], &[]).unwrap();
+        assert_eq!(refs(&registry, 200).0, 0);
+        assert_eq!(refs(&registry, 201).0, 0);
+        assert_eq!(refs(&registry, wrap), (1, None));
+        assert_eq!(registry.mark_unreferenced().unwrap().0, 2);
     }
 
     #[test]
