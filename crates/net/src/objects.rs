@@ -10,8 +10,8 @@
 //! deadline, `Data` payloads collected into writes of about a MiB only
 //! while the server's shared budget has room for them, one object being
 //! written per session, a listing sent page by
-//! page as the directory walk finds names, reads in `Data` frames of at
-//! most 256 KiB read from disk one at a time.
+//! page as the directory walk finds names, reads sent from buffers of a
+//! MiB (two per session: one read from disk while the other is sent).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -20,13 +20,35 @@ use std::time::Duration;
 
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::frame::{
-    EntryTime, ErrorCode, FileMeta, Frame, MAX_DATA_PAYLOAD, MAX_NAMES_PAYLOAD, MAX_NAME_LEN,
-};
+use crate::frame::{EntryTime, ErrorCode, FileMeta, Frame, MAX_NAMES_PAYLOAD, MAX_NAME_LEN};
 use crate::name::RelName;
 use crate::receive::{Destination, Incoming, ReceiveError};
 use crate::server::{SessionError, Tls};
 use crate::wire::{FrameReader, PayloadPool, WireError};
+
+/// Bytes of an object the server reads from disk at once when it sends a
+/// range: four `Data` frames, sent in one vectored write (one `writev`
+/// of whole TLS records) while the next MiB is read.
+const SEND_BATCH: usize = 1024 * 1024;
+
+/// The two buffers of a session's reads: one filled from disk while the
+/// other is sent. Made on the first read and kept for the session's
+/// next ones (a buffer that went back to the allocator would be faulted
+/// in afresh).
+#[derive(Default)]
+struct SendBuffers {
+    free: Vec<Vec<u8>>,
+}
+
+impl SendBuffers {
+    fn take(&mut self) -> Vec<u8> {
+        self.free.pop().unwrap_or_else(|| vec![0u8; SEND_BATCH])
+    }
+
+    fn give(&mut self, buffer: Vec<u8>) {
+        self.free.push(buffer);
+    }
+}
 
 /// The most bytes one object may have (a store's packs are at most 1 GiB
 /// plus their index; anything larger is refused as it arrives).
@@ -237,6 +259,12 @@ pub(crate) async fn serve(
 ) -> Result<(), SessionError> {
     let mut writing: Option<Writing> = None;
     let mut frames = FrameReader::default();
+    let mut buffers = SendBuffers::default();
+    // A range leaves in writes of a MiB of whole records (as the client's
+    // writes do), not in pieces of rustls' default 64 KiB.
+    tls.get_mut()
+        .1
+        .set_buffer_limit(Some(crate::client::SEND_BUFFER));
     loop {
         let collected = writing.as_ref().is_some_and(|w| !w.batch.is_empty());
         let wait = if collected { BATCH_WAIT } else { idle };
@@ -374,7 +402,7 @@ pub(crate) async fn serve(
                     Ok((file, size)) => {
                         write_frame(tls, &Frame::ObjSize { req, size }, idle).await?;
                         if size <= limit {
-                            send_range(tls, idle, req, file, 0, size).await?;
+                            send_range(tls, idle, req, file, 0, size, &mut buffers).await?;
                             counts.sent += size;
                         }
                     }
@@ -393,7 +421,8 @@ pub(crate) async fn serve(
                     Ok((file, size)) => {
                         write_frame(tls, &Frame::ObjSize { req, size }, idle).await?;
                         if offset.checked_add(length).is_some_and(|end| end <= size) {
-                            send_range(tls, idle, req, file, offset, length).await?;
+                            send_range(tls, idle, req, file, offset, length, &mut buffers)
+                                .await?;
                             counts.sent += length;
                         }
                     }
@@ -483,8 +512,8 @@ fn open_sized(host: &dyn ObjectHost, name: &str) -> Result<(Arc<File>, u64), Hos
     Ok((Arc::new(file), size))
 }
 
-/// Sends `length` bytes of `file` from `offset` as `Data` frames, reading
-/// one frame's worth at a time.
+/// Sends `length` bytes of `file` from `offset` as `Data` frames: a MiB
+/// at a time, read on a blocking thread while the MiB before it is sent.
 async fn send_range(
     tls: &mut Tls,
     idle: Duration,
@@ -492,37 +521,51 @@ async fn send_range(
     file: Arc<File>,
     offset: u64,
     length: u64,
+    buffers: &mut SendBuffers,
 ) -> Result<(), SessionError> {
-    let mut at = offset;
     let end = offset + length;
-    while at < end {
-        let len = (end - at).min(u64::from(MAX_DATA_PAYLOAD)) as usize;
+    let read_at = |at: u64, mut buf: Vec<u8>| {
         let file = file.clone();
-        let read = blocking(move || {
-            let mut buf = vec![0u8; len];
-            file.read_exact_at(&mut buf, at).map(|()| buf)
+        let len = (end - at).min(SEND_BATCH as u64) as usize;
+        tokio::task::spawn_blocking(move || {
+            let read = file.read_exact_at(&mut buf[..len], at);
+            (buf, len, read)
         })
-        .await?;
-        let bytes = match read {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                // The client takes the error in place of the rest.
-                return refuse(
-                    tls,
-                    idle,
-                    req,
-                    HostError::new(ErrorCode::Storage, format!("read failed: {e}")),
-                )
-                .await;
+    };
+    let mut at = offset;
+    let mut reading = (at < end).then(|| read_at(at, buffers.take()));
+    while let Some(read) = reading.take() {
+        let (buf, len, read) = read.await.map_err(|e| {
+            SessionError::new(ErrorCode::Storage, format!("storage thread failed: {e}"))
+        })?;
+        if let Err(e) = read {
+            buffers.give(buf);
+            // The client takes the error in place of the rest.
+            return refuse(
+                tls,
+                idle,
+                req,
+                HostError::new(ErrorCode::Storage, format!("read failed: {e}")),
+            )
+            .await;
+        }
+        let next = at + len as u64;
+        if next < end {
+            reading = Some(read_at(next, buffers.take()));
+        }
+        let sent = tokio::time::timeout(idle, crate::wire::write_data(tls, req, at, &buf[..len]));
+        let sent = sent.await;
+        buffers.give(buf);
+        match sent {
+            Ok(written) => written?,
+            Err(_) => {
+                return Err(SessionError::new(
+                    ErrorCode::Timeout,
+                    format!("the client read nothing for {idle:?}"),
+                ))
             }
-        };
-        let frame = Frame::Data {
-            file_id: req,
-            offset: at,
-            bytes: &bytes,
-        };
-        write_frame(tls, &frame, idle).await?;
-        at += len as u64;
+        }
+        at = next;
     }
     Ok(())
 }

@@ -4,10 +4,10 @@
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
-use cryptstream_net::object_client::{ObjectClient, ObjectConnection, ObjectError};
+use cryptstream_net::object_client::{ObjectClient, ObjectConnection, ObjectError, ObjectRange};
 use cryptstream_net::objects::MAX_OBJECT_BYTES;
 use cryptstream_net::ErrorCode;
-use cryptstream_store::{Backend, BackendError, ObjectMeta, ObjectWriter};
+use cryptstream_store::{Backend, BackendError, ObjectMeta, ObjectWriter, SpanRead};
 
 use crate::RemoteLocation;
 
@@ -256,6 +256,38 @@ impl Backend for RemoteBackend {
         Ok(())
     }
 
+    /// One request for the whole span: the server streams it, and each
+    /// piece is taken from the connection as it is asked for, straight
+    /// into the caller's buffer (no round trip per piece, no frame copy).
+    fn open_span<'a>(
+        &'a self,
+        name: &str,
+        start: u64,
+        len: u64,
+    ) -> Result<Box<dyn SpanRead + 'a>, BackendError> {
+        let inner = &self.inner;
+        let mut conn = inner.take(name)?;
+        let result = inner.runtime.block_on(conn.ask_range(name, start, len));
+        if let Ok(&(req, size)) = result.as_ref() {
+            if start.checked_add(len).is_some_and(|end| end <= size) {
+                return Ok(Box::new(RemoteSpan {
+                    inner,
+                    name: name.to_owned(),
+                    range: Some(ObjectRange::new(conn, req, start, len)),
+                }));
+            }
+        }
+        // A refusal, or a range outside the object: nothing follows.
+        inner.give(conn, &result);
+        let (_, size) = result.map_err(|e| inner.error(name, e))?;
+        Err(BackendError::ShortObject {
+            name: name.to_owned(),
+            offset: start,
+            len,
+            size,
+        })
+    }
+
     fn read_streams(&self) -> usize {
         self.inner.connections
     }
@@ -305,6 +337,46 @@ impl Backend for RemoteBackend {
         let result = inner.runtime.block_on(conn.delete(name));
         inner.give(conn, &result);
         result.map_err(|e| inner.error(name, e))
+    }
+}
+
+/// A span of an object being read: one request whose bytes the server
+/// streams; see [`RemoteBackend::open_span`]. Its connection goes back to
+/// the idle ones once every byte was taken, and is closed if the span is
+/// dropped before (the rest would still be on its way) or failed.
+struct RemoteSpan<'a> {
+    inner: &'a Inner,
+    name: String,
+    /// `None` once a read failed.
+    range: Option<ObjectRange>,
+}
+
+impl SpanRead for RemoteSpan<'_> {
+    fn read_into(&mut self, at: u64, len: usize, out: &mut Vec<u8>) -> Result<(), BackendError> {
+        let inner = self.inner;
+        let Some(range) = self.range.as_mut() else {
+            return Err(inner.error(
+                &self.name,
+                ObjectError::Broken("the read failed earlier".into()),
+            ));
+        };
+        let from = out.len();
+        match inner.runtime.block_on(range.read_into(at, len, out)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                out.truncate(from);
+                self.range = None;
+                Err(inner.error(&self.name, e))
+            }
+        }
+    }
+}
+
+impl Drop for RemoteSpan<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.range.take().and_then(ObjectRange::finish) {
+            self.inner.give(conn, &Ok::<(), ObjectError>(()));
+        }
     }
 }
 
