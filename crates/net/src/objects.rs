@@ -466,11 +466,19 @@ pub(crate) async fn serve(
     }
 }
 
-/// Writes one frame within `idle`: a client that stops reading (a large
-/// read asked for, then never taken) loses its session instead of holding
-/// it.
+/// Writes one frame within `idle`.
 async fn write_frame(tls: &mut Tls, frame: &Frame<'_>, idle: Duration) -> Result<(), SessionError> {
-    match tokio::time::timeout(idle, crate::wire::write_frame(tls, frame)).await {
+    within_idle(idle, crate::wire::write_frame(tls, frame)).await
+}
+
+/// Runs one write to the client within `idle`: a client that stops
+/// reading (a large read asked for, then never taken) loses its session
+/// instead of holding it.
+async fn within_idle(
+    idle: Duration,
+    write: impl std::future::Future<Output = Result<(), WireError>>,
+) -> Result<(), SessionError> {
+    match tokio::time::timeout(idle, write).await {
         Ok(written) => Ok(written?),
         Err(_) => Err(SessionError::new(
             ErrorCode::Timeout,
@@ -553,18 +561,9 @@ async fn send_range(
         if next < end {
             reading = Some(read_at(next, buffers.take()));
         }
-        let sent = tokio::time::timeout(idle, crate::wire::write_data(tls, req, at, &buf[..len]));
-        let sent = sent.await;
+        let sent = within_idle(idle, crate::wire::write_data(tls, req, at, &buf[..len])).await;
         buffers.give(buf);
-        match sent {
-            Ok(written) => written?,
-            Err(_) => {
-                return Err(SessionError::new(
-                    ErrorCode::Timeout,
-                    format!("the client read nothing for {idle:?}"),
-                ))
-            }
-        }
+        sent?;
         at = next;
     }
     Ok(())
