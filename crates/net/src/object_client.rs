@@ -1,6 +1,8 @@
 //! The client side of a store server's object frames: one authenticated
-//! connection ([`ObjectConnection`]) that asks one request at a time.
-//! Callers (the remote crate's backend) keep several for parallel
+//! connection ([`ObjectConnection`]) that asks one request at a time;
+//! the answer to a range read can be taken piece by piece, straight into
+//! the caller's buffers, as it streams in ([`ObjectRange`]). Callers (the
+//! remote crate's backend) keep several connections for parallel
 //! requests and run them on their own runtime.
 //!
 //! Trust is settled exactly as `send` settles it: the certificate is
