@@ -10,8 +10,9 @@
 //! deadline, `Data` payloads collected into writes of about a MiB only
 //! while the server's shared budget has room for them, one object being
 //! written per session, a listing sent page by
-//! page as the directory walk finds names, reads sent from buffers of a
-//! MiB (two per session: one read from disk while the other is sent).
+//! page as the directory walk finds names, reads sent a MiB at a time
+//! (one MiB read from disk while the one before is sent) while the
+//! shared budget has room for that, a frame's worth at a time otherwise.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -20,35 +21,29 @@ use std::time::Duration;
 
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::frame::{EntryTime, ErrorCode, FileMeta, Frame, MAX_NAMES_PAYLOAD, MAX_NAME_LEN};
+use crate::client::SEND_BUFFER;
+use crate::frame::{
+    EntryTime, ErrorCode, FileMeta, Frame, MAX_DATA_PAYLOAD, MAX_NAMES_PAYLOAD, MAX_NAME_LEN,
+};
 use crate::name::RelName;
 use crate::receive::{Destination, Incoming, ReceiveError};
 use crate::server::{SessionError, Tls};
 use crate::wire::{FrameReader, PayloadPool, WireError};
 
 /// Bytes of an object the server reads from disk at once when it sends a
-/// range: four `Data` frames, sent in one vectored write (one `writev`
-/// of whole TLS records) while the next MiB is read.
+/// range with room in the shared budget: four `Data` frames, sent in one
+/// vectored write (one `writev` of whole TLS records) while the next MiB
+/// is read.
 const SEND_BATCH: usize = 1024 * 1024;
 
-/// The two buffers of a session's reads: one filled from disk while the
-/// other is sent. Made on the first read and kept for the session's
-/// next ones (a buffer that went back to the allocator would be faulted
-/// in afresh).
-#[derive(Default)]
-struct SendBuffers {
-    free: Vec<Vec<u8>>,
-}
+/// What a range sent a MiB at a time takes of the shared budget while it
+/// is sent: its two read buffers, and the records rustls may hold for a
+/// client that reads slowly (its send buffer is [`SEND_BUFFER`] then).
+const SEND_BATCH_ROOM: usize = 2 * SEND_BATCH + SEND_BUFFER;
 
-impl SendBuffers {
-    fn take(&mut self) -> Vec<u8> {
-        self.free.pop().unwrap_or_else(|| vec![0u8; SEND_BATCH])
-    }
-
-    fn give(&mut self, buffer: Vec<u8>) {
-        self.free.push(buffer);
-    }
-}
+/// rustls' own bound on the records it holds for a slow client, which a
+/// session keeps while it sends nothing a MiB at a time.
+const SMALL_SEND_BUFFER: usize = 64 * 1024;
 
 /// The most bytes one object may have (a store's packs are at most 1 GiB
 /// plus their index; anything larger is refused as it arrives).
@@ -259,12 +254,6 @@ pub(crate) async fn serve(
 ) -> Result<(), SessionError> {
     let mut writing: Option<Writing> = None;
     let mut frames = FrameReader::default();
-    let mut buffers = SendBuffers::default();
-    // A range leaves in writes of a MiB of whole records (as the client's
-    // writes do), not in pieces of rustls' default 64 KiB.
-    tls.get_mut()
-        .1
-        .set_buffer_limit(Some(crate::client::SEND_BUFFER));
     loop {
         let collected = writing.as_ref().is_some_and(|w| !w.batch.is_empty());
         let wait = if collected { BATCH_WAIT } else { idle };
@@ -402,7 +391,7 @@ pub(crate) async fn serve(
                     Ok((file, size)) => {
                         write_frame(tls, &Frame::ObjSize { req, size }, idle).await?;
                         if size <= limit {
-                            send_range(tls, idle, req, file, 0, size, &mut buffers).await?;
+                            send_range(tls, idle, req, file, 0, size, budget).await?;
                             counts.sent += size;
                         }
                     }
@@ -421,8 +410,7 @@ pub(crate) async fn serve(
                     Ok((file, size)) => {
                         write_frame(tls, &Frame::ObjSize { req, size }, idle).await?;
                         if offset.checked_add(length).is_some_and(|end| end <= size) {
-                            send_range(tls, idle, req, file, offset, length, &mut buffers)
-                                .await?;
+                            send_range(tls, idle, req, file, offset, length, budget).await?;
                             counts.sent += length;
                         }
                     }
@@ -520,8 +508,11 @@ fn open_sized(host: &dyn ObjectHost, name: &str) -> Result<(Arc<File>, u64), Hos
     Ok((Arc::new(file), size))
 }
 
-/// Sends `length` bytes of `file` from `offset` as `Data` frames: a MiB
-/// at a time, read on a blocking thread while the MiB before it is sent.
+/// Sends `length` bytes of `file` from `offset` as `Data` frames. While
+/// the shared `budget` has room for [`SEND_BATCH_ROOM`], a MiB at a time,
+/// each read on a blocking thread while the MiB before it is sent, in
+/// writes of a MiB; otherwise a frame's worth at a time, read then sent,
+/// so that a session holds one frame as when it writes.
 async fn send_range(
     tls: &mut Tls,
     idle: Duration,
@@ -529,25 +520,56 @@ async fn send_range(
     file: Arc<File>,
     offset: u64,
     length: u64,
-    buffers: &mut SendBuffers,
+    budget: &Arc<Semaphore>,
 ) -> Result<(), SessionError> {
-    let end = offset + length;
+    let kib = u32::try_from(SEND_BATCH_ROOM.div_ceil(1024)).expect("a few MiB");
+    let room = budget.clone().try_acquire_many_owned(kib).ok();
+    let (batch, ahead) = match room {
+        Some(_) => (SEND_BATCH, true),
+        None => (MAX_DATA_PAYLOAD as usize, false),
+    };
+    if ahead {
+        tls.get_mut().1.set_buffer_limit(Some(SEND_BUFFER));
+    }
+    let sent = stream_range(tls, idle, req, file, offset..offset + length, batch, ahead).await;
+    if ahead {
+        // Everything was flushed: nothing is held past the new bound.
+        tls.get_mut().1.set_buffer_limit(Some(SMALL_SEND_BUFFER));
+    }
+    drop(room);
+    sent
+}
+
+/// [`send_range`]'s reads and writes, `batch` bytes at a time, the next
+/// read started before a batch is sent when `ahead`.
+async fn stream_range(
+    tls: &mut Tls,
+    idle: Duration,
+    req: u32,
+    file: Arc<File>,
+    range: std::ops::Range<u64>,
+    batch: usize,
+    ahead: bool,
+) -> Result<(), SessionError> {
+    let end = range.end;
     let read_at = |at: u64, mut buf: Vec<u8>| {
         let file = file.clone();
-        let len = (end - at).min(SEND_BATCH as u64) as usize;
+        let len = (end - at).min(buf.len() as u64) as usize;
         tokio::task::spawn_blocking(move || {
             let read = file.read_exact_at(&mut buf[..len], at);
             (buf, len, read)
         })
     };
-    let mut at = offset;
-    let mut reading = (at < end).then(|| read_at(at, buffers.take()));
+    // No larger than the range: a small object takes a small buffer.
+    let size = (range.end - range.start).min(batch as u64) as usize;
+    let mut spare = if ahead { Some(vec![0u8; size]) } else { None };
+    let mut at = range.start;
+    let mut reading = (at < end).then(|| read_at(at, vec![0u8; size]));
     while let Some(read) = reading.take() {
         let (buf, len, read) = read.await.map_err(|e| {
             SessionError::new(ErrorCode::Storage, format!("storage thread failed: {e}"))
         })?;
         if let Err(e) = read {
-            buffers.give(buf);
             // The client takes the error in place of the rest.
             return refuse(
                 tls,
@@ -559,11 +581,16 @@ async fn send_range(
         }
         let next = at + len as u64;
         if next < end {
-            reading = Some(read_at(next, buffers.take()));
+            if let Some(other) = spare.take() {
+                reading = Some(read_at(next, other));
+            }
         }
-        let sent = within_idle(idle, crate::wire::write_data(tls, req, at, &buf[..len])).await;
-        buffers.give(buf);
-        sent?;
+        within_idle(idle, crate::wire::write_data(tls, req, at, &buf[..len])).await?;
+        if next < end && reading.is_none() {
+            reading = Some(read_at(next, buf));
+        } else {
+            spare = Some(buf);
+        }
         at = next;
     }
     Ok(())
