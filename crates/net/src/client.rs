@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cryptstream_pool::Progress;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -873,8 +873,8 @@ fn handshake_failure(shared: &Shared, trusting: &Trusting, e: &io::Error) -> Net
 /// # Errors
 /// [`NetError::ServerUnproven`] for a server that does not know the token,
 /// [`NetError::Refused`] for a refusal, [`NetError::Connect`] otherwise.
-pub(crate) async fn prove_token(
-    tls: &mut tokio_rustls::client::TlsStream<TcpStream>,
+pub(crate) async fn prove_token<IO: AsyncRead + AsyncWrite + Unpin>(
+    tls: &mut tokio_rustls::client::TlsStream<IO>,
     token: &Token,
     timeout: Duration,
     address: &str,

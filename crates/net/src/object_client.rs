@@ -1,6 +1,8 @@
 //! The client side of a store server's object frames: one authenticated
-//! connection ([`ObjectConnection`]) that asks one request at a time.
-//! Callers (the remote crate's backend) keep several for parallel
+//! connection ([`ObjectConnection`]) that asks one request at a time;
+//! the answer to a range read can be taken piece by piece, straight into
+//! the caller's buffers, as it streams in ([`ObjectRange`]). Callers (the
+//! remote crate's backend) keep several connections for parallel
 //! requests and run them on their own runtime.
 //!
 //! Trust is settled exactly as `send` settles it: the certificate is
@@ -12,15 +14,19 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use bytes::BufMut;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::auth::Token;
-use crate::client::{write_all_vectored, SEND_BUFFER};
-use crate::frame::{data_prefix, ErrorCode, Frame, MAX_DATA_PAYLOAD, MAX_NAME_LEN};
+use crate::client::SEND_BUFFER;
+use crate::frame::{
+    ErrorCode, Frame, FrameHeader, FrameType, DATA_PREFIX_LEN, HEADER_LEN, MAX_NAME_LEN,
+};
+use crate::server::READ_BUFFER;
 use crate::tls::{client_config, record_known_host, Fingerprint, PinnedVerifier, ServerTrust};
-use crate::wire::{read_frame, write_frame, WireError};
+use crate::wire::{read_frame, write_data, write_frame, RawFrame, WireError};
 use crate::NetError;
 
 /// Why an object request failed.
@@ -116,6 +122,7 @@ impl ObjectClient {
             .map_err(|_| fail("timed out".into()))?
             .map_err(|e| fail(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
+        let tcp = BufReader::with_capacity(READ_BUFFER, tcp);
         let server_name = rustls::pki_types::ServerName::try_from("cryptstream")
             .expect("a valid DNS name")
             .to_owned();
@@ -173,7 +180,11 @@ impl ObjectClient {
     }
 }
 
-type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+/// The TLS stream of a connection. As on the server, the TCP stream is
+/// read through a buffer of [`READ_BUFFER`] bytes: rustls asks for a few
+/// KiB at a time, and a `recv` per ask (64,000 per GiB read) cost more
+/// than the copy out of the buffer.
+type Tls = tokio_rustls::client::TlsStream<BufReader<TcpStream>>;
 
 /// One authenticated connection to a store server. A request that fails
 /// with [`ObjectError::Broken`] leaves it unusable.
@@ -202,20 +213,46 @@ impl ObjectConnection {
 
     /// Reads the answer to `req`: an error for it becomes
     /// [`ObjectError::Refused`].
-    async fn answer(&mut self, req: u32) -> Result<crate::wire::RawFrame, ObjectError> {
+    async fn answer(&mut self, req: u32) -> Result<RawFrame, ObjectError> {
         let raw = read_frame(&mut self.tls, self.timeout).await?;
-        if let Ok(Frame::Error {
-            code,
-            file_id,
-            message,
-        }) = raw.parse()
-        {
-            if file_id == req {
-                return Err(ObjectError::Refused { code, message });
-            }
-            return Err(ObjectError::Broken(format!("{code}: {message}")));
+        match refusal(req, &raw) {
+            Some(e) => Err(e),
+            None => Ok(raw),
         }
-        Ok(raw)
+    }
+
+    /// Reads the header of the next frame of the answer to `req`, which
+    /// must be a `Data` frame of `req`, and its prefix: returns its offset
+    /// and the number of its bytes, which are left in the stream for the
+    /// caller to take (straight into its own buffer, not into a frame
+    /// first). Any other frame is read whole and is the error.
+    async fn data_head(&mut self, req: u32, what: &str) -> Result<(u64, usize), ObjectError> {
+        let timeout = self.timeout;
+        let mut head = [0u8; HEADER_LEN];
+        within(timeout, self.tls.read_exact(&mut head)).await?;
+        let header = FrameHeader::parse(head).map_err(WireError::from)?;
+        let length = header.length as usize;
+        if header.kind != FrameType::Data {
+            let mut payload = vec![0u8; length];
+            within(timeout, self.tls.read_exact(&mut payload)).await?;
+            let raw = RawFrame {
+                kind: header.kind,
+                payload,
+            };
+            return Err(refusal(req, &raw).unwrap_or_else(|| Self::unexpected(what)));
+        }
+        let mut prefix = [0u8; DATA_PREFIX_LEN];
+        if length <= DATA_PREFIX_LEN {
+            return Err(not_asked_for());
+        }
+        within(timeout, self.tls.read_exact(&mut prefix)).await?;
+        let (id, at) = prefix.split_at(4);
+        let id = u32::from_be_bytes(id.try_into().expect("4 bytes"));
+        let at = u64::from_be_bytes(at.try_into().expect("8 bytes"));
+        if id != req {
+            return Err(not_asked_for());
+        }
+        Ok((at, length - DATA_PREFIX_LEN))
     }
 
     fn unexpected(what: &str) -> ObjectError {
@@ -253,23 +290,7 @@ impl ObjectConnection {
         offset: u64,
         bytes: &[u8],
     ) -> Result<(), ObjectError> {
-        let pieces = bytes.chunks(MAX_DATA_PAYLOAD as usize);
-        let prefixes: Vec<_> = pieces
-            .clone()
-            .scan(offset, |at, piece| {
-                let prefix = data_prefix(req, *at, piece.len());
-                *at += piece.len() as u64;
-                Some(prefix)
-            })
-            .collect();
-        let mut slices: Vec<io::IoSlice<'_>> = prefixes
-            .iter()
-            .zip(pieces)
-            .flat_map(|(prefix, piece)| [io::IoSlice::new(prefix), io::IoSlice::new(piece)])
-            .collect();
-        write_all_vectored(&mut self.tls, &mut slices).await?;
-        self.tls.flush().await.map_err(WireError::Io)?;
-        Ok(())
+        Ok(write_data(&mut self.tls, req, offset, bytes).await?)
     }
 
     /// Commits the object of `req`, which has `size` bytes.
@@ -327,9 +348,29 @@ impl ObjectConnection {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<u64, ObjectError> {
+        let length = buf.len() as u64;
+        let (req, size) = self.ask_range(name, offset, length).await?;
+        if inside(offset, length, size) {
+            self.receive(req, offset, buf).await?;
+        }
+        Ok(size)
+    }
+
+    /// Asks for `length` bytes of `name` from `offset`: returns the request
+    /// id and the object's size. When the range is inside the object, its
+    /// bytes follow in `Data` frames, to be taken in order (an
+    /// [`ObjectRange`]); otherwise nothing follows.
+    ///
+    /// # Errors
+    /// [`ErrorCode::NoSuchObject`] or another refusal; the connection.
+    pub async fn ask_range(
+        &mut self,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<(u32, u64), ObjectError> {
         fits(name)?;
         let req = self.req();
-        let length = buf.len() as u64;
         let frame = Frame::ObjRead {
             req,
             offset,
@@ -338,10 +379,7 @@ impl ObjectConnection {
         };
         write_frame(&mut self.tls, &frame).await?;
         let size = self.answer_size(req).await?;
-        if offset.checked_add(length).is_some_and(|end| end <= size) {
-            self.receive(req, offset, buf).await?;
-        }
-        Ok(size)
+        Ok((req, size))
     }
 
     /// The whole of `name` when it has at most `limit` bytes: `Ok(Err(size))`
@@ -373,26 +411,12 @@ impl ObjectConnection {
     async fn receive(&mut self, req: u32, offset: u64, buf: &mut [u8]) -> Result<(), ObjectError> {
         let mut got = 0usize;
         while got < buf.len() {
-            let raw = self.answer(req).await?;
-            let Ok(Frame::Data {
-                file_id,
-                offset: at,
-                bytes,
-            }) = raw.parse()
-            else {
-                return Err(Self::unexpected("a read"));
-            };
-            if file_id != req
-                || at != offset + got as u64
-                || bytes.len() > buf.len() - got
-                || bytes.is_empty()
-            {
-                return Err(ObjectError::Broken(
-                    "the server sent bytes that were not asked for".into(),
-                ));
+            let (at, len) = self.data_head(req, "a read").await?;
+            if at != offset + got as u64 || len > buf.len() - got {
+                return Err(not_asked_for());
             }
-            buf[got..got + bytes.len()].copy_from_slice(bytes);
-            got += bytes.len();
+            within(self.timeout, self.tls.read_exact(&mut buf[got..got + len])).await?;
+            got += len;
         }
         Ok(())
     }
@@ -462,5 +486,160 @@ impl ObjectConnection {
             }) if r == req => Ok(append_only),
             _ => Err(Self::unexpected("a hosting request")),
         }
+    }
+}
+
+/// Whether `length` bytes from `offset` lie inside an object of `size` bytes.
+fn inside(offset: u64, length: u64, size: u64) -> bool {
+    offset.checked_add(length).is_some_and(|end| end <= size)
+}
+
+/// The error an `Error` frame is: a refusal of `req` (the connection is
+/// still usable), or, for another request, a broken connection. `None`
+/// for any other frame.
+fn refusal(req: u32, raw: &RawFrame) -> Option<ObjectError> {
+    match raw.parse() {
+        Ok(Frame::Error {
+            code,
+            file_id,
+            message,
+        }) if file_id == req => Some(ObjectError::Refused { code, message }),
+        Ok(Frame::Error { code, message, .. }) => {
+            Some(ObjectError::Broken(format!("{code}: {message}")))
+        }
+        _ => None,
+    }
+}
+
+fn not_asked_for() -> ObjectError {
+    ObjectError::Broken("the server sent bytes that were not asked for".into())
+}
+
+/// Runs one read of the connection within `timeout`.
+async fn within<T>(
+    timeout: Duration,
+    read: impl std::future::Future<Output = io::Result<T>>,
+) -> Result<T, WireError> {
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => Err(WireError::Truncated),
+        Ok(Err(e)) => Err(WireError::Io(e)),
+        Err(_) => Err(WireError::Timeout(timeout)),
+    }
+}
+
+/// The bytes of one range of an object, asked for with
+/// [`ObjectConnection::ask_range`] and taken in order, piece by piece,
+/// straight from the TLS session into the caller's buffers: the server
+/// streams the whole range at once (one request, no round trip per
+/// piece), and TCP holds back what the caller has not taken yet.
+pub struct ObjectRange {
+    conn: ObjectConnection,
+    req: u32,
+    /// Offset of the next byte the server sends.
+    next: u64,
+    /// Offset of the range's end.
+    end: u64,
+    /// Bytes of the current `Data` frame not taken yet.
+    left: usize,
+}
+
+impl ObjectRange {
+    /// The bytes of request `req` on `conn`, which asked for `length`
+    /// bytes from `offset` and was told they are inside the object.
+    pub fn new(conn: ObjectConnection, req: u32, offset: u64, length: u64) -> ObjectRange {
+        ObjectRange {
+            conn,
+            req,
+            next: offset,
+            end: offset.saturating_add(length),
+            left: 0,
+        }
+    }
+
+    /// Appends the `len` bytes at `at` to `out`; the bytes between the
+    /// last ones taken and `at` are skipped.
+    ///
+    /// # Errors
+    /// A range outside what is left of the request (a caller bug), a
+    /// refusal (the object could not be read), the connection; the range
+    /// cannot be read on after an error.
+    pub async fn read_into(
+        &mut self,
+        at: u64,
+        len: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ObjectError> {
+        let fits = at >= self.next && at.checked_add(len as u64).is_some_and(|e| e <= self.end);
+        if !fits {
+            return Err(ObjectError::Broken(format!(
+                "bytes {at}+{len} are not what is left of the range asked for"
+            )));
+        }
+        self.skip(at - self.next).await?;
+        out.reserve(len);
+        let target = out.len() + len;
+        while out.len() < target {
+            self.frame().await?;
+            let take = (target - out.len()).min(self.left);
+            let stop = out.len() + take;
+            while out.len() < stop {
+                let want = stop - out.len();
+                let mut rest = (&mut *out).limit(want);
+                let got = within(self.conn.timeout, self.conn.tls.read_buf(&mut rest)).await?;
+                if got == 0 {
+                    return Err(WireError::Truncated.into());
+                }
+            }
+            self.taken(take);
+        }
+        Ok(())
+    }
+
+    /// Skips `n` bytes of the range, taken from the TLS session's own
+    /// buffer (nothing copied).
+    async fn skip(&mut self, mut n: u64) -> Result<(), ObjectError> {
+        while n > 0 {
+            self.frame().await?;
+            let take = n.min(self.left as u64) as usize;
+            let mut left = take;
+            while left > 0 {
+                let ready = within(self.conn.timeout, self.conn.tls.fill_buf()).await?;
+                if ready.is_empty() {
+                    return Err(WireError::Truncated.into());
+                }
+                let used = ready.len().min(left);
+                self.conn.tls.consume(used);
+                left -= used;
+            }
+            self.taken(take);
+            n -= take as u64;
+        }
+        Ok(())
+    }
+
+    /// Reads the next frame's head when the current one is taken.
+    async fn frame(&mut self) -> Result<(), ObjectError> {
+        if self.left > 0 {
+            return Ok(());
+        }
+        let (at, len) = self.conn.data_head(self.req, "a read").await?;
+        if at != self.next || len as u64 > self.end - self.next {
+            return Err(not_asked_for());
+        }
+        self.left = len;
+        Ok(())
+    }
+
+    fn taken(&mut self, n: usize) {
+        self.left -= n;
+        self.next += n as u64;
+    }
+
+    /// The connection, for the next request, once every byte of the range
+    /// was taken; `None` before (the rest would still be on its way: the
+    /// connection is closed with the range).
+    pub fn finish(self) -> Option<ObjectConnection> {
+        (self.next == self.end).then_some(self.conn)
     }
 }

@@ -10,8 +10,9 @@
 //! deadline, `Data` payloads collected into writes of about a MiB only
 //! while the server's shared budget has room for them, one object being
 //! written per session, a listing sent page by
-//! page as the directory walk finds names, reads in `Data` frames of at
-//! most 256 KiB read from disk one at a time.
+//! page as the directory walk finds names, reads sent a MiB at a time
+//! (one MiB read from disk while the one before is sent) while the
+//! shared budget has room for that, a frame's worth at a time otherwise.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use crate::client::SEND_BUFFER;
 use crate::frame::{
     EntryTime, ErrorCode, FileMeta, Frame, MAX_DATA_PAYLOAD, MAX_NAMES_PAYLOAD, MAX_NAME_LEN,
 };
@@ -27,6 +29,21 @@ use crate::name::RelName;
 use crate::receive::{Destination, Incoming, ReceiveError};
 use crate::server::{SessionError, Tls};
 use crate::wire::{FrameReader, PayloadPool, WireError};
+
+/// Bytes of an object the server reads from disk at once when it sends a
+/// range with room in the shared budget: four `Data` frames, sent in one
+/// vectored write (one `writev` of whole TLS records) while the next MiB
+/// is read.
+const SEND_BATCH: usize = 1024 * 1024;
+
+/// What a range sent a MiB at a time takes of the shared budget while it
+/// is sent: its two read buffers, and the records rustls may hold for a
+/// client that reads slowly (its send buffer is [`SEND_BUFFER`] then).
+const SEND_BATCH_ROOM: usize = 2 * SEND_BATCH + SEND_BUFFER;
+
+/// rustls' own bound on the records it holds for a slow client, which a
+/// session keeps while it sends nothing a MiB at a time.
+const SMALL_SEND_BUFFER: usize = 64 * 1024;
 
 /// The most bytes one object may have (a store's packs are at most 1 GiB
 /// plus their index; anything larger is refused as it arrives).
@@ -374,7 +391,7 @@ pub(crate) async fn serve(
                     Ok((file, size)) => {
                         write_frame(tls, &Frame::ObjSize { req, size }, idle).await?;
                         if size <= limit {
-                            send_range(tls, idle, req, file, 0, size).await?;
+                            send_range(tls, idle, req, file, 0, size, budget).await?;
                             counts.sent += size;
                         }
                     }
@@ -393,7 +410,7 @@ pub(crate) async fn serve(
                     Ok((file, size)) => {
                         write_frame(tls, &Frame::ObjSize { req, size }, idle).await?;
                         if offset.checked_add(length).is_some_and(|end| end <= size) {
-                            send_range(tls, idle, req, file, offset, length).await?;
+                            send_range(tls, idle, req, file, offset, length, budget).await?;
                             counts.sent += length;
                         }
                     }
@@ -437,11 +454,19 @@ pub(crate) async fn serve(
     }
 }
 
-/// Writes one frame within `idle`: a client that stops reading (a large
-/// read asked for, then never taken) loses its session instead of holding
-/// it.
+/// Writes one frame within `idle`.
 async fn write_frame(tls: &mut Tls, frame: &Frame<'_>, idle: Duration) -> Result<(), SessionError> {
-    match tokio::time::timeout(idle, crate::wire::write_frame(tls, frame)).await {
+    within_idle(idle, crate::wire::write_frame(tls, frame)).await
+}
+
+/// Runs one write to the client within `idle`: a client that stops
+/// reading (a large read asked for, then never taken) loses its session
+/// instead of holding it.
+async fn within_idle(
+    idle: Duration,
+    write: impl std::future::Future<Output = Result<(), WireError>>,
+) -> Result<(), SessionError> {
+    match tokio::time::timeout(idle, write).await {
         Ok(written) => Ok(written?),
         Err(_) => Err(SessionError::new(
             ErrorCode::Timeout,
@@ -483,8 +508,11 @@ fn open_sized(host: &dyn ObjectHost, name: &str) -> Result<(Arc<File>, u64), Hos
     Ok((Arc::new(file), size))
 }
 
-/// Sends `length` bytes of `file` from `offset` as `Data` frames, reading
-/// one frame's worth at a time.
+/// Sends `length` bytes of `file` from `offset` as `Data` frames. While
+/// the shared `budget` has room for [`SEND_BATCH_ROOM`], a MiB at a time,
+/// each read on a blocking thread while the MiB before it is sent, in
+/// writes of a MiB; otherwise a frame's worth at a time, read then sent,
+/// so that a session holds one frame as when it writes.
 async fn send_range(
     tls: &mut Tls,
     idle: Duration,
@@ -492,37 +520,78 @@ async fn send_range(
     file: Arc<File>,
     offset: u64,
     length: u64,
+    budget: &Arc<Semaphore>,
 ) -> Result<(), SessionError> {
-    let mut at = offset;
-    let end = offset + length;
-    while at < end {
-        let len = (end - at).min(u64::from(MAX_DATA_PAYLOAD)) as usize;
+    let kib = u32::try_from(SEND_BATCH_ROOM.div_ceil(1024)).expect("a few MiB");
+    let room = budget.clone().try_acquire_many_owned(kib).ok();
+    let (batch, ahead) = match room {
+        Some(_) => (SEND_BATCH, true),
+        None => (MAX_DATA_PAYLOAD as usize, false),
+    };
+    if ahead {
+        tls.get_mut().1.set_buffer_limit(Some(SEND_BUFFER));
+    }
+    let sent = stream_range(tls, idle, req, file, offset..offset + length, batch, ahead).await;
+    if ahead {
+        // Everything was flushed: nothing is held past the new bound.
+        tls.get_mut().1.set_buffer_limit(Some(SMALL_SEND_BUFFER));
+    }
+    drop(room);
+    sent
+}
+
+/// [`send_range`]'s reads and writes, `batch` bytes at a time, the next
+/// read started before a batch is sent when `ahead`.
+async fn stream_range(
+    tls: &mut Tls,
+    idle: Duration,
+    req: u32,
+    file: Arc<File>,
+    range: std::ops::Range<u64>,
+    batch: usize,
+    ahead: bool,
+) -> Result<(), SessionError> {
+    let end = range.end;
+    let read_at = |at: u64, mut buf: Vec<u8>| {
         let file = file.clone();
-        let read = blocking(move || {
-            let mut buf = vec![0u8; len];
-            file.read_exact_at(&mut buf, at).map(|()| buf)
+        let len = (end - at).min(buf.len() as u64) as usize;
+        tokio::task::spawn_blocking(move || {
+            let read = file.read_exact_at(&mut buf[..len], at);
+            (buf, len, read)
         })
-        .await?;
-        let bytes = match read {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                // The client takes the error in place of the rest.
-                return refuse(
-                    tls,
-                    idle,
-                    req,
-                    HostError::new(ErrorCode::Storage, format!("read failed: {e}")),
-                )
-                .await;
+    };
+    // No larger than the range: a small object takes a small buffer.
+    let size = (range.end - range.start).min(batch as u64) as usize;
+    let mut spare = if ahead { Some(vec![0u8; size]) } else { None };
+    let mut at = range.start;
+    let mut reading = (at < end).then(|| read_at(at, vec![0u8; size]));
+    while let Some(read) = reading.take() {
+        let (buf, len, read) = read.await.map_err(|e| {
+            SessionError::new(ErrorCode::Storage, format!("storage thread failed: {e}"))
+        })?;
+        if let Err(e) = read {
+            // The client takes the error in place of the rest.
+            return refuse(
+                tls,
+                idle,
+                req,
+                HostError::new(ErrorCode::Storage, format!("read failed: {e}")),
+            )
+            .await;
+        }
+        let next = at + len as u64;
+        if next < end {
+            if let Some(other) = spare.take() {
+                reading = Some(read_at(next, other));
             }
-        };
-        let frame = Frame::Data {
-            file_id: req,
-            offset: at,
-            bytes: &bytes,
-        };
-        write_frame(tls, &frame, idle).await?;
-        at += len as u64;
+        }
+        within_idle(idle, crate::wire::write_data(tls, req, at, &buf[..len])).await?;
+        if next < end && reading.is_none() {
+            reading = Some(read_at(next, buf));
+        } else {
+            spare = Some(buf);
+        }
+        at = next;
     }
     Ok(())
 }

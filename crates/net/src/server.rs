@@ -424,7 +424,7 @@ impl From<ReceiveError> for SessionError {
 pub(crate) type Tls = tokio_rustls::server::TlsStream<BufReader<TcpStream>>;
 
 /// Bytes read from a session's TCP stream at a time.
-const READ_BUFFER: usize = 256 * 1024;
+pub(crate) const READ_BUFFER: usize = 256 * 1024;
 
 async fn run_session(
     stream: TcpStream,

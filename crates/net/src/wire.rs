@@ -9,7 +9,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use bytes::BufMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::frame::{Frame, FrameError, FrameHeader, FrameType, HEADER_LEN};
+use crate::frame::{
+    data_prefix, Frame, FrameError, FrameHeader, FrameType, HEADER_LEN, MAX_DATA_PAYLOAD,
+};
 
 /// Why a frame could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -231,6 +233,39 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
 ) -> Result<(), WireError> {
     let bytes = frame.to_bytes();
     writer.write_all(&bytes).await?;
+    writer.flush().await?;
+    Ok(())
+}
+
+/// Writes `bytes` of file (or object) `file_id` at `offset` as `Data`
+/// frames of at most [`MAX_DATA_PAYLOAD`] bytes, handed to the writer in
+/// one vectored write (headers and bytes as they are, no copy into a
+/// frame first), then flushes: through a TLS session whose send buffer
+/// holds them, up to a MiB leaves in one `writev` of whole records.
+///
+/// # Errors
+/// Transport errors.
+pub async fn write_data<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    file_id: u32,
+    offset: u64,
+    bytes: &[u8],
+) -> Result<(), WireError> {
+    let pieces = bytes.chunks(MAX_DATA_PAYLOAD as usize);
+    let prefixes: Vec<_> = pieces
+        .clone()
+        .scan(offset, |at, piece| {
+            let prefix = data_prefix(file_id, *at, piece.len());
+            *at += piece.len() as u64;
+            Some(prefix)
+        })
+        .collect();
+    let mut slices: Vec<std::io::IoSlice<'_>> = prefixes
+        .iter()
+        .zip(pieces)
+        .flat_map(|(prefix, piece)| [std::io::IoSlice::new(prefix), std::io::IoSlice::new(piece)])
+        .collect();
+    crate::client::write_all_vectored(writer, &mut slices).await?;
     writer.flush().await?;
     Ok(())
 }

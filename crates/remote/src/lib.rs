@@ -5,7 +5,9 @@
 //! [`Backend`](cryptstream_store::Backend) over the network crate's object
 //! frames (`cryptstream_net::object_client`), with its own tokio runtime
 //! inside a synchronous API (as the S3 backend) and a pool of
-//! authenticated connections, one per request in flight. [`host::StoreDir`]
+//! authenticated connections, one per request in flight (a span of a
+//! pack that `get` reads is one request, whose bytes the server streams
+//! and the backend takes block by block). [`host::StoreDir`]
 //! is the other end: the objects of one store directory, as the server
 //! keeps them. The store crate learns nothing of the network; the server
 //! never holds a key and sees only the store's opaque objects.
