@@ -166,18 +166,13 @@ pub struct SplitParts {
     pub envelope: String,
 }
 
-/// Opens `job`'s input, by its name in the directory the plan holds open
-/// where there is one, else by its path; no atime update where allowed.
-fn open_input(job: &FileJob) -> Result<File, Reason> {
+/// Flags for opening inputs: no atime update where allowed.
+fn open_input(path: &Path) -> Result<File, Reason> {
     use rustix::fs::{Mode, OFlags, CWD};
-    let (dir, path) = match (&job.input_dir, job.input.file_name()) {
-        (Some(dir), Some(name)) => (dir.as_fd(), Path::new(name)),
-        _ => (CWD, job.input.as_path()),
-    };
     let flags = OFlags::RDONLY | OFlags::CLOEXEC;
-    let fd = match rustix::fs::openat(dir, path, flags | OFlags::NOATIME, Mode::empty()) {
+    let fd = match rustix::fs::openat(CWD, path, flags | OFlags::NOATIME, Mode::empty()) {
         // O_NOATIME is refused for files we do not own.
-        Err(rustix::io::Errno::PERM) => rustix::fs::openat(dir, path, flags, Mode::empty()),
+        Err(rustix::io::Errno::PERM) => rustix::fs::openat(CWD, path, flags, Mode::empty()),
         other => other,
     };
     fd.map(File::from).map_err(|e| Reason::Open(e.into()))
@@ -312,7 +307,7 @@ impl OpenFile {
             let layout = seal_entry(settings, job, target)?;
             return Ok(Opened::Entry(Done::Written, layout));
         }
-        let input = open_input(job)?;
+        let input = open_input(&job.input)?;
         // The plan's lookup stands for the file's own unless there was
         // none; an encrypt run checks at the end that it read that file.
         let looked = match job.looked {
@@ -1222,7 +1217,6 @@ mod tests {
             output: None,
             source: Source::File,
             looked: None,
-            input_dir: None,
         }
     }
 
@@ -1285,53 +1279,6 @@ mod tests {
         assert_eq!(
             std::fs::read(dir.path().join("dec")).unwrap(),
             vec![7u8; 3000]
-        );
-    }
-
-    /// A planned file of a tree is opened by its name in the directory the
-    /// walk listed (held open by the plan), not by its path again: after
-    /// the input tree is moved away and another put at its path, the jobs
-    /// still encrypt the files the walk found.
-    #[test]
-    fn a_walked_file_is_opened_in_the_directory_the_walk_listed() {
-        let dir = tempfile::tempdir().unwrap();
-        let tree = dir.path().join("tree");
-        std::fs::create_dir(&tree).unwrap();
-        std::fs::write(tree.join("a"), vec![3u8; 3000]).unwrap();
-        let plan = crate::plan_transform(
-            Direction::Encrypt,
-            &tree,
-            &dir.path().join("enc"),
-            crate::Overwrite::Refuse,
-        )
-        .unwrap();
-        let [planned] = plan.files.as_slice() else {
-            panic!("one job planned: {:?}", plan.files);
-        };
-        assert!(planned.input_dir.is_some(), "the walked folder is held");
-        std::fs::rename(&tree, dir.path().join("moved")).unwrap();
-        std::fs::create_dir(&tree).unwrap();
-        std::fs::write(tree.join("a"), vec![4u8; 3000]).unwrap();
-        let enc = settings(Direction::Encrypt, IoChoice::Auto);
-        let output = plan.target(planned).unwrap();
-        let outcome = process_whole(
-            &enc,
-            planned,
-            output.as_ref(),
-            &mut SecretBuf::new(),
-            &Cancel::new(),
-            &mut |_| {},
-        );
-        outcome.result.unwrap();
-        let dec = settings(Direction::Decrypt, IoChoice::Auto);
-        whole(
-            &dec,
-            dir.path().join("enc/a.cst"),
-            &target(dir.path(), "dec"),
-        );
-        assert_eq!(
-            std::fs::read(dir.path().join("dec")).unwrap(),
-            vec![3u8; 3000]
         );
     }
 

@@ -78,8 +78,8 @@ pub use file::{
 pub use io::{IoChoice, IoStrategy, MMAP_MIN_BYTES};
 pub use plan::{
     names_directory, output_name, plan_transform, plan_transform_as, plan_verify, Direction,
-    FileJob, InputDir, Looked, OutputFormat, OutputName, Overwrite, Plan, PlanError, Skipped,
-    Source, Target, KEPT_EXISTING, MAX_INPUT_DIRS, SUFFIX,
+    FileJob, Looked, OutputFormat, OutputName, Overwrite, Plan, PlanError, Skipped, Source, Target,
+    KEPT_EXISTING, SUFFIX,
 };
 pub use reason::Reason;
 
@@ -1014,7 +1014,6 @@ mod tests {
                 size,
                 source: Source::File,
                 looked: None,
-                input_dir: None,
             })
             .collect()
     }

@@ -7,10 +7,8 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 
 use cryptstream_format::{Envelope, Naming};
 use cryptstream_output::{DirFd, DirFinish, DirIndex, OutputTree, Timestamp, TreeError};
@@ -166,40 +164,6 @@ pub struct FileJob {
     /// was built without one (a worker process, a test), and then the
     /// worker does.
     pub looked: Option<Looked>,
-    /// The walked directory that holds [`FileJob::input`], held open by
-    /// the plan: the worker opens the file by its name in it (`openat`)
-    /// instead of resolving the whole path again. `None` for a file named
-    /// on the command line, a job built elsewhere (a worker process, a
-    /// test) or past [`MAX_INPUT_DIRS`]: then it opens the path.
-    pub input_dir: Option<InputDir>,
-}
-
-/// The most input directories a plan holds open for its workers (as many
-/// as the output tree holds): a tree with more directories has the files
-/// of the others opened by path.
-pub const MAX_INPUT_DIRS: usize = 512;
-
-/// A directory of the input as the walk listed it, open (`O_DIRECTORY`),
-/// shared by the jobs of its files. Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct InputDir(Arc<OwnedFd>);
-
-impl InputDir {
-    /// Opens the directory at `path` (as the walk is about to list it).
-    fn open(path: &Path) -> io::Result<InputDir> {
-        use rustix::fs::{Mode, OFlags};
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        Ok(InputDir(Arc::new(rustix::fs::open(
-            path,
-            flags,
-            Mode::empty(),
-        )?)))
-    }
-
-    /// The descriptor.
-    pub fn as_fd(&self) -> BorrowedFd<'_> {
-        self.0.as_fd()
-    }
 }
 
 /// A regular file as the plan looked it up (`statx`): with
@@ -576,7 +540,6 @@ pub fn plan_transform_as(
             size: meta.len(),
             source: Source::File,
             looked: Some(Looked::of(&meta)),
-            input_dir: None,
         });
         plan.root = Some((root, None));
     } else if meta.is_dir() {
@@ -604,7 +567,6 @@ pub fn plan_transform_as(
             root: input,
             plan: &mut plan,
             first_names: HashMap::new(),
-            held_dirs: 0,
         };
         walk.dir(Path::new(""), Some(0))?;
         refuse_nothing_to_process(&mut plan, direction, input)?;
@@ -671,7 +633,6 @@ pub fn plan_verify(inputs: &[PathBuf]) -> Result<Plan, PlanError> {
                 root: input,
                 plan: &mut plan,
                 first_names: HashMap::new(),
-                held_dirs: 0,
             };
             walk.dir(Path::new(""), None)?;
         } else if meta.is_file() {
@@ -682,7 +643,6 @@ pub fn plan_verify(inputs: &[PathBuf]) -> Result<Plan, PlanError> {
                 size: meta.len(),
                 source: Source::File,
                 looked: Some(Looked::of(&meta)),
-                input_dir: None,
             });
         } else {
             return Err(PlanError::NotFileOrDir(input.clone()));
@@ -744,8 +704,6 @@ struct Walk<'a> {
     plan: &'a mut Plan,
     /// Files with several names: (device, inode) to the first name met.
     first_names: HashMap<(u64, u64), PathBuf>,
-    /// Input directories held open for the jobs of their files.
-    held_dirs: usize,
 }
 
 impl Walk<'_> {
@@ -753,14 +711,6 @@ impl Walk<'_> {
     /// `out_dir` (`None` for verify).
     fn dir(&mut self, relative: &Path, out_dir: Option<DirIndex>) -> Result<(), PlanError> {
         let dir = self.root.join(relative);
-        // Opened before it is listed, so that its files are opened in the
-        // directory listed; one that cannot be opened is left to
-        // `read_dir` to report (or its files to be opened by path).
-        let input_dir = if self.held_dirs < MAX_INPUT_DIRS {
-            InputDir::open(&dir).ok()
-        } else {
-            None
-        };
         let mut entries = fs::read_dir(&dir)
             .map_err(input_err(&dir))?
             .map(|entry| entry.map(|e| (e.file_name(), e)))
@@ -851,12 +801,7 @@ impl Walk<'_> {
                 size,
                 source,
                 looked,
-                input_dir: input_dir.clone(),
             });
-        }
-        // Counted only when a job holds it.
-        if input_dir.is_some_and(|held| Arc::strong_count(&held.0) > 1) {
-            self.held_dirs += 1;
         }
         Ok(())
     }

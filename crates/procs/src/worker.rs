@@ -346,7 +346,6 @@ impl Worker {
                 size: 0,
                 source: Source::File,
                 looked: None,
-                input_dir: None,
             };
             let target = match (&self.output_root, task.record.output_len != NO_OUTPUT) {
                 (Some(root), true) => match self.target(root, &path(output)) {
