@@ -65,6 +65,7 @@ pub use key::{
     generate_key_file, parse_key_file, KdfParams, KeyId, Keyring, MasterKey, Passphrase, KEY_LEN,
 };
 pub use layout::Layout;
+pub use salts::fill_fresh;
 pub use stream::{ChunkCipher, CipherParts, NonceScheme, AEAD_KEY_LEN, TAG_LEN};
 
 /// Fills `buf` with bytes from the kernel's random source (`getrandom(2)`).

@@ -126,11 +126,46 @@ pub(crate) fn fresh_salt() -> Result<[u8; SALT_LEN], FormatError> {
     })
 }
 
+/// Fills `out` with fresh random bytes for a salt or nonce, from this
+/// thread's reserve: one salt per [`SALT_LEN`] bytes (or part of them), each
+/// handed out once, as [`fresh_salt`] does for new files. For the many
+/// small salts of a store's blobs, which otherwise cost one `getrandom(2)`
+/// call each.
+///
+/// # Errors
+/// [`FormatError::Random`] when the system random source fails.
+pub fn fill_fresh(out: &mut [u8]) -> Result<(), FormatError> {
+    for piece in out.chunks_mut(SALT_LEN) {
+        let mut salt = fresh_salt()?;
+        piece.copy_from_slice(&salt[..piece.len()]);
+        salt.zeroize();
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
 
     use super::*;
+
+    #[test]
+    fn short_salts_from_the_reserve_never_repeat_and_long_ones_fill_whole() {
+        let salts: HashSet<[u8; 16]> = (0..10 * RESERVE_SALTS)
+            .map(|_| {
+                let mut salt = [0u8; 16];
+                fill_fresh(&mut salt).unwrap();
+                salt
+            })
+            .collect();
+        assert_eq!(salts.len(), 10 * RESERVE_SALTS);
+        // Longer than one salt: every part is filled, and no two parts
+        // are the same salt.
+        let mut long = [0u8; 2 * SALT_LEN + 5];
+        fill_fresh(&mut long).unwrap();
+        assert_ne!(long[..SALT_LEN], long[SALT_LEN..2 * SALT_LEN]);
+        assert_ne!(long[2 * SALT_LEN..], [0u8; 5]);
+    }
 
     #[test]
     fn salts_from_the_reserve_never_repeat() {
