@@ -23,6 +23,8 @@ for job in ${JOBS:-small tree remote}; do
     remote) run 2026-12-03b-remote env LOADS="t1m tree" bash benchsuite/remote.sh /dev/shm 5 ;;
     net) run 2026-12-03b-net-wire python3 benchsuite/net-wire.py benchsuite/runs/2026-12-03b-net-wire-py --size-mib 1024 --pairs 5 ;;
     tree2) run 2026-12-03b-store-tree-2 env LOADS=tree bash benchsuite/store.sh /dev/shm 5 ;;
+    tree3) run 2026-12-03b-store-tree-3 env LOADS=tree bash benchsuite/store.sh /dev/shm 5 ;;
+    remote3) run 2026-12-03b-remote-3 env LOADS="t1m tree" bash benchsuite/remote.sh /dev/shm 5 ;;
     small2) run 2026-12-03b-small-files-2 env LOADS=small bash benchsuite/engine-v2.sh /dev/shm 7 ;;
     remote2) run 2026-12-03b-remote-t1m-2 env LOADS=t1m bash benchsuite/remote.sh /dev/shm 5 ;;
     m1) run 2026-12-03b-store-1m bash benchsuite/store-1m.sh /dev/shm ;;
