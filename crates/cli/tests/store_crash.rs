@@ -67,6 +67,24 @@ fn spawn_put(s: &StoreWs, path: &Path, env: &[(&str, &std::ffi::OsStr)], force: 
     PutRun::spawn(&mut cmd)
 }
 
+/// [`spawn_put`] of `path`, slowed at every hook point and held at its
+/// next manifest for as long as the file `hold` exists (the put creates
+/// `hold.reached` when it gets there).
+fn spawn_put_held_at_manifest(s: &StoreWs, path: &Path, hold: &Path) -> PutRun {
+    let delay = std::ffi::OsString::from("5");
+    let at = std::ffi::OsString::from("before_manifest");
+    spawn_put(
+        s,
+        path,
+        &[
+            ("CRYPTSTREAM_DEBUG_STORE_DELAY_MS", &delay),
+            ("CRYPTSTREAM_DEBUG_STORE_HOLD_WHILE", hold.as_os_str()),
+            ("CRYPTSTREAM_DEBUG_STORE_HOLD_AT", &at),
+        ],
+        false,
+    )
+}
+
 /// Restores every reported entry with one `get` and compares it with the
 /// source; returns how many entries came back.
 fn check_reported(
@@ -297,18 +315,7 @@ fn a_killed_puts_records_count_its_snapshot_while_it_runs_and_the_next_gc_remove
     let total = entry_count(&src);
     let hold = s.ws.path("hold");
     let reached = s.ws.path("hold.reached");
-    let delay = std::ffi::OsString::from("5");
-    let at = std::ffi::OsString::from("before_manifest");
-    let mut put = spawn_put(
-        &s,
-        &src,
-        &[
-            ("CRYPTSTREAM_DEBUG_STORE_DELAY_MS", &delay),
-            ("CRYPTSTREAM_DEBUG_STORE_HOLD_WHILE", hold.as_os_str()),
-            ("CRYPTSTREAM_DEBUG_STORE_HOLD_AT", &at),
-        ],
-        false,
-    );
+    let mut put = spawn_put_held_at_manifest(&s, &src, &hold);
     wait_for("the put reports entries", || {
         put.reported_count() > 0 || put.running.has_exited()
     });
@@ -380,18 +387,7 @@ fn a_gc_beside_a_running_put_of_its_cache_sweeps_a_forgotten_snapshot_and_loses_
     let total = entry_count(&src);
     let hold = s.ws.path("hold");
     let reached = s.ws.path("hold.reached");
-    let delay = std::ffi::OsString::from("5");
-    let at = std::ffi::OsString::from("before_manifest");
-    let mut put = spawn_put(
-        &s,
-        &src,
-        &[
-            ("CRYPTSTREAM_DEBUG_STORE_DELAY_MS", &delay),
-            ("CRYPTSTREAM_DEBUG_STORE_HOLD_WHILE", hold.as_os_str()),
-            ("CRYPTSTREAM_DEBUG_STORE_HOLD_AT", &at),
-        ],
-        false,
-    );
+    let mut put = spawn_put_held_at_manifest(&s, &src, &hold);
     let pid = put.pid();
     wait_for("the put reports entries", || {
         put.reported_count() > 0 || put.running.has_exited()
