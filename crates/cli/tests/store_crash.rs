@@ -85,6 +85,23 @@ fn spawn_put_held_at_manifest(s: &StoreWs, path: &Path, hold: &Path) -> PutRun {
     )
 }
 
+/// Once `put` (from [`spawn_put_held_at_manifest`]) has reported some
+/// entries, creates `hold` and waits until the put holds at its next
+/// manifest, still running.
+fn hold_once_it_reported_some(put: &mut PutRun, hold: &Path) {
+    wait_for("the put reports entries", || {
+        put.reported_count() > 0 || put.running.has_exited()
+    });
+    fs::write(hold, b"held").unwrap();
+    let mut reached = hold.as_os_str().to_owned();
+    reached.push(".reached");
+    let reached = PathBuf::from(reached);
+    wait_for("the put holds before a manifest", || {
+        reached.exists() || put.running.has_exited()
+    });
+    assert!(!put.running.has_exited(), "{}", put.stderr_so_far());
+}
+
 /// Restores every reported entry with one `get` and compares it with the
 /// source; returns how many entries came back.
 fn check_reported(
@@ -314,16 +331,8 @@ fn a_killed_puts_records_count_its_snapshot_while_it_runs_and_the_next_gc_remove
     random_tree(&src, 48, 600_000, 73);
     let total = entry_count(&src);
     let hold = s.ws.path("hold");
-    let reached = s.ws.path("hold.reached");
     let mut put = spawn_put_held_at_manifest(&s, &src, &hold);
-    wait_for("the put reports entries", || {
-        put.reported_count() > 0 || put.running.has_exited()
-    });
-    fs::write(&hold, b"held").unwrap();
-    wait_for("the put holds before a manifest", || {
-        reached.exists() || put.running.has_exited()
-    });
-    assert!(!put.running.has_exited(), "{}", put.stderr_so_far());
+    hold_once_it_reported_some(&mut put, &hold);
     let reported = put.reported_count();
     assert!(reported > 0 && reported < total, "{reported} of {total}");
     // Every row the put made so far holds one reference, and none is in
@@ -386,17 +395,9 @@ fn a_gc_beside_a_running_put_of_its_cache_sweeps_a_forgotten_snapshot_and_loses_
     random_tree(&src, 48, 600_000, 72);
     let total = entry_count(&src);
     let hold = s.ws.path("hold");
-    let reached = s.ws.path("hold.reached");
     let mut put = spawn_put_held_at_manifest(&s, &src, &hold);
     let pid = put.pid();
-    wait_for("the put reports entries", || {
-        put.reported_count() > 0 || put.running.has_exited()
-    });
-    fs::write(&hold, b"held").unwrap();
-    wait_for("the put holds before a manifest", || {
-        reached.exists() || put.running.has_exited()
-    });
-    assert!(!put.running.has_exited(), "{}", put.stderr_so_far());
+    hold_once_it_reported_some(&mut put, &hold);
     let reported = put.reported_count();
     assert!(
         reported > 0 && reported < total,
