@@ -2262,6 +2262,22 @@ fn reg(path: &Path, source: rusqlite::Error) -> StoreError {
 mod tests {
     use super::*;
 
+    /// A regular file's record: empty, mode 0644, no chunks.
+    fn file_record(uid: u64, name: &str, created: i64) -> FileRecord {
+        FileRecord {
+            uid,
+            name: name.into(),
+            kind: Kind::File,
+            mode: 0o644,
+            mtime: (0, 0),
+            size: 0,
+            link: Vec::new(),
+            created,
+            chunks: 0,
+            mac: [0; 32],
+        }
+    }
+
     /// The plan of `sql`: one line per step.
     fn plan(conn: &Connection, sql: &str) -> Vec<String> {
         let mut stmt = conn
@@ -2315,16 +2331,9 @@ mod tests {
             .add_pack("packs/p", 300, &[chunk(1), chunk(2)])
             .unwrap();
         let record = FileRecord {
-            uid: 1,
-            name: "f".into(),
-            kind: Kind::File,
-            mode: 0o644,
-            mtime: (0, 0),
             size: 100,
-            link: Vec::new(),
-            created: 1,
             chunks: 1,
-            mac: [0; 32],
+            ..file_record(1, "f", 1)
         };
         assert!(registry
             .add_complete_file(&record, "manifests/m", &[([1; 32], 100)])
@@ -2389,18 +2398,7 @@ mod tests {
     fn a_puts_new_rows_carry_its_snapshots_reference_and_give_it_back_without_one() {
         let dir = tempfile::tempdir().unwrap();
         let mut registry = Registry::open(&dir.path().join("registry.sqlite")).unwrap();
-        let record = |uid: u64| FileRecord {
-            uid,
-            name: format!("f{uid:x}"),
-            kind: Kind::File,
-            mode: 0o644,
-            mtime: (0, 0),
-            size: 0,
-            link: Vec::new(),
-            created: 1,
-            chunks: 0,
-            mac: [0; 32],
-        };
+        let record = |uid: u64| file_record(uid, &format!("f{uid:x}"), 1);
         let snapshot = SnapshotRow {
             name: "snapshots/s".into(),
             time_ns: 1,
@@ -2495,16 +2493,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut registry = Registry::open(&dir.path().join("registry.sqlite")).unwrap();
         let record = |uid: u64, name: &str, created: i64| FileRecord {
-            uid,
-            name: name.into(),
-            kind: Kind::File,
-            mode: 0o644,
-            mtime: (0, 0),
             size: uid,
-            link: Vec::new(),
-            created,
-            chunks: 0,
-            mac: [0; 32],
+            ..file_record(uid, name, created)
         };
         for (uid, name, created) in [
             (1, "a", 10),
