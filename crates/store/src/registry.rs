@@ -2262,6 +2262,19 @@ fn reg(path: &Path, source: rusqlite::Error) -> StoreError {
 mod tests {
     use super::*;
 
+    /// The registry's row of snapshot `snapshots/s` with `entries` entries.
+    fn snapshot_row(entries: u64) -> SnapshotRow {
+        SnapshotRow {
+            name: "snapshots/s".into(),
+            time_ns: 1,
+            host: "h".into(),
+            paths: Vec::new(),
+            tags: Vec::new(),
+            entries,
+            size: 1,
+        }
+    }
+
     /// A regular file's record: empty, mode 0644, no chunks.
     fn file_record(uid: u64, name: &str, created: i64) -> FileRecord {
         FileRecord {
@@ -2338,15 +2351,7 @@ mod tests {
         assert!(registry
             .add_complete_file(&record, "manifests/m", &[([1; 32], 100)])
             .unwrap());
-        let snapshot = SnapshotRow {
-            name: "snapshots/s".into(),
-            time_ns: 1,
-            host: "h".into(),
-            paths: Vec::new(),
-            tags: Vec::new(),
-            entries: 1,
-            size: 1,
-        };
+        let snapshot = snapshot_row(1);
         let old = WriterLease { id: -1, epoch: 0 };
         registry.add_put_refs(old, &[1]).unwrap();
         registry.record_snapshot(old, &snapshot).unwrap();
@@ -2399,15 +2404,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut registry = Registry::open(&dir.path().join("registry.sqlite")).unwrap();
         let record = |uid: u64| file_record(uid, &format!("f{uid:x}"), 1);
-        let snapshot = SnapshotRow {
-            name: "snapshots/s".into(),
-            time_ns: 1,
-            host: "h".into(),
-            paths: Vec::new(),
-            tags: Vec::new(),
-            entries: 2,
-            size: 1,
-        };
+        let snapshot = snapshot_row(2);
         let refs = |r: &Registry, uid: u64| -> (i64, Option<i64>) {
             r.conn
                 .query_row(
