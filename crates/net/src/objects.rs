@@ -173,9 +173,7 @@ impl Writing {
     /// Waits for the block in flight, if any.
     async fn settle(&mut self) -> Result<(), SessionError> {
         if let Some(task) = self.in_flight.take() {
-            let (writer, result) = task.await.map_err(|e| {
-                SessionError::new(ErrorCode::Storage, format!("storage thread failed: {e}"))
-            })?;
+            let (writer, result) = task.await.map_err(storage_thread_failed)?;
             self.writer = result.map(|()| writer);
         }
         Ok(())
@@ -233,7 +231,12 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, SessionError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| SessionError::new(ErrorCode::Storage, format!("storage thread failed: {e}")))
+        .map_err(storage_thread_failed)
+}
+
+/// A blocking storage task that panicked or was cancelled.
+fn storage_thread_failed(e: tokio::task::JoinError) -> SessionError {
+    SessionError::new(ErrorCode::Storage, format!("storage thread failed: {e}"))
 }
 
 /// Serves object requests on an authenticated session until `Bye`, a clean
@@ -566,9 +569,7 @@ async fn stream_range(
     let mut at = range.start;
     let mut reading = (at < end).then(|| read_at(at, vec![0u8; size]));
     while let Some(read) = reading.take() {
-        let (buf, len, read) = read.await.map_err(|e| {
-            SessionError::new(ErrorCode::Storage, format!("storage thread failed: {e}"))
-        })?;
+        let (buf, len, read) = read.await.map_err(storage_thread_failed)?;
         if let Err(e) = read {
             // The client takes the error in place of the rest.
             return refuse(
