@@ -57,10 +57,10 @@ case " $loads " in *" small "*) "$bin" gen "$w/src/small" --count 50 --size 1MiB
 case " $loads " in *" t1m "*) "$bin" gen "$w/src/t1m" --count 1000 --size 1MiB --seed 1 --quiet ;; esac
 case " $loads " in *" tree "*) "$bin" gen "$w/src/tree" --count 80000 --size-dist lognormal:3KiB --content text --depth 2 --seed 3 --quiet ;; esac
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.4f\n", (a[NR/2]+a[NR/2+1])/2}'; }
-timed() { # CMD... -> "SECONDS KIB"
+timed() { # CMD... -> "SECONDS KIB USER SYS" (the client's CPU seconds)
   local s e
   s=$(date +%s.%N)
-  /usr/bin/time -f '%M' -o "$w/rss" "$@" >/dev/null 2>"$w/err" || { cat "$w/err" >&2; exit 1; }
+  /usr/bin/time -f '%M %U %S' -o "$w/rss" "$@" >/dev/null 2>"$w/err" || { cat "$w/err" >&2; exit 1; }
   e=$(date +%s.%N)
   echo "$(echo "$e - $s" | bc -l) $(tail -1 "$w/rss")"
 }
@@ -80,16 +80,24 @@ serve_stats() {
     END { printf "%d sessions, %d objects, %d requests, %d bytes in, %d bytes out\n", s, o, r, i, x }'
 }
 remote() { "$bin" store --store "cst://$addr" --token-file "$w/token" --server-fingerprint "$fp" -k "$w/key" -q "$@"; }
+serve_ticks() { awk '{print $14 + $15}' "/proc/$serve_pid/stat"; }
 run_cst() { # SRC NAME
   rm -rf "$w/served"/* "$w/out" "$w/cst-cache"
   remote init 2>/dev/null
   local mark
   mark=$(wc -l <"$w/serve.log")
-  timed "$bin" store --store "cst://$addr" --token-file "$w/token" --server-fingerprint "$fp" -k "$w/key" -q put "$1"
-  echo "$2 put: $(serve_stats "$mark")" >>"$w/requests"
-  mark=$(wc -l <"$w/serve.log")
-  timed "$bin" store --store "cst://$addr" --token-file "$w/token" --server-fingerprint "$fp" -k "$w/key" -q get "$2" "$w/out"
-  echo "$2 get: $(serve_stats "$mark")" >>"$w/requests"
+  local op o t0
+  for op in put get; do
+    mark=$(wc -l <"$w/serve.log"); t0=$(serve_ticks)
+    if [ "$op" = put ]; then
+      o=$(timed "$bin" store --store "cst://$addr" --token-file "$w/token" --server-fingerprint "$fp" -k "$w/key" -q put "$1") || exit 1
+    else
+      o=$(timed "$bin" store --store "cst://$addr" --token-file "$w/token" --server-fingerprint "$fp" -k "$w/key" -q get "$2" "$w/out") || exit 1
+    fi
+    # The line of timed, and the server's CPU seconds for the command.
+    echo "$o $(echo "($(serve_ticks) - $t0) / $(getconf CLK_TCK)" | bc -l)"
+    echo "$2 $op: $(serve_stats "$mark")" >>"$w/requests"
+  done
   diff -r -q "$1" "$w/out/$2" >/dev/null || { echo "cst:// restore differs" >&2; exit 1; }
   rm -rf "$w/out"
 }
@@ -111,14 +119,17 @@ for load in $loads; do
     else r=$(run_restic "$src"); c=$(run_cst "$src" "$load"); l=$(run_local "$src" "$load"); fi
     k=1
     for op in put get; do
-      ls_=$(echo "$l" | sed -n "${k}p"); cs=$(echo "$c" | sed -n "${k}p"); rs=$(echo "$r" | sed -n "${k}p")
-      lt=${ls_% *}; ct=${cs% *}; rt=${rs% *}
+      read -r lt lk lu lsy <<<"$(echo "$l" | sed -n "${k}p")"
+      read -r ct ck cu csy cserv <<<"$(echo "$c" | sed -n "${k}p")"
+      read -r rt rk ru rsy <<<"$(echo "$r" | sed -n "${k}p")"
       TT[l$op]+="$lt "; TT[c$op]+="$ct "; TT[r$op]+="$rt "
       RATIO_L[$op]+="$(echo "$lt / $ct" | bc -l) "; RATIO_R[$op]+="$(echo "$rt / $ct" | bc -l) "
-      for x in "l ${ls_#* }" "c ${cs#* }" "r ${rs#* }"; do
+      for x in "l $lk" "c $ck" "r $rk"; do
         set -- $x; [ "$2" -gt "${RSS[$1$op]:-0}" ] && RSS[$1$op]=$2
       done
-      echo "raw $load pair $i $op local ${lt}s cst ${ct}s restic-sftp ${rt}s"
+      # The client's user / system CPU seconds: a system time far above
+      # the others' is the slow tmpfs mode of DECISIONS 561.
+      echo "raw $load pair $i $op local ${lt}s (${lu}u ${lsy}s) cst ${ct}s (${cu}u ${csy}s, server $(printf '%.2f' "$cserv")) restic-sftp ${rt}s (${ru}u ${rsy}s)"
       k=$((k+1))
     done
   done

@@ -137,6 +137,10 @@ pub struct OpenFile {
     shared: bool,
     /// The input mapping, for [`IoStrategy::Mmap`].
     map: Option<InputMap>,
+    /// Taken around each write of a file several workers write: they
+    /// queue here, asleep, rather than in the kernel's inode lock, where a
+    /// waiter spins on its core while the writer copies (DECISIONS 560).
+    writing: Mutex<()>,
     /// Bytes written so far (for the test build's stall hook).
     written: AtomicU64,
     /// Device and inode of the input as the plan (or the opener) looked
@@ -387,6 +391,7 @@ impl OpenFile {
             io,
             shared,
             map,
+            writing: Mutex::new(()),
             written: AtomicU64::new(0),
             looked_id: Some(looked.id),
         };
@@ -462,6 +467,7 @@ impl OpenFile {
             io,
             shared: true,
             map,
+            writing: Mutex::new(()),
             written: AtomicU64::new(0),
             looked_id: None,
         })
@@ -520,7 +526,12 @@ impl OpenFile {
     fn write_at(&self, bufs: &mut [IoSlice<'_>], offset: u64) -> Result<(), Reason> {
         let bytes: u64 = bufs.iter().map(|b| b.len() as u64).sum();
         match &self.output {
-            Some(out) => self.write_to(out, bufs, offset)?,
+            Some(out) => {
+                let _writing = self
+                    .shared
+                    .then(|| self.writing.lock().unwrap_or_else(|e| e.into_inner()));
+                self.write_to(out, bufs, offset)?;
+            }
             None => {
                 // A file one worker writes has no descriptor of its own: it
                 // writes through the commit's (the lock is never contended).
