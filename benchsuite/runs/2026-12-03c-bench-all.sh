@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Quiet-machine benchmarks of this session (2026-12-03, third session), one after another.
+cd /work/main
+R=benchsuite/runs
+LOG=/work/bench-all5.log
+waitq() { for _ in $(seq 90); do l=$(cut -d' ' -f1 /proc/loadavg); awk "BEGIN{exit !($l < 0.5)}" && return; sleep 5; done; }
+run() { # NAME CMD...
+  local name=$1; shift
+  mkdir -p "$R/$name"
+  waitq
+  uptime > "$R/$name/load-before.txt"
+  echo "\$ $*" > "$R/$name/command.txt"
+  "$@" > "$R/$name/out.txt" 2>&1
+  uptime > "$R/$name/load-after.txt"
+  echo "$name done $(date +%T)" >> $LOG
+}
+echo "start $(date +%T)" >> $LOG
+for job in ${JOBS:-small tree remote}; do
+  case $job in
+    small) run 2026-12-03c-small-files env LOADS=small bash benchsuite/engine-v2.sh /dev/shm 5 ;;
+    tree) run 2026-12-03c-store-tree env LOADS=tree bash benchsuite/store.sh /dev/shm 5 ;;
+    s3) run 2026-12-03c-s3 bash benchsuite/s3.sh /dev/shm 5 ;;
+    remote) run 2026-12-03c-remote env LOADS="t1m tree" bash benchsuite/remote.sh /dev/shm 5 ;;
+    net) run 2026-12-03c-net-wire python3 benchsuite/net-wire.py benchsuite/runs/2026-12-03c-net-wire-py --size-mib 1024 --pairs 5 ;;
+    tree2) run 2026-12-03c-store-tree-2 env LOADS=tree bash benchsuite/store.sh /dev/shm 5 ;;
+    tree3) run 2026-12-03c-store-tree-3 env LOADS=tree bash benchsuite/store.sh /dev/shm 5 ;;
+    remote3) run 2026-12-03c-remote-3 env LOADS="t1m tree" bash benchsuite/remote.sh /dev/shm 5 ;;
+    small2) run 2026-12-03c-small-files-2 env LOADS=small bash benchsuite/engine-v2.sh /dev/shm 7 ;;
+    s3b) run 2026-12-03c-s3-2 bash benchsuite/s3.sh /dev/shm 5 ;;
+    remote2) run 2026-12-03c-remote-t1m-2 env LOADS=t1m bash benchsuite/remote.sh /dev/shm 5 ;;
+    m1) run 2026-12-03c-store-1m bash benchsuite/store-1m.sh /dev/shm ;;
+  esac
+done
+echo ALL DONE >> $LOG
