@@ -51,14 +51,18 @@ export RESTIC_PASSWORD_FILE="$w/pass" RESTIC_CACHE_DIR="$w/restic-cache" CRYPTST
 mkdir -p "$w/src"
 "$bin" gen "$w/src/t1m" --count 1000 --size 1MiB --seed 1 --quiet
 mkdir -p "$w/src/big" && head -c 2G /dev/urandom > "$w/src/big/file"
-# timed BUCKET CMD...: "SECONDS KIB REQUESTS" (wall including sync -f of $w)
+# server_cpu: CPU seconds SeaweedFS has used so far
+server_cpu() { echo "$(awk '{print $14 + $15}' "/proc/$wpid/stat") / $(getconf CLK_TCK)" | bc -l; }
+# timed BUCKET CMD...: "SECONDS KIB REQUESTS CPU" (wall including sync -f
+# of $w; CPU: the client's user/system seconds and the server's, as
+# "U/S/SERVER", to tell the slow tmpfs mode of DECISIONS 561 from the code)
 timed() {
-  local b=$1 s e rss r0; shift
-  r0=$(requests "$b"); s=$(date +%s.%N)
-  /usr/bin/time -f '%M' -o "$w/rss" "$@" >/dev/null 2>"$w/err" || { cat "$w/err" >&2; exit 1; }
+  local b=$1 s e rss r0 c0; shift
+  r0=$(requests "$b"); c0=$(server_cpu); s=$(date +%s.%N)
+  /usr/bin/time -f '%M %U %S' -o "$w/rss" "$@" >/dev/null 2>"$w/err" || { cat "$w/err" >&2; exit 1; }
   sync -f "$w"; e=$(date +%s.%N)
-  rss=$(tail -1 "$w/rss")
-  echo "$(echo "$e - $s" | bc -l) $rss $(( $(requests "$b") - r0 ))"
+  read -r rss u sy <<<"$(tail -1 "$w/rss")"
+  echo "$(echo "$e - $s" | bc -l) $rss $(( $(requests "$b") - r0 )) $u/$sy/$(printf '%.2f' "$(echo "$(server_cpu) - $c0" | bc -l)")"
 }
 run_cst() { # SRC NAME
   start_server cst; rm -rf "$w/out" "$w/cst-cache"
@@ -90,11 +94,11 @@ for load in t1m big; do
     if [ $((i % 2)) = 1 ]; then c=$(run_cst "$src" "$load"); r=$(run_restic "$src"); else r=$(run_restic "$src"); c=$(run_cst "$src" "$load"); fi
     k=0
     for op in put put2 get; do
-      read -r ct ck cq <<<"$(echo "$c" | sed -n "$((k+1))p")"
-      read -r rt rk rq <<<"$(echo "$r" | sed -n "$((k+1))p")"
+      read -r ct ck cq ccpu <<<"$(echo "$c" | sed -n "$((k+1))p")"
+      read -r rt rk rq rcpu <<<"$(echo "$r" | sed -n "$((k+1))p")"
       T[c$op]+="$ct "; T[r$op]+="$rt "; R[$op]+="$(echo "$rt / $ct" | bc -l) "; Q[c$op]+="$cq "; Q[r$op]+="$rq "
       [ "$ck" -gt "${rss_c[$k]}" ] && rss_c[$k]=$ck; [ "$rk" -gt "${rss_r[$k]}" ] && rss_r[$k]=$rk
-      echo "raw $load pair $i $op cryptstream ${ct}s ${ck}KiB ${cq}req restic ${rt}s ${rk}KiB ${rq}req"
+      echo "raw $load pair $i $op cryptstream ${ct}s ${ck}KiB ${cq}req cpu ${ccpu} restic ${rt}s ${rk}KiB ${rq}req cpu ${rcpu}"
       k=$((k+1))
     done
   done
