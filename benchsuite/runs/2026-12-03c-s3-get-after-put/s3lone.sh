@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# One fresh SeaweedFS: put 1000 x 1 MiB, then the same get at once, 15 s later and 45 s later.
+# One fresh SeaweedFS: put 1000 x 1 MiB, then the same get under MODE:
+#   after: at once, 15 s and 45 s later and at once again;
+#   freed: after writing and deleting 4 GiB in /dev/shm (5 s before, just before);
+#   held:  with 2 GiB, then 6 GiB more held in /dev/shm.
+# Usage: s3lone.sh after|freed|held
 set -u
 w=/dev/shm/s3af; port=28633; rm -rf $w; mkdir -p $w/weed
 weed=/work/main/target/test-tools/seaweedfs-4.48/bin/weed
@@ -17,14 +21,17 @@ st=(store --store s3://after/st -k $w/key -q)
 $B "${st[@]}" init 2>/dev/null
 t0=$(tk); /usr/bin/time -f "put %e s %U u %S s" $B "${st[@]}" put $w/src/t1m 2>&1 >/dev/null | grep -v stored; echo "  weed $(( $(tk) - t0 )) ticks"
 g() { rm -rf $w/out; t0=$(tk); /usr/bin/time -f "get ($1): %e s %U u %S s" $B "${st[@]}" get t1m $w/out 2>&1 >/dev/null | grep -v restored; echo "  weed $(( $(tk) - t0 )) ticks"; }
-g baseline
-head -c 2G /dev/urandom > $w/hold2g; g "2 GiB more held in /dev/shm"
-head -c 4G /dev/zero > $w/hold4g; g "6 GiB more held"
-
-
-g "again at once"
-exit 0
-for wait in 0 15 30 0; do
-  sleep $wait; rm -rf $w/out; t0=$(tk)
-  /usr/bin/time -f "get after ${wait}s more: %e s %U u %S s" $B "${st[@]}" get t1m $w/out 2>&1 >/dev/null | grep -v restored; echo "  weed $(( $(tk) - t0 )) ticks"
-done
+case ${1:?usage: s3lone.sh after|freed|held} in
+  after)
+    for wait in 0 15 30 0; do sleep $wait; g "after ${wait}s more"; done ;;
+  freed)
+    g baseline
+    head -c 4G /dev/zero > $w/fill; rm $w/fill; sleep 5; g "4 GiB freed 5 s before"
+    head -c 4G /dev/zero > $w/fill; rm $w/fill; g "4 GiB freed just before"
+    g "again at once" ;;
+  held)
+    g baseline
+    head -c 2G /dev/urandom > $w/hold2g; g "2 GiB more held in /dev/shm"
+    head -c 4G /dev/zero > $w/hold4g; g "6 GiB more held"
+    g "again at once" ;;
+esac
