@@ -507,7 +507,11 @@ fn run_command(
     match &args.command {
         StoreCommand::Init(_) => unreachable!("handled above"),
         StoreCommand::Put(put) => {
-            let pool = Pool::with_queue(workers, cryptstream_store::PUT_QUEUED_TASKS_PER_WORKER);
+            let pool = Pool::with_queue_below_caller(
+                workers,
+                cryptstream_store::PUT_QUEUED_TASKS_PER_WORKER,
+                cryptstream_store::PUT_WORKER_NICE_STEPS,
+            );
             let bar = Bar::new("put", args.quiet);
             let code = run_put(
                 &mut opened,

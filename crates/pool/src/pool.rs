@@ -72,7 +72,31 @@ impl Pool {
     /// # Panics
     /// As [`Pool::new`].
     pub fn with_queue(workers: usize, per_worker: usize) -> Pool {
+        Pool::start(workers, per_worker, 0)
+    }
+
+    /// [`Pool::with_queue`] whose workers run `steps` nice steps below the
+    /// thread that makes the pool (Linux; elsewhere the same as
+    /// [`Pool::with_queue`]), for a caller that feeds the workers and then
+    /// consumes their results in order on its own thread: when it has work
+    /// it gets a core before they do, so its share of the job never piles
+    /// up behind theirs and then runs alone once they are done (DECISIONS
+    /// 568). Nice steps only weigh where threads compete for a core: with
+    /// a core free, or the caller idle, the workers run at full speed. On
+    /// Linux they weigh against the other threads of the same scheduling
+    /// group (the process's session or cgroup), not the whole machine.
+    ///
+    /// # Panics
+    /// As [`Pool::new`].
+    pub fn with_queue_below_caller(workers: usize, per_worker: usize, steps: u8) -> Pool {
+        Pool::start(workers, per_worker, steps)
+    }
+
+    fn start(workers: usize, per_worker: usize, steps: u8) -> Pool {
         let workers = workers.max(1);
+        let niceness = (steps > 0)
+            .then(|| current_niceness().map(|n| (n + i32::from(steps)).min(MAX_NICENESS)))
+            .flatten();
         let id = NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed);
         let (queue, jobs) = bounded::<Job>(per_worker.max(1) * workers);
         let threads = (0..workers)
@@ -80,7 +104,12 @@ impl Pool {
                 let jobs = jobs.clone();
                 std::thread::Builder::new()
                     .name(format!("worker-{index}"))
-                    .spawn(move || run_jobs(id, &jobs))
+                    .spawn(move || {
+                        if let Some(n) = niceness {
+                            set_niceness(n);
+                        }
+                        run_jobs(id, &jobs);
+                    })
                     .expect("the OS refused to start a worker thread")
             })
             .collect();
@@ -198,6 +227,37 @@ impl Drop for Pool {
 
 /// The loop of one worker thread of pool `pool_id`: runs jobs until the
 /// queue is closed and empty.
+/// The largest nice value (the lowest priority) Linux knows.
+const MAX_NICENESS: i32 = 19;
+
+/// The calling thread's nice value, where threads have their own.
+fn current_niceness() -> Option<i32> {
+    #[cfg(target_os = "linux")]
+    {
+        // On Linux, `PRIO_PROCESS` with no id reads the calling thread.
+        rustix::process::getpriority_process(None).ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// Sets the calling thread's nice value; best effort (a sandbox may refuse
+/// it, and the pool works the same, only less well balanced).
+fn set_niceness(niceness: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        // On Linux, `PRIO_PROCESS` with no id sets the calling thread only
+        // (elsewhere it would set the whole process, hence the cfg).
+        let _ = rustix::process::setpriority_process(None, niceness);
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = niceness;
+    }
+}
+
 fn run_jobs(pool_id: u64, jobs: &Receiver<Job>) {
     WORKER_OF.with(|worker_of| worker_of.set(pool_id));
     let mut scratch = Scratch::default();
@@ -582,5 +642,38 @@ mod tests {
             });
         });
         assert_eq!(ran.into_inner(), 1);
+    }
+
+    /// The nice value of each worker of `pool`, read on the worker.
+    #[cfg(target_os = "linux")]
+    fn worker_niceness(pool: &Pool) -> Vec<i32> {
+        let seen = Mutex::new(Vec::new());
+        pool.scope(|scope| {
+            for _ in 0..pool.workers() {
+                scope.spawn(|_| {
+                    let n = current_niceness().expect("getpriority on a worker");
+                    seen.lock().unwrap().push(n);
+                    // Holds this worker so the next task goes to another.
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                });
+            }
+        });
+        seen.into_inner().unwrap()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn workers_below_the_caller_run_that_many_nice_steps_lower_and_others_do_not() {
+        // Each test runs on a thread of its own, whose niceness the pools
+        // start from; the thread's own value is left as it was.
+        let caller = current_niceness().expect("getpriority on the test thread");
+        let below = Pool::with_queue_below_caller(2, 1, 3);
+        assert_eq!(worker_niceness(&below), vec![(caller + 3).min(MAX_NICENESS); 2]);
+        assert_eq!(worker_niceness(&Pool::with_queue(2, 1)), vec![caller; 2]);
+        assert_eq!(worker_niceness(&Pool::with_queue_below_caller(1, 1, 0)), vec![caller]);
+        assert_eq!(current_niceness(), Some(caller));
+        // Steps past the lowest priority stop at it.
+        let floor = Pool::with_queue_below_caller(1, 1, 200);
+        assert_eq!(worker_niceness(&floor), vec![MAX_NICENESS]);
     }
 }

@@ -69,7 +69,9 @@ pub use cryptstream_pool::{NoProgress, Progress};
 pub use get::{GetOptions, GetReport, Selector};
 pub use keys::StoreKeys;
 pub use manifest::{format_uid, FileRecord, Kind};
-pub use put::{PutOptions, PutOutcome, PutReport, PUT_QUEUED_TASKS_PER_WORKER};
+pub use put::{
+    PutOptions, PutOutcome, PutReport, PUT_QUEUED_TASKS_PER_WORKER, PUT_WORKER_NICE_STEPS,
+};
 pub use registry::{FileRow, Registry, SnapshotRow, Totals};
 pub use snapshot::{SnapshotEntry, SnapshotMeta};
 
