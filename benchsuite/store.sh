@@ -87,6 +87,6 @@ for load in $loads; do
       "$(echo ${R[$op]} | tr ' ' '\n' | median)"
     k=$((k+1))
   done
-  printf '%s\tsize\tcryptstream store %d MiB\trestic repository %d MiB\n' "$load" \
-    $(($(cat "$w/size-cst") / 1024)) $(($(cat "$w/size-restic") / 1024))
+  printf '%s\tsize\tcryptstream store %d MiB (%d KiB)\trestic repository %d MiB (%d KiB)\n' "$load" \
+    $(($(cat "$w/size-cst") / 1024)) "$(cat "$w/size-cst")" $(($(cat "$w/size-restic") / 1024)) "$(cat "$w/size-restic")"
 done

@@ -668,9 +668,15 @@ mod tests {
         // start from; the thread's own value is left as it was.
         let caller = current_niceness().expect("getpriority on the test thread");
         let below = Pool::with_queue_below_caller(2, 1, 3);
-        assert_eq!(worker_niceness(&below), vec![(caller + 3).min(MAX_NICENESS); 2]);
+        assert_eq!(
+            worker_niceness(&below),
+            vec![(caller + 3).min(MAX_NICENESS); 2]
+        );
         assert_eq!(worker_niceness(&Pool::with_queue(2, 1)), vec![caller; 2]);
-        assert_eq!(worker_niceness(&Pool::with_queue_below_caller(1, 1, 0)), vec![caller]);
+        assert_eq!(
+            worker_niceness(&Pool::with_queue_below_caller(1, 1, 0)),
+            vec![caller]
+        );
         assert_eq!(current_niceness(), Some(caller));
         // Steps past the lowest priority stop at it.
         let floor = Pool::with_queue_below_caller(1, 1, 200);
