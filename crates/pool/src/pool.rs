@@ -225,8 +225,6 @@ impl Drop for Pool {
     }
 }
 
-/// The loop of one worker thread of pool `pool_id`: runs jobs until the
-/// queue is closed and empty.
 /// The largest nice value (the lowest priority) Linux knows.
 const MAX_NICENESS: i32 = 19;
 
@@ -258,6 +256,8 @@ fn set_niceness(niceness: i32) {
     }
 }
 
+/// The loop of one worker thread of pool `pool_id`: runs jobs until the
+/// queue is closed and empty.
 fn run_jobs(pool_id: u64, jobs: &Receiver<Job>) {
     WORKER_OF.with(|worker_of| worker_of.set(pool_id));
     let mut scratch = Scratch::default();
