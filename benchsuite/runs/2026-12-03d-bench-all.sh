@@ -31,6 +31,7 @@ for job in ${JOBS:-small tree remote}; do
     s3w) run 2026-12-03d-s3-warm env WARM_GIB=3 bash benchsuite/s3.sh /dev/shm 5 ;;
     s3c) run 2026-12-03d-s3 bash benchsuite/s3.sh /dev/shm 5 ;;
     s3wt) run 2026-12-03d-s3-warm-t1m env WARM_GIB=3 LOADS=t1m bash benchsuite/s3.sh /dev/shm 5 ;;
+    s3wb) run 2026-12-03d-s3-warm-big env WARM_GIB=3 LOADS=big bash benchsuite/s3.sh /dev/shm 5 ;;
     m1) run 2026-12-03d-store-1m bash benchsuite/store-1m.sh /dev/shm ;;
   esac
 done
