@@ -3,17 +3,8 @@
 cd /work/main
 R=benchsuite/runs
 LOG=/work/bench-all5.log
-waitq() { for _ in $(seq 90); do l=$(cut -d' ' -f1 /proc/loadavg); awk "BEGIN{exit !($l < 0.5)}" && return; sleep 5; done; }
-run() { # NAME CMD...
-  local name=$1; shift
-  mkdir -p "$R/$name"
-  waitq
-  uptime > "$R/$name/load-before.txt"
-  echo "\$ $*" > "$R/$name/command.txt"
-  "$@" > "$R/$name/out.txt" 2>&1
-  uptime > "$R/$name/load-after.txt"
-  echo "$name done $(date +%T)" >> $LOG
-}
+# waitq and run, as this record ran them, are now benchsuite/quiet-run.sh (the same code).
+. benchsuite/quiet-run.sh
 echo "start $(date +%T)" >> $LOG
 for job in ${JOBS:-small tree remote}; do
   case $job in
