@@ -108,6 +108,34 @@ pub fn drop_written(file: &File, offset: u64, len: u64) {
     );
 }
 
+/// Reserves the blocks of `file`'s first `len` bytes now and makes that
+/// its length (`fallocate`), so that the writes that fill it in later, at
+/// any positions, find them there. `Ok(false)` where the file system (or
+/// the platform) has no such call: the caller then does without. A full
+/// file system fails here, before anything is written. On this project's
+/// tmpfs a 2 GiB store get, its chunks written by two workers at their
+/// positions, spent a third of the system time with its pages reserved
+/// first; restic's restore reserves every file it writes the same way
+/// (DECISIONS 572).
+pub fn reserve_blocks(file: &File, len: u64) -> io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        if len == 0 {
+            return Ok(true);
+        }
+        match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len) {
+            Ok(()) => Ok(true),
+            Err(Errno::OPNOTSUPP | Errno::NOSYS) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, len);
+        Ok(false)
+    }
+}
+
 /// `sync_file_range(file, offset, len, flags)`, its result ignored.
 fn sync_range(file: &File, offset: u64, len: u64, flags: libc::c_uint) {
     let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
@@ -991,6 +1019,27 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn reserved_blocks_are_there_before_any_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = 3 << 20;
+        let file = File::create(dir.path().join("out")).unwrap();
+        // Linux test machines keep temp dirs on tmpfs or ext4, both of
+        // which have `fallocate`.
+        assert_eq!(
+            reserve_blocks(&file, size).unwrap(),
+            cfg!(target_os = "linux")
+        );
+        let meta = file.metadata().unwrap();
+        if cfg!(target_os = "linux") {
+            assert_eq!(meta.len(), size);
+            let allocated = meta.blocks() * 512;
+            assert!(allocated >= size, "{allocated} bytes allocated");
+        } else {
+            assert_eq!(meta.len(), 0);
+        }
     }
 
     #[test]
