@@ -735,7 +735,15 @@ fn listed(plan: Result<Plan, PlanError>) -> anyhow::Result<Plan> {
     if let Err(PlanError::NothingToProcess { skipped, .. }) = &plan {
         report_skipped(skipped);
     }
-    Ok(plan?)
+    let plan = plan?;
+    if let (Some(incomplete), Some(root)) = (plan.adopted, plan.output_root()) {
+        messages::note(format_args!(
+            "resuming the output that an interrupted run left for {} ({} removed)",
+            Shown(root),
+            messages::count(incomplete as u64, "incomplete file", "incomplete files")
+        ));
+    }
+    Ok(plan)
 }
 
 /// Unbuffered writes to a borrowed descriptor (stdout), without the line

@@ -415,20 +415,23 @@ fn output_directories_stay_private_while_the_run_is_in_progress() {
         .arg(&out);
     let (mut running, watch) = spawn_watched(&mut cmd);
     watch.wait_for(&mut running, STALLED);
-    let dir_mode = mode_of(&out.join("d"));
-    let root_mode = mode_of(&out);
-    let visible = out.join("d/a.cst").exists();
+    // A new tree is built staged beside its name.
+    let stages = stages_of(&out);
+    assert_eq!(stages.len(), 1, "{stages:?}");
+    let stage = &stages[0];
+    let dir_mode = mode_of(&stage.join("d"));
+    let root_mode = mode_of(stage);
+    let file_mode = mode_of(&stage.join("d/a.cst"));
+    let visible = out.exists();
     running.signal(libc::SIGKILL);
     let status = running.wait(EXIT_WAIT);
     let stderr = watch.finish();
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{stderr}");
-    assert_eq!(
-        dir_mode, 0o700,
-        "out/d while its file is written (input 0755)"
-    );
-    assert_eq!(root_mode, 0o700, "out while the run is in progress");
-    assert!(!visible, "a.cst was visible under its final name mid-write");
-    assert!(!out.join("d/a.cst").exists(), "a.cst after the kill");
+    assert_eq!(dir_mode, 0o700, "d while its file is written (input 0755)");
+    assert_eq!(root_mode, 0o700, "the tree while the run is in progress");
+    assert_eq!(file_mode, 0, "a.cst is marked incomplete mid-write");
+    assert!(!visible, "out was visible under its final name mid-run");
+    assert!(!out.exists(), "out after the kill");
 
     // A complete run into the same tree finishes the job and the modes.
     let outcome = run(ws

@@ -1,6 +1,12 @@
 //! A run stopped at any moment leaves only complete outputs: after SIGKILL,
 //! SIGINT or SIGTERM every file under a final name decrypts to exactly its
 //! input, no temp file is left, and `--skip-existing` finishes the job.
+//!
+//! The output trees here are new, so each run builds its tree staged
+//! (`.NAME.cst-partial.PID` beside `NAME`, files mode 0 until complete) and
+//! renames it into place at its end: after SIGINT or SIGTERM with what is
+//! done; after SIGKILL nothing is under the final name, and the resume
+//! takes the stage over.
 
 mod common;
 
@@ -20,6 +26,9 @@ const LARGE_LEN: u64 = 9 * MIB;
 /// Runs tried per kill point before the test gives up on catching one in
 /// flight.
 const KILL_TRIES: usize = 3;
+/// Outputs a run with `--workers 2` writes at once: one for each worker,
+/// and a large file that is split over both.
+const MAX_IN_FLIGHT: usize = 3;
 /// How long to wait for a run to reach a kill point before giving up on it.
 const REACH_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -35,9 +44,56 @@ fn workload(ws: &Workspace) -> PathBuf {
     tree.root().to_path_buf()
 }
 
-/// Number of entries directly in `dir` (0 while it does not exist).
+/// Number of entries directly in `dir`, or in its stage while the run
+/// builds it there (0 while neither exists).
 fn entries_in(dir: &Path) -> usize {
-    fs::read_dir(dir).map_or(0, |entries| entries.count())
+    let count = |dir: &Path| fs::read_dir(dir).map_or(0, |entries| entries.count());
+    if dir.exists() {
+        return count(dir);
+    }
+    stages_of(dir).iter().map(|stage| count(stage)).sum()
+}
+
+/// Removes what a run into `output` left: the tree, or its stage.
+fn remove_run(output: &Path) {
+    if output.exists() {
+        fs::remove_dir_all(output).unwrap();
+    }
+    for stage in stages_of(output) {
+        fs::remove_dir_all(stage).unwrap();
+    }
+}
+
+/// What a SIGKILL left: nothing under the final name `output`, one stage
+/// beside it; returns the stage's entries marked complete (mode not 0), as
+/// a snapshot, and how many are marked incomplete.
+#[track_caller]
+fn killed_stage(output: &Path) -> (Snapshot, usize) {
+    assert!(
+        !output.exists(),
+        "a killed run left {output:?} under its final name"
+    );
+    let stages = stages_of(output);
+    assert_eq!(stages.len(), 1, "stages beside {output:?}: {stages:?}");
+    let mut complete = snapshot(&stages[0]);
+    let before = complete.len();
+    complete.retain(|_, entry| !matches!(entry, Entry::File { mode: 0, .. }));
+    let incomplete = before - complete.len();
+    (complete, incomplete)
+}
+
+/// Resumes `cmd` with `--skip-existing` into `out` after a SIGKILL: the
+/// run takes the stage over, says how many incomplete files it removed
+/// (`incomplete`), and leaves no stage.
+#[track_caller]
+fn resume_after_kill(mut cmd: std::process::Command, input: &Path, out: &Path, incomplete: usize) {
+    cmd.args(["--skip-existing", "--workers", "2"]);
+    let files = if incomplete == 1 { "file" } else { "files" };
+    run_ok(cmd, input, out).stderr_has(&format!(
+        "resuming the output that an interrupted run left for {} ({incomplete} incomplete {files} removed)",
+        out.display()
+    ));
+    assert!(stages_of(out).is_empty(), "a stage is left beside {out:?}");
 }
 
 /// How a stopped run ended.
@@ -148,7 +204,7 @@ fn kill_in_flight(
             }
             KillResult::Missed => {
                 println!("kill at {reach}, try {attempt}: the run was done first");
-                fs::remove_dir_all(output).unwrap();
+                remove_run(output);
             }
         }
     }
@@ -176,7 +232,7 @@ fn interrupt(
             "the run finished before the signal (signalled: {})",
             stopped.signalled
         );
-        fs::remove_dir_all(output).unwrap();
+        remove_run(output);
     }
     panic!("three runs ended with 0 despite the signal");
 }
@@ -250,8 +306,25 @@ fn sigkill_during_a_tree_encrypt_leaves_only_complete_outputs() {
                 outputs >= reach,
                 "{outputs} outputs, the kill came at {reach}"
             );
-            assert_only_complete_encryptions(&ws, &plain, &out);
-            resume_encrypt_and_check(&ws, &plain_root, &plain, &out);
+            let (complete, incomplete) = killed_stage(&out);
+            // Only the files being written were not yet complete: one a
+            // worker, and a large one split over both.
+            assert!(incomplete <= MAX_IN_FLIGHT, "{incomplete} incomplete files");
+            // What is marked complete decrypts: a copy of just those files.
+            let marked = ws.path("marked");
+            fs::create_dir(&marked).unwrap();
+            let stage = &stages_of(&out)[0];
+            for path in complete.keys().filter(|p| !p.as_os_str().is_empty()) {
+                fs::copy(stage.join(path), marked.join(path)).unwrap();
+            }
+            assert_only_complete_encryptions(&ws, &plain, &marked);
+            fs::remove_dir_all(&marked).unwrap();
+            resume_after_kill(ws.keyed("encrypt"), &plain_root, &out, incomplete);
+            assert_encrypted_layout(&plain, &snapshot(&out));
+            let back = ws.path("back");
+            run_ok(ws.keyed("decrypt"), &out, &back);
+            assert_same_tree(&plain, &snapshot(&back));
+            fs::remove_dir_all(&back).unwrap();
             landed += 1;
         };
         kill_in_flight(
@@ -288,10 +361,10 @@ fn sigkill_during_a_tree_decrypt_leaves_only_complete_outputs() {
                 outputs >= reach,
                 "{outputs} outputs, the kill came at {reach}"
             );
-            assert_complete_subset(&plain, &snapshot(&out));
-            let mut resume = ws.keyed("decrypt");
-            resume.arg("--skip-existing");
-            run_ok(resume, &enc, &out);
+            let (complete, incomplete) = killed_stage(&out);
+            assert!(incomplete <= MAX_IN_FLIGHT, "{incomplete} incomplete files");
+            assert_complete_subset(&plain, &complete);
+            resume_after_kill(ws.keyed("decrypt"), &enc, &out, incomplete);
             assert_same_tree(&plain, &snapshot(&out));
             landed += 1;
         };
@@ -327,6 +400,8 @@ fn interrupt_encrypt_and_resume(signal: libc::c_int) {
         entries_in(&out) < SMALL_FILES + 2,
         "the run was not interrupted"
     );
+    // What was done is under the final name, and nothing staged is left.
+    assert!(stages_of(&out).is_empty(), "a stage is left beside {out:?}");
     assert_only_complete_encryptions(&ws, &plain, &out);
     resume_encrypt_and_check(&ws, &plain_root, &plain, &out);
 }

@@ -756,6 +756,9 @@ pub fn finish_run(
         for (path, error) in tree.finish_dirs(|mode| settings.output_mode(mode)) {
             ledger.record_other(path, format!("cannot set directory mode or time: {error}"));
         }
+        if let Err(error) = tree.publish(settings.durable) {
+            ledger.record_other(tree.root_path().to_path_buf(), error.to_string());
+        }
     }
 }
 

@@ -230,6 +230,9 @@ pub struct Plan {
     dirs: Vec<PlannedDir>,
     /// Where the output root is and what it becomes at the end.
     root: Option<(PathBuf, Option<DirFinish>)>,
+    /// The output of a killed run that this one took over, with how many
+    /// of its files were incomplete and removed (`--skip-existing`).
+    pub adopted: Option<usize>,
 }
 
 /// Where one output goes, resolved to an open directory.
@@ -263,7 +266,7 @@ impl Plan {
     pub fn output_path(&self, job: &FileJob) -> Option<PathBuf> {
         let (tree, output) = (self.tree.as_ref()?, job.output.as_ref()?);
         Some(
-            tree.root_path()
+            tree.work_path()
                 .join(tree.relative(output.dir))
                 .join(&output.name),
         )
@@ -281,9 +284,15 @@ impl Plan {
         matches!(self.root, Some((_, Some(_))))
     }
 
-    /// The output tree's root path, as named.
+    /// Where the output tree is while the run writes it (what a worker
+    /// process opens): its stage when it is staged, its root otherwise.
     pub fn output_root(&self) -> Option<&Path> {
-        self.tree.as_ref().map(OutputTree::root_path)
+        self.tree.as_ref().map(OutputTree::work_path)
+    }
+
+    /// Whether the output tree is staged ([`OutputTree::open_staged`]).
+    pub fn output_staged(&self) -> bool {
+        self.tree.as_ref().is_some_and(OutputTree::is_staged)
     }
 
     /// Planned output path of a job, before the tree is opened.
@@ -557,7 +566,20 @@ pub fn plan_transform_as(
             // A root that does not exist yet holds no output that could be
             // overwritten: no output is looked up one by one (a taken name
             // still fails at commit).
-            Err(e) if e.kind() == io::ErrorKind::NotFound => new_root = true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // A run killed on its way leaves its tree staged beside the
+                // root; resuming takes it over.
+                let adopted = match overwrite {
+                    Overwrite::SkipExisting => cryptstream_output::adopt_interrupted(output)
+                        .map_err(|source| TreeError::Io {
+                            path: output.to_path_buf(),
+                            source,
+                        })?,
+                    _ => None,
+                };
+                plan.adopted = adopted;
+                new_root = adopted.is_none();
+            }
             Err(_) => {}
         }
         plan.root = Some((output.to_path_buf(), Some(dir_finish(&meta))));
@@ -576,7 +598,7 @@ pub fn plan_transform_as(
     if !new_root {
         apply_overwrite(&mut plan, overwrite)?;
     }
-    open_tree(&mut plan, meta.is_dir())?;
+    open_tree(&mut plan, meta.is_dir(), new_root)?;
     Ok(plan)
 }
 
@@ -600,12 +622,16 @@ fn refuse_nothing_to_process(
     Ok(())
 }
 
-/// Opens the planned output root and creates the planned directories.
-fn open_tree(plan: &mut Plan, is_tree: bool) -> Result<(), PlanError> {
+/// Opens the planned output root and creates the planned directories: a
+/// tree whose root is new is staged (built under a hidden name and renamed
+/// into place at the end).
+fn open_tree(plan: &mut Plan, is_tree: bool, new_root: bool) -> Result<(), PlanError> {
     let Some((root, finish)) = plan.root.clone() else {
         return Ok(());
     };
-    let mut tree = if is_tree {
+    let mut tree = if is_tree && new_root {
+        OutputTree::open_staged(&root, finish)?
+    } else if is_tree {
         OutputTree::open_root(&root, finish)?
     } else {
         OutputTree::open_existing(&root)?

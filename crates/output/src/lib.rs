@@ -16,6 +16,11 @@
 //! get a hidden named temp file (`.cst-tmp.PID.N.NAME`, mode 0600) that is
 //! renamed into place; one left behind by a killed process is removed by
 //! the next run that writes into that directory ([`remove_stale_temps`]).
+//! A new tree can be staged instead ([`OutputTree::open_staged`]): built
+//! under a hidden name beside its own, its files created directly under
+//! their names (mode 0 until complete), and renamed into place at the end
+//! ([`OutputTree::publish`]); a killed run's stage is taken over by
+//! [`adopt_interrupted`] or removed by the next run.
 //! Symbolic links ([`create_symlink`]) and hard links ([`hard_link`]) are
 //! made the same way: relative to directory descriptors, never following
 //! a link on the way. Directories get their final mode and mtime last,
@@ -39,6 +44,9 @@ use std::sync::{Arc, OnceLock};
 
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, ResolveFlags, Timespec, Timestamps, CWD};
 use rustix::io::Errno;
+
+mod stage;
+pub use stage::adopt_interrupted;
 
 /// Mode of every file and directory while it is being written: private.
 pub const PRIVATE_FILE_MODE: u32 = 0o600;
@@ -241,6 +249,11 @@ struct OpenDir {
     /// for (what the umask, or a default ACL of the directory, lets
     /// through), once [`named_temps_possible`] has created a file to see.
     creation_mask: OnceLock<u32>,
+    /// Whether this directory is inside a staged tree (see
+    /// [`OutputTree::open_staged`]): no one can reach it under a final name
+    /// until the whole tree is published, so files are created here
+    /// directly under their names ([`AtomicFile`]'s direct mode).
+    staged: bool,
 }
 
 impl DirFd {
@@ -249,7 +262,43 @@ impl DirFd {
         DirFd(Arc::new(OpenDir {
             fd,
             creation_mask: OnceLock::new(),
+            staged: false,
         }))
+    }
+
+    /// Wraps the open root of a staged tree.
+    fn staged_from_fd(fd: OwnedFd) -> DirFd {
+        DirFd(Arc::new(OpenDir {
+            fd,
+            creation_mask: OnceLock::new(),
+            staged: true,
+        }))
+    }
+
+    /// Wraps a directory opened below this one: it is staged when this
+    /// one is.
+    fn child(&self, fd: OwnedFd) -> DirFd {
+        DirFd(Arc::new(OpenDir {
+            fd,
+            creation_mask: OnceLock::new(),
+            staged: self.0.staged,
+        }))
+    }
+
+    /// Opens the root of a staged tree that another process of this run
+    /// made ([`OutputTree::work_path`]; the process engine's workers): its
+    /// files are created directly under their names, as in
+    /// [`OutputTree::open_staged`].
+    ///
+    /// # Errors
+    /// As [`DirFd::open`].
+    pub fn open_staged(path: &Path) -> io::Result<DirFd> {
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(DirFd::staged_from_fd(fd))
     }
 }
 
@@ -284,7 +333,7 @@ impl DirFd {
         let resolve =
             ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
         match rustix::fs::openat2(&self.0.fd, relative, flags, Mode::empty(), resolve) {
-            Ok(fd) => return Ok(DirFd::from_fd(fd)),
+            Ok(fd) => return Ok(self.child(fd)),
             Err(Errno::NOSYS) => {}
             Err(e) => return Err(e.into()),
         }
@@ -297,7 +346,7 @@ impl DirFd {
                 ));
             };
             let fd = rustix::fs::openat(&dir.0.fd, name, flags | OFlags::NOFOLLOW, Mode::empty())?;
-            dir = DirFd::from_fd(fd);
+            dir = dir.child(fd);
         }
         Ok(dir)
     }
@@ -333,7 +382,7 @@ impl DirFd {
             }
             let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
             let fd = rustix::fs::openat(&dir.0.fd, name, flags, Mode::empty())?;
-            dir = DirFd::from_fd(fd);
+            dir = dir.child(fd);
         }
         Ok(dir)
     }
@@ -391,6 +440,8 @@ pub struct OutputTree {
     dirs: Vec<TreeDir>,
     /// How many directories are held open (at most [`MAX_OPEN_DIRS`]).
     open: std::sync::atomic::AtomicUsize,
+    /// Where a staged tree is built until it is published.
+    stage: Option<stage::Stage>,
 }
 
 impl OutputTree {
@@ -425,7 +476,69 @@ impl OutputTree {
             root_path: path.to_path_buf(),
             dirs: vec![root],
             open: std::sync::atomic::AtomicUsize::new(1),
+            stage: None,
         })
+    }
+
+    /// Opens a new root `path` (which does not exist yet) as a staged
+    /// tree: it is built under a hidden name beside `path`
+    /// (`.NAME.cst-partial.PID`, mode 0700), its files are created directly
+    /// under their names (mode 0 until each is complete), and
+    /// [`OutputTree::publish`] renames it to `path` at the end of the run.
+    /// Nothing appears under `path` before then, and each file costs one
+    /// `openat` where an unnamed temp file costs an `openat` and a
+    /// `linkat`. A staged tree left by a process that is gone (SIGKILL, a
+    /// power cut) is removed first, or taken over by
+    /// [`adopt_interrupted`]. Falls back to [`OutputTree::open_root`] where
+    /// `path` has no file name.
+    ///
+    /// # Errors
+    /// [`TreeError`] when the stage cannot be created or opened.
+    pub fn open_staged(path: &Path, finish: Option<DirFinish>) -> Result<OutputTree, TreeError> {
+        let Some(stage) = stage::Stage::create(path)? else {
+            return OutputTree::open_root(path, finish);
+        };
+        let fd = stage.root().clone();
+        Ok(OutputTree {
+            root_path: path.to_path_buf(),
+            dirs: vec![TreeDir {
+                relative: PathBuf::new(),
+                fd: OnceLock::from(fd),
+                finish,
+            }],
+            open: std::sync::atomic::AtomicUsize::new(1),
+            stage: Some(stage),
+        })
+    }
+
+    /// Where the tree is now: its stage until [`OutputTree::publish`],
+    /// otherwise its root. What another process of the run opens
+    /// ([`DirFd::open_staged`] when [`OutputTree::is_staged`]).
+    pub fn work_path(&self) -> &Path {
+        match &self.stage {
+            Some(stage) if !stage.is_published() => stage.path(),
+            _ => &self.root_path,
+        }
+    }
+
+    /// Whether the tree is being built under a stage not yet published.
+    pub fn is_staged(&self) -> bool {
+        self.stage.as_ref().is_some_and(|s| !s.is_published())
+    }
+
+    /// Renames a staged tree to its root path (with `durable`, then fsyncs
+    /// the parent directory); nothing for a tree that is not staged or is
+    /// already published. Call it after [`OutputTree::finish_dirs`]; a
+    /// staged tree that is dropped unpublished is published then.
+    ///
+    /// # Errors
+    /// When the root path was taken while the run went on (the error
+    /// names the stage, which is left as it is), or the rename fails.
+    pub fn publish(&self, durable: bool) -> io::Result<()> {
+        match &self.stage {
+            Some(stage) => stage.publish(durable),
+            None => Ok(()),
+        }
     }
 
     /// Opens the existing directory `path` as the root of a run that
@@ -448,6 +561,7 @@ impl OutputTree {
                 finish: None,
             }],
             open: std::sync::atomic::AtomicUsize::new(1),
+            stage: None,
         })
     }
 
@@ -498,7 +612,7 @@ impl OutputTree {
         }
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = match rustix::fs::openat(parent_fd.as_fd(), name, flags, Mode::empty()) {
-            Ok(fd) => DirFd::from_fd(fd),
+            Ok(fd) => parent_fd.child(fd),
             Err(Errno::LOOP) => return Err(TreeError::Symlink(shown)),
             Err(Errno::NOTDIR) => {
                 // O_NOFOLLOW on a symlink to a directory also says ENOTDIR
@@ -522,7 +636,9 @@ impl OutputTree {
                 })
             }
         };
-        remove_stale_temps(&fd);
+        if !fd.0.staged {
+            remove_stale_temps(&fd);
+        }
         let slot = OnceLock::new();
         if self.open.load(Ordering::Relaxed) < MAX_OPEN_DIRS {
             self.open.fetch_add(1, Ordering::Relaxed);
@@ -639,14 +755,35 @@ fn sweep_stale_temps(dir: &DirFd) -> usize {
         let Some(pid) = temp_owner(name) else {
             continue;
         };
-        let alive = rustix::process::Pid::from_raw(pid)
-            .is_some_and(|p| !matches!(rustix::process::test_kill_process(p), Err(Errno::SRCH)));
-        if !alive && rustix::fs::unlinkat(dir.as_fd(), entry.file_name(), AtFlags::empty()).is_ok()
+        if !process_alive(pid)
+            && rustix::fs::unlinkat(dir.as_fd(), entry.file_name(), AtFlags::empty()).is_ok()
         {
             removed += 1;
         }
     }
     removed
+}
+
+/// Removes `name` from the staged directory `dir` when it is a file marked
+/// incomplete (mode 0: a direct [`AtomicFile`] of a process that died
+/// before its commit); returns whether it did. Nothing outside a staged
+/// tree is touched.
+pub fn remove_incomplete(dir: &DirFd, name: &OsStr) -> bool {
+    if !dir.0.staged {
+        return false;
+    }
+    let incomplete =
+        rustix::fs::statat(dir.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+                && st.st_mode & 0o7777 == 0
+        });
+    incomplete && rustix::fs::unlinkat(dir.as_fd(), name, AtFlags::empty()).is_ok()
+}
+
+/// Whether process `pid` may still be running (it exists, whoever owns it).
+fn process_alive(pid: i32) -> bool {
+    rustix::process::Pid::from_raw(pid)
+        .is_some_and(|p| !matches!(rustix::process::test_kill_process(p), Err(Errno::SRCH)))
 }
 
 /// Whether this directory can hold named temp files of ours: only where
@@ -686,7 +823,14 @@ enum Temp {
     Unnamed,
     /// A hidden temp file beside the final name.
     Named(OsString),
+    /// Created under its final name in a staged tree, mode 0 (the mark of
+    /// a file not yet complete) until [`AtomicFile::commit`] gives it its
+    /// mode.
+    Direct,
 }
+
+/// No mode set yet on a direct file ([`AtomicFile::set_mode`]).
+const NO_MODE: u32 = u32::MAX;
 
 /// A file being written that becomes visible only on [`commit`](Self::commit).
 /// Dropping it without committing leaves nothing.
@@ -698,6 +842,8 @@ pub struct AtomicFile {
     /// The permission bits the file was created with, when they are known
     /// to be exactly those ([`AtomicFile::create_with_mode`]).
     mode: Option<u32>,
+    /// A direct file's mode, given at commit ([`NO_MODE`]: 0600).
+    pending_mode: std::sync::atomic::AtomicU32,
 }
 
 impl AtomicFile {
@@ -707,6 +853,11 @@ impl AtomicFile {
     /// # Errors
     /// Any error creating the file.
     pub fn create(dir: &DirFd, name: &OsStr) -> io::Result<AtomicFile> {
+        if dir.0.staged {
+            if let Some(file) = AtomicFile::create_direct(dir, name)? {
+                return Ok(file);
+            }
+        }
         if !NAMED_TEMPS_ONLY.load(Ordering::Relaxed) {
             if let Some(file) = AtomicFile::create_unnamed(dir, name, PRIVATE_FILE_MODE, None)? {
                 return Ok(file);
@@ -736,6 +887,7 @@ impl AtomicFile {
                 name: name.to_os_string(),
                 temp: Temp::Unnamed,
                 mode: recorded,
+                pending_mode: NO_MODE.into(),
             })),
             Err(e) if tmpfile_unsupported(e) => Ok(None),
             Err(e) => Err(e.into()),
@@ -756,6 +908,9 @@ impl AtomicFile {
     /// # Errors
     /// Any error creating the file.
     pub fn create_with_mode(dir: &DirFd, name: &OsStr, mode: u32) -> io::Result<AtomicFile> {
+        if dir.0.staged {
+            return AtomicFile::create(dir, name);
+        }
         let exact = !NAMED_TEMPS_ONLY.load(Ordering::Relaxed)
             && mode & !0o777 == 0
             && mode & PRIVATE_FILE_MODE == PRIVATE_FILE_MODE
@@ -770,6 +925,30 @@ impl AtomicFile {
             }
         }
         AtomicFile::create(dir, name)
+    }
+
+    /// Creates `name` in the staged directory `dir` under its own name,
+    /// mode 0 until committed; `None` when the name is taken (two inputs
+    /// with one output name), which the ordinary temp file and its commit
+    /// then decide as anywhere else.
+    fn create_direct(dir: &DirFd, name: &OsStr) -> io::Result<Option<AtomicFile>> {
+        match rustix::fs::openat(
+            dir.as_fd(),
+            name,
+            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => Ok(Some(AtomicFile {
+                file: File::from(fd),
+                dir: dir.clone(),
+                name: name.to_os_string(),
+                temp: Temp::Direct,
+                mode: None,
+                pending_mode: NO_MODE.into(),
+            })),
+            Err(Errno::EXIST) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Creates a hidden named temp file for `name` in `dir`, mode 0600.
@@ -789,6 +968,7 @@ impl AtomicFile {
             name: name.to_os_string(),
             temp: Temp::Named(temp),
             mode: None,
+            pending_mode: NO_MODE.into(),
         })
     }
 
@@ -803,12 +983,18 @@ impl AtomicFile {
     }
 
     /// Sets the permission bits exactly (the umask does not apply here:
-    /// the caller applies its policy first).
+    /// the caller applies its policy first). A file in a staged tree keeps
+    /// mode 0 until [`AtomicFile::commit`] gives it these bits.
     ///
     /// # Errors
     /// Any error from `fchmod`.
     pub fn set_mode(&self, mode: u32) -> io::Result<()> {
         if self.mode == Some(mode) {
+            return Ok(());
+        }
+        if matches!(self.temp, Temp::Direct) {
+            // Mode 0 marks it incomplete until the commit.
+            self.pending_mode.store(mode & 0o7777, Ordering::Relaxed);
             return Ok(());
         }
         Ok(rustix::fs::fchmod(
@@ -842,6 +1028,16 @@ impl AtomicFile {
         }
         match std::mem::replace(&mut self.temp, Temp::Unnamed) {
             Temp::Unnamed => self.link_unnamed(replace)?,
+            Temp::Direct => {
+                let mode = match self.pending_mode.load(Ordering::Relaxed) {
+                    NO_MODE => PRIVATE_FILE_MODE,
+                    mode => mode,
+                };
+                if let Err(e) = rustix::fs::fchmod(self.file.as_fd(), Mode::from_raw_mode(mode)) {
+                    let _ = rustix::fs::unlinkat(self.dir.as_fd(), &self.name, AtFlags::empty());
+                    return Err(e.into());
+                }
+            }
             Temp::Named(temp) => {
                 if let Err(e) = rename_into_place(&self.dir, &temp, &self.name, replace) {
                     let _ = rustix::fs::unlinkat(self.dir.as_fd(), &temp, AtFlags::empty());
@@ -902,8 +1098,14 @@ impl AtomicFile {
 
 impl Drop for AtomicFile {
     fn drop(&mut self) {
-        if let Temp::Named(temp) = &self.temp {
-            let _ = rustix::fs::unlinkat(self.dir.as_fd(), temp.as_os_str(), AtFlags::empty());
+        match &self.temp {
+            Temp::Named(temp) => {
+                let _ = rustix::fs::unlinkat(self.dir.as_fd(), temp.as_os_str(), AtFlags::empty());
+            }
+            Temp::Direct => {
+                let _ = rustix::fs::unlinkat(self.dir.as_fd(), &self.name, AtFlags::empty());
+            }
+            Temp::Unnamed => {}
         }
     }
 }

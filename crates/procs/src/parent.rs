@@ -505,6 +505,7 @@ impl Supervisor<'_> {
             io: self.settings.io(),
             fixed_salt,
             output_root: self.plan.output_root().map(Path::to_path_buf),
+            output_staged: self.plan.output_staged(),
             umask: self.settings.umask(),
             keep_special_bits: self.settings.keep_special_bits(),
             encryption_key: self
@@ -705,6 +706,9 @@ impl Supervisor<'_> {
             // worker go; those of live processes stay.
             if let Ok(Some(target)) = self.plan.target(job) {
                 cryptstream_output::remove_stale_temps(&target.dir);
+                // In a staged tree, the output it was writing is there
+                // under its name, marked incomplete.
+                cryptstream_output::remove_incomplete(&target.dir, &target.name);
             }
             // The worker may have linked a complete output and died before
             // reporting it: then that output is the result, and a rerun

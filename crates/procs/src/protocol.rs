@@ -65,6 +65,9 @@ pub struct Hello {
     /// Where outputs go: the root of the output tree (worker processes
     /// open every output directory below it, never following a symlink).
     pub output_root: Option<std::path::PathBuf>,
+    /// Whether the output root is a staged tree (its files are created
+    /// directly under their names: `DirFd::open_staged`).
+    pub output_staged: bool,
     /// The umask restored modes go through.
     pub umask: u32,
     /// Keep setuid/setgid/sticky bits.
@@ -295,6 +298,7 @@ impl Hello {
                 .bytes(std::os::unix::ffi::OsStrExt::as_bytes(root.as_os_str())),
             None => w.u8(0),
         };
+        w.u8(u8::from(self.output_staged));
         w.u32(self.umask).u8(u8::from(self.keep_special_bits));
         match &self.encryption_key {
             Some(key) => encode_key(w.u8(1), key),
@@ -347,6 +351,7 @@ impl Hello {
                 <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(r.bytes()?),
             )),
         };
+        let output_staged = r.u8()? != 0;
         let umask = r.u32()?;
         let keep_special_bits = r.u8()? != 0;
         let encryption_key = match r.u8()? {
@@ -385,6 +390,7 @@ impl Hello {
             io,
             fixed_salt,
             output_root,
+            output_staged,
             umask,
             keep_special_bits,
             encryption_key,
@@ -673,6 +679,7 @@ mod tests {
             io: IoChoice::Mmap,
             fixed_salt: Some([9; 32]),
             output_root: Some("/out/root".into()),
+            output_staged: true,
             umask: 0o027,
             keep_special_bits: true,
             encryption_key: Some(MasterKey::from_parts(
@@ -699,6 +706,7 @@ mod tests {
         assert_eq!(back.io, IoChoice::Mmap);
         assert_eq!(back.fixed_salt, Some([9; 32]));
         assert_eq!(back.output_root, Some("/out/root".into()));
+        assert!(back.output_staged);
         assert_eq!((back.umask, back.keep_special_bits), (0o027, true));
         let key = back.encryption_key.unwrap();
         assert_eq!(key.expose_bytes(), &[7; 32]);

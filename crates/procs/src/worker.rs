@@ -131,6 +131,9 @@ fn start(value: &OsStr, restorers: &[(&str, Restore)]) -> Result<ExitCode, Procs
     ring.set_worker_pid(hello.worker, std::process::id());
     let settings = settings_from(&hello, restorers)?;
     let output_root = match &hello.output_root {
+        Some(root) if hello.output_staged => {
+            Some(DirFd::open_staged(root).map_err(ProcsError::Socket)?)
+        }
         Some(root) => Some(DirFd::open(root).map_err(ProcsError::Socket)?),
         None => None,
     };

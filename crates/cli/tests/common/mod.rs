@@ -918,3 +918,19 @@ pub fn open_pty() -> (File, std::os::fd::OwnedFd) {
     // SAFETY: both descriptors were just opened by openpty and are owned here.
     unsafe { (File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
 }
+
+/// The stages of `output` beside it (`.NAME.cst-partial.PID`).
+pub fn stages_of(output: &Path) -> Vec<PathBuf> {
+    let prefix = format!(
+        ".{}.cst-partial.",
+        output.file_name().unwrap().to_str().unwrap()
+    );
+    let Ok(entries) = fs::read_dir(output.parent().unwrap()) else {
+        return Vec::new();
+    };
+    entries
+        .map(|entry| entry.unwrap())
+        .filter(|entry| entry.file_name().to_str().unwrap().starts_with(&prefix))
+        .map(|entry| entry.path())
+        .collect()
+}
