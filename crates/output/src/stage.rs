@@ -114,14 +114,16 @@ impl Stage {
             RenameFlags::NOREPLACE,
         ) {
             Ok(()) => {}
-            Err(Errno::EXIST) => return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!(
+            Err(Errno::EXIST) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
                     "{} was created by something else during the run; this run's output is in {}",
                     self.final_path.display(),
                     self.path.display()
                 ),
-            )),
+                ))
+            }
             Err(e) => {
                 return Err(io::Error::new(
                     io::Error::from(e).kind(),
