@@ -104,7 +104,9 @@ fn pause(_name: &str) {
     }
 }
 
-/// After a chunk was submitted.
+/// After a file to be read whole on a worker was handed over (before the
+/// worker reads it), and after each chunk the put takes in (added to the
+/// open pack, or found stored), before any commit it leads to.
 pub(crate) fn after_chunk() {
     pause("after_chunk");
 }
