@@ -985,8 +985,9 @@ pub const PUT_WORKER_NICE_STEPS: u8 = 5;
 /// files would otherwise cost three pool tasks per file (its Begin, its
 /// chunk, its End), each a hand-off between threads, and leave the
 /// walking thread opening and reading every file while the workers idle:
-/// a batch's small files are opened, read, chunked and sealed on the
-/// worker, and the walk's other entries ride along, in order.
+/// a batch's files (up to 8 MiB each, [`read_on_worker`]) are opened,
+/// read, chunked and sealed on the worker, and the walk's other entries
+/// ride along, in order.
 #[derive(Default)]
 struct Batch {
     jobs: Vec<Job>,
@@ -999,7 +1000,7 @@ enum Job {
     Ready(Item),
     /// A file read whole (its size from the walk's stat; see
     /// [`read_on_worker`]), to open, read, chunk and seal on the worker.
-    Small {
+    Whole {
         path: PathBuf,
         name: String,
         size: u64,
@@ -1021,8 +1022,9 @@ impl Batch {
         self.push(ordered, sealer, cancel, Job::Ready(item));
     }
 
-    /// Adds a small file (sending the batch first when it is full).
-    fn small<'env, C: FnMut(Item)>(
+    /// Adds a file read whole on the worker (sending the batch first when
+    /// it is full).
+    fn whole<'env, C: FnMut(Item)>(
         &mut self,
         ordered: &mut cryptstream_pool::Ordered<'_, '_, 'env, Item, C>,
         sealer: Sealer<'env>,
@@ -1069,21 +1071,21 @@ impl Batch {
             for job in jobs {
                 match job {
                     Job::Ready(item) => items.push(item),
-                    Job::Small {
+                    Job::Whole {
                         path,
                         name,
                         size,
                         inode,
                         uid,
                     } => {
-                        let file = SmallFile {
+                        let file = WholeFile {
                             path: &path,
                             name,
                             size,
                             inode,
                             uid,
                         };
-                        small_file(sealer, &cancel, file, &mut items);
+                        whole_file(sealer, &cancel, file, &mut items);
                     }
                 }
             }
@@ -1092,8 +1094,8 @@ impl Batch {
     }
 }
 
-/// A small file a worker stores: what the walk knew of it.
-struct SmallFile<'a> {
+/// A file a worker reads whole and stores: what the walk knew of it.
+struct WholeFile<'a> {
     path: &'a Path,
     name: String,
     size: u64,
@@ -1103,9 +1105,9 @@ struct SmallFile<'a> {
 
 /// Opens, reads, chunks and seals one file read whole (on a worker): its
 /// Begin, chunks and End, or a failure.
-fn small_file(sealer: Sealer<'_>, cancel: &Cancel, file: SmallFile<'_>, items: &mut Vec<Item>) {
+fn whole_file(sealer: Sealer<'_>, cancel: &Cancel, file: WholeFile<'_>, items: &mut Vec<Item>) {
     use std::io::Read;
-    let SmallFile {
+    let WholeFile {
         path,
         name,
         size,
@@ -1215,8 +1217,9 @@ fn pending_file(
     })
 }
 
-/// Sends one entry through the pipeline: Begin, its chunks, End (a small
-/// file, and any entry that needs no reading, through `batch`).
+/// Sends one entry through the pipeline: Begin, its chunks, End (a file
+/// read on a worker, and any entry that needs no reading, through
+/// `batch`).
 fn submit_entry<'env, C: FnMut(Item)>(
     ordered: &mut cryptstream_pool::Ordered<'_, '_, 'env, Item, C>,
     batch: &mut Batch,
@@ -1305,14 +1308,14 @@ fn submit_entry<'env, C: FnMut(Item)>(
     if kind == Kind::File && read_on_worker(meta.len(), chunker, opts.max_memory) {
         crate::hooks::after_chunk();
         let cost = 2 * meta.len() + TASK_OVERHEAD;
-        let job = Job::Small {
+        let job = Job::Whole {
             path: entry.path,
             name: entry.name,
             size: meta.len(),
             inode,
             uid: consumer.borrow_mut().uids.next(),
         };
-        batch.small(ordered, sealer, cancel, job, cost);
+        batch.whole(ordered, sealer, cancel, job, cost);
         return;
     }
     let failed = |reason: String| PutReport {
@@ -1363,8 +1366,10 @@ fn submit_entry<'env, C: FnMut(Item)>(
     let mut error = None;
     {
         if stat.len() <= WHOLE_FILE_MAX {
-            // A small file is read whole once and its chunks are slices of
-            // that one buffer (no per-file chunker buffer, no copies).
+            // A file of at most 8 MiB that `read_on_worker` left here (a
+            // small --max-memory) is read whole once and its chunks are
+            // slices of that one buffer (no per-file chunker buffer, no
+            // copies).
             let mut data = Vec::with_capacity(stat.len() as usize + 1);
             match std::io::Read::read_to_end(&mut file, &mut data) {
                 Ok(_) => {
