@@ -628,6 +628,49 @@ fn a_small_file_that_grows_before_a_worker_reads_it_is_refused_and_the_rest_is_s
 }
 
 #[test]
+fn a_file_of_several_chunks_that_grows_before_a_worker_reads_it_is_refused() {
+    let s = StoreWs::new(SMALL);
+    let src = s.ws.path("mid");
+    fs::create_dir_all(&src).unwrap();
+    // Several chunks each (16 KiB minimum, 64 KiB average) and under 8 MiB:
+    // read whole on a worker after the walk has taken their sizes
+    // (DECISIONS 575).
+    let growing = src.join("a-grows.bin");
+    write_random_file(&growing, 300_000, 37, 0o644);
+    write_random_file(&src.join("b-steady.bin"), 200_000, 38, 0o644);
+    // The put holds where it hands the first file to a worker, before the
+    // worker reads it; the file grows meanwhile.
+    let hold = Hold::new(&s, "hold");
+    let mut put = spawn_put(&s, &src, &[hold.env()], false);
+    let pid = put.pid();
+    hold.wait_reached();
+    assert!(s.put_registered(pid));
+    let mut log = fs::OpenOptions::new().append(true).open(&growing).unwrap();
+    std::io::Write::write_all(&mut log, &random_bytes(50_000, 39)).unwrap();
+    drop(log);
+    hold.release();
+    let (status, reported, stderr) = put.finish();
+    assert_eq!(status.code(), Some(EXIT_FAILURE), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("mid/a-grows.bin")
+                && l.contains("file changed while it was being read")),
+        "{stderr}"
+    );
+    let names: Vec<&str> = reported.iter().map(|(_, n)| n.as_str()).collect();
+    assert!(names.contains(&"mid/b-steady.bin"), "{names:?}");
+    assert!(!names.contains(&"mid/a-grows.bin"), "{names:?}");
+    s.run("verify", &[&"--read-data"]).success();
+    let dest = s.ws.path("out");
+    s.run("get", &[&"mid/b-steady.bin", &dest]).success();
+    assert_eq!(
+        fs::read(dest.join("mid/b-steady.bin")).unwrap(),
+        fs::read(src.join("b-steady.bin")).unwrap()
+    );
+}
+
+#[test]
 fn a_file_that_changes_while_put_reads_it_is_refused_and_the_rest_is_stored() {
     let s = StoreWs::new(SMALL);
     let src = s.ws.path("moving");
