@@ -563,9 +563,13 @@ async fn stream_range(
             (buf, len, read)
         })
     };
-    // No larger than the range: a small object takes a small buffer.
+    // No larger than the range: a small object takes a small buffer, and a
+    // range of one batch no second one to read ahead into (a tree's get
+    // asks for thousands of such ranges; zeroing the unused spare was 3.6 %
+    // of the server's samples).
     let size = (range.end - range.start).min(batch as u64) as usize;
-    let mut spare = if ahead { Some(vec![0u8; size]) } else { None };
+    let more_than_one = range.end - range.start > batch as u64;
+    let mut spare = (ahead && more_than_one).then(|| vec![0u8; size]);
     let mut at = range.start;
     let mut reading = (at < end).then(|| read_at(at, vec![0u8; size]));
     while let Some(read) = reading.take() {
