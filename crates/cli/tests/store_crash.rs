@@ -593,81 +593,65 @@ fn sigint_during_a_put_exits_130_and_leaves_a_store_that_verifies(kind: Kind) {
     );
 }
 
-#[test]
-fn a_small_file_that_grows_before_a_worker_reads_it_is_refused_and_the_rest_is_stored() {
+/// A put of `dir/` holding `a-grows` (`len` bytes) and `b-steady`
+/// (`steady` bytes), both read on a worker after the walk has taken their
+/// sizes. The put holds where it hands the first file to a worker, before
+/// the worker reads it; the file grows by `grow` bytes meanwhile. The put
+/// exits 1 naming it as changed while read, stores `b-steady` exactly, and
+/// the store verifies.
+fn a_file_that_grows_before_its_worker_reads_it_is_refused(
+    dir: &str,
+    len: u64,
+    steady: u64,
+    grow: usize,
+) {
     let s = StoreWs::new(SMALL);
-    let src = s.ws.path("small");
+    let src = s.ws.path(dir);
     fs::create_dir_all(&src).unwrap();
-    // Both under one chunk: read on a worker, in one batch, after the walk
-    // has taken their sizes.
-    let growing = src.join("a-grows.txt");
-    write_random_file(&growing, 4000, 34, 0o644);
-    write_random_file(&src.join("b-steady.txt"), 3000, 35, 0o644);
-    // The put holds at its first small file, walked (its size taken) and
-    // not yet read; the file grows meanwhile.
+    let growing = src.join("a-grows");
+    write_random_file(&growing, len, 34, 0o644);
+    write_random_file(&src.join("b-steady"), steady, 35, 0o644);
     let hold = Hold::new(&s, "hold");
     let mut put = spawn_put(&s, &src, &[hold.env()], false);
     let pid = put.pid();
     hold.wait_reached();
     assert!(s.put_registered(pid));
     let mut log = fs::OpenOptions::new().append(true).open(&growing).unwrap();
-    std::io::Write::write_all(&mut log, &random_bytes(5000, 36)).unwrap();
+    std::io::Write::write_all(&mut log, &random_bytes(grow, 36)).unwrap();
     drop(log);
     hold.release();
     let (status, reported, stderr) = put.finish();
     assert_eq!(status.code(), Some(EXIT_FAILURE), "{stderr}");
+    let (grows, steady) = (format!("{dir}/a-grows"), format!("{dir}/b-steady"));
     assert!(
-        stderr.lines().any(|l| l.contains("small/a-grows.txt")
-            && l.contains("file changed while it was being read")),
+        stderr
+            .lines()
+            .any(|l| l.contains(&grows) && l.contains("file changed while it was being read")),
         "{stderr}"
     );
     let names: Vec<&str> = reported.iter().map(|(_, n)| n.as_str()).collect();
-    assert!(names.contains(&"small/b-steady.txt"), "{names:?}");
-    assert!(!names.contains(&"small/a-grows.txt"), "{names:?}");
+    assert!(names.contains(&steady.as_str()), "{names:?}");
+    assert!(!names.contains(&grows.as_str()), "{names:?}");
     s.run("verify", &[&"--read-data"]).success();
+    let dest = s.ws.path("out");
+    s.run("get", &[&steady, &dest]).success();
+    assert_eq!(
+        fs::read(dest.join(&steady)).unwrap(),
+        fs::read(src.join("b-steady")).unwrap()
+    );
+}
+
+#[test]
+fn a_small_file_that_grows_before_a_worker_reads_it_is_refused_and_the_rest_is_stored() {
+    // Both under one chunk: read in one batch.
+    a_file_that_grows_before_its_worker_reads_it_is_refused("small", 4000, 3000, 5000);
 }
 
 #[test]
 fn a_file_of_several_chunks_that_grows_before_a_worker_reads_it_is_refused() {
-    let s = StoreWs::new(SMALL);
-    let src = s.ws.path("mid");
-    fs::create_dir_all(&src).unwrap();
     // Several chunks each (16 KiB minimum, 64 KiB average) and under 8 MiB:
-    // read whole on a worker after the walk has taken their sizes
-    // (DECISIONS 575).
-    let growing = src.join("a-grows.bin");
-    write_random_file(&growing, 300_000, 37, 0o644);
-    write_random_file(&src.join("b-steady.bin"), 200_000, 38, 0o644);
-    // The put holds where it hands the first file to a worker, before the
-    // worker reads it; the file grows meanwhile.
-    let hold = Hold::new(&s, "hold");
-    let mut put = spawn_put(&s, &src, &[hold.env()], false);
-    let pid = put.pid();
-    hold.wait_reached();
-    assert!(s.put_registered(pid));
-    let mut log = fs::OpenOptions::new().append(true).open(&growing).unwrap();
-    std::io::Write::write_all(&mut log, &random_bytes(50_000, 39)).unwrap();
-    drop(log);
-    hold.release();
-    let (status, reported, stderr) = put.finish();
-    assert_eq!(status.code(), Some(EXIT_FAILURE), "{stderr}");
-    assert!(
-        stderr
-            .lines()
-            .any(|l| l.contains("mid/a-grows.bin")
-                && l.contains("file changed while it was being read")),
-        "{stderr}"
-    );
-    let names: Vec<&str> = reported.iter().map(|(_, n)| n.as_str()).collect();
-    assert!(names.contains(&"mid/b-steady.bin"), "{names:?}");
-    assert!(!names.contains(&"mid/a-grows.bin"), "{names:?}");
-    s.run("verify", &[&"--read-data"]).success();
-    let dest = s.ws.path("out");
-    s.run("get", &[&"mid/b-steady.bin", &dest]).success();
-    assert_eq!(
-        fs::read(dest.join("mid/b-steady.bin")).unwrap(),
-        fs::read(src.join("b-steady.bin")).unwrap()
-    );
+    // read whole on a worker too (DECISIONS 575).
+    a_file_that_grows_before_its_worker_reads_it_is_refused("mid", 300_000, 200_000, 50_000);
 }
 
 #[test]
