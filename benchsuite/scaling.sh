@@ -7,10 +7,10 @@
 #           after a warm-up) on one BIG file, 1000 x 1 MiB and 20000 x 4 KiB;
 #   store:  put and get of 1000 x 1 MiB and of one BIG file, each into a
 #           fresh local store, medians of REPS; every restore is checked
-#           with cmp/diff once per worker count;
-#   copy:   cp -r of the tree and cat of the file, the no-encryption limit.
+#           with diff -r once per worker count;
+#   copy:   cp -r of each, the no-encryption limit.
 # Speed-up is against --workers 1 of the same row. Timings are wall clock
-# from bash's EPOCHREALTIME; no bc needed.
+# (`secs` of engine-workloads.sh).
 # Usage: [BIG=4GiB] [STORE_BIG=2GiB] benchsuite/scaling.sh DIR [REPS] [BINARY]
 set -euo pipefail
 dir=${1:?dir}; reps=${2:-3}; bin=$(realpath "${3:-target/release/cryptstream}")
@@ -25,13 +25,7 @@ export CRYPTSTREAM_CACHE_DIR="$w/cache"
 
 echo "# $(date -u +%FT%TZ) $(uname -r) $cores cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)); $("$bin" --version); dir $dir ($(df --output=fstype "$dir" | tail -1)); workers $workers; $reps runs; load $(cut -d' ' -f1-3 /proc/loadavg)"
 
-median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.4f\n", (a[NR/2]+a[NR/2+1])/2}'; }
-# secs CMD...: runs CMD, prints its wall seconds; a failure ends the script.
-secs() {
-  local s=$EPOCHREALTIME
-  "$@" >/dev/null 2>"$w/err" || { echo "failed: $*" >&2; cat "$w/err" >&2; exit 1; }
-  awk -v s="$s" -v e="$EPOCHREALTIME" 'BEGIN {printf "%.4f\n", e - s}'
-}
+source "$(dirname "$0")/engine-workloads.sh" # secs, median
 
 echo
 echo "## engine: cryptstream bench --workers $workers --runs $reps"

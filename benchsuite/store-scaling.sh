@@ -22,12 +22,7 @@ for load in $loads; do
     big) "$a" gen "$w/src/big" --count 1 --size 1GiB --seed 5 --quiet ;;
   esac
 done
-median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.4f\n", (a[NR/2]+a[NR/2+1])/2}'; }
-secs() {
-  local s=$EPOCHREALTIME
-  "$@" >/dev/null 2>"$w/err" || { echo "failed: $*" >&2; cat "$w/err" >&2; exit 1; }
-  awk -v s="$s" -v e="$EPOCHREALTIME" 'BEGIN {printf "%.4f\n", e - s}'
-}
+source "$(dirname "$0")/engine-workloads.sh" # secs, median
 one() { # BINARY LOAD WORKERS -> "PUT GET"
   rm -rf "$w/store" "$w/out" "$w/cache"
   "$1" store --store "$w/store" -k "$w/key" -q init >/dev/null 2>&1
