@@ -65,7 +65,8 @@ pub struct StoreArgs {
     /// Worker threads (default: one per core).
     #[arg(long, global = true, value_name = "N")]
     pub workers: Option<usize>,
-    /// Bytes of chunks in flight at most, for put, get and verify (e.g. 64MiB).
+    /// Bytes of chunks (and packs being committed) in flight at most, for
+    /// put, get and verify (e.g. 64MiB).
     #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size,
           default_value = DEFAULT_MAX_MEMORY_TEXT)]
     pub max_memory: u64,

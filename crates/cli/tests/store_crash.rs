@@ -28,6 +28,7 @@ on_every_backend!(
     a_new_cache_is_never_told_to_migrate_a_store_whose_first_put_runs_or_whose_snapshots_are_all_forgotten,
     sigint_during_a_put_exits_130_and_leaves_a_store_that_verifies,
     a_second_gc_is_refused_while_one_runs,
+    a_manifest_is_written_only_once_every_pack_holding_its_chunks_is_durable_and_recorded,
 );
 
 /// Kills that must land in the middle of a put (issue 16, point 6).
@@ -233,6 +234,104 @@ fn sigkill_during_put_at_random_points_leaves_a_store_that_verifies(kind: Kind) 
     get.args(ids.iter().map(|(id, _)| id)).arg(&dest);
     run(&mut get).success();
     assert_same_tree(&snapshot(&src), &snapshot(&dest.join("tree")));
+}
+
+/// DECISIONS 578: a put has several packs committing at once, and what a
+/// pack commit completes lands in pack order. Held after each of several
+/// manifests, before the registry marks that manifest's files complete:
+/// exactly one manifest in the store still has pending files, and every
+/// chunk of those files is in a pack that the registry records and the
+/// store holds.
+fn a_manifest_is_written_only_once_every_pack_holding_its_chunks_is_durable_and_recorded(
+    kind: Kind,
+) {
+    let s = StoreWs::on(kind, SMALL);
+    let src = s.ws.path("src").join("tree");
+    random_tree(&src, 48, 600_000, 74);
+    let hold = s.ws.path("hold");
+    let mut reached = hold.clone().into_os_string();
+    reached.push(".reached");
+    let reached = PathBuf::from(reached);
+    let delay = std::ffi::OsString::from("5");
+    let at = std::ffi::OsString::from("before_complete");
+    fs::write(&hold, b"held").unwrap();
+    let mut put = spawn_put(
+        &s,
+        &src,
+        &[
+            ("CRYPTSTREAM_DEBUG_STORE_DELAY_MS", &delay),
+            ("CRYPTSTREAM_DEBUG_STORE_HOLD_WHILE", hold.as_os_str()),
+            ("CRYPTSTREAM_DEBUG_STORE_HOLD_AT", &at),
+        ],
+        false,
+    );
+    for round in 0..3 {
+        wait_for("the put holds after a manifest", || {
+            reached.exists() || put.running.has_exited()
+        });
+        assert!(!put.running.has_exited(), "{}", put.stderr_so_far());
+        let registry = s.registry();
+        let named: Vec<String> = registry
+            .prepare(
+                "SELECT DISTINCT manifest FROM files
+                 WHERE status = 'pending' AND manifest IS NOT NULL",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let in_store = s.objects("manifests/");
+        let written: Vec<&String> = named.iter().filter(|m| in_store.contains(m)).collect();
+        assert_eq!(written.len(), 1, "round {round}: {named:?} of {in_store:?}");
+        let chunks: Vec<(String, Option<String>)> = registry
+            .prepare(
+                "SELECT hex(fc.chunk), p.name FROM files f
+                 JOIN file_chunks fc ON fc.file = f.id
+                 LEFT JOIN chunks c ON c.id = fc.chunk
+                 LEFT JOIN packs p ON p.id = c.pack
+                 WHERE f.manifest = ?1",
+            )
+            .unwrap()
+            .query_map([written[0]], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(
+            !chunks.is_empty(),
+            "round {round}: {} has no chunk",
+            written[0]
+        );
+        let packs = s.objects("packs/");
+        for (chunk, pack) in &chunks {
+            let pack = pack.as_ref().unwrap_or_else(|| {
+                panic!(
+                    "round {round}: chunk {chunk} of {} is in no recorded pack",
+                    written[0]
+                )
+            });
+            assert!(
+                packs.contains(pack),
+                "round {round}: {pack}, holding chunk {chunk} of {}, is not in the store",
+                written[0]
+            );
+        }
+        drop(registry);
+        // Released, and held again at a later manifest once this one's
+        // files are reported.
+        let before = put.reported_count();
+        fs::remove_file(&reached).unwrap();
+        fs::remove_file(&hold).unwrap();
+        if round < 2 {
+            wait_for("the put goes on", || {
+                put.reported_count() > before || put.running.has_exited()
+            });
+            fs::write(&hold, b"held").unwrap();
+        }
+    }
+    let (status, _, stderr) = put.finish();
+    assert!(status.success(), "put: {status}: {stderr}");
+    s.run("verify", &[&"--read-data"]).success();
 }
 
 /// A file whose existence holds a put at its next hook point.

@@ -292,6 +292,11 @@ impl Backend for RemoteBackend {
         self.inner.connections
     }
 
+    fn write_streams(&self) -> usize {
+        // A pack upload per connection.
+        self.inner.connections
+    }
+
     fn size(&self, name: &str) -> Result<Option<u64>, BackendError> {
         let inner = &self.inner;
         let mut conn = inner.take(name)?;

@@ -189,6 +189,11 @@ impl Backend for S3Backend {
         self.client.connections()
     }
 
+    fn write_streams(&self) -> usize {
+        // A pack upload per connection.
+        self.client.connections()
+    }
+
     fn size(&self, name: &str) -> Result<Option<u64>, BackendError> {
         check_object_name(name)?;
         self.client.head(name).map_err(|e| backend_error(name, e))

@@ -185,6 +185,14 @@ pub trait Backend: Send + Sync {
     fn read_streams(&self) -> usize {
         LOCAL_READ_STREAMS
     }
+    /// How many objects a put may have on their way to durability at once
+    /// ([`ObjectWriter::commit`] on a thread of its own while the next
+    /// pack fills): object storage and a store server take several
+    /// uploads at once; a local disk gains from one `fsync` overlapping
+    /// the next pack's writes.
+    fn write_streams(&self) -> usize {
+        LOCAL_WRITE_STREAMS
+    }
     /// The size of `name`, or `None` when it does not exist.
     ///
     /// # Errors
@@ -218,6 +226,9 @@ pub trait Backend: Send + Sync {
 /// Reads in flight at once on a local disk (reads of blocks from the page
 /// cache or a disk's queue; more threads would only wait on each other).
 pub const LOCAL_READ_STREAMS: usize = 4;
+
+/// Packs a put may have committing at once on a local disk.
+pub const LOCAL_WRITE_STREAMS: usize = 2;
 
 /// Most pack descriptors a [`LocalDir`] keeps open for reads.
 const OPEN_READERS: usize = 64;

@@ -111,7 +111,8 @@ pub(crate) fn after_chunk() {
     pause("after_chunk");
 }
 
-/// After the pack commit and registry batch, before the manifest.
+/// Once every pack holding a chunk of the manifest's files is durable and
+/// recorded, before the manifest.
 pub(crate) fn before_manifest() {
     pause("before_manifest");
 }

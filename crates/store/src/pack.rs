@@ -215,7 +215,19 @@ impl PackWriter {
     ///
     /// # Errors
     /// Write or commit failures.
-    pub fn finish(mut self, keys: &StoreKeys) -> Result<(String, u64, Vec<PackEntry>), StoreError> {
+    pub fn finish(self, keys: &StoreKeys) -> Result<(String, u64, Vec<PackEntry>), StoreError> {
+        let sealed = self.seal(keys)?;
+        sealed.writer.commit()?;
+        Ok((sealed.name, sealed.size, sealed.entries))
+    }
+
+    /// Writes the index: what is left is to make the pack durable
+    /// ([`SealedPack::writer`]'s commit), which may run on a thread of its
+    /// own while the next pack fills.
+    ///
+    /// # Errors
+    /// Write failures.
+    pub fn seal(mut self, keys: &StoreKeys) -> Result<SealedPack, StoreError> {
         self.write_buffer()?;
         let name = self.name.clone();
         let index = compress_index(&encode_index(&self.entries)).map_err(|e| io(&name, e))?;
@@ -232,9 +244,25 @@ impl PackWriter {
             .write_all(INDEX_MAGIC)
             .map_err(|e| io(&name, e))?;
         let size = self.writer.written();
-        self.writer.commit()?;
-        Ok((name, size, self.entries))
+        Ok(SealedPack {
+            name,
+            size,
+            entries: self.entries,
+            writer: self.writer,
+        })
     }
+}
+
+/// A pack whose every byte is written, not yet durable.
+pub struct SealedPack {
+    /// Its object name.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its chunks.
+    pub entries: Vec<PackEntry>,
+    /// Its object, to commit.
+    pub writer: Box<dyn ObjectWriter>,
 }
 
 fn io(name: &str, source: std::io::Error) -> StoreError {

@@ -2,7 +2,7 @@
 //! and docs/STORE.md for why it is crash-safe.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use crate::backend::Backend;
 use crate::blob::{self, BLOB_SALT_LEN, COMPRESSION_NONE, COMPRESSION_ZSTD};
 use crate::keys::StoreKeys;
 use crate::manifest::{self, FileMac, FileRecord, Kind};
-use crate::pack::PackWriter;
+use crate::pack::{PackEntry, PackWriter};
 use crate::registry::{
     FileRow, PendingFile, Registry, Role, SnapshotRow, SourceStat, UidRange, WriterLease,
 };
@@ -130,6 +130,24 @@ struct Current {
     chunks: Vec<([u8; 32], u32)>,
 }
 
+/// A pack on its way to durability, committed on a thread of its own.
+struct Committing {
+    name: String,
+    size: u64,
+    entries: Vec<PackEntry>,
+    thread: std::thread::JoinHandle<Result<(), StoreError>>,
+}
+
+/// What one pack commit of the put completes once every pack before it
+/// and its own are durable (DECISIONS 578): the pack's registry rows,
+/// then the manifest of the files read before it was sealed, then those
+/// files, then the snapshot entries queued up to `release`.
+struct Landing {
+    pack: Option<Committing>,
+    manifest: Option<(String, Vec<ReadDone>)>,
+    release: u64,
+}
+
 /// A file whose chunks are all recorded, waiting for the pack commit.
 struct ReadDone {
     file: PendingFile,
@@ -152,6 +170,10 @@ struct Consumer<'a> {
     packs_present: HashMap<String, bool>,
     current: Option<Current>,
     read_done: Vec<ReadDone>,
+    /// Pack commits under way, oldest first; they land in this order.
+    landings: VecDeque<Landing>,
+    /// Most pack commits under way at once.
+    most_landings: usize,
     failed: Option<StoreError>,
     progress: &'a dyn Progress,
     report: &'a mut dyn FnMut(&PutReport),
@@ -164,7 +186,10 @@ struct Consumer<'a> {
     snapshot: SnapshotWriter,
     /// Entries that follow a file not yet complete: they go into the
     /// snapshot, in order, once it is.
-    snapshot_queue: Vec<SnapshotEntry>,
+    snapshot_queue: VecDeque<SnapshotEntry>,
+    /// Entries queued so far, and entries released from the queue so far.
+    queued: u64,
+    released: u64,
     /// Uids reused unchanged, not yet in the registry's `put_refs`.
     reused: Vec<u64>,
     /// Whether this put may hold decisions to reuse a chunk or a record
@@ -373,12 +398,13 @@ impl Consumer<'_> {
                 if let Some(inode) = cur.inode {
                     self.links.insert(inode, (r.name.clone(), r.uid, r.mac));
                 }
-                self.snapshot_queue.push(SnapshotEntry {
+                self.snapshot_queue.push_back(SnapshotEntry {
                     name: r.name.clone(),
                     uid: r.uid,
                     mac: r.mac,
                     hard_link: None,
                 });
+                self.queued += 1;
                 self.read_done.push(ReadDone {
                     file,
                     chunks: cur.chunks,
@@ -397,7 +423,8 @@ impl Consumer<'_> {
         if self.snapshot_queue.is_empty() {
             self.snapshot.add(&entry)?;
         } else {
-            self.snapshot_queue.push(entry);
+            self.snapshot_queue.push_back(entry);
+            self.queued += 1;
         }
         if self.reused.len() >= PUT_REF_FLUSH {
             self.registry.add_put_refs(self.lease, &self.reused)?;
@@ -406,20 +433,22 @@ impl Consumer<'_> {
         Ok(())
     }
 
-    /// Writes buffered refs (and, with `commit_pack`, the open pack, then a
-    /// manifest for the files waiting, then marks them complete).
+    /// Writes buffered refs to the registry; with `commit_pack`, also
+    /// seals the open pack and starts its commit, and names the manifest
+    /// that will record the files waiting: what that completes lands once
+    /// the pack and every pack before it are durable
+    /// ([`Consumer::land`]).
     fn flush(&mut self, commit_pack: bool) -> Result<(), StoreError> {
-        let mut pack_info = None;
-        if commit_pack {
-            if let Some(pack) = self.pack.take() {
-                if !pack.is_empty() {
-                    pack_info = Some(pack.finish(self.keys)?);
-                }
+        let sealed = match self.pack.take() {
+            Some(pack) if commit_pack && !pack.is_empty() => Some(pack.seal(self.keys)?),
+            pack => {
+                self.pack = pack;
+                None
             }
-        }
-        // With the pack, the files read whole get the manifest that will
-        // record them, and their final record, in the same transaction
-        // (their rows written once, not inserted then updated).
+        };
+        // The files read whole get the manifest that will record them, and
+        // their final record, in this transaction (their rows written
+        // once, not inserted then updated).
         let manifest = if commit_pack && !self.read_done.is_empty() {
             Some(manifest::new_manifest_name()?)
         } else {
@@ -435,9 +464,6 @@ impl Consumer<'_> {
                 .collect();
             self.registry.commit_batch(
                 self.lease,
-                pack_info
-                    .as_ref()
-                    .map(|(name, size, entries)| (name.as_str(), *size, &entries[..])),
                 &mut files,
                 &self.reused,
                 self.uids.drawn,
@@ -446,20 +472,97 @@ impl Consumer<'_> {
         }
         self.reused.clear();
         self.window_open = false;
-        if commit_pack {
-            self.open_ids.clear();
+        if !commit_pack {
+            return Ok(());
         }
-        if let Some(name) = manifest {
-            self.complete_waiting(name)?;
+        let pack = match sealed {
+            Some(sealed) => {
+                let writer = sealed.writer;
+                let thread = std::thread::Builder::new()
+                    .name("pack-commit".into())
+                    .spawn(move || writer.commit().map_err(StoreError::from))
+                    .map_err(|e| StoreError::Io {
+                        path: PathBuf::from(&sealed.name),
+                        source: e,
+                    })?;
+                Some(Committing {
+                    name: sealed.name,
+                    size: sealed.size,
+                    entries: sealed.entries,
+                    thread,
+                })
+            }
+            None => None,
+        };
+        self.landings.push_back(Landing {
+            pack,
+            manifest: manifest.map(|name| (name, std::mem::take(&mut self.read_done))),
+            release: self.queued,
+        });
+        self.land(self.most_landings - 1)
+    }
+
+    /// Lands pack commits in order until at most `most` are under way:
+    /// those already done, then, waiting for each, the oldest.
+    fn land(&mut self, most: usize) -> Result<(), StoreError> {
+        while let Some(next) = self.landings.front() {
+            let done = next.pack.as_ref().is_none_or(|p| p.thread.is_finished());
+            if !done && self.landings.len() <= most {
+                break;
+            }
+            let landing = self.landings.pop_front().expect("looked at above");
+            self.land_one(landing)?;
         }
         Ok(())
     }
 
+    /// Pack, then manifest, then registry: the files of `landing` become
+    /// complete, and the snapshot entries it releases go in.
+    fn land_one(&mut self, landing: Landing) -> Result<(), StoreError> {
+        if let Some(pack) = landing.pack {
+            pack.thread.join().map_err(|_| StoreError::Io {
+                path: PathBuf::from(&pack.name),
+                source: std::io::Error::other("the pack's commit panicked"),
+            })??;
+            self.registry
+                .record_pack(self.lease, &pack.name, pack.size, &pack.entries)?;
+            // The registry knows where these chunks are now.
+            for entry in &pack.entries {
+                self.open_ids.remove(&entry.id);
+            }
+        }
+        if let Some((name, read_done)) = landing.manifest {
+            self.complete_waiting(name, read_done)?;
+        }
+        while self.released < landing.release {
+            let entry = self
+                .snapshot_queue
+                .pop_front()
+                .expect("a released entry was queued");
+            self.released += 1;
+            self.snapshot.add(&entry)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the pack commits under way without landing them (the put
+    /// failed): none is left running when the put returns.
+    fn abandon(&mut self) {
+        for landing in self.landings.drain(..) {
+            if let Some(pack) = landing.pack {
+                let _ = pack.thread.join();
+            }
+        }
+    }
+
     /// Manifest, then registry: the files in `read_done`, whose rows name
     /// manifest `name` already, become complete.
-    fn complete_waiting(&mut self, name: String) -> Result<(), StoreError> {
+    fn complete_waiting(
+        &mut self,
+        name: String,
+        read_done: Vec<ReadDone>,
+    ) -> Result<(), StoreError> {
         crate::hooks::before_manifest();
-        let read_done = &self.read_done;
         // The chunk lists are the ones the put kept (the same the registry
         // now holds), not read back from it.
         manifest::write_manifest(
@@ -468,7 +571,7 @@ impl Consumer<'_> {
             &name,
             read_done.len() as u64,
             |writer| {
-                for d in read_done {
+                for d in &read_done {
                     let io = |e: std::io::Error| StoreError::Io {
                         path: PathBuf::from(&name),
                         source: e,
@@ -483,10 +586,7 @@ impl Consumer<'_> {
         )?;
         crate::hooks::before_complete();
         self.registry.complete_manifest(self.lease, &name)?;
-        for entry in std::mem::take(&mut self.snapshot_queue) {
-            self.snapshot.add(&entry)?;
-        }
-        for d in self.read_done.drain(..) {
+        for d in read_done {
             (self.report)(&PutReport {
                 name: d.file.record.name.clone(),
                 uid: Some(d.file.record.uid),
@@ -800,6 +900,7 @@ impl Store {
             tags: opts.tags.clone(),
         };
         let snapshot = SnapshotWriter::create(&**backend, keys, &meta)?;
+        let landings = most_landings(&**backend, settings.pack_target, opts.max_memory);
         let consumer = RefCell::new(Consumer {
             registry,
             backend: &**backend,
@@ -811,13 +912,17 @@ impl Store {
             packs_present: HashMap::new(),
             current: None,
             read_done: Vec::new(),
+            landings: VecDeque::new(),
+            most_landings: landings,
             failed: None,
             progress,
             report,
             cancel: &opts.cancel,
             skipping: false,
             snapshot,
-            snapshot_queue: Vec::new(),
+            snapshot_queue: VecDeque::new(),
+            queued: 0,
+            released: 0,
             reused: Vec::new(),
             window_open: true,
             inodes_seen: HashSet::new(),
@@ -825,8 +930,12 @@ impl Store {
             uids: UidSequence::new()?,
         });
         let cancel = &opts.cancel;
+        // The packs committing while the next one fills (object storage
+        // holds each in memory until it is sent) come out of the budget;
+        // one was always there (the pack being committed).
         let budget = opts
             .max_memory
+            .saturating_sub((landings as u64 - 1) * settings.pack_target)
             .max(2 * u64::from(chunker.max) + TASK_OVERHEAD);
         let sealer = Sealer {
             keys,
@@ -881,9 +990,13 @@ impl Store {
         });
         let mut consumer = consumer.into_inner();
         if let Some(e) = consumer.failed.take() {
+            consumer.abandon();
             return Err(e);
         }
-        consumer.flush(true)?;
+        if let Err(e) = consumer.flush(true).and_then(|()| consumer.land(0)) {
+            consumer.abandon();
+            return Err(e);
+        }
         if cancel.is_cancelled() {
             return Err(StoreError::Cancelled);
         }
@@ -905,6 +1018,16 @@ impl Store {
         registry.record_snapshot(lease, &row)?;
         Ok(Some(row))
     }
+}
+
+/// How many pack commits a put has under way at once, the one just sealed
+/// included: as many as the backend takes ([`Backend::write_streams`]),
+/// while each pack (which object storage holds in memory until it is
+/// sent) fits twice in `max_memory`. With one, a put waits for each
+/// commit before it fills the next pack.
+fn most_landings(backend: &dyn Backend, pack_target: u64, max_memory: u64) -> usize {
+    let fit = usize::try_from(max_memory / (2 * pack_target).max(1)).unwrap_or(usize::MAX);
+    backend.write_streams().min(fit).max(1)
 }
 
 /// The one line that says a store from before snapshots must be migrated.

@@ -986,10 +986,51 @@ impl Registry {
         .map_err(|e| self.err(e))
     }
 
-    /// One transaction: the pack just committed and its chunks (a chunk
-    /// already present and not garbage keeps its place; one marked garbage
-    /// moves to this pack and is live again), new pending file rows, and
-    /// the chunk refs buffered in `files`. With `done = Some((manifest,
+    /// One transaction: pack `name`, just made durable, and its chunks (a
+    /// chunk already present and not garbage keeps its place; one marked
+    /// garbage moves to this pack and is live again). Its chunks' refs may
+    /// already be rows ([`Registry::commit_batch`]); until this commits,
+    /// no reader and no gc knows where those chunks are, and a put keeps
+    /// them out of every other pack itself.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn record_pack(
+        &mut self,
+        lease: WriterLease,
+        name: &str,
+        size: u64,
+        entries: &[PackEntry],
+    ) -> Result<(), StoreError> {
+        let created = now();
+        self.write(|tx| {
+            tx.prepare_cached(INSERT_PACK)?
+                .execute(params![name, size as i64, created])?;
+            let pack_row = tx.last_insert_rowid();
+            let mut stmt = tx.prepare_cached(INSERT_CHUNK)?;
+            // In id order: each insert lands next to the one before in the
+            // chunks table's b-tree, not on a random page.
+            let mut sorted: Vec<&PackEntry> = entries.iter().collect();
+            sorted.sort_unstable_by_key(|e| e.id);
+            for e in sorted {
+                stmt.execute(params![
+                    &e.id[..],
+                    pack_row,
+                    e.offset as i64,
+                    e.stored_len,
+                    e.raw_len,
+                    e.compression
+                ])?;
+            }
+            tx.prepare_cached(HEARTBEAT)?
+                .execute(params![created, lease.id])?;
+            Ok(())
+        })
+    }
+
+    /// One transaction: new pending file rows and the chunk refs buffered
+    /// in `files` (their chunks are stored, or in packs of this put that
+    /// [`Registry::record_pack`] records once durable). With `done = Some((manifest,
     /// n))`, the first `n` of `files` are read whole: their final record
     /// (size, chunk count, authenticator, new bytes) and `manifest`, the
     /// manifest about to record them, are written too (in the row's insert when it is new).
@@ -999,7 +1040,6 @@ impl Registry {
     pub fn commit_batch(
         &mut self,
         lease: WriterLease,
-        pack: Option<(&str, u64, &[PackEntry])>,
         files: &mut [&mut PendingFile],
         reused: &[u64],
         drawn: Option<UidRange>,
@@ -1015,26 +1055,6 @@ impl Registry {
                     range.last as i64,
                     lease.id
                 ])?;
-            }
-            if let Some((name, size, entries)) = pack {
-                tx.prepare_cached(INSERT_PACK)?
-                    .execute(params![name, size as i64, created])?;
-                let pack_row = tx.last_insert_rowid();
-                let mut stmt = tx.prepare_cached(INSERT_CHUNK)?;
-                // In id order: each insert lands next to the one before
-                // in the chunks table's b-tree, not on a random page.
-                let mut sorted: Vec<&PackEntry> = entries.iter().collect();
-                sorted.sort_unstable_by_key(|e| e.id);
-                for e in sorted {
-                    stmt.execute(params![
-                        &e.id[..],
-                        pack_row,
-                        e.offset as i64,
-                        e.stored_len,
-                        e.raw_len,
-                        e.compression
-                    ])?;
-                }
             }
             // Each statement looked up in the cache once per transaction,
             // not once per file (DECISIONS 473).
@@ -2379,7 +2399,7 @@ mod tests {
         // record is kept by `put_refs`, and chunk 2, marked while the
         // window was open and relied on by nothing, goes.
         registry
-            .commit_batch(put, None, &mut [], &[1], None, None)
+            .commit_batch(put, &mut [], &[1], None, None)
             .unwrap();
         assert_eq!(window(&registry, put), WINDOW_CLOSED);
         assert_eq!(registry.mark_unreferenced().unwrap().0, 0);
@@ -2436,7 +2456,6 @@ mod tests {
             };
             r.commit_batch(
                 lease,
-                None,
                 &mut files,
                 &[],
                 Some(drawn),
