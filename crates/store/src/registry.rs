@@ -1030,10 +1030,11 @@ impl Registry {
 
     /// One transaction: new pending file rows and the chunk refs buffered
     /// in `files` (their chunks are stored, or in packs of this put that
-    /// [`Registry::record_pack`] records once durable). With `done = Some((manifest,
-    /// n))`, the first `n` of `files` are read whole: their final record
-    /// (size, chunk count, authenticator, new bytes) and `manifest`, the
-    /// manifest about to record them, are written too (in the row's insert when it is new).
+    /// [`Registry::record_pack`] records once durable). With
+    /// `done = Some((manifest, n))`, the first `n` of `files` are read
+    /// whole: their final record (size, chunk count, authenticator, new
+    /// bytes) and `manifest`, the manifest that will record them, are
+    /// written too (in the row's insert when it is new).
     ///
     /// # Errors
     /// Registry failures.
