@@ -187,9 +187,8 @@ struct Consumer<'a> {
     /// Entries that follow a file not yet complete: they go into the
     /// snapshot, in order, once it is.
     snapshot_queue: VecDeque<SnapshotEntry>,
-    /// Entries queued so far, and entries released from the queue so far.
+    /// Entries queued so far.
     queued: u64,
-    released: u64,
     /// Uids reused unchanged, not yet in the registry's `put_refs`.
     reused: Vec<u64>,
     /// Whether this put may hold decisions to reuse a chunk or a record
@@ -534,12 +533,10 @@ impl Consumer<'_> {
         if let Some((name, read_done)) = landing.manifest {
             self.complete_waiting(name, read_done)?;
         }
-        while self.released < landing.release {
-            let entry = self
-                .snapshot_queue
-                .pop_front()
-                .expect("a released entry was queued");
-            self.released += 1;
+        // Entries queued after this landing's seal stay queued.
+        let stay = usize::try_from(self.queued - landing.release).expect("a count of entries");
+        while self.snapshot_queue.len() > stay {
+            let entry = self.snapshot_queue.pop_front().expect("longer than `stay`");
             self.snapshot.add(&entry)?;
         }
         Ok(())
@@ -922,7 +919,6 @@ impl Store {
             snapshot,
             snapshot_queue: VecDeque::new(),
             queued: 0,
-            released: 0,
             reused: Vec::new(),
             window_open: true,
             inodes_seen: HashSet::new(),
